@@ -1,0 +1,1 @@
+//! KeyViz admin HTTP surface (work in progress).

@@ -1,0 +1,1 @@
+//! The KeyViz reference store (work in progress).

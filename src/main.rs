@@ -1,0 +1,2 @@
+//! `keyviz` command line (being assembled).
+fn main() {}
