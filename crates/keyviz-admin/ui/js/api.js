@@ -1,0 +1,172 @@
+// @ts-check
+/**
+ * The only module that knows URLs. Wraps fetch with the admin conventions: same-origin
+ * cookies, the X-Admin-CSRF double-submit header on writes, the {"error","message"} envelope
+ * mapped to ApiError, and AbortController so a superseded matrix call is cancelled.
+ */
+
+const BASE = '/admin/api/v1';
+
+/** A failed API call; `status` 0 means the network failed or the answer was not JSON. */
+export class ApiError extends Error {
+  /**
+   * @param {number} status
+   * @param {string} code
+   * @param {string} message
+   */
+  constructor(status, code, message) {
+    super(message || code);
+    this.name = 'ApiError';
+    this.status = status;
+    this.code = code;
+  }
+
+  /** "code: message", or just the code when the message adds nothing. */
+  describe() {
+    return this.message && this.message !== this.code ? `${this.code}: ${this.message}` : this.code;
+  }
+}
+
+/** @returns {string} the admin_csrf cookie value, or "" when absent. */
+function csrfToken() {
+  for (const part of document.cookie.split(';')) {
+    const [k, ...v] = part.trim().split('=');
+    if (k === 'admin_csrf') return decodeURIComponent(v.join('='));
+  }
+  return '';
+}
+
+/**
+ * @param {string} method
+ * @param {string} path
+ * @param {{ query?: Record<string, string|number|undefined>, body?: unknown, signal?: AbortSignal }} [opts]
+ * @returns {Promise<any>}
+ */
+async function call(method, path, opts = {}) {
+  const url = new URL(BASE + path, location.origin);
+  for (const [k, v] of Object.entries(opts.query ?? {})) {
+    if (v !== undefined && v !== '') url.searchParams.set(k, String(v));
+  }
+  /** @type {Record<string, string>} */
+  const headers = { Accept: 'application/json' };
+  if (opts.body !== undefined) headers['Content-Type'] = 'application/json';
+  if (method !== 'GET' && method !== 'HEAD') {
+    const token = csrfToken();
+    if (token) headers['X-Admin-CSRF'] = token;
+  }
+  let res;
+  try {
+    res = await fetch(url, {
+      method,
+      headers,
+      credentials: 'same-origin',
+      body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
+      signal: opts.signal,
+    });
+  } catch (err) {
+    if (err instanceof DOMException && err.name === 'AbortError') throw err;
+    throw new ApiError(0, 'network_error', 'the admin server could not be reached');
+  }
+  if (res.status === 204) return undefined;
+  const type = res.headers.get('content-type') ?? '';
+  if (!type.includes('application/json')) {
+    throw new ApiError(res.status, 'non_json_response', `HTTP ${res.status} (${type || 'no content type'})`);
+  }
+  let body;
+  try {
+    body = await res.json();
+  } catch {
+    throw new ApiError(res.status, 'invalid_json', `HTTP ${res.status}: the body is not valid JSON`);
+  }
+  if (!res.ok) {
+    const code = typeof body?.error === 'string' ? body.error : 'request_failed';
+    const message = typeof body?.message === 'string' ? body.message : '';
+    throw new ApiError(res.status, code, message);
+  }
+  return body;
+}
+
+/**
+ * Signs in; the server sets the session and CSRF cookies.
+ * @param {string} accessKey
+ * @param {string} secretKey
+ * @returns {Promise<import('./types.js').Session>}
+ */
+export async function login(accessKey, secretKey) {
+  const body = await call('POST', '/auth/login', { body: { access_key: accessKey, secret_key: secretKey } });
+  return { role: String(body?.role ?? ''), expires_at: String(body?.expires_at ?? '') };
+}
+
+/** Signs out; a 401 (already expired) counts as success. */
+export async function logout() {
+  try {
+    await call('POST', '/auth/logout');
+  } catch (err) {
+    if (!(err instanceof ApiError && err.status === 401)) throw err;
+  }
+}
+
+/**
+ * @typedef {object} MatrixParams
+ * @property {import('./types.js').Series} series
+ * @property {number} [from] unix ms, inclusive
+ * @property {number} [to] unix ms, exclusive
+ * @property {number} rows
+ */
+
+/** @type {AbortController|null} */
+let matrixInFlight = null;
+
+/**
+ * Fetches the matrix. A newer call aborts the older one (which rejects with an AbortError).
+ * @param {MatrixParams} p
+ * @returns {Promise<import('./types.js').Matrix>}
+ */
+export async function fetchMatrix(p) {
+  matrixInFlight?.abort();
+  const ctl = new AbortController();
+  matrixInFlight = ctl;
+  try {
+    const m = await call('GET', '/keyviz/matrix', {
+      query: {
+        series: p.series,
+        from_unix_ms: p.from && p.from > 0 ? Math.floor(p.from) : undefined,
+        to_unix_ms: p.to && p.to > 0 ? Math.ceil(p.to) : undefined,
+        rows: p.rows,
+      },
+      signal: ctl.signal,
+    });
+    return normalizeMatrix(m);
+  } finally {
+    if (matrixInFlight === ctl) matrixInFlight = null;
+  }
+}
+
+/**
+ * Cluster members and reachability (free-form; shown as-is in the nodes panel).
+ * @returns {Promise<unknown>}
+ */
+export function fetchNodes() {
+  return call('GET', '/keyviz/nodes');
+}
+
+/**
+ * Checks the shape once, at the boundary, so the renderers can trust it: arrays present and
+ * parallel, values numeric. Malformed input becomes an ApiError rather than a broken canvas.
+ * @param {any} m
+ * @returns {import('./types.js').Matrix}
+ */
+export function normalizeMatrix(m) {
+  if (!m || !Array.isArray(m.column_unix_ms) || !Array.isArray(m.rows)) {
+    throw new ApiError(0, 'invalid_matrix', 'the matrix response is missing column_unix_ms or rows');
+  }
+  const cols = m.column_unix_ms.length;
+  for (const row of m.rows) {
+    if (!row || !Array.isArray(row.values) || row.values.length !== cols) {
+      throw new ApiError(0, 'invalid_matrix', `row ${row?.bucket_id ?? '?'} has ${row?.values?.length ?? 0} values for ${cols} columns`);
+    }
+    if (row.start === undefined) row.start = null;
+    if (row.end === undefined) row.end = null;
+  }
+  return /** @type {import('./types.js').Matrix} */ (m);
+}

@@ -1,0 +1,528 @@
+// @ts-check
+/**
+ * The page controller: owns the loaded matrix and the derived view, fetches when the store
+ * says so, and hands the view to the renderers. Session handling (login, expiry, logout) lives
+ * here too because a 401 on any fetch must bring back the login form over the same view.
+ */
+
+import { ApiError, fetchMatrix, login, logout } from './api.js';
+import { byId } from './controls.js';
+import { exportCsv, exportPng } from './export.js';
+import { bindPlot } from './interact.js';
+import { renderKeyAxis, renderTimeAxis, rowLabel } from './render/axes.js';
+import { renderDetail, renderHotList } from './render/detail.js';
+import { HeatmapRenderer } from './render/heatmap.js';
+import { renderLegend } from './render/legend.js';
+import { drawHatching, renderDegradedBanner, renderWarnings, showRect } from './render/overlays.js';
+import { hideTooltip, showTooltip } from './render/tooltip.js';
+import { buildLut, decodeKey, formatDuration, formatNumber, formatTime, keyLabel } from './scales.js';
+import { armExpiry, clearSession, disarmExpiry, loadSession, saveSession } from './session.js';
+import { windowOf } from './state.js';
+import { appendColumns, buildView, cellConflict, stepOf } from './view.js';
+
+/**
+ * Parses a CSS colour custom property (#rgb or #rrggbb) into RGB; `fallback` otherwise.
+ * @param {string} name
+ * @param {[number, number, number]} fallback
+ * @returns {[number, number, number]}
+ */
+function cssRgb(name, fallback) {
+  const v = getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+  const m = /^#([0-9a-f]{3}|[0-9a-f]{6})$/i.exec(v);
+  if (!m) return fallback;
+  const hex = m[1].length === 3 ? [...m[1]].map((c) => c + c).join('') : m[1];
+  return [parseInt(hex.slice(0, 2), 16), parseInt(hex.slice(2, 4), 16), parseInt(hex.slice(4, 6), 16)];
+}
+
+/**
+ * What an error means for the operator, and what to do about it.
+ * @param {unknown} err
+ */
+export function explainError(err) {
+  if (err instanceof ApiError) {
+    if (err.status === 0 && err.code === 'network_error') return 'The admin server did not answer. Check that the node is running and reachable, then press Refresh.';
+    if (err.status === 503) return `KeyViz is not available on this node (${err.describe()}). Enable the sampler in the node configuration and restart it.`;
+    if (err.status === 400) return `The server rejected this view (${err.describe()}). Press Reset to return to a default view.`;
+    if (err.status === 403) return `This access key may not read the heatmap (${err.describe()}). Sign in with another key.`;
+    return `Loading the heatmap failed (${err.describe()}). Press Refresh to try again.`;
+  }
+  return `Unexpected error: ${String(err)}. Press Refresh to try again.`;
+}
+
+/**
+ * @param {import('./state.js').Store} store
+ */
+export function createApp(store) {
+  const el = {
+    loginView: byId('login-view', HTMLElement),
+    appView: byId('app-view', HTMLElement),
+    loginForm: byId('login-form', HTMLFormElement),
+    loginReason: byId('login-reason', HTMLElement),
+    loginError: byId('login-error', HTMLElement),
+    loginSubmit: byId('login-submit', HTMLButtonElement),
+    accessKey: byId('access-key', HTMLInputElement),
+    secretKey: byId('secret-key', HTMLInputElement),
+    role: byId('role', HTMLElement),
+    logout: byId('logout', HTMLButtonElement),
+    clusterStatus: byId('cluster-status', HTMLElement),
+    banner: byId('banner', HTMLElement),
+    warnings: byId('warnings', HTMLElement),
+    summary: byId('summary', HTMLElement),
+    status: byId('status', HTMLElement),
+    legend: byId('legend', HTMLElement),
+    keyAxis: byId('key-axis', HTMLElement),
+    timeAxis: byId('time-axis', HTMLElement),
+    plot: byId('plot', HTMLElement),
+    heat: byId('heatmap', HTMLCanvasElement),
+    hatch: byId('hatch', HTMLCanvasElement),
+    cursor: byId('cursor', HTMLElement),
+    brush: byId('brush', HTMLElement),
+    tooltip: byId('tooltip', HTMLElement),
+    empty: byId('empty', HTMLElement),
+    detail: byId('detail', HTMLElement),
+    detailList: byId('detail-list', HTMLElement),
+    detailClose: byId('detail-close', HTMLButtonElement),
+    hotList: byId('hot-list', HTMLOListElement),
+  };
+  const renderer = new HeatmapRenderer(el.heat);
+
+  /** @type {import('./types.js').Matrix|null} */
+  let matrix = null;
+  /** @type {import('./view.js').View|null} */
+  let view = null;
+  /** @type {{ from: number, to: number }} the window the matrix was fetched for */
+  let fetchedWindow = { from: 0, to: 0 };
+  /** @type {Uint32Array} */
+  let lut = new Uint32Array(256);
+  let size = { width: 0, height: 0 };
+  /** @type {import('./interact.js').Cell|null} */
+  let pinned = null;
+  /** @type {string|null} bucket id shown in the detail panel */
+  let detailBucket = null;
+  let loading = false;
+  /** @type {unknown} */
+  let lastError = null;
+  /** @type {number|undefined} */
+  let pollTimer;
+  /** @type {{ from: number, to: number }|null} window shown during a wheel gesture */
+  let wheelWindow = null;
+  /** @type {number|undefined} */
+  let wheelTimer;
+
+  const setPageState = (/** @type {string} */ s) => {
+    document.body.dataset.state = s;
+  };
+
+  /** @param {string} message @param {'info'|'error'|'busy'} [kind] */
+  const notify = (message, kind = 'info') => {
+    el.status.textContent = message;
+    el.status.classList.toggle('error', kind === 'error');
+    el.status.classList.toggle('busy', kind === 'busy');
+  };
+
+  // ---- session -------------------------------------------------------------------------
+
+  /** @param {string} reason */
+  const showLogin = (reason) => {
+    stopPolling();
+    disarmExpiry();
+    el.appView.hidden = true;
+    el.loginView.hidden = false;
+    el.role.hidden = true;
+    el.logout.hidden = true;
+    el.clusterStatus.textContent = '';
+    el.loginReason.textContent = reason;
+    el.loginError.textContent = '';
+    setPageState('login');
+    el.accessKey.focus();
+  };
+
+  const expire = () => {
+    clearSession();
+    showLogin('Your session expired. Sign in again to return to this view.');
+  };
+
+  /** @param {import('./types.js').Session} s */
+  const showApp = (s) => {
+    el.loginView.hidden = true;
+    el.appView.hidden = false;
+    el.role.hidden = false;
+    el.role.textContent = s.role === 'full' ? 'full access' : s.role === 'read_only' ? 'read only' : s.role;
+    el.logout.hidden = false;
+    armExpiry(s, expire);
+    void load(false);
+    schedulePolling();
+  };
+
+  el.loginForm.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const access = el.accessKey.value.trim();
+    const secret = el.secretKey.value;
+    if (!access || !secret) {
+      el.loginError.textContent = 'Enter both the access key and the secret key.';
+      return;
+    }
+    el.loginSubmit.disabled = true;
+    el.loginSubmit.textContent = 'Signing in…';
+    el.loginError.textContent = '';
+    try {
+      const s = await login(access, secret);
+      saveSession(s);
+      el.secretKey.value = '';
+      showApp(s);
+    } catch (err) {
+      const status = err instanceof ApiError ? err.status : 0;
+      el.loginError.textContent =
+        status === 429 ? 'Too many attempts. Wait a minute and try again.'
+          : status === 401 ? 'Invalid access key or secret key.'
+            : status === 403 ? 'This access key is not authorised for the admin dashboard.'
+              : err instanceof ApiError ? `Sign-in failed: ${err.describe()}.` : `Sign-in failed: ${String(err)}.`;
+    } finally {
+      el.loginSubmit.disabled = false;
+      el.loginSubmit.textContent = 'Sign in';
+    }
+  });
+
+  el.logout.addEventListener('click', async () => {
+    try {
+      await logout();
+    } catch (err) {
+      console.warn('logout failed', err);
+    }
+    clearSession();
+    matrix = null;
+    view = null;
+    showLogin('Signed out.');
+  });
+
+  // ---- fetching ------------------------------------------------------------------------
+
+  const stopPolling = () => {
+    clearInterval(pollTimer);
+    pollTimer = undefined;
+  };
+
+  const schedulePolling = () => {
+    stopPolling();
+    const s = store.state;
+    const period = s.auto > 0 ? s.auto : s.live ? 5 : 0;
+    if (period === 0) return;
+    pollTimer = window.setInterval(() => {
+      // Skip ticks while hidden or while the previous request is still running: polling must
+      // not pile up behind a slow server.
+      if (document.hidden || loading) return;
+      void load(store.state.live);
+    }, period * 1000);
+  };
+
+  /**
+   * @param {boolean} append in live mode, fetch only the columns after the last one we have
+   */
+  const load = async (append) => {
+    const s = store.state;
+    const now = Date.now();
+    const w = windowOf(s, now);
+    loading = true;
+    setPageState(matrix ? 'refreshing' : 'loading');
+    notify(matrix ? 'Refreshing…' : 'Loading the heatmap…', 'busy');
+    if (!matrix) showEmpty('Loading the heatmap…');
+    try {
+      let next = null;
+      if (append && matrix && matrix.series === s.series && matrix.column_unix_ms.length) {
+        const step = stepOf(matrix);
+        const after = matrix.column_unix_ms[matrix.column_unix_ms.length - 1] + step;
+        const delta = await fetchMatrix({ series: s.series, from: after, rows: s.rows });
+        next = appendColumns(matrix, delta, Math.floor(w.from / step) * step);
+      }
+      if (!next) {
+        next = await fetchMatrix({ series: s.series, from: w.from, to: s.range === 'custom' ? w.to : undefined, rows: s.rows });
+      }
+      matrix = next;
+      fetchedWindow = w;
+      lastError = null;
+      render(true);
+      notify(`Updated ${formatTime(Date.now())}.`);
+    } catch (err) {
+      if (err instanceof DOMException && err.name === 'AbortError') return;
+      if (err instanceof ApiError && err.status === 401) {
+        expire();
+        return;
+      }
+      lastError = err;
+      notify(explainError(err), 'error');
+      setPageState('error');
+      // Stale data stays visible under the error; with none, the plot says what happened.
+      if (!matrix) showEmpty(explainError(err));
+    } finally {
+      loading = false;
+    }
+  };
+
+  // ---- rendering -----------------------------------------------------------------------
+
+  /** @param {string} text */
+  const showEmpty = (text) => {
+    el.empty.textContent = text;
+    el.empty.hidden = false;
+  };
+
+  const measure = () => {
+    const width = Math.max(200, Math.floor(el.plot.clientWidth || 800));
+    const rows = view ? view.rowIndex.length : 0;
+    const per = Math.min(28, Math.max(1, Math.floor(720 / Math.max(1, rows))));
+    const height = Math.min(720, Math.max(160, rows * per));
+    return { width, height };
+  };
+
+  /** The buffer sub-rectangle for a window inside the view (wheel preview). */
+  const srcFor = (/** @type {{ from: number, to: number }|null} */ w) => {
+    if (!w || !view) return null;
+    return { x: (w.from - view.from) / view.slotMs, y: 0, w: (w.to - w.from) / view.slotMs, h: view.rowIndex.length };
+  };
+
+  /**
+   * Draws everything from the current matrix. `rebuild` recomputes the view and the scale pass;
+   * otherwise only the palette pass and the draw run (palette or colour-scheme change).
+   * @param {boolean} rebuild
+   */
+  const render = (rebuild) => {
+    if (!matrix) return;
+    const s = store.state;
+    const viewWindow = s.range === 'custom' ? fetchedWindow : { from: fetchedWindow.from, to: Math.max(fetchedWindow.to, Date.now()) };
+    if (rebuild || !view) view = buildView(matrix, viewWindow, s.keys);
+    size = measure();
+    el.plot.style.height = `${size.height}px`;
+    el.keyAxis.style.height = `${size.height}px`;
+    lut = buildLut(s.palette, cssRgb('--cell-zero', [227, 230, 235]), cssRgb('--cell-nodata', [255, 255, 255]));
+    if (rebuild) renderer.render(view, s.scale, lut, size.width, size.height);
+    else {
+      renderer.paintPixels(lut);
+      renderer.draw(size.width, size.height, null);
+    }
+    wheelWindow = null;
+    drawHatching(el.hatch, view, size.width, size.height, null);
+    renderTimeAxis(el.timeAxis, view, size.width);
+    renderKeyAxis(el.keyAxis, view, size.height);
+    renderLegend(el.legend, { lut, scale: s.scale, palette: s.palette, max: view.max, series: matrix.series });
+    renderDegradedBanner(el.banner, matrix.fanout);
+    renderWarnings(el.warnings, matrix.fanout);
+    renderHeader();
+    renderHotList(el.hotList, view, openDetail);
+    const nRows = view.rowIndex.length;
+    const cols = matrix.column_unix_ms.length;
+    el.summary.textContent = `${nRows} rows × ${cols} columns · ${matrix.series} · max ${formatNumber(view.max)} per step · ${formatTime(view.from)} – ${formatTime(view.to)}${s.keys ? ' · zoomed key range' : ''}`;
+    const top = view.totals.length ? Math.max(...view.totals) : 0;
+    el.plot.setAttribute('aria-label', `Heatmap of ${matrix.series}: ${nRows} key ranges by ${view.slots} time steps, max ${formatNumber(view.max)} per step${top > 0 ? '; the hottest ranges are listed under "Hottest key ranges"' : ''}.`);
+    if (nRows === 0) {
+      showEmpty(matrix.rows.length > 0
+        ? 'No key ranges in the zoomed range. Press Back or Reset to widen the view.'
+        : `No key range has traffic in this window. Drive some traffic, choose a longer time range, or wait for the next flush (every ${formatDuration(view.stepMs)}).`);
+      setPageState('empty');
+    } else {
+      el.empty.hidden = true;
+      setPageState(lastError ? 'error' : 'ready');
+    }
+    if (detailBucket) {
+      const k = view.rowIndex.findIndex((ri) => matrix?.rows[ri].bucket_id === detailBucket);
+      if (k >= 0) renderDetail(el.detail, el.detailList, view, k, notify);
+      else closeDetail();
+    }
+    if (pinned) {
+      if (pinned.k < nRows && pinned.slot < view.slots) placeTooltip(pinned, true);
+      else unpin();
+    }
+  };
+
+  const renderHeader = () => {
+    const f = matrix?.fanout;
+    if (f) {
+      el.clusterStatus.textContent = `cluster view (${f.responded} of ${f.expected} nodes)`;
+      el.clusterStatus.className = `pill ${f.responded < f.expected ? 'bad' : 'ok'}`;
+    } else {
+      el.clusterStatus.textContent = `single node${matrix?.node_id ? ` ${matrix.node_id}` : ''}`;
+      el.clusterStatus.className = 'pill';
+    }
+  };
+
+  // ---- inspection ----------------------------------------------------------------------
+
+  /** @param {import('./interact.js').Cell} c */
+  const cellInfo = (c) => {
+    if (!view || !matrix) return null;
+    const row = matrix.rows[view.rowIndex[c.k]];
+    const t0 = view.from + c.slot * view.slotMs;
+    let value = -1;
+    let col = -1;
+    for (let j = 0; j < row.values.length; j++) {
+      if (view.colSlot[j] === c.slot && row.values[j] >= value) {
+        value = row.values[j];
+        col = j;
+      }
+    }
+    const group = col >= 0 ? row.raft_group_ids?.[col] ?? 0 : 0;
+    const term = col >= 0 ? row.leader_terms?.[col] ?? 0 : 0;
+    const conflict = col >= 0 && cellConflict(row, col);
+    return {
+      k: c.k,
+      slot: c.slot,
+      col,
+      time: `${formatTime(t0)} → ${formatTime(t0 + view.slotMs)} (${formatDuration(view.slotMs)})`,
+      keys: `${keyLabel(decodeKey(row.start), 'start', 40)} → ${keyLabel(decodeKey(row.end), 'end', 40)}`,
+      value: col < 0 ? 'no data for this window' : `${formatNumber(value)} ${matrix.series}`,
+      raft: group ? `group ${group}, term ${term}` : '—',
+      conflict: conflict ? (row.conflicts?.length ? 'yes: nodes disagree for the same group and term' : 'yes (row-level flag)') : 'no',
+      bucket: `${row.bucket_id}${row.aggregate ? ` (aggregate of ${row.route_count} routes)` : ''}`,
+    };
+  };
+
+  /** @param {import('./interact.js').Cell} c @param {boolean} isPinned */
+  const placeTooltip = (c, isPinned) => {
+    const info = cellInfo(c);
+    if (!info || !view) return;
+    const cw = size.width / view.slots;
+    const ch = size.height / view.rowIndex.length;
+    showRect(el.cursor, { x: c.slot * cw, y: c.k * ch, w: Math.max(2, cw), h: Math.max(2, ch) });
+    showTooltip(el.tooltip, info, (c.slot + 0.5) * cw, (c.k + 0.5) * ch, size.width, isPinned);
+  };
+
+  const unpin = () => {
+    pinned = null;
+    hideTooltip(el.tooltip);
+    showRect(el.cursor, null);
+  };
+
+  /** @param {number} k */
+  const openDetail = (k) => {
+    if (!view || !matrix) return;
+    detailBucket = matrix.rows[view.rowIndex[k]].bucket_id;
+    renderDetail(el.detail, el.detailList, view, k, notify);
+  };
+  const closeDetail = () => {
+    detailBucket = null;
+    el.detail.hidden = true;
+  };
+  el.detailClose.addEventListener('click', () => {
+    closeDetail();
+    el.plot.focus();
+  });
+
+  const plotInput = bindPlot(el.plot, {
+    geometry: () => (view && matrix ? { width: size.width, height: size.height, slots: view.slots, rows: view.rowIndex.length } : null),
+    hover: (c, _x, _y, fromKeyboard) => {
+      if (pinned && !fromKeyboard) return;
+      if (fromKeyboard) pinned = null;
+      if (!c) {
+        hideTooltip(el.tooltip);
+        showRect(el.cursor, null);
+        return;
+      }
+      placeTooltip(c, false);
+    },
+    pin: (c) => {
+      pinned = c;
+      placeTooltip(c, true);
+      openDetail(c.k);
+    },
+    unpin,
+    brushPreview: (r) => showRect(el.brush, r),
+    brush: (sel) => {
+      if (!view || !matrix) return;
+      const from = view.from + sel.slot0 * view.slotMs;
+      const to = view.from + sel.slot1 * view.slotMs;
+      const all = sel.k0 === 0 && sel.k1 >= view.rowIndex.length;
+      const keys = all ? store.state.keys : {
+        start: matrix.rows[view.rowIndex[sel.k0]].start,
+        end: matrix.rows[view.rowIndex[sel.k1 - 1]].end,
+      };
+      store.zoomTo(from, to, keys);
+    },
+    wheel: (factor, at) => {
+      if (!view) return;
+      const cur = wheelWindow ?? { from: view.from, to: view.to };
+      const span = Math.max(view.stepMs * 4, (cur.to - cur.from) * factor);
+      const anchor = cur.from + (cur.to - cur.from) * at;
+      const next = { from: anchor - span * at, to: anchor - span * at + span };
+      if (next.to > Date.now() + view.stepMs) {
+        next.from -= next.to - Date.now();
+        next.to = Date.now();
+      }
+      wheelWindow = next;
+      // Instant preview from the buffer we have; the real query follows when the wheel rests.
+      renderer.draw(size.width, size.height, srcFor(next));
+      drawHatching(el.hatch, view, size.width, size.height, srcFor(next));
+      renderTimeAxis(el.timeAxis, view, size.width, next);
+      clearTimeout(wheelTimer);
+      wheelTimer = window.setTimeout(() => {
+        const w = wheelWindow;
+        if (w) store.zoomTo(w.from, w.to, store.state.keys);
+      }, 350);
+    },
+    back: () => store.back(),
+    reset: () => store.reset(),
+  });
+
+  // ---- reactions -----------------------------------------------------------------------
+
+  store.addEventListener('change', (e) => {
+    const detail = /** @type {CustomEvent<import('./state.js').ChangeDetail>} */ (e).detail;
+    if (detail.refetch) {
+      unpin();
+      plotInput.clearCursor();
+      void load(false);
+    } else if (detail.reason === 'scale') {
+      render(true);
+    } else if (detail.reason === 'palette') {
+      render(false);
+    }
+    schedulePolling();
+  });
+
+  window.matchMedia('(prefers-color-scheme: dark)').addEventListener('change', () => render(false));
+  new ResizeObserver(() => {
+    if (!view) return;
+    const next = measure();
+    if (next.width !== size.width || next.height !== size.height) render(false);
+  }).observe(el.plot);
+  const watchDpr = () => {
+    const mq = window.matchMedia(`(resolution: ${window.devicePixelRatio}dppx)`);
+    mq.addEventListener('change', () => {
+      render(false);
+      watchDpr();
+    }, { once: true });
+  };
+  watchDpr();
+  document.addEventListener('keydown', (e) => {
+    if (e.key === 'Escape' && pinned) unpin();
+  });
+  document.addEventListener('visibilitychange', () => {
+    if (!document.hidden && (store.state.auto || store.state.live) && !loading && matrix) void load(store.state.live);
+  });
+
+  return {
+    /** Boots: the stored session opens the app, otherwise the login form. */
+    start() {
+      const s = loadSession();
+      if (s) showApp(s);
+      else showLogin('Sign in with an access key listed in the admin configuration.');
+    },
+    refresh: () => void load(false),
+    exportPng: () => {
+      if (!view || !matrix) return notify('Nothing to export yet.');
+      exportPng(el.heat, el.hatch, `KeyViz ${matrix.series} · ${formatTime(view.from)} – ${formatTime(view.to)} · ${el.clusterStatus.textContent}`, view.from);
+    },
+    exportCsv: () => {
+      if (!view) return notify('Nothing to export yet.');
+      exportCsv(view);
+    },
+    copyLink: async () => {
+      try {
+        await navigator.clipboard.writeText(location.href);
+        notify('Link to this view copied.');
+      } catch {
+        notify(`Copy this link: ${location.href}`);
+      }
+    },
+    notify,
+    rowLabel,
+  };
+}

@@ -1,0 +1,104 @@
+// @ts-check
+/**
+ * Turns control inputs into store changes, and mirrors the store back into the inputs. It
+ * never fetches or draws; buttons that do more than change state call the actions it is given.
+ */
+
+/**
+ * @template {HTMLElement} T
+ * @param {string} id
+ * @param {{ new(): T }} type
+ * @returns {T}
+ */
+export function byId(id, type) {
+  const el = document.getElementById(id);
+  if (!(el instanceof type)) throw new Error(`missing #${id}`);
+  return el;
+}
+
+/** Formats unix ms for a datetime-local input (local time, seconds precision). */
+function toLocalInput(/** @type {number} */ ms) {
+  const d = new Date(ms);
+  const pad = (/** @type {number} */ n) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+/**
+ * @typedef {object} ControlActions
+ * @property {() => void} refresh
+ * @property {() => void} exportPng
+ * @property {() => void} exportCsv
+ * @property {() => void} copyLink
+ * @property {(message: string) => void} notify
+ */
+
+/**
+ * @param {import('./state.js').Store} store
+ * @param {ControlActions} actions
+ */
+export function bindControls(store, actions) {
+  const form = byId('controls', HTMLFormElement);
+  const series = byId('series', HTMLSelectElement);
+  const range = byId('range', HTMLSelectElement);
+  const custom = byId('custom-range', HTMLFieldSetElement);
+  const from = byId('custom-from', HTMLInputElement);
+  const to = byId('custom-to', HTMLInputElement);
+  const rows = byId('rows', HTMLInputElement);
+  const auto = byId('auto', HTMLSelectElement);
+  const live = byId('live', HTMLInputElement);
+  const scale = byId('scale', HTMLSelectElement);
+  const palette = byId('palette', HTMLSelectElement);
+  const back = byId('back', HTMLButtonElement);
+
+  form.addEventListener('submit', (e) => e.preventDefault());
+  series.addEventListener('change', () => store.setSeries(/** @type {any} */ (series.value)));
+  range.addEventListener('change', () => store.setRange(/** @type {any} */ (range.value)));
+  byId('custom-apply', HTMLButtonElement).addEventListener('click', () => {
+    const f = new Date(from.value).getTime();
+    const t = new Date(to.value).getTime();
+    if (!Number.isFinite(f) || !Number.isFinite(t) || t <= f) {
+      actions.notify('Custom range: "To" must be a valid time after "From".');
+      return;
+    }
+    store.setCustomWindow(f, t);
+  });
+  const commitRows = () => {
+    const n = Number(rows.value);
+    if (Number.isInteger(n) && n >= 1) store.setRows(n);
+    rows.value = String(store.state.rows);
+  };
+  rows.addEventListener('change', commitRows);
+  rows.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter') commitRows();
+  });
+  auto.addEventListener('change', () => store.setAuto(Number(auto.value)));
+  live.addEventListener('change', () => store.setLive(live.checked));
+  scale.addEventListener('change', () => store.setScale(/** @type {any} */ (scale.value)));
+  palette.addEventListener('change', () => store.setPalette(/** @type {any} */ (palette.value)));
+  byId('refresh', HTMLButtonElement).addEventListener('click', actions.refresh);
+  back.addEventListener('click', () => store.back());
+  byId('reset', HTMLButtonElement).addEventListener('click', () => store.reset());
+  byId('copy-link', HTMLButtonElement).addEventListener('click', actions.copyLink);
+  byId('export-png', HTMLButtonElement).addEventListener('click', actions.exportPng);
+  byId('export-csv', HTMLButtonElement).addEventListener('click', actions.exportCsv);
+
+  const sync = () => {
+    const s = store.state;
+    series.value = s.series;
+    range.value = s.range;
+    custom.hidden = s.range !== 'custom';
+    if (s.range === 'custom') {
+      from.value = toLocalInput(s.from);
+      to.value = toLocalInput(s.to);
+    }
+    if (document.activeElement !== rows) rows.value = String(s.rows);
+    auto.value = String(s.auto);
+    live.checked = s.live;
+    scale.value = s.scale;
+    palette.value = s.palette;
+    // aria-disabled rather than disabled: the button stays in the tab order.
+    back.setAttribute('aria-disabled', String(store.zoomStack.length === 0));
+  };
+  store.addEventListener('change', sync);
+  sync();
+}

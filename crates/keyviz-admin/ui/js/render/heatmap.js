@@ -1,0 +1,140 @@
+// @ts-check
+/**
+ * Draws the heatmap: one pixel per (slot, row) in an offscreen buffer filled through ImageData,
+ * then drawImage'd onto the visible canvas with smoothing off, so cells stay crisp at any size
+ * and device pixel ratio. Buffers are reused while their size is unchanged: an auto-refresh
+ * tick repaints pixels but allocates no canvas.
+ */
+
+import { makeIndexScale, NO_DATA_INDEX } from '../scales.js';
+
+/** Counters the page exposes for tests and the perf page. */
+export const renderStats = { bufferAllocations: 0, canvasResizes: 0, lastPaintMs: 0, lastDrawMs: 0 };
+
+export class HeatmapRenderer {
+  /** @param {HTMLCanvasElement} canvas the visible canvas */
+  constructor(canvas) {
+    this.canvas = canvas;
+    /** @type {HTMLCanvasElement} */
+    this.buffer = document.createElement('canvas');
+    /** @type {ImageData|null} */
+    this.image = null;
+    /** @type {Uint8Array} palette index per pixel, kept so a palette switch skips the scale pass */
+    this.indices = new Uint8Array(0);
+    this.width = 0;
+    this.height = 0;
+  }
+
+  /**
+   * Makes sure the offscreen buffers are width x height, allocating only on a size change.
+   * @param {number} width
+   * @param {number} height
+   */
+  #ensureBuffer(width, height) {
+    if (this.image && this.width === width && this.height === height) return;
+    this.width = width;
+    this.height = height;
+    this.buffer.width = Math.max(1, width);
+    this.buffer.height = Math.max(1, height);
+    this.image = new ImageData(Math.max(1, width), Math.max(1, height));
+    this.indices = new Uint8Array(Math.max(1, width) * Math.max(1, height));
+    renderStats.bufferAllocations++;
+  }
+
+  /**
+   * Computes palette indices for every cell of the view (the scale pass).
+   * @param {import('../view.js').View} view
+   * @param {import('../types.js').ScaleKind} scaleKind
+   */
+  paintIndices(view, scaleKind) {
+    const w = view.slots;
+    const h = view.rowIndex.length;
+    this.#ensureBuffer(w, h);
+    const idx = this.indices;
+    const scale = makeIndexScale(scaleKind, view.max);
+    const { colSlot, slotCol } = view;
+    const rows = view.matrix.rows;
+    // Template row: no-data where no column falls in the slot, zero elsewhere.
+    const template = new Uint8Array(w);
+    for (let s = 0; s < w; s++) template[s] = slotCol[s] < 0 ? NO_DATA_INDEX : 0;
+    const coarse = view.slotMs !== view.stepMs;
+    for (let k = 0; k < h; k++) {
+      const base = k * w;
+      idx.set(template, base);
+      const values = rows[view.rowIndex[k]].values;
+      for (let j = 0; j < values.length; j++) {
+        const s = colSlot[j];
+        if (s < 0) continue;
+        const i = scale(values[j]);
+        // Several columns share a slot only when the window was coarsened: keep the hottest.
+        if (coarse) {
+          const cur = idx[base + s];
+          if (cur === NO_DATA_INDEX || i > cur) idx[base + s] = i;
+        } else {
+          idx[base + s] = i;
+        }
+      }
+    }
+  }
+
+  /**
+   * Turns indices into pixels through the lookup table and uploads them to the buffer canvas.
+   * @param {Uint32Array} lut
+   */
+  paintPixels(lut) {
+    if (!this.image) return;
+    const px = new Uint32Array(this.image.data.buffer);
+    const idx = this.indices;
+    const n = this.width * this.height;
+    for (let p = 0; p < n; p++) px[p] = lut[idx[p]];
+    const ctx = this.buffer.getContext('2d');
+    ctx?.putImageData(this.image, 0, 0);
+  }
+
+  /**
+   * Full render of a view: scale pass, pixel pass, draw.
+   * @param {import('../view.js').View} view
+   * @param {import('../types.js').ScaleKind} scaleKind
+   * @param {Uint32Array} lut
+   * @param {number} cssWidth
+   * @param {number} cssHeight
+   */
+  render(view, scaleKind, lut, cssWidth, cssHeight) {
+    const t0 = performance.now();
+    this.paintIndices(view, scaleKind);
+    this.paintPixels(lut);
+    const t1 = performance.now();
+    this.draw(cssWidth, cssHeight, null);
+    renderStats.lastPaintMs = t1 - t0;
+    renderStats.lastDrawMs = performance.now() - t1;
+  }
+
+  /**
+   * Draws the buffer onto the visible canvas at CSS size x devicePixelRatio. `src` selects a
+   * sub-rectangle of the buffer in cell units (used for the instant wheel-zoom preview).
+   * @param {number} cssWidth
+   * @param {number} cssHeight
+   * @param {{ x: number, y: number, w: number, h: number }|null} src
+   */
+  draw(cssWidth, cssHeight, src) {
+    const dpr = Math.min(4, Math.max(1, window.devicePixelRatio || 1));
+    const bw = Math.max(1, Math.round(cssWidth * dpr));
+    const bh = Math.max(1, Math.round(cssHeight * dpr));
+    const c = this.canvas;
+    if (c.width !== bw || c.height !== bh) {
+      c.width = bw;
+      c.height = bh;
+      renderStats.canvasResizes++;
+    }
+    c.style.width = `${cssWidth}px`;
+    c.style.height = `${cssHeight}px`;
+    const ctx = c.getContext('2d');
+    if (!ctx) return;
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.imageSmoothingEnabled = false;
+    ctx.clearRect(0, 0, bw, bh);
+    if (this.width === 0 || this.height === 0) return;
+    const s = src ?? { x: 0, y: 0, w: this.width, h: this.height };
+    ctx.drawImage(this.buffer, s.x, s.y, s.w, s.h, 0, 0, bw, bh);
+  }
+}

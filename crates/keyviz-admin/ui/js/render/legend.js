@@ -1,0 +1,48 @@
+// @ts-check
+/** The colour legend: zero and no-data swatches, the palette bar, and numeric ticks. */
+
+import { formatNumber, fractionOf, legendTicks, NO_DATA_INDEX, PALETTE_LABELS } from '../scales.js';
+
+/**
+ * @param {HTMLElement} el
+ * @param {{ lut: Uint32Array, scale: import('../types.js').ScaleKind, palette: import('../types.js').PaletteName, max: number, series: string }} o
+ */
+export function renderLegend(el, o) {
+  const bar = document.createElement('canvas');
+  bar.width = 254;
+  bar.height = 1;
+  bar.className = 'legend-bar';
+  bar.setAttribute('role', 'img');
+  bar.setAttribute('aria-label', `${PALETTE_LABELS[o.palette]} colour scale, ${o.scale}, from 1 to ${formatNumber(o.max)}`);
+  const ctx = bar.getContext('2d');
+  if (ctx) {
+    const img = ctx.createImageData(254, 1);
+    new Uint32Array(img.data.buffer).set(o.lut.subarray(1, 255));
+    ctx.putImageData(img, 0, 0);
+  }
+  const swatch = (/** @type {number} */ index, /** @type {string} */ text, /** @type {string} */ cls) => {
+    const s = document.createElement('span');
+    s.className = `legend-swatch ${cls}`;
+    const box = document.createElement('i');
+    const v = o.lut[index];
+    // The LUT is little-endian packed on every platform browsers ship on.
+    box.style.background = `rgb(${v & 255}, ${(v >>> 8) & 255}, ${(v >>> 16) & 255})`;
+    s.append(box, document.createTextNode(text));
+    return s;
+  };
+  const scaleBox = document.createElement('div');
+  scaleBox.className = 'legend-scale';
+  const ticks = document.createElement('div');
+  ticks.className = 'legend-ticks';
+  for (const v of o.max > 0 ? [1, ...legendTicks(o.scale, o.max)] : []) {
+    const t = document.createElement('span');
+    t.style.left = `${fractionOf(o.scale, o.max, v) * 100}%`;
+    t.textContent = formatNumber(v, true);
+    ticks.append(t);
+  }
+  scaleBox.append(bar, ticks);
+  const title = document.createElement('span');
+  title.className = 'legend-title';
+  title.textContent = `${o.series} per cell (${o.scale})`;
+  el.replaceChildren(title, swatch(0, '0 (no traffic)', 'zero'), swatch(NO_DATA_INDEX, 'no data', 'nodata'), scaleBox);
+}

@@ -1,0 +1,206 @@
+// @ts-check
+/**
+ * The view-state store. It changes only through named methods; each change writes the whole
+ * state into the URL query string (so every view is a permalink) and dispatches a `change`
+ * event whose detail says whether the data must be fetched again or only redrawn.
+ */
+
+import { PRESET_MS } from './scales.js';
+
+const SERIES = /** @type {const} */ (['writes', 'reads', 'write_bytes', 'read_bytes']);
+const RANGES = /** @type {const} */ (['15m', '1h', '6h', '24h', '7d', 'custom']);
+const AUTOS = [0, 5, 30];
+export const MAX_ROWS = 1024;
+
+/** @returns {import('./types.js').ViewState} */
+export function defaultState() {
+  return {
+    series: 'writes', range: '1h', from: 0, to: 0, rows: 256, auto: 0, live: false,
+    scale: 'log', palette: 'heat', keys: null,
+  };
+}
+
+/**
+ * Parses a query string into a full state; unknown or malformed values fall back to defaults,
+ * so a hand-edited link still opens.
+ * @param {string} search
+ * @returns {import('./types.js').ViewState}
+ */
+export function parseQuery(search) {
+  const q = new URLSearchParams(search);
+  const s = defaultState();
+  const series = q.get('series');
+  if (series && /** @type {readonly string[]} */ (SERIES).includes(series)) s.series = /** @type {import('./types.js').Series} */ (series);
+  const range = q.get('range');
+  if (range && /** @type {readonly string[]} */ (RANGES).includes(range)) s.range = /** @type {import('./types.js').RangePreset} */ (range);
+  const from = Number(q.get('from'));
+  const to = Number(q.get('to'));
+  if (s.range === 'custom') {
+    if (Number.isFinite(from) && Number.isFinite(to) && from > 0 && to > from) {
+      s.from = Math.floor(from);
+      s.to = Math.ceil(to);
+    } else {
+      s.range = '1h';
+    }
+  }
+  const rows = Number(q.get('rows'));
+  if (Number.isInteger(rows) && rows >= 1) s.rows = Math.min(MAX_ROWS, rows);
+  const auto = Number(q.get('auto'));
+  if (AUTOS.includes(auto)) s.auto = auto;
+  s.live = q.get('live') === '1';
+  const scale = q.get('scale');
+  if (scale === 'linear' || scale === 'log') s.scale = scale;
+  const palette = q.get('palette');
+  if (palette === 'heat' || palette === 'viridis') s.palette = palette;
+  if (q.has('kstart') || q.has('kend')) {
+    const ks = q.get('kstart');
+    const ke = q.get('kend');
+    s.keys = { start: ks ? ks : null, end: ke ? ke : null };
+  }
+  return s;
+}
+
+/**
+ * Serialises the state; parseQuery(toQuery(s)) equals s for every valid s.
+ * @param {import('./types.js').ViewState} s
+ */
+export function toQuery(s) {
+  const q = new URLSearchParams();
+  q.set('series', s.series);
+  q.set('range', s.range);
+  if (s.range === 'custom') {
+    q.set('from', String(s.from));
+    q.set('to', String(s.to));
+  }
+  q.set('rows', String(s.rows));
+  if (s.auto) q.set('auto', String(s.auto));
+  if (s.live) q.set('live', '1');
+  q.set('scale', s.scale);
+  q.set('palette', s.palette);
+  if (s.keys) {
+    q.set('kstart', s.keys.start ?? '');
+    q.set('kend', s.keys.end ?? '');
+  }
+  return q.toString();
+}
+
+/**
+ * The concrete [from, to) window a state asks for at time `now` (presets end at now).
+ * @param {import('./types.js').ViewState} s
+ * @param {number} now
+ */
+export function windowOf(s, now) {
+  if (s.range === 'custom') return { from: s.from, to: s.to };
+  return { from: now - PRESET_MS[s.range], to: now };
+}
+
+/**
+ * @typedef {object} ChangeDetail
+ * @property {boolean} refetch the data must be fetched again
+ * @property {string} reason which method caused the change
+ */
+
+export class Store extends EventTarget {
+  /** @param {import('./types.js').ViewState} initial */
+  constructor(initial) {
+    super();
+    /** @type {import('./types.js').ViewState} */
+    this.state = initial;
+    /** @type {import('./types.js').ViewState[]} zoom history, oldest first */
+    this.zoomStack = [];
+  }
+
+  /** @returns {import('./types.js').ViewState} a copy of the current view */
+  get() {
+    return { ...this.state, keys: this.state.keys ? { ...this.state.keys } : null };
+  }
+
+  /**
+   * @param {Partial<import('./types.js').ViewState>} patch
+   * @param {boolean} refetch
+   * @param {string} reason
+   */
+  #apply(patch, refetch, reason) {
+    this.state = { ...this.state, ...patch };
+    const url = `${location.pathname}?${toQuery(this.state)}`;
+    history.replaceState(null, '', url);
+    this.dispatchEvent(new CustomEvent('change', { detail: /** @type {ChangeDetail} */ ({ refetch, reason }) }));
+  }
+
+  /** @param {import('./types.js').Series} series */
+  setSeries(series) { this.#apply({ series }, true, 'series'); }
+
+  /** @param {import('./types.js').RangePreset} range a preset; 'custom' keeps the current window */
+  setRange(range) {
+    if (range === 'custom') {
+      const w = windowOf(this.state, Date.now());
+      this.#apply({ range, from: Math.floor(w.from), to: Math.ceil(w.to), live: false }, true, 'range');
+    } else {
+      this.#apply({ range, from: 0, to: 0 }, true, 'range');
+    }
+  }
+
+  /**
+   * @param {number} from unix ms
+   * @param {number} to unix ms, > from
+   */
+  setCustomWindow(from, to) {
+    if (!(to > from)) return;
+    this.#apply({ range: 'custom', from: Math.floor(from), to: Math.ceil(to), live: false }, true, 'custom');
+  }
+
+  /** @param {number} rows clamped to 1..MAX_ROWS */
+  setRows(rows) {
+    const r = Math.min(MAX_ROWS, Math.max(1, Math.floor(rows)));
+    if (r !== this.state.rows) this.#apply({ rows: r }, true, 'rows');
+  }
+
+  /** @param {number} auto seconds: 0, 5 or 30 */
+  setAuto(auto) { this.#apply({ auto: AUTOS.includes(auto) ? auto : 0 }, false, 'auto'); }
+
+  /** @param {boolean} live */
+  setLive(live) {
+    // Live mode follows "now", so a custom window falls back to the last hour.
+    const patch = live && this.state.range === 'custom' ? { live, range: /** @type {const} */ ('1h'), from: 0, to: 0 } : { live };
+    this.#apply(patch, live, 'live');
+  }
+
+  /** @param {import('./types.js').ScaleKind} scale */
+  setScale(scale) { this.#apply({ scale }, false, 'scale'); }
+
+  /** @param {import('./types.js').PaletteName} palette */
+  setPalette(palette) { this.#apply({ palette }, false, 'palette'); }
+
+  /**
+   * Zooms to a time window and optionally a key range, remembering the previous view for back().
+   * @param {number} from
+   * @param {number} to
+   * @param {import('./types.js').KeyRange|null} keys
+   */
+  zoomTo(from, to, keys) {
+    if (!(to > from)) return;
+    this.zoomStack.push(this.get());
+    this.#apply({ range: 'custom', from: Math.floor(from), to: Math.ceil(to), keys, live: false }, true, 'zoom');
+  }
+
+  /** Returns to the view before the last zoom; false when there is none. */
+  back() {
+    const prev = this.zoomStack.pop();
+    if (!prev) return false;
+    this.#apply(prev, true, 'back');
+    return true;
+  }
+
+  /** Drops every zoom: the first remembered view, or the default window with all keys. */
+  reset() {
+    const first = this.zoomStack[0];
+    this.zoomStack = [];
+    if (first) this.#apply(first, true, 'reset');
+    else this.#apply({ range: '1h', from: 0, to: 0, keys: null }, true, 'reset');
+  }
+
+  /** Re-reads the state from the URL (browser back/forward). */
+  loadFromUrl() {
+    this.#apply(parseQuery(location.search), true, 'url');
+  }
+}

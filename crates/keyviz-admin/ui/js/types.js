@@ -1,0 +1,96 @@
+// @ts-check
+/**
+ * Shared JSDoc types for the wire format and the view state. This module exports nothing at
+ * run time; other modules import the typedefs with `import('./types.js').Name`.
+ */
+
+/** @typedef {'reads'|'writes'|'read_bytes'|'write_bytes'} Series */
+/** @typedef {'15m'|'1h'|'6h'|'24h'|'7d'|'custom'} RangePreset */
+/** @typedef {'linear'|'log'} ScaleKind */
+/** @typedef {'heat'|'viridis'} PaletteName */
+
+/**
+ * One row of GET /admin/api/v1/keyviz/matrix. `values`, `conflicts`, `raft_group_ids` and
+ * `leader_terms` are parallel to the matrix's `column_unix_ms`.
+ * @typedef {object} MatrixRow
+ * @property {string} bucket_id
+ * @property {string} [label]
+ * @property {string|null} start base64 of the raw start key; null = empty key
+ * @property {string|null} end base64 of the raw end key; null = unbounded
+ * @property {boolean} aggregate
+ * @property {number[]} [route_ids]
+ * @property {boolean} [route_ids_truncated]
+ * @property {number} route_count
+ * @property {number[]} values
+ * @property {boolean} [conflict]
+ * @property {boolean[]} [conflicts]
+ * @property {number[]} [raft_group_ids]
+ * @property {number[]} [leader_terms]
+ * @property {string} [preview]
+ */
+
+/**
+ * @typedef {object} FanoutWarning
+ * @property {string} code
+ * @property {string} [bucket_id]
+ * @property {string} detail
+ */
+
+/**
+ * @typedef {object} FanoutNode
+ * @property {string} node
+ * @property {string} [node_id]
+ * @property {boolean} ok
+ * @property {string} [error]
+ * @property {string} [generated_at]
+ * @property {number} [elapsed_ms]
+ * @property {FanoutWarning[]} [warnings]
+ */
+
+/**
+ * @typedef {object} Fanout
+ * @property {FanoutNode[]} nodes
+ * @property {number} responded
+ * @property {number} expected
+ */
+
+/**
+ * @typedef {object} Matrix
+ * @property {number[]} column_unix_ms window starts, ascending, aligned to step_ms
+ * @property {MatrixRow[]} rows sorted by start key
+ * @property {Series} series
+ * @property {string} generated_at
+ * @property {number} [step_ms]
+ * @property {string} [node_id]
+ * @property {Fanout} [fanout]
+ */
+
+/**
+ * @typedef {object} Session
+ * @property {string} role
+ * @property {string} expires_at RFC 3339
+ */
+
+/**
+ * A byte range of keys; `null` bounds are open. Base64 strings exactly as on the wire.
+ * @typedef {object} KeyRange
+ * @property {string|null} start
+ * @property {string|null} end
+ */
+
+/**
+ * The whole view; every field round-trips through the URL query string.
+ * @typedef {object} ViewState
+ * @property {Series} series
+ * @property {RangePreset} range
+ * @property {number} from custom window start, unix ms (0 when range is a preset)
+ * @property {number} to custom window end, unix ms (0 when range is a preset)
+ * @property {number} rows row budget 1..1024
+ * @property {number} auto auto-refresh period in seconds (0, 5 or 30)
+ * @property {boolean} live append new columns as the server flushes them
+ * @property {ScaleKind} scale
+ * @property {PaletteName} palette
+ * @property {KeyRange|null} keys key-range zoom (client-side row filter), null = all keys
+ */
+
+export {};

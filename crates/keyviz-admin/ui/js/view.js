@@ -1,0 +1,161 @@
+// @ts-check
+/**
+ * Turns a matrix plus the view state into the geometry the renderers share (pure, no DOM):
+ * which rows are shown, the true-time X domain split into equal slots, and which column lands
+ * in which slot. Columns are window starts aligned to the step, so slot = (t - from) / slotMs.
+ */
+
+import { rowInKeyRange } from './scales.js';
+
+/** Widest buffer, in slots; longer windows are coarsened so the offscreen canvas stays small. */
+export const MAX_SLOTS = 8192;
+
+/**
+ * @typedef {object} View
+ * @property {import('./types.js').Matrix} matrix
+ * @property {number[]} rowIndex indices into matrix.rows of the displayed rows, in key order
+ * @property {number} from domain start, unix ms (a slot boundary)
+ * @property {number} to domain end, unix ms, exclusive
+ * @property {number} stepMs the data step
+ * @property {number} slotMs duration of one X slot (a multiple of stepMs)
+ * @property {number} slots number of X slots
+ * @property {Int32Array} colSlot slot of each matrix column (-1 when outside the domain)
+ * @property {Int32Array} slotCol last column in each slot (-1 = no data)
+ * @property {number} max largest displayed value
+ * @property {Float64Array} totals per displayed row, the sum over the window
+ */
+
+/**
+ * The data step: the server's step_ms, else the smallest gap between columns, else one minute.
+ * @param {import('./types.js').Matrix} m
+ */
+export function stepOf(m) {
+  if (m.step_ms && m.step_ms > 0) return m.step_ms;
+  let best = Infinity;
+  const c = m.column_unix_ms;
+  for (let i = 1; i < c.length; i++) {
+    const d = c[i] - c[i - 1];
+    if (d > 0 && d < best) best = d;
+  }
+  return Number.isFinite(best) ? best : 60_000;
+}
+
+/**
+ * @param {import('./types.js').Matrix} m
+ * @param {{ from: number, to: number }} window requested window (0 = unbounded)
+ * @param {import('./types.js').KeyRange|null} keys
+ * @returns {View}
+ */
+export function buildView(m, window, keys) {
+  const stepMs = stepOf(m);
+  const cols = m.column_unix_ms;
+  const first = cols.length ? cols[0] : window.from || Date.now() - 3600_000;
+  const last = cols.length ? cols[cols.length - 1] + stepMs : window.to || Date.now();
+  let from = Math.floor((window.from > 0 ? Math.min(window.from, first) : first) / stepMs) * stepMs;
+  let to = Math.ceil((window.to > 0 ? Math.max(window.to, last) : last) / stepMs) * stepMs;
+  if (window.from > 0 && window.to > 0) {
+    // An explicit window wins; columns outside it (none, normally) are dropped.
+    from = Math.floor(window.from / stepMs) * stepMs;
+    to = Math.max(from + stepMs, Math.ceil(window.to / stepMs) * stepMs);
+  }
+  if (to <= from) to = from + stepMs;
+  let slotMs = stepMs;
+  const raw = Math.round((to - from) / stepMs);
+  if (raw > MAX_SLOTS) slotMs = stepMs * Math.ceil(raw / MAX_SLOTS);
+  const slots = Math.max(1, Math.ceil((to - from) / slotMs));
+  to = from + slots * slotMs;
+
+  const colSlot = new Int32Array(cols.length);
+  const slotCol = new Int32Array(slots).fill(-1);
+  for (let j = 0; j < cols.length; j++) {
+    const s = Math.floor((cols[j] - from) / slotMs);
+    if (s >= 0 && s < slots) {
+      colSlot[j] = s;
+      slotCol[s] = j;
+    } else {
+      colSlot[j] = -1;
+    }
+  }
+
+  /** @type {number[]} */
+  const rowIndex = [];
+  for (let i = 0; i < m.rows.length; i++) {
+    const r = m.rows[i];
+    if (!keys || rowInKeyRange(r.start, r.end, keys)) rowIndex.push(i);
+  }
+  const totals = new Float64Array(rowIndex.length);
+  let max = 0;
+  for (let k = 0; k < rowIndex.length; k++) {
+    const values = m.rows[rowIndex[k]].values;
+    let sum = 0;
+    for (let j = 0; j < values.length; j++) {
+      if (colSlot[j] < 0) continue;
+      const v = values[j];
+      sum += v;
+      if (v > max) max = v;
+    }
+    totals[k] = sum;
+  }
+  return { matrix: m, rowIndex, from, to, stepMs, slotMs, slots, colSlot, slotCol, max, totals };
+}
+
+/**
+ * Displayed rows ordered by total, busiest first (the text alternative and CSV use it).
+ * @param {View} v
+ * @param {number} n
+ * @returns {number[]} positions in v.rowIndex
+ */
+export function topRows(v, n) {
+  const order = Array.from(v.rowIndex.keys()).filter((k) => v.totals[k] > 0);
+  order.sort((a, b) => v.totals[b] - v.totals[a] || a - b);
+  return order.slice(0, n);
+}
+
+/**
+ * Whether cell (row position k, column j) is flagged as a conflict: per-cell when the server
+ * sent `conflicts`, else the whole row when only the row-level flag came.
+ * @param {import('./types.js').MatrixRow} row
+ * @param {number} j
+ */
+export function cellConflict(row, j) {
+  if (row.conflicts && row.conflicts.length) return row.conflicts[j] === true;
+  return row.conflict === true;
+}
+
+/**
+ * Appends the columns of `delta` (a matrix for a later window, same series) to `base` and drops
+ * columns that start before `keepFrom`. Returns null when the row sets differ, in which case the
+ * caller must fetch the whole window again (rows were re-bucketed).
+ * @param {import('./types.js').Matrix} base
+ * @param {import('./types.js').Matrix} delta
+ * @param {number} keepFrom
+ * @returns {import('./types.js').Matrix|null}
+ */
+export function appendColumns(base, delta, keepFrom) {
+  if (delta.rows.length !== base.rows.length && delta.column_unix_ms.length > 0) return null;
+  const lastBase = base.column_unix_ms.length ? base.column_unix_ms[base.column_unix_ms.length - 1] : -Infinity;
+  /** @type {number[]} */
+  const newCols = [];
+  for (let j = 0; j < delta.column_unix_ms.length; j++) if (delta.column_unix_ms[j] > lastBase) newCols.push(j);
+  /** @type {Map<string, import('./types.js').MatrixRow>} */
+  const byId = new Map(delta.rows.map((r) => [r.bucket_id, r]));
+  if (newCols.length && base.rows.some((r) => !byId.has(r.bucket_id))) return null;
+  let drop = 0;
+  while (drop < base.column_unix_ms.length && base.column_unix_ms[drop] < keepFrom) drop++;
+  const columns = base.column_unix_ms.slice(drop).concat(newCols.map((j) => delta.column_unix_ms[j]));
+  /** @template T @param {T[]|undefined} a @param {T[]|undefined} b @param {T} fill @returns {T[]} */
+  const join = (a, b, fill) => (a ?? []).slice(drop).concat(newCols.map((j) => (b ? b[j] : fill)));
+  const rows = base.rows.map((r) => {
+    const d = byId.get(r.bucket_id);
+    const conflicts = r.conflicts || d?.conflicts ? join(r.conflicts ?? r.values.map(() => false), d?.conflicts, false) : undefined;
+    return {
+      ...r,
+      values: join(r.values, d?.values, 0),
+      conflicts,
+      conflict: (r.conflict || d?.conflict) === true,
+      raft_group_ids: join(r.raft_group_ids ?? r.values.map(() => 0), d?.raft_group_ids, 0),
+      leader_terms: join(r.leader_terms ?? r.values.map(() => 0), d?.leader_terms, 0),
+    };
+  });
+  return { ...base, column_unix_ms: columns, rows, generated_at: delta.generated_at, fanout: delta.fanout ?? base.fanout };
+}
