@@ -1,0 +1,337 @@
+//! One step window of counts, stored sparsely and compactly.
+//!
+//! Only non-zero cells are kept. Each counter array is stored at the narrowest
+//! integer width that holds its largest value in this column, so a typical
+//! cell (row id, five counters, identity) costs 10–20 bytes instead of 56.
+
+/// A counter array at the narrowest width that fits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Packed {
+    /// Every value is zero.
+    Zero,
+    U8(Box<[u8]>),
+    U16(Box<[u16]>),
+    U32(Box<[u32]>),
+    U64(Box<[u64]>),
+}
+
+impl Packed {
+    pub(crate) fn pack(values: &[u64]) -> Packed {
+        let max = values.iter().copied().max().unwrap_or(0);
+        // The casts below cannot truncate: every value is <= max, which fits.
+        if max == 0 {
+            Packed::Zero
+        } else if max <= u64::from(u8::MAX) {
+            Packed::U8(values.iter().map(|&v| v as u8).collect())
+        } else if max <= u64::from(u16::MAX) {
+            Packed::U16(values.iter().map(|&v| v as u16).collect())
+        } else if max <= u64::from(u32::MAX) {
+            Packed::U32(values.iter().map(|&v| v as u32).collect())
+        } else {
+            Packed::U64(values.into())
+        }
+    }
+
+    #[inline]
+    pub(crate) fn get(&self, i: usize) -> u64 {
+        match self {
+            Packed::Zero => 0,
+            Packed::U8(v) => v.get(i).map_or(0, |x| u64::from(*x)),
+            Packed::U16(v) => v.get(i).map_or(0, |x| u64::from(*x)),
+            Packed::U32(v) => v.get(i).map_or(0, |x| u64::from(*x)),
+            Packed::U64(v) => v.get(i).copied().unwrap_or(0),
+        }
+    }
+
+    /// `out[i] += self[i]` for every cell; one loop per width, no per-cell match.
+    pub(crate) fn add_into(&self, out: &mut [u64]) {
+        fn add<T: Copy + Into<u64>>(src: &[T], out: &mut [u64]) {
+            for (o, v) in out.iter_mut().zip(src) {
+                *o = o.saturating_add((*v).into());
+            }
+        }
+        match self {
+            Packed::Zero => {}
+            Packed::U8(v) => add(v, out),
+            Packed::U16(v) => add(v, out),
+            Packed::U32(v) => add(v, out),
+            Packed::U64(v) => add(v, out),
+        }
+    }
+
+    pub(crate) fn heap_bytes(&self) -> usize {
+        match self {
+            Packed::Zero => 0,
+            Packed::U8(v) => v.len(),
+            Packed::U16(v) => v.len() * 2,
+            Packed::U32(v) => v.len() * 4,
+            Packed::U64(v) => v.len() * 8,
+        }
+    }
+}
+
+/// Writes of one (group, term) in one cell.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct WriteLane {
+    pub(crate) group: u64,
+    pub(crate) term: u64,
+    pub(crate) writes: u64,
+    pub(crate) write_bytes: u64,
+}
+
+/// One cell before packing (and after unpacking).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct CellInput {
+    pub(crate) row: u32,
+    pub(crate) reads_leader: u64,
+    pub(crate) reads_follower: u64,
+    pub(crate) read_bytes: u64,
+    /// Non-empty lanes, largest writes first (the first is the cell's identity).
+    pub(crate) lanes: Vec<WriteLane>,
+}
+
+impl CellInput {
+    /// Adds `other` (same row) into `self`, joining lanes of equal identity.
+    pub(crate) fn absorb(&mut self, other: CellInput) {
+        self.reads_leader = self.reads_leader.saturating_add(other.reads_leader);
+        self.reads_follower = self.reads_follower.saturating_add(other.reads_follower);
+        self.read_bytes = self.read_bytes.saturating_add(other.read_bytes);
+        for lane in other.lanes {
+            match self
+                .lanes
+                .iter_mut()
+                .find(|l| l.group == lane.group && l.term == lane.term)
+            {
+                Some(l) => {
+                    l.writes = l.writes.saturating_add(lane.writes);
+                    l.write_bytes = l.write_bytes.saturating_add(lane.write_bytes);
+                }
+                None => self.lanes.push(lane),
+            }
+        }
+        sort_lanes(&mut self.lanes);
+    }
+}
+
+/// Largest writes first; ties by larger term so the choice is deterministic.
+pub(crate) fn sort_lanes(lanes: &mut [WriteLane]) {
+    lanes.sort_by(|a, b| {
+        (b.writes, b.write_bytes, b.term, b.group).cmp(&(a.writes, a.write_bytes, a.term, a.group))
+    });
+}
+
+/// Further lanes of a cell beyond its first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ExtraLane {
+    pub(crate) cell: u32,
+    pub(crate) lane: WriteLane,
+}
+
+/// A sealed column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Column {
+    pub(crate) unix_ms: i64,
+    /// Row id per cell, strictly increasing.
+    pub(crate) rows: Box<[u32]>,
+    reads_leader: Packed,
+    reads_follower: Packed,
+    read_bytes: Packed,
+    /// Writes of each cell's first lane.
+    writes: Packed,
+    write_bytes: Packed,
+    /// Index into `identities` of each cell's first lane.
+    identity: Packed,
+    identities: Box<[(u64, u64)]>,
+    /// Lanes beyond the first, by cell.
+    extra: Box<[ExtraLane]>,
+}
+
+/// The counter a query reads from a column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Counter {
+    ReadsLeader,
+    ReadsFollower,
+    Reads,
+    ReadBytes,
+    Writes,
+    WriteBytes,
+}
+
+impl Column {
+    /// Seals `cells` (any order; rows must be distinct) into a column.
+    pub(crate) fn build(unix_ms: i64, mut cells: Vec<CellInput>) -> Column {
+        cells.sort_unstable_by_key(|c| c.row);
+        let n = cells.len();
+        let mut identities: Vec<(u64, u64)> = vec![(0, 0)];
+        let mut identity = Vec::with_capacity(n);
+        let mut extra = Vec::new();
+        let mut writes = Vec::with_capacity(n);
+        let mut write_bytes = Vec::with_capacity(n);
+        for (i, cell) in cells.iter().enumerate() {
+            let first = cell.lanes.first().copied().unwrap_or_default();
+            writes.push(first.writes);
+            write_bytes.push(first.write_bytes);
+            let key = (first.group, first.term);
+            let idx = match identities.iter().position(|k| *k == key) {
+                Some(p) => p,
+                None => {
+                    identities.push(key);
+                    identities.len() - 1
+                }
+            };
+            identity.push(idx as u64);
+            for lane in cell.lanes.iter().skip(1) {
+                extra.push(ExtraLane {
+                    cell: i as u32,
+                    lane: *lane,
+                });
+            }
+        }
+        let pack = |f: fn(&CellInput) -> u64| Packed::pack(&cells.iter().map(f).collect::<Vec<_>>());
+        Column {
+            unix_ms,
+            reads_leader: pack(|c| c.reads_leader),
+            reads_follower: pack(|c| c.reads_follower),
+            read_bytes: pack(|c| c.read_bytes),
+            rows: cells.iter().map(|c| c.row).collect(),
+            writes: Packed::pack(&writes),
+            write_bytes: Packed::pack(&write_bytes),
+            identity: Packed::pack(&identity),
+            identities: identities.into(),
+            extra: extra.into(),
+        }
+    }
+
+    /// The cells back, as built (lanes sorted).
+    pub(crate) fn cells(&self) -> Vec<CellInput> {
+        let mut cells: Vec<CellInput> = (0..self.rows.len())
+            .map(|i| {
+                let (group, term) = self.identity_of(i);
+                let writes = self.writes.get(i);
+                let write_bytes = self.write_bytes.get(i);
+                CellInput {
+                    row: self.rows[i],
+                    reads_leader: self.reads_leader.get(i),
+                    reads_follower: self.reads_follower.get(i),
+                    read_bytes: self.read_bytes.get(i),
+                    lanes: if writes == 0 && write_bytes == 0 && group == 0 && term == 0 {
+                        Vec::new()
+                    } else {
+                        vec![WriteLane {
+                            group,
+                            term,
+                            writes,
+                            write_bytes,
+                        }]
+                    },
+                }
+            })
+            .collect();
+        for e in self.extra.iter() {
+            if let Some(c) = cells.get_mut(e.cell as usize) {
+                c.lanes.push(e.lane);
+            }
+        }
+        cells
+    }
+
+    /// (group, term) of cell `i`'s dominant write lane.
+    #[inline]
+    pub(crate) fn identity_of(&self, i: usize) -> (u64, u64) {
+        let idx = self.identity.get(i) as usize;
+        self.identities.get(idx).copied().unwrap_or((0, 0))
+    }
+
+    /// Fills `out` with one value of `counter` per cell.
+    pub(crate) fn values_into(&self, counter: Counter, out: &mut Vec<u64>) {
+        out.clear();
+        out.resize(self.rows.len(), 0);
+        match counter {
+            Counter::ReadsLeader => self.reads_leader.add_into(out),
+            Counter::ReadsFollower => self.reads_follower.add_into(out),
+            Counter::Reads => {
+                self.reads_leader.add_into(out);
+                self.reads_follower.add_into(out);
+            }
+            Counter::ReadBytes => self.read_bytes.add_into(out),
+            Counter::Writes | Counter::WriteBytes => {
+                let bytes = counter == Counter::WriteBytes;
+                if bytes {
+                    self.write_bytes.add_into(out);
+                } else {
+                    self.writes.add_into(out);
+                }
+                for e in self.extra.iter() {
+                    if let Some(o) = out.get_mut(e.cell as usize) {
+                        let v = if bytes { e.lane.write_bytes } else { e.lane.writes };
+                        *o = o.saturating_add(v);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Approximate heap bytes of the column.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.rows.len() * 4
+            + self.reads_leader.heap_bytes()
+            + self.reads_follower.heap_bytes()
+            + self.read_bytes.heap_bytes()
+            + self.writes.heap_bytes()
+            + self.write_bytes.heap_bytes()
+            + self.identity.heap_bytes()
+            + self.identities.len() * 16
+            + self.extra.len() * std::mem::size_of::<ExtraLane>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lane(group: u64, term: u64, writes: u64) -> WriteLane {
+        WriteLane {
+            group,
+            term,
+            writes,
+            write_bytes: writes * 10,
+        }
+    }
+
+    #[test]
+    fn packing_picks_the_narrowest_width_and_round_trips() {
+        assert_eq!(Packed::pack(&[0, 0]), Packed::Zero);
+        assert!(matches!(Packed::pack(&[1, 255]), Packed::U8(_)));
+        assert!(matches!(Packed::pack(&[256]), Packed::U16(_)));
+        assert!(matches!(Packed::pack(&[u64::MAX]), Packed::U64(_)));
+        assert_eq!(Packed::pack(&[3, 70_000]).get(1), 70_000);
+    }
+
+    #[test]
+    fn column_round_trips_cells_with_several_terms() {
+        let cells = vec![
+            CellInput {
+                row: 9,
+                reads_leader: 1,
+                reads_follower: 2,
+                read_bytes: 30,
+                lanes: vec![lane(7, 43, 50), lane(7, 42, 30)],
+            },
+            CellInput {
+                row: 3,
+                reads_leader: 5,
+                ..CellInput::default()
+            },
+        ];
+        let col = Column::build(60_000, cells.clone());
+        let mut back = col.cells();
+        back.sort_by_key(|c| std::cmp::Reverse(c.row));
+        assert_eq!(back, cells);
+        let mut out = Vec::new();
+        col.values_into(Counter::Writes, &mut out);
+        assert_eq!(out, vec![0, 80], "writes sum every term of a cell");
+        col.values_into(Counter::Reads, &mut out);
+        assert_eq!(out, vec![5, 3]);
+        assert_eq!(col.identity_of(1), (7, 43), "identity is the dominant lane");
+    }
+}

@@ -1,0 +1,189 @@
+//! Step-aligned columns kept for the retention period.
+//!
+//! Columns are ordered by window start. A column pushed with the timestamp of
+//! an existing one (a second flush inside one window, such as the shutdown
+//! flush) is added into it, so one window is always one column. Retention is
+//! enforced on every push, by age (`retention_ms` behind the newest column) and
+//! by count (`max_columns`), whichever bites first.
+
+mod column;
+mod persist;
+mod rows;
+
+use std::collections::VecDeque;
+
+pub(crate) use column::{CellInput, Column, Counter, WriteLane, sort_lanes};
+pub use persist::{CellRecord, ColumnRecord, HistoryStore, PersistError, WriteRecord};
+pub(crate) use rows::{RowCatalog, RowMeta};
+
+/// The columns and the rows they mention.
+#[derive(Debug)]
+pub(crate) struct History {
+    columns: VecDeque<Column>,
+    pub(crate) catalog: RowCatalog,
+    retention_ms: u64,
+    max_columns: usize,
+}
+
+impl History {
+    pub(crate) fn new(retention_ms: u64, max_columns: usize) -> History {
+        History {
+            columns: VecDeque::new(),
+            catalog: RowCatalog::default(),
+            retention_ms,
+            max_columns: max_columns.max(1),
+        }
+    }
+
+    /// Adds a window's cells. Each cell's row must carry one reference taken
+    /// for this column (`RowCatalog::acquire`/`retain`); the history releases it
+    /// when the column leaves.
+    pub(crate) fn push(&mut self, unix_ms: i64, cells: Vec<CellInput>) {
+        let pos = self.columns.partition_point(|c| c.unix_ms < unix_ms);
+        if let Some(existing) = self.columns.get(pos).filter(|c| c.unix_ms == unix_ms) {
+            let mut merged = existing.cells();
+            for cell in cells {
+                match merged.iter_mut().find(|c| c.row == cell.row) {
+                    Some(into) => {
+                        // The row already holds a reference for this column.
+                        self.catalog.release(cell.row);
+                        into.absorb(cell);
+                    }
+                    None => merged.push(cell),
+                }
+            }
+            self.columns[pos] = Column::build(unix_ms, merged);
+        } else {
+            self.columns.insert(pos, Column::build(unix_ms, cells));
+        }
+        self.prune();
+    }
+
+    fn prune(&mut self) {
+        let Some(newest) = self.columns.back().map(|c| c.unix_ms) else {
+            return;
+        };
+        let horizon = newest.saturating_sub(i64::try_from(self.retention_ms).unwrap_or(i64::MAX));
+        while let Some(front) = self.columns.front() {
+            if front.unix_ms > horizon && self.columns.len() <= self.max_columns {
+                break;
+            }
+            if let Some(old) = self.columns.pop_front() {
+                for &row in old.rows.iter() {
+                    self.catalog.release(row);
+                }
+            }
+        }
+    }
+
+    /// Columns with window start in `[from, to)`; `None` leaves a side open.
+    pub(crate) fn range(&self, from: Option<i64>, to: Option<i64>) -> impl Iterator<Item = &Column> {
+        let lo = from.map_or(0, |f| self.columns.partition_point(|c| c.unix_ms < f));
+        let hi = to.map_or(self.columns.len(), |t| {
+            self.columns.partition_point(|c| c.unix_ms < t)
+        });
+        self.columns.range(lo..hi.max(lo))
+    }
+
+    /// Number of retained columns.
+    pub(crate) fn len(&self) -> usize {
+        self.columns.len()
+    }
+
+    /// Approximate heap bytes of columns and row metadata.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.columns.iter().map(Column::heap_bytes).sum::<usize>()
+            + self.columns.capacity() * std::mem::size_of::<Column>()
+            + self.catalog.heap_bytes()
+    }
+
+    /// The whole window of `column` as self-contained records.
+    pub(crate) fn record_of(&self, column: &Column, step_ms: u64) -> ColumnRecord {
+        ColumnRecord {
+            unix_ms: column.unix_ms,
+            step_ms,
+            cells: column
+                .cells()
+                .into_iter()
+                .filter_map(|c| {
+                    let meta = self.catalog.get(c.row)?;
+                    Some(CellRecord {
+                        bucket_id: meta.bucket_id.to_string(),
+                        start: meta.start.clone(),
+                        end: meta.end.clone(),
+                        aggregate: meta.aggregate,
+                        route_ids: meta.route_ids.clone(),
+                        route_count: meta.route_count,
+                        reads_leader: c.reads_leader,
+                        reads_follower: c.reads_follower,
+                        read_bytes: c.read_bytes,
+                        writes: c
+                            .lanes
+                            .iter()
+                            .map(|l| WriteRecord {
+                                group: l.group,
+                                term: l.term,
+                                writes: l.writes,
+                                write_bytes: l.write_bytes,
+                            })
+                            .collect(),
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// The newest column at `unix_ms`, if any.
+    pub(crate) fn column_at(&self, unix_ms: i64) -> Option<&Column> {
+        let pos = self.columns.partition_point(|c| c.unix_ms < unix_ms);
+        self.columns.get(pos).filter(|c| c.unix_ms == unix_ms)
+    }
+
+    /// Restores a stored record (used at start-up).
+    pub(crate) fn restore(&mut self, record: ColumnRecord) {
+        let cells = record
+            .cells
+            .into_iter()
+            .map(|c| {
+                let row = self.catalog.acquire(RowMeta {
+                    bucket_id: c.bucket_id.into(),
+                    start: c.start,
+                    end: c.end,
+                    aggregate: c.aggregate,
+                    route_ids: c.route_ids,
+                    route_count: c.route_count,
+                });
+                let mut lanes: Vec<WriteLane> = c
+                    .writes
+                    .into_iter()
+                    .map(|w| WriteLane {
+                        group: w.group,
+                        term: w.term,
+                        writes: w.writes,
+                        write_bytes: w.write_bytes,
+                    })
+                    .collect();
+                sort_lanes(&mut lanes);
+                CellInput {
+                    row,
+                    reads_leader: c.reads_leader,
+                    reads_follower: c.reads_follower,
+                    read_bytes: c.read_bytes,
+                    lanes,
+                }
+            })
+            .collect::<Vec<_>>();
+        // Two records may name one row twice; fold them so rows stay distinct.
+        let mut folded: Vec<CellInput> = Vec::with_capacity(cells.len());
+        for cell in cells {
+            match folded.iter_mut().find(|c| c.row == cell.row) {
+                Some(into) => {
+                    self.catalog.release(cell.row);
+                    into.absorb(cell);
+                }
+                None => folded.push(cell),
+            }
+        }
+        self.push(record.unix_ms, folded);
+    }
+}

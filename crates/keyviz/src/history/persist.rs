@@ -1,0 +1,89 @@
+//! The persistence seam: where a host stores columns so a restart keeps history.
+//!
+//! The core does no I/O. A host that wants durable history implements
+//! [`HistoryStore`] (the store keeps it in its embedded engine) and hands it to
+//! [`Sampler::with_store`](crate::Sampler::with_store): every flushed column is
+//! appended as a self-contained [`ColumnRecord`], and start-up reloads the
+//! retained ones. Records carry their row metadata, so they stay readable
+//! after the route catalog has changed.
+
+use serde::{Deserialize, Serialize};
+
+/// Writes of one (raft group, leader term) in one cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteRecord {
+    /// Raft group (0 = unknown).
+    pub group: u64,
+    /// Leader term (0 = unknown).
+    pub term: u64,
+    /// Writes counted.
+    pub writes: u64,
+    /// Key plus value bytes written.
+    pub write_bytes: u64,
+}
+
+/// One non-zero cell of a stored column, with its row metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellRecord {
+    /// Row identity (see [`MatrixRow::bucket_id`](crate::MatrixRow::bucket_id)).
+    pub bucket_id: String,
+    /// First key of the row.
+    pub start: Vec<u8>,
+    /// End of the row (exclusive); `None` = unbounded.
+    pub end: Option<Vec<u8>>,
+    /// True for a virtual bucket.
+    pub aggregate: bool,
+    /// Listed member routes.
+    pub route_ids: Vec<u64>,
+    /// All member routes.
+    pub route_count: u64,
+    /// Reads served as leader.
+    pub reads_leader: u64,
+    /// Reads served as follower.
+    pub reads_follower: u64,
+    /// Read bytes.
+    pub read_bytes: u64,
+    /// Writes per (group, term).
+    pub writes: Vec<WriteRecord>,
+}
+
+/// One stored window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnRecord {
+    /// Window start, aligned to `step_ms`.
+    pub unix_ms: i64,
+    /// The step the window was counted with.
+    pub step_ms: u64,
+    /// Non-zero cells.
+    pub cells: Vec<CellRecord>,
+}
+
+/// A store failed; the message says what and where.
+#[derive(Debug, thiserror::Error)]
+#[error("history store: {0}")]
+pub struct PersistError(pub Box<dyn std::error::Error + Send + Sync>);
+
+/// Durable storage for columns, implemented by the host.
+///
+/// Implementations must be safe to call from the flushing thread while other
+/// threads query; `append` of a window that already exists must replace it
+/// (a second flush inside one window rewrites the whole merged column).
+pub trait HistoryStore: Send + Sync {
+    /// Stores (or replaces) the column of `record.unix_ms`.
+    ///
+    /// # Errors
+    /// Any storage failure; the in-memory history is unaffected.
+    fn append(&self, record: &ColumnRecord) -> Result<(), PersistError>;
+
+    /// Every stored column with `unix_ms >= since_unix_ms`, oldest first.
+    ///
+    /// # Errors
+    /// Any storage or decoding failure.
+    fn load(&self, since_unix_ms: i64) -> Result<Vec<ColumnRecord>, PersistError>;
+
+    /// Deletes columns with `unix_ms < before_unix_ms`.
+    ///
+    /// # Errors
+    /// Any storage failure.
+    fn prune(&self, before_unix_ms: i64) -> Result<(), PersistError>;
+}

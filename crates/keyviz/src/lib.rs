@@ -1,0 +1,49 @@
+//! # KeyViz core
+//!
+//! The pure heart of KeyViz, a key visualizer for range-partitioned,
+//! Raft-replicated stores: it counts every operation a node serves per key
+//! range, keeps step-aligned history, answers matrix queries with a row budget
+//! that never drops counts, and merges several nodes' matrices with rules that
+//! respect Raft leadership. No I/O, no async, no clock: the host passes time in.
+//!
+//! ```
+//! use keyviz::{MatrixQuery, ReadRole, RouteSpec, Sampler, SamplerConfig, Series};
+//!
+//! let t0 = 1_700_000_000_000;
+//! let sampler = Sampler::new(SamplerConfig { step_ms: 1_000, ..SamplerConfig::default() }, t0)?;
+//! sampler.register_route(RouteSpec { id: 1, start: b"a".to_vec(), end: Some(b"m".to_vec()), group: 7 })?;
+//! sampler.observe_write(1, b"apple", 5, 7, 42);   // on the group leader, term 42
+//! sampler.observe_read(1, b"apple", 5, ReadRole::Follower);
+//! let _ = sampler.flush(t0 + 1_000);
+//! let m = sampler.matrix(&MatrixQuery { series: Series::Writes, ..MatrixQuery::default() }, t0 + 1_000);
+//! assert_eq!(m.rows[0].values, vec![1]);
+//! assert_eq!(m.rows[0].leader_terms, vec![42]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The pieces, in data-flow order: [`Sampler`] (observe, route catalog, flush),
+//! the history inside it (retention, [`HistoryStore`] seam), [`Matrix`] and
+//! [`MatrixQuery`] (wire types, row budget), [`merge`] (the cluster merge), and
+//! [`key_preview`] (printable key labels).
+
+#![deny(missing_docs)]
+
+mod bucket;
+mod config;
+mod error;
+mod history;
+mod matrix;
+pub mod merge;
+mod preview;
+mod sampler;
+mod sync;
+mod time;
+
+pub use bucket::{route_bucket_id, virtual_bucket_id, virtual_bucket_name};
+pub use config::{MAX_COLUMNS, MAX_KEY_BUCKETS, MAX_STEP_MS, MIN_STEP_MS, SamplerConfig};
+pub use error::{ConfigError, MatrixError, RouteError};
+pub use history::{CellRecord, ColumnRecord, HistoryStore, PersistError, WriteRecord};
+pub use matrix::{Matrix, MatrixQuery, MatrixRow, Series, UnknownSeries, coarsen_rows, plan_groups};
+pub use preview::{MAX_PREVIEW_CHARS, RESERVED_PREFIXES, key_preview};
+pub use sampler::{FlushReport, ReadRole, RouteId, RouteSpec, Sampler, SamplerError, SamplerStats};
+pub use time::{align_down, align_nearest, format_rfc3339_ms};

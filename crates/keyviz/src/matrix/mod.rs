@@ -1,0 +1,9 @@
+//! Matrices: the wire types, the local query and the row budget.
+
+pub(crate) mod budget;
+pub(crate) mod query;
+pub(crate) mod wire;
+
+pub use budget::{coarsen_rows, plan_groups};
+pub use query::MatrixQuery;
+pub use wire::{Matrix, MatrixRow, Series, UnknownSeries};

@@ -1,0 +1,215 @@
+//! Building a [`Matrix`] from the local history.
+
+use std::collections::HashMap;
+
+use super::budget::plan_groups;
+use super::wire::{Matrix, MatrixRow, Series};
+use crate::bucket::virtual_bucket_name;
+use crate::history::{Column, Counter, History, RowMeta};
+use crate::preview::key_preview;
+
+/// What to read from the history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MatrixQuery {
+    /// The counter shown.
+    pub series: Series,
+    /// Inclusive lower bound on column window start; `None` = unbounded.
+    pub from_unix_ms: Option<i64>,
+    /// Exclusive upper bound on column window start; `None` = unbounded.
+    pub to_unix_ms: Option<i64>,
+    /// At most this many rows (adjacent rows coarsened, least active first);
+    /// `None` = every row. `Some(0)` is treated as 1.
+    pub row_budget: Option<usize>,
+}
+
+fn counter_of(series: Series) -> Counter {
+    match series {
+        Series::Reads => Counter::Reads,
+        Series::Writes => Counter::Writes,
+        Series::ReadBytes => Counter::ReadBytes,
+        Series::WriteBytes => Counter::WriteBytes,
+        Series::LeaderReads => Counter::ReadsLeader,
+        Series::FollowerReads => Counter::ReadsFollower,
+    }
+}
+
+/// A bucket seen in the window: its newest row metadata and its total.
+struct Bucket {
+    row: u32,
+    total: u64,
+}
+
+/// Builds the matrix of `query` from `history`.
+///
+/// Rows with a zero total in the chosen series are left out; every other count
+/// in the window appears exactly once (the row budget only coarsens). A bucket
+/// whose range changed inside the window (a route split or merged) shows its
+/// newest range, with the older counts folded in.
+pub(crate) fn build(
+    history: &History,
+    query: &MatrixQuery,
+    step_ms: u64,
+    generated_at: String,
+    max_route_ids: usize,
+) -> Matrix {
+    let columns: Vec<&Column> = history.range(query.from_unix_ms, query.to_unix_ms).collect();
+    let counter = counter_of(query.series);
+    let catalog = &history.catalog;
+    let mut scratch = Vec::new();
+
+    // Pass 1: which buckets have traffic, and how much.
+    let mut bucket_of = vec![u32::MAX; catalog.capacity()];
+    let mut names: HashMap<&str, u32> = HashMap::new();
+    let mut buckets: Vec<Bucket> = Vec::new();
+    for col in &columns {
+        col.values_into(counter, &mut scratch);
+        for (i, &v) in scratch.iter().enumerate() {
+            if v == 0 {
+                continue;
+            }
+            let row = col.rows[i];
+            let Some(slot) = bucket_of.get_mut(row as usize) else {
+                continue;
+            };
+            if *slot == u32::MAX {
+                let Some(meta) = catalog.get(row) else {
+                    continue;
+                };
+                let next = buckets.len() as u32;
+                let b = *names.entry(&*meta.bucket_id).or_insert(next);
+                if b == next {
+                    buckets.push(Bucket { row, total: 0 });
+                }
+                *slot = b;
+            }
+            let b = &mut buckets[*slot as usize];
+            b.total = b.total.saturating_add(v);
+            b.row = row; // columns are in time order: the last sighting is the newest
+        }
+    }
+
+    // Order by key, then plan the row budget.
+    let meta_of = |b: &Bucket| catalog.get(b.row);
+    let mut order: Vec<u32> = (0..buckets.len() as u32).collect();
+    order.sort_by(|&a, &b| {
+        let (ma, mb) = (meta_of(&buckets[a as usize]), meta_of(&buckets[b as usize]));
+        let key = |m: Option<&RowMeta>| m.map(|m| (m.start.clone(), m.bucket_id.clone()));
+        key(ma).cmp(&key(mb))
+    });
+    let totals: Vec<u64> = order.iter().map(|&b| buckets[b as usize].total).collect();
+    let plan = match query.row_budget {
+        Some(budget) => plan_groups(&totals, budget),
+        None => (0..totals.len()).map(|i| i..i + 1).collect(),
+    };
+    let mut out_of_bucket = vec![0u32; buckets.len()];
+    for (o, group) in plan.iter().enumerate() {
+        for pos in group.clone() {
+            out_of_bucket[order[pos] as usize] = o as u32;
+        }
+    }
+
+    // Pass 2: fill values and write identities.
+    let width = columns.len();
+    let n_out = plan.len();
+    let mut values = vec![vec![0u64; width]; n_out];
+    let mut groups = vec![vec![0u64; width]; n_out];
+    let mut terms = vec![vec![0u64; width]; n_out];
+    let mut mixed = vec![vec![false; width]; n_out];
+    for (j, col) in columns.iter().enumerate() {
+        col.values_into(counter, &mut scratch);
+        for (i, &v) in scratch.iter().enumerate() {
+            if v == 0 {
+                continue;
+            }
+            let b = bucket_of.get(col.rows[i] as usize).copied().unwrap_or(u32::MAX);
+            let Some(&o) = out_of_bucket.get(b as usize) else {
+                continue;
+            };
+            let o = o as usize;
+            let (g, t) = col.identity_of(i);
+            if values[o][j] == 0 {
+                groups[o][j] = g;
+                terms[o][j] = t;
+            } else if !mixed[o][j] && (groups[o][j], terms[o][j]) != (g, t) {
+                mixed[o][j] = true;
+                groups[o][j] = 0;
+                terms[o][j] = 0;
+            }
+            values[o][j] = values[o][j].saturating_add(v);
+        }
+    }
+
+    let mut rows = Vec::with_capacity(n_out);
+    let mut values = values.into_iter();
+    let mut groups = groups.into_iter();
+    let mut terms = terms.into_iter();
+    for group in &plan {
+        let metas: Vec<&RowMeta> = group
+            .clone()
+            .filter_map(|pos| meta_of(&buckets[order[pos] as usize]))
+            .collect();
+        let (Some(v), Some(g), Some(t)) = (values.next(), groups.next(), terms.next()) else {
+            break;
+        };
+        let Some(first) = metas.first() else {
+            continue;
+        };
+        let row = if metas.len() == 1 {
+            MatrixRow {
+                bucket_id: first.bucket_id.to_string(),
+                label: None,
+                start: non_empty(&first.start),
+                end: first.end.clone(),
+                aggregate: first.aggregate,
+                route_ids: first.route_ids.clone(),
+                route_ids_truncated: first.route_count > first.route_ids.len() as u64
+                    && first.aggregate,
+                route_count: first.route_count,
+                values: v,
+                conflict: false,
+                conflicts: Vec::new(),
+                raft_group_ids: g,
+                leader_terms: t,
+                preview: Some(key_preview(&first.start)),
+            }
+        } else {
+            let last = metas.last().unwrap_or(first);
+            let mut route_ids: Vec<u64> = metas.iter().flat_map(|m| m.route_ids.iter().copied()).collect();
+            route_ids.sort_unstable();
+            route_ids.dedup();
+            let route_count = metas.iter().map(|m| m.route_count).sum::<u64>();
+            let truncated = route_ids.len() > max_route_ids || route_count > route_ids.len() as u64;
+            route_ids.truncate(max_route_ids);
+            MatrixRow {
+                bucket_id: virtual_bucket_name(&first.start, last.end.as_deref()),
+                label: None,
+                start: non_empty(&first.start),
+                end: last.end.clone(),
+                aggregate: true,
+                route_ids,
+                route_ids_truncated: truncated,
+                route_count,
+                values: v,
+                conflict: false,
+                conflicts: Vec::new(),
+                raft_group_ids: g,
+                leader_terms: t,
+                preview: Some(key_preview(&first.start)),
+            }
+        };
+        rows.push(row);
+    }
+
+    Matrix {
+        column_unix_ms: columns.iter().map(|c| c.unix_ms).collect(),
+        rows,
+        series: query.series,
+        generated_at,
+        step_ms,
+        node_id: None,
+    }
+}
+
+fn non_empty(key: &[u8]) -> Option<Vec<u8>> {
+    (!key.is_empty()).then(|| key.to_vec())
+}

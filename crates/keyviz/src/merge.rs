@@ -1,0 +1,341 @@
+//! The cluster merge: several nodes' matrices into one.
+//!
+//! Every node counts the traffic it served: reads on whichever node served
+//! them, writes on the Raft leader that proposed them. Merging therefore needs
+//! two rules:
+//!
+//! * **Reads** (and read bytes, leader/follower reads) are disjoint across
+//!   nodes, so they are **summed**.
+//! * **Writes** are counted by one leader per (raft group, term). Within one
+//!   (group, term) the nodes must agree, so duplicates collapse by **max**; two
+//!   different non-zero values for the same (group, term) are a **conflict**,
+//!   flagged on that cell only. Distinct terms (a leadership flip inside a
+//!   window) are **summed**. When any non-zero contributor lacks an identity
+//!   (group or term 0, e.g. an old peer), the cell falls back to max, with a
+//!   conflict if two distinct non-zero values appear.
+//!
+//! Columns are first aligned to the step boundary (rounding to nearest), so a
+//! peer with a jittered clock does not split one window into two columns. Rows
+//! are joined by `bucket_id`; metadata comes from the first input that has the
+//! row (local first). Every choice is deterministic: the same inputs in any
+//! order give the same values, and the same identity per cell.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::matrix::budget::coarsen_rows;
+use crate::matrix::wire::{Matrix, MatrixRow, Series};
+use crate::time::align_nearest;
+
+/// Route ids listed per aggregate row produced by the row budget.
+pub const MAX_LISTED_ROUTE_IDS: usize = 256;
+
+/// How to merge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MergeOptions {
+    /// The series every input carries; decides sum versus per-term dedup.
+    pub series: Series,
+    /// The step to align columns to; 0 disables alignment (exact timestamps).
+    pub step_ms: u64,
+    /// Row budget applied after the merge; `None` keeps every row.
+    pub row_budget: Option<usize>,
+}
+
+/// Something worth telling the operator about the inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum WarningCode {
+    /// Two inputs name the same bucket with different key ranges: their route
+    /// catalogs disagree (for example, a split not yet applied everywhere).
+    CatalogDivergence,
+    /// An input's step differs from the merge step; its columns were aligned.
+    StepMismatch,
+}
+
+/// A warning about one input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergeWarning {
+    /// What happened.
+    pub code: WarningCode,
+    /// Index of the input it is about (0 = local).
+    pub input: usize,
+    /// The row concerned, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket_id: Option<String>,
+    /// Human-readable detail.
+    pub detail: String,
+}
+
+/// The merged matrix and the warnings found on the way.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Merged {
+    /// Rows sorted by start key, row budget applied.
+    pub matrix: Matrix,
+    /// Warnings in input order.
+    pub warnings: Vec<MergeWarning>,
+}
+
+/// One node's contribution to one cell.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Contribution {
+    value: u64,
+    group: u64,
+    term: u64,
+}
+
+/// The merged cell.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Cell {
+    value: u64,
+    group: u64,
+    term: u64,
+    conflict: bool,
+}
+
+/// Deterministic preference between two contributions of equal standing:
+/// larger value, then larger term, then larger group.
+fn rank(c: &Contribution) -> (u64, u64, u64) {
+    (c.value, c.term, c.group)
+}
+
+fn resolve_read_cell(contribs: &[Contribution]) -> Cell {
+    let value = contribs
+        .iter()
+        .fold(0u64, |a, c| a.saturating_add(c.value));
+    let best = contribs
+        .iter()
+        .filter(|c| c.value > 0)
+        .max_by_key(|c| rank(c))
+        .copied()
+        .unwrap_or_default();
+    Cell {
+        value,
+        group: best.group,
+        term: best.term,
+        conflict: false,
+    }
+}
+
+fn resolve_write_cell(contribs: &[Contribution], keys: &mut Vec<(u64, u64, u64, bool)>) -> Cell {
+    let nonzero = || contribs.iter().filter(|c| c.value > 0);
+    let Some(first) = nonzero().next() else {
+        return Cell::default();
+    };
+    if nonzero().any(|c| c.group == 0 || c.term == 0) {
+        // Legacy fallback: without identities we cannot tell a duplicate from a
+        // flip, so take the max and flag disagreement.
+        let best = nonzero().max_by_key(|c| rank(c)).copied().unwrap_or(*first);
+        let distinct = nonzero().any(|c| c.value != first.value);
+        return Cell {
+            value: best.value,
+            group: best.group,
+            term: best.term,
+            conflict: distinct,
+        };
+    }
+    keys.clear();
+    for c in nonzero() {
+        match keys
+            .iter_mut()
+            .find(|(g, t, _, _)| *g == c.group && *t == c.term)
+        {
+            Some(key) => {
+                if key.2 != c.value {
+                    key.3 = true;
+                    key.2 = key.2.max(c.value);
+                }
+            }
+            None => keys.push((c.group, c.term, c.value, false)),
+        }
+    }
+    let value = keys.iter().fold(0u64, |a, k| a.saturating_add(k.2));
+    let best = keys
+        .iter()
+        .max_by_key(|(g, t, v, _)| (*v, *t, *g))
+        .copied()
+        .unwrap_or_default();
+    Cell {
+        value,
+        group: best.0,
+        term: best.1,
+        conflict: keys.iter().any(|k| k.3),
+    }
+}
+
+/// Merges `inputs` (index 0 = the local node, then peers in configured order).
+///
+/// Guarantees: never panics on any input (short arrays count as zeros — callers
+/// should still reject malformed peers with [`Matrix::validate`] first); output
+/// columns are the sorted union of the aligned input columns; output rows are
+/// sorted by start key then bucket id, with the row budget applied after the
+/// merge; read totals equal the sum of input totals; values and identities do
+/// not depend on input order (metadata and warnings do: first input wins).
+#[must_use = "returns the merged matrix"]
+pub fn merge(inputs: &[Matrix], options: &MergeOptions) -> Merged {
+    let step = options.step_ms;
+    let mut warnings = Vec::new();
+
+    // 1. Align and union the columns.
+    let aligned: Vec<Vec<i64>> = inputs
+        .iter()
+        .map(|m| {
+            m.column_unix_ms
+                .iter()
+                .map(|&t| if step > 0 { align_nearest(t, step) } else { t })
+                .collect()
+        })
+        .collect();
+    for (i, m) in inputs.iter().enumerate() {
+        if step > 0 && m.step_ms != 0 && m.step_ms != step {
+            warnings.push(MergeWarning {
+                code: WarningCode::StepMismatch,
+                input: i,
+                bucket_id: None,
+                detail: format!(
+                    "input step is {} ms, merge step is {step} ms; columns were aligned",
+                    m.step_ms
+                ),
+            });
+        }
+    }
+    let mut columns: Vec<i64> = aligned.iter().flatten().copied().collect();
+    columns.sort_unstable();
+    columns.dedup();
+    let width = columns.len();
+    let col_maps: Vec<Vec<usize>> = aligned
+        .iter()
+        .map(|cols| {
+            cols.iter()
+                .map(|t| columns.binary_search(t).unwrap_or(0))
+                .collect()
+        })
+        .collect();
+
+    // 2. Join rows by bucket id.
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut meta: Vec<&MatrixRow> = Vec::new();
+    let mut contributors: Vec<Vec<(usize, usize)>> = Vec::new();
+    for (i, m) in inputs.iter().enumerate() {
+        for (r, row) in m.rows.iter().enumerate() {
+            match index.get(row.bucket_id.as_str()) {
+                Some(&k) => {
+                    let first = meta[k];
+                    if first.start != row.start || first.end != row.end {
+                        warnings.push(MergeWarning {
+                            code: WarningCode::CatalogDivergence,
+                            input: i,
+                            bucket_id: Some(row.bucket_id.clone()),
+                            detail: "bucket has a different key range than on an earlier node; \
+                                     the earlier node's range is shown"
+                                .to_owned(),
+                        });
+                    }
+                    contributors[k].push((i, r));
+                }
+                None => {
+                    index.insert(row.bucket_id.as_str(), meta.len());
+                    meta.push(row);
+                    contributors.push(vec![(i, r)]);
+                }
+            }
+        }
+    }
+
+    // 3. Resolve cells row by row with reusable scratch buffers.
+    let mut scratch: Vec<Contribution> = Vec::new();
+    let mut cell_contribs: Vec<Contribution> = Vec::new();
+    let mut keys = Vec::new();
+    let mut rows = Vec::with_capacity(meta.len());
+    for (k, first) in meta.iter().enumerate() {
+        let members = &contributors[k];
+        scratch.clear();
+        scratch.resize(members.len() * width, Contribution::default());
+        for (m, &(i, r)) in members.iter().enumerate() {
+            let row = &inputs[i].rows[r];
+            let dense = &mut scratch[m * width..(m + 1) * width];
+            for (j, &u) in col_maps[i].iter().enumerate() {
+                let c = Contribution {
+                    value: row.values.get(j).copied().unwrap_or(0),
+                    group: row.raft_group_ids.get(j).copied().unwrap_or(0),
+                    term: row.leader_terms.get(j).copied().unwrap_or(0),
+                };
+                // Two columns of one input aligned into one window: that node
+                // counted both, so they add; identity follows the larger part.
+                let slot = &mut dense[u];
+                if c.value > slot.value {
+                    slot.group = c.group;
+                    slot.term = c.term;
+                }
+                slot.value = slot.value.saturating_add(c.value);
+            }
+        }
+        let mut values = vec![0u64; width];
+        let mut groups = vec![0u64; width];
+        let mut terms = vec![0u64; width];
+        let mut conflicts: Vec<bool> = Vec::new();
+        for j in 0..width {
+            cell_contribs.clear();
+            cell_contribs.extend((0..members.len()).map(|m| scratch[m * width + j]));
+            let cell = if options.series.is_write() {
+                resolve_write_cell(&cell_contribs, &mut keys)
+            } else {
+                resolve_read_cell(&cell_contribs)
+            };
+            values[j] = cell.value;
+            groups[j] = cell.group;
+            terms[j] = cell.term;
+            if cell.conflict {
+                if conflicts.is_empty() {
+                    conflicts = vec![false; width];
+                }
+                conflicts[j] = true;
+            }
+        }
+        rows.push(MatrixRow {
+            bucket_id: first.bucket_id.clone(),
+            label: first.label.clone(),
+            start: first.start.clone(),
+            end: first.end.clone(),
+            aggregate: first.aggregate,
+            route_ids: first.route_ids.clone(),
+            route_ids_truncated: first.route_ids_truncated,
+            route_count: first.route_count,
+            conflict: !conflicts.is_empty(),
+            conflicts,
+            values,
+            raft_group_ids: groups,
+            leader_terms: terms,
+            preview: first.preview.clone(),
+        });
+    }
+
+    // 4. Order by key, then apply the budget to the cluster-wide result.
+    rows.sort_by(|a, b| {
+        a.start
+            .as_deref()
+            .unwrap_or(&[])
+            .cmp(b.start.as_deref().unwrap_or(&[]))
+            .then_with(|| a.bucket_id.cmp(&b.bucket_id))
+    });
+    if let Some(budget) = options.row_budget {
+        rows = coarsen_rows(rows, budget, MAX_LISTED_ROUTE_IDS);
+    }
+    let local = inputs.first();
+    Merged {
+        matrix: Matrix {
+            column_unix_ms: columns,
+            rows,
+            series: options.series,
+            generated_at: local.map(|m| m.generated_at.clone()).unwrap_or_default(),
+            step_ms: if step > 0 {
+                step
+            } else {
+                local.map_or(0, |m| m.step_ms)
+            },
+            node_id: local.and_then(|m| m.node_id.clone()),
+        },
+        warnings,
+    }
+}

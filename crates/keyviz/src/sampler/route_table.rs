@@ -1,0 +1,381 @@
+//! The route catalog and the immutable table the hot path reads.
+//!
+//! Control-plane changes (register, remove, split, merge, coarsening) run under
+//! one mutex, build a new [`RouteTable`] that shares every unchanged [`Slot`]
+//! with the old one, and publish it with a single atomic swap. A slot's
+//! metadata never changes after creation: a changed route gets a new slot and
+//! the old one is retired, still drained by the next flushes, so counts that
+//! raced with the change are harvested under the old identity.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
+
+use super::counters::{CounterBlock, WriteLanes};
+use super::subrange::SubLayout;
+use crate::error::RouteError;
+use crate::sync::{AtomicU64, Ordering};
+
+/// A route id as the host's catalog names it.
+pub type RouteId = u64;
+
+/// A route: the key range `[start, end)` served by one Raft group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// The host's route id; unique among registered routes.
+    pub id: RouteId,
+    /// First key of the range (inclusive); empty = the start of the key space.
+    pub start: Vec<u8>,
+    /// End of the range (exclusive); `None` = unbounded.
+    pub end: Option<Vec<u8>>,
+    /// Raft group serving the range (0 = unknown).
+    pub group: u64,
+}
+
+impl RouteSpec {
+    fn contains_end_after(&self, key: &[u8]) -> bool {
+        self.end.as_deref().is_none_or(|e| e > key)
+    }
+}
+
+/// What a slot counts for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SlotKind {
+    /// One route, individually tracked.
+    Route(RouteId),
+    /// Several adjacent routes coarsened by the route budget.
+    Virtual,
+}
+
+/// Immutable identity and range of a slot.
+#[derive(Debug, Clone)]
+pub(crate) struct SlotMeta {
+    pub(crate) kind: SlotKind,
+    pub(crate) start: Vec<u8>,
+    pub(crate) end: Option<Vec<u8>>,
+    /// Member routes in key order (one for a route slot).
+    pub(crate) members: Vec<RouteId>,
+}
+
+/// The counters of one route or virtual bucket.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) meta: SlotMeta,
+    pub(crate) layout: SubLayout,
+    pub(crate) counters: Box<[CounterBlock]>,
+    pub(crate) lanes: WriteLanes,
+    /// Decaying activity (operations), updated by flush; picks what to coarsen.
+    pub(crate) activity: AtomicU64,
+    /// Row ids interned for this slot's sub-ranges; flush-only.
+    pub(crate) rows: Mutex<Vec<u32>>,
+}
+
+impl Slot {
+    fn new(meta: SlotMeta, k: u32, activity: u64) -> Slot {
+        let layout = match meta.kind {
+            SlotKind::Route(_) => SubLayout::new(&meta.start, meta.end.as_deref(), k),
+            SlotKind::Virtual => SubLayout::single(),
+        };
+        let counters = (0..layout.count()).map(|_| CounterBlock::default()).collect();
+        Slot {
+            meta,
+            layout,
+            counters,
+            lanes: WriteLanes::default(),
+            activity: AtomicU64::new(activity),
+            rows: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn activity(&self) -> u64 {
+        // Ordering: Relaxed — a heuristic read, no data depends on it.
+        self.activity.load(Ordering::Relaxed)
+    }
+}
+
+/// The table the hot path reads: slots in key order and a route → slot index.
+#[derive(Debug, Default)]
+pub(crate) struct RouteTable {
+    pub(crate) slots: Vec<Arc<Slot>>,
+    pub(crate) by_route: FxHashMap<RouteId, u32>,
+}
+
+impl RouteTable {
+    fn new(slots: Vec<Arc<Slot>>) -> RouteTable {
+        let mut by_route = FxHashMap::default();
+        for (i, slot) in slots.iter().enumerate() {
+            for &m in &slot.meta.members {
+                by_route.insert(m, i as u32);
+            }
+        }
+        RouteTable { slots, by_route }
+    }
+
+    /// The slot counting `route`, if any.
+    #[inline]
+    pub(crate) fn slot(&self, route: RouteId) -> Option<&Slot> {
+        let i = *self.by_route.get(&route)?;
+        self.slots.get(i as usize).map(|s| &**s)
+    }
+}
+
+/// Control-plane state: the registered routes and the published grouping.
+#[derive(Debug, Default)]
+pub(crate) struct Catalog {
+    /// Registered routes by start key.
+    routes: BTreeMap<Vec<u8>, RouteSpec>,
+    /// Route id → start key.
+    starts: FxHashMap<RouteId, Vec<u8>>,
+}
+
+/// Limits the catalog applies when it builds slots.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CatalogLimits {
+    pub(crate) max_slots: usize,
+    pub(crate) key_buckets: u32,
+}
+
+impl Catalog {
+    fn spec(&self, id: RouteId) -> Result<&RouteSpec, RouteError> {
+        self.starts
+            .get(&id)
+            .and_then(|s| self.routes.get(s))
+            .ok_or(RouteError::UnknownRoute(id))
+    }
+
+    fn check_free(&self, spec: &RouteSpec, ignore: &[RouteId]) -> Result<(), RouteError> {
+        if let Some(end) = &spec.end {
+            if end.as_slice() <= spec.start.as_slice() {
+                return Err(RouteError::EmptyRange { id: spec.id });
+            }
+        }
+        let below = self.routes.range(..=spec.start.clone()).next_back();
+        if let Some((_, other)) = below {
+            if !ignore.contains(&other.id) && other.contains_end_after(&spec.start) {
+                return Err(RouteError::Overlap {
+                    id: spec.id,
+                    other: other.id,
+                });
+            }
+        }
+        let above = self
+            .routes
+            .range((
+                std::ops::Bound::Excluded(spec.start.clone()),
+                std::ops::Bound::Unbounded,
+            ))
+            .find(|(_, r)| !ignore.contains(&r.id));
+        if let Some((_, other)) = above {
+            if spec.contains_end_after(&other.start) {
+                return Err(RouteError::Overlap {
+                    id: spec.id,
+                    other: other.id,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn insert(&mut self, spec: RouteSpec) {
+        self.starts.insert(spec.id, spec.start.clone());
+        self.routes.insert(spec.start.clone(), spec);
+    }
+
+    fn delete(&mut self, id: RouteId) -> Option<RouteSpec> {
+        let start = self.starts.remove(&id)?;
+        self.routes.remove(&start)
+    }
+
+    /// A slot for `members` (key order): a route slot for one, virtual otherwise.
+    fn build_slot(&self, members: &[RouteId], limits: CatalogLimits, activity: u64) -> Arc<Slot> {
+        let specs: Vec<&RouteSpec> = members.iter().filter_map(|m| self.spec(*m).ok()).collect();
+        let (first, last) = match (specs.first(), specs.last()) {
+            (Some(f), Some(l)) => (*f, *l),
+            _ => {
+                return Arc::new(Slot::new(
+                    SlotMeta {
+                        kind: SlotKind::Virtual,
+                        start: Vec::new(),
+                        end: None,
+                        members: Vec::new(),
+                    },
+                    1,
+                    activity,
+                ));
+            }
+        };
+        let kind = if specs.len() == 1 {
+            SlotKind::Route(first.id)
+        } else {
+            SlotKind::Virtual
+        };
+        Arc::new(Slot::new(
+            SlotMeta {
+                kind,
+                start: first.start.clone(),
+                end: last.end.clone(),
+                members: specs.iter().map(|s| s.id).collect(),
+            },
+            limits.key_buckets,
+            activity,
+        ))
+    }
+}
+
+/// The outcome of a control-plane change: the new table and the slots it retired.
+pub(crate) struct Change {
+    pub(crate) table: RouteTable,
+    pub(crate) retired: Vec<Arc<Slot>>,
+}
+
+/// Applies catalog changes to tables.
+pub(crate) struct Planner<'a> {
+    pub(crate) catalog: &'a mut Catalog,
+    pub(crate) current: &'a RouteTable,
+    pub(crate) limits: CatalogLimits,
+}
+
+impl Planner<'_> {
+    /// Registers a new route as its own slot, then coarsens if over the budget.
+    pub(crate) fn register(self, spec: RouteSpec) -> Result<Change, RouteError> {
+        if self.catalog.starts.contains_key(&spec.id) {
+            return Err(RouteError::AlreadyRegistered(spec.id));
+        }
+        self.catalog.check_free(&spec, &[])?;
+        let id = spec.id;
+        self.catalog.insert(spec);
+        let slot = self.catalog.build_slot(&[id], self.limits, 0);
+        let mut slots = self.current.slots.clone();
+        let pos = slots.partition_point(|s| s.meta.start < slot.meta.start);
+        slots.insert(pos, slot);
+        Ok(self.finish(slots, Vec::new()))
+    }
+
+    /// Removes a route; its slot is retired, or its virtual bucket rebuilt
+    /// without it.
+    pub(crate) fn remove(self, id: RouteId) -> Result<Change, RouteError> {
+        self.catalog.spec(id)?;
+        let i = self.slot_index(id)?;
+        self.catalog.delete(id);
+        let old = &self.current.slots[i];
+        let members: Vec<RouteId> = old.meta.members.iter().copied().filter(|m| *m != id).collect();
+        let mut slots = self.current.slots.clone();
+        let retired = vec![slots.remove(i)];
+        if !members.is_empty() {
+            let rebuilt = self.catalog.build_slot(&members, self.limits, old.activity());
+            slots.insert(i, rebuilt);
+        }
+        Ok(self.finish(slots, retired))
+    }
+
+    /// Splits route `id` at `at` into `[start, at)` (keeps `id`) and
+    /// `[at, end)` (`right_id`, same group).
+    pub(crate) fn split(self, id: RouteId, at: &[u8], right_id: RouteId) -> Result<Change, RouteError> {
+        let spec = self.catalog.spec(id)?.clone();
+        if self.catalog.starts.contains_key(&right_id) {
+            return Err(RouteError::AlreadyRegistered(right_id));
+        }
+        if at <= spec.start.as_slice() || !spec.contains_end_after(at) {
+            return Err(RouteError::SplitKeyOutsideRange(id));
+        }
+        let i = self.slot_index(id)?;
+        let right = RouteSpec {
+            id: right_id,
+            start: at.to_vec(),
+            end: spec.end.clone(),
+            group: spec.group,
+        };
+        self.catalog.delete(id);
+        self.catalog.insert(RouteSpec {
+            end: Some(at.to_vec()),
+            ..spec
+        });
+        self.catalog.insert(right);
+        let old = Arc::clone(&self.current.slots[i]);
+        let mut slots = self.current.slots.clone();
+        slots.remove(i);
+        let half = old.activity() / 2;
+        if old.meta.members.len() == 1 {
+            slots.insert(i, self.catalog.build_slot(&[id], self.limits, half));
+            slots.insert(i + 1, self.catalog.build_slot(&[right_id], self.limits, half));
+        } else {
+            let mut members = old.meta.members.clone();
+            let p = members.iter().position(|m| *m == id).unwrap_or(members.len());
+            members.insert((p + 1).min(members.len()), right_id);
+            slots.insert(i, self.catalog.build_slot(&members, self.limits, old.activity()));
+        }
+        Ok(self.finish(slots, vec![old]))
+    }
+
+    /// Merges adjacent routes: `left` grows to cover `right`, which disappears.
+    pub(crate) fn merge(self, left: RouteId, right: RouteId) -> Result<Change, RouteError> {
+        let l = self.catalog.spec(left)?.clone();
+        let r = self.catalog.spec(right)?.clone();
+        if l.end.as_deref() != Some(r.start.as_slice()) {
+            return Err(RouteError::NotAdjacent { left, right });
+        }
+        let li = self.slot_index(left)?;
+        let ri = self.slot_index(right)?;
+        self.catalog.delete(right);
+        self.catalog.delete(left);
+        self.catalog.insert(RouteSpec { end: r.end, ..l });
+        let mut members: Vec<RouteId> = self.current.slots[li].meta.members.clone();
+        if ri != li {
+            members.extend(self.current.slots[ri].meta.members.iter().copied());
+        }
+        members.retain(|m| *m != right);
+        let activity = self.current.slots[li]
+            .activity()
+            .saturating_add(if ri != li { self.current.slots[ri].activity() } else { 0 });
+        let mut slots = self.current.slots.clone();
+        let (lo, hi) = (li.min(ri), li.max(ri));
+        let mut retired = vec![slots.remove(hi)];
+        if lo != hi {
+            retired.push(slots.remove(lo));
+        }
+        slots.insert(lo, self.catalog.build_slot(&members, self.limits, activity));
+        Ok(self.finish(slots, retired))
+    }
+
+    fn slot_index(&self, id: RouteId) -> Result<usize, RouteError> {
+        self.current
+            .by_route
+            .get(&id)
+            .map(|i| *i as usize)
+            .ok_or(RouteError::UnknownRoute(id))
+    }
+
+    /// Coarsens least-active adjacent pairs until the slot budget fits, then
+    /// builds the table.
+    fn finish(self, mut slots: Vec<Arc<Slot>>, mut retired: Vec<Arc<Slot>>) -> Change {
+        while slots.len() > self.limits.max_slots && slots.len() >= 2 {
+            let Some(i) = (0..slots.len() - 1).min_by_key(|&i| {
+                (slots[i].activity().saturating_add(slots[i + 1].activity()), i)
+            }) else {
+                break;
+            };
+            let right = slots.remove(i + 1);
+            let left = slots.remove(i);
+            let members: Vec<RouteId> = left
+                .meta
+                .members
+                .iter()
+                .chain(right.meta.members.iter())
+                .copied()
+                .collect();
+            let activity = left.activity().saturating_add(right.activity());
+            slots.insert(i, self.catalog.build_slot(&members, self.limits, activity));
+            retired.push(left);
+            retired.push(right);
+        }
+        // A slot built and retired within this one change never reached the hot
+        // path; keep only slots that were in the published table.
+        retired.retain(|s| self.current.slots.iter().any(|c| Arc::ptr_eq(c, s)));
+        Change {
+            table: RouteTable::new(slots),
+            retired,
+        }
+    }
+}
