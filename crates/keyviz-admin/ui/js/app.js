@@ -142,14 +142,19 @@ export function createApp(store) {
     showLogin('Your session expired. Sign in again to return to this view.');
   };
 
-  /** @param {import('./types.js').Session} s */
+  /**
+   * Shows the heatmap page and loads it. `s` is null when the tab has no stored session (a
+   * permalink opened in a new tab): the cookie may still be valid, and a 401 brings the login
+   * form back if it is not.
+   * @param {import('./types.js').Session|null} s
+   */
   const showApp = (s) => {
     el.loginView.hidden = true;
     el.appView.hidden = false;
-    el.role.hidden = false;
-    el.role.textContent = s.role === 'full' ? 'full access' : s.role === 'read_only' ? 'read only' : s.role;
+    el.role.hidden = !s;
+    el.role.textContent = !s ? '' : s.role === 'full' ? 'full access' : s.role === 'read_only' ? 'read only' : s.role;
     el.logout.hidden = false;
-    armExpiry(s, expire);
+    if (s) armExpiry(s, expire);
     void load(false);
     schedulePolling();
   };
@@ -245,7 +250,11 @@ export function createApp(store) {
     } catch (err) {
       if (err instanceof DOMException && err.name === 'AbortError') return;
       if (err instanceof ApiError && err.status === 401) {
-        expire();
+        if (loadSession()) expire();
+        else {
+          clearSession();
+          showLogin('Sign in with an access key listed in the admin configuration.');
+        }
         return;
       }
       lastError = err;
@@ -309,6 +318,7 @@ export function createApp(store) {
     renderHeader();
     renderHotList(el.hotList, view, openDetail);
     const nRows = view.rowIndex.length;
+    el.plot.dataset.rows = String(nRows);
     const cols = matrix.column_unix_ms.length;
     el.summary.textContent = `${nRows} rows × ${cols} columns · ${matrix.series} · max ${formatNumber(view.max)} per step · ${formatTime(view.from)} – ${formatTime(view.to)}${s.keys ? ' · zoomed key range' : ''}`;
     const top = view.totals.length ? Math.max(...view.totals) : 0;
@@ -501,9 +511,7 @@ export function createApp(store) {
   return {
     /** Boots: the stored session opens the app, otherwise the login form. */
     start() {
-      const s = loadSession();
-      if (s) showApp(s);
-      else showLogin('Sign in with an access key listed in the admin configuration.');
+      showApp(loadSession());
     },
     refresh: () => void load(false),
     exportPng: () => {

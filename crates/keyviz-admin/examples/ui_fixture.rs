@@ -1,0 +1,363 @@
+//! A small real cluster for the web UI's end-to-end tests and for trying the UI by hand.
+//!
+//! Starts three admin routers on 127.0.0.1 ports, each with its own `keyviz::Sampler` fed with
+//! synthetic traffic (a constant hot range, a diagonal sweep, light background, and a different
+//! read pattern), fanning out to each other:
+//! - `n1` is the entry node (the browser talks to it);
+//! - `n2` can be stopped through the control endpoint to make the cluster view degraded;
+//! - `n3` is a crafted peer: besides its own groups it reports a copy of one of n1's rows with
+//!   different write values for the same (raft group, leader term), which the merge must flag
+//!   as conflicting cells.
+//!
+//! One JSON line on stdout gives the ports and credentials; then the process runs until it is
+//! killed or `POST /shutdown` arrives on the control port. `POST /stop?node=n2` stops a node.
+//!
+//! ```text
+//! cargo run -p keyviz-admin --example ui_fixture -- [--step-ms 5000] [--history-min 60]
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use keyviz::{Matrix, MatrixQuery, RouteSpec, Sampler, SamplerConfig};
+use keyviz_admin::{
+    AdminConfig, AdminState, ClusterSecret, MatrixSource, NodeIdentity, Role, SourceError,
+    StaticCredentials,
+};
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, oneshot};
+
+/// Number of routes (key ranges) every node tracks.
+const ROUTES: u64 = 64;
+/// Routes with constant heavy writes.
+const HOT: std::ops::Range<u64> = 20..24;
+/// Routes with heavy reads (so switching series changes the picture).
+const READ_HOT: std::ops::Range<u64> = 44..48;
+/// The row the crafted peer contradicts (group 1, led by n1, inside the hot range).
+const CONFLICT_ROUTE: u64 = 21;
+/// Raft groups; group g is led by node g-1 with term 7+g.
+const GROUPS: u64 = 3;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn group_of(route: u64) -> u64 {
+    1 + route % GROUPS
+}
+
+fn term_of(group: u64) -> u64 {
+    7 + group
+}
+
+fn route_key(route: u64) -> Vec<u8> {
+    format!("user:{route:04}").into_bytes()
+}
+
+/// Registers the same route table on a sampler: route r = [user:r, user:r+1), the last one open.
+fn register_routes(sampler: &Sampler) -> Result<(), String> {
+    for r in 0..ROUTES {
+        let start = if r == 0 { Vec::new() } else { route_key(r) };
+        let end = (r + 1 < ROUTES).then(|| route_key(r + 1));
+        sampler
+            .register_route(RouteSpec { id: r, start, end, group: group_of(r) })
+            .map_err(|e| format!("register route {r}: {e:?}"))?;
+    }
+    Ok(())
+}
+
+/// Feeds one step window of synthetic traffic into node `node` (0-based), which leads group
+/// node+1: it records writes only for routes of its group, and reads for routes of its group.
+fn drive_window(sampler: &Sampler, node: u64, window_index: i64) {
+    let diag = u64::try_from(window_index.rem_euclid(i64::try_from(ROUTES).unwrap_or(64))).unwrap_or(0);
+    let mut key = Vec::with_capacity(24);
+    for r in 0..ROUTES {
+        let group = group_of(r);
+        if group != node + 1 {
+            continue;
+        }
+        let mut writes = if r % 5 == 0 { 0 } else { 1 + (r % 3) };
+        if HOT.contains(&r) {
+            writes += 400;
+        }
+        if r == diag {
+            writes += 150;
+        }
+        let mut reads = 2 + r % 4;
+        if READ_HOT.contains(&r) {
+            reads += 300;
+        }
+        for i in 0..writes.max(reads) {
+            key.clear();
+            key.extend_from_slice(&route_key(r));
+            key.extend_from_slice(format!(":{:03}", i % 50).as_bytes());
+            if i < writes {
+                sampler.observe_write(r, &key, 100, group, term_of(group));
+            }
+            if i < reads {
+                sampler.observe_read(r, &key, 60, keyviz::ReadRole::Leader);
+            }
+        }
+    }
+}
+
+/// n3's matrix source: its own sampler's matrix plus a copy of n1's `route:<CONFLICT_ROUTE>` row
+/// whose write values differ on every fifth column while claiming n1's group and term.
+struct CraftedSource {
+    own: Arc<Sampler>,
+    victim: Arc<Sampler>,
+}
+
+impl MatrixSource for CraftedSource {
+    fn matrix(&self, query: &MatrixQuery, now_unix_ms: i64) -> Result<Matrix, SourceError> {
+        let mut m = self.own.matrix(query, now_unix_ms);
+        if !query.series.is_write() {
+            return Ok(m);
+        }
+        let theirs = self.victim.matrix(query, now_unix_ms);
+        let bucket = format!("route:{CONFLICT_ROUTE}");
+        let Some(src) = theirs.rows.iter().find(|r| r.bucket_id == bucket) else {
+            return Ok(m);
+        };
+        let at: HashMap<i64, usize> = theirs
+            .column_unix_ms
+            .iter()
+            .enumerate()
+            .map(|(j, t)| (*t, j))
+            .collect();
+        let mut row = src.clone();
+        let n = m.column_unix_ms.len();
+        row.values = vec![0; n];
+        row.raft_group_ids = vec![0; n];
+        row.leader_terms = vec![0; n];
+        row.conflict = false;
+        row.conflicts = Vec::new();
+        for (j, t) in m.column_unix_ms.iter().enumerate() {
+            if let Some(&k) = at.get(t) {
+                let v = src.values.get(k).copied().unwrap_or(0);
+                row.values[j] = if v > 0 && j % 5 == 0 { v + 13 } else { v };
+                row.raft_group_ids[j] = src.raft_group_ids.get(k).copied().unwrap_or(0);
+                row.leader_terms[j] = src.leader_terms.get(k).copied().unwrap_or(0);
+            }
+        }
+        m.rows.retain(|r| r.bucket_id != bucket);
+        m.rows.push(row);
+        m.rows.sort_by(|a, b| {
+            a.start
+                .as_deref()
+                .unwrap_or_default()
+                .cmp(b.start.as_deref().unwrap_or_default())
+                .then_with(|| a.bucket_id.cmp(&b.bucket_id))
+        });
+        Ok(m)
+    }
+}
+
+struct Args {
+    step_ms: u64,
+    history_min: i64,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args { step_ms: 5_000, history_min: 60 };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--step-ms" => args.step_ms = value()?.parse().map_err(|e| format!("--step-ms: {e}"))?,
+            "--history-min" => {
+                args.history_min = value()?.parse().map_err(|e| format!("--history-min: {e}"))?;
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(args)
+}
+
+/// What the control endpoint can stop: one shutdown sender per node.
+type Stoppers = Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>;
+
+#[derive(serde::Deserialize)]
+struct StopQuery {
+    node: String,
+}
+
+async fn stop_node(State(stoppers): State<Stoppers>, Query(q): Query<StopQuery>) -> StatusCode {
+    match stoppers.lock().await.remove(&q.node) {
+        Some(tx) => {
+            // The receiver is gone only if the server already ended; stopping twice is fine.
+            let _ = tx.send(());
+            StatusCode::NO_CONTENT
+        }
+        None => StatusCode::NOT_FOUND,
+    }
+}
+
+fn random_secret(len: usize) -> Result<Vec<u8>, String> {
+    let mut buf = vec![0u8; len];
+    getrandom::fill(&mut buf).map_err(|e| format!("getrandom: {e}"))?;
+    Ok(buf)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::main]
+async fn main() -> Result<(), String> {
+    let args = parse_args()?;
+    let step = i64::try_from(args.step_ms).map_err(|e| e.to_string())?;
+    let config = SamplerConfig { step_ms: args.step_ms, ..SamplerConfig::default() };
+
+    // History: start the samplers in the past and replay windows up to now, so the heatmap
+    // has an hour of columns as soon as the process is up.
+    let now = now_ms();
+    let first_boundary = (now - args.history_min * 60_000) / step * step;
+    let samplers: Vec<Arc<Sampler>> = (0..GROUPS)
+        .map(|_| {
+            let s = Sampler::new(config.clone(), first_boundary - step)
+                .map_err(|e| format!("sampler: {e:?}"))?;
+            register_routes(&s)?;
+            Ok(Arc::new(s))
+        })
+        .collect::<Result<_, String>>()?;
+    let mut boundary = first_boundary;
+    while boundary + step <= now {
+        for (i, s) in samplers.iter().enumerate() {
+            drive_window(s, i as u64, boundary / step);
+            let _report = s.flush(boundary + step);
+        }
+        boundary += step;
+    }
+
+    let mut listeners = Vec::new();
+    for _ in 0..GROUPS {
+        listeners.push(TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?);
+    }
+    let addrs: Vec<SocketAddr> = listeners
+        .iter()
+        .map(|l| l.local_addr().map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    let secret = random_secret(32)?;
+    let access_key = "operator";
+    let secret_key = hex(&random_secret(12)?);
+    let stoppers: Stoppers = Arc::new(Mutex::new(HashMap::new()));
+
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let node_id = format!("n{}", i + 1);
+        let peers: Vec<String> = addrs
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, a)| a.to_string())
+            .collect();
+        let admin_config = AdminConfig {
+            fanout_nodes: peers,
+            fanout_timeout: Duration::from_millis(1500),
+            login_rate_limit: 1000,
+            result_reuse: Duration::from_millis(200),
+            ..AdminConfig::default()
+        };
+        let source: Arc<dyn MatrixSource> = if i == 2 {
+            Arc::new(CraftedSource { own: Arc::clone(&samplers[2]), victim: Arc::clone(&samplers[0]) })
+        } else {
+            Arc::clone(&samplers[i]) as Arc<dyn MatrixSource>
+        };
+        let identity = NodeIdentity::new(node_id.clone(), addrs[i].to_string())
+            .map_err(|e| e.to_string())?;
+        let state = AdminState::builder(
+            identity,
+            ClusterSecret::new(secret.clone(), None).map_err(|e| e.to_string())?,
+        )
+        .config(admin_config)
+        .matrix_source(source)
+        .credentials(Arc::new(StaticCredentials::new().with_plain(access_key, &secret_key, Some(Role::Full))))
+        .build()
+        .map_err(|e| e.to_string())?;
+        let app: Router = keyviz_admin::router(state);
+        let (tx, rx) = oneshot::channel::<()>();
+        stoppers.lock().await.insert(node_id.clone(), tx);
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await;
+            if let Err(e) = served {
+                eprintln!("node {node_id} stopped with error: {e}");
+            }
+        });
+    }
+
+    // Live traffic: one window per step, flushed at the boundary, as a real node would.
+    let live = samplers.clone();
+    tokio::spawn(async move {
+        let mut boundary = boundary;
+        loop {
+            let wait = boundary + step - now_ms();
+            if wait > 0 {
+                tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))).await;
+            }
+            for (i, s) in live.iter().enumerate() {
+                drive_window(s, i as u64, boundary / step);
+                let _report = s.flush(boundary + step);
+            }
+            boundary += step;
+        }
+    });
+
+    let control = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let control_addr = control.local_addr().map_err(|e| e.to_string())?;
+    let (quit_tx, quit_rx) = oneshot::channel::<()>();
+    let quit = Arc::new(Mutex::new(Some(quit_tx)));
+    let control_app = Router::new()
+        .route("/stop", post(stop_node))
+        .with_state(Arc::clone(&stoppers))
+        .route(
+            "/shutdown",
+            post(move || {
+                let quit = Arc::clone(&quit);
+                async move {
+                    if let Some(tx) = quit.lock().await.take() {
+                        let _ = tx.send(());
+                    }
+                    StatusCode::NO_CONTENT
+                }
+            }),
+        );
+
+    let nodes: Vec<serde_json::Value> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| serde_json::json!({ "node_id": format!("n{}", i + 1), "addr": a.to_string(), "url": format!("http://{a}") }))
+        .collect();
+    let hello = serde_json::json!({
+        "nodes": nodes,
+        "control": format!("http://{control_addr}"),
+        "access_key": access_key,
+        "secret_key": secret_key,
+        "step_ms": args.step_ms,
+        "routes": ROUTES,
+        "hot_routes": [HOT.start, HOT.end],
+        "read_hot_routes": [READ_HOT.start, READ_HOT.end],
+        "conflict_bucket": format!("route:{CONFLICT_ROUTE}"),
+        "stoppable": "n2",
+    });
+    println!("{hello}");
+
+    axum::serve(control, control_app)
+        .with_graceful_shutdown(async move {
+            let _ = quit_rx.await;
+        })
+        .await
+        .map_err(|e| e.to_string())
+}
