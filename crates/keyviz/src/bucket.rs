@@ -57,8 +57,14 @@ mod tests {
             virtual_bucket_id(b"a", Some(b"c")),
             virtual_bucket_id(b"a", Some(b"c"))
         );
-        assert_ne!(virtual_bucket_id(b"ab", Some(b"c")), virtual_bucket_id(b"a", Some(b"bc")));
-        assert_ne!(virtual_bucket_id(b"a", None), virtual_bucket_id(b"a", Some(b"")));
+        assert_ne!(
+            virtual_bucket_id(b"ab", Some(b"c")),
+            virtual_bucket_id(b"a", Some(b"bc"))
+        );
+        assert_ne!(
+            virtual_bucket_id(b"a", None),
+            virtual_bucket_id(b"a", Some(b""))
+        );
     }
 
     #[test]

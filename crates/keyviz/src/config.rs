@@ -62,13 +62,19 @@ impl SamplerConfig {
             return Err(ConfigError::MaxColumnsOutOfRange(self.max_columns));
         }
         if !(1..=1_000_000).contains(&self.max_tracked_routes) {
-            return Err(ConfigError::MaxTrackedRoutesOutOfRange(self.max_tracked_routes));
+            return Err(ConfigError::MaxTrackedRoutesOutOfRange(
+                self.max_tracked_routes,
+            ));
         }
         if !(1..=MAX_KEY_BUCKETS).contains(&self.key_buckets_per_route) {
-            return Err(ConfigError::KeyBucketsOutOfRange(self.key_buckets_per_route));
+            return Err(ConfigError::KeyBucketsOutOfRange(
+                self.key_buckets_per_route,
+            ));
         }
         if !(1..=65_536).contains(&self.max_member_routes) {
-            return Err(ConfigError::MaxMemberRoutesOutOfRange(self.max_member_routes));
+            return Err(ConfigError::MaxMemberRoutesOutOfRange(
+                self.max_member_routes,
+            ));
         }
         Ok(())
     }

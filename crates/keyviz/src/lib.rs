@@ -43,7 +43,9 @@ pub use bucket::{route_bucket_id, virtual_bucket_id, virtual_bucket_name};
 pub use config::{MAX_COLUMNS, MAX_KEY_BUCKETS, MAX_STEP_MS, MIN_STEP_MS, SamplerConfig};
 pub use error::{ConfigError, MatrixError, RouteError};
 pub use history::{CellRecord, ColumnRecord, HistoryStore, PersistError, WriteRecord};
-pub use matrix::{Matrix, MatrixQuery, MatrixRow, Series, UnknownSeries, coarsen_rows, plan_groups};
+pub use matrix::{
+    Matrix, MatrixQuery, MatrixRow, Series, UnknownSeries, coarsen_rows, plan_groups,
+};
 pub use preview::{MAX_PREVIEW_CHARS, RESERVED_PREFIXES, key_preview};
 pub use sampler::{FlushReport, ReadRole, RouteId, RouteSpec, Sampler, SamplerError, SamplerStats};
 pub use time::{align_down, align_nearest, format_rfc3339_ms};

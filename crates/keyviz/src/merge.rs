@@ -101,9 +101,7 @@ fn rank(c: &Contribution) -> (u64, u64, u64) {
 }
 
 fn resolve_read_cell(contribs: &[Contribution]) -> Cell {
-    let value = contribs
-        .iter()
-        .fold(0u64, |a, c| a.saturating_add(c.value));
+    let value = contribs.iter().fold(0u64, |a, c| a.saturating_add(c.value));
     let best = contribs
         .iter()
         .filter(|c| c.value > 0)

@@ -91,7 +91,10 @@ mod tests {
     fn rfc3339_matches_known_instants() {
         assert_eq!(format_rfc3339_ms(0), "1970-01-01T00:00:00Z");
         assert_eq!(format_rfc3339_ms(1_700_000_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(format_rfc3339_ms(1_700_000_000_500), "2023-11-14T22:13:20.500Z");
+        assert_eq!(
+            format_rfc3339_ms(1_700_000_000_500),
+            "2023-11-14T22:13:20.500Z"
+        );
         assert_eq!(format_rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00Z");
         assert_eq!(format_rfc3339_ms(i64::MIN), "0000-01-01T00:00:00Z");
     }

@@ -187,7 +187,8 @@ impl Column {
                 });
             }
         }
-        let pack = |f: fn(&CellInput) -> u64| Packed::pack(&cells.iter().map(f).collect::<Vec<_>>());
+        let pack =
+            |f: fn(&CellInput) -> u64| Packed::pack(&cells.iter().map(f).collect::<Vec<_>>());
         Column {
             unix_ms,
             reads_leader: pack(|c| c.reads_leader),
@@ -263,7 +264,11 @@ impl Column {
                 }
                 for e in self.extra.iter() {
                     if let Some(o) = out.get_mut(e.cell as usize) {
-                        let v = if bytes { e.lane.write_bytes } else { e.lane.writes };
+                        let v = if bytes {
+                            e.lane.write_bytes
+                        } else {
+                            e.lane.writes
+                        };
                         *o = o.saturating_add(v);
                     }
                 }

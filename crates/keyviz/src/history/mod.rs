@@ -77,7 +77,11 @@ impl History {
     }
 
     /// Columns with window start in `[from, to)`; `None` leaves a side open.
-    pub(crate) fn range(&self, from: Option<i64>, to: Option<i64>) -> impl Iterator<Item = &Column> {
+    pub(crate) fn range(
+        &self,
+        from: Option<i64>,
+        to: Option<i64>,
+    ) -> impl Iterator<Item = &Column> {
         let lo = from.map_or(0, |f| self.columns.partition_point(|c| c.unix_ms < f));
         let hi = to.map_or(self.columns.len(), |t| {
             self.columns.partition_point(|c| c.unix_ms < t)

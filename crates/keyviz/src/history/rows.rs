@@ -69,11 +69,11 @@ impl RowCatalog {
             return;
         };
         *r = r.saturating_sub(1);
-        if *r == 0 {
-            if let Some(meta) = self.rows[id as usize].take() {
-                self.index.remove(&(meta.bucket_id, meta.start, meta.end));
-                self.free.push(id);
-            }
+        if *r == 0
+            && let Some(meta) = self.rows[id as usize].take()
+        {
+            self.index.remove(&(meta.bucket_id, meta.start, meta.end));
+            self.free.push(id);
         }
     }
 
@@ -105,7 +105,9 @@ impl RowCatalog {
                     + 64
             })
             .sum();
-        metas + self.rows.capacity() * std::mem::size_of::<Option<RowMeta>>() + self.refs.capacity() * 4
+        metas
+            + self.rows.capacity() * std::mem::size_of::<Option<RowMeta>>()
+            + self.refs.capacity() * 4
     }
 }
 

@@ -51,7 +51,10 @@ pub fn plan_groups(totals: &[u64], budget: usize) -> Vec<Range<usize>> {
         total[left] = total[left].saturating_add(total[right]);
         if end[left] < n {
             prev[end[left]] = Some(left);
-            heap.push(Reverse((total[left].saturating_add(total[end[left]]), left)));
+            heap.push(Reverse((
+                total[left].saturating_add(total[end[left]]),
+                left,
+            )));
         }
         if let Some(p) = prev[left] {
             heap.push(Reverse((total[p].saturating_add(total[left]), p)));
@@ -173,7 +176,11 @@ pub(crate) fn join_rows(members: Vec<MatrixRow>, max_route_ids: usize) -> Matrix
         route_count,
         values,
         conflict: any_conflict || any_cell_conflict,
-        conflicts: if any_cell_conflict { conflicts } else { Vec::new() },
+        conflicts: if any_cell_conflict {
+            conflicts
+        } else {
+            Vec::new()
+        },
         raft_group_ids: groups,
         leader_terms: terms,
     }
@@ -225,7 +232,9 @@ mod tests {
             .collect();
         let out = coarsen_rows(rows, 3, 256);
         assert_eq!(out.len(), 3);
-        let after: Vec<u64> = (0..3).map(|j| out.iter().map(|r| r.values[j]).sum()).collect();
+        let after: Vec<u64> = (0..3)
+            .map(|j| out.iter().map(|r| r.values[j]).sum())
+            .collect();
         assert_eq!(before, after);
         // Adjacent and tiling: each row starts where the previous ended.
         for w in out.windows(2) {

@@ -52,7 +52,9 @@ pub(crate) fn build(
     generated_at: String,
     max_route_ids: usize,
 ) -> Matrix {
-    let columns: Vec<&Column> = history.range(query.from_unix_ms, query.to_unix_ms).collect();
+    let columns: Vec<&Column> = history
+        .range(query.from_unix_ms, query.to_unix_ms)
+        .collect();
     let counter = counter_of(query.series);
     let catalog = &history.catalog;
     let mut scratch = Vec::new();
@@ -121,7 +123,10 @@ pub(crate) fn build(
             if v == 0 {
                 continue;
             }
-            let b = bucket_of.get(col.rows[i] as usize).copied().unwrap_or(u32::MAX);
+            let b = bucket_of
+                .get(col.rows[i] as usize)
+                .copied()
+                .unwrap_or(u32::MAX);
             let Some(&o) = out_of_bucket.get(b as usize) else {
                 continue;
             };
@@ -174,7 +179,10 @@ pub(crate) fn build(
             }
         } else {
             let last = metas.last().unwrap_or(first);
-            let mut route_ids: Vec<u64> = metas.iter().flat_map(|m| m.route_ids.iter().copied()).collect();
+            let mut route_ids: Vec<u64> = metas
+                .iter()
+                .flat_map(|m| m.route_ids.iter().copied())
+                .collect();
             route_ids.sort_unstable();
             route_ids.dedup();
             let route_count = metas.iter().map(|m| m.route_count).sum::<u64>();

@@ -135,11 +135,7 @@ impl Matrix {
     /// # Errors
     /// The first broken invariant, as a [`MatrixError`].
     pub fn validate(&self) -> Result<(), MatrixError> {
-        if let Some(i) = self
-            .column_unix_ms
-            .windows(2)
-            .position(|w| w[0] >= w[1])
-        {
+        if let Some(i) = self.column_unix_ms.windows(2).position(|w| w[0] >= w[1]) {
             return Err(MatrixError::ColumnsNotIncreasing(i + 1));
         }
         let expected = self.column_unix_ms.len();
@@ -167,10 +163,10 @@ impl Matrix {
             check("raft_group_ids", row.raft_group_ids.len(), true)?;
             check("leader_terms", row.leader_terms.len(), true)?;
             check("conflicts", row.conflicts.len(), true)?;
-            if let (Some(start), Some(end)) = (&row.start, &row.end) {
-                if start >= end {
-                    return Err(MatrixError::InvertedRange(row.bucket_id.clone()));
-                }
+            if let (Some(start), Some(end)) = (&row.start, &row.end)
+                && start >= end
+            {
+                return Err(MatrixError::InvertedRange(row.bucket_id.clone()));
             }
         }
         Ok(())
@@ -259,7 +255,9 @@ mod b64_opt {
         }
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Vec<u8>>, D::Error> {
         let text: Option<std::borrow::Cow<'de, str>> = Option::deserialize(d)?;
         match text {
             None => Ok(None),
@@ -337,7 +335,10 @@ mod tests {
         let mut m = Matrix::empty(Series::Reads, 1000, String::new());
         m.column_unix_ms = vec![1000, 2000];
         m.rows.push(row("route:1", vec![1]));
-        assert!(matches!(m.validate(), Err(MatrixError::LengthMismatch { .. })));
+        assert!(matches!(
+            m.validate(),
+            Err(MatrixError::LengthMismatch { .. })
+        ));
         m.rows[0] = row("route:1", vec![1, 2]);
         assert!(m.validate().is_ok());
         m.column_unix_ms = vec![2000, 1000];

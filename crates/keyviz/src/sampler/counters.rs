@@ -53,11 +53,10 @@ impl Drained {
     }
 
     pub(crate) fn operations(&self) -> u64 {
-        self.writes
-            .iter()
-            .fold(self.reads_leader.saturating_add(self.reads_follower), |a, v| {
-                a.saturating_add(*v)
-            })
+        self.writes.iter().fold(
+            self.reads_leader.saturating_add(self.reads_follower),
+            |a, v| a.saturating_add(*v),
+        )
     }
 }
 

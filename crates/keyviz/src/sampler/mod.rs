@@ -20,7 +20,9 @@ use parking_lot::{Mutex, RwLock};
 use crate::bucket::{route_bucket_id, virtual_bucket_name};
 use crate::config::SamplerConfig;
 use crate::error::{ConfigError, RouteError};
-use crate::history::{CellInput, History, HistoryStore, PersistError, RowCatalog, RowMeta, WriteLane, sort_lanes};
+use crate::history::{
+    CellInput, History, HistoryStore, PersistError, RowCatalog, RowMeta, WriteLane, sort_lanes,
+};
 use crate::matrix::query::{self, MatrixQuery};
 use crate::matrix::wire::Matrix;
 use crate::sync::{AtomicU64, Ordering};
@@ -164,7 +166,8 @@ impl Sampler {
         store: Arc<dyn HistoryStore>,
     ) -> Result<Sampler, SamplerError> {
         let mut sampler = Sampler::new(config, now_unix_ms)?;
-        let since = now_unix_ms.saturating_sub(i64::try_from(sampler.config.retention_ms).unwrap_or(i64::MAX));
+        let since = now_unix_ms
+            .saturating_sub(i64::try_from(sampler.config.retention_ms).unwrap_or(i64::MAX));
         let records = store.load(since)?;
         {
             let mut history = sampler.history.write();
@@ -206,10 +209,12 @@ impl Sampler {
         })?;
         self.table.store(Arc::new(change.table));
         let mut flush = self.flush.lock();
-        flush.retired.extend(change.retired.into_iter().map(|slot| Retired {
-            slot,
-            drains_left: RETIRED_DRAINS,
-        }));
+        flush
+            .retired
+            .extend(change.retired.into_iter().map(|slot| Retired {
+                slot,
+                drains_left: RETIRED_DRAINS,
+            }));
         Ok(())
     }
 
@@ -282,7 +287,14 @@ impl Sampler {
     /// `group` or `term` 0 means "unknown identity". An unregistered route is
     /// counted in [`SamplerStats::unknown_route_observations`].
     #[inline]
-    pub fn observe_write(&self, route: RouteId, key: &[u8], value_len: usize, group: u64, term: u64) {
+    pub fn observe_write(
+        &self,
+        route: RouteId,
+        key: &[u8],
+        value_len: usize,
+        group: u64,
+        term: u64,
+    ) {
         let bytes = (key.len() as u64).saturating_add(value_len as u64);
         let counted = self.with_table(|table| {
             let Some(slot) = table.slot(route) else {
@@ -373,7 +385,10 @@ impl Sampler {
             (Some(store), Some(record)) => {
                 let horizon = column_unix_ms
                     .saturating_sub(i64::try_from(self.config.retention_ms).unwrap_or(i64::MAX));
-                store.append(&record).and_then(|()| store.prune(horizon)).err()
+                store
+                    .append(&record)
+                    .and_then(|()| store.prune(horizon))
+                    .err()
             }
             _ => None,
         };
@@ -398,13 +413,14 @@ impl Sampler {
             }
             operations = operations.saturating_add(drained.operations());
             let mut lanes = Vec::new();
+            #[allow(clippy::needless_range_loop)] // lanes index three arrays
             for lane in 0..=UNKNOWN_LANE {
                 let (writes, write_bytes) = (drained.writes[lane], drained.write_bytes[lane]);
                 if writes == 0 && write_bytes == 0 {
                     continue;
                 }
-                if lane < WRITE_LANES {
-                    active[lane] = true;
+                if let Some(a) = active.get_mut(lane) {
+                    *a = true;
                 }
                 let (group, term) = slot.lanes.identity(lane);
                 lanes.push(WriteLane {
@@ -431,8 +447,7 @@ impl Sampler {
         slot.lanes.age(&active);
         // Ordering: Relaxed — heuristic, read only by the control plane.
         let old = slot.activity.load(Ordering::Relaxed);
-        slot.activity
-            .store(old / 2 + operations, Ordering::Relaxed);
+        slot.activity.store(old / 2 + operations, Ordering::Relaxed);
     }
 
     fn row_meta(&self, slot: &Slot, sub: usize) -> RowMeta {

@@ -78,7 +78,9 @@ impl Slot {
             SlotKind::Route(_) => SubLayout::new(&meta.start, meta.end.as_deref(), k),
             SlotKind::Virtual => SubLayout::single(),
         };
-        let counters = (0..layout.count()).map(|_| CounterBlock::default()).collect();
+        let counters = (0..layout.count())
+            .map(|_| CounterBlock::default())
+            .collect();
         Slot {
             meta,
             layout,
@@ -146,19 +148,20 @@ impl Catalog {
     }
 
     fn check_free(&self, spec: &RouteSpec, ignore: &[RouteId]) -> Result<(), RouteError> {
-        if let Some(end) = &spec.end {
-            if end.as_slice() <= spec.start.as_slice() {
-                return Err(RouteError::EmptyRange { id: spec.id });
-            }
+        if let Some(end) = &spec.end
+            && end.as_slice() <= spec.start.as_slice()
+        {
+            return Err(RouteError::EmptyRange { id: spec.id });
         }
         let below = self.routes.range(..=spec.start.clone()).next_back();
-        if let Some((_, other)) = below {
-            if !ignore.contains(&other.id) && other.contains_end_after(&spec.start) {
-                return Err(RouteError::Overlap {
-                    id: spec.id,
-                    other: other.id,
-                });
-            }
+        if let Some((_, other)) = below
+            && !ignore.contains(&other.id)
+            && other.contains_end_after(&spec.start)
+        {
+            return Err(RouteError::Overlap {
+                id: spec.id,
+                other: other.id,
+            });
         }
         let above = self
             .routes
@@ -167,13 +170,13 @@ impl Catalog {
                 std::ops::Bound::Unbounded,
             ))
             .find(|(_, r)| !ignore.contains(&r.id));
-        if let Some((_, other)) = above {
-            if spec.contains_end_after(&other.start) {
-                return Err(RouteError::Overlap {
-                    id: spec.id,
-                    other: other.id,
-                });
-            }
+        if let Some((_, other)) = above
+            && spec.contains_end_after(&other.start)
+        {
+            return Err(RouteError::Overlap {
+                id: spec.id,
+                other: other.id,
+            });
         }
         Ok(())
     }
@@ -260,11 +263,19 @@ impl Planner<'_> {
         let i = self.slot_index(id)?;
         self.catalog.delete(id);
         let old = &self.current.slots[i];
-        let members: Vec<RouteId> = old.meta.members.iter().copied().filter(|m| *m != id).collect();
+        let members: Vec<RouteId> = old
+            .meta
+            .members
+            .iter()
+            .copied()
+            .filter(|m| *m != id)
+            .collect();
         let mut slots = self.current.slots.clone();
         let retired = vec![slots.remove(i)];
         if !members.is_empty() {
-            let rebuilt = self.catalog.build_slot(&members, self.limits, old.activity());
+            let rebuilt = self
+                .catalog
+                .build_slot(&members, self.limits, old.activity());
             slots.insert(i, rebuilt);
         }
         Ok(self.finish(slots, retired))
@@ -272,7 +283,12 @@ impl Planner<'_> {
 
     /// Splits route `id` at `at` into `[start, at)` (keeps `id`) and
     /// `[at, end)` (`right_id`, same group).
-    pub(crate) fn split(self, id: RouteId, at: &[u8], right_id: RouteId) -> Result<Change, RouteError> {
+    pub(crate) fn split(
+        self,
+        id: RouteId,
+        at: &[u8],
+        right_id: RouteId,
+    ) -> Result<Change, RouteError> {
         let spec = self.catalog.spec(id)?.clone();
         if self.catalog.starts.contains_key(&right_id) {
             return Err(RouteError::AlreadyRegistered(right_id));
@@ -299,12 +315,22 @@ impl Planner<'_> {
         let half = old.activity() / 2;
         if old.meta.members.len() == 1 {
             slots.insert(i, self.catalog.build_slot(&[id], self.limits, half));
-            slots.insert(i + 1, self.catalog.build_slot(&[right_id], self.limits, half));
+            slots.insert(
+                i + 1,
+                self.catalog.build_slot(&[right_id], self.limits, half),
+            );
         } else {
             let mut members = old.meta.members.clone();
-            let p = members.iter().position(|m| *m == id).unwrap_or(members.len());
+            let p = members
+                .iter()
+                .position(|m| *m == id)
+                .unwrap_or(members.len());
             members.insert((p + 1).min(members.len()), right_id);
-            slots.insert(i, self.catalog.build_slot(&members, self.limits, old.activity()));
+            slots.insert(
+                i,
+                self.catalog
+                    .build_slot(&members, self.limits, old.activity()),
+            );
         }
         Ok(self.finish(slots, vec![old]))
     }
@@ -328,7 +354,11 @@ impl Planner<'_> {
         members.retain(|m| *m != right);
         let activity = self.current.slots[li]
             .activity()
-            .saturating_add(if ri != li { self.current.slots[ri].activity() } else { 0 });
+            .saturating_add(if ri != li {
+                self.current.slots[ri].activity()
+            } else {
+                0
+            });
         let mut slots = self.current.slots.clone();
         let (lo, hi) = (li.min(ri), li.max(ri));
         let mut retired = vec![slots.remove(hi)];
@@ -352,7 +382,10 @@ impl Planner<'_> {
     fn finish(self, mut slots: Vec<Arc<Slot>>, mut retired: Vec<Arc<Slot>>) -> Change {
         while slots.len() > self.limits.max_slots && slots.len() >= 2 {
             let Some(i) = (0..slots.len() - 1).min_by_key(|&i| {
-                (slots[i].activity().saturating_add(slots[i + 1].activity()), i)
+                (
+                    slots[i].activity().saturating_add(slots[i + 1].activity()),
+                    i,
+                )
             }) else {
                 break;
             };

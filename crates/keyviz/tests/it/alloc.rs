@@ -1,0 +1,74 @@
+//! Zero allocations per observe, counted by a global allocator.
+//!
+//! Only allocations made by the current thread while `COUNTING` is set are
+//! counted, so other tests running in parallel do not disturb the count.
+
+#![allow(unsafe_code)] // The GlobalAlloc impl below only forwards to System.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use keyviz::ReadRole;
+
+use crate::util::{T0, route, sampler_with};
+
+struct Counting;
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static COUNT: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments; the
+// thread-local bookkeeping allocates nothing (const-initialised Cells).
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = COUNTING.try_with(|on| {
+            if on.get() {
+                let _ = COUNT.try_with(|c| c.set(c.get() + 1));
+            }
+        });
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as our caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn count_allocations(f: impl FnOnce()) -> u64 {
+    COUNT.with(|c| c.set(0));
+    COUNTING.with(|on| on.set(true));
+    f();
+    COUNTING.with(|on| on.set(false));
+    COUNT.with(Cell::get)
+}
+
+#[test]
+fn observe_allocates_nothing() {
+    let s = sampler_with(|c| c.key_buckets_per_route = 64);
+    s.register_route(route(1, b"a", Some(b"z"), 3))
+        .expect("register");
+    // Warm the thread-local table cache: the first observe on a thread may set it up.
+    s.observe_read(1, b"warm", 0, ReadRole::Leader);
+    let n = count_allocations(|| {
+        for i in 0..10_000u32 {
+            let key = i.to_be_bytes();
+            s.observe_write(1, &key, 16, 3, 7);
+            s.observe_read(1, &key, 16, ReadRole::Follower);
+            s.observe_read(99, &key, 16, ReadRole::Leader); // unknown route
+        }
+    });
+    assert_eq!(n, 0, "observe allocated {n} times");
+    // And the counting is real: flushing afterwards allocates.
+    assert!(
+        count_allocations(|| {
+            let _ = s.flush(T0 + 1_000);
+        }) > 0
+    );
+}

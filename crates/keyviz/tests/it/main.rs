@@ -1,0 +1,7 @@
+//! Integration tests of the `keyviz` core, one module per topic.
+
+mod alloc;
+mod merge;
+mod props;
+mod sampler;
+mod util;

@@ -1,0 +1,280 @@
+//! The cluster merge, table-driven from the reference scenarios plus ours.
+
+use keyviz::Series;
+use keyviz::merge::{MergeOptions, WarningCode, merge};
+
+use crate::util::matrix;
+
+fn opts(series: Series) -> MergeOptions {
+    MergeOptions {
+        series,
+        step_ms: 0,
+        row_budget: None,
+    }
+}
+
+struct Case {
+    name: &'static str,
+    series: Series,
+    /// Each input: rows of (bucket, values, groups, terms) over columns [100, 200].
+    inputs: Vec<Vec<(&'static str, Vec<u64>, Vec<u64>, Vec<u64>)>>,
+    values: Vec<u64>,
+    groups: Vec<u64>,
+    terms: Vec<u64>,
+    conflicts: Vec<bool>,
+}
+
+#[test]
+fn merge_scenarios_from_the_reference_and_ours() {
+    use Series::{Reads, Writes};
+    let cases = vec![
+        Case {
+            name: "reads_sum_across_nodes",
+            series: Reads,
+            inputs: vec![
+                vec![("route:1", vec![10, 0], vec![], vec![])],
+                vec![("route:1", vec![25, 1], vec![], vec![])],
+            ],
+            values: vec![35, 1],
+            groups: vec![0, 0],
+            terms: vec![0, 0],
+            conflicts: vec![],
+        },
+        Case {
+            name: "stable_leader_one_node_reports_writes",
+            series: Writes,
+            inputs: vec![
+                vec![("route:1", vec![30, 40], vec![7, 7], vec![42, 42])],
+                vec![("route:1", vec![0, 0], vec![7, 7], vec![42, 42])],
+            ],
+            values: vec![30, 40],
+            groups: vec![7, 7],
+            terms: vec![42, 42],
+            conflicts: vec![],
+        },
+        Case {
+            name: "leadership_flip_sums_across_terms",
+            series: Writes,
+            inputs: vec![
+                vec![("route:1", vec![30, 0], vec![7, 7], vec![42, 42])],
+                vec![("route:1", vec![50, 80], vec![7, 7], vec![43, 43])],
+            ],
+            values: vec![80, 80],
+            groups: vec![7, 7],
+            terms: vec![43, 43],
+            conflicts: vec![],
+        },
+        Case {
+            name: "conflict_only_when_same_term_disagrees",
+            series: Writes,
+            inputs: vec![
+                vec![("route:1", vec![30, 10], vec![7, 7], vec![42, 42])],
+                vec![("route:1", vec![55, 10], vec![7, 7], vec![42, 42])],
+            ],
+            values: vec![55, 10],
+            groups: vec![7, 7],
+            terms: vec![42, 42],
+            conflicts: vec![true, false],
+        },
+        Case {
+            name: "partial_identity_falls_back_to_max_with_conflict",
+            series: Writes,
+            inputs: vec![
+                vec![("route:1", vec![30, 100], vec![7, 7], vec![42, 42])],
+                vec![("route:1", vec![50, 50], vec![], vec![])],
+            ],
+            values: vec![50, 100],
+            groups: vec![0, 7],
+            terms: vec![0, 42],
+            conflicts: vec![true, true],
+        },
+        Case {
+            name: "no_identity_equal_values_do_not_conflict",
+            series: Writes,
+            inputs: vec![
+                vec![("route:1", vec![0, 17], vec![0, 0], vec![0, 0])],
+                vec![("route:1", vec![42, 17], vec![0, 0], vec![0, 0])],
+            ],
+            values: vec![42, 17],
+            groups: vec![0, 0],
+            terms: vec![0, 0],
+            conflicts: vec![],
+        },
+        Case {
+            name: "zero_contribution_carries_no_identity",
+            series: Writes,
+            inputs: vec![
+                vec![("route:1", vec![30, 0], vec![7, 0], vec![42, 0])],
+                vec![("route:1", vec![0, 0], vec![7, 0], vec![42, 0])],
+            ],
+            values: vec![30, 0],
+            groups: vec![7, 0],
+            terms: vec![42, 0],
+            conflicts: vec![],
+        },
+    ];
+    for case in cases {
+        let inputs: Vec<_> = case
+            .inputs
+            .iter()
+            .map(|rows| {
+                let rows: Vec<(&str, &[u64], &[u64], &[u64])> = rows
+                    .iter()
+                    .map(|(id, v, g, t)| (*id, v.as_slice(), g.as_slice(), t.as_slice()))
+                    .collect();
+                matrix(case.series, &[100, 200], &rows)
+            })
+            .collect();
+        let out = merge(&inputs, &opts(case.series)).matrix;
+        let row = &out.rows[0];
+        assert_eq!(row.values, case.values, "{}: values", case.name);
+        assert_eq!(row.raft_group_ids, case.groups, "{}: groups", case.name);
+        assert_eq!(row.leader_terms, case.terms, "{}: terms", case.name);
+        assert_eq!(row.conflicts, case.conflicts, "{}: conflicts", case.name);
+        assert_eq!(
+            row.conflict,
+            case.conflicts.contains(&true),
+            "{}: row conflict",
+            case.name
+        );
+    }
+}
+
+#[test]
+fn columns_are_the_union_of_every_node() {
+    let a = matrix(
+        Series::Reads,
+        &[100, 200],
+        &[("route:1", &[1, 2], &[], &[])],
+    );
+    let b = matrix(
+        Series::Reads,
+        &[200, 300],
+        &[("route:1", &[10, 20], &[], &[])],
+    );
+    let out = merge(&[a, b], &opts(Series::Reads)).matrix;
+    assert_eq!(out.column_unix_ms, vec![100, 200, 300]);
+    assert_eq!(out.rows[0].values, vec![1, 12, 20]);
+}
+
+#[test]
+fn alignment_merges_jittered_columns_into_one() {
+    let a = matrix(
+        Series::Reads,
+        &[60_000, 120_000],
+        &[("route:1", &[1, 2], &[], &[])],
+    );
+    let b = matrix(
+        Series::Reads,
+        &[60_400, 119_700],
+        &[("route:1", &[10, 20], &[], &[])],
+    );
+    let out = merge(
+        &[a, b],
+        &MergeOptions {
+            series: Series::Reads,
+            step_ms: 60_000,
+            row_budget: None,
+        },
+    )
+    .matrix;
+    assert_eq!(out.column_unix_ms, vec![60_000, 120_000]);
+    assert_eq!(out.rows[0].values, vec![11, 22]);
+}
+
+#[test]
+fn rows_are_sorted_by_start_after_merge() {
+    let a = matrix(
+        Series::Reads,
+        &[1],
+        &[("route:5", &[1], &[], &[]), ("route:1", &[1], &[], &[])],
+    );
+    let b = matrix(
+        Series::Reads,
+        &[1],
+        &[("route:9", &[1], &[], &[]), ("route:5", &[1], &[], &[])],
+    );
+    let out = merge(&[a, b], &opts(Series::Reads)).matrix;
+    let ids: Vec<_> = out.rows.iter().map(|r| r.bucket_id.as_str()).collect();
+    assert_eq!(ids, ["route:1", "route:5", "route:9"]);
+    assert_eq!(out.rows[1].values, vec![2]);
+}
+
+#[test]
+fn sub_ranged_and_whole_rows_coexist_without_conflict() {
+    let a = matrix(Series::Writes, &[1], &[("route:1", &[40], &[7], &[1])]);
+    let b = matrix(
+        Series::Writes,
+        &[1],
+        &[
+            ("route:1#0", &[25], &[7], &[1]),
+            ("route:1#1", &[15], &[7], &[1]),
+        ],
+    );
+    let out = merge(&[a, b], &opts(Series::Writes)).matrix;
+    assert_eq!(out.rows.len(), 3);
+    assert!(out.rows.iter().all(|r| !r.conflict));
+}
+
+#[test]
+fn catalog_divergence_is_reported_and_first_range_kept() {
+    let a = matrix(Series::Reads, &[1], &[("route:1", &[1], &[], &[])]);
+    let mut b = matrix(Series::Reads, &[1], &[("route:1", &[1], &[], &[])]);
+    b.rows[0].end = Some(b"zzz".to_vec());
+    let merged = merge(&[a.clone(), b], &opts(Series::Reads));
+    assert_eq!(merged.warnings.len(), 1);
+    assert_eq!(merged.warnings[0].code, WarningCode::CatalogDivergence);
+    assert_eq!(merged.warnings[0].input, 1);
+    assert_eq!(merged.matrix.rows[0].end, a.rows[0].end);
+}
+
+#[test]
+fn identity_on_equal_per_term_values_is_deterministic() {
+    let a = matrix(Series::Writes, &[1], &[("route:1", &[50], &[7], &[42])]);
+    let b = matrix(Series::Writes, &[1], &[("route:1", &[50], &[7], &[43])]);
+    let ab = merge(&[a.clone(), b.clone()], &opts(Series::Writes)).matrix;
+    let ba = merge(&[b, a], &opts(Series::Writes)).matrix;
+    assert_eq!(ab.rows[0].values, vec![100]);
+    assert_eq!(
+        ab.rows[0].leader_terms,
+        vec![43],
+        "ties go to the newer term"
+    );
+    assert_eq!(ab.rows[0].leader_terms, ba.rows[0].leader_terms);
+}
+
+#[test]
+fn row_budget_applies_to_the_merged_result() {
+    let rows: Vec<(String, Vec<u64>)> = (0..10).map(|i| (format!("route:{i}"), vec![i])).collect();
+    let a = matrix(
+        Series::Reads,
+        &[1],
+        &rows
+            .iter()
+            .map(|(id, v)| (id.as_str(), v.as_slice(), &[][..], &[][..]))
+            .collect::<Vec<_>>(),
+    );
+    let merged = merge(
+        &[a.clone(), a],
+        &MergeOptions {
+            series: Series::Reads,
+            step_ms: 0,
+            row_budget: Some(4),
+        },
+    )
+    .matrix;
+    assert_eq!(merged.rows.len(), 4);
+    assert_eq!(merged.total(), 2 * (0..10).sum::<u64>());
+}
+
+#[test]
+fn short_arrays_from_a_sloppy_peer_never_panic() {
+    let a = matrix(
+        Series::Writes,
+        &[1, 2],
+        &[("route:1", &[5, 6], &[7, 7], &[1, 1])],
+    );
+    let b = matrix(Series::Writes, &[1, 2], &[("route:1", &[5], &[7], &[])]);
+    let out = merge(&[a, b], &opts(Series::Writes)).matrix;
+    assert_eq!(out.rows[0].values.len(), 2);
+}

@@ -1,0 +1,475 @@
+//! The sampler: counting, routes, flush and history.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use keyviz::{
+    ColumnRecord, HistoryStore, MatrixQuery, PersistError, ReadRole, RouteError, Sampler, Series,
+    virtual_bucket_name,
+};
+use parking_lot::Mutex;
+
+use crate::util::{STEP, T0, all, route, sampler, sampler_with, total};
+
+#[test]
+fn counts_ops_and_key_plus_value_bytes() {
+    let s = sampler();
+    s.register_route(route(1, b"a", Some(b"c"), 7))
+        .expect("register");
+    s.observe_read(1, b"apple", 10, ReadRole::Leader);
+    s.observe_read(1, b"apple", 10, ReadRole::Follower);
+    s.observe_write(1, b"apple", 100, 7, 42);
+    let _ = s.flush(T0 + 1_000);
+    assert_eq!(total(&s, Series::Reads), 2);
+    assert_eq!(total(&s, Series::ReadBytes), 30);
+    assert_eq!(total(&s, Series::Writes), 1);
+    assert_eq!(total(&s, Series::WriteBytes), 105);
+    assert_eq!(total(&s, Series::LeaderReads), 1);
+    assert_eq!(total(&s, Series::FollowerReads), 1);
+    let m = all(&s, Series::Writes);
+    assert_eq!(m.rows[0].bucket_id, "route:1");
+    assert_eq!(m.rows[0].raft_group_ids, vec![7]);
+    assert_eq!(m.rows[0].leader_terms, vec![42]);
+    assert_eq!(m.rows[0].preview.as_deref(), Some("a"));
+}
+
+#[test]
+fn columns_are_window_starts_aligned_to_the_step() {
+    let s = sampler_with(|c| c.step_ms = 60_000);
+    s.register_route(route(1, b"", None, 1)).expect("register");
+    let t = 1_700_000_000_000; // 22:13:20, 20 s into a minute
+    s.observe_read(1, b"k", 0, ReadRole::Leader);
+    let _ = s.flush(t + 40_000); // first boundary after the start
+    s.observe_read(1, b"k", 0, ReadRole::Leader);
+    let report = s.flush(t + 100_000);
+    assert_eq!(report.column_unix_ms % 60_000, 0);
+    let m = all(&s, Series::Reads);
+    assert!(
+        m.column_unix_ms.iter().all(|c| c % 60_000 == 0),
+        "{:?}",
+        m.column_unix_ms
+    );
+    assert_eq!(m.step_ms, 60_000);
+}
+
+#[test]
+fn two_flushes_in_one_window_make_one_column() {
+    let s = sampler();
+    s.register_route(route(1, b"", None, 1)).expect("register");
+    s.observe_write(1, b"k", 1, 1, 1);
+    let _ = s.flush(T0 + 1_000);
+    s.observe_write(1, b"k", 1, 1, 1);
+    let _ = s.flush(T0 + 1_200); // shutdown-style flush inside the next window
+    s.observe_write(1, b"k", 1, 1, 1);
+    let _ = s.flush(T0 + 1_400);
+    let m = all(&s, Series::Writes);
+    assert_eq!(m.column_unix_ms, vec![T0, T0 + 1_000]);
+    assert_eq!(m.total(), 3);
+}
+
+#[test]
+fn no_counts_lost_across_flush_under_two_threads() {
+    let s = Arc::new(sampler());
+    s.register_route(route(1, b"a", Some(b"z"), 1))
+        .expect("register");
+    s.register_route(route(2, b"z", None, 1)).expect("register");
+    let done = Arc::new(AtomicBool::new(false));
+    const PER_THREAD: u64 = 200_000;
+    let observers: Vec<_> = (0..2u64)
+        .map(|t| {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || {
+                for i in 0..PER_THREAD {
+                    if i % 2 == 0 {
+                        s.observe_read(1 + t, b"key", 3, ReadRole::Leader);
+                    } else {
+                        s.observe_write(1 + t, b"key", 3, 1, 5);
+                    }
+                }
+            })
+        })
+        .collect();
+    let flusher = {
+        let (s, done) = (Arc::clone(&s), Arc::clone(&done));
+        std::thread::spawn(move || {
+            let mut now = T0;
+            while !done.load(Ordering::Acquire) {
+                now += 1_000;
+                let _ = s.flush(now);
+            }
+            now
+        })
+    };
+    for o in observers {
+        o.join().expect("observer");
+    }
+    done.store(true, Ordering::Release);
+    let now = flusher.join().expect("flusher");
+    let _ = s.flush(now + 1_000);
+    assert_eq!(total(&s, Series::Reads), PER_THREAD);
+    assert_eq!(total(&s, Series::Writes), PER_THREAD);
+    assert_eq!(total(&s, Series::WriteBytes), PER_THREAD / 2 * 6 * 2);
+}
+
+#[test]
+fn route_registered_after_start_is_counted() {
+    let s = sampler();
+    s.register_route(route(1, b"a", Some(b"m"), 1))
+        .expect("register");
+    s.observe_write(1, b"b", 0, 1, 1);
+    let _ = s.flush(T0 + 1_000);
+    s.register_route(route(2, b"m", None, 2))
+        .expect("late route");
+    s.observe_write(2, b"x", 0, 2, 1);
+    let _ = s.flush(T0 + 2_000);
+    let m = all(&s, Series::Writes);
+    assert_eq!(m.total(), 2);
+    assert!(m.rows.iter().any(|r| r.bucket_id == "route:2"));
+    assert_eq!(s.stats().unknown_route_observations, 0);
+}
+
+#[test]
+fn unknown_routes_are_counted_as_dropped_not_silent() {
+    let s = sampler();
+    s.observe_read(99, b"k", 0, ReadRole::Leader);
+    assert_eq!(s.stats().unknown_route_observations, 1);
+    let _ = s.flush(T0 + 1_000);
+    assert_eq!(all(&s, Series::Reads).rows.len(), 0);
+}
+
+#[test]
+fn catalog_rejects_overlaps_empty_ranges_and_duplicates() {
+    let s = sampler();
+    s.register_route(route(1, b"b", Some(b"d"), 1))
+        .expect("register");
+    assert_eq!(
+        s.register_route(route(2, b"c", Some(b"e"), 1)),
+        Err(RouteError::Overlap { id: 2, other: 1 })
+    );
+    assert_eq!(
+        s.register_route(route(3, b"a", None, 1)),
+        Err(RouteError::Overlap { id: 3, other: 1 })
+    );
+    assert_eq!(
+        s.register_route(route(4, b"x", Some(b"x"), 1)),
+        Err(RouteError::EmptyRange { id: 4 })
+    );
+    assert_eq!(
+        s.register_route(route(1, b"x", None, 1)),
+        Err(RouteError::AlreadyRegistered(1))
+    );
+    assert_eq!(s.remove_route(9), Err(RouteError::UnknownRoute(9)));
+    assert_eq!(
+        s.split_route(1, b"a", 5),
+        Err(RouteError::SplitKeyOutsideRange(1))
+    );
+}
+
+#[test]
+fn split_and_merge_while_observing_keep_totals() {
+    let s = Arc::new(sampler());
+    s.register_route(route(1, b"", None, 1)).expect("register");
+    let stop = Arc::new(AtomicBool::new(false));
+    let observer = {
+        let (s, stop) = (Arc::clone(&s), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Acquire) || n < 10_000 {
+                // Route 1 always exists; it only changes shape.
+                s.observe_write(1, b"a", 0, 1, 1);
+                n += 1;
+            }
+            n
+        })
+    };
+    let mut now = T0;
+    for i in 0..50u64 {
+        s.split_route(1, b"m", 100 + i).expect("split");
+        now += 1_000;
+        let _ = s.flush(now);
+        s.merge_routes(1, 100 + i).expect("merge");
+        now += 1_000;
+        let _ = s.flush(now);
+    }
+    stop.store(true, Ordering::Release);
+    let n = observer.join().expect("observer");
+    for _ in 0..3 {
+        now += 1_000;
+        let _ = s.flush(now);
+    }
+    assert_eq!(total(&s, Series::Writes), n);
+}
+
+#[test]
+fn split_rows_show_the_new_ranges() {
+    let s = sampler();
+    s.register_route(route(1, b"a", Some(b"z"), 1))
+        .expect("register");
+    s.split_route(1, b"m", 2).expect("split");
+    s.observe_write(1, b"b", 0, 1, 1);
+    s.observe_write(2, b"n", 0, 1, 1);
+    let _ = s.flush(T0 + 1_000);
+    let m = all(&s, Series::Writes);
+    let ranges: Vec<_> = m
+        .rows
+        .iter()
+        .map(|r| (r.bucket_id.as_str(), r.start.clone(), r.end.clone()))
+        .collect();
+    assert_eq!(
+        ranges,
+        vec![
+            ("route:1", Some(b"a".to_vec()), Some(b"m".to_vec())),
+            ("route:2", Some(b"m".to_vec()), Some(b"z".to_vec())),
+        ]
+    );
+}
+
+#[test]
+fn route_budget_coarsens_cold_adjacent_routes_and_keeps_hot_ones() {
+    let s = sampler_with(|c| c.max_tracked_routes = 3);
+    let keys: [&[u8]; 5] = [b"a", b"b", b"c", b"d", b"e"];
+    for (i, k) in keys.iter().enumerate().take(3) {
+        s.register_route(route(i as u64 + 1, k, Some(keys[i + 1]), 1))
+            .expect("register");
+    }
+    // Route 2 is hot; its activity is learnt at flush.
+    for _ in 0..100 {
+        s.observe_write(2, b"bb", 0, 1, 1);
+    }
+    let _ = s.flush(T0 + 1_000);
+    s.register_route(route(4, b"d", Some(b"e"), 1))
+        .expect("register 4");
+    s.register_route(route(5, b"e", None, 1))
+        .expect("register 5");
+    let stats = s.stats();
+    assert_eq!(stats.slots, 3);
+    assert_eq!(stats.routes, 5);
+    for id in 1..=5 {
+        s.observe_write(id, b"x", 0, 1, 1);
+    }
+    let _ = s.flush(T0 + 2_000);
+    let m = s.matrix(
+        &MatrixQuery {
+            series: Series::Writes,
+            from_unix_ms: Some(T0 + 1_000),
+            ..MatrixQuery::default()
+        },
+        T0,
+    );
+    assert_eq!(m.total(), 5, "every write counted, coarsened or not");
+    assert!(
+        m.rows
+            .iter()
+            .any(|r| r.bucket_id == "route:2" && !r.aggregate),
+        "hot route stays individual"
+    );
+    let virt: Vec<_> = m.rows.iter().filter(|r| r.aggregate).collect();
+    assert!(!virt.is_empty());
+    let members: u64 = m.rows.iter().map(|r| r.route_count).sum();
+    assert_eq!(members, 5);
+}
+
+#[test]
+fn virtual_bucket_ids_are_equal_on_two_samplers_with_the_same_ranges() {
+    let build = || {
+        let s = sampler_with(|c| c.max_tracked_routes = 1);
+        s.register_route(route(1, b"a", Some(b"b"), 1))
+            .expect("register");
+        s.register_route(route(2, b"b", Some(b"c"), 1))
+            .expect("register");
+        s.observe_read(1, b"a", 0, ReadRole::Leader);
+        let _ = s.flush(T0 + 1_000);
+        all(&s, Series::Reads).rows[0].bucket_id.clone()
+    };
+    let (a, b) = (build(), build());
+    assert_eq!(a, b);
+    assert_eq!(a, virtual_bucket_name(b"a", Some(b"c")));
+}
+
+#[test]
+fn term_change_inside_a_window_keeps_terms_apart() {
+    let store = Arc::new(MemStore::default());
+    let s = Sampler::with_store(
+        keyviz::SamplerConfig {
+            step_ms: STEP,
+            ..keyviz::SamplerConfig::default()
+        },
+        T0,
+        store.clone(),
+    )
+    .expect("sampler");
+    s.register_route(route(1, b"", None, 7)).expect("register");
+    for _ in 0..3 {
+        s.observe_write(1, b"k", 0, 7, 42);
+    }
+    for _ in 0..5 {
+        s.observe_write(1, b"k", 0, 7, 43);
+    }
+    let report = s.flush(T0 + 1_000);
+    assert!(report.persist_error.is_none());
+    let m = all(&s, Series::Writes);
+    assert_eq!(m.rows[0].values, vec![8]);
+    assert_eq!(
+        m.rows[0].leader_terms,
+        vec![43],
+        "the dominant term names the cell"
+    );
+    let records = store.columns.lock().clone();
+    let lanes = &records[0].cells[0].writes;
+    let mut per_term: Vec<(u64, u64)> = lanes.iter().map(|w| (w.term, w.writes)).collect();
+    per_term.sort_unstable();
+    assert_eq!(per_term, vec![(42, 3), (43, 5)]);
+}
+
+#[test]
+fn sub_ranges_split_a_hot_route_into_ordered_rows() {
+    let s = sampler_with(|c| c.key_buckets_per_route = 4);
+    s.register_route(route(1, &[0x00], Some(&[0x40]), 1))
+        .expect("register");
+    for _ in 0..100 {
+        s.observe_write(1, &[0x38], 0, 1, 1);
+    }
+    s.observe_write(1, &[0x01], 0, 1, 1);
+    let _ = s.flush(T0 + 1_000);
+    let m = all(&s, Series::Writes);
+    let rows: Vec<_> = m
+        .rows
+        .iter()
+        .map(|r| (r.bucket_id.as_str(), r.values[0]))
+        .collect();
+    assert_eq!(rows, vec![("route:1#0", 1), ("route:1#3", 100)]);
+    assert_eq!(m.rows[1].start, Some(vec![0x30]));
+    assert_eq!(m.rows[1].end, Some(vec![0x40]));
+}
+
+#[test]
+fn retention_drops_old_columns_by_age_and_count() {
+    let s = sampler_with(|c| {
+        c.retention_ms = 5_000;
+        c.max_columns = 3;
+    });
+    s.register_route(route(1, b"", None, 1)).expect("register");
+    let mut now = T0;
+    for _ in 0..10 {
+        s.observe_read(1, b"k", 0, ReadRole::Leader);
+        now += 1_000;
+        let _ = s.flush(now);
+    }
+    let m = all(&s, Series::Reads);
+    assert_eq!(m.column_unix_ms.len(), 3);
+    assert_eq!(m.column_unix_ms.last(), Some(&(now - 1_000)));
+    assert_eq!(s.stats().columns, 3);
+}
+
+#[test]
+fn row_budget_in_a_query_conserves_totals() {
+    let s = sampler();
+    for i in 0..50u8 {
+        s.register_route(route(u64::from(i) + 1, &[i], Some(&[i + 1]), 1))
+            .expect("register");
+        let n = if i == 24 { 1_000 } else { u64::from(i) + 1 };
+        for _ in 0..n {
+            s.observe_read(u64::from(i) + 1, &[i], 0, ReadRole::Leader);
+        }
+    }
+    let _ = s.flush(T0 + 1_000);
+    let m = s.matrix(
+        &MatrixQuery {
+            series: Series::Reads,
+            row_budget: Some(8),
+            ..MatrixQuery::default()
+        },
+        T0,
+    );
+    assert_eq!(m.rows.len(), 8);
+    assert_eq!(m.total(), (1..=50).sum::<u64>() - 25 + 1_000);
+    assert!(m.validate().is_ok());
+    assert!(
+        m.rows
+            .iter()
+            .any(|r| r.bucket_id == "route:25" && r.values == vec![1_000]),
+        "the hot row stays individual"
+    );
+}
+
+#[test]
+fn query_window_is_half_open_on_column_starts() {
+    let s = sampler();
+    s.register_route(route(1, b"", None, 1)).expect("register");
+    let mut now = T0;
+    for _ in 0..5 {
+        s.observe_read(1, b"k", 0, ReadRole::Leader);
+        now += 1_000;
+        let _ = s.flush(now);
+    }
+    let m = s.matrix(
+        &MatrixQuery {
+            series: Series::Reads,
+            from_unix_ms: Some(T0 + 1_000),
+            to_unix_ms: Some(T0 + 3_000),
+            row_budget: None,
+        },
+        T0,
+    );
+    assert_eq!(m.column_unix_ms, vec![T0 + 1_000, T0 + 2_000]);
+    let inverted = s.matrix(
+        &MatrixQuery {
+            series: Series::Reads,
+            from_unix_ms: Some(T0 + 3_000),
+            to_unix_ms: Some(T0 + 1_000),
+            row_budget: None,
+        },
+        T0,
+    );
+    assert!(inverted.column_unix_ms.is_empty());
+}
+
+#[derive(Default)]
+struct MemStore {
+    columns: Mutex<Vec<ColumnRecord>>,
+}
+
+impl HistoryStore for MemStore {
+    fn append(&self, record: &ColumnRecord) -> Result<(), PersistError> {
+        let mut cols = self.columns.lock();
+        cols.retain(|c| c.unix_ms != record.unix_ms);
+        cols.push(record.clone());
+        cols.sort_by_key(|c| c.unix_ms);
+        Ok(())
+    }
+    fn load(&self, since: i64) -> Result<Vec<ColumnRecord>, PersistError> {
+        Ok(self
+            .columns
+            .lock()
+            .iter()
+            .filter(|c| c.unix_ms >= since)
+            .cloned()
+            .collect())
+    }
+    fn prune(&self, before: i64) -> Result<(), PersistError> {
+        self.columns.lock().retain(|c| c.unix_ms >= before);
+        Ok(())
+    }
+}
+
+#[test]
+fn history_store_restores_columns_after_restart() {
+    let store = Arc::new(MemStore::default());
+    let config = keyviz::SamplerConfig {
+        step_ms: STEP,
+        ..keyviz::SamplerConfig::default()
+    };
+    {
+        let s = Sampler::with_store(config.clone(), T0, store.clone()).expect("first life");
+        s.register_route(route(1, b"a", None, 3)).expect("register");
+        s.observe_write(1, b"a", 1, 3, 9);
+        s.observe_read(1, b"a", 1, ReadRole::Follower);
+        let report = s.flush(T0 + 1_000);
+        assert!(report.persist_error.is_none());
+    }
+    let s = Sampler::with_store(config, T0 + 2_000, store).expect("second life");
+    let m = all(&s, Series::Writes);
+    assert_eq!(m.rows[0].values, vec![1]);
+    assert_eq!(m.rows[0].leader_terms, vec![9]);
+    assert_eq!(all(&s, Series::FollowerReads).total(), 1);
+}
