@@ -1,1 +1,151 @@
-//! KeyViz admin HTTP surface (work in progress).
+//! KeyViz admin HTTP surface: the matrix API, operator authentication, the cluster fan-out
+//! aggregator and the embedded web UI, as one [`axum::Router`] a host mounts.
+//!
+//! # How a host mounts this
+//!
+//! The host (the store's node binary) builds an [`AdminState`] from its services and serves
+//! [`router`] at the root of its admin listener. The router only answers `/admin/...` and
+//! `/metrics`, so it can be merged with the host's own routes. Serve it with connect info so
+//! the login rate limit sees client addresses:
+//!
+//! ```no_run
+//! use std::net::SocketAddr;
+//! use std::sync::Arc;
+//! use keyviz_admin::{
+//!     AdminConfig, AdminState, ClusterSecret, Member, NodeIdentity, StaticCredentials,
+//!     parse_fanout_nodes, router,
+//! };
+//!
+//! # async fn host(sampler: Arc<keyviz::Sampler>) -> Result<(), Box<dyn std::error::Error>> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! let identity = NodeIdentity::new("node-1", listener.local_addr()?.to_string())?;
+//! let secret = ClusterSecret::new(b"a shared secret of at least 32 bytes!!".to_vec(), None)?;
+//! let config = AdminConfig {
+//!     fanout_nodes: parse_fanout_nodes("127.0.0.1:8080,127.0.0.1:8081,127.0.0.1:8082"),
+//!     ..AdminConfig::default()
+//! };
+//! let state = AdminState::builder(identity, secret)
+//!     .config(config)
+//!     .matrix_source(sampler)
+//!     .credentials(Arc::new(StaticCredentials::load("operators.toml".as_ref())?))
+//!     // Live members from the store; combined with the static list without duplicates.
+//!     .membership(Arc::new(|| vec![Member { node_id: Some("node-2".into()), admin_addr: "127.0.0.1:8081".into() }]))
+//!     .build()?;
+//! let app = router(state);
+//! axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Routes
+//!
+//! | Method | Path | Auth | What |
+//! |---|---|---|---|
+//! | POST | `/admin/api/v1/auth/login` | none (rate limited) | sets `admin_session` + `admin_csrf` cookies |
+//! | POST | `/admin/api/v1/auth/logout` | session + CSRF | clears cookies, revokes the session here |
+//! | GET | `/admin/api/v1/keyviz/matrix` | session or peer token | operators: cluster merge; peers: local view |
+//! | GET | `/admin/api/v1/keyviz/nodes` | session or peer token | cluster members and their reachability |
+//! | GET | `/admin/api/v1/keyviz/identity` | none | `{"node_id"}` (peers address tokens with it) |
+//! | GET | `/admin/healthz` | none | `ok` |
+//! | GET | `/admin/assets/{*path}` | none | embedded UI files |
+//! | GET | `/admin`, `/admin/...` | none | the UI's `index.html` (deep links) |
+//! | GET | `/metrics` | none | Prometheus/OpenMetrics text |
+//!
+//! Errors use one envelope, `{"error": code, "message": text}` ([`ApiError`]). The wire
+//! behaviour and the differences from the Go reference are described in `docs/ADMIN.md`.
+
+pub mod api;
+pub mod auth;
+mod clock;
+pub mod config;
+pub mod fanout;
+pub mod host;
+mod metrics;
+mod state;
+mod ui;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use http::{HeaderValue, Method, StatusCode, header};
+
+pub use api::ApiError;
+pub use auth::{CredentialCheck, CredentialStore, Role, StaticCredentials};
+pub use config::{AdminConfig, ConfigError, parse_fanout_nodes};
+pub use fanout::status::{FanoutStatus, NodeStatus, NodeWarning};
+pub use host::{
+    ClusterSecret, DisabledSource, MatrixSource, Member, Membership, NoMembership, NodeIdentity,
+    SourceError,
+};
+pub use state::{AdminState, AdminStateBuilder};
+
+async fn unknown_endpoint() -> ApiError {
+    ApiError::unknown_endpoint()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found()
+}
+
+async fn healthz(method: Method) -> Response {
+    match method {
+        Method::GET => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "ok\n",
+        )
+            .into_response(),
+        Method::HEAD => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "").into_response(),
+        _ => {
+            let mut r = ApiError::method_not_allowed("only GET and HEAD").into_response();
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            r
+        }
+    }
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    match state.inner.metrics.render() {
+        Ok(text) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => ApiError::internal(format!("render metrics: {e}")).into_response(),
+    }
+}
+
+/// The admin surface as a router with its state applied. It answers `/admin/...` and
+/// `/metrics` only (unknown `/admin/api/v1/...` paths get 404 `unknown_endpoint` before any
+/// authentication; other unknown `/admin/api...` paths 404 `not_found`), so a host may merge
+/// it with other routes. Needs a tokio runtime; serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()` so login rate limiting is per client
+/// IP (without connect info every client shares one bucket).
+#[must_use = "the router must be served"]
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route(api::LOGIN_PATH, any(auth::login::login))
+        .route(api::LOGOUT_PATH, any(auth::login::logout))
+        .route(api::MATRIX_PATH, any(api::matrix::matrix))
+        .route(api::NODES_PATH, any(api::nodes::nodes))
+        .route(api::IDENTITY_PATH, any(api::identity::identity))
+        .route("/admin/api/v1/", any(unknown_endpoint))
+        .route("/admin/api/v1/{*rest}", any(unknown_endpoint))
+        .route("/admin/api", any(not_found))
+        .route("/admin/api/", any(not_found))
+        .route("/admin/api/{*rest}", any(not_found))
+        .route("/admin/assets", any(not_found))
+        .route("/admin/assets/", any(not_found))
+        .route("/admin/assets/{*path}", any(ui::asset))
+        .route("/admin/healthz", any(healthz))
+        .route("/admin", any(ui::index))
+        .route("/admin/", any(ui::index))
+        .route("/admin/{*rest}", any(ui::index))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}

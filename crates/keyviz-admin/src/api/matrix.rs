@@ -1,0 +1,69 @@
+//! `GET /admin/api/v1/keyviz/matrix`: the local view for peers, the merged cluster view
+//! for operators.
+
+use axum::extract::{RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, Method, StatusCode, header};
+
+use super::{ApiError, parse_matrix_query};
+use crate::auth::Principal;
+use crate::config::MAX_BROWSER_ROWS;
+use crate::fanout::single_flight::Joined;
+use crate::fanout::{self, FlightKey, encode_response, local_matrix};
+use crate::state::AdminState;
+
+fn json_body(body: bytes::Bytes) -> Response {
+    let mut resp = (StatusCode::OK, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+pub(crate) async fn matrix(
+    State(state): State<AdminState>,
+    principal: Principal,
+    method: Method,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let inner = &state.inner;
+    if method != Method::GET {
+        return Err(ApiError::method_not_allowed("only GET"));
+    }
+    if !inner.source.is_enabled() {
+        return Err(ApiError::keyviz_disabled());
+    }
+    match principal {
+        Principal::Peer(_) => {
+            let params = parse_matrix_query(query.as_deref(), inner.config.peer_row_cap)?;
+            inner.metrics.matrix_request("peer");
+            let m = local_matrix(inner, &params, params.rows).await?;
+            Ok(json_body(encode_response(&m, None)?))
+        }
+        Principal::Operator(_) => {
+            let params = parse_matrix_query(query.as_deref(), MAX_BROWSER_ROWS)?;
+            let key = FlightKey::from(&params);
+            let work = inner.clone();
+            let (out, joined) = inner
+                .flights
+                .run(
+                    key,
+                    move || async move { std::sync::Arc::new(fanout::run(work, params).await) },
+                    || std::sync::Arc::new(Err(ApiError::internal("fan-out task panicked"))),
+                )
+                .await;
+            inner.metrics.matrix_request(match joined {
+                Joined::Leader => "fanout",
+                Joined::Shared => "shared",
+                Joined::Reused => "reused",
+            });
+            match out.as_ref() {
+                Ok(body) => Ok(json_body(body.clone())),
+                Err(e) => Err(e.clone()),
+            }
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! Operator authentication (login, session cookies, CSRF, rate limit, credentials) and
+//! node-to-node peer tokens.
+
+pub(crate) mod cookies;
+mod credentials;
+pub(crate) mod login;
+pub mod peer_token;
+mod principal;
+mod rate_limit;
+mod session;
+mod token;
+
+pub use cookies::{CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE};
+pub use credentials::{
+    CredentialCheck, CredentialStore, CredentialsError, Role, StaticCredentials,
+};
+pub use login::LoginResponse;
+pub use principal::{Principal, check_csrf};
+pub use rate_limit::{RateDecision, RateLimiter, client_ip};
+pub use session::SessionClaims;
+pub use token::TokenError;

@@ -1,0 +1,157 @@
+//! The `Principal` extractor: a handler taking one is unreachable without a valid operator
+//! session (plus CSRF on non-GET) or a valid peer token.
+
+use axum::extract::FromRequestParts;
+use http::request::Parts;
+use http::{HeaderMap, Method, header::AUTHORIZATION};
+use subtle::ConstantTimeEq;
+
+use super::cookies::{CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, cookie_value};
+use super::peer_token::{self, AUTH_SCHEME, PeerClaims};
+use super::session::SessionClaims;
+use crate::api::ApiError;
+use crate::clock;
+use crate::state::AdminState;
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// A logged-in operator (from the `admin_session` cookie).
+    Operator(SessionClaims),
+    /// Another node of the cluster (from `Authorization: KeyViz-Peer <token>`): gets the
+    /// local view only and never triggers a fan-out.
+    Peer(PeerClaims),
+}
+
+/// The peer token in `Authorization`, if the scheme is ours. `Some("")` for an empty token.
+fn peer_token(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
+    scheme
+        .eq_ignore_ascii_case(AUTH_SCHEME)
+        .then(|| rest.trim())
+}
+
+/// Double-submit check for state-changing methods: the `X-Admin-CSRF` header must equal the
+/// `admin_csrf` cookie (constant-time). GET, HEAD and OPTIONS pass.
+///
+/// # Errors
+/// 403 `csrf_missing` or `csrf_mismatch`.
+pub fn check_csrf(method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    let missing = |m: &str| ApiError::new(http::StatusCode::FORBIDDEN, "csrf_missing", m);
+    let cookie = cookie_value(headers, CSRF_COOKIE)
+        .filter(|c| !c.trim().is_empty())
+        .ok_or_else(|| missing("admin_csrf cookie is required"))?;
+    let header = headers
+        .get(CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| missing("X-Admin-CSRF header is required for write operations"))?;
+    if cookie.len() != header.len() || !bool::from(cookie.as_bytes().ct_eq(header.as_bytes())) {
+        return Err(ApiError::new(
+            http::StatusCode::FORBIDDEN,
+            "csrf_mismatch",
+            "CSRF token mismatch",
+        ));
+    }
+    Ok(())
+}
+
+/// Authenticates a request from its method and headers at the current time.
+///
+/// # Errors
+/// 401 `unauthenticated` (missing/invalid session or peer token), 403 from CSRF.
+pub(crate) fn authenticate(
+    state: &AdminState,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Principal, ApiError> {
+    let inner = &state.inner;
+    if let Some(token) = peer_token(headers) {
+        let skew_ms = i64::try_from(inner.config.clock_skew.as_millis()).unwrap_or(i64::MAX);
+        return match peer_token::verify(
+            &inner.secret,
+            token,
+            inner.identity.node_id(),
+            clock::now_unix_ms(),
+            skew_ms,
+        ) {
+            Ok(c) => Ok(Principal::Peer(c)),
+            Err(e) => {
+                tracing::debug!(error = %e, "peer token rejected");
+                Err(ApiError::unauthenticated("invalid or expired peer token"))
+            }
+        };
+    }
+    let cookie = cookie_value(headers, SESSION_COOKIE)
+        .filter(|c| !c.trim().is_empty())
+        .ok_or_else(|| ApiError::unauthenticated("missing session cookie"))?;
+    let skew_s = i64::try_from(inner.config.clock_skew.as_secs()).unwrap_or(i64::MAX);
+    let claims = SessionClaims::verify(&inner.secret, cookie, clock::now_unix_s(), skew_s)
+        .map_err(|e| {
+            tracing::debug!(error = %e, "session rejected");
+            ApiError::unauthenticated("invalid or expired session")
+        })?;
+    if inner.is_revoked(&claims.sid) {
+        return Err(ApiError::unauthenticated("invalid or expired session"));
+    }
+    check_csrf(method, headers)?;
+    Ok(Principal::Operator(claims))
+}
+
+impl FromRequestParts<AdminState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AdminState,
+    ) -> Result<Self, Self::Rejection> {
+        authenticate(state, &parts.method, &parts.headers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+    use http::header::COOKIE;
+
+    fn headers(cookie: Option<&'static str>, csrf: Option<&'static str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(c) = cookie {
+            h.insert(COOKIE, HeaderValue::from_static(c));
+        }
+        if let Some(x) = csrf {
+            h.insert(CSRF_HEADER, HeaderValue::from_static(x));
+        }
+        h
+    }
+
+    #[test]
+    fn csrf_rules() {
+        assert!(check_csrf(&Method::GET, &headers(None, None)).is_ok());
+        let e = check_csrf(&Method::POST, &headers(None, Some("a")));
+        assert!(e.is_err_and(|e| e.code == "csrf_missing" && e.message.contains("cookie")));
+        let e = check_csrf(&Method::POST, &headers(Some("admin_csrf=a"), None));
+        assert!(e.is_err_and(|e| e.code == "csrf_missing" && e.message.contains("header")));
+        let e = check_csrf(&Method::POST, &headers(Some("admin_csrf=a"), Some("b")));
+        assert!(e.is_err_and(|e| e.code == "csrf_mismatch"));
+        assert!(check_csrf(&Method::POST, &headers(Some("admin_csrf=tok"), Some("tok"))).is_ok());
+    }
+
+    #[test]
+    fn peer_scheme_is_recognised_case_insensitively() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            AUTHORIZATION,
+            HeaderValue::from_static("keyviz-peer abc.def"),
+        );
+        assert_eq!(peer_token(&h), Some("abc.def"));
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer abc"));
+        assert_eq!(peer_token(&h), None);
+    }
+}

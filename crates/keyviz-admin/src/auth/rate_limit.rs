@@ -1,0 +1,185 @@
+//! Fixed-window login rate limiting per client IP, with a bounded table, and the
+//! client-IP rule (X-Forwarded-For only from trusted proxies).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::config::IpNet;
+
+/// Outcome of one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateDecision {
+    /// The attempt may proceed.
+    Allow,
+    /// Refused; retry after this many seconds.
+    Deny {
+        /// Seconds until a retry can succeed (at least 1).
+        retry_after_secs: u64,
+    },
+}
+
+struct Window {
+    start: Instant,
+    count: u32,
+}
+
+/// Per-key fixed-window counter: at most `limit` attempts per `window`; at most
+/// `max_clients` keys are tracked, and when full a new key is refused after expired
+/// entries are swept (known keys keep working). Thread-safe; O(1) per attempt except the
+/// sweep, which is O(max_clients) and only runs when the table is full.
+pub struct RateLimiter {
+    limit: u32,
+    window: Duration,
+    max_clients: usize,
+    table: Mutex<HashMap<String, Window>>,
+}
+
+impl RateLimiter {
+    /// A limiter allowing `limit` attempts per `window` per key.
+    #[must_use]
+    pub fn new(limit: u32, window: Duration, max_clients: usize) -> Self {
+        RateLimiter {
+            limit: limit.max(1),
+            window,
+            max_clients: max_clients.max(1),
+            table: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn retry_after(&self) -> u64 {
+        self.window.as_secs().max(1)
+    }
+
+    /// Counts one attempt by `key` at `now`.
+    pub fn check(&self, key: &str, now: Instant) -> RateDecision {
+        let mut table = self.table.lock();
+        if let Some(w) = table.get_mut(key) {
+            if now.saturating_duration_since(w.start) >= self.window {
+                w.start = now;
+                w.count = 1;
+                return RateDecision::Allow;
+            }
+            if w.count < self.limit {
+                w.count += 1;
+                return RateDecision::Allow;
+            }
+            return RateDecision::Deny {
+                retry_after_secs: self.retry_after(),
+            };
+        }
+        if table.len() >= self.max_clients {
+            let window = self.window;
+            table.retain(|_, w| now.saturating_duration_since(w.start) < window);
+            if table.len() >= self.max_clients {
+                return RateDecision::Deny {
+                    retry_after_secs: self.retry_after(),
+                };
+            }
+        }
+        table.insert(
+            key.to_string(),
+            Window {
+                start: now,
+                count: 1,
+            },
+        );
+        RateDecision::Allow
+    }
+}
+
+/// The client IP of a request: the socket peer, or — only when the peer is a trusted
+/// proxy — the rightmost `X-Forwarded-For` entry that is not itself trusted. Returns the
+/// text `unknown` when the host did not provide connection info.
+#[must_use]
+pub fn client_ip(remote: Option<SocketAddr>, xff: Option<&str>, trusted: &[IpNet]) -> String {
+    let Some(remote) = remote else {
+        return "unknown".to_string();
+    };
+    let peer = remote.ip();
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if let Some(xff) = xff.filter(|_| !trusted.is_empty() && is_trusted(peer)) {
+        for entry in xff.rsplit(',').map(str::trim).filter(|e| !e.is_empty()) {
+            match entry.parse::<IpAddr>() {
+                Ok(ip) if is_trusted(ip) => continue,
+                Ok(ip) => return ip.to_string(),
+                Err(_) => return entry.to_string(),
+            }
+        }
+    }
+    peer.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sixth_attempt_in_window_is_refused_other_key_unaffected() {
+        let l = RateLimiter::new(5, Duration::from_secs(60), 1024);
+        let t = Instant::now();
+        for _ in 0..5 {
+            assert_eq!(l.check("1.1.1.1", t), RateDecision::Allow);
+        }
+        assert_eq!(
+            l.check("1.1.1.1", t),
+            RateDecision::Deny {
+                retry_after_secs: 60
+            }
+        );
+        assert_eq!(l.check("2.2.2.2", t), RateDecision::Allow);
+    }
+
+    #[test]
+    fn window_expiry_resets_the_count() {
+        let l = RateLimiter::new(2, Duration::from_secs(60), 1024);
+        let t = Instant::now();
+        assert_eq!(l.check("a", t), RateDecision::Allow);
+        assert_eq!(l.check("a", t), RateDecision::Allow);
+        assert!(matches!(l.check("a", t), RateDecision::Deny { .. }));
+        assert_eq!(
+            l.check("a", t + Duration::from_secs(61)),
+            RateDecision::Allow
+        );
+    }
+
+    #[test]
+    fn full_table_refuses_new_keys_until_entries_expire() {
+        let l = RateLimiter::new(5, Duration::from_secs(60), 1024);
+        let t = Instant::now();
+        for i in 0..1024 {
+            assert_eq!(
+                l.check(&format!("10.0.{}.{}", i / 256, i % 256), t),
+                RateDecision::Allow
+            );
+        }
+        assert!(matches!(l.check("new", t), RateDecision::Deny { .. }));
+        assert_eq!(l.check("10.0.0.0", t), RateDecision::Allow);
+        assert_eq!(
+            l.check("new", t + Duration::from_secs(120)),
+            RateDecision::Allow
+        );
+    }
+
+    #[test]
+    fn forwarded_for_is_honoured_only_from_trusted_proxies() {
+        let proxy: SocketAddr = ([10, 0, 0, 1], 443).into();
+        let direct: SocketAddr = ([8, 8, 8, 8], 5555).into();
+        let trusted = IpNet::parse_list("10.0.0.0/8").unwrap_or_default();
+        assert_eq!(
+            client_ip(Some(proxy), Some("1.2.3.4, 10.0.0.9"), &trusted),
+            "1.2.3.4"
+        );
+        assert_eq!(
+            client_ip(Some(direct), Some("1.2.3.4"), &trusted),
+            "8.8.8.8"
+        );
+        assert_eq!(client_ip(Some(proxy), Some("1.2.3.4"), &[]), "10.0.0.1");
+        assert_eq!(client_ip(Some(proxy), None, &trusted), "10.0.0.1");
+        let v6: SocketAddr = "[::1]:12345".parse().unwrap_or(direct);
+        assert_eq!(client_ip(Some(v6), None, &[]), "::1");
+        assert_eq!(client_ip(None, Some("1.2.3.4"), &trusted), "unknown");
+    }
+}

@@ -1,0 +1,257 @@
+//! Tunables of the admin surface with their defaults, and parsing of the
+//! `--keyvizFanoutNodes` list.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Default per-call fan-out deadline (`--keyvizFanoutTimeout`).
+pub const DEFAULT_FANOUT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default cap on one peer's response body, enforced while streaming.
+pub const DEFAULT_FANOUT_BODY_CAP: usize = 64 * 1024 * 1024;
+/// Rows a peer is asked for: peers answer their local view with at most this many rows (the
+/// caller's row budget is applied only to the cluster-wide merge).
+pub const DEFAULT_PEER_ROW_CAP: usize = 16_384;
+/// The largest row budget a browser may ask for; larger, zero or negative values become this.
+pub const MAX_BROWSER_ROWS: usize = 1024;
+
+/// Errors found while validating an [`AdminConfig`] or a fan-out node list.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A duration that must be positive is zero.
+    #[error("{0} must be greater than zero")]
+    ZeroDuration(&'static str),
+    /// A size or count that must be positive is zero.
+    #[error("{0} must be greater than zero")]
+    ZeroSize(&'static str),
+    /// Peer tokens may live at most 30 s.
+    #[error("peer token lifetime must be between 1 and 30 seconds, got {0:?}")]
+    PeerTokenTtl(Duration),
+    /// A trusted-proxy entry is neither an IP address nor a CIDR block.
+    #[error("invalid trusted proxy {0:?}: expected an IP address or CIDR block")]
+    TrustedProxy(String),
+    /// The cluster secret is too short to sign tokens safely.
+    #[error("cluster secret must be at least {min} bytes, got {got}")]
+    SecretTooShort {
+        /// Minimum accepted length in bytes.
+        min: usize,
+        /// Length that was supplied.
+        got: usize,
+    },
+    /// The node id is empty.
+    #[error("node id must not be empty")]
+    EmptyNodeId,
+}
+
+/// Settings of the admin surface. `Default` gives the documented defaults; validate with
+/// [`AdminConfig::validate`] (done by [`crate::AdminState::builder`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    /// Static fan-out peers (`--keyvizFanoutNodes`): `host:port` or `http://host:port`,
+    /// self may be included. Combined with the host's membership without duplicates.
+    pub fanout_nodes: Vec<String>,
+    /// Deadline of one peer call, connect to last body byte (default 2 s).
+    pub fanout_timeout: Duration,
+    /// Cap on one peer response body in bytes (default 64 MiB), checked while streaming.
+    pub fanout_body_cap: usize,
+    /// Rows a peer answers with at most (default 16 384).
+    pub peer_row_cap: usize,
+    /// How long a finished fan-out result is reused for identical requests (default 1 s;
+    /// zero disables reuse but keeps single-flight).
+    pub result_reuse: Duration,
+    /// Lifetime of a peer token (default 10 s, at most 30 s).
+    pub peer_token_ttl: Duration,
+    /// Lifetime of an operator session (default 1 h); also the cookies' Max-Age.
+    pub session_ttl: Duration,
+    /// Accepted clock skew for a token's `iat` in the future (default 30 s).
+    pub clock_skew: Duration,
+    /// Mark cookies `Secure`; set it when the admin listener is served over TLS
+    /// (default false: the node serves plain HTTP on loopback by default).
+    pub secure_cookies: bool,
+    /// Login attempts allowed per client IP per window (default 5).
+    pub login_rate_limit: u32,
+    /// Login rate-limit window (default 60 s); also the `Retry-After` value.
+    pub login_rate_window: Duration,
+    /// Distinct client IPs tracked by the login limiter (default 1024); when full, new IPs
+    /// are refused until entries expire.
+    pub login_rate_max_clients: usize,
+    /// Proxies whose `X-Forwarded-For` is believed when finding a client IP (default none).
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            fanout_nodes: Vec::new(),
+            fanout_timeout: DEFAULT_FANOUT_TIMEOUT,
+            fanout_body_cap: DEFAULT_FANOUT_BODY_CAP,
+            peer_row_cap: DEFAULT_PEER_ROW_CAP,
+            result_reuse: Duration::from_secs(1),
+            peer_token_ttl: Duration::from_secs(10),
+            session_ttl: Duration::from_secs(3600),
+            clock_skew: Duration::from_secs(30),
+            secure_cookies: false,
+            login_rate_limit: 5,
+            login_rate_window: Duration::from_secs(60),
+            login_rate_max_clients: 1024,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+impl AdminConfig {
+    /// Checks every field; the first problem is returned.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the offending field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.fanout_timeout.is_zero() {
+            return Err(ConfigError::ZeroDuration("fanout_timeout"));
+        }
+        if self.session_ttl.is_zero() {
+            return Err(ConfigError::ZeroDuration("session_ttl"));
+        }
+        if self.login_rate_window.is_zero() {
+            return Err(ConfigError::ZeroDuration("login_rate_window"));
+        }
+        if self.fanout_body_cap == 0 {
+            return Err(ConfigError::ZeroSize("fanout_body_cap"));
+        }
+        if self.peer_row_cap == 0 {
+            return Err(ConfigError::ZeroSize("peer_row_cap"));
+        }
+        if self.login_rate_limit == 0 {
+            return Err(ConfigError::ZeroSize("login_rate_limit"));
+        }
+        if self.login_rate_max_clients == 0 {
+            return Err(ConfigError::ZeroSize("login_rate_max_clients"));
+        }
+        if self.peer_token_ttl.is_zero() || self.peer_token_ttl > Duration::from_secs(30) {
+            return Err(ConfigError::PeerTokenTtl(self.peer_token_ttl));
+        }
+        Ok(())
+    }
+}
+
+/// Splits a `--keyvizFanoutNodes` value: comma separated, entries trimmed, empty entries
+/// dropped, order kept, exact duplicates removed.
+#[must_use = "the parsed list is the only output"]
+pub fn parse_fanout_nodes(csv: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for entry in csv.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        if !out.iter().any(|e| e == entry) {
+            out.push(entry.to_string());
+        }
+    }
+    out
+}
+
+/// An IP network (address plus prefix length), used for the trusted-proxy list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// Parses `10.0.0.0/8`, `::1/128`, or a bare address (a /32 or /128 network).
+    ///
+    /// # Errors
+    /// [`ConfigError::TrustedProxy`] when the text is not an address or the prefix is too long.
+    pub fn parse(text: &str) -> Result<IpNet, ConfigError> {
+        let bad = || ConfigError::TrustedProxy(text.to_string());
+        let t = text.trim();
+        let (addr_text, prefix_text) = match t.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (t, None),
+        };
+        let addr: IpAddr = addr_text.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix_text {
+            Some(p) => p.parse::<u8>().map_err(|_| bad())?,
+            None => max,
+        };
+        if prefix > max {
+            return Err(bad());
+        }
+        Ok(IpNet { addr, prefix })
+    }
+
+    /// Parses a comma-separated list; blank entries are skipped.
+    ///
+    /// # Errors
+    /// The first entry that does not parse.
+    pub fn parse_list(csv: &str) -> Result<Vec<IpNet>, ConfigError> {
+        csv.split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(IpNet::parse)
+            .collect()
+    }
+
+    /// Whether `ip` lies inside this network (an IPv4 address never matches an IPv6 network).
+    #[must_use]
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fanout_csv_is_trimmed_deduplicated_and_ordered() {
+        assert_eq!(
+            parse_fanout_nodes(" a:1, ,http://b:2,a:1 ,c:3,"),
+            vec!["a:1", "http://b:2", "c:3"]
+        );
+        assert!(parse_fanout_nodes("").is_empty());
+    }
+
+    #[test]
+    fn defaults_validate_and_bad_fields_are_named() {
+        assert_eq!(AdminConfig::default().validate(), Ok(()));
+        let c = AdminConfig {
+            peer_token_ttl: Duration::from_secs(31),
+            ..AdminConfig::default()
+        };
+        assert!(matches!(c.validate(), Err(ConfigError::PeerTokenTtl(_))));
+        let c = AdminConfig {
+            fanout_timeout: Duration::ZERO,
+            ..AdminConfig::default()
+        };
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::ZeroDuration("fanout_timeout"))
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_parse_cidr_and_bare_addresses() {
+        let nets = IpNet::parse_list("10.0.0.0/8, ,192.168.1.7,::1").unwrap_or_default();
+        assert_eq!(nets.len(), 3);
+        assert!(nets[0].contains("10.200.3.4".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))));
+        assert!(!nets[0].contains("11.0.0.1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))));
+        assert!(nets[1].contains(IpAddr::from([192, 168, 1, 7])));
+        assert!(!nets[1].contains(IpAddr::from([192, 168, 1, 8])));
+        assert!(nets[2].contains("::1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))));
+        assert!(IpNet::parse_list("10.0.0.0/8,garbage").is_err());
+        assert!(IpNet::parse("10.0.0.0/33").is_err());
+        assert!(IpNet::parse("0.0.0.0/0").is_ok_and(|n| n.contains(IpAddr::from([8, 8, 8, 8]))));
+    }
+}

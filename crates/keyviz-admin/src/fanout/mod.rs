@@ -1,0 +1,398 @@
+//! The cluster fan-out: local view + every peer's local view (parallel, capped, timed),
+//! merged with `keyviz::merge`, with a per-node status block.
+
+pub mod client;
+pub(crate) mod decode;
+pub mod membership;
+pub mod single_flight;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{ACCEPT, AUTHORIZATION};
+use keyviz::merge::{MergeOptions, merge};
+use keyviz::{Matrix, MatrixQuery, Series};
+use serde::Serialize;
+
+use self::client::PeerError;
+use self::membership::{PeerTarget, identity_url, matrix_url, parse_base, peer_targets};
+use self::status::{
+    FanoutStatus, NodeStatus, NodeWarning, WARN_DUPLICATE_NODE, WARN_MISSING_NODE_ID,
+    WARN_SELF_ALIAS,
+};
+use crate::api::{ApiError, MatrixParams};
+use crate::auth::peer_token::{self, AUTH_SCHEME};
+use crate::clock;
+use crate::host::SourceError;
+use crate::state::Inner;
+
+/// Identity of a coalescible matrix request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct FlightKey {
+    series: Series,
+    from_unix_ms: Option<i64>,
+    to_unix_ms: Option<i64>,
+    rows: usize,
+}
+
+impl From<&MatrixParams> for FlightKey {
+    fn from(p: &MatrixParams) -> Self {
+        FlightKey {
+            series: p.series,
+            from_unix_ms: p.from_unix_ms,
+            to_unix_ms: p.to_unix_ms,
+            rows: p.rows,
+        }
+    }
+}
+
+/// A matrix response: the matrix fields, plus `fanout` when a fan-out ran.
+#[derive(Serialize)]
+pub(crate) struct MatrixResponse<'a> {
+    #[serde(flatten)]
+    pub(crate) matrix: &'a Matrix,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) fanout: Option<&'a FanoutStatus>,
+}
+
+/// Serialises a response body (with trailing newline).
+pub(crate) fn encode_response(
+    matrix: &Matrix,
+    fanout: Option<&FanoutStatus>,
+) -> Result<Bytes, ApiError> {
+    let mut body = serde_json::to_vec(&MatrixResponse { matrix, fanout })
+        .map_err(|e| ApiError::internal(format!("encode matrix: {e}")))?;
+    body.push(b'\n');
+    Ok(Bytes::from(body))
+}
+
+pub(crate) fn source_error(e: SourceError) -> ApiError {
+    match e {
+        SourceError::Disabled => ApiError::keyviz_disabled(),
+        SourceError::Failed(detail) => ApiError::internal(detail),
+    }
+}
+
+/// This node's local view: `rows` is the budget, the result carries our node id.
+pub(crate) async fn local_matrix(
+    inner: &Arc<Inner>,
+    params: &MatrixParams,
+    rows: usize,
+) -> Result<Matrix, ApiError> {
+    let query = MatrixQuery {
+        series: params.series,
+        from_unix_ms: params.from_unix_ms,
+        to_unix_ms: params.to_unix_ms,
+        row_budget: Some(rows),
+    };
+    let inner2 = inner.clone();
+    let mut m =
+        tokio::task::spawn_blocking(move || inner2.source.matrix(&query, clock::now_unix_ms()))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(source_error)?;
+    m.node_id = Some(inner.identity.node_id().to_string());
+    Ok(m)
+}
+
+/// What one peer call produced.
+enum PeerAnswer {
+    Matrix {
+        matrix: Matrix,
+        node_id: String,
+        missing_id: bool,
+    },
+    SelfAlias,
+}
+
+#[derive(serde::Deserialize)]
+struct IdentityBody {
+    node_id: String,
+}
+
+/// Learns a peer's node id: from the target, the cache, or `GET .../keyviz/identity`.
+async fn resolve_node_id(inner: &Inner, target: &PeerTarget) -> Result<String, PeerError> {
+    if let Some(id) = &target.node_id {
+        return Ok(id.clone());
+    }
+    if let Some(id) = inner.peers.cached_node_id(&target.name) {
+        return Ok(id);
+    }
+    let base = parse_base(&target.name).map_err(PeerError::Address)?;
+    let body = inner
+        .client
+        .get(
+            &identity_url(&base),
+            &[(ACCEPT, "application/json".to_string())],
+            4096,
+        )
+        .await?;
+    let id: IdentityBody = serde_json::from_slice(&body)
+        .map_err(|e| PeerError::Identity(format!("bad identity answer: {e}")))?;
+    if id.node_id.is_empty() {
+        return Err(PeerError::Identity("peer reported an empty node id".into()));
+    }
+    Ok(id.node_id)
+}
+
+async fn call_peer(
+    inner: &Arc<Inner>,
+    target: &PeerTarget,
+    params: &MatrixParams,
+) -> Result<PeerAnswer, PeerError> {
+    let base = parse_base(&target.name).map_err(PeerError::Address)?;
+    let node_id = resolve_node_id(inner, target).await?;
+    inner
+        .peers
+        .record(&target.name, |r| r.node_id = Some(node_id.clone()));
+    if node_id == inner.identity.node_id() {
+        return Ok(PeerAnswer::SelfAlias);
+    }
+    let ttl_ms = i64::try_from(inner.config.peer_token_ttl.as_millis()).unwrap_or(30_000);
+    let token = peer_token::mint(
+        &inner.secret,
+        inner.identity.node_id(),
+        &node_id,
+        clock::now_unix_ms(),
+        ttl_ms,
+    )
+    .map_err(|e| PeerError::Identity(e.to_string()))?;
+    let url = matrix_url(
+        &base,
+        params.series.as_str(),
+        inner.config.peer_row_cap,
+        params.from_unix_ms,
+        params.to_unix_ms,
+    );
+    inner.metrics.peer_call();
+    let body = inner
+        .client
+        .get(
+            &url,
+            &[
+                (AUTHORIZATION, format!("{AUTH_SCHEME} {token}")),
+                (ACCEPT, "application/json".to_string()),
+            ],
+            inner.config.fanout_body_cap,
+        )
+        .await
+        .inspect_err(|e| {
+            if matches!(e, PeerError::Status { status: 401, .. }) {
+                // The address may now host another node: learn its id again next time.
+                inner.peers.forget_node_id(&target.name);
+            }
+        })?;
+    // Decoding tens of MB is CPU work: keep it off the async workers.
+    let matrix = tokio::task::spawn_blocking(move || decode::decode_matrix(&body))
+        .await
+        .map_err(|e| PeerError::Decode(e.to_string()))??;
+    match matrix.node_id.as_deref() {
+        Some(id) if id == inner.identity.node_id() => Ok(PeerAnswer::SelfAlias),
+        Some(id) if id != node_id => Err(PeerError::Identity(format!(
+            "addressed node {node_id:?} but {id:?} answered"
+        ))),
+        Some(_) => Ok(PeerAnswer::Matrix {
+            matrix,
+            node_id,
+            missing_id: false,
+        }),
+        None => Ok(PeerAnswer::Matrix {
+            matrix,
+            node_id,
+            missing_id: true,
+        }),
+    }
+}
+
+fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Runs one complete fan-out and returns the encoded response body.
+pub(crate) async fn run(inner: Arc<Inner>, params: MatrixParams) -> Result<Bytes, ApiError> {
+    let started = Instant::now();
+    let members = inner.membership.members();
+    let targets = peer_targets(&inner.identity, &inner.config.fanout_nodes, &members);
+    let local_started = Instant::now();
+    // With peers, the local view is fetched untrimmed (up to the peer cap) so the budget
+    // applies to the cluster-wide merge, not to each node.
+    let local_rows = if targets.is_empty() {
+        params.rows
+    } else {
+        inner.config.peer_row_cap.max(params.rows)
+    };
+    let local = local_matrix(&inner, &params, local_rows).await?;
+    let mut nodes = vec![NodeStatus {
+        node: inner.identity.admin_addr().to_string(),
+        node_id: Some(inner.identity.node_id().to_string()),
+        ok: true,
+        error: None,
+        generated_at: Some(local.generated_at.clone()),
+        elapsed_ms: elapsed_ms(local_started),
+        warnings: Vec::new(),
+    }];
+
+    let timeout = inner.config.fanout_timeout;
+    let calls = targets.iter().map(|t| {
+        let inner = inner.clone();
+        async move {
+            let t0 = Instant::now();
+            let res = match tokio::time::timeout(timeout, call_peer(&inner, t, &params)).await {
+                Ok(r) => r,
+                Err(_) => Err(PeerError::Timeout(timeout)),
+            };
+            (res, elapsed_ms(t0))
+        }
+    });
+    let answers = futures::future::join_all(calls).await;
+
+    let mut inputs: Vec<Matrix> = vec![local];
+    // inputs[i] came from nodes[input_node[i]].
+    let mut input_node: Vec<usize> = vec![0];
+    let mut seen_ids: Vec<String> = vec![inner.identity.node_id().to_string()];
+    let mut expected = 1usize;
+    let now_ms = clock::now_unix_ms();
+    for (target, (res, elapsed)) in targets.iter().zip(answers) {
+        let mut st = NodeStatus {
+            node: target.name.clone(),
+            node_id: target
+                .node_id
+                .clone()
+                .or_else(|| inner.peers.cached_node_id(&target.name)),
+            ok: false,
+            error: None,
+            generated_at: None,
+            elapsed_ms: elapsed,
+            warnings: Vec::new(),
+        };
+        match res {
+            Ok(PeerAnswer::SelfAlias) => {
+                st.ok = true;
+                st.node_id = Some(inner.identity.node_id().to_string());
+                st.warnings.push(NodeWarning {
+                    code: WARN_SELF_ALIAS.to_string(),
+                    bucket_id: None,
+                    detail: format!(
+                        "{} is this node ({}) under another name; not merged",
+                        target.name,
+                        inner.identity.node_id()
+                    ),
+                });
+                inner.peers.record(&target.name, |r| {
+                    r.self_alias = true;
+                    r.reachable = Some(true);
+                    r.last_attempt_unix_ms = Some(now_ms);
+                    r.last_ok_unix_ms = Some(now_ms);
+                    r.last_elapsed_ms = Some(elapsed);
+                    r.last_error = None;
+                });
+            }
+            Ok(PeerAnswer::Matrix {
+                matrix,
+                node_id,
+                missing_id,
+            }) => {
+                st.ok = true;
+                st.node_id = Some(node_id.clone());
+                st.generated_at = Some(matrix.generated_at.clone());
+                inner.peers.record(&target.name, |r| {
+                    r.self_alias = false;
+                    r.reachable = Some(true);
+                    r.last_attempt_unix_ms = Some(now_ms);
+                    r.last_ok_unix_ms = Some(now_ms);
+                    r.last_elapsed_ms = Some(elapsed);
+                    r.last_error = None;
+                });
+                if missing_id {
+                    st.warnings.push(NodeWarning {
+                        code: WARN_MISSING_NODE_ID.to_string(),
+                        bucket_id: None,
+                        detail: "peer matrix carries no node_id".to_string(),
+                    });
+                }
+                if seen_ids.contains(&node_id) {
+                    st.warnings.push(NodeWarning {
+                        code: WARN_DUPLICATE_NODE.to_string(),
+                        bucket_id: None,
+                        detail: format!("node {node_id:?} was already merged; not merged twice"),
+                    });
+                } else {
+                    seen_ids.push(node_id);
+                    expected += 1;
+                    input_node.push(nodes.len());
+                    inputs.push(matrix);
+                }
+            }
+            Err(e) => {
+                inner.metrics.peer_failure(e.reason());
+                let text = e.to_string();
+                tracing::warn!(peer = %target.name, error = %text, "keyviz fan-out peer failed");
+                let known_dup = st.node_id.as_ref().is_some_and(|id| seen_ids.contains(id));
+                if !known_dup {
+                    expected += 1;
+                }
+                inner.peers.record(&target.name, |r| {
+                    r.reachable = Some(false);
+                    r.last_attempt_unix_ms = Some(now_ms);
+                    r.last_elapsed_ms = Some(elapsed);
+                    r.last_error = Some(text.clone());
+                });
+                st.error = Some(text);
+            }
+        }
+        nodes.push(st);
+    }
+    let responded = inputs.len();
+    let options = MergeOptions {
+        series: params.series,
+        step_ms: inputs[0].step_ms,
+        row_budget: Some(params.rows),
+    };
+    let self_id = inner.identity.node_id().to_string();
+    let status_nodes = nodes;
+    let (body, _) = tokio::task::spawn_blocking(move || {
+        let mut nodes = status_nodes;
+        let merged = if inputs.len() == 1 && targets_empty_budget_ok(&inputs[0], params.rows) {
+            keyviz::merge::Merged {
+                matrix: inputs.swap_remove(0),
+                warnings: Vec::new(),
+            }
+        } else {
+            merge(&inputs, &options)
+        };
+        for w in merged.warnings {
+            let idx = input_node.get(w.input).copied().unwrap_or(0);
+            if let Some(n) = nodes.get_mut(idx) {
+                n.warnings.push(NodeWarning {
+                    code: serde_json::to_value(w.code)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_else(|| "merge".to_string()),
+                    bucket_id: w.bucket_id,
+                    detail: w.detail,
+                });
+            }
+        }
+        let mut matrix = merged.matrix;
+        matrix.node_id = Some(self_id);
+        let status = FanoutStatus {
+            nodes,
+            responded,
+            expected,
+        };
+        (encode_response(&matrix, Some(&status)), ())
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    inner
+        .metrics
+        .observe_fanout(started.elapsed().as_secs_f64());
+    body
+}
+
+/// A lone local matrix already within the row budget needs no merge pass.
+fn targets_empty_budget_ok(m: &Matrix, rows: usize) -> bool {
+    m.rows.len() <= rows
+}
