@@ -1,1 +1,140 @@
-fn main() {}
+//! Flush, matrix query and history memory at production sizes.
+//!
+//! Run: `cargo bench -p keyviz --bench history_matrix`
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use keyviz::{MatrixQuery, RouteSpec, Sampler, SamplerConfig, Series};
+
+const T0: i64 = 1_700_000_040_000;
+const STEP: u64 = 60_000;
+
+fn sampler(routes: u64) -> Sampler {
+    let s = Sampler::new(
+        SamplerConfig {
+            step_ms: STEP,
+            max_columns: 100_000,
+            ..SamplerConfig::default()
+        },
+        T0,
+    )
+    .expect("config");
+    for i in 0..routes {
+        let start = (i * 1_000).to_be_bytes().to_vec();
+        let end = if i + 1 == routes {
+            None
+        } else {
+            Some(((i + 1) * 1_000).to_be_bytes().to_vec())
+        };
+        s.register_route(RouteSpec {
+            id: i + 1,
+            start,
+            end,
+            group: 1 + i % 3,
+        })
+        .expect("route");
+    }
+    s
+}
+
+/// `columns` flushes with `active` routes written `1..=20` times each.
+fn fill(s: &Sampler, active: u64, stride: u64, columns: u64) {
+    for c in 0..columns {
+        for r in 0..active {
+            let id = 1 + r * stride;
+            for _ in 0..=(r + c) % 20 {
+                s.observe_write(id, &id.to_be_bytes(), 100, 1 + (id - 1) % 3, 5);
+            }
+        }
+        let _ = s.flush(T0 + ((c + 1) * STEP) as i64);
+    }
+}
+
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn flush(c: &mut Criterion) {
+    let mut g = c.benchmark_group("flush");
+    g.sample_size(20).measurement_time(Duration::from_secs(5));
+    let s = sampler(10_000);
+    let mut now = T0;
+    g.bench_function("10k_dirty_routes", |b| {
+        b.iter_batched(
+            || {
+                for id in 1..=10_000u64 {
+                    s.observe_write(id, &id.to_be_bytes(), 100, 1, 5);
+                }
+            },
+            |()| {
+                now += STEP as i64;
+                black_box(s.flush(now))
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+fn matrix(c: &mut Criterion) {
+    let mut g = c.benchmark_group("matrix");
+    g.sample_size(10).measurement_time(Duration::from_secs(8));
+    let q = MatrixQuery {
+        series: Series::Writes,
+        row_budget: Some(1024),
+        ..MatrixQuery::default()
+    };
+
+    let s = sampler(10_000);
+    fill(&s, 1_024, 9, 600);
+    g.bench_function("1024_active_of_10k_routes_x_600_columns", |b| {
+        b.iter(|| black_box(s.matrix(black_box(&q), T0)))
+    });
+    drop(s);
+
+    let s = sampler(10_000);
+    fill(&s, 10_000, 1, 600);
+    g.bench_function("budget_1024_of_10k_active_routes_x_600_columns", |b| {
+        b.iter(|| black_box(s.matrix(black_box(&q), T0)))
+    });
+    g.finish();
+}
+
+fn memory(c: &mut Criterion) {
+    // Not a timing: builds 10k active routes x 1440 columns once and prints
+    // the history's own accounting and the process RSS growth.
+    let before = rss_mib();
+    let s = sampler(10_000);
+    fill(&s, 10_000, 1, 1_440);
+    let stats = s.stats();
+    eprintln!(
+        "memory: 10k active routes x {} columns: history {:.1} MiB (accounted), RSS growth {:.1} MiB",
+        stats.columns,
+        stats.history_bytes as f64 / (1024.0 * 1024.0),
+        rss_mib() - before
+    );
+    let mut g = c.benchmark_group("memory");
+    g.sample_size(10);
+    let q = MatrixQuery {
+        series: Series::Writes,
+        row_budget: Some(1024),
+        ..MatrixQuery::default()
+    };
+    g.bench_function("matrix_1024_rows_x_1440_columns_of_10k_routes", |b| {
+        b.iter(|| black_box(s.matrix(&q, T0)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, flush, matrix, memory);
+criterion_main!(benches);

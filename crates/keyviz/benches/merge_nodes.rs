@@ -1,1 +1,60 @@
-fn main() {}
+//! The cluster merge at fan-out sizes.
+//!
+//! Run: `cargo bench -p keyviz --bench merge_nodes`
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use keyviz::merge::{MergeOptions, merge};
+use keyviz::{Matrix, MatrixRow, Series};
+
+/// One node's write matrix: `rows` x `cols`, group/term identities, with the
+/// node leading a third of the rows (others report zeros, as followers do).
+fn node(n: u64, rows: usize, cols: usize) -> Matrix {
+    Matrix {
+        column_unix_ms: (0..cols as i64).map(|c| c * 60_000).collect(),
+        rows: (0..rows)
+            .map(|r| {
+                let leads = r as u64 % 3 == n;
+                MatrixRow {
+                    bucket_id: format!("route:{r}"),
+                    start: Some((r as u64 * 1_000).to_be_bytes().to_vec()),
+                    end: Some(((r as u64 + 1) * 1_000).to_be_bytes().to_vec()),
+                    route_count: 1,
+                    values: (0..cols)
+                        .map(|c| if leads { (r + c) as u64 % 50 + 1 } else { 0 })
+                        .collect(),
+                    raft_group_ids: vec![r as u64 % 3 + 1; cols],
+                    leader_terms: vec![7; cols],
+                    ..MatrixRow::default()
+                }
+            })
+            .collect(),
+        series: Series::Writes,
+        generated_at: String::new(),
+        step_ms: 60_000,
+        node_id: Some(format!("n{n}")),
+    }
+}
+
+fn merges(c: &mut Criterion) {
+    let mut g = c.benchmark_group("merge");
+    g.sample_size(10).measurement_time(Duration::from_secs(8));
+    let opts = MergeOptions {
+        series: Series::Writes,
+        step_ms: 60_000,
+        row_budget: Some(1024),
+    };
+    for cols in [600usize, 4096] {
+        let inputs: Vec<Matrix> = (0..3).map(|n| node(n, 1024, cols)).collect();
+        g.bench_function(
+            format!("3_nodes_x_1024_rows_x_{cols}_columns_writes"),
+            |b| b.iter(|| black_box(merge(black_box(&inputs), &opts))),
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, merges);
+criterion_main!(benches);

@@ -1,1 +1,112 @@
-fn main() {}
+//! Hot-path cost of `observe_*`: one thread, two threads, sub-ranges, big tables.
+//!
+//! Run: `cargo bench -p keyviz --bench sampler_observe`
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use keyviz::{ReadRole, RouteSpec, Sampler, SamplerConfig};
+
+const T0: i64 = 1_700_000_000_000;
+
+fn sampler(routes: u64, k: u32) -> Sampler {
+    let s = Sampler::new(
+        SamplerConfig {
+            key_buckets_per_route: k,
+            max_tracked_routes: 100_000,
+            ..SamplerConfig::default()
+        },
+        T0,
+    )
+    .expect("config");
+    for i in 0..routes {
+        let start = (i * 1_000).to_be_bytes().to_vec();
+        let end = if i + 1 == routes {
+            None
+        } else {
+            Some(((i + 1) * 1_000).to_be_bytes().to_vec())
+        };
+        s.register_route(RouteSpec {
+            id: i + 1,
+            start,
+            end,
+            group: 1,
+        })
+        .expect("route");
+    }
+    s
+}
+
+fn observe(c: &mut Criterion) {
+    let mut g = c.benchmark_group("observe");
+    g.measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    let key = [7u8; 16];
+
+    let s = sampler(1, 1);
+    g.bench_function("read_hit_1_thread", |b| {
+        b.iter(|| {
+            s.observe_read(
+                black_box(1),
+                black_box(&key),
+                black_box(64),
+                ReadRole::Leader,
+            )
+        })
+    });
+    g.bench_function("write_hit_1_thread", |b| {
+        b.iter(|| s.observe_write(black_box(1), black_box(&key), black_box(64), 1, 42))
+    });
+    g.bench_function("miss_unknown_route", |b| {
+        b.iter(|| s.observe_read(black_box(99), black_box(&key), 64, ReadRole::Leader))
+    });
+
+    let s64 = sampler(1, 64);
+    let mut i = 0u64;
+    g.bench_function("write_k64", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            s64.observe_write(black_box(1), black_box(&i.to_be_bytes()), 64, 1, 42)
+        })
+    });
+
+    let big = sampler(10_000, 1);
+    let mut r = 0u64;
+    g.bench_function("write_10k_routes_spread", |b| {
+        b.iter(|| {
+            r = (r + 7_919) % 10_000;
+            big.observe_write(black_box(r + 1), black_box(&key), 64, 1, 42)
+        })
+    });
+
+    // Two threads, each on its own routes (as the Go benchmark shards them):
+    // reported time is wall time per operation across both threads.
+    let shared = Arc::new(sampler(256, 1));
+    g.bench_function("write_2_threads_aggregate", |b| {
+        b.iter_custom(|iters| {
+            let per_thread = iters.div_ceil(2);
+            let start = Instant::now();
+            let handles: Vec<_> = (0..2u64)
+                .map(|t| {
+                    let s = Arc::clone(&shared);
+                    std::thread::spawn(move || {
+                        let key = [t as u8; 16];
+                        for n in 0..per_thread {
+                            s.observe_write(1 + t * 128 + (n & 3), black_box(&key), 64, 1, 42);
+                        }
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().expect("worker");
+            }
+            start.elapsed()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, observe);
+criterion_main!(benches);

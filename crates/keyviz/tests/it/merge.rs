@@ -3,7 +3,7 @@
 use keyviz::Series;
 use keyviz::merge::{MergeOptions, WarningCode, merge};
 
-use crate::util::matrix;
+use crate::util::{RowSpec, matrix};
 
 fn opts(series: Series) -> MergeOptions {
     MergeOptions {
@@ -13,11 +13,13 @@ fn opts(series: Series) -> MergeOptions {
     }
 }
 
+type OwnedRow = (&'static str, Vec<u64>, Vec<u64>, Vec<u64>);
+
 struct Case {
     name: &'static str,
     series: Series,
     /// Each input: rows of (bucket, values, groups, terms) over columns [100, 200].
-    inputs: Vec<Vec<(&'static str, Vec<u64>, Vec<u64>, Vec<u64>)>>,
+    inputs: Vec<Vec<OwnedRow>>,
     values: Vec<u64>,
     groups: Vec<u64>,
     terms: Vec<u64>,
@@ -118,7 +120,7 @@ fn merge_scenarios_from_the_reference_and_ours() {
             .inputs
             .iter()
             .map(|rows| {
-                let rows: Vec<(&str, &[u64], &[u64], &[u64])> = rows
+                let rows: Vec<RowSpec<'_>> = rows
                     .iter()
                     .map(|(id, v, g, t)| (*id, v.as_slice(), g.as_slice(), t.as_slice()))
                     .collect();

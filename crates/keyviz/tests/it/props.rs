@@ -43,7 +43,9 @@ fn arb_matrix(series: Series) -> impl Strategy<Value = Matrix> {
     })
 }
 
-fn cells(m: &Matrix) -> Vec<(String, Vec<u64>, Vec<u64>, Vec<u64>, Vec<bool>)> {
+type CellView = (String, Vec<u64>, Vec<u64>, Vec<u64>, Vec<bool>);
+
+fn cells(m: &Matrix) -> Vec<CellView> {
     m.rows
         .iter()
         .map(|r| {

@@ -43,12 +43,11 @@ pub(crate) fn total(sampler: &Sampler, series: Series) -> u64 {
     all(sampler, series).total()
 }
 
+/// One row: (bucket_id, values, raft group ids, leader terms).
+pub(crate) type RowSpec<'a> = (&'a str, &'a [u64], &'a [u64], &'a [u64]);
+
 /// A peer matrix with one row per `(bucket_id, values, groups, terms)`.
-pub(crate) fn matrix(
-    series: Series,
-    columns: &[i64],
-    rows: &[(&str, &[u64], &[u64], &[u64])],
-) -> Matrix {
+pub(crate) fn matrix(series: Series, columns: &[i64], rows: &[RowSpec<'_>]) -> Matrix {
     Matrix {
         column_unix_ms: columns.to_vec(),
         rows: rows
