@@ -1,0 +1,325 @@
+// End-to-end tests of the KeyViz web UI in headless Chromium against a real server: the
+// ui_fixture example (three keyviz-admin routers with real samplers and synthetic traffic,
+// one crafted peer that contradicts n1's writes for the same raft group and term).
+// The tests share one fixture and one browser and run in order; the degraded-cluster test
+// stops a node, so it runs last.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  ensureScreenshotDir, launchBrowser, login, matrixAfter, rowIndices, rowLevel, SCREENSHOTS,
+  settled, startFixture, waitFor,
+} from './harness.mjs';
+
+/** @type {Awaited<ReturnType<typeof startFixture>>} */
+let fx;
+/** @type {import('playwright-core').Browser} */
+let browser;
+/** @type {import('playwright-core').BrowserContext} */
+let context;
+/** @type {import('playwright-core').Page} */
+let page;
+
+const bucket = (r) => `route:${r}`;
+const inRange = (id, [lo, hi]) => {
+  const m = /^route:(\d+)$/.exec(id);
+  return m ? Number(m[1]) >= lo && Number(m[1]) < hi : false;
+};
+
+before(async () => {
+  ensureScreenshotDir();
+  fx = await startFixture();
+  browser = await launchBrowser();
+  context = await browser.newContext({ viewport: { width: 1400, height: 1000 }, colorScheme: 'light' });
+  await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: fx.entry });
+  page = await context.newPage();
+  page.on('pageerror', (e) => console.error('pageerror:', e.message));
+});
+
+after(async () => {
+  await browser?.close();
+  fx?.stop();
+});
+
+describe('KeyViz web UI', () => {
+  test('login_rejects_a_wrong_secret_then_signs_in_and_shows_the_cluster_view', async () => {
+    await page.goto(`${fx.entry}/admin/keyviz?series=writes&range=1h&rows=256`);
+    await page.waitForSelector('#login-form:visible');
+    await page.screenshot({ path: `${SCREENSHOTS}login.png` });
+    await login(page, fx.hello, 'not-the-secret');
+    await page.waitForFunction(() => document.getElementById('login-error')?.textContent?.includes('Invalid access key'));
+    const { params } = await matrixAfter(page, () => login(page, fx.hello));
+    assert.equal(params.get('series'), 'writes');
+    assert.equal(await page.isVisible('#app-view'), true);
+    assert.equal(await page.textContent('#cluster-status'), 'cluster view (3 of 3 nodes)');
+    assert.equal(await page.isVisible('#banner'), false, 'no degraded banner while every node answers');
+    assert.equal(await page.textContent('#role'), 'full access');
+  });
+
+  test('heatmap_draws_non_zero_pixels_on_the_hot_rows_and_zero_cells_apart', async () => {
+    const { body } = await matrixAfter(page, () => page.click('#refresh'));
+    const levels = (await rowIndices(page)).map(rowLevel);
+    assert.equal(levels.length, body.rows.length, 'one drawn row per matrix row');
+    const hot = body.rows.map((r, k) => (inRange(r.bucket_id, fx.hello.hot_routes) ? k : -1)).filter((k) => k >= 0);
+    assert.equal(hot.length, 4, 'the four hot routes are rows');
+    for (const k of hot) assert.ok(levels[k] > 200, `hot row ${body.rows[k].bucket_id} drawn near the top of the palette (got ${levels[k]})`);
+    // route:5 only ever gets the diagonal sweep, so most of its cells are zero and drawn with the zero colour.
+    const cold = body.rows.findIndex((r) => r.bucket_id === bucket(5));
+    assert.equal(levels[cold], 0, 'a mostly idle row is drawn with the zero colour');
+    const quiet = body.rows.findIndex((r) => r.bucket_id === bucket(1));
+    assert.ok(levels[quiet] > 0 && levels[quiet] < 128, `a low but non-zero row is a palette colour, not the zero colour (got ${levels[quiet]})`);
+    await page.screenshot({ path: `${SCREENSHOTS}heatmap-light.png`, fullPage: true });
+  });
+
+  test('switching_series_changes_the_picture_and_the_query', async () => {
+    const before = (await rowIndices(page)).map(rowLevel);
+    const { params, body } = await matrixAfter(page, () => page.selectOption('#series', 'reads'));
+    assert.equal(params.get('series'), 'reads');
+    assert.equal(body.series, 'reads');
+    const afterLevels = (await rowIndices(page)).map(rowLevel);
+    assert.notDeepEqual(afterLevels, before);
+    const readHot = body.rows.findIndex((r) => inRange(r.bucket_id, fx.hello.read_hot_routes));
+    const writeHot = body.rows.findIndex((r) => inRange(r.bucket_id, fx.hello.hot_routes));
+    assert.ok(afterLevels[readHot] > 200, 'read-hot rows light up under reads');
+    assert.ok(afterLevels[readHot] > before[readHot], 'and were darker under writes');
+    assert.ok(afterLevels[writeHot] < before[writeHot], 'write-hot rows dim under reads');
+    assert.match(page.url(), /series=reads/);
+    await matrixAfter(page, () => page.selectOption('#series', 'writes'));
+  });
+
+  test('hover_shows_the_cell_and_click_pins_it_and_opens_the_row_detail', async () => {
+    const box = await page.locator('#plot').boundingBox();
+    const rows = Number(await page.getAttribute('#plot', 'data-rows'));
+    const { body } = await matrixAfter(page, () => page.click('#refresh'));
+    const k = body.rows.findIndex((r) => r.bucket_id === bucket(22));
+    const y = box.y + ((k + 0.5) / rows) * box.height;
+    await page.mouse.move(box.x + box.width * 0.4, y);
+    await page.waitForSelector('#tooltip:visible');
+    const tip = await page.textContent('#tooltip');
+    assert.match(tip, /Keys\s*user:0022 → user:0023/);
+    assert.match(tip, /Value\s*\d[\d,]* writes/);
+    assert.match(tip, /Raft group \/ term\s*group \d+, term \d+/);
+    await page.mouse.click(box.x + box.width * 0.4, y);
+    await page.waitForSelector('#detail:visible');
+    const detail = await page.textContent('#detail');
+    assert.match(detail, /Bucket id\s*route:22/);
+    assert.match(detail, /Start key\s*user:0022/);
+    assert.match(await page.textContent('#tooltip'), /Pinned/);
+    await page.click('#detail button[aria-label="Copy start key"]');
+    assert.equal(await page.evaluate(() => navigator.clipboard.readText()), 'user:0022');
+    await page.screenshot({ path: `${SCREENSHOTS}detail.png`, fullPage: true });
+    await page.keyboard.press('Escape');
+    await page.waitForSelector('#tooltip', { state: 'hidden' });
+  });
+
+  test('conflict_hatching_marks_the_cells_the_crafted_peer_contradicts', async () => {
+    const { body } = await matrixAfter(page, () => page.click('#refresh'));
+    const k = body.rows.findIndex((r) => r.bucket_id === fx.hello.conflict_bucket);
+    assert.ok(k >= 0 && body.rows[k].conflict === true, 'the server flags the crafted row');
+    assert.ok(body.rows.every((r, i) => i === k || !r.conflict), 'and no other row');
+    const flagged = body.rows[k].conflicts.filter(Boolean).length;
+    const hatched = Number(await page.getAttribute('#hatch', 'data-conflict-cells'));
+    assert.equal(hatched, flagged, 'every flagged cell is hatched');
+    assert.equal(await page.getAttribute('#hatch', 'data-conflict-rows'), '1');
+    // Hatch pixels lie on the conflicting row only.
+    const painted = await page.evaluate((k) => {
+      const c = /** @type {HTMLCanvasElement} */ (document.getElementById('hatch'));
+      const rows = Number(document.getElementById('plot')?.dataset.rows);
+      const d = c.getContext('2d')?.getImageData(0, 0, c.width, c.height).data ?? new Uint8ClampedArray();
+      const count = (row) => {
+        let n = 0;
+        const y0 = Math.ceil((row / rows) * c.height) + 1;
+        const y1 = Math.floor(((row + 1) / rows) * c.height) - 1;
+        for (let y = y0; y <= y1; y++) for (let x = 0; x < c.width; x++) if (d[(y * c.width + x) * 4 + 3] > 0) n++;
+        return n;
+      };
+      return { mine: count(k), above: count(k - 3), below: count(k + 3) };
+    }, k);
+    assert.ok(painted.mine > 0, 'hatching drawn on the conflicting row');
+    assert.equal(painted.above + painted.below, 0, 'no hatching on clean rows');
+    // The tooltip of a conflicting cell says so.
+    const j = body.rows[k].conflicts.findIndex(Boolean);
+    const cols = body.column_unix_ms;
+    const step = body.step_ms;
+    const view = await page.evaluate(() => document.getElementById('summary')?.textContent);
+    assert.ok(view);
+    const box = await page.locator('#plot').boundingBox();
+    const rows = Number(await page.getAttribute('#plot', 'data-rows'));
+    const from = cols[0];
+    // Column j's slot centre relative to the drawn domain: find it from the plot's own axis by
+    // hovering the column start and checking the tooltip; the domain starts at or before cols[0].
+    for (let dx = 0; dx < 40; dx++) {
+      const frac = await page.evaluate(({ t, step }) => {
+        // The time axis ticks are positioned from the same domain; recover it from two ticks.
+        const ticks = [...document.querySelectorAll('#time-axis .tick')];
+        if (ticks.length < 2) return null;
+        const t0 = Date.parse(ticks[0].getAttribute('title') ?? '');
+        const t1 = Date.parse(ticks[1].getAttribute('title') ?? '');
+        const x0 = parseFloat(ticks[0].style.left);
+        const x1 = parseFloat(ticks[1].style.left);
+        const w = document.getElementById('plot')?.clientWidth ?? 1;
+        return (x0 + ((t + step / 2 - t0) * (x1 - x0)) / (t1 - t0)) / w;
+      }, { t: cols[j + dx * 5] ?? from, step });
+      if (frac == null || frac > 0.98) break;
+      await page.mouse.move(box.x + frac * box.width, box.y + ((k + 0.5) / rows) * box.height);
+      const tip = await page.textContent('#tooltip');
+      if (/Conflict\s*yes/.test(tip ?? '')) return;
+    }
+    assert.fail('no hovered conflicting cell reported a conflict in the tooltip');
+  });
+
+  test('brush_zoom_requeries_a_finer_window_and_key_range_and_back_restores', async () => {
+    await page.mouse.move(0, 0);
+    const box = await page.locator('#plot').boundingBox();
+    const before = new URL(page.url()).searchParams;
+    const { params, body } = await matrixAfter(page, async () => {
+      await page.mouse.move(box.x + box.width * 0.3, box.y + box.height * 0.25);
+      await page.mouse.down();
+      await page.mouse.move(box.x + box.width * 0.5, box.y + box.height * 0.4, { steps: 5 });
+      await page.mouse.move(box.x + box.width * 0.6, box.y + box.height * 0.5, { steps: 5 });
+      await page.mouse.up();
+    });
+    const from = Number(params.get('from_unix_ms'));
+    const to = Number(params.get('to_unix_ms'));
+    assert.ok(to > from, 'the zoomed query carries an explicit window');
+    const span = to - from;
+    assert.ok(span > 0.2 * 3600_000 && span < 0.4 * 3600_000, `about 30% of the hour is requested (got ${span} ms)`);
+    assert.ok(body.column_unix_ms.every((t) => t >= from - body.step_ms && t < to), 'the answer holds only the zoomed window');
+    const url = new URL(page.url()).searchParams;
+    assert.equal(url.get('range'), 'custom');
+    assert.ok(url.has('kstart') && url.has('kend'), 'the key range is part of the view');
+    const shown = Number(await page.getAttribute('#plot', 'data-rows'));
+    assert.ok(shown < body.rows.length && shown > 5, `only the brushed key range is drawn (${shown} of ${body.rows.length} rows)`);
+    // Wheel zoom on time re-queries a narrower window around the cursor.
+    const wheel = await matrixAfter(page, async () => {
+      await page.mouse.move(box.x + box.width * 0.5, box.y + box.height * 0.5);
+      await page.mouse.wheel(0, -100);
+    });
+    const wspan = Number(wheel.params.get('to_unix_ms')) - Number(wheel.params.get('from_unix_ms'));
+    assert.ok(wspan < span && wspan > 0.6 * span, `wheel zoomed in (${wspan} < ${span})`);
+    // Back twice returns to the preset hour.
+    await matrixAfter(page, () => page.click('#back'));
+    const back = await matrixAfter(page, () => page.click('#back'));
+    assert.equal(new URL(page.url()).searchParams.get('range'), before.get('range'));
+    assert.equal(back.params.get('to_unix_ms'), null, 'the preset window is open-ended again');
+    assert.equal(Number(await page.getAttribute('#plot', 'data-rows')), back.body.rows.length);
+  });
+
+  test('a_permalink_restores_the_same_view_in_a_new_tab', async () => {
+    await matrixAfter(page, () => page.selectOption('#series', 'write_bytes'));
+    await page.selectOption('#scale', 'linear');
+    await page.selectOption('#palette', 'viridis');
+    await page.fill('#rows', '48');
+    await matrixAfter(page, () => page.press('#rows', 'Enter'));
+    const box = await page.locator('#plot').boundingBox();
+    const zoom = await matrixAfter(page, async () => {
+      await page.mouse.move(box.x + box.width * 0.1, box.y + box.height * 0.1);
+      await page.mouse.down();
+      await page.mouse.move(box.x + box.width * 0.7, box.y + box.height * 0.8, { steps: 8 });
+      await page.mouse.up();
+    });
+    const link = page.url();
+    const original = await rowIndices(page, 64);
+    const tab = await context.newPage();
+    const [res] = await Promise.all([
+      tab.waitForResponse((r) => r.url().includes('/keyviz/matrix')),
+      tab.goto(link),
+    ]);
+    await settled(tab);
+    const params = new URL(res.url()).searchParams;
+    for (const k of ['series', 'from_unix_ms', 'to_unix_ms']) assert.equal(params.get(k), zoom.params.get(k), `${k} restored`);
+    assert.equal(await tab.inputValue('#series'), 'write_bytes');
+    assert.equal(await tab.inputValue('#scale'), 'linear');
+    assert.equal(await tab.inputValue('#palette'), 'viridis');
+    assert.equal(await tab.inputValue('#range'), 'custom');
+    assert.equal(await tab.textContent('#summary'), await page.textContent('#summary'));
+    assert.deepEqual(await rowIndices(tab, 64), original, 'the same cells are drawn with the same colours');
+    await tab.close();
+    await page.goto(`${fx.entry}/admin/keyviz?series=writes&range=1h&rows=256`);
+    await settled(page);
+  });
+
+  test('keyboard_only_navigation_reaches_every_control_with_visible_focus', async () => {
+    const controls = ['series', 'range', 'rows', 'auto', 'live', 'scale', 'palette', 'refresh', 'back', 'reset',
+      'copy-link', 'export-png', 'export-csv', 'plot', 'logout'];
+    await page.evaluate(() => /** @type {HTMLElement} */ (document.activeElement)?.blur());
+    const reached = new Set();
+    const unstyled = [];
+    for (let i = 0; i < 80 && reached.size < controls.length; i++) {
+      await page.keyboard.press('Tab');
+      const f = await page.evaluate(() => {
+        const el = document.activeElement;
+        if (!el || el === document.body) return null;
+        const s = getComputedStyle(el);
+        const label = el.id ? document.querySelector(`label[for="${el.id}"]`)?.textContent ?? el.getAttribute('aria-label') ?? el.textContent : '';
+        return { id: el.id, outline: s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) > 0, label: (label ?? '').trim() };
+      });
+      if (!f || !controls.includes(f.id)) continue;
+      reached.add(f.id);
+      if (!f.outline) unstyled.push(f.id);
+      assert.ok(f.label.length > 0, `#${f.id} has a label`);
+    }
+    assert.deepEqual([...controls].filter((c) => !reached.has(c)), [], 'every control is reachable with Tab');
+    assert.deepEqual(unstyled, [], 'every focused control shows a focus outline');
+    // The heatmap itself works from the keyboard: move the cursor, pin, zoom.
+    await page.focus('#plot');
+    await page.keyboard.press('ArrowDown');
+    await page.waitForSelector('#tooltip:visible');
+    await page.keyboard.press('Enter');
+    await page.waitForSelector('#detail:visible');
+    const { params } = await matrixAfter(page, () => page.keyboard.press('+'));
+    assert.ok(params.get('to_unix_ms'), 'keyboard zoom issues a windowed query');
+    await matrixAfter(page, () => page.keyboard.press('r'));
+  });
+
+  test('dark_scheme_renders_with_its_own_zero_colour', async () => {
+    await page.emulateMedia({ colorScheme: 'dark' });
+    await page.waitForFunction(() => getComputedStyle(document.body).backgroundColor === 'rgb(15, 17, 21)');
+    await matrixAfter(page, () => page.click('#refresh'));
+    const levels = (await rowIndices(page)).map(rowLevel);
+    assert.ok(levels.some((l) => l > 200) && levels.some((l) => l === 0), `hot and zero cells both recognised with the dark palette table: ${levels} ${page.url()}`);
+    await page.screenshot({ path: `${SCREENSHOTS}heatmap-dark.png`, fullPage: true });
+    await page.emulateMedia({ colorScheme: 'light' });
+  });
+
+  test('session_expiry_returns_to_login_and_then_back_to_the_same_view', async () => {
+    await matrixAfter(page, () => page.selectOption('#series', 'reads'));
+    const view = page.url();
+    await context.clearCookies();
+    await page.click('#refresh');
+    await page.waitForSelector('#login-form:visible');
+    assert.match(await page.textContent('#login-reason'), /session expired/i);
+    assert.equal(page.url(), view, 'the URL (the view) is kept while signed out');
+    const { params } = await matrixAfter(page, () => login(page, fx.hello));
+    assert.equal(params.get('series'), 'reads', 'back on the same view after signing in');
+    assert.equal(page.url(), view);
+  });
+
+  test('export_csv_downloads_the_displayed_cells', async () => {
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#export-csv')]);
+    const path = await download.path();
+    const { readFile } = await import('node:fs/promises');
+    const text = await readFile(path, 'utf8');
+    const lines = text.trim().split('\n');
+    const rows = Number(await page.getAttribute('#plot', 'data-rows'));
+    assert.equal(lines.length, rows + 1, 'a header plus one line per displayed row');
+    assert.match(lines[0], /^bucket_id,label,start_hex,end_hex,aggregate,route_count,total,\d{4}-/);
+    const [png] = await Promise.all([page.waitForEvent('download'), page.click('#export-png')]);
+    const head = (await readFile(await png.path())).subarray(0, 8);
+    assert.deepEqual([...head], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], 'a PNG file');
+  });
+
+  test('degraded_banner_names_the_stopped_node_and_its_error', async () => {
+    const n2 = fx.hello.nodes.find((n) => n.node_id === fx.hello.stoppable);
+    await fx.stopNode(n2.node_id);
+    await waitFor(async () => {
+      await matrixAfter(page, () => page.click('#refresh'));
+      return page.isVisible('#banner');
+    }, 20_000, 'the degraded banner');
+    const banner = await page.textContent('#banner');
+    assert.match(banner, /Degraded: 1 of 3 nodes did not answer/);
+    assert.ok(banner.includes(n2.addr), `the banner names ${n2.addr}`);
+    assert.ok(banner.includes('n2'), 'and its node id');
+    assert.equal(await page.textContent('#cluster-status'), 'cluster view (2 of 3 nodes)');
+    await page.screenshot({ path: `${SCREENSHOTS}degraded.png` });
+  });
+});
