@@ -294,6 +294,33 @@ describe('KeyViz web UI', () => {
     assert.equal(page.url(), view);
   });
 
+  test('live_mode_appends_new_columns_without_reallocating_the_canvas', async () => {
+    await matrixAfter(page, () => page.click('#refresh'));
+    const stats = () => page.evaluate(async () => ({ ...(await import('/admin/assets/js/render/heatmap.js')).renderStats }));
+    const before = await stats();
+    const firstCols = await page.evaluate(() => document.getElementById('summary')?.textContent);
+    await page.check('#live');
+    assert.match(page.url(), /live=1/);
+    // The first tick after the server flushes a new column asks only for columns after the
+    // last one we have (open-ended), and the picture keeps its size and buffers.
+    const step = fx.hello.step_ms;
+    let appended = null;
+    const deadline = Date.now() + 4 * step + 10_000;
+    while (!appended && Date.now() < deadline) {
+      const res = await page.waitForResponse((r) => r.url().includes('/keyviz/matrix'), { timeout: 4 * step + 10_000 });
+      const q = new URL(res.url()).searchParams;
+      const body = await res.json();
+      if (q.get('to_unix_ms') === null && body.column_unix_ms.length > 0 && body.column_unix_ms.length <= 3) appended = { q, body };
+    }
+    assert.ok(appended, 'a live tick fetched only the newest columns');
+    await settled(page);
+    await page.waitForFunction((t) => document.getElementById('summary')?.textContent !== t, firstCols);
+    const after = await stats();
+    assert.equal(after.bufferAllocations, before.bufferAllocations, 'no new offscreen buffer on a live tick');
+    assert.equal(after.canvasResizes, before.canvasResizes, 'the visible canvas keeps its backing store');
+    await page.uncheck('#live');
+  });
+
   test('export_csv_downloads_the_displayed_cells', async () => {
     const [download] = await Promise.all([page.waitForEvent('download'), page.click('#export-csv')]);
     const path = await download.path();

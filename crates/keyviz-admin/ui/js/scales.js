@@ -121,6 +121,25 @@ export function makeIndexScale(kind, max) {
   return (v) => (v > 0 ? 1 + Math.min(top, Math.floor(v * k)) : 0);
 }
 
+/** Largest value the index lookup table covers directly; larger values use the scale. */
+const TABLE_LIMIT = 1 << 16;
+
+/**
+ * A lookup table from small integer values to palette indices (same result as
+ * makeIndexScale), so the per-cell work is one array read instead of a logarithm. It covers
+ * 0..min(max, 65535); callers fall back to the scale function beyond it.
+ * @param {import('./types.js').ScaleKind} kind
+ * @param {number} max
+ * @returns {Uint8Array}
+ */
+export function makeIndexTable(kind, max) {
+  const scale = makeIndexScale(kind, max);
+  const n = Math.min(TABLE_LIMIT, Math.max(1, Math.floor(max) + 1));
+  const table = new Uint8Array(n);
+  for (let v = 1; v < n; v++) table[v] = scale(v);
+  return table;
+}
+
 /**
  * The value at the lower edge of a palette fraction t in [0,1] (inverse of the scale), used to
  * label the legend.

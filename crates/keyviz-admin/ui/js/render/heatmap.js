@@ -6,7 +6,7 @@
  * tick repaints pixels but allocates no canvas.
  */
 
-import { makeIndexScale, NO_DATA_INDEX } from '../scales.js';
+import { makeIndexScale, makeIndexTable, NO_DATA_INDEX } from '../scales.js';
 
 /** Counters the page exposes for tests and the perf page. */
 export const renderStats = { bufferAllocations: 0, canvasResizes: 0, lastPaintMs: 0, lastDrawMs: 0 };
@@ -42,43 +42,70 @@ export class HeatmapRenderer {
   }
 
   /**
-   * Computes palette indices for every cell of the view (the scale pass).
+   * The scale pass: computes the palette index of every cell and writes its pixel in the same
+   * loop (one pass over the matrix). Values go through a small lookup table, so the common
+   * case costs two array reads per cell.
    * @param {import('../view.js').View} view
    * @param {import('../types.js').ScaleKind} scaleKind
+   * @param {Uint32Array} lut
    */
-  paintIndices(view, scaleKind) {
+  paintIndices(view, scaleKind, lut) {
     const w = view.slots;
     const h = view.rowIndex.length;
     this.#ensureBuffer(w, h);
+    if (!this.image) return;
     const idx = this.indices;
+    const px = new Uint32Array(this.image.data.buffer);
     const scale = makeIndexScale(scaleKind, view.max);
+    const table = makeIndexTable(scaleKind, view.max);
+    const tlen = table.length;
     const { colSlot, slotCol } = view;
     const rows = view.matrix.rows;
     // Template row: no-data where no column falls in the slot, zero elsewhere.
-    const template = new Uint8Array(w);
-    for (let s = 0; s < w; s++) template[s] = slotCol[s] < 0 ? NO_DATA_INDEX : 0;
+    const tIdx = new Uint8Array(w);
+    for (let s = 0; s < w; s++) tIdx[s] = slotCol[s] < 0 ? NO_DATA_INDEX : 0;
+    const tPx = new Uint32Array(w);
+    for (let s = 0; s < w; s++) tPx[s] = lut[tIdx[s]];
     const coarse = view.slotMs !== view.stepMs;
+    // Fast path: every column has its own slot at a fixed offset (the usual, gap-free case).
+    const n = colSlot.length;
+    let off = n ? colSlot[0] : 0;
+    let affine = !coarse && n > 0 && off >= 0;
+    for (let j = 1; affine && j < n; j++) if (colSlot[j] !== off + j) affine = false;
     for (let k = 0; k < h; k++) {
       const base = k * w;
-      idx.set(template, base);
+      idx.set(tIdx, base);
+      px.set(tPx, base);
       const values = rows[view.rowIndex[k]].values;
-      for (let j = 0; j < values.length; j++) {
+      if (affine) {
+        const b = base + off;
+        for (let j = 0; j < n; j++) {
+          const v = values[j];
+          const i = v < tlen && v >= 0 ? table[v] ?? scale(v) : scale(v);
+          idx[b + j] = i;
+          px[b + j] = lut[i];
+        }
+        continue;
+      }
+      for (let j = 0; j < n; j++) {
         const s = colSlot[j];
         if (s < 0) continue;
-        const i = scale(values[j]);
+        const v = values[j];
+        const i = v < tlen && v >= 0 ? table[v] ?? scale(v) : scale(v);
         // Several columns share a slot only when the window was coarsened: keep the hottest.
-        if (coarse) {
-          const cur = idx[base + s];
-          if (cur === NO_DATA_INDEX || i > cur) idx[base + s] = i;
-        } else {
+        const cur = idx[base + s];
+        if (!coarse || cur === NO_DATA_INDEX || i > cur) {
           idx[base + s] = i;
+          px[base + s] = lut[i];
         }
       }
     }
+    this.buffer.getContext('2d')?.putImageData(this.image, 0, 0);
   }
 
   /**
-   * Turns indices into pixels through the lookup table and uploads them to the buffer canvas.
+   * The palette pass: turns the stored indices into pixels through a new lookup table and
+   * uploads them (palette or colour-scheme change; no scale work).
    * @param {Uint32Array} lut
    */
   paintPixels(lut) {
@@ -92,7 +119,7 @@ export class HeatmapRenderer {
   }
 
   /**
-   * Full render of a view: scale pass, pixel pass, draw.
+   * Full render of a view: scale pass (which writes the pixels) and draw.
    * @param {import('../view.js').View} view
    * @param {import('../types.js').ScaleKind} scaleKind
    * @param {Uint32Array} lut
@@ -101,8 +128,7 @@ export class HeatmapRenderer {
    */
   render(view, scaleKind, lut, cssWidth, cssHeight) {
     const t0 = performance.now();
-    this.paintIndices(view, scaleKind);
-    this.paintPixels(lut);
+    this.paintIndices(view, scaleKind, lut);
     const t1 = performance.now();
     this.draw(cssWidth, cssHeight, null);
     renderStats.lastPaintMs = t1 - t0;
