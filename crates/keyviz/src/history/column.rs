@@ -79,6 +79,59 @@ pub(crate) struct WriteLane {
     pub(crate) write_bytes: u64,
 }
 
+/// The write lanes of one cell, largest first; the first names the cell.
+///
+/// The first lane is stored inline: a cell with one leader term (nearly all of
+/// them) costs no allocation when flushed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Lanes {
+    first: Option<WriteLane>,
+    rest: Vec<WriteLane>,
+}
+
+impl Lanes {
+    /// Every lane, largest writes first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &WriteLane> {
+        self.first.iter().chain(self.rest.iter())
+    }
+
+    /// The dominant lane.
+    pub(crate) fn first(&self) -> Option<&WriteLane> {
+        self.first.as_ref()
+    }
+
+    /// Adds `lane`, joining a lane of equal identity, keeping the order.
+    pub(crate) fn add(&mut self, lane: WriteLane) {
+        let same = |l: &&mut WriteLane| l.group == lane.group && l.term == lane.term;
+        if let Some(l) = self.first.iter_mut().chain(self.rest.iter_mut()).find(same) {
+            l.writes = l.writes.saturating_add(lane.writes);
+            l.write_bytes = l.write_bytes.saturating_add(lane.write_bytes);
+        } else if self.first.is_none() {
+            self.first = Some(lane);
+            return;
+        } else {
+            self.rest.push(lane);
+        }
+        if !self.rest.is_empty() {
+            let mut all: Vec<WriteLane> = self.iter().copied().collect();
+            sort_lanes(&mut all);
+            let mut all = all.into_iter();
+            self.first = all.next();
+            self.rest = all.collect();
+        }
+    }
+}
+
+impl FromIterator<WriteLane> for Lanes {
+    fn from_iter<I: IntoIterator<Item = WriteLane>>(iter: I) -> Self {
+        let mut lanes = Lanes::default();
+        for lane in iter {
+            lanes.add(lane);
+        }
+        lanes
+    }
+}
+
 /// One cell before packing (and after unpacking).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct CellInput {
@@ -87,7 +140,7 @@ pub(crate) struct CellInput {
     pub(crate) reads_follower: u64,
     pub(crate) read_bytes: u64,
     /// Non-empty lanes, largest writes first (the first is the cell's identity).
-    pub(crate) lanes: Vec<WriteLane>,
+    pub(crate) lanes: Lanes,
 }
 
 impl CellInput {
@@ -96,20 +149,9 @@ impl CellInput {
         self.reads_leader = self.reads_leader.saturating_add(other.reads_leader);
         self.reads_follower = self.reads_follower.saturating_add(other.reads_follower);
         self.read_bytes = self.read_bytes.saturating_add(other.read_bytes);
-        for lane in other.lanes {
-            match self
-                .lanes
-                .iter_mut()
-                .find(|l| l.group == lane.group && l.term == lane.term)
-            {
-                Some(l) => {
-                    l.writes = l.writes.saturating_add(lane.writes);
-                    l.write_bytes = l.write_bytes.saturating_add(lane.write_bytes);
-                }
-                None => self.lanes.push(lane),
-            }
+        for lane in other.lanes.iter() {
+            self.lanes.add(*lane);
         }
-        sort_lanes(&mut self.lanes);
     }
 }
 
@@ -216,21 +258,22 @@ impl Column {
                     reads_follower: self.reads_follower.get(i),
                     read_bytes: self.read_bytes.get(i),
                     lanes: if writes == 0 && write_bytes == 0 && group == 0 && term == 0 {
-                        Vec::new()
+                        Lanes::default()
                     } else {
-                        vec![WriteLane {
+                        std::iter::once(WriteLane {
                             group,
                             term,
                             writes,
                             write_bytes,
-                        }]
+                        })
+                        .collect()
                     },
                 }
             })
             .collect();
         for e in self.extra.iter() {
             if let Some(c) = cells.get_mut(e.cell as usize) {
-                c.lanes.push(e.lane);
+                c.lanes.add(e.lane);
             }
         }
         cells
@@ -320,7 +363,7 @@ mod tests {
                 reads_leader: 1,
                 reads_follower: 2,
                 read_bytes: 30,
-                lanes: vec![lane(7, 43, 50), lane(7, 42, 30)],
+                lanes: [lane(7, 43, 50), lane(7, 42, 30)].into_iter().collect(),
             },
             CellInput {
                 row: 3,

@@ -12,7 +12,7 @@ mod rows;
 
 use std::collections::VecDeque;
 
-pub(crate) use column::{CellInput, Column, Counter, WriteLane, sort_lanes};
+pub(crate) use column::{CellInput, Column, Counter, Lanes, WriteLane};
 pub use persist::{CellRecord, ColumnRecord, HistoryStore, PersistError, WriteRecord};
 pub(crate) use rows::{RowCatalog, RowMeta};
 
@@ -157,7 +157,7 @@ impl History {
                     route_ids: c.route_ids,
                     route_count: c.route_count,
                 });
-                let mut lanes: Vec<WriteLane> = c
+                let lanes: Lanes = c
                     .writes
                     .into_iter()
                     .map(|w| WriteLane {
@@ -167,7 +167,6 @@ impl History {
                         write_bytes: w.write_bytes,
                     })
                     .collect();
-                sort_lanes(&mut lanes);
                 CellInput {
                     row,
                     reads_leader: c.reads_leader,

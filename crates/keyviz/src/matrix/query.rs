@@ -33,6 +33,17 @@ fn counter_of(series: Series) -> Counter {
     }
 }
 
+/// Group id marking a coarsened cell whose members disagree on identity.
+const MIXED: u64 = u64::MAX;
+
+/// One output cell while filling.
+#[derive(Debug, Clone, Copy, Default)]
+struct OutCell {
+    value: u64,
+    group: u64,
+    term: u64,
+}
+
 /// A bucket seen in the window: its newest row metadata and its total.
 struct Bucket {
     row: u32,
@@ -95,8 +106,7 @@ pub(crate) fn build(
     let mut order: Vec<u32> = (0..buckets.len() as u32).collect();
     order.sort_by(|&a, &b| {
         let (ma, mb) = (meta_of(&buckets[a as usize]), meta_of(&buckets[b as usize]));
-        let key = |m: Option<&RowMeta>| m.map(|m| (m.start.clone(), m.bucket_id.clone()));
-        key(ma).cmp(&key(mb))
+        sort_key(ma).cmp(&sort_key(mb))
     });
     let totals: Vec<u64> = order.iter().map(|&b| buckets[b as usize].total).collect();
     let plan = match query.row_budget {
@@ -110,13 +120,11 @@ pub(crate) fn build(
         }
     }
 
-    // Pass 2: fill values and write identities.
+    // Pass 2: fill values and write identities into one row-major array of
+    // cells, so a cell's value and identity share a cache line.
     let width = columns.len();
     let n_out = plan.len();
-    let mut values = vec![vec![0u64; width]; n_out];
-    let mut groups = vec![vec![0u64; width]; n_out];
-    let mut terms = vec![vec![0u64; width]; n_out];
-    let mut mixed = vec![vec![false; width]; n_out];
+    let mut out = vec![OutCell::default(); n_out * width];
     for (j, col) in columns.iter().enumerate() {
         col.values_into(counter, &mut scratch);
         for (i, &v) in scratch.iter().enumerate() {
@@ -130,32 +138,35 @@ pub(crate) fn build(
             let Some(&o) = out_of_bucket.get(b as usize) else {
                 continue;
             };
-            let o = o as usize;
+            let Some(cell) = out.get_mut(o as usize * width + j) else {
+                continue;
+            };
             let (g, t) = col.identity_of(i);
-            if values[o][j] == 0 {
-                groups[o][j] = g;
-                terms[o][j] = t;
-            } else if !mixed[o][j] && (groups[o][j], terms[o][j]) != (g, t) {
-                mixed[o][j] = true;
-                groups[o][j] = 0;
-                terms[o][j] = 0;
+            if cell.value == 0 {
+                cell.group = g;
+                cell.term = t;
+            } else if cell.group != MIXED && (cell.group, cell.term) != (g, t) {
+                // Members disagree: the coarsened cell has no single identity.
+                cell.group = MIXED;
+                cell.term = 0;
             }
-            values[o][j] = values[o][j].saturating_add(v);
+            cell.value = cell.value.saturating_add(v);
         }
     }
 
     let mut rows = Vec::with_capacity(n_out);
-    let mut values = values.into_iter();
-    let mut groups = groups.into_iter();
-    let mut terms = terms.into_iter();
-    for group in &plan {
+    for (o, group) in plan.iter().enumerate() {
         let metas: Vec<&RowMeta> = group
             .clone()
             .filter_map(|pos| meta_of(&buckets[order[pos] as usize]))
             .collect();
-        let (Some(v), Some(g), Some(t)) = (values.next(), groups.next(), terms.next()) else {
-            break;
-        };
+        let cells = out.get(o * width..(o + 1) * width).unwrap_or(&[]);
+        let v: Vec<u64> = cells.iter().map(|c| c.value).collect();
+        let g: Vec<u64> = cells
+            .iter()
+            .map(|c| if c.group == MIXED { 0 } else { c.group })
+            .collect();
+        let t: Vec<u64> = cells.iter().map(|c| c.term).collect();
         let Some(first) = metas.first() else {
             continue;
         };
@@ -216,6 +227,10 @@ pub(crate) fn build(
         step_ms,
         node_id: None,
     }
+}
+
+fn sort_key(m: Option<&RowMeta>) -> Option<(&[u8], &str)> {
+    m.map(|m| (m.start.as_slice(), &*m.bucket_id))
 }
 
 fn non_empty(key: &[u8]) -> Option<Vec<u8>> {

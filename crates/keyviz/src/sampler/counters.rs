@@ -80,10 +80,20 @@ impl SubCounters {
     }
 
     /// Swaps every counter to zero and returns what it held.
+    ///
+    /// A counter that reads zero is not swapped (a locked swap costs ~10x a
+    /// load): an increment racing with that load lands after it and is taken by
+    /// the next drain, exactly as if it had come after a swap.
     pub(crate) fn drain(&self) -> Drained {
         // Ordering: Relaxed — swap is atomic per counter, which is all the
         // no-loss guarantee needs; cross-counter consistency is not promised.
-        let take = |c: &AtomicU64| c.swap(0, Ordering::Relaxed);
+        let take = |c: &AtomicU64| {
+            if c.load(Ordering::Relaxed) == 0 {
+                0
+            } else {
+                c.swap(0, Ordering::Relaxed)
+            }
+        };
         Drained {
             reads_leader: take(&self.reads_leader),
             reads_follower: take(&self.reads_follower),
@@ -167,12 +177,17 @@ impl WriteLanes {
     /// `active[l]` says whether lane `l` had writes in this drain.
     pub(crate) fn age(&self, active: &[bool; WRITE_LANES]) {
         for (i, was_active) in active.iter().enumerate() {
-            // Ordering: Relaxed — `idle` is only touched under the flush lock.
+            // Ordering: Relaxed — `idle` is only touched under the flush lock,
+            // so a plain load + store (no locked read-modify-write) suffices.
             if *was_active {
                 self.idle[i].store(0, Ordering::Relaxed);
                 continue;
             }
-            let idle = self.idle[i].fetch_add(1, Ordering::Relaxed) + 1;
+            if self.terms[i].load(Ordering::Relaxed) == FREE {
+                continue;
+            }
+            let idle = self.idle[i].load(Ordering::Relaxed) + 1;
+            self.idle[i].store(idle, Ordering::Relaxed);
             if idle >= 2 {
                 let term = self.terms[i].load(Ordering::Acquire);
                 if term != FREE && term != CLAIMING {

@@ -21,7 +21,7 @@ use crate::bucket::{route_bucket_id, virtual_bucket_name};
 use crate::config::SamplerConfig;
 use crate::error::{ConfigError, RouteError};
 use crate::history::{
-    CellInput, History, HistoryStore, PersistError, RowCatalog, RowMeta, WriteLane, sort_lanes,
+    CellInput, History, HistoryStore, Lanes, PersistError, RowCatalog, RowMeta, WriteLane,
 };
 use crate::matrix::query::{self, MatrixQuery};
 use crate::matrix::wire::Matrix;
@@ -29,7 +29,7 @@ use crate::sync::{AtomicU64, Ordering};
 use crate::time::{align_down, format_rfc3339_ms};
 
 use counters::{UNKNOWN_LANE, WRITE_LANES};
-use route_table::{Catalog, CatalogLimits, Change, Planner, RouteTable, Slot, SlotKind};
+use route_table::{Catalog, CatalogLimits, Change, NO_ROW, Planner, RouteTable, Slot, SlotKind};
 pub use route_table::{RouteId, RouteSpec};
 
 /// Which replica served a read.
@@ -362,8 +362,12 @@ impl Sampler {
                 self.drain_slot(&r.slot, &mut history.catalog, &mut cells);
                 r.drains_left = r.drains_left.saturating_sub(1);
                 if r.drains_left == 0 {
-                    for &row in r.slot.rows.lock().iter().filter(|&&row| row != u32::MAX) {
-                        history.catalog.release(row);
+                    for row in r.slot.rows.iter() {
+                        // Ordering: Relaxed — rows are touched under the flush lock only.
+                        let row = row.load(Ordering::Relaxed);
+                        if row != NO_ROW {
+                            history.catalog.release(row);
+                        }
                     }
                     false
                 } else {
@@ -400,10 +404,6 @@ impl Sampler {
     }
 
     fn drain_slot(&self, slot: &Slot, catalog: &mut RowCatalog, cells: &mut Vec<CellInput>) {
-        let mut rows = slot.rows.lock();
-        if rows.len() != slot.counters.len() {
-            rows.resize(slot.counters.len(), u32::MAX);
-        }
         let mut active = [false; WRITE_LANES];
         let mut operations = 0u64;
         for (i, block) in slot.counters.iter().enumerate() {
@@ -412,7 +412,7 @@ impl Sampler {
                 continue;
             }
             operations = operations.saturating_add(drained.operations());
-            let mut lanes = Vec::new();
+            let mut lanes = Lanes::default();
             #[allow(clippy::needless_range_loop)] // lanes index three arrays
             for lane in 0..=UNKNOWN_LANE {
                 let (writes, write_bytes) = (drained.writes[lane], drained.write_bytes[lane]);
@@ -423,21 +423,26 @@ impl Sampler {
                     *a = true;
                 }
                 let (group, term) = slot.lanes.identity(lane);
-                lanes.push(WriteLane {
+                lanes.add(WriteLane {
                     group,
                     term,
                     writes,
                     write_bytes,
                 });
             }
-            sort_lanes(&mut lanes);
-            if rows[i] == u32::MAX {
+            let Some(row_slot) = slot.rows.get(i) else {
+                continue;
+            };
+            // Ordering: Relaxed — rows are touched under the flush lock only.
+            let mut row = row_slot.load(Ordering::Relaxed);
+            if row == NO_ROW {
                 // The slot's own reference, released when the slot retires.
-                rows[i] = catalog.acquire(self.row_meta(slot, i));
+                row = catalog.acquire(self.row_meta(slot, i));
+                row_slot.store(row, Ordering::Relaxed);
             }
-            catalog.retain(rows[i]);
+            catalog.retain(row);
             cells.push(CellInput {
-                row: rows[i],
+                row,
                 reads_leader: drained.reads_leader,
                 reads_follower: drained.reads_follower,
                 read_bytes: drained.read_bytes,

@@ -10,13 +10,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 
 use super::counters::{CounterBlock, WriteLanes};
 use super::subrange::SubLayout;
 use crate::error::RouteError;
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
+
+/// `Slot::rows` value of a sub-range that has no row yet.
+pub(crate) const NO_ROW: u32 = u32::MAX;
 
 /// A route id as the host's catalog names it.
 pub type RouteId = u64;
@@ -68,8 +70,9 @@ pub(crate) struct Slot {
     pub(crate) lanes: WriteLanes,
     /// Decaying activity (operations), updated by flush; picks what to coarsen.
     pub(crate) activity: AtomicU64,
-    /// Row ids interned for this slot's sub-ranges; flush-only.
-    pub(crate) rows: Mutex<Vec<u32>>,
+    /// Row id interned for each sub-range (`NO_ROW` until its first count);
+    /// touched by flush only, atomics just to stay `Sync` without a lock.
+    pub(crate) rows: Box<[AtomicU32]>,
 }
 
 impl Slot {
@@ -81,13 +84,16 @@ impl Slot {
         let counters = (0..layout.count())
             .map(|_| CounterBlock::default())
             .collect();
+        let rows = (0..layout.count())
+            .map(|_| AtomicU32::new(NO_ROW))
+            .collect();
         Slot {
             meta,
             layout,
             counters,
             lanes: WriteLanes::default(),
             activity: AtomicU64::new(activity),
-            rows: Mutex::new(Vec::new()),
+            rows,
         }
     }
 
