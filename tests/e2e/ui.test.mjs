@@ -116,6 +116,11 @@ describe('KeyViz web UI', () => {
     const k = body.rows.findIndex((r) => r.bucket_id === fx.hello.conflict_bucket);
     assert.ok(k >= 0 && body.rows[k].conflict === true, 'the server flags the crafted row');
     assert.ok(body.rows.every((r, i) => i === k || !r.conflict), 'and no other row');
+    // The crafted peer also misreports a bucket's key range: listed as a warning by node.
+    assert.equal(await page.isVisible('#warnings'), true, 'the warnings list is shown');
+    const warnings = await page.textContent('#warnings');
+    assert.match(warnings, /catalog_divergence/);
+    assert.ok(warnings.includes(fx.hello.divergent_bucket) && warnings.includes('(n3)'), `names the bucket and the node: ${warnings}`);
     const flagged = body.rows[k].conflicts.filter(Boolean).length;
     const hatched = Number(await page.getAttribute('#hatch', 'data-conflict-cells'));
     assert.equal(hatched, flagged, 'every flagged cell is hatched');
@@ -335,6 +340,16 @@ describe('KeyViz web UI', () => {
     assert.deepEqual([...head], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], 'a PNG file');
   });
 
+  test('an_empty_window_says_what_is_going_on_and_what_to_do', async () => {
+    const to = Date.now() - 20 * 3600_000;
+    await page.goto(`${fx.entry}/admin/keyviz?series=writes&range=custom&from=${to - 600_000}&to=${to}&rows=256`);
+    await settled(page);
+    assert.equal(await page.evaluate(() => document.body.dataset.state), 'empty');
+    assert.match(await page.textContent('#empty'), /No key range has traffic in this window\. Drive some traffic, choose a longer time range/);
+    await page.goto(`${fx.entry}/admin/keyviz?series=writes&range=1h&rows=256`);
+    await settled(page);
+  });
+
   test('degraded_banner_names_the_stopped_node_and_its_error', async () => {
     const n2 = fx.hello.nodes.find((n) => n.node_id === fx.hello.stoppable);
     await fx.stopNode(n2.node_id);
@@ -347,6 +362,14 @@ describe('KeyViz web UI', () => {
     assert.ok(banner.includes(n2.addr), `the banner names ${n2.addr}`);
     assert.ok(banner.includes('n2'), 'and its node id');
     assert.equal(await page.textContent('#cluster-status'), 'cluster view (2 of 3 nodes)');
+    await page.waitForFunction((addr) => [...document.querySelectorAll('#nodes-body tr.bad')].some((tr) => tr.textContent?.includes(addr)), n2.addr);
     await page.screenshot({ path: `${SCREENSHOTS}degraded.png` });
+    // With the entry node itself gone, the page keeps the last picture and says what to do.
+    await fx.stopNode(fx.hello.nodes[0].node_id);
+    await page.click('#refresh');
+    await page.waitForFunction(() => document.body.dataset.state === 'error');
+    assert.match(await page.textContent('#status'), /did not answer\. Check that the node is running/);
+    assert.equal(await page.isVisible('#heatmap'), true, 'the last heatmap stays on screen');
+    assert.equal(await page.isVisible('#empty'), false);
   });
 });

@@ -7,7 +7,8 @@
 //! - `n2` can be stopped through the control endpoint to make the cluster view degraded;
 //! - `n3` is a crafted peer: besides its own groups it reports a copy of one of n1's rows with
 //!   different write values for the same (raft group, leader term), which the merge must flag
-//!   as conflicting cells.
+//!   as conflicting cells; it also reports a different end key for `route:<DIVERGENT_ROUTE>`, which
+//!   the merge reports as a `catalog_divergence` warning.
 //!
 //! One JSON line on stdout gives the ports and credentials; then the process runs until it is
 //! killed or `POST /shutdown` arrives on the control port. `POST /stop?node=n2` stops a node.
@@ -25,7 +26,7 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::post;
-use keyviz::{Matrix, MatrixQuery, RouteSpec, Sampler, SamplerConfig};
+use keyviz::{Matrix, MatrixQuery, MatrixRow, RouteSpec, Sampler, SamplerConfig};
 use keyviz_admin::{
     AdminConfig, AdminState, ClusterSecret, MatrixSource, NodeIdentity, Role, SourceError,
     StaticCredentials,
@@ -41,6 +42,8 @@ const HOT: std::ops::Range<u64> = 20..24;
 const READ_HOT: std::ops::Range<u64> = 44..48;
 /// The row the crafted peer contradicts (group 1, led by n1, inside the hot range).
 const CONFLICT_ROUTE: u64 = 21;
+/// The row whose key range the crafted peer misreports (catalog divergence); led by n1.
+const DIVERGENT_ROUTE: u64 = 42;
 /// Raft groups; group g is led by node g-1 with term 7+g.
 const GROUPS: u64 = 3;
 
@@ -69,20 +72,32 @@ fn register_routes(sampler: &Sampler) -> Result<(), String> {
         let start = if r == 0 { Vec::new() } else { route_key(r) };
         let end = (r + 1 < ROUTES).then(|| route_key(r + 1));
         sampler
-            .register_route(RouteSpec { id: r, start, end, group: group_of(r) })
+            .register_route(RouteSpec {
+                id: r,
+                start,
+                end,
+                group: group_of(r),
+            })
             .map_err(|e| format!("register route {r}: {e:?}"))?;
     }
     Ok(())
 }
 
 /// Feeds one step window of synthetic traffic into node `node` (0-based), which leads group
-/// node+1: it records writes only for routes of its group, and reads for routes of its group.
+/// node+1: it records writes and leader reads for routes of its group, and one follower read
+/// per window for every other route.
 fn drive_window(sampler: &Sampler, node: u64, window_index: i64) {
-    let diag = u64::try_from(window_index.rem_euclid(i64::try_from(ROUTES).unwrap_or(64))).unwrap_or(0);
+    let diag =
+        u64::try_from(window_index.rem_euclid(i64::try_from(ROUTES).unwrap_or(64))).unwrap_or(0);
     let mut key = Vec::with_capacity(24);
     for r in 0..ROUTES {
         let group = group_of(r);
         if group != node + 1 {
+            // Followers serve a trickle of reads for the other groups, so every node reports
+            // every route (which is what lets the merge notice a divergent catalog).
+            key.clear();
+            key.extend_from_slice(&route_key(r));
+            sampler.observe_read(r, &key, 60, keyviz::ReadRole::Follower);
             continue;
         }
         let mut writes = if r % 5 == 0 { 0 } else { 1 + (r % 3) };
@@ -110,47 +125,74 @@ fn drive_window(sampler: &Sampler, node: u64, window_index: i64) {
     }
 }
 
-/// n3's matrix source: its own sampler's matrix plus a copy of n1's `route:<CONFLICT_ROUTE>` row
-/// whose write values differ on every fifth column while claiming n1's group and term.
+/// n3's matrix source: its own sampler's matrix plus copies of two of n1's rows:
+/// `route:<CONFLICT_ROUTE>` with write values that differ on every fifth column while claiming
+/// n1's group and term (a conflict), and `route:<DIVERGENT_ROUTE>` with n1's values but a
+/// different end key (a catalog divergence).
 struct CraftedSource {
     own: Arc<Sampler>,
     victim: Arc<Sampler>,
 }
 
+/// Copies `src` (a row of `theirs`) onto the columns of `m`, passing each value through
+/// `tweak(column index, value)`.
+fn copy_row(
+    src: &MatrixRow,
+    theirs: &Matrix,
+    m: &Matrix,
+    tweak: impl Fn(usize, u64) -> u64,
+) -> MatrixRow {
+    let at: HashMap<i64, usize> = theirs
+        .column_unix_ms
+        .iter()
+        .enumerate()
+        .map(|(j, t)| (*t, j))
+        .collect();
+    let mut row = src.clone();
+    let n = m.column_unix_ms.len();
+    row.values = vec![0; n];
+    row.raft_group_ids = vec![0; n];
+    row.leader_terms = vec![0; n];
+    row.conflict = false;
+    row.conflicts = Vec::new();
+    for (j, t) in m.column_unix_ms.iter().enumerate() {
+        if let Some(&k) = at.get(t) {
+            row.values[j] = tweak(j, src.values.get(k).copied().unwrap_or(0));
+            row.raft_group_ids[j] = src.raft_group_ids.get(k).copied().unwrap_or(0);
+            row.leader_terms[j] = src.leader_terms.get(k).copied().unwrap_or(0);
+        }
+    }
+    row
+}
+
 impl MatrixSource for CraftedSource {
     fn matrix(&self, query: &MatrixQuery, now_unix_ms: i64) -> Result<Matrix, SourceError> {
         let mut m = self.own.matrix(query, now_unix_ms);
-        if !query.series.is_write() {
-            return Ok(m);
-        }
         let theirs = self.victim.matrix(query, now_unix_ms);
-        let bucket = format!("route:{CONFLICT_ROUTE}");
-        let Some(src) = theirs.rows.iter().find(|r| r.bucket_id == bucket) else {
-            return Ok(m);
-        };
-        let at: HashMap<i64, usize> = theirs
-            .column_unix_ms
-            .iter()
-            .enumerate()
-            .map(|(j, t)| (*t, j))
-            .collect();
-        let mut row = src.clone();
-        let n = m.column_unix_ms.len();
-        row.values = vec![0; n];
-        row.raft_group_ids = vec![0; n];
-        row.leader_terms = vec![0; n];
-        row.conflict = false;
-        row.conflicts = Vec::new();
-        for (j, t) in m.column_unix_ms.iter().enumerate() {
-            if let Some(&k) = at.get(t) {
-                let v = src.values.get(k).copied().unwrap_or(0);
-                row.values[j] = if v > 0 && j % 5 == 0 { v + 13 } else { v };
-                row.raft_group_ids[j] = src.raft_group_ids.get(k).copied().unwrap_or(0);
-                row.leader_terms[j] = src.leader_terms.get(k).copied().unwrap_or(0);
+        let conflict = format!("route:{CONFLICT_ROUTE}");
+        let divergent = format!("route:{DIVERGENT_ROUTE}");
+        let mut injected = Vec::new();
+        if query.series.is_write() {
+            if let Some(src) = theirs.rows.iter().find(|r| r.bucket_id == conflict) {
+                injected.push(copy_row(src, &theirs, &m, |j, v| {
+                    if v > 0 && j % 5 == 0 { v + 13 } else { v }
+                }));
             }
         }
-        m.rows.retain(|r| r.bucket_id != bucket);
-        m.rows.push(row);
+        if !m.rows.iter().any(|r| r.bucket_id == divergent) {
+            if let Some(src) = theirs.rows.iter().find(|r| r.bucket_id == divergent) {
+                injected.push(copy_row(src, &theirs, &m, |_, v| v));
+            }
+        }
+        for row in &injected {
+            m.rows.retain(|r| r.bucket_id != row.bucket_id);
+        }
+        m.rows.extend(injected);
+        for row in m.rows.iter_mut().filter(|r| r.bucket_id == divergent) {
+            let mut end = route_key(DIVERGENT_ROUTE);
+            end.extend_from_slice(b"~");
+            row.end = Some(end);
+        }
         m.rows.sort_by(|a, b| {
             a.start
                 .as_deref()
@@ -168,14 +210,21 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { step_ms: 5_000, history_min: 60 };
+    let mut args = Args {
+        step_ms: 5_000,
+        history_min: 60,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{a} needs a value"));
         match a.as_str() {
-            "--step-ms" => args.step_ms = value()?.parse().map_err(|e| format!("--step-ms: {e}"))?,
+            "--step-ms" => {
+                args.step_ms = value()?.parse().map_err(|e| format!("--step-ms: {e}"))?
+            }
             "--history-min" => {
-                args.history_min = value()?.parse().map_err(|e| format!("--history-min: {e}"))?;
+                args.history_min = value()?
+                    .parse()
+                    .map_err(|e| format!("--history-min: {e}"))?;
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -216,7 +265,10 @@ fn hex(bytes: &[u8]) -> String {
 async fn main() -> Result<(), String> {
     let args = parse_args()?;
     let step = i64::try_from(args.step_ms).map_err(|e| e.to_string())?;
-    let config = SamplerConfig { step_ms: args.step_ms, ..SamplerConfig::default() };
+    let config = SamplerConfig {
+        step_ms: args.step_ms,
+        ..SamplerConfig::default()
+    };
 
     // History: start the samplers in the past and replay windows up to now, so the heatmap
     // has an hour of columns as soon as the process is up.
@@ -241,7 +293,11 @@ async fn main() -> Result<(), String> {
 
     let mut listeners = Vec::new();
     for _ in 0..GROUPS {
-        listeners.push(TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?);
+        listeners.push(
+            TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| e.to_string())?,
+        );
     }
     let addrs: Vec<SocketAddr> = listeners
         .iter()
@@ -268,30 +324,40 @@ async fn main() -> Result<(), String> {
             ..AdminConfig::default()
         };
         let source: Arc<dyn MatrixSource> = if i == 2 {
-            Arc::new(CraftedSource { own: Arc::clone(&samplers[2]), victim: Arc::clone(&samplers[0]) })
+            Arc::new(CraftedSource {
+                own: Arc::clone(&samplers[2]),
+                victim: Arc::clone(&samplers[0]),
+            })
         } else {
             Arc::clone(&samplers[i]) as Arc<dyn MatrixSource>
         };
-        let identity = NodeIdentity::new(node_id.clone(), addrs[i].to_string())
-            .map_err(|e| e.to_string())?;
+        let identity =
+            NodeIdentity::new(node_id.clone(), addrs[i].to_string()).map_err(|e| e.to_string())?;
         let state = AdminState::builder(
             identity,
             ClusterSecret::new(secret.clone(), None).map_err(|e| e.to_string())?,
         )
         .config(admin_config)
         .matrix_source(source)
-        .credentials(Arc::new(StaticCredentials::new().with_plain(access_key, &secret_key, Some(Role::Full))))
+        .credentials(Arc::new(StaticCredentials::new().with_plain(
+            access_key,
+            &secret_key,
+            Some(Role::Full),
+        )))
         .build()
         .map_err(|e| e.to_string())?;
         let app: Router = keyviz_admin::router(state);
         let (tx, rx) = oneshot::channel::<()>();
         stoppers.lock().await.insert(node_id.clone(), tx);
         tokio::spawn(async move {
-            let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await;
+            let served = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await;
             if let Err(e) = served {
                 eprintln!("node {node_id} stopped with error: {e}");
             }
@@ -315,7 +381,9 @@ async fn main() -> Result<(), String> {
         }
     });
 
-    let control = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let control = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
     let control_addr = control.local_addr().map_err(|e| e.to_string())?;
     let (quit_tx, quit_rx) = oneshot::channel::<()>();
     let quit = Arc::new(Mutex::new(Some(quit_tx)));
@@ -350,6 +418,7 @@ async fn main() -> Result<(), String> {
         "hot_routes": [HOT.start, HOT.end],
         "read_hot_routes": [READ_HOT.start, READ_HOT.end],
         "conflict_bucket": format!("route:{CONFLICT_ROUTE}"),
+        "divergent_bucket": format!("route:{DIVERGENT_ROUTE}"),
         "stoppable": "n2",
     });
     println!("{hello}");

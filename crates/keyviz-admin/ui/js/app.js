@@ -5,7 +5,7 @@
  * here too because a 401 on any fetch must bring back the login form over the same view.
  */
 
-import { ApiError, fetchMatrix, login, logout } from './api.js';
+import { ApiError, fetchMatrix, fetchNodes, login, logout } from './api.js';
 import { byId } from './controls.js';
 import { exportCsv, exportPng } from './export.js';
 import { bindPlot } from './interact.js';
@@ -13,7 +13,7 @@ import { renderKeyAxis, renderTimeAxis, rowLabel } from './render/axes.js';
 import { renderDetail, renderHotList } from './render/detail.js';
 import { HeatmapRenderer } from './render/heatmap.js';
 import { renderLegend } from './render/legend.js';
-import { drawHatching, renderDegradedBanner, renderWarnings, showRect } from './render/overlays.js';
+import { drawHatching, renderDegradedBanner, renderNodes, renderWarnings, showRect } from './render/overlays.js';
 import { hideTooltip, showTooltip } from './render/tooltip.js';
 import { buildLut, decodeKey, formatDuration, formatNumber, formatTime, keyLabel } from './scales.js';
 import { armExpiry, clearSession, disarmExpiry, loadSession, saveSession } from './session.js';
@@ -83,6 +83,8 @@ export function createApp(store) {
     detailList: byId('detail-list', HTMLElement),
     detailClose: byId('detail-close', HTMLButtonElement),
     hotList: byId('hot-list', HTMLOListElement),
+    nodesBody: byId('nodes-body', HTMLElement),
+    nodesCaption: byId('nodes-caption', HTMLElement),
   };
   const renderer = new HeatmapRenderer(el.heat);
 
@@ -246,7 +248,10 @@ export function createApp(store) {
       fetchedWindow = w;
       lastError = null;
       render(true);
-      notify(`Updated ${formatTime(Date.now())}.`);
+      notify(view && view.max === 0 && view.rowIndex.length > 0
+        ? `Updated ${formatTime(Date.now())}. Every cell in this window is zero: no ${s.series} were recorded; try another series or a longer range.`
+        : `Updated ${formatTime(Date.now())}.`);
+      void loadNodes();
     } catch (err) {
       if (err instanceof DOMException && err.name === 'AbortError') return;
       if (err instanceof ApiError && err.status === 401) {
@@ -264,6 +269,16 @@ export function createApp(store) {
       if (!matrix) showEmpty(explainError(err));
     } finally {
       loading = false;
+    }
+  };
+
+  /** Refreshes the members table; failures only mark it unavailable (the heatmap matters more). */
+  const loadNodes = async () => {
+    try {
+      renderNodes(el.nodesBody, el.nodesCaption, await fetchNodes());
+    } catch (err) {
+      el.nodesBody.replaceChildren();
+      el.nodesCaption.textContent = `Membership unavailable: ${err instanceof ApiError ? err.describe() : String(err)}`;
     }
   };
 

@@ -120,7 +120,7 @@ export function renderDegradedBanner(el, fanout) {
   const title = document.createElement('strong');
   title.textContent = `Degraded: ${failed.length} of ${fanout.expected} nodes did not answer.`;
   const explain = document.createElement('span');
-  explain.textContent = ' The heatmap shows only the nodes that responded; ranges led by the missing nodes may read low or zero. Check the nodes below, then refresh.';
+  explain.textContent = ' The heatmap shows only the nodes that responded; ranges led by the missing nodes may read low or zero, or be missing. Check the nodes below, then refresh.';
   const list = document.createElement('ul');
   for (const n of failed) {
     const li = document.createElement('li');
@@ -153,7 +153,8 @@ export function renderWarnings(el, fanout) {
       code.textContent = w.code;
       const what = WARNING_TEXT[w.code] ?? 'warning';
       const where = w.bucket_id ? ` [${w.bucket_id}]` : '';
-      li.append(code, document.createTextNode(` on ${n.node}${where}: ${what}. ${w.detail}`));
+      const node = n.node_id ? `${n.node} (${n.node_id})` : n.node;
+      li.append(code, document.createTextNode(` from ${node}${where}: ${what}. ${w.detail}`));
       items.push(li);
     }
   }
@@ -168,4 +169,36 @@ export function renderWarnings(el, fanout) {
   list.append(...items);
   el.replaceChildren(title, list);
   el.hidden = false;
+}
+
+/**
+ * The cluster members table from GET /keyviz/nodes: who is in the cluster, whether the last
+ * fan-out reached them, and the last error. Unknown shapes render as "unavailable".
+ * @param {HTMLElement} el the tbody
+ * @param {HTMLElement} caption
+ * @param {unknown} data
+ */
+export function renderNodes(el, caption, data) {
+  const d = /** @type {any} */ (data);
+  const nodes = Array.isArray(d?.nodes) ? d.nodes : [];
+  const rows = nodes.map((/** @type {any} */ n) => {
+    const tr = document.createElement('tr');
+    const status = n.self ? 'this node' : n.self_alias ? 'alias of this node' : n.reachable === true ? 'reachable' : n.reachable === false ? 'unreachable' : 'not contacted yet';
+    const cells = [
+      String(n.node ?? '?'),
+      String(n.node_id ?? '—'),
+      status,
+      n.last_elapsed_ms != null ? `${n.last_elapsed_ms} ms` : '—',
+      n.last_error ? String(n.last_error) : '',
+    ];
+    for (const c of cells) {
+      const td = document.createElement('td');
+      td.textContent = c;
+      tr.append(td);
+    }
+    if (n.reachable === false) tr.className = 'bad';
+    return tr;
+  });
+  el.replaceChildren(...rows);
+  caption.textContent = nodes.length ? `${nodes.length} members known to ${d?.node_id ?? 'this node'}` : 'Membership is unavailable on this server.';
 }
