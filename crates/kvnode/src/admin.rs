@@ -1,0 +1,122 @@
+//! Mounting `keyviz-admin` on the node's admin listener, plus the node's one state-changing
+//! admin endpoint: `POST /admin/api/v1/kvnode/split` (operators with the `full` role).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Extension, Json, Router};
+use http::StatusCode;
+use keyviz_admin::auth::{Principal, Role, StaticCredentials};
+use keyviz_admin::{
+    AdminConfig, AdminState, ApiError, ClusterSecret, CredentialStore, DisabledSource,
+    MatrixSource, Member, NodeIdentity,
+};
+use serde::Deserialize;
+
+use crate::config::NodeConfig;
+use crate::dispatch::Dispatcher;
+use crate::node::NodeError;
+use crate::sampling::Sampling;
+
+/// The admin-facing name of node `id` (also the peer-token audience).
+pub(crate) fn node_name(id: u64) -> String {
+    format!("node-{id}")
+}
+
+/// Loads operators from the credentials file or the `admin_user`/`admin_password` pair.
+fn credentials(cfg: &NodeConfig) -> Result<Arc<dyn CredentialStore>, NodeError> {
+    if let Some(path) = &cfg.credentials_file {
+        let store = StaticCredentials::load(path)
+            .map_err(|e| NodeError::Admin(format!("credentials file: {e}")))?;
+        return Ok(Arc::new(store));
+    }
+    match (&cfg.admin_user, &cfg.admin_password) {
+        (Some(u), Some(p)) if !u.is_empty() && !p.is_empty() => {
+            Ok(Arc::new(StaticCredentials::new().with_plain(u, p, Some(Role::Full))))
+        }
+        _ => Err(NodeError::Admin(
+            "no operators: set credentials_file, or admin_user and admin_password (KEYVIZ_ADMIN_USER / KEYVIZ_ADMIN_PASSWORD)".into(),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+struct SplitBody {
+    /// The split key as UTF-8 text.
+    at: String,
+}
+
+async fn split(
+    Extension(dispatcher): Extension<Arc<Dispatcher>>,
+    principal: Principal,
+    Json(body): Json<SplitBody>,
+) -> Response {
+    match principal {
+        Principal::Operator(c) if c.role == Role::Full => {}
+        _ => return ApiError::forbidden("splitting a route needs the full role").into_response(),
+    }
+    if body.at.is_empty() {
+        return ApiError::invalid_query("`at` must be a non-empty key").into_response();
+    }
+    match dispatcher.split_at(body.at.as_bytes()).await {
+        Ok(Ok(right_id)) => Json(serde_json::json!({ "right_route_id": right_id })).into_response(),
+        Ok(Err(why)) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "split_refused", why).into_response()
+        }
+        Err(e) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "split_failed",
+            e.to_string(),
+        )
+        .into_response(),
+    }
+}
+
+/// The admin router for this node.
+pub(crate) fn router(
+    cfg: &NodeConfig,
+    secret: &[u8],
+    sampling: &Sampling,
+    dispatcher: Arc<Dispatcher>,
+    admin_addr: &str,
+) -> Result<Router, NodeError> {
+    let identity = NodeIdentity::new(node_name(cfg.node_id), admin_addr)
+        .map_err(|e| NodeError::Admin(e.to_string()))?;
+    let secret = ClusterSecret::new(secret.to_vec(), None)
+        .map_err(|e| NodeError::Admin(format!("cluster secret: {e}")))?;
+    let config = AdminConfig {
+        fanout_nodes: cfg.fanout_nodes.clone(),
+        fanout_timeout: Duration::from_millis(cfg.fanout_timeout_ms),
+        ..AdminConfig::default()
+    };
+    let source: Arc<dyn MatrixSource> = match sampling.sampler() {
+        Some(s) => s.clone(),
+        None => Arc::new(DisabledSource),
+    };
+    let me = cfg.node_id;
+    let members: Vec<Member> = cfg
+        .members()
+        .into_iter()
+        .filter(|(id, _)| *id != me)
+        .filter_map(|(id, p)| {
+            p.admin.map(|a| Member {
+                node_id: Some(node_name(id)),
+                admin_addr: a,
+            })
+        })
+        .collect();
+    let state = AdminState::builder(identity, secret)
+        .config(config)
+        .matrix_source(source)
+        .credentials(credentials(cfg)?)
+        .membership(Arc::new(move || members.clone()))
+        .build()
+        .map_err(|e| NodeError::Admin(e.to_string()))?;
+    let split_routes = Router::new()
+        .route("/admin/api/v1/kvnode/split", post(split))
+        .layer(Extension(dispatcher))
+        .with_state(state.clone());
+    Ok(keyviz_admin::router(state).merge(split_routes))
+}

@@ -1,0 +1,334 @@
+//! Configuration of one node, as read from TOML (`keyviz node --config`), the environment and
+//! flags. The binary layers them (defaults < file < `KEYVIZ_*` environment < flags); this module
+//! owns the shape, the defaults and the validation.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dispatch::PeerAddrs;
+use crate::raft::RaftTiming;
+use crate::routing::Layout;
+
+/// One cluster member as configured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Node id (unique, > 0).
+    pub id: u64,
+    /// Internal transport address.
+    pub raft_addr: String,
+    /// Redis protocol address.
+    pub resp_addr: String,
+    /// Admin HTTP address, if the peer serves one.
+    #[serde(default)]
+    pub admin_addr: Option<String>,
+}
+
+impl PeerConfig {
+    /// Parses `ID=RAFT_ADDR/RESP_ADDR[/ADMIN_ADDR]` (the `--peer` flag format).
+    ///
+    /// # Errors
+    /// A message naming what is missing.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let (id, rest) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("peer '{spec}': expected ID=RAFT/RESP[/ADMIN]"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("peer '{spec}': id is not a number"))?;
+        let mut parts = rest.split('/').map(str::trim);
+        let raft_addr = parts
+            .next()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| format!("peer '{spec}': missing raft address"))?;
+        let resp_addr = parts
+            .next()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| format!("peer '{spec}': missing resp address"))?;
+        let admin_addr = parts.next().filter(|s| !s.is_empty()).map(str::to_string);
+        if parts.next().is_some() {
+            return Err(format!("peer '{spec}': too many '/' parts"));
+        }
+        Ok(Self {
+            id,
+            raft_addr: raft_addr.into(),
+            resp_addr: resp_addr.into(),
+            admin_addr,
+        })
+    }
+}
+
+/// Everything one node needs. Field names are the TOML keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// This node's id (> 0, unique, stable across restarts).
+    pub node_id: u64,
+    /// Redis protocol listen address.
+    pub resp_addr: String,
+    /// Internal transport listen address (Raft RPCs, forwarding); peers must reach it.
+    pub raft_addr: String,
+    /// Admin HTTP listen address (KeyViz API and UI); `None` = no admin server.
+    pub admin_addr: Option<String>,
+    /// The other members (this node may be listed too; it is recognised by id).
+    pub peers: Vec<PeerConfig>,
+    /// Where the database lives.
+    pub data_dir: PathBuf,
+    /// Number of Raft groups (ids `1..=groups`); must be the same on every node.
+    pub groups: u64,
+    /// Initial route boundaries (UTF-8 keys); empty = evenly over `'0'..'z'`. Same on every node.
+    pub split_keys: Vec<String>,
+    /// KeyViz step (column width) in ms.
+    pub step_ms: u64,
+    /// KeyViz sub-range buckets per route (1..=256).
+    pub key_buckets_per_route: u32,
+    /// KeyViz retention in ms.
+    pub retention_ms: u64,
+    /// Serve reads on followers from local state (observed as follower reads) instead of
+    /// forwarding them to the leader.
+    pub follower_reads: bool,
+    /// Sample traffic into KeyViz (off only to measure the overhead).
+    pub keyviz_enabled: bool,
+    /// fsync the Raft log on every append.
+    pub fsync: bool,
+    /// Operators file (TOML `[[operators]]`, see docs/ADMIN.md).
+    pub credentials_file: Option<PathBuf>,
+    /// Operator access key granted the `full` role (alternative to `credentials_file`).
+    pub admin_user: Option<String>,
+    /// Secret of `admin_user`.
+    pub admin_password: Option<String>,
+    /// Shared secret (>= 32 bytes) for sessions, peer tokens and the internal transport.
+    pub cluster_secret: Option<String>,
+    /// File holding the cluster secret (alternative to `cluster_secret`).
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Extra fan-out peers' admin addresses (`--keyvizFanoutNodes`), on top of membership.
+    pub fanout_nodes: Vec<String>,
+    /// Fan-out timeout per peer, ms.
+    pub fanout_timeout_ms: u64,
+    /// Raft heartbeat, ms.
+    pub heartbeat_ms: u64,
+    /// Raft election timeout lower bound, ms (upper bound is twice this).
+    pub election_timeout_ms: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 1,
+            resp_addr: "127.0.0.1:6379".into(),
+            raft_addr: "127.0.0.1:7379".into(),
+            admin_addr: None,
+            peers: Vec::new(),
+            data_dir: PathBuf::from("kvnode-data"),
+            groups: 3,
+            split_keys: Vec::new(),
+            step_ms: 60_000,
+            key_buckets_per_route: 8,
+            retention_ms: 24 * 3_600_000,
+            follower_reads: false,
+            keyviz_enabled: true,
+            fsync: true,
+            credentials_file: None,
+            admin_user: None,
+            admin_password: None,
+            cluster_secret: None,
+            cluster_secret_file: None,
+            fanout_nodes: Vec::new(),
+            fanout_timeout_ms: 2_000,
+            heartbeat_ms: 150,
+            election_timeout_ms: 700,
+        }
+    }
+}
+
+/// A configuration that cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A field has an invalid value.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// TOML key.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+impl NodeConfig {
+    /// Parses TOML text (unknown keys are errors).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] with the parser's message.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| invalid("config file", e.to_string()))
+    }
+
+    /// Checks values that cannot work (ids, counts, step, duplicate peers).
+    ///
+    /// # Errors
+    /// The first [`ConfigError::Invalid`] found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id == 0 {
+            return Err(invalid("node_id", "must be > 0"));
+        }
+        if self.groups == 0 || self.groups > 1024 {
+            return Err(invalid("groups", "must be 1..=1024"));
+        }
+        if !(1_000..=3_600_000).contains(&self.step_ms) {
+            return Err(invalid("step_ms", "must be 1000..=3600000"));
+        }
+        if !(1..=256).contains(&self.key_buckets_per_route) {
+            return Err(invalid("key_buckets_per_route", "must be 1..=256"));
+        }
+        if self.heartbeat_ms == 0 || self.election_timeout_ms <= self.heartbeat_ms {
+            return Err(invalid(
+                "election_timeout_ms",
+                "must be greater than heartbeat_ms (> 0)",
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for p in &self.peers {
+            if p.id == 0 || !seen.insert(p.id) {
+                return Err(invalid(
+                    "peers",
+                    format!("peer id {} is zero or listed twice", p.id),
+                ));
+            }
+        }
+        crate::routing::Catalog::from_layout(&self.layout())
+            .map_err(|e| invalid("split_keys", e.to_string()))?;
+        Ok(())
+    }
+
+    /// The initial route layout.
+    pub fn layout(&self) -> Layout {
+        if self.split_keys.is_empty() {
+            Layout::even(self.groups)
+        } else {
+            Layout {
+                groups: self.groups,
+                split_keys: self
+                    .split_keys
+                    .iter()
+                    .map(|k| k.as_bytes().to_vec())
+                    .collect(),
+            }
+        }
+    }
+
+    /// Raft timing derived from the config.
+    pub fn timing(&self) -> RaftTiming {
+        RaftTiming {
+            heartbeat_ms: self.heartbeat_ms,
+            election_min_ms: self.election_timeout_ms,
+            election_max_ms: self.election_timeout_ms * 2,
+            ..RaftTiming::default()
+        }
+    }
+
+    /// All members (peers plus this node) by id.
+    pub fn members(&self) -> BTreeMap<u64, PeerAddrs> {
+        let mut m: BTreeMap<u64, PeerAddrs> = self
+            .peers
+            .iter()
+            .map(|p| {
+                (
+                    p.id,
+                    PeerAddrs {
+                        raft: p.raft_addr.clone(),
+                        resp: p.resp_addr.clone(),
+                        admin: p.admin_addr.clone(),
+                    },
+                )
+            })
+            .collect();
+        m.insert(
+            self.node_id,
+            PeerAddrs {
+                raft: self.raft_addr.clone(),
+                resp: self.resp_addr.clone(),
+                admin: self.admin_addr.clone(),
+            },
+        );
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_spec_parses_and_rejects_garbage() {
+        let p = PeerConfig::parse("2=127.0.0.1:7002/127.0.0.1:6380/127.0.0.1:8082").expect("peer");
+        assert_eq!(p.id, 2);
+        assert_eq!(p.admin_addr.as_deref(), Some("127.0.0.1:8082"));
+        assert!(PeerConfig::parse("2=127.0.0.1:7002").is_err());
+        assert!(PeerConfig::parse("x=a/b").is_err());
+        assert!(PeerConfig::parse("nope").is_err());
+    }
+
+    #[test]
+    fn toml_round_trip_and_unknown_keys_rejected() {
+        let text = "node_id = 2\ngroups = 4\n[[peers]]\nid = 1\nraft_addr = \"a:1\"\nresp_addr = \"a:2\"\n";
+        let c = NodeConfig::from_toml(text).expect("toml");
+        assert_eq!((c.node_id, c.groups, c.peers.len()), (2, 4, 1));
+        assert_eq!(c.step_ms, NodeConfig::default().step_ms);
+        assert!(NodeConfig::from_toml("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn validation_catches_bad_values() {
+        let ok = NodeConfig::default();
+        assert_eq!(ok.validate(), Ok(()));
+        assert!(
+            NodeConfig {
+                node_id: 0,
+                ..ok.clone()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            NodeConfig {
+                step_ms: 10,
+                ..ok.clone()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            NodeConfig {
+                split_keys: vec!["b".into(), "a".into()],
+                ..ok.clone()
+            }
+            .validate()
+            .is_err()
+        );
+        let dup = PeerConfig {
+            id: 2,
+            raft_addr: "a".into(),
+            resp_addr: "b".into(),
+            admin_addr: None,
+        };
+        assert!(
+            NodeConfig {
+                peers: vec![dup.clone(), dup],
+                ..ok
+            }
+            .validate()
+            .is_err()
+        );
+    }
+}

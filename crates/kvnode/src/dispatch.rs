@@ -1,0 +1,331 @@
+//! Executes one operation on the right group and observes it exactly once.
+//!
+//! The path of a write: resolve key → route → group; if this node leads the group, propose and
+//! wait for commit, then `observe_write(route, key, bytes, group, term)` with the term of the log
+//! entry that carried it; otherwise forward the command to the leader over the internal
+//! transport, and the leader does the same. The forwarding node never observes. A forward is
+//! retried only when the leader answered "not leader" or the connection could not be opened
+//! (nothing was proposed), so a retry can never produce a second observation of one command.
+//!
+//! The path of a read: on the leader, a read barrier (openraft's read index) then a local read,
+//! observed with `ReadRole::Leader`. On a follower with follower reads enabled, a local read
+//! observed with `ReadRole::Follower`; without them, the read is forwarded to the leader, which
+//! observes it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::raft::{GroupError, GroupId, Groups, KvOp, KvRequest, KvResponse};
+use crate::routing::Catalog;
+use crate::routing::split::SharedCatalog;
+use crate::sampling::Sampling;
+use crate::store::{Store, StoreError};
+use crate::transport::{PeerClient, TransportError};
+
+/// Current unix time in ms (0 if the clock is before 1970).
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// An operation on keys that all belong to one group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupCommand {
+    /// A replicated write.
+    Write(KvOp),
+    /// Read the live values of these keys.
+    Read(Vec<Vec<u8>>),
+}
+
+/// The answer to a [`GroupCommand`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupReply {
+    /// The state machine's answer to a write.
+    Write(KvResponse),
+    /// One value (or none) per requested key, in order.
+    Read(Vec<Option<Vec<u8>>>),
+}
+
+/// Why an operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DispatchError {
+    /// The group failed (no leader, timeout, raft error).
+    #[error(transparent)]
+    Group(#[from] GroupError),
+    /// Forwarding to the leader failed.
+    #[error("forwarding to the leader: {0}")]
+    Forward(#[from] TransportError),
+    /// Reading local storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No leader emerged for the group within the retry budget.
+    #[error("no leader for group {0}")]
+    NoLeader(GroupId),
+}
+
+/// Internal addresses of one peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerAddrs {
+    /// Internal transport (`host:port`).
+    pub raft: String,
+    /// Redis protocol (`host:port`).
+    pub resp: String,
+    /// Admin HTTP (`host:port`), if served.
+    pub admin: Option<String>,
+}
+
+/// Executes operations for the RESP server, the internal forward endpoint and the demo.
+pub struct Dispatcher {
+    node_id: u64,
+    groups: Arc<Groups>,
+    catalog: Arc<SharedCatalog>,
+    sampling: Sampling,
+    store: Store,
+    peers: BTreeMap<u64, PeerAddrs>,
+    client: PeerClient,
+    follower_reads: bool,
+    forward_timeout: Duration,
+}
+
+const MAX_ATTEMPTS: u32 = 40;
+
+impl Dispatcher {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        node_id: u64,
+        groups: Arc<Groups>,
+        catalog: Arc<SharedCatalog>,
+        sampling: Sampling,
+        store: Store,
+        peers: BTreeMap<u64, PeerAddrs>,
+        client: PeerClient,
+        follower_reads: bool,
+    ) -> Self {
+        Self {
+            node_id,
+            groups,
+            catalog,
+            sampling,
+            store,
+            peers,
+            client,
+            follower_reads,
+            forward_timeout: Duration::from_secs(6),
+        }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// The raft groups of this node.
+    pub fn groups(&self) -> &Arc<Groups> {
+        &self.groups
+    }
+
+    /// The current route catalog.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.load()
+    }
+
+    /// Peers by node id (including this node).
+    pub fn peers(&self) -> &BTreeMap<u64, PeerAddrs> {
+        &self.peers
+    }
+
+    /// Whether follower reads are enabled.
+    pub fn follower_reads(&self) -> bool {
+        self.follower_reads
+    }
+
+    /// Local storage (for whole-keyspace reads: `SCAN`, `DBSIZE`).
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Runs `cmd` on group `g`, forwarding to the leader when needed.
+    ///
+    /// # Errors
+    /// [`DispatchError`]; after a `Timeout` or a broken forward the write's outcome is unknown.
+    pub async fn execute(
+        &self,
+        g: GroupId,
+        cmd: GroupCommand,
+    ) -> Result<GroupReply, DispatchError> {
+        if let GroupCommand::Read(keys) = &cmd {
+            if self.follower_reads && !self.groups.is_leader(g) {
+                return Ok(GroupReply::Read(self.read_local(keys, false)?));
+            }
+        }
+        let mut backoff = Duration::from_millis(20);
+        for _ in 0..MAX_ATTEMPTS {
+            let leader = match self.execute_as_leader(g, &cmd).await {
+                Err(DispatchError::Group(GroupError::NotLeader { leader, .. })) => {
+                    leader.or(self.groups.leader(g))
+                }
+                other => return other,
+            };
+            if let Some(leader) = leader.filter(|l| *l != self.node_id) {
+                match self.forward(leader, g, &cmd).await {
+                    Ok(Ok(reply)) => return Ok(reply),
+                    // The leader moved before proposing: nothing happened, try again.
+                    Ok(Err(GroupError::NotLeader { .. })) => {}
+                    Ok(Err(e)) => return Err(e.into()),
+                    // Connect failed: the peer never saw the request.
+                    Err(TransportError::Unreachable { connect: true, .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(300));
+        }
+        Err(DispatchError::NoLeader(g))
+    }
+
+    /// Runs `cmd` only if this node leads `g` (the forward endpoint's entry point); observes it.
+    ///
+    /// # Errors
+    /// [`GroupError::NotLeader`] (nothing done) and the other [`DispatchError`]s.
+    pub async fn execute_as_leader(
+        &self,
+        g: GroupId,
+        cmd: &GroupCommand,
+    ) -> Result<GroupReply, DispatchError> {
+        match cmd {
+            GroupCommand::Write(op) => {
+                if !self.groups.is_leader(g) {
+                    // Cheap early answer; openraft re-checks inside propose.
+                    return Err(GroupError::NotLeader {
+                        group: g,
+                        leader: self.groups.leader(g),
+                    }
+                    .into());
+                }
+                let req = KvRequest {
+                    now_unix_ms: now_unix_ms(),
+                    op: op.clone(),
+                };
+                let committed = self.groups.propose(g, req).await?;
+                self.observe_write(g, op, &committed.response, committed.term);
+                Ok(GroupReply::Write(committed.response))
+            }
+            GroupCommand::Read(keys) => {
+                self.groups.read_barrier(g).await?;
+                Ok(GroupReply::Read(self.read_local(keys, true)?))
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        leader: u64,
+        g: GroupId,
+        cmd: &GroupCommand,
+    ) -> Result<Result<GroupReply, GroupError>, TransportError> {
+        let Some(peer) = self.peers.get(&leader) else {
+            return Ok(Err(GroupError::NotLeader {
+                group: g,
+                leader: None,
+            }));
+        };
+        self.client
+            .call(
+                &peer.raft,
+                &format!("/kv/{g}/exec"),
+                cmd,
+                self.forward_timeout,
+            )
+            .await
+    }
+
+    fn read_local(
+        &self,
+        keys: &[Vec<u8>],
+        leader: bool,
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let now = now_unix_ms();
+        let catalog = self.catalog.load();
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            let v = self.store.get_value(k, now)?;
+            let len = v.as_ref().map_or(0, Vec::len);
+            self.sampling
+                .observe_read(catalog.route_for(k).id, k, len, leader);
+            out.push(v);
+        }
+        Ok(out)
+    }
+
+    /// Observes keys returned by a whole-keyspace read (`SCAN`) served by this node.
+    pub(crate) fn observe_scan(&self, keys: &[Vec<u8>]) {
+        let catalog = self.catalog.load();
+        for k in keys {
+            let route = catalog.route_for(k);
+            self.sampling
+                .observe_read(route.id, k, 0, self.groups.is_leader(route.group));
+        }
+    }
+
+    fn observe_write(&self, g: GroupId, op: &KvOp, resp: &KvResponse, term: u64) {
+        let catalog = self.catalog.load();
+        let one = |key: &[u8], len: usize| {
+            self.sampling
+                .observe_write(catalog.route_for(key).id, key, len, g, term);
+        };
+        match op {
+            KvOp::Set { key, value, .. } => one(key, value.len()),
+            KvOp::Append { key, value } => one(key, value.len()),
+            KvOp::IncrBy { key, .. } => {
+                let len = match resp {
+                    KvResponse::Int(n) => n.to_string().len(),
+                    _ => 0,
+                };
+                one(key, len)
+            }
+            KvOp::MSet { pairs } => pairs.iter().for_each(|(k, v)| one(k, v.len())),
+            KvOp::Del { keys } => keys.iter().for_each(|k| one(k, 0)),
+            KvOp::Split { .. } => {}
+        }
+    }
+
+    /// Splits the route containing `at` at `at` (through the owning group's log). Returns the
+    /// new route id.
+    ///
+    /// # Errors
+    /// [`DispatchError`], or `Ok(Err(reason))` when the catalog refused the split.
+    pub async fn split_at(&self, at: &[u8]) -> Result<Result<u64, String>, DispatchError> {
+        let route = self.catalog.load().route_for(at).clone();
+        let op = KvOp::Split {
+            route: route.id,
+            at: at.to_vec(),
+        };
+        match self.execute(route.group, GroupCommand::Write(op)).await? {
+            GroupReply::Write(KvResponse::Split { right_id }) => Ok(Ok(right_id)),
+            GroupReply::Write(KvResponse::SplitRefused(why)) => Ok(Err(why)),
+            other => Ok(Err(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Groups `keys` by owning group, remembering each key's position.
+    pub(crate) fn partition<'k>(
+        &self,
+        keys: impl IntoIterator<Item = &'k [u8]>,
+    ) -> BTreeMap<GroupId, Vec<usize>> {
+        let catalog = self.catalog.load();
+        let mut by_group: BTreeMap<GroupId, Vec<usize>> = BTreeMap::new();
+        for (i, k) in keys.into_iter().enumerate() {
+            by_group
+                .entry(catalog.route_for(k).group)
+                .or_default()
+                .push(i);
+        }
+        by_group
+    }
+}

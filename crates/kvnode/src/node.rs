@@ -1,0 +1,342 @@
+//! [`start`] wires one node: storage, sampler, catalog, Raft groups, the internal transport,
+//! the RESP server, the admin server and the flush task. [`Node::shutdown`] stops them in
+//! reverse order and flushes KeyViz one last time.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::NodeConfig;
+use crate::dispatch::{Dispatcher, now_unix_ms};
+use crate::raft::{Groups, StartError};
+use crate::resp::Limits;
+use crate::routing::Catalog;
+use crate::routing::split::SharedCatalog;
+use crate::sampling::Sampling;
+use crate::store::{Store, StoreError};
+use crate::transport::PeerClient;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The data directory could not be opened.
+    #[error("data dir {dir}: {source}")]
+    Store {
+        /// Directory.
+        dir: String,
+        /// Cause.
+        source: StoreError,
+    },
+    /// A listener could not be bound.
+    #[error("bind {what} {addr}: {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// Address.
+        addr: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Raft groups failed to start.
+    #[error(transparent)]
+    Raft(#[from] StartError),
+    /// The KeyViz sampler rejected its configuration.
+    #[error("keyviz: {0}")]
+    Sampler(String),
+    /// The admin server could not be set up (credentials, secret).
+    #[error("admin: {0}")]
+    Admin(String),
+}
+
+/// A running node.
+pub struct Node {
+    dispatcher: Arc<Dispatcher>,
+    sampling: Sampling,
+    resp_addr: SocketAddr,
+    raft_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, NodeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| NodeError::Bind {
+            what,
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+fn local(l: &TcpListener, what: &'static str, addr: &str) -> Result<SocketAddr, NodeError> {
+    l.local_addr().map_err(|source| NodeError::Bind {
+        what,
+        addr: addr.to_string(),
+        source,
+    })
+}
+
+/// Reads the cluster secret from the config (inline or file).
+fn cluster_secret(cfg: &NodeConfig) -> Result<Option<Vec<u8>>, NodeError> {
+    if let Some(s) = &cfg.cluster_secret {
+        return Ok(Some(s.trim().as_bytes().to_vec()));
+    }
+    if let Some(p) = &cfg.cluster_secret_file {
+        let text = std::fs::read_to_string(p)
+            .map_err(|e| NodeError::Admin(format!("cluster secret file {}: {e}", p.display())))?;
+        return Ok(Some(text.trim().as_bytes().to_vec()));
+    }
+    Ok(None)
+}
+
+/// Starts a node. Returns once every listener is bound and the Raft groups run (leaders may
+/// still be electing: use [`Node::wait_ready`]).
+///
+/// # Errors
+/// [`NodeError`] for bad configuration, storage, bind, Raft, sampler or admin problems.
+pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
+    cfg.validate()?;
+    let secret = cluster_secret(&cfg)?;
+    let store_err = |source| NodeError::Store {
+        dir: cfg.data_dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+        store_err(StoreError::Corrupt {
+            what: "data dir",
+            detail: e.to_string(),
+        })
+    })?;
+    let store = Store::open(&cfg.data_dir, cfg.fsync).map_err(store_err)?;
+
+    let sampling = if cfg.keyviz_enabled {
+        let sc = keyviz::SamplerConfig {
+            step_ms: cfg.step_ms,
+            retention_ms: cfg.retention_ms,
+            key_buckets_per_route: cfg.key_buckets_per_route,
+            ..keyviz::SamplerConfig::default()
+        };
+        let sampler = keyviz::Sampler::new(sc, now_unix_ms() as i64)
+            .map_err(|e| NodeError::Sampler(e.to_string()))?;
+        Sampling::enabled(Arc::new(sampler))
+    } else {
+        Sampling::disabled()
+    };
+
+    let catalog = match crate::raft::state_machine::load_catalog(&store).map_err(store_err)? {
+        Some(c) => c,
+        None => Catalog::from_layout(&cfg.layout()).map_err(|e| {
+            crate::config::ConfigError::Invalid {
+                field: "split_keys",
+                reason: e.to_string(),
+            }
+        })?,
+    };
+    let catalog = Arc::new(SharedCatalog::new(catalog, sampling.clone()));
+    let secret_text = secret
+        .as_ref()
+        .map(|s| String::from_utf8_lossy(s).into_owned());
+    let client = PeerClient::new(secret_text.clone());
+
+    // Bind everything before starting Raft so a bad address fails fast.
+    let raft_listener = bind("raft", &cfg.raft_addr).await?;
+    let resp_listener = bind("resp", &cfg.resp_addr).await?;
+    let admin_listener = match &cfg.admin_addr {
+        Some(a) => Some(bind("admin", a).await?),
+        None => None,
+    };
+    let raft_addr = local(&raft_listener, "raft", &cfg.raft_addr)?;
+    let resp_addr = local(&resp_listener, "resp", &cfg.resp_addr)?;
+    let admin_addr = match &admin_listener {
+        Some(l) => Some(local(
+            l,
+            "admin",
+            cfg.admin_addr.as_deref().unwrap_or_default(),
+        )?),
+        None => None,
+    };
+
+    let groups = Arc::new(
+        Groups::start(
+            cfg.node_id,
+            1..=cfg.groups,
+            &store,
+            catalog.clone(),
+            client.clone(),
+            cfg.timing(),
+        )
+        .await?,
+    );
+    let members = cfg.members();
+    let dispatcher = Arc::new(Dispatcher::new(
+        cfg.node_id,
+        groups.clone(),
+        catalog,
+        sampling.clone(),
+        store,
+        members.clone(),
+        client,
+        cfg.follower_reads,
+    ));
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    let internal = crate::internal::router(dispatcher.clone(), secret_text);
+    let mut rx = shutdown_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let serve = axum::serve(raft_listener, internal).with_graceful_shutdown(async move {
+            crate::node::stopped(&mut rx).await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "internal server stopped");
+        }
+    }));
+
+    if let Some(listener) = admin_listener {
+        let Some(secret) = &secret else {
+            return Err(NodeError::Admin("admin_addr needs a cluster secret (cluster_secret, cluster_secret_file or KEYVIZ_CLUSTER_SECRET)".into()));
+        };
+        let addr = admin_addr.map(|a| a.to_string()).unwrap_or_default();
+        let app = crate::admin::router(&cfg, secret, &sampling, dispatcher.clone(), &addr)?;
+        let mut rx = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let serve = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                crate::node::stopped(&mut rx).await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "admin server stopped");
+            }
+        }));
+    }
+
+    tasks.push(tokio::spawn(crate::resp::serve(
+        resp_listener,
+        dispatcher.clone(),
+        Limits::default(),
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(flush_loop(
+        sampling.clone(),
+        shutdown_rx.clone(),
+    )));
+
+    // The lowest id bootstraps the groups (a no-op on restart); every node then campaigns once
+    // for the groups it prefers, so leaders spread over the cluster.
+    let raft_members = members
+        .iter()
+        .map(|(id, p)| (*id, p.raft.clone()))
+        .collect();
+    let lowest = members.keys().next().copied() == Some(cfg.node_id);
+    let preferred: Vec<u64> = {
+        let ids: Vec<u64> = members.keys().copied().collect();
+        (1..=cfg.groups)
+            .filter(|g| ids[((g - 1) as usize) % ids.len()] == cfg.node_id)
+            .collect()
+    };
+    let g2 = groups.clone();
+    tasks.push(tokio::spawn(async move {
+        if lowest {
+            if let Err(e) = g2.bootstrap(&raft_members).await {
+                tracing::error!(error = %e, "bootstrap failed");
+            }
+        }
+        g2.wait_for_leaders(Duration::from_secs(30)).await;
+        for g in preferred {
+            if !g2.is_leader(g) {
+                let _ = g2.campaign(g).await;
+            }
+        }
+    }));
+
+    Ok(Node {
+        dispatcher,
+        sampling,
+        resp_addr,
+        raft_addr,
+        admin_addr,
+        shutdown,
+        tasks,
+    })
+}
+
+/// Resolves once `rx` turns true (or its sender is gone).
+pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Flushes the sampler at every step boundary, and once more at shutdown.
+async fn flush_loop(sampling: Sampling, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let now = now_unix_ms() as i64;
+        let Some(next) = sampling.next_flush_unix_ms(now) else {
+            return;
+        };
+        let wait = Duration::from_millis((next - now).max(1) as u64);
+        tokio::select! {
+            _ = crate::node::stopped(&mut shutdown) => {
+                sampling.flush(now_unix_ms() as i64);
+                return;
+            }
+            _ = tokio::time::sleep(wait) => sampling.flush(now_unix_ms() as i64),
+        }
+    }
+}
+
+impl Node {
+    /// Bound Redis protocol address.
+    pub fn resp_addr(&self) -> SocketAddr {
+        self.resp_addr
+    }
+
+    /// Bound internal transport address.
+    pub fn raft_addr(&self) -> SocketAddr {
+        self.raft_addr
+    }
+
+    /// Bound admin address, if serving.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The dispatcher (for in-process callers such as the demo workload).
+    pub fn dispatcher(&self) -> &Arc<Dispatcher> {
+        &self.dispatcher
+    }
+
+    /// The sampling handle.
+    pub fn sampling(&self) -> &Sampling {
+        &self.sampling
+    }
+
+    /// Waits until every group has a known leader; returns false on timeout.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        self.dispatcher
+            .groups()
+            .wait_for_leaders(timeout)
+            .await
+            .is_empty()
+    }
+
+    /// Stops the servers, the Raft groups and the flush task (which flushes once more).
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        self.dispatcher.groups().shutdown().await;
+    }
+}

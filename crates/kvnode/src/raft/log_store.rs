@@ -1,0 +1,207 @@
+//! Raft log storage of one group in the shared fjall database.
+//!
+//! Entries live in `raft_log` under `group ++ index` (big-endian, so a prefix range is the
+//! group's log in index order); vote, committed and purged ids live in `raft_meta`. An append
+//! is one atomic batch followed by one fsync, and only then is openraft told it is durable.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{Entry, LogId, RaftLogReader, StorageError, StorageIOError, Vote};
+
+use super::types::TypeConfig;
+use crate::store::{Store, StoreError, from_json, group_prefix, log_key, meta_key, to_json};
+
+type NodeId = u64;
+
+/// The log of one group; clones share the same storage.
+#[derive(Clone)]
+pub(crate) struct LogStore {
+    store: Store,
+    group: u64,
+}
+
+fn read_err(e: StoreError) -> StorageError<NodeId> {
+    StorageIOError::read_logs(&e).into()
+}
+
+fn write_err(e: StoreError) -> StorageError<NodeId> {
+    StorageIOError::write_logs(&e).into()
+}
+
+impl LogStore {
+    pub(crate) fn new(store: Store, group: u64) -> Self {
+        Self { store, group }
+    }
+
+    fn get_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &'static str,
+    ) -> Result<Option<T>, StoreError> {
+        match self.store.meta.get(meta_key(self.group, name))? {
+            None => Ok(None),
+            Some(raw) => Ok(Some(from_json(name, &raw)?)),
+        }
+    }
+
+    fn put_meta<T: serde::Serialize>(&self, name: &'static str, v: &T) -> Result<(), StoreError> {
+        self.store
+            .meta
+            .insert(meta_key(self.group, name), to_json(name, v)?)?;
+        self.store.sync()
+    }
+
+    fn bounds(&self, range: &impl RangeBounds<u64>) -> (u64, Option<u64>) {
+        let start = match range.start_bound() {
+            Bound::Included(&s) => s,
+            Bound::Excluded(&s) => s.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&e) => e.checked_add(1),
+            Bound::Excluded(&e) => Some(e),
+            Bound::Unbounded => None,
+        };
+        (start, end)
+    }
+
+    fn entries(&self, start: u64, end: Option<u64>) -> Result<Vec<Entry<TypeConfig>>, StoreError> {
+        let lo = log_key(self.group, start);
+        let hi = match end {
+            Some(e) => log_key(self.group, e).to_vec(),
+            None => (self.group + 1).to_be_bytes().to_vec(),
+        };
+        if lo.as_slice() >= hi.as_slice() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for item in self.store.log.range(lo.to_vec()..hi) {
+            let v = item.value()?;
+            out.push(from_json("log entry", &v)?);
+        }
+        Ok(out)
+    }
+
+    fn last_entry(&self) -> Result<Option<Entry<TypeConfig>>, StoreError> {
+        match self.store.log.prefix(group_prefix(self.group)).next_back() {
+            None => Ok(None),
+            Some(item) => Ok(Some(from_json("log entry", &item.value()?)?)),
+        }
+    }
+
+    fn remove_range(&self, start: u64, end: Option<u64>) -> Result<(), StoreError> {
+        let lo = log_key(self.group, start).to_vec();
+        let hi = match end {
+            Some(e) => log_key(self.group, e).to_vec(),
+            None => (self.group + 1).to_be_bytes().to_vec(),
+        };
+        let mut batch = self.store.batch();
+        for item in self.store.log.range(lo..hi) {
+            batch.remove(&self.store.log, item.key()?);
+        }
+        batch.commit()?;
+        self.store.sync()
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        let (start, end) = self.bounds(&range);
+        self.entries(start, end).map_err(read_err)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
+        let purged: Option<LogId<NodeId>> = self.get_meta("purged").map_err(read_err)?;
+        let last = self.last_entry().map_err(read_err)?.map(|e| e.log_id);
+        Ok(LogState {
+            last_purged_log_id: purged,
+            last_log_id: last.or(purged),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.put_meta("vote", vote)
+            .map_err(|e| StorageIOError::write_vote(&e).into())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
+        self.get_meta("vote")
+            .map_err(|e| StorageIOError::read_vote(&e).into())
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<NodeId>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        // Not fsync'd on its own: losing it only means re-applying from the last applied id.
+        let raw = to_json("committed", &committed).map_err(write_err)?;
+        self.store
+            .meta
+            .insert(meta_key(self.group, "committed"), raw)
+            .map_err(|e| write_err(e.into()))?;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        Ok(self
+            .get_meta::<Option<LogId<NodeId>>>("committed")
+            .map_err(read_err)?
+            .flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut batch = self.store.batch();
+        for entry in entries {
+            let raw = to_json("log entry", &entry).map_err(write_err)?;
+            batch.insert(
+                &self.store.log,
+                log_key(self.group, entry.log_id.index).to_vec(),
+                raw,
+            );
+        }
+        let result = batch
+            .commit()
+            .map_err(StoreError::from)
+            .and_then(|()| self.store.sync());
+        match result {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(write_err(e))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.remove_range(log_id.index, None).map_err(write_err)
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.put_meta("purged", &log_id).map_err(write_err)?;
+        self.remove_range(0, log_id.index.checked_add(1))
+            .map_err(write_err)
+    }
+}

@@ -1,0 +1,341 @@
+//! Multi-Raft on openraft 0.9: one `Raft` per group, all sharing one fjall database and one
+//! pooled peer client.
+//!
+//! This module is the only place that names openraft types. The rest of the crate talks to
+//! [`Groups`] in our own vocabulary (group ids, propose, read barrier, leader, term), so moving to
+//! openraft 0.10 (or another engine) touches only this directory.
+
+mod log_store;
+mod network;
+pub(crate) mod router;
+pub(crate) mod state_machine;
+mod types;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
+use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+pub use types::{KvOp, KvRequest, KvResponse, SetCond};
+
+use crate::routing::split::SharedCatalog;
+use crate::store::{Store, StoreError};
+use crate::transport::PeerClient;
+use types::RaftHandle;
+
+/// Identifier of a Raft group (`1..=groups`).
+pub type GroupId = u64;
+
+/// Timing knobs of every group.
+#[derive(Debug, Clone, Copy)]
+pub struct RaftTiming {
+    /// Leader heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// Lower bound of the randomised election timeout.
+    pub election_min_ms: u64,
+    /// Upper bound of the randomised election timeout.
+    pub election_max_ms: u64,
+    /// Build a snapshot (and purge the log) after this many applied entries.
+    pub snapshot_every: u64,
+}
+
+impl Default for RaftTiming {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 150,
+            election_min_ms: 700,
+            election_max_ms: 1400,
+            snapshot_every: 20_000,
+        }
+    }
+}
+
+/// Why a group operation did not happen here.
+#[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GroupError {
+    /// This node is not the group's leader; nothing was proposed. `leader` is the current
+    /// leader if known.
+    #[error("not the leader of group {group} (leader: {leader:?})")]
+    NotLeader {
+        /// Group.
+        group: GroupId,
+        /// Known leader node id.
+        leader: Option<u64>,
+    },
+    /// The group id is not hosted on this node.
+    #[error("unknown raft group {0}")]
+    UnknownGroup(GroupId),
+    /// The proposal or read barrier did not complete in time (no quorum?). A write may still
+    /// commit later.
+    #[error("group {0} did not answer in time")]
+    Timeout(GroupId),
+    /// openraft failed (shutting down, storage error, lost quorum).
+    #[error("raft group {group}: {detail}")]
+    Raft {
+        /// Group.
+        group: GroupId,
+        /// openraft's message.
+        detail: String,
+    },
+}
+
+/// A committed proposal: the state machine's answer and the term of the entry that carried it.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// The state machine's answer.
+    pub response: KvResponse,
+    /// Term of the leader that appended the entry.
+    pub term: u64,
+}
+
+/// Observable state of one group on this node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GroupStatus {
+    /// Group id.
+    pub group: GroupId,
+    /// Current leader, if known.
+    pub leader: Option<u64>,
+    /// Current term as seen here.
+    pub term: u64,
+    /// Last applied log index.
+    pub applied_index: Option<u64>,
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    pub role: String,
+}
+
+struct Group {
+    raft: RaftHandle,
+    metrics: watch::Receiver<openraft::RaftMetrics<u64, BasicNode>>,
+}
+
+/// All groups hosted by this node.
+pub struct Groups {
+    node_id: u64,
+    groups: BTreeMap<GroupId, Group>,
+    op_timeout: Duration,
+}
+
+/// Starting a group failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// Storage could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// openraft refused the configuration or failed to start.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+impl Groups {
+    /// Starts `group_ids` on this node over `store`.
+    ///
+    /// # Errors
+    /// [`StartError`] when storage or openraft fails.
+    pub(crate) async fn start(
+        node_id: u64,
+        group_ids: impl IntoIterator<Item = GroupId>,
+        store: &Store,
+        catalog: Arc<SharedCatalog>,
+        client: PeerClient,
+        timing: RaftTiming,
+    ) -> Result<Self, StartError> {
+        let config = Config {
+            cluster_name: "kvnode".into(),
+            heartbeat_interval: timing.heartbeat_ms,
+            election_timeout_min: timing.election_min_ms,
+            election_timeout_max: timing.election_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(timing.snapshot_every),
+            max_in_snapshot_log_to_keep: 1_000,
+            ..Default::default()
+        };
+        let config = Arc::new(
+            config
+                .validate()
+                .map_err(|e| StartError::Raft(e.to_string()))?,
+        );
+        let mut groups = BTreeMap::new();
+        for g in group_ids {
+            let log = log_store::LogStore::new(store.clone(), g);
+            let sm = state_machine::StateMachine::open(store.clone(), g, catalog.clone())?;
+            let net = network::NetworkFactory::new(g, client.clone());
+            let raft = openraft::Raft::new(node_id, config.clone(), net, log, sm)
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))?;
+            let metrics = raft.metrics();
+            groups.insert(g, Group { raft, metrics });
+        }
+        Ok(Self {
+            node_id,
+            groups,
+            op_timeout: Duration::from_secs(5),
+        })
+    }
+
+    fn group(&self, g: GroupId) -> Result<&Group, GroupError> {
+        self.groups.get(&g).ok_or(GroupError::UnknownGroup(g))
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// Ids of the hosted groups.
+    pub fn ids(&self) -> impl Iterator<Item = GroupId> + '_ {
+        self.groups.keys().copied()
+    }
+
+    /// Initialises every group that has no state yet with `members` (node id → raft address).
+    /// Only one node (the lowest id) calls this; on a restart it is a no-op.
+    pub(crate) async fn bootstrap(
+        &self,
+        members: &BTreeMap<u64, String>,
+    ) -> Result<(), StartError> {
+        let nodes: BTreeMap<u64, BasicNode> = members
+            .iter()
+            .map(|(id, a)| (*id, BasicNode::new(a)))
+            .collect();
+        for (g, group) in &self.groups {
+            match group.raft.initialize(nodes.clone()).await {
+                Ok(()) => tracing::info!(group = g, "raft group initialised"),
+                Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(StartError::Raft(e.to_string())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Proposes `req` to group `g`, if this node leads it, and waits for it to be applied.
+    ///
+    /// # Errors
+    /// [`GroupError::NotLeader`] (nothing proposed), [`GroupError::Timeout`] (outcome
+    /// unknown), [`GroupError::Raft`].
+    pub async fn propose(&self, g: GroupId, req: KvRequest) -> Result<Committed, GroupError> {
+        let group = self.group(g)?;
+        let fut = group.raft.client_write(req);
+        match tokio::time::timeout(self.op_timeout, fut).await {
+            Err(_) => Err(GroupError::Timeout(g)),
+            Ok(Ok(resp)) => Ok(Committed {
+                response: resp.data,
+                term: resp.log_id.leader_id.term,
+            }),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(GroupError::NotLeader {
+                    group: g,
+                    leader: f.leader_id,
+                })
+            }
+            Ok(Err(e)) => Err(GroupError::Raft {
+                group: g,
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    /// Waits until this node, as leader of `g`, has applied everything committed before the
+    /// call (openraft's read index), so a following local read is linearizable.
+    ///
+    /// # Errors
+    /// [`GroupError::NotLeader`], [`GroupError::Timeout`], [`GroupError::Raft`].
+    pub async fn read_barrier(&self, g: GroupId) -> Result<(), GroupError> {
+        let group = self.group(g)?;
+        match tokio::time::timeout(self.op_timeout, group.raft.ensure_linearizable()).await {
+            Err(_) => Err(GroupError::Timeout(g)),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(GroupError::NotLeader {
+                    group: g,
+                    leader: f.leader_id,
+                })
+            }
+            Ok(Err(e)) => Err(GroupError::Raft {
+                group: g,
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    /// The leader of `g` as last seen by this node.
+    pub fn leader(&self, g: GroupId) -> Option<u64> {
+        self.groups
+            .get(&g)
+            .and_then(|gr| gr.metrics.borrow().current_leader)
+    }
+
+    /// Whether this node currently believes it leads `g`.
+    pub fn is_leader(&self, g: GroupId) -> bool {
+        self.leader(g) == Some(self.node_id)
+    }
+
+    /// Status of every group.
+    pub fn status(&self) -> Vec<GroupStatus> {
+        self.groups
+            .iter()
+            .map(|(g, gr)| {
+                let m = gr.metrics.borrow();
+                let role = match m.state {
+                    ServerState::Leader => "leader",
+                    ServerState::Follower => "follower",
+                    ServerState::Candidate => "candidate",
+                    ServerState::Learner => "learner",
+                    ServerState::Shutdown => "shutdown",
+                };
+                GroupStatus {
+                    group: *g,
+                    leader: m.current_leader,
+                    term: m.current_term,
+                    applied_index: m.last_applied.map(|l| l.index),
+                    role: role.to_string(),
+                }
+            })
+            .collect()
+    }
+
+    /// Asks this node to campaign for leadership of `g` now (leadership transfer to here:
+    /// openraft 0.9 has no transfer RPC, but an up-to-date follower that starts an election
+    /// wins it).
+    ///
+    /// # Errors
+    /// [`GroupError::UnknownGroup`], [`GroupError::Raft`] when openraft has stopped.
+    pub async fn campaign(&self, g: GroupId) -> Result<(), GroupError> {
+        let group = self.group(g)?;
+        group
+            .raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| GroupError::Raft {
+                group: g,
+                detail: e.to_string(),
+            })
+    }
+
+    /// Waits until every group has a known leader, or `timeout` passes. Returns the groups
+    /// still without one.
+    pub async fn wait_for_leaders(&self, timeout: Duration) -> BTreeSet<GroupId> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let missing: BTreeSet<GroupId> =
+                self.ids().filter(|g| self.leader(*g).is_none()).collect();
+            if missing.is_empty() || tokio::time::Instant::now() >= deadline {
+                return missing;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops every group (waits for their tasks).
+    pub async fn shutdown(&self) {
+        for (g, gr) in &self.groups {
+            if let Err(e) = gr.raft.shutdown().await {
+                tracing::warn!(group = g, error = %e, "raft shutdown");
+            }
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! RESP2 request decoder and reply encoder with hard limits.
+//!
+//! Requests are arrays of bulk strings (what every client sends) or inline commands (what a
+//! human types into `telnet`). The decoder enforces [`Limits`]: a bulk longer than
+//! `max_bulk_bytes`, an array longer than `max_args`, or more than `max_request_bytes` buffered
+//! without a complete request is a protocol error, which closes that connection only. Nothing
+//! is allocated from a client-declared length before the bytes have arrived.
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+/// Protocol limits of one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest bulk string (default 16 MiB).
+    pub max_bulk_bytes: usize,
+    /// Most arguments in one request (default 65 536).
+    pub max_args: usize,
+    /// Most bytes buffered for one incomplete request, and the longest inline line
+    /// (default 64 MiB).
+    pub max_request_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_bulk_bytes: 16 << 20,
+            max_args: 65_536,
+            max_request_bytes: 64 << 20,
+        }
+    }
+}
+
+/// A malformed request or an I/O failure; either ends the connection.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// The bytes are not valid RESP or exceed a limit. The text is sent to the client as
+    /// `-ERR Protocol error: ...` before closing.
+    #[error("Protocol error: {0}")]
+    Protocol(String),
+    /// The socket failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// One reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// `+text`.
+    Simple(&'static str),
+    /// `-text` (the text includes its code, e.g. `ERR ...`).
+    Error(String),
+    /// `:n`.
+    Int(i64),
+    /// `$len\r\nbytes` or the null bulk `$-1`.
+    Bulk(Option<Vec<u8>>),
+    /// `*n` followed by the elements.
+    Array(Vec<Reply>),
+}
+
+impl Reply {
+    /// `-ERR text`.
+    pub fn err(text: impl std::fmt::Display) -> Self {
+        Reply::Error(format!("ERR {text}"))
+    }
+
+    /// A bulk string.
+    pub fn bulk(b: impl Into<Vec<u8>>) -> Self {
+        Reply::Bulk(Some(b.into()))
+    }
+}
+
+/// The connection codec: decodes requests (arguments), encodes [`Reply`]s.
+#[derive(Debug, Clone, Default)]
+pub struct RespCodec {
+    limits: Limits,
+}
+
+impl RespCodec {
+    /// A codec enforcing `limits`.
+    pub fn new(limits: Limits) -> Self {
+        Self { limits }
+    }
+}
+
+fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
+    buf.get(from..)?
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .map(|p| p + from)
+}
+
+fn parse_len(line: &[u8], what: &str) -> Result<i64, CodecError> {
+    std::str::from_utf8(line)
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .ok_or_else(|| CodecError::Protocol(format!("invalid {what} length")))
+}
+
+impl RespCodec {
+    /// Parses one request at the start of `buf`; `Ok(None)` when incomplete. Returns the
+    /// arguments and the number of bytes consumed.
+    fn parse(&self, buf: &[u8]) -> Result<Option<(Vec<Bytes>, usize)>, CodecError> {
+        if buf[0] != b'*' {
+            return self.parse_inline(buf);
+        }
+        let Some(end) = find_crlf(buf, 1) else {
+            return self.incomplete(buf);
+        };
+        let n = parse_len(&buf[1..end], "multibulk")?;
+        if n > self.limits.max_args as i64 {
+            return Err(CodecError::Protocol("invalid multibulk length".into()));
+        }
+        let mut pos = end + 2;
+        if n <= 0 {
+            return Ok(Some((Vec::new(), pos)));
+        }
+        let mut args = Vec::new();
+        for _ in 0..n {
+            if pos >= buf.len() {
+                return self.incomplete(buf);
+            }
+            if buf[pos] != b'$' {
+                return Err(CodecError::Protocol(format!(
+                    "expected '$', got '{}'",
+                    buf[pos] as char
+                )));
+            }
+            let Some(end) = find_crlf(buf, pos + 1) else {
+                return self.incomplete(buf);
+            };
+            let len = parse_len(&buf[pos + 1..end], "bulk")?;
+            if len < 0 || len > self.limits.max_bulk_bytes as i64 {
+                return Err(CodecError::Protocol("invalid bulk length".into()));
+            }
+            let start = end + 2;
+            let stop = start + len as usize;
+            if buf.len() < stop + 2 {
+                return self.incomplete(buf);
+            }
+            if &buf[stop..stop + 2] != b"\r\n" {
+                return Err(CodecError::Protocol(
+                    "bulk string not terminated by CRLF".into(),
+                ));
+            }
+            args.push(Bytes::copy_from_slice(&buf[start..stop]));
+            pos = stop + 2;
+        }
+        Ok(Some((args, pos)))
+    }
+
+    fn parse_inline(&self, buf: &[u8]) -> Result<Option<(Vec<Bytes>, usize)>, CodecError> {
+        let Some(nl) = buf.iter().position(|b| *b == b'\n') else {
+            return self.incomplete(buf);
+        };
+        let line = &buf[..nl];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let text = std::str::from_utf8(line)
+            .map_err(|_| CodecError::Protocol("inline command is not UTF-8".into()))?;
+        let args: Vec<Bytes> = text
+            .split_ascii_whitespace()
+            .map(|s| Bytes::copy_from_slice(s.as_bytes()))
+            .collect();
+        if args.len() > self.limits.max_args {
+            return Err(CodecError::Protocol("too many arguments".into()));
+        }
+        Ok(Some((args, nl + 1)))
+    }
+
+    fn incomplete<T>(&self, buf: &[u8]) -> Result<Option<T>, CodecError> {
+        if buf.len() > self.limits.max_request_bytes {
+            return Err(CodecError::Protocol("request too large".into()));
+        }
+        Ok(None)
+    }
+}
+
+impl Decoder for RespCodec {
+    type Item = Vec<Bytes>;
+    type Error = CodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Vec<Bytes>>, CodecError> {
+        loop {
+            if src.is_empty() {
+                return Ok(None);
+            }
+            match self.parse(src)? {
+                None => return Ok(None),
+                Some((args, used)) => {
+                    src.advance(used);
+                    // Empty inline lines and `*0` are skipped, as Redis does.
+                    if !args.is_empty() {
+                        return Ok(Some(args));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn write_reply(r: &Reply, dst: &mut BytesMut) {
+    use std::fmt::Write as _;
+    struct W<'a>(&'a mut BytesMut);
+    impl std::fmt::Write for W<'_> {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0.extend_from_slice(s.as_bytes());
+            Ok(())
+        }
+    }
+    match r {
+        Reply::Simple(s) => {
+            let _ = write!(W(dst), "+{s}\r\n");
+        }
+        Reply::Error(s) => {
+            // Error text must stay on one line.
+            let clean: String = s
+                .chars()
+                .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
+                .collect();
+            let _ = write!(W(dst), "-{clean}\r\n");
+        }
+        Reply::Int(n) => {
+            let _ = write!(W(dst), ":{n}\r\n");
+        }
+        Reply::Bulk(None) => dst.extend_from_slice(b"$-1\r\n"),
+        Reply::Bulk(Some(b)) => {
+            let _ = write!(W(dst), "${}\r\n", b.len());
+            dst.extend_from_slice(b);
+            dst.extend_from_slice(b"\r\n");
+        }
+        Reply::Array(items) => {
+            let _ = write!(W(dst), "*{}\r\n", items.len());
+            for i in items {
+                write_reply(i, dst);
+            }
+        }
+    }
+}
+
+impl Encoder<Reply> for RespCodec {
+    type Error = CodecError;
+
+    fn encode(&mut self, item: Reply, dst: &mut BytesMut) -> Result<(), CodecError> {
+        write_reply(&item, dst);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(codec: &mut RespCodec, input: &[u8]) -> Result<Vec<Vec<Bytes>>, CodecError> {
+        let mut buf = BytesMut::from(input);
+        let mut out = Vec::new();
+        while let Some(args) = codec.decode(&mut buf)? {
+            out.push(args);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn pipelined_requests_decode_in_order() {
+        let mut c = RespCodec::default();
+        let got = decode_all(
+            &mut c,
+            b"*1\r\n$4\r\nPING\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\nGET k\r\n",
+        )
+        .expect("decode");
+        assert_eq!(got.len(), 3);
+        assert_eq!(
+            got[1],
+            vec![Bytes::from("SET"), Bytes::from("k"), Bytes::from("v")]
+        );
+        assert_eq!(got[2], vec![Bytes::from("GET"), Bytes::from("k")]);
+    }
+
+    #[test]
+    fn partial_request_waits_for_more_bytes() {
+        let mut c = RespCodec::default();
+        let mut buf = BytesMut::from(&b"*2\r\n$3\r\nGET\r\n$1\r"[..]);
+        assert!(c.decode(&mut buf).expect("partial").is_none());
+        buf.extend_from_slice(b"\nk\r\n");
+        assert_eq!(
+            c.decode(&mut buf).expect("complete"),
+            Some(vec![Bytes::from("GET"), Bytes::from("k")])
+        );
+    }
+
+    #[test]
+    fn oversized_bulk_and_array_are_protocol_errors() {
+        let limits = Limits {
+            max_bulk_bytes: 4,
+            max_args: 2,
+            max_request_bytes: 64,
+        };
+        let mut c = RespCodec::new(limits);
+        assert!(matches!(
+            decode_all(&mut c, b"*1\r\n$5\r\nhello\r\n"),
+            Err(CodecError::Protocol(_))
+        ));
+        assert!(matches!(
+            decode_all(&mut c, b"*3\r\n"),
+            Err(CodecError::Protocol(_))
+        ));
+        assert!(matches!(
+            decode_all(&mut c, b"*1\r\n$99999999999999999999\r\n"),
+            Err(CodecError::Protocol(_))
+        ));
+        let long_inline = vec![b'a'; 100];
+        assert!(matches!(
+            decode_all(&mut c, &long_inline),
+            Err(CodecError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn malformed_bulk_header_is_a_protocol_error() {
+        let mut c = RespCodec::default();
+        assert!(matches!(
+            decode_all(&mut c, b"*1\r\n+OK\r\n"),
+            Err(CodecError::Protocol(_))
+        ));
+        assert!(matches!(
+            decode_all(&mut c, b"*1\r\n$x\r\n"),
+            Err(CodecError::Protocol(_))
+        ));
+        assert!(matches!(
+            decode_all(&mut c, b"*1\r\n$1\r\nab\r\n"),
+            Err(CodecError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn replies_encode_as_resp2() {
+        let mut c = RespCodec::default();
+        let mut out = BytesMut::new();
+        let r = Reply::Array(vec![
+            Reply::Simple("OK"),
+            Reply::Int(-3),
+            Reply::Bulk(None),
+            Reply::bulk("hi"),
+            Reply::err("bad\r\nline"),
+        ]);
+        c.encode(r, &mut out).expect("encode");
+        assert_eq!(
+            &out[..],
+            b"*5\r\n+OK\r\n:-3\r\n$-1\r\n$2\r\nhi\r\n-ERR bad  line\r\n"
+        );
+    }
+}

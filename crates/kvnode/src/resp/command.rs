@@ -1,0 +1,320 @@
+//! Parsing request arguments into typed commands (arity, options, numbers), with Redis's own
+//! error texts for everything a client can get wrong.
+
+use bytes::Bytes;
+
+use crate::raft::SetCond;
+
+/// A parsed client command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `PING [message]`.
+    Ping(Option<Bytes>),
+    /// `ECHO message`.
+    Echo(Bytes),
+    /// `GET key`.
+    Get(Bytes),
+    /// `SET key value [EX s | PX ms] [NX | XX]`; `ttl_ms` is relative.
+    Set {
+        /// Key.
+        key: Bytes,
+        /// Value.
+        value: Bytes,
+        /// Relative expiry in ms.
+        ttl_ms: Option<u64>,
+        /// NX / XX.
+        cond: SetCond,
+    },
+    /// `DEL key [key ...]`.
+    Del(Vec<Bytes>),
+    /// `EXISTS key [key ...]`.
+    Exists(Vec<Bytes>),
+    /// INCR / DECR / INCRBY / DECRBY.
+    IncrBy(Bytes, i64),
+    /// `MGET key [key ...]`.
+    MGet(Vec<Bytes>),
+    /// `MSET key value [key value ...]`.
+    MSet(Vec<(Bytes, Bytes)>),
+    /// `APPEND key value`.
+    Append(Bytes, Bytes),
+    /// `STRLEN key`.
+    Strlen(Bytes),
+    /// `DBSIZE`.
+    DbSize,
+    /// `SCAN cursor [MATCH pattern] [COUNT n]`.
+    Scan {
+        /// Cursor (number of live keys already returned).
+        cursor: u64,
+        /// Glob pattern (`*`, `?`).
+        pattern: Option<Bytes>,
+        /// Page size hint.
+        count: usize,
+    },
+    /// `INFO [section]`.
+    Info,
+    /// `QUIT`.
+    Quit,
+    /// `CONFIG GET parameter...` (answered with an empty map: nothing is configurable).
+    ConfigGet,
+    /// `COMMAND [...]` (answered with an empty array).
+    CommandInfo,
+    /// `CLIENT ...`, `SELECT 0` (answered `+OK`).
+    ClientNoop,
+    /// `KEYVIZ.SPLIT key`: split the route containing `key` at `key`.
+    Split(Bytes),
+    /// `KEYVIZ.CAMPAIGN group`: this node starts an election in `group` (leadership transfer
+    /// to this node).
+    Campaign(u64),
+}
+
+fn lower(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_ascii_lowercase()
+}
+
+fn arity(name: &str) -> String {
+    format!("ERR wrong number of arguments for '{name}' command")
+}
+
+/// Parses an integer argument the way Redis does.
+fn int(b: &[u8]) -> Result<i64, String> {
+    std::str::from_utf8(b)
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .ok_or_else(|| "ERR value is not an integer or out of range".to_string())
+}
+
+/// Parses `args` (`args[0]` is the command name). The error is the full Redis error text.
+pub fn parse(args: Vec<Bytes>) -> Result<Command, String> {
+    let Some(first) = args.first() else {
+        return Err("ERR empty command".into());
+    };
+    let name = lower(first);
+    let n = args.len();
+    let mut it = args.into_iter().skip(1);
+    let mut next = || it.next().unwrap_or_default();
+    let cmd = match name.as_str() {
+        "ping" if n <= 2 => Command::Ping(if n == 2 { Some(next()) } else { None }),
+        "echo" if n == 2 => Command::Echo(next()),
+        "get" if n == 2 => Command::Get(next()),
+        "set" if n >= 3 => parse_set(next(), next(), (3..n).map(|_| next()).collect())?,
+        "del" if n >= 2 => Command::Del((1..n).map(|_| next()).collect()),
+        "exists" if n >= 2 => Command::Exists((1..n).map(|_| next()).collect()),
+        "incr" if n == 2 => Command::IncrBy(next(), 1),
+        "decr" if n == 2 => Command::IncrBy(next(), -1),
+        "incrby" if n == 3 => {
+            let k = next();
+            Command::IncrBy(k, int(&next())?)
+        }
+        "decrby" if n == 3 => {
+            let k = next();
+            let d = int(&next())?;
+            Command::IncrBy(k, d.checked_neg().ok_or("ERR decrement would overflow")?)
+        }
+        "mget" if n >= 2 => Command::MGet((1..n).map(|_| next()).collect()),
+        "mset" if n >= 3 && n % 2 == 1 => {
+            Command::MSet((0..(n - 1) / 2).map(|_| (next(), next())).collect())
+        }
+        "append" if n == 3 => Command::Append(next(), next()),
+        "strlen" if n == 2 => Command::Strlen(next()),
+        "dbsize" if n == 1 => Command::DbSize,
+        "scan" if n >= 2 => parse_scan(next(), (2..n).map(|_| next()).collect())?,
+        "info" => Command::Info,
+        "quit" => Command::Quit,
+        "config" if n >= 2 => match lower(&next()).as_str() {
+            "get" if n >= 3 => Command::ConfigGet,
+            "get" => return Err(arity("config|get")),
+            "resetstat" | "set" | "rewrite" => Command::ClientNoop,
+            other => {
+                return Err(format!(
+                    "ERR unknown subcommand '{other}'. Try CONFIG HELP."
+                ));
+            }
+        },
+        "command" => Command::CommandInfo,
+        "client" if n >= 2 => Command::ClientNoop,
+        "select" if n == 2 => {
+            if int(&next())? != 0 {
+                return Err("ERR DB index is out of range".into());
+            }
+            Command::ClientNoop
+        }
+        "keyviz.split" if n == 2 => Command::Split(next()),
+        "keyviz.campaign" if n == 2 => {
+            let g = int(&next())?;
+            Command::Campaign(
+                u64::try_from(g).map_err(|_| "ERR value is not an integer or out of range")?,
+            )
+        }
+        "ping" | "echo" | "get" | "set" | "del" | "exists" | "incr" | "decr" | "incrby"
+        | "decrby" | "mget" | "mset" | "append" | "strlen" | "dbsize" | "scan" | "config"
+        | "client" | "select" | "keyviz.split" | "keyviz.campaign" => {
+            return Err(arity(&name));
+        }
+        _ => {
+            let shown: String = name.chars().take(128).collect();
+            return Err(format!(
+                "ERR unknown command '{shown}', with args beginning with: "
+            ));
+        }
+    };
+    Ok(cmd)
+}
+
+fn parse_set(key: Bytes, value: Bytes, opts: Vec<Bytes>) -> Result<Command, String> {
+    let mut ttl_ms = None;
+    let mut cond = SetCond::Always;
+    let mut i = 0;
+    while i < opts.len() {
+        match lower(&opts[i]).as_str() {
+            o @ ("ex" | "px") if ttl_ms.is_none() => {
+                let raw = opts.get(i + 1).ok_or("ERR syntax error")?;
+                let v = int(raw)?;
+                if v <= 0 {
+                    return Err("ERR invalid expire time in 'set' command".into());
+                }
+                let ms = if o == "ex" {
+                    (v as u64).checked_mul(1000)
+                } else {
+                    Some(v as u64)
+                };
+                ttl_ms = Some(ms.ok_or("ERR invalid expire time in 'set' command")?);
+                i += 2;
+            }
+            "nx" if cond == SetCond::Always => {
+                cond = SetCond::IfAbsent;
+                i += 1;
+            }
+            "xx" if cond == SetCond::Always => {
+                cond = SetCond::IfPresent;
+                i += 1;
+            }
+            _ => return Err("ERR syntax error".into()),
+        }
+    }
+    Ok(Command::Set {
+        key,
+        value,
+        ttl_ms,
+        cond,
+    })
+}
+
+fn parse_scan(cursor: Bytes, opts: Vec<Bytes>) -> Result<Command, String> {
+    let cursor = std::str::from_utf8(&cursor)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or("ERR invalid cursor")?;
+    let (mut pattern, mut count) = (None, 10usize);
+    let mut i = 0;
+    while i < opts.len() {
+        let v = opts.get(i + 1).ok_or("ERR syntax error")?;
+        match lower(&opts[i]).as_str() {
+            "match" => pattern = Some(v.clone()),
+            "count" => {
+                let c = int(v)?;
+                if c < 1 {
+                    return Err("ERR syntax error".into());
+                }
+                count = (c as usize).min(10_000);
+            }
+            _ => return Err("ERR syntax error".into()),
+        }
+        i += 2;
+    }
+    Ok(Command::Scan {
+        cursor,
+        pattern,
+        count,
+    })
+}
+
+/// Glob match with `*` and `?` (other bytes match literally).
+pub(crate) fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while t < text.len() {
+        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == text[t]) {
+            p += 1;
+            t += 1;
+        } else if p < pattern.len() && pattern[p] == b'*' {
+            star = Some(p);
+            mark = t;
+            p += 1;
+        } else if let Some(s) = star {
+            p = s + 1;
+            mark += 1;
+            t = mark;
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|c| *c == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<Bytes> {
+        s.split(' ')
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn set_options_parse_and_conflicts_are_syntax_errors() {
+        assert_eq!(
+            parse(args("SET k v EX 2 NX")),
+            Ok(Command::Set {
+                key: "k".into(),
+                value: "v".into(),
+                ttl_ms: Some(2000),
+                cond: SetCond::IfAbsent
+            })
+        );
+        assert_eq!(
+            parse(args("set k v px 5")).map(|c| matches!(
+                c,
+                Command::Set {
+                    ttl_ms: Some(5),
+                    ..
+                }
+            )),
+            Ok(true)
+        );
+        assert_eq!(parse(args("SET k v NX XX")), Err("ERR syntax error".into()));
+        assert_eq!(
+            parse(args("SET k v EX 0")),
+            Err("ERR invalid expire time in 'set' command".into())
+        );
+        assert_eq!(parse(args("SET k v EX")), Err("ERR syntax error".into()));
+    }
+
+    #[test]
+    fn wrong_arity_and_unknown_commands_get_redis_errors() {
+        assert_eq!(
+            parse(args("GET")),
+            Err("ERR wrong number of arguments for 'get' command".into())
+        );
+        assert_eq!(
+            parse(args("MSET a b c")),
+            Err("ERR wrong number of arguments for 'mset' command".into())
+        );
+        assert!(
+            parse(args("FLUSHALL")).is_err_and(|e| e.starts_with("ERR unknown command 'flushall'"))
+        );
+        assert_eq!(
+            parse(args("INCRBY k x")),
+            Err("ERR value is not an integer or out of range".into())
+        );
+    }
+
+    #[test]
+    fn glob_matches_star_and_question_mark() {
+        assert!(glob_match(b"user:*", b"user:42"));
+        assert!(glob_match(b"k?y", b"key"));
+        assert!(!glob_match(b"k?y", b"kexy"));
+        assert!(glob_match(b"*", b""));
+        assert!(!glob_match(b"a*b", b"acd"));
+    }
+}

@@ -1,0 +1,227 @@
+//! Runs parsed commands against the [`Dispatcher`] and turns results into replies.
+//!
+//! Multi-key commands are split per group and run concurrently; their replies are reassembled
+//! in request order. `MSET` and `DEL` are atomic per group, not across groups.
+
+use bytes::Bytes;
+use futures::future::join_all;
+
+use super::codec::Reply;
+use super::command::{Command, glob_match};
+use crate::dispatch::{DispatchError, Dispatcher, GroupCommand, GroupReply, now_unix_ms};
+use crate::raft::{KvOp, KvResponse};
+
+fn failure(e: DispatchError) -> Reply {
+    Reply::err(e)
+}
+
+fn write_reply(r: KvResponse) -> Reply {
+    match r {
+        KvResponse::Ok => Reply::Simple("OK"),
+        KvResponse::Nil => Reply::Bulk(None),
+        KvResponse::Int(n) => Reply::Int(n),
+        KvResponse::NotInteger => Reply::err("value is not an integer or out of range"),
+        KvResponse::Overflow => Reply::err("increment or decrement would overflow"),
+        KvResponse::SplitRefused(why) => Reply::err(why),
+        KvResponse::Split { right_id } => Reply::Int(right_id as i64),
+        KvResponse::Internal => Reply::err("internal entry"),
+    }
+}
+
+impl Dispatcher {
+    async fn write_one(&self, key: &[u8], op: KvOp) -> Reply {
+        let g = self.catalog().route_for(key).group;
+        match self.execute(g, GroupCommand::Write(op)).await {
+            Ok(GroupReply::Write(r)) => write_reply(r),
+            Ok(GroupReply::Read(_)) => Reply::err("internal: read answer to a write"),
+            Err(e) => failure(e),
+        }
+    }
+
+    /// Reads `keys` (any groups), in order.
+    async fn read_many(&self, keys: &[Bytes]) -> Result<Vec<Option<Vec<u8>>>, DispatchError> {
+        let parts = self.partition(keys.iter().map(|k| k.as_ref()));
+        let futs = parts.iter().map(|(g, idx)| {
+            let ks = idx.iter().map(|i| keys[*i].to_vec()).collect();
+            self.execute(*g, GroupCommand::Read(ks))
+        });
+        let mut out = vec![None; keys.len()];
+        for ((_, idx), res) in parts.iter().zip(join_all(futs).await) {
+            match res? {
+                GroupReply::Read(vals) => {
+                    for (i, v) in idx.iter().zip(vals) {
+                        out[*i] = v;
+                    }
+                }
+                GroupReply::Write(_) => return Err(DispatchError::NoLeader(0)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs one write per group (built by `op` from that group's key positions) and returns
+    /// the group replies.
+    async fn write_many(
+        &self,
+        keys: &[&[u8]],
+        op: impl Fn(&[usize]) -> KvOp,
+    ) -> Result<Vec<KvResponse>, DispatchError> {
+        let parts = self.partition(keys.iter().copied());
+        let futs = parts
+            .iter()
+            .map(|(g, idx)| self.execute(*g, GroupCommand::Write(op(idx))));
+        let mut out = Vec::new();
+        for res in join_all(futs).await {
+            match res? {
+                GroupReply::Write(r) => out.push(r),
+                GroupReply::Read(_) => return Err(DispatchError::NoLeader(0)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Executes one client command.
+    pub async fn run(&self, cmd: Command) -> Reply {
+        match cmd {
+            Command::Ping(None) => Reply::Simple("PONG"),
+            Command::Ping(Some(m)) | Command::Echo(m) => Reply::bulk(m.to_vec()),
+            Command::Get(k) => match self.read_many(&[k]).await {
+                Ok(mut v) => Reply::Bulk(v.pop().flatten()),
+                Err(e) => failure(e),
+            },
+            Command::MGet(keys) => match self.read_many(&keys).await {
+                Ok(v) => Reply::Array(v.into_iter().map(Reply::Bulk).collect()),
+                Err(e) => failure(e),
+            },
+            Command::Exists(keys) => match self.read_many(&keys).await {
+                Ok(v) => Reply::Int(v.iter().filter(|x| x.is_some()).count() as i64),
+                Err(e) => failure(e),
+            },
+            Command::Strlen(k) => match self.read_many(&[k]).await {
+                Ok(v) => Reply::Int(v.first().and_then(|x| x.as_ref()).map_or(0, Vec::len) as i64),
+                Err(e) => failure(e),
+            },
+            Command::Set {
+                key,
+                value,
+                ttl_ms,
+                cond,
+            } => {
+                let expire_at_unix_ms = ttl_ms.map_or(0, |t| now_unix_ms().saturating_add(t));
+                let op = KvOp::Set {
+                    key: key.to_vec(),
+                    value: value.to_vec(),
+                    expire_at_unix_ms,
+                    cond,
+                };
+                self.write_one(&key, op).await
+            }
+            Command::IncrBy(key, delta) => {
+                self.write_one(
+                    &key,
+                    KvOp::IncrBy {
+                        key: key.to_vec(),
+                        delta,
+                    },
+                )
+                .await
+            }
+            Command::Append(key, value) => {
+                self.write_one(
+                    &key,
+                    KvOp::Append {
+                        key: key.to_vec(),
+                        value: value.to_vec(),
+                    },
+                )
+                .await
+            }
+            Command::Del(keys) => {
+                let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_ref()).collect();
+                let op = |idx: &[usize]| KvOp::Del {
+                    keys: idx.iter().map(|i| keys[*i].to_vec()).collect(),
+                };
+                match self.write_many(&refs, op).await {
+                    Ok(rs) => Reply::Int(
+                        rs.iter()
+                            .map(|r| if let KvResponse::Int(n) = r { *n } else { 0 })
+                            .sum(),
+                    ),
+                    Err(e) => failure(e),
+                }
+            }
+            Command::MSet(pairs) => {
+                let refs: Vec<&[u8]> = pairs.iter().map(|(k, _)| k.as_ref()).collect();
+                let op = |idx: &[usize]| KvOp::MSet {
+                    pairs: idx
+                        .iter()
+                        .map(|i| (pairs[*i].0.to_vec(), pairs[*i].1.to_vec()))
+                        .collect(),
+                };
+                match self.write_many(&refs, op).await {
+                    Ok(_) => Reply::Simple("OK"),
+                    Err(e) => failure(e),
+                }
+            }
+            Command::DbSize => match self.store().count_live(now_unix_ms()) {
+                Ok(n) => Reply::Int(n as i64),
+                Err(e) => Reply::err(e),
+            },
+            Command::Scan {
+                cursor,
+                pattern,
+                count,
+            } => match self.store().scan_live(cursor, count, now_unix_ms()) {
+                Ok((next, keys)) => {
+                    let keys: Vec<Vec<u8>> = match &pattern {
+                        Some(p) => keys.into_iter().filter(|k| glob_match(p, k)).collect(),
+                        None => keys,
+                    };
+                    self.observe_scan(&keys);
+                    Reply::Array(vec![
+                        Reply::bulk(next.to_string()),
+                        Reply::Array(keys.into_iter().map(Reply::bulk).collect()),
+                    ])
+                }
+                Err(e) => Reply::err(e),
+            },
+            Command::Info => Reply::bulk(self.info()),
+            Command::Quit | Command::ClientNoop => Reply::Simple("OK"),
+            Command::ConfigGet | Command::CommandInfo => Reply::Array(Vec::new()),
+            Command::Campaign(g) => match self.groups().campaign(g).await {
+                Ok(()) => Reply::Simple("OK"),
+                Err(e) => Reply::err(e),
+            },
+            Command::Split(at) => match self.split_at(&at).await {
+                Ok(Ok(id)) => Reply::Int(id as i64),
+                Ok(Err(why)) => Reply::err(why),
+                Err(e) => failure(e),
+            },
+        }
+    }
+
+    fn info(&self) -> String {
+        let mut s = String::from(
+            "# Server\r\nredis_version:7.0.0-kvnode\r\nredis_mode:cluster-multiraft\r\n",
+        );
+        s.push_str(&format!("kvnode_node_id:{}\r\n", self.node_id()));
+        s.push_str(&format!(
+            "kvnode_follower_reads:{}\r\n",
+            self.follower_reads()
+        ));
+        s.push_str("\r\n# Raft\r\n");
+        for g in self.groups().status() {
+            s.push_str(&format!(
+                "group_{}:role={},leader={},term={},applied={}\r\n",
+                g.group,
+                g.role,
+                g.leader.map_or("none".to_string(), |l| l.to_string()),
+                g.term,
+                g.applied_index.unwrap_or(0)
+            ));
+        }
+        s.push_str("\r\n# Keyspace\r\n");
+        s.push_str(&format!("routes:{}\r\n", self.catalog().routes().len()));
+        s
+    }
+}

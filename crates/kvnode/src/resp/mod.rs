@@ -1,0 +1,15 @@
+//! The Redis protocol (RESP2) server.
+//!
+//! One task per connection; requests are decoded by [`codec::RespCodec`], executed one after
+//! another (so a pipeline sees its own writes), and replies are flushed only when no further
+//! request is already buffered, which keeps pipelining cheap. A malformed request gets
+//! `-ERR Protocol error: ...` and closes that connection only.
+
+pub mod codec;
+pub mod command;
+mod dispatch;
+mod server;
+
+pub use codec::{Limits, Reply, RespCodec};
+pub use command::Command;
+pub use server::serve;

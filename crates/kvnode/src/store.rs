@@ -1,0 +1,276 @@
+//! The node's one embedded database: a fjall `Database` with three keyspaces.
+//!
+//! - `raft_log`: `group (8 bytes BE) ++ index (8 bytes BE)` → JSON log entry.
+//! - `raft_meta`: `group (8 bytes BE) ++ name` → JSON (vote, committed, purged, applied state),
+//!   plus the global `catalog` key (the route catalog, written with every split).
+//! - `kv`: user key → [`StoredValue`] encoding. Keys are *not* prefixed by group: every node hosts
+//!   every group and routes never overlap, so the user key alone is unique, and a whole-keyspace
+//!   `SCAN` is one ordered range read. A group's keys are the keys inside its routes.
+//!
+//! All fjall calls are synchronous and short; the only slow one is the fsync in
+//! [`Store::sync`], called once per appended log batch (that is what makes an acknowledged
+//! write durable).
+
+use std::path::Path;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+
+/// Failure of the embedded storage engine (I/O, corruption, or an undecodable record).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// fjall reported an error (disk full, permission, corruption).
+    #[error("storage engine: {0}")]
+    Engine(#[from] fjall::Error),
+    /// A stored record could not be decoded (written by an incompatible version or corrupted).
+    #[error("corrupt record under {what}: {detail}")]
+    Corrupt {
+        /// Which record.
+        what: &'static str,
+        /// Decoder message.
+        detail: String,
+    },
+}
+
+/// Handle to the node's database; cheap to clone (fjall handles are reference counted).
+#[derive(Clone)]
+pub struct Store {
+    db: Database,
+    pub(crate) log: Keyspace,
+    pub(crate) meta: Keyspace,
+    pub(crate) kv: Keyspace,
+    fsync: bool,
+}
+
+impl Store {
+    /// Opens (or creates) the database under `dir`. `fsync = false` skips the per-append fsync
+    /// (faster, loses the last writes on power failure; a process crash still keeps them because
+    /// fjall's journal is written before the call returns).
+    ///
+    /// # Errors
+    /// [`StoreError::Engine`] when the directory cannot be created or the journal cannot be
+    /// recovered.
+    pub fn open(dir: &Path, fsync: bool) -> Result<Self, StoreError> {
+        let db = Database::builder(dir).open()?;
+        let log = db.keyspace("raft_log", KeyspaceCreateOptions::default)?;
+        let meta = db.keyspace("raft_meta", KeyspaceCreateOptions::default)?;
+        let kv = db.keyspace("kv", KeyspaceCreateOptions::default)?;
+        Ok(Self {
+            db,
+            log,
+            meta,
+            kv,
+            fsync,
+        })
+    }
+
+    /// Starts an atomic write batch across the keyspaces.
+    pub(crate) fn batch(&self) -> fjall::OwnedWriteBatch {
+        self.db.batch()
+    }
+
+    /// A consistent point-in-time view of all keyspaces (used to build Raft snapshots while
+    /// entries keep being applied).
+    pub(crate) fn snapshot(&self) -> fjall::Snapshot {
+        self.db.snapshot()
+    }
+
+    /// Makes everything written so far durable (fsync), unless fsync was disabled.
+    pub(crate) fn sync(&self) -> Result<(), StoreError> {
+        if self.fsync {
+            self.db.persist(PersistMode::SyncData)?;
+        }
+        Ok(())
+    }
+
+    /// Reads a user key's live value at `now_unix_ms` (expired values read as absent).
+    pub(crate) fn get_value(
+        &self,
+        key: &[u8],
+        now_unix_ms: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.kv.get(key)? {
+            None => Ok(None),
+            Some(raw) => Ok(StoredValue::decode(&raw)?.live(now_unix_ms).map(|v| v.data)),
+        }
+    }
+
+    /// Counts live keys on this node (all groups).
+    pub(crate) fn count_live(&self, now_unix_ms: u64) -> Result<u64, StoreError> {
+        let mut n = 0u64;
+        for item in self.kv.iter() {
+            let (_, v) = item.into_inner()?;
+            if StoredValue::decode(&v)?.live(now_unix_ms).is_some() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Returns up to `count` live keys of the whole keyspace, skipping the first `offset` live
+    /// keys (the numeric `SCAN` cursor), and the next cursor (0 when the scan is complete).
+    pub(crate) fn scan_live(
+        &self,
+        offset: u64,
+        count: usize,
+        now_unix_ms: u64,
+    ) -> Result<(u64, Vec<Vec<u8>>), StoreError> {
+        let mut seen = 0u64;
+        let mut out = Vec::with_capacity(count.min(1024));
+        for item in self.kv.iter() {
+            let (k, v) = item.into_inner()?;
+            if StoredValue::decode(&v)?.live(now_unix_ms).is_none() {
+                continue;
+            }
+            if seen >= offset {
+                if out.len() == count {
+                    return Ok((seen, out));
+                }
+                out.push(k.to_vec());
+            }
+            seen += 1;
+        }
+        Ok((0, out))
+    }
+}
+
+/// Big-endian prefix of a group's records in `raft_log` / `raft_meta`.
+pub(crate) fn group_prefix(group: u64) -> [u8; 8] {
+    group.to_be_bytes()
+}
+
+/// `raft_log` key of one entry.
+pub(crate) fn log_key(group: u64, index: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&group.to_be_bytes());
+    k[8..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// `raft_meta` key of one named record of a group.
+pub(crate) fn meta_key(group: u64, name: &str) -> Vec<u8> {
+    let mut k = group_prefix(group).to_vec();
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// A value as stored in the `kv` keyspace: an absolute expiry (0 = none) and the bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredValue {
+    /// Unix ms at which the value expires; 0 means never.
+    pub(crate) expire_at_ms: u64,
+    /// The user's bytes.
+    pub(crate) data: Vec<u8>,
+}
+
+impl StoredValue {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + self.data.len());
+        out.extend_from_slice(&self.expire_at_ms.to_be_bytes());
+        out.extend_from_slice(&self.data);
+        out
+    }
+
+    pub(crate) fn decode(raw: &[u8]) -> Result<Self, StoreError> {
+        let (head, data) = raw.split_at_checked(8).ok_or(StoreError::Corrupt {
+            what: "kv value",
+            detail: format!("{} bytes, need at least 8", raw.len()),
+        })?;
+        let mut b = [0u8; 8];
+        b.copy_from_slice(head);
+        Ok(Self {
+            expire_at_ms: u64::from_be_bytes(b),
+            data: data.to_vec(),
+        })
+    }
+
+    /// The value if it has not expired at `now_unix_ms`.
+    pub(crate) fn live(self, now_unix_ms: u64) -> Option<Self> {
+        if self.expire_at_ms != 0 && self.expire_at_ms <= now_unix_ms {
+            None
+        } else {
+            Some(self)
+        }
+    }
+}
+
+/// Serialises a record as JSON for `raft_log` / `raft_meta`.
+pub(crate) fn to_json<T: serde::Serialize>(
+    what: &'static str,
+    v: &T,
+) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(v).map_err(|e| StoreError::Corrupt {
+        what,
+        detail: e.to_string(),
+    })
+}
+
+/// Decodes a JSON record from `raft_log` / `raft_meta`.
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    raw: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(raw).map_err(|e| StoreError::Corrupt {
+        what,
+        detail: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expired_values_read_as_absent_and_are_not_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), false).expect("open");
+        let v = StoredValue {
+            expire_at_ms: 1_000,
+            data: b"x".to_vec(),
+        };
+        store.kv.insert("a", v.encode()).expect("insert");
+        let forever = StoredValue {
+            expire_at_ms: 0,
+            data: b"y".to_vec(),
+        };
+        store.kv.insert("b", forever.encode()).expect("insert");
+        assert_eq!(
+            store.get_value(b"a", 999).expect("get"),
+            Some(b"x".to_vec())
+        );
+        assert_eq!(store.get_value(b"a", 1_000).expect("get"), None);
+        assert_eq!(store.count_live(2_000).expect("count"), 1);
+        let (next, keys) = store.scan_live(0, 10, 2_000).expect("scan");
+        assert_eq!((next, keys), (0, vec![b"b".to_vec()]));
+    }
+
+    #[test]
+    fn scan_cursor_walks_the_keyspace_in_pages() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), false).expect("open");
+        for i in 0..5 {
+            let v = StoredValue {
+                expire_at_ms: 0,
+                data: vec![],
+            };
+            store
+                .kv
+                .insert(format!("k{i}"), v.encode())
+                .expect("insert");
+        }
+        let (c1, p1) = store.scan_live(0, 2, 0).expect("scan");
+        let (c2, p2) = store.scan_live(c1, 2, 0).expect("scan");
+        let (c3, p3) = store.scan_live(c2, 2, 0).expect("scan");
+        assert_eq!((c1, c2, c3), (2, 4, 0));
+        assert_eq!(p1.len() + p2.len() + p3.len(), 5);
+        assert_eq!(p3, vec![b"k4".to_vec()]);
+    }
+
+    #[test]
+    fn corrupt_value_is_an_error_not_a_panic() {
+        assert!(matches!(
+            StoredValue::decode(b"abc"),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+}

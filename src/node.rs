@@ -1,0 +1,224 @@
+//! `keyviz node`: one store node. Configuration precedence: defaults < TOML file (`--config`)
+//! < `KEYVIZ_*` environment < flags, resolved in [`Config::load`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use kvnode::config::{NodeConfig, PeerConfig};
+
+use crate::parse_duration;
+
+/// Flags of `keyviz node`. Every flag also reads `KEYVIZ_<NAME>`; a flag beats the
+/// environment, which beats the config file.
+#[derive(Debug, Args)]
+pub(crate) struct NodeArgs {
+    /// TOML config file (keys as in docs/STORE.md).
+    #[arg(long, env = "KEYVIZ_CONFIG")]
+    config: Option<PathBuf>,
+    /// Node id (> 0, stable across restarts).
+    #[arg(long, env = "KEYVIZ_NODE_ID")]
+    node_id: Option<u64>,
+    /// Redis protocol listen address.
+    #[arg(long, env = "KEYVIZ_RESP_ADDR")]
+    resp_addr: Option<String>,
+    /// Internal (Raft) listen address; peers must reach it.
+    #[arg(long, env = "KEYVIZ_RAFT_ADDR")]
+    raft_addr: Option<String>,
+    /// Admin HTTP listen address (KeyViz UI and API).
+    #[arg(long, env = "KEYVIZ_ADMIN_ADDR")]
+    admin_addr: Option<String>,
+    /// A cluster member: `ID=RAFT_ADDR/RESP_ADDR[/ADMIN_ADDR]`; repeat or comma-separate.
+    #[arg(long = "peer", env = "KEYVIZ_PEERS", value_delimiter = ',')]
+    peers: Vec<String>,
+    /// Data directory.
+    #[arg(long, env = "KEYVIZ_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Number of Raft groups (same on every node).
+    #[arg(long, env = "KEYVIZ_GROUPS")]
+    groups: Option<u64>,
+    /// Initial route boundaries, comma-separated (same on every node).
+    #[arg(long, env = "KEYVIZ_SPLIT_KEYS", value_delimiter = ',')]
+    split_keys: Vec<String>,
+    /// KeyViz step (column width): `2s`, `1m`, ...
+    #[arg(long, env = "KEYVIZ_STEP", value_parser = parse_duration)]
+    step: Option<Duration>,
+    /// KeyViz sub-range buckets per route (1..=256).
+    #[arg(long, env = "KEYVIZ_KEY_BUCKETS")]
+    key_buckets: Option<u32>,
+    /// Serve reads on followers from local state.
+    #[arg(long, env = "KEYVIZ_FOLLOWER_READS", num_args = 0..=1, default_missing_value = "true")]
+    follower_reads: Option<bool>,
+    /// Turn KeyViz sampling off (to measure its overhead).
+    #[arg(long, env = "KEYVIZ_DISABLED", num_args = 0..=1, default_missing_value = "true")]
+    keyviz_disabled: Option<bool>,
+    /// fsync the Raft log on every append.
+    #[arg(long, env = "KEYVIZ_FSYNC", num_args = 0..=1, default_missing_value = "true")]
+    fsync: Option<bool>,
+    /// Operators file (TOML `[[operators]]`).
+    #[arg(long, env = "KEYVIZ_CREDENTIALS_FILE")]
+    credentials_file: Option<PathBuf>,
+    /// Operator with the `full` role (alternative to a credentials file).
+    #[arg(long, env = "KEYVIZ_ADMIN_USER")]
+    admin_user: Option<String>,
+    /// Secret of `--admin-user` (prefer the environment variable).
+    #[arg(long, env = "KEYVIZ_ADMIN_PASSWORD", hide_env_values = true)]
+    admin_password: Option<String>,
+    /// Cluster secret (>= 32 bytes; prefer the environment variable or a file).
+    #[arg(long, env = "KEYVIZ_CLUSTER_SECRET", hide_env_values = true)]
+    cluster_secret: Option<String>,
+    /// File holding the cluster secret.
+    #[arg(long, env = "KEYVIZ_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: Option<PathBuf>,
+    /// Extra fan-out peers (admin addresses), comma-separated, on top of cluster membership.
+    #[arg(
+        long = "keyvizFanoutNodes",
+        env = "KEYVIZ_FANOUT_NODES",
+        value_delimiter = ','
+    )]
+    fanout_nodes: Vec<String>,
+    /// Fan-out timeout per peer (`2s`).
+    #[arg(long = "keyvizFanoutTimeout", env = "KEYVIZ_FANOUT_TIMEOUT", value_parser = parse_duration)]
+    fanout_timeout: Option<Duration>,
+    /// Raft heartbeat interval (`150ms`).
+    #[arg(long, env = "KEYVIZ_HEARTBEAT", value_parser = parse_duration)]
+    heartbeat: Option<Duration>,
+    /// Raft election timeout lower bound (`700ms`).
+    #[arg(long, env = "KEYVIZ_ELECTION_TIMEOUT", value_parser = parse_duration)]
+    election_timeout: Option<Duration>,
+}
+
+/// The layered configuration of one node.
+pub(crate) struct Config;
+
+impl Config {
+    /// defaults < file < environment < flags (clap already resolved environment vs flags).
+    pub(crate) fn load(args: &NodeArgs) -> anyhow::Result<NodeConfig> {
+        let mut c = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                NodeConfig::from_toml(&text)
+                    .with_context(|| format!("parsing config file {}", path.display()))?
+            }
+            None => NodeConfig::default(),
+        };
+        fn set<T: Clone>(dst: &mut T, v: &Option<T>) {
+            if let Some(v) = v {
+                *dst = v.clone();
+            }
+        }
+        set(&mut c.node_id, &args.node_id);
+        set(&mut c.resp_addr, &args.resp_addr);
+        set(&mut c.raft_addr, &args.raft_addr);
+        if args.admin_addr.is_some() {
+            c.admin_addr = args.admin_addr.clone();
+        }
+        if !args.peers.is_empty() {
+            c.peers = args
+                .peers
+                .iter()
+                .map(|p| PeerConfig::parse(p))
+                .collect::<Result<_, _>>()
+                .map_err(anyhow::Error::msg)?;
+        }
+        set(&mut c.data_dir, &args.data_dir);
+        set(&mut c.groups, &args.groups);
+        if !args.split_keys.is_empty() {
+            c.split_keys = args.split_keys.clone();
+        }
+        if let Some(s) = args.step {
+            c.step_ms = s.as_millis() as u64;
+        }
+        set(&mut c.key_buckets_per_route, &args.key_buckets);
+        set(&mut c.follower_reads, &args.follower_reads);
+        if let Some(off) = args.keyviz_disabled {
+            c.keyviz_enabled = !off;
+        }
+        set(&mut c.fsync, &args.fsync);
+        for (dst, v) in [
+            (&mut c.credentials_file, &args.credentials_file),
+            (&mut c.cluster_secret_file, &args.cluster_secret_file),
+        ] {
+            if v.is_some() {
+                *dst = v.clone();
+            }
+        }
+        for (dst, v) in [
+            (&mut c.admin_user, &args.admin_user),
+            (&mut c.admin_password, &args.admin_password),
+            (&mut c.cluster_secret, &args.cluster_secret),
+        ] {
+            if v.is_some() {
+                *dst = v.clone();
+            }
+        }
+        if !args.fanout_nodes.is_empty() {
+            c.fanout_nodes = args.fanout_nodes.clone();
+        }
+        if let Some(t) = args.fanout_timeout {
+            c.fanout_timeout_ms = t.as_millis() as u64;
+        }
+        if let Some(t) = args.heartbeat {
+            c.heartbeat_ms = t.as_millis() as u64;
+        }
+        if let Some(t) = args.election_timeout {
+            c.election_timeout_ms = t.as_millis() as u64;
+        }
+        c.validate().context("invalid node configuration")?;
+        Ok(c)
+    }
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+pub(crate) async fn termination() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(&args)?;
+    let id = cfg.node_id;
+    let node = kvnode::node::start(cfg)
+        .await
+        .with_context(|| format!("starting node {id}"))?;
+    let admin = node.admin_addr().map_or("-".to_string(), |a| a.to_string());
+    println!(
+        "keyviz node {id} listening resp={} raft={} admin={admin}",
+        node.resp_addr(),
+        node.raft_addr()
+    );
+    tokio::select! {
+        ready = node.wait_ready(Duration::from_secs(60)) => {
+            if ready {
+                println!("keyviz node {id} ready");
+            } else {
+                eprintln!("keyviz node {id}: some raft groups have no leader yet (are the peers up?)");
+            }
+            termination().await;
+        }
+        _ = termination() => {}
+    }
+    println!("keyviz node {id} shutting down");
+    node.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
