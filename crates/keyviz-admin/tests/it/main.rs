@@ -1,1 +1,7 @@
 //! Integration tests of the admin surface over real HTTP on 127.0.0.1.
+
+mod api;
+mod auth;
+mod fanout;
+mod ui;
+mod util;

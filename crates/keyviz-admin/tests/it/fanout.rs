@@ -1,0 +1,613 @@
+//! Cluster fan-out over real HTTP peers on 127.0.0.1: merge rules, failures, caps, identity,
+//! peer tokens, recursion and single-flight.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::StatusCode;
+use keyviz::Series::{Reads, Writes};
+use keyviz_admin::auth::peer_token;
+use keyviz_admin::{AdminConfig, Member, Membership};
+
+use crate::util::*;
+
+const MATRIX: &str = "/admin/api/v1/keyviz/matrix";
+
+/// A local node listing `peers`, plus a browser session on it.
+async fn entry_node(
+    local: Vec<keyviz::Matrix>,
+    peers: &[String],
+    tweak: impl FnOnce(&mut AdminConfig),
+) -> (Server, Session) {
+    let mut config = fanout_config(peers);
+    tweak(&mut config);
+    let s = start_node("n1", bind().await, FixedSource::new(local), config).await;
+    let sess = login(&s, "bob", "bob-secret").await;
+    (s, sess)
+}
+
+async fn matrix(s: &Server, sess: &Session, q: &str) -> serde_json::Value {
+    let r = get_with(&s.url(&format!("{MATRIX}{q}")), &sess.headers()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    r.json()
+}
+
+fn node(v: &serde_json::Value, i: usize) -> &serde_json::Value {
+    &v["fanout"]["nodes"][i]
+}
+
+/// Starts a fake peer answering `m` as node `id`.
+async fn peer_with(id: &str, m: keyviz::Matrix) -> (Server, Arc<FakeLog>) {
+    fake_peer(id, Behaviour::Body(peer_body(m, id))).await
+}
+
+#[tokio::test]
+async fn reads_sum_across_nodes_and_status_lists_self_first() {
+    let (p, _) = peer_with("n2", mx(Reads, &[1000], &[("route:1", &[7], &[], &[])])).await;
+    let (s, sess) = entry_node(
+        vec![mx(Reads, &[1000], &[("route:1", &[3], &[], &[])])],
+        &[p.addr.to_string()],
+        |_| {},
+    )
+    .await;
+    let v = matrix(&s, &sess, "?series=reads").await;
+    assert_eq!(row_values(&v, "route:1"), vec![10]);
+    assert_eq!(v["fanout"]["expected"], 2);
+    assert_eq!(v["fanout"]["responded"], 2);
+    assert_eq!(node(&v, 0)["node"], s.addr.to_string());
+    assert_eq!(node(&v, 0)["node_id"], "n1");
+    assert_eq!(node(&v, 1)["node"], p.addr.to_string());
+    assert_eq!(node(&v, 1)["node_id"], "n2");
+    assert_eq!(node(&v, 1)["ok"], true);
+    assert_eq!(node(&v, 1)["generated_at"], "2026-01-01T00:00:00Z");
+    assert!(node(&v, 1)["elapsed_ms"].is_u64());
+}
+
+#[tokio::test]
+async fn write_merge_rules_over_http() {
+    struct Case {
+        name: &'static str,
+        local: (Vec<u64>, Vec<u64>, Vec<u64>),
+        peer: (Vec<u64>, Vec<u64>, Vec<u64>),
+        values: Vec<u64>,
+        conflicts: Vec<bool>,
+    }
+    let cases = vec![
+        Case {
+            name: "stable leader: follower reports zero",
+            local: (vec![30, 40], vec![7, 7], vec![42, 42]),
+            peer: (vec![0, 0], vec![7, 7], vec![42, 42]),
+            values: vec![30, 40],
+            conflicts: vec![],
+        },
+        Case {
+            name: "leadership flip with identity sums across terms",
+            local: (vec![30, 0], vec![7, 7], vec![42, 42]),
+            peer: (vec![50, 80], vec![7, 7], vec![43, 43]),
+            values: vec![80, 80],
+            conflicts: vec![],
+        },
+        Case {
+            name: "conflict within one term keeps the larger value",
+            local: (vec![30, 10], vec![7, 7], vec![42, 42]),
+            peer: (vec![55, 10], vec![7, 7], vec![42, 42]),
+            values: vec![55, 10],
+            conflicts: vec![true, false],
+        },
+        Case {
+            name: "legacy peer without identity falls back to max",
+            local: (vec![30, 100], vec![7, 7], vec![42, 42]),
+            peer: (vec![50, 50], vec![], vec![]),
+            values: vec![50, 100],
+            conflicts: vec![true, true],
+        },
+    ];
+    for c in cases {
+        let peer_m = mx(
+            Writes,
+            &[1000, 2000],
+            &[("route:1", &c.peer.0, &c.peer.1, &c.peer.2)],
+        );
+        let (p, _) = peer_with("n2", peer_m).await;
+        let local = mx(
+            Writes,
+            &[1000, 2000],
+            &[("route:1", &c.local.0, &c.local.1, &c.local.2)],
+        );
+        let (s, sess) = entry_node(vec![local], &[p.addr.to_string()], |_| {}).await;
+        let v = matrix(&s, &sess, "").await;
+        assert_eq!(row_values(&v, "route:1"), c.values, "{}", c.name);
+        let row = &v["rows"][0];
+        let conflicts: Vec<bool> = row["conflicts"]
+            .as_array()
+            .map(|a| a.iter().filter_map(serde_json::Value::as_bool).collect())
+            .unwrap_or_default();
+        assert_eq!(conflicts, c.conflicts, "{}", c.name);
+        assert_eq!(
+            row["conflict"].as_bool().unwrap_or(false),
+            c.conflicts.contains(&true),
+            "{}",
+            c.name
+        );
+        assert_eq!(v["fanout"]["responded"], 2, "{}", c.name);
+    }
+}
+
+#[tokio::test]
+async fn down_peer_is_reported_and_local_view_kept() {
+    let dead = bind().await;
+    let dead_addr = dead.local_addr().expect("addr").to_string();
+    drop(dead);
+    let (s, sess) = entry_node(
+        vec![mx(Reads, &[1000], &[("route:1", &[3], &[], &[])])],
+        std::slice::from_ref(&dead_addr),
+        |_| {},
+    )
+    .await;
+    let v = matrix(&s, &sess, "?series=reads").await;
+    assert_eq!(row_values(&v, "route:1"), vec![3]);
+    assert_eq!(v["fanout"]["expected"], 2);
+    assert_eq!(v["fanout"]["responded"], 1);
+    assert_eq!(node(&v, 1)["node"], dead_addr);
+    assert_eq!(node(&v, 1)["ok"], false);
+    assert!(
+        node(&v, 1)["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("peer request failed")),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn failing_status_malformed_and_wrong_lengths_mark_only_that_peer() {
+    let good = mx(Reads, &[1000], &[("route:1", &[7], &[], &[])]);
+    let (ok_peer, _) = peer_with("n2", good).await;
+    let (boom, _) = fake_peer("n3", Behaviour::Status(500, "boom")).await;
+    let (garbage, _) = fake_peer(
+        "n4",
+        Behaviour::Body(Bytes::from_static(
+            b"{\"column_unix_ms\": [1000], \"rows\": [oops",
+        )),
+    )
+    .await;
+    let mut bad_len = mx(Reads, &[1000, 2000], &[("route:1", &[1, 2], &[], &[])]);
+    bad_len.rows[0].values = vec![1];
+    let (short, _) = fake_peer("n5", Behaviour::Body(peer_body(bad_len, "n5"))).await;
+    let non_numeric = Bytes::from_static(
+        b"{\"column_unix_ms\":[1000],\"rows\":[{\"bucket_id\":\"route:1\",\"values\":[\"x\"]}],\"series\":\"reads\",\"generated_at\":\"\",\"node_id\":\"n6\"}",
+    );
+    let (nonnum, _) = fake_peer("n6", Behaviour::Body(non_numeric)).await;
+    let peers: Vec<String> = [&ok_peer, &boom, &garbage, &short, &nonnum]
+        .iter()
+        .map(|p| p.addr.to_string())
+        .collect();
+    let (s, sess) = entry_node(
+        vec![mx(Reads, &[1000], &[("route:1", &[3], &[], &[])])],
+        &peers,
+        |_| {},
+    )
+    .await;
+    let v = matrix(&s, &sess, "?series=reads").await;
+    assert_eq!(
+        row_values(&v, "route:1"),
+        vec![10],
+        "only the good peer is merged"
+    );
+    assert_eq!(v["fanout"]["expected"], 6);
+    assert_eq!(v["fanout"]["responded"], 2);
+    let err = |i: usize| {
+        node(&v, i)["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        err(2).contains("500") && err(2).contains("boom"),
+        "{}",
+        err(2)
+    );
+    assert!(err(3).starts_with("decode peer response"), "{}", err(3));
+    assert!(err(4).starts_with("invalid peer matrix"), "{}", err(4));
+    assert!(err(5).starts_with("decode peer response"), "{}", err(5));
+    for i in 2..=5 {
+        assert_eq!(node(&v, i)["ok"], false);
+    }
+    let metrics = get_with(&s.url("/metrics"), &[]).await.text();
+    assert!(
+        metrics.contains("keyviz_fanout_peer_failures_total{reason=\"decode\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn slow_peer_is_cut_at_the_timeout_but_a_merely_slowish_one_is_merged() {
+    let body = peer_body(mx(Reads, &[1000], &[("route:1", &[7], &[], &[])]), "n2");
+    let (slowish, _) = fake_peer(
+        "n2",
+        Behaviour::Delay(Duration::from_millis(100), body.clone()),
+    )
+    .await;
+    let (stuck, _) = fake_peer("n3", Behaviour::Delay(Duration::from_secs(30), body)).await;
+    let timeout = Duration::from_millis(800);
+    let peers = vec![slowish.addr.to_string(), stuck.addr.to_string()];
+    let (s, sess) = entry_node(
+        vec![mx(Reads, &[1000], &[("route:1", &[3], &[], &[])])],
+        &peers,
+        |c| c.fanout_timeout = timeout,
+    )
+    .await;
+    let started = Instant::now();
+    let v = matrix(&s, &sess, "?series=reads").await;
+    let took = started.elapsed();
+    // Far below the stuck peer's 30 s: the request waited for the deadline, not for the peer.
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert_eq!(row_values(&v, "route:1"), vec![10]);
+    assert_eq!(node(&v, 1)["ok"], true);
+    assert_eq!(node(&v, 2)["ok"], false);
+    assert!(
+        node(&v, 2)["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("did not answer within"))
+    );
+    assert!(
+        node(&v, 2)["elapsed_ms"]
+            .as_u64()
+            .is_some_and(|ms| ms >= 800)
+    );
+}
+
+#[tokio::test]
+async fn streaming_peer_is_capped_while_reading() {
+    let (big, log) = fake_peer(
+        "n2",
+        Behaviour::Stream {
+            total: 100 * 1024 * 1024,
+        },
+    )
+    .await;
+    let cap = 1024 * 1024;
+    let (s, sess) = entry_node(
+        vec![mx(Reads, &[1000], &[("route:1", &[3], &[], &[])])],
+        &[big.addr.to_string()],
+        |c| {
+            c.fanout_body_cap = cap;
+            c.fanout_timeout = Duration::from_secs(20);
+        },
+    )
+    .await;
+    let v = matrix(&s, &sess, "?series=reads").await;
+    assert_eq!(node(&v, 1)["ok"], false);
+    assert!(
+        node(&v, 1)["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cap")),
+        "{v}"
+    );
+    assert_eq!(row_values(&v, "route:1"), vec![3]);
+    // The reader stopped near the cap: the peer could not push anywhere near 100 MB.
+    let sent = log.bytes_sent.load(Ordering::SeqCst);
+    assert!(sent < 32 * 1024 * 1024, "peer sent {sent} bytes");
+}
+
+#[tokio::test]
+async fn body_cap_edges_small_cap_and_large_valid_matrix() {
+    // A tiny valid matrix followed by whitespace fits in a 200-byte cap.
+    let mut tiny = serde_json::to_vec(&{
+        let mut m = mx(Reads, &[], &[]);
+        m.node_id = Some("n2".into());
+        m
+    })
+    .expect("encode");
+    assert!(tiny.len() < 150);
+    tiny.extend(std::iter::repeat_n(b' ', 40));
+    let (p, _) = fake_peer("n2", Behaviour::Body(Bytes::from(tiny))).await;
+    let (s, sess) = entry_node(vec![mx(Reads, &[], &[])], &[p.addr.to_string()], |c| {
+        c.fanout_body_cap = 200
+    })
+    .await;
+    let v = matrix(&s, &sess, "?series=reads").await;
+    assert_eq!(node(&v, 1)["ok"], true, "{v}");
+
+    // 64 rows x 4096 zero columns is far below the default 64 MiB cap.
+    let cols: Vec<i64> = (1..=4096).map(|i| i * 1000).collect();
+    let zeros = vec![0u64; 4096];
+    let ids: Vec<String> = (0..64).map(|i| format!("route:{i:03}")).collect();
+    let rows: Vec<RowSpec<'_>> = ids
+        .iter()
+        .map(|id| (id.as_str(), zeros.as_slice(), &[][..], &[][..]))
+        .collect();
+    let (p2, _) = peer_with("n3", mx(Reads, &cols, &rows)).await;
+    let (s2, sess2) = entry_node(vec![mx(Reads, &[], &[])], &[p2.addr.to_string()], |_| {}).await;
+    let v = matrix(&s2, &sess2, "?series=reads").await;
+    assert_eq!(node(&v, 1)["ok"], true);
+    assert_eq!(v["column_unix_ms"].as_array().map(Vec::len), Some(4096));
+}
+
+#[tokio::test]
+async fn self_alias_by_another_hostname_is_dropped_with_warning() {
+    // This node advertises a hostname; the static list reaches it through 127.0.0.1.
+    let listener = bind().await;
+    let port = listener.local_addr().expect("addr").port();
+    let src = FixedSource::new(vec![mx(Reads, &[1000], &[("route:1", &[3], &[], &[])])]);
+    let state = node_state(
+        "n1",
+        &format!("node-a.example:{port}"),
+        src.clone(),
+        fanout_config(&[
+            format!("127.0.0.1:{port}"),
+            format!("node-a.example:{port}"),
+        ]),
+        None,
+    );
+    let s = serve_on(listener, keyviz_admin::router(state)).await;
+    let sess = login(&s, "bob", "bob-secret").await;
+    let v = matrix(&s, &sess, "?series=reads").await;
+    assert_eq!(
+        row_values(&v, "route:1"),
+        vec![3],
+        "reads are not double counted"
+    );
+    let nodes = v["fanout"]["nodes"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        nodes.len(),
+        2,
+        "the literal self entry is skipped without a call: {v}"
+    );
+    assert_eq!(nodes[1]["node"], format!("127.0.0.1:{port}"));
+    assert_eq!(nodes[1]["warnings"][0]["code"], "self_alias");
+    assert_eq!(v["fanout"]["expected"], 1);
+    assert_eq!(v["fanout"]["responded"], 1);
+    assert_eq!(src.calls(), 1, "no self-call for a matrix");
+}
+
+#[tokio::test]
+async fn peer_tokens_bound_to_audience_and_expiry() {
+    let s = start_node(
+        "n2",
+        bind().await,
+        FixedSource::new(vec![mx(Reads, &[1000], &[("route:1", &[3], &[], &[])])]),
+        fanout_config(&["127.0.0.1:1".into()]),
+    )
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default();
+    let auth = |t: String| vec![("authorization", format!("KeyViz-Peer {t}"))];
+    let url = s.url(&format!("{MATRIX}?series=reads&rows=16384"));
+    let valid = peer_token::mint(&secret(), "n1", "n2", now, 10_000).expect("mint");
+    let r = get_with(&url, &auth(valid)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let v = r.json();
+    assert!(v.get("fanout").is_none(), "a peer gets the local view only");
+    assert_eq!(v["node_id"], "n2");
+    let expired = peer_token::mint(&secret(), "n1", "n2", now - 60_000, 10_000).expect("mint");
+    let r = get_with(&url, &auth(expired)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let other = peer_token::mint(&secret(), "n1", "n3", now, 10_000).expect("mint");
+    assert_eq!(
+        get_with(&url, &auth(other)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let forged_secret = keyviz_admin::ClusterSecret::new(vec![7; 40], None).expect("s");
+    let forged = peer_token::mint(&forged_secret, "n1", "n2", now, 10_000).expect("mint");
+    assert_eq!(
+        get_with(&url, &auth(forged)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // The legacy header alone grants nothing.
+    let r = get_with(&url, &[("x-admin-fanout-peer", "1".into())]).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn browser_cookie_never_reaches_a_peer_and_spoofed_header_does_not_suppress_fanout() {
+    let (p, log) = peer_with("n2", mx(Reads, &[1000], &[("route:1", &[7], &[], &[])])).await;
+    let (s, sess) = entry_node(
+        vec![mx(Reads, &[1000], &[("route:1", &[3], &[], &[])])],
+        &[p.addr.to_string()],
+        |_| {},
+    )
+    .await;
+    let mut h = sess.headers();
+    h.push(("x-admin-fanout-peer", "1".into()));
+    h[0].1.push_str("; unrelated_app_session=zzz");
+    let r = get_with(&s.url(&format!("{MATRIX}?series=reads&rows=5")), &h).await;
+    let v = r.json();
+    assert!(
+        v.get("fanout").is_some(),
+        "spoofed header must not suppress the fan-out"
+    );
+    assert_eq!(row_values(&v, "route:1"), vec![10]);
+    let headers = log.headers.lock().clone();
+    assert_eq!(headers.len(), 1);
+    assert!(
+        headers[0].get("cookie").is_none(),
+        "cookie forwarded: {:?}",
+        headers[0]
+    );
+    let authz = headers[0]
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(authz.starts_with("KeyViz-Peer "), "{authz}");
+    let q = log.queries.lock().clone();
+    assert_eq!(
+        q,
+        vec!["rows=16384&series=reads".to_string()],
+        "peers are asked untrimmed"
+    );
+}
+
+#[tokio::test]
+async fn every_node_listing_every_node_cannot_recurse() {
+    let listeners = [bind().await, bind().await, bind().await];
+    let addrs: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().expect("addr").to_string())
+        .collect();
+    let mut sources = Vec::new();
+    let mut servers = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        let src = FixedSource::new(vec![mx(
+            Reads,
+            &[1000],
+            &[("route:1", &[1 + i as u64], &[], &[])],
+        )]);
+        sources.push(src.clone());
+        servers.push(start_node(&format!("n{}", i + 1), l, src, fanout_config(&addrs)).await);
+    }
+    let sess = login(&servers[0], "bob", "bob-secret").await;
+    let v = matrix(&servers[0], &sess, "?series=reads").await;
+    assert_eq!(row_values(&v, "route:1"), vec![6]);
+    assert_eq!(v["fanout"]["expected"], 3);
+    assert_eq!(v["fanout"]["responded"], 3);
+    let calls: Vec<usize> = sources.iter().map(|s| s.calls()).collect();
+    assert_eq!(
+        calls,
+        vec![1, 1, 1],
+        "each node computed its local view exactly once"
+    );
+}
+
+#[tokio::test]
+async fn twenty_concurrent_browser_requests_cause_one_call_per_peer() {
+    let body = peer_body(mx(Reads, &[1000], &[("route:1", &[7], &[], &[])]), "n2");
+    let (p2, log2) = fake_peer("n2", Behaviour::Delay(Duration::from_millis(300), body)).await;
+    let body3 = peer_body(mx(Reads, &[1000], &[("route:1", &[5], &[], &[])]), "n3");
+    let (p3, log3) = fake_peer("n3", Behaviour::Delay(Duration::from_millis(300), body3)).await;
+    let (s, sess) = entry_node(
+        vec![mx(Reads, &[1000], &[("route:1", &[3], &[], &[])])],
+        &[p2.addr.to_string(), p3.addr.to_string()],
+        |_| {},
+    )
+    .await;
+    let url = s.url(&format!("{MATRIX}?series=reads"));
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let url = url.clone();
+        let h = sess.headers();
+        tasks.push(tokio::spawn(async move { get_with(&url, &h).await }));
+    }
+    for t in tasks {
+        let r = t.await.expect("task");
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(row_values(&r.json(), "route:1"), vec![15]);
+    }
+    assert_eq!(log2.matrix_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(log3.matrix_calls.load(Ordering::SeqCst), 1);
+}
+
+struct FixedMembers(Vec<Member>);
+impl Membership for FixedMembers {
+    fn members(&self) -> Vec<Member> {
+        self.0.clone()
+    }
+}
+
+#[tokio::test]
+async fn membership_and_static_list_combine_without_duplicates() {
+    let (p2, log2) = peer_with("n2", mx(Reads, &[1000], &[("route:1", &[7], &[], &[])])).await;
+    let (p3, log3) = peer_with("n3", mx(Reads, &[1000], &[("route:1", &[5], &[], &[])])).await;
+    let listener = bind().await;
+    let me = listener.local_addr().expect("addr").to_string();
+    let members = FixedMembers(vec![
+        Member {
+            node_id: Some("n1".into()),
+            admin_addr: me.clone(),
+        },
+        Member {
+            node_id: Some("n2".into()),
+            admin_addr: p2.addr.to_string(),
+        },
+        Member {
+            node_id: Some("n3".into()),
+            admin_addr: p3.addr.to_string(),
+        },
+    ]);
+    let state = node_state(
+        "n1",
+        &me,
+        FixedSource::new(vec![mx(Reads, &[1000], &[("route:1", &[3], &[], &[])])]),
+        fanout_config(&[me.clone(), p2.addr.to_string()]),
+        Some(Arc::new(members)),
+    );
+    let s = serve_on(listener, keyviz_admin::router(state)).await;
+    let sess = login(&s, "bob", "bob-secret").await;
+    let v = matrix(&s, &sess, "?series=reads").await;
+    assert_eq!(row_values(&v, "route:1"), vec![15]);
+    assert_eq!(v["fanout"]["expected"], 3);
+    assert_eq!(log2.matrix_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(log3.matrix_calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn two_entries_for_one_peer_are_merged_once() {
+    let (p2, log2) = peer_with("n2", mx(Reads, &[1000], &[("route:1", &[7], &[], &[])])).await;
+    let port = p2.addr.port();
+    let (s, sess) = entry_node(
+        vec![mx(Reads, &[1000], &[("route:1", &[3], &[], &[])])],
+        &[format!("127.0.0.1:{port}"), format!("localhost:{port}")],
+        |_| {},
+    )
+    .await;
+    let v = matrix(&s, &sess, "?series=reads").await;
+    assert_eq!(row_values(&v, "route:1"), vec![10], "peer counted once");
+    assert_eq!(v["fanout"]["expected"], 2);
+    assert_eq!(node(&v, 2)["warnings"][0]["code"], "duplicate_node");
+    assert_eq!(log2.matrix_calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn row_budget_applies_to_the_cluster_merge() {
+    let ids: Vec<String> = (0..30).map(|i| format!("route:{i:02}")).collect();
+    let one = [1u64];
+    let rows_for = |range: std::ops::Range<usize>| -> Vec<RowSpec<'_>> {
+        ids[range]
+            .iter()
+            .map(|id| (id.as_str(), &one[..], &[][..], &[][..]))
+            .collect()
+    };
+    let (p, _) = peer_with("n2", mx(Reads, &[1000], &rows_for(10..30))).await;
+    let (s, sess) = entry_node(
+        vec![mx(Reads, &[1000], &rows_for(0..10))],
+        &[p.addr.to_string()],
+        |_| {},
+    )
+    .await;
+    let v = matrix(&s, &sess, "?series=reads&rows=5").await;
+    let rows = v["rows"].as_array().cloned().unwrap_or_default();
+    assert!(!rows.is_empty() && rows.len() <= 5, "{} rows", rows.len());
+    let total: u64 = rows
+        .iter()
+        .flat_map(|r| r["values"].as_array().cloned().unwrap_or_default())
+        .filter_map(|x| x.as_u64())
+        .sum();
+    assert_eq!(total, 30);
+}
+
+#[tokio::test]
+async fn catalog_divergence_is_reported_on_the_peer() {
+    let mut peer_m = mx(Reads, &[1000], &[("route:1", &[7], &[], &[])]);
+    peer_m.rows[0].start = Some(b"other-start".to_vec());
+    let (p, _) = peer_with("n2", peer_m).await;
+    let (s, sess) = entry_node(
+        vec![mx(Reads, &[1000], &[("route:1", &[3], &[], &[])])],
+        &[p.addr.to_string()],
+        |_| {},
+    )
+    .await;
+    let v = matrix(&s, &sess, "?series=reads").await;
+    let warnings = node(&v, 1)["warnings"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w["code"] == "catalog_divergence" && w["bucket_id"] == "route:1"),
+        "{v}"
+    );
+}
