@@ -172,17 +172,17 @@ impl MatrixSource for CraftedSource {
         let conflict = format!("route:{CONFLICT_ROUTE}");
         let divergent = format!("route:{DIVERGENT_ROUTE}");
         let mut injected = Vec::new();
-        if query.series.is_write() {
-            if let Some(src) = theirs.rows.iter().find(|r| r.bucket_id == conflict) {
-                injected.push(copy_row(src, &theirs, &m, |j, v| {
-                    if v > 0 && j % 5 == 0 { v + 13 } else { v }
-                }));
-            }
+        if query.series.is_write()
+            && let Some(src) = theirs.rows.iter().find(|r| r.bucket_id == conflict)
+        {
+            injected.push(copy_row(src, &theirs, &m, |j, v| {
+                if v > 0 && j % 5 == 0 { v + 13 } else { v }
+            }));
         }
-        if !m.rows.iter().any(|r| r.bucket_id == divergent) {
-            if let Some(src) = theirs.rows.iter().find(|r| r.bucket_id == divergent) {
-                injected.push(copy_row(src, &theirs, &m, |_, v| v));
-            }
+        if !m.rows.iter().any(|r| r.bucket_id == divergent)
+            && let Some(src) = theirs.rows.iter().find(|r| r.bucket_id == divergent)
+        {
+            injected.push(copy_row(src, &theirs, &m, |_, v| v));
         }
         for row in &injected {
             m.rows.retain(|r| r.bucket_id != row.bucket_id);
