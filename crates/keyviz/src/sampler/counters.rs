@@ -1,13 +1,19 @@
 //! The counters one observation touches, and how flush drains them.
 //!
-//! All counters of one sub-range live in one cache-padded block, so an observe
-//! touches one cache line (two when it claims a write lane) and two hot routes
-//! never share a line. Increments are `Relaxed`: each counter is an independent
-//! tally and nothing is published through it. Flush drains with `swap(0)`, so
-//! an increment lands either before the swap (this column) or after it (the
-//! next column) — never lost, never counted twice.
+//! Each counter packs an operation count (high 24 bits) and a byte count (low
+//! 40 bits) into one `AtomicU64`, so an observation is a single relaxed
+//! `fetch_add` — half the locked instructions of separate count and byte
+//! counters. Before a field can overflow, the observer that sees it past half
+//! full moves the packed value into a wide per-slot overflow block (allocated
+//! once, the first time any sub-range of the slot gets there). All counters of
+//! one sub-range share one 64-byte line.
+//!
+//! Increments are `Relaxed`: each counter is an independent tally and nothing
+//! is published through it. Flush drains with `swap(0)`, so an increment lands
+//! either before the swap (this column) or after it (the next column) — never
+//! lost, never counted twice.
 
-use crossbeam_utils::CachePadded;
+use std::sync::OnceLock;
 
 use crate::sync::{AtomicU64, Ordering};
 
@@ -17,20 +23,46 @@ use crate::sync::{AtomicU64, Ordering};
 pub(crate) const WRITE_LANES: usize = 4;
 /// Index of the lane for writes without a (group, term) identity.
 pub(crate) const UNKNOWN_LANE: usize = WRITE_LANES;
+/// Packed counters per sub-range: leader reads, follower reads, 5 write lanes.
+const COUNTERS: usize = 2 + WRITE_LANES + 1;
+const READ_LEADER: usize = 0;
+const READ_FOLLOWER: usize = 1;
+const FIRST_WRITE: usize = 2;
 
 /// Lane key value meaning "free".
 const FREE: u64 = 0;
 /// Lane key value meaning "being claimed" (group not yet published).
 const CLAIMING: u64 = u64::MAX;
 
-/// Counters of one sub-range (104 bytes; padded to its own cache line).
+const COUNT_SHIFT: u32 = 40;
+const BYTES_MASK: u64 = (1 << COUNT_SHIFT) - 1;
+/// Spill when the count field (24 bits) is half full ...
+const SPILL_COUNT: u64 = 1 << 23;
+/// ... or the byte field (40 bits) is half full.
+const SPILL_BYTES: u64 = 1 << 39;
+/// A single observation this large bypasses the packed field altogether.
+const MAX_PACKED_ADD: u64 = 1 << 32;
+
+/// Packed counters of one sub-range, on their own 64-byte line.
 #[derive(Debug, Default)]
+#[repr(align(64))]
 pub(crate) struct SubCounters {
-    reads_leader: AtomicU64,
-    reads_follower: AtomicU64,
-    read_bytes: AtomicU64,
-    writes: [AtomicU64; WRITE_LANES + 1],
-    write_bytes: [AtomicU64; WRITE_LANES + 1],
+    packed: [AtomicU64; COUNTERS],
+}
+
+/// Wide overflow counters of one sub-range: (count, bytes) per packed counter.
+#[derive(Debug, Default)]
+struct Wide {
+    counts: [AtomicU64; COUNTERS],
+    bytes: [AtomicU64; COUNTERS],
+}
+
+/// The counters of one slot: a block per sub-range plus the lazily allocated
+/// overflow blocks.
+#[derive(Debug)]
+pub(crate) struct SlotCounters {
+    blocks: Box<[SubCounters]>,
+    wide: OnceLock<Box<[Wide]>>,
 }
 
 /// What one drain of one sub-range produced.
@@ -60,52 +92,112 @@ impl Drained {
     }
 }
 
-impl SubCounters {
-    #[inline]
-    pub(crate) fn add_read(&self, leader: bool, bytes: u64) {
-        // Ordering: Relaxed — independent tallies; flush's swap reads the total.
-        if leader {
-            self.reads_leader.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.reads_follower.fetch_add(1, Ordering::Relaxed);
+impl SlotCounters {
+    /// `subs` zeroed sub-range blocks.
+    pub(crate) fn new(subs: usize) -> SlotCounters {
+        SlotCounters {
+            blocks: (0..subs.max(1)).map(|_| SubCounters::default()).collect(),
+            wide: OnceLock::new(),
         }
-        self.read_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Number of sub-ranges.
+    pub(crate) fn len(&self) -> usize {
+        self.blocks.len()
     }
 
     #[inline]
-    pub(crate) fn add_write(&self, lane: usize, bytes: u64) {
-        // Ordering: Relaxed — as for reads.
-        self.writes[lane].fetch_add(1, Ordering::Relaxed);
-        self.write_bytes[lane].fetch_add(bytes, Ordering::Relaxed);
+    fn add(&self, sub: usize, counter: usize, bytes: u64) -> bool {
+        let Some(block) = self.blocks.get(sub) else {
+            return false;
+        };
+        if bytes >= MAX_PACKED_ADD {
+            self.add_wide(sub, counter, 1, bytes);
+            return true;
+        }
+        // Ordering: Relaxed — an independent tally; flush's swap reads it.
+        let old = block.packed[counter].fetch_add((1 << COUNT_SHIFT) | bytes, Ordering::Relaxed);
+        if old >> COUNT_SHIFT >= SPILL_COUNT || old & BYTES_MASK >= SPILL_BYTES {
+            self.spill(sub, counter);
+        }
+        true
     }
 
-    /// Swaps every counter to zero and returns what it held.
+    /// Moves a packed counter into its wide overflow counter.
+    #[cold]
+    fn spill(&self, sub: usize, counter: usize) {
+        let Some(block) = self.blocks.get(sub) else {
+            return;
+        };
+        // Ordering: Relaxed — see `add`; an increment racing with this swap
+        // stays in the packed field and is drained or spilled later.
+        let v = block.packed[counter].swap(0, Ordering::Relaxed);
+        self.add_wide(sub, counter, v >> COUNT_SHIFT, v & BYTES_MASK);
+    }
+
+    #[cold]
+    fn add_wide(&self, sub: usize, counter: usize, count: u64, bytes: u64) {
+        let wide = self
+            .wide
+            .get_or_init(|| (0..self.blocks.len()).map(|_| Wide::default()).collect());
+        if let Some(w) = wide.get(sub) {
+            // Ordering: Relaxed — as for the packed counters.
+            w.counts[counter].fetch_add(count, Ordering::Relaxed);
+            w.bytes[counter].fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts one read of `bytes` on sub-range `sub`; false if `sub` is out of range.
+    #[inline]
+    pub(crate) fn add_read(&self, sub: usize, leader: bool, bytes: u64) -> bool {
+        self.add(sub, if leader { READ_LEADER } else { READ_FOLLOWER }, bytes)
+    }
+
+    /// Counts one write of `bytes` in `lane` on sub-range `sub`.
+    #[inline]
+    pub(crate) fn add_write(&self, sub: usize, lane: usize, bytes: u64) -> bool {
+        self.add(sub, FIRST_WRITE + lane.min(UNKNOWN_LANE), bytes)
+    }
+
+    /// Swaps every counter of sub-range `sub` to zero and returns what it held.
     ///
     /// A counter that reads zero is not swapped (a locked swap costs ~10x a
     /// load): an increment racing with that load lands after it and is taken by
     /// the next drain, exactly as if it had come after a swap.
-    pub(crate) fn drain(&self) -> Drained {
-        // Ordering: Relaxed — swap is atomic per counter, which is all the
-        // no-loss guarantee needs; cross-counter consistency is not promised.
+    pub(crate) fn drain(&self, sub: usize) -> Drained {
+        let Some(block) = self.blocks.get(sub) else {
+            return Drained::default();
+        };
+        let wide = self.wide.get().and_then(|w| w.get(sub));
         let take = |c: &AtomicU64| {
+            // Ordering: Relaxed — swap is atomic per counter, which is all the
+            // no-loss guarantee needs; cross-counter consistency is not promised.
             if c.load(Ordering::Relaxed) == 0 {
                 0
             } else {
                 c.swap(0, Ordering::Relaxed)
             }
         };
+        let mut counts = [0u64; COUNTERS];
+        let mut bytes = [0u64; COUNTERS];
+        for i in 0..COUNTERS {
+            let v = take(&block.packed[i]);
+            counts[i] = v >> COUNT_SHIFT;
+            bytes[i] = v & BYTES_MASK;
+            if let Some(w) = wide {
+                counts[i] = counts[i].saturating_add(take(&w.counts[i]));
+                bytes[i] = bytes[i].saturating_add(take(&w.bytes[i]));
+            }
+        }
         Drained {
-            reads_leader: take(&self.reads_leader),
-            reads_follower: take(&self.reads_follower),
-            read_bytes: take(&self.read_bytes),
-            writes: std::array::from_fn(|i| take(&self.writes[i])),
-            write_bytes: std::array::from_fn(|i| take(&self.write_bytes[i])),
+            reads_leader: counts[READ_LEADER],
+            reads_follower: counts[READ_FOLLOWER],
+            read_bytes: bytes[READ_LEADER].saturating_add(bytes[READ_FOLLOWER]),
+            writes: std::array::from_fn(|l| counts[FIRST_WRITE + l]),
+            write_bytes: std::array::from_fn(|l| bytes[FIRST_WRITE + l]),
         }
     }
 }
-
-/// One block per sub-range.
-pub(crate) type CounterBlock = CachePadded<SubCounters>;
 
 /// The (raft group, leader term) identities of a slot's write lanes.
 ///
@@ -212,7 +304,28 @@ mod tests {
 
     #[test]
     fn counters_fit_in_one_cache_line() {
-        assert!(std::mem::size_of::<SubCounters>() <= 128);
+        assert_eq!(std::mem::size_of::<SubCounters>(), 64);
+    }
+
+    #[test]
+    fn packed_fields_spill_before_they_overflow() {
+        let c = SlotCounters::new(1);
+        // Drive the count field past its spill point, and the bytes field too.
+        let n = SPILL_COUNT + 10;
+        for _ in 0..n {
+            c.add_read(0, true, 0);
+        }
+        c.add_write(0, 0, MAX_PACKED_ADD + 7);
+        let big = MAX_PACKED_ADD - 1;
+        let adds = 2 * (SPILL_BYTES / big) + 3;
+        for _ in 0..adds {
+            c.add_write(0, 0, big);
+        }
+        let d = c.drain(0);
+        assert_eq!(d.reads_leader, n);
+        assert_eq!(d.writes[0], 1 + adds);
+        assert_eq!(d.write_bytes[0], MAX_PACKED_ADD + 7 + adds * big);
+        assert!(c.drain(0).is_zero());
     }
 
     #[test]

@@ -300,11 +300,9 @@ impl Sampler {
             let Some(slot) = table.slot(route) else {
                 return false;
             };
-            let Some(block) = slot.counters.get(slot.layout.index(key)) else {
-                return false;
-            };
-            block.add_write(slot.lanes.lane_for(group, term), bytes);
-            true
+            let sub = slot.layout.index(key);
+            slot.counters
+                .add_write(sub, slot.lanes.lane_for(group, term), bytes)
         });
         if !counted {
             self.note_unknown();
@@ -321,11 +319,8 @@ impl Sampler {
             let Some(slot) = table.slot(route) else {
                 return false;
             };
-            let Some(block) = slot.counters.get(slot.layout.index(key)) else {
-                return false;
-            };
-            block.add_read(role == ReadRole::Leader, bytes);
-            true
+            slot.counters
+                .add_read(slot.layout.index(key), role == ReadRole::Leader, bytes)
         });
         if !counted {
             self.note_unknown();
@@ -406,8 +401,8 @@ impl Sampler {
     fn drain_slot(&self, slot: &Slot, catalog: &mut RowCatalog, cells: &mut Vec<CellInput>) {
         let mut active = [false; WRITE_LANES];
         let mut operations = 0u64;
-        for (i, block) in slot.counters.iter().enumerate() {
-            let drained = block.drain();
+        for i in 0..slot.counters.len() {
+            let drained = slot.counters.drain(i);
             if drained.is_zero() {
                 continue;
             }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use super::counters::{CounterBlock, WriteLanes};
+use super::counters::{SlotCounters, WriteLanes};
 use super::subrange::SubLayout;
 use crate::error::RouteError;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
@@ -66,7 +66,7 @@ pub(crate) struct SlotMeta {
 pub(crate) struct Slot {
     pub(crate) meta: SlotMeta,
     pub(crate) layout: SubLayout,
-    pub(crate) counters: Box<[CounterBlock]>,
+    pub(crate) counters: SlotCounters,
     pub(crate) lanes: WriteLanes,
     /// Decaying activity (operations), updated by flush; picks what to coarsen.
     pub(crate) activity: AtomicU64,
@@ -81,9 +81,7 @@ impl Slot {
             SlotKind::Route(_) => SubLayout::new(&meta.start, meta.end.as_deref(), k),
             SlotKind::Virtual => SubLayout::single(),
         };
-        let counters = (0..layout.count())
-            .map(|_| CounterBlock::default())
-            .collect();
+        let counters = SlotCounters::new(layout.count());
         let rows = (0..layout.count())
             .map(|_| AtomicU32::new(NO_ROW))
             .collect();

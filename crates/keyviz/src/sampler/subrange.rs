@@ -10,7 +10,11 @@
 const WINDOW: usize = 8;
 
 /// Reads 8 bytes of `b` at `off`, big-endian; bytes past the end count as 0.
+#[inline]
 fn window(b: &[u8], off: usize) -> u64 {
+    if let Some(chunk) = off.checked_add(WINDOW).and_then(|end| b.get(off..end)) {
+        return <[u8; WINDOW]>::try_from(chunk).map_or(0, u64::from_be_bytes);
+    }
     let mut buf = [0u8; WINDOW];
     if off < b.len() {
         let n = (b.len() - off).min(WINDOW);
@@ -23,8 +27,8 @@ fn window(b: &[u8], off: usize) -> u64 {
 #[derive(Debug, Clone)]
 pub(crate) struct SubLayout {
     prefix_len: usize,
-    lo: Box<[u8]>,
-    hi: Option<Box<[u8]>>,
+    /// The common prefix of start and end (empty for unbounded routes).
+    prefix: Box<[u8]>,
     /// Inner boundaries: `bounds[i-1] = sub_start + ceil(i * span / k)`, i in 1..k.
     bounds: Box<[u64]>,
 }
@@ -34,8 +38,7 @@ impl SubLayout {
     pub(crate) fn single() -> SubLayout {
         SubLayout {
             prefix_len: 0,
-            lo: Box::default(),
-            hi: None,
+            prefix: Box::default(),
             bounds: Box::default(),
         }
     }
@@ -62,8 +65,7 @@ impl SubLayout {
         let bounds: Box<[u64]> = (1..k).map(|i| sub_start + ceil_frac(i, span, k)).collect();
         SubLayout {
             prefix_len,
-            lo: start.into(),
-            hi: end.map(Into::into),
+            prefix: start.get(..prefix_len).unwrap_or(start).into(),
             bounds,
         }
     }
@@ -74,20 +76,25 @@ impl SubLayout {
     }
 
     /// The bucket of `key`; monotone in `key` and always `< count()`.
+    ///
+    /// Keys that do not share the route's common prefix sort wholly before or
+    /// after its sub-space and clamp to the first or last bucket; keys that do
+    /// are ordered by their 8-byte window, which is monotone in the key.
     #[inline]
     pub(crate) fn index(&self, key: &[u8]) -> usize {
         if self.bounds.is_empty() {
             return 0;
         }
-        if key <= &*self.lo {
-            return 0;
+        let p = self.prefix_len;
+        if p > 0 {
+            match key.get(..p).unwrap_or(key).cmp(&self.prefix) {
+                std::cmp::Ordering::Less => return 0,
+                std::cmp::Ordering::Greater => return self.bounds.len(),
+                std::cmp::Ordering::Equal if key.len() < p => return 0,
+                std::cmp::Ordering::Equal => {}
+            }
         }
-        if let Some(hi) = &self.hi
-            && key >= &**hi
-        {
-            return self.bounds.len();
-        }
-        let w = window(key, self.prefix_len);
+        let w = window(key, p);
         self.bounds.partition_point(|&b| b <= w)
     }
 
