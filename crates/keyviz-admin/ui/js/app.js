@@ -305,8 +305,8 @@ export function createApp(store) {
   };
 
   /**
-   * Draws everything from the current matrix. `rebuild` recomputes the view and the scale pass;
-   * otherwise only the palette pass and the draw run (palette or colour-scheme change).
+   * Draws everything from the current matrix. `rebuild` recomputes the view geometry (new data
+   * or key range); otherwise the existing view is repainted (palette, colour scheme, resize).
    * @param {boolean} rebuild
    */
   const render = (rebuild) => {
@@ -318,11 +318,7 @@ export function createApp(store) {
     el.plot.style.height = `${size.height}px`;
     el.keyAxis.style.height = `${size.height}px`;
     lut = buildLut(s.palette, cssRgb('--cell-zero', [227, 230, 235]), cssRgb('--cell-nodata', [255, 255, 255]));
-    if (rebuild) renderer.render(view, s.scale, lut, size.width, size.height);
-    else {
-      renderer.paintPixels(lut);
-      renderer.draw(size.width, size.height, null);
-    }
+    renderer.render(view, s.scale, lut, size.width, size.height);
     wheelWindow = null;
     drawHatching(el.hatch, view, size.width, size.height, null);
     renderTimeAxis(el.timeAxis, view, size.width);

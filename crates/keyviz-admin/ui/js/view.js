@@ -85,14 +85,23 @@ export function buildView(m, window, keys) {
   }
   const totals = new Float64Array(rowIndex.length);
   let max = 0;
+  const allInside = colSlot.every((s) => s >= 0);
   for (let k = 0; k < rowIndex.length; k++) {
     const values = m.rows[rowIndex[k]].values;
     let sum = 0;
-    for (let j = 0; j < values.length; j++) {
-      if (colSlot[j] < 0) continue;
-      const v = values[j];
-      sum += v;
-      if (v > max) max = v;
+    if (allInside) {
+      for (let j = 0; j < values.length; j++) {
+        const v = values[j];
+        sum += v;
+        if (v > max) max = v;
+      }
+    } else {
+      for (let j = 0; j < values.length; j++) {
+        if (colSlot[j] < 0) continue;
+        const v = values[j];
+        sum += v;
+        if (v > max) max = v;
+      }
     }
     totals[k] = sum;
   }

@@ -19,8 +19,8 @@ export class HeatmapRenderer {
     this.buffer = document.createElement('canvas');
     /** @type {ImageData|null} */
     this.image = null;
-    /** @type {Uint8Array} palette index per pixel, kept so a palette switch skips the scale pass */
-    this.indices = new Uint8Array(0);
+    /** @type {Uint8Array} one row of palette indices, for max-combining coarsened slots */
+    this.rowIndices = new Uint8Array(0);
     this.width = 0;
     this.height = 0;
   }
@@ -37,24 +37,23 @@ export class HeatmapRenderer {
     this.buffer.width = Math.max(1, width);
     this.buffer.height = Math.max(1, height);
     this.image = new ImageData(Math.max(1, width), Math.max(1, height));
-    this.indices = new Uint8Array(Math.max(1, width) * Math.max(1, height));
+    this.rowIndices = new Uint8Array(Math.max(1, width));
     renderStats.bufferAllocations++;
   }
 
   /**
-   * The scale pass: computes the palette index of every cell and writes its pixel in the same
-   * loop (one pass over the matrix). Values go through a small lookup table, so the common
-   * case costs two array reads per cell.
+   * Paints every cell of the view into the offscreen buffer in one pass over the matrix: the
+   * value goes through a small index lookup table (two array reads per cell in the usual
+   * case), then through the colour table, straight into the ImageData pixels.
    * @param {import('../view.js').View} view
    * @param {import('../types.js').ScaleKind} scaleKind
    * @param {Uint32Array} lut
    */
-  paintIndices(view, scaleKind, lut) {
+  paint(view, scaleKind, lut) {
     const w = view.slots;
     const h = view.rowIndex.length;
     this.#ensureBuffer(w, h);
     if (!this.image) return;
-    const idx = this.indices;
     const px = new Uint32Array(this.image.data.buffer);
     const scale = makeIndexScale(scaleKind, view.max);
     const table = makeIndexTable(scaleKind, view.max);
@@ -69,34 +68,40 @@ export class HeatmapRenderer {
     const coarse = view.slotMs !== view.stepMs;
     // Fast path: every column has its own slot at a fixed offset (the usual, gap-free case).
     const n = colSlot.length;
-    let off = n ? colSlot[0] : 0;
+    const off = n ? colSlot[0] : 0;
     let affine = !coarse && n > 0 && off >= 0;
     for (let j = 1; affine && j < n; j++) if (colSlot[j] !== off + j) affine = false;
+    const rowIdx = this.rowIndices;
     for (let k = 0; k < h; k++) {
       const base = k * w;
-      idx.set(tIdx, base);
       px.set(tPx, base);
       const values = rows[view.rowIndex[k]].values;
       if (affine) {
         const b = base + off;
         for (let j = 0; j < n; j++) {
           const v = values[j];
-          const i = v < tlen && v >= 0 ? table[v] ?? scale(v) : scale(v);
-          idx[b + j] = i;
-          px[b + j] = lut[i];
+          px[b + j] = lut[v < tlen && v >= 0 ? table[v] ?? scale(v) : scale(v)];
         }
-        continue;
-      }
-      for (let j = 0; j < n; j++) {
-        const s = colSlot[j];
-        if (s < 0) continue;
-        const v = values[j];
-        const i = v < tlen && v >= 0 ? table[v] ?? scale(v) : scale(v);
-        // Several columns share a slot only when the window was coarsened: keep the hottest.
-        const cur = idx[base + s];
-        if (!coarse || cur === NO_DATA_INDEX || i > cur) {
-          idx[base + s] = i;
-          px[base + s] = lut[i];
+      } else if (coarse) {
+        // Several columns share a slot: keep the hottest.
+        rowIdx.set(tIdx);
+        for (let j = 0; j < n; j++) {
+          const s = colSlot[j];
+          if (s < 0) continue;
+          const v = values[j];
+          const i = v < tlen && v >= 0 ? table[v] ?? scale(v) : scale(v);
+          const cur = rowIdx[s];
+          if (cur === NO_DATA_INDEX || i > cur) {
+            rowIdx[s] = i;
+            px[base + s] = lut[i];
+          }
+        }
+      } else {
+        for (let j = 0; j < n; j++) {
+          const s = colSlot[j];
+          if (s < 0) continue;
+          const v = values[j];
+          px[base + s] = lut[v < tlen && v >= 0 ? table[v] ?? scale(v) : scale(v)];
         }
       }
     }
@@ -104,22 +109,7 @@ export class HeatmapRenderer {
   }
 
   /**
-   * The palette pass: turns the stored indices into pixels through a new lookup table and
-   * uploads them (palette or colour-scheme change; no scale work).
-   * @param {Uint32Array} lut
-   */
-  paintPixels(lut) {
-    if (!this.image) return;
-    const px = new Uint32Array(this.image.data.buffer);
-    const idx = this.indices;
-    const n = this.width * this.height;
-    for (let p = 0; p < n; p++) px[p] = lut[idx[p]];
-    const ctx = this.buffer.getContext('2d');
-    ctx?.putImageData(this.image, 0, 0);
-  }
-
-  /**
-   * Full render of a view: scale pass (which writes the pixels) and draw.
+   * Full render of a view: paint the buffer, then draw it.
    * @param {import('../view.js').View} view
    * @param {import('../types.js').ScaleKind} scaleKind
    * @param {Uint32Array} lut
@@ -128,7 +118,7 @@ export class HeatmapRenderer {
    */
   render(view, scaleKind, lut, cssWidth, cssHeight) {
     const t0 = performance.now();
-    this.paintIndices(view, scaleKind, lut);
+    this.paint(view, scaleKind, lut);
     const t1 = performance.now();
     this.draw(cssWidth, cssHeight, null);
     renderStats.lastPaintMs = t1 - t0;
