@@ -1,1 +1,8 @@
-//! Integration tests of the `keyviz` binary.
+//! Integration tests of the `keyviz` binary: real `keyviz node` processes on 127.0.0.1,
+//! driven with `redis-cli`, `redis-benchmark`, a raw RESP client and the admin HTTP API.
+
+mod counting;
+mod failover;
+mod resp;
+mod split;
+mod util;

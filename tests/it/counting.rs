@@ -1,0 +1,116 @@
+//! Exact counting through the admin fan-out matrix.
+
+use std::time::Duration;
+
+use crate::util::{
+    Cluster, Opts, login, matrix, matrix_total, redis_benchmark, require_redis_tools,
+    wait_matrix_total,
+};
+
+/// N SETs and M GETs sent through redis-benchmark, spread over all three nodes (so most are
+/// forwarded), sum to exactly N writes and M reads in the fan-out matrix of any node.
+#[test]
+fn fanout_matrix_counts_every_set_and_get_exactly_once() {
+    require_redis_tools();
+    let c = Cluster::start(Opts::default());
+    // Multiples of pipeline depth x connections: redis-benchmark issues whole pipelines.
+    let (sets_per_node, gets_per_node) = (640u64, 448u64);
+    for n in &c.nodes {
+        let (ok, _, err) = redis_benchmark(
+            n.resp,
+            &[
+                "-t",
+                "set",
+                "-n",
+                &sets_per_node.to_string(),
+                "-r",
+                "5000",
+                "-P",
+                "16",
+                "-c",
+                "4",
+            ],
+        );
+        assert!(ok, "{err}");
+        let (ok, _, err) = redis_benchmark(
+            n.resp,
+            &[
+                "-t",
+                "get",
+                "-n",
+                &gets_per_node.to_string(),
+                "-r",
+                "5000",
+                "-P",
+                "16",
+                "-c",
+                "4",
+            ],
+        );
+        assert!(ok, "{err}");
+    }
+    let n_writes = sets_per_node * c.nodes.len() as u64;
+    let n_reads = gets_per_node * c.nodes.len() as u64;
+    for viewer in [0usize, 2] {
+        let admin = c.nodes[viewer].admin_addr();
+        let cookie = login(&admin);
+        let writes =
+            wait_matrix_total(&admin, &cookie, "writes", n_writes, Duration::from_secs(20));
+        let reads = wait_matrix_total(&admin, &cookie, "reads", n_reads, Duration::from_secs(20));
+        let fanout = &writes["fanout"];
+        assert_eq!(
+            fanout["responded"], fanout["expected"],
+            "every node must answer: {fanout}"
+        );
+        let conflicts = writes["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["conflict"] == true)
+            .count();
+        assert_eq!(
+            conflicts, 0,
+            "one leader per (group, term) never conflicts: {writes}"
+        );
+        // Leader reads only: follower reads are off, so followers forward reads to the leader.
+        assert_eq!(
+            matrix_total(&matrix(&admin, &cookie, "leader_reads")),
+            n_reads
+        );
+        assert_eq!(matrix_total(&matrix(&admin, &cookie, "follower_reads")), 0);
+        assert_eq!(matrix_total(&reads), n_reads);
+    }
+}
+
+/// With follower reads on, a follower serves GETs itself and they are counted as follower
+/// reads; totals stay exact.
+#[test]
+fn follower_reads_are_counted_with_the_follower_role() {
+    let c = Cluster::start(Opts {
+        follower_reads: true,
+        ..Opts::default()
+    });
+    let mut conn = crate::util::Resp::connect(c.nodes[0].resp).expect("connect");
+    assert_eq!(
+        conn.call(&["SET", "fr", "1"]).expect("set"),
+        crate::util::Reply::Simple("OK".into())
+    );
+    let mut total = 0u64;
+    for n in &c.nodes {
+        let mut conn = crate::util::Resp::connect(n.resp).expect("connect");
+        for _ in 0..10 {
+            let r = conn.call(&["GET", "fr"]).expect("get");
+            // Followers may lag a moment behind the SET; both answers are valid reads.
+            assert!(matches!(r, crate::util::Reply::Bulk(_)), "{r:?}");
+            total += 1;
+        }
+    }
+    let admin = c.nodes[0].admin_addr();
+    let cookie = login(&admin);
+    wait_matrix_total(&admin, &cookie, "reads", total, Duration::from_secs(20));
+    let leader = matrix_total(&matrix(&admin, &cookie, "leader_reads"));
+    let follower = matrix_total(&matrix(&admin, &cookie, "follower_reads"));
+    assert_eq!(leader + follower, total);
+    assert_eq!(leader, 10, "exactly one node leads the group of `fr`");
+    assert_eq!(follower, 20);
+}
