@@ -4,8 +4,8 @@
 #   2. type-checks the UI (tsc -p crates/keyviz-admin/ui/tsconfig.json; must pass),
 #   3. builds the real test server (cargo build -p keyviz-admin --example ui_fixture),
 #   4. runs the browser tests (node --test in tests/e2e) in headless Chromium.
-# Options: --typecheck-only (steps 1-2 for the UI toolchain only), --perf (also measure render
-# times and print them; docs/perf-ui.md records the figures).
+# Options: --no-browser (steps 1-2 plus the unit tests of the pure UI modules; no Chromium, no
+# cargo), --perf (also measure render times and print them; docs/perf-ui.md records them).
 # If the admin crate cannot build the fixture, the browser tests are SKIPPED with a loud
 # message (exit 0) and the type check still decides the result.
 set -euo pipefail
@@ -21,7 +21,7 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   exit 1
 fi
 
-if [ ! -x /usr/bin/chromium ] && [ "$MODE" != "--typecheck-only" ]; then
+if [ ! -x /usr/bin/chromium ] && [ "$MODE" != "--no-browser" ]; then
   log "installing chromium (apt-get)"
   apt-get update
   DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
@@ -36,7 +36,9 @@ log "type check: tsc -p crates/keyviz-admin/ui/tsconfig.json"
 "$E2E/node_modules/.bin/tsc" -p "$ROOT/crates/keyviz-admin/ui/tsconfig.json"
 echo "type check passed"
 
-if [ "$MODE" = "--typecheck-only" ]; then
+if [ "$MODE" = "--no-browser" ]; then
+  log "unit tests of the pure UI modules: node --test unit.test.mjs"
+  (cd "$E2E" && node --test unit.test.mjs)
   exit 0
 fi
 
@@ -53,7 +55,7 @@ fi
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 export KEYVIZ_UI_FIXTURE="$TARGET_DIR/debug/examples/ui_fixture"
 
-log "browser tests: node --test (headless chromium)"
+log "unit + browser tests: node --test (headless chromium)"
 (cd "$E2E" && node --test --test-concurrency=1 ./*.test.mjs)
 
 if [ "$MODE" = "--perf" ]; then

@@ -293,8 +293,10 @@ export function createApp(store) {
   const measure = () => {
     const width = Math.max(200, Math.floor(el.plot.clientWidth || 800));
     const rows = view ? view.rowIndex.length : 0;
+    // Up to 28 px per row, shrinking to fit 720 px, but never below 1 CSS px per row: a
+    // 1024-row matrix gets 1024 px so no row is dropped when the buffer is scaled.
     const per = Math.min(28, Math.max(1, Math.floor(720 / Math.max(1, rows))));
-    const height = Math.min(720, Math.max(160, rows * per));
+    const height = Math.max(160, rows * per);
     return { width, height };
   };
 

@@ -76,6 +76,7 @@ export function renderDetail(panel, list, view, k, notify) {
     : '—';
   items.push(['Label', rowLabel(row)]);
   items.push(['Bucket id', row.bucket_id]);
+  if (row.label) items.push(['Adapter', row.label]);
   items.push(['Start key', keyValue(row.start, 'start', notify)]);
   items.push(['End key', keyValue(row.end, 'end', notify)]);
   items.push(['Aggregate', row.aggregate ? 'yes (several routes merged)' : 'no']);

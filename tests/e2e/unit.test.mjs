@@ -1,0 +1,162 @@
+// Unit tests of the UI's pure modules (no DOM), run by node directly: scales, view geometry,
+// and the URL <-> state round trip.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  buildLut, decodeKey, keyLabel, legendTicks, makeIndexScale, makeIndexTable, NO_DATA_INDEX,
+  packRgba, rowInKeyRange, timeTicks,
+} from '../../crates/keyviz-admin/ui/js/scales.js';
+import { appendColumns, buildView, cellConflict, MAX_SLOTS, topRows } from '../../crates/keyviz-admin/ui/js/view.js';
+import { defaultState, parseQuery, toQuery } from '../../crates/keyviz-admin/ui/js/state.js';
+
+const b64 = (s) => Buffer.from(s).toString('base64');
+const row = (id, start, end, values, extra = {}) => ({
+  bucket_id: id, start: start == null ? null : b64(start), end: end == null ? null : b64(end),
+  aggregate: false, route_count: 1, values, ...extra,
+});
+
+test('zero_maps_to_its_own_index_and_the_smallest_value_to_a_palette_colour', () => {
+  for (const kind of /** @type {const} */ (['log', 'linear'])) {
+    const scale = makeIndexScale(kind, 1000);
+    assert.equal(scale(0), 0);
+    assert.equal(scale(-5), 0);
+    assert.ok(scale(1) >= 1, `${kind}: 1 is not zero`);
+    assert.equal(scale(1000), 254, `${kind}: max is the top of the palette`);
+    assert.equal(scale(10_000), 254, `${kind}: above max clamps`);
+    let prev = 0;
+    for (let v = 0; v <= 1000; v += 7) {
+      assert.ok(scale(v) >= prev, `${kind} is monotone at ${v}`);
+      prev = scale(v);
+    }
+  }
+  // Log keeps small values visible where linear crushes them.
+  assert.ok(makeIndexScale('log', 100_000)(10) > makeIndexScale('linear', 100_000)(10) + 40);
+});
+
+test('index_table_agrees_with_the_scale_it_caches', () => {
+  for (const kind of /** @type {const} */ (['log', 'linear'])) {
+    const scale = makeIndexScale(kind, 70_000);
+    const table = makeIndexTable(kind, 70_000);
+    assert.equal(table.length, 65_536, 'capped');
+    for (let v = 0; v < table.length; v += 13) assert.equal(table[v], scale(v));
+  }
+  assert.equal(makeIndexTable('log', 0).length, 1);
+});
+
+test('lut_reserves_zero_and_no_data_colours_distinct_from_the_palette', () => {
+  const lut = buildLut('viridis', [1, 2, 3], [4, 5, 6]);
+  assert.equal(lut.length, 256);
+  assert.equal(lut[0], packRgba(1, 2, 3));
+  assert.equal(lut[NO_DATA_INDEX], packRgba(4, 5, 6));
+  assert.equal(new Set(lut.subarray(1, 255)).has(lut[0]), false);
+  // Opaque everywhere.
+  for (const v of lut) assert.equal(v >>> 24, 255);
+});
+
+test('time_ticks_are_multiples_of_the_step_and_leave_room_for_labels', () => {
+  const from = Date.UTC(2026, 0, 1, 10, 3, 7);
+  const to = from + 3600_000;
+  const { interval, ticks } = timeTicks(from, to, 1000, 5000);
+  assert.ok(interval % 5000 === 0);
+  assert.ok(ticks.length >= 5 && ticks.length <= 12, `${ticks.length} ticks`);
+  for (const t of ticks) {
+    assert.equal(t % interval, 0);
+    assert.ok(t >= from && t < to);
+  }
+  assert.deepEqual(timeTicks(to, from, 1000, 5000).ticks, []);
+});
+
+test('legend_ticks_are_powers_of_ten_on_log_and_quarters_on_linear', () => {
+  assert.deepEqual(legendTicks('log', 564), [1, 10, 100, 564]);
+  assert.deepEqual(legendTicks('linear', 400), [100, 200, 300, 400]);
+  assert.deepEqual(legendTicks('log', 0), []);
+});
+
+test('key_labels_show_printable_prefixes_else_hex_and_never_throw', () => {
+  assert.equal(keyLabel(decodeKey(b64('user:0042')), 'start'), 'user:0042');
+  assert.equal(keyLabel(decodeKey(Buffer.from([0x74, 0x3a, 0x00, 0xff]).toString('base64')), 'start'), 't:…');
+  assert.equal(keyLabel(decodeKey(Buffer.from([0x00, 0xff, 0x10]).toString('base64')), 'start'), '0x00ff10');
+  assert.equal(keyLabel(null, 'start'), '(start)');
+  assert.equal(keyLabel(null, 'end'), '(end)');
+  assert.equal(decodeKey('%%%not base64'), null);
+  assert.equal(keyLabel(decodeKey(b64('x'.repeat(40))), 'start').length, 25, 'long keys are cut with an ellipsis');
+});
+
+test('rows_overlap_a_key_range_only_when_their_ranges_intersect', () => {
+  const range = { start: b64('b'), end: b64('d') };
+  assert.equal(rowInKeyRange(b64('a'), b64('b'), range), false, 'ends where the range starts');
+  assert.equal(rowInKeyRange(b64('a'), b64('c'), range), true);
+  assert.equal(rowInKeyRange(b64('c'), null, range), true, 'unbounded tail');
+  assert.equal(rowInKeyRange(b64('d'), b64('e'), range), false, 'starts at the range end');
+  assert.equal(rowInKeyRange(null, b64('a'), { start: null, end: null }), true);
+});
+
+test('view_places_columns_on_a_true_time_axis_with_gaps_left_empty', () => {
+  const step = 1000;
+  const m = {
+    column_unix_ms: [10_000, 11_000, 14_000], series: 'writes', generated_at: '', step_ms: step,
+    rows: [row('a', null, 'k', [1, 0, 5]), row('b', 'k', null, [0, 0, 0])],
+  };
+  const v = buildView(/** @type {any} */ (m), { from: 10_000, to: 16_000 }, null);
+  assert.equal(v.slots, 6);
+  assert.deepEqual([...v.colSlot], [0, 1, 4]);
+  assert.deepEqual([...v.slotCol], [0, 1, -1, -1, 2, -1]);
+  assert.equal(v.max, 5);
+  assert.deepEqual([...v.totals], [6, 0]);
+  assert.deepEqual(topRows(v, 5), [0], 'all-zero rows are not "hot"');
+  const zoomed = buildView(/** @type {any} */ (m), { from: 10_000, to: 16_000 }, { start: b64('k'), end: null });
+  assert.deepEqual(zoomed.rowIndex, [1]);
+});
+
+test('very_long_windows_are_coarsened_to_at_most_max_slots', () => {
+  const m = { column_unix_ms: [0, 1000], series: 'writes', generated_at: '', step_ms: 1000, rows: [row('a', null, null, [1, 2])] };
+  const v = buildView(/** @type {any} */ (m), { from: 1, to: 7 * 86_400_000 }, null);
+  assert.ok(v.slots <= MAX_SLOTS);
+  assert.equal(v.slotMs % 1000, 0);
+  assert.equal(v.to - v.from, v.slots * v.slotMs);
+});
+
+test('conflicts_are_per_cell_with_a_whole_row_fallback', () => {
+  assert.equal(cellConflict(row('a', null, null, [1, 2], { conflict: true, conflicts: [false, true] }), 0), false);
+  assert.equal(cellConflict(row('a', null, null, [1, 2], { conflict: true, conflicts: [false, true] }), 1), true);
+  assert.equal(cellConflict(row('a', null, null, [1, 2], { conflict: true }), 0), true);
+  assert.equal(cellConflict(row('a', null, null, [1, 2]), 0), false);
+});
+
+test('live_append_slides_the_window_and_refuses_rebucketed_rows', () => {
+  const base = {
+    column_unix_ms: [0, 1000, 2000], series: 'writes', generated_at: 'g1', step_ms: 1000,
+    rows: [row('a', null, 'k', [1, 2, 3], { raft_group_ids: [1, 1, 1], leader_terms: [2, 2, 2] }), row('b', 'k', null, [4, 5, 6])],
+  };
+  const delta = {
+    column_unix_ms: [2000, 3000], series: 'writes', generated_at: 'g2', step_ms: 1000,
+    rows: [row('a', null, 'k', [3, 7], { conflicts: [false, true], conflict: true }), row('b', 'k', null, [6, 8])],
+  };
+  const out = appendColumns(/** @type {any} */ (base), /** @type {any} */ (delta), 1000);
+  assert.ok(out);
+  assert.deepEqual(out.column_unix_ms, [1000, 2000, 3000]);
+  assert.deepEqual(out.rows[0].values, [2, 3, 7]);
+  assert.deepEqual(out.rows[0].conflicts, [false, false, true]);
+  assert.equal(out.rows[0].conflict, true);
+  assert.deepEqual(out.rows[0].raft_group_ids, [1, 1, 0]);
+  assert.deepEqual(out.rows[1].values, [5, 6, 8]);
+  assert.equal(out.generated_at, 'g2');
+  const rebucketed = { ...delta, rows: [row('a+b', null, null, [9, 9]), row('c', 'z', null, [1, 1])] };
+  assert.equal(appendColumns(/** @type {any} */ (base), /** @type {any} */ (rebucketed), 1000), null);
+});
+
+test('view_state_round_trips_through_the_url_query', () => {
+  const s = {
+    ...defaultState(), series: /** @type {const} */ ('read_bytes'), range: /** @type {const} */ ('custom'),
+    from: 1_700_000_000_000, to: 1_700_000_600_000, rows: 77, auto: 30, live: false,
+    scale: /** @type {const} */ ('linear'), palette: /** @type {const} */ ('viridis'), keys: { start: b64('user:1'), end: null },
+  };
+  assert.deepEqual(parseQuery(toQuery(s)), s);
+  assert.deepEqual(parseQuery(toQuery(defaultState())), defaultState());
+});
+
+test('malformed_links_fall_back_to_defaults_field_by_field', () => {
+  const s = parseQuery('series=bogus&range=custom&from=9&to=3&rows=-4&auto=7&scale=cubic&palette=rainbow&live=yes');
+  assert.deepEqual(s, defaultState(), 'an inverted custom window falls back to the default preset');
+  assert.equal(parseQuery('rows=99999').rows, 1024, 'row budget clamps to the server cap');
+});
