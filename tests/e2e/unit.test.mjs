@@ -141,7 +141,10 @@ test('live_append_slides_the_window_and_refuses_rebucketed_rows', () => {
   assert.deepEqual(out.rows[0].raft_group_ids, [1, 1, 0]);
   assert.deepEqual(out.rows[1].values, [5, 6, 8]);
   assert.equal(out.generated_at, 'g2');
-  const rebucketed = { ...delta, rows: [row('a+b', null, null, [9, 9]), row('c', 'z', null, [1, 1])] };
+  const idle = { ...delta, rows: [row('b', 'k', null, [6, 8])] };
+  const withIdle = appendColumns(/** @type {any} */ (base), /** @type {any} */ (idle), 0);
+  assert.deepEqual(withIdle?.rows[0].values, [1, 2, 3, 0], 'a row missing from the delta was idle');
+  const rebucketed = { ...delta, rows: [row('a+b', null, null, [9, 9])] };
   assert.equal(appendColumns(/** @type {any} */ (base), /** @type {any} */ (rebucketed), 1000), null);
 });
 

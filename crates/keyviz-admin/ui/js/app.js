@@ -97,7 +97,7 @@ export function createApp(store) {
   /** @type {Uint32Array} */
   let lut = new Uint32Array(256);
   let size = { width: 0, height: 0 };
-  /** @type {import('./interact.js').Cell|null} */
+  /** @type {(import('./interact.js').Cell & { bucket: string, time: number })|null} pinned cell, with its identity */
   let pinned = null;
   /** @type {string|null} bucket id shown in the detail panel */
   let detailBucket = null;
@@ -351,8 +351,17 @@ export function createApp(store) {
       else closeDetail();
     }
     if (pinned) {
-      if (pinned.k < nRows && pinned.slot < view.slots) placeTooltip(pinned, true);
-      else unpin();
+      // Re-find the pinned cell by bucket and time: after a refresh or a live tick the same
+      // row/slot index may hold another range or another time window.
+      const v = view;
+      const k = v.rowIndex.findIndex((ri) => matrix?.rows[ri].bucket_id === pinned?.bucket);
+      const slot = Math.floor((pinned.time - v.from) / v.slotMs);
+      if (k >= 0 && slot >= 0 && slot < v.slots) {
+        pinned = { ...pinned, k, slot };
+        placeTooltip(pinned, true);
+      } else {
+        unpin();
+      }
     }
   };
 
@@ -442,7 +451,8 @@ export function createApp(store) {
       placeTooltip(c, false);
     },
     pin: (c) => {
-      pinned = c;
+      if (!view || !matrix) return;
+      pinned = { ...c, bucket: matrix.rows[view.rowIndex[c.k]].bucket_id, time: view.from + c.slot * view.slotMs };
       placeTooltip(c, true);
       openDetail(c.k);
     },

@@ -133,22 +133,25 @@ export function cellConflict(row, j) {
 
 /**
  * Appends the columns of `delta` (a matrix for a later window, same series) to `base` and drops
- * columns that start before `keepFrom`. Returns null when the row sets differ, in which case the
- * caller must fetch the whole window again (rows were re-bucketed).
+ * columns that start before `keepFrom`. A base row absent from `delta` was idle: it gets zeros.
+ * Returns null when `delta` has a bucket `base` does not know (a new route, or rows bucketed
+ * differently under the row budget); the caller must then fetch the whole window again.
  * @param {import('./types.js').Matrix} base
  * @param {import('./types.js').Matrix} delta
  * @param {number} keepFrom
  * @returns {import('./types.js').Matrix|null}
  */
 export function appendColumns(base, delta, keepFrom) {
-  if (delta.rows.length !== base.rows.length && delta.column_unix_ms.length > 0) return null;
   const lastBase = base.column_unix_ms.length ? base.column_unix_ms[base.column_unix_ms.length - 1] : -Infinity;
   /** @type {number[]} */
   const newCols = [];
   for (let j = 0; j < delta.column_unix_ms.length; j++) if (delta.column_unix_ms[j] > lastBase) newCols.push(j);
   /** @type {Map<string, import('./types.js').MatrixRow>} */
   const byId = new Map(delta.rows.map((r) => [r.bucket_id, r]));
-  if (newCols.length && base.rows.some((r) => !byId.has(r.bucket_id))) return null;
+  if (newCols.length) {
+    const known = new Set(base.rows.map((r) => r.bucket_id));
+    if (delta.rows.some((r) => !known.has(r.bucket_id))) return null;
+  }
   let drop = 0;
   while (drop < base.column_unix_ms.length && base.column_unix_ms[drop] < keepFrom) drop++;
   const columns = base.column_unix_ms.slice(drop).concat(newCols.map((j) => delta.column_unix_ms[j]));
