@@ -45,6 +45,13 @@ fn observe(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1));
     let key = [7u8; 16];
 
+    // The floor on this machine, measured in the same run: one relaxed
+    // fetch_add on an uncontended atomic. Quote observe costs as a ratio to it.
+    let floor = std::sync::atomic::AtomicU64::new(0);
+    g.bench_function("baseline_relaxed_fetch_add", |b| {
+        b.iter(|| floor.fetch_add(black_box(1), std::sync::atomic::Ordering::Relaxed))
+    });
+
     let s = sampler(1, 1);
     g.bench_function("read_hit_1_thread", |b| {
         b.iter(|| {

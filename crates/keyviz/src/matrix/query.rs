@@ -120,8 +120,9 @@ pub(crate) fn build(
         }
     }
 
-    // Pass 2: fill values and write identities into one row-major array of
-    // cells, so a cell's value and identity share a cache line.
+    // Pass 2: fill values and write identities column-major (one column's
+    // cells are one contiguous block, so the scattered row writes stay in L1),
+    // then transpose in tiles into the row-major wire rows.
     let width = columns.len();
     let n_out = plan.len();
     let mut out = vec![OutCell::default(); n_out * width];
@@ -138,7 +139,7 @@ pub(crate) fn build(
             let Some(&o) = out_of_bucket.get(b as usize) else {
                 continue;
             };
-            let Some(cell) = out.get_mut(o as usize * width + j) else {
+            let Some(cell) = out.get_mut(j * n_out + o as usize) else {
                 continue;
             };
             let (g, t) = col.identity_of(i);
@@ -154,19 +155,35 @@ pub(crate) fn build(
         }
     }
 
+    let (mut vals, mut grps, mut trms) = (
+        vec![vec![0u64; width]; n_out],
+        vec![vec![0u64; width]; n_out],
+        vec![vec![0u64; width]; n_out],
+    );
+    const TILE: usize = 32;
+    for o0 in (0..n_out).step_by(TILE) {
+        for j0 in (0..width).step_by(TILE) {
+            for o in o0..(o0 + TILE).min(n_out) {
+                for j in j0..(j0 + TILE).min(width) {
+                    let c = out[j * n_out + o];
+                    vals[o][j] = c.value;
+                    grps[o][j] = if c.group == MIXED { 0 } else { c.group };
+                    trms[o][j] = c.term;
+                }
+            }
+        }
+    }
+    let (mut vals, mut grps, mut trms) = (vals.into_iter(), grps.into_iter(), trms.into_iter());
+
     let mut rows = Vec::with_capacity(n_out);
-    for (o, group) in plan.iter().enumerate() {
+    for group in &plan {
         let metas: Vec<&RowMeta> = group
             .clone()
             .filter_map(|pos| meta_of(&buckets[order[pos] as usize]))
             .collect();
-        let cells = out.get(o * width..(o + 1) * width).unwrap_or(&[]);
-        let v: Vec<u64> = cells.iter().map(|c| c.value).collect();
-        let g: Vec<u64> = cells
-            .iter()
-            .map(|c| if c.group == MIXED { 0 } else { c.group })
-            .collect();
-        let t: Vec<u64> = cells.iter().map(|c| c.term).collect();
+        let (Some(v), Some(g), Some(t)) = (vals.next(), grps.next(), trms.next()) else {
+            break;
+        };
         let Some(first) = metas.first() else {
             continue;
         };
