@@ -70,6 +70,17 @@ describe('KeyViz web UI', () => {
     await page.screenshot({ path: `${SCREENSHOTS}heatmap-light.png`, fullPage: true });
   });
 
+  test('patterns_list_names_the_hot_range_and_the_sequential_sweep', async () => {
+    const hot = await page.textContent('#findings li[data-kind="hot_range"]');
+    assert.match(hot, /Hot key range: user:0020 … user:0023 carries \d+% of writes/);
+    assert.match(await page.textContent('#findings li[data-kind="sequential"]'), /Sequential key pattern/);
+    const { params } = await matrixAfter(page, () => page.click('#findings li[data-kind="hot_range"] button'));
+    assert.ok(params.get('to_unix_ms'), 'zooming to the range keeps an explicit window');
+    assert.equal(await page.getAttribute('#plot', 'data-rows'), '4', 'only the hot range is drawn');
+    await matrixAfter(page, () => page.click('#back'));
+    assert.equal(await page.getAttribute('#plot', 'data-rows'), '64');
+  });
+
   test('switching_series_changes_the_picture_and_the_query', async () => {
     const before = (await rowIndices(page)).map(rowLevel);
     const { params, body } = await matrixAfter(page, () => page.selectOption('#series', 'reads'));

@@ -163,3 +163,26 @@ test('malformed_links_fall_back_to_defaults_field_by_field', () => {
   assert.deepEqual(s, defaultState(), 'an inverted custom window falls back to the default preset');
   assert.equal(parseQuery('rows=99999').rows, 1024, 'row budget clamps to the server cap');
 });
+
+test('diagnosis_names_a_hot_range_and_a_sequential_key_pattern', async () => {
+  const { diagnose } = await import('../../crates/keyviz-admin/ui/js/diagnose.js');
+  const n = 32;
+  const cols = 64;
+  const make = (fn) => ({
+    column_unix_ms: Array.from({ length: cols }, (_, j) => j * 1000), series: 'writes', generated_at: '', step_ms: 1000,
+    rows: Array.from({ length: n }, (_, k) => row(`r${k}`, `k${String(k).padStart(2, '0')}`, null, Array.from({ length: cols }, (_, j) => fn(k, j)))),
+  });
+  const label = (k) => `k${String(k).padStart(2, '0')}`;
+  const both = make((k, j) => (k === 10 || k === 11 ? 500 : 0) + (j % n === k ? 100 : 0) + 2);
+  const v = buildView(/** @type {any} */ (both), { from: 0, to: cols * 1000 }, null);
+  const found = diagnose(v, label);
+  assert.deepEqual(found.map((f) => f.kind), ['hot_range', 'sequential']);
+  assert.deepEqual(found[0].rows, [10, 11]);
+  assert.match(found[0].text, /k10 … k11 carries \d+% of writes/);
+  let seed = 7;
+  const rand = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+  const noise = make(() => Math.floor(rand() * 100));
+  assert.deepEqual(diagnose(buildView(/** @type {any} */ (noise), { from: 0, to: cols * 1000 }, null), label), [], 'uniform noise shows no pattern');
+  const reversed = make((k, j) => ((n - 1 - (j % n)) === k ? 100 : 2));
+  assert.deepEqual(diagnose(buildView(/** @type {any} */ (reversed), { from: 0, to: cols * 1000 }, null), label), [], 'a backward sweep is not reported as forward');
+});

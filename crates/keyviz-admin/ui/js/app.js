@@ -10,7 +10,8 @@ import { byId } from './controls.js';
 import { exportCsv, exportPng } from './export.js';
 import { bindPlot } from './interact.js';
 import { renderKeyAxis, renderTimeAxis, rowLabel } from './render/axes.js';
-import { renderDetail, renderHotList } from './render/detail.js';
+import { diagnose } from './diagnose.js';
+import { renderDetail, renderFindings, renderHotList } from './render/detail.js';
 import { HeatmapRenderer } from './render/heatmap.js';
 import { renderLegend } from './render/legend.js';
 import { drawHatching, renderDegradedBanner, renderNodes, renderWarnings, showRect } from './render/overlays.js';
@@ -83,6 +84,7 @@ export function createApp(store) {
     detailList: byId('detail-list', HTMLElement),
     detailClose: byId('detail-close', HTMLButtonElement),
     hotList: byId('hot-list', HTMLOListElement),
+    findings: byId('findings', HTMLUListElement),
     nodesBody: byId('nodes-body', HTMLElement),
     nodesCaption: byId('nodes-caption', HTMLElement),
   };
@@ -330,6 +332,10 @@ export function createApp(store) {
     renderWarnings(el.warnings, matrix.fanout);
     renderHeader();
     renderHotList(el.hotList, view, openDetail);
+    if (rebuild) {
+      const v = view;
+      renderFindings(el.findings, diagnose(v, (k) => rowLabel(v.matrix.rows[v.rowIndex[k]])), zoomToRows);
+    }
     const nRows = view.rowIndex.length;
     el.plot.dataset.rows = String(nRows);
     const cols = matrix.column_unix_ms.length;
@@ -421,6 +427,17 @@ export function createApp(store) {
     pinned = null;
     hideTooltip(el.tooltip);
     showRect(el.cursor, null);
+  };
+
+  /**
+   * Zooms the key axis to displayed rows `rows` (contiguous), keeping the time window.
+   * @param {number[]} rows
+   */
+  const zoomToRows = (rows) => {
+    if (!view || !matrix || rows.length === 0) return;
+    const first = matrix.rows[view.rowIndex[rows[0]]];
+    const last = matrix.rows[view.rowIndex[rows[rows.length - 1]]];
+    store.zoomTo(view.from, view.to, { start: first.start, end: last.end });
   };
 
   /** @param {number} k */

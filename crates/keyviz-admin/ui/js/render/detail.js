@@ -127,3 +127,38 @@ export function renderHotList(list, view, open) {
   }
   list.replaceChildren(...items);
 }
+
+/**
+ * The automatic findings, each with its hint; hot ranges get a button that zooms to them.
+ * @param {HTMLUListElement} list
+ * @param {import('../diagnose.js').Finding[]} findings
+ * @param {(rows: number[]) => void} zoomToRows
+ */
+export function renderFindings(list, findings, zoomToRows) {
+  const items = findings.map((f) => {
+    const li = document.createElement('li');
+    li.dataset.kind = f.kind;
+    const text = document.createElement('span');
+    text.textContent = f.text;
+    const hint = document.createElement('span');
+    hint.className = 'hint';
+    hint.textContent = f.hint;
+    li.append(text);
+    if (f.rows.length) {
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.className = 'btn secondary small';
+      b.textContent = 'Zoom to range';
+      b.addEventListener('click', () => zoomToRows(f.rows));
+      li.append(document.createTextNode(' '), b);
+    }
+    li.append(hint);
+    return li;
+  });
+  if (items.length === 0) {
+    const li = document.createElement('li');
+    li.textContent = 'No hot range or sequential-key pattern stands out in this view.';
+    items.push(li);
+  }
+  list.replaceChildren(...items);
+}
