@@ -122,13 +122,12 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 async fn wait_for_resp(addr: SocketAddr, deadline: Duration) -> bool {
     let end = Instant::now() + deadline;
     while Instant::now() < end {
-        if let Ok(mut c) = Client::connect(addr).await {
-            if c.call(&[b"SET", b"hot:demo-ready", b"1"])
+        if let Ok(mut c) = Client::connect(addr).await
+            && c.call(&[b"SET", b"hot:demo-ready", b"1"])
                 .await
                 .is_ok_and(|v| v == workload::Value::Ok)
-            {
-                return true;
-            }
+        {
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

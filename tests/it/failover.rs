@@ -11,12 +11,9 @@ use crate::util::{
 /// acknowledged.
 fn set_acked(port: u16, key: &str, value: &str, deadline: Instant) -> bool {
     while Instant::now() < deadline {
-        if let Ok(Reply::Simple(ok)) =
-            Resp::connect(port).and_then(|mut c| c.call(&["SET", key, value]))
-        {
-            if ok == "OK" {
-                return true;
-            }
+        let reply = Resp::connect(port).and_then(|mut c| c.call(&["SET", key, value]));
+        if matches!(reply, Ok(Reply::Simple(ref ok)) if ok == "OK") {
+            return true;
         }
         std::thread::sleep(Duration::from_millis(100));
     }

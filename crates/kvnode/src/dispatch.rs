@@ -159,10 +159,11 @@ impl Dispatcher {
         g: GroupId,
         cmd: GroupCommand,
     ) -> Result<GroupReply, DispatchError> {
-        if let GroupCommand::Read(keys) = &cmd {
-            if self.follower_reads && !self.groups.is_leader(g) {
-                return Ok(GroupReply::Read(self.read_local(keys, false)?));
-            }
+        if let GroupCommand::Read(keys) = &cmd
+            && self.follower_reads
+            && !self.groups.is_leader(g)
+        {
+            return Ok(GroupReply::Read(self.read_local(keys, false)?));
         }
         let mut backoff = Duration::from_millis(20);
         for _ in 0..MAX_ATTEMPTS {

@@ -249,10 +249,8 @@ pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
     };
     let g2 = groups.clone();
     tasks.push(tokio::spawn(async move {
-        if lowest {
-            if let Err(e) = g2.bootstrap(&raft_members).await {
-                tracing::error!(error = %e, "bootstrap failed");
-            }
+        if lowest && let Err(e) = g2.bootstrap(&raft_members).await {
+            tracing::error!(error = %e, "bootstrap failed");
         }
         g2.wait_for_leaders(Duration::from_secs(30)).await;
         for g in preferred {

@@ -35,10 +35,10 @@ impl Sampling {
     }
 
     pub(crate) fn register(&self, route: &Route) {
-        if let Some(s) = &self.sampler {
-            if let Err(e) = s.register_route(route.spec()) {
-                tracing::warn!(route = route.id, error = %e, "keyviz: route registration refused");
-            }
+        if let Some(s) = &self.sampler
+            && let Err(e) = s.register_route(route.spec())
+        {
+            tracing::warn!(route = route.id, error = %e, "keyviz: route registration refused");
         }
     }
 
@@ -50,10 +50,10 @@ impl Sampling {
     }
 
     pub(crate) fn split(&self, id: u64, at: &[u8], right_id: u64) {
-        if let Some(s) = &self.sampler {
-            if let Err(e) = s.split_route(id, at, right_id) {
-                tracing::warn!(route = id, right_id, error = %e, "keyviz: split refused");
-            }
+        if let Some(s) = &self.sampler
+            && let Err(e) = s.split_route(id, at, right_id)
+        {
+            tracing::warn!(route = id, right_id, error = %e, "keyviz: split refused");
         }
     }
 
@@ -88,10 +88,10 @@ impl Sampling {
 
     /// Closes the current step (called at each step boundary and once at shutdown).
     pub(crate) fn flush(&self, now_unix_ms: i64) {
-        if let Some(s) = &self.sampler {
-            if let Some(e) = s.flush(now_unix_ms).persist_error {
-                tracing::warn!(error = %e, "keyviz: history persistence failed");
-            }
+        if let Some(s) = &self.sampler
+            && let Some(e) = s.flush(now_unix_ms).persist_error
+        {
+            tracing::warn!(error = %e, "keyviz: history persistence failed");
         }
     }
 

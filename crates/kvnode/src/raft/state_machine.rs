@@ -44,6 +44,9 @@ struct SnapshotPayload {
     pairs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+/// The last built or installed snapshot, shared by the state machine and its builders.
+type CurrentSnapshot = Arc<Mutex<Option<(SnapshotMeta<NodeId, openraft::BasicNode>, Vec<u8>)>>>;
+
 /// Key under which the catalog is persisted (global, not per group).
 pub(crate) const CATALOG_KEY: &[u8] = b"catalog";
 
@@ -61,7 +64,7 @@ pub(crate) struct StateMachine {
     group: u64,
     catalog: Arc<SharedCatalog>,
     applied: AppliedState,
-    current: Arc<Mutex<Option<(SnapshotMeta<NodeId, openraft::BasicNode>, Vec<u8>)>>>,
+    current: CurrentSnapshot,
 }
 
 fn sm_err(e: StoreError) -> StorageError<NodeId> {
@@ -282,7 +285,7 @@ impl StateMachine {
 /// Builds a snapshot from the state captured when openraft asked for the builder.
 pub(crate) struct SnapshotBuilder {
     built: Result<(SnapshotMeta<NodeId, openraft::BasicNode>, Vec<u8>), String>,
-    current: Arc<Mutex<Option<(SnapshotMeta<NodeId, openraft::BasicNode>, Vec<u8>)>>>,
+    current: CurrentSnapshot,
     store: Store,
 }
 
