@@ -81,6 +81,21 @@ describe('KeyViz web UI', () => {
     assert.equal(await page.getAttribute('#plot', 'data-rows'), '64');
   });
 
+  test('key_prefix_filter_shows_only_matching_ranges_and_back_undoes_it', async () => {
+    await page.fill('#key-prefix', 'user:004');
+    await matrixAfter(page, () => page.press('#key-prefix', 'Enter'));
+    // [user:004, user:005) overlaps route 39 = [user:0039, user:0040) too: "user:004" itself
+    // sorts before "user:0040".
+    assert.equal(await page.getAttribute('#plot', 'data-rows'), '11', 'user:0039 … user:0049');
+    assert.match(await page.textContent('#summary'), /keys user:004 → user:005/);
+    const labels = await page.$$eval('#key-axis .key-label', (els) => els.map((e) => e.textContent));
+    assert.equal(labels[0], 'user:0039');
+    assert.ok(labels.slice(1).every((l) => l?.startsWith('user:004')), `labels ${labels}`);
+    await page.fill('#key-prefix', '');
+    await matrixAfter(page, () => page.click('#back'));
+    assert.equal(await page.getAttribute('#plot', 'data-rows'), '64');
+  });
+
   test('switching_series_changes_the_picture_and_the_query', async () => {
     const before = (await rowIndices(page)).map(rowLevel);
     const { params, body } = await matrixAfter(page, () => page.selectOption('#series', 'reads'));
@@ -255,7 +270,7 @@ describe('KeyViz web UI', () => {
   });
 
   test('keyboard_only_navigation_reaches_every_control_with_visible_focus', async () => {
-    const controls = ['series', 'range', 'rows', 'auto', 'live', 'scale', 'palette', 'refresh', 'back', 'reset',
+    const controls = ['series', 'range', 'rows', 'auto', 'live', 'scale', 'palette', 'key-prefix', 'key-apply', 'refresh', 'back', 'reset',
       'copy-link', 'export-png', 'export-csv', 'plot', 'logout'];
     await page.evaluate(() => /** @type {HTMLElement} */ (document.activeElement)?.blur());
     const reached = new Set();

@@ -186,3 +186,12 @@ test('diagnosis_names_a_hot_range_and_a_sequential_key_pattern', async () => {
   const reversed = make((k, j) => ((n - 1 - (j % n)) === k ? 100 : 2));
   assert.deepEqual(diagnose(buildView(/** @type {any} */ (reversed), { from: 0, to: cols * 1000 }, null), label), [], 'a backward sweep is not reported as forward');
 });
+
+test('key_prefix_becomes_the_range_of_keys_that_start_with_it', async () => {
+  const { prefixRange } = await import('../../crates/keyviz-admin/ui/js/scales.js');
+  assert.deepEqual(prefixRange(' user: '), { start: b64('user:'), end: b64('user;') });
+  assert.deepEqual(prefixRange('0x00ff'), { start: Buffer.from([0, 255]).toString('base64'), end: Buffer.from([1]).toString('base64') });
+  assert.deepEqual(prefixRange('0xffff'), { start: Buffer.from([255, 255]).toString('base64'), end: null }, 'no successor: unbounded');
+  assert.equal(prefixRange(''), null);
+  assert.equal(prefixRange('0xzz'), null);
+});

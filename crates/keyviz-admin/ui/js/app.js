@@ -339,7 +339,7 @@ export function createApp(store) {
     const nRows = view.rowIndex.length;
     el.plot.dataset.rows = String(nRows);
     const cols = matrix.column_unix_ms.length;
-    el.summary.textContent = `${nRows} rows × ${cols} columns · ${matrix.series} · max ${formatNumber(view.max)} per step · ${formatTime(view.from)} – ${formatTime(view.to)}${s.keys ? ' · zoomed key range' : ''}`;
+    el.summary.textContent = `${nRows} rows × ${cols} columns · ${matrix.series} · max ${formatNumber(view.max)} per step · ${formatTime(view.from)} – ${formatTime(view.to)}${s.keys ? ` · keys ${keyLabel(decodeKey(s.keys.start), 'start')} → ${keyLabel(decodeKey(s.keys.end), 'end')}` : ''}`;
     const top = view.totals.length ? Math.max(...view.totals) : 0;
     el.plot.setAttribute('aria-label', `Heatmap of ${matrix.series}: ${nRows} key ranges by ${view.slots} time steps, max ${formatNumber(view.max)} per step${top > 0 ? '; the hottest ranges are listed under "Hottest key ranges"' : ''}.`);
     if (nRows === 0) {

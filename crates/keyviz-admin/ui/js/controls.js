@@ -4,6 +4,8 @@
  * never fetches or draws; buttons that do more than change state call the actions it is given.
  */
 
+import { prefixRange } from './scales.js';
+
 /**
  * @template {HTMLElement} T
  * @param {string} id
@@ -49,6 +51,20 @@ export function bindControls(store, actions) {
   const scale = byId('scale', HTMLSelectElement);
   const palette = byId('palette', HTMLSelectElement);
   const back = byId('back', HTMLButtonElement);
+  const prefix = byId('key-prefix', HTMLInputElement);
+  const applyPrefix = () => {
+    const text = prefix.value.trim();
+    const keys = prefixRange(text);
+    if (text && !keys) {
+      actions.notify('Key prefix: hex must be 0x followed by pairs of hex digits.');
+      return;
+    }
+    store.setKeys(keys);
+  };
+  byId('key-apply', HTMLButtonElement).addEventListener('click', applyPrefix);
+  prefix.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter') applyPrefix();
+  });
 
   form.addEventListener('submit', (e) => e.preventDefault());
   series.addEventListener('change', () => store.setSeries(/** @type {any} */ (series.value)));

@@ -359,3 +359,43 @@ export function rowInKeyRange(rowStart, rowEnd, range) {
   if (e != null && compareBytes(rs, e) >= 0) return false;
   return true;
 }
+
+/**
+ * Standard base64 of raw bytes (the wire encoding of keys).
+ * @param {Uint8Array} bytes
+ */
+export function encodeKey(bytes) {
+  let bin = '';
+  for (const b of bytes) bin += String.fromCharCode(b);
+  return btoa(bin);
+}
+
+/**
+ * The key range holding every key that starts with `text`: [prefix, successor(prefix)).
+ * `0x…` is read as hex; anything else as UTF-8. Empty text (or bad hex) gives null (all keys).
+ * @param {string} text
+ * @returns {import('./types.js').KeyRange|null}
+ */
+export function prefixRange(text) {
+  const t = text.trim();
+  if (!t) return null;
+  let bytes;
+  if (/^0x([0-9a-f]{2})+$/i.test(t)) {
+    bytes = new Uint8Array((t.length - 2) / 2);
+    for (let i = 0; i < bytes.length; i++) bytes[i] = parseInt(t.slice(2 + 2 * i, 4 + 2 * i), 16);
+  } else if (/^0x/i.test(t)) {
+    return null;
+  } else {
+    bytes = new TextEncoder().encode(t);
+  }
+  // Successor: drop trailing 0xff bytes, then increment the last one; none left = unbounded.
+  let n = bytes.length;
+  while (n > 0 && bytes[n - 1] === 0xff) n--;
+  let end = null;
+  if (n > 0) {
+    const succ = bytes.slice(0, n);
+    succ[n - 1]++;
+    end = encodeKey(succ);
+  }
+  return { start: encodeKey(bytes), end };
+}

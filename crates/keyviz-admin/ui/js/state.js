@@ -183,6 +183,16 @@ export class Store extends EventTarget {
     this.#apply({ range: 'custom', from: Math.floor(from), to: Math.ceil(to), keys, live: false }, true, 'zoom');
   }
 
+  /**
+   * Restricts the rows to a key range (or all keys with null), keeping the time window; like a
+   * zoom it can be undone with back().
+   * @param {import('./types.js').KeyRange|null} keys
+   */
+  setKeys(keys) {
+    this.zoomStack.push(this.get());
+    this.#apply({ keys }, true, 'keys');
+  }
+
   /** Returns to the view before the last zoom; false when there is none. */
   back() {
     const prev = this.zoomStack.pop();
