@@ -1,4 +1,5 @@
-//! Decoding and validating a peer's matrix body.
+//! Decoding and validating a peer's matrix body: a fast reader for the common shape, with
+//! serde_json as the fallback and the source of error messages.
 
 use keyviz::Matrix;
 
@@ -9,8 +10,12 @@ use super::client::PeerError;
 ///
 /// # Errors
 /// [`PeerError::Decode`] for syntax/type errors, [`PeerError::Invalid`] for invariants.
-pub(crate) fn decode_matrix(body: &[u8]) -> Result<Matrix, PeerError> {
-    let m: Matrix = serde_json::from_slice(body).map_err(|e| PeerError::Decode(e.to_string()))?;
+pub fn decode_matrix(body: &[u8]) -> Result<Matrix, PeerError> {
+    let m = match super::fast_json::decode(body) {
+        Ok(m) => m,
+        // Outside the fast subset (or invalid): serde_json decides and words the error.
+        Err(_) => serde_json::from_slice(body).map_err(|e| PeerError::Decode(e.to_string()))?,
+    };
     m.validate()
         .map_err(|e| PeerError::Invalid(e.to_string()))?;
     Ok(m)

@@ -2,7 +2,8 @@
 //! merged with `keyviz::merge`, with a per-node status block.
 
 pub mod client;
-pub(crate) mod decode;
+pub mod decode;
+mod fast_json;
 pub mod membership;
 pub mod single_flight;
 pub mod status;
