@@ -124,6 +124,7 @@ describe('KeyViz web UI', () => {
     assert.match(tip, /Keys\s*user:0022 → user:0023/);
     assert.match(tip, /Value\s*\d[\d,]* writes/);
     assert.match(tip, /Raft group \/ term\s*group \d+, term \d+/);
+    await page.screenshot({ path: `${SCREENSHOTS}overview.png` });
     await page.mouse.click(box.x + box.width * 0.4, y);
     await page.waitForSelector('#detail:visible');
     const detail = await page.textContent('#detail');
