@@ -313,6 +313,39 @@ describe('KeyViz web UI', () => {
     await page.emulateMedia({ colorScheme: 'light' });
   });
 
+  test('hidpi_canvas_has_device_pixels_and_only_exact_palette_colours', async () => {
+    const hi = await browser.newContext({ viewport: { width: 1400, height: 1000 }, deviceScaleFactor: 2 });
+    try {
+      const tab = await hi.newPage();
+      await tab.goto(`${fx.entry}/admin/keyviz?series=writes&range=1h&rows=256`);
+      await matrixAfter(tab, () => login(tab, fx.hello));
+      const r = await tab.evaluate(async () => {
+        const scales = await import('/admin/assets/js/scales.js');
+        const c = /** @type {HTMLCanvasElement} */ (document.getElementById('heatmap'));
+        const css = getComputedStyle(document.documentElement);
+        const rgb = (name) => {
+          const h = css.getPropertyValue(name).trim().slice(1);
+          return [0, 2, 4].map((i) => parseInt(h.slice(i, i + 2), 16));
+        };
+        const lut = scales.buildLut('heat', rgb('--cell-zero'), rgb('--cell-nodata'));
+        const allowed = new Set(Array.from(lut, (v) => v & 0xffffff));
+        const d = c.getContext('2d')?.getImageData(0, 0, c.width, c.height).data ?? new Uint8ClampedArray();
+        let foreign = 0;
+        // Every 7th pixel of the whole canvas: with smoothing off, no blended colours exist.
+        for (let p = 0; p < d.length; p += 28) {
+          const v = d[p] | (d[p + 1] << 8) | (d[p + 2] << 16);
+          if (!allowed.has(v)) foreign++;
+        }
+        return { w: c.width, h: c.height, cssW: parseFloat(c.style.width), cssH: parseFloat(c.style.height), foreign };
+      });
+      assert.equal(r.w, Math.round(r.cssW * 2), 'backing store is 2x the CSS width');
+      assert.equal(r.h, Math.round(r.cssH * 2), 'and 2x the CSS height');
+      assert.equal(r.foreign, 0, 'every sampled pixel is exactly a palette, zero or no-data colour');
+    } finally {
+      await hi.close();
+    }
+  });
+
   test('session_expiry_returns_to_login_and_then_back_to_the_same_view', async () => {
     await matrixAfter(page, () => page.selectOption('#series', 'reads'));
     const view = page.url();

@@ -104,6 +104,8 @@ export function createApp(store) {
   /** @type {string|null} bucket id shown in the detail panel */
   let detailBucket = null;
   let loading = false;
+  /** Sequence number of the latest load; older ones drop their results. */
+  let loadSeq = 0;
   /** @type {unknown} */
   let lastError = null;
   /** @type {number|undefined} */
@@ -231,6 +233,7 @@ export function createApp(store) {
     const s = store.state;
     const now = Date.now();
     const w = windowOf(s, now);
+    const seq = ++loadSeq;
     loading = true;
     setPageState(matrix ? 'refreshing' : 'loading');
     notify(matrix ? 'Refreshing…' : 'Loading the heatmap…', 'busy');
@@ -241,11 +244,14 @@ export function createApp(store) {
         const step = stepOf(matrix);
         const after = matrix.column_unix_ms[matrix.column_unix_ms.length - 1] + step;
         const delta = await fetchMatrix({ series: s.series, from: after, rows: s.rows });
+        if (seq !== loadSeq) return;
         next = appendColumns(matrix, delta, Math.floor(w.from / step) * step);
       }
       if (!next) {
         next = await fetchMatrix({ series: s.series, from: w.from, to: s.range === 'custom' ? w.to : undefined, rows: s.rows });
       }
+      // A newer load started meanwhile (it aborted our request, or raced it): its answer wins.
+      if (seq !== loadSeq) return;
       matrix = next;
       fetchedWindow = w;
       lastError = null;
@@ -255,7 +261,7 @@ export function createApp(store) {
         : `Updated ${formatTime(Date.now())}.`);
       void loadNodes();
     } catch (err) {
-      if (err instanceof DOMException && err.name === 'AbortError') return;
+      if ((err instanceof DOMException && err.name === 'AbortError') || seq !== loadSeq) return;
       if (err instanceof ApiError && err.status === 401) {
         if (loadSession()) expire();
         else {
@@ -270,7 +276,7 @@ export function createApp(store) {
       // Stale data stays visible under the error; with none, the plot says what happened.
       if (!matrix) showEmpty(explainError(err));
     } finally {
-      loading = false;
+      if (seq === loadSeq) loading = false;
     }
   };
 
