@@ -51,7 +51,7 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEYVIZ_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,openraft=error"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,openraft=off"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -82,10 +82,10 @@ pub(crate) struct NodeArgs {
     /// Fan-out timeout per peer (`2s`).
     #[arg(long = "keyvizFanoutTimeout", env = "KEYVIZ_FANOUT_TIMEOUT", value_parser = parse_duration)]
     fanout_timeout: Option<Duration>,
-    /// Raft heartbeat interval (`150ms`).
+    /// Raft heartbeat interval, also the AppendEntries deadline (`250ms`).
     #[arg(long, env = "KEYVIZ_HEARTBEAT", value_parser = parse_duration)]
     heartbeat: Option<Duration>,
-    /// Raft election timeout lower bound (`700ms`).
+    /// Raft election timeout lower bound (`1s`; the upper bound is twice this).
     #[arg(long, env = "KEYVIZ_ELECTION_TIMEOUT", value_parser = parse_duration)]
     election_timeout: Option<Duration>,
 }

@@ -147,8 +147,8 @@ impl Cluster {
                 format!("--step={}", opts.step),
                 format!("--follower-reads={}", opts.follower_reads),
                 "--fsync=false".to_string(),
-                "--heartbeat=100ms".to_string(),
-                "--election-timeout=500ms".to_string(),
+                "--heartbeat=200ms".to_string(),
+                "--election-timeout=800ms".to_string(),
             ];
             if !opts.split_keys.is_empty() {
                 args.push(format!("--split-keys={}", opts.split_keys));

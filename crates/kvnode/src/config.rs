@@ -138,8 +138,8 @@ impl Default for NodeConfig {
             cluster_secret_file: None,
             fanout_nodes: Vec::new(),
             fanout_timeout_ms: 2_000,
-            heartbeat_ms: 150,
-            election_timeout_ms: 700,
+            heartbeat_ms: 250,
+            election_timeout_ms: 1_000,
         }
     }
 }

@@ -46,9 +46,9 @@ pub struct RaftTiming {
 impl Default for RaftTiming {
     fn default() -> Self {
         Self {
-            heartbeat_ms: 150,
-            election_min_ms: 700,
-            election_max_ms: 1400,
+            heartbeat_ms: 250,
+            election_min_ms: 1000,
+            election_max_ms: 2000,
             snapshot_every: 20_000,
         }
     }
@@ -152,6 +152,9 @@ impl Groups {
             election_timeout_max: timing.election_max_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(timing.snapshot_every),
             max_in_snapshot_log_to_keep: 1_000,
+            // openraft 0.9 uses the heartbeat interval as the AppendEntries deadline; smaller
+            // batches keep one RPC well inside it on a loaded machine.
+            max_payload_entries: 128,
             ..Default::default()
         };
         let config = Arc::new(
@@ -337,5 +340,45 @@ impl Groups {
                 tracing::warn!(group = g, error = %e, "raft shutdown");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use openraft::testing::{StoreBuilder, Suite};
+    use openraft::{StorageError, StorageIOError};
+
+    use super::log_store::LogStore;
+    use super::state_machine::StateMachine;
+    use super::types::TypeConfig;
+    use crate::routing::split::SharedCatalog;
+    use crate::routing::{Catalog, Layout};
+    use crate::sampling::Sampling;
+    use crate::store::Store;
+
+    /// Fresh fjall storage per suite case; the temp dir lives as long as the stores.
+    struct FjallBuilder;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for FjallBuilder {
+        async fn build(
+            &self,
+        ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<u64>> {
+            let io = |e: &dyn std::fmt::Display| {
+                StorageError::from(StorageIOError::write(&std::io::Error::other(e.to_string())))
+            };
+            let dir = tempfile::tempdir().map_err(|e| io(&e))?;
+            let store = Store::open(dir.path(), false).map_err(|e| io(&e))?;
+            let catalog = Catalog::from_layout(&Layout::even(1)).map_err(|e| io(&e))?;
+            let catalog = Arc::new(SharedCatalog::new(catalog, Sampling::disabled()));
+            let sm = StateMachine::open(store.clone(), 1, catalog).map_err(|e| io(&e))?;
+            Ok((dir, LogStore::new(store, 1), sm))
+        }
+    }
+
+    #[test]
+    fn fjall_storage_passes_the_openraft_conformance_suite() {
+        Suite::test_all(FjallBuilder).expect("openraft storage suite");
     }
 }
