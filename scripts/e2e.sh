@@ -2,8 +2,10 @@
 # End-to-end check of the KeyViz web UI:
 #   1. installs what is missing (Debian chromium, the pinned npm packages in tests/e2e),
 #   2. type-checks the UI (tsc -p crates/keyviz-admin/ui/tsconfig.json; must pass),
-#   3. builds the real test server (cargo build -p keyviz-admin --example ui_fixture),
-#   4. runs the browser tests (node --test in tests/e2e) in headless Chromium.
+#   3. builds the real test servers: cargo build -p keyviz-admin --example ui_fixture (three admin
+#      routers with real samplers, a crafted peer, a stop control) and the keyviz binary
+#      (`keyviz demo`, the real store),
+#   4. runs the unit and browser tests (node --test in tests/e2e) in headless Chromium.
 # Options: --no-browser (steps 1-2 plus the unit tests of the pure UI modules; no Chromium, no
 # cargo), --perf (also measure render times and print them; docs/perf-ui.md records them).
 # If the admin crate cannot build the fixture, the browser tests are SKIPPED with a loud
@@ -54,6 +56,14 @@ fi
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 export KEYVIZ_UI_FIXTURE="$TARGET_DIR/debug/examples/ui_fixture"
+
+log "building the store binary for the demo smoke test: cargo build -p keyviz-cli --bin keyviz"
+if (cd "$ROOT" && cargo build -p keyviz-cli --bin keyviz); then
+  export KEYVIZ_BIN="$TARGET_DIR/debug/keyviz"
+else
+  echo "!! the keyviz binary does not build: demo.test.mjs will be skipped" >&2
+  export KEYVIZ_BIN="$TARGET_DIR/debug/keyviz-missing"
+fi
 
 log "unit + browser tests: node --test (headless chromium)"
 (cd "$E2E" && node --test --test-concurrency=1 ./*.test.mjs)

@@ -327,7 +327,7 @@ export function createApp(store) {
     size = measure();
     el.plot.style.height = `${size.height}px`;
     el.keyAxis.style.height = `${size.height}px`;
-    lut = buildLut(s.palette, cssRgb('--cell-zero', [227, 230, 235]), cssRgb('--cell-nodata', [255, 255, 255]));
+    lut = buildLut(s.palette, cssRgb('--cell-zero', [217, 221, 227]), cssRgb('--cell-nodata', [244, 245, 247]));
     renderer.render(view, s.scale, lut, size.width, size.height);
     wheelWindow = null;
     drawHatching(el.hatch, view, size.width, size.height, null);

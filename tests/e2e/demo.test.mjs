@@ -1,0 +1,105 @@
+// Smoke test of the UI against the real store: `keyviz demo` (three kvnode processes with
+// Raft groups and the built-in workload). Skipped, with a message, when the keyviz binary has
+// not been built (scripts/e2e.sh builds it).
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { createInterface } from 'node:readline';
+import {
+  ensureScreenshotDir, launchBrowser, login, matrixAfter, REPO, rowIndices, rowLevel, SCREENSHOTS, waitFor,
+} from './harness.mjs';
+
+const BIN = process.env.KEYVIZ_BIN || `${process.env.CARGO_TARGET_DIR || `${REPO}target`}/debug/keyviz`;
+const skip = existsSync(BIN) ? false : `keyviz binary not built (${BIN}); run cargo build --bin keyviz`;
+
+/** True when nothing listens on 127.0.0.1:port right now. */
+const free = (port) => new Promise((resolve) => {
+  const s = createServer();
+  s.once('error', () => resolve(false));
+  s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+});
+
+/** A base port whose next 3 ports are free for each of the three port families. */
+async function pickPorts() {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = 20000 + Math.floor(Math.random() * 30000);
+    const ports = [base, base + 1000, base + 2000];
+    const all = ports.flatMap((p) => [p, p + 1, p + 2]);
+    const ok = await Promise.all(all.map(free));
+    if (ok.every(Boolean)) return { resp: ports[0], admin: ports[1], raft: ports[2] };
+  }
+  throw new Error('no free port range found');
+}
+
+let demo;
+let browser;
+let secret = '';
+let ui = '';
+
+before(async () => {
+  if (skip) return;
+  const ports = await pickPorts();
+  demo = spawn(BIN, ['demo', `--resp-port=${ports.resp}`, `--admin-port=${ports.admin}`, `--raft-port=${ports.raft}`, '--step=2s'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  demo.stderr.on('data', (d) => { stderr = (stderr + d).slice(-4000); });
+  const lines = createInterface({ input: demo.stdout });
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`keyviz demo not ready in 90 s; stderr tail: ${stderr}`)), 90_000);
+    demo.once('exit', (code) => { clearTimeout(timer); reject(new Error(`keyviz demo exited with ${code}; stderr tail: ${stderr}`)); });
+    lines.on('line', (line) => {
+      const s = /secret `([^`]+)`/.exec(line);
+      if (s) secret = s[1];
+      const u = /^UI:\s+(\S+)/.exec(line);
+      if (u) ui = u[1];
+      if (line.startsWith('Press Ctrl-C')) {
+        clearTimeout(timer);
+        demo.removeAllListeners('exit');
+        resolve(undefined);
+      }
+    });
+  });
+  assert.ok(secret && ui, 'the demo printed its UI address and login');
+  browser = await launchBrowser();
+  ensureScreenshotDir();
+});
+
+after(async () => {
+  await browser?.close();
+  if (demo && demo.exitCode === null) {
+    // SIGTERM lets the demo stop its node processes and remove its data directory.
+    const exited = new Promise((resolve) => demo.once('exit', resolve));
+    demo.kill('SIGTERM');
+    const timer = setTimeout(() => demo.kill('SIGKILL'), 30_000);
+    await exited;
+    clearTimeout(timer);
+  }
+});
+
+test('the_ui_shows_the_demo_clusters_workload', { skip }, async () => {
+  const page = await (await browser.newContext({ viewport: { width: 1400, height: 1000 } })).newPage();
+  await page.goto(`${ui}/keyviz?series=writes&range=15m&rows=256`);
+  await matrixAfter(page, () => login(page, { access_key: 'admin', secret_key: secret }));
+  // The workload needs a few steps (2 s each) to show up in flushed columns.
+  await waitFor(async () => {
+    const { body } = await matrixAfter(page, () => page.click('#refresh'));
+    return body.rows.filter((r) => r.values.some((v) => v > 0)).length >= 2 && body.column_unix_ms.length >= 15;
+  }, 60_000, 'rows with traffic');
+  // A window of the last minute, so the demo's young history fills the width.
+  const to = Date.now();
+  const { body } = await matrixAfter(page, () => page.goto(`${ui}/keyviz?series=writes&range=custom&from=${to - 60_000}&to=${to}&rows=256`));
+  assert.match(await page.textContent('#cluster-status'), /^cluster view \(3 of 3 nodes\)$/);
+  const drawn = await rowIndices(page, 120);
+  assert.equal(drawn.length, body.rows.length);
+  body.rows.forEach((r, k) => {
+    const peak = Math.max(0, ...drawn[k].filter((i) => i !== 255));
+    if (r.values.some((v) => v > 0)) assert.ok(peak > 0, `row ${r.bucket_id} with traffic draws palette colours`);
+    else assert.equal(peak, 0, `row ${r.bucket_id} without traffic stays zero`);
+  });
+  const hot = await page.textContent('#hot-list');
+  assert.match(hot, /hot|seq|user/, 'the workload key prefixes are named in the hot list');
+  await page.screenshot({ path: `${SCREENSHOTS}demo.png` });
+});
