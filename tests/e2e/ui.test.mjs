@@ -296,6 +296,7 @@ describe('KeyViz web UI', () => {
     await page.focus('#plot');
     await page.keyboard.press('ArrowDown');
     await page.waitForSelector('#tooltip:visible');
+    assert.match(await page.textContent('#cell-announcer'), /→ .*: \d[\d,]* writes|no data/, 'the cursor cell is announced to screen readers');
     await page.keyboard.press('Enter');
     await page.waitForSelector('#detail:visible');
     const { params } = await matrixAfter(page, () => page.keyboard.press('+'));

@@ -84,6 +84,7 @@ export function createApp(store) {
     detailList: byId('detail-list', HTMLElement),
     detailClose: byId('detail-close', HTMLButtonElement),
     hotList: byId('hot-list', HTMLOListElement),
+    announcer: byId('cell-announcer', HTMLElement),
     findings: byId('findings', HTMLUListElement),
     nodesBody: byId('nodes-body', HTMLElement),
     nodesCaption: byId('nodes-caption', HTMLElement),
@@ -472,6 +473,9 @@ export function createApp(store) {
         return;
       }
       placeTooltip(c, false);
+      // Screen readers do not see the tooltip; the keyboard cursor's cell is announced instead.
+      const info = fromKeyboard ? cellInfo(c) : null;
+      if (info) el.announcer.textContent = `${info.keys}, ${info.time}: ${info.value}${info.conflict === 'no' ? '' : ', conflict'}`;
     },
     pin: (c) => {
       if (!view || !matrix) return;
