@@ -397,8 +397,16 @@ describe('KeyViz web UI', () => {
     assert.equal(lines.length, rows + 1, 'a header plus one line per displayed row');
     assert.match(lines[0], /^bucket_id,label,start_hex,end_hex,aggregate,route_count,total,\d{4}-/);
     const [png] = await Promise.all([page.waitForEvent('download'), page.click('#export-png')]);
-    const head = (await readFile(await png.path())).subarray(0, 8);
-    assert.deepEqual([...head], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], 'a PNG file');
+    const file = await readFile(await png.path());
+    assert.deepEqual([...file.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], 'a PNG file');
+    const canvas = await page.evaluate(() => {
+      const c = /** @type {HTMLCanvasElement} */ (document.getElementById('heatmap'));
+      return { w: c.width, h: c.height };
+    });
+    const width = file.readUInt32BE(16);
+    const height = file.readUInt32BE(20);
+    assert.ok(width > canvas.w && height > canvas.h, `the export adds axes and a caption around the heatmap (${width}x${height} vs ${canvas.w}x${canvas.h})`);
+    await png.saveAs(`${SCREENSHOTS}export.png`);
   });
 
   test('an_empty_window_says_what_is_going_on_and_what_to_do', async () => {

@@ -566,7 +566,8 @@ export function createApp(store) {
     refresh: () => void load(false),
     exportPng: () => {
       if (!view || !matrix) return notify('Nothing to export yet.');
-      exportPng(el.heat, el.hatch, `KeyViz ${matrix.series} · ${formatTime(view.from)} – ${formatTime(view.to)} · ${el.clusterStatus.textContent}`, view.from);
+      const dark = window.matchMedia('(prefers-color-scheme: dark)').matches;
+      exportPng(el.heat, el.hatch, view, `KeyViz · ${matrix.series} · ${formatTime(view.from)} – ${formatTime(view.to)} · ${el.clusterStatus.textContent}`, dark);
     },
     exportCsv: () => {
       if (!view) return notify('Nothing to export yet.');

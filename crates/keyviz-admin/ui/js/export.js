@@ -1,7 +1,7 @@
 // @ts-check
 /** Export of the current view: PNG of the plot (heat + hatching + caption) and CSV of the cells. */
 
-import { decodeKey, keyLabel, toHex } from './scales.js';
+import { decodeKey, formatTick, keyLabel, timeTicks, toHex } from './scales.js';
 import { rowLabel } from './render/axes.js';
 
 /**
@@ -22,27 +22,62 @@ function download(blob, name) {
 const stamp = (ms) => new Date(ms).toISOString().replace(/[:.]/g, '-');
 
 /**
+ * Exports what is on screen as a PNG at device resolution: a caption, the key labels on the
+ * left, the heatmap with its conflict hatching, and the time ticks underneath.
  * @param {HTMLCanvasElement} heat
  * @param {HTMLCanvasElement} hatch
+ * @param {import('./view.js').View} view
  * @param {string} caption
- * @param {number} fromMs
+ * @param {boolean} dark
  */
-export function exportPng(heat, hatch, caption, fromMs) {
-  const pad = 28;
+export function exportPng(heat, hatch, view, caption, dark) {
+  const scale = heat.width / Math.max(1, parseFloat(heat.style.width) || heat.width);
+  const left = Math.round(170 * scale);
+  const top = Math.round(28 * scale);
+  const bottom = Math.round(26 * scale);
   const out = document.createElement('canvas');
-  out.width = heat.width;
-  out.height = heat.height + pad;
+  out.width = left + heat.width + Math.round(12 * scale);
+  out.height = top + heat.height + bottom;
   const ctx = out.getContext('2d');
   if (!ctx) return;
-  ctx.fillStyle = '#ffffff';
+  ctx.fillStyle = dark ? '#181b21' : '#ffffff';
   ctx.fillRect(0, 0, out.width, out.height);
-  ctx.fillStyle = '#16181d';
-  ctx.font = '14px system-ui, sans-serif';
-  ctx.fillText(caption, 6, 19);
+  const ink = dark ? '#e7e9ee' : '#16181d';
+  const muted = dark ? '#9aa3b2' : '#5b6270';
+  ctx.fillStyle = ink;
+  ctx.font = `${Math.round(14 * scale)}px system-ui, sans-serif`;
+  ctx.textBaseline = 'middle';
+  ctx.fillText(caption, Math.round(6 * scale), top / 2);
   ctx.imageSmoothingEnabled = false;
-  ctx.drawImage(heat, 0, pad);
-  ctx.drawImage(hatch, 0, pad);
-  out.toBlob((b) => b && download(b, `keyviz-${stamp(fromMs)}.png`), 'image/png');
+  ctx.drawImage(heat, left, top);
+  ctx.drawImage(hatch, left, top);
+  // Key labels, thinned like the on-screen axis.
+  const n = view.rowIndex.length;
+  ctx.fillStyle = muted;
+  ctx.font = `${Math.round(11 * scale)}px ui-monospace, monospace`;
+  ctx.textAlign = 'right';
+  if (n > 0) {
+    const rowPx = heat.height / n;
+    const stride = Math.max(1, Math.ceil((14 * scale) / rowPx));
+    for (let k = 0; k < n; k += stride) {
+      const label = rowLabel(view.matrix.rows[view.rowIndex[k]]);
+      ctx.fillText(label.length > 22 ? `${label.slice(0, 21)}…` : label, left - Math.round(6 * scale), top + k * rowPx + Math.min(rowPx, 14 * scale) / 2);
+    }
+  }
+  // Time ticks.
+  const { interval, ticks } = timeTicks(view.from, view.to, heat.width / scale, view.stepMs);
+  ctx.textAlign = 'center';
+  ctx.textBaseline = 'top';
+  ctx.strokeStyle = muted;
+  for (const t of ticks) {
+    const x = left + ((t - view.from) / (view.to - view.from)) * heat.width;
+    ctx.beginPath();
+    ctx.moveTo(x, top + heat.height);
+    ctx.lineTo(x, top + heat.height + Math.round(4 * scale));
+    ctx.stroke();
+    ctx.fillText(formatTick(t, interval), x, top + heat.height + Math.round(6 * scale));
+  }
+  out.toBlob((b) => b && download(b, `keyviz-${view.matrix.series}-${stamp(view.from)}.png`), 'image/png');
 }
 
 /** @param {string} s */
