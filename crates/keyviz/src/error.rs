@@ -79,6 +79,9 @@ pub enum MatrixError {
     /// `column_unix_ms` is not strictly increasing.
     #[error("column_unix_ms is not strictly increasing at index {0}")]
     ColumnsNotIncreasing(usize),
+    /// A column timestamp lies outside years 0000–9999.
+    #[error("column_unix_ms[{0}] is outside years 0000-9999")]
+    ColumnOutOfRange(usize),
     /// A row's `values` length differs from the number of columns.
     #[error("row {bucket_id}: {field} has {got} entries, expected {expected}")]
     LengthMismatch {

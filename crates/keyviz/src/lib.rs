@@ -44,7 +44,8 @@ pub use config::{MAX_COLUMNS, MAX_KEY_BUCKETS, MAX_STEP_MS, MIN_STEP_MS, Sampler
 pub use error::{ConfigError, MatrixError, RouteError};
 pub use history::{CellRecord, ColumnRecord, HistoryStore, PersistError, WriteRecord};
 pub use matrix::{
-    Matrix, MatrixQuery, MatrixRow, Series, UnknownSeries, coarsen_rows, plan_groups,
+    MAX_MATRIX_CELLS, MAX_MATRIX_COLUMNS, Matrix, MatrixQuery, MatrixRow, Series, UnknownSeries,
+    coarsen_rows, plan_groups,
 };
 pub use preview::{MAX_PREVIEW_CHARS, RESERVED_PREFIXES, key_preview};
 pub use sampler::{FlushReport, ReadRole, RouteId, RouteSpec, Sampler, SamplerError, SamplerStats};

@@ -25,8 +25,8 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::matrix::budget::coarsen_rows;
-use crate::matrix::wire::{Matrix, MatrixRow, Series};
-use crate::time::align_nearest;
+use crate::matrix::wire::{MAX_MATRIX_CELLS, MAX_MATRIX_COLUMNS, Matrix, MatrixRow, Series};
+use crate::time::{align_down, align_nearest};
 
 /// Route ids listed per aggregate row produced by the row budget.
 pub const MAX_LISTED_ROUTE_IDS: usize = 256;
@@ -52,6 +52,11 @@ pub enum WarningCode {
     CatalogDivergence,
     /// An input's step differs from the merge step; its columns were aligned.
     StepMismatch,
+    /// An input carries another series than the one merged; it was left out.
+    SeriesMismatch,
+    /// The merged matrix would exceed [`MAX_MATRIX_CELLS`] or
+    /// [`MAX_MATRIX_COLUMNS`]; only the newest columns were kept.
+    ColumnsTruncated,
 }
 
 /// A warning about one input.
@@ -166,27 +171,62 @@ fn resolve_write_cell(contribs: &[Contribution], keys: &mut Vec<(u64, u64, u64, 
 ///
 /// Guarantees: never panics on any input (short arrays count as zeros — callers
 /// should still reject malformed peers with [`Matrix::validate`] first); output
-/// columns are the sorted union of the aligned input columns; output rows are
-/// sorted by start key then bucket id, with the row budget applied after the
-/// merge; read totals equal the sum of input totals; values and identities do
-/// not depend on input order (metadata and warnings do: first input wins).
+/// columns are the sorted union of the aligned input columns, bounded by
+/// [`MAX_MATRIX_COLUMNS`] and [`MAX_MATRIX_CELLS`] (oldest dropped, with a
+/// warning); output rows are sorted by start key then bucket id, with the row
+/// budget applied after the merge; read totals equal the sum of input totals;
+/// without a row budget, values and identities do not depend on input order
+/// (metadata and warnings do: the first input wins, and with diverging ranges
+/// that choice also steers how a budget coarsens).
 #[must_use = "returns the merged matrix"]
 pub fn merge(inputs: &[Matrix], options: &MergeOptions) -> Merged {
     let step = options.step_ms;
     let mut warnings = Vec::new();
 
-    // 1. Align and union the columns.
+    // Inputs of another series would add apples to oranges: leave them out.
+    let usable: Vec<bool> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let ok = m.series == options.series;
+            if !ok {
+                warnings.push(MergeWarning {
+                    code: WarningCode::SeriesMismatch,
+                    input: i,
+                    bucket_id: None,
+                    detail: format!(
+                        "input carries series {}, the merge is of {}; input left out",
+                        m.series, options.series
+                    ),
+                });
+            }
+            ok
+        })
+        .collect();
+
+    // 1. Align and union the columns. A jittered window start rounds to the
+    // nearest boundary; a finer-step input's windows round down into the
+    // window that contains them.
     let aligned: Vec<Vec<i64>> = inputs
         .iter()
-        .map(|m| {
+        .zip(&usable)
+        .map(|(m, &ok)| {
+            if !ok {
+                return Vec::new();
+            }
+            let finer = m.step_ms != 0 && m.step_ms < step;
             m.column_unix_ms
                 .iter()
-                .map(|&t| if step > 0 { align_nearest(t, step) } else { t })
+                .map(|&t| match (step, finer) {
+                    (0, _) => t,
+                    (_, true) => align_down(t, step),
+                    (_, false) => align_nearest(t, step),
+                })
                 .collect()
         })
         .collect();
     for (i, m) in inputs.iter().enumerate() {
-        if step > 0 && m.step_ms != 0 && m.step_ms != step {
+        if usable[i] && step > 0 && m.step_ms != 0 && m.step_ms != step {
             warnings.push(MergeWarning {
                 code: WarningCode::StepMismatch,
                 input: i,
@@ -201,21 +241,15 @@ pub fn merge(inputs: &[Matrix], options: &MergeOptions) -> Merged {
     let mut columns: Vec<i64> = aligned.iter().flatten().copied().collect();
     columns.sort_unstable();
     columns.dedup();
-    let width = columns.len();
-    let col_maps: Vec<Vec<usize>> = aligned
-        .iter()
-        .map(|cols| {
-            cols.iter()
-                .map(|t| columns.binary_search(t).unwrap_or(0))
-                .collect()
-        })
-        .collect();
 
     // 2. Join rows by bucket id.
     let mut index: HashMap<&str, usize> = HashMap::new();
     let mut meta: Vec<&MatrixRow> = Vec::new();
     let mut contributors: Vec<Vec<(usize, usize)>> = Vec::new();
     for (i, m) in inputs.iter().enumerate() {
+        if !usable[i] {
+            continue;
+        }
         for (r, row) in m.rows.iter().enumerate() {
             match index.get(row.bucket_id.as_str()) {
                 Some(&k) => {
@@ -241,6 +275,28 @@ pub fn merge(inputs: &[Matrix], options: &MergeOptions) -> Merged {
         }
     }
 
+    // Bound the output: keep the newest columns that fit the cell budget.
+    let max_width = MAX_MATRIX_COLUMNS.min(MAX_MATRIX_CELLS / meta.len().max(1));
+    if columns.len() > max_width {
+        let dropped = columns.len() - max_width;
+        warnings.push(MergeWarning {
+            code: WarningCode::ColumnsTruncated,
+            input: 0,
+            bucket_id: None,
+            detail: format!(
+                "{} rows x {} columns exceed the merge limit; the oldest {dropped} columns were left out",
+                meta.len(),
+                columns.len()
+            ),
+        });
+        columns.drain(..dropped);
+    }
+    let width = columns.len();
+    let col_maps: Vec<Vec<Option<usize>>> = aligned
+        .iter()
+        .map(|cols| cols.iter().map(|t| columns.binary_search(t).ok()).collect())
+        .collect();
+
     // 3. Resolve cells row by row with reusable scratch buffers.
     let mut scratch: Vec<Contribution> = Vec::new();
     let mut cell_contribs: Vec<Contribution> = Vec::new();
@@ -254,6 +310,9 @@ pub fn merge(inputs: &[Matrix], options: &MergeOptions) -> Merged {
             let row = &inputs[i].rows[r];
             let dense = &mut scratch[m * width..(m + 1) * width];
             for (j, &u) in col_maps[i].iter().enumerate() {
+                let Some(u) = u else {
+                    continue; // a column left out by the size limit
+                };
                 let c = Contribution {
                     value: row.values.get(j).copied().unwrap_or(0),
                     group: row.raft_group_ids.get(j).copied().unwrap_or(0),

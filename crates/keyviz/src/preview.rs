@@ -14,7 +14,7 @@ pub const RESERVED_PREFIXES: &[&[u8]] = &[b"!txn|", b"!dist|", b"!admin|", b"!me
 /// A printable label for `key`.
 ///
 /// Guarantees: never longer than `MAX_PREVIEW_CHARS` characters plus an
-/// ellipsis (and the `[sys] ` mark); pure ASCII output; `(empty)` for the empty
+/// ellipsis (and the `[sys] ` mark); ASCII apart from the ellipsis `…`; `(empty)` for the empty
 /// key. A key whose bytes are all printable ASCII (0x20..=0x7E) is shown as
 /// text; otherwise the printable leading run is shown when it is at least 4
 /// characters long (e.g. `user:` followed by a binary id), else hex with a `0x`

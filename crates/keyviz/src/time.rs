@@ -15,7 +15,7 @@ pub fn align_down(t_unix_ms: i64, step_ms: u64) -> i64 {
     if step == 0 {
         return t_unix_ms;
     }
-    t_unix_ms.div_euclid(step) * step
+    t_unix_ms.div_euclid(step).saturating_mul(step)
 }
 
 /// The step boundary nearest to `t_unix_ms` (half a step rounds up).

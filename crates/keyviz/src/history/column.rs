@@ -205,6 +205,9 @@ impl Column {
         cells.sort_unstable_by_key(|c| c.row);
         let n = cells.len();
         let mut identities: Vec<(u64, u64)> = vec![(0, 0)];
+        let mut identity_index: rustc_hash::FxHashMap<(u64, u64), usize> =
+            rustc_hash::FxHashMap::default();
+        identity_index.insert((0, 0), 0);
         let mut identity = Vec::with_capacity(n);
         let mut extra = Vec::new();
         let mut writes = Vec::with_capacity(n);
@@ -214,13 +217,10 @@ impl Column {
             writes.push(first.writes);
             write_bytes.push(first.write_bytes);
             let key = (first.group, first.term);
-            let idx = match identities.iter().position(|k| *k == key) {
-                Some(p) => p,
-                None => {
-                    identities.push(key);
-                    identities.len() - 1
-                }
-            };
+            let idx = *identity_index.entry(key).or_insert_with(|| {
+                identities.push(key);
+                identities.len() - 1
+            });
             identity.push(idx as u64);
             for lane in cell.lanes.iter().skip(1) {
                 extra.push(ExtraLane {

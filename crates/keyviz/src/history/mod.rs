@@ -42,21 +42,30 @@ impl History {
         let pos = self.columns.partition_point(|c| c.unix_ms < unix_ms);
         if let Some(existing) = self.columns.get(pos).filter(|c| c.unix_ms == unix_ms) {
             let mut merged = existing.cells();
-            for cell in cells {
-                match merged.iter_mut().find(|c| c.row == cell.row) {
-                    Some(into) => {
-                        // The row already holds a reference for this column.
-                        self.catalog.release(cell.row);
-                        into.absorb(cell);
-                    }
-                    None => merged.push(cell),
-                }
-            }
+            merged.extend(cells);
+            let merged = self.fold_rows(merged);
             self.columns[pos] = Column::build(unix_ms, merged);
         } else {
             self.columns.insert(pos, Column::build(unix_ms, cells));
         }
         self.prune();
+    }
+
+    /// Joins cells of equal row (each holds a column reference, so the joined
+    /// duplicates give theirs back). O(n log n).
+    fn fold_rows(&mut self, mut cells: Vec<CellInput>) -> Vec<CellInput> {
+        cells.sort_by_key(|c| c.row);
+        let mut out: Vec<CellInput> = Vec::with_capacity(cells.len());
+        for cell in cells {
+            match out.last_mut() {
+                Some(last) if last.row == cell.row => {
+                    self.catalog.release(cell.row);
+                    last.absorb(cell);
+                }
+                _ => out.push(cell),
+            }
+        }
+        out
     }
 
     fn prune(&mut self) {
@@ -156,6 +165,8 @@ impl History {
                     aggregate: c.aggregate,
                     route_ids: c.route_ids,
                     route_count: c.route_count,
+                    group: c.writes.first().map_or(0, |w| w.group),
+                    generation: 0,
                 });
                 let lanes: Lanes = c
                     .writes
@@ -177,16 +188,7 @@ impl History {
             })
             .collect::<Vec<_>>();
         // Two records may name one row twice; fold them so rows stay distinct.
-        let mut folded: Vec<CellInput> = Vec::with_capacity(cells.len());
-        for cell in cells {
-            match folded.iter_mut().find(|c| c.row == cell.row) {
-                Some(into) => {
-                    self.catalog.release(cell.row);
-                    into.absorb(cell);
-                }
-                None => folded.push(cell),
-            }
-        }
+        let folded = self.fold_rows(cells);
         self.push(record.unix_ms, folded);
     }
 }

@@ -19,9 +19,15 @@ pub(crate) struct RowMeta {
     pub(crate) route_ids: Vec<u64>,
     /// All member routes, including unlisted ones.
     pub(crate) route_count: u64,
+    /// Raft group of the route (0 for virtual buckets and unknown).
+    pub(crate) group: u64,
+    /// Creation order of the slot that emitted the row (0 = restored from a
+    /// store). A rebuilt slot gets a new row even for an equal range, so
+    /// metadata is never stale, and queries prefer the newest incarnation.
+    pub(crate) generation: u64,
 }
 
-type RowKey = (Arc<str>, Vec<u8>, Option<Vec<u8>>);
+type RowKey = (Arc<str>, Vec<u8>, Option<Vec<u8>>, u64);
 
 /// The interning table.
 #[derive(Debug, Default)]
@@ -35,7 +41,12 @@ pub(crate) struct RowCatalog {
 impl RowCatalog {
     /// The id of `meta`, interned if new, with one more reference.
     pub(crate) fn acquire(&mut self, meta: RowMeta) -> u32 {
-        let key: RowKey = (meta.bucket_id.clone(), meta.start.clone(), meta.end.clone());
+        let key: RowKey = (
+            meta.bucket_id.clone(),
+            meta.start.clone(),
+            meta.end.clone(),
+            meta.generation,
+        );
         if let Some(&id) = self.index.get(&key) {
             self.refs[id as usize] += 1;
             return id;
@@ -72,7 +83,8 @@ impl RowCatalog {
         if *r == 0
             && let Some(meta) = self.rows[id as usize].take()
         {
-            self.index.remove(&(meta.bucket_id, meta.start, meta.end));
+            self.index
+                .remove(&(meta.bucket_id, meta.start, meta.end, meta.generation));
             self.free.push(id);
         }
     }
@@ -123,6 +135,8 @@ mod tests {
             aggregate: false,
             route_ids: Vec::new(),
             route_count: 1,
+            group: 0,
+            generation: 0,
         }
     }
 

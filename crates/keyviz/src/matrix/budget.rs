@@ -96,6 +96,18 @@ pub fn coarsen_rows(rows: Vec<MatrixRow>, budget: usize, max_route_ids: usize) -
         let members: Vec<MatrixRow> = group.filter_map(|i| rows[i].take()).collect();
         out.push(join_rows(members, max_route_ids));
     }
+    // A joined row is named by its range; when diverging catalogs make that
+    // name collide with a kept row, suffix it so bucket ids stay unique.
+    let mut seen = std::collections::HashSet::with_capacity(out.len());
+    for row in &mut out {
+        if !seen.insert(row.bucket_id.clone()) {
+            let mut n = 1;
+            while !seen.insert(format!("{}~{n}", row.bucket_id)) {
+                n += 1;
+            }
+            row.bucket_id = format!("{}~{n}", row.bucket_id);
+        }
+    }
     out
 }
 
@@ -113,20 +125,24 @@ pub(crate) fn join_rows(members: Vec<MatrixRow>, max_route_ids: usize) -> Matrix
     let mut conflicts = vec![false; width];
     let mut any_conflict = false;
     let mut route_ids: Vec<u64> = Vec::new();
-    let mut route_count = 0u64;
+    // Sub-range rows of one route (`route:1#0`, `route:1#1`) are one route:
+    // plain rows count by distinct id, aggregates by their exact member count.
+    let mut plain_ids: Vec<u64> = Vec::new();
+    let mut other_count = 0u64;
     let mut truncated = false;
     for m in &members {
-        route_count = route_count.saturating_add(m.route_count.max(1));
         truncated |= m.route_ids_truncated;
-        if m.route_ids.is_empty() && !m.aggregate {
-            if let Some(id) = m.bucket_id.strip_prefix("route:") {
-                let id = id.split(['#', ':']).next().unwrap_or(id);
-                if let Ok(id) = id.parse::<u64>() {
-                    route_ids.push(id);
-                }
+        let plain_id = (!m.aggregate)
+            .then(|| m.bucket_id.strip_prefix("route:"))
+            .flatten()
+            .and_then(|id| id.split(['#', ':']).next())
+            .and_then(|id| id.parse::<u64>().ok());
+        match plain_id {
+            Some(id) => plain_ids.push(id),
+            None => {
+                other_count = other_count.saturating_add(m.route_count.max(1));
+                route_ids.extend_from_slice(&m.route_ids);
             }
-        } else {
-            route_ids.extend_from_slice(&m.route_ids);
         }
         any_conflict |= m.conflict;
         for j in 0..width {
@@ -155,6 +171,10 @@ pub(crate) fn join_rows(members: Vec<MatrixRow>, max_route_ids: usize) -> Matrix
             terms[j] = 0;
         }
     }
+    plain_ids.sort_unstable();
+    plain_ids.dedup();
+    let route_count = other_count.saturating_add(plain_ids.len() as u64);
+    route_ids.extend_from_slice(&plain_ids);
     route_ids.sort_unstable();
     route_ids.dedup();
     if route_ids.len() > max_route_ids {

@@ -6,4 +6,4 @@ pub(crate) mod wire;
 
 pub use budget::{coarsen_rows, plan_groups};
 pub use query::MatrixQuery;
-pub use wire::{Matrix, MatrixRow, Series, UnknownSeries};
+pub use wire::{MAX_MATRIX_CELLS, MAX_MATRIX_COLUMNS, Matrix, MatrixRow, Series, UnknownSeries};

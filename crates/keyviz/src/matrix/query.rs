@@ -97,7 +97,12 @@ pub(crate) fn build(
             }
             let b = &mut buckets[*slot as usize];
             b.total = b.total.saturating_add(v);
-            b.row = row; // columns are in time order: the last sighting is the newest
+            // The newest incarnation names the bucket: highest slot generation,
+            // then the latest column (columns are visited in time order).
+            let generation = |r: u32| catalog.get(r).map_or(0, |m| m.generation);
+            if generation(row) >= generation(b.row) {
+                b.row = row;
+            }
         }
     }
 
@@ -187,6 +192,17 @@ pub(crate) fn build(
         let Some(first) = metas.first() else {
             continue;
         };
+        // Cells with traffic but no write identity (reads) name the row's group.
+        let group_of_rows = if metas.iter().all(|m| m.group == first.group) {
+            first.group
+        } else {
+            0
+        };
+        let g: Vec<u64> = g
+            .into_iter()
+            .zip(&v)
+            .map(|(g, v)| if g == 0 && *v > 0 { group_of_rows } else { g })
+            .collect();
         let row = if metas.len() == 1 {
             MatrixRow {
                 bucket_id: first.bucket_id.to_string(),
@@ -194,9 +210,13 @@ pub(crate) fn build(
                 start: non_empty(&first.start),
                 end: first.end.clone(),
                 aggregate: first.aggregate,
-                route_ids: first.route_ids.clone(),
-                route_ids_truncated: first.route_count > first.route_ids.len() as u64
-                    && first.aggregate,
+                route_ids: if first.aggregate {
+                    first.route_ids.clone()
+                } else {
+                    Vec::new()
+                },
+                route_ids_truncated: first.aggregate
+                    && first.route_count > first.route_ids.len() as u64,
                 route_count: first.route_count,
                 values: v,
                 conflict: false,
@@ -213,7 +233,20 @@ pub(crate) fn build(
                 .collect();
             route_ids.sort_unstable();
             route_ids.dedup();
-            let route_count = metas.iter().map(|m| m.route_count).sum::<u64>();
+            // Sub-range rows of one route are one route: count distinct ids of
+            // plain rows, plus the (exact) member counts of aggregates.
+            let mut plain: Vec<u64> = metas
+                .iter()
+                .filter(|m| !m.aggregate)
+                .flat_map(|m| m.route_ids.iter().copied())
+                .collect();
+            plain.sort_unstable();
+            plain.dedup();
+            let route_count = metas
+                .iter()
+                .filter(|m| m.aggregate)
+                .map(|m| m.route_count)
+                .fold(plain.len() as u64, u64::saturating_add);
             let truncated = route_ids.len() > max_route_ids || route_count > route_ids.len() as u64;
             route_ids.truncate(max_route_ids);
             MatrixRow {

@@ -12,6 +12,15 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::MatrixError;
 
+/// Most columns [`Matrix::validate`] accepts (the history's own hard cap).
+pub const MAX_MATRIX_COLUMNS: usize = crate::config::MAX_COLUMNS;
+/// Most cells (rows × columns) [`Matrix::validate`] accepts: 32 Mi, 16 × a
+/// 1024 × 2048 matrix, and far more than a 64 MiB JSON body can carry densely.
+pub const MAX_MATRIX_CELLS: usize = 1 << 25;
+/// Column timestamps must lie in years 0000–9999 (RFC 3339's range).
+const MIN_UNIX_MS: i64 = -62_167_219_200_000;
+const MAX_UNIX_MS: i64 = 253_402_300_799_999;
+
 /// Which counter a matrix shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -135,6 +144,21 @@ impl Matrix {
     /// # Errors
     /// The first broken invariant, as a [`MatrixError`].
     pub fn validate(&self) -> Result<(), MatrixError> {
+        let (rows, columns) = (self.rows.len(), self.column_unix_ms.len());
+        if columns > MAX_MATRIX_COLUMNS || rows.saturating_mul(columns) > MAX_MATRIX_CELLS {
+            return Err(MatrixError::TooLarge {
+                rows,
+                columns,
+                limit: MAX_MATRIX_CELLS,
+            });
+        }
+        if let Some(i) = self
+            .column_unix_ms
+            .iter()
+            .position(|t| !(MIN_UNIX_MS..=MAX_UNIX_MS).contains(t))
+        {
+            return Err(MatrixError::ColumnOutOfRange(i));
+        }
         if let Some(i) = self.column_unix_ms.windows(2).position(|w| w[0] >= w[1]) {
             return Err(MatrixError::ColumnsNotIncreasing(i + 1));
         }

@@ -4,9 +4,11 @@
 //! 40 bits) into one `AtomicU64`, so an observation is a single relaxed
 //! `fetch_add` — half the locked instructions of separate count and byte
 //! counters. Before a field can overflow, the observer that sees it past half
-//! full moves the packed value into a wide per-slot overflow block (allocated
-//! once, the first time any sub-range of the slot gets there). All counters of
-//! one sub-range share one 64-byte line.
+//! full moves the packed value into a wide per-slot overflow block. Flush
+//! allocates that block as soon as a slot shows a busy window (2^18 operations
+//! or 16 GiB in one sub-range), so the hot path itself allocates only if a
+//! sub-range goes from quiet to 2^23 operations inside a single window, once in
+//! the slot's life. All counters of one sub-range share one 64-byte line.
 //!
 //! Increments are `Relaxed`: each counter is an independent tally and nothing
 //! is published through it. Flush drains with `swap(0)`, so an increment lands
@@ -42,6 +44,9 @@ const SPILL_COUNT: u64 = 1 << 23;
 const SPILL_BYTES: u64 = 1 << 39;
 /// A single observation this large bypasses the packed field altogether.
 const MAX_PACKED_ADD: u64 = 1 << 32;
+/// A drained window this busy makes flush provision the overflow block.
+const PROVISION_COUNT: u64 = 1 << 18;
+const PROVISION_BYTES: u64 = 1 << 34;
 
 /// Packed counters of one sub-range, on their own 64-byte line.
 #[derive(Debug, Default)]
@@ -135,11 +140,14 @@ impl SlotCounters {
         self.add_wide(sub, counter, v >> COUNT_SHIFT, v & BYTES_MASK);
     }
 
+    fn wide_blocks(&self) -> &[Wide] {
+        self.wide
+            .get_or_init(|| (0..self.blocks.len()).map(|_| Wide::default()).collect())
+    }
+
     #[cold]
     fn add_wide(&self, sub: usize, counter: usize, count: u64, bytes: u64) {
-        let wide = self
-            .wide
-            .get_or_init(|| (0..self.blocks.len()).map(|_| Wide::default()).collect());
+        let wide = self.wide_blocks();
         if let Some(w) = wide.get(sub) {
             // Ordering: Relaxed — as for the packed counters.
             w.counts[counter].fetch_add(count, Ordering::Relaxed);
@@ -188,6 +196,13 @@ impl SlotCounters {
                 counts[i] = counts[i].saturating_add(take(&w.counts[i]));
                 bytes[i] = bytes[i].saturating_add(take(&w.bytes[i]));
             }
+        }
+        if self.wide.get().is_none()
+            && (counts.iter().any(|c| *c >= PROVISION_COUNT)
+                || bytes.iter().any(|b| *b >= PROVISION_BYTES))
+        {
+            // Off the hot path: a busy sub-range will soon need to spill.
+            self.wide_blocks();
         }
         Drained {
             reads_leader: counts[READ_LEADER],

@@ -41,8 +41,8 @@ pub enum ReadRole {
     Follower,
 }
 
-/// Flushes a retired slot is still drained after it left the table. Observers
-/// hold a table for nanoseconds, so two windows are far more than enough.
+/// Flushes a retired slot is at least drained after it left the table; it is
+/// kept longer while any thread may still hold it (see `flush`).
 const RETIRED_DRAINS: u8 = 2;
 
 /// The sampler failed to start.
@@ -354,9 +354,17 @@ impl Sampler {
                 self.drain_slot(slot, &mut history.catalog, &mut cells);
             }
             state.retired.retain_mut(|r| {
+                // A retired slot may be dropped only when nothing else can still
+                // add to it: no published table and no thread's cached table
+                // holds it (an observer descheduled mid-call holds its table).
+                // Ordering: the Acquire fence pairs with the Release decrement
+                // of the last other `Arc`, so that holder's increments are
+                // visible to the drain below.
+                let sole = Arc::strong_count(&r.slot) == 1;
+                std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
                 self.drain_slot(&r.slot, &mut history.catalog, &mut cells);
                 r.drains_left = r.drains_left.saturating_sub(1);
-                if r.drains_left == 0 {
+                if r.drains_left == 0 && sole {
                     for row in r.slot.rows.iter() {
                         // Ordering: Relaxed — rows are touched under the flush lock only.
                         let row = row.load(Ordering::Relaxed);
@@ -378,7 +386,8 @@ impl Sampler {
             });
             (n, record)
         };
-        drop(state);
+        // The store is written under the flush lock (but not the history lock,
+        // so queries go on): two flushes of one window append in order.
         let (cells, record) = record;
         let persist_error = match (&self.store, record) {
             (Some(store), Some(record)) => {
@@ -391,6 +400,7 @@ impl Sampler {
             }
             _ => None,
         };
+        drop(state);
         FlushReport {
             column_unix_ms,
             cells,
@@ -465,8 +475,11 @@ impl Sampler {
                     start,
                     end,
                     aggregate: false,
-                    route_ids: Vec::new(),
+                    // Kept for coarsened query rows; not emitted for a plain route row.
+                    route_ids: vec![id],
                     route_count: 1,
+                    group: slot.meta.group,
+                    generation: slot.generation,
                 }
             }
             SlotKind::Virtual => RowMeta {
@@ -481,6 +494,8 @@ impl Sampler {
                     .take(self.config.max_member_routes)
                     .collect(),
                 route_count: meta.members.len() as u64,
+                group: slot.meta.group,
+                generation: slot.generation,
             },
         }
     }

@@ -17,6 +17,9 @@ use super::subrange::SubLayout;
 use crate::error::RouteError;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
+/// Slot generations start at 1; 0 marks rows restored from a store.
+static NEXT_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// `Slot::rows` value of a sub-range that has no row yet.
 pub(crate) const NO_ROW: u32 = u32::MAX;
 
@@ -59,6 +62,8 @@ pub(crate) struct SlotMeta {
     pub(crate) end: Option<Vec<u8>>,
     /// Member routes in key order (one for a route slot).
     pub(crate) members: Vec<RouteId>,
+    /// The members' Raft group when they all share one, else 0.
+    pub(crate) group: u64,
 }
 
 /// The counters of one route or virtual bucket.
@@ -68,6 +73,8 @@ pub(crate) struct Slot {
     pub(crate) layout: SubLayout,
     pub(crate) counters: SlotCounters,
     pub(crate) lanes: WriteLanes,
+    /// Creation order, unique per process; names the slot's rows.
+    pub(crate) generation: u64,
     /// Decaying activity (operations), updated by flush; picks what to coarsen.
     pub(crate) activity: AtomicU64,
     /// Row id interned for each sub-range (`NO_ROW` until its first count);
@@ -89,6 +96,7 @@ impl Slot {
             meta,
             layout,
             counters,
+            generation: NEXT_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             lanes: WriteLanes::default(),
             activity: AtomicU64::new(activity),
             rows,
@@ -207,11 +215,17 @@ impl Catalog {
                         start: Vec::new(),
                         end: None,
                         members: Vec::new(),
+                        group: 0,
                     },
                     1,
                     activity,
                 ));
             }
+        };
+        let group = if specs.iter().all(|s| s.group == first.group) {
+            first.group
+        } else {
+            0
         };
         let kind = if specs.len() == 1 {
             SlotKind::Route(first.id)
@@ -224,6 +238,7 @@ impl Catalog {
                 start: first.start.clone(),
                 end: last.end.clone(),
                 members: specs.iter().map(|s| s.id).collect(),
+                group,
             },
             limits.key_buckets,
             activity,
@@ -385,9 +400,13 @@ impl Planner<'_> {
     /// builds the table.
     fn finish(self, mut slots: Vec<Arc<Slot>>, mut retired: Vec<Arc<Slot>>) -> Change {
         while slots.len() > self.limits.max_slots && slots.len() >= 2 {
+            // Least active pair first; on ties (all quiet at start-up) the pair
+            // with fewer members, so coarsening spreads instead of piling every
+            // new route into one leftmost bucket.
             let Some(i) = (0..slots.len() - 1).min_by_key(|&i| {
                 (
                     slots[i].activity().saturating_add(slots[i + 1].activity()),
+                    slots[i].meta.members.len() + slots[i + 1].meta.members.len(),
                     i,
                 )
             }) else {

@@ -280,3 +280,81 @@ fn short_arrays_from_a_sloppy_peer_never_panic() {
     let out = merge(&[a, b], &opts(Series::Writes)).matrix;
     assert_eq!(out.rows[0].values.len(), 2);
 }
+
+#[test]
+fn absurd_peer_timestamps_are_rejected_and_never_panic() {
+    let mut peer = matrix(Series::Reads, &[i64::MIN], &[("route:1", &[1], &[], &[])]);
+    assert!(matches!(
+        peer.validate(),
+        Err(keyviz::MatrixError::ColumnOutOfRange(0))
+    ));
+    peer.step_ms = 1_000;
+    let out = merge(
+        &[matrix(Series::Reads, &[1_000], &[]), peer],
+        &MergeOptions {
+            series: Series::Reads,
+            step_ms: 1_000,
+            row_budget: None,
+        },
+    );
+    assert_eq!(out.matrix.total(), 1);
+}
+
+#[test]
+fn merged_width_is_bounded_with_a_warning() {
+    let wide: Vec<i64> = (0..(keyviz::MAX_MATRIX_COLUMNS as i64 + 10)).collect();
+    let peer = matrix(Series::Reads, &wide, &[]);
+    assert!(matches!(
+        peer.validate(),
+        Err(keyviz::MatrixError::TooLarge { .. })
+    ));
+    let local = matrix(Series::Reads, &[5], &[("route:1", &[1], &[], &[])]);
+    let merged = merge(&[local, peer], &opts(Series::Reads));
+    assert_eq!(
+        merged.matrix.column_unix_ms.len(),
+        keyviz::MAX_MATRIX_COLUMNS
+    );
+    assert!(
+        merged
+            .warnings
+            .iter()
+            .any(|w| w.code == WarningCode::ColumnsTruncated)
+    );
+    assert!(merged.matrix.validate().is_ok());
+}
+
+#[test]
+fn an_input_of_another_series_is_left_out() {
+    let local = matrix(Series::Reads, &[1], &[("route:1", &[1], &[], &[])]);
+    let wrong = matrix(Series::Writes, &[1], &[("route:1", &[100], &[7], &[1])]);
+    let merged = merge(&[local, wrong], &opts(Series::Reads));
+    assert_eq!(merged.matrix.total(), 1);
+    assert_eq!(merged.warnings[0].code, WarningCode::SeriesMismatch);
+}
+
+#[test]
+fn a_finer_step_peer_lands_in_the_window_that_contains_it() {
+    let local = matrix(Series::Reads, &[60_000], &[("route:1", &[1], &[], &[])]);
+    let mut fine = matrix(
+        Series::Reads,
+        &[90_000, 119_000],
+        &[("route:1", &[10, 20], &[], &[])],
+    );
+    fine.step_ms = 1_000;
+    let merged = merge(
+        &[local, fine],
+        &MergeOptions {
+            series: Series::Reads,
+            step_ms: 60_000,
+            row_budget: None,
+        },
+    );
+    assert_eq!(merged.matrix.column_unix_ms, vec![60_000]);
+    assert_eq!(merged.matrix.rows[0].values, vec![31]);
+    assert!(
+        merged
+            .warnings
+            .iter()
+            .any(|w| w.code == WarningCode::StepMismatch)
+    );
+}

@@ -473,3 +473,96 @@ fn history_store_restores_columns_after_restart() {
     assert_eq!(m.rows[0].leader_terms, vec![9]);
     assert_eq!(all(&s, Series::FollowerReads).total(), 1);
 }
+
+#[test]
+fn removing_a_route_still_harvests_its_counts() {
+    let s = sampler();
+    s.register_route(route(1, b"a", Some(b"c"), 1))
+        .expect("register");
+    for _ in 0..7 {
+        s.observe_read(1, b"b", 0, ReadRole::Leader);
+    }
+    s.remove_route(1).expect("remove");
+    s.observe_read(1, b"b", 0, ReadRole::Leader); // after removal: dropped, and said so
+    let _ = s.flush(T0 + 1_000);
+    assert_eq!(total(&s, Series::Reads), 7);
+    assert_eq!(s.stats().unknown_route_observations, 1);
+}
+
+#[test]
+fn re_registering_inside_a_window_shows_one_row() {
+    let s = sampler();
+    s.register_route(route(1, b"a", Some(b"c"), 1))
+        .expect("register");
+    s.observe_read(1, b"b", 0, ReadRole::Leader);
+    s.remove_route(1).expect("remove");
+    s.register_route(route(1, b"a", Some(b"c"), 1))
+        .expect("register again");
+    s.observe_read(1, b"b", 0, ReadRole::Leader);
+    let _ = s.flush(T0 + 1_000);
+    let m = all(&s, Series::Reads);
+    assert_eq!(m.rows.len(), 1);
+    assert_eq!(m.rows[0].values, vec![2]);
+}
+
+#[test]
+fn virtual_bucket_metadata_follows_its_members() {
+    let s = sampler_with(|c| c.max_tracked_routes = 2);
+    s.register_route(route(1, b"a", Some(b"c"), 1)).expect("1");
+    s.register_route(route(2, b"c", Some(b"e"), 1)).expect("2");
+    s.register_route(route(3, b"e", Some(b"g"), 1)).expect("3");
+    s.observe_read(1, b"a", 0, ReadRole::Leader);
+    let _ = s.flush(T0 + 1_000);
+    s.split_route(1, b"b", 4).expect("split inside the bucket");
+    s.observe_read(4, b"b", 0, ReadRole::Leader);
+    let _ = s.flush(T0 + 2_000);
+    let m = s.matrix(
+        &MatrixQuery {
+            series: Series::Reads,
+            from_unix_ms: Some(T0 + 1_000),
+            ..MatrixQuery::default()
+        },
+        T0,
+    );
+    let bucket = m.rows.iter().find(|r| r.aggregate).expect("virtual row");
+    assert_eq!(bucket.route_ids, vec![1, 4, 2], "members in key order");
+    assert_eq!(bucket.route_count, 3);
+}
+
+#[test]
+fn coarsened_query_rows_list_their_routes_and_count_sub_ranges_once() {
+    let s = sampler_with(|c| c.key_buckets_per_route = 4);
+    s.register_route(route(1, &[0x00], Some(&[0x40]), 1))
+        .expect("1");
+    s.register_route(route(2, &[0x40], Some(&[0x80]), 1))
+        .expect("2");
+    s.observe_read(1, &[0x01], 0, ReadRole::Leader);
+    s.observe_read(1, &[0x31], 0, ReadRole::Leader);
+    s.observe_read(2, &[0x41], 0, ReadRole::Leader);
+    let _ = s.flush(T0 + 1_000);
+    let m = s.matrix(
+        &MatrixQuery {
+            series: Series::Reads,
+            row_budget: Some(1),
+            ..MatrixQuery::default()
+        },
+        T0,
+    );
+    assert_eq!(m.rows.len(), 1);
+    let row = &m.rows[0];
+    assert_eq!(row.route_ids, vec![1, 2]);
+    assert_eq!(row.route_count, 2, "three sub-range rows of two routes");
+    assert!(!row.route_ids_truncated);
+    assert_eq!(row.values, vec![3]);
+}
+
+#[test]
+fn read_rows_name_their_raft_group() {
+    let s = sampler();
+    s.register_route(route(1, b"a", None, 9)).expect("register");
+    s.observe_read(1, b"a", 0, ReadRole::Follower);
+    let _ = s.flush(T0 + 1_000);
+    let m = all(&s, Series::Reads);
+    assert_eq!(m.rows[0].raft_group_ids, vec![9]);
+    assert_eq!(m.rows[0].leader_terms, vec![0]);
+}
