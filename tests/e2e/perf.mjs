@@ -18,12 +18,15 @@ try {
     const page = await context.newPage();
     await page.goto(`${fx.entry}/admin/perf-probe`);
     for (const size of SIZES) {
-      const r = await page.evaluate(async ({ rows, cols }) => {
+      for (const pooled of [false, true]) {
+      const r = await page.evaluate(async ({ rows, cols, pooled, dpr }) => {
         const { HeatmapRenderer, renderStats } = await import('/admin/assets/js/render/heatmap.js');
-        const { buildView } = await import('/admin/assets/js/view.js');
+        const { buildView, MAX_SLOTS } = await import('/admin/assets/js/view.js');
+        // One pixel per cell, or as the page does it: at most one slot per device pixel.
+        const maxSlots = pooled ? 1200 * dpr : MAX_SLOTS;
         const { buildLut } = await import('/admin/assets/js/scales.js');
         const step = 60_000;
-        const t0 = 1_700_000_000_000;
+        const t0 = 1_700_000_040_000; // a multiple of the step
         let seed = 42;
         const rand = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
         const matrix = {
@@ -39,7 +42,7 @@ try {
         const renderer = new HeatmapRenderer(canvas);
         const lut = buildLut('heat', [227, 230, 235], [255, 255, 255]);
         const tv = performance.now();
-        const view = buildView(/** @type {any} */ (matrix), { from: t0, to: t0 + cols * step }, null);
+        const view = buildView(/** @type {any} */ (matrix), { from: t0, to: t0 + cols * step }, null, maxSlots);
         const viewMs = performance.now() - tv;
         const once = () => {
           const t = performance.now();
@@ -58,16 +61,17 @@ try {
         const full = [];
         for (let i = 0; i < 15; i++) {
           const t = performance.now();
-          const v = buildView(/** @type {any} */ (matrix), { from: t0, to: t0 + cols * step }, null);
+          const v = buildView(/** @type {any} */ (matrix), { from: t0, to: t0 + cols * step }, null, maxSlots);
           renderer.render(v, 'log', lut, 1200, 720);
           canvas.getContext('2d')?.getImageData(0, 0, 1, 1);
           full.push(performance.now() - t);
         }
         full.sort((a, b) => a - b);
         canvas.remove();
-        return { median, p90: times[Math.floor(times.length * 0.9)], viewMs, full: full[Math.floor(full.length / 2)], extraAllocs: renderStats.bufferAllocations - allocs, extraResizes: renderStats.canvasResizes - resizes };
-      }, size);
-      console.log(`dpr=${dpr} ${size.rows} rows x ${size.cols} columns: render median ${r.median.toFixed(1)} ms (p90 ${r.p90.toFixed(1)} ms); with buildView median ${r.full.toFixed(1)} ms; re-renders allocated ${r.extraAllocs} buffers, resized the canvas ${r.extraResizes} times`);
+        return { slots: view.slots, median, p90: times[Math.floor(times.length * 0.9)], viewMs, full: full[Math.floor(full.length / 2)], extraAllocs: renderStats.bufferAllocations - allocs, extraResizes: renderStats.canvasResizes - resizes };
+      }, { ...size, pooled, dpr });
+      console.log(`dpr=${dpr} ${size.rows} rows x ${size.cols} columns, ${pooled ? `pooled to ${r.slots} px columns` : 'one pixel per cell'}: render median ${r.median.toFixed(1)} ms (p90 ${r.p90.toFixed(1)} ms); with buildView median ${r.full.toFixed(1)} ms; re-renders allocated ${r.extraAllocs} buffers, resized the canvas ${r.extraResizes} times`);
+      }
     }
     await context.close();
   }

@@ -123,27 +123,28 @@ test('conflicts_are_per_cell_with_a_whole_row_fallback', () => {
   assert.equal(cellConflict(row('a', null, null, [1, 2]), 0), false);
 });
 
-test('live_append_slides_the_window_and_refuses_rebucketed_rows', () => {
+test('live_append_slides_the_window_refreshes_overlapping_columns_and_refuses_rebucketed_rows', () => {
   const base = {
     column_unix_ms: [0, 1000, 2000], series: 'writes', generated_at: 'g1', step_ms: 1000,
     rows: [row('a', null, 'k', [1, 2, 3], { raft_group_ids: [1, 1, 1], leader_terms: [2, 2, 2] }), row('b', 'k', null, [4, 5, 6])],
   };
   const delta = {
     column_unix_ms: [2000, 3000], series: 'writes', generated_at: 'g2', step_ms: 1000,
-    rows: [row('a', null, 'k', [3, 7], { conflicts: [false, true], conflict: true }), row('b', 'k', null, [6, 8])],
+    rows: [row('a', null, 'k', [30, 7], { conflicts: [false, true], conflict: true, raft_group_ids: [1, 1], leader_terms: [3, 3] }), row('b', 'k', null, [6, 8])],
   };
   const out = appendColumns(/** @type {any} */ (base), /** @type {any} */ (delta), 1000);
   assert.ok(out);
-  assert.deepEqual(out.column_unix_ms, [1000, 2000, 3000]);
-  assert.deepEqual(out.rows[0].values, [2, 3, 7]);
+  assert.deepEqual(out.column_unix_ms, [1000, 2000, 3000], 'oldest column dropped, newest appended');
+  assert.deepEqual(out.rows[0].values, [2, 30, 7], 'the overlapping column takes the newer value');
   assert.deepEqual(out.rows[0].conflicts, [false, false, true]);
   assert.equal(out.rows[0].conflict, true);
-  assert.deepEqual(out.rows[0].raft_group_ids, [1, 1, 0]);
+  assert.deepEqual(out.rows[0].leader_terms, [2, 3, 3]);
   assert.deepEqual(out.rows[1].values, [5, 6, 8]);
+  assert.equal(out.rows[1].conflicts, undefined, 'clean rows stay without a conflicts array');
   assert.equal(out.generated_at, 'g2');
   const idle = { ...delta, rows: [row('b', 'k', null, [6, 8])] };
   const withIdle = appendColumns(/** @type {any} */ (base), /** @type {any} */ (idle), 0);
-  assert.deepEqual(withIdle?.rows[0].values, [1, 2, 3, 0], 'a row missing from the delta was idle');
+  assert.deepEqual(withIdle?.rows[0].values, [1, 2, 0, 0], 'a row missing from the delta was idle in its window');
   const rebucketed = { ...delta, rows: [row('a+b', null, null, [9, 9])] };
   assert.equal(appendColumns(/** @type {any} */ (base), /** @type {any} */ (rebucketed), 1000), null);
 });

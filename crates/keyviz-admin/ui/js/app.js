@@ -243,7 +243,9 @@ export function createApp(store) {
       let next = null;
       if (append && matrix && matrix.series === s.series && matrix.column_unix_ms.length) {
         const step = stepOf(matrix);
-        const after = matrix.column_unix_ms[matrix.column_unix_ms.length - 1] + step;
+        // Re-ask for the last two columns too: they may have been read while some peers had
+        // flushed and others not yet.
+        const after = matrix.column_unix_ms[matrix.column_unix_ms.length - 1] - step;
         const delta = await fetchMatrix({ series: s.series, from: after, rows: s.rows });
         if (seq !== loadSeq) return;
         next = appendColumns(matrix, delta, Math.floor(w.from / step) * step);
@@ -324,7 +326,11 @@ export function createApp(store) {
     if (!matrix) return;
     const s = store.state;
     const viewWindow = s.range === 'custom' ? fetchedWindow : { from: fetchedWindow.from, to: Math.max(fetchedWindow.to, Date.now()) };
-    if (rebuild || !view) view = buildView(matrix, viewWindow, s.keys);
+    if (rebuild || !view) {
+      // One slot per device pixel at most: denser data is max-pooled rather than dropped.
+      const dpr = Math.min(4, Math.max(1, window.devicePixelRatio || 1));
+      view = buildView(matrix, viewWindow, s.keys, Math.floor(measure().width * dpr));
+    }
     size = measure();
     el.plot.style.height = `${size.height}px`;
     el.keyAxis.style.height = `${size.height}px`;
@@ -413,7 +419,8 @@ export function createApp(store) {
       col,
       time: `${formatTime(t0)} → ${formatTime(t0 + view.slotMs)} (${formatDuration(view.slotMs)})`,
       keys: `${keyLabel(decodeKey(row.start), 'start', 40)} → ${keyLabel(decodeKey(row.end), 'end', 40)}`,
-      value: col < 0 ? 'no data for this window' : `${formatNumber(value)} ${matrix.series}`,
+      value: col < 0 ? 'no data for this window'
+        : `${formatNumber(value)} ${matrix.series}${view.slotMs !== view.stepMs ? ` (busiest ${formatDuration(view.stepMs)} step of this pixel column)` : ''}`,
       raft: group ? `group ${group}, term ${term}` : '—',
       conflict: conflict ? (row.conflicts?.length ? 'yes: nodes disagree for the same group and term' : 'yes (row-level flag)') : 'no',
       bucket: `${row.bucket_id}${row.aggregate ? ` (aggregate of ${row.route_count} routes)` : ''}`,
@@ -541,12 +548,14 @@ export function createApp(store) {
   new ResizeObserver(() => {
     if (!view) return;
     const next = measure();
-    if (next.width !== size.width || next.height !== size.height) render(false);
+    // A new width changes how many steps share a pixel column: rebuild the view.
+    if (next.width !== size.width) render(true);
+    else if (next.height !== size.height) render(false);
   }).observe(el.plot);
   const watchDpr = () => {
     const mq = window.matchMedia(`(resolution: ${window.devicePixelRatio}dppx)`);
     mq.addEventListener('change', () => {
-      render(false);
+      render(true);
       watchDpr();
     }, { once: true });
   };

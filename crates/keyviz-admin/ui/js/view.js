@@ -7,7 +7,10 @@
 
 import { rowInKeyRange } from './scales.js';
 
-/** Widest buffer, in slots; longer windows are coarsened so the offscreen canvas stays small. */
+/**
+ * Widest buffer, in slots, whatever the screen: longer windows are coarsened so the offscreen
+ * canvas stays small. Callers usually pass a tighter limit, the plot's width in device pixels.
+ */
 export const MAX_SLOTS = 8192;
 
 /**
@@ -44,9 +47,12 @@ export function stepOf(m) {
  * @param {import('./types.js').Matrix} m
  * @param {{ from: number, to: number }} window requested window (0 = unbounded)
  * @param {import('./types.js').KeyRange|null} keys
+ * @param {number} [maxSlots] at most this many X slots (clamped to 1..MAX_SLOTS): with more
+ *   steps than that, each slot spans several steps and shows the hottest of them, so a spike
+ *   is never dropped by scaling the picture down
  * @returns {View}
  */
-export function buildView(m, window, keys) {
+export function buildView(m, window, keys, maxSlots = MAX_SLOTS) {
   const stepMs = stepOf(m);
   const cols = m.column_unix_ms;
   const first = cols.length ? cols[0] : window.from || Date.now() - 3600_000;
@@ -61,7 +67,8 @@ export function buildView(m, window, keys) {
   if (to <= from) to = from + stepMs;
   let slotMs = stepMs;
   const raw = Math.round((to - from) / stepMs);
-  if (raw > MAX_SLOTS) slotMs = stepMs * Math.ceil(raw / MAX_SLOTS);
+  const limit = Math.max(1, Math.min(MAX_SLOTS, Math.floor(maxSlots)));
+  if (raw > limit) slotMs = stepMs * Math.ceil(raw / limit);
   const slots = Math.max(1, Math.ceil((to - from) / slotMs));
   to = from + slots * slotMs;
 
@@ -132,41 +139,58 @@ export function cellConflict(row, j) {
 }
 
 /**
- * Appends the columns of `delta` (a matrix for a later window, same series) to `base` and drops
- * columns that start before `keepFrom`. A base row absent from `delta` was idle: it gets zeros.
- * Returns null when `delta` has a bucket `base` does not know (a new route, or rows bucketed
- * differently under the row budget); the caller must then fetch the whole window again.
+ * Live-mode update: merges `delta` (a matrix for a later window that may overlap the end of
+ * `base`, same series) into `base`. Columns present in both take the delta's values (the
+ * newest columns can be incomplete while peers flush one after another, so the caller re-asks
+ * for them); newer columns are appended; columns starting before `keepFrom` are dropped. A
+ * base row absent from `delta` was idle in the delta's window: zeros there. Returns null when
+ * `delta` has a bucket `base` does not know (a new route, or rows bucketed differently under
+ * the row budget); the caller must then fetch the whole window again.
  * @param {import('./types.js').Matrix} base
  * @param {import('./types.js').Matrix} delta
  * @param {number} keepFrom
  * @returns {import('./types.js').Matrix|null}
  */
 export function appendColumns(base, delta, keepFrom) {
+  const known = new Set(base.rows.map((r) => r.bucket_id));
+  if (delta.column_unix_ms.length && delta.rows.some((r) => !known.has(r.bucket_id))) return null;
+  /** @type {number[]} merged column timestamps, ascending */
+  const columns = [];
+  /** @type {{ from: 'base'|'delta', j: number }[]} where each merged column comes from */
+  const source = [];
+  const deltaAt = new Map(delta.column_unix_ms.map((t, j) => [t, j]));
+  for (let j = 0; j < base.column_unix_ms.length; j++) {
+    const t = base.column_unix_ms[j];
+    if (t < keepFrom) continue;
+    const dj = deltaAt.get(t);
+    columns.push(t);
+    source.push(dj === undefined ? { from: 'base', j } : { from: 'delta', j: dj });
+  }
   const lastBase = base.column_unix_ms.length ? base.column_unix_ms[base.column_unix_ms.length - 1] : -Infinity;
-  /** @type {number[]} */
-  const newCols = [];
-  for (let j = 0; j < delta.column_unix_ms.length; j++) if (delta.column_unix_ms[j] > lastBase) newCols.push(j);
+  for (let j = 0; j < delta.column_unix_ms.length; j++) {
+    const t = delta.column_unix_ms[j];
+    if (t > lastBase && t >= keepFrom) {
+      columns.push(t);
+      source.push({ from: 'delta', j });
+    }
+  }
   /** @type {Map<string, import('./types.js').MatrixRow>} */
   const byId = new Map(delta.rows.map((r) => [r.bucket_id, r]));
-  if (newCols.length) {
-    const known = new Set(base.rows.map((r) => r.bucket_id));
-    if (delta.rows.some((r) => !known.has(r.bucket_id))) return null;
-  }
-  let drop = 0;
-  while (drop < base.column_unix_ms.length && base.column_unix_ms[drop] < keepFrom) drop++;
-  const columns = base.column_unix_ms.slice(drop).concat(newCols.map((j) => delta.column_unix_ms[j]));
-  /** @template T @param {T[]|undefined} a @param {T[]|undefined} b @param {T} fill @returns {T[]} */
-  const join = (a, b, fill) => (a ?? []).slice(drop).concat(newCols.map((j) => (b ? b[j] : fill)));
   const rows = base.rows.map((r) => {
     const d = byId.get(r.bucket_id);
-    const conflicts = r.conflicts || d?.conflicts ? join(r.conflicts ?? r.values.map(() => false), d?.conflicts, false) : undefined;
+    /** @template T @param {(row: import('./types.js').MatrixRow) => T[]|undefined} get @param {T} fill @returns {T[]} */
+    const pick = (get, fill) => source.map((c) => {
+      const arr = c.from === 'base' ? get(r) : d ? get(d) : undefined;
+      return arr?.[c.j] ?? fill;
+    });
+    const conflicts = pick((x) => x.conflicts, false);
     return {
       ...r,
-      values: join(r.values, d?.values, 0),
-      conflicts,
-      conflict: (r.conflict || d?.conflict) === true,
-      raft_group_ids: join(r.raft_group_ids ?? r.values.map(() => 0), d?.raft_group_ids, 0),
-      leader_terms: join(r.leader_terms ?? r.values.map(() => 0), d?.leader_terms, 0),
+      values: pick((x) => x.values, 0),
+      conflicts: conflicts.includes(true) ? conflicts : undefined,
+      conflict: conflicts.includes(true) || (r.conflict === true && !r.conflicts?.length) || (d?.conflict === true && !d.conflicts?.length),
+      raft_group_ids: pick((x) => x.raft_group_ids, 0),
+      leader_terms: pick((x) => x.leader_terms, 0),
     };
   });
   return { ...base, column_unix_ms: columns, rows, generated_at: delta.generated_at, fanout: delta.fanout ?? base.fanout };

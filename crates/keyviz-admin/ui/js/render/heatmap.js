@@ -19,8 +19,8 @@ export class HeatmapRenderer {
     this.buffer = document.createElement('canvas');
     /** @type {ImageData|null} */
     this.image = null;
-    /** @type {Uint8Array} one row of palette indices, for max-combining coarsened slots */
-    this.rowIndices = new Uint8Array(0);
+    /** @type {Float64Array} one row of per-slot maxima, for gaps and coarsened slots */
+    this.rowMax = new Float64Array(0);
     this.width = 0;
     this.height = 0;
   }
@@ -37,14 +37,15 @@ export class HeatmapRenderer {
     this.buffer.width = Math.max(1, width);
     this.buffer.height = Math.max(1, height);
     this.image = new ImageData(Math.max(1, width), Math.max(1, height));
-    this.rowIndices = new Uint8Array(Math.max(1, width));
+    this.rowMax = new Float64Array(Math.max(1, width));
     renderStats.bufferAllocations++;
   }
 
   /**
-   * Paints every cell of the view into the offscreen buffer in one pass over the matrix: the
-   * value goes through a small index lookup table (two array reads per cell in the usual
-   * case), then through the colour table, straight into the ImageData pixels.
+   * Paints the view into the offscreen buffer in one pass over the matrix. One column per
+   * slot (the usual case): each value goes through a small index lookup table and the colour
+   * table straight into the ImageData pixels. Gaps or several columns per slot: values are
+   * max-pooled per slot, then each slot is coloured once.
    * @param {import('../view.js').View} view
    * @param {import('../types.js').ScaleKind} scaleKind
    * @param {Uint32Array} lut
@@ -71,7 +72,7 @@ export class HeatmapRenderer {
     const off = n ? colSlot[0] : 0;
     let affine = !coarse && n > 0 && off >= 0;
     for (let j = 1; affine && j < n; j++) if (colSlot[j] !== off + j) affine = false;
-    const rowIdx = this.rowIndices;
+    const rowMax = this.rowMax;
     for (let k = 0; k < h; k++) {
       const base = k * w;
       px.set(tPx, base);
@@ -82,26 +83,18 @@ export class HeatmapRenderer {
           const v = values[j];
           px[b + j] = lut[v < tlen && v >= 0 ? table[v] ?? scale(v) : scale(v)];
         }
-      } else if (coarse) {
-        // Several columns share a slot: keep the hottest.
-        rowIdx.set(tIdx);
-        for (let j = 0; j < n; j++) {
-          const s = colSlot[j];
-          if (s < 0) continue;
-          const v = values[j];
-          const i = v < tlen && v >= 0 ? table[v] ?? scale(v) : scale(v);
-          const cur = rowIdx[s];
-          if (cur === NO_DATA_INDEX || i > cur) {
-            rowIdx[s] = i;
-            px[base + s] = lut[i];
-          }
-        }
       } else {
+        // Gaps or several steps per slot: max-pool the raw values per slot first (the scale is
+        // monotone, so the hottest value gives the hottest colour), then colour each slot once.
+        rowMax.fill(-1);
         for (let j = 0; j < n; j++) {
           const s = colSlot[j];
-          if (s < 0) continue;
           const v = values[j];
-          px[base + s] = lut[v < tlen && v >= 0 ? table[v] ?? scale(v) : scale(v)];
+          if (s >= 0 && v > rowMax[s]) rowMax[s] = v;
+        }
+        for (let s = 0; s < w; s++) {
+          const v = rowMax[s];
+          if (v >= 0) px[base + s] = lut[v < tlen ? table[v] ?? scale(v) : scale(v)];
         }
       }
     }
