@@ -7,11 +7,13 @@
 //!   every group and routes never overlap, so the user key alone is unique, and a whole-keyspace
 //!   `SCAN` is one ordered range read. A group's keys are the keys inside its routes.
 //!
-//! All fjall calls are synchronous and short; the only slow one is the fsync in
-//! [`Store::sync`], called once per appended log batch (that is what makes an acknowledged
-//! write durable).
+//! All fjall calls are synchronous and short; the slow one is the fsync that makes appended
+//! log entries durable. It runs on a dedicated thread ([`Store::sync_then`]) that coalesces the
+//! appends of every group into one fsync (group commit), so an fsync never blocks a tokio
+//! worker and concurrent groups share its cost.
 
 use std::path::Path;
+use std::sync::mpsc;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
@@ -40,6 +42,27 @@ pub struct Store {
     pub(crate) meta: Keyspace,
     pub(crate) kv: Keyspace,
     fsync: bool,
+    syncer: mpsc::Sender<SyncWaiter>,
+}
+
+/// Called once the data written before it was queued is durable (or the fsync failed).
+pub(crate) type SyncWaiter = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// The group-commit loop: waits for a waiter, takes every waiter queued meanwhile, fsyncs once
+/// and answers them all in queue order. Ends when the last `Store` clone is dropped.
+fn sync_loop(db: Database, fsync: bool, rx: mpsc::Receiver<SyncWaiter>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        batch.extend(rx.try_iter());
+        let result = if fsync {
+            db.persist(PersistMode::SyncData).map_err(|e| e.to_string())
+        } else {
+            Ok(())
+        };
+        for w in batch {
+            w(result.clone());
+        }
+    }
 }
 
 impl Store {
@@ -55,12 +78,22 @@ impl Store {
         let log = db.keyspace("raft_log", KeyspaceCreateOptions::default)?;
         let meta = db.keyspace("raft_meta", KeyspaceCreateOptions::default)?;
         let kv = db.keyspace("kv", KeyspaceCreateOptions::default)?;
+        let (syncer, rx) = mpsc::channel();
+        let db2 = db.clone();
+        std::thread::Builder::new()
+            .name("kvnode-fsync".into())
+            .spawn(move || sync_loop(db2, fsync, rx))
+            .map_err(|e| StoreError::Corrupt {
+                what: "fsync thread",
+                detail: e.to_string(),
+            })?;
         Ok(Self {
             db,
             log,
             meta,
             kv,
             fsync,
+            syncer,
         })
     }
 
@@ -75,7 +108,16 @@ impl Store {
         self.db.snapshot()
     }
 
-    /// Makes everything written so far durable (fsync), unless fsync was disabled.
+    /// Calls `then` once everything written so far is durable (group commit on the fsync
+    /// thread). Never blocks.
+    pub(crate) fn sync_then(&self, then: SyncWaiter) {
+        if let Err(mpsc::SendError(w)) = self.syncer.send(then) {
+            w(Err("fsync thread stopped".into()));
+        }
+    }
+
+    /// Makes everything written so far durable (fsync), unless fsync was disabled. Blocks the
+    /// caller: only for rare records (votes, purge marks, snapshot installs).
     pub(crate) fn sync(&self) -> Result<(), StoreError> {
         if self.fsync {
             self.db.persist(PersistMode::SyncData)?;

@@ -179,20 +179,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 raw,
             );
         }
-        let result = batch
-            .commit()
-            .map_err(StoreError::from)
-            .and_then(|()| self.store.sync());
-        match result {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(write_err(e))
-            }
+        if let Err(e) = batch.commit() {
+            let e = StoreError::from(e);
+            callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+            return Err(write_err(e));
         }
+        // openraft may go on (e.g. replicate to followers) while the fsync runs; it treats the
+        // entries as durable only when the callback fires.
+        self.store.sync_then(Box::new(move |r| {
+            callback.log_io_completed(r.map_err(std::io::Error::other))
+        }));
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
