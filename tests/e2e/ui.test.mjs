@@ -409,6 +409,20 @@ describe('KeyViz web UI', () => {
     await png.saveAs(`${SCREENSHOTS}export.png`);
   });
 
+  test('sign_out_sends_the_csrf_header_and_ends_the_session', async () => {
+    const [res] = await Promise.all([
+      page.waitForResponse((r) => r.url().endsWith('/admin/api/v1/auth/logout')),
+      page.click('#logout'),
+    ]);
+    assert.equal(res.status(), 204, 'the server accepted the logout (CSRF header echoed from the admin_csrf cookie)');
+    assert.ok(res.request().headers()['x-admin-csrf'], 'X-Admin-CSRF was sent');
+    await page.waitForSelector('#login-form:visible');
+    assert.equal(await page.textContent('#login-reason'), 'Signed out.');
+    const status = await page.evaluate(async () => (await fetch('/admin/api/v1/keyviz/matrix')).status);
+    assert.equal(status, 401, 'the session is gone');
+    await matrixAfter(page, () => login(page, fx.hello));
+  });
+
   test('an_empty_window_says_what_is_going_on_and_what_to_do', async () => {
     const to = Date.now() - 20 * 3600_000;
     await page.goto(`${fx.entry}/admin/keyviz?series=writes&range=custom&from=${to - 600_000}&to=${to}&rows=256`);
