@@ -141,18 +141,6 @@ export function makeIndexTable(kind, max) {
 }
 
 /**
- * The value at the lower edge of a palette fraction t in [0,1] (inverse of the scale), used to
- * label the legend.
- * @param {import('./types.js').ScaleKind} kind
- * @param {number} max
- * @param {number} t
- */
-export function valueAt(kind, max, t) {
-  if (!(max > 0)) return 0;
-  return kind === 'log' ? Math.expm1(t * Math.log1p(max)) : t * max;
-}
-
-/**
  * Legend tick values between 1 and max: powers of ten (log) or quarters (linear).
  * @param {import('./types.js').ScaleKind} kind
  * @param {number} max
