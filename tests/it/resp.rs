@@ -95,6 +95,24 @@ fn pipelining_and_malformed_protocol_close_only_that_connection() {
     assert_eq!(conn.read().expect("r2"), Reply::Int(2));
     assert_eq!(conn.read().expect("r3"), Reply::Bulk(Some(b"2".to_vec())));
 
+    // Batched runs keep pipeline order: writes, then reads of what they wrote, then writes.
+    conn.send_raw(b"SET q a\r\nAPPEND q b\r\nSET r 1\r\nGET q\r\nGET r\r\nSET q z\r\nINCR r\r\nGET q\r\nGET r\r\n")
+        .expect("send");
+    let want = [
+        Reply::Simple("OK".into()),
+        Reply::Int(2),
+        Reply::Simple("OK".into()),
+        Reply::Bulk(Some(b"ab".to_vec())),
+        Reply::Bulk(Some(b"1".to_vec())),
+        Reply::Simple("OK".into()),
+        Reply::Int(2),
+        Reply::Bulk(Some(b"z".to_vec())),
+        Reply::Bulk(Some(b"2".to_vec())),
+    ];
+    for w in want {
+        assert_eq!(conn.read().expect("pipelined reply"), w);
+    }
+
     let mut other = Resp::connect(port).expect("connect");
     let mut bad = Resp::connect(port).expect("connect");
     bad.send_raw(b"*1\r\n$99999999999\r\n").expect("send");

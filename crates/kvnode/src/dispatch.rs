@@ -276,6 +276,17 @@ impl Dispatcher {
 
     fn observe_write(&self, g: GroupId, op: &KvOp, resp: &KvResponse, term: u64) {
         let catalog = self.catalog.load();
+        self.observe_write_in(&catalog, g, op, resp, term);
+    }
+
+    fn observe_write_in(
+        &self,
+        catalog: &Catalog,
+        g: GroupId,
+        op: &KvOp,
+        resp: &KvResponse,
+        term: u64,
+    ) {
         let one = |key: &[u8], len: usize| {
             self.sampling
                 .observe_write(catalog.route_for(key).id, key, len, g, term);
@@ -292,6 +303,16 @@ impl Dispatcher {
             }
             KvOp::MSet { pairs } => pairs.iter().for_each(|(k, v)| one(k, v.len())),
             KvOp::Del { keys } => keys.iter().for_each(|k| one(k, 0)),
+            KvOp::Batch { ops } => {
+                let none = KvResponse::Internal;
+                for (i, op) in ops.iter().enumerate() {
+                    let r = match resp {
+                        KvResponse::Batch(rs) => rs.get(i).unwrap_or(&none),
+                        _ => &none,
+                    };
+                    self.observe_write_in(catalog, g, op, r, term);
+                }
+            }
             KvOp::Split { .. } => {}
         }
     }

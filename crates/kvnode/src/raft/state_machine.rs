@@ -116,10 +116,10 @@ impl StateMachine {
     fn apply_op(
         &self,
         pending: &mut BTreeMap<Vec<u8>, Option<StoredValue>>,
-        req: &KvRequest,
+        now: u64,
+        op: &KvOp,
     ) -> Result<KvResponse, StoreError> {
-        let now = req.now_unix_ms;
-        Ok(match &req.op {
+        Ok(match op {
             KvOp::Set {
                 key,
                 value,
@@ -197,6 +197,18 @@ impl StateMachine {
                 let len = v.data.len() as i64;
                 pending.insert(key.clone(), Some(v));
                 KvResponse::Int(len)
+            }
+            KvOp::Batch { ops } => {
+                let mut out = Vec::with_capacity(ops.len());
+                for op in ops {
+                    out.push(match op {
+                        KvOp::Split { .. } | KvOp::Batch { .. } => {
+                            KvResponse::SplitRefused("splits and batches cannot be batched".into())
+                        }
+                        _ => self.apply_op(pending, now, op)?,
+                    });
+                }
+                KvResponse::Batch(out)
             }
             KvOp::Split { .. } => KvResponse::Internal, // handled by the caller
         })
@@ -344,7 +356,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     KvOp::Split { route, at } => {
                         self.apply_split(entry.log_id, *route, at).map_err(sm_err)?
                     }
-                    _ => self.apply_op(&mut pending, &req).map_err(sm_err)?,
+                    _ => self
+                        .apply_op(&mut pending, req.now_unix_ms, &req.op)
+                        .map_err(sm_err)?,
                 },
             };
             out.push(resp);

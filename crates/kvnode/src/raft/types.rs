@@ -67,6 +67,12 @@ pub enum KvOp {
         /// Key/value pairs.
         pairs: Vec<(Vec<u8>, Vec<u8>)>,
     },
+    /// Several single-key writes of one client pipeline, applied in order in one entry (one
+    /// Raft round trip for the whole run); answered with [`KvResponse::Batch`].
+    Batch {
+        /// The writes, in pipeline order (never `Split` or nested `Batch`).
+        ops: Vec<KvOp>,
+    },
     /// Split route `route` at `at`; the new right route's id comes from the entry's log index.
     Split {
         /// Route to split.
@@ -105,6 +111,8 @@ pub enum KvResponse {
         /// Id of the new right route.
         right_id: u64,
     },
+    /// One answer per operation of a [`KvOp::Batch`], in order.
+    Batch(Vec<KvResponse>),
     /// Non-application entries (blank, membership).
     Internal,
 }

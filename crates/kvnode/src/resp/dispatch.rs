@@ -24,11 +24,146 @@ fn write_reply(r: KvResponse) -> Reply {
         KvResponse::Overflow => Reply::err("increment or decrement would overflow"),
         KvResponse::SplitRefused(why) => Reply::err(why),
         KvResponse::Split { right_id } => Reply::Int(right_id as i64),
-        KvResponse::Internal => Reply::err("internal entry"),
+        KvResponse::Batch(_) | KvResponse::Internal => Reply::err("internal: unexpected answer"),
     }
 }
 
+/// How a command takes part in pipeline batching.
+enum Shape {
+    /// A single-key write that can join a [`KvOp::Batch`].
+    Write,
+    /// A `GET` that can join a multi-key read.
+    Get,
+    /// Anything else: executed on its own.
+    Alone,
+}
+
+fn shape(c: &Result<Command, String>) -> Shape {
+    match c {
+        Ok(Command::Set { .. } | Command::IncrBy(..) | Command::Append(..)) => Shape::Write,
+        Ok(Command::Get(_)) => Shape::Get,
+        _ => Shape::Alone,
+    }
+}
+
+/// The key and replicated operation of a [`Shape::Write`] command.
+fn single_write(cmd: Command) -> Option<(Bytes, KvOp)> {
+    Some(match cmd {
+        Command::Set {
+            key,
+            value,
+            ttl_ms,
+            cond,
+        } => {
+            let expire_at_unix_ms = ttl_ms.map_or(0, |t| now_unix_ms().saturating_add(t));
+            let op = KvOp::Set {
+                key: key.to_vec(),
+                value: value.to_vec(),
+                expire_at_unix_ms,
+                cond,
+            };
+            (key, op)
+        }
+        Command::IncrBy(key, delta) => {
+            let op = KvOp::IncrBy {
+                key: key.to_vec(),
+                delta,
+            };
+            (key, op)
+        }
+        Command::Append(key, value) => {
+            let op = KvOp::Append {
+                key: key.to_vec(),
+                value: value.to_vec(),
+            };
+            (key, op)
+        }
+        _ => return None,
+    })
+}
+
 impl Dispatcher {
+    /// Executes the requests of one pipeline read (already parsed, `Err` = the Redis error
+    /// text), returning one reply per request in order.
+    ///
+    /// Consecutive single-key writes are grouped per Raft group into one [`KvOp::Batch`]
+    /// entry, and consecutive `GET`s into one read per group: requests on different keys are
+    /// independent, requests on the same key stay in pipeline order inside one batch, and a
+    /// run only starts after the previous run finished, so a pipeline still sees its own writes.
+    pub async fn run_pipeline(&self, cmds: Vec<Result<Command, String>>) -> Vec<Reply> {
+        let mut replies = Vec::with_capacity(cmds.len());
+        let mut cmds = cmds.into_iter().peekable();
+        while let Some(first) = cmds.next() {
+            match shape(&first) {
+                Shape::Alone => replies.push(match first {
+                    Ok(c) => self.run(c).await,
+                    Err(text) => Reply::Error(text),
+                }),
+                Shape::Write => {
+                    let mut run = vec![first];
+                    while let Some(next) = cmds.next_if(|c| matches!(shape(c), Shape::Write)) {
+                        run.push(next);
+                    }
+                    replies.extend(self.run_writes(run).await);
+                }
+                Shape::Get => {
+                    let mut keys = Vec::new();
+                    for c in std::iter::once(first).chain(std::iter::from_fn(|| {
+                        cmds.next_if(|c| matches!(shape(c), Shape::Get))
+                    })) {
+                        if let Ok(Command::Get(k)) = c {
+                            keys.push(k);
+                        }
+                    }
+                    match self.read_many(&keys).await {
+                        Ok(vals) => replies.extend(vals.into_iter().map(Reply::Bulk)),
+                        Err(e) => {
+                            let text = e.to_string();
+                            replies.extend(keys.iter().map(|_| Reply::err(&text)));
+                        }
+                    }
+                }
+            }
+        }
+        replies
+    }
+
+    async fn run_writes(&self, run: Vec<Result<Command, String>>) -> Vec<Reply> {
+        let ops: Vec<(Bytes, KvOp)> = run
+            .into_iter()
+            .filter_map(|c| c.ok().and_then(single_write))
+            .collect();
+        if let [(key, op)] = ops.as_slice() {
+            return vec![self.write_one(key, op.clone()).await];
+        }
+        let parts = self.partition(ops.iter().map(|(k, _)| k.as_ref()));
+        let futs = parts.iter().map(|(g, idx)| {
+            let batch = KvOp::Batch {
+                ops: idx.iter().map(|i| ops[*i].1.clone()).collect(),
+            };
+            self.execute(*g, GroupCommand::Write(batch))
+        });
+        let mut out = vec![Reply::err("internal: missing reply"); ops.len()];
+        for ((_, idx), res) in parts.iter().zip(join_all(futs).await) {
+            match res {
+                Ok(GroupReply::Write(KvResponse::Batch(rs))) if rs.len() == idx.len() => {
+                    for (i, r) in idx.iter().zip(rs) {
+                        out[*i] = write_reply(r);
+                    }
+                }
+                Ok(other) => {
+                    let text = format!("internal: unexpected answer {other:?}");
+                    idx.iter().for_each(|i| out[*i] = Reply::err(&text));
+                }
+                Err(e) => {
+                    let text = e.to_string();
+                    idx.iter().for_each(|i| out[*i] = Reply::err(&text));
+                }
+            }
+        }
+        out
+    }
+
     async fn write_one(&self, key: &[u8], op: KvOp) -> Reply {
         let g = self.catalog().route_for(key).group;
         match self.execute(g, GroupCommand::Write(op)).await {

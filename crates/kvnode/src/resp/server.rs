@@ -5,7 +5,7 @@ use std::sync::Arc;
 use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio_util::codec::Framed;
+use tokio_util::codec::{Decoder, Framed};
 
 use super::codec::{CodecError, Limits, Reply, RespCodec};
 use super::command::{self, Command};
@@ -39,6 +39,9 @@ pub async fn serve(
     }
 }
 
+/// Most requests taken from one read of the socket and executed as one pipeline.
+const MAX_PIPELINE: usize = 256;
+
 async fn connection(
     stream: TcpStream,
     dispatcher: Arc<Dispatcher>,
@@ -46,34 +49,57 @@ async fn connection(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut framed = Framed::new(stream, RespCodec::new(limits));
+    // The codec is stateless: a second instance drains requests already buffered in `framed`.
+    let mut drain = RespCodec::new(limits);
     loop {
         let next = tokio::select! {
             _ = crate::node::stopped(&mut shutdown) => return,
             n = framed.next() => n,
         };
-        let args = match next {
-            None => return,
-            Some(Ok(args)) => args,
-            Some(Err(CodecError::Protocol(msg))) => {
-                let _ = framed
-                    .send(Reply::err(format!("Protocol error: {msg}")))
-                    .await;
+        let first = match next {
+            None | Some(Err(CodecError::Io(_))) => return,
+            Some(Ok(args)) => Ok(args),
+            Some(Err(CodecError::Protocol(msg))) => Err(msg),
+        };
+        // Everything the client already pipelined, up to the first malformed request.
+        let mut requests = Vec::new();
+        let mut protocol_error = None;
+        match first {
+            Ok(args) => requests.push(args),
+            Err(msg) => protocol_error = Some(msg),
+        }
+        while protocol_error.is_none() && requests.len() < MAX_PIPELINE {
+            match drain.decode(framed.read_buffer_mut()) {
+                Ok(Some(args)) => requests.push(args),
+                Ok(None) => break,
+                Err(CodecError::Protocol(msg)) => protocol_error = Some(msg),
+                Err(CodecError::Io(_)) => return,
+            }
+        }
+        let mut cmds: Vec<Result<Command, String>> =
+            requests.into_iter().map(command::parse).collect();
+        // QUIT answers +OK and ends the connection; later requests are not executed.
+        let quit_at = cmds.iter().position(|c| matches!(c, Ok(Command::Quit)));
+        if let Some(q) = quit_at {
+            cmds.truncate(q);
+        }
+        for reply in dispatcher.run_pipeline(cmds).await {
+            if framed.feed(reply).await.is_err() {
                 return;
             }
-            Some(Err(CodecError::Io(_))) => return,
-        };
-        let (reply, quit) = match command::parse(args) {
-            Err(text) => (Reply::Error(text), false),
-            Ok(Command::Quit) => (Reply::Simple("OK"), true),
-            Ok(cmd) => (dispatcher.run(cmd).await, false),
-        };
-        if framed.feed(reply).await.is_err() {
+        }
+        let closing = quit_at.is_some() || protocol_error.is_some();
+        if quit_at.is_some() {
+            let _ = framed.feed(Reply::Simple("OK")).await;
+        } else if let Some(msg) = protocol_error {
+            let _ = framed
+                .feed(Reply::err(format!("Protocol error: {msg}")))
+                .await;
+        }
+        if (closing || framed.read_buffer().is_empty()) && framed.flush().await.is_err() {
             return;
         }
-        if (quit || framed.read_buffer().is_empty()) && framed.flush().await.is_err() {
-            return;
-        }
-        if quit {
+        if closing {
             return;
         }
     }
