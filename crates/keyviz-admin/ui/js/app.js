@@ -1,14 +1,17 @@
 // @ts-check
 /**
  * The page controller: owns the loaded matrix and the derived view, fetches when the store
- * says so, and hands the view to the renderers. Session handling (login, expiry, logout) lives
- * here too because a 401 on any fetch must bring back the login form over the same view.
+ * says so, and hands the view to the renderers. It decides when the login form shows (any
+ * 401, or the session's expiry) so that signing in again returns to the same view; the form
+ * itself lives in login.js.
  */
 
-import { ApiError, fetchMatrix, fetchNodes, login, logout } from './api.js';
+import { ApiError, fetchMatrix, fetchNodes } from './api.js';
 import { byId } from './controls.js';
 import { exportCsv, exportPng } from './export.js';
+import { describeCell } from './inspect.js';
 import { bindPlot } from './interact.js';
+import { createLoginView } from './login.js';
 import { renderKeyAxis, renderTimeAxis, rowLabel } from './render/axes.js';
 import { diagnose } from './diagnose.js';
 import { renderDetail, renderFindings, renderHotList } from './render/detail.js';
@@ -17,9 +20,9 @@ import { renderLegend } from './render/legend.js';
 import { drawHatching, renderDegradedBanner, renderNodes, renderWarnings, showRect } from './render/overlays.js';
 import { hideTooltip, showTooltip } from './render/tooltip.js';
 import { buildLut, decodeKey, formatDuration, formatNumber, formatTime, keyLabel } from './scales.js';
-import { armExpiry, clearSession, disarmExpiry, loadSession, saveSession } from './session.js';
+import { armExpiry, clearSession, disarmExpiry, loadSession } from './session.js';
 import { windowOf } from './state.js';
-import { appendColumns, buildView, cellConflict, stepOf } from './view.js';
+import { appendColumns, buildView, stepOf } from './view.js';
 
 /**
  * Parses a CSS colour custom property (#rgb or #rrggbb) into RGB; `fallback` otherwise.
@@ -55,16 +58,7 @@ export function explainError(err) {
  */
 export function createApp(store) {
   const el = {
-    loginView: byId('login-view', HTMLElement),
     appView: byId('app-view', HTMLElement),
-    loginForm: byId('login-form', HTMLFormElement),
-    loginReason: byId('login-reason', HTMLElement),
-    loginError: byId('login-error', HTMLElement),
-    loginSubmit: byId('login-submit', HTMLButtonElement),
-    accessKey: byId('access-key', HTMLInputElement),
-    secretKey: byId('secret-key', HTMLInputElement),
-    role: byId('role', HTMLElement),
-    logout: byId('logout', HTMLButtonElement),
     clusterStatus: byId('cluster-status', HTMLElement),
     banner: byId('banner', HTMLElement),
     warnings: byId('warnings', HTMLElement),
@@ -129,19 +123,23 @@ export function createApp(store) {
 
   // ---- session -------------------------------------------------------------------------
 
+  const signIn = createLoginView({
+    onSignedIn: (session) => showApp(session),
+    onSignedOut: () => {
+      matrix = null;
+      view = null;
+      showLogin('Signed out.');
+    },
+  });
+
   /** @param {string} reason */
   const showLogin = (reason) => {
     stopPolling();
     disarmExpiry();
     el.appView.hidden = true;
-    el.loginView.hidden = false;
-    el.role.hidden = true;
-    el.logout.hidden = true;
     el.clusterStatus.textContent = '';
-    el.loginReason.textContent = reason;
-    el.loginError.textContent = '';
+    signIn.show(reason);
     setPageState('login');
-    el.accessKey.focus();
   };
 
   const expire = () => {
@@ -156,56 +154,12 @@ export function createApp(store) {
    * @param {import('./types.js').Session|null} s
    */
   const showApp = (s) => {
-    el.loginView.hidden = true;
+    signIn.hide(s);
     el.appView.hidden = false;
-    el.role.hidden = !s;
-    el.role.textContent = !s ? '' : s.role === 'full' ? 'full access' : s.role === 'read_only' ? 'read only' : s.role;
-    el.logout.hidden = false;
     if (s) armExpiry(s, expire);
     void load(false);
     schedulePolling();
   };
-
-  el.loginForm.addEventListener('submit', async (e) => {
-    e.preventDefault();
-    const access = el.accessKey.value.trim();
-    const secret = el.secretKey.value;
-    if (!access || !secret) {
-      el.loginError.textContent = 'Enter both the access key and the secret key.';
-      return;
-    }
-    el.loginSubmit.disabled = true;
-    el.loginSubmit.textContent = 'Signing in…';
-    el.loginError.textContent = '';
-    try {
-      const s = await login(access, secret);
-      saveSession(s);
-      el.secretKey.value = '';
-      showApp(s);
-    } catch (err) {
-      const status = err instanceof ApiError ? err.status : 0;
-      el.loginError.textContent =
-        status === 429 ? 'Too many attempts. Wait a minute and try again.'
-          : status === 401 ? 'Invalid access key or secret key.'
-            : status === 403 ? 'This access key is not authorised for the admin dashboard.'
-              : err instanceof ApiError ? `Sign-in failed: ${err.describe()}.` : `Sign-in failed: ${String(err)}.`;
-    } finally {
-      el.loginSubmit.disabled = false;
-      el.loginSubmit.textContent = 'Sign in';
-    }
-  });
-
-  el.logout.addEventListener('click', async () => {
-    try {
-      await logout();
-    } catch (err) {
-      console.warn('logout failed', err);
-    }
-    clearSession();
-    matrix = null;
-    view = null;
-    showLogin('Signed out.');
-  });
 
   // ---- fetching ------------------------------------------------------------------------
 
@@ -398,34 +352,7 @@ export function createApp(store) {
   // ---- inspection ----------------------------------------------------------------------
 
   /** @param {import('./interact.js').Cell} c */
-  const cellInfo = (c) => {
-    if (!view || !matrix) return null;
-    const row = matrix.rows[view.rowIndex[c.k]];
-    const t0 = view.from + c.slot * view.slotMs;
-    let value = -1;
-    let col = -1;
-    for (let j = 0; j < row.values.length; j++) {
-      if (view.colSlot[j] === c.slot && row.values[j] >= value) {
-        value = row.values[j];
-        col = j;
-      }
-    }
-    const group = col >= 0 ? row.raft_group_ids?.[col] ?? 0 : 0;
-    const term = col >= 0 ? row.leader_terms?.[col] ?? 0 : 0;
-    const conflict = col >= 0 && cellConflict(row, col);
-    return {
-      k: c.k,
-      slot: c.slot,
-      col,
-      time: `${formatTime(t0)} → ${formatTime(t0 + view.slotMs)} (${formatDuration(view.slotMs)})`,
-      keys: `${keyLabel(decodeKey(row.start), 'start', 40)} → ${keyLabel(decodeKey(row.end), 'end', 40)}`,
-      value: col < 0 ? 'no data for this window'
-        : `${formatNumber(value)} ${matrix.series}${view.slotMs !== view.stepMs ? ` (busiest ${formatDuration(view.stepMs)} step of this pixel column)` : ''}`,
-      raft: group ? `group ${group}, term ${term}` : '—',
-      conflict: conflict ? (row.conflicts?.length ? 'yes: nodes disagree for the same group and term' : 'yes (row-level flag)') : 'no',
-      bucket: `${row.bucket_id}${row.aggregate ? ` (aggregate of ${row.route_count} routes)` : ''}`,
-    };
-  };
+  const cellInfo = (c) => (view ? describeCell(view, c) : null);
 
   /** @param {import('./interact.js').Cell} c @param {boolean} isPinned */
   const placeTooltip = (c, isPinned) => {

@@ -1,0 +1,41 @@
+// @ts-check
+/** What one heatmap cell means, in words (pure, no DOM): the tooltip and announcer text. */
+
+import { decodeKey, formatDuration, formatNumber, formatTime, keyLabel } from './scales.js';
+import { cellConflict } from './view.js';
+
+/**
+ * Describes the cell at displayed row `c.k`, slot `c.slot`. With several steps per slot the
+ * busiest step is described (and said to be).
+ * @param {import('./view.js').View} view
+ * @param {import('./interact.js').Cell} c
+ * @returns {import('./render/tooltip.js').CellInfo}
+ */
+export function describeCell(view, c) {
+  const matrix = view.matrix;
+  const row = matrix.rows[view.rowIndex[c.k]];
+  const t0 = view.from + c.slot * view.slotMs;
+  let value = -1;
+  let col = -1;
+  for (let j = 0; j < row.values.length; j++) {
+    if (view.colSlot[j] === c.slot && row.values[j] >= value) {
+      value = row.values[j];
+      col = j;
+    }
+  }
+  const group = col >= 0 ? row.raft_group_ids?.[col] ?? 0 : 0;
+  const term = col >= 0 ? row.leader_terms?.[col] ?? 0 : 0;
+  const conflict = col >= 0 && cellConflict(row, col);
+  return {
+    k: c.k,
+    slot: c.slot,
+    col,
+    time: `${formatTime(t0)} → ${formatTime(t0 + view.slotMs)} (${formatDuration(view.slotMs)})`,
+    keys: `${keyLabel(decodeKey(row.start), 'start', 40)} → ${keyLabel(decodeKey(row.end), 'end', 40)}`,
+    value: col < 0 ? 'no data for this window'
+      : `${formatNumber(value)} ${matrix.series}${view.slotMs !== view.stepMs ? ` (busiest ${formatDuration(view.stepMs)} step of this pixel column)` : ''}`,
+    raft: group ? `group ${group}, term ${term}` : '—',
+    conflict: conflict ? (row.conflicts?.length ? 'yes: nodes disagree for the same group and term' : 'yes (row-level flag)') : 'no',
+    bucket: `${row.bucket_id}${row.aggregate ? ` (aggregate of ${row.route_count} routes)` : ''}`,
+  };
+}
