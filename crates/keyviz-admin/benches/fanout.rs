@@ -65,6 +65,11 @@ fn decode(c: &mut Criterion) {
     g.bench_function("json_1024x4096", |b| {
         b.iter(|| keyviz_admin::fanout::decode::decode_matrix(black_box(&body)))
     });
+    let compact =
+        keyviz_admin::fanout::compact::encode(&peer_matrix(0, 1024, 4096)).unwrap_or_default();
+    g.bench_function("compact_1024x4096", |b| {
+        b.iter(|| keyviz_admin::fanout::decode::decode_compact_matrix(black_box(&compact)))
+    });
     g.bench_function("serde_json_generic_1024x4096", |b| {
         b.iter(|| serde_json::from_slice::<Matrix>(black_box(&body)).map(|m| m.rows.len()))
     });

@@ -3,13 +3,13 @@
 
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, Method, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
 use super::{ApiError, parse_matrix_query};
 use crate::auth::Principal;
 use crate::config::MAX_BROWSER_ROWS;
 use crate::fanout::single_flight::Joined;
-use crate::fanout::{self, FlightKey, encode_response, local_matrix};
+use crate::fanout::{self, FlightKey, compact, encode_response, local_matrix};
 use crate::state::AdminState;
 
 fn json_body(body: bytes::Bytes) -> Response {
@@ -23,10 +23,23 @@ fn json_body(body: bytes::Bytes) -> Response {
     resp
 }
 
+/// Whether a peer asked for the compact encoding (only peers may get it).
+fn accepts_compact(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().starts_with(compact::CONTENT_TYPE))
+        })
+}
+
 pub(crate) async fn matrix(
     State(state): State<AdminState>,
     principal: Principal,
     method: Method,
+    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let inner = &state.inner;
@@ -41,6 +54,20 @@ pub(crate) async fn matrix(
             let params = parse_matrix_query(query.as_deref(), inner.config.peer_row_cap)?;
             inner.metrics.matrix_request("peer");
             let m = local_matrix(inner, &params, params.rows).await?;
+            if accepts_compact(&headers) {
+                let body = tokio::task::spawn_blocking(move || compact::encode(&m))
+                    .await
+                    .map_err(ApiError::internal)?
+                    .map_err(ApiError::internal)?;
+                let mut resp = (StatusCode::OK, body).into_response();
+                let h = resp.headers_mut();
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(compact::CONTENT_TYPE),
+                );
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                return Ok(resp);
+            }
             Ok(json_body(encode_response(&m, None)?))
         }
         Principal::Operator(_) => {

@@ -100,7 +100,8 @@ impl PeerClient {
         PeerClient { client }
     }
 
-    /// GETs `url` with the given headers and returns the body of a 200 answer. The body is
+    /// GETs `url` with the given headers and returns the body of a 200 answer with its
+    /// `Content-Type` (if any). The body is
     /// read frame by frame and the call stops as soon as more than `cap` bytes arrived (a
     /// `Content-Length` above the cap is refused before reading), so memory stays below
     /// `cap` plus one frame. No deadline here: the caller wraps the call in one.
@@ -112,7 +113,7 @@ impl PeerClient {
         url: &str,
         headers: &[(header::HeaderName, String)],
         cap: usize,
-    ) -> Result<Bytes, PeerError> {
+    ) -> Result<(Bytes, Option<String>), PeerError> {
         let uri: Uri = url
             .parse()
             .map_err(|e: http::uri::InvalidUri| PeerError::Address(format!("{url}: {e}")))?;
@@ -129,6 +130,11 @@ impl PeerClient {
             .await
             .map_err(|e| PeerError::Connect(chain(&e)))?;
         let status = resp.status();
+        let content_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let declared = resp
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -167,6 +173,6 @@ impl PeerClient {
                 buf.extend_from_slice(&data);
             }
         }
-        Ok(buf.freeze())
+        Ok((buf.freeze(), content_type))
     }
 }

@@ -1,21 +1,40 @@
-//! Decoding and validating a peer's matrix body: a fast reader for the common shape, with
-//! serde_json as the fallback and the source of error messages.
+//! Decoding and validating a peer's matrix body: JSON through a fast reader for the common
+//! shape (serde_json as the fallback and the source of error messages), or the compact
+//! encoding.
 
 use keyviz::Matrix;
 
 use super::client::PeerError;
 
-/// Parses a peer body as a matrix and checks its invariants (`Matrix::validate`: lengths,
-/// order). Trailing whitespace is allowed; anything else after the value is an error.
+/// Parses a JSON matrix without validating it.
+pub(crate) fn decode_json(body: &[u8]) -> Result<Matrix, PeerError> {
+    match super::fast_json::decode(body) {
+        Ok(m) => Ok(m),
+        // Outside the fast subset (or invalid): serde_json decides and words the error.
+        Err(_) => serde_json::from_slice(body).map_err(|e| PeerError::Decode(e.to_string())),
+    }
+}
+
+/// Parses a peer body as a JSON matrix and checks its invariants (`Matrix::validate`:
+/// lengths, order, unique bucket ids). Trailing whitespace is allowed; anything else after
+/// the value is an error.
 ///
 /// # Errors
 /// [`PeerError::Decode`] for syntax/type errors, [`PeerError::Invalid`] for invariants.
 pub fn decode_matrix(body: &[u8]) -> Result<Matrix, PeerError> {
-    let m = match super::fast_json::decode(body) {
-        Ok(m) => m,
-        // Outside the fast subset (or invalid): serde_json decides and words the error.
-        Err(_) => serde_json::from_slice(body).map_err(|e| PeerError::Decode(e.to_string()))?,
-    };
+    let m = decode_json(body)?;
+    m.validate()
+        .map_err(|e| PeerError::Invalid(e.to_string()))?;
+    Ok(m)
+}
+
+/// Like [`decode_matrix`] for a body in the compact encoding
+/// ([`super::compact::CONTENT_TYPE`]).
+///
+/// # Errors
+/// As [`decode_matrix`].
+pub fn decode_compact_matrix(body: &[u8]) -> Result<Matrix, PeerError> {
+    let m = super::compact::decode(body)?;
     m.validate()
         .map_err(|e| PeerError::Invalid(e.to_string()))?;
     Ok(m)

@@ -2,6 +2,7 @@
 //! merged with `keyviz::merge`, with a per-node status block.
 
 pub mod client;
+pub mod compact;
 pub mod decode;
 mod fast_json;
 pub mod membership;
@@ -98,6 +99,9 @@ pub(crate) async fn local_matrix(
     Ok(m)
 }
 
+/// `Accept` of peer matrix calls: the compact encoding, JSON for peers without it.
+const PEER_ACCEPT: &str = "application/vnd.keyviz.matrix-compact, application/json;q=0.5";
+
 /// What one peer call produced.
 enum PeerAnswer {
     Matrix {
@@ -122,7 +126,7 @@ async fn resolve_node_id(inner: &Inner, target: &PeerTarget) -> Result<String, P
         return Ok(id);
     }
     let base = parse_base(&target.name).map_err(PeerError::Address)?;
-    let body = inner
+    let (body, _) = inner
         .client
         .get(
             &identity_url(&base),
@@ -168,13 +172,13 @@ async fn call_peer(
         params.to_unix_ms,
     );
     inner.metrics.peer_call();
-    let body = inner
+    let (body, content_type) = inner
         .client
         .get(
             &url,
             &[
                 (AUTHORIZATION, format!("{AUTH_SCHEME} {token}")),
-                (ACCEPT, "application/json".to_string()),
+                (ACCEPT, PEER_ACCEPT.to_string()),
             ],
             inner.config.fanout_body_cap,
         )
@@ -186,9 +190,18 @@ async fn call_peer(
             }
         })?;
     // Decoding tens of MB is CPU work: keep it off the async workers.
-    let matrix = tokio::task::spawn_blocking(move || decode::decode_matrix(&body))
-        .await
-        .map_err(|e| PeerError::Decode(e.to_string()))??;
+    let compact_body = content_type
+        .as_deref()
+        .is_some_and(|ct| ct.starts_with(compact::CONTENT_TYPE));
+    let matrix = tokio::task::spawn_blocking(move || {
+        if compact_body {
+            decode::decode_compact_matrix(&body)
+        } else {
+            decode::decode_matrix(&body)
+        }
+    })
+    .await
+    .map_err(|e| PeerError::Decode(e.to_string()))??;
     match matrix.node_id.as_deref() {
         Some(id) if id == inner.identity.node_id() => Ok(PeerAnswer::SelfAlias),
         Some(id) if id != node_id => Err(PeerError::Identity(format!(
@@ -224,17 +237,6 @@ pub(crate) async fn run(inner: Arc<Inner>, params: MatrixParams) -> Result<Bytes
     } else {
         inner.config.peer_row_cap.max(params.rows)
     };
-    let local = local_matrix(&inner, &params, local_rows).await?;
-    let mut nodes = vec![NodeStatus {
-        node: inner.identity.admin_addr().to_string(),
-        node_id: Some(inner.identity.node_id().to_string()),
-        ok: true,
-        error: None,
-        generated_at: Some(local.generated_at.clone()),
-        elapsed_ms: elapsed_ms(local_started),
-        warnings: Vec::new(),
-    }];
-
     let timeout = inner.config.fanout_timeout;
     let calls = targets.iter().map(|t| {
         let inner = inner.clone();
@@ -247,7 +249,23 @@ pub(crate) async fn run(inner: Arc<Inner>, params: MatrixParams) -> Result<Bytes
             (res, elapsed_ms(t0))
         }
     });
-    let answers = futures::future::join_all(calls).await;
+    // The local view is computed while the peers work.
+    let local_fut = async {
+        let r = local_matrix(&inner, &params, local_rows).await;
+        (r, elapsed_ms(local_started))
+    };
+    let ((local, local_elapsed), answers) =
+        tokio::join!(local_fut, futures::future::join_all(calls));
+    let local = local?;
+    let mut nodes = vec![NodeStatus {
+        node: inner.identity.admin_addr().to_string(),
+        node_id: Some(inner.identity.node_id().to_string()),
+        ok: true,
+        error: None,
+        generated_at: Some(local.generated_at.clone()),
+        elapsed_ms: local_elapsed,
+        warnings: Vec::new(),
+    }];
 
     let mut inputs: Vec<Matrix> = vec![local];
     // inputs[i] came from nodes[input_node[i]].

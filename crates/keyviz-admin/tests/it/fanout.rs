@@ -611,3 +611,66 @@ async fn catalog_divergence_is_reported_on_the_peer() {
         "{v}"
     );
 }
+
+#[tokio::test]
+async fn peers_get_the_compact_encoding_only_when_they_ask() {
+    let m = mx(
+        Writes,
+        &[1000, 2000],
+        &[("route:1", &[30, 0], &[7, 7], &[42, 42])],
+    );
+    let s = start_node(
+        "n2",
+        bind().await,
+        FixedSource::new(vec![m]),
+        AdminConfig::default(),
+    )
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default();
+    let token = peer_token::mint(&secret(), "n1", "n2", now, 10_000).expect("mint");
+    let url = s.url(MATRIX);
+    let auth = ("authorization", format!("KeyViz-Peer {token}"));
+    let json = get_with(&url, std::slice::from_ref(&auth)).await;
+    assert_eq!(
+        json.headers["content-type"],
+        "application/json; charset=utf-8"
+    );
+    let compact = get_with(
+        &url,
+        &[
+            auth,
+            (
+                "accept",
+                keyviz_admin::fanout::compact::CONTENT_TYPE.to_string(),
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(
+        compact.headers["content-type"],
+        keyviz_admin::fanout::compact::CONTENT_TYPE
+    );
+    let a = keyviz_admin::fanout::decode::decode_matrix(&json.body).expect("json");
+    let b = keyviz_admin::fanout::decode::decode_compact_matrix(&compact.body).expect("compact");
+    assert_eq!(a, b);
+    assert_eq!(b.node_id.as_deref(), Some("n2"));
+    // A browser asking for it still gets JSON.
+    let n1 = start_node(
+        "n1",
+        bind().await,
+        FixedSource::new(vec![]),
+        AdminConfig::default(),
+    )
+    .await;
+    let sess = login(&n1, "bob", "bob-secret").await;
+    let mut h = sess.headers();
+    h.push((
+        "accept",
+        keyviz_admin::fanout::compact::CONTENT_TYPE.to_string(),
+    ));
+    let r = get_with(&n1.url(MATRIX), &h).await;
+    assert_eq!(r.headers["content-type"], "application/json; charset=utf-8");
+}
