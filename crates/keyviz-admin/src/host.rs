@@ -178,3 +178,44 @@ where
         self()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_secrets_and_empty_node_ids_are_rejected() {
+        assert_eq!(
+            ClusterSecret::new(vec![1; 31], None).err(),
+            Some(ConfigError::SecretTooShort { min: 32, got: 31 })
+        );
+        assert!(ClusterSecret::new(vec![1; 32], Some(vec![2; 8])).is_err());
+        assert!(ClusterSecret::new(vec![1; 32], Some(vec![2; 64])).is_ok());
+        assert_eq!(
+            NodeIdentity::new(" ", "a:1").err(),
+            Some(ConfigError::EmptyNodeId)
+        );
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_output() {
+        let s = ClusterSecret::new(b"super-secret-value-that-is-long-enough".to_vec(), None);
+        let text = format!("{s:?}");
+        assert!(!text.contains("super-secret"), "{text}");
+    }
+
+    #[test]
+    fn disabled_source_reports_disabled() {
+        let q = MatrixQuery {
+            series: keyviz::Series::Writes,
+            from_unix_ms: None,
+            to_unix_ms: None,
+            row_budget: None,
+        };
+        assert!(!DisabledSource.is_enabled());
+        assert_eq!(
+            DisabledSource.matrix(&q, 0).err(),
+            Some(SourceError::Disabled)
+        );
+    }
+}

@@ -105,6 +105,18 @@ async fn real_sampler_matrix_has_reference_shape_and_series() {
     assert_eq!(v["column_unix_ms"].as_array().map(Vec::len), Some(2));
     assert_eq!(row_values(&v, "route:1"), vec![4, 9]);
     assert_eq!(row_values(&v, "route:2"), vec![7, 0]);
+    let route1 = v["rows"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["bucket_id"] == "route:1"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(route1["raft_group_ids"], serde_json::json!([7, 7]));
+    assert_eq!(route1["leader_terms"], serde_json::json!([42, 42]));
+    let again = get_with(&s.url(MATRIX), &sess.headers()).await.json();
+    assert_eq!(
+        again["rows"], v["rows"],
+        "repeated polls give the same rows"
+    );
     assert!(v["generated_at"].as_str().is_some_and(|g| g.ends_with('Z')));
     let fan = &v["fanout"];
     assert_eq!(fan["expected"], 1);
