@@ -67,6 +67,11 @@ describe('KeyViz web UI', () => {
     assert.equal(levels[cold], 0, 'a mostly idle row is drawn with the zero colour');
     const quiet = body.rows.findIndex((r) => r.bucket_id === bucket(1));
     assert.ok(levels[quiet] > 0 && levels[quiet] < 128, `a low but non-zero row is a palette colour, not the zero colour (got ${levels[quiet]})`);
+    // Marginals: the busiest step's total over all rows, and the busiest row's total.
+    const stepTotals = body.column_unix_ms.map((_, j) => body.rows.reduce((a, r) => a + r.values[j], 0));
+    assert.equal(Number(await page.getAttribute('#time-marginal', 'data-max')), Math.max(...stepTotals));
+    const rowTotals = body.rows.map((r) => r.values.reduce((a, v) => a + v, 0));
+    assert.equal(Number(await page.getAttribute('#row-marginal', 'data-max')), Math.max(...rowTotals));
     await page.screenshot({ path: `${SCREENSHOTS}heatmap-light.png`, fullPage: true });
   });
 

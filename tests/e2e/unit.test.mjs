@@ -103,6 +103,7 @@ test('view_places_columns_on_a_true_time_axis_with_gaps_left_empty', () => {
   assert.deepEqual([...v.slotCol], [0, 1, -1, -1, 2, -1]);
   assert.equal(v.max, 5);
   assert.deepEqual([...v.totals], [6, 0]);
+  assert.deepEqual([...v.slotTotals], [1, 0, 0, 0, 5, 0], 'per-slot totals over the rows');
   assert.deepEqual(topRows(v, 5), [0], 'all-zero rows are not "hot"');
   const zoomed = buildView(/** @type {any} */ (m), { from: 10_000, to: 16_000 }, { start: b64('k'), end: null });
   assert.deepEqual(zoomed.rowIndex, [1]);

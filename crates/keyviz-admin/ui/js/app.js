@@ -17,6 +17,7 @@ import { diagnose } from './diagnose.js';
 import { renderDetail, renderFindings, renderHotList } from './render/detail.js';
 import { HeatmapRenderer } from './render/heatmap.js';
 import { renderLegend } from './render/legend.js';
+import { drawRowMarginal, drawTimeMarginal } from './render/marginals.js';
 import { drawHatching, renderDegradedBanner, renderNodes, renderWarnings, showRect } from './render/overlays.js';
 import { hideTooltip, showTooltip } from './render/tooltip.js';
 import { buildLut, decodeKey, formatDuration, formatNumber, formatTime, keyLabel } from './scales.js';
@@ -82,6 +83,8 @@ export function createApp(store) {
     findings: byId('findings', HTMLUListElement),
     nodesBody: byId('nodes-body', HTMLElement),
     nodesCaption: byId('nodes-caption', HTMLElement),
+    timeMarginal: byId('time-marginal', HTMLCanvasElement),
+    rowMarginal: byId('row-marginal', HTMLCanvasElement),
   };
   const renderer = new HeatmapRenderer(el.heat);
 
@@ -292,6 +295,8 @@ export function createApp(store) {
     renderer.render(view, s.scale, lut, size.width, size.height);
     wheelWindow = null;
     drawHatching(el.hatch, view, size.width, size.height, null);
+    drawTimeMarginal(el.timeMarginal, view, size.width, 32);
+    drawRowMarginal(el.rowMarginal, view, 63, size.height);
     renderTimeAxis(el.timeAxis, view, size.width);
     renderKeyAxis(el.keyAxis, view, size.height);
     renderLegend(el.legend, { lut, scale: s.scale, palette: s.palette, max: view.max, series: matrix.series });

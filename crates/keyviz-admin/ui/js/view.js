@@ -26,6 +26,7 @@ export const MAX_SLOTS = 8192;
  * @property {Int32Array} slotCol last column in each slot (-1 = no data)
  * @property {number} max largest displayed value
  * @property {Float64Array} totals per displayed row, the sum over the window
+ * @property {Float64Array} slotTotals per slot, the sum over displayed rows of its busiest step
  */
 
 /**
@@ -91,6 +92,7 @@ export function buildView(m, window, keys, maxSlots = MAX_SLOTS) {
     if (!keys || rowInKeyRange(r.start, r.end, keys)) rowIndex.push(i);
   }
   const totals = new Float64Array(rowIndex.length);
+  const colTotals = new Float64Array(cols.length);
   let max = 0;
   const allInside = colSlot.every((s) => s >= 0);
   for (let k = 0; k < rowIndex.length; k++) {
@@ -100,6 +102,7 @@ export function buildView(m, window, keys, maxSlots = MAX_SLOTS) {
       for (let j = 0; j < values.length; j++) {
         const v = values[j];
         sum += v;
+        colTotals[j] += v;
         if (v > max) max = v;
       }
     } else {
@@ -107,12 +110,18 @@ export function buildView(m, window, keys, maxSlots = MAX_SLOTS) {
         if (colSlot[j] < 0) continue;
         const v = values[j];
         sum += v;
+        colTotals[j] += v;
         if (v > max) max = v;
       }
     }
     totals[k] = sum;
   }
-  return { matrix: m, rowIndex, from, to, stepMs, slotMs, slots, colSlot, slotCol, max, totals };
+  const slotTotals = new Float64Array(slots);
+  for (let j = 0; j < cols.length; j++) {
+    const s = colSlot[j];
+    if (s >= 0 && colTotals[j] > slotTotals[s]) slotTotals[s] = colTotals[j];
+  }
+  return { matrix: m, rowIndex, from, to, stepMs, slotMs, slots, colSlot, slotCol, max, totals, slotTotals };
 }
 
 /**
