@@ -56,6 +56,9 @@ pub struct AdminConfig {
     pub fanout_body_cap: usize,
     /// Rows a peer answers with at most (default 16 384).
     pub peer_row_cap: usize,
+    /// Fan-outs running at once (default 8); more wait for a slot. Bounds memory, since each
+    /// fan-out may hold up to `fanout_body_cap` per peer.
+    pub max_concurrent_fanouts: usize,
     /// How long a finished fan-out result is reused for identical requests (default 1 s;
     /// zero disables reuse but keeps single-flight).
     pub result_reuse: Duration,
@@ -86,6 +89,7 @@ impl Default for AdminConfig {
             fanout_timeout: DEFAULT_FANOUT_TIMEOUT,
             fanout_body_cap: DEFAULT_FANOUT_BODY_CAP,
             peer_row_cap: DEFAULT_PEER_ROW_CAP,
+            max_concurrent_fanouts: 8,
             result_reuse: Duration::from_secs(1),
             peer_token_ttl: Duration::from_secs(10),
             session_ttl: Duration::from_secs(3600),
@@ -119,6 +123,9 @@ impl AdminConfig {
         }
         if self.peer_row_cap == 0 {
             return Err(ConfigError::ZeroSize("peer_row_cap"));
+        }
+        if self.max_concurrent_fanouts == 0 {
+            return Err(ConfigError::ZeroSize("max_concurrent_fanouts"));
         }
         if self.login_rate_limit == 0 {
             return Err(ConfigError::ZeroSize("login_rate_limit"));

@@ -40,6 +40,7 @@ pub(crate) struct Inner {
     pub(crate) client: PeerClient,
     pub(crate) flights: SingleFlight<FlightKey, Arc<Result<Bytes, ApiError>>>,
     pub(crate) peers: PeerTable,
+    pub(crate) fanout_slots: tokio::sync::Semaphore,
 }
 
 /// Most revocations kept; beyond it the oldest-expiring half is dropped (those sessions
@@ -158,6 +159,7 @@ impl AdminStateBuilder {
             client: PeerClient::new(connect_timeout),
             flights: SingleFlight::new(c.result_reuse),
             peers: PeerTable::default(),
+            fanout_slots: tokio::sync::Semaphore::new(c.max_concurrent_fanouts),
             config: self.config,
             identity: self.identity,
             secret: self.secret,

@@ -226,6 +226,11 @@ fn elapsed_ms(since: Instant) -> u64 {
 
 /// Runs one complete fan-out and returns the encoded response body.
 pub(crate) async fn run(inner: Arc<Inner>, params: MatrixParams) -> Result<Bytes, ApiError> {
+    let _slot = inner
+        .fanout_slots
+        .acquire()
+        .await
+        .map_err(ApiError::internal)?;
     let started = Instant::now();
     let members = inner.membership.members();
     let targets = peer_targets(&inner.identity, &inner.config.fanout_nodes, &members);
