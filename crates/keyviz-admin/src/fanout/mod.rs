@@ -1,6 +1,7 @@
 //! The cluster fan-out: local view + every peer's local view (parallel, capped, timed),
 //! merged with `keyviz::merge`, with a per-node status block.
 
+mod assemble;
 pub mod client;
 pub mod compact;
 pub mod decode;
@@ -18,12 +19,10 @@ use keyviz::merge::{MergeOptions, merge};
 use keyviz::{Matrix, MatrixQuery, Series};
 use serde::Serialize;
 
+use self::assemble::Assembly;
 use self::client::PeerError;
 use self::membership::{PeerTarget, identity_url, matrix_url, parse_base, peer_targets};
-use self::status::{
-    FanoutStatus, NodeStatus, NodeWarning, WARN_DUPLICATE_NODE, WARN_MISSING_NODE_ID,
-    WARN_SELF_ALIAS,
-};
+use self::status::{FanoutStatus, NodeWarning};
 use crate::api::{ApiError, MatrixParams};
 use crate::auth::peer_token::{self, AUTH_SCHEME};
 use crate::clock;
@@ -103,7 +102,7 @@ pub(crate) async fn local_matrix(
 const PEER_ACCEPT: &str = "application/vnd.keyviz.matrix-compact, application/json;q=0.5";
 
 /// What one peer call produced.
-enum PeerAnswer {
+pub(crate) enum PeerAnswer {
     Matrix {
         matrix: Matrix,
         node_id: String,
@@ -262,112 +261,18 @@ pub(crate) async fn run(inner: Arc<Inner>, params: MatrixParams) -> Result<Bytes
     let ((local, local_elapsed), answers) =
         tokio::join!(local_fut, futures::future::join_all(calls));
     let local = local?;
-    let mut nodes = vec![NodeStatus {
-        node: inner.identity.admin_addr().to_string(),
-        node_id: Some(inner.identity.node_id().to_string()),
-        ok: true,
-        error: None,
-        generated_at: Some(local.generated_at.clone()),
-        elapsed_ms: local_elapsed,
-        warnings: Vec::new(),
-    }];
-
-    let mut inputs: Vec<Matrix> = vec![local];
-    // inputs[i] came from nodes[input_node[i]].
-    let mut input_node: Vec<usize> = vec![0];
-    let mut seen_ids: Vec<String> = vec![inner.identity.node_id().to_string()];
-    let mut expected = 1usize;
+    let mut acc = Assembly::new(&inner, local, local_elapsed);
     let now_ms = clock::now_unix_ms();
     for (target, (res, elapsed)) in targets.iter().zip(answers) {
-        let mut st = NodeStatus {
-            node: target.name.clone(),
-            node_id: target
-                .node_id
-                .clone()
-                .or_else(|| inner.peers.cached_node_id(&target.name)),
-            ok: false,
-            error: None,
-            generated_at: None,
-            elapsed_ms: elapsed,
-            warnings: Vec::new(),
-        };
-        match res {
-            Ok(PeerAnswer::SelfAlias) => {
-                st.ok = true;
-                st.node_id = Some(inner.identity.node_id().to_string());
-                st.warnings.push(NodeWarning {
-                    code: WARN_SELF_ALIAS.to_string(),
-                    bucket_id: None,
-                    detail: format!(
-                        "{} is this node ({}) under another name; not merged",
-                        target.name,
-                        inner.identity.node_id()
-                    ),
-                });
-                inner.peers.record(&target.name, |r| {
-                    r.self_alias = true;
-                    r.reachable = Some(true);
-                    r.last_attempt_unix_ms = Some(now_ms);
-                    r.last_ok_unix_ms = Some(now_ms);
-                    r.last_elapsed_ms = Some(elapsed);
-                    r.last_error = None;
-                });
-            }
-            Ok(PeerAnswer::Matrix {
-                matrix,
-                node_id,
-                missing_id,
-            }) => {
-                st.ok = true;
-                st.node_id = Some(node_id.clone());
-                st.generated_at = Some(matrix.generated_at.clone());
-                inner.peers.record(&target.name, |r| {
-                    r.self_alias = false;
-                    r.reachable = Some(true);
-                    r.last_attempt_unix_ms = Some(now_ms);
-                    r.last_ok_unix_ms = Some(now_ms);
-                    r.last_elapsed_ms = Some(elapsed);
-                    r.last_error = None;
-                });
-                if missing_id {
-                    st.warnings.push(NodeWarning {
-                        code: WARN_MISSING_NODE_ID.to_string(),
-                        bucket_id: None,
-                        detail: "peer matrix carries no node_id".to_string(),
-                    });
-                }
-                if seen_ids.contains(&node_id) {
-                    st.warnings.push(NodeWarning {
-                        code: WARN_DUPLICATE_NODE.to_string(),
-                        bucket_id: None,
-                        detail: format!("node {node_id:?} was already merged; not merged twice"),
-                    });
-                } else {
-                    seen_ids.push(node_id);
-                    expected += 1;
-                    input_node.push(nodes.len());
-                    inputs.push(matrix);
-                }
-            }
-            Err(e) => {
-                inner.metrics.peer_failure(e.reason());
-                let text = e.to_string();
-                tracing::warn!(peer = %target.name, error = %text, "keyviz fan-out peer failed");
-                let known_dup = st.node_id.as_ref().is_some_and(|id| seen_ids.contains(id));
-                if !known_dup {
-                    expected += 1;
-                }
-                inner.peers.record(&target.name, |r| {
-                    r.reachable = Some(false);
-                    r.last_attempt_unix_ms = Some(now_ms);
-                    r.last_elapsed_ms = Some(elapsed);
-                    r.last_error = Some(text.clone());
-                });
-                st.error = Some(text);
-            }
-        }
-        nodes.push(st);
+        acc.add(&inner, target, res, elapsed, now_ms);
     }
+    let Assembly {
+        nodes,
+        mut inputs,
+        input_node,
+        expected,
+        ..
+    } = acc;
     let responded = inputs.len();
     let options = MergeOptions {
         series: params.series,
@@ -376,9 +281,10 @@ pub(crate) async fn run(inner: Arc<Inner>, params: MatrixParams) -> Result<Bytes
     };
     let self_id = inner.identity.node_id().to_string();
     let status_nodes = nodes;
-    let (body, _) = tokio::task::spawn_blocking(move || {
+    let body = tokio::task::spawn_blocking(move || {
         let mut nodes = status_nodes;
-        let merged = if inputs.len() == 1 && targets_empty_budget_ok(&inputs[0], params.rows) {
+        let merged = if inputs.len() == 1 && inputs[0].rows.len() <= params.rows {
+            // A lone local view within the budget is already final: skip the merge pass.
             keyviz::merge::Merged {
                 matrix: inputs.swap_remove(0),
                 warnings: Vec::new(),
@@ -390,10 +296,7 @@ pub(crate) async fn run(inner: Arc<Inner>, params: MatrixParams) -> Result<Bytes
             let idx = input_node.get(w.input).copied().unwrap_or(0);
             if let Some(n) = nodes.get_mut(idx) {
                 n.warnings.push(NodeWarning {
-                    code: serde_json::to_value(w.code)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_else(|| "merge".to_string()),
+                    code: warning_code(w.code),
                     bucket_id: w.bucket_id,
                     detail: w.detail,
                 });
@@ -406,7 +309,7 @@ pub(crate) async fn run(inner: Arc<Inner>, params: MatrixParams) -> Result<Bytes
             responded,
             expected,
         };
-        (encode_response(&matrix, Some(&status)), ())
+        encode_response(&matrix, Some(&status))
     })
     .await
     .map_err(ApiError::internal)?;
@@ -416,7 +319,10 @@ pub(crate) async fn run(inner: Arc<Inner>, params: MatrixParams) -> Result<Bytes
     body
 }
 
-/// A lone local matrix already within the row budget needs no merge pass.
-fn targets_empty_budget_ok(m: &Matrix, rows: usize) -> bool {
-    m.rows.len() <= rows
+/// The wire name of a merge warning code (its serde name, e.g. `catalog_divergence`).
+fn warning_code(code: keyviz::merge::WarningCode) -> String {
+    serde_json::to_value(code)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "merge".to_string())
 }
