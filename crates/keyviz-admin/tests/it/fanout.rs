@@ -241,8 +241,10 @@ async fn slow_peer_is_cut_at_the_timeout_but_a_merely_slowish_one_is_merged() {
     let started = Instant::now();
     let v = matrix(&s, &sess, "?series=reads").await;
     let took = started.elapsed();
-    // Far below the stuck peer's 30 s: the request waited for the deadline, not for the peer.
-    assert!(took < Duration::from_secs(10), "took {took:?}");
+    // The answer comes at the deadline (+10 %, plus slack for a loaded debug build), not
+    // after the stuck peer's 30 s.
+    let bound = timeout.mul_f64(1.1) + Duration::from_millis(1500);
+    assert!(took < bound, "took {took:?}, bound {bound:?}");
     assert_eq!(row_values(&v, "route:1"), vec![10]);
     assert_eq!(node(&v, 1)["ok"], true);
     assert_eq!(node(&v, 2)["ok"], false);
