@@ -122,7 +122,7 @@ fn leadership_transfer_during_writes_keeps_totals_exact() {
         ..Opts::default()
     });
     let port = c.nodes[0].resp;
-    let n: u64 = 3000;
+    let n: u64 = 6000;
     let bench = std::thread::spawn(move || {
         redis_benchmark(
             port,
@@ -133,7 +133,7 @@ fn leadership_transfer_during_writes_keeps_totals_exact() {
     let start = Instant::now();
     let mut target = 1usize;
     while !bench.is_finished() && start.elapsed() < Duration::from_secs(120) {
-        std::thread::sleep(Duration::from_millis(700));
+        std::thread::sleep(Duration::from_millis(400));
         let leader = c.leader_of(0, 1);
         target = (target + 1) % 3;
         if leader == Some(target as u64 + 1) {
@@ -169,5 +169,8 @@ fn leadership_transfer_during_writes_keeps_totals_exact() {
         .filter_map(|t| t.as_u64())
         .filter(|t| *t > 0)
         .collect();
-    assert!(!terms.is_empty(), "writes carry leader terms: {m}");
+    assert!(
+        terms.len() >= 2,
+        "writes were committed under several leader terms, got {terms:?}: {m}"
+    );
 }
