@@ -145,3 +145,20 @@ export function rowLevel(indices) {
   const v = indices.filter((i) => i !== 255).sort((a, b) => a - b);
   return v.length ? v[Math.floor(v.length / 2)] : 0;
 }
+
+/**
+ * Horizontal position (fraction of the plot width) of time `t` (unix ms), recovered from the
+ * page's own time-axis ticks, which share the heatmap's domain; null with fewer than 2 ticks.
+ */
+export async function xFraction(page, t) {
+  return page.evaluate((t) => {
+    const ticks = [...document.querySelectorAll('#time-axis .tick')];
+    if (ticks.length < 2) return null;
+    const t0 = Date.parse(ticks[0].getAttribute('title') ?? '');
+    const t1 = Date.parse(ticks[1].getAttribute('title') ?? '');
+    const x0 = parseFloat(ticks[0].style.left);
+    const x1 = parseFloat(ticks[1].style.left);
+    const w = document.getElementById('plot')?.clientWidth ?? 1;
+    return (x0 + ((t - t0) * (x1 - x0)) / (t1 - t0)) / w;
+  }, t);
+}

@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   ensureScreenshotDir, launchBrowser, login, matrixAfter, rowIndices, rowLevel, SCREENSHOTS,
-  settled, startFixture, waitFor,
+  settled, startFixture, waitFor, xFraction,
 } from './harness.mjs';
 
 /** @type {Awaited<ReturnType<typeof startFixture>>} */
@@ -185,23 +185,38 @@ describe('KeyViz web UI', () => {
     // Column j's slot centre relative to the drawn domain: find it from the plot's own axis by
     // hovering the column start and checking the tooltip; the domain starts at or before cols[0].
     for (let dx = 0; dx < 40; dx++) {
-      const frac = await page.evaluate(({ t, step }) => {
-        // The time axis ticks are positioned from the same domain; recover it from two ticks.
-        const ticks = [...document.querySelectorAll('#time-axis .tick')];
-        if (ticks.length < 2) return null;
-        const t0 = Date.parse(ticks[0].getAttribute('title') ?? '');
-        const t1 = Date.parse(ticks[1].getAttribute('title') ?? '');
-        const x0 = parseFloat(ticks[0].style.left);
-        const x1 = parseFloat(ticks[1].style.left);
-        const w = document.getElementById('plot')?.clientWidth ?? 1;
-        return (x0 + ((t + step / 2 - t0) * (x1 - x0)) / (t1 - t0)) / w;
-      }, { t: cols[j + dx * 5] ?? from, step });
+      const frac = await xFraction(page, (cols[j + dx * 5] ?? from) + step / 2);
       if (frac == null || frac > 0.98) break;
       await page.mouse.move(box.x + frac * box.width, box.y + ((k + 0.5) / rows) * box.height);
       const tip = await page.textContent('#tooltip');
       if (/Conflict\s*yes/.test(tip ?? '')) return;
     }
     assert.fail('no hovered conflicting cell reported a conflict in the tooltip');
+  });
+
+  test('leader_changes_are_marked_where_the_term_moves', async () => {
+    const { body } = await matrixAfter(page, () => page.click('#refresh'));
+    const { group, at_unix_ms: at } = fx.hello.leader_change;
+    const j = body.column_unix_ms.indexOf(at);
+    assert.ok(j > 0, 'the change happened inside the hour');
+    // Rows of the group seen led both before and after the change get one marker each.
+    const seen = (r, before) => r.raft_group_ids.some((g, i) => g === group && r.leader_terms[i] > 0 && (before ? i < j : i >= j));
+    const rowsOfGroup = body.rows.filter((r) => seen(r, true) && seen(r, false));
+    assert.ok(rowsOfGroup.length > 0);
+    const dense = rowsOfGroup.filter((r) => r.leader_terms[j - 1] > 0 && r.leader_terms[j] > 0);
+    assert.ok(dense.length > 0);
+    for (const r of dense) assert.equal(r.leader_terms[j], r.leader_terms[j - 1] + 1, `${r.bucket_id}: term steps up at the change`);
+    assert.equal(Number(await page.getAttribute('#hatch', 'data-leader-changes')), rowsOfGroup.length, 'one marker per row of the group');
+    rowsOfGroup.splice(0, rowsOfGroup.length, ...dense);
+    // The tooltip of the cell right after the change says so.
+    const k = body.rows.indexOf(rowsOfGroup[0]);
+    const box = await page.locator('#plot').boundingBox();
+    const rows = Number(await page.getAttribute('#plot', 'data-rows'));
+    const frac = await xFraction(page, at + body.step_ms / 2);
+    await page.mouse.move(box.x + frac * box.width, box.y + ((k + 0.5) / rows) * box.height);
+    const tip = await page.textContent('#tooltip');
+    assert.match(tip, /leader changed: term \d+ → \d+/, tip);
+    await page.mouse.move(0, 0);
   });
 
   test('brush_zoom_requeries_a_finer_window_and_key_range_and_back_restores', async () => {

@@ -197,3 +197,18 @@ test('key_prefix_becomes_the_range_of_keys_that_start_with_it', async () => {
   assert.equal(prefixRange(''), null);
   assert.equal(prefixRange('0xzz'), null);
 });
+
+test('leader_changes_are_found_per_group_skipping_cells_without_identity', async () => {
+  const { leaderChanges } = await import('../../crates/keyviz-admin/ui/js/view.js');
+  const m = {
+    column_unix_ms: [0, 1000, 2000, 3000, 4000], series: 'writes', generated_at: '', step_ms: 1000,
+    rows: [
+      row('a', null, 'k', [1, 1, 0, 1, 1], { raft_group_ids: [2, 2, 0, 2, 2], leader_terms: [9, 9, 0, 10, 10] }),
+      row('b', 'k', 'm', [1, 1, 1, 1, 1], { raft_group_ids: [1, 1, 3, 3, 3], leader_terms: [5, 5, 7, 7, 8] }),
+      row('c', 'm', null, [1, 1], {}),
+    ],
+  };
+  m.rows[2].values = [1, 1, 1, 1, 1];
+  const v = buildView(/** @type {any} */ (m), { from: 0, to: 5000 }, null);
+  assert.deepEqual(leaderChanges(v), [[0, 3], [1, 4]], 'a gap keeps the previous term; a new group is not a change');
+});

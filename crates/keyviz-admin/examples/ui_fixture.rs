@@ -5,6 +5,7 @@
 //! read pattern), fanning out to each other:
 //! - `n1` is the entry node (the browser talks to it);
 //! - `n2` can be stopped through the control endpoint to make the cluster view degraded;
+//! - group 2 changes leader term halfway through the history (a leadership change);
 //! - `n3` is a crafted peer: besides its own groups it reports a copy of one of n1's rows with
 //!   different write values for the same (raft group, leader term), which the merge must flag
 //!   as conflicting cells; it also reports a different end key for `route:<DIVERGENT_ROUTE>`, which
@@ -44,6 +45,8 @@ const READ_HOT: std::ops::Range<u64> = 44..48;
 const CONFLICT_ROUTE: u64 = 21;
 /// The row whose key range the crafted peer misreports (catalog divergence); led by n1.
 const DIVERGENT_ROUTE: u64 = 42;
+/// The raft group whose leader term changes halfway through the history.
+const LEADER_CHANGE_GROUP: u64 = 2;
 /// Raft groups; group g is led by node g-1 with term 7+g.
 const GROUPS: u64 = 3;
 
@@ -58,8 +61,10 @@ fn group_of(route: u64) -> u64 {
     1 + route % GROUPS
 }
 
-fn term_of(group: u64) -> u64 {
-    7 + group
+/// Leader term of `group` in step window `window_index`: group `LEADER_CHANGE_GROUP` gets a new
+/// leader term from window `change_at` on (a leadership change the UI marks).
+fn term_of(group: u64, window_index: i64, change_at: i64) -> u64 {
+    7 + group + u64::from(group == LEADER_CHANGE_GROUP && window_index >= change_at)
 }
 
 fn route_key(route: u64) -> Vec<u8> {
@@ -85,8 +90,8 @@ fn register_routes(sampler: &Sampler) -> Result<(), String> {
 
 /// Feeds one step window of synthetic traffic into node `node` (0-based), which leads group
 /// node+1: it records writes and leader reads for routes of its group, and one follower read
-/// per window for every other route.
-fn drive_window(sampler: &Sampler, node: u64, window_index: i64) {
+/// per window for every other route. `change_at` is the window of the leadership change.
+fn drive_window(sampler: &Sampler, node: u64, window_index: i64, change_at: i64) {
     let diag =
         u64::try_from(window_index.rem_euclid(i64::try_from(ROUTES).unwrap_or(64))).unwrap_or(0);
     let mut key = Vec::with_capacity(24);
@@ -116,7 +121,7 @@ fn drive_window(sampler: &Sampler, node: u64, window_index: i64) {
             key.extend_from_slice(&route_key(r));
             key.extend_from_slice(format!(":{:03}", i % 50).as_bytes());
             if i < writes {
-                sampler.observe_write(r, &key, 100, group, term_of(group));
+                sampler.observe_write(r, &key, 100, group, term_of(group, window_index, change_at));
             }
             if i < reads {
                 sampler.observe_read(r, &key, 60, keyviz::ReadRole::Leader);
@@ -282,10 +287,11 @@ async fn main() -> Result<(), String> {
             Ok(Arc::new(s))
         })
         .collect::<Result<_, String>>()?;
+    let change_at = (first_boundary + (now - first_boundary) / 2) / step;
     let mut boundary = first_boundary;
     while boundary + step <= now {
         for (i, s) in samplers.iter().enumerate() {
-            drive_window(s, i as u64, boundary / step);
+            drive_window(s, i as u64, boundary / step, change_at);
             let _report = s.flush(boundary + step);
         }
         boundary += step;
@@ -374,7 +380,7 @@ async fn main() -> Result<(), String> {
                 tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))).await;
             }
             for (i, s) in live.iter().enumerate() {
-                drive_window(s, i as u64, boundary / step);
+                drive_window(s, i as u64, boundary / step, change_at);
                 let _report = s.flush(boundary + step);
             }
             boundary += step;
@@ -420,6 +426,7 @@ async fn main() -> Result<(), String> {
         "conflict_bucket": format!("route:{CONFLICT_ROUTE}"),
         "divergent_bucket": format!("route:{DIVERGENT_ROUTE}"),
         "stoppable": "n2",
+        "leader_change": { "group": LEADER_CHANGE_GROUP, "at_unix_ms": change_at * step },
     });
     println!("{hello}");
 

@@ -18,7 +18,7 @@ import { renderDetail, renderFindings, renderHotList } from './render/detail.js'
 import { HeatmapRenderer } from './render/heatmap.js';
 import { renderLegend } from './render/legend.js';
 import { drawRowMarginal, drawTimeMarginal } from './render/marginals.js';
-import { drawHatching, renderDegradedBanner, renderNodes, renderWarnings, showRect } from './render/overlays.js';
+import { drawHatching, drawLeaderChanges, renderDegradedBanner, renderNodes, renderWarnings, showRect } from './render/overlays.js';
 import { hideTooltip, showTooltip } from './render/tooltip.js';
 import { buildLut, decodeKey, formatDuration, formatNumber, formatTime, keyLabel } from './scales.js';
 import { armExpiry, clearSession, disarmExpiry, loadSession } from './session.js';
@@ -295,6 +295,7 @@ export function createApp(store) {
     renderer.render(view, s.scale, lut, size.width, size.height);
     wheelWindow = null;
     drawHatching(el.hatch, view, size.width, size.height, null);
+    drawLeaderChanges(el.hatch, view, null);
     drawTimeMarginal(el.timeMarginal, view, size.width, 32);
     drawRowMarginal(el.rowMarginal, view, 63, size.height);
     renderTimeAxis(el.timeAxis, view, size.width);
@@ -449,6 +450,7 @@ export function createApp(store) {
       // Instant preview from the buffer we have; the real query follows when the wheel rests.
       renderer.draw(size.width, size.height, srcFor(next));
       drawHatching(el.hatch, view, size.width, size.height, srcFor(next));
+      drawLeaderChanges(el.hatch, view, srcFor(next));
       renderTimeAxis(el.timeAxis, view, size.width, next);
       clearTimeout(wheelTimer);
       wheelTimer = window.setTimeout(() => {

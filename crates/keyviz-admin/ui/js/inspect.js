@@ -26,6 +26,15 @@ export function describeCell(view, c) {
   const group = col >= 0 ? row.raft_group_ids?.[col] ?? 0 : 0;
   const term = col >= 0 ? row.leader_terms?.[col] ?? 0 : 0;
   const conflict = col >= 0 && cellConflict(row, col);
+  // The previous known term of the same group in this row, to say when leadership changed.
+  let prevTerm = 0;
+  for (let j = col - 1; j >= 0 && col >= 0; j--) {
+    if ((row.raft_group_ids?.[j] ?? 0) === group && (row.leader_terms?.[j] ?? 0) !== 0) {
+      prevTerm = row.leader_terms?.[j] ?? 0;
+      break;
+    }
+  }
+  const changed = group !== 0 && term !== 0 && prevTerm !== 0 && prevTerm !== term;
   return {
     k: c.k,
     slot: c.slot,
@@ -34,7 +43,7 @@ export function describeCell(view, c) {
     keys: `${keyLabel(decodeKey(row.start), 'start', 40)} → ${keyLabel(decodeKey(row.end), 'end', 40)}`,
     value: col < 0 ? 'no data for this window'
       : `${formatNumber(value)} ${matrix.series}${view.slotMs !== view.stepMs ? ` (busiest ${formatDuration(view.stepMs)} step of this pixel column)` : ''}`,
-    raft: group ? `group ${group}, term ${term}` : '—',
+    raft: group ? `group ${group}, term ${term}${changed ? ` (leader changed: term ${prevTerm} → ${term})` : ''}` : '—',
     conflict: conflict ? (row.conflicts?.length ? 'yes: nodes disagree for the same group and term' : 'yes (row-level flag)') : 'no',
     bucket: `${row.bucket_id}${row.aggregate ? ` (aggregate of ${row.route_count} routes)` : ''}`,
   };

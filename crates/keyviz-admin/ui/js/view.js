@@ -204,3 +204,32 @@ export function appendColumns(base, delta, keepFrom) {
   });
   return { ...base, column_unix_ms: columns, rows, generated_at: delta.generated_at, fanout: delta.fanout ?? base.fanout };
 }
+
+/**
+ * Columns where a row's leader term changed: the term differs from the previous known term of
+ * the same raft group in that row (cells with no identity, group or term 0, are skipped).
+ * Returns [displayed row position, column] pairs in row order.
+ * @param {View} view
+ * @returns {[number, number][]}
+ */
+export function leaderChanges(view) {
+  /** @type {[number, number][]} */
+  const out = [];
+  for (let k = 0; k < view.rowIndex.length; k++) {
+    const row = view.matrix.rows[view.rowIndex[k]];
+    const groups = row.raft_group_ids;
+    const terms = row.leader_terms;
+    if (!groups || !terms) continue;
+    let lastGroup = 0;
+    let lastTerm = 0;
+    for (let j = 0; j < terms.length; j++) {
+      const g = groups[j] ?? 0;
+      const t = terms[j] ?? 0;
+      if (g === 0 || t === 0 || view.colSlot[j] < 0) continue;
+      if (g === lastGroup && t !== lastTerm) out.push([k, j]);
+      lastGroup = g;
+      lastTerm = t;
+    }
+  }
+  return out;
+}

@@ -44,5 +44,12 @@ export function renderLegend(el, o) {
   const title = document.createElement('span');
   title.className = 'legend-title';
   title.textContent = `${o.series} per cell (${o.scale})`;
-  el.replaceChildren(title, swatch(0, '0 (no traffic)', 'zero'), swatch(NO_DATA_INDEX, 'no data', 'nodata'), scaleBox);
+  const marks = document.createElement('span');
+  marks.className = 'legend-marks';
+  const hatch = document.createElement('i');
+  hatch.className = 'mark-hatch';
+  const leader = document.createElement('i');
+  leader.className = 'mark-leader';
+  marks.append(hatch, document.createTextNode('conflict'), leader, document.createTextNode('leader change'));
+  el.replaceChildren(title, swatch(0, '0 (no traffic)', 'zero'), swatch(NO_DATA_INDEX, 'no data', 'nodata'), scaleBox, marks);
 }

@@ -4,7 +4,7 @@
  * the brush rectangle, the selected-cell outline, the degraded banner and the warnings list.
  */
 
-import { cellConflict } from '../view.js';
+import { cellConflict, leaderChanges } from '../view.js';
 
 /**
  * Hatches conflicting cells on the overlay canvas (diagonal stripes, so it reads in any palette
@@ -86,6 +86,37 @@ export function drawHatching(canvas, view, cssWidth, cssHeight, src) {
   canvas.dataset.conflictCells = String(cells);
   canvas.dataset.conflictRows = String(rows);
   return { cells, rows };
+}
+
+/**
+ * Marks leadership changes on the overlay canvas (already sized by drawHatching): a short
+ * cyan bar with a dark edge at the left of each cell whose leader term differs from the
+ * previous one of the same raft group — where a hotspot may move or pause during an election.
+ * Returns how many were drawn (also left in `data-leader-changes`).
+ * @param {HTMLCanvasElement} canvas
+ * @param {import('../view.js').View} view
+ * @param {{ x: number, y: number, w: number, h: number }|null} src visible part of the buffer, in cells
+ */
+export function drawLeaderChanges(canvas, view, src) {
+  const ctx = canvas.getContext('2d');
+  const changes = leaderChanges(view);
+  canvas.dataset.leaderChanges = String(changes.length);
+  if (!ctx || changes.length === 0) return changes.length;
+  const dpr = Math.min(4, Math.max(1, window.devicePixelRatio || 1));
+  const s = src ?? { x: 0, y: 0, w: view.slots, h: view.rowIndex.length };
+  const sx = canvas.width / s.w;
+  const sy = canvas.height / s.h;
+  const w = Math.max(2, Math.round(2 * dpr));
+  for (const [k, j] of changes) {
+    const x = (view.colSlot[j] - s.x) * sx;
+    const y = (k - s.y) * sy;
+    const h = Math.max(3, sy);
+    ctx.fillStyle = 'rgba(0,0,0,0.85)';
+    ctx.fillRect(Math.floor(x) - 1, Math.floor(y), w + 2, Math.ceil(h));
+    ctx.fillStyle = '#27e1f5';
+    ctx.fillRect(Math.floor(x), Math.floor(y), w, Math.ceil(h));
+  }
+  return changes.length;
 }
 
 /**
