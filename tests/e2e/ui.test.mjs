@@ -443,6 +443,24 @@ describe('KeyViz web UI', () => {
     await matrixAfter(page, () => login(page, fx.hello));
   });
 
+  test('server_errors_and_malformed_answers_say_what_to_do_and_keep_the_picture', async () => {
+    // Real answers are healthy here, so these two are injected at the network layer.
+    const answers = [
+      { status: 503, body: { error: 'keyviz_disabled', message: 'key visualizer sampler is not configured on this node' }, expect: /KeyViz is not available on this node \(keyviz_disabled: .*\)\. Enable the sampler/ },
+      { status: 200, body: { column_unix_ms: [1, 2], rows: [{ bucket_id: 'route:1', start: null, end: null, aggregate: false, route_count: 1, values: [1] }], series: 'writes', generated_at: '' }, expect: /invalid_matrix: row route:1 has 1 values for 2 columns/ },
+    ];
+    for (const a of answers) {
+      await page.route('**/admin/api/v1/keyviz/matrix**', (route) => route.fulfill({ status: a.status, contentType: 'application/json', body: JSON.stringify(a.body) }));
+      await page.click('#refresh');
+      await page.waitForFunction(() => document.body.dataset.state === 'error');
+      assert.match(await page.textContent('#status'), a.expect);
+      assert.equal(await page.isVisible('#empty'), false, 'the last good picture stays');
+      await page.unroute('**/admin/api/v1/keyviz/matrix**');
+    }
+    await matrixAfter(page, () => page.click('#refresh'));
+    assert.equal(await page.evaluate(() => document.body.dataset.state), 'ready');
+  });
+
   test('an_empty_window_says_what_is_going_on_and_what_to_do', async () => {
     const to = Date.now() - 20 * 3600_000;
     await page.goto(`${fx.entry}/admin/keyviz?series=writes&range=custom&from=${to - 600_000}&to=${to}&rows=256`);
