@@ -222,3 +222,52 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
     node.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: NodeArgs,
+    }
+
+    fn load(argv: &[&str]) -> anyhow::Result<NodeConfig> {
+        let w = Wrapper::try_parse_from(std::iter::once("node").chain(argv.iter().copied()))?;
+        Config::load(&w.args)
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "node_id = 5\ngroups = 4\nstep_ms = 5000\n").expect("write config");
+        let p = path.to_str().expect("utf-8 path");
+        let c = load(&["--config", p, "--groups", "7", "--step", "2s"]).expect("load");
+        assert_eq!(c.node_id, 5, "from the file");
+        assert_eq!(c.groups, 7, "flag beats file");
+        assert_eq!(c.step_ms, 2_000, "flag beats file");
+        assert_eq!(c.resp_addr, NodeConfig::default().resp_addr, "default kept");
+        let c = load(&["--config", p, "--keyviz-disabled", "--peer", "2=a:1/a:2"]).expect("load");
+        assert!(!c.keyviz_enabled);
+        assert_eq!(c.peers.len(), 1);
+    }
+
+    #[test]
+    fn bad_config_is_an_error_with_context() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "groups = 0\n").expect("write config");
+        let err = load(&["--config", path.to_str().expect("utf-8 path")]).expect_err("invalid");
+        assert!(format!("{err:#}").contains("groups"), "{err:#}");
+        let err = load(&["--config", "/nonexistent/keyviz.toml"]).expect_err("missing file");
+        assert!(
+            format!("{err:#}").contains("reading config file"),
+            "{err:#}"
+        );
+        assert!(load(&["--peer", "garbage"]).is_err());
+    }
+}
