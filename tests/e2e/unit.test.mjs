@@ -212,3 +212,20 @@ test('leader_changes_are_found_per_group_skipping_cells_without_identity', async
   const v = buildView(/** @type {any} */ (m), { from: 0, to: 5000 }, null);
   assert.deepEqual(leaderChanges(v), [[0, 3], [1, 4]], 'a gap keeps the previous term; a new group is not a change');
 });
+
+test('csv_fields_are_quoted_and_defused_against_formula_injection', async () => {
+  const { csvCell, toCsv } = await import('../../crates/keyviz-admin/ui/js/export.js');
+  assert.equal(csvCell('user:1'), 'user:1');
+  assert.equal(csvCell('a,b'), '"a,b"');
+  assert.equal(csvCell('say "hi"'), '"say ""hi"""');
+  assert.equal(csvCell('=HYPERLINK("x")'), `"'=HYPERLINK(""x"")"`);
+  assert.equal(csvCell('@cmd'), "'@cmd");
+  const m = {
+    column_unix_ms: [0, 1000], series: 'writes', generated_at: '', step_ms: 1000,
+    rows: [row('route:1', '=1+1', null, [3, 4])],
+  };
+  const csv = toCsv(buildView(/** @type {any} */ (m), { from: 0, to: 2000 }, null));
+  const [head, line] = csv.trim().split('\n');
+  assert.equal(head, 'bucket_id,label,start_hex,end_hex,aggregate,route_count,total,1970-01-01T00:00:00.000Z,1970-01-01T00:00:01.000Z');
+  assert.equal(line, "route:1,'=1+1,3d312b31,(end),false,1,7,3,4");
+});

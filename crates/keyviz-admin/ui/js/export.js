@@ -80,8 +80,15 @@ export function exportPng(heat, hatch, view, caption, dark) {
   out.toBlob((b) => b && download(b, `keyviz-${view.matrix.series}-${stamp(view.from)}.png`), 'image/png');
 }
 
-/** @param {string} s */
-const csvCell = (s) => (/[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s);
+/**
+ * One CSV field. Keys are user data: a field a spreadsheet would run as a formula (leading
+ * =, +, -, @, tab or CR) gets a leading apostrophe, and quotes/commas/newlines are quoted.
+ * @param {string} s
+ */
+export function csvCell(s) {
+  const safe = /^[=+\-@\t\r]/.test(s) ? `'${s}` : s;
+  return /[",\n\r]/.test(safe) ? `"${safe.replace(/"/g, '""')}"` : safe;
+}
 
 /**
  * One line per displayed row: identity and keys (label and hex), then one value per column.
