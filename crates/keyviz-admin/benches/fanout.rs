@@ -24,7 +24,7 @@ use keyviz_admin::{
 fn peer_matrix(node: u64, rows: usize, cols: usize) -> Matrix {
     Matrix {
         column_unix_ms: (0..cols as i64)
-            .map(|c| 1_700_000_000_000 + c * 60_000)
+            .map(|c| 1_699_999_980_000 + c * 60_000)
             .collect(),
         rows: (0..rows)
             .map(|r| {
