@@ -676,3 +676,49 @@ async fn peers_get_the_compact_encoding_only_when_they_ask() {
     let r = get_with(&n1.url(MATRIX), &h).await;
     assert_eq!(r.headers["content-type"], "application/json; charset=utf-8");
 }
+
+#[tokio::test]
+async fn identity_mismatch_missing_id_and_foreign_secret_are_reported() {
+    let reads = |v: u64| mx(Reads, &[1000], &[("route:1", &[v], &[], &[])]);
+    // Probe says n2, the matrix says n3: not merged.
+    let (liar, _) = fake_peer("n2", Behaviour::Body(peer_body(reads(100), "n3"))).await;
+    // An old peer without node_id in its matrix: merged, with a warning.
+    let no_id = Bytes::from(serde_json::to_vec(&reads(7)).expect("encode"));
+    let (legacy, _) = fake_peer("n4", Behaviour::Body(no_id)).await;
+    // A real node with another cluster secret rejects our peer token.
+    let foreign_listener = bind().await;
+    let foreign_addr = foreign_listener.local_addr().expect("addr").to_string();
+    let foreign_state = keyviz_admin::AdminState::builder(
+        keyviz_admin::NodeIdentity::new("n5", &foreign_addr).expect("id"),
+        keyviz_admin::ClusterSecret::new(vec![5; 48], None).expect("secret"),
+    )
+    .matrix_source(FixedSource::new(vec![reads(1000)]))
+    .build()
+    .expect("state");
+    let foreign = serve_on(foreign_listener, keyviz_admin::router(foreign_state)).await;
+    let peers = vec![
+        liar.addr.to_string(),
+        legacy.addr.to_string(),
+        foreign.addr.to_string(),
+    ];
+    let (s, sess) = entry_node(vec![reads(3)], &peers, |_| {}).await;
+    let v = matrix(&s, &sess, "?series=reads").await;
+    assert_eq!(row_values(&v, "route:1"), vec![10], "{v}");
+    assert_eq!(node(&v, 1)["ok"], false);
+    assert!(
+        node(&v, 1)["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("peer identity"))
+    );
+    assert_eq!(node(&v, 2)["ok"], true);
+    assert_eq!(node(&v, 2)["warnings"][0]["code"], "missing_node_id");
+    assert_eq!(node(&v, 3)["ok"], false);
+    assert!(
+        node(&v, 3)["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("401")),
+        "{v}"
+    );
+    assert_eq!(v["fanout"]["expected"], 4);
+    assert_eq!(v["fanout"]["responded"], 2);
+}
