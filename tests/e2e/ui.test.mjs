@@ -141,6 +141,14 @@ describe('KeyViz web UI', () => {
     await page.screenshot({ path: `${SCREENSHOTS}detail.png`, fullPage: true });
     await page.keyboard.press('Escape');
     await page.waitForSelector('#tooltip', { state: 'hidden' });
+    // Pin again, then release by clicking outside the plot and the detail panel. (The copy
+    // button scrolled the page: measure the plot again.)
+    await page.locator('#plot').scrollIntoViewIfNeeded();
+    const again = await page.locator('#plot').boundingBox();
+    await page.mouse.click(again.x + again.width * 0.4, again.y + ((k + 0.5) / rows) * again.height);
+    await page.waitForSelector('#tooltip:visible');
+    await page.click('#summary');
+    await page.waitForSelector('#tooltip', { state: 'hidden' });
   });
 
   test('conflict_hatching_marks_the_cells_the_crafted_peer_contradicts', async () => {

@@ -497,6 +497,11 @@ export function createApp(store) {
   document.addEventListener('keydown', (e) => {
     if (e.key === 'Escape' && pinned) unpin();
   });
+  // "Click elsewhere" releases the pin; the detail panel (copy buttons) does not count.
+  document.addEventListener('pointerdown', (e) => {
+    const t = /** @type {Node|null} */ (e.target);
+    if (pinned && t && !el.plot.contains(t) && !el.detail.contains(t)) unpin();
+  });
   document.addEventListener('visibilitychange', () => {
     if (!document.hidden && (store.state.auto || store.state.live) && !loading && matrix) void load(store.state.live);
   });
