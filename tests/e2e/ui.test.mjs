@@ -386,6 +386,14 @@ describe('KeyViz web UI', () => {
     const { params } = await matrixAfter(page, () => login(page, fx.hello));
     assert.equal(params.get('series'), 'reads', 'back on the same view after signing in');
     assert.equal(page.url(), view);
+    // The page also leaves on its own when the session's expires_at passes (no request needed).
+    await page.evaluate(() => sessionStorage.setItem('keyviz-admin.session.v1', JSON.stringify({ role: 'full', expires_at: new Date(Date.now() + 2500).toISOString() })));
+    await page.reload();
+    await settled(page);
+    await page.waitForSelector('#login-form:visible', { timeout: 10_000 });
+    assert.match(await page.textContent('#login-reason'), /session expired/i);
+    await matrixAfter(page, () => login(page, fx.hello));
+    assert.equal(page.url(), view);
   });
 
   test('live_mode_appends_new_columns_without_reallocating_the_canvas', async () => {
