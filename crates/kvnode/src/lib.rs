@@ -13,6 +13,7 @@
 mod admin;
 pub mod config;
 pub mod dispatch;
+mod history;
 mod internal;
 pub mod node;
 pub mod raft;

@@ -125,7 +125,9 @@ pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
             key_buckets_per_route: cfg.key_buckets_per_route,
             ..keyviz::SamplerConfig::default()
         };
-        let sampler = keyviz::Sampler::new(sc, now_unix_ms() as i64)
+        // History survives restarts: it is reloaded from, and appended to, the database.
+        let history = Arc::new(crate::history::FjallHistory::new(store.clone()));
+        let sampler = keyviz::Sampler::with_store(sc, now_unix_ms() as i64, history)
             .map_err(|e| NodeError::Sampler(e.to_string()))?;
         Sampling::enabled(Arc::new(sampler))
     } else {

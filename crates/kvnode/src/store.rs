@@ -3,6 +3,7 @@
 //! - `raft_log`: `group (8 bytes BE) ++ index (8 bytes BE)` → JSON log entry.
 //! - `raft_meta`: `group (8 bytes BE) ++ name` → JSON (vote, committed, purged, applied state),
 //!   plus the global `catalog` key (the route catalog, written with every split).
+//! - `keyviz_history`: KeyViz columns (see `history.rs`), so a restart keeps the heatmap.
 //! - `kv`: user key → [`StoredValue`] encoding. Keys are *not* prefixed by group: every node hosts
 //!   every group and routes never overlap, so the user key alone is unique, and a whole-keyspace
 //!   `SCAN` is one ordered range read. A group's keys are the keys inside its routes.
@@ -41,6 +42,7 @@ pub struct Store {
     pub(crate) log: Keyspace,
     pub(crate) meta: Keyspace,
     pub(crate) kv: Keyspace,
+    pub(crate) history: Keyspace,
     fsync: bool,
     syncer: mpsc::Sender<SyncWaiter>,
 }
@@ -78,6 +80,7 @@ impl Store {
         let log = db.keyspace("raft_log", KeyspaceCreateOptions::default)?;
         let meta = db.keyspace("raft_meta", KeyspaceCreateOptions::default)?;
         let kv = db.keyspace("kv", KeyspaceCreateOptions::default)?;
+        let history = db.keyspace("keyviz_history", KeyspaceCreateOptions::default)?;
         let (syncer, rx) = mpsc::channel();
         let db2 = db.clone();
         std::thread::Builder::new()
@@ -92,6 +95,7 @@ impl Store {
             log,
             meta,
             kv,
+            history,
             fsync,
             syncer,
         })

@@ -1,0 +1,90 @@
+//! KeyViz history persisted in the node's fjall database (`keyviz_history` keyspace), so a
+//! restarted node still shows the heatmap it had.
+//!
+//! Key: the column's window start as an order-preserving big-endian i64 (sign bit flipped);
+//! value: the JSON `ColumnRecord`. Appending a window that exists replaces it, as the trait
+//! requires. Writes are not fsync'd on their own: they ride on the next log fsync, and losing
+//! the last column on a power cut is acceptable for a heatmap.
+
+use keyviz::{ColumnRecord, HistoryStore, PersistError};
+
+use crate::store::{Store, from_json, to_json};
+
+/// [`HistoryStore`] over the node's database.
+pub(crate) struct FjallHistory {
+    store: Store,
+}
+
+impl FjallHistory {
+    pub(crate) fn new(store: Store) -> Self {
+        Self { store }
+    }
+}
+
+fn key(unix_ms: i64) -> [u8; 8] {
+    ((unix_ms as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn err(e: impl std::error::Error + Send + Sync + 'static) -> PersistError {
+    PersistError(Box::new(e))
+}
+
+impl HistoryStore for FjallHistory {
+    fn append(&self, record: &ColumnRecord) -> Result<(), PersistError> {
+        let raw = to_json("keyviz column", record).map_err(err)?;
+        self.store
+            .history
+            .insert(key(record.unix_ms), raw)
+            .map_err(err)
+    }
+
+    fn load(&self, since_unix_ms: i64) -> Result<Vec<ColumnRecord>, PersistError> {
+        let mut out = Vec::new();
+        for item in self.store.history.range(key(since_unix_ms)..) {
+            let v = item.value().map_err(err)?;
+            out.push(from_json("keyviz column", &v).map_err(err)?);
+        }
+        Ok(out)
+    }
+
+    fn prune(&self, before_unix_ms: i64) -> Result<(), PersistError> {
+        let mut batch = self.store.batch();
+        for item in self.store.history.range(..key(before_unix_ms)) {
+            batch.remove(&self.store.history, item.key().map_err(err)?);
+        }
+        batch.commit().map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn column(unix_ms: i64) -> ColumnRecord {
+        ColumnRecord {
+            unix_ms,
+            step_ms: 1_000,
+            cells: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn columns_round_trip_in_time_order_and_prune_drops_old_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let h = FjallHistory::new(Store::open(dir.path(), false).expect("open"));
+        for t in [3_000, -1_000, 1_000, 2_000] {
+            h.append(&column(t)).expect("append");
+        }
+        h.append(&column(2_000)).expect("replace");
+        let got: Vec<i64> = h.load(0).expect("load").iter().map(|c| c.unix_ms).collect();
+        assert_eq!(got, vec![1_000, 2_000, 3_000]);
+        h.prune(2_000).expect("prune");
+        let got: Vec<i64> = h
+            .load(i64::MIN)
+            .expect("load")
+            .iter()
+            .map(|c| c.unix_ms)
+            .collect();
+        assert_eq!(got, vec![2_000, 3_000]);
+    }
+}
