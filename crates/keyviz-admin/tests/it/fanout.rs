@@ -243,7 +243,7 @@ async fn slow_peer_is_cut_at_the_timeout_but_a_merely_slowish_one_is_merged() {
     let took = started.elapsed();
     // The answer comes at the deadline (+10 %, plus slack for a loaded debug build), not
     // after the stuck peer's 30 s.
-    let bound = timeout.mul_f64(1.1) + Duration::from_millis(1500);
+    let bound = timeout.mul_f64(1.1) + Duration::from_secs(3);
     assert!(took < bound, "took {took:?}, bound {bound:?}");
     assert_eq!(row_values(&v, "route:1"), vec![10]);
     assert_eq!(node(&v, 1)["ok"], true);
