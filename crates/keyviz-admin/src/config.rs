@@ -24,6 +24,9 @@ pub enum ConfigError {
     /// A size or count that must be positive is zero.
     #[error("{0} must be greater than zero")]
     ZeroSize(&'static str),
+    /// Fan-out results may be reused for at most one second.
+    #[error("result reuse must be at most 1 s, got {0:?}")]
+    ResultReuse(Duration),
     /// Peer tokens may live at most 30 s.
     #[error("peer token lifetime must be between 1 and 30 seconds, got {0:?}")]
     PeerTokenTtl(Duration),
@@ -59,8 +62,8 @@ pub struct AdminConfig {
     /// Fan-outs running at once (default 8); more wait for a slot. Bounds memory, since each
     /// fan-out may hold up to `fanout_body_cap` per peer.
     pub max_concurrent_fanouts: usize,
-    /// How long a finished fan-out result is reused for identical requests (default 1 s;
-    /// zero disables reuse but keeps single-flight).
+    /// How long a finished fan-out result is reused for identical requests (default 1 s,
+    /// at most 1 s; zero disables reuse but keeps single-flight).
     pub result_reuse: Duration,
     /// Lifetime of a peer token (default 10 s, at most 30 s).
     pub peer_token_ttl: Duration,
@@ -132,6 +135,9 @@ impl AdminConfig {
         }
         if self.login_rate_max_clients == 0 {
             return Err(ConfigError::ZeroSize("login_rate_max_clients"));
+        }
+        if self.result_reuse > Duration::from_secs(1) {
+            return Err(ConfigError::ResultReuse(self.result_reuse));
         }
         if self.peer_token_ttl.is_zero() || self.peer_token_ttl > Duration::from_secs(30) {
             return Err(ConfigError::PeerTokenTtl(self.peer_token_ttl));
@@ -238,6 +244,11 @@ mod tests {
             ..AdminConfig::default()
         };
         assert!(matches!(c.validate(), Err(ConfigError::PeerTokenTtl(_))));
+        let c = AdminConfig {
+            result_reuse: Duration::from_millis(1001),
+            ..AdminConfig::default()
+        };
+        assert!(matches!(c.validate(), Err(ConfigError::ResultReuse(_))));
         let c = AdminConfig {
             fanout_timeout: Duration::ZERO,
             ..AdminConfig::default()
