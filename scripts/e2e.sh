@@ -23,8 +23,10 @@ fi
 
 if [ ! -x /usr/bin/chromium ] && [ "$MODE" != "--no-browser" ]; then
   log "installing chromium (apt-get)"
-  apt-get update
-  DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y chromium
 fi
 
 log "npm ci (tests/e2e)"
