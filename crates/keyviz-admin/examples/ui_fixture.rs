@@ -234,6 +234,12 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown argument {other}")),
         }
     }
+    if !(0..=24 * 60).contains(&args.history_min) {
+        return Err(format!(
+            "--history-min must be 0..=1440, got {}",
+            args.history_min
+        ));
+    }
     Ok(args)
 }
 
