@@ -436,6 +436,7 @@ mod tests {
     fn lenient_but_valid_forms_match_serde() {
         for text in [
             r#"{}"#,
+            r#"{"zzz": 5, "yyy": true,"rows": [], "xxx": -1.5e3}"#,
             r#" { "rows" : [ ] , "unknown": {"a":[1,2,{"b":null}]}, "fanout": null } "#,
             r#"{"node_id":null,"rows":[{"bucket_id":"x","label":null,"start":"","end":null,"values":[]}]}"#,
             r#"{"column_unix_ms":[1],"rows":[{"bucket_id":"\u0078","values":[0],"extra":"\"q\""}]}"#,
