@@ -453,10 +453,9 @@ export function createApp(store) {
       drawLeaderChanges(el.hatch, view, srcFor(next));
       renderTimeAxis(el.timeAxis, view, size.width, next);
       clearTimeout(wheelTimer);
-      wheelTimer = window.setTimeout(() => {
-        const w = wheelWindow;
-        if (w) store.zoomTo(w.from, w.to, store.state.keys);
-      }, 350);
+      // Each wheel event restarts the timer, so the last window of the gesture is queried
+      // (even if a refresh redrew the plot meanwhile).
+      wheelTimer = window.setTimeout(() => store.zoomTo(next.from, next.to, store.state.keys), 350);
     },
     back: () => store.back(),
     reset: () => store.reset(),
