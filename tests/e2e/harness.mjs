@@ -8,8 +8,13 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 export const REPO = fileURLToPath(new URL('../../', import.meta.url));
-export const SCREENSHOTS = `${REPO}docs/screenshots/`;
 const TARGET = process.env.CARGO_TARGET_DIR || `${REPO}target`;
+// Screenshots go under target/ on every run; KEYVIZ_UPDATE_SCREENSHOTS=1 refreshes the
+// committed ones in docs/screenshots/ (so a plain test run leaves the checkout clean).
+export const SCREENSHOTS = process.env.KEYVIZ_UPDATE_SCREENSHOTS === '1'
+  ? `${REPO}docs/screenshots/`
+  : `${TARGET}/e2e-screenshots/`;
+mkdirSync(SCREENSHOTS, { recursive: true });
 export const FIXTURE_BIN = process.env.KEYVIZ_UI_FIXTURE || `${TARGET}/debug/examples/ui_fixture`;
 export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
