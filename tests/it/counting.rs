@@ -95,6 +95,8 @@ fn follower_reads_are_counted_with_the_follower_role() {
         conn.call(&["SET", "fr", "1"]).expect("set"),
         crate::util::Reply::Simple("OK".into())
     );
+    // "fr" is in route 3, group 3 (even layout over three groups).
+    let leader_before = c.leader_of(0, 3);
     let mut total = 0u64;
     for n in &c.nodes {
         let mut conn = crate::util::Resp::connect(n.resp).expect("connect");
@@ -111,6 +113,13 @@ fn follower_reads_are_counted_with_the_follower_role() {
     let leader = matrix_total(&matrix(&admin, &cookie, "leader_reads"));
     let follower = matrix_total(&matrix(&admin, &cookie, "follower_reads"));
     assert_eq!(leader + follower, total);
-    assert_eq!(leader, 10, "exactly one node leads the group of `fr`");
-    assert_eq!(follower, 20);
+    assert!(
+        leader > 0 && follower > 0,
+        "both roles served reads: {leader} / {follower}"
+    );
+    if leader_before.is_some() && leader_before == c.leader_of(0, 3) {
+        // Leadership did not move during the reads: one node served its 10 as leader.
+        assert_eq!(leader, 10, "exactly one node leads the group of `fr`");
+        assert_eq!(follower, 20);
+    }
 }

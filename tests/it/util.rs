@@ -173,7 +173,21 @@ impl Cluster {
         for i in 0..c.nodes.len() {
             c.wait_node_ready(i, Duration::from_secs(60));
         }
+        c.wait_balanced(opts.groups, Duration::from_secs(10));
         c
+    }
+
+    /// Best effort: waits until each group is led by the node that campaigns for it after
+    /// start-up (`(g - 1) % nodes + 1`), so tests start with settled leaders.
+    pub fn wait_balanced(&self, groups: u64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let n = self.nodes.len() as u64;
+        while Instant::now() < deadline {
+            if (1..=groups).all(|g| self.leader_of(0, g) == Some((g - 1) % n + 1)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Waits until node `i` answers INFO and knows a leader for every group.
