@@ -211,6 +211,7 @@ mod tests {
             from_unix_ms: None,
             to_unix_ms: None,
             row_budget: None,
+            ..MatrixQuery::default()
         };
         assert!(!DisabledSource.is_enabled());
         assert_eq!(

@@ -87,6 +87,7 @@ pub(crate) async fn local_matrix(
         from_unix_ms: params.from_unix_ms,
         to_unix_ms: params.to_unix_ms,
         row_budget: Some(rows),
+        ..MatrixQuery::default()
     };
     let inner2 = inner.clone();
     let mut m =

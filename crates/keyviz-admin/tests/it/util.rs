@@ -238,7 +238,7 @@ impl FixedSource {
 impl MatrixSource for FixedSource {
     fn matrix(&self, query: &MatrixQuery, _now: i64) -> Result<Matrix, SourceError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        self.queries.lock().push(*query);
+        self.queries.lock().push(query.clone());
         if !self.delay.is_zero() {
             std::thread::sleep(self.delay);
         }

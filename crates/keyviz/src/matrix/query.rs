@@ -9,7 +9,7 @@ use crate::history::{Column, Counter, History, RowMeta};
 use crate::preview::key_preview;
 
 /// What to read from the history.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MatrixQuery {
     /// The counter shown.
     pub series: Series,
@@ -20,6 +20,27 @@ pub struct MatrixQuery {
     /// At most this many rows (adjacent rows coarsened, least active first);
     /// `None` = every row. `Some(0)` is treated as 1.
     pub row_budget: Option<usize>,
+    /// Only rows whose range overlaps `[key_start, key_end)`; `None` = from the
+    /// first key. Applied before the row budget, so a zoomed view gets finer rows.
+    pub key_start: Option<Vec<u8>>,
+    /// Exclusive end of the key filter; `None` = unbounded.
+    pub key_end: Option<Vec<u8>>,
+}
+
+impl MatrixQuery {
+    /// True when a row `[start, end)` overlaps the query's key range.
+    #[must_use = "pure function"]
+    pub fn overlaps(&self, start: &[u8], end: Option<&[u8]>) -> bool {
+        let after_start = match (&self.key_start, end) {
+            (Some(ks), Some(end)) => end > ks.as_slice(),
+            _ => true,
+        };
+        let before_end = match &self.key_end {
+            Some(ke) => start < ke.as_slice(),
+            None => true,
+        };
+        after_start && before_end
+    }
 }
 
 fn counter_of(series: Series) -> Counter {
@@ -32,6 +53,9 @@ fn counter_of(series: Series) -> Counter {
         Series::FollowerReads => Counter::ReadsFollower,
     }
 }
+
+/// `bucket_of` value of a row outside the query's key range.
+const FILTERED: u32 = u32::MAX - 1;
 
 /// Group id marking a coarsened cell whose members disagree on identity.
 const MIXED: u64 = u64::MAX;
@@ -84,10 +108,17 @@ pub(crate) fn build(
             let Some(slot) = bucket_of.get_mut(row as usize) else {
                 continue;
             };
+            if *slot == FILTERED {
+                continue;
+            }
             if *slot == u32::MAX {
                 let Some(meta) = catalog.get(row) else {
                     continue;
                 };
+                if !query.overlaps(&meta.start, meta.end.as_deref()) {
+                    *slot = FILTERED;
+                    continue;
+                }
                 let next = buckets.len() as u32;
                 let b = *names.entry(&*meta.bucket_id).or_insert(next);
                 if b == next {

@@ -407,7 +407,7 @@ fn query_window_is_half_open_on_column_starts() {
             series: Series::Reads,
             from_unix_ms: Some(T0 + 1_000),
             to_unix_ms: Some(T0 + 3_000),
-            row_budget: None,
+            ..MatrixQuery::default()
         },
         T0,
     );
@@ -417,7 +417,7 @@ fn query_window_is_half_open_on_column_starts() {
             series: Series::Reads,
             from_unix_ms: Some(T0 + 3_000),
             to_unix_ms: Some(T0 + 1_000),
-            row_budget: None,
+            ..MatrixQuery::default()
         },
         T0,
     );
@@ -565,4 +565,27 @@ fn read_rows_name_their_raft_group() {
     let m = all(&s, Series::Reads);
     assert_eq!(m.rows[0].raft_group_ids, vec![9]);
     assert_eq!(m.rows[0].leader_terms, vec![0]);
+}
+
+#[test]
+fn key_range_filter_keeps_overlapping_rows_before_the_budget() {
+    let s = sampler();
+    for (i, k) in [b"a", b"c", b"e", b"g"].iter().enumerate() {
+        let end = [k[0] + 2];
+        s.register_route(route(i as u64 + 1, *k, Some(&end), 1))
+            .expect("register");
+        s.observe_read(i as u64 + 1, *k, 0, ReadRole::Leader);
+    }
+    let _ = s.flush(T0 + 1_000);
+    let m = s.matrix(
+        &MatrixQuery {
+            series: Series::Reads,
+            key_start: Some(b"d".to_vec()),
+            key_end: Some(b"g".to_vec()),
+            ..MatrixQuery::default()
+        },
+        T0,
+    );
+    let ids: Vec<_> = m.rows.iter().map(|r| r.bucket_id.as_str()).collect();
+    assert_eq!(ids, ["route:2", "route:3"], "[c,e) and [e,g) overlap [d,g)");
 }
