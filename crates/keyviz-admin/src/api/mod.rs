@@ -9,7 +9,7 @@ mod query;
 
 pub use error::ApiError;
 pub(crate) use error::json_ok;
-pub use query::{MatrixParams, parse_matrix_query};
+pub use query::{MAX_KEY_BYTES, MatrixParams, parse_matrix_query};
 
 /// Path of the matrix endpoint.
 pub const MATRIX_PATH: &str = "/admin/api/v1/keyviz/matrix";

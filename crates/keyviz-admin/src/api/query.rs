@@ -1,11 +1,17 @@
 //! Matrix query parameters with the reference's rules: defaults, clamps and messages.
 
+use base64::Engine as _;
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use keyviz::Series;
 
 use super::ApiError;
 
+/// Longest accepted `key_start`/`key_end`, in decoded bytes.
+pub const MAX_KEY_BYTES: usize = 4096;
+
 /// Parsed `GET /admin/api/v1/keyviz/matrix` parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MatrixParams {
     /// Requested series (default `writes`).
     pub series: Series,
@@ -15,6 +21,12 @@ pub struct MatrixParams {
     pub to_unix_ms: Option<i64>,
     /// Row budget, always in `1..=max_rows`.
     pub rows: usize,
+    /// Inclusive start of the key filter; `None` = from the first key (also for an
+    /// empty value).
+    pub key_start: Option<Vec<u8>>,
+    /// Exclusive end of the key filter; `None` = unbounded (also for an empty value).
+    /// When both bounds are set, `key_end > key_start`.
+    pub key_end: Option<Vec<u8>>,
 }
 
 const SERIES_MESSAGE: &str =
@@ -70,9 +82,53 @@ fn parse_time(query: &str, name: &str) -> Result<Option<i64>, ApiError> {
     }
 }
 
-/// Parses the query in the reference's order (series, from, to, rows) and reports the
-/// first failure. `rows` that are absent, `<= 0` or `> max_rows` become `max_rows`.
-/// `from > to` is allowed (the answer is simply empty).
+/// Padding optional on decode; the alphabet is picked per value.
+const LENIENT: GeneralPurposeConfig =
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+const STANDARD_LENIENT: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, LENIENT);
+const URL_SAFE_LENIENT: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, LENIENT);
+
+/// Base64 characters of a [`MAX_KEY_BYTES`]-byte key, padded.
+const MAX_KEY_CHARS: usize = MAX_KEY_BYTES.div_ceil(3) * 4;
+
+/// Decodes a key bound: standard or URL-safe base64, padded or not.
+fn parse_key(query: &str, name: &str) -> Result<Option<Vec<u8>>, ApiError> {
+    let Some(raw) = first_value(query, name) else {
+        return Ok(None);
+    };
+    // An unescaped `+` arrives as a space after query decoding; base64 has no spaces.
+    let v = raw.replace(' ', "+");
+    let v = v.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    if v.len() > MAX_KEY_CHARS {
+        return Err(ApiError::invalid_query(format!(
+            "{name} must be at most {MAX_KEY_BYTES} bytes once decoded"
+        )));
+    }
+    let engine = if v.contains(['-', '_']) {
+        &URL_SAFE_LENIENT
+    } else {
+        &STANDARD_LENIENT
+    };
+    let key = engine.decode(v).map_err(|_| {
+        ApiError::invalid_query(format!(
+            "{name} must be base64 (standard or URL-safe, padding optional)"
+        ))
+    })?;
+    if key.len() > MAX_KEY_BYTES {
+        return Err(ApiError::invalid_query(format!(
+            "{name} must be at most {MAX_KEY_BYTES} bytes once decoded"
+        )));
+    }
+    Ok(Some(key))
+}
+
+/// Parses the query in the reference's order (series, from, to, rows, then this
+/// implementation's key_start, key_end) and reports the first failure. `rows` that are
+/// absent, `<= 0` or `> max_rows` become `max_rows`. `from > to` is allowed (the answer is
+/// simply empty); `key_end <= key_start` is not (it is always a client mistake).
 ///
 /// # Errors
 /// 400 `invalid_query` naming the bad parameter.
@@ -94,11 +150,22 @@ pub fn parse_matrix_query(query: Option<&str>, max_rows: usize) -> Result<Matrix
             Err(_) => return Err(ApiError::invalid_query("rows must be an integer")),
         },
     };
+    let key_start = parse_key(q, "key_start")?;
+    let key_end = parse_key(q, "key_end")?;
+    if let (Some(s), Some(e)) = (&key_start, &key_end)
+        && e <= s
+    {
+        return Err(ApiError::invalid_query(
+            "key_end must be greater than key_start",
+        ));
+    }
     Ok(MatrixParams {
         series,
         from_unix_ms,
         to_unix_ms,
         rows,
+        key_start,
+        key_end,
     })
 }
 
@@ -119,7 +186,9 @@ mod tests {
                 series: Series::Writes,
                 from_unix_ms: None,
                 to_unix_ms: None,
-                rows: 1024
+                rows: 1024,
+                key_start: None,
+                key_end: None,
             }
         );
         assert_eq!(
@@ -186,5 +255,67 @@ mod tests {
         );
         assert!(p("series=bogus&rows=x").is_err_and(|e| e.message.starts_with("series")));
         assert!(p("from_unix_ms=5000&to_unix_ms=1000").is_ok());
+    }
+
+    #[test]
+    fn key_bounds_accept_standard_url_safe_and_unpadded_base64() {
+        // 0xfb 0xff encodes as "+/8=" (standard) and "-_8" (URL-safe, unpadded).
+        for q in [
+            "key_start=%2B%2F8%3D",
+            "key_start=%2B/8",
+            "key_start=-_8=",
+            "key_start=-_8",
+            "key_start=+/8=",
+        ] {
+            assert_eq!(
+                p(q).map(|m| m.key_start).ok(),
+                Some(Some(vec![0xfb, 0xff])),
+                "{q}"
+            );
+        }
+        let m = p("key_start=YQ%3D%3D&key_end=Yg").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (m.key_start, m.key_end),
+            (Some(b"a".to_vec()), Some(b"b".to_vec()))
+        );
+        let m = p("key_start=&key_end=").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((m.key_start, m.key_end), (None, None));
+    }
+
+    #[test]
+    fn key_bounds_reject_bad_base64_oversize_and_empty_ranges() {
+        for (q, needle) in [
+            ("key_start=%21%21", "key_start must be base64"),
+            ("key_end=YQ%3D%3D%3D", "key_end must be base64"),
+            ("key_start=-/8", "key_start must be base64"),
+            ("key_end=Y", "key_end must be base64"),
+            (
+                "key_start=Yg&key_end=YQ",
+                "key_end must be greater than key_start",
+            ),
+            (
+                "key_start=YQ&key_end=YQ",
+                "key_end must be greater than key_start",
+            ),
+        ] {
+            assert!(
+                p(q).is_err_and(|e| e.code == "invalid_query" && e.message.starts_with(needle)),
+                "{q}"
+            );
+        }
+        let exact = STANDARD_LENIENT.encode(vec![7u8; MAX_KEY_BYTES]);
+        assert_eq!(
+            p(&format!("key_end={exact}"))
+                .map(|m| m.key_end.map(|k| k.len()))
+                .ok(),
+            Some(Some(MAX_KEY_BYTES))
+        );
+        let over = STANDARD_LENIENT.encode(vec![7u8; MAX_KEY_BYTES + 1]);
+        assert!(
+            p(&format!("key_start={over}"))
+                .is_err_and(|e| e.message == "key_start must be at most 4096 bytes once decoded")
+        );
+        let huge = "A".repeat(1 << 20);
+        assert!(p(&format!("key_end={huge}")).is_err_and(|e| e.message.starts_with("key_end")));
     }
 }

@@ -188,8 +188,19 @@ fn encode_query(mut pairs: Vec<(&'static str, String)>) -> String {
         .join("&")
 }
 
-/// The matrix URL for a peer: `from_unix_ms`/`to_unix_ms` only when set, `rows` and
-/// `series` always, keys sorted.
+/// A key bound as standard padded base64, percent-encoded for a query string.
+fn encode_key(key: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .encode(key)
+        .replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D")
+}
+
+/// The matrix URL for a peer: `from_unix_ms`/`to_unix_ms` and `key_start`/`key_end`
+/// (standard base64, percent-encoded) only when set, `rows` and `series` always, keys
+/// sorted. Without key bounds the URL is exactly the reference's.
 #[must_use]
 pub fn matrix_url(
     base: &PeerBase,
@@ -197,8 +208,16 @@ pub fn matrix_url(
     rows: usize,
     from_unix_ms: Option<i64>,
     to_unix_ms: Option<i64>,
+    key_start: Option<&[u8]>,
+    key_end: Option<&[u8]>,
 ) -> String {
     let mut q = vec![("rows", rows.to_string()), ("series", series.to_string())];
+    if let Some(k) = key_start {
+        q.push(("key_start", encode_key(k)));
+    }
+    if let Some(k) = key_end {
+        q.push(("key_end", encode_key(k)));
+    }
     if let Some(f) = from_unix_ms {
         q.push(("from_unix_ms", f.to_string()));
     }
@@ -240,12 +259,12 @@ mod tests {
     fn peer_urls_match_the_reference_shape() {
         let b = parse_base("http://10.0.0.2:8080").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            matrix_url(&b, "writes", 256, None, None),
+            matrix_url(&b, "writes", 256, None, None, None, None),
             "http://10.0.0.2:8080/admin/api/v1/keyviz/matrix?rows=256&series=writes"
         );
         let b = parse_base("10.0.0.2:8080").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            matrix_url(&b, "reads", 1024, None, None),
+            matrix_url(&b, "reads", 1024, None, None, None, None),
             "http://10.0.0.2:8080/admin/api/v1/keyviz/matrix?rows=1024&series=reads"
         );
         let b = parse_base("http://node-a/some/path?x=1").unwrap_or_else(|e| panic!("{e}"));
@@ -255,9 +274,15 @@ mod tests {
                 "reads",
                 8,
                 Some(1_700_000_000_000),
-                Some(1_700_000_900_000)
+                Some(1_700_000_900_000),
+                None,
+                None
             ),
             "http://node-a/admin/api/v1/keyviz/matrix?from_unix_ms=1700000000000&rows=8&series=reads&to_unix_ms=1700000900000"
+        );
+        assert_eq!(
+            matrix_url(&b, "writes", 8, None, None, Some(&[0xfb, 0xff]), Some(b"b")),
+            "http://node-a/admin/api/v1/keyviz/matrix?key_end=Yg%3D%3D&key_start=%2B%2F8%3D&rows=8&series=writes"
         );
     }
 

@@ -36,6 +36,8 @@ pub(crate) struct FlightKey {
     from_unix_ms: Option<i64>,
     to_unix_ms: Option<i64>,
     rows: usize,
+    key_start: Option<Vec<u8>>,
+    key_end: Option<Vec<u8>>,
 }
 
 impl From<&MatrixParams> for FlightKey {
@@ -45,8 +47,35 @@ impl From<&MatrixParams> for FlightKey {
             from_unix_ms: p.from_unix_ms,
             to_unix_ms: p.to_unix_ms,
             rows: p.rows,
+            key_start: p.key_start.clone(),
+            key_end: p.key_end.clone(),
         }
     }
+}
+
+/// The core query for `params` with row budget `rows`.
+fn core_query(params: &MatrixParams, rows: usize) -> MatrixQuery {
+    MatrixQuery {
+        series: params.series,
+        from_unix_ms: params.from_unix_ms,
+        to_unix_ms: params.to_unix_ms,
+        row_budget: Some(rows),
+        key_start: params.key_start.clone(),
+        key_end: params.key_end.clone(),
+    }
+}
+
+/// Drops the rows of a peer's matrix outside the requested key range. Peers get the range
+/// in their URL, but one that ignores it (an older or reference node) must not widen the
+/// view; its coarsened rows that straddle a bound stay, as they do locally.
+fn keep_requested_keys(matrix: &mut Matrix, params: &MatrixParams) {
+    if params.key_start.is_none() && params.key_end.is_none() {
+        return;
+    }
+    let query = core_query(params, params.rows);
+    matrix
+        .rows
+        .retain(|r| query.overlaps(r.start.as_deref().unwrap_or_default(), r.end.as_deref()));
 }
 
 /// A matrix response: the matrix fields, plus `fanout` when a fan-out ran.
@@ -82,13 +111,7 @@ pub(crate) async fn local_matrix(
     params: &MatrixParams,
     rows: usize,
 ) -> Result<Matrix, ApiError> {
-    let query = MatrixQuery {
-        series: params.series,
-        from_unix_ms: params.from_unix_ms,
-        to_unix_ms: params.to_unix_ms,
-        row_budget: Some(rows),
-        ..MatrixQuery::default()
-    };
+    let query = core_query(params, rows);
     let inner2 = inner.clone();
     let mut m =
         tokio::task::spawn_blocking(move || inner2.source.matrix(&query, clock::now_unix_ms()))
@@ -170,6 +193,8 @@ async fn call_peer(
         inner.config.peer_row_cap,
         params.from_unix_ms,
         params.to_unix_ms,
+        params.key_start.as_deref(),
+        params.key_end.as_deref(),
     );
     inner.metrics.peer_call();
     let (body, content_type) = inner
@@ -193,12 +218,15 @@ async fn call_peer(
     let compact_body = content_type
         .as_deref()
         .is_some_and(|ct| ct.starts_with(compact::CONTENT_TYPE));
+    let filter = params.clone();
     let matrix = tokio::task::spawn_blocking(move || {
-        if compact_body {
+        let mut m = if compact_body {
             decode::decode_compact_matrix(&body)
         } else {
             decode::decode_matrix(&body)
-        }
+        }?;
+        keep_requested_keys(&mut m, &filter);
+        Ok::<_, PeerError>(m)
     })
     .await
     .map_err(|e| PeerError::Decode(e.to_string()))??;
@@ -243,11 +271,12 @@ pub(crate) async fn run(inner: Arc<Inner>, params: MatrixParams) -> Result<Bytes
         inner.config.peer_row_cap.max(params.rows)
     };
     let timeout = inner.config.fanout_timeout;
+    let params = &params;
     let calls = targets.iter().map(|t| {
         let inner = inner.clone();
         async move {
             let t0 = Instant::now();
-            let res = match tokio::time::timeout(timeout, call_peer(&inner, t, &params)).await {
+            let res = match tokio::time::timeout(timeout, call_peer(&inner, t, params)).await {
                 Ok(r) => r,
                 Err(_) => Err(PeerError::Timeout(timeout)),
             };
@@ -256,7 +285,7 @@ pub(crate) async fn run(inner: Arc<Inner>, params: MatrixParams) -> Result<Bytes
     });
     // The local view is computed while the peers work.
     let local_fut = async {
-        let r = local_matrix(&inner, &params, local_rows).await;
+        let r = local_matrix(&inner, params, local_rows).await;
         (r, elapsed_ms(local_started))
     };
     let ((local, local_elapsed), answers) =
@@ -282,9 +311,10 @@ pub(crate) async fn run(inner: Arc<Inner>, params: MatrixParams) -> Result<Bytes
     };
     let self_id = inner.identity.node_id().to_string();
     let status_nodes = nodes;
+    let budget = params.rows;
     let body = tokio::task::spawn_blocking(move || {
         let mut nodes = status_nodes;
-        let merged = if inputs.len() == 1 && inputs[0].rows.len() <= params.rows {
+        let merged = if inputs.len() == 1 && inputs[0].rows.len() <= budget {
             // A lone local view within the budget is already final: skip the merge pass.
             keyviz::merge::Merged {
                 matrix: inputs.swap_remove(0),

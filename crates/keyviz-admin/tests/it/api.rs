@@ -284,3 +284,109 @@ async fn unknown_paths_are_404_before_auth() {
         assert_eq!(r.error_code(), "not_found", "{p}");
     }
 }
+
+#[tokio::test]
+async fn invalid_key_bounds_are_400_naming_the_parameter() {
+    let src = FixedSource::new(vec![]);
+    let s = single(src.clone()).await;
+    let sess = login(&s, "bob", "bob-secret").await;
+    let too_long = b64q(&[b'k'; keyviz_admin::api::MAX_KEY_BYTES + 1]);
+    for (q, needle) in [
+        ("key_start=%21%21".to_string(), "key_start must be base64"),
+        ("key_end=a".to_string(), "key_end must be base64"),
+        (
+            format!("key_start={too_long}"),
+            "key_start must be at most 4096 bytes",
+        ),
+        (
+            format!("key_end={too_long}"),
+            "key_end must be at most 4096 bytes",
+        ),
+        (
+            format!("key_start={}&key_end={}", b64q(b"b"), b64q(b"a")),
+            "key_end must be greater than key_start",
+        ),
+        (
+            format!("key_start={}&key_end={}", b64q(b"a"), b64q(b"a")),
+            "key_end must be greater than key_start",
+        ),
+    ] {
+        let r = get_with(&s.url(&format!("{MATRIX}?{q}")), &sess.headers()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{q}");
+        assert_eq!(r.error_code(), "invalid_query", "{q}");
+        let message = r.json()["message"].as_str().unwrap_or_default().to_string();
+        assert!(message.contains(needle), "{q}: {message}");
+    }
+    assert_eq!(src.calls(), 0, "a bad key bound never reaches the source");
+}
+
+#[tokio::test]
+async fn key_bounds_reach_the_source_in_every_accepted_spelling() {
+    let src = FixedSource::new(vec![]);
+    // No result reuse: every spelling must reach the source on its own.
+    let config = AdminConfig {
+        result_reuse: std::time::Duration::ZERO,
+        ..AdminConfig::default()
+    };
+    let s = start_node("n1", bind().await, src.clone(), config).await;
+    let sess = login(&s, "bob", "bob-secret").await;
+    // [0xfb, 0xff] is "+/8=" in standard base64 and "-_8" URL-safe unpadded.
+    for q in [
+        "key_start=%2B%2F8%3D&key_end=%2F%2F8%3D",
+        "key_start=-_8&key_end=__8",
+        "key_start=%2B%2F8&key_end=%2F%2F8",
+    ] {
+        let r = get_with(&s.url(&format!("{MATRIX}?{q}")), &sess.headers()).await;
+        assert_eq!(r.status, StatusCode::OK, "{q}: {}", r.text());
+    }
+    let r = get_with(
+        &s.url(&format!("{MATRIX}?key_start=&key_end=")),
+        &sess.headers(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "empty bounds mean unbounded");
+    let queries = src.queries.lock().clone();
+    assert_eq!(queries.len(), 4);
+    for q in &queries[..3] {
+        assert_eq!(q.key_start.as_deref(), Some(&[0xfb, 0xff][..]));
+        assert_eq!(q.key_end.as_deref(), Some(&[0xff, 0xff][..]));
+    }
+    assert_eq!(
+        (queries[3].key_start.clone(), queries[3].key_end.clone()),
+        (None, None)
+    );
+}
+
+#[tokio::test]
+async fn key_range_narrows_a_real_sampler_to_finer_rows_inside_the_range() {
+    let s = single(route_sampler(0..1029)).await;
+    let sess = login(&s, "bob", "bob-secret").await;
+    let wide = get_with(&s.url(&format!("{MATRIX}?rows=10")), &sess.headers())
+        .await
+        .json();
+    assert!(
+        row_ids(&wide).iter().all(|(_, aggregate)| *aggregate),
+        "the unfiltered view is coarsened: {:?}",
+        row_ids(&wide)
+    );
+    let q = format!(
+        "{MATRIX}?rows=10&key_start={}&key_end={}",
+        b64q(&route_key(100)),
+        b64q(&route_key(105))
+    );
+    let r = get_with(&s.url(&q), &sess.headers()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let v = r.json();
+    let want: Vec<(String, bool)> = (100..105).map(|i| (format!("route:{i}"), false)).collect();
+    assert_eq!(row_ids(&v), want, "one exact row per route in range");
+    for i in 100..105 {
+        assert_eq!(row_values(&v, &format!("route:{i}")), vec![1]);
+    }
+    // Only a start: every route from k01020 on; a row straddling the start is kept.
+    let q = format!("{MATRIX}?key_start={}", b64q(b"k01020x"));
+    let v = get_with(&s.url(&q), &sess.headers()).await.json();
+    let want: Vec<(String, bool)> = (1020..1029)
+        .map(|i| (format!("route:{i}"), false))
+        .collect();
+    assert_eq!(row_ids(&v), want);
+}

@@ -722,3 +722,88 @@ async fn identity_mismatch_missing_id_and_foreign_secret_are_reported() {
     assert_eq!(v["fanout"]["expected"], 4);
     assert_eq!(v["fanout"]["responded"], 2);
 }
+
+#[tokio::test]
+async fn key_range_is_forwarded_to_a_real_peer_and_gives_finer_merged_rows() {
+    let peer_src = RecordingSource::new(route_sampler(20..40));
+    let p = start_node("n2", bind().await, peer_src.clone(), AdminConfig::default()).await;
+    let local_src = RecordingSource::new(route_sampler(0..20));
+    let s = start_node(
+        "n1",
+        bind().await,
+        local_src.clone(),
+        fanout_config(&[p.addr.to_string()]),
+    )
+    .await;
+    let sess = login(&s, "bob", "bob-secret").await;
+    let wide = matrix(&s, &sess, "?rows=4").await;
+    assert!(
+        row_ids(&wide).iter().all(|(_, aggregate)| *aggregate),
+        "40 routes in 4 rows are coarsened: {:?}",
+        row_ids(&wide)
+    );
+    let q = format!(
+        "?rows=4&key_start={}&key_end={}",
+        b64q(&route_key(18)),
+        b64q(&route_key(22))
+    );
+    let v = matrix(&s, &sess, &q).await;
+    let want: Vec<(String, bool)> = (18..22).map(|i| (format!("route:{i}"), false)).collect();
+    assert_eq!(row_ids(&v), want, "both nodes' exact rows in range");
+    assert_eq!(v["fanout"]["responded"], 2);
+    let seen = peer_src.queries.lock().clone();
+    let last = seen.last().cloned().unwrap_or_default();
+    assert_eq!(
+        last.key_start,
+        Some(route_key(18)),
+        "the peer filtered itself"
+    );
+    assert_eq!(last.key_end, Some(route_key(22)));
+    let local = local_src.queries.lock().clone();
+    assert_eq!(
+        local.last().and_then(|q| q.key_start.clone()),
+        Some(route_key(18))
+    );
+}
+
+#[tokio::test]
+async fn peer_ignoring_the_key_range_is_filtered_before_the_merge() {
+    let ranged = |ids: &[&str]| {
+        let mut m = mx(Writes, &[1000], &[]);
+        for (i, id) in ids.iter().enumerate() {
+            let start = id.as_bytes().to_vec();
+            let end = ids.get(i + 1).map(|n| n.as_bytes().to_vec());
+            m.rows.push(keyviz::MatrixRow {
+                bucket_id: format!("route:{id}"),
+                start: Some(start),
+                end,
+                route_count: 1,
+                values: vec![5],
+                raft_group_ids: vec![1],
+                leader_terms: vec![1],
+                ..keyviz::MatrixRow::default()
+            });
+        }
+        m
+    };
+    // The fake peer answers every row whatever the URL says, as a reference node would.
+    let (p, log) = peer_with("n2", ranged(&["a", "c", "e", "g", "i"])).await;
+    let (s, sess) = entry_node(vec![ranged(&["b", "d"])], &[p.addr.to_string()], |_| {}).await;
+    let v = matrix(
+        &s,
+        &sess,
+        &format!("?key_start={}&key_end={}", b64q(b"c"), b64q(b"f")),
+    )
+    .await;
+    let ids: Vec<String> = row_ids(&v).into_iter().map(|(id, _)| id).collect();
+    // Peer rows: [c,e) and [e,g) overlap [c,f), [a,c) and [g,i) do not; the open-ended
+    // [i,..) starts after the end. Local: [b,d) overlaps, [d,..) too.
+    assert_eq!(ids, vec!["route:b", "route:c", "route:d", "route:e"]);
+    let q = log.queries.lock().clone();
+    assert_eq!(q.len(), 1);
+    assert!(
+        q[0].contains("key_start=Yw%3D%3D") && q[0].contains("key_end=Zg%3D%3D"),
+        "the range is forwarded: {}",
+        q[0]
+    );
+}

@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use keyviz::{Matrix, MatrixQuery, MatrixRow, Series};
+use keyviz::{Matrix, MatrixQuery, MatrixRow, RouteSpec, Sampler, SamplerConfig, Series};
 use keyviz_admin::{
     AdminConfig, AdminState, ClusterSecret, MatrixSource, Membership, NodeIdentity, Role,
     SourceError, StaticCredentials,
@@ -248,6 +248,9 @@ impl MatrixSource for FixedSource {
             .get(&query.series)
             .cloned()
             .unwrap_or_else(|| Matrix::empty(query.series, 0, "2026-01-01T00:00:00Z".into()));
+        // Like the core: the key filter comes before the row budget.
+        m.rows
+            .retain(|r| query.overlaps(r.start.as_deref().unwrap_or_default(), r.end.as_deref()));
         if let Some(budget) = query.row_budget.filter(|b| m.rows.len() > *b) {
             m.rows = keyviz::coarsen_rows(m.rows, budget, 256);
         }
@@ -431,4 +434,78 @@ pub(crate) fn row_values(v: &serde_json::Value, bucket: &str) -> Vec<u64> {
         .and_then(|r| r["values"].as_array())
         .map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect())
         .unwrap_or_else(|| panic!("no row {bucket} in {v}"))
+}
+
+/// Start of route `id` in [`route_sampler`]: `k00042` (route `id` ends where `id + 1` starts).
+pub(crate) fn route_key(id: u64) -> Vec<u8> {
+    format!("k{id:05}").into_bytes()
+}
+
+/// A real sampler with one route per id in `ids`, each `[route_key(id), route_key(id + 1))`
+/// with one write, flushed into one column at `1_700_000_060_000`.
+pub(crate) fn route_sampler(ids: std::ops::Range<u64>) -> Arc<Sampler> {
+    let t0 = 1_700_000_000_000i64;
+    let sampler = Sampler::new(SamplerConfig::default(), t0).expect("sampler");
+    for id in ids {
+        sampler
+            .register_route(RouteSpec {
+                id,
+                start: route_key(id),
+                end: Some(route_key(id + 1)),
+                group: 1,
+            })
+            .expect("route");
+        sampler.observe_write(id, &route_key(id), 1, 1, 1);
+    }
+    let _ = sampler.flush(t0 + 60_000);
+    Arc::new(sampler)
+}
+
+/// A source that records every query and delegates to `inner`.
+pub(crate) struct RecordingSource {
+    pub(crate) inner: Arc<dyn MatrixSource>,
+    pub(crate) queries: Mutex<Vec<MatrixQuery>>,
+}
+
+impl RecordingSource {
+    pub(crate) fn new(inner: Arc<dyn MatrixSource>) -> Arc<Self> {
+        Arc::new(RecordingSource {
+            inner,
+            queries: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+impl MatrixSource for RecordingSource {
+    fn matrix(&self, query: &MatrixQuery, now: i64) -> Result<Matrix, SourceError> {
+        self.queries.lock().push(query.clone());
+        self.inner.matrix(query, now)
+    }
+}
+
+/// Standard padded base64 of `key`, percent-encoded for a query string.
+pub(crate) fn b64q(key: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .encode(key)
+        .replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D")
+}
+
+/// `(bucket_id, aggregate)` of every row of a response JSON, in order.
+pub(crate) fn row_ids(v: &serde_json::Value) -> Vec<(String, bool)> {
+    v["rows"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|r| {
+                    (
+                        r["bucket_id"].as_str().unwrap_or_default().to_string(),
+                        r["aggregate"].as_bool().unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
