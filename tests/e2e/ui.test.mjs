@@ -231,6 +231,7 @@ describe('KeyViz web UI', () => {
     await page.mouse.move(0, 0);
     const box = await page.locator('#plot').boundingBox();
     const before = new URL(page.url()).searchParams;
+    const rowsBefore = Number(await page.getAttribute('#plot', 'data-rows'));
     const { params, body } = await matrixAfter(page, async () => {
       await page.mouse.move(box.x + box.width * 0.3, box.y + box.height * 0.25);
       await page.mouse.down();
@@ -247,8 +248,26 @@ describe('KeyViz web UI', () => {
     const url = new URL(page.url()).searchParams;
     assert.equal(url.get('range'), 'custom');
     assert.ok(url.has('kstart') && url.has('kend'), 'the key range is part of the view');
+    // The key range goes to the server: key_start = first brushed row's start, key_end = last
+    // brushed row's end (the brush starts a quarter down, so neither bound is open).
+    const keyStart = params.get('key_start');
+    const keyEnd = params.get('key_end');
+    assert.ok(keyStart && keyEnd, `the zoom request carries the key range (${params})`);
+    assert.equal(keyStart, url.get('kstart'), 'key_start is the permalink key start');
+    assert.equal(keyEnd, url.get('kend'), 'key_end is the permalink key end');
+    const ks = Buffer.from(keyStart, 'base64');
+    const ke = Buffer.from(keyEnd, 'base64');
+    assert.ok(Buffer.compare(ks, ke) < 0, 'key_start < key_end');
+    const outside = body.rows.filter((r) => {
+      const start = Buffer.from(r.start ?? '', 'base64');
+      const endsAfterStart = r.end == null || Buffer.compare(Buffer.from(r.end, 'base64'), ks) > 0;
+      return !(endsAfterStart && Buffer.compare(start, ke) < 0);
+    });
+    assert.deepEqual(outside.map((r) => r.bucket_id), [], 'the server answered only rows overlapping [key_start, key_end)');
+    assert.ok(body.rows.length > 5 && body.rows.length < rowsBefore, `the server narrowed the rows (${body.rows.length} of ${rowsBefore})`);
     const shown = Number(await page.getAttribute('#plot', 'data-rows'));
-    assert.ok(shown < body.rows.length && shown > 5, `only the brushed key range is drawn (${shown} of ${body.rows.length} rows)`);
+    assert.equal(shown, body.rows.length, 'every answered row is in the brushed key range and drawn');
+    assert.match(await page.textContent('#summary'), / · keys \S.* → \S/, 'the summary names the key range');
     // Wheel zoom on time re-queries a narrower window around the cursor.
     const wheel = await matrixAfter(page, async () => {
       await page.mouse.move(box.x + box.width * 0.5, box.y + box.height * 0.5);
@@ -256,12 +275,32 @@ describe('KeyViz web UI', () => {
     });
     const wspan = Number(wheel.params.get('to_unix_ms')) - Number(wheel.params.get('from_unix_ms'));
     assert.ok(wspan < span && wspan > 0.6 * span, `wheel zoomed in (${wspan} < ${span})`);
+    assert.equal(wheel.params.get('key_start'), keyStart, 'a time zoom keeps the key range');
+    assert.equal(wheel.params.get('key_end'), keyEnd);
     // Back twice returns to the preset hour.
     await matrixAfter(page, () => page.click('#back'));
     const back = await matrixAfter(page, () => page.click('#back'));
     assert.equal(new URL(page.url()).searchParams.get('range'), before.get('range'));
     assert.equal(back.params.get('to_unix_ms'), null, 'the preset window is open-ended again');
+    assert.equal(back.params.get('key_start'), null, 'back drops the key range');
+    assert.equal(back.params.get('key_end'), null);
     assert.equal(Number(await page.getAttribute('#plot', 'data-rows')), back.body.rows.length);
+    assert.ok(back.body.rows.length > body.rows.length, 'all keys are answered again');
+    // Reset clears the key range too: from the request, the permalink and the summary.
+    await matrixAfter(page, async () => {
+      await page.mouse.move(box.x + box.width * 0.3, box.y + box.height * 0.25);
+      await page.mouse.down();
+      await page.mouse.move(box.x + box.width * 0.6, box.y + box.height * 0.5, { steps: 8 });
+      await page.mouse.up();
+    });
+    const reset = await matrixAfter(page, () => page.click('#reset'));
+    assert.equal(reset.params.get('key_start'), null, 'reset drops key_start');
+    assert.equal(reset.params.get('key_end'), null, 'reset drops key_end');
+    const afterReset = new URL(page.url()).searchParams;
+    assert.ok(!afterReset.has('kstart') && !afterReset.has('kend'), 'the permalink has no key range');
+    assert.doesNotMatch(await page.textContent('#summary'), / · keys /);
+    assert.equal(Number(await page.getAttribute('#plot', 'data-rows')), reset.body.rows.length);
+    assert.ok(reset.body.rows.length > body.rows.length, 'all keys are answered again');
   });
 
   test('a_permalink_restores_the_same_view_in_a_new_tab', async () => {
@@ -286,7 +325,7 @@ describe('KeyViz web UI', () => {
     ]);
     await settled(tab);
     const params = new URL(res.url()).searchParams;
-    for (const k of ['series', 'from_unix_ms', 'to_unix_ms']) assert.equal(params.get(k), zoom.params.get(k), `${k} restored`);
+    for (const k of ['series', 'from_unix_ms', 'to_unix_ms', 'key_start', 'key_end']) assert.equal(params.get(k), zoom.params.get(k), `${k} restored`);
     assert.equal(await tab.inputValue('#series'), 'write_bytes');
     assert.equal(await tab.inputValue('#scale'), 'linear');
     assert.equal(await tab.inputValue('#palette'), 'viridis');

@@ -112,6 +112,8 @@ export async function logout() {
  * @property {number} [from] unix ms, inclusive
  * @property {number} [to] unix ms, exclusive
  * @property {number} rows
+ * @property {string|null} [keyStart] base64 (as on the wire), inclusive; null/"" = first key
+ * @property {string|null} [keyEnd] base64, exclusive; null = unbounded
  */
 
 /** @type {AbortController|null} */
@@ -133,6 +135,10 @@ export async function fetchMatrix(p) {
         from_unix_ms: p.from && p.from > 0 ? Math.floor(p.from) : undefined,
         to_unix_ms: p.to && p.to > 0 ? Math.ceil(p.to) : undefined,
         rows: p.rows,
+        // The server keeps only rows overlapping [key_start, key_end) before its row budget,
+        // so a key zoom gets finer rows rather than a slice of the coarse ones.
+        key_start: p.keyStart || undefined,
+        key_end: p.keyEnd ?? undefined,
       },
       signal: ctl.signal,
     });

@@ -55,6 +55,20 @@ export function explainError(err) {
 }
 
 /**
+ * The key bounds of a matrix request for a key zoom: an empty or open start and an open end
+ * are left out (the server then starts at the first key / runs to the last).
+ * @param {import('./types.js').KeyRange|null} keys
+ * @returns {{ keyStart?: string, keyEnd?: string }}
+ */
+export function keyParams(keys) {
+  /** @type {{ keyStart?: string, keyEnd?: string }} */
+  const out = {};
+  if (keys?.start) out.keyStart = keys.start;
+  if (keys?.end != null) out.keyEnd = keys.end;
+  return out;
+}
+
+/**
  * @param {import('./state.js').Store} store
  */
 export function createApp(store) {
@@ -203,12 +217,12 @@ export function createApp(store) {
         // Re-ask for the last two columns too: they may have been read while some peers had
         // flushed and others not yet.
         const after = matrix.column_unix_ms[matrix.column_unix_ms.length - 1] - step;
-        const delta = await fetchMatrix({ series: s.series, from: after, rows: s.rows });
+        const delta = await fetchMatrix({ series: s.series, from: after, rows: s.rows, ...keyParams(s.keys) });
         if (seq !== loadSeq) return;
         next = appendColumns(matrix, delta, Math.floor(w.from / step) * step);
       }
       if (!next) {
-        next = await fetchMatrix({ series: s.series, from: w.from, to: s.range === 'custom' ? w.to : undefined, rows: s.rows });
+        next = await fetchMatrix({ series: s.series, from: w.from, to: s.range === 'custom' ? w.to : undefined, rows: s.rows, ...keyParams(s.keys) });
       }
       // A newer load started meanwhile (it aborted our request, or raced it): its answer wins.
       if (seq !== loadSeq) return;

@@ -201,11 +201,14 @@ export class Store extends EventTarget {
     return true;
   }
 
-  /** Drops every zoom: the first remembered view, or the default window with all keys. */
+  /**
+   * Drops every zoom: the first remembered view, or the default window, always with all keys
+   * (a key range opened from a permalink is a zoom too).
+   */
   reset() {
     const first = this.zoomStack[0];
     this.zoomStack = [];
-    if (first) this.#apply(first, true, 'reset');
+    if (first) this.#apply({ ...first, keys: null }, true, 'reset');
     else this.#apply({ range: '1h', from: 0, to: 0, keys: null }, true, 'reset');
   }
 

@@ -90,7 +90,8 @@
  * @property {boolean} live append new columns as the server flushes them
  * @property {ScaleKind} scale
  * @property {PaletteName} palette
- * @property {KeyRange|null} keys key-range zoom (client-side row filter), null = all keys
+ * @property {KeyRange|null} keys key-range zoom, sent as key_start/key_end so the server
+ *   returns finer rows for the range; null = all keys
  */
 
 export {};
