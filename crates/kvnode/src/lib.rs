@@ -9,6 +9,30 @@
 //! - [`resp`]: the Redis protocol server.
 //! - [`node`]: [`node::start`] wires everything for one process.
 //! - [`workload`]: the demo's traffic generator.
+//!
+//! # Example
+//!
+//! A single-node cluster (it is its own only member) with KeyViz sampling on:
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), kvnode::node::NodeError> {
+//! use kvnode::config::NodeConfig;
+//!
+//! let cfg = NodeConfig {
+//!     node_id: 1,
+//!     resp_addr: "127.0.0.1:6380".into(),
+//!     raft_addr: "127.0.0.1:7380".into(),
+//!     data_dir: "/tmp/kvnode-example".into(),
+//!     step_ms: 2_000,
+//!     ..NodeConfig::default()
+//! };
+//! let node = kvnode::node::start(cfg).await?;
+//! node.wait_ready(std::time::Duration::from_secs(10)).await;
+//! // ... serve `redis-cli -p 6380` until told to stop, then:
+//! node.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
 
 mod admin;
 pub mod config;

@@ -174,6 +174,15 @@ impl Catalog {
     /// caller guarantees `routes` covers exactly the ranges the group owned (splits never move
     /// ranges between groups).
     pub(crate) fn replace_group(&mut self, group: u64, routes: Vec<Route>) {
+        // A group always owns at least one route; an empty list (a corrupt snapshot) would
+        // leave a hole in the keyspace, so it is ignored.
+        if routes.is_empty() || routes.iter().any(|r| r.group != group) {
+            tracing::warn!(
+                group,
+                "ignoring a snapshot route list that is empty or names other groups"
+            );
+            return;
+        }
         self.routes.retain(|r| r.group != group);
         self.routes.extend(routes);
         self.routes.sort_by(|a, b| a.start.cmp(&b.start));
