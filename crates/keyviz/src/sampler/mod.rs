@@ -257,20 +257,25 @@ impl Sampler {
     fn with_table<R>(&self, f: impl FnOnce(&RouteTable) -> R) -> R {
         let mut f = Some(f);
         let cached = TABLE_CACHE.try_with(|cell| {
-            let Ok(mut slot) = cell.try_borrow_mut() else {
-                return None;
-            };
-            if slot.as_ref().is_none_or(|(uid, _)| *uid != self.uid) {
-                *slot = Some((self.uid, Cache::new(Arc::clone(&self.table))));
+            let mut slot = cell.try_borrow_mut().ok()?;
+            match slot.as_mut() {
+                Some((uid, cache)) if *uid == self.uid => f.take().map(|f| f(cache.load())),
+                _ => {
+                    let mut cache = Cache::new(Arc::clone(&self.table));
+                    let r = f.take().map(|f| f(cache.load()));
+                    *slot = Some((self.uid, cache));
+                    r
+                }
             }
-            let (_, cache) = slot.as_mut()?;
-            f.take().map(|f| f(cache.load()))
         });
-        match (cached, f) {
-            (Ok(Some(r)), _) => r,
-            // Thread-local storage unavailable (thread teardown) or re-entered.
-            (_, Some(f)) => f(&self.table.load()),
-            (_, None) => unreachable!("the closure ran but returned nothing"),
+        if let Ok(Some(r)) = cached {
+            return r;
+        }
+        // Thread-local storage unavailable (thread teardown) or re-entered:
+        // the closure has not run, so it is still here.
+        match f.take() {
+            Some(f) => f(&self.table.load()),
+            None => unreachable!("with_table: closure consumed without a result"),
         }
     }
 

@@ -113,8 +113,13 @@ impl Slot {
 #[derive(Debug, Default)]
 pub(crate) struct RouteTable {
     pub(crate) slots: Vec<Arc<Slot>>,
+    /// Slot index by route id for small ids (`NO_SLOT` = not registered).
+    dense: Box<[u32]>,
     pub(crate) by_route: FxHashMap<RouteId, u32>,
 }
+
+/// `RouteTable::dense` entry of an unregistered id.
+const NO_SLOT: u32 = u32::MAX;
 
 impl RouteTable {
     fn new(slots: Vec<Arc<Slot>>) -> RouteTable {
@@ -124,13 +129,36 @@ impl RouteTable {
                 by_route.insert(m, i as u32);
             }
         }
-        RouteTable { slots, by_route }
+        // Hosts usually number routes densely from 0 or 1: then a plain array
+        // indexed by route id replaces the hash probe on the hot path. Ids past
+        // the array (sparse numbering) still resolve through the map.
+        let dense_cap = by_route.len().saturating_mul(4).saturating_add(1024);
+        let dense_len = by_route
+            .keys()
+            .filter(|&&id| id < dense_cap as u64)
+            .max()
+            .map_or(0, |&m| m as usize + 1);
+        let mut dense = vec![NO_SLOT; dense_len];
+        for (&id, &i) in &by_route {
+            if let Some(d) = dense.get_mut(id as usize) {
+                *d = i;
+            }
+        }
+        RouteTable {
+            slots,
+            dense: dense.into(),
+            by_route,
+        }
     }
 
     /// The slot counting `route`, if any.
     #[inline]
     pub(crate) fn slot(&self, route: RouteId) -> Option<&Slot> {
-        let i = *self.by_route.get(&route)?;
+        let i = match usize::try_from(route).ok().and_then(|r| self.dense.get(r)) {
+            Some(&i) if i != NO_SLOT => i,
+            Some(_) => return None,
+            None => *self.by_route.get(&route)?,
+        };
         self.slots.get(i as usize).map(|s| &**s)
     }
 }

@@ -95,7 +95,18 @@ impl SubLayout {
             }
         }
         let w = window(key, p);
-        self.bounds.partition_point(|&b| b <= w)
+        // Branch-free binary search (the keys of a hot route are unpredictable,
+        // so a branchy search pays a misprediction per step): the loop count
+        // depends only on K, and each step compiles to a conditional move.
+        let bounds = &self.bounds;
+        let (mut base, mut size) = (0usize, bounds.len());
+        while size > 1 {
+            let half = size / 2;
+            let mid = base + half;
+            base = if bounds[mid] <= w { mid } else { base };
+            size -= half;
+        }
+        base + usize::from(bounds[base] <= w)
     }
 
     /// The key range of bucket `i`: bucket 0 starts at the route start, the last

@@ -589,3 +589,18 @@ fn key_range_filter_keeps_overlapping_rows_before_the_budget() {
     let ids: Vec<_> = m.rows.iter().map(|r| r.bucket_id.as_str()).collect();
     assert_eq!(ids, ["route:2", "route:3"], "[c,e) and [e,g) overlap [d,g)");
 }
+
+#[test]
+fn sparse_and_dense_route_ids_both_resolve() {
+    let s = sampler();
+    s.register_route(route(3, b"a", Some(b"m"), 1))
+        .expect("dense id");
+    s.register_route(route(u64::MAX - 5, b"m", None, 1))
+        .expect("sparse id");
+    s.observe_read(3, b"b", 0, ReadRole::Leader);
+    s.observe_read(u64::MAX - 5, b"x", 0, ReadRole::Leader);
+    s.observe_read(4, b"b", 0, ReadRole::Leader); // unregistered id inside the dense array
+    let _ = s.flush(T0 + 1_000);
+    assert_eq!(total(&s, Series::Reads), 2);
+    assert_eq!(s.stats().unknown_route_observations, 1);
+}
