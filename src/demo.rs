@@ -172,7 +172,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             port(args.admin_port, i)?
         ));
     }
-    let split_keys = workload::KEY_PREFIXES.join(",");
+    let split_keys = workload::demo_split_keys(&WorkloadConfig::default()).join(",");
     let mut procs = Vec::new();
     for i in 1..=args.nodes {
         let dir = data_root.join(format!("node-{i}"));
@@ -187,7 +187,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             format!("--groups={}", args.groups),
             format!("--split-keys={split_keys}"),
             format!("--step={}ms", args.step.as_millis()),
-            "--key-buckets=16".to_string(),
+            "--key-buckets=4".to_string(),
             format!("--follower-reads={}", args.follower_reads),
             "--fsync=false".to_string(),
             format!("--credentials-file={}", creds_file.display()),
