@@ -63,7 +63,7 @@ fn redis_cli_round_trips_every_supported_command() {
     assert_eq!(cli(&["CLIENT", "SETNAME", "x"]), "OK");
     assert_eq!(cli(&["QUIT"]), "OK");
     // Errors: unknown command, arity, not an integer, syntax.
-    assert!(cli(&["FLUSHALL"]).starts_with("ERR unknown command 'flushall'"));
+    assert!(cli(&["FLUSHALL"]).starts_with("ERR unknown command 'FLUSHALL'"));
     assert_eq!(
         cli(&["GET"]),
         "ERR wrong number of arguments for 'get' command"
