@@ -87,8 +87,8 @@ pub struct NodeConfig {
     pub key_buckets_per_route: u32,
     /// KeyViz retention in ms.
     pub retention_ms: u64,
-    /// Serve reads on followers from local state (observed as follower reads) instead of
-    /// forwarding them to the leader.
+    /// Serve reads on followers from local state, after catching up to the leader's read
+    /// index (linearizable; observed as follower reads), instead of forwarding them.
     pub follower_reads: bool,
     /// Sample traffic into KeyViz (off only to measure the overhead).
     pub keyviz_enabled: bool,

@@ -8,9 +8,10 @@
 //! (nothing was proposed), so a retry can never produce a second observation of one command.
 //!
 //! The path of a read: on the leader, a read barrier (openraft's read index) then a local read,
-//! observed with `ReadRole::Leader`. On a follower with follower reads enabled, a local read
-//! observed with `ReadRole::Follower`; without them, the read is forwarded to the leader, which
-//! observes it.
+//! observed with `ReadRole::Leader`. On a follower with follower reads enabled, the follower
+//! fetches the leader's read index, waits until it has applied that far and reads locally
+//! (linearizable), observed with `ReadRole::Follower`; without them, the read is forwarded to
+//! the leader, which observes it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -163,7 +164,12 @@ impl Dispatcher {
             && self.follower_reads
             && !self.groups.is_leader(g)
         {
-            return Ok(GroupReply::Read(self.read_local(keys, false)?));
+            if let Some(index) = self.leader_read_index(g).await? {
+                // Linearizable follower read: caught up to the leader's read index.
+                self.groups.wait_applied(g, index).await?;
+                return Ok(GroupReply::Read(self.read_local(keys, false)?));
+            }
+            // This node became the leader meanwhile: fall through to the leader path.
         }
         let mut backoff = Duration::from_millis(20);
         for _ in 0..MAX_ATTEMPTS {
@@ -222,6 +228,37 @@ impl Dispatcher {
                 Ok(GroupReply::Read(self.read_local(keys, true)?))
             }
         }
+    }
+
+    /// The read index of `g` from its leader, or `None` when this node is the leader.
+    async fn leader_read_index(&self, g: GroupId) -> Result<Option<u64>, DispatchError> {
+        let mut backoff = Duration::from_millis(20);
+        for _ in 0..MAX_ATTEMPTS {
+            match self.groups.leader(g) {
+                Some(l) if l == self.node_id => return Ok(None),
+                Some(l) => {
+                    let Some(peer) = self.peers.get(&l) else {
+                        return Err(DispatchError::NoLeader(g));
+                    };
+                    let path = format!("/kv/{g}/read_index");
+                    let answer: Result<Result<u64, GroupError>, TransportError> = self
+                        .client
+                        .call(&peer.raft, &path, &(), self.forward_timeout)
+                        .await;
+                    match answer {
+                        Ok(Ok(index)) => return Ok(Some(index)),
+                        Ok(Err(GroupError::NotLeader { .. }))
+                        | Err(TransportError::Unreachable { .. }) => {}
+                        Ok(Err(e)) => return Err(e.into()),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                None => {}
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(300));
+        }
+        Err(DispatchError::NoLeader(g))
     }
 
     async fn forward(

@@ -49,6 +49,7 @@ pub(crate) fn router(dispatcher: Arc<Dispatcher>, secret: Option<String>) -> Rou
     Router::new()
         .route("/kv/{group}/exec", post(exec))
         .route("/kv/{group}/campaign", post(campaign))
+        .route("/kv/{group}/read_index", post(read_index))
         .route("/kv/split", post(split))
         .route("/status", get(status))
         .with_state(ctx.clone())
@@ -88,6 +89,13 @@ async fn exec(
             .await
             .map_err(to_wire),
     )
+}
+
+async fn read_index(
+    State(ctx): State<Ctx>,
+    Path(group): Path<u64>,
+) -> Json<Result<u64, GroupError>> {
+    Json(ctx.dispatcher.groups().read_index(group).await)
 }
 
 async fn campaign(State(ctx): State<Ctx>, Path(group): Path<u64>) -> Json<Result<(), GroupError>> {

@@ -264,6 +264,48 @@ impl Groups {
         }
     }
 
+    /// As leader of `g`: confirms leadership with a quorum and returns the log index a
+    /// linearizable read must wait for (the read index; 0 when the log is empty).
+    ///
+    /// # Errors
+    /// As [`Groups::read_barrier`].
+    pub async fn read_index(&self, g: GroupId) -> Result<u64, GroupError> {
+        let group = self.group(g)?;
+        match tokio::time::timeout(self.op_timeout, group.raft.ensure_linearizable()).await {
+            Err(_) => Err(GroupError::Timeout(g)),
+            Ok(Ok(log_id)) => Ok(log_id.map_or(0, |l| l.index)),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(GroupError::NotLeader {
+                    group: g,
+                    leader: f.leader_id,
+                })
+            }
+            Ok(Err(e)) => Err(GroupError::Raft {
+                group: g,
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    /// Waits until this node has applied `g`'s log up to `index` (a follower catching up to
+    /// a read index).
+    ///
+    /// # Errors
+    /// [`GroupError::Timeout`] when the node does not catch up in time.
+    pub async fn wait_applied(&self, g: GroupId, index: u64) -> Result<(), GroupError> {
+        let group = self.group(g)?;
+        if index == 0 {
+            return Ok(());
+        }
+        group
+            .raft
+            .wait(Some(self.op_timeout))
+            .applied_index_at_least(Some(index), "follower read")
+            .await
+            .map(|_| ())
+            .map_err(|_| GroupError::Timeout(g))
+    }
+
     /// The leader of `g` as last seen by this node.
     pub fn leader(&self, g: GroupId) -> Option<u64> {
         self.groups
