@@ -160,16 +160,15 @@ impl Dispatcher {
         g: GroupId,
         cmd: GroupCommand,
     ) -> Result<GroupReply, DispatchError> {
+        // Linearizable follower read: catch up to the leader's read index, then read here.
+        // `None` means this node became the leader meanwhile: the leader path below serves it.
         if let GroupCommand::Read(keys) = &cmd
             && self.follower_reads
             && !self.groups.is_leader(g)
+            && let Some(index) = self.leader_read_index(g).await?
         {
-            if let Some(index) = self.leader_read_index(g).await? {
-                // Linearizable follower read: caught up to the leader's read index.
-                self.groups.wait_applied(g, index).await?;
-                return Ok(GroupReply::Read(self.read_local(keys, false)?));
-            }
-            // This node became the leader meanwhile: fall through to the leader path.
+            self.groups.wait_applied(g, index).await?;
+            return Ok(GroupReply::Read(self.read_local(keys, false)?));
         }
         let mut backoff = Duration::from_millis(20);
         for _ in 0..MAX_ATTEMPTS {
