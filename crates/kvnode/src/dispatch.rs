@@ -68,6 +68,9 @@ pub enum DispatchError {
     /// No leader emerged for the group within the retry budget.
     #[error("no leader for group {0}")]
     NoLeader(GroupId),
+    /// A peer answered a read with a write result or the reverse (a peer bug or version skew).
+    #[error("group {0} answered with the wrong kind of reply")]
+    WrongReply(GroupId),
 }
 
 /// Internal addresses of one peer.

@@ -181,14 +181,14 @@ impl Dispatcher {
             self.execute(*g, GroupCommand::Read(ks))
         });
         let mut out = vec![None; keys.len()];
-        for ((_, idx), res) in parts.iter().zip(join_all(futs).await) {
+        for ((g, idx), res) in parts.iter().zip(join_all(futs).await) {
             match res? {
                 GroupReply::Read(vals) => {
                     for (i, v) in idx.iter().zip(vals) {
                         out[*i] = v;
                     }
                 }
-                GroupReply::Write(_) => return Err(DispatchError::NoLeader(0)),
+                GroupReply::Write(_) => return Err(DispatchError::WrongReply(*g)),
             }
         }
         Ok(out)
@@ -206,10 +206,10 @@ impl Dispatcher {
             .iter()
             .map(|(g, idx)| self.execute(*g, GroupCommand::Write(op(idx))));
         let mut out = Vec::new();
-        for res in join_all(futs).await {
+        for (g, res) in parts.keys().zip(join_all(futs).await) {
             match res? {
                 GroupReply::Write(r) => out.push(r),
-                GroupReply::Read(_) => return Err(DispatchError::NoLeader(0)),
+                GroupReply::Read(_) => return Err(DispatchError::WrongReply(*g)),
             }
         }
         Ok(out)
