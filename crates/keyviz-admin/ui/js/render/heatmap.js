@@ -2,8 +2,9 @@
 /**
  * Draws the heatmap: one pixel per (slot, row) in an offscreen buffer filled through ImageData,
  * then drawImage'd onto the visible canvas with smoothing off, so cells stay crisp at any size
- * and device pixel ratio. Buffers are reused while their size is unchanged: an auto-refresh
- * tick repaints pixels but allocates no canvas.
+ * and device pixel ratio. Buffers are allocated with headroom and reused while the view fits:
+ * an auto-refresh or live tick that adds a column or a row repaints pixels but allocates no
+ * canvas.
  */
 
 import { makeIndexScale, makeIndexTable, NO_DATA_INDEX } from '../scales.js';
@@ -23,6 +24,9 @@ export class HeatmapRenderer {
     this.rowMax = new Float64Array(0);
     this.width = 0;
     this.height = 0;
+    /** allocated buffer size (>= width x height; the rest of each row is unused) */
+    this.capWidth = 0;
+    this.capHeight = 0;
   }
 
   /**
@@ -31,13 +35,20 @@ export class HeatmapRenderer {
    * @param {number} height
    */
   #ensureBuffer(width, height) {
-    if (this.image && this.width === width && this.height === height) return;
     this.width = width;
     this.height = height;
-    this.buffer.width = Math.max(1, width);
-    this.buffer.height = Math.max(1, height);
-    this.image = new ImageData(Math.max(1, width), Math.max(1, height));
-    this.rowMax = new Float64Array(Math.max(1, width));
+    const fits = width <= this.capWidth && height <= this.capHeight;
+    // Shrinking far below the allocation gives the memory back; small changes reuse it.
+    const wasteful = width * height * 4 < this.capWidth * this.capHeight;
+    if (this.image && fits && !wasteful) return;
+    // Headroom: a live view grows by a column at a time; a few percent more avoids
+    // reallocating on each tick.
+    this.capWidth = Math.max(1, Math.ceil(width * 1.125) + 8);
+    this.capHeight = Math.max(1, Math.ceil(height * 1.125) + 8);
+    this.buffer.width = this.capWidth;
+    this.buffer.height = this.capHeight;
+    this.image = new ImageData(this.capWidth, this.capHeight);
+    this.rowMax = new Float64Array(this.capWidth);
     renderStats.bufferAllocations++;
   }
 
@@ -73,8 +84,9 @@ export class HeatmapRenderer {
     let affine = !coarse && n > 0 && off >= 0;
     for (let j = 1; affine && j < n; j++) if (colSlot[j] !== off + j) affine = false;
     const rowMax = this.rowMax;
+    const stride = this.capWidth;
     for (let k = 0; k < h; k++) {
-      const base = k * w;
+      const base = k * stride;
       px.set(tPx, base);
       const values = rows[view.rowIndex[k]].values;
       if (affine) {
@@ -98,7 +110,8 @@ export class HeatmapRenderer {
         }
       }
     }
-    this.buffer.getContext('2d')?.putImageData(this.image, 0, 0);
+    // Only the w x h corner is drawn; upload just that.
+    this.buffer.getContext('2d')?.putImageData(this.image, 0, 0, 0, 0, Math.max(1, w), Math.max(1, h));
   }
 
   /**
