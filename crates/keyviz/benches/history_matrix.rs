@@ -6,37 +6,23 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use keyviz::{MatrixQuery, RouteSpec, Sampler, SamplerConfig, Series};
+use keyviz::{MatrixQuery, Sampler, SamplerConfig, Series};
 
-const T0: i64 = 1_700_000_040_000;
+mod support;
+
+use support::{T0, sampler_with_routes};
+
 const STEP: u64 = 60_000;
 
 fn sampler(routes: u64) -> Sampler {
-    let s = Sampler::new(
+    sampler_with_routes(
+        routes,
         SamplerConfig {
             step_ms: STEP,
             max_columns: 100_000,
             ..SamplerConfig::default()
         },
-        T0,
     )
-    .expect("config");
-    for i in 0..routes {
-        let start = (i * 1_000).to_be_bytes().to_vec();
-        let end = if i + 1 == routes {
-            None
-        } else {
-            Some(((i + 1) * 1_000).to_be_bytes().to_vec())
-        };
-        s.register_route(RouteSpec {
-            id: i + 1,
-            start,
-            end,
-            group: 1 + i % 3,
-        })
-        .expect("route");
-    }
-    s
 }
 
 /// `columns` flushes with `active` routes written `1..=20` times each.

@@ -7,36 +7,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use keyviz::{ReadRole, RouteSpec, Sampler, SamplerConfig};
+use keyviz::{ReadRole, Sampler, SamplerConfig};
 
-const T0: i64 = 1_700_000_000_000;
+mod support;
+
+use support::sampler_with_routes;
 
 fn sampler(routes: u64, k: u32) -> Sampler {
-    let s = Sampler::new(
+    sampler_with_routes(
+        routes,
         SamplerConfig {
             key_buckets_per_route: k,
-            max_tracked_routes: 100_000,
             ..SamplerConfig::default()
         },
-        T0,
     )
-    .expect("config");
-    for i in 0..routes {
-        let start = (i * 1_000).to_be_bytes().to_vec();
-        let end = if i + 1 == routes {
-            None
-        } else {
-            Some(((i + 1) * 1_000).to_be_bytes().to_vec())
-        };
-        s.register_route(RouteSpec {
-            id: i + 1,
-            start,
-            end,
-            group: 1,
-        })
-        .expect("route");
-    }
-    s
 }
 
 fn observe(c: &mut Criterion) {

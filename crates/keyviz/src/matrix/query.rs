@@ -234,28 +234,23 @@ pub(crate) fn build(
             .zip(&v)
             .map(|(g, v)| if g == 0 && *v > 0 { group_of_rows } else { g })
             .collect();
-        let row = if metas.len() == 1 {
-            MatrixRow {
-                bucket_id: first.bucket_id.to_string(),
-                label: None,
-                start: non_empty(&first.start),
-                end: first.end.clone(),
-                aggregate: first.aggregate,
-                route_ids: if first.aggregate {
-                    first.route_ids.clone()
-                } else {
-                    Vec::new()
-                },
-                route_ids_truncated: first.aggregate
-                    && first.route_count > first.route_ids.len() as u64,
-                route_count: first.route_count,
-                values: v,
-                conflict: false,
-                conflicts: Vec::new(),
-                raft_group_ids: g,
-                leader_terms: t,
-                preview: Some(key_preview(&first.start)),
-            }
+        // Identity of the output row: the bucket itself, or an aggregate of the group.
+        let (bucket_id, end, aggregate, route_ids, truncated, route_count) = if metas.len() == 1 {
+            let ids = if first.aggregate {
+                first.route_ids.clone()
+            } else {
+                Vec::new() // a plain route row lists no members (as the reference)
+            };
+            let truncated = first.aggregate && first.route_count > first.route_ids.len() as u64;
+            let id = first.bucket_id.to_string();
+            (
+                id,
+                first.end.clone(),
+                first.aggregate,
+                ids,
+                truncated,
+                first.route_count,
+            )
         } else {
             let last = metas.last().unwrap_or(first);
             let mut route_ids: Vec<u64> = metas
@@ -280,22 +275,31 @@ pub(crate) fn build(
                 .fold(plain.len() as u64, u64::saturating_add);
             let truncated = route_ids.len() > max_route_ids || route_count > route_ids.len() as u64;
             route_ids.truncate(max_route_ids);
-            MatrixRow {
-                bucket_id: virtual_bucket_name(&first.start, last.end.as_deref()),
-                label: None,
-                start: non_empty(&first.start),
-                end: last.end.clone(),
-                aggregate: true,
+            let id = virtual_bucket_name(&first.start, last.end.as_deref());
+            (
+                id,
+                last.end.clone(),
+                true,
                 route_ids,
-                route_ids_truncated: truncated,
+                truncated,
                 route_count,
-                values: v,
-                conflict: false,
-                conflicts: Vec::new(),
-                raft_group_ids: g,
-                leader_terms: t,
-                preview: Some(key_preview(&first.start)),
-            }
+            )
+        };
+        let row = MatrixRow {
+            bucket_id,
+            label: None,
+            start: non_empty(&first.start),
+            end,
+            aggregate,
+            route_ids,
+            route_ids_truncated: truncated,
+            route_count,
+            values: v,
+            conflict: false,
+            conflicts: Vec::new(),
+            raft_group_ids: g,
+            leader_terms: t,
+            preview: Some(key_preview(&first.start)),
         };
         rows.push(row);
     }
