@@ -236,40 +236,11 @@ impl Dispatcher {
                 Ok(v) => Reply::Int(v.first().and_then(|x| x.as_ref()).map_or(0, Vec::len) as i64),
                 Err(e) => failure(e),
             },
-            Command::Set {
-                key,
-                value,
-                ttl_ms,
-                cond,
-            } => {
-                let expire_at_unix_ms = ttl_ms.map_or(0, |t| now_unix_ms().saturating_add(t));
-                let op = KvOp::Set {
-                    key: key.to_vec(),
-                    value: value.to_vec(),
-                    expire_at_unix_ms,
-                    cond,
-                };
-                self.write_one(&key, op).await
-            }
-            Command::IncrBy(key, delta) => {
-                self.write_one(
-                    &key,
-                    KvOp::IncrBy {
-                        key: key.to_vec(),
-                        delta,
-                    },
-                )
-                .await
-            }
-            Command::Append(key, value) => {
-                self.write_one(
-                    &key,
-                    KvOp::Append {
-                        key: key.to_vec(),
-                        value: value.to_vec(),
-                    },
-                )
-                .await
+            cmd @ (Command::Set { .. } | Command::IncrBy(..) | Command::Append(..)) => {
+                match single_write(cmd) {
+                    Some((key, op)) => self.write_one(&key, op).await,
+                    None => Reply::Error("ERR internal error: not a single-key write".to_owned()),
+                }
             }
             Command::Del(keys) => {
                 let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_ref()).collect();
