@@ -71,6 +71,7 @@ struct OutCell {
 /// A bucket seen in the window: its newest row metadata and its total.
 struct Bucket {
     row: u32,
+    generation: u64,
     total: u64,
 }
 
@@ -122,17 +123,25 @@ pub(crate) fn build(
                 let next = buckets.len() as u32;
                 let b = *names.entry(&*meta.bucket_id).or_insert(next);
                 if b == next {
-                    buckets.push(Bucket { row, total: 0 });
+                    buckets.push(Bucket {
+                        row,
+                        generation: meta.generation,
+                        total: 0,
+                    });
                 }
                 *slot = b;
             }
             let b = &mut buckets[*slot as usize];
             b.total = b.total.saturating_add(v);
             // The newest incarnation names the bucket: highest slot generation,
-            // then the latest column (columns are visited in time order).
-            let generation = |r: u32| catalog.get(r).map_or(0, |m| m.generation);
-            if generation(row) >= generation(b.row) {
-                b.row = row;
+            // then the latest column (columns are visited in time order). Only a
+            // different incarnation needs a metadata look-up.
+            if row != b.row {
+                let generation = catalog.get(row).map_or(0, |m| m.generation);
+                if generation >= b.generation {
+                    b.row = row;
+                    b.generation = generation;
+                }
             }
         }
     }
