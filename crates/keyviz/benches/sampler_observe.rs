@@ -50,6 +50,21 @@ fn observe(c: &mut Criterion) {
     g.bench_function("write_hit_1_thread", |b| {
         b.iter(|| s.observe_write(black_box(1), black_box(&key), black_box(64), 1, 42))
     });
+    let mut rec = s.recorder();
+    g.bench_function("read_hit_recorder_handle", |b| {
+        b.iter(|| {
+            rec.observe_read(
+                black_box(1),
+                black_box(&key),
+                black_box(64),
+                ReadRole::Leader,
+            )
+        })
+    });
+    g.bench_function("write_hit_recorder_handle", |b| {
+        b.iter(|| rec.observe_write(black_box(1), black_box(&key), black_box(64), 1, 42))
+    });
+    drop(rec);
     g.bench_function("miss_unknown_route", |b| {
         b.iter(|| s.observe_read(black_box(99), black_box(&key), 64, ReadRole::Leader))
     });

@@ -48,5 +48,7 @@ pub use matrix::{
     coarsen_rows, plan_groups,
 };
 pub use preview::{MAX_PREVIEW_CHARS, RESERVED_PREFIXES, key_preview};
-pub use sampler::{FlushReport, ReadRole, RouteId, RouteSpec, Sampler, SamplerError, SamplerStats};
+pub use sampler::{
+    FlushReport, ReadRole, Recorder, RouteId, RouteSpec, Sampler, SamplerError, SamplerStats,
+};
 pub use time::{align_down, align_nearest, format_rfc3339_ms};

@@ -108,6 +108,81 @@ thread_local! {
 
 static NEXT_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
+/// Counts a write in `table`; false when `route` is not registered.
+#[inline]
+fn count_write(
+    table: &RouteTable,
+    route: RouteId,
+    key: &[u8],
+    value_len: usize,
+    group: u64,
+    term: u64,
+) -> bool {
+    let Some(slot) = table.slot(route) else {
+        return false;
+    };
+    let bytes = (key.len() as u64).saturating_add(value_len as u64);
+    slot.counters.add_write(
+        slot.layout.index(key),
+        slot.lanes.lane_for(group, term),
+        bytes,
+    )
+}
+
+/// Counts a read in `table`; false when `route` is not registered.
+#[inline]
+fn count_read(
+    table: &RouteTable,
+    route: RouteId,
+    key: &[u8],
+    value_len: usize,
+    role: ReadRole,
+) -> bool {
+    let Some(slot) = table.slot(route) else {
+        return false;
+    };
+    let bytes = (key.len() as u64).saturating_add(value_len as u64);
+    slot.counters
+        .add_read(slot.layout.index(key), role == ReadRole::Leader, bytes)
+}
+
+/// A per-task recording handle; see [`Sampler::recorder`].
+pub struct Recorder<'a> {
+    sampler: &'a Sampler,
+    cache: Cache<&'a ArcSwap<RouteTable>, Arc<RouteTable>>,
+}
+
+impl std::fmt::Debug for Recorder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder").finish_non_exhaustive()
+    }
+}
+
+impl Recorder<'_> {
+    /// As [`Sampler::observe_write`].
+    #[inline]
+    pub fn observe_write(
+        &mut self,
+        route: RouteId,
+        key: &[u8],
+        value_len: usize,
+        group: u64,
+        term: u64,
+    ) {
+        if !count_write(self.cache.load(), route, key, value_len, group, term) {
+            self.sampler.note_unknown();
+        }
+    }
+
+    /// As [`Sampler::observe_read`].
+    #[inline]
+    pub fn observe_read(&mut self, route: RouteId, key: &[u8], value_len: usize, role: ReadRole) {
+        if !count_read(self.cache.load(), route, key, value_len, role) {
+            self.sampler.note_unknown();
+        }
+    }
+}
+
 /// The per-node sampler and its history.
 ///
 /// `Send + Sync`; share it as `Arc<Sampler>`. Observations are exact: no
@@ -300,15 +375,8 @@ impl Sampler {
         group: u64,
         term: u64,
     ) {
-        let bytes = (key.len() as u64).saturating_add(value_len as u64);
-        let counted = self.with_table(|table| {
-            let Some(slot) = table.slot(route) else {
-                return false;
-            };
-            let sub = slot.layout.index(key);
-            slot.counters
-                .add_write(sub, slot.lanes.lane_for(group, term), bytes)
-        });
+        let counted =
+            self.with_table(|table| count_write(table, route, key, value_len, group, term));
         if !counted {
             self.note_unknown();
         }
@@ -319,16 +387,23 @@ impl Sampler {
     /// [`observe_write`](Sampler::observe_write).
     #[inline]
     pub fn observe_read(&self, route: RouteId, key: &[u8], value_len: usize, role: ReadRole) {
-        let bytes = (key.len() as u64).saturating_add(value_len as u64);
-        let counted = self.with_table(|table| {
-            let Some(slot) = table.slot(route) else {
-                return false;
-            };
-            slot.counters
-                .add_read(slot.layout.index(key), role == ReadRole::Leader, bytes)
-        });
+        let counted = self.with_table(|table| count_read(table, route, key, value_len, role));
         if !counted {
             self.note_unknown();
+        }
+    }
+
+    /// A recording handle for one task or thread: the same observations as
+    /// [`observe_write`](Sampler::observe_write) / [`observe_read`](Sampler::observe_read),
+    /// through a table cache the handle owns instead of a thread-local one
+    /// (a connection task that moves between threads keeps its cache).
+    ///
+    /// A handle keeps the route table it last saw alive until its next observe,
+    /// so keep handles that record, not idle ones.
+    pub fn recorder(&self) -> Recorder<'_> {
+        Recorder {
+            sampler: self,
+            cache: Cache::new(&*self.table),
         }
     }
 

@@ -56,8 +56,11 @@ fn observe_allocates_nothing() {
         .expect("register");
     // Warm the thread-local table cache: the first observe on a thread may set it up.
     s.observe_read(1, b"warm", 0, ReadRole::Leader);
+    let mut rec = s.recorder();
+    rec.observe_read(1, b"warm", 0, ReadRole::Leader);
     let n = count_allocations(|| {
         for i in 0..10_000u32 {
+            rec.observe_write(1, &i.to_be_bytes(), 16, 3, 7);
             let key = i.to_be_bytes();
             s.observe_write(1, &key, 16, 3, 7);
             s.observe_read(1, &key, 16, ReadRole::Follower);

@@ -604,3 +604,23 @@ fn sparse_and_dense_route_ids_both_resolve() {
     assert_eq!(total(&s, Series::Reads), 2);
     assert_eq!(s.stats().unknown_route_observations, 1);
 }
+
+#[test]
+fn recorder_handle_counts_like_the_sampler_and_sees_catalog_changes() {
+    let s = sampler();
+    s.register_route(route(1, b"a", Some(b"m"), 1))
+        .expect("register");
+    let mut rec = s.recorder();
+    rec.observe_write(1, b"b", 1, 1, 5);
+    s.register_route(route(2, b"m", None, 1))
+        .expect("late route");
+    rec.observe_write(2, b"x", 1, 1, 5);
+    s.split_route(1, b"c", 3).expect("split");
+    rec.observe_read(3, b"d", 0, ReadRole::Follower);
+    rec.observe_read(9, b"d", 0, ReadRole::Follower);
+    drop(rec);
+    let _ = s.flush(T0 + 1_000);
+    assert_eq!(total(&s, Series::Writes), 2);
+    assert_eq!(total(&s, Series::FollowerReads), 1);
+    assert_eq!(s.stats().unknown_route_observations, 1);
+}
