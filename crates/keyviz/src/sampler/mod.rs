@@ -146,19 +146,25 @@ fn count_read(
         .add_read(slot.layout.index(key), role == ReadRole::Leader, bytes)
 }
 
-/// A per-task recording handle; see [`Sampler::recorder`].
-pub struct Recorder<'a> {
-    sampler: &'a Sampler,
-    cache: Cache<&'a ArcSwap<RouteTable>, Arc<RouteTable>>,
+/// A per-task recording handle; see [`Sampler::recorder`]. `Send` and
+/// `'static`, so a connection task can own one.
+pub struct Recorder {
+    cache: TableCache,
+    unknown_route: Arc<AtomicU64>,
 }
 
-impl std::fmt::Debug for Recorder<'_> {
+impl std::fmt::Debug for Recorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Recorder").finish_non_exhaustive()
     }
 }
 
-impl Recorder<'_> {
+impl Recorder {
+    fn note_unknown(&self) {
+        // Ordering: Relaxed — a statistic.
+        self.unknown_route.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// As [`Sampler::observe_write`].
     #[inline]
     pub fn observe_write(
@@ -170,7 +176,7 @@ impl Recorder<'_> {
         term: u64,
     ) {
         if !count_write(self.cache.load(), route, key, value_len, group, term) {
-            self.sampler.note_unknown();
+            self.note_unknown();
         }
     }
 
@@ -178,7 +184,7 @@ impl Recorder<'_> {
     #[inline]
     pub fn observe_read(&mut self, route: RouteId, key: &[u8], value_len: usize, role: ReadRole) {
         if !count_read(self.cache.load(), route, key, value_len, role) {
-            self.sampler.note_unknown();
+            self.note_unknown();
         }
     }
 }
@@ -195,7 +201,8 @@ pub struct Sampler {
     flush: Mutex<FlushState>,
     history: RwLock<History>,
     store: Option<Arc<dyn HistoryStore>>,
-    unknown_route: AtomicU64,
+    /// Shared with every [`Recorder`].
+    unknown_route: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Sampler {
@@ -226,7 +233,7 @@ impl Sampler {
                 retired: Vec::new(),
             }),
             store: None,
-            unknown_route: AtomicU64::new(0),
+            unknown_route: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -400,10 +407,10 @@ impl Sampler {
     ///
     /// A handle keeps the route table it last saw alive until its next observe,
     /// so keep handles that record, not idle ones.
-    pub fn recorder(&self) -> Recorder<'_> {
+    pub fn recorder(&self) -> Recorder {
         Recorder {
-            sampler: self,
-            cache: Cache::new(&*self.table),
+            cache: Cache::new(Arc::clone(&self.table)),
+            unknown_route: Arc::clone(&self.unknown_route),
         }
     }
 

@@ -624,3 +624,17 @@ fn recorder_handle_counts_like_the_sampler_and_sees_catalog_changes() {
     assert_eq!(total(&s, Series::FollowerReads), 1);
     assert_eq!(s.stats().unknown_route_observations, 1);
 }
+
+#[test]
+fn a_recorder_can_move_into_a_spawned_task() {
+    fn assert_send_static<T: Send + 'static>(_: &T) {}
+    let s = sampler();
+    s.register_route(route(1, b"", None, 1)).expect("register");
+    let mut rec = s.recorder();
+    assert_send_static(&rec);
+    std::thread::spawn(move || rec.observe_read(1, b"k", 0, ReadRole::Leader))
+        .join()
+        .expect("recorder thread");
+    let _ = s.flush(T0 + 1_000);
+    assert_eq!(total(&s, Series::Reads), 1);
+}
