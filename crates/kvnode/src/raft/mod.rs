@@ -247,21 +247,8 @@ impl Groups {
     /// # Errors
     /// [`GroupError::NotLeader`], [`GroupError::Timeout`], [`GroupError::Raft`].
     pub async fn read_barrier(&self, g: GroupId) -> Result<(), GroupError> {
-        let group = self.group(g)?;
-        match tokio::time::timeout(self.op_timeout, group.raft.ensure_linearizable()).await {
-            Err(_) => Err(GroupError::Timeout(g)),
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
-                Err(GroupError::NotLeader {
-                    group: g,
-                    leader: f.leader_id,
-                })
-            }
-            Ok(Err(e)) => Err(GroupError::Raft {
-                group: g,
-                detail: e.to_string(),
-            }),
-        }
+        // Same openraft call as the read index; only the index is dropped.
+        self.read_index(g).await.map(|_| ())
     }
 
     /// As leader of `g`: confirms leadership with a quorum and returns the log index a
