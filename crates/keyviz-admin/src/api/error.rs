@@ -153,17 +153,23 @@ pub(crate) fn json_ok<T: Serialize>(value: &T) -> Response {
     match serde_json::to_vec(value) {
         Ok(mut body) => {
             body.push(b'\n');
-            let mut resp = (StatusCode::OK, body).into_response();
-            let headers = resp.headers_mut();
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json; charset=utf-8"),
-            );
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            resp
+            json_bytes_ok(body.into())
         }
         Err(e) => ApiError::internal(format!("encode response: {e}")).into_response(),
     }
+}
+
+/// Wraps an already encoded JSON `body` (sent as is) in a 200 response with
+/// `Content-Type: application/json; charset=utf-8` and `Cache-Control: no-store`.
+pub(crate) fn json_bytes_ok(body: bytes::Bytes) -> Response {
+    let mut resp = (StatusCode::OK, body).into_response();
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }
 
 #[cfg(test)]

@@ -5,23 +5,13 @@ use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
+use super::error::json_bytes_ok;
 use super::{ApiError, parse_matrix_query};
 use crate::auth::Principal;
 use crate::config::MAX_BROWSER_ROWS;
 use crate::fanout::single_flight::Joined;
 use crate::fanout::{self, FlightKey, compact, encode_response, local_matrix};
 use crate::state::AdminState;
-
-fn json_body(body: bytes::Bytes) -> Response {
-    let mut resp = (StatusCode::OK, body).into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
-}
 
 /// Whether a peer asked for the compact encoding (only peers may get it).
 fn accepts_compact(headers: &HeaderMap) -> bool {
@@ -68,7 +58,7 @@ pub(crate) async fn matrix(
                 h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 return Ok(resp);
             }
-            Ok(json_body(encode_response(&m, None)?))
+            Ok(json_bytes_ok(encode_response(&m, None)?))
         }
         Principal::Operator(_) => {
             let params = parse_matrix_query(query.as_deref(), MAX_BROWSER_ROWS)?;
@@ -88,7 +78,7 @@ pub(crate) async fn matrix(
                 Joined::Reused => "reused",
             });
             match out.as_ref() {
-                Ok(body) => Ok(json_body(body.clone())),
+                Ok(body) => Ok(json_bytes_ok(body.clone())),
                 Err(e) => Err(e.clone()),
             }
         }
