@@ -7,6 +7,27 @@ use crate::util::{
     wait_matrix_total,
 };
 
+/// Sends `requests` of redis-benchmark's `test` (e.g. `set`) to `port` over 4 connections
+/// with 16-deep pipelines and random keys, failing the test if redis-benchmark fails.
+fn bench_pipelined(port: u16, test: &str, requests: u64) {
+    let (ok, _, err) = redis_benchmark(
+        port,
+        &[
+            "-t",
+            test,
+            "-n",
+            &requests.to_string(),
+            "-r",
+            "5000",
+            "-P",
+            "16",
+            "-c",
+            "4",
+        ],
+    );
+    assert!(ok, "{err}");
+}
+
 /// N SETs and M GETs sent through redis-benchmark, spread over all three nodes (so most are
 /// forwarded), sum to exactly N writes and M reads in the fan-out matrix of any node.
 #[test]
@@ -16,38 +37,8 @@ fn fanout_matrix_counts_every_set_and_get_exactly_once() {
     // Multiples of pipeline depth x connections: redis-benchmark issues whole pipelines.
     let (sets_per_node, gets_per_node) = (640u64, 448u64);
     for n in &c.nodes {
-        let (ok, _, err) = redis_benchmark(
-            n.resp,
-            &[
-                "-t",
-                "set",
-                "-n",
-                &sets_per_node.to_string(),
-                "-r",
-                "5000",
-                "-P",
-                "16",
-                "-c",
-                "4",
-            ],
-        );
-        assert!(ok, "{err}");
-        let (ok, _, err) = redis_benchmark(
-            n.resp,
-            &[
-                "-t",
-                "get",
-                "-n",
-                &gets_per_node.to_string(),
-                "-r",
-                "5000",
-                "-P",
-                "16",
-                "-c",
-                "4",
-            ],
-        );
-        assert!(ok, "{err}");
+        bench_pipelined(n.resp, "set", sets_per_node);
+        bench_pipelined(n.resp, "get", gets_per_node);
     }
     let n_writes = sets_per_node * c.nodes.len() as u64;
     let n_reads = gets_per_node * c.nodes.len() as u64;
