@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
-use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
+use openraft::error::{ForwardToLeader, InitializeError, RaftError};
+use openraft::{BasicNode, Config, ServerState, SnapshotPolicy, TryAsRef};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -222,23 +222,11 @@ impl Groups {
     pub async fn propose(&self, g: GroupId, req: KvRequest) -> Result<Committed, GroupError> {
         let group = self.group(g)?;
         let fut = group.raft.client_write(req);
-        match tokio::time::timeout(self.op_timeout, fut).await {
-            Err(_) => Err(GroupError::Timeout(g)),
-            Ok(Ok(resp)) => Ok(Committed {
-                response: resp.data,
-                term: resp.log_id.leader_id.term,
-            }),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(GroupError::NotLeader {
-                    group: g,
-                    leader: f.leader_id,
-                })
-            }
-            Ok(Err(e)) => Err(GroupError::Raft {
-                group: g,
-                detail: e.to_string(),
-            }),
-        }
+        let resp = group_outcome(g, tokio::time::timeout(self.op_timeout, fut).await)?;
+        Ok(Committed {
+            response: resp.data,
+            term: resp.log_id.leader_id.term,
+        })
     }
 
     /// Waits until this node, as leader of `g`, has applied everything committed before the
@@ -258,20 +246,9 @@ impl Groups {
     /// As [`Groups::read_barrier`].
     pub async fn read_index(&self, g: GroupId) -> Result<u64, GroupError> {
         let group = self.group(g)?;
-        match tokio::time::timeout(self.op_timeout, group.raft.ensure_linearizable()).await {
-            Err(_) => Err(GroupError::Timeout(g)),
-            Ok(Ok(log_id)) => Ok(log_id.map_or(0, |l| l.index)),
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
-                Err(GroupError::NotLeader {
-                    group: g,
-                    leader: f.leader_id,
-                })
-            }
-            Ok(Err(e)) => Err(GroupError::Raft {
-                group: g,
-                detail: e.to_string(),
-            }),
-        }
+        let fut = group.raft.ensure_linearizable();
+        let log_id = group_outcome(g, tokio::time::timeout(self.op_timeout, fut).await)?;
+        Ok(log_id.map_or(0, |l| l.index))
     }
 
     /// Waits until this node has applied `g`'s log up to `index` (a follower catching up to
@@ -369,6 +346,32 @@ impl Groups {
                 tracing::warn!(group = g, error = %e, "raft shutdown");
             }
         }
+    }
+}
+
+/// Maps a time-limited openraft call on group `g` to our vocabulary: elapsed is
+/// [`GroupError::Timeout`], "forward to leader" is [`GroupError::NotLeader`] (this node did
+/// nothing), anything else is [`GroupError::Raft`].
+fn group_outcome<T, E>(
+    g: GroupId,
+    outcome: Result<Result<T, RaftError<u64, E>>, tokio::time::error::Elapsed>,
+) -> Result<T, GroupError>
+where
+    E: std::fmt::Debug + std::fmt::Display + TryAsRef<ForwardToLeader<u64, BasicNode>>,
+{
+    match outcome {
+        Err(_) => Err(GroupError::Timeout(g)),
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => match e.forward_to_leader::<BasicNode>() {
+            Some(f) => Err(GroupError::NotLeader {
+                group: g,
+                leader: f.leader_id,
+            }),
+            None => Err(GroupError::Raft {
+                group: g,
+                detail: e.to_string(),
+            }),
+        },
     }
 }
 
