@@ -15,6 +15,7 @@ import { createLoginView } from './login.js';
 import { renderKeyAxis, renderTimeAxis, rowLabel } from './render/axes.js';
 import { diagnose } from './diagnose.js';
 import { renderDetail, renderFindings, renderHotList } from './render/detail.js';
+import { pixelRatio } from './render/canvas.js';
 import { HeatmapRenderer } from './render/heatmap.js';
 import { renderLegend } from './render/legend.js';
 import { drawRowMarginal, drawTimeMarginal } from './render/marginals.js';
@@ -299,8 +300,7 @@ export function createApp(store) {
     const viewWindow = s.range === 'custom' ? fetchedWindow : { from: fetchedWindow.from, to: Math.max(fetchedWindow.to, Date.now()) };
     if (rebuild || !view) {
       // One slot per device pixel at most: denser data is max-pooled rather than dropped.
-      const dpr = Math.min(4, Math.max(1, window.devicePixelRatio || 1));
-      view = buildView(matrix, viewWindow, s.keys, Math.floor(measure().width * dpr));
+      view = buildView(matrix, viewWindow, s.keys, Math.floor(measure().width * pixelRatio()));
     }
     size = measure();
     el.plot.style.height = `${size.height}px`;

@@ -8,6 +8,7 @@
  */
 
 import { makeIndexScale, makeIndexTable, NO_DATA_INDEX } from '../scales.js';
+import { prepareCanvas } from './canvas.js';
 
 /** Counters the page exposes for tests and the perf page. */
 export const renderStats = { bufferAllocations: 0, canvasResizes: 0, lastPaintMs: 0, lastDrawMs: 0 };
@@ -139,22 +140,11 @@ export class HeatmapRenderer {
    * @param {{ x: number, y: number, w: number, h: number }|null} src
    */
   draw(cssWidth, cssHeight, src) {
-    const dpr = Math.min(4, Math.max(1, window.devicePixelRatio || 1));
-    const bw = Math.max(1, Math.round(cssWidth * dpr));
-    const bh = Math.max(1, Math.round(cssHeight * dpr));
-    const c = this.canvas;
-    if (c.width !== bw || c.height !== bh) {
-      c.width = bw;
-      c.height = bh;
-      renderStats.canvasResizes++;
-    }
-    c.style.width = `${cssWidth}px`;
-    c.style.height = `${cssHeight}px`;
-    const ctx = c.getContext('2d');
-    if (!ctx) return;
-    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    const prepared = prepareCanvas(this.canvas, cssWidth, cssHeight);
+    if (!prepared) return;
+    const { ctx, bw, bh, resized } = prepared;
+    if (resized) renderStats.canvasResizes++;
     ctx.imageSmoothingEnabled = false;
-    ctx.clearRect(0, 0, bw, bh);
     if (this.width === 0 || this.height === 0) return;
     const s = src ?? { x: 0, y: 0, w: this.width, h: this.height };
     ctx.drawImage(this.buffer, s.x, s.y, s.w, s.h, 0, 0, bw, bh);

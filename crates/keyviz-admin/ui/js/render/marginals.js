@@ -5,25 +5,17 @@
  * Drawn on their own canvases, so they never repaint the heatmap.
  */
 
+import { prepareCanvas } from './canvas.js';
+
 /**
  * @param {HTMLCanvasElement} canvas
  * @param {number} cssWidth
  * @param {number} cssHeight
  */
 function prepare(canvas, cssWidth, cssHeight) {
-  const dpr = Math.min(4, Math.max(1, window.devicePixelRatio || 1));
-  const bw = Math.max(1, Math.round(cssWidth * dpr));
-  const bh = Math.max(1, Math.round(cssHeight * dpr));
-  if (canvas.width !== bw || canvas.height !== bh) {
-    canvas.width = bw;
-    canvas.height = bh;
-  }
-  canvas.style.width = `${cssWidth}px`;
-  canvas.style.height = `${cssHeight}px`;
-  const ctx = canvas.getContext('2d');
-  if (!ctx) return null;
-  ctx.setTransform(1, 0, 0, 1, 0, 0);
-  ctx.clearRect(0, 0, bw, bh);
+  const prepared = prepareCanvas(canvas, cssWidth, cssHeight);
+  if (!prepared) return null;
+  const { ctx, bw, bh } = prepared;
   ctx.fillStyle = getComputedStyle(canvas).color || '#2453c7';
   // Lighter than the heat so the eye stays on the heatmap.
   ctx.globalAlpha = 0.5;

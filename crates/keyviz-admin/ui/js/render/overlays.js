@@ -5,6 +5,7 @@
  */
 
 import { cellConflict, leaderChanges } from '../view.js';
+import { pixelRatio, prepareCanvas } from './canvas.js';
 
 /**
  * Hatches conflicting cells on the overlay canvas (diagonal stripes, so it reads in any palette
@@ -18,19 +19,9 @@ import { cellConflict, leaderChanges } from '../view.js';
  * @returns {{ cells: number, rows: number }}
  */
 export function drawHatching(canvas, view, cssWidth, cssHeight, src) {
-  const dpr = Math.min(4, Math.max(1, window.devicePixelRatio || 1));
-  const bw = Math.max(1, Math.round(cssWidth * dpr));
-  const bh = Math.max(1, Math.round(cssHeight * dpr));
-  if (canvas.width !== bw || canvas.height !== bh) {
-    canvas.width = bw;
-    canvas.height = bh;
-  }
-  canvas.style.width = `${cssWidth}px`;
-  canvas.style.height = `${cssHeight}px`;
-  const ctx = canvas.getContext('2d');
-  if (!ctx) return { cells: 0, rows: 0 };
-  ctx.setTransform(1, 0, 0, 1, 0, 0);
-  ctx.clearRect(0, 0, bw, bh);
+  const prepared = prepareCanvas(canvas, cssWidth, cssHeight);
+  if (!prepared) return { cells: 0, rows: 0 };
+  const { ctx, bw, bh, dpr } = prepared;
   const s = src ?? { x: 0, y: 0, w: view.slots, h: view.rowIndex.length };
   const sx = bw / s.w;
   const sy = bh / s.h;
@@ -102,7 +93,7 @@ export function drawLeaderChanges(canvas, view, src) {
   const changes = leaderChanges(view);
   canvas.dataset.leaderChanges = String(changes.length);
   if (!ctx || changes.length === 0) return changes.length;
-  const dpr = Math.min(4, Math.max(1, window.devicePixelRatio || 1));
+  const dpr = pixelRatio();
   const s = src ?? { x: 0, y: 0, w: view.slots, h: view.rowIndex.length };
   const sx = canvas.width / s.w;
   const sy = canvas.height / s.h;
