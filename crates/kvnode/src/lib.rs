@@ -39,6 +39,7 @@ pub mod config;
 pub mod dispatch;
 mod history;
 mod internal;
+pub mod limits;
 pub mod node;
 pub mod raft;
 pub mod resp;
