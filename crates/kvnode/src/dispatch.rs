@@ -98,6 +98,11 @@ pub struct Dispatcher {
 }
 
 const MAX_ATTEMPTS: u32 = 40;
+/// How long [`Dispatcher::split_at`] retries through leader changes.
+const SPLIT_DEADLINE: Duration = Duration::from_secs(10);
+/// Route resolutions per split on the leader (each one can only be invalidated by a split that
+/// was already in the log, so a few are plenty).
+const SPLIT_RESOLVE_ATTEMPTS: u32 = 8;
 
 impl Dispatcher {
     #[allow(clippy::too_many_arguments)]
@@ -356,22 +361,114 @@ impl Dispatcher {
         }
     }
 
-    /// Splits the route containing `at` at `at` (through the owning group's log). Returns the
-    /// new route id.
+    /// Splits the route containing `at` at `at` (through the owning group's log), from any
+    /// node. Returns the new route id.
+    ///
+    /// The split runs on the leader of the owning group (here, or forwarded to `/kv/split` on
+    /// the leader), which resolves the route from *its* catalog: this node's catalog may lag
+    /// behind splits the leader has already applied. A key's group never changes with splits,
+    /// so even a stale catalog names the right group. Retries on leader changes, and when the
+    /// leader could not be reached before sending, for up to [`SPLIT_DEADLINE`]; blocks for at
+    /// most that long plus one forward deadline. Takes no lock across an await.
     ///
     /// # Errors
-    /// [`DispatchError`], or `Ok(Err(reason))` when the catalog refused the split.
+    /// [`DispatchError`] (no leader in time, a timeout with unknown outcome, a peer failure), or
+    /// `Ok(Err(reason))` when the key is already a route boundary (the only refusal).
     pub async fn split_at(&self, at: &[u8]) -> Result<Result<u64, String>, DispatchError> {
-        let route = self.catalog.load().route_for(at).clone();
-        let op = KvOp::Split {
-            route: route.id,
-            at: at.to_vec(),
-        };
-        match self.execute(route.group, GroupCommand::Write(op)).await? {
-            GroupReply::Write(KvResponse::Split { right_id }) => Ok(Ok(right_id)),
-            GroupReply::Write(KvResponse::SplitRefused(why)) => Ok(Err(why)),
-            other => Ok(Err(format!("unexpected answer {other:?}"))),
+        let deadline = tokio::time::Instant::now() + SPLIT_DEADLINE;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let g = self.catalog.load().route_for(at).group;
+            let answer = match self.groups.leader(g) {
+                Some(l) if l == self.node_id => self.split_as_leader(at).await,
+                Some(l) => self.forward_split(l, g, at).await,
+                None => Err(GroupError::NotLeader {
+                    group: g,
+                    leader: None,
+                }
+                .into()),
+            };
+            match answer {
+                // Nothing was proposed: try again where the leader is now.
+                Err(DispatchError::Group(GroupError::NotLeader { .. }))
+                | Err(DispatchError::Forward(TransportError::Unreachable {
+                    connect: true, ..
+                })) => {}
+                other => return other,
+            }
+            if tokio::time::Instant::now() + backoff >= deadline {
+                return Err(DispatchError::NoLeader(g));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(300));
         }
+    }
+
+    /// The leader side of [`Dispatcher::split_at`]: resolves the route containing `at` from this
+    /// node's catalog and proposes the split, if this node leads the owning group.
+    ///
+    /// When the split entry is refused at apply because an earlier split (committed but not yet
+    /// applied here when the route was resolved) changed the route of `at`, it resolves again
+    /// and proposes again: the refusal was applied after every earlier entry, so the catalog now
+    /// shows them.
+    ///
+    /// # Errors
+    /// [`GroupError::NotLeader`] (nothing proposed) and the other [`DispatchError`]s;
+    /// `Ok(Err(reason))` when `at` already starts a route.
+    pub(crate) async fn split_as_leader(
+        &self,
+        at: &[u8],
+    ) -> Result<Result<u64, String>, DispatchError> {
+        let mut last_refusal = String::new();
+        for _ in 0..SPLIT_RESOLVE_ATTEMPTS {
+            let route = self.catalog.load().route_for(at).clone();
+            if route.start == at {
+                return Ok(Err(format!(
+                    "split key {:?} is already the start of route {}",
+                    String::from_utf8_lossy(at),
+                    route.id
+                )));
+            }
+            let op = KvOp::Split {
+                route: route.id,
+                at: at.to_vec(),
+            };
+            match self
+                .execute_as_leader(route.group, &GroupCommand::Write(op))
+                .await?
+            {
+                GroupReply::Write(KvResponse::Split { right_id }) => return Ok(Ok(right_id)),
+                GroupReply::Write(KvResponse::SplitRefused(why)) => {
+                    if self.catalog.load().route_for(at).id == route.id {
+                        return Ok(Err(why));
+                    }
+                    last_refusal = why;
+                }
+                other => return Ok(Err(format!("unexpected answer {other:?}"))),
+            }
+        }
+        Ok(Err(last_refusal))
+    }
+
+    async fn forward_split(
+        &self,
+        leader: u64,
+        g: GroupId,
+        at: &[u8],
+    ) -> Result<Result<u64, String>, DispatchError> {
+        let Some(peer) = self.peers.get(&leader) else {
+            return Err(GroupError::NotLeader {
+                group: g,
+                leader: None,
+            }
+            .into());
+        };
+        let req = crate::internal::SplitRequest { at: at.to_vec() };
+        let answer: Result<Result<u64, String>, GroupError> = self
+            .client
+            .call(&peer.raft, "/kv/split", &req, self.forward_timeout)
+            .await?;
+        Ok(answer?)
     }
 
     /// Groups `keys` by owning group, remembering each key's position.

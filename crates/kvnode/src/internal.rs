@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::dispatch::{DispatchError, Dispatcher, GroupCommand, GroupReply};
-use crate::raft::{GroupError, GroupStatus};
+use crate::raft::{GroupError, GroupStatus, HandOverRequest, Leadership, TransferError};
 use crate::routing::Route;
 use crate::transport::{MAX_BODY_BYTES, SECRET_HEADER};
 
@@ -48,7 +48,8 @@ pub(crate) fn router(dispatcher: Arc<Dispatcher>, secret: Option<String>) -> Rou
     };
     Router::new()
         .route("/kv/{group}/exec", post(exec))
-        .route("/kv/{group}/campaign", post(campaign))
+        .route("/kv/{group}/elect", post(elect))
+        .route("/kv/{group}/hand_over", post(hand_over))
         .route("/kv/{group}/read_index", post(read_index))
         .route("/kv/split", post(split))
         .route("/status", get(status))
@@ -98,16 +99,41 @@ async fn read_index(
     Json(ctx.dispatcher.groups().read_index(group).await)
 }
 
-async fn campaign(State(ctx): State<Ctx>, Path(group): Path<u64>) -> Json<Result<(), GroupError>> {
-    Json(ctx.dispatcher.groups().campaign(group).await)
+/// The leader of a hand-over asks the target to start its election now.
+async fn elect(State(ctx): State<Ctx>, Path(group): Path<u64>) -> Json<Result<(), GroupError>> {
+    Json(ctx.dispatcher.groups().elect_here(group).await)
 }
 
-async fn split(State(ctx): State<Ctx>, Json(req): Json<SplitRequest>) -> Response {
-    match ctx.dispatcher.split_at(&req.at).await {
-        Ok(Ok(id)) => Json(serde_json::json!({ "right_id": id })).into_response(),
-        Ok(Err(why)) => (StatusCode::BAD_REQUEST, why).into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
-    }
+/// One hand-over attempt on this node, which must lead the group (see `Groups::campaign`).
+async fn hand_over(
+    State(ctx): State<Ctx>,
+    Path(group): Path<u64>,
+    Json(req): Json<HandOverRequest>,
+) -> Json<Result<Leadership, TransferError>> {
+    // The caller's budget, capped so a forged request cannot pause proposals for long.
+    let budget = std::time::Duration::from_millis(req.budget_ms.min(10_000));
+    let deadline = tokio::time::Instant::now() + budget;
+    Json(
+        ctx.dispatcher
+            .groups()
+            .hand_over(group, req.target, deadline)
+            .await,
+    )
+}
+
+/// A split forwarded by another node: executed here only if this node leads the owning group
+/// (`NotLeader` otherwise, so the sender retries), with the route resolved from this node's
+/// catalog.
+async fn split(
+    State(ctx): State<Ctx>,
+    Json(req): Json<SplitRequest>,
+) -> Json<Result<Result<u64, String>, GroupError>> {
+    Json(
+        ctx.dispatcher
+            .split_as_leader(&req.at)
+            .await
+            .map_err(to_wire),
+    )
 }
 
 async fn status(State(ctx): State<Ctx>) -> Json<NodeStatus> {

@@ -257,7 +257,7 @@ pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
         g2.wait_for_leaders(Duration::from_secs(30)).await;
         for g in preferred {
             if !g2.is_leader(g) {
-                let _ = g2.campaign(g).await;
+                let _ = g2.elect_here(g).await;
             }
         }
     }));

@@ -11,14 +11,20 @@ pub(crate) mod router;
 pub(crate) mod state_machine;
 mod types;
 
+mod leadership;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ForwardToLeader, InitializeError, RaftError};
 use openraft::{BasicNode, Config, ServerState, SnapshotPolicy, TryAsRef};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+
+pub(crate) use leadership::HandOverRequest;
+pub use leadership::{Leadership, TransferError};
 
 pub use types::{KvOp, KvRequest, KvResponse, SetCond};
 
@@ -108,9 +114,13 @@ pub struct GroupStatus {
     pub role: String,
 }
 
+type Metrics = openraft::RaftMetrics<u64, BasicNode>;
+
 struct Group {
     raft: RaftHandle,
-    metrics: watch::Receiver<openraft::RaftMetrics<u64, BasicNode>>,
+    metrics: watch::Receiver<Metrics>,
+    /// Leadership state shared with the group's leader-watch task (see `leadership`).
+    watch: Arc<leadership::GroupWatch>,
 }
 
 /// All groups hosted by this node.
@@ -118,6 +128,9 @@ pub struct Groups {
     node_id: u64,
     groups: BTreeMap<GroupId, Group>,
     op_timeout: Duration,
+    client: PeerClient,
+    timing: RaftTiming,
+    watchers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// Starting a group failed.
@@ -163,6 +176,7 @@ impl Groups {
                 .map_err(|e| StartError::Raft(e.to_string()))?,
         );
         let mut groups = BTreeMap::new();
+        let mut watchers = Vec::new();
         for g in group_ids {
             let log = log_store::LogStore::new(store.clone(), g);
             let sm = state_machine::StateMachine::open(store.clone(), g, catalog.clone())?;
@@ -171,12 +185,28 @@ impl Groups {
                 .await
                 .map_err(|e| StartError::Raft(e.to_string()))?;
             let metrics = raft.metrics();
-            groups.insert(g, Group { raft, metrics });
+            let watch = Arc::new(leadership::GroupWatch::default());
+            watchers.push(tokio::spawn(leadership::watch_leadership(
+                g,
+                metrics.clone(),
+                watch.clone(),
+            )));
+            groups.insert(
+                g,
+                Group {
+                    raft,
+                    metrics,
+                    watch,
+                },
+            );
         }
         Ok(Self {
             node_id,
             groups,
             op_timeout: Duration::from_secs(5),
+            client,
+            timing,
+            watchers: Mutex::new(watchers),
         })
     }
 
@@ -219,10 +249,20 @@ impl Groups {
     /// # Errors
     /// [`GroupError::NotLeader`] (nothing proposed), [`GroupError::Timeout`] (outcome
     /// unknown), [`GroupError::Raft`].
+    ///
+    /// While this node hands leadership of `g` over (see [`Groups::campaign`]), proposals are
+    /// refused with `NotLeader` (hint: the target), so the target's log can catch up with ours.
     pub async fn propose(&self, g: GroupId, req: KvRequest) -> Result<Committed, GroupError> {
         let group = self.group(g)?;
+        if let Some(target) = group.watch.handing_over_to() {
+            return Err(GroupError::NotLeader {
+                group: g,
+                leader: Some(target),
+            });
+        }
         let fut = group.raft.client_write(req);
-        let resp = group_outcome(g, tokio::time::timeout(self.op_timeout, fut).await)?;
+        let resp = group_outcome(g, tokio::time::timeout(self.op_timeout, fut).await)
+            .inspect_err(|e| group.watch.log_failure("proposal", g, e))?;
         Ok(Committed {
             response: resp.data,
             term: resp.log_id.leader_id.term,
@@ -306,13 +346,13 @@ impl Groups {
             .collect()
     }
 
-    /// Asks this node to campaign for leadership of `g` now (leadership transfer to here:
-    /// openraft 0.9 has no transfer RPC, but an up-to-date follower that starts an election
-    /// wins it).
+    /// Starts an election for `g` on this node right now (`raft.trigger().elect()`), without
+    /// any of the checks of [`Groups::campaign`]. The leader calls this on the target of a
+    /// hand-over (`/kv/{g}/elect`) once the target has caught up; start-up also uses it.
     ///
     /// # Errors
     /// [`GroupError::UnknownGroup`], [`GroupError::Raft`] when openraft has stopped.
-    pub async fn campaign(&self, g: GroupId) -> Result<(), GroupError> {
+    pub async fn elect_here(&self, g: GroupId) -> Result<(), GroupError> {
         let group = self.group(g)?;
         group
             .raft
@@ -339,8 +379,11 @@ impl Groups {
         }
     }
 
-    /// Stops every group (waits for their tasks).
+    /// Stops every group (waits for their tasks) and the leader-watch tasks.
     pub async fn shutdown(&self) {
+        for w in self.watchers.lock().drain(..) {
+            w.abort();
+        }
         for (g, gr) in &self.groups {
             if let Err(e) = gr.raft.shutdown().await {
                 tracing::warn!(group = g, error = %e, "raft shutdown");

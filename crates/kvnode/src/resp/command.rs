@@ -62,9 +62,14 @@ pub enum Command {
     ClientNoop,
     /// `KEYVIZ.SPLIT key`: split the route containing `key` at `key`.
     Split(Bytes),
-    /// `KEYVIZ.CAMPAIGN group`: this node starts an election in `group` (leadership transfer
-    /// to this node).
-    Campaign(u64),
+    /// `KEYVIZ.CAMPAIGN group [node]`: move leadership of `group` to `node` (default: the node
+    /// that received the command).
+    Campaign {
+        /// Group.
+        group: u64,
+        /// Target node; `None` = this node.
+        node: Option<u64>,
+    },
 }
 
 /// Every command name this server answers.
@@ -181,11 +186,14 @@ pub fn parse(args: Vec<Bytes>) -> Result<Command, String> {
             Command::ClientNoop
         }
         "keyviz.split" if n == 2 => Command::Split(next()),
-        "keyviz.campaign" if n == 2 => {
-            let g = int(&next())?;
-            Command::Campaign(
-                u64::try_from(g).map_err(|_| "ERR value is not an integer or out of range")?,
-            )
+        "keyviz.campaign" if n == 2 || n == 3 => {
+            let mut id = || {
+                u64::try_from(int(&next())?)
+                    .map_err(|_| String::from("ERR value is not an integer or out of range"))
+            };
+            let group = id()?;
+            let node = if n == 3 { Some(id()?) } else { None };
+            Command::Campaign { group, node }
         }
         _ => return Err(arity(&name)),
     };

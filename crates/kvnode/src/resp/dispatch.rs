@@ -294,10 +294,19 @@ impl Dispatcher {
             Command::Info => Reply::bulk(self.info()),
             Command::Quit | Command::ClientNoop => Reply::Simple("OK"),
             Command::ConfigGet | Command::CommandInfo => Reply::Array(Vec::new()),
-            Command::Campaign(g) => match self.groups().campaign(g).await {
-                Ok(()) => Reply::Simple("OK"),
-                Err(e) => Reply::err(e),
-            },
+            Command::Campaign { group, node } => {
+                let target = node.unwrap_or(self.node_id());
+                match self.groups().campaign(group, target).await {
+                    Ok(l) => Reply::bulk(format!(
+                        "{} group={} leader={} term={}",
+                        if l.moved { "MOVED" } else { "UNCHANGED" },
+                        l.group,
+                        l.leader,
+                        l.term
+                    )),
+                    Err(e) => Reply::err(e),
+                }
+            }
             Command::Split(at) => match self.split_at(&at).await {
                 Ok(Ok(id)) => Reply::Int(id as i64),
                 Ok(Err(why)) => Reply::err(why),
