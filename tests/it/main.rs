@@ -6,4 +6,5 @@ mod counting;
 mod failover;
 mod resp;
 mod split;
+mod split_anywhere;
 mod util;

@@ -105,6 +105,17 @@ impl NodeProc {
         }
     }
 
+    /// Sends `sig` (`STOP`, `CONT`, ...) to the running process with `kill -SIG`.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("node is running").id();
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{sig} {pid}");
+    }
+
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
@@ -218,6 +229,30 @@ impl Cluster {
     /// The node's stderr so far.
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
+    }
+
+    /// `(role, leader, term)` of `group` as reported by node `i`'s INFO (`None` when the node
+    /// does not answer).
+    pub fn group_status(&self, i: usize, group: u64) -> Option<(String, Option<u64>, u64)> {
+        let Ok(Reply::Bulk(Some(info))) =
+            Resp::connect(self.nodes[i].resp).and_then(|mut c| c.call(&["INFO"]))
+        else {
+            return None;
+        };
+        let info = String::from_utf8_lossy(&info).to_string();
+        let prefix = format!("group_{group}:");
+        let line = info.lines().find(|l| l.starts_with(&prefix))?;
+        let field = |name: &str| {
+            line[prefix.len()..]
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                .map(str::to_string)
+        };
+        Some((
+            field("role")?,
+            field("leader")?.parse().ok(),
+            field("term")?.parse().ok()?,
+        ))
     }
 
     /// Leader of `group` as reported by node `i`'s INFO.
