@@ -280,18 +280,24 @@ fn leadership_transfer_really_moves_leadership_during_writes_and_keeps_totals_ex
     for k in 0..transfers {
         let leader = c.leader_of(0, 1).expect("group 1 has a leader");
         let target = leader % 3 + 1;
-        // Alternate who receives the command: the third node, the target, the leader.
+        // Rotate who receives the command (leaders rotate too): the leader, the target, the
+        // third node.
         let via = match k % 3 {
-            0 => 6 - leader - target,
+            0 => leader,
             1 => target,
-            _ => leader,
+            _ => 6 - leader - target,
         };
+        let asked = Instant::now();
         let reply = Resp::connect(c.nodes[via as usize - 1].resp)
             .and_then(|mut s| s.call(&["KEYVIZ.CAMPAIGN", "1", &target.to_string()]))
             .expect("campaign reply");
         let (moved_to, term) = parse_moved(&reply).unwrap_or_else(|| {
             panic!("transfer {k} from node {leader} to {target} via {via}: {reply:?}")
         });
+        eprintln!(
+            "transfer {k}: node {leader} -> {target} (asked node {via}) moved at term {term} in {:?}",
+            asked.elapsed()
+        );
         assert_eq!(moved_to, target, "{reply:?}");
         assert!(term > last_term, "term {term} after {last_term}");
         last_term = term;
@@ -360,6 +366,19 @@ fn sigstop_of_the_leader_elects_another_and_writes_continue_with_exact_totals() 
         "sigstop: node {frozen} frozen; new leader (node, after) {elected:?}; writes served \
          again after {served:?}"
     );
+    // The default log filter shows the change on the survivors.
+    let (new_leader, _) = elected.expect("elected");
+    let line = format!("group 1: node {new_leader} leads at term");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !c.log(others[0]).contains(&line) {
+        assert!(
+            Instant::now() < deadline,
+            "no {line:?} in node {}'s log:\n{}",
+            others[0] + 1,
+            c.log(others[0])
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // Keep the leader frozen for about three steps (1 s each) while writes go on.
     while frozen_at.elapsed() < Duration::from_secs(3) {
         writer.wait_progress(1, Duration::from_secs(30));

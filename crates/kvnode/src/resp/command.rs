@@ -302,6 +302,28 @@ mod tests {
     }
 
     #[test]
+    fn campaign_takes_a_group_and_an_optional_target_node() {
+        assert_eq!(
+            parse(args("KEYVIZ.CAMPAIGN 2")),
+            Ok(Command::Campaign {
+                group: 2,
+                node: None
+            })
+        );
+        assert_eq!(
+            parse(args("keyviz.campaign 2 3")),
+            Ok(Command::Campaign {
+                group: 2,
+                node: Some(3)
+            })
+        );
+        let not_int = Err("ERR value is not an integer or out of range".to_string());
+        assert_eq!(parse(args("KEYVIZ.CAMPAIGN 2 x")), not_int);
+        assert_eq!(parse(args("KEYVIZ.CAMPAIGN -1")), not_int);
+        assert!(parse(args("KEYVIZ.CAMPAIGN 1 2 3")).is_err());
+    }
+
+    #[test]
     fn set_options_parse_and_conflicts_are_syntax_errors() {
         assert_eq!(
             parse(args("SET k v EX 2 NX")),
