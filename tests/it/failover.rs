@@ -4,7 +4,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::util::{Cluster, Opts, Reply, Resp, login, matrix, matrix_total, wait_matrix_total};
+use crate::util::{
+    Cluster, Opts, Reply, Resp, login, matrix, matrix_total, redis_benchmark, require_redis_tools,
+    wait_matrix_total,
+};
 
 /// SET `key` through `port`, retrying on errors (elections) until `deadline`; true when
 /// acknowledged.
@@ -262,19 +265,31 @@ fn parse_moved(reply: &Reply) -> Option<(u64, u64)> {
     Some((field("leader")?, field("term")?))
 }
 
-/// Leadership of a group moves to a chosen node six times while three clients write through
-/// every node: each `KEYVIZ.CAMPAIGN` answers `MOVED`, the target reports itself leader at that
+/// Leadership of a group moves to a chosen node six times while six clients write through
+/// every node and redis-benchmark pipelines SETs: each `KEYVIZ.CAMPAIGN` answers `MOVED`, the target reports itself leader at that
 /// term, terms strictly increase, no write fails, and the cluster matrix counts every
 /// acknowledged write exactly once.
 #[test]
 fn leadership_transfer_really_moves_leadership_during_writes_and_keeps_totals_exact() {
+    require_redis_tools();
     let c = Cluster::start(Opts {
         groups: 1,
         ..Opts::default()
     });
-    let ports: Vec<u16> = c.nodes.iter().map(|n| n.resp).collect();
+    // Two clients per node, and pipelined redis-benchmark SETs through node 2, so the leader's
+    // log is always ahead of its followers'.
+    let ports: Vec<u16> = c.nodes.iter().flat_map(|n| [n.resp, n.resp]).collect();
     let writer = Writer::start(&ports);
     writer.wait_progress(50, Duration::from_secs(30));
+    let bench_n: u64 = 40_000;
+    let bench_port = c.nodes[1].resp;
+    let bench = std::thread::spawn(move || {
+        let n = bench_n.to_string();
+        redis_benchmark(
+            bench_port,
+            &["-t", "set", "-n", &n, "-r", "100000", "-c", "8", "-P", "16"],
+        )
+    });
     let transfers = 6;
     let mut last_term = 0;
     for k in 0..transfers {
@@ -320,7 +335,9 @@ fn leadership_transfer_really_moves_leadership_during_writes_and_keeps_totals_ex
         unknown, 0,
         "writes failed during transfers ({acked} acknowledged)"
     );
-    assert_write_total(&c, acked, unknown);
+    let (ok, _out, err) = bench.join().expect("benchmark thread");
+    assert!(ok, "{err}");
+    assert_write_total(&c, acked + bench_n, unknown);
 }
 
 /// The leader of a group is frozen with SIGSTOP for about three steps: another node is
