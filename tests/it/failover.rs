@@ -44,6 +44,16 @@ fn kill_9_of_one_node_keeps_serving_and_it_rejoins_after_restart() {
         acked.push((key, format!("v{i}")));
     }
     c.nodes[2].kill();
+    // Leadership cannot move to the dead node: the answer says so (and why).
+    let leader = c.leader_of(0, 1).expect("group 1 has a leader");
+    if leader != 3 {
+        match Resp::connect(c.nodes[0].resp)
+            .and_then(|mut s| s.call(&["KEYVIZ.CAMPAIGN", "1", "3"]))
+        {
+            Ok(Reply::Error(e)) => assert!(e.starts_with("ERR leadership not moved: "), "{e}"),
+            other => panic!("campaign for a dead node: {other:?}"),
+        }
+    }
     // Writes and reads continue through the two survivors (after re-election where node 3 led).
     let deadline = Instant::now() + Duration::from_secs(60);
     for i in 60..120 {

@@ -256,8 +256,10 @@ pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
         }
         g2.wait_for_leaders(Duration::from_secs(30)).await;
         for g in preferred {
-            if !g2.is_leader(g) {
-                let _ = g2.elect_here(g).await;
+            if !g2.is_leader(g)
+                && let Err(e) = g2.campaign(g, g2.node_id()).await
+            {
+                tracing::info!(group = g, error = %e, "start-up leadership transfer");
             }
         }
     }));

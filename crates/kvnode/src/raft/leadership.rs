@@ -29,8 +29,11 @@ use crate::transport::TransportError;
 
 /// How long [`Groups::campaign`] keeps trying before it answers "not moved".
 const TRANSFER_DEADLINE: Duration = Duration::from_secs(5);
-/// Longest proposal pause waiting for the target to catch up, per attempt.
-const CATCH_UP: Duration = Duration::from_millis(1_500);
+/// Longest wait for the target to come close, and then (proposals paused) to catch up, per
+/// attempt.
+const CATCH_UP: Duration = Duration::from_millis(1_000);
+/// How far (in entries) the target may lag when proposals are paused: about one append batch.
+const PAUSE_LAG: u64 = 256;
 /// Leader-watch log lines allowed per group per [`LOG_WINDOW`] (the rest are counted).
 const LOG_BURST: u32 = 6;
 const LOG_WINDOW: Duration = Duration::from_secs(10);
@@ -374,8 +377,36 @@ impl Groups {
         }
         tokio::time::sleep_until(lease_end).await;
 
-        let _pause = Pause::new(&group.watch.handing_over, target);
+        // Pause proposals only once the target is replicating and close behind, so a dead or
+        // lagging target never stalls writes.
         let mut rx = group.metrics.clone();
+        let close = tokio::time::timeout_at(
+            deadline.min(tokio::time::Instant::now() + CATCH_UP),
+            rx.wait_for(|m| {
+                m.state != ServerState::Leader
+                    || matched(m, target).map(|i| i + PAUSE_LAG) >= m.last_log_index
+            }),
+        )
+        .await
+        .map(|r| r.map(|m| m.state));
+        match close {
+            Err(_) => {
+                let m = group.metrics.borrow();
+                return Err(not_moved(
+                    g,
+                    format!(
+                        "node {target} is not replicating (replicated {:?} of {:?})",
+                        matched(&m, target),
+                        m.last_log_index
+                    ),
+                ));
+            }
+            Ok(Err(_)) => return Err(not_moved(g, "raft stopped")),
+            Ok(Ok(state)) if state != ServerState::Leader => return Err(not_leader()),
+            Ok(Ok(_)) => {}
+        }
+
+        let _pause = Pause::new(&group.watch.handing_over, target);
         let caught_up = tokio::time::timeout_at(
             deadline.min(tokio::time::Instant::now() + CATCH_UP),
             rx.wait_for(|m| {
