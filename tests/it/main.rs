@@ -3,7 +3,11 @@
 
 mod cli;
 mod counting;
+mod exactly_once;
 mod failover;
+mod lincheck;
+mod linearizable;
 mod resp;
 mod split;
+mod truth;
 mod util;
