@@ -61,7 +61,7 @@ fn incr_applies_exactly_once_through_leader_moves_and_a_kill_9() {
                     // for a moment during the kill).
                     let sent = loop {
                         match client.call(&["INCR", key]) {
-                            Sent::NotSent if !stop.load(Ordering::SeqCst) => {
+                            Sent::Refused if !stop.load(Ordering::SeqCst) => {
                                 std::thread::sleep(Duration::from_millis(20));
                             }
                             other => break other,
@@ -74,7 +74,7 @@ fn incr_applies_exactly_once_through_leader_moves_and_a_kill_9() {
                             acked.fetch_add(1, Ordering::SeqCst);
                         }
                         Sent::Reply(Reply::Error(e)) if error_means_no_effect(&e) => t.failed += 1,
-                        Sent::Reply(_) | Sent::Lost(_) | Sent::NotSent => {
+                        Sent::Reply(_) | Sent::Lost(_) | Sent::Refused => {
                             t.unknown += 1;
                             client.hop();
                         }
@@ -99,7 +99,7 @@ fn incr_applies_exactly_once_through_leader_moves_and_a_kill_9() {
     let g = KEYS[0].1;
     let from = c.wait_leader(g, Duration::from_secs(10));
     let to = (from.unwrap_or(0) + 1) % c.nodes.len();
-    moves.push((g, from, to, c.move_leader(g, to, Duration::from_secs(10))));
+    moves.push((g, from, to, c.move_leader(g, to, Duration::from_secs(6))));
 
     wait_until(
         "3 500 INCRs acknowledged",
@@ -130,7 +130,7 @@ fn incr_applies_exactly_once_through_leader_moves_and_a_kill_9() {
         g,
         from,
         victim,
-        c.move_leader(g, victim, Duration::from_secs(10)),
+        c.move_leader(g, victim, Duration::from_secs(6)),
     ));
 
     let deadline = Instant::now() + Duration::from_secs(90);

@@ -93,7 +93,7 @@ fn set_get_incr_history_is_linearizable_through_leader_moves_and_a_kill_9() {
                     let (call, sent) = loop {
                         let call = epoch.elapsed().as_nanos() as u64;
                         match client.call(&args) {
-                            Sent::NotSent if !stop.load(Ordering::SeqCst) => {
+                            Sent::Refused if !stop.load(Ordering::SeqCst) => {
                                 std::thread::sleep(Duration::from_millis(20));
                             }
                             other => break (call, other),
@@ -137,7 +137,7 @@ fn set_get_incr_history_is_linearizable_through_leader_moves_and_a_kill_9() {
     let g = KEYS[0].1;
     let from = c.wait_leader(g, Duration::from_secs(10));
     let to = (from.unwrap_or(0) + 1) % c.nodes.len();
-    moves.push((g, from, to, c.move_leader(g, to, Duration::from_secs(10))));
+    moves.push((g, from, to, c.move_leader(g, to, Duration::from_secs(6))));
 
     wait_until(
         "350 operations done",
@@ -168,7 +168,7 @@ fn set_get_incr_history_is_linearizable_through_leader_moves_and_a_kill_9() {
         g,
         from,
         victim,
-        c.move_leader(g, victim, Duration::from_secs(10)),
+        c.move_leader(g, victim, Duration::from_secs(6)),
     ));
 
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -59,7 +59,7 @@ fn counting_client(
             n += 1;
             let key = format!("{prefix}:{:06}", n % 500);
             let value = n.to_string();
-            let args: Vec<&str> = if n % 2 == 0 {
+            let args: Vec<&str> = if n.is_multiple_of(2) {
                 vec!["SET", &key, &value]
             } else {
                 vec!["INCR", &key]
@@ -68,7 +68,7 @@ fn counting_client(
             let sent = client.call(&args);
             let answered_ms = unix_ms();
             let acked_now = match sent {
-                Sent::NotSent => {
+                Sent::Refused => {
                     std::thread::sleep(Duration::from_millis(20));
                     continue;
                 }

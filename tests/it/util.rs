@@ -555,7 +555,7 @@ impl Cluster {
                 continue;
             };
             let field = |name: &str| {
-                line.split(|c| c == ':' || c == ',')
+                line.split([':', ','])
                     .find_map(|kv| kv.strip_prefix(name))
                     .map(str::to_string)
             };
@@ -728,21 +728,19 @@ pub enum Sent {
     /// The server answered.
     Reply(Reply),
     /// No node accepted a connection: nothing was sent.
-    NotSent,
+    Refused,
     /// Sent, but the connection broke or timed out before the answer: outcome unknown.
     Lost(String),
 }
 
-/// A client that talks to one node at a time, moves to a random other node now and then and
-/// whenever its connection breaks. A command is sent at most once: a broken connection after
-/// sending is reported as [`Sent::Lost`], never retried.
+/// A client that talks to one node at a time and connects to a random node after
+/// [`Roamer::hop`] or a broken connection. A command is sent at most once: a connection that
+/// breaks after sending is reported as [`Sent::Lost`], never retried.
 pub struct Roamer {
     ports: Vec<u16>,
     conn: Option<Resp>,
     rng: Rng,
     timeout: Duration,
-    /// Index into `ports` of the current connection.
-    pub at: usize,
 }
 
 impl Roamer {
@@ -754,7 +752,6 @@ impl Roamer {
             conn: None,
             rng: Rng::new(seed),
             timeout,
-            at: 0,
         }
     }
 
@@ -777,13 +774,12 @@ impl Roamer {
                 let i = (start + k) % self.ports.len();
                 if let Ok(c) = Resp::connect_with(self.ports[i], self.timeout) {
                     self.conn = Some(c);
-                    self.at = i;
                     break;
                 }
             }
         }
         let Some(conn) = self.conn.as_mut() else {
-            return Sent::NotSent;
+            return Sent::Refused;
         };
         match conn.call(args) {
             Ok(r) => Sent::Reply(r),
