@@ -594,7 +594,11 @@ impl Cluster {
             if self.leader_index(group) == Some(target) {
                 return true;
             }
-            let _ = Resp::connect_with(self.nodes[target].resp, Duration::from_secs(3))
+            // A campaign that waits for its outcome may take a while: give it the time left.
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_secs(1));
+            let _ = Resp::connect_with(self.nodes[target].resp, left)
                 .and_then(|mut c| c.call(&["KEYVIZ.CAMPAIGN", &g]));
             // An election takes a few heartbeats; look for the outcome before asking again.
             let look = Instant::now() + Duration::from_millis(1500);
