@@ -1,5 +1,6 @@
-//! Exactly-once INCR under faults: leaders move and one node is killed (-9) and restarted while
-//! several clients send 10 000 INCRs through random nodes.
+//! Exactly-once INCR under faults: leaders move (KEYVIZ.CAMPAIGN), one node is killed (-9) and
+//! restarted, and one leader is frozen (SIGSTOP) until it is replaced, while several clients
+//! send 10 000 INCRs through random nodes.
 //!
 //! Every INCR is classified by what its client saw: acknowledged (an integer reply), failed
 //! definitely (an error that guarantees no effect, see [`error_means_no_effect`]) or unknown
@@ -121,6 +122,13 @@ fn incr_applies_exactly_once_through_leader_moves_and_a_kill_9() {
     c.wait_node_ready(victim, Duration::from_secs(60));
 
     wait_until(
+        "5 500 INCRs acknowledged",
+        Duration::from_secs(60),
+        progress(5500),
+    );
+    let freeze = c.freeze_leader_until_reelected(KEYS[0].1, Duration::from_secs(20));
+
+    wait_until(
         "7 500 INCRs acknowledged",
         Duration::from_secs(60),
         progress(7500),
@@ -193,10 +201,17 @@ fn incr_applies_exactly_once_through_leader_moves_and_a_kill_9() {
             ));
         }
     }
-    eprintln!("exactly_once: {report}leader moves (group, from, to, moved): {moves:?}");
+    eprintln!(
+        "exactly_once: {report}leader moves (group, from, to, moved): {moves:?}; \
+         frozen leader (node index, successor): {freeze:?}"
+    );
     assert_eq!(sent, TOTAL, "every INCR was sent once and classified");
     assert!(failures.is_empty(), "{}\n{report}", failures.join("\n"));
     // Last, so the counting verdict above is reported first: the faults really happened.
+    assert!(
+        freeze.1.is_some(),
+        "nobody took over from the frozen leader: {freeze:?}"
+    );
     assert!(
         moves.iter().all(|m| m.3),
         "KEYVIZ.CAMPAIGN did not move leadership (group, from, to, moved): {moves:?}"

@@ -1,6 +1,7 @@
 //! Linearizability under faults: clients record a concurrent history of SET/GET/INCR on three
-//! keys (one per group) through every node while leaders move and one node is killed (-9) and
-//! restarted; [`crate::lincheck`] then checks it.
+//! keys (one per group) through every node while leaders move (KEYVIZ.CAMPAIGN), one node is
+//! killed (-9) and restarted and one leader is frozen (SIGSTOP) until it is replaced;
+//! [`crate::lincheck`] then checks it.
 //!
 //! Times come from one monotonic clock shared by all clients (`Instant` since the start), so
 //! invocation and return are ordered across threads. A write whose outcome is unknown (lost
@@ -158,6 +159,13 @@ fn set_get_incr_history_is_linearizable_through_leader_moves_and_a_kill_9() {
     c.wait_node_ready(victim, Duration::from_secs(60));
 
     wait_until(
+        "550 operations done",
+        Duration::from_secs(60),
+        progress(550),
+    );
+    let freeze = c.freeze_leader_until_reelected(KEYS[0].1, Duration::from_secs(20));
+
+    wait_until(
         "650 operations done",
         Duration::from_secs(60),
         progress(650),
@@ -185,7 +193,8 @@ fn set_get_incr_history_is_linearizable_through_leader_moves_and_a_kill_9() {
         .filter(|e| e.outcome == Outcome::Unknown)
         .count();
     eprintln!(
-        "linearizable: {} operations ({unknown} unknown), leader moves (group, from, to, moved): {moves:?}",
+        "linearizable: {} operations ({unknown} unknown), leader moves (group, from, to, \
+         moved): {moves:?}, frozen leader (node index, successor): {freeze:?}",
         history.len()
     );
     assert!(
@@ -202,6 +211,10 @@ fn set_get_incr_history_is_linearizable_through_leader_moves_and_a_kill_9() {
         Err(other) => panic!("checker could not decide: {other:?}"),
     }
     eprintln!("linearizable: checked in {:?}", started.elapsed());
+    assert!(
+        freeze.1.is_some(),
+        "nobody took over from the frozen leader: {freeze:?}"
+    );
     assert!(
         moves.iter().all(|m| m.3),
         "KEYVIZ.CAMPAIGN did not move leadership (group, from, to, moved): {moves:?}"

@@ -612,6 +612,24 @@ impl Cluster {
         false
     }
 
+    /// Deposes the leader of `group` the hard way: SIGSTOP it, wait until another node leads
+    /// (up to `timeout`), SIGCONT it. Proposals it held in flight resolve only after it wakes
+    /// up deposed, which is where a retried write can apply twice. Returns (frozen node index,
+    /// new leader index or `None` when nobody took over in time).
+    pub fn freeze_leader_until_reelected(
+        &mut self,
+        group: u64,
+        timeout: Duration,
+    ) -> (usize, Option<usize>) {
+        let old = self
+            .wait_leader(group, timeout)
+            .unwrap_or_else(|| panic!("group {group} has no leader to freeze"));
+        self.nodes[old].freeze();
+        let new = self.wait_leader(group, timeout);
+        self.nodes[old].thaw();
+        (old, new)
+    }
+
     /// Waits until every serving node knows a leader for every group (after a restart).
     pub fn wait_settled(&self, timeout: Duration) {
         for (i, n) in self.nodes.iter().enumerate() {
