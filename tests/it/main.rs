@@ -3,8 +3,12 @@
 
 mod cli;
 mod counting;
+mod exactly_once;
 mod failover;
+mod lincheck;
+mod linearizable;
 mod resp;
 mod split;
 mod split_anywhere;
+mod truth;
 mod util;

@@ -46,6 +46,8 @@ pub struct NodeProc {
     args: Vec<String>,
     child: Option<Child>,
     log: PathBuf,
+    /// True between [`NodeProc::freeze`] and [`NodeProc::thaw`].
+    frozen: bool,
 }
 
 /// A running cluster; kills its nodes and removes its data on drop.
@@ -99,6 +101,8 @@ impl NodeProc {
 
     /// kill -9.
     pub fn kill(&mut self) {
+        // SIGKILL also ends a stopped process.
+        self.frozen = false;
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -172,6 +176,7 @@ impl Cluster {
                 args,
                 child: None,
                 log,
+                frozen: false,
             };
             n.spawn();
             nodes.push(n);
@@ -523,4 +528,391 @@ pub fn benchmark_rows(csv: &str) -> Vec<(String, f64)> {
             Some((cols[0].to_string(), rps))
         })
         .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fault injection (exactly_once.rs, linearizable.rs, truth.rs): signals, leader lookup and moves,
+// RESP clients with short deadlines, unix time, key-filtered matrices.
+// ---------------------------------------------------------------------------------------------
+
+impl NodeProc {
+    /// Alive and not frozen: it can answer requests.
+    pub fn is_serving(&self) -> bool {
+        self.child.is_some() && !self.frozen
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self
+            .child
+            .as_ref()
+            .map(Child::id)
+            .unwrap_or_else(|| panic!("node {} is not running", self.id));
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{sig} {pid} (node {}) failed", self.id);
+    }
+
+    /// SIGSTOP: the process keeps its sockets (connects still succeed through the backlog) but
+    /// answers nothing until [`NodeProc::thaw`].
+    pub fn freeze(&mut self) {
+        self.signal("STOP");
+        self.frozen = true;
+    }
+
+    /// SIGCONT after [`NodeProc::freeze`].
+    pub fn thaw(&mut self) {
+        self.signal("CONT");
+        self.frozen = false;
+    }
+}
+
+impl Cluster {
+    /// The node (index) that itself reports `role=leader` for `group`, asking only serving
+    /// nodes; `None` while an election is running. Two nodes may briefly both claim it (the
+    /// old leader has not heard of the new term yet): the one with the higher term wins.
+    pub fn leader_index(&self, group: u64) -> Option<usize> {
+        let prefix = format!("group_{group}:");
+        let mut best: Option<(u64, usize)> = None;
+        for (i, n) in self.nodes.iter().enumerate() {
+            if !n.is_serving() {
+                continue;
+            }
+            let Ok(Reply::Bulk(Some(info))) = Resp::connect_with(n.resp, Duration::from_secs(3))
+                .and_then(|mut c| c.call(&["INFO"]))
+            else {
+                continue;
+            };
+            let info = String::from_utf8_lossy(&info).to_string();
+            let Some(line) = info.lines().find(|l| l.starts_with(&prefix)) else {
+                continue;
+            };
+            let field = |name: &str| {
+                line.split([':', ','])
+                    .find_map(|kv| kv.strip_prefix(name))
+                    .map(str::to_string)
+            };
+            if field("role=").as_deref() != Some("leader") {
+                continue;
+            }
+            let term: u64 = field("term=").and_then(|t| t.parse().ok()).unwrap_or(0);
+            if best.is_none_or(|(t, _)| term > t) {
+                best = Some((term, i));
+            }
+        }
+        best.map(|(_, i)| i)
+    }
+
+    /// Waits until some serving node leads `group`; its index, or `None` at the deadline.
+    pub fn wait_leader(&self, group: u64, timeout: Duration) -> Option<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(i) = self.leader_index(group) {
+                return Some(i);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Moves leadership of `group` to node index `target`: sends `KEYVIZ.CAMPAIGN group` to it
+    /// and checks who leads, retrying until `timeout`. True only when `target` really leads
+    /// afterwards (an OK reply alone proves nothing).
+    pub fn move_leader(&self, group: u64, target: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let g = group.to_string();
+        while Instant::now() < deadline {
+            if self.leader_index(group) == Some(target) {
+                return true;
+            }
+            // A campaign that waits for its outcome may take a while: give it the time left.
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_secs(1));
+            let _ = Resp::connect_with(self.nodes[target].resp, left)
+                .and_then(|mut c| c.call(&["KEYVIZ.CAMPAIGN", &g]));
+            // An election takes a few heartbeats; look for the outcome before asking again.
+            let look = Instant::now() + Duration::from_millis(1500);
+            while Instant::now() < look.min(deadline) {
+                if self.leader_index(group) == Some(target) {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        false
+    }
+
+    /// Deposes the leader of `group` the hard way: SIGSTOP it, wait until another node leads
+    /// (up to `timeout`), SIGCONT it. Proposals it held in flight resolve only after it wakes
+    /// up deposed, which is where a retried write can apply twice. Returns (frozen node index,
+    /// new leader index or `None` when nobody took over in time).
+    pub fn freeze_leader_until_reelected(
+        &mut self,
+        group: u64,
+        timeout: Duration,
+    ) -> (usize, Option<usize>) {
+        let old = self
+            .wait_leader(group, timeout)
+            .unwrap_or_else(|| panic!("group {group} has no leader to freeze"));
+        self.nodes[old].freeze();
+        let new = self.wait_leader(group, timeout);
+        self.nodes[old].thaw();
+        (old, new)
+    }
+
+    /// Waits until every serving node knows a leader for every group (after a restart).
+    pub fn wait_settled(&self, timeout: Duration) {
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.is_serving() {
+                self.wait_node_ready(i, timeout);
+            }
+        }
+    }
+}
+
+impl Resp {
+    /// Connects with `timeout` for the connect, every read and every write, so a dead or
+    /// frozen node turns into an error instead of a hang.
+    pub fn connect_with(port: u16, timeout: Duration) -> std::io::Result<Resp> {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let s = TcpStream::connect_timeout(&addr, timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.set_write_timeout(Some(timeout))?;
+        s.set_nodelay(true)?;
+        Ok(Resp {
+            r: BufReader::new(s),
+        })
+    }
+}
+
+/// Milliseconds since the unix epoch (the clock the nodes stamp columns with).
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The fan-out matrix of `series` restricted to rows overlapping `[start, end)` (`end` = None:
+/// unbounded), from node `admin`.
+pub fn matrix_range(
+    admin: &str,
+    cookie: &str,
+    series: &str,
+    start: &[u8],
+    end: Option<&[u8]>,
+) -> serde_json::Value {
+    use base64::Engine as _;
+    let enc = |k: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(k);
+    let mut path = format!(
+        "/admin/api/v1/keyviz/matrix?series={series}&rows=4096&key_start={}",
+        enc(start)
+    );
+    if let Some(end) = end {
+        path.push_str(&format!("&key_end={}", enc(end)));
+    }
+    let (status, head, body) = http(admin, "GET", &path, &[("Cookie", cookie)], "");
+    assert_eq!(status, 200, "matrix {path} failed: {head}\n{body}");
+    serde_json::from_str(&body).expect("matrix JSON")
+}
+
+/// Per-column sums of a matrix: `(column start unix ms, sum over rows)`, in column order.
+pub fn matrix_columns(m: &serde_json::Value) -> Vec<(i64, u64)> {
+    let times: Vec<i64> = m["column_unix_ms"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(serde_json::Value::as_i64)
+        .collect();
+    let mut sums = vec![0u64; times.len()];
+    for row in m["rows"].as_array().into_iter().flatten() {
+        for (j, v) in row["values"].as_array().into_iter().flatten().enumerate() {
+            if let Some(slot) = sums.get_mut(j) {
+                *slot += v.as_u64().unwrap_or(0);
+            }
+        }
+    }
+    times.into_iter().zip(sums).collect()
+}
+
+/// A deterministic xorshift64* generator: tests choose nodes, keys and operations from a fixed
+/// seed (timing still varies, the choices do not).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// True for error replies that guarantee the command had no effect: refused before anything
+/// was proposed (parsing, arity, authentication, client limits) or answered by the state
+/// machine without changing state (not an integer, overflow). Every other error (no leader,
+/// timeout, forwarding failure, raft error, anything new) may hide a committed write, so
+/// callers must treat it as an unknown outcome.
+pub fn error_means_no_effect(text: &str) -> bool {
+    const NO_EFFECT: [&str; 7] = [
+        "ERR wrong number of arguments",
+        "ERR unknown command",
+        "ERR syntax error",
+        "ERR value is not an integer",
+        "ERR increment or decrement would overflow",
+        "NOAUTH",
+        "ERR max number of clients reached",
+    ];
+    NO_EFFECT.iter().any(|p| text.starts_with(p))
+}
+
+/// What became of one command sent by a [`Roamer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sent {
+    /// The server answered.
+    Reply(Reply),
+    /// No node accepted a connection: nothing was sent.
+    Refused,
+    /// Sent, but the connection broke or timed out before the answer: outcome unknown.
+    Lost(String),
+}
+
+/// A client that talks to one node at a time and connects to a random node after
+/// [`Roamer::hop`] or a broken connection. A command is sent at most once: a connection that
+/// breaks after sending is reported as [`Sent::Lost`], never retried.
+pub struct Roamer {
+    ports: Vec<u16>,
+    conn: Option<Resp>,
+    rng: Rng,
+    timeout: Duration,
+}
+
+impl Roamer {
+    /// A client over `ports` choosing nodes from `seed`; `timeout` bounds connect, each write
+    /// and each read.
+    pub fn new(ports: Vec<u16>, seed: u64, timeout: Duration) -> Roamer {
+        Roamer {
+            ports,
+            conn: None,
+            rng: Rng::new(seed),
+            timeout,
+        }
+    }
+
+    /// Drops the connection; the next command goes to a random node.
+    pub fn hop(&mut self) {
+        self.conn = None;
+    }
+
+    /// The generator (shared so a test's choices follow one seed).
+    pub fn rng(&mut self) -> &mut Rng {
+        &mut self.rng
+    }
+
+    /// Sends `args` once. Connects first if needed, trying every node once from a random
+    /// start (a refused connect sent nothing).
+    pub fn call(&mut self, args: &[&str]) -> Sent {
+        if self.conn.is_none() {
+            let start = self.rng.below(self.ports.len() as u64) as usize;
+            for k in 0..self.ports.len() {
+                let i = (start + k) % self.ports.len();
+                if let Ok(c) = Resp::connect_with(self.ports[i], self.timeout) {
+                    self.conn = Some(c);
+                    break;
+                }
+            }
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return Sent::Refused;
+        };
+        match conn.call(args) {
+            Ok(r) => Sent::Reply(r),
+            Err(e) => {
+                self.conn = None;
+                Sent::Lost(e.to_string())
+            }
+        }
+    }
+}
+
+/// Sets a flag when dropped, so worker threads stop when the test ends early (a panic).
+pub struct StopOnDrop(pub std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Waits until `cond()` holds, polling every 20 ms; panics with `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// GETs `key` as an integer through any serving node, retrying errors until `timeout`
+/// (`None` = missing key).
+pub fn read_int(c: &Cluster, key: &str, timeout: Duration) -> Option<i64> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        for n in c.nodes.iter().filter(|n| n.is_serving()) {
+            match Resp::connect_with(n.resp, Duration::from_secs(5))
+                .and_then(|mut r| r.call(&["GET", key]))
+            {
+                Ok(Reply::Bulk(None)) => return None,
+                Ok(Reply::Bulk(Some(v))) => {
+                    let text = String::from_utf8_lossy(&v).to_string();
+                    return Some(
+                        text.parse()
+                            .unwrap_or_else(|_| panic!("{key} holds {text:?}")),
+                    );
+                }
+                _ => {}
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "GET {key} failed on every node for {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// SETs `key` through any serving node until one acknowledges (commits everything its group's
+/// leader had before it: a barrier before the final reads).
+pub fn write_barrier(c: &Cluster, key: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        for n in c.nodes.iter().filter(|n| n.is_serving()) {
+            if let Ok(Reply::Simple(_)) = Resp::connect_with(n.resp, Duration::from_secs(5))
+                .and_then(|mut r| r.call(&["SET", key, "barrier"]))
+            {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SET {key} failed on every node for {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
