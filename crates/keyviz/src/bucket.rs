@@ -92,16 +92,19 @@ pub fn bucket_base(id: &str) -> &str {
 
 /// The route and sub-range a route row's id names: `route:<id>` gives
 /// `(id, None)`, `route:<id>#<sub>` gives `(id, Some(sub))`, with or without an
-/// incarnation suffix. `None` for any other id (virtual buckets, aggregates,
+/// incarnation suffix (and with a reference adapter name, `route:<id>:<name>`). `None` for any other id (virtual buckets, aggregates,
 /// foreign ids).
 #[must_use = "pure function"]
 pub fn parse_route_bucket_id(id: &str) -> Option<(u64, Option<u32>)> {
     let rest = bucket_base(id).strip_prefix("route:")?;
-    let (route, sub) = match rest.split_once('#') {
-        Some((route, sub)) => (route, Some(sub.parse::<u32>().ok()?)),
-        None => (rest, None),
+    // Reference peers may add an adapter name: `route:<id>:<adapter>#<sub>`.
+    let route_end = rest.find(['#', ':']).unwrap_or(rest.len());
+    let route = rest[..route_end].parse::<u64>().ok()?;
+    let sub = match rest.split_once('#') {
+        Some((_, sub)) => Some(sub.parse::<u32>().ok()?),
+        None => None,
     };
-    Some((route.parse::<u64>().ok()?, sub))
+    Some((route, sub))
 }
 
 /// Key order of rows `[start, end)`: by start, then by end (`None`, unbounded,
@@ -166,6 +169,7 @@ mod tests {
         assert_eq!(parse_route_bucket_id("route:7"), Some((7, None)));
         assert_eq!(parse_route_bucket_id("virtual:12"), None);
         assert_eq!(parse_route_bucket_id("route:x"), None);
+        assert_eq!(parse_route_bucket_id("route:1:redis#2"), Some((1, Some(2))));
         // Only a well-formed suffix is stripped.
         assert_eq!(bucket_base("route:1@xyz"), "route:1@xyz");
         assert_eq!(bucket_base("@0123456789abcdef"), "@0123456789abcdef");
