@@ -59,6 +59,9 @@ fn settled_matrix(c: &Cluster, want: u64) -> Matrix {
     m
 }
 
+/// (old incarnation, start, end, total) of a row.
+type RowShape = (bool, Vec<u8>, Option<Vec<u8>>, u64);
+
 fn start(r: &MatrixRow) -> &[u8] {
     r.start.as_deref().unwrap_or(&[])
 }
@@ -181,7 +184,7 @@ fn split_truth(key_buckets: u32) {
     }
     if key_buckets == 1 {
         // The case, exactly: one old row for the whole route, one per half after.
-        let shape: Vec<(bool, Vec<u8>, Option<Vec<u8>>, u64)> = m
+        let shape: Vec<RowShape> = m
             .rows
             .iter()
             .map(|r| (is_old(r), start(r).to_vec(), r.end.clone(), r.total()))

@@ -88,6 +88,10 @@ pub struct Merged {
     pub warnings: Vec<MergeWarning>,
 }
 
+/// What rows are joined by: bucket id without incarnation suffix, start (`None`
+/// for the empty key), end.
+type Incarnation<'a> = (&'a str, Option<&'a [u8]>, Option<&'a [u8]>);
+
 /// One node's contribution to one cell.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Contribution {
@@ -257,7 +261,7 @@ pub fn merge(inputs: &[Matrix], options: &MergeOptions) -> Merged {
     // another range's row. The same id with two ranges means the catalogs
     // disagree, which is worth a warning; two incarnations with distinct ids
     // are not.
-    let mut index: HashMap<(&str, Option<&[u8]>, Option<&[u8]>), usize> = HashMap::new();
+    let mut index: HashMap<Incarnation<'_>, usize> = HashMap::new();
     let mut first_range: HashMap<&str, &MatrixRow> = HashMap::new();
     let mut meta: Vec<&MatrixRow> = Vec::new();
     let mut contributors: Vec<Vec<(usize, usize)>> = Vec::new();

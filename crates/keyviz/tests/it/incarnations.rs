@@ -481,6 +481,9 @@ fn arb_op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// (column, plain bucket id, start, end) of one counted cell.
+type CellKey = (i64, String, Vec<u8>, Option<Vec<u8>>);
+
 /// The model catalog: route start -> (id, end).
 type Model = BTreeMap<u8, (u64, Option<u8>)>;
 
@@ -505,8 +508,7 @@ proptest! {
         let mut model: Model = BTreeMap::from([(0, (1, None))]);
         let mut next_id = 2;
         let mut now = T0;
-        // (column, plain id, start, end) -> count.
-        let mut want: BTreeMap<(i64, String, Vec<u8>, Option<Vec<u8>>), u64> = BTreeMap::new();
+        let mut want: BTreeMap<CellKey, u64> = BTreeMap::new();
         let range = |start: u8, end: Option<u8>| {
             (if start == 0 { Vec::new() } else { vec![start] }, end.map(|e| vec![e]))
         };
@@ -546,7 +548,7 @@ proptest! {
         let _ = s.flush(now);
         let m = all(&s, Series::Writes);
         prop_assert!(m.validate().is_ok());
-        let mut got: BTreeMap<(i64, String, Vec<u8>, Option<Vec<u8>>), u64> = BTreeMap::new();
+        let mut got: BTreeMap<CellKey, u64> = BTreeMap::new();
         for r in &m.rows {
             let start = r.start.clone().unwrap_or_default();
             // Plain ids are exactly the live catalog's ranges.
