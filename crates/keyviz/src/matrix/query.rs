@@ -59,6 +59,9 @@ fn counter_of(series: Series) -> Counter {
 /// `bucket_of` value of a row outside the query's key range.
 const FILTERED: u32 = u32::MAX - 1;
 
+/// Row id that names no interned row.
+const NO_ROW_ID: u32 = u32::MAX;
+
 /// Group id marking a coarsened cell whose members disagree on identity.
 const MIXED: u64 = u64::MAX;
 
@@ -88,7 +91,7 @@ type IncarnationKey<'a> = (&'a str, &'a [u8], Option<&'a [u8]>);
 /// under, so a bucket whose range changed inside the window (a route split,
 /// merged or re-registered) shows one row per range, each holding only the
 /// counts taken under it. Rows are in [`range_order`] (start, then end), then
-/// by id. `is_current` says whether a route row's range is still the live
+/// by id. `is_current(row id, meta)` says whether a route row's range is still the live
 /// catalog's: such rows keep the plain id, the others get
 /// [`incarnation_bucket_id`]. Row metadata of one incarnation (virtual members)
 /// comes from its newest slot.
@@ -98,7 +101,7 @@ pub(crate) fn build(
     step_ms: u64,
     generated_at: String,
     max_route_ids: usize,
-    is_current: &dyn Fn(&RowMeta) -> bool,
+    is_current: &dyn Fn(u32, &RowMeta) -> bool,
 ) -> Matrix {
     let columns: Vec<&Column> = history
         .range(query.from_unix_ms, query.to_unix_ms)
@@ -271,9 +274,13 @@ pub(crate) fn build(
                 Vec::new() // a plain route row lists no members (as the reference)
             };
             let truncated = first.aggregate && first.route_count > first.route_ids.len() as u64;
+            let row_id = group
+                .clone()
+                .next()
+                .map_or(NO_ROW_ID, |pos| buckets[order[pos] as usize].row);
             let id = if !first.aggregate
                 && parse_route_bucket_id(&first.bucket_id).is_some()
-                && !is_current(first)
+                && !is_current(row_id, first)
             {
                 incarnation_bucket_id(&first.bucket_id, &first.start, first.end.as_deref())
             } else {

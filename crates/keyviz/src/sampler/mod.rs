@@ -605,7 +605,7 @@ impl Sampler {
             self.config.step_ms,
             format_rfc3339_ms(now_unix_ms),
             self.config.max_member_routes,
-            &|meta| row_is_current(&table, meta),
+            &|row, meta| row_is_current(&table, row, meta),
         )
     }
 
@@ -637,7 +637,7 @@ impl Sampler {
 /// `bucket::incarnation_bucket_id`). Nodes that applied the same catalog
 /// changes therefore name every incarnation alike. Allocation-free when the
 /// slot interned this very row; otherwise one sub-range bound computation.
-fn row_is_current(table: &RouteTable, meta: &RowMeta) -> bool {
+fn row_is_current(table: &RouteTable, row: u32, meta: &RowMeta) -> bool {
     let Some((route, sub)) = crate::bucket::parse_route_bucket_id(&meta.bucket_id) else {
         return false;
     };
@@ -653,6 +653,11 @@ fn row_is_current(table: &RouteTable, meta: &RowMeta) -> bool {
         (Some(s), c) if c > 1 && (s as usize) < c => s as usize,
         _ => return false, // the sub-range layout changed (config or range)
     };
+    // Ordering: Relaxed — the slot interned this row id under the flush lock
+    // and holds a reference to it while it is in any table (see `matrix`).
+    if slot.rows.get(sub).map(|r| r.load(Ordering::Relaxed)) == Some(row) {
+        return true;
+    }
     let (start, end) = if count > 1 {
         slot.layout
             .bounds_of(sub, &slot.meta.start, slot.meta.end.as_deref())

@@ -269,6 +269,34 @@ fn re_registration_with_another_range_is_a_new_incarnation() {
 }
 
 #[test]
+fn a_rebuilt_slot_over_the_same_range_keeps_the_plain_id_before_it_counts() {
+    // As after a restart: the live slot has not counted yet, its range is unchanged.
+    let s = sampler_with(|c| c.key_buckets_per_route = 8);
+    s.register_route(route(1, b"", None, 1)).expect("register");
+    s.observe_write(1, b"x", 0, 1, 1);
+    let _ = s.flush(T0 + 1_000);
+    s.remove_route(1).expect("remove");
+    s.register_route(route(1, b"", None, 1)).expect("again");
+    let _ = s.flush(T0 + 2_000);
+    let ids: Vec<_> = all(&s, Series::Writes)
+        .rows
+        .iter()
+        .map(|r| r.bucket_id.clone())
+        .collect();
+    assert_eq!(ids, ["route:1#3"]);
+    s.split_route(1, b"m", 2).expect("split");
+    let ids: Vec<_> = all(&s, Series::Writes)
+        .rows
+        .iter()
+        .map(|r| r.bucket_id.clone())
+        .collect();
+    assert_eq!(
+        ids,
+        [incarnation_bucket_id("route:1#3", &[0x60], Some(&[0x80]))]
+    );
+}
+
+#[test]
 fn key_filter_keeps_every_incarnation_overlapping_it() {
     let s = sampler_with(|_| {});
     s.register_route(route(1, b"", None, 1)).expect("register");
