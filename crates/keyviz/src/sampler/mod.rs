@@ -653,8 +653,9 @@ fn row_is_current(table: &RouteTable, row: u32, meta: &RowMeta) -> bool {
         (Some(s), c) if c > 1 && (s as usize) < c => s as usize,
         _ => return false, // the sub-range layout changed (config or range)
     };
-    // Ordering: Relaxed — the slot interned this row id under the flush lock
-    // and holds a reference to it while it is in any table (see `matrix`).
+    // Ordering: Relaxed — row ids are stored by flush under the history write
+    // lock, and the caller holds the read lock; the slot keeps a reference to
+    // its row while it is in any table, so an equal id is this very row.
     if slot.rows.get(sub).map(|r| r.load(Ordering::Relaxed)) == Some(row) {
         return true;
     }
