@@ -6,7 +6,7 @@ import {
   buildLut, decodeKey, keyLabel, legendTicks, makeIndexScale, makeIndexTable, NO_DATA_INDEX,
   packRgba, rowInKeyRange, timeTicks,
 } from '../../crates/keyviz-admin/ui/js/scales.js';
-import { appendColumns, buildView, cellConflict, MAX_SLOTS, topRows } from '../../crates/keyviz-admin/ui/js/view.js';
+import { appendColumns, buildView, cellConflict, MAX_SLOTS, rowsKeySpan, topRows } from '../../crates/keyviz-admin/ui/js/view.js';
 import { defaultState, parseQuery, toQuery } from '../../crates/keyviz-admin/ui/js/state.js';
 
 const b64 = (s) => Buffer.from(s).toString('base64');
@@ -148,6 +148,23 @@ test('live_append_slides_the_window_refreshes_overlapping_columns_and_refuses_re
   assert.deepEqual(withIdle?.rows[0].values, [1, 2, 0, 0], 'a row missing from the delta was idle in its window');
   const rebucketed = { ...delta, rows: [row('a+b', null, null, [9, 9])] };
   assert.equal(appendColumns(/** @type {any} */ (base), /** @type {any} */ (rebucketed), 1000), null);
+});
+
+test('live_update_refetches_when_a_known_bucket_changes_its_key_range', () => {
+  // Before the split route:1 covered [ , ∞); after it the plain id names [ , m).
+  const base = { column_unix_ms: [1000], series: 'writes', generated_at: 'g1', step_ms: 1000, rows: [row('route:1', null, null, [5])] };
+  const delta = { column_unix_ms: [2000], series: 'writes', generated_at: 'g2', step_ms: 1000, rows: [row('route:1', null, 'm', [1])] };
+  assert.equal(appendColumns(/** @type {any} */ (base), /** @type {any} */ (delta), 0), null);
+  const same = { ...delta, rows: [row('route:1', null, null, [1])] };
+  assert.deepEqual(appendColumns(/** @type {any} */ (base), /** @type {any} */ (same), 0)?.rows[0].values, [5, 1]);
+});
+
+test('key_span_of_overlapping_incarnations_ends_at_the_latest_end', () => {
+  // Matrix order after a split of [a, z) at m: [a, m), [a, z), [m, y).
+  const rows = [row('route:1', 'a', 'm', [1]), row('route:1@0123456789abcdef', 'a', 'z', [1]), row('route:2', 'm', 'y', [1])];
+  assert.deepEqual(rowsKeySpan(/** @type {any} */ (rows)), { start: b64('a'), end: b64('z') });
+  assert.deepEqual(rowsKeySpan(/** @type {any} */ ([rows[0]])), { start: b64('a'), end: b64('m') });
+  assert.deepEqual(rowsKeySpan(/** @type {any} */ ([rows[0], row('r', 'a', null, [1])])), { start: b64('a'), end: null });
 });
 
 test('view_state_round_trips_through_the_url_query', () => {

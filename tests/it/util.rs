@@ -64,6 +64,8 @@ pub struct Opts {
     pub step: &'static str,
     pub follower_reads: bool,
     pub split_keys: &'static str,
+    /// `--key-buckets`; `None` keeps the node's default.
+    pub key_buckets: Option<u32>,
 }
 
 impl Default for Opts {
@@ -74,6 +76,7 @@ impl Default for Opts {
             step: "1s",
             follower_reads: false,
             split_keys: "",
+            key_buckets: None,
         }
     }
 }
@@ -165,6 +168,9 @@ impl Cluster {
                 "--heartbeat=200ms".to_string(),
                 "--election-timeout=800ms".to_string(),
             ];
+            if let Some(k) = opts.key_buckets {
+                args.push(format!("--key-buckets={k}"));
+            }
             if !opts.split_keys.is_empty() {
                 args.push(format!("--split-keys={}", opts.split_keys));
             }

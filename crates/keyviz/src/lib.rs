@@ -39,7 +39,10 @@ mod sampler;
 mod sync;
 mod time;
 
-pub use bucket::{route_bucket_id, virtual_bucket_id, virtual_bucket_name};
+pub use bucket::{
+    bucket_base, incarnation_bucket_id, parse_route_bucket_id, route_bucket_id, virtual_bucket_id,
+    virtual_bucket_name,
+};
 pub use config::{MAX_COLUMNS, MAX_KEY_BUCKETS, MAX_STEP_MS, MIN_STEP_MS, SamplerConfig};
 pub use error::{ConfigError, MatrixError, RouteError};
 pub use history::{CellRecord, ColumnRecord, HistoryStore, PersistError, WriteRecord};

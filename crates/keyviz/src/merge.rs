@@ -16,15 +16,19 @@
 //!
 //! Columns are first aligned to the step boundary (rounding to nearest), so a
 //! peer with a jittered clock does not split one window into two columns. Rows
-//! are joined by `bucket_id`; metadata comes from the first input that has the
-//! row (local first). Every choice is deterministic: the same inputs in any
+//! are joined by *incarnation*: the bucket id without its incarnation suffix
+//! (`@<hash>`, see [`crate::incarnation_bucket_id`]) together with the key
+//! range, so every range keeps its own row whatever each node calls it;
+//! metadata (and the id) comes from the first input that has the row (local
+//! first). Every choice is deterministic: the same inputs in any
 //! order give the same values, and the same identity per cell.
 
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::matrix::budget::coarsen_rows;
+use crate::bucket::{bucket_base, incarnation_bucket_id, range_order};
+use crate::matrix::budget::{coarsen_rows, unique_bucket_ids};
 use crate::matrix::wire::{MAX_MATRIX_CELLS, MAX_MATRIX_COLUMNS, Matrix, MatrixRow, Series};
 use crate::time::{align_down, align_nearest};
 
@@ -49,6 +53,8 @@ pub struct MergeOptions {
 pub enum WarningCode {
     /// Two inputs name the same bucket with different key ranges: their route
     /// catalogs disagree (for example, a split not yet applied everywhere).
+    /// Both ranges are kept as separate rows. Two incarnations of one route
+    /// (before and after a split) have distinct ids and raise no warning.
     CatalogDivergence,
     /// An input's step differs from the merge step; its columns were aligned.
     StepMismatch,
@@ -81,6 +87,10 @@ pub struct Merged {
     /// Warnings in input order.
     pub warnings: Vec<MergeWarning>,
 }
+
+/// What rows are joined by: bucket id without incarnation suffix, start (`None`
+/// for the empty key), end.
+type Incarnation<'a> = (&'a str, Option<&'a [u8]>, Option<&'a [u8]>);
 
 /// One node's contribution to one cell.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -173,7 +183,9 @@ fn resolve_write_cell(contribs: &[Contribution], keys: &mut Vec<(u64, u64, u64, 
 /// should still reject malformed peers with [`Matrix::validate`] first); output
 /// columns are the sorted union of the aligned input columns, bounded by
 /// [`MAX_MATRIX_COLUMNS`] and [`MAX_MATRIX_CELLS`] (oldest dropped, with a
-/// warning); output rows are sorted by start key then bucket id, with the row
+/// warning); output rows are sorted by start key, then end key (unbounded
+/// last), then bucket id, one per incarnation (bucket id without suffix plus
+/// key range), with unique ids; the row
 /// budget applied after the merge; read totals equal the sum of input totals;
 /// without a row budget, values and identities do not depend on input order
 /// (metadata and warnings do: the first input wins, and with diverging ranges
@@ -242,8 +254,15 @@ pub fn merge(inputs: &[Matrix], options: &MergeOptions) -> Merged {
     columns.sort_unstable();
     columns.dedup();
 
-    // 2. Join rows by bucket id.
-    let mut index: HashMap<&str, usize> = HashMap::new();
+    // 2. Join rows by incarnation: plain bucket id (incarnation suffix
+    // stripped) and key range. One incarnation is one row even where nodes
+    // name it differently (a node that has not applied a split yet still
+    // calls the old range by the plain id); a range is never drawn under
+    // another range's row. The same id with two ranges means the catalogs
+    // disagree, which is worth a warning; two incarnations with distinct ids
+    // are not.
+    let mut index: HashMap<Incarnation<'_>, usize> = HashMap::new();
+    let mut first_range: HashMap<&str, &MatrixRow> = HashMap::new();
     let mut meta: Vec<&MatrixRow> = Vec::new();
     let mut contributors: Vec<Vec<(usize, usize)>> = Vec::new();
     for (i, m) in inputs.iter().enumerate() {
@@ -251,23 +270,31 @@ pub fn merge(inputs: &[Matrix], options: &MergeOptions) -> Merged {
             continue;
         }
         for (r, row) in m.rows.iter().enumerate() {
-            match index.get(row.bucket_id.as_str()) {
-                Some(&k) => {
-                    let first = meta[k];
-                    if first.start != row.start || first.end != row.end {
-                        warnings.push(MergeWarning {
-                            code: WarningCode::CatalogDivergence,
-                            input: i,
-                            bucket_id: Some(row.bucket_id.clone()),
-                            detail: "bucket has a different key range than on an earlier node; \
-                                     the earlier node's range is shown"
-                                .to_owned(),
-                        });
-                    }
-                    contributors[k].push((i, r));
+            match first_range.get(row.bucket_id.as_str()) {
+                Some(first) if first.start != row.start || first.end != row.end => {
+                    warnings.push(MergeWarning {
+                        code: WarningCode::CatalogDivergence,
+                        input: i,
+                        bucket_id: Some(row.bucket_id.clone()),
+                        detail: "bucket has a different key range than on an earlier node; \
+                                 both ranges are shown as separate rows"
+                            .to_owned(),
+                    });
                 }
+                Some(_) => {}
                 None => {
-                    index.insert(row.bucket_id.as_str(), meta.len());
+                    first_range.insert(row.bucket_id.as_str(), row);
+                }
+            }
+            let key = (
+                bucket_base(&row.bucket_id),
+                row.start.as_deref().filter(|s| !s.is_empty()),
+                row.end.as_deref(),
+            );
+            match index.get(&key) {
+                Some(&k) => contributors[k].push((i, r)),
+                None => {
+                    index.insert(key, meta.len());
                     meta.push(row);
                     contributors.push(vec![(i, r)]);
                 }
@@ -368,13 +395,31 @@ pub fn merge(inputs: &[Matrix], options: &MergeOptions) -> Merged {
         });
     }
 
-    // 4. Order by key, then apply the budget to the cluster-wide result.
+    // 4. Keep ids unique: diverged catalogs can name two ranges alike; the
+    // row first seen (local first) keeps the id, a later one takes its range
+    // suffix. Then order by key (start, then end, then id) and apply the
+    // budget to the cluster-wide result.
+    let mut taken: std::collections::HashSet<String> =
+        std::collections::HashSet::with_capacity(rows.len());
+    for row in &mut rows {
+        if !taken.insert(row.bucket_id.clone()) {
+            let renamed = incarnation_bucket_id(
+                bucket_base(&row.bucket_id),
+                row.start.as_deref().unwrap_or(&[]),
+                row.end.as_deref(),
+            );
+            if taken.insert(renamed.clone()) {
+                row.bucket_id = renamed;
+            }
+        }
+    }
+    unique_bucket_ids(&mut rows);
     rows.sort_by(|a, b| {
-        a.start
-            .as_deref()
-            .unwrap_or(&[])
-            .cmp(b.start.as_deref().unwrap_or(&[]))
-            .then_with(|| a.bucket_id.cmp(&b.bucket_id))
+        range_order(
+            (a.start.as_deref().unwrap_or(&[]), a.end.as_deref()),
+            (b.start.as_deref().unwrap_or(&[]), b.end.as_deref()),
+        )
+        .then_with(|| a.bucket_id.cmp(&b.bucket_id))
     });
     if let Some(budget) = options.row_budget {
         rows = coarsen_rows(rows, budget, MAX_LISTED_ROUTE_IDS);

@@ -24,7 +24,7 @@ import { hideTooltip, showTooltip } from './render/tooltip.js';
 import { buildLut, decodeKey, formatDuration, formatNumber, formatTime, keyLabel } from './scales.js';
 import { armExpiry, clearSession, disarmExpiry, loadSession } from './session.js';
 import { windowOf } from './state.js';
-import { appendColumns, buildView, stepOf } from './view.js';
+import { appendColumns, buildView, rowsKeySpan, stepOf } from './view.js';
 
 /**
  * Parses a CSS colour custom property (#rgb or #rrggbb) into RGB; `fallback` otherwise.
@@ -396,9 +396,9 @@ export function createApp(store) {
    */
   const zoomToRows = (rows) => {
     if (!view || !matrix || rows.length === 0) return;
-    const first = matrix.rows[view.rowIndex[rows[0]]];
-    const last = matrix.rows[view.rowIndex[rows[rows.length - 1]]];
-    store.zoomTo(view.from, view.to, { start: first.start, end: last.end });
+    const m = matrix;
+    const v = view;
+    store.zoomTo(view.from, view.to, rowsKeySpan(rows.map((k) => m.rows[v.rowIndex[k]])));
   };
 
   /** @param {number} k */
@@ -444,10 +444,9 @@ export function createApp(store) {
       const from = view.from + sel.slot0 * view.slotMs;
       const to = view.from + sel.slot1 * view.slotMs;
       const all = sel.k0 === 0 && sel.k1 >= view.rowIndex.length;
-      const keys = all ? store.state.keys : {
-        start: matrix.rows[view.rowIndex[sel.k0]].start,
-        end: matrix.rows[view.rowIndex[sel.k1 - 1]].end,
-      };
+      const m = matrix;
+      const v = view;
+      const keys = all ? store.state.keys : rowsKeySpan(v.rowIndex.slice(sel.k0, sel.k1).map((ri) => m.rows[ri]));
       store.zoomTo(from, to, keys);
     },
     wheel: (factor, at) => {

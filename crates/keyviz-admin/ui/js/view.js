@@ -5,7 +5,7 @@
  * in which slot. Columns are window starts aligned to the step, so slot = (t - from) / slotMs.
  */
 
-import { rowInKeyRange } from './scales.js';
+import { compareBytes, decodeKey, rowInKeyRange } from './scales.js';
 
 /**
  * Widest buffer, in slots, whatever the screen: longer windows are coarsened so the offscreen
@@ -154,15 +154,21 @@ export function cellConflict(row, j) {
  * for them); newer columns are appended; columns starting before `keepFrom` are dropped. A
  * base row absent from `delta` was idle in the delta's window: zeros there. Returns null when
  * `delta` has a bucket `base` does not know (a new route, or rows bucketed differently under
- * the row budget); the caller must then fetch the whole window again.
+ * the row budget), or a known bucket id with another key range (the route was split or merged:
+ * the server keeps the plain id for the current range and renames the old one, so appending
+ * would draw new counts at the old range); the caller must then fetch the whole window again.
  * @param {import('./types.js').Matrix} base
  * @param {import('./types.js').Matrix} delta
  * @param {number} keepFrom
  * @returns {import('./types.js').Matrix|null}
  */
 export function appendColumns(base, delta, keepFrom) {
-  const known = new Set(base.rows.map((r) => r.bucket_id));
-  if (delta.column_unix_ms.length && delta.rows.some((r) => !known.has(r.bucket_id))) return null;
+  const known = new Map(base.rows.map((r) => [r.bucket_id, r]));
+  const sameRange = (/** @type {import('./types.js').MatrixRow} */ r) => {
+    const b = known.get(r.bucket_id);
+    return b !== undefined && (b.start ?? null) === (r.start ?? null) && (b.end ?? null) === (r.end ?? null);
+  };
+  if (delta.column_unix_ms.length && !delta.rows.every(sameRange)) return null;
   /** @type {number[]} merged column timestamps, ascending */
   const columns = [];
   /** @type {{ from: 'base'|'delta', j: number }[]} where each merged column comes from */
@@ -203,6 +209,27 @@ export function appendColumns(base, delta, keepFrom) {
     };
   });
   return { ...base, column_unix_ms: columns, rows, generated_at: delta.generated_at, fanout: delta.fanout ?? base.fanout };
+}
+
+/**
+ * The key range covered by `rows` (in matrix order: by start, then end). After a split or merge
+ * the matrix holds overlapping incarnations of one range, so the last row need not end last:
+ * the span ends at the latest end (null, unbounded, wins).
+ * @param {import('./types.js').MatrixRow[]} rows
+ * @returns {import('./types.js').KeyRange}
+ */
+export function rowsKeySpan(rows) {
+  /** @type {string|null} */
+  let end = rows.length ? rows[0].end ?? null : null;
+  for (const r of rows) {
+    const e = r.end ?? null;
+    if (end === null || e === null) {
+      end = null;
+      break;
+    }
+    if (compareBytes(decodeKey(e) ?? new Uint8Array(0), decodeKey(end) ?? new Uint8Array(0)) > 0) end = e;
+  }
+  return { start: rows.length ? rows[0].start ?? null : null, end };
 }
 
 /**

@@ -23,7 +23,9 @@ pub(crate) struct RowMeta {
     pub(crate) group: u64,
     /// Creation order of the slot that emitted the row (0 = restored from a
     /// store). A rebuilt slot gets a new row even for an equal range, so
-    /// metadata is never stale, and queries prefer the newest incarnation.
+    /// metadata is never stale; a query shows rows of one bucket id and one
+    /// range as one matrix row, named by the newest generation. Rows of one
+    /// bucket id with different ranges are never joined (see `bucket`).
     pub(crate) generation: u64,
 }
 

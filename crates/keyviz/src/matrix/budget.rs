@@ -11,7 +11,7 @@ use std::collections::BinaryHeap;
 use std::ops::Range;
 
 use super::wire::MatrixRow;
-use crate::bucket::virtual_bucket_name;
+use crate::bucket::{max_end, parse_route_bucket_id, virtual_bucket_name};
 
 /// Splits `totals.len()` rows (in key order) into at most `budget` contiguous
 /// groups by repeatedly joining the adjacent pair with the smallest combined
@@ -70,7 +70,10 @@ pub fn plan_groups(totals: &[u64], budget: usize) -> Vec<Range<usize>> {
     out
 }
 
-/// Applies the row budget to rows already sorted by start key: rows in one
+/// Applies the row budget to rows already in key order (start, then end, as
+/// the local query and the merge emit them; overlapping incarnations of one
+/// range are neighbours, and a joined row spans the union of its members,
+/// `[first start, latest end)`): rows in one
 /// planned group become a single aggregate row (values summed per column,
 /// conflicts OR-ed, identity kept only where the members agree). Totals per
 /// column are preserved exactly (saturating at `u64::MAX`).
@@ -98,8 +101,15 @@ pub fn coarsen_rows(rows: Vec<MatrixRow>, budget: usize, max_route_ids: usize) -
     }
     // A joined row is named by its range; when diverging catalogs make that
     // name collide with a kept row, suffix it so bucket ids stay unique.
-    let mut seen = std::collections::HashSet::with_capacity(out.len());
-    for row in &mut out {
+    unique_bucket_ids(&mut out);
+    out
+}
+
+/// Makes bucket ids unique in place: a repeated id gets `~1`, `~2`, ... (the
+/// first occurrence keeps its id). O(n) expected.
+pub(crate) fn unique_bucket_ids(rows: &mut [MatrixRow]) {
+    let mut seen = std::collections::HashSet::with_capacity(rows.len());
+    for row in rows.iter_mut() {
         if !seen.insert(row.bucket_id.clone()) {
             let mut n = 1;
             while !seen.insert(format!("{}~{n}", row.bucket_id)) {
@@ -108,14 +118,20 @@ pub fn coarsen_rows(rows: Vec<MatrixRow>, budget: usize, max_route_ids: usize) -
             row.bucket_id = format!("{}~{n}", row.bucket_id);
         }
     }
-    out
 }
 
-/// Joins adjacent rows (sorted by start) into one aggregate row.
+/// Joins adjacent rows (in key order) into one aggregate row.
 pub(crate) fn join_rows(members: Vec<MatrixRow>, max_route_ids: usize) -> MatrixRow {
     let width = members.iter().map(|r| r.values.len()).max().unwrap_or(0);
+    // Members are in key order (start, then end), so the first starts first;
+    // with overlapping incarnations the last need not end last.
     let start = members.first().and_then(|r| r.start.clone());
-    let end = members.last().and_then(|r| r.end.clone());
+    let end = members
+        .iter()
+        .map(|r| r.end.as_deref())
+        .reduce(max_end)
+        .flatten()
+        .map(<[u8]>::to_vec);
     let mut values = vec![0u64; width];
     let mut groups = vec![0u64; width];
     let mut terms = vec![0u64; width];
@@ -133,10 +149,9 @@ pub(crate) fn join_rows(members: Vec<MatrixRow>, max_route_ids: usize) -> Matrix
     for m in &members {
         truncated |= m.route_ids_truncated;
         let plain_id = (!m.aggregate)
-            .then(|| m.bucket_id.strip_prefix("route:"))
+            .then(|| parse_route_bucket_id(&m.bucket_id))
             .flatten()
-            .and_then(|id| id.split(['#', ':']).next())
-            .and_then(|id| id.parse::<u64>().ok());
+            .map(|(route, _)| route);
         match plain_id {
             Some(id) => plain_ids.push(id),
             None => {

@@ -2,9 +2,11 @@
 
 use std::collections::HashMap;
 
-use super::budget::plan_groups;
+use super::budget::{plan_groups, unique_bucket_ids};
 use super::wire::{Matrix, MatrixRow, Series};
-use crate::bucket::virtual_bucket_name;
+use crate::bucket::{
+    incarnation_bucket_id, max_end, parse_route_bucket_id, range_order, virtual_bucket_name,
+};
 use crate::history::{Column, Counter, History, RowMeta};
 use crate::preview::key_preview;
 
@@ -57,6 +59,9 @@ fn counter_of(series: Series) -> Counter {
 /// `bucket_of` value of a row outside the query's key range.
 const FILTERED: u32 = u32::MAX - 1;
 
+/// Row id that names no interned row.
+const NO_ROW_ID: u32 = u32::MAX;
+
 /// Group id marking a coarsened cell whose members disagree on identity.
 const MIXED: u64 = u64::MAX;
 
@@ -68,25 +73,35 @@ struct OutCell {
     term: u64,
 }
 
-/// A bucket seen in the window: its newest row metadata and its total.
+/// One row incarnation seen in the window: its newest row metadata and its total.
 struct Bucket {
     row: u32,
     generation: u64,
     total: u64,
 }
 
+/// What a bucket is keyed by: its (plain) id and the range it was counted under.
+type IncarnationKey<'a> = (&'a str, &'a [u8], Option<&'a [u8]>);
+
 /// Builds the matrix of `query` from `history`.
 ///
 /// Rows with a zero total in the chosen series are left out; every other count
-/// in the window appears exactly once (the row budget only coarsens). A bucket
-/// whose range changed inside the window (a route split or merged) shows its
-/// newest range, with the older counts folded in.
+/// in the window appears exactly once (the row budget only coarsens). A row is
+/// one *incarnation*: a bucket id together with the key range it was counted
+/// under, so a bucket whose range changed inside the window (a route split,
+/// merged or re-registered) shows one row per range, each holding only the
+/// counts taken under it. Rows are in [`range_order`] (start, then end), then
+/// by id. `is_current(row id, meta)` says whether a route row's range is still the live
+/// catalog's: such rows keep the plain id, the others get
+/// [`incarnation_bucket_id`]. Row metadata of one incarnation (virtual members)
+/// comes from its newest slot.
 pub(crate) fn build(
     history: &History,
     query: &MatrixQuery,
     step_ms: u64,
     generated_at: String,
     max_route_ids: usize,
+    is_current: &dyn Fn(u32, &RowMeta) -> bool,
 ) -> Matrix {
     let columns: Vec<&Column> = history
         .range(query.from_unix_ms, query.to_unix_ms)
@@ -95,9 +110,9 @@ pub(crate) fn build(
     let catalog = &history.catalog;
     let mut scratch = Vec::new();
 
-    // Pass 1: which buckets have traffic, and how much.
+    // Pass 1: which incarnations have traffic, and how much.
     let mut bucket_of = vec![u32::MAX; catalog.capacity()];
-    let mut names: HashMap<&str, u32> = HashMap::new();
+    let mut names: HashMap<IncarnationKey<'_>, u32> = HashMap::new();
     let mut buckets: Vec<Bucket> = Vec::new();
     for col in &columns {
         col.values_into(counter, &mut scratch);
@@ -121,7 +136,8 @@ pub(crate) fn build(
                     continue;
                 }
                 let next = buckets.len() as u32;
-                let b = *names.entry(&*meta.bucket_id).or_insert(next);
+                let key = (&*meta.bucket_id, meta.start.as_slice(), meta.end.as_deref());
+                let b = *names.entry(key).or_insert(next);
                 if b == next {
                     buckets.push(Bucket {
                         row,
@@ -133,9 +149,9 @@ pub(crate) fn build(
             }
             let b = &mut buckets[*slot as usize];
             b.total = b.total.saturating_add(v);
-            // The newest incarnation names the bucket: highest slot generation,
-            // then the latest column (columns are visited in time order). Only a
-            // different incarnation needs a metadata look-up.
+            // Slots rebuilt over an unchanged range (re-registration, a virtual
+            // bucket gaining a member) intern new rows of the same incarnation:
+            // the newest slot's metadata names it.
             if row != b.row {
                 let generation = catalog.get(row).map_or(0, |m| m.generation);
                 if generation >= b.generation {
@@ -151,7 +167,14 @@ pub(crate) fn build(
     let mut order: Vec<u32> = (0..buckets.len() as u32).collect();
     order.sort_by(|&a, &b| {
         let (ma, mb) = (meta_of(&buckets[a as usize]), meta_of(&buckets[b as usize]));
-        sort_key(ma).cmp(&sort_key(mb))
+        match (ma, mb) {
+            (Some(ma), Some(mb)) => range_order(
+                (&ma.start, ma.end.as_deref()),
+                (&mb.start, mb.end.as_deref()),
+            )
+            .then_with(|| ma.bucket_id.cmp(&mb.bucket_id)),
+            (a, b) => a.is_some().cmp(&b.is_some()),
+        }
     });
     let totals: Vec<u64> = order.iter().map(|&b| buckets[b as usize].total).collect();
     let plan = match query.row_budget {
@@ -251,7 +274,18 @@ pub(crate) fn build(
                 Vec::new() // a plain route row lists no members (as the reference)
             };
             let truncated = first.aggregate && first.route_count > first.route_ids.len() as u64;
-            let id = first.bucket_id.to_string();
+            let row_id = group
+                .clone()
+                .next()
+                .map_or(NO_ROW_ID, |pos| buckets[order[pos] as usize].row);
+            let id = if !first.aggregate
+                && parse_route_bucket_id(&first.bucket_id).is_some()
+                && !is_current(row_id, first)
+            {
+                incarnation_bucket_id(&first.bucket_id, &first.start, first.end.as_deref())
+            } else {
+                first.bucket_id.to_string()
+            };
             (
                 id,
                 first.end.clone(),
@@ -261,7 +295,13 @@ pub(crate) fn build(
                 first.route_count,
             )
         } else {
-            let last = metas.last().unwrap_or(first);
+            // Overlapping incarnations: the last row in key order need not end last.
+            let end = metas
+                .iter()
+                .map(|m| m.end.as_deref())
+                .reduce(max_end)
+                .flatten()
+                .map(<[u8]>::to_vec);
             let mut route_ids: Vec<u64> = metas
                 .iter()
                 .flat_map(|m| m.route_ids.iter().copied())
@@ -284,15 +324,8 @@ pub(crate) fn build(
                 .fold(plain.len() as u64, u64::saturating_add);
             let truncated = route_ids.len() > max_route_ids || route_count > route_ids.len() as u64;
             route_ids.truncate(max_route_ids);
-            let id = virtual_bucket_name(&first.start, last.end.as_deref());
-            (
-                id,
-                last.end.clone(),
-                true,
-                route_ids,
-                truncated,
-                route_count,
-            )
+            let id = virtual_bucket_name(&first.start, end.as_deref());
+            (id, end, true, route_ids, truncated, route_count)
         };
         let row = MatrixRow {
             bucket_id,
@@ -313,6 +346,10 @@ pub(crate) fn build(
         rows.push(row);
     }
 
+    // A coarsened row is named by its range, which can equal a real virtual
+    // bucket's (or, with a hash collision, another incarnation's): keep ids unique.
+    unique_bucket_ids(&mut rows);
+
     Matrix {
         column_unix_ms: columns.iter().map(|c| c.unix_ms).collect(),
         rows,
@@ -321,10 +358,6 @@ pub(crate) fn build(
         step_ms,
         node_id: None,
     }
-}
-
-fn sort_key(m: Option<&RowMeta>) -> Option<(&[u8], &str)> {
-    m.map(|m| (m.start.as_slice(), &*m.bucket_id))
 }
 
 fn non_empty(key: &[u8]) -> Option<Vec<u8>> {

@@ -547,6 +547,11 @@ impl Sampler {
         slot.activity.store(old / 2 + operations, Ordering::Relaxed);
     }
 
+    /// The interned metadata of sub-range `sub` of `slot`. A route row's key
+    /// range is the sub-range's own (the whole route when it has one), so
+    /// history keeps every range a bucket was counted under apart: a later
+    /// split, merge or re-registration builds new slots and new rows, and
+    /// never changes the range of a row already counted.
     fn row_meta(&self, slot: &Slot, sub: usize) -> RowMeta {
         let meta = &slot.meta;
         match meta.kind {
@@ -591,12 +596,16 @@ impl Sampler {
     /// `now_unix_ms` stamps `generated_at`.
     pub fn matrix(&self, query: &MatrixQuery, now_unix_ms: i64) -> Matrix {
         let history = self.history.read();
+        // Loaded after the history lock: every slot of this table still holds
+        // its rows (a retired slot's rows are released only once no table has it).
+        let table = self.table.load();
         query::build(
             &history,
             query,
             self.config.step_ms,
             format_rfc3339_ms(now_unix_ms),
             self.config.max_member_routes,
+            &|row, meta| row_is_current(&table, row, meta),
         )
     }
 
@@ -619,4 +628,42 @@ impl Sampler {
             unknown_route_observations: self.unknown_route.load(Ordering::Relaxed),
         }
     }
+}
+
+/// Whether route row `meta` is the incarnation `table` still counts into: the
+/// row's route is an individually tracked slot of `table` whose sub-range named
+/// by the row has exactly the row's range. Such rows keep their plain bucket
+/// id on the wire; every older range of the bucket gets a range suffix (see
+/// `bucket::incarnation_bucket_id`). Nodes that applied the same catalog
+/// changes therefore name every incarnation alike. Allocation-free when the
+/// slot interned this very row; otherwise one sub-range bound computation.
+fn row_is_current(table: &RouteTable, row: u32, meta: &RowMeta) -> bool {
+    let Some((route, sub)) = crate::bucket::parse_route_bucket_id(&meta.bucket_id) else {
+        return false;
+    };
+    let Some(slot) = table.slot(route) else {
+        return false;
+    };
+    if slot.meta.kind != SlotKind::Route(route) {
+        return false; // coarsened into a virtual bucket since
+    }
+    let count = slot.layout.count();
+    let sub = match (sub, count) {
+        (None, 1) => 0,
+        (Some(s), c) if c > 1 && (s as usize) < c => s as usize,
+        _ => return false, // the sub-range layout changed (config or range)
+    };
+    // Ordering: Relaxed — row ids are stored by flush under the history write
+    // lock, and the caller holds the read lock; the slot keeps a reference to
+    // its row while it is in any table, so an equal id is this very row.
+    if slot.rows.get(sub).map(|r| r.load(Ordering::Relaxed)) == Some(row) {
+        return true;
+    }
+    let (start, end) = if count > 1 {
+        slot.layout
+            .bounds_of(sub, &slot.meta.start, slot.meta.end.as_deref())
+    } else {
+        (slot.meta.start.clone(), slot.meta.end.clone())
+    };
+    start == meta.start && end == meta.end
 }

@@ -219,15 +219,30 @@ fn sub_ranged_and_whole_rows_coexist_without_conflict() {
 }
 
 #[test]
-fn catalog_divergence_is_reported_and_first_range_kept() {
+fn catalog_divergence_is_reported_and_both_ranges_kept() {
     let a = matrix(Series::Reads, &[1], &[("route:1", &[1], &[], &[])]);
-    let mut b = matrix(Series::Reads, &[1], &[("route:1", &[1], &[], &[])]);
+    let mut b = matrix(Series::Reads, &[1], &[("route:1", &[2], &[], &[])]);
     b.rows[0].end = Some(b"zzz".to_vec());
     let merged = merge(&[a.clone(), b], &opts(Series::Reads));
     assert_eq!(merged.warnings.len(), 1);
     assert_eq!(merged.warnings[0].code, WarningCode::CatalogDivergence);
     assert_eq!(merged.warnings[0].input, 1);
-    assert_eq!(merged.matrix.rows[0].end, a.rows[0].end);
+    // Each range keeps its own counts; the local node keeps the plain id.
+    let rows: Vec<_> = merged
+        .matrix
+        .rows
+        .iter()
+        .map(|r| (r.bucket_id.as_str(), r.end.as_deref(), r.values.clone()))
+        .collect();
+    let renamed = keyviz::incarnation_bucket_id("route:1", b"route:1", Some(b"zzz"));
+    assert_eq!(
+        rows,
+        [
+            (renamed.as_str(), Some(&b"zzz"[..]), vec![2]),
+            ("route:1", None, vec![1]),
+        ]
+    );
+    merged.matrix.validate().expect("ids stay unique");
 }
 
 #[test]
