@@ -53,7 +53,7 @@ pub use matrix::{
 };
 pub use preview::{MAX_PREVIEW_CHARS, RESERVED_PREFIXES, key_preview};
 pub use sampler::{
-    FlushReport, MAX_FUTURE_STEPS, MAX_SIDE_CELLS, MAX_SIDE_WINDOWS, Published, ReadRole,
-    Recorder, RouteId, RouteSpec, Sampler, SamplerError, SamplerStats, Sealed,
+    FlushReport, MAX_FUTURE_STEPS, MAX_SIDE_CELLS, MAX_SIDE_WINDOWS, Published, ReadRole, Recorder,
+    RouteId, RouteSpec, Sampler, SamplerError, SamplerStats, Sealed,
 };
 pub use time::{align_down, align_nearest, format_rfc3339_ms};

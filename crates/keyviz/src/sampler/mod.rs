@@ -40,8 +40,8 @@ use counters::{UNKNOWN_LANE, WRITE_LANES};
 use retire::{RetireQueue, Retired, sweep};
 use route_table::{Catalog, CatalogLimits, Change, NO_ROW, Planner, RouteTable, Slot, SlotKind};
 pub use route_table::{RouteId, RouteSpec};
-use window::{Op, SideCell, Windows};
 pub use window::{MAX_FUTURE_STEPS, MAX_SIDE_CELLS, MAX_SIDE_WINDOWS};
+use window::{Op, SideCell, Windows};
 
 /// Which replica served a read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
