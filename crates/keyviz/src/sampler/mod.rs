@@ -98,7 +98,8 @@ pub struct SamplerStats {
     /// Observations counted in a nearer window than their own because the side
     /// buffer was at [`MAX_SIDE_WINDOWS`] or [`MAX_SIDE_CELLS`].
     pub folded_observations: u64,
-    /// Operations older than retention, counted in the oldest retained window.
+    /// Observations stamped older than retention when observed, counted in the
+    /// oldest retained window.
     pub aged_observations: u64,
     /// Operations stamped more than [`MAX_FUTURE_STEPS`] steps ahead of the
     /// sealing clock, counted in the open window.

@@ -15,8 +15,9 @@
 //!   = one slot sub-range in one window). Past a cap an observation is counted in
 //!   the nearest window (by time) that can take it without growing the buffer:
 //!   a buffered window that already holds its cell, or the open window.
-//! - a window older than retention (relative to the open window) is counted in
-//!   the oldest window retention keeps.
+//! - a window older than retention (relative to the open window when observed,
+//!   and again relative to the new open window at seal) is counted in the
+//!   oldest window retention keeps, so no late count is pruned on arrival.
 //! - at seal, a buffered window more than [`MAX_FUTURE_STEPS`] steps after the
 //!   new open window (a proposer's clock far ahead of ours) is counted in the
 //!   new open window.
@@ -344,13 +345,9 @@ impl Windows {
         let mut out: BTreeMap<i64, FxHashMap<CellKey, SideCell>> = BTreeMap::new();
         for (w, cells) in closed {
             side.cells = side.cells.saturating_sub(cells.len());
-            let w = if w < oldest {
-                let ops: u64 = cells.values().map(SideCell::operations).sum();
-                self.aged.fetch_add(ops, Ordering::Relaxed);
-                oldest
-            } else {
-                w
-            };
+            // Retention moved on while the window waited (the observation was
+            // counted in `aged` if it was already too old when observed).
+            let w = w.max(oldest);
             let dst = out.entry(w).or_default();
             for (key, cell) in cells {
                 match dst.get_mut(&key) {

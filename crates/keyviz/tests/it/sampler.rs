@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use keyviz::{
-    ColumnRecord, HistoryStore, MatrixQuery, PersistError, ReadRole, RouteError, Sampler, Series,
-    virtual_bucket_name,
+    ColumnRecord, HistoryStore, MAX_SIDE_CELLS, MAX_SIDE_WINDOWS, MatrixQuery, PersistError,
+    ReadRole, RouteError, Sampler, SamplerConfig, Series, virtual_bucket_name,
 };
 use parking_lot::Mutex;
 
@@ -637,4 +637,236 @@ fn a_recorder_can_move_into_a_spawned_task() {
         .expect("recorder thread");
     let _ = s.flush(T0 + 1_000);
     assert_eq!(total(&s, Series::Reads), 1);
+}
+
+// ---- windows: every count in the window it was served in ----
+
+/// (column start, value) of every non-zero column of `series`, summed over rows.
+fn per_column(s: &Sampler, series: Series) -> Vec<(i64, u64)> {
+    let m = all(s, series);
+    m.column_unix_ms
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (*c, m.rows.iter().map(|r| r.values[i]).sum::<u64>()))
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
+#[test]
+fn late_flush_files_counts_in_the_windows_they_were_observed_in() {
+    let s = sampler();
+    s.register_route(route(1, b"", None, 1)).expect("register");
+    s.observe_write(1, b"k", 1, 1, 5, T0 + 100); // window W = T0
+    for _ in 0..2 {
+        s.observe_write(1, b"k", 1, 1, 5, T0 + 5_300); // W + 5, before any flush
+    }
+    s.observe_read(1, b"k", 1, ReadRole::Leader, T0 + 5_900);
+    // The process was stalled: the first flush runs ten steps late.
+    let report = s.flush(T0 + 10_500);
+    assert!(report.persist_error.is_none());
+    assert_eq!(report.column_unix_ms, T0, "the open window is sealed as W");
+    assert_eq!(
+        per_column(&s, Series::Writes),
+        vec![(T0, 1), (T0 + 5_000, 2)]
+    );
+    assert_eq!(per_column(&s, Series::Reads), vec![(T0 + 5_000, 1)]);
+    // After the late flush, the open window is the one of the flush time.
+    assert_eq!(s.open_window_unix_ms(), T0 + 10_000);
+    s.observe_write(1, b"k", 1, 1, 5, T0 + 10_700);
+    let _ = s.flush(T0 + 11_000);
+    assert_eq!(
+        per_column(&s, Series::Writes),
+        vec![(T0, 1), (T0 + 5_000, 2), (T0 + 10_000, 1)]
+    );
+    assert_eq!(total(&s, Series::Writes), 4, "nothing lost, nothing twice");
+    assert_eq!(s.stats().out_of_window_observations, 3);
+    assert_eq!(s.stats().folded_observations, 0);
+}
+
+#[test]
+fn observation_after_the_boundary_before_the_flush_lands_in_the_next_window() {
+    let s = sampler();
+    s.register_route(route(1, b"", None, 1)).expect("register");
+    s.observe_write(1, b"k", 0, 1, 5, T0 + 900);
+    s.observe_write(1, b"k", 0, 1, 5, T0 + 1_050); // past the boundary, flush not run yet
+    let _ = s.flush(T0 + 1_100);
+    assert_eq!(per_column(&s, Series::Writes), vec![(T0, 1)]);
+    assert_eq!(
+        s.stats().pending_windows,
+        1,
+        "the next window's count waits until that window closes"
+    );
+    let _ = s.flush(T0 + 2_000);
+    assert_eq!(
+        per_column(&s, Series::Writes),
+        vec![(T0, 1), (T0 + 1_000, 1)]
+    );
+    assert_eq!(s.stats().pending_windows, 0);
+}
+
+#[test]
+fn late_observation_for_a_published_window_merges_into_it_and_the_record_is_the_merged_column() {
+    let s = sampler();
+    s.register_route(route(1, b"a", None, 7)).expect("register");
+    for _ in 0..3 {
+        s.observe_write(1, b"b", 1, 7, 5, T0 + 10);
+    }
+    s.observe_read(1, b"b", 1, ReadRole::Follower, T0 + 20);
+    let first = s.publish(s.seal(T0 + 1_000));
+    assert_eq!(first.records.len(), 1);
+    assert_eq!(first.records[0].unix_ms, T0);
+    // A lagging replica applies two more writes of term 5 and one of term 6, stamped in W.
+    let mut rec = s.recorder();
+    rec.observe_write(1, b"b", 1, 7, 5, T0 + 500);
+    rec.observe_write(1, b"b", 1, 7, 5, T0 + 600);
+    rec.observe_write(1, b"b", 1, 7, 6, T0 + 700);
+    let second = s.publish(s.seal(T0 + 2_000));
+    let merged = second
+        .records
+        .iter()
+        .find(|r| r.unix_ms == T0)
+        .expect("the late window is republished");
+    assert_eq!(merged.cells.len(), 1, "one row, merged");
+    let cell = &merged.cells[0];
+    assert_eq!(
+        cell.reads_follower, 1,
+        "the earlier counts are in the record"
+    );
+    let mut lanes: Vec<(u64, u64, u64)> = cell
+        .writes
+        .iter()
+        .map(|w| (w.group, w.term, w.writes))
+        .collect();
+    lanes.sort_unstable();
+    assert_eq!(
+        lanes,
+        vec![(7, 5, 5), (7, 6, 1)],
+        "lanes summed per (group, term)"
+    );
+    assert_eq!(per_column(&s, Series::Writes), vec![(T0, 6)]);
+    // Persisting the records (replace by window) and reloading gives the same history.
+    let store = Arc::new(MemStore::default());
+    first.persist_to(store.as_ref()).expect("persist");
+    second.persist_to(store.as_ref()).expect("persist");
+    let config = SamplerConfig {
+        step_ms: STEP,
+        ..SamplerConfig::default()
+    };
+    let again = Sampler::with_store(config, T0 + 3_000, store).expect("restart");
+    assert_eq!(per_column(&again, Series::Writes), vec![(T0, 6)]);
+    assert_eq!(total(&again, Series::FollowerReads), 1);
+}
+
+#[test]
+fn seal_and_catalog_changes_do_not_wait_for_the_history_lock() {
+    let s = sampler();
+    s.register_route(route(1, b"a", None, 1)).expect("register");
+    s.observe_write(1, b"b", 0, 1, 1, T0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        // A query (or a publish) holds the history lock for as long as it likes.
+        let guard = s.hold_history_lock_for_tests();
+        scope.spawn(|| {
+            s.split_route(1, b"m", 2).expect("split");
+            s.observe_write(2, b"x", 0, 1, 1, T0 + 500);
+            s.observe_write(1, b"c", 0, 1, 1, T0 + 1_500); // side buffer
+            let sealed = s.seal(T0 + 1_000);
+            s.merge_routes(1, 2).expect("merge");
+            let _ = tx.send(sealed);
+        });
+        let sealed = rx.recv_timeout(std::time::Duration::from_secs(20));
+        drop(guard);
+        let sealed = sealed.expect("seal and catalog changes finished while the lock was held");
+        let _ = s.publish(sealed);
+    });
+    let _ = s.flush(T0 + 2_000);
+    assert_eq!(
+        per_column(&s, Series::Writes),
+        vec![(T0, 2), (T0 + 1_000, 1)]
+    );
+}
+
+#[test]
+fn side_buffer_window_cap_folds_into_the_nearest_window_and_conserves_totals() {
+    let late = MAX_SIDE_WINDOWS as i64 + 50;
+    let s = Sampler::new(
+        SamplerConfig {
+            step_ms: STEP,
+            ..SamplerConfig::default()
+        },
+        T0 + 10_000_000,
+    )
+    .expect("sampler");
+    s.register_route(route(1, b"", None, 1)).expect("register");
+    for i in 0..late {
+        s.observe_write(1, b"k", 0, 1, 1, T0 + i * 1_000);
+    }
+    let stats = s.stats();
+    assert_eq!(stats.pending_windows, MAX_SIDE_WINDOWS);
+    assert_eq!(stats.folded_observations, 50);
+    let _ = s.flush(T0 + 10_000_500);
+    assert_eq!(total(&s, Series::Writes), late as u64);
+    let columns = per_column(&s, Series::Writes);
+    assert_eq!(columns.len(), MAX_SIDE_WINDOWS);
+    assert_eq!(
+        columns.last(),
+        Some(&(T0 + (MAX_SIDE_WINDOWS as i64 - 1) * 1_000, 51)),
+        "the newest kept window is the nearest one for the folded writes"
+    );
+}
+
+#[test]
+fn side_buffer_cell_cap_folds_into_the_open_window_and_conserves_totals() {
+    // 65 routes of 256 sub-ranges: key [i, b] is sub-range b of route i.
+    let s = sampler_with(|c| c.key_buckets_per_route = 256);
+    let routes = (MAX_SIDE_CELLS / 256 + 1) as u8;
+    for i in 0..routes {
+        s.register_route(route(u64::from(i) + 1, &[i], Some(&[i + 1]), 1))
+            .expect("register");
+    }
+    let _ = s.flush(T0 + 5_000);
+    let mut n = 0u64;
+    for i in 0..routes {
+        for b in 0..=255u8 {
+            s.observe_read(u64::from(i) + 1, &[i, b], 0, ReadRole::Leader, T0 + 100);
+            n += 1;
+        }
+    }
+    let stats = s.stats();
+    assert_eq!(stats.pending_cells, MAX_SIDE_CELLS);
+    assert_eq!(stats.folded_observations, n - MAX_SIDE_CELLS as u64);
+    let _ = s.flush(T0 + 6_000);
+    assert_eq!(total(&s, Series::Reads), n);
+    assert_eq!(
+        per_column(&s, Series::Reads),
+        vec![
+            (T0, MAX_SIDE_CELLS as u64),
+            (T0 + 5_000, n - MAX_SIDE_CELLS as u64)
+        ],
+        "past the cell cap, counts go to the open window"
+    );
+}
+
+#[test]
+fn observations_older_than_retention_fold_into_the_oldest_retained_window() {
+    let s = sampler_with(|c| c.retention_ms = 5_000);
+    s.register_route(route(1, b"", None, 1)).expect("register");
+    let _ = s.flush(T0 + 100_000);
+    s.observe_write(1, b"k", 0, 1, 1, T0); // 100 steps old
+    let _ = s.flush(T0 + 101_000);
+    // The oldest window retention keeps once the seal made T0 + 100 s the newest column.
+    assert_eq!(per_column(&s, Series::Writes), vec![(T0 + 97_000, 1)]);
+    assert_eq!(s.stats().aged_observations, 1);
+}
+
+#[test]
+fn observations_from_a_clock_far_ahead_fold_into_the_open_window() {
+    let s = sampler();
+    s.register_route(route(1, b"", None, 1)).expect("register");
+    s.observe_write(1, b"k", 0, 1, 1, T0 + 3_600_000); // an hour ahead
+    s.observe_write(1, b"k", 0, 1, 1, T0 + 1_500); // one step ahead: kept
+    let _ = s.flush(T0 + 1_000);
+    assert_eq!(s.stats().clock_ahead_observations, 1);
+    let _ = s.flush(T0 + 2_000);
+    assert_eq!(per_column(&s, Series::Writes), vec![(T0 + 1_000, 2)]);
 }
