@@ -115,7 +115,7 @@ mod loom_tests {
 
             let mut retired: Vec<Retired> = Vec::new();
             let mut released = false;
-            let mut seal = |retired: &mut Vec<Retired>, released: &mut bool| {
+            let seal = |retired: &mut Vec<Retired>, released: &mut bool| {
                 retired.extend(queue.take().into_iter().map(Retired::new));
                 sweep(
                     retired,
