@@ -340,10 +340,12 @@ impl Recorder {
 /// *retire queue* mutex (catalog changes push, seal takes), the *side buffer*
 /// mutex (observations outside the open window, seal), the *seal* mutex (seal),
 /// the *history* read-write lock (publish writes; matrix and stats read) and
-/// the *flush order* mutex ([`flush`](Sampler::flush) only). No code path holds
-/// two of them at once except seal (seal, then briefly the retire queue and the
-/// side buffer) and flush (flush order around a seal and a publish), so a
-/// catalog change never waits for a seal, a publish, a query or I/O.
+/// the *flush order* mutex ([`flush`](Sampler::flush) only). Nesting is fixed
+/// and shallow: a catalog change holds control, then briefly the retire queue;
+/// seal holds seal, then briefly the retire queue and the side buffer; flush
+/// holds flush order around a seal and a publish. So a catalog change never
+/// waits for a seal, a publish, a query or I/O, and a seal never waits for a
+/// query.
 pub struct Sampler {
     uid: u64,
     config: SamplerConfig,
