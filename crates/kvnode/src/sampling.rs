@@ -346,7 +346,11 @@ mod tests {
         sampling.observe_write(1, b"k", 1, 1, 3, t0 + 1_100);
         sampling.close_step(t0 + 2_000, Some(&persister));
         persister.finish();
-        assert_eq!(writes(&store, t0), 2, "the merged column replaced the first record");
+        assert_eq!(
+            writes(&store, t0),
+            2,
+            "the merged column replaced the first record"
+        );
         assert_eq!(writes(&store, t0 + 1_000), 1);
     }
 }
