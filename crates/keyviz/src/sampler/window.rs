@@ -141,11 +141,7 @@ impl SideCell {
         self.lanes
             .iter()
             .filter(|l| l.writes != 0 || l.write_bytes != 0)
-            .map(|l| WriteLane {
-                // The identity-less lane is (0, 0) whatever was claimed before.
-                group: if l.term == 0 { 0 } else { l.group },
-                ..*l
-            })
+            .copied()
             .collect()
     }
 }
