@@ -91,7 +91,8 @@ fn register_routes(sampler: &Sampler) -> Result<(), String> {
 /// Feeds one step window of synthetic traffic into node `node` (0-based), which leads group
 /// node+1: it records writes and leader reads for routes of its group, and one follower read
 /// per window for every other route. `change_at` is the window of the leadership change.
-fn drive_window(sampler: &Sampler, node: u64, window_index: i64, change_at: i64) {
+/// Every observation is stamped `at_unix_ms` (inside the window).
+fn drive_window(sampler: &Sampler, node: u64, window_index: i64, change_at: i64, at_unix_ms: i64) {
     let diag =
         u64::try_from(window_index.rem_euclid(i64::try_from(ROUTES).unwrap_or(64))).unwrap_or(0);
     let mut key = Vec::with_capacity(24);
@@ -102,7 +103,7 @@ fn drive_window(sampler: &Sampler, node: u64, window_index: i64, change_at: i64)
             // every route (which is what lets the merge notice a divergent catalog).
             key.clear();
             key.extend_from_slice(&route_key(r));
-            sampler.observe_read(r, &key, 60, keyviz::ReadRole::Follower);
+            sampler.observe_read(r, &key, 60, keyviz::ReadRole::Follower, at_unix_ms);
             continue;
         }
         let mut writes = if r % 5 == 0 { 0 } else { 1 + (r % 3) };
@@ -121,10 +122,17 @@ fn drive_window(sampler: &Sampler, node: u64, window_index: i64, change_at: i64)
             key.extend_from_slice(&route_key(r));
             key.extend_from_slice(format!(":{:03}", i % 50).as_bytes());
             if i < writes {
-                sampler.observe_write(r, &key, 100, group, term_of(group, window_index, change_at));
+                sampler.observe_write(
+                    r,
+                    &key,
+                    100,
+                    group,
+                    term_of(group, window_index, change_at),
+                    at_unix_ms,
+                );
             }
             if i < reads {
-                sampler.observe_read(r, &key, 60, keyviz::ReadRole::Leader);
+                sampler.observe_read(r, &key, 60, keyviz::ReadRole::Leader, at_unix_ms);
             }
         }
     }
@@ -287,7 +295,7 @@ async fn main() -> Result<(), String> {
     let first_boundary = (now - args.history_min * 60_000) / step * step;
     let samplers: Vec<Arc<Sampler>> = (0..GROUPS)
         .map(|_| {
-            let s = Sampler::new(config.clone(), first_boundary - step)
+            let s = Sampler::new(config.clone(), first_boundary)
                 .map_err(|e| format!("sampler: {e:?}"))?;
             register_routes(&s)?;
             Ok(Arc::new(s))
@@ -297,7 +305,7 @@ async fn main() -> Result<(), String> {
     let mut boundary = first_boundary;
     while boundary + step <= now {
         for (i, s) in samplers.iter().enumerate() {
-            drive_window(s, i as u64, boundary / step, change_at);
+            drive_window(s, i as u64, boundary / step, change_at, boundary);
             let _report = s.flush(boundary + step);
         }
         boundary += step;
@@ -386,7 +394,7 @@ async fn main() -> Result<(), String> {
                 tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))).await;
             }
             for (i, s) in live.iter().enumerate() {
-                drive_window(s, i as u64, boundary / step, change_at);
+                drive_window(s, i as u64, boundary / step, change_at, boundary);
                 let _report = s.flush(boundary + step);
             }
             boundary += step;

@@ -31,7 +31,14 @@ fn fill(s: &Sampler, active: u64, stride: u64, columns: u64) {
         for r in 0..active {
             let id = 1 + r * stride;
             for _ in 0..=(r + c) % 20 {
-                s.observe_write(id, &id.to_be_bytes(), 100, 1 + (id - 1) % 3, 5);
+                s.observe_write(
+                    id,
+                    &id.to_be_bytes(),
+                    100,
+                    1 + (id - 1) % 3,
+                    5,
+                    T0 + (c * STEP) as i64,
+                );
             }
         }
         let _ = s.flush(T0 + ((c + 1) * STEP) as i64);
@@ -59,7 +66,7 @@ fn flush(c: &mut Criterion) {
         b.iter_batched(
             || {
                 for id in 1..=10_000u64 {
-                    s.observe_write(id, &id.to_be_bytes(), 100, 1, 5);
+                    s.observe_write(id, &id.to_be_bytes(), 100, 1, 5, s.open_window_unix_ms());
                 }
             },
             |()| {

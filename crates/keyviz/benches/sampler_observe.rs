@@ -37,6 +37,9 @@ fn observe(c: &mut Criterion) {
     });
 
     let s = sampler(1, 1);
+    // Every observation is stamped inside the open window (the fast path), as a
+    // node's are between two step boundaries.
+    let t = s.open_window_unix_ms();
     g.bench_function("read_hit_1_thread", |b| {
         b.iter(|| {
             s.observe_read(
@@ -44,11 +47,12 @@ fn observe(c: &mut Criterion) {
                 black_box(&key),
                 black_box(64),
                 ReadRole::Leader,
+                t,
             )
         })
     });
     g.bench_function("write_hit_1_thread", |b| {
-        b.iter(|| s.observe_write(black_box(1), black_box(&key), black_box(64), 1, 42))
+        b.iter(|| s.observe_write(black_box(1), black_box(&key), black_box(64), 1, 42, t))
     });
     let mut rec = s.recorder();
     g.bench_function("read_hit_recorder_handle", |b| {
@@ -58,23 +62,31 @@ fn observe(c: &mut Criterion) {
                 black_box(&key),
                 black_box(64),
                 ReadRole::Leader,
+                t,
             )
         })
     });
     g.bench_function("write_hit_recorder_handle", |b| {
-        b.iter(|| rec.observe_write(black_box(1), black_box(&key), black_box(64), 1, 42))
+        b.iter(|| rec.observe_write(black_box(1), black_box(&key), black_box(64), 1, 42, t))
     });
     drop(rec);
+    // The slow path: a write stamped five windows back (a late apply), counted
+    // in the side buffer under its mutex (the cell already exists).
+    let late = t - 5 * 60_000;
+    g.bench_function("write_late_side_buffer", |b| {
+        b.iter(|| s.observe_write(black_box(1), black_box(&key), black_box(64), 1, 42, late))
+    });
     g.bench_function("miss_unknown_route", |b| {
-        b.iter(|| s.observe_read(black_box(99), black_box(&key), 64, ReadRole::Leader))
+        b.iter(|| s.observe_read(black_box(99), black_box(&key), 64, ReadRole::Leader, t))
     });
 
     let s64 = sampler(1, 64);
+    let t = s64.open_window_unix_ms();
     let mut i = 0u64;
     g.bench_function("write_k64", |b| {
         b.iter(|| {
             i = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            s64.observe_write(black_box(1), black_box(&i.to_be_bytes()), 64, 1, 42)
+            s64.observe_write(black_box(1), black_box(&i.to_be_bytes()), 64, 1, 42, t)
         })
     });
 
@@ -83,7 +95,7 @@ fn observe(c: &mut Criterion) {
     g.bench_function("write_10k_routes_spread", |b| {
         b.iter(|| {
             r = (r + 7_919) % 10_000;
-            big.observe_write(black_box(r + 1), black_box(&key), 64, 1, 42)
+            big.observe_write(black_box(r + 1), black_box(&key), 64, 1, 42, t)
         })
     });
 
@@ -97,10 +109,11 @@ fn observe(c: &mut Criterion) {
             let handles: Vec<_> = (0..2u64)
                 .map(|t| {
                     let s = Arc::clone(&shared);
+                    let at = s.open_window_unix_ms();
                     std::thread::spawn(move || {
                         let key = [t as u8; 16];
                         for n in 0..per_thread {
-                            s.observe_write(1 + t * 128 + (n & 3), black_box(&key), 64, 1, 42);
+                            s.observe_write(1 + t * 128 + (n & 3), black_box(&key), 64, 1, 42, at);
                         }
                     })
                 })

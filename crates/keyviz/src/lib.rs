@@ -12,19 +12,23 @@
 //! let t0 = 1_700_000_000_000;
 //! let sampler = Sampler::new(SamplerConfig { step_ms: 1_000, ..SamplerConfig::default() }, t0)?;
 //! sampler.register_route(RouteSpec { id: 1, start: b"a".to_vec(), end: Some(b"m".to_vec()), group: 7 })?;
-//! sampler.observe_write(1, b"apple", 5, 7, 42);   // on the group leader, term 42
-//! sampler.observe_read(1, b"apple", 5, ReadRole::Follower);
-//! let _ = sampler.flush(t0 + 1_000);
+//! sampler.observe_write(1, b"apple", 5, 7, 42, t0 + 10);   // term 42, stamped t0 + 10 ms
+//! sampler.observe_read(1, b"apple", 5, ReadRole::Follower, t0 + 20);
+//! // Seal (no history lock, no I/O), then publish into the history; a host
+//! // persists `published.records` off its async workers.
+//! let published = sampler.publish(sampler.seal(t0 + 1_000));
+//! assert_eq!(published.records[0].unix_ms, t0);
 //! let m = sampler.matrix(&MatrixQuery { series: Series::Writes, ..MatrixQuery::default() }, t0 + 1_000);
 //! assert_eq!(m.rows[0].values, vec![1]);
 //! assert_eq!(m.rows[0].leader_terms, vec![42]);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The pieces, in data-flow order: [`Sampler`] (observe, route catalog, flush),
-//! the history inside it (retention, [`HistoryStore`] seam), [`Matrix`] and
-//! [`MatrixQuery`] (wire types, row budget), [`merge`] (the cluster merge), and
-//! [`key_preview`] (printable key labels).
+//! The pieces, in data-flow order: [`Sampler`] (observe, route catalog, the
+//! open window and side buffer, seal / publish), the history inside it
+//! (retention, [`HistoryStore`] seam), [`Matrix`] and [`MatrixQuery`] (wire
+//! types, row budget), [`merge`] (the cluster merge), and [`key_preview`]
+//! (printable key labels).
 
 #![deny(missing_docs)]
 
@@ -52,6 +56,7 @@ pub use matrix::{
 };
 pub use preview::{MAX_PREVIEW_CHARS, RESERVED_PREFIXES, key_preview};
 pub use sampler::{
-    FlushReport, ReadRole, Recorder, RouteId, RouteSpec, Sampler, SamplerError, SamplerStats,
+    FlushReport, MAX_FUTURE_STEPS, MAX_SIDE_CELLS, MAX_SIDE_WINDOWS, Published, ReadRole, Recorder,
+    RouteId, RouteSpec, Sampler, SamplerError, SamplerStats, Sealed,
 };
 pub use time::{align_down, align_nearest, format_rfc3339_ms};

@@ -226,8 +226,9 @@ impl Dispatcher {
                     now_unix_ms: now_unix_ms(),
                     op: op.clone(),
                 };
+                let at = req.now_unix_ms as i64;
                 let committed = self.groups.propose(g, req).await?;
-                self.observe_write(g, op, &committed.response, committed.term);
+                self.observe_write(g, op, &committed.response, committed.term, at);
                 Ok(GroupReply::Write(committed.response))
             }
             GroupCommand::Read(keys) => {
@@ -302,7 +303,7 @@ impl Dispatcher {
             let v = self.store.get_value(k, now)?;
             let len = v.as_ref().map_or(0, Vec::len);
             self.sampling
-                .observe_read(catalog.route_for(k).id, k, len, leader);
+                .observe_read(catalog.route_for(k).id, k, len, leader, now as i64);
             out.push(v);
         }
         Ok(out)
@@ -311,16 +312,18 @@ impl Dispatcher {
     /// Observes keys returned by a whole-keyspace read (`SCAN`) served by this node.
     pub(crate) fn observe_scan(&self, keys: &[Vec<u8>]) {
         let catalog = self.catalog.load();
+        let now = now_unix_ms() as i64;
         for k in keys {
             let route = catalog.route_for(k);
             self.sampling
-                .observe_read(route.id, k, 0, self.groups.is_leader(route.group));
+                .observe_read(route.id, k, 0, self.groups.is_leader(route.group), now);
         }
     }
 
-    fn observe_write(&self, g: GroupId, op: &KvOp, resp: &KvResponse, term: u64) {
+    /// `at` is the proposer's timestamp in the log entry (`KvRequest::now_unix_ms`).
+    fn observe_write(&self, g: GroupId, op: &KvOp, resp: &KvResponse, term: u64, at: i64) {
         let catalog = self.catalog.load();
-        self.observe_write_in(&catalog, g, op, resp, term);
+        self.observe_write_in(&catalog, g, op, resp, term, at);
     }
 
     fn observe_write_in(
@@ -330,10 +333,11 @@ impl Dispatcher {
         op: &KvOp,
         resp: &KvResponse,
         term: u64,
+        at: i64,
     ) {
         let one = |key: &[u8], len: usize| {
             self.sampling
-                .observe_write(catalog.route_for(key).id, key, len, g, term);
+                .observe_write(catalog.route_for(key).id, key, len, g, term, at);
         };
         match op {
             KvOp::Set { key, value, .. } => one(key, value.len()),
@@ -354,7 +358,7 @@ impl Dispatcher {
                         KvResponse::Batch(rs) => rs.get(i).unwrap_or(&none),
                         _ => &none,
                     };
-                    self.observe_write_in(catalog, g, op, r, term);
+                    self.observe_write_in(catalog, g, op, r, term, at);
                 }
             }
             KvOp::Split { .. } => {}

@@ -127,9 +127,10 @@ pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
         };
         // History survives restarts: it is reloaded from, and appended to, the database.
         let history = Arc::new(crate::history::FjallHistory::new(store.clone()));
-        let sampler = keyviz::Sampler::with_store(sc, now_unix_ms() as i64, history)
+        let sampler = keyviz::Sampler::with_store(sc, now_unix_ms() as i64, history.clone())
             .map_err(|e| NodeError::Sampler(e.to_string()))?;
-        Sampling::enabled(Arc::new(sampler))
+        // Columns are persisted by the flush loop's persistence thread, not by the sampler.
+        Sampling::persisted(Arc::new(sampler), history)
     } else {
         Sampling::disabled()
     };
@@ -280,8 +281,19 @@ pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-/// Flushes the sampler at every step boundary, and once more at shutdown.
+/// Closes the sampler's step at every step boundary, and once more at shutdown.
+///
+/// Seal and publish run here (no I/O; see [`Sampling::close_step`]); the records go to a
+/// dedicated persistence thread, in order. At shutdown the last step is closed and the loop
+/// waits (off the async workers) until the thread has written everything.
 async fn flush_loop(sampling: Sampling, mut shutdown: watch::Receiver<bool>) {
+    let persister = match sampling.persister() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "keyviz: no history persistence thread; history stays in memory");
+            None
+        }
+    };
     loop {
         let now = now_unix_ms() as i64;
         let Some(next) = sampling.next_flush_unix_ms(now) else {
@@ -290,10 +302,17 @@ async fn flush_loop(sampling: Sampling, mut shutdown: watch::Receiver<bool>) {
         let wait = Duration::from_millis((next - now).max(1) as u64);
         tokio::select! {
             _ = crate::node::stopped(&mut shutdown) => {
-                sampling.flush(now_unix_ms() as i64);
+                sampling.close_step(now_unix_ms() as i64, persister.as_ref());
+                if let Some(p) = persister
+                    && tokio::task::spawn_blocking(move || p.finish()).await.is_err()
+                {
+                    tracing::error!("keyviz: final history persistence did not complete");
+                }
                 return;
             }
-            _ = tokio::time::sleep(wait) => sampling.flush(now_unix_ms() as i64),
+            _ = tokio::time::sleep(wait) => {
+                sampling.close_step(now_unix_ms() as i64, persister.as_ref());
+            }
         }
     }
 }

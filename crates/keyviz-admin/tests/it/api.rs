@@ -73,18 +73,18 @@ fn sampler_with_traffic() -> Arc<Sampler> {
         })
         .expect("route 2");
     for _ in 0..4 {
-        sampler.observe_write(1, b"b", 10, 7, 42);
+        sampler.observe_write(1, b"b", 10, 7, 42, t0);
     }
-    sampler.observe_read(1, b"b", 10, keyviz::ReadRole::Leader);
+    sampler.observe_read(1, b"b", 10, keyviz::ReadRole::Leader, t0);
     for _ in 0..7 {
-        sampler.observe_write(2, b"n", 10, 8, 3);
+        sampler.observe_write(2, b"n", 10, 8, 3, t0);
     }
     let _ = sampler.flush(t0 + 60_000);
     for _ in 0..9 {
-        sampler.observe_write(1, b"c", 10, 7, 42);
+        sampler.observe_write(1, b"c", 10, 7, 42, t0 + 60_000);
     }
     for _ in 0..3 {
-        sampler.observe_read(1, b"c", 10, keyviz::ReadRole::Leader);
+        sampler.observe_read(1, b"c", 10, keyviz::ReadRole::Leader, t0 + 60_000);
     }
     let _ = sampler.flush(t0 + 120_000);
     Arc::new(sampler)
@@ -216,7 +216,7 @@ async fn row_budget_caps_rows_and_keeps_the_total() {
                 group: 1,
             })
             .expect("route");
-        sampler.observe_write(id, &start, 1, 1, 1);
+        sampler.observe_write(id, &start, 1, 1, 1, t0);
     }
     let _ = sampler.flush(t0 + 60_000);
     let s = single(Arc::new(sampler)).await;

@@ -455,7 +455,7 @@ pub(crate) fn route_sampler(ids: std::ops::Range<u64>) -> Arc<Sampler> {
                 group: 1,
             })
             .expect("route");
-        sampler.observe_write(id, &route_key(id), 1, 1, 1);
+        sampler.observe_write(id, &route_key(id), 1, 1, 1, t0);
     }
     let _ = sampler.flush(t0 + 60_000);
     Arc::new(sampler)

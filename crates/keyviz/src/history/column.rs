@@ -70,6 +70,9 @@ impl Packed {
     }
 }
 
+/// Identified (group, term) write lanes one cell keeps; see [`Lanes::add`].
+pub(crate) const MAX_CELL_LANES: usize = 16;
+
 /// Writes of one (group, term) in one cell.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct WriteLane {
@@ -101,7 +104,22 @@ impl Lanes {
     }
 
     /// Adds `lane`, joining a lane of equal identity, keeping the order.
-    pub(crate) fn add(&mut self, lane: WriteLane) {
+    ///
+    /// A cell keeps at most [`MAX_CELL_LANES`] identified lanes; the writes of
+    /// a further identity join the identity-less `(0, 0)` lane (counted, never
+    /// dropped; the cluster merge then treats the cell as identity-less).
+    pub(crate) fn add(&mut self, mut lane: WriteLane) {
+        let identified = |l: &WriteLane| l.group != 0 || l.term != 0;
+        let known = self
+            .iter()
+            .any(|l| l.group == lane.group && l.term == lane.term);
+        if !known
+            && identified(&lane)
+            && self.iter().filter(|l| identified(l)).count() >= MAX_CELL_LANES
+        {
+            lane.group = 0;
+            lane.term = 0;
+        }
         let same = |l: &&mut WriteLane| l.group == lane.group && l.term == lane.term;
         if let Some(l) = self.first.iter_mut().chain(self.rest.iter_mut()).find(same) {
             l.writes = l.writes.saturating_add(lane.writes);
@@ -344,6 +362,22 @@ mod tests {
             writes,
             write_bytes: writes * 10,
         }
+    }
+
+    #[test]
+    fn lanes_past_the_cap_join_the_identity_less_lane_and_keep_totals() {
+        let lanes: Lanes = (1..=MAX_CELL_LANES as u64 + 3)
+            .map(|t| lane(7, t, 1))
+            .collect();
+        let identified = lanes.iter().filter(|l| l.term != 0).count();
+        assert_eq!(identified, MAX_CELL_LANES);
+        let anonymous: Vec<_> = lanes.iter().filter(|l| l.term == 0).collect();
+        assert_eq!(anonymous.len(), 1);
+        assert_eq!(anonymous[0].writes, 3);
+        assert_eq!(
+            lanes.iter().map(|l| l.writes).sum::<u64>(),
+            MAX_CELL_LANES as u64 + 3
+        );
     }
 
     #[test]

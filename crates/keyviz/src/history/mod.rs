@@ -1,8 +1,9 @@
 //! Step-aligned columns kept for the retention period.
 //!
 //! Columns are ordered by window start. A column pushed with the timestamp of
-//! an existing one (a second flush inside one window, such as the shutdown
-//! flush) is added into it, so one window is always one column. Retention is
+//! an existing one (a second seal inside one window, such as the shutdown
+//! flush, or a late observation for a published window) is added into it, so
+//! one window is always one column. Retention is
 //! enforced on every push, by age (`retention_ms` behind the newest column) and
 //! by count (`max_columns`), whichever bites first.
 
@@ -38,17 +39,28 @@ impl History {
     /// Adds a window's cells. Each cell's row must carry one reference taken
     /// for this column (`RowCatalog::acquire`/`retain`); the history releases it
     /// when the column leaves.
-    pub(crate) fn push(&mut self, unix_ms: i64, cells: Vec<CellInput>) {
+    ///
+    /// A window that already has a column (a second seal inside one window, a
+    /// late observation, a restart replay) is merged into it: cells of one row
+    /// are summed, write lanes per identical (group, term). `cells` may name a
+    /// row more than once (a window's live and buffered counts).
+    pub(crate) fn push(&mut self, unix_ms: i64, mut cells: Vec<CellInput>) {
         let pos = self.columns.partition_point(|c| c.unix_ms < unix_ms);
         if let Some(existing) = self.columns.get(pos).filter(|c| c.unix_ms == unix_ms) {
             let mut merged = existing.cells();
-            merged.extend(cells);
+            merged.append(&mut cells);
             let merged = self.fold_rows(merged);
             self.columns[pos] = Column::build(unix_ms, merged);
         } else {
+            let cells = self.fold_rows(cells);
             self.columns.insert(pos, Column::build(unix_ms, cells));
         }
         self.prune();
+    }
+
+    /// Window start of the oldest retained column.
+    pub(crate) fn oldest(&self) -> Option<i64> {
+        self.columns.front().map(|c| c.unix_ms)
     }
 
     /// Joins cells of equal row (each holds a column reference, so the joined
@@ -187,8 +199,7 @@ impl History {
                 }
             })
             .collect::<Vec<_>>();
-        // Two records may name one row twice; fold them so rows stay distinct.
-        let folded = self.fold_rows(cells);
-        self.push(record.unix_ms, folded);
+        // Two records may name one row twice; push folds them.
+        self.push(record.unix_ms, cells);
     }
 }

@@ -2,10 +2,12 @@
 //!
 //! The core does no I/O. A host that wants durable history implements
 //! [`HistoryStore`] (the store keeps it in its embedded engine) and hands it to
-//! [`Sampler::with_store`](crate::Sampler::with_store): every flushed column is
-//! appended as a self-contained [`ColumnRecord`], and start-up reloads the
-//! retained ones. Records carry their row metadata, so they stay readable
-//! after the route catalog has changed.
+//! [`Sampler::with_store`](crate::Sampler::with_store), which reloads the
+//! retained columns at start-up. Every publish returns the whole, merged
+//! [`ColumnRecord`] of each window it touched ([`Published`](crate::Published)):
+//! the host appends them (off its async workers), or
+//! [`Sampler::flush`](crate::Sampler::flush) does it inline. Records carry
+//! their row metadata, so they stay readable after the route catalog has changed.
 
 use serde::{Deserialize, Serialize};
 
@@ -65,9 +67,10 @@ pub struct PersistError(pub Box<dyn std::error::Error + Send + Sync>);
 
 /// Durable storage for columns, implemented by the host.
 ///
-/// Implementations must be safe to call from the flushing thread while other
-/// threads query; `append` of a window that already exists must replace it
-/// (a second flush inside one window rewrites the whole merged column).
+/// Implementations must be safe to call from the persisting thread while other
+/// threads query; `append` of a window that already exists must replace it (a
+/// late observation or a second seal inside one window rewrites the whole
+/// merged column). Records of one window must be appended in publish order.
 pub trait HistoryStore: Send + Sync {
     /// Stores (or replaces) the column of `record.unix_ms`.
     ///

@@ -1,15 +1,22 @@
-//! The per-node sampler: counts every operation, per route and sub-range.
+//! The per-node sampler: counts every operation, per route and sub-range, in
+//! the step window of the operation's own timestamp.
 //!
 //! ```text
-//!  observe_*  ──► thread-local cached RouteTable (arc-swap) ──► slot ──► sub-range counters
-//!                                                                          │ swap(0)
-//!  flush(now) ──► drain live + retired slots ──► column (window start) ──► History
-//!  register / remove / split / merge ──► Catalog (mutex) ──► new RouteTable ──► publish
+//!  observe_*(…, at) ──► thread-local cached RouteTable (arc-swap) ──► slot
+//!        │ at in the open window ─► lock-free sub-range counters
+//!        └ any other window ──────► side buffer (mutex, bounded, by window)
+//!  seal(now)    ──► drain counters (live + retired) + closed side windows ──► Sealed
+//!                   (seal lock only: no history lock, no I/O, never waits for a query)
+//!  publish(s)   ──► history write lock: insert / merge columns ──► Published records
+//!  register / remove / split / merge ──► Catalog (mutex) ──► new RouteTable ──► swap
+//!                   retired slots ──► retire queue (its own small lock)
 //! ```
 
 mod counters;
+mod retire;
 mod route_table;
 mod subrange;
+mod window;
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -21,16 +28,20 @@ use crate::bucket::{route_bucket_id, virtual_bucket_name};
 use crate::config::SamplerConfig;
 use crate::error::{ConfigError, RouteError};
 use crate::history::{
-    CellInput, History, HistoryStore, Lanes, PersistError, RowCatalog, RowMeta, WriteLane,
+    CellInput, ColumnRecord, History, HistoryStore, Lanes, PersistError, RowCatalog, RowMeta,
+    WriteLane,
 };
 use crate::matrix::query::{self, MatrixQuery};
 use crate::matrix::wire::Matrix;
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{Arc as SlotArc, Ordering};
 use crate::time::{align_down, format_rfc3339_ms};
 
 use counters::{UNKNOWN_LANE, WRITE_LANES};
+use retire::{RetireQueue, Retired, sweep};
 use route_table::{Catalog, CatalogLimits, Change, NO_ROW, Planner, RouteTable, Slot, SlotKind};
 pub use route_table::{RouteId, RouteSpec};
+pub use window::{MAX_FUTURE_STEPS, MAX_SIDE_CELLS, MAX_SIDE_WINDOWS};
+use window::{Op, SideCell, Windows};
 
 /// Which replica served a read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -40,10 +51,6 @@ pub enum ReadRole {
     /// A follower (follower read).
     Follower,
 }
-
-/// Flushes a retired slot is at least drained after it left the table; it is
-/// kept longer while any thread may still hold it (see `flush`).
-const RETIRED_DRAINS: u8 = 2;
 
 /// The sampler failed to start.
 #[derive(Debug, thiserror::Error)]
@@ -57,15 +64,15 @@ pub enum SamplerError {
     Persist(#[from] PersistError),
 }
 
-/// What one flush did.
+/// What one [`Sampler::flush`] did.
 #[derive(Debug)]
 #[must_use = "a persistence failure is reported here and nowhere else"]
 pub struct FlushReport {
-    /// Window start of the column the counts went into.
+    /// Window start of the column the open window's counts went into.
     pub column_unix_ms: i64,
-    /// Non-zero cells drained.
+    /// Non-zero cells sealed, over every window this flush filed counts in.
     pub cells: usize,
-    /// The history store's error, if appending the column failed.
+    /// The history store's error, if appending a column or pruning failed.
     pub persist_error: Option<PersistError>,
 }
 
@@ -86,15 +93,108 @@ pub struct SamplerStats {
     pub history_bytes: usize,
     /// Observations for routes that were not registered (dropped, not lost silently).
     pub unknown_route_observations: u64,
+    /// Observations stamped outside the open window (the side-buffer path).
+    pub out_of_window_observations: u64,
+    /// Observations counted in a nearer window than their own because the side
+    /// buffer was at [`MAX_SIDE_WINDOWS`] or [`MAX_SIDE_CELLS`].
+    pub folded_observations: u64,
+    /// Observations stamped older than retention when observed, counted in the
+    /// oldest retained window.
+    pub aged_observations: u64,
+    /// Operations stamped more than [`MAX_FUTURE_STEPS`] steps ahead of the
+    /// sealing clock, counted in the open window.
+    pub clock_ahead_observations: u64,
+    /// Windows waiting in the side buffer.
+    pub pending_windows: usize,
+    /// Cells waiting in the side buffer.
+    pub pending_cells: usize,
 }
 
-struct Retired {
-    slot: Arc<Slot>,
-    drains_left: u8,
+/// One cell drained by a seal, before it has a row.
+struct SealedCell {
+    slot: SlotArc<Slot>,
+    sub: u32,
+    cell: CellInput,
 }
 
-struct FlushState {
-    last_flush_unix_ms: i64,
+/// The counts of one window, as sealed.
+struct SealedColumn {
+    unix_ms: i64,
+    cells: Vec<SealedCell>,
+}
+
+/// Counts drained by [`Sampler::seal`], waiting for [`Sampler::publish`].
+///
+/// `Send`; hand it to the thread that publishes. Dropping it unpublished loses
+/// its counts (and is flagged by `#[must_use]`).
+#[must_use = "sealed counts are lost unless published"]
+pub struct Sealed {
+    column_unix_ms: i64,
+    columns: Vec<SealedColumn>,
+    released: Vec<SlotArc<Slot>>,
+    cells: usize,
+}
+
+impl std::fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealed")
+            .field("column_unix_ms", &self.column_unix_ms)
+            .field("windows", &self.windows().collect::<Vec<_>>())
+            .field("cells", &self.cells)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sealed {
+    /// Window start of the window that was open when sealed (its live counters).
+    pub fn column_unix_ms(&self) -> i64 {
+        self.column_unix_ms
+    }
+
+    /// Window starts this seal filed counts in, oldest first (always includes
+    /// [`column_unix_ms`](Sealed::column_unix_ms), even when it is empty).
+    pub fn windows(&self) -> impl Iterator<Item = i64> + '_ {
+        self.columns.iter().map(|c| c.unix_ms)
+    }
+
+    /// Non-zero cells sealed.
+    pub fn cells(&self) -> usize {
+        self.cells
+    }
+}
+
+/// What [`Sampler::publish`] put in the in-memory history, for the host to persist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "the records are what the host must persist"]
+pub struct Published {
+    /// Window start of the sealed open window.
+    pub column_unix_ms: i64,
+    /// Non-zero cells published.
+    pub cells: usize,
+    /// The whole, merged column of every window this publish touched, oldest
+    /// first: store each with [`HistoryStore::append`] (replace by window), in
+    /// publish order. Empty when built for a sampler that persists nothing.
+    pub records: Vec<ColumnRecord>,
+    /// Every column older than this has left the in-memory history (by age or
+    /// by count): pass it to [`HistoryStore::prune`].
+    pub prune_before_unix_ms: i64,
+}
+
+impl Published {
+    /// Appends every record to `store`, then prunes it. Blocks on the store's I/O.
+    ///
+    /// # Errors
+    /// The first store error; later records are not attempted.
+    pub fn persist_to(&self, store: &dyn HistoryStore) -> Result<(), PersistError> {
+        for record in &self.records {
+            store.append(record)?;
+        }
+        store.prune(self.prune_before_unix_ms)
+    }
+}
+
+/// State owned by the seal side; guarded by the seal lock.
+struct SealState {
     retired: Vec<Retired>,
 }
 
@@ -110,47 +210,60 @@ static NEXT_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::ne
 
 /// Counts a write in `table`; false when `route` is not registered.
 #[inline]
+#[allow(clippy::too_many_arguments)] // the observe signature, passed through
 fn count_write(
+    windows: &Windows,
     table: &RouteTable,
     route: RouteId,
     key: &[u8],
     value_len: usize,
     group: u64,
     term: u64,
+    at_unix_ms: i64,
 ) -> bool {
     let Some(slot) = table.slot(route) else {
         return false;
     };
     let bytes = (key.len() as u64).saturating_add(value_len as u64);
-    slot.counters.add_write(
-        slot.layout.index(key),
-        slot.lanes.lane_for(group, term),
-        bytes,
-    )
+    let sub = slot.layout.index(key);
+    if windows.is_open(at_unix_ms) {
+        return slot
+            .counters
+            .add_write(sub, slot.lanes.lane_for(group, term), bytes);
+    }
+    windows.record(slot, sub, bytes, Op::Write { group, term }, at_unix_ms);
+    true
 }
 
 /// Counts a read in `table`; false when `route` is not registered.
 #[inline]
 fn count_read(
+    windows: &Windows,
     table: &RouteTable,
     route: RouteId,
     key: &[u8],
     value_len: usize,
     role: ReadRole,
+    at_unix_ms: i64,
 ) -> bool {
     let Some(slot) = table.slot(route) else {
         return false;
     };
     let bytes = (key.len() as u64).saturating_add(value_len as u64);
-    slot.counters
-        .add_read(slot.layout.index(key), role == ReadRole::Leader, bytes)
+    let sub = slot.layout.index(key);
+    let leader = role == ReadRole::Leader;
+    if windows.is_open(at_unix_ms) {
+        return slot.counters.add_read(sub, leader, bytes);
+    }
+    windows.record(slot, sub, bytes, Op::Read { leader }, at_unix_ms);
+    true
 }
 
 /// A per-task recording handle; see [`Sampler::recorder`]. `Send` and
 /// `'static`, so a connection task can own one.
 pub struct Recorder {
     cache: TableCache,
-    unknown_route: Arc<AtomicU64>,
+    windows: Arc<Windows>,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -162,11 +275,12 @@ impl std::fmt::Debug for Recorder {
 impl Recorder {
     fn note_unknown(&self) {
         // Ordering: Relaxed — a statistic.
-        self.unknown_route.fetch_add(1, Ordering::Relaxed);
+        self.windows.unknown_route.fetch_add(1, Ordering::Relaxed);
     }
 
     /// As [`Sampler::observe_write`].
     #[inline]
+    #[allow(clippy::too_many_arguments)] // the observe signature
     pub fn observe_write(
         &mut self,
         route: RouteId,
@@ -174,16 +288,43 @@ impl Recorder {
         value_len: usize,
         group: u64,
         term: u64,
+        at_unix_ms: i64,
     ) {
-        if !count_write(self.cache.load(), route, key, value_len, group, term) {
+        let table = self.cache.load();
+        if !count_write(
+            &self.windows,
+            table,
+            route,
+            key,
+            value_len,
+            group,
+            term,
+            at_unix_ms,
+        ) {
             self.note_unknown();
         }
     }
 
     /// As [`Sampler::observe_read`].
     #[inline]
-    pub fn observe_read(&mut self, route: RouteId, key: &[u8], value_len: usize, role: ReadRole) {
-        if !count_read(self.cache.load(), route, key, value_len, role) {
+    pub fn observe_read(
+        &mut self,
+        route: RouteId,
+        key: &[u8],
+        value_len: usize,
+        role: ReadRole,
+        at_unix_ms: i64,
+    ) {
+        let table = self.cache.load();
+        if !count_read(
+            &self.windows,
+            table,
+            route,
+            key,
+            value_len,
+            role,
+            at_unix_ms,
+        ) {
             self.note_unknown();
         }
     }
@@ -192,17 +333,31 @@ impl Recorder {
 /// The per-node sampler and its history.
 ///
 /// `Send + Sync`; share it as `Arc<Sampler>`. Observations are exact: no
-/// sampling, no locks, no allocation on the hot path. See the crate docs.
+/// sampling; no lock and no allocation on the hot path (an observation stamped
+/// in the open window). See the crate docs and `docs/CORE_API.md`.
+///
+/// Locks, and who takes them: the *control* mutex (catalog changes), the
+/// *retire queue* mutex (catalog changes push, seal takes), the *side buffer*
+/// mutex (observations outside the open window, seal), the *seal* mutex (seal),
+/// the *history* read-write lock (publish writes; matrix and stats read) and
+/// the *flush order* mutex ([`flush`](Sampler::flush) only). Nesting is fixed
+/// and shallow: a catalog change holds control, then briefly the retire queue;
+/// seal holds seal, then briefly the retire queue and the side buffer; flush
+/// holds flush order around a seal and a publish. So a catalog change never
+/// waits for a seal, a publish, a query or I/O, and a seal never waits for a
+/// query.
 pub struct Sampler {
     uid: u64,
     config: SamplerConfig,
     table: Arc<ArcSwap<RouteTable>>,
     control: Mutex<Catalog>,
-    flush: Mutex<FlushState>,
+    retire: RetireQueue,
+    seal: Mutex<SealState>,
+    flush_order: Mutex<()>,
     history: RwLock<History>,
     store: Option<Arc<dyn HistoryStore>>,
-    /// Shared with every [`Recorder`].
-    unknown_route: Arc<AtomicU64>,
+    /// The open window, the side buffer and the statistics; shared with every [`Recorder`].
+    windows: Arc<Windows>,
 }
 
 impl std::fmt::Debug for Sampler {
@@ -215,8 +370,8 @@ impl std::fmt::Debug for Sampler {
 }
 
 impl Sampler {
-    /// A sampler with no routes and empty history; `now_unix_ms` starts the
-    /// first window.
+    /// A sampler with no routes and empty history; the window containing
+    /// `now_unix_ms` is the first open window.
     ///
     /// # Errors
     /// [`ConfigError`] when a field is out of its documented range.
@@ -225,20 +380,27 @@ impl Sampler {
         Ok(Sampler {
             uid: NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             history: RwLock::new(History::new(config.retention_ms, config.max_columns)),
+            windows: Arc::new(Windows::new(
+                now_unix_ms,
+                config.step_ms,
+                config.retention_ms,
+            )),
             config,
             table: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
             control: Mutex::new(Catalog::default()),
-            flush: Mutex::new(FlushState {
-                last_flush_unix_ms: now_unix_ms,
+            retire: RetireQueue::default(),
+            seal: Mutex::new(SealState {
                 retired: Vec::new(),
             }),
+            flush_order: Mutex::new(()),
             store: None,
-            unknown_route: Arc::new(AtomicU64::new(0)),
         })
     }
 
     /// Like [`Sampler::new`], with durable history: the retained columns are
-    /// loaded from `store`, and every flush appends its column to it.
+    /// loaded from `store` (blocking on its I/O), and every [`flush`](Sampler::flush)
+    /// appends to it. A host that calls [`seal`](Sampler::seal) and
+    /// [`publish`](Sampler::publish) itself persists [`Published::records`] instead.
     ///
     /// # Errors
     /// An invalid configuration, or the store's error while loading.
@@ -290,19 +452,14 @@ impl Sampler {
             limits: self.limits(),
         })?;
         self.table.store(Arc::new(change.table));
-        let mut flush = self.flush.lock();
-        flush
-            .retired
-            .extend(change.retired.into_iter().map(|slot| Retired {
-                slot,
-                drains_left: RETIRED_DRAINS,
-            }));
+        // Only the retire queue's own lock: a change never waits for a seal.
+        self.retire.push(change.retired);
         Ok(())
     }
 
     /// Starts counting `spec`. Traffic is counted from the next observe on.
     /// Past `max_tracked_routes`, the least active adjacent slots coarsen into a
-    /// virtual bucket.
+    /// virtual bucket. Takes the control mutex and the retire queue mutex only.
     ///
     /// # Errors
     /// The id is taken, the range is empty, or it overlaps a registered route.
@@ -310,7 +467,8 @@ impl Sampler {
         self.change(|p| p.register(spec))
     }
 
-    /// Stops counting route `id`. Counts it already took are still flushed.
+    /// Stops counting route `id`. Counts it already took are still sealed.
+    /// Locks as [`register_route`](Sampler::register_route).
     ///
     /// # Errors
     /// The route is not registered.
@@ -320,6 +478,7 @@ impl Sampler {
 
     /// Splits route `id` at key `at`: `id` keeps `[start, at)`, `right_id`
     /// gets `[at, end)` in the same group. Counts in flight are kept.
+    /// Locks as [`register_route`](Sampler::register_route).
     ///
     /// # Errors
     /// Unknown `id`, taken `right_id`, or `at` not strictly inside the range.
@@ -328,6 +487,7 @@ impl Sampler {
     }
 
     /// Merges `right` into its left neighbour `left` (`left.end == right.start`).
+    /// Locks as [`register_route`](Sampler::register_route).
     ///
     /// # Errors
     /// Either route is unknown, or they are not adjacent.
@@ -363,16 +523,21 @@ impl Sampler {
 
     fn note_unknown(&self) {
         // Ordering: Relaxed — a statistic.
-        self.unknown_route.fetch_add(1, Ordering::Relaxed);
+        self.windows.unknown_route.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one write of `key` (plus `value_len` value bytes) on `route`,
-    /// proposed by the leader of raft `group` in leader `term`.
+    /// by raft `group` in leader `term`, in the step window of `at_unix_ms`.
     ///
-    /// Call it on the leader only, once per operation. Lock-free, allocation-free,
-    /// no hashing of the key. Writes of different terms in one window stay apart;
-    /// `group` or `term` 0 means "unknown identity". An unregistered route is
-    /// counted in [`SamplerStats::unknown_route_observations`].
+    /// `at_unix_ms` is when the write happened (the proposer's timestamp in the
+    /// log entry), not when it is observed, so a replica applying late, a
+    /// replay or a stalled node files it where it belongs. Stamped inside the
+    /// open window: lock-free, allocation-free, no hashing of the key (one
+    /// relaxed load and compare more than an unstamped count). Any other window:
+    /// the side buffer (a short mutex, bounded; see [`MAX_SIDE_WINDOWS`]).
+    /// Writes of different terms in one window stay apart; `group` or `term` 0
+    /// means "unknown identity". An unregistered route is counted in
+    /// [`SamplerStats::unknown_route_observations`].
     #[inline]
     pub fn observe_write(
         &self,
@@ -381,20 +546,48 @@ impl Sampler {
         value_len: usize,
         group: u64,
         term: u64,
+        at_unix_ms: i64,
     ) {
-        let counted =
-            self.with_table(|table| count_write(table, route, key, value_len, group, term));
+        let counted = self.with_table(|table| {
+            count_write(
+                &self.windows,
+                table,
+                route,
+                key,
+                value_len,
+                group,
+                term,
+                at_unix_ms,
+            )
+        });
         if !counted {
             self.note_unknown();
         }
     }
 
     /// Counts one read of `key` (plus `value_len` value bytes returned) on
-    /// `route`, served by this node in `role`. Same guarantees as
-    /// [`observe_write`](Sampler::observe_write).
+    /// `route`, served by this node in `role` at `at_unix_ms`. Same guarantees
+    /// as [`observe_write`](Sampler::observe_write).
     #[inline]
-    pub fn observe_read(&self, route: RouteId, key: &[u8], value_len: usize, role: ReadRole) {
-        let counted = self.with_table(|table| count_read(table, route, key, value_len, role));
+    pub fn observe_read(
+        &self,
+        route: RouteId,
+        key: &[u8],
+        value_len: usize,
+        role: ReadRole,
+        at_unix_ms: i64,
+    ) {
+        let counted = self.with_table(|table| {
+            count_read(
+                &self.windows,
+                table,
+                route,
+                key,
+                value_len,
+                role,
+                at_unix_ms,
+            )
+        });
         if !counted {
             self.note_unknown();
         }
@@ -410,141 +603,179 @@ impl Sampler {
     pub fn recorder(&self) -> Recorder {
         Recorder {
             cache: Cache::new(Arc::clone(&self.table)),
-            unknown_route: Arc::clone(&self.unknown_route),
+            windows: Arc::clone(&self.windows),
         }
     }
 
-    /// The next step boundary strictly after `now_unix_ms`: when to flush next.
+    /// The next step boundary strictly after `now_unix_ms`: when to seal next.
     pub fn next_flush_unix_ms(&self, now_unix_ms: i64) -> i64 {
         align_down(now_unix_ms, self.config.step_ms).saturating_add(self.config.step_ms as i64)
     }
 
-    /// Drains every counter into the column of the window being closed and
-    /// stores it in the history (and the history store, if any).
+    /// Start of the window observations are counted in on the fast path.
+    pub fn open_window_unix_ms(&self) -> i64 {
+        self.windows.open()
+    }
+
+    /// Closes the open window and every buffered window that has ended by
+    /// `now_unix_ms`, and makes the window containing `now_unix_ms` the open one.
     ///
-    /// Call it at each step boundary and once at shutdown. The column's window
-    /// is the step window containing the midpoint of the previous flush and
-    /// this one, so flushes a little early or late land in the right window;
-    /// two flushes in one window add into one column. Counts that race with
-    /// the drain land in this column or the next, never nowhere and never twice.
-    pub fn flush(&self, now_unix_ms: i64) -> FlushReport {
-        let mut state = self.flush.lock();
-        let last = state.last_flush_unix_ms;
-        let midpoint = last + (now_unix_ms.saturating_sub(last)) / 2;
-        let column_unix_ms = align_down(midpoint, self.config.step_ms);
-        state.last_flush_unix_ms = now_unix_ms;
+    /// Drains the live and retired slots' counters (the counts of the window
+    /// that was open, wherever `now` is: a seal that runs ten steps late still
+    /// files them in their own window) and the side buffer's closed windows.
+    /// Call it at least once per step (at each boundary) and at shutdown, then
+    /// hand the result to [`publish`](Sampler::publish), in seal order.
+    ///
+    /// Blocks only on the seal mutex (another seal) and, briefly, the retire
+    /// queue and side-buffer mutexes; never on the history lock, a query, a
+    /// catalog change or I/O, so a host may call it under its own short locks.
+    /// An observation racing the seal is counted in the window being sealed or
+    /// in the next one: never lost, never twice.
+    pub fn seal(&self, now_unix_ms: i64) -> Sealed {
+        let mut state = self.seal.lock();
+        let new_open = align_down(now_unix_ms, self.config.step_ms);
+        let column_unix_ms = self.windows.advance(new_open);
         let table = self.table.load_full();
         let mut cells = Vec::new();
-        let record = {
-            let mut history = self.history.write();
-            for slot in &table.slots {
-                self.drain_slot(slot, &mut history.catalog, &mut cells);
-            }
-            state.retired.retain_mut(|r| {
-                // A retired slot may be dropped only when nothing else can still
-                // add to it: no published table and no thread's cached table
-                // holds it (an observer descheduled mid-call holds its table).
-                // Ordering: the Acquire fence pairs with the Release decrement
-                // of the last other `Arc`, so that holder's increments are
-                // visible to the drain below.
-                let sole = Arc::strong_count(&r.slot) == 1;
-                std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
-                self.drain_slot(&r.slot, &mut history.catalog, &mut cells);
-                r.drains_left = r.drains_left.saturating_sub(1);
-                if r.drains_left == 0 && sole {
-                    for row in r.slot.rows.iter() {
-                        // Ordering: Relaxed — rows are touched under the flush lock only.
-                        let row = row.load(Ordering::Relaxed);
-                        if row != NO_ROW {
-                            history.catalog.release(row);
-                        }
-                    }
-                    false
-                } else {
-                    true
-                }
-            });
-            let n = cells.len();
-            history.push(column_unix_ms, cells);
-            let record = self.store.as_ref().and_then(|_| {
-                history
-                    .column_at(column_unix_ms)
-                    .map(|c| history.record_of(c, self.config.step_ms))
-            });
-            (n, record)
-        };
-        // The store is written under the flush lock (but not the history lock,
-        // so queries go on): two flushes of one window append in order.
-        let (cells, record) = record;
-        let persist_error = match (&self.store, record) {
-            (Some(store), Some(record)) => {
-                let horizon = column_unix_ms
-                    .saturating_sub(i64::try_from(self.config.retention_ms).unwrap_or(i64::MAX));
-                store
-                    .append(&record)
-                    .and_then(|()| store.prune(horizon))
-                    .err()
-            }
-            _ => None,
-        };
+        for slot in &table.slots {
+            drain_slot(slot, &mut cells);
+        }
+        state
+            .retired
+            .extend(self.retire.take().into_iter().map(Retired::new));
+        let mut released = Vec::new();
+        sweep(
+            &mut state.retired,
+            |slot| drain_slot(slot, &mut cells),
+            |slot| released.push(slot),
+        );
         drop(state);
-        FlushReport {
+        drop(table);
+        let mut total = cells.len();
+        let mut columns = vec![SealedColumn {
+            unix_ms: column_unix_ms,
+            cells,
+        }];
+        for (unix_ms, side) in self.windows.take_closed(new_open) {
+            total += side.len();
+            let cells = side.into_iter().map(side_cell).collect();
+            match columns.iter_mut().find(|c| c.unix_ms == unix_ms) {
+                Some(c) => c.cells.extend(cells),
+                None => columns.push(SealedColumn { unix_ms, cells }),
+            }
+        }
+        columns.sort_by_key(|c| c.unix_ms);
+        Sealed {
+            column_unix_ms,
+            columns,
+            released,
+            cells: total,
+        }
+    }
+
+    /// Files `sealed` in the in-memory history and returns the merged records
+    /// the host must persist ([`Published::records`], replace by window, in
+    /// publish order) and the prune cutoff.
+    ///
+    /// A window that already has a column (a late observation, a second seal
+    /// in one window, a restart that reloaded it) is merged into it by summing
+    /// cells of one row, write lanes per identical (group, term); a cell keeps
+    /// at most 16 identified lanes, further identities join its identity-less
+    /// lane. Takes the history write lock (waits for running queries) and
+    /// nothing else; does no I/O. Publish in seal order.
+    pub fn publish(&self, sealed: Sealed) -> Published {
+        self.publish_inner(sealed, true)
+    }
+
+    fn publish_inner(&self, sealed: Sealed, records: bool) -> Published {
+        let Sealed {
+            column_unix_ms,
+            columns,
+            released,
+            cells,
+        } = sealed;
+        let mut touched = Vec::with_capacity(columns.len());
+        let mut history = self.history.write();
+        for column in columns {
+            let inputs: Vec<CellInput> = column
+                .cells
+                .into_iter()
+                .map(|c| {
+                    let row = self.row_of(&c.slot, c.sub as usize, &mut history.catalog);
+                    CellInput { row, ..c.cell }
+                })
+                .collect();
+            history.push(column.unix_ms, inputs);
+            touched.push(column.unix_ms);
+        }
+        for slot in &released {
+            for row in slot.rows.iter() {
+                // Ordering: Relaxed — rows are touched under the history write lock only.
+                let id = row.swap(NO_ROW, Ordering::Relaxed);
+                if id != NO_ROW {
+                    history.catalog.release(id);
+                }
+            }
+        }
+        let records = if records {
+            touched
+                .iter()
+                .filter_map(|t| history.column_at(*t))
+                .map(|c| history.record_of(c, self.config.step_ms))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let prune_before_unix_ms = history.oldest().unwrap_or(column_unix_ms);
+        drop(history);
+        drop(released);
+        Published {
             column_unix_ms,
             cells,
+            records,
+            prune_before_unix_ms,
+        }
+    }
+
+    /// [`seal`](Sampler::seal) + [`publish`](Sampler::publish) + append the
+    /// records to the history store (if any) and prune it.
+    ///
+    /// A convenience for hosts without their own persistence thread: it
+    /// **blocks on the store's I/O** and on the history write lock (running
+    /// queries), under the flush-order mutex (so two flushes persist in order).
+    /// It never blocks catalog changes or observations.
+    pub fn flush(&self, now_unix_ms: i64) -> FlushReport {
+        let _order = self.flush_order.lock();
+        let sealed = self.seal(now_unix_ms);
+        let published = self.publish_inner(sealed, self.store.is_some());
+        let persist_error = self
+            .store
+            .as_ref()
+            .and_then(|store| published.persist_to(store.as_ref()).err());
+        FlushReport {
+            column_unix_ms: published.column_unix_ms,
+            cells: published.cells,
             persist_error,
         }
     }
 
-    fn drain_slot(&self, slot: &Slot, catalog: &mut RowCatalog, cells: &mut Vec<CellInput>) {
-        let mut active = [false; WRITE_LANES];
-        let mut operations = 0u64;
-        for i in 0..slot.counters.len() {
-            let drained = slot.counters.drain(i);
-            if drained.is_zero() {
-                continue;
-            }
-            operations = operations.saturating_add(drained.operations());
-            let mut lanes = Lanes::default();
-            #[allow(clippy::needless_range_loop)] // lanes index three arrays
-            for lane in 0..=UNKNOWN_LANE {
-                let (writes, write_bytes) = (drained.writes[lane], drained.write_bytes[lane]);
-                if writes == 0 && write_bytes == 0 {
-                    continue;
-                }
-                if let Some(a) = active.get_mut(lane) {
-                    *a = true;
-                }
-                let (group, term) = slot.lanes.identity(lane);
-                lanes.add(WriteLane {
-                    group,
-                    term,
-                    writes,
-                    write_bytes,
-                });
-            }
-            let Some(row_slot) = slot.rows.get(i) else {
-                continue;
-            };
-            // Ordering: Relaxed — rows are touched under the flush lock only.
-            let mut row = row_slot.load(Ordering::Relaxed);
-            if row == NO_ROW {
-                // The slot's own reference, released when the slot retires.
-                row = catalog.acquire(self.row_meta(slot, i));
-                row_slot.store(row, Ordering::Relaxed);
-            }
-            catalog.retain(row);
-            cells.push(CellInput {
-                row,
-                reads_leader: drained.reads_leader,
-                reads_follower: drained.reads_follower,
-                read_bytes: drained.read_bytes,
-                lanes,
-            });
+    /// The row of `slot`'s sub-range `sub`, interned on first use, with one
+    /// reference taken for the column it is pushed into. Under the history write lock.
+    fn row_of(&self, slot: &Slot, sub: usize, catalog: &mut RowCatalog) -> u32 {
+        // A slot has one row per sub-range and at least one sub-range.
+        let sub = sub.min(slot.rows.len().saturating_sub(1));
+        let Some(row_slot) = slot.rows.get(sub) else {
+            return catalog.acquire(self.row_meta(slot, 0));
+        };
+        // Ordering: Relaxed — rows are touched under the history write lock only.
+        let mut row = row_slot.load(Ordering::Relaxed);
+        if row == NO_ROW {
+            // The slot's own reference, released when the slot is released.
+            row = catalog.acquire(self.row_meta(slot, sub));
+            row_slot.store(row, Ordering::Relaxed);
         }
-        slot.lanes.age(&active);
-        // Ordering: Relaxed — heuristic, read only by the control plane.
-        let old = slot.activity.load(Ordering::Relaxed);
-        slot.activity.store(old / 2 + operations, Ordering::Relaxed);
+        catalog.retain(row);
+        row
     }
 
     /// The interned metadata of sub-range `sub` of `slot`. A route row's key
@@ -592,8 +823,8 @@ impl Sampler {
         }
     }
 
-    /// The local matrix of `query`, built from flushed columns only.
-    /// `now_unix_ms` stamps `generated_at`.
+    /// The local matrix of `query`, built from published columns only.
+    /// `now_unix_ms` stamps `generated_at`. Takes the history read lock.
     pub fn matrix(&self, query: &MatrixQuery, now_unix_ms: i64) -> Matrix {
         let history = self.history.read();
         // Loaded after the history lock: every slot of this table still holds
@@ -609,10 +840,15 @@ impl Sampler {
         )
     }
 
-    /// Sizes and counters, for metrics.
+    /// Sizes and counters, for metrics. Takes the history read lock and the
+    /// side-buffer mutex, one after the other.
     pub fn stats(&self) -> SamplerStats {
         let table = self.table.load();
+        let (pending_windows, pending_cells) = self.windows.pending();
         let history = self.history.read();
+        let w = &self.windows;
+        // Ordering: Relaxed — statistics.
+        let load = |a: &crate::sync::AtomicU64| a.load(Ordering::Relaxed);
         SamplerStats {
             routes: table.by_route.len(),
             slots: table.slots.len(),
@@ -624,9 +860,84 @@ impl Sampler {
             columns: history.len(),
             rows: history.catalog.live(),
             history_bytes: history.heap_bytes(),
-            // Ordering: Relaxed — a statistic.
-            unknown_route_observations: self.unknown_route.load(Ordering::Relaxed),
+            unknown_route_observations: load(&w.unknown_route),
+            out_of_window_observations: load(&w.out_of_window),
+            folded_observations: load(&w.folded),
+            aged_observations: load(&w.aged),
+            clock_ahead_observations: load(&w.clock_ahead),
+            pending_windows,
+            pending_cells,
         }
+    }
+
+    /// Test hook: holds the history write lock until the guard drops, so a
+    /// test can show what does and does not wait for it (seal and catalog
+    /// changes do not; publish, matrix and stats do). Not for production use.
+    #[doc(hidden)]
+    pub fn hold_history_lock_for_tests(&self) -> impl Drop + '_ {
+        self.history.write()
+    }
+}
+
+/// Drains one slot's counters into sealed cells (caller holds the seal lock,
+/// which owns the lanes' ageing and the activity heuristic).
+fn drain_slot(slot: &SlotArc<Slot>, cells: &mut Vec<SealedCell>) {
+    let mut active = [false; WRITE_LANES];
+    let mut operations = 0u64;
+    for i in 0..slot.counters.len() {
+        let drained = slot.counters.drain(i);
+        if drained.is_zero() {
+            continue;
+        }
+        operations = operations.saturating_add(drained.operations());
+        let mut lanes = Lanes::default();
+        #[allow(clippy::needless_range_loop)] // lanes index three arrays
+        for lane in 0..=UNKNOWN_LANE {
+            let (writes, write_bytes) = (drained.writes[lane], drained.write_bytes[lane]);
+            if writes == 0 && write_bytes == 0 {
+                continue;
+            }
+            if let Some(a) = active.get_mut(lane) {
+                *a = true;
+            }
+            let (group, term) = slot.lanes.identity(lane);
+            lanes.add(WriteLane {
+                group,
+                term,
+                writes,
+                write_bytes,
+            });
+        }
+        cells.push(SealedCell {
+            slot: SlotArc::clone(slot),
+            sub: i as u32,
+            cell: CellInput {
+                row: NO_ROW,
+                reads_leader: drained.reads_leader,
+                reads_follower: drained.reads_follower,
+                read_bytes: drained.read_bytes,
+                lanes,
+            },
+        });
+    }
+    slot.lanes.age(&active);
+    // Ordering: Relaxed — heuristic, read only by the control plane.
+    let old = slot.activity.load(Ordering::Relaxed);
+    slot.activity.store(old / 2 + operations, Ordering::Relaxed);
+}
+
+fn side_cell(c: SideCell) -> SealedCell {
+    let lanes = c.lanes();
+    SealedCell {
+        cell: CellInput {
+            row: NO_ROW,
+            reads_leader: c.reads_leader,
+            reads_follower: c.reads_follower,
+            read_bytes: c.read_bytes,
+            lanes,
+        },
+        slot: c.slot,
+        sub: c.sub,
     }
 }
 

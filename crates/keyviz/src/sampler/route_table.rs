@@ -8,14 +8,13 @@
 //! raced with the change are harvested under the old identity.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
 use super::counters::{SlotCounters, WriteLanes};
 use super::subrange::SubLayout;
 use crate::error::RouteError;
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::{Arc, AtomicU32, AtomicU64, Ordering};
 
 /// Slot generations start at 1; 0 marks rows restored from a store.
 static NEXT_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -77,8 +76,9 @@ pub(crate) struct Slot {
     pub(crate) generation: u64,
     /// Decaying activity (operations), updated by flush; picks what to coarsen.
     pub(crate) activity: AtomicU64,
-    /// Row id interned for each sub-range (`NO_ROW` until its first count);
-    /// touched by flush only, atomics just to stay `Sync` without a lock.
+    /// Row id interned for each sub-range (`NO_ROW` until its first count, and
+    /// again once the slot is released); touched under the history write lock
+    /// only (publish), atomics just to stay `Sync` without a lock of their own.
     pub(crate) rows: Box<[AtomicU32]>,
 }
 
@@ -103,6 +103,22 @@ impl Slot {
         }
     }
 
+    /// A one-route slot of `subs` sub-ranges, for the loom model.
+    #[cfg(all(test, loom))]
+    pub(crate) fn for_test(subs: u32) -> Slot {
+        Slot::new(
+            SlotMeta {
+                kind: SlotKind::Route(1),
+                start: Vec::new(),
+                end: None,
+                members: vec![1],
+                group: 1,
+            },
+            subs,
+            0,
+        )
+    }
+
     fn activity(&self) -> u64 {
         // Ordering: Relaxed — a heuristic read, no data depends on it.
         self.activity.load(Ordering::Relaxed)
@@ -110,7 +126,7 @@ impl Slot {
 }
 
 /// The table the hot path reads: slots in key order and a route → slot index.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct RouteTable {
     pub(crate) slots: Vec<Arc<Slot>>,
     /// Slot index by route id for small ids (`NO_SLOT` = not registered).
@@ -153,13 +169,23 @@ impl RouteTable {
 
     /// The slot counting `route`, if any.
     #[inline]
-    pub(crate) fn slot(&self, route: RouteId) -> Option<&Slot> {
+    pub(crate) fn slot(&self, route: RouteId) -> Option<&Arc<Slot>> {
         let i = match usize::try_from(route).ok().and_then(|r| self.dense.get(r)) {
             Some(&i) if i != NO_SLOT => i,
             Some(_) => return None,
             None => *self.by_route.get(&route)?,
         };
-        self.slots.get(i as usize).map(|s| &**s)
+        self.slots.get(i as usize)
+    }
+}
+
+// By hand: loom's `Arc` (under `cfg(loom)`) has no `Debug`.
+impl std::fmt::Debug for RouteTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteTable")
+            .field("slots", &self.slots.len())
+            .field("routes", &self.by_route.len())
+            .finish_non_exhaustive()
     }
 }
 

@@ -55,16 +55,16 @@ fn observe_allocates_nothing() {
     s.register_route(route(1, b"a", Some(b"z"), 3))
         .expect("register");
     // Warm the thread-local table cache: the first observe on a thread may set it up.
-    s.observe_read(1, b"warm", 0, ReadRole::Leader);
+    s.observe_read(1, b"warm", 0, ReadRole::Leader, T0);
     let mut rec = s.recorder();
-    rec.observe_read(1, b"warm", 0, ReadRole::Leader);
+    rec.observe_read(1, b"warm", 0, ReadRole::Leader, T0);
     let n = count_allocations(|| {
         for i in 0..10_000u32 {
-            rec.observe_write(1, &i.to_be_bytes(), 16, 3, 7);
+            rec.observe_write(1, &i.to_be_bytes(), 16, 3, 7, T0);
             let key = i.to_be_bytes();
-            s.observe_write(1, &key, 16, 3, 7);
-            s.observe_read(1, &key, 16, ReadRole::Follower);
-            s.observe_read(99, &key, 16, ReadRole::Leader); // unknown route
+            s.observe_write(1, &key, 16, 3, 7, T0);
+            s.observe_read(1, &key, 16, ReadRole::Follower, T0);
+            s.observe_read(99, &key, 16, ReadRole::Leader, T0); // unknown route
         }
     });
     assert_eq!(n, 0, "observe allocated {n} times");

@@ -103,7 +103,7 @@ proptest! {
             let mut key = key;
             key.insert(0, r * 64);
             let role = if leader { ReadRole::Leader } else { ReadRole::Follower };
-            s.observe_read(u64::from(r), &key, 0, role);
+            s.observe_read(u64::from(r), &key, 0, role, now);
             observed += 1;
             if flush == 0 {
                 now += 1_000;

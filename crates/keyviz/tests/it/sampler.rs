@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use keyviz::{
-    ColumnRecord, HistoryStore, MatrixQuery, PersistError, ReadRole, RouteError, Sampler, Series,
-    virtual_bucket_name,
+    ColumnRecord, HistoryStore, MAX_SIDE_CELLS, MAX_SIDE_WINDOWS, MatrixQuery, PersistError,
+    ReadRole, RouteError, Sampler, SamplerConfig, Series, virtual_bucket_name,
 };
 use parking_lot::Mutex;
 
@@ -16,9 +16,9 @@ fn counts_ops_and_key_plus_value_bytes() {
     let s = sampler();
     s.register_route(route(1, b"a", Some(b"c"), 7))
         .expect("register");
-    s.observe_read(1, b"apple", 10, ReadRole::Leader);
-    s.observe_read(1, b"apple", 10, ReadRole::Follower);
-    s.observe_write(1, b"apple", 100, 7, 42);
+    s.observe_read(1, b"apple", 10, ReadRole::Leader, T0);
+    s.observe_read(1, b"apple", 10, ReadRole::Follower, T0);
+    s.observe_write(1, b"apple", 100, 7, 42, T0);
     let _ = s.flush(T0 + 1_000);
     assert_eq!(total(&s, Series::Reads), 2);
     assert_eq!(total(&s, Series::ReadBytes), 30);
@@ -38,9 +38,9 @@ fn columns_are_window_starts_aligned_to_the_step() {
     let s = sampler_with(|c| c.step_ms = 60_000);
     s.register_route(route(1, b"", None, 1)).expect("register");
     let t = 1_700_000_000_000; // 22:13:20, 20 s into a minute
-    s.observe_read(1, b"k", 0, ReadRole::Leader);
+    s.observe_read(1, b"k", 0, ReadRole::Leader, t + 10);
     let _ = s.flush(t + 40_000); // first boundary after the start
-    s.observe_read(1, b"k", 0, ReadRole::Leader);
+    s.observe_read(1, b"k", 0, ReadRole::Leader, t + 50_000);
     let report = s.flush(t + 100_000);
     assert_eq!(report.column_unix_ms % 60_000, 0);
     let m = all(&s, Series::Reads);
@@ -56,11 +56,11 @@ fn columns_are_window_starts_aligned_to_the_step() {
 fn two_flushes_in_one_window_make_one_column() {
     let s = sampler();
     s.register_route(route(1, b"", None, 1)).expect("register");
-    s.observe_write(1, b"k", 1, 1, 1);
+    s.observe_write(1, b"k", 1, 1, 1, T0);
     let _ = s.flush(T0 + 1_000);
-    s.observe_write(1, b"k", 1, 1, 1);
+    s.observe_write(1, b"k", 1, 1, 1, T0 + 1_100);
     let _ = s.flush(T0 + 1_200); // shutdown-style flush inside the next window
-    s.observe_write(1, b"k", 1, 1, 1);
+    s.observe_write(1, b"k", 1, 1, 1, T0 + 1_300);
     let _ = s.flush(T0 + 1_400);
     let m = all(&s, Series::Writes);
     assert_eq!(m.column_unix_ms, vec![T0, T0 + 1_000]);
@@ -81,9 +81,9 @@ fn no_counts_lost_across_flush_under_two_threads() {
             std::thread::spawn(move || {
                 for i in 0..PER_THREAD {
                     if i % 2 == 0 {
-                        s.observe_read(1 + t, b"key", 3, ReadRole::Leader);
+                        s.observe_read(1 + t, b"key", 3, ReadRole::Leader, s.open_window_unix_ms());
                     } else {
-                        s.observe_write(1 + t, b"key", 3, 1, 5);
+                        s.observe_write(1 + t, b"key", 3, 1, 5, s.open_window_unix_ms());
                     }
                 }
             })
@@ -116,11 +116,11 @@ fn route_registered_after_start_is_counted() {
     let s = sampler();
     s.register_route(route(1, b"a", Some(b"m"), 1))
         .expect("register");
-    s.observe_write(1, b"b", 0, 1, 1);
+    s.observe_write(1, b"b", 0, 1, 1, T0);
     let _ = s.flush(T0 + 1_000);
     s.register_route(route(2, b"m", None, 2))
         .expect("late route");
-    s.observe_write(2, b"x", 0, 2, 1);
+    s.observe_write(2, b"x", 0, 2, 1, T0 + 1_000);
     let _ = s.flush(T0 + 2_000);
     let m = all(&s, Series::Writes);
     assert_eq!(m.total(), 2);
@@ -131,7 +131,7 @@ fn route_registered_after_start_is_counted() {
 #[test]
 fn unknown_routes_are_counted_as_dropped_not_silent() {
     let s = sampler();
-    s.observe_read(99, b"k", 0, ReadRole::Leader);
+    s.observe_read(99, b"k", 0, ReadRole::Leader, T0);
     assert_eq!(s.stats().unknown_route_observations, 1);
     let _ = s.flush(T0 + 1_000);
     assert_eq!(all(&s, Series::Reads).rows.len(), 0);
@@ -176,7 +176,7 @@ fn split_and_merge_while_observing_keep_totals() {
             let mut n = 0u64;
             while !stop.load(Ordering::Acquire) || n < 10_000 {
                 // Route 1 always exists; it only changes shape.
-                s.observe_write(1, b"a", 0, 1, 1);
+                s.observe_write(1, b"a", 0, 1, 1, s.open_window_unix_ms());
                 n += 1;
             }
             n
@@ -206,8 +206,8 @@ fn split_rows_show_the_new_ranges() {
     s.register_route(route(1, b"a", Some(b"z"), 1))
         .expect("register");
     s.split_route(1, b"m", 2).expect("split");
-    s.observe_write(1, b"b", 0, 1, 1);
-    s.observe_write(2, b"n", 0, 1, 1);
+    s.observe_write(1, b"b", 0, 1, 1, T0);
+    s.observe_write(2, b"n", 0, 1, 1, T0);
     let _ = s.flush(T0 + 1_000);
     let m = all(&s, Series::Writes);
     let ranges: Vec<_> = m
@@ -234,7 +234,7 @@ fn route_budget_coarsens_cold_adjacent_routes_and_keeps_hot_ones() {
     }
     // Route 2 is hot; its activity is learnt at flush.
     for _ in 0..100 {
-        s.observe_write(2, b"bb", 0, 1, 1);
+        s.observe_write(2, b"bb", 0, 1, 1, T0);
     }
     let _ = s.flush(T0 + 1_000);
     s.register_route(route(4, b"d", Some(b"e"), 1))
@@ -245,7 +245,7 @@ fn route_budget_coarsens_cold_adjacent_routes_and_keeps_hot_ones() {
     assert_eq!(stats.slots, 3);
     assert_eq!(stats.routes, 5);
     for id in 1..=5 {
-        s.observe_write(id, b"x", 0, 1, 1);
+        s.observe_write(id, b"x", 0, 1, 1, T0 + 1_000);
     }
     let _ = s.flush(T0 + 2_000);
     let m = s.matrix(
@@ -277,7 +277,7 @@ fn virtual_bucket_ids_are_equal_on_two_samplers_with_the_same_ranges() {
             .expect("register");
         s.register_route(route(2, b"b", Some(b"c"), 1))
             .expect("register");
-        s.observe_read(1, b"a", 0, ReadRole::Leader);
+        s.observe_read(1, b"a", 0, ReadRole::Leader, T0);
         let _ = s.flush(T0 + 1_000);
         all(&s, Series::Reads).rows[0].bucket_id.clone()
     };
@@ -300,10 +300,10 @@ fn term_change_inside_a_window_keeps_terms_apart() {
     .expect("sampler");
     s.register_route(route(1, b"", None, 7)).expect("register");
     for _ in 0..3 {
-        s.observe_write(1, b"k", 0, 7, 42);
+        s.observe_write(1, b"k", 0, 7, 42, T0);
     }
     for _ in 0..5 {
-        s.observe_write(1, b"k", 0, 7, 43);
+        s.observe_write(1, b"k", 0, 7, 43, T0);
     }
     let report = s.flush(T0 + 1_000);
     assert!(report.persist_error.is_none());
@@ -327,9 +327,9 @@ fn sub_ranges_split_a_hot_route_into_ordered_rows() {
     s.register_route(route(1, &[0x00], Some(&[0x40]), 1))
         .expect("register");
     for _ in 0..100 {
-        s.observe_write(1, &[0x38], 0, 1, 1);
+        s.observe_write(1, &[0x38], 0, 1, 1, T0);
     }
-    s.observe_write(1, &[0x01], 0, 1, 1);
+    s.observe_write(1, &[0x01], 0, 1, 1, T0);
     let _ = s.flush(T0 + 1_000);
     let m = all(&s, Series::Writes);
     let rows: Vec<_> = m
@@ -351,7 +351,7 @@ fn retention_drops_old_columns_by_age_and_count() {
     s.register_route(route(1, b"", None, 1)).expect("register");
     let mut now = T0;
     for _ in 0..10 {
-        s.observe_read(1, b"k", 0, ReadRole::Leader);
+        s.observe_read(1, b"k", 0, ReadRole::Leader, now);
         now += 1_000;
         let _ = s.flush(now);
     }
@@ -369,7 +369,7 @@ fn row_budget_in_a_query_conserves_totals() {
             .expect("register");
         let n = if i == 24 { 1_000 } else { u64::from(i) + 1 };
         for _ in 0..n {
-            s.observe_read(u64::from(i) + 1, &[i], 0, ReadRole::Leader);
+            s.observe_read(u64::from(i) + 1, &[i], 0, ReadRole::Leader, T0);
         }
     }
     let _ = s.flush(T0 + 1_000);
@@ -398,7 +398,7 @@ fn query_window_is_half_open_on_column_starts() {
     s.register_route(route(1, b"", None, 1)).expect("register");
     let mut now = T0;
     for _ in 0..5 {
-        s.observe_read(1, b"k", 0, ReadRole::Leader);
+        s.observe_read(1, b"k", 0, ReadRole::Leader, now);
         now += 1_000;
         let _ = s.flush(now);
     }
@@ -462,8 +462,8 @@ fn history_store_restores_columns_after_restart() {
     {
         let s = Sampler::with_store(config.clone(), T0, store.clone()).expect("first life");
         s.register_route(route(1, b"a", None, 3)).expect("register");
-        s.observe_write(1, b"a", 1, 3, 9);
-        s.observe_read(1, b"a", 1, ReadRole::Follower);
+        s.observe_write(1, b"a", 1, 3, 9, T0);
+        s.observe_read(1, b"a", 1, ReadRole::Follower, T0);
         let report = s.flush(T0 + 1_000);
         assert!(report.persist_error.is_none());
     }
@@ -480,10 +480,10 @@ fn removing_a_route_still_harvests_its_counts() {
     s.register_route(route(1, b"a", Some(b"c"), 1))
         .expect("register");
     for _ in 0..7 {
-        s.observe_read(1, b"b", 0, ReadRole::Leader);
+        s.observe_read(1, b"b", 0, ReadRole::Leader, T0);
     }
     s.remove_route(1).expect("remove");
-    s.observe_read(1, b"b", 0, ReadRole::Leader); // after removal: dropped, and said so
+    s.observe_read(1, b"b", 0, ReadRole::Leader, T0); // after removal: dropped, and said so
     let _ = s.flush(T0 + 1_000);
     assert_eq!(total(&s, Series::Reads), 7);
     assert_eq!(s.stats().unknown_route_observations, 1);
@@ -494,11 +494,11 @@ fn re_registering_inside_a_window_shows_one_row() {
     let s = sampler();
     s.register_route(route(1, b"a", Some(b"c"), 1))
         .expect("register");
-    s.observe_read(1, b"b", 0, ReadRole::Leader);
+    s.observe_read(1, b"b", 0, ReadRole::Leader, T0);
     s.remove_route(1).expect("remove");
     s.register_route(route(1, b"a", Some(b"c"), 1))
         .expect("register again");
-    s.observe_read(1, b"b", 0, ReadRole::Leader);
+    s.observe_read(1, b"b", 0, ReadRole::Leader, T0);
     let _ = s.flush(T0 + 1_000);
     let m = all(&s, Series::Reads);
     assert_eq!(m.rows.len(), 1);
@@ -511,10 +511,10 @@ fn virtual_bucket_metadata_follows_its_members() {
     s.register_route(route(1, b"a", Some(b"c"), 1)).expect("1");
     s.register_route(route(2, b"c", Some(b"e"), 1)).expect("2");
     s.register_route(route(3, b"e", Some(b"g"), 1)).expect("3");
-    s.observe_read(1, b"a", 0, ReadRole::Leader);
+    s.observe_read(1, b"a", 0, ReadRole::Leader, T0);
     let _ = s.flush(T0 + 1_000);
     s.split_route(1, b"b", 4).expect("split inside the bucket");
-    s.observe_read(4, b"b", 0, ReadRole::Leader);
+    s.observe_read(4, b"b", 0, ReadRole::Leader, T0 + 1_000);
     let _ = s.flush(T0 + 2_000);
     let m = s.matrix(
         &MatrixQuery {
@@ -536,9 +536,9 @@ fn coarsened_query_rows_list_their_routes_and_count_sub_ranges_once() {
         .expect("1");
     s.register_route(route(2, &[0x40], Some(&[0x80]), 1))
         .expect("2");
-    s.observe_read(1, &[0x01], 0, ReadRole::Leader);
-    s.observe_read(1, &[0x31], 0, ReadRole::Leader);
-    s.observe_read(2, &[0x41], 0, ReadRole::Leader);
+    s.observe_read(1, &[0x01], 0, ReadRole::Leader, T0);
+    s.observe_read(1, &[0x31], 0, ReadRole::Leader, T0);
+    s.observe_read(2, &[0x41], 0, ReadRole::Leader, T0);
     let _ = s.flush(T0 + 1_000);
     let m = s.matrix(
         &MatrixQuery {
@@ -560,7 +560,7 @@ fn coarsened_query_rows_list_their_routes_and_count_sub_ranges_once() {
 fn read_rows_name_their_raft_group() {
     let s = sampler();
     s.register_route(route(1, b"a", None, 9)).expect("register");
-    s.observe_read(1, b"a", 0, ReadRole::Follower);
+    s.observe_read(1, b"a", 0, ReadRole::Follower, T0);
     let _ = s.flush(T0 + 1_000);
     let m = all(&s, Series::Reads);
     assert_eq!(m.rows[0].raft_group_ids, vec![9]);
@@ -574,7 +574,7 @@ fn key_range_filter_keeps_overlapping_rows_before_the_budget() {
         let end = [k[0] + 2];
         s.register_route(route(i as u64 + 1, *k, Some(&end), 1))
             .expect("register");
-        s.observe_read(i as u64 + 1, *k, 0, ReadRole::Leader);
+        s.observe_read(i as u64 + 1, *k, 0, ReadRole::Leader, T0);
     }
     let _ = s.flush(T0 + 1_000);
     let m = s.matrix(
@@ -597,9 +597,9 @@ fn sparse_and_dense_route_ids_both_resolve() {
         .expect("dense id");
     s.register_route(route(u64::MAX - 5, b"m", None, 1))
         .expect("sparse id");
-    s.observe_read(3, b"b", 0, ReadRole::Leader);
-    s.observe_read(u64::MAX - 5, b"x", 0, ReadRole::Leader);
-    s.observe_read(4, b"b", 0, ReadRole::Leader); // unregistered id inside the dense array
+    s.observe_read(3, b"b", 0, ReadRole::Leader, T0);
+    s.observe_read(u64::MAX - 5, b"x", 0, ReadRole::Leader, T0);
+    s.observe_read(4, b"b", 0, ReadRole::Leader, T0); // unregistered id inside the dense array
     let _ = s.flush(T0 + 1_000);
     assert_eq!(total(&s, Series::Reads), 2);
     assert_eq!(s.stats().unknown_route_observations, 1);
@@ -611,13 +611,13 @@ fn recorder_handle_counts_like_the_sampler_and_sees_catalog_changes() {
     s.register_route(route(1, b"a", Some(b"m"), 1))
         .expect("register");
     let mut rec = s.recorder();
-    rec.observe_write(1, b"b", 1, 1, 5);
+    rec.observe_write(1, b"b", 1, 1, 5, T0);
     s.register_route(route(2, b"m", None, 1))
         .expect("late route");
-    rec.observe_write(2, b"x", 1, 1, 5);
+    rec.observe_write(2, b"x", 1, 1, 5, T0);
     s.split_route(1, b"c", 3).expect("split");
-    rec.observe_read(3, b"d", 0, ReadRole::Follower);
-    rec.observe_read(9, b"d", 0, ReadRole::Follower);
+    rec.observe_read(3, b"d", 0, ReadRole::Follower, T0);
+    rec.observe_read(9, b"d", 0, ReadRole::Follower, T0);
     drop(rec);
     let _ = s.flush(T0 + 1_000);
     assert_eq!(total(&s, Series::Writes), 2);
@@ -632,9 +632,241 @@ fn a_recorder_can_move_into_a_spawned_task() {
     s.register_route(route(1, b"", None, 1)).expect("register");
     let mut rec = s.recorder();
     assert_send_static(&rec);
-    std::thread::spawn(move || rec.observe_read(1, b"k", 0, ReadRole::Leader))
+    std::thread::spawn(move || rec.observe_read(1, b"k", 0, ReadRole::Leader, T0))
         .join()
         .expect("recorder thread");
     let _ = s.flush(T0 + 1_000);
     assert_eq!(total(&s, Series::Reads), 1);
+}
+
+// ---- windows: every count in the window it was served in ----
+
+/// (column start, value) of every non-zero column of `series`, summed over rows.
+fn per_column(s: &Sampler, series: Series) -> Vec<(i64, u64)> {
+    let m = all(s, series);
+    m.column_unix_ms
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (*c, m.rows.iter().map(|r| r.values[i]).sum::<u64>()))
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
+#[test]
+fn late_flush_files_counts_in_the_windows_they_were_observed_in() {
+    let s = sampler();
+    s.register_route(route(1, b"", None, 1)).expect("register");
+    s.observe_write(1, b"k", 1, 1, 5, T0 + 100); // window W = T0
+    for _ in 0..2 {
+        s.observe_write(1, b"k", 1, 1, 5, T0 + 5_300); // W + 5, before any flush
+    }
+    s.observe_read(1, b"k", 1, ReadRole::Leader, T0 + 5_900);
+    // The process was stalled: the first flush runs ten steps late.
+    let report = s.flush(T0 + 10_500);
+    assert!(report.persist_error.is_none());
+    assert_eq!(report.column_unix_ms, T0, "the open window is sealed as W");
+    assert_eq!(
+        per_column(&s, Series::Writes),
+        vec![(T0, 1), (T0 + 5_000, 2)]
+    );
+    assert_eq!(per_column(&s, Series::Reads), vec![(T0 + 5_000, 1)]);
+    // After the late flush, the open window is the one of the flush time.
+    assert_eq!(s.open_window_unix_ms(), T0 + 10_000);
+    s.observe_write(1, b"k", 1, 1, 5, T0 + 10_700);
+    let _ = s.flush(T0 + 11_000);
+    assert_eq!(
+        per_column(&s, Series::Writes),
+        vec![(T0, 1), (T0 + 5_000, 2), (T0 + 10_000, 1)]
+    );
+    assert_eq!(total(&s, Series::Writes), 4, "nothing lost, nothing twice");
+    assert_eq!(s.stats().out_of_window_observations, 3);
+    assert_eq!(s.stats().folded_observations, 0);
+}
+
+#[test]
+fn observation_after_the_boundary_before_the_flush_lands_in_the_next_window() {
+    let s = sampler();
+    s.register_route(route(1, b"", None, 1)).expect("register");
+    s.observe_write(1, b"k", 0, 1, 5, T0 + 900);
+    s.observe_write(1, b"k", 0, 1, 5, T0 + 1_050); // past the boundary, flush not run yet
+    let _ = s.flush(T0 + 1_100);
+    assert_eq!(per_column(&s, Series::Writes), vec![(T0, 1)]);
+    assert_eq!(
+        s.stats().pending_windows,
+        1,
+        "the next window's count waits until that window closes"
+    );
+    let _ = s.flush(T0 + 2_000);
+    assert_eq!(
+        per_column(&s, Series::Writes),
+        vec![(T0, 1), (T0 + 1_000, 1)]
+    );
+    assert_eq!(s.stats().pending_windows, 0);
+}
+
+#[test]
+fn late_observation_for_a_published_window_merges_into_it_and_the_record_is_the_merged_column() {
+    let s = sampler();
+    s.register_route(route(1, b"a", None, 7)).expect("register");
+    for _ in 0..3 {
+        s.observe_write(1, b"b", 1, 7, 5, T0 + 10);
+    }
+    s.observe_read(1, b"b", 1, ReadRole::Follower, T0 + 20);
+    let first = s.publish(s.seal(T0 + 1_000));
+    assert_eq!(first.records.len(), 1);
+    assert_eq!(first.records[0].unix_ms, T0);
+    // A lagging replica applies two more writes of term 5 and one of term 6, stamped in W.
+    let mut rec = s.recorder();
+    rec.observe_write(1, b"b", 1, 7, 5, T0 + 500);
+    rec.observe_write(1, b"b", 1, 7, 5, T0 + 600);
+    rec.observe_write(1, b"b", 1, 7, 6, T0 + 700);
+    let second = s.publish(s.seal(T0 + 2_000));
+    let merged = second
+        .records
+        .iter()
+        .find(|r| r.unix_ms == T0)
+        .expect("the late window is republished");
+    assert_eq!(merged.cells.len(), 1, "one row, merged");
+    let cell = &merged.cells[0];
+    assert_eq!(
+        cell.reads_follower, 1,
+        "the earlier counts are in the record"
+    );
+    let mut lanes: Vec<(u64, u64, u64)> = cell
+        .writes
+        .iter()
+        .map(|w| (w.group, w.term, w.writes))
+        .collect();
+    lanes.sort_unstable();
+    assert_eq!(
+        lanes,
+        vec![(7, 5, 5), (7, 6, 1)],
+        "lanes summed per (group, term)"
+    );
+    assert_eq!(per_column(&s, Series::Writes), vec![(T0, 6)]);
+    // Persisting the records (replace by window) and reloading gives the same history.
+    let store = Arc::new(MemStore::default());
+    first.persist_to(store.as_ref()).expect("persist");
+    second.persist_to(store.as_ref()).expect("persist");
+    let config = SamplerConfig {
+        step_ms: STEP,
+        ..SamplerConfig::default()
+    };
+    let again = Sampler::with_store(config, T0 + 3_000, store).expect("restart");
+    assert_eq!(per_column(&again, Series::Writes), vec![(T0, 6)]);
+    assert_eq!(total(&again, Series::FollowerReads), 1);
+}
+
+#[test]
+fn seal_and_catalog_changes_do_not_wait_for_the_history_lock() {
+    let s = sampler();
+    s.register_route(route(1, b"a", None, 1)).expect("register");
+    s.observe_write(1, b"b", 0, 1, 1, T0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        // A query (or a publish) holds the history lock for as long as it likes.
+        let guard = s.hold_history_lock_for_tests();
+        scope.spawn(|| {
+            s.split_route(1, b"m", 2).expect("split");
+            s.observe_write(2, b"x", 0, 1, 1, T0 + 500);
+            s.observe_write(1, b"c", 0, 1, 1, T0 + 1_500); // side buffer
+            let sealed = s.seal(T0 + 1_000);
+            s.merge_routes(1, 2).expect("merge");
+            let _ = tx.send(sealed);
+        });
+        let sealed = rx.recv_timeout(std::time::Duration::from_secs(20));
+        drop(guard);
+        let sealed = sealed.expect("seal and catalog changes finished while the lock was held");
+        let _ = s.publish(sealed);
+    });
+    let _ = s.flush(T0 + 2_000);
+    assert_eq!(
+        per_column(&s, Series::Writes),
+        vec![(T0, 2), (T0 + 1_000, 1)]
+    );
+}
+
+#[test]
+fn side_buffer_window_cap_folds_into_the_nearest_window_and_conserves_totals() {
+    let late = MAX_SIDE_WINDOWS as i64 + 50;
+    let s = Sampler::new(
+        SamplerConfig {
+            step_ms: STEP,
+            ..SamplerConfig::default()
+        },
+        T0 + 10_000_000,
+    )
+    .expect("sampler");
+    s.register_route(route(1, b"", None, 1)).expect("register");
+    for i in 0..late {
+        s.observe_write(1, b"k", 0, 1, 1, T0 + i * 1_000);
+    }
+    let stats = s.stats();
+    assert_eq!(stats.pending_windows, MAX_SIDE_WINDOWS);
+    assert_eq!(stats.folded_observations, 50);
+    let _ = s.flush(T0 + 10_000_500);
+    assert_eq!(total(&s, Series::Writes), late as u64);
+    let columns = per_column(&s, Series::Writes);
+    assert_eq!(columns.len(), MAX_SIDE_WINDOWS);
+    assert_eq!(
+        columns.last(),
+        Some(&(T0 + (MAX_SIDE_WINDOWS as i64 - 1) * 1_000, 51)),
+        "the newest kept window is the nearest one for the folded writes"
+    );
+}
+
+#[test]
+fn side_buffer_cell_cap_folds_into_the_open_window_and_conserves_totals() {
+    // 65 routes of 256 sub-ranges: key [i, b] is sub-range b of route i.
+    let s = sampler_with(|c| c.key_buckets_per_route = 256);
+    let routes = (MAX_SIDE_CELLS / 256 + 1) as u8;
+    for i in 0..routes {
+        s.register_route(route(u64::from(i) + 1, &[i], Some(&[i + 1]), 1))
+            .expect("register");
+    }
+    let _ = s.flush(T0 + 5_000);
+    let mut n = 0u64;
+    for i in 0..routes {
+        for b in 0..=255u8 {
+            s.observe_read(u64::from(i) + 1, &[i, b], 0, ReadRole::Leader, T0 + 100);
+            n += 1;
+        }
+    }
+    let stats = s.stats();
+    assert_eq!(stats.pending_cells, MAX_SIDE_CELLS);
+    assert_eq!(stats.folded_observations, n - MAX_SIDE_CELLS as u64);
+    let _ = s.flush(T0 + 6_000);
+    assert_eq!(total(&s, Series::Reads), n);
+    assert_eq!(
+        per_column(&s, Series::Reads),
+        vec![
+            (T0, MAX_SIDE_CELLS as u64),
+            (T0 + 5_000, n - MAX_SIDE_CELLS as u64)
+        ],
+        "past the cell cap, counts go to the open window"
+    );
+}
+
+#[test]
+fn observations_older_than_retention_fold_into_the_oldest_retained_window() {
+    let s = sampler_with(|c| c.retention_ms = 5_000);
+    s.register_route(route(1, b"", None, 1)).expect("register");
+    let _ = s.flush(T0 + 100_000);
+    s.observe_write(1, b"k", 0, 1, 1, T0); // 100 steps old
+    let _ = s.flush(T0 + 101_000);
+    // The oldest window retention keeps once the seal made T0 + 100 s the newest column.
+    assert_eq!(per_column(&s, Series::Writes), vec![(T0 + 97_000, 1)]);
+    assert_eq!(s.stats().aged_observations, 1);
+}
+
+#[test]
+fn observations_from_a_clock_far_ahead_fold_into_the_open_window() {
+    let s = sampler();
+    s.register_route(route(1, b"", None, 1)).expect("register");
+    s.observe_write(1, b"k", 0, 1, 1, T0 + 3_600_000); // an hour ahead
+    s.observe_write(1, b"k", 0, 1, 1, T0 + 1_500); // one step ahead: kept
+    let _ = s.flush(T0 + 1_000);
+    assert_eq!(s.stats().clock_ahead_observations, 1);
+    let _ = s.flush(T0 + 2_000);
+    assert_eq!(per_column(&s, Series::Writes), vec![(T0 + 1_000, 2)]);
 }
