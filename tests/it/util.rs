@@ -547,20 +547,6 @@ impl NodeProc {
         self.child.is_some() && !self.frozen
     }
 
-    fn signal(&self, sig: &str) {
-        let pid = self
-            .child
-            .as_ref()
-            .map(Child::id)
-            .unwrap_or_else(|| panic!("node {} is not running", self.id));
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(pid.to_string())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill -{sig} {pid} (node {}) failed", self.id);
-    }
-
     /// SIGSTOP: the process keeps its sockets (connects still succeed through the backlog) but
     /// answers nothing until [`NodeProc::thaw`].
     pub fn freeze(&mut self) {

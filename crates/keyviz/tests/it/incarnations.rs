@@ -67,9 +67,9 @@ fn assert_cells_hold_their_keys(m: &Matrix, observed: &[Vec<&[u8]>]) {
     }
 }
 
-fn observe_all(s: &Sampler, route_of: impl Fn(&[u8]) -> u64, keys: &[&[u8]]) {
+fn observe_all(s: &Sampler, route_of: impl Fn(&[u8]) -> u64, keys: &[&[u8]], at: i64) {
     for k in keys {
-        s.observe_write(route_of(k), k, 1, 1, 1);
+        s.observe_write(route_of(k), k, 1, 1, 1, at);
     }
 }
 
@@ -81,10 +81,15 @@ const AFTER: [&[u8]; 4] = [b"a", b"c", b"x9", b"zz"];
 fn split_scenario(key_buckets: u32) -> Matrix {
     let s = sampler_with(|c| c.key_buckets_per_route = key_buckets);
     s.register_route(route(1, b"", None, 1)).expect("register");
-    observe_all(&s, |_| 1, &BEFORE);
+    observe_all(&s, |_| 1, &BEFORE, T0);
     let _ = s.flush(T0 + 1_000);
     s.split_route(1, b"m", 2).expect("split");
-    observe_all(&s, |k| if k < b"m".as_slice() { 1 } else { 2 }, &AFTER);
+    observe_all(
+        &s,
+        |k| if k < b"m".as_slice() { 1 } else { 2 },
+        &AFTER,
+        T0 + 1_000,
+    );
     let _ = s.flush(T0 + 2_000);
     let m = all(&s, Series::Writes);
     m.validate().expect("valid matrix");
@@ -156,10 +161,10 @@ fn split_keeps_old_columns_at_their_range_with_eight_key_buckets() {
 fn split_inside_one_window_keeps_earlier_counts_under_the_old_range() {
     let s = sampler_with(|_| {});
     s.register_route(route(1, b"", None, 1)).expect("register");
-    s.observe_write(1, b"x", 0, 1, 1);
+    s.observe_write(1, b"x", 0, 1, 1, T0);
     s.split_route(1, b"m", 2).expect("split");
-    s.observe_write(2, b"x", 0, 1, 1);
-    s.observe_write(1, b"a", 0, 1, 1);
+    s.observe_write(2, b"x", 0, 1, 1, T0);
+    s.observe_write(1, b"a", 0, 1, 1, T0);
     let _ = s.flush(T0 + 1_000);
     let old = incarnation_bucket_id("route:1", b"", None);
     assert_eq!(
@@ -177,12 +182,12 @@ fn merge_of_routes_keeps_both_old_rows_and_adds_the_merged_one() {
     let s = sampler_with(|_| {});
     s.register_route(route(1, b"a", Some(b"m"), 1)).expect("1");
     s.register_route(route(2, b"m", Some(b"z"), 1)).expect("2");
-    s.observe_write(1, b"b", 0, 1, 1);
-    s.observe_write(2, b"n", 0, 1, 1);
-    s.observe_write(2, b"o", 0, 1, 1);
+    s.observe_write(1, b"b", 0, 1, 1, T0);
+    s.observe_write(2, b"n", 0, 1, 1, T0);
+    s.observe_write(2, b"o", 0, 1, 1, T0);
     let _ = s.flush(T0 + 1_000);
     s.merge_routes(1, 2).expect("merge");
-    s.observe_write(1, b"n", 0, 1, 1);
+    s.observe_write(1, b"n", 0, 1, 1, T0 + 1_000);
     let _ = s.flush(T0 + 2_000);
     let m = all(&s, Series::Writes);
     assert_eq!(
@@ -212,15 +217,15 @@ fn coarsening_into_a_virtual_bucket_keeps_old_route_rows() {
     s.register_route(route(1, b"a", Some(b"c"), 1)).expect("1");
     s.register_route(route(2, b"c", Some(b"e"), 1)).expect("2");
     for _ in 0..10 {
-        s.observe_write(1, b"a", 0, 1, 1);
+        s.observe_write(1, b"a", 0, 1, 1, T0);
     }
-    s.observe_write(2, b"d", 0, 1, 1);
+    s.observe_write(2, b"d", 0, 1, 1, T0);
     let _ = s.flush(T0 + 1_000);
     // Over budget: the quiet pair (2, 3) becomes one virtual bucket [c, g).
     s.register_route(route(3, b"e", Some(b"g"), 1)).expect("3");
-    s.observe_write(2, b"d", 0, 1, 1);
-    s.observe_write(3, b"f", 0, 1, 1);
-    s.observe_write(1, b"b", 0, 1, 1);
+    s.observe_write(2, b"d", 0, 1, 1, T0 + 1_000);
+    s.observe_write(3, b"f", 0, 1, 1, T0 + 1_000);
+    s.observe_write(1, b"b", 0, 1, 1, T0 + 1_000);
     let _ = s.flush(T0 + 2_000);
     let m = all(&s, Series::Writes);
     assert_eq!(
@@ -247,12 +252,12 @@ fn coarsening_into_a_virtual_bucket_keeps_old_route_rows() {
 fn re_registration_with_another_range_is_a_new_incarnation() {
     let s = sampler_with(|_| {});
     s.register_route(route(1, b"a", Some(b"c"), 1)).expect("1");
-    s.observe_read(1, b"b", 0, ReadRole::Leader);
+    s.observe_read(1, b"b", 0, ReadRole::Leader, T0);
     let _ = s.flush(T0 + 1_000);
     s.remove_route(1).expect("remove");
     s.register_route(route(1, b"a", Some(b"k"), 1))
         .expect("again");
-    s.observe_read(1, b"j", 0, ReadRole::Leader);
+    s.observe_read(1, b"j", 0, ReadRole::Leader, T0 + 1_000);
     let _ = s.flush(T0 + 2_000);
     assert_eq!(
         rows(&all(&s, Series::Reads)),
@@ -273,7 +278,7 @@ fn a_rebuilt_slot_over_the_same_range_keeps_the_plain_id_before_it_counts() {
     // As after a restart: the live slot has not counted yet, its range is unchanged.
     let s = sampler_with(|c| c.key_buckets_per_route = 8);
     s.register_route(route(1, b"", None, 1)).expect("register");
-    s.observe_write(1, b"x", 0, 1, 1);
+    s.observe_write(1, b"x", 0, 1, 1, T0);
     let _ = s.flush(T0 + 1_000);
     s.remove_route(1).expect("remove");
     s.register_route(route(1, b"", None, 1)).expect("again");
@@ -300,11 +305,11 @@ fn a_rebuilt_slot_over_the_same_range_keeps_the_plain_id_before_it_counts() {
 fn key_filter_keeps_every_incarnation_overlapping_it() {
     let s = sampler_with(|_| {});
     s.register_route(route(1, b"", None, 1)).expect("register");
-    s.observe_write(1, b"x", 0, 1, 1);
+    s.observe_write(1, b"x", 0, 1, 1, T0);
     let _ = s.flush(T0 + 1_000);
     s.split_route(1, b"m", 2).expect("split");
-    s.observe_write(1, b"a", 0, 1, 1);
-    s.observe_write(2, b"y", 0, 1, 1);
+    s.observe_write(1, b"a", 0, 1, 1, T0 + 1_000);
+    s.observe_write(2, b"y", 0, 1, 1, T0 + 1_000);
     let _ = s.flush(T0 + 2_000);
     let m = s.matrix(
         &MatrixQuery {
@@ -332,7 +337,7 @@ fn two_nodes_that_saw_the_split(key_buckets: u32) -> (Matrix, Matrix) {
         s.register_route(route(1, b"", None, 1)).expect("register");
         for k in BEFORE {
             for _ in 0..weight {
-                s.observe_read(1, k, 0, ReadRole::Follower);
+                s.observe_read(1, k, 0, ReadRole::Follower, T0);
             }
         }
         let _ = s.flush(T0 + 1_000);
@@ -344,6 +349,7 @@ fn two_nodes_that_saw_the_split(key_buckets: u32) -> (Matrix, Matrix) {
                     k,
                     0,
                     ReadRole::Leader,
+                    T0 + 1_000,
                 );
             }
         }
@@ -387,7 +393,7 @@ fn lagging_node_old_range_joins_the_old_incarnation_with_a_divergence_warning() 
     let lagging = {
         let s = sampler_with(|_| {});
         s.register_route(route(1, b"", None, 1)).expect("register");
-        s.observe_read(1, b"x1", 0, ReadRole::Follower);
+        s.observe_read(1, b"x1", 0, ReadRole::Follower, T0);
         let _ = s.flush(T0 + 1_000);
         all(&s, Series::Reads)
     };
@@ -457,10 +463,15 @@ fn local_row_budget_over_mixed_incarnations_conserves_totals() {
     let m = split_scenario(8);
     let s = sampler_with(|c| c.key_buckets_per_route = 8);
     s.register_route(route(1, b"", None, 1)).expect("register");
-    observe_all(&s, |_| 1, &BEFORE);
+    observe_all(&s, |_| 1, &BEFORE, T0);
     let _ = s.flush(T0 + 1_000);
     s.split_route(1, b"m", 2).expect("split");
-    observe_all(&s, |k| if k < b"m".as_slice() { 1 } else { 2 }, &AFTER);
+    observe_all(
+        &s,
+        |k| if k < b"m".as_slice() { 1 } else { 2 },
+        &AFTER,
+        T0 + 1_000,
+    );
     let _ = s.flush(T0 + 2_000);
     for budget in 1..=m.rows.len() {
         let b = s.matrix(
@@ -544,7 +555,7 @@ proptest! {
             match op {
                 Op::Observe(b) => {
                     let (start, id, end) = holder(&model, b);
-                    s.observe_write(id, &[b, b'k'], 0, 1, 1);
+                    s.observe_write(id, &[b, b'k'], 0, 1, 1, T0);
                     let (start, end) = range(start, end);
                     *want.entry((now, format!("route:{id}"), start, end)).or_default() += 1;
                 }
