@@ -555,7 +555,7 @@ proptest! {
             match op {
                 Op::Observe(b) => {
                     let (start, id, end) = holder(&model, b);
-                    s.observe_write(id, &[b, b'k'], 0, 1, 1, T0);
+                    s.observe_write(id, &[b, b'k'], 0, 1, 1, now);
                     let (start, end) = range(start, end);
                     *want.entry((now, format!("route:{id}"), start, end)).or_default() += 1;
                 }
