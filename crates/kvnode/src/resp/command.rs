@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 
+use crate::limits::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use crate::raft::SetCond;
 
 /// A parsed client command.
@@ -65,6 +66,70 @@ pub enum Command {
     /// `KEYVIZ.CAMPAIGN group`: this node starts an election in `group` (leadership transfer
     /// to this node).
     Campaign(u64),
+    /// `AUTH [user] password`; handled by the connection, never by the dispatcher.
+    Auth {
+        /// The user (`None` = the `default` user).
+        user: Option<Bytes>,
+        /// The password.
+        password: Bytes,
+    },
+}
+
+impl Command {
+    /// Whether this is a `KEYVIZ.*` command (which needs the full role, see
+    /// [`crate::config::KeyvizCommands`]).
+    pub fn is_keyviz(&self) -> bool {
+        matches!(self, Command::Split(_) | Command::Campaign(_))
+    }
+
+    /// The lower-case name of a `KEYVIZ.*` command (`""` for others), for error texts.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Split(_) => "keyviz.split",
+            Command::Campaign(_) => "keyviz.campaign",
+            _ => "",
+        }
+    }
+
+    /// The keys and values this command carries, for the size limits.
+    fn keys_and_values(&self) -> (Vec<&Bytes>, Vec<&Bytes>) {
+        match self {
+            Command::Get(k) | Command::IncrBy(k, _) | Command::Strlen(k) | Command::Split(k) => {
+                (vec![k], vec![])
+            }
+            Command::Set { key, value, .. } => (vec![key], vec![value]),
+            Command::Append(k, v) => (vec![k], vec![v]),
+            Command::Del(ks) | Command::Exists(ks) | Command::MGet(ks) => {
+                (ks.iter().collect(), vec![])
+            }
+            Command::MSet(pairs) => (
+                pairs.iter().map(|(k, _)| k).collect(),
+                pairs.iter().map(|(_, v)| v).collect(),
+            ),
+            _ => (vec![], vec![]),
+        }
+    }
+}
+
+/// Reply to a key longer than [`MAX_KEY_BYTES`].
+pub fn key_too_long() -> String {
+    format!("ERR key is too long (longer than {MAX_KEY_BYTES} bytes)")
+}
+
+/// Reply to a value longer than [`MAX_VALUE_BYTES`] (Redis's text for its own string limit).
+pub const VALUE_TOO_LONG: &str = "ERR string exceeds maximum allowed size";
+
+/// Refuses a command whose key or value the store cannot hold, before anything is read or
+/// proposed. The error is the full Redis-style text; the connection stays usable.
+fn check_sizes(cmd: Command) -> Result<Command, String> {
+    let (keys, values) = cmd.keys_and_values();
+    if keys.iter().any(|k| k.len() > MAX_KEY_BYTES) {
+        return Err(key_too_long());
+    }
+    if values.iter().any(|v| v.len() > MAX_VALUE_BYTES) {
+        return Err(VALUE_TOO_LONG.into());
+    }
+    Ok(cmd)
 }
 
 /// Every command name this server answers.
@@ -93,6 +158,7 @@ const KNOWN: &[&str] = &[
     "select",
     "keyviz.split",
     "keyviz.campaign",
+    "auth",
 ];
 
 fn lower(b: &[u8]) -> String {
@@ -187,9 +253,18 @@ pub fn parse(args: Vec<Bytes>) -> Result<Command, String> {
                 u64::try_from(g).map_err(|_| "ERR value is not an integer or out of range")?,
             )
         }
+        "auth" if n == 2 => Command::Auth {
+            user: None,
+            password: next(),
+        },
+        "auth" if n == 3 => Command::Auth {
+            user: Some(next()),
+            password: next(),
+        },
+        "auth" if n > 3 => return Err("ERR syntax error".into()),
         _ => return Err(arity(&name)),
     };
-    Ok(cmd)
+    check_sizes(cmd)
 }
 
 fn parse_set(key: Bytes, value: Bytes, opts: Vec<Bytes>) -> Result<Command, String> {
