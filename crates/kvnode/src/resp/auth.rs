@@ -92,11 +92,7 @@ impl Auth {
 
     /// Refuses `cmd` if `session` may not run it; `Err` is the full reply text. `AUTH` and
     /// `QUIT` always pass; parse errors are replaced by `NOAUTH` before authentication.
-    pub fn gate(
-        &self,
-        session: &Session,
-        cmd: Result<Command, String>,
-    ) -> Result<Command, String> {
+    pub fn gate(&self, session: &Session, cmd: Result<Command, String>) -> Result<Command, String> {
         if matches!(cmd, Ok(Command::Auth { .. } | Command::Quit)) {
             return cmd;
         }
@@ -108,7 +104,10 @@ impl Auth {
             match self.keyviz {
                 KeyvizCommands::Open => {}
                 KeyvizCommands::Off => {
-                    return Err("ERR KEYVIZ commands are disabled on this node (keyviz_commands = off)".into());
+                    return Err(
+                        "ERR KEYVIZ commands are disabled on this node (keyviz_commands = off)"
+                            .into(),
+                    );
                 }
                 KeyvizCommands::Auth if session.full => {}
                 KeyvizCommands::Auth if !self.required() && session.user == "default" => {
@@ -207,11 +206,17 @@ mod tests {
         let a = Auth::new(Some("s3cret"), ops(), KeyvizCommands::Auth);
         let s = a.new_session();
         assert_eq!(a.gate(&s, Ok(Command::DbSize)), Err(NOAUTH.into()));
-        assert_eq!(a.gate(&s, Err("ERR unknown command".into())), Err(NOAUTH.into()));
+        assert_eq!(
+            a.gate(&s, Err("ERR unknown command".into())),
+            Err(NOAUTH.into())
+        );
         assert_eq!(a.gate(&s, Ok(Command::Quit)), Ok(Command::Quit));
         let wrong = a.authenticate(None, &Bytes::from("nope")).await;
         assert_eq!(wrong, Err(WRONGPASS.into()));
-        let ok = a.authenticate(None, &Bytes::from("s3cret")).await.expect("auth");
+        let ok = a
+            .authenticate(None, &Bytes::from("s3cret"))
+            .await
+            .expect("auth");
         assert!(ok.authenticated && ok.full);
         assert_eq!(a.gate(&ok, split()), split());
         let named = a
@@ -225,22 +230,33 @@ mod tests {
         let a = Auth::new(None, ops(), KeyvizCommands::Auth);
         let anon = a.new_session();
         assert_eq!(a.gate(&anon, Ok(Command::DbSize)), Ok(Command::DbSize));
-        assert!(a.gate(&anon, split()).is_err_and(|e| e.starts_with("NOAUTH")));
+        assert!(
+            a.gate(&anon, split())
+                .is_err_and(|e| e.starts_with("NOAUTH"))
+        );
         let viewer = a
             .authenticate(Some(&Bytes::from("viewer")), &Bytes::from("viewpw"))
             .await
             .expect("viewer");
-        assert!(a.gate(&viewer, split()).is_err_and(|e| e.starts_with("NOPERM User viewer")));
+        assert!(
+            a.gate(&viewer, split())
+                .is_err_and(|e| e.starts_with("NOPERM User viewer"))
+        );
         let root = a
             .authenticate(Some(&Bytes::from("root")), &Bytes::from("rootpw"))
             .await
             .expect("root");
         assert_eq!(a.gate(&root, split()), split());
         assert_eq!(
-            a.authenticate(Some(&Bytes::from("root")), &Bytes::from("x")).await,
+            a.authenticate(Some(&Bytes::from("root")), &Bytes::from("x"))
+                .await,
             Err(WRONGPASS.into())
         );
-        assert!(a.authenticate(None, &Bytes::from("x")).await.is_err_and(|e| e.contains("without any password")));
+        assert!(
+            a.authenticate(None, &Bytes::from("x"))
+                .await
+                .is_err_and(|e| e.contains("without any password"))
+        );
         let off = Auth::new(None, ops(), KeyvizCommands::Off);
         assert!(off.gate(&root, split()).is_err());
         let open = Auth::new(None, None, KeyvizCommands::Open);

@@ -398,6 +398,141 @@ mod tests {
     }
 
     #[test]
+    fn negative_and_junk_headers_are_protocol_errors_but_empty_arrays_are_skipped() {
+        let mut c = RespCodec::default();
+        for bad in [
+            &b"*-5\r\n"[..],
+            b"*1\r\n$-2\r\n",
+            b"*1\r\n$-1\r\n",
+            b"*abc\r\n",
+            b"*+3\r\n",
+            b"*1\r\n$ 3\r\nabc\r\n",
+        ] {
+            assert!(
+                matches!(decode_all(&mut c, bad), Err(CodecError::Protocol(_))),
+                "{:?} must be a protocol error",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let got = decode_all(&mut c, b"*0\r\n*-1\r\n*1\r\n$4\r\nPING\r\n").expect("decode");
+        assert_eq!(got, vec![vec![Bytes::from("PING")]]);
+        let overlong = b"*1\r\n$0000000000000000000000000000001\r\n";
+        assert!(matches!(
+            decode_all(&mut c, overlong),
+            Err(CodecError::Protocol(m)) if m.contains("too big bulk count")
+        ));
+        let no_crlf = vec![b'1'; 100];
+        let mut header = b"*".to_vec();
+        header.extend_from_slice(&no_crlf);
+        assert!(matches!(
+            decode_all(&mut c, &header),
+            Err(CodecError::Protocol(m)) if m.contains("too big mbulk count")
+        ));
+        let inline = vec![b'a'; MAX_INLINE_BYTES + 1];
+        assert!(matches!(
+            decode_all(&mut c, &inline),
+            Err(CodecError::Protocol(m)) if m.contains("too big inline")
+        ));
+    }
+
+    #[test]
+    fn unauthenticated_clients_get_redis_small_limits() {
+        let mut c = RespCodec::default();
+        c.set_restricted(true);
+        let many = format!("*11\r\n{}", "$1\r\na\r\n".repeat(11));
+        assert!(matches!(
+            decode_all(&mut c, many.as_bytes()),
+            Err(CodecError::Protocol(m)) if m == "unauthenticated multibulk length"
+        ));
+        let big = b"*2\r\n$4\r\nAUTH\r\n$16385\r\n";
+        assert!(matches!(
+            decode_all(&mut c, big),
+            Err(CodecError::Protocol(m)) if m == "unauthenticated bulk length"
+        ));
+        c.set_restricted(false);
+        assert!(decode_all(&mut c, many.as_bytes()).is_ok());
+    }
+
+    /// Encodes `args` as a RESP array of bulk strings.
+    fn encode_request(args: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
+        }
+        out
+    }
+
+    /// Feeds `input` in pieces as the server does and checks the buffering bound after every
+    /// piece: whenever the decoder waits for more bytes, it holds at most the request limit.
+    fn feed(
+        codec: &mut RespCodec,
+        input: &[u8],
+        cuts: &[usize],
+        limit: usize,
+    ) -> Result<Vec<Vec<Bytes>>, CodecError> {
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+        bounds.push(input.len());
+        bounds.sort_unstable();
+        let mut at = 0;
+        for b in bounds {
+            buf.extend_from_slice(&input[at..b]);
+            at = b;
+            loop {
+                match codec.decode(&mut buf)? {
+                    Some(args) => out.push(args),
+                    None => {
+                        assert!(buf.len() <= limit, "buffered {} > limit {limit}", buf.len());
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_or_buffer_past_the_limit(
+            input in proptest::collection::vec(proptest::num::u8::ANY, 0..2048),
+            cuts in proptest::collection::vec(0usize..4096, 0..8),
+            restricted in proptest::bool::ANY,
+        ) {
+            let limits = Limits { max_bulk_bytes: 256, max_args: 16, max_request_bytes: 512 };
+            let mut c = RespCodec::new(limits);
+            c.set_restricted(restricted);
+            if let Ok(reqs) = feed(&mut c, &input, &cuts, limits.max_request_bytes) {
+                for r in reqs {
+                    proptest::prop_assert!(r.len() <= limits.max_args);
+                    proptest::prop_assert!(r.iter().all(|a| a.len() <= limits.max_request_bytes));
+                }
+            }
+        }
+
+        #[test]
+        fn valid_pipelines_decode_the_same_however_they_are_split(
+            reqs in proptest::collection::vec(
+                proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..40), 1..6),
+                1..12,
+            ),
+            cuts in proptest::collection::vec(0usize..8192, 0..12),
+        ) {
+            let input: Vec<u8> = reqs.iter().flat_map(|r| encode_request(r)).collect();
+            let mut c = RespCodec::default();
+            let got = feed(&mut c, &input, &cuts, Limits::default().max_request_bytes)
+                .expect("valid pipeline");
+            let want: Vec<Vec<Bytes>> = reqs
+                .iter()
+                .map(|r| r.iter().map(|a| Bytes::copy_from_slice(a)).collect())
+                .collect();
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
+
+    #[test]
     fn replies_encode_as_resp2() {
         let mut c = RespCodec::default();
         let mut out = BytesMut::new();

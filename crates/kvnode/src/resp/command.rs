@@ -417,6 +417,72 @@ mod tests {
     }
 
     #[test]
+    fn oversized_keys_and_values_are_refused_for_every_key_command() {
+        let long_key = Bytes::from(vec![b'k'; MAX_KEY_BYTES + 1]);
+        let ok_key = Bytes::from(vec![b'k'; MAX_KEY_BYTES]);
+        let long_value = Bytes::from(vec![b'v'; MAX_VALUE_BYTES + 1]);
+        let with =
+            |parts: &[&Bytes]| -> Vec<Bytes> { parts.iter().map(|b| (*b).clone()).collect() };
+        let n = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+        let (get, set, v) = (n("GET"), n("SET"), n("v"));
+        for args in [
+            with(&[&get, &long_key]),
+            with(&[&n("MGET"), &v, &long_key]),
+            with(&[&n("EXISTS"), &long_key]),
+            with(&[&n("DEL"), &v, &long_key]),
+            with(&[&set, &long_key, &v]),
+            with(&[&n("MSET"), &v, &v, &long_key, &v]),
+            with(&[&n("INCR"), &long_key]),
+            with(&[&n("INCRBY"), &long_key, &n("2")]),
+            with(&[&n("DECR"), &long_key]),
+            with(&[&n("APPEND"), &long_key, &v]),
+            with(&[&n("STRLEN"), &long_key]),
+            with(&[&n("KEYVIZ.SPLIT"), &long_key]),
+        ] {
+            assert_eq!(parse(args), Err(key_too_long()));
+        }
+        assert_eq!(
+            parse(with(&[&set, &v, &long_value])),
+            Err(VALUE_TOO_LONG.into())
+        );
+        assert_eq!(
+            parse(with(&[&n("MSET"), &v, &v, &n("w"), &long_value])),
+            Err(VALUE_TOO_LONG.into())
+        );
+        assert_eq!(
+            parse(with(&[&n("APPEND"), &v, &long_value])),
+            Err(VALUE_TOO_LONG.into())
+        );
+        assert!(
+            parse(with(&[&get, &ok_key])).is_ok(),
+            "the limit itself is allowed"
+        );
+    }
+
+    #[test]
+    fn auth_takes_a_password_or_a_user_and_password() {
+        assert_eq!(
+            parse(args("AUTH pw")),
+            Ok(Command::Auth {
+                user: None,
+                password: "pw".into()
+            })
+        );
+        assert_eq!(
+            parse(args("auth default pw")),
+            Ok(Command::Auth {
+                user: Some("default".into()),
+                password: "pw".into()
+            })
+        );
+        assert_eq!(parse(args("AUTH a b c")), Err("ERR syntax error".into()));
+        assert_eq!(
+            parse(args("AUTH")),
+            Err("ERR wrong number of arguments for 'auth' command".into())
+        );
+    }
+
+    #[test]
     fn glob_matches_star_and_question_mark() {
         assert!(glob_match(b"user:*", b"user:42"));
         assert!(glob_match(b"k?y", b"key"));

@@ -289,7 +289,9 @@ impl Conn {
             if !self.buf.is_empty() && partial_since.is_none() {
                 partial_since = Some(Instant::now());
             }
-            let partial_deadline = partial_since.zip(limits.request_timeout).map(|(t, d)| t + d);
+            let partial_deadline = partial_since
+                .zip(limits.request_timeout)
+                .map(|(t, d)| t + d);
             let idle_deadline = limits.idle_timeout.map(|d| last_read + d);
             let deadline = match (partial_deadline, idle_deadline) {
                 (Some(a), Some(b)) => Some(a.min(b)),
