@@ -4,6 +4,7 @@
 mod cli;
 mod counting;
 mod failover;
+mod limits;
 mod resp;
 mod split;
 mod util;

@@ -111,10 +111,13 @@ fn reserved_fds(members: usize) -> u64 {
 fn allowed_clients(wanted: u64, members: usize) -> u64 {
     let reserve = reserved_fds(members);
     let before = rlimit::Resource::NOFILE.get().map(|(soft, _)| soft).ok();
-    let soft = match rlimit::increase_nofile_limit(wanted.saturating_add(reserve)) {
+    // Raising can fail past the kernel's own ceiling (nr_open); then the current limit holds.
+    let raised = rlimit::increase_nofile_limit(wanted.saturating_add(reserve))
+        .or_else(|_| rlimit::Resource::NOFILE.get().map(|(soft, _)| soft));
+    let soft = match raised {
         Ok(soft) => soft,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot read or raise the open-file limit; keeping maxclients");
+            tracing::warn!(error = %e, "cannot read the open-file limit; keeping maxclients");
             return wanted;
         }
     };

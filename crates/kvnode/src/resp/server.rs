@@ -209,9 +209,19 @@ async fn connection(stream: TcpStream, slot: Slot, shutdown: watch::Receiver<boo
     };
     if let Close::With(text) = c.run(shutdown).await {
         c.encode(Reply::Error(text));
+        if let Ok(Ok(())) = tokio::time::timeout(LINGER, c.write_out()).await {
+            c.linger().await;
+        }
+        return;
     }
     let _ = c.write_out().await;
 }
+
+/// How long a connection closed with an error keeps discarding what the client still sends,
+/// so the kernel does not reset the connection (which would drop the error line unread).
+const LINGER: Duration = Duration::from_millis(500);
+/// Most bytes discarded while lingering.
+const LINGER_BYTES: usize = 4 << 20;
 
 impl Conn {
     fn encode(&mut self, r: Reply) {
@@ -224,6 +234,26 @@ impl Conn {
             self.out.clear();
         }
         Ok(())
+    }
+
+    /// Half-closes the connection and discards input for at most [`LINGER`] /
+    /// [`LINGER_BYTES`], until the client closes too.
+    async fn linger(&mut self) {
+        use tokio::io::AsyncReadExt;
+        let _ = self.stream.shutdown().await;
+        self.buf = BytesMut::new();
+        self.slot.set_buffered(0);
+        let mut scratch = vec![0u8; 16 * 1024];
+        let mut discarded = 0;
+        let _ = tokio::time::timeout(LINGER, async {
+            while discarded < LINGER_BYTES {
+                match self.stream.read(&mut scratch).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => discarded += n,
+                }
+            }
+        })
+        .await;
     }
 
     async fn run(&mut self, mut shutdown: watch::Receiver<bool>) -> Close {
