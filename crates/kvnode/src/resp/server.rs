@@ -294,14 +294,13 @@ impl Conn {
                 if self.buf.capacity() > KEEP_CAPACITY {
                     self.buf = BytesMut::new();
                 }
-            } else if !requests.is_empty() {
-                // The rest starts a new request now.
-                partial_since = Some(Instant::now());
             }
             if !requests.is_empty() {
                 if self.execute(requests).await {
                     return Close::Quietly;
                 }
+                // What is left starts a new request now (execution time does not count).
+                partial_since = (!self.buf.is_empty()).then(Instant::now);
                 if self.out.len() >= WRITE_AT && self.write_out().await.is_err() {
                     return Close::Quietly;
                 }
