@@ -29,6 +29,24 @@ fn read_until_closed(s: &mut TcpStream, within: Duration) -> (Vec<u8>, Duration)
     }
 }
 
+/// The log without terminal colour sequences (`ESC [ ... m`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(ch) = chars.next() {
+        if ch == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
 fn connect(port: u16) -> TcpStream {
     TcpStream::connect(("127.0.0.1", port)).expect("connect")
 }
@@ -175,6 +193,62 @@ fn maxclients_refuses_the_excess_client_while_raft_and_admin_answer() {
     // A freed slot is reused.
     held.pop();
     admitted();
+}
+
+#[test]
+fn a_low_open_file_limit_caps_maxclients_and_keeps_the_admin_port_answering() {
+    let c = Cluster::start(Opts {
+        nodes: 1,
+        groups: 1,
+        nofile: Some(320),
+        ..Opts::default()
+    });
+    let p = c.nodes[0].resp;
+    let log = strip_ansi(&c.log(0));
+    let adjusted: usize = log
+        .split("adjusted=")
+        .nth(1)
+        .and_then(|rest| rest.split(|ch: char| !ch.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no maxclients adjustment in the log:\n{log}"));
+    assert!(
+        adjusted < 320,
+        "maxclients {adjusted} must leave descriptors in reserve"
+    );
+    let admitted = || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut r = Resp::connect(p).expect("connect");
+            match r.call(&["PING"]) {
+                Ok(Reply::Simple(s)) if s == "PONG" => return r,
+                other => assert!(Instant::now() < deadline, "not admitted: {other:?}"),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let held: Vec<Resp> = (0..adjusted).map(|_| admitted()).collect();
+    // More clients than the node has descriptors: each is refused, none starves the node.
+    for i in 0..400 {
+        let mut extra = connect(p);
+        extra
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut got = Vec::new();
+        let res = extra.read_to_end(&mut got);
+        assert!(
+            res.is_ok() && got == b"-ERR max number of clients reached\r\n",
+            "extra client {i}: {res:?} {:?}; log:\n{}",
+            String::from_utf8_lossy(&got),
+            c.log(0)
+        );
+    }
+    assert!(!login(&c.nodes[0].admin_addr()).is_empty());
+    drop(held);
+    let mut r = admitted();
+    assert_eq!(
+        r.call(&["SET", "k", "v"]).expect("set"),
+        Reply::Simple("OK".into())
+    );
 }
 
 /// Sends `*3 MSET k <bulk of n>` without the value's last byte: a request that stays

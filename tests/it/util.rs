@@ -44,6 +44,7 @@ pub struct NodeProc {
     pub resp: u16,
     pub admin: u16,
     args: Vec<String>,
+    nofile: Option<u64>,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -71,6 +72,8 @@ pub struct Opts {
     pub keyviz_commands: &'static str,
     /// More `keyviz node` flags for every node.
     pub extra_args: &'static [&'static str],
+    /// Run every node under `prlimit --nofile=N:N` (its open-file limit).
+    pub nofile: Option<u64>,
 }
 
 impl Default for Opts {
@@ -84,6 +87,7 @@ impl Default for Opts {
             requirepass: None,
             keyviz_commands: "open",
             extra_args: &[],
+            nofile: None,
         }
     }
 }
@@ -95,7 +99,17 @@ impl NodeProc {
             .append(true)
             .open(&self.log)
             .expect("open node log");
-        let child = Command::new(env!("CARGO_BIN_EXE_keyviz"))
+        let mut cmd = match self.nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}"))
+                    .arg("--")
+                    .arg(env!("CARGO_BIN_EXE_keyviz"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_keyviz")),
+        };
+        let child = cmd
             .args(&self.args)
             .env("KEYVIZ_CLUSTER_SECRET", SECRET)
             .env("KEYVIZ_ADMIN_USER", ADMIN_USER)
@@ -176,6 +190,7 @@ impl Cluster {
                 resp,
                 admin,
                 args,
+                nofile: opts.nofile,
                 child: None,
                 log,
             };
