@@ -285,27 +285,44 @@ fn query_buffer_and_total_buffer_caps_close_only_the_offending_client() {
         String::from_utf8_lossy(&got)
     );
     // Three clients of 900 kB each cannot all fit 2 MiB: one is closed, the others finish.
-    let clients: Vec<TcpStream> = (0..3).map(|_| send_partial_mset(p, 900_000)).collect();
-    let mut refused = 0;
-    let mut finished = 0;
-    for mut s in clients {
-        let _ = s.write_all(b"x\r\n");
+    let mut clients: Vec<TcpStream> = (0..3).map(|_| send_partial_mset(p, 900_000)).collect();
+    // Nothing is complete yet, so the server reads all three until one is refused.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let refused = 'found: loop {
+        for (i, s) in clients.iter_mut().enumerate() {
+            s.set_read_timeout(Some(Duration::from_millis(50)))
+                .expect("timeout");
+            let mut line = [0u8; 256];
+            match s.read(&mut line) {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Ok(n) => {
+                    let text = String::from_utf8_lossy(&line[..n]).into_owned();
+                    assert!(
+                        n == 0 || text.starts_with("-ERR maxmemory-clients reached"),
+                        "unexpected reply {text:?}"
+                    );
+                    break 'found i;
+                }
+                Err(_) => break 'found i,
+            }
+        }
+        assert!(Instant::now() < deadline, "no client was refused");
+    };
+    for (i, mut s) in clients.into_iter().enumerate() {
+        if i == refused {
+            continue;
+        }
+        s.write_all(b"x\r\n").expect("finish the request");
         s.set_read_timeout(Some(Duration::from_secs(15)))
             .expect("timeout");
-        let mut line = [0u8; 256];
-        let n = s.read(&mut line).unwrap_or(0);
-        let text = String::from_utf8_lossy(&line[..n]);
-        if text.starts_with("+OK") {
-            finished += 1;
-        } else {
-            assert!(
-                n == 0 || text.starts_with("-ERR maxmemory-clients reached"),
-                "unexpected reply {text:?}"
-            );
-            refused += 1;
-        }
+        let mut line = [0u8; 5];
+        s.read_exact(&mut line).expect("reply");
+        assert_eq!(&line, b"+OK\r\n", "client {i} must finish");
     }
-    assert_eq!((refused, finished), (1, 2));
     let mut r = Resp::connect(p).expect("connect");
     assert_eq!(
         r.call(&["STRLEN", "k"]).expect("strlen"),
