@@ -119,10 +119,10 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_resp(addr: SocketAddr, deadline: Duration) -> bool {
+async fn wait_for_resp(addr: SocketAddr, password: &str, deadline: Duration) -> bool {
     let end = Instant::now() + deadline;
     while Instant::now() < end {
-        if let Ok(mut c) = Client::connect(addr).await
+        if let Ok(mut c) = Client::connect_auth(addr, Some(password)).await
             && c.call(&[b"SET", b"hot:demo-ready", b"1"])
                 .await
                 .is_ok_and(|v| v == workload::Value::Ok)
@@ -150,6 +150,9 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&data_root)
         .with_context(|| format!("creating {}", data_root.display()))?;
     let password = random_hex(12)?;
+    let resp_password = random_hex(12)?;
+    let requirepass_file = data_root.join("requirepass");
+    write_private(&requirepass_file, &resp_password)?;
     let secret_file = data_root.join("cluster-secret");
     write_private(&secret_file, &random_hex(32)?)?;
     let creds_file = data_root.join("operators.toml");
@@ -192,6 +195,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             "--fsync=false".to_string(),
             format!("--credentials-file={}", creds_file.display()),
             format!("--cluster-secret-file={}", secret_file.display()),
+            format!("--requirepass-file={}", requirepass_file.display()),
         ];
         let resp: SocketAddr = format!("127.0.0.1:{}", port(args.resp_port, i)?)
             .parse()
@@ -208,7 +212,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     let mut ready = true;
     for p in &procs {
-        ready &= wait_for_resp(p.resp, Duration::from_secs(30)).await;
+        ready &= wait_for_resp(p.resp, &resp_password, Duration::from_secs(30)).await;
     }
     if !ready {
         for p in &mut procs {
@@ -239,9 +243,13 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     println!("UI:     http://127.0.0.1:{}/admin", args.admin_port);
     println!("Login:  access key `admin`, secret `{password}`");
+    println!(
+        "Redis:  password `{resp_password}` (redis-cli -p {} -a {resp_password} --no-auth-warning)",
+        args.resp_port
+    );
     if args.no_workload {
         println!(
-            "Workload: off (--no-workload); try `redis-cli -p {} set hello world`",
+            "Workload: off (--no-workload); try `redis-cli -p {} -a {resp_password} set hello world`",
             args.resp_port
         );
     } else {
@@ -263,7 +271,10 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let workload_task = (!args.no_workload).then(|| {
         tokio::spawn(workload::run(
             targets.clone(),
-            WorkloadConfig::default(),
+            WorkloadConfig {
+                password: Some(resp_password.clone()),
+                ..WorkloadConfig::default()
+            },
             stats.clone(),
             stop_rx.clone(),
         ))
@@ -293,7 +304,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 if round % 2 == 1 || n < 3 {
                     let g = (round / 2) % args.groups + 1;
                     let target = &procs[(round % n) as usize];
-                    let outcome = match Client::connect(target.resp).await {
+                    let outcome = match Client::connect_auth(target.resp, Some(&resp_password)).await {
                         Ok(mut c) => c.call(&[b"KEYVIZ.CAMPAIGN", g.to_string().as_bytes()]).await.map(|v| format!("{v:?}")).unwrap_or_else(|e| e.to_string()),
                         Err(e) => e.to_string(),
                     };

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use kvnode::config::{NodeConfig, PeerConfig};
+use kvnode::config::{KeyvizCommands, NodeConfig, PeerConfig};
 
 use crate::parse_duration;
 
@@ -88,6 +88,54 @@ pub(crate) struct NodeArgs {
     /// Raft election timeout lower bound (`1s`; the upper bound is twice this).
     #[arg(long, env = "KEYVIZ_ELECTION_TIMEOUT", value_parser = parse_duration)]
     election_timeout: Option<Duration>,
+    /// Most RESP clients at once (Redis `maxclients`, default 10000; lowered at start to
+    /// what the open-file limit allows).
+    #[arg(long, env = "KEYVIZ_MAXCLIENTS")]
+    maxclients: Option<u64>,
+    /// Most bytes one RESP client may buffer (`64mb`; Redis `client-query-buffer-limit`).
+    #[arg(long, env = "KEYVIZ_CLIENT_QUERY_BUFFER_LIMIT", value_parser = parse_size)]
+    client_query_buffer_limit: Option<u64>,
+    /// Most bytes all RESP clients together may buffer (`512mb`; like `maxmemory-clients`).
+    #[arg(long, env = "KEYVIZ_MAXMEMORY_CLIENTS", value_parser = parse_size)]
+    maxmemory_clients: Option<u64>,
+    /// Deadline for completing a RESP request once its first byte arrived (`30s`; `0` = none).
+    #[arg(long, env = "KEYVIZ_CLIENT_REQUEST_TIMEOUT", value_parser = parse_duration)]
+    client_request_timeout: Option<Duration>,
+    /// Close RESP clients idle this many seconds (Redis `timeout`; 0 = never, the default).
+    #[arg(long = "timeout", env = "KEYVIZ_CLIENT_TIMEOUT")]
+    client_timeout: Option<u64>,
+    /// RESP password of the `default` user (Redis `requirepass`; prefer the environment
+    /// variable or `--requirepass-file`).
+    #[arg(long, env = "KEYVIZ_REQUIREPASS", hide_env_values = true)]
+    requirepass: Option<String>,
+    /// File holding the RESP password.
+    #[arg(long, env = "KEYVIZ_REQUIREPASS_FILE")]
+    requirepass_file: Option<PathBuf>,
+    /// Who may run KEYVIZ.SPLIT / KEYVIZ.CAMPAIGN over RESP: `off`, `auth` (full role, the
+    /// default) or `open`.
+    #[arg(long, env = "KEYVIZ_KEYVIZ_COMMANDS")]
+    keyviz_commands: Option<KeyvizCommands>,
+}
+
+/// Parses a byte size the way Redis reads its config: `1024`, `1k` (1000), `1kb` (1024),
+/// `64mb`, `1gb`.
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim().to_ascii_lowercase();
+    let bad = || format!("invalid size '{text}' (use 1048576, 64mb, 1gb)");
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mul: u64 = match unit {
+        "" | "b" => 1,
+        "k" => 1_000,
+        "kb" => 1 << 10,
+        "m" => 1_000_000,
+        "mb" => 1 << 20,
+        "g" => 1_000_000_000,
+        "gb" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mul).ok_or_else(bad)
 }
 
 /// The layered configuration of one node.
@@ -167,6 +215,25 @@ impl Config {
         if let Some(t) = args.election_timeout {
             c.election_timeout_ms = t.as_millis() as u64;
         }
+        set(&mut c.maxclients, &args.maxclients);
+        set(
+            &mut c.client_query_buffer_limit,
+            &args.client_query_buffer_limit,
+        );
+        set(&mut c.maxmemory_clients, &args.maxmemory_clients);
+        if let Some(t) = args.client_request_timeout {
+            c.client_request_timeout_ms = t.as_millis() as u64;
+        }
+        set(&mut c.client_timeout_s, &args.client_timeout);
+        if args.requirepass.is_some() {
+            c.requirepass = args.requirepass.clone();
+            c.requirepass_file = None;
+        }
+        if args.requirepass_file.is_some() {
+            c.requirepass_file = args.requirepass_file.clone();
+            c.requirepass = None;
+        }
+        set(&mut c.keyviz_commands, &args.keyviz_commands);
         c.validate().context("invalid node configuration")?;
         Ok(c)
     }
@@ -269,5 +336,34 @@ mod tests {
             "{err:#}"
         );
         assert!(load(&["--peer", "garbage"]).is_err());
+    }
+
+    #[test]
+    fn client_limit_flags_parse_redis_sizes_and_reach_the_config() {
+        let c = load(&[
+            "--maxclients=50",
+            "--client-query-buffer-limit=2mb",
+            "--maxmemory-clients=1gb",
+            "--client-request-timeout=2s",
+            "--timeout=7",
+            "--requirepass=pw",
+            "--keyviz-commands=off",
+        ])
+        .expect("load");
+        assert_eq!(c.maxclients, 50);
+        assert_eq!(c.client_query_buffer_limit, 2 << 20);
+        assert_eq!(c.maxmemory_clients, 1 << 30);
+        assert_eq!(c.client_request_timeout_ms, 2_000);
+        assert_eq!(c.client_timeout_s, 7);
+        assert_eq!(c.requirepass.as_deref(), Some("pw"));
+        assert_eq!(c.keyviz_commands, KeyvizCommands::Off);
+        assert_eq!(parse_size("1k"), Ok(1_000));
+        assert_eq!(parse_size("1KB"), Ok(1_024));
+        assert!(parse_size("12xb").is_err());
+        assert!(
+            load(&["--client-query-buffer-limit=1kb"]).is_err(),
+            "below 1 MiB"
+        );
+        assert!(load(&["--keyviz-commands=maybe"]).is_err());
     }
 }

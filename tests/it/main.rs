@@ -5,6 +5,7 @@ mod cli;
 mod counting;
 mod exactly_once;
 mod failover;
+mod limits;
 mod lincheck;
 mod linearizable;
 mod resp;

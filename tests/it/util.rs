@@ -44,6 +44,7 @@ pub struct NodeProc {
     pub resp: u16,
     pub admin: u16,
     args: Vec<String>,
+    nofile: Option<u64>,
     child: Option<Child>,
     log: PathBuf,
     /// True between [`NodeProc::freeze`] and [`NodeProc::thaw`].
@@ -53,6 +54,8 @@ pub struct NodeProc {
 /// A running cluster; kills its nodes and removes its data on drop.
 pub struct Cluster {
     pub nodes: Vec<NodeProc>,
+    /// The nodes' RESP password, if any.
+    pub password: Option<&'static str>,
     _dir: tempfile::TempDir,
     _serial: MutexGuard<'static, ()>,
 }
@@ -66,6 +69,15 @@ pub struct Opts {
     pub split_keys: &'static str,
     /// `--key-buckets`; `None` keeps the node's default.
     pub key_buckets: Option<u32>,
+    /// `--requirepass` of every node (the helpers then AUTH with it).
+    pub requirepass: Option<&'static str>,
+    /// `--keyviz-commands` of every node: `open` by default so tests can split and campaign
+    /// without AUTH; tests of the policy itself set `auth`.
+    pub keyviz_commands: &'static str,
+    /// More `keyviz node` flags for every node.
+    pub extra_args: &'static [&'static str],
+    /// Run every node under `prlimit --nofile=N:N` (its open-file limit).
+    pub nofile: Option<u64>,
 }
 
 impl Default for Opts {
@@ -77,6 +89,10 @@ impl Default for Opts {
             follower_reads: false,
             split_keys: "",
             key_buckets: None,
+            requirepass: None,
+            keyviz_commands: "open",
+            extra_args: &[],
+            nofile: None,
         }
     }
 }
@@ -88,7 +104,17 @@ impl NodeProc {
             .append(true)
             .open(&self.log)
             .expect("open node log");
-        let child = Command::new(env!("CARGO_BIN_EXE_keyviz"))
+        let mut cmd = match self.nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}"))
+                    .arg("--")
+                    .arg(env!("CARGO_BIN_EXE_keyviz"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_keyviz")),
+        };
+        let child = cmd
             .args(&self.args)
             .env("KEYVIZ_CLUSTER_SECRET", SECRET)
             .env("KEYVIZ_ADMIN_USER", ADMIN_USER)
@@ -174,12 +200,18 @@ impl Cluster {
             if !opts.split_keys.is_empty() {
                 args.push(format!("--split-keys={}", opts.split_keys));
             }
+            args.push(format!("--keyviz-commands={}", opts.keyviz_commands));
+            if let Some(p) = opts.requirepass {
+                args.push(format!("--requirepass={p}"));
+            }
+            args.extend(opts.extra_args.iter().map(|a| a.to_string()));
             let log = dir.path().join(format!("n{id}.log"));
             let mut n = NodeProc {
                 id,
                 resp,
                 admin,
                 args,
+                nofile: opts.nofile,
                 child: None,
                 log,
                 frozen: false,
@@ -189,6 +221,7 @@ impl Cluster {
         }
         let c = Cluster {
             nodes,
+            password: opts.requirepass,
             _dir: dir,
             _serial: serial,
         };
@@ -218,7 +251,7 @@ impl Cluster {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Reply::Bulk(Some(info))) =
-                Resp::connect(n.resp).and_then(|mut c| c.call(&["INFO"]))
+                Resp::connect_auth(n.resp, self.password).and_then(|mut c| c.call(&["INFO"]))
             {
                 let info = String::from_utf8_lossy(&info).to_string();
                 let groups: Vec<&str> = info.lines().filter(|l| l.starts_with("group_")).collect();
@@ -268,8 +301,8 @@ impl Cluster {
 
     /// Leader of `group` as reported by node `i`'s INFO.
     pub fn leader_of(&self, i: usize, group: u64) -> Option<u64> {
-        let Ok(Reply::Bulk(Some(info))) =
-            Resp::connect(self.nodes[i].resp).and_then(|mut c| c.call(&["INFO"]))
+        let Ok(Reply::Bulk(Some(info))) = Resp::connect_auth(self.nodes[i].resp, self.password)
+            .and_then(|mut c| c.call(&["INFO"]))
         else {
             return None;
         };
@@ -311,6 +344,18 @@ impl Resp {
         Ok(Resp {
             r: BufReader::new(s),
         })
+    }
+
+    /// Connects and, with a `password`, sends `AUTH <password>` (which must answer `+OK`).
+    pub fn connect_auth(port: u16, password: Option<&str>) -> std::io::Result<Resp> {
+        let mut r = Resp::connect(port)?;
+        if let Some(p) = password {
+            let reply = r.call(&["AUTH", p])?;
+            if reply != Reply::Simple("OK".into()) {
+                return Err(std::io::Error::other(format!("AUTH refused: {reply:?}")));
+            }
+        }
+        Ok(r)
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {

@@ -26,7 +26,7 @@ pub(crate) fn node_name(id: u64) -> String {
 }
 
 /// Loads operators from the credentials file or the `admin_user`/`admin_password` pair.
-fn credentials(cfg: &NodeConfig) -> Result<Arc<dyn CredentialStore>, NodeError> {
+pub(crate) fn credentials(cfg: &NodeConfig) -> Result<Arc<dyn CredentialStore>, NodeError> {
     if let Some(path) = &cfg.credentials_file {
         let store = StaticCredentials::load(path)
             .map_err(|e| NodeError::Admin(format!("credentials file: {e}")))?;

@@ -112,6 +112,54 @@ pub struct NodeConfig {
     pub heartbeat_ms: u64,
     /// Raft election timeout lower bound, ms (upper bound is twice this).
     pub election_timeout_ms: u64,
+    /// Most RESP clients at once (Redis `maxclients`); capped at start to what the open-file
+    /// limit allows after a reserve for Raft, admin and storage. Excess clients get
+    /// `-ERR max number of clients reached`.
+    pub maxclients: u64,
+    /// Most bytes one RESP client may have buffered (Redis `client-query-buffer-limit`); also
+    /// the largest bulk string accepted. A client past it is closed.
+    pub client_query_buffer_limit: u64,
+    /// Most bytes all RESP clients together may have buffered (like Redis
+    /// `maxmemory-clients`); the client whose read would pass it is closed.
+    pub maxmemory_clients: u64,
+    /// A request whose first byte arrived this long ago and is still incomplete closes the
+    /// connection, ms (0 = no deadline).
+    pub client_request_timeout_ms: u64,
+    /// Close a RESP client idle this long, seconds (Redis `timeout`; 0 = never).
+    pub client_timeout_s: u64,
+    /// RESP password of the `default` user (Redis `requirepass`); `None` = no password.
+    pub requirepass: Option<String>,
+    /// File holding the RESP password (alternative to `requirepass`).
+    pub requirepass_file: Option<PathBuf>,
+    /// Who may run `KEYVIZ.SPLIT` / `KEYVIZ.CAMPAIGN` over RESP.
+    pub keyviz_commands: KeyvizCommands,
+}
+
+/// Who may run the `KEYVIZ.*` RESP commands (they split routes and move leaders).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyvizCommands {
+    /// Refused on every connection.
+    Off,
+    /// Only connections authenticated with the full role: `AUTH <password>` (the `default`
+    /// user of `requirepass`) or `AUTH <user> <password>` of an operator with role `full`.
+    #[default]
+    Auth,
+    /// Any connection that may run commands at all.
+    Open,
+}
+
+impl std::str::FromStr for KeyvizCommands {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "off" => Ok(Self::Off),
+            "auth" => Ok(Self::Auth),
+            "open" => Ok(Self::Open),
+            other => Err(format!("'{other}': expected off, auth or open")),
+        }
+    }
 }
 
 impl Default for NodeConfig {
@@ -140,6 +188,14 @@ impl Default for NodeConfig {
             fanout_timeout_ms: 2_000,
             heartbeat_ms: 250,
             election_timeout_ms: 1_000,
+            maxclients: 10_000,
+            client_query_buffer_limit: 64 << 20,
+            maxmemory_clients: 512 << 20,
+            client_request_timeout_ms: 30_000,
+            client_timeout_s: 0,
+            requirepass: None,
+            requirepass_file: None,
+            keyviz_commands: KeyvizCommands::Auth,
         }
     }
 }
@@ -196,6 +252,31 @@ impl NodeConfig {
                 "election_timeout_ms",
                 "must be greater than heartbeat_ms (> 0)",
             ));
+        }
+        if self.maxclients == 0 {
+            return Err(invalid("maxclients", "must be > 0"));
+        }
+        // Below 1 MiB even a largest key with its command would not fit.
+        if self.client_query_buffer_limit < 1 << 20 {
+            return Err(invalid(
+                "client_query_buffer_limit",
+                "must be at least 1 MiB (1048576 bytes)",
+            ));
+        }
+        if self.maxmemory_clients < self.client_query_buffer_limit {
+            return Err(invalid(
+                "maxmemory_clients",
+                "must be at least client_query_buffer_limit",
+            ));
+        }
+        if self.requirepass.is_some() && self.requirepass_file.is_some() {
+            return Err(invalid(
+                "requirepass",
+                "set requirepass or requirepass_file, not both",
+            ));
+        }
+        if self.requirepass.as_deref() == Some("") {
+            return Err(invalid("requirepass", "must not be empty"));
         }
         let mut seen = std::collections::BTreeSet::new();
         for p in &self.peers {

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use crate::config::NodeConfig;
 use crate::dispatch::{Dispatcher, now_unix_ms};
 use crate::raft::{Groups, StartError};
-use crate::resp::Limits;
+use crate::resp::{Auth, ClientLimits, Limits};
 use crate::routing::Catalog;
 use crate::routing::split::SharedCatalog;
 use crate::sampling::Sampling;
@@ -98,6 +98,93 @@ fn cluster_secret(cfg: &NodeConfig) -> Result<Option<Vec<u8>>, NodeError> {
     Ok(None)
 }
 
+/// Descriptors kept back from RESP clients for Raft, admin and storage: a fixed part (fjall's
+/// files, the listeners, logs) plus some per cluster member (inbound and outbound Raft and
+/// forwarding connections, admin fan-out).
+fn reserved_fds(members: usize) -> u64 {
+    160 + 16 * members as u64
+}
+
+/// Raises the soft open-file limit as far as the hard limit allows, and caps `wanted`
+/// clients to what it leaves after [`reserved_fds`], like Redis does with `maxclients`.
+/// Logs the raise at `info` and a cap at `warn`.
+fn allowed_clients(wanted: u64, members: usize) -> u64 {
+    let reserve = reserved_fds(members);
+    let before = rlimit::Resource::NOFILE.get().map(|(soft, _)| soft).ok();
+    // Raising can fail past the kernel's own ceiling (nr_open); then the current limit holds.
+    let raised = rlimit::increase_nofile_limit(wanted.saturating_add(reserve))
+        .or_else(|_| rlimit::Resource::NOFILE.get().map(|(soft, _)| soft));
+    let soft = match raised {
+        Ok(soft) => soft,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-file limit; keeping maxclients");
+            return wanted;
+        }
+    };
+    if before.is_some_and(|b| b < soft) {
+        tracing::info!(from = before, to = soft, "raised the open-file limit");
+    }
+    let fit = soft.saturating_sub(reserve).max(1);
+    if fit < wanted {
+        tracing::warn!(
+            maxclients = wanted,
+            adjusted = fit,
+            open_file_limit = soft,
+            reserved = reserve,
+            "maxclients lowered to fit the open-file limit (raise it with ulimit -n)"
+        );
+        return fit;
+    }
+    wanted
+}
+
+/// The RESP client limits from the config, with `maxclients` capped by the open-file limit.
+fn client_limits(cfg: &NodeConfig) -> ClientLimits {
+    let members = cfg.members().len();
+    let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+    let millis = |ms: u64| (ms > 0).then(|| Duration::from_millis(ms));
+    ClientLimits {
+        codec: Limits::for_query_buffer(size(cfg.client_query_buffer_limit)),
+        maxclients: size(allowed_clients(cfg.maxclients, members)),
+        maxmemory_clients: size(cfg.maxmemory_clients),
+        request_timeout: millis(cfg.client_request_timeout_ms),
+        idle_timeout: millis(cfg.client_timeout_s.saturating_mul(1000)),
+    }
+}
+
+/// RESP authentication from `requirepass` (inline or file) and the admin operators.
+fn resp_auth(cfg: &NodeConfig) -> Result<Auth, NodeError> {
+    let pass = match (&cfg.requirepass, &cfg.requirepass_file) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                NodeError::Config(crate::config::ConfigError::Invalid {
+                    field: "requirepass_file",
+                    reason: format!("{}: {e}", path.display()),
+                })
+            })?;
+            let text = text.trim_end_matches(['\r', '\n']).to_owned();
+            if text.is_empty() {
+                return Err(NodeError::Config(crate::config::ConfigError::Invalid {
+                    field: "requirepass_file",
+                    reason: format!("{} is empty", path.display()),
+                }));
+            }
+            Some(text)
+        }
+        (None, None) => None,
+    };
+    let has_operators = cfg.credentials_file.is_some()
+        || (cfg.admin_user.as_deref().is_some_and(|u| !u.is_empty())
+            && cfg.admin_password.as_deref().is_some_and(|p| !p.is_empty()));
+    let operators = if has_operators {
+        Some(crate::admin::credentials(cfg)?)
+    } else {
+        None
+    };
+    Ok(Auth::new(pass.as_deref(), operators, cfg.keyviz_commands))
+}
+
 /// Starts a node. Returns once every listener is bound and the Raft groups run (leaders may
 /// still be electing: use [`Node::wait_ready`]).
 ///
@@ -149,6 +236,9 @@ pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
         .as_ref()
         .map(|s| String::from_utf8_lossy(s).into_owned());
     let client = PeerClient::new(secret_text.clone());
+
+    let resp_auth = Arc::new(resp_auth(&cfg)?);
+    let client_limits = client_limits(&cfg);
 
     // Bind everything before starting Raft so a bad address fails fast.
     let raft_listener = bind("raft", &cfg.raft_addr).await?;
@@ -229,7 +319,8 @@ pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
     tasks.push(tokio::spawn(crate::resp::serve(
         resp_listener,
         dispatcher.clone(),
-        Limits::default(),
+        client_limits,
+        resp_auth,
         shutdown_rx.clone(),
     )));
     tasks.push(tokio::spawn(flush_loop(

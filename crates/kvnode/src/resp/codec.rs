@@ -2,31 +2,55 @@
 //!
 //! Requests are arrays of bulk strings (what every client sends) or inline commands (what a
 //! human types into `telnet`). The decoder enforces [`Limits`]: a bulk longer than
-//! `max_bulk_bytes`, an array longer than `max_args`, or more than `max_request_bytes` buffered
-//! without a complete request is a protocol error, which closes that connection only. Nothing
-//! is allocated from a client-declared length before the bytes have arrived.
+//! `max_bulk_bytes`, an array longer than `max_args`, an inline line or length header longer
+//! than Redis allows, or more than `max_request_bytes` buffered without a complete request is
+//! a protocol error, which closes that connection only. Nothing is allocated from a
+//! client-declared length before the bytes have arrived.
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
+/// Longest inline command line (Redis `PROTO_INLINE_MAX_SIZE`).
+pub const MAX_INLINE_BYTES: usize = 64 * 1024;
+/// Longest `*n` / `$n` header line, CRLF excluded (an `i64` has at most 20 characters).
+const MAX_HEADER_BYTES: usize = 20;
+/// Most array elements a client that still has to authenticate may send (as Redis).
+pub const UNAUTHENTICATED_MAX_ARGS: i64 = 10;
+/// Longest bulk string a client that still has to authenticate may send (as Redis).
+pub const UNAUTHENTICATED_MAX_BULK: i64 = 16 * 1024;
+
 /// Protocol limits of one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest bulk string (default 16 MiB).
+    /// Largest bulk string (default 64 MiB; values are limited further, with an `-ERR`
+    /// reply that keeps the connection, by [`crate::limits::MAX_VALUE_BYTES`]).
     pub max_bulk_bytes: usize,
     /// Most arguments in one request (default 65 536).
     pub max_args: usize,
-    /// Most bytes buffered for one incomplete request, and the longest inline line
-    /// (default 64 MiB).
+    /// Most bytes buffered for one incomplete request (default 64 MiB, the
+    /// `client_query_buffer_limit`).
     pub max_request_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_bulk_bytes: 16 << 20,
+            max_bulk_bytes: 64 << 20,
             max_args: 65_536,
             max_request_bytes: 64 << 20,
+        }
+    }
+}
+
+impl Limits {
+    /// Limits for a per-client query buffer of `query_buffer` bytes: no bulk or incomplete
+    /// request may exceed it.
+    #[must_use]
+    pub fn for_query_buffer(query_buffer: usize) -> Self {
+        Self {
+            max_bulk_bytes: query_buffer,
+            max_request_bytes: query_buffer,
+            ..Self::default()
         }
     }
 }
@@ -42,6 +66,10 @@ pub enum CodecError {
     /// The socket failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+fn protocol<T>(msg: &str) -> Result<T, CodecError> {
+    Err(CodecError::Protocol(msg.to_owned()))
 }
 
 /// One reply.
@@ -72,29 +100,52 @@ impl Reply {
 }
 
 /// The connection codec: decodes requests (arguments), encodes [`Reply`]s.
+///
+/// It keeps no state between calls except whether the client still has to authenticate
+/// ([`RespCodec::set_restricted`]), so a request split over any number of reads decodes the
+/// same as one read.
 #[derive(Debug, Clone, Default)]
 pub struct RespCodec {
     limits: Limits,
+    restricted: bool,
 }
 
 impl RespCodec {
     /// A codec enforcing `limits`.
     pub fn new(limits: Limits) -> Self {
-        Self { limits }
+        Self {
+            limits,
+            restricted: false,
+        }
+    }
+
+    /// While `restricted` (the connection must still `AUTH`), arrays longer than
+    /// [`UNAUTHENTICATED_MAX_ARGS`] and bulks longer than [`UNAUTHENTICATED_MAX_BULK`] are
+    /// protocol errors, as in Redis, so an anonymous client cannot make the node buffer much.
+    pub fn set_restricted(&mut self, restricted: bool) {
+        self.restricted = restricted;
     }
 }
 
-fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
-    buf.get(from..)?
-        .windows(2)
-        .position(|w| w == b"\r\n")
-        .map(|p| p + from)
+/// Position of the CRLF ending the header line that starts at `from`, `Ok(None)` if it has
+/// not arrived yet; a header longer than [`MAX_HEADER_BYTES`] is a protocol error.
+fn header_end(buf: &[u8], from: usize, what: &str) -> Result<Option<usize>, CodecError> {
+    let window = &buf[from..buf.len().min(from + MAX_HEADER_BYTES + 2)];
+    if let Some(p) = window.windows(2).position(|w| w == b"\r\n") {
+        return Ok(Some(from + p));
+    }
+    if window.len() >= MAX_HEADER_BYTES + 2 {
+        return Err(CodecError::Protocol(format!("too big {what} count string")));
+    }
+    Ok(None)
 }
 
+/// A decimal integer as Redis's `string2ll` accepts it: optional `-`, digits, nothing else.
 fn parse_len(line: &[u8], what: &str) -> Result<i64, CodecError> {
-    std::str::from_utf8(line)
-        .ok()
-        .and_then(|s| s.parse::<i64>().ok())
+    let digits = line.strip_prefix(b"-").unwrap_or(line);
+    let ok = !digits.is_empty() && digits.iter().all(u8::is_ascii_digit);
+    ok.then(|| std::str::from_utf8(line).ok()?.parse::<i64>().ok())
+        .flatten()
         .ok_or_else(|| CodecError::Protocol(format!("invalid {what} length")))
 }
 
@@ -105,12 +156,16 @@ impl RespCodec {
         if buf[0] != b'*' {
             return self.parse_inline(buf);
         }
-        let Some(end) = find_crlf(buf, 1) else {
+        let Some(end) = header_end(buf, 1, "mbulk")? else {
             return self.incomplete(buf);
         };
         let n = parse_len(&buf[1..end], "multibulk")?;
-        if n > self.limits.max_args as i64 {
-            return Err(CodecError::Protocol("invalid multibulk length".into()));
+        // `*0` and `*-1` are empty requests, skipped as Redis does; other negatives are junk.
+        if n < -1 || n > self.limits.max_args as i64 {
+            return protocol("invalid multibulk length");
+        }
+        if self.restricted && n > UNAUTHENTICATED_MAX_ARGS {
+            return protocol("unauthenticated multibulk length");
         }
         let mut pos = end + 2;
         if n <= 0 {
@@ -122,17 +177,23 @@ impl RespCodec {
                 return self.incomplete(buf);
             }
             if buf[pos] != b'$' {
-                return Err(CodecError::Protocol(format!(
-                    "expected '$', got '{}'",
-                    buf[pos] as char
-                )));
+                let got = buf[pos];
+                let shown = if got.is_ascii_graphic() {
+                    (got as char).to_string()
+                } else {
+                    format!("\\x{got:02x}")
+                };
+                return Err(CodecError::Protocol(format!("expected '$', got '{shown}'")));
             }
-            let Some(end) = find_crlf(buf, pos + 1) else {
+            let Some(end) = header_end(buf, pos + 1, "bulk")? else {
                 return self.incomplete(buf);
             };
             let len = parse_len(&buf[pos + 1..end], "bulk")?;
             if len < 0 || len > self.limits.max_bulk_bytes as i64 {
-                return Err(CodecError::Protocol("invalid bulk length".into()));
+                return protocol("invalid bulk length");
+            }
+            if self.restricted && len > UNAUTHENTICATED_MAX_BULK {
+                return protocol("unauthenticated bulk length");
             }
             let start = end + 2;
             let stop = start + len as usize;
@@ -140,9 +201,7 @@ impl RespCodec {
                 return self.incomplete(buf);
             }
             if &buf[stop..stop + 2] != b"\r\n" {
-                return Err(CodecError::Protocol(
-                    "bulk string not terminated by CRLF".into(),
-                ));
+                return protocol("bulk string not terminated by CRLF");
             }
             args.push(Bytes::copy_from_slice(&buf[start..stop]));
             pos = stop + 2;
@@ -151,7 +210,11 @@ impl RespCodec {
     }
 
     fn parse_inline(&self, buf: &[u8]) -> Result<Option<(Vec<Bytes>, usize)>, CodecError> {
-        let Some(nl) = buf.iter().position(|b| *b == b'\n') else {
+        let window = &buf[..buf.len().min(MAX_INLINE_BYTES + 1)];
+        let Some(nl) = window.iter().position(|b| *b == b'\n') else {
+            if window.len() > MAX_INLINE_BYTES {
+                return protocol("too big inline request");
+            }
             return self.incomplete(buf);
         };
         let line = &buf[..nl];
@@ -162,15 +225,17 @@ impl RespCodec {
             .split_ascii_whitespace()
             .map(|s| Bytes::copy_from_slice(s.as_bytes()))
             .collect();
-        if args.len() > self.limits.max_args {
-            return Err(CodecError::Protocol("too many arguments".into()));
+        if args.len() > self.limits.max_args
+            || (self.restricted && args.len() as i64 > UNAUTHENTICATED_MAX_ARGS)
+        {
+            return protocol("too many arguments");
         }
         Ok(Some((args, nl + 1)))
     }
 
     fn incomplete<T>(&self, buf: &[u8]) -> Result<Option<T>, CodecError> {
         if buf.len() > self.limits.max_request_bytes {
-            return Err(CodecError::Protocol("request too large".into()));
+            return protocol("request too large");
         }
         Ok(None)
     }
@@ -330,6 +395,141 @@ mod tests {
             decode_all(&mut c, b"*1\r\n$1\r\nab\r\n"),
             Err(CodecError::Protocol(_))
         ));
+    }
+
+    #[test]
+    fn negative_and_junk_headers_are_protocol_errors_but_empty_arrays_are_skipped() {
+        let mut c = RespCodec::default();
+        for bad in [
+            &b"*-5\r\n"[..],
+            b"*1\r\n$-2\r\n",
+            b"*1\r\n$-1\r\n",
+            b"*abc\r\n",
+            b"*+3\r\n",
+            b"*1\r\n$ 3\r\nabc\r\n",
+        ] {
+            assert!(
+                matches!(decode_all(&mut c, bad), Err(CodecError::Protocol(_))),
+                "{:?} must be a protocol error",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let got = decode_all(&mut c, b"*0\r\n*-1\r\n*1\r\n$4\r\nPING\r\n").expect("decode");
+        assert_eq!(got, vec![vec![Bytes::from("PING")]]);
+        let overlong = b"*1\r\n$0000000000000000000000000000001\r\n";
+        assert!(matches!(
+            decode_all(&mut c, overlong),
+            Err(CodecError::Protocol(m)) if m.contains("too big bulk count")
+        ));
+        let no_crlf = vec![b'1'; 100];
+        let mut header = b"*".to_vec();
+        header.extend_from_slice(&no_crlf);
+        assert!(matches!(
+            decode_all(&mut c, &header),
+            Err(CodecError::Protocol(m)) if m.contains("too big mbulk count")
+        ));
+        let inline = vec![b'a'; MAX_INLINE_BYTES + 1];
+        assert!(matches!(
+            decode_all(&mut c, &inline),
+            Err(CodecError::Protocol(m)) if m.contains("too big inline")
+        ));
+    }
+
+    #[test]
+    fn unauthenticated_clients_get_redis_small_limits() {
+        let mut c = RespCodec::default();
+        c.set_restricted(true);
+        let many = format!("*11\r\n{}", "$1\r\na\r\n".repeat(11));
+        assert!(matches!(
+            decode_all(&mut c, many.as_bytes()),
+            Err(CodecError::Protocol(m)) if m == "unauthenticated multibulk length"
+        ));
+        let big = b"*2\r\n$4\r\nAUTH\r\n$16385\r\n";
+        assert!(matches!(
+            decode_all(&mut c, big),
+            Err(CodecError::Protocol(m)) if m == "unauthenticated bulk length"
+        ));
+        c.set_restricted(false);
+        assert!(decode_all(&mut c, many.as_bytes()).is_ok());
+    }
+
+    /// Encodes `args` as a RESP array of bulk strings.
+    fn encode_request(args: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
+        }
+        out
+    }
+
+    /// Feeds `input` in pieces as the server does and checks the buffering bound after every
+    /// piece: whenever the decoder waits for more bytes, it holds at most the request limit.
+    fn feed(
+        codec: &mut RespCodec,
+        input: &[u8],
+        cuts: &[usize],
+        limit: usize,
+    ) -> Result<Vec<Vec<Bytes>>, CodecError> {
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+        bounds.push(input.len());
+        bounds.sort_unstable();
+        let mut at = 0;
+        for b in bounds {
+            buf.extend_from_slice(&input[at..b]);
+            at = b;
+            loop {
+                match codec.decode(&mut buf)? {
+                    Some(args) => out.push(args),
+                    None => {
+                        assert!(buf.len() <= limit, "buffered {} > limit {limit}", buf.len());
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_or_buffer_past_the_limit(
+            input in proptest::collection::vec(proptest::num::u8::ANY, 0..2048),
+            cuts in proptest::collection::vec(0usize..4096, 0..8),
+            restricted in proptest::bool::ANY,
+        ) {
+            let limits = Limits { max_bulk_bytes: 256, max_args: 16, max_request_bytes: 512 };
+            let mut c = RespCodec::new(limits);
+            c.set_restricted(restricted);
+            if let Ok(reqs) = feed(&mut c, &input, &cuts, limits.max_request_bytes) {
+                for r in reqs {
+                    proptest::prop_assert!(r.len() <= limits.max_args);
+                    proptest::prop_assert!(r.iter().all(|a| a.len() <= limits.max_request_bytes));
+                }
+            }
+        }
+
+        #[test]
+        fn valid_pipelines_decode_the_same_however_they_are_split(
+            reqs in proptest::collection::vec(
+                proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..40), 1..6),
+                1..12,
+            ),
+            cuts in proptest::collection::vec(0usize..8192, 0..12),
+        ) {
+            let input: Vec<u8> = reqs.iter().flat_map(|r| encode_request(r)).collect();
+            let mut c = RespCodec::default();
+            let got = feed(&mut c, &input, &cuts, Limits::default().max_request_bytes)
+                .expect("valid pipeline");
+            let want: Vec<Vec<Bytes>> = reqs
+                .iter()
+                .map(|r| r.iter().map(|a| Bytes::copy_from_slice(a)).collect())
+                .collect();
+            proptest::prop_assert_eq!(got, want);
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 
+use crate::limits::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use crate::raft::SetCond;
 
 /// A parsed client command.
@@ -70,6 +71,70 @@ pub enum Command {
         /// Target node; `None` = this node.
         node: Option<u64>,
     },
+    /// `AUTH [user] password`; handled by the connection, never by the dispatcher.
+    Auth {
+        /// The user (`None` = the `default` user).
+        user: Option<Bytes>,
+        /// The password.
+        password: Bytes,
+    },
+}
+
+impl Command {
+    /// Whether this is a `KEYVIZ.*` command (which needs the full role, see
+    /// [`crate::config::KeyvizCommands`]).
+    pub fn is_keyviz(&self) -> bool {
+        matches!(self, Command::Split(_) | Command::Campaign { .. })
+    }
+
+    /// The lower-case name of a `KEYVIZ.*` command (`""` for others), for error texts.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Split(_) => "keyviz.split",
+            Command::Campaign { .. } => "keyviz.campaign",
+            _ => "",
+        }
+    }
+
+    /// The keys and values this command carries, for the size limits.
+    fn keys_and_values(&self) -> (Vec<&Bytes>, Vec<&Bytes>) {
+        match self {
+            Command::Get(k) | Command::IncrBy(k, _) | Command::Strlen(k) | Command::Split(k) => {
+                (vec![k], vec![])
+            }
+            Command::Set { key, value, .. } => (vec![key], vec![value]),
+            Command::Append(k, v) => (vec![k], vec![v]),
+            Command::Del(ks) | Command::Exists(ks) | Command::MGet(ks) => {
+                (ks.iter().collect(), vec![])
+            }
+            Command::MSet(pairs) => (
+                pairs.iter().map(|(k, _)| k).collect(),
+                pairs.iter().map(|(_, v)| v).collect(),
+            ),
+            _ => (vec![], vec![]),
+        }
+    }
+}
+
+/// Reply to a key longer than [`MAX_KEY_BYTES`].
+pub fn key_too_long() -> String {
+    format!("ERR key is too long (longer than {MAX_KEY_BYTES} bytes)")
+}
+
+/// Reply to a value longer than [`MAX_VALUE_BYTES`] (Redis's text for its own string limit).
+pub const VALUE_TOO_LONG: &str = "ERR string exceeds maximum allowed size";
+
+/// Refuses a command whose key or value the store cannot hold, before anything is read or
+/// proposed. The error is the full Redis-style text; the connection stays usable.
+fn check_sizes(cmd: Command) -> Result<Command, String> {
+    let (keys, values) = cmd.keys_and_values();
+    if keys.iter().any(|k| k.len() > MAX_KEY_BYTES) {
+        return Err(key_too_long());
+    }
+    if values.iter().any(|v| v.len() > MAX_VALUE_BYTES) {
+        return Err(VALUE_TOO_LONG.into());
+    }
+    Ok(cmd)
 }
 
 /// Every command name this server answers.
@@ -98,6 +163,7 @@ const KNOWN: &[&str] = &[
     "select",
     "keyviz.split",
     "keyviz.campaign",
+    "auth",
 ];
 
 fn lower(b: &[u8]) -> String {
@@ -195,9 +261,18 @@ pub fn parse(args: Vec<Bytes>) -> Result<Command, String> {
             let node = if n == 3 { Some(id()?) } else { None };
             Command::Campaign { group, node }
         }
+        "auth" if n == 2 => Command::Auth {
+            user: None,
+            password: next(),
+        },
+        "auth" if n == 3 => Command::Auth {
+            user: Some(next()),
+            password: next(),
+        },
+        "auth" if n > 3 => return Err("ERR syntax error".into()),
         _ => return Err(arity(&name)),
     };
-    Ok(cmd)
+    check_sizes(cmd)
 }
 
 fn parse_set(key: Bytes, value: Bytes, opts: Vec<Bytes>) -> Result<Command, String> {
@@ -368,6 +443,72 @@ mod tests {
         assert_eq!(
             parse(args("INCRBY k x")),
             Err("ERR value is not an integer or out of range".into())
+        );
+    }
+
+    #[test]
+    fn oversized_keys_and_values_are_refused_for_every_key_command() {
+        let long_key = Bytes::from(vec![b'k'; MAX_KEY_BYTES + 1]);
+        let ok_key = Bytes::from(vec![b'k'; MAX_KEY_BYTES]);
+        let long_value = Bytes::from(vec![b'v'; MAX_VALUE_BYTES + 1]);
+        let with =
+            |parts: &[&Bytes]| -> Vec<Bytes> { parts.iter().map(|b| (*b).clone()).collect() };
+        let n = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+        let (get, set, v) = (n("GET"), n("SET"), n("v"));
+        for args in [
+            with(&[&get, &long_key]),
+            with(&[&n("MGET"), &v, &long_key]),
+            with(&[&n("EXISTS"), &long_key]),
+            with(&[&n("DEL"), &v, &long_key]),
+            with(&[&set, &long_key, &v]),
+            with(&[&n("MSET"), &v, &v, &long_key, &v]),
+            with(&[&n("INCR"), &long_key]),
+            with(&[&n("INCRBY"), &long_key, &n("2")]),
+            with(&[&n("DECR"), &long_key]),
+            with(&[&n("APPEND"), &long_key, &v]),
+            with(&[&n("STRLEN"), &long_key]),
+            with(&[&n("KEYVIZ.SPLIT"), &long_key]),
+        ] {
+            assert_eq!(parse(args), Err(key_too_long()));
+        }
+        assert_eq!(
+            parse(with(&[&set, &v, &long_value])),
+            Err(VALUE_TOO_LONG.into())
+        );
+        assert_eq!(
+            parse(with(&[&n("MSET"), &v, &v, &n("w"), &long_value])),
+            Err(VALUE_TOO_LONG.into())
+        );
+        assert_eq!(
+            parse(with(&[&n("APPEND"), &v, &long_value])),
+            Err(VALUE_TOO_LONG.into())
+        );
+        assert!(
+            parse(with(&[&get, &ok_key])).is_ok(),
+            "the limit itself is allowed"
+        );
+    }
+
+    #[test]
+    fn auth_takes_a_password_or_a_user_and_password() {
+        assert_eq!(
+            parse(args("AUTH pw")),
+            Ok(Command::Auth {
+                user: None,
+                password: "pw".into()
+            })
+        );
+        assert_eq!(
+            parse(args("auth default pw")),
+            Ok(Command::Auth {
+                user: Some("default".into()),
+                password: "pw".into()
+            })
+        );
+        assert_eq!(parse(args("AUTH a b c")), Err("ERR syntax error".into()));
+        assert_eq!(
+            parse(args("AUTH")),
+            Err("ERR wrong number of arguments for 'auth' command".into())
         );
     }
 

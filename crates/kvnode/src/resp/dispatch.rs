@@ -293,6 +293,8 @@ impl Dispatcher {
             },
             Command::Info => Reply::bulk(self.info()),
             Command::Quit | Command::ClientNoop => Reply::Simple("OK"),
+            // The connection answers AUTH itself (it changes that connection's session).
+            Command::Auth { .. } => Reply::err("internal: AUTH reached the dispatcher"),
             Command::ConfigGet | Command::CommandInfo => Reply::Array(Vec::new()),
             Command::Campaign { group, node } => {
                 let target = node.unwrap_or(self.node_id());

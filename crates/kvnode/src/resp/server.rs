@@ -1,106 +1,420 @@
-//! Accept loop and per-connection task.
+//! Accept loop and per-connection task, with Redis-like client limits.
+//!
+//! * `maxclients`: a connection past it gets `-ERR max number of clients reached` and is
+//!   closed at once (no task is spawned for it).
+//! * Per-client query buffer: the codec refuses an incomplete request larger than
+//!   [`Limits::max_request_bytes`], and a read never takes more than one byte past it.
+//! * All clients' buffers together: every read first reserves its size in a shared counter;
+//!   a read that would push the total past `maxmemory_clients` closes *that* client with an
+//!   error (Redis evicts the biggest client instead; closing the one asking for more needs no
+//!   cross-connection bookkeeping and still bounds the total). Reads wait for readability
+//!   before reserving, so idle connections hold no reservation.
+//! * A request whose first byte arrived more than `request_timeout` ago and is still
+//!   incomplete closes the connection; an idle `timeout` closes quiet clients.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio_util::codec::{Decoder, Framed};
+use tokio_util::codec::{Decoder, Encoder};
 
+use super::auth::{Auth, Session};
 use super::codec::{CodecError, Limits, Reply, RespCodec};
 use super::command::{self, Command};
 use crate::dispatch::Dispatcher;
 
-/// Serves RESP on `listener` until `shutdown` turns true; each connection gets its own task.
+/// Client limits of the RESP server (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Codec limits; `max_request_bytes` is the per-client query buffer limit.
+    pub codec: Limits,
+    /// Most connections at once.
+    pub maxclients: usize,
+    /// Most bytes buffered by all connections together.
+    pub maxmemory_clients: usize,
+    /// Deadline for completing a request once its first byte arrived (`None` = none).
+    pub request_timeout: Option<Duration>,
+    /// Close a connection that sent nothing for this long (`None` = never).
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        Self {
+            codec: Limits::default(),
+            maxclients: 10_000,
+            maxmemory_clients: 512 << 20,
+            request_timeout: Some(Duration::from_secs(30)),
+            idle_timeout: None,
+        }
+    }
+}
+
+/// Reply to a client past `maxclients`.
+pub const MAX_CLIENTS: &[u8] = b"-ERR max number of clients reached\r\n";
+/// Reply to a client whose read would push all buffers past `maxmemory_clients`.
+const MAX_MEMORY_CLIENTS: &str =
+    "ERR maxmemory-clients reached: all clients' query buffers are full, closing this connection";
+
+/// Most bytes taken from the socket per read.
+const READ_CHUNK: usize = 64 * 1024;
+/// A buffer left with more capacity than this after its requests were consumed is dropped,
+/// so a client that once sent a 16 MiB value does not keep 16 MiB allocated while idle.
+const KEEP_CAPACITY: usize = 256 * 1024;
+/// Replies are written once this many bytes are pending, even mid-pipeline.
+const WRITE_AT: usize = 1 << 20;
+/// Most requests taken from one read of the socket and executed as one pipeline.
+const MAX_PIPELINE: usize = 256;
+
+/// State shared by the accept loop and every connection.
+struct Shared {
+    dispatcher: Arc<Dispatcher>,
+    auth: Arc<Auth>,
+    limits: ClientLimits,
+    clients: AtomicUsize,
+    buffered: AtomicUsize,
+}
+
+impl Shared {
+    /// Reserves `n` buffered bytes unless that would pass `maxmemory_clients`.
+    fn reserve(&self, n: usize) -> bool {
+        self.buffered
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                b.checked_add(n)
+                    .filter(|t| *t <= self.limits.maxmemory_clients)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, n: usize) {
+        self.buffered.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+/// One connection's slot in `clients` and its share of `buffered`, given back on drop.
+struct Slot {
+    shared: Arc<Shared>,
+    buffered: usize,
+}
+
+impl Slot {
+    /// Records that the connection now buffers `len` bytes (never more than it reserved).
+    fn set_buffered(&mut self, len: usize) {
+        if len < self.buffered {
+            self.shared.release(self.buffered - len);
+            self.buffered = len;
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.shared.release(self.buffered);
+        self.shared.clients.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Serves RESP on `listener` until `shutdown` turns true; each admitted connection gets its
+/// own task. Accept errors (such as running out of file descriptors) are logged at `warn`
+/// at most once a second and followed by a short pause; the loop never exits on them.
 pub async fn serve(
     listener: TcpListener,
     dispatcher: Arc<Dispatcher>,
-    limits: Limits,
+    limits: ClientLimits,
+    auth: Arc<Auth>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let for_connections = shutdown.clone();
+    let shared = Arc::new(Shared {
+        dispatcher,
+        auth,
+        limits,
+        clients: AtomicUsize::new(0),
+        buffered: AtomicUsize::new(0),
+    });
+    let mut last_warn: Option<Instant> = None;
+    let mut suppressed = 0u64;
     loop {
         tokio::select! {
             _ = crate::node::stopped(&mut shutdown) => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    let d = dispatcher.clone();
-                    let sd = for_connections.clone();
-                    tokio::spawn(connection(stream, d, limits, sd));
-                }
+                Ok((stream, _)) => admit(&shared, stream, &shutdown),
                 Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "resp accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    if last_warn.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        tracing::warn!(error = %e, suppressed, "resp accept failed; backing off");
+                        last_warn = Some(Instant::now());
+                        suppressed = 0;
+                    } else {
+                        suppressed += 1;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
         }
     }
 }
 
-/// Most requests taken from one read of the socket and executed as one pipeline.
-const MAX_PIPELINE: usize = 256;
+fn admit(shared: &Arc<Shared>, stream: TcpStream, shutdown: &watch::Receiver<bool>) {
+    let admitted = shared
+        .clients
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+            (c < shared.limits.maxclients).then_some(c + 1)
+        })
+        .is_ok();
+    if !admitted {
+        // A fresh socket's send buffer always has room for one line; never wait on it.
+        let _ = stream.try_write(MAX_CLIENTS);
+        return;
+    }
+    let _ = stream.set_nodelay(true);
+    let slot = Slot {
+        shared: shared.clone(),
+        buffered: 0,
+    };
+    tokio::spawn(connection(stream, slot, shutdown.clone()));
+}
 
-async fn connection(
+/// Why a connection task ended early.
+enum Close {
+    /// Socket closed or failed, QUIT, shutdown: nothing more to say.
+    Quietly,
+    /// Send this error line first.
+    With(String),
+}
+
+struct Conn {
     stream: TcpStream,
-    dispatcher: Arc<Dispatcher>,
-    limits: Limits,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut framed = Framed::new(stream, RespCodec::new(limits));
-    // The codec is stateless: a second instance drains requests already buffered in `framed`.
-    let mut drain = RespCodec::new(limits);
-    loop {
-        let next = tokio::select! {
-            _ = crate::node::stopped(&mut shutdown) => return,
-            n = framed.next() => n,
-        };
-        let first = match next {
-            None | Some(Err(CodecError::Io(_))) => return,
-            Some(Ok(args)) => Ok(args),
-            Some(Err(CodecError::Protocol(msg))) => Err(msg),
-        };
-        // Everything the client already pipelined, up to the first malformed request.
-        let mut requests = Vec::new();
-        let mut protocol_error = None;
-        match first {
-            Ok(args) => requests.push(args),
-            Err(msg) => protocol_error = Some(msg),
+    slot: Slot,
+    codec: RespCodec,
+    session: Session,
+    buf: BytesMut,
+    out: BytesMut,
+}
+
+async fn connection(stream: TcpStream, slot: Slot, shutdown: watch::Receiver<bool>) {
+    let auth = slot.shared.auth.clone();
+    let mut codec = RespCodec::new(slot.shared.limits.codec);
+    let session = auth.new_session();
+    codec.set_restricted(!session.authenticated);
+    let mut c = Conn {
+        stream,
+        slot,
+        codec,
+        session,
+        buf: BytesMut::new(),
+        out: BytesMut::new(),
+    };
+    if let Close::With(text) = c.run(shutdown).await {
+        c.encode(Reply::Error(text));
+        if let Ok(Ok(())) = tokio::time::timeout(LINGER, c.write_out()).await {
+            c.linger().await;
         }
-        while protocol_error.is_none() && requests.len() < MAX_PIPELINE {
-            match drain.decode(framed.read_buffer_mut()) {
-                Ok(Some(args)) => requests.push(args),
-                Ok(None) => break,
-                Err(CodecError::Protocol(msg)) => protocol_error = Some(msg),
-                Err(CodecError::Io(_)) => return,
+        return;
+    }
+    let _ = c.write_out().await;
+}
+
+/// How long a connection closed with an error keeps discarding what the client still sends,
+/// so the kernel does not reset the connection (which would drop the error line unread).
+const LINGER: Duration = Duration::from_millis(500);
+/// Most bytes discarded while lingering.
+const LINGER_BYTES: usize = 4 << 20;
+
+impl Conn {
+    fn encode(&mut self, r: Reply) {
+        let _ = self.codec.encode(r, &mut self.out);
+    }
+
+    async fn write_out(&mut self) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            self.stream.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Half-closes the connection and discards input for at most [`LINGER`] /
+    /// [`LINGER_BYTES`], until the client closes too.
+    async fn linger(&mut self) {
+        use tokio::io::AsyncReadExt;
+        let _ = self.stream.shutdown().await;
+        self.buf = BytesMut::new();
+        self.slot.set_buffered(0);
+        let mut scratch = vec![0u8; 16 * 1024];
+        let mut discarded = 0;
+        let _ = tokio::time::timeout(LINGER, async {
+            while discarded < LINGER_BYTES {
+                match self.stream.read(&mut scratch).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => discarded += n,
+                }
+            }
+        })
+        .await;
+    }
+
+    async fn run(&mut self, mut shutdown: watch::Receiver<bool>) -> Close {
+        let limits = self.slot.shared.limits;
+        let mut last_read = Instant::now();
+        // When the first byte of the still incomplete request arrived.
+        let mut partial_since: Option<Instant> = None;
+        loop {
+            // Everything already buffered, up to the first malformed request.
+            let mut requests = Vec::new();
+            let mut protocol_error = None;
+            // Whether the decoder ran out of complete requests (rather than stopping early).
+            let mut drained = false;
+            while requests.len() < MAX_PIPELINE {
+                match self.codec.decode(&mut self.buf) {
+                    Ok(Some(args)) => {
+                        requests.push(args);
+                        // Before AUTH, decode one request at a time: AUTH lifts the
+                        // codec's unauthenticated limits for what follows it.
+                        if !self.session.authenticated {
+                            break;
+                        }
+                    }
+                    Ok(None) => {
+                        drained = true;
+                        break;
+                    }
+                    Err(CodecError::Protocol(msg)) => {
+                        protocol_error = Some(msg);
+                        break;
+                    }
+                    Err(CodecError::Io(_)) => return Close::Quietly,
+                }
+            }
+            self.slot.set_buffered(self.buf.len());
+            if self.buf.is_empty() {
+                partial_since = None;
+                if self.buf.capacity() > KEEP_CAPACITY {
+                    self.buf = BytesMut::new();
+                }
+            }
+            if !requests.is_empty() {
+                if self.execute(requests).await {
+                    return Close::Quietly;
+                }
+                // What is left starts a new request now (execution time does not count).
+                partial_since = (!self.buf.is_empty()).then(Instant::now);
+                if self.out.len() >= WRITE_AT && self.write_out().await.is_err() {
+                    return Close::Quietly;
+                }
+            }
+            if let Some(msg) = protocol_error {
+                return Close::With(format!("ERR Protocol error: {msg}"));
+            }
+            if !drained {
+                continue;
+            }
+            // Nothing complete is buffered: answer, then wait for more bytes.
+            if self.write_out().await.is_err() {
+                return Close::Quietly;
+            }
+            if !self.buf.is_empty() && partial_since.is_none() {
+                partial_since = Some(Instant::now());
+            }
+            let partial_deadline = partial_since
+                .zip(limits.request_timeout)
+                .map(|(t, d)| t + d);
+            let idle_deadline = limits.idle_timeout.map(|d| last_read + d);
+            let deadline = match (partial_deadline, idle_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = crate::node::stopped(&mut shutdown) => return Close::Quietly,
+                r = self.stream.readable() => if r.is_err() { return Close::Quietly },
+                () = sleep => {
+                    return match (partial_deadline, limits.request_timeout) {
+                        (Some(d), Some(t)) if Instant::now() >= d => Close::With(format!(
+                            "ERR Protocol error: request not completed within {} ms",
+                            t.as_millis()
+                        )),
+                        // Idle timeout: Redis closes silently.
+                        _ => Close::Quietly,
+                    };
+                }
+            }
+            // At most one byte past the query buffer limit, so an oversized request is seen.
+            let want = READ_CHUNK.min(
+                (limits.codec.max_request_bytes + 1)
+                    .saturating_sub(self.buf.len())
+                    .max(1),
+            );
+            if !self.slot.shared.reserve(want) {
+                return Close::With(MAX_MEMORY_CLIENTS.into());
+            }
+            self.buf.reserve(want);
+            let res = self.stream.try_read_buf(&mut (&mut self.buf).limit(want));
+            let got = match res {
+                Ok(0) => {
+                    self.slot.shared.release(want);
+                    return Close::Quietly;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+                Err(_) => {
+                    self.slot.shared.release(want);
+                    return Close::Quietly;
+                }
+            };
+            // The reservation becomes this connection's buffered bytes.
+            self.slot.shared.release(want - got);
+            self.slot.buffered += got;
+            if got > 0 {
+                last_read = Instant::now();
             }
         }
-        let mut cmds: Vec<Result<Command, String>> =
-            requests.into_iter().map(command::parse).collect();
-        // QUIT answers +OK and ends the connection; later requests are not executed.
-        let quit_at = cmds.iter().position(|c| matches!(c, Ok(Command::Quit)));
-        if let Some(q) = quit_at {
-            cmds.truncate(q);
-        }
-        for reply in dispatcher.run_pipeline(cmds).await {
-            if framed.feed(reply).await.is_err() {
-                return;
+    }
+
+    /// Runs `requests` in order; returns true when the connection must close (QUIT).
+    async fn execute(&mut self, requests: Vec<Vec<Bytes>>) -> bool {
+        let shared = self.slot.shared.clone();
+        let mut segment: Vec<Result<Command, String>> = Vec::new();
+        for args in requests {
+            match shared.auth.gate(&self.session, command::parse(args)) {
+                Ok(Command::Quit) => {
+                    self.run_segment(&shared, &mut segment).await;
+                    self.encode(Reply::Simple("OK"));
+                    return true;
+                }
+                Ok(Command::Auth { user, password }) => {
+                    // AUTH changes what the following requests may do: run those before it.
+                    self.run_segment(&shared, &mut segment).await;
+                    match shared.auth.authenticate(user.as_ref(), &password).await {
+                        Ok(s) => {
+                            self.session = s;
+                            self.codec.set_restricted(!self.session.authenticated);
+                            self.encode(Reply::Simple("OK"));
+                        }
+                        Err(text) => self.encode(Reply::Error(text)),
+                    }
+                }
+                other => segment.push(other),
             }
         }
-        let closing = quit_at.is_some() || protocol_error.is_some();
-        if quit_at.is_some() {
-            let _ = framed.feed(Reply::Simple("OK")).await;
-        } else if let Some(msg) = protocol_error {
-            let _ = framed
-                .feed(Reply::err(format!("Protocol error: {msg}")))
-                .await;
-        }
-        if (closing || framed.read_buffer().is_empty()) && framed.flush().await.is_err() {
+        self.run_segment(&shared, &mut segment).await;
+        false
+    }
+
+    async fn run_segment(&mut self, shared: &Shared, segment: &mut Vec<Result<Command, String>>) {
+        if segment.is_empty() {
             return;
         }
-        if closing {
-            return;
+        let cmds = std::mem::take(segment);
+        for reply in shared.dispatcher.run_pipeline(cmds).await {
+            self.encode(reply);
         }
     }
 }

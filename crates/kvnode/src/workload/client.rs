@@ -25,6 +25,9 @@ pub enum ClientError {
     /// The server sent something that is not RESP2.
     #[error("bad reply: {0}")]
     Protocol(String),
+    /// The server refused `AUTH`.
+    #[error("auth refused: {0}")]
+    Auth(String),
 }
 
 /// One connection.
@@ -49,6 +52,24 @@ impl Client {
         Ok(Self {
             stream: BufReader::new(s),
         })
+    }
+
+    /// Connects to `addr` and, with a `password`, authenticates with `AUTH <password>`.
+    ///
+    /// # Errors
+    /// [`ClientError::Io`], or [`ClientError::Auth`] when the server refuses the password.
+    pub async fn connect_auth(
+        addr: SocketAddr,
+        password: Option<&str>,
+    ) -> Result<Self, ClientError> {
+        let mut c = Self::connect(addr).await?;
+        if let Some(p) = password {
+            match c.call(&[b"AUTH", p.as_bytes()]).await? {
+                Value::Ok => {}
+                Value::Err(e) => return Err(ClientError::Auth(e)),
+            }
+        }
+        Ok(c)
     }
 
     /// Sends one command and reads its reply.

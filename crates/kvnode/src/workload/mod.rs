@@ -55,6 +55,8 @@ pub struct WorkloadConfig {
     pub zipf_s: f64,
     /// Period of the range scan.
     pub scan_every: Duration,
+    /// RESP password (`AUTH <password>` on every connection), if the nodes require one.
+    pub password: Option<String>,
 }
 
 impl Default for WorkloadConfig {
@@ -66,6 +68,7 @@ impl Default for WorkloadConfig {
             users: 5_000,
             zipf_s: 1.1,
             scan_every: Duration::from_secs(8),
+            password: None,
         }
     }
 }
@@ -86,6 +89,7 @@ struct Pool {
     next: usize,
     conn: Option<Client>,
     stats: Arc<WorkloadStats>,
+    password: Option<String>,
 }
 
 impl Pool {
@@ -94,7 +98,7 @@ impl Pool {
             if self.conn.is_none() {
                 let addr = self.targets[self.next % self.targets.len()];
                 self.next += 1;
-                match Client::connect(addr).await {
+                match Client::connect_auth(addr, self.password.as_deref()).await {
                     Ok(c) => self.conn = Some(c),
                     Err(_) => {
                         self.stats.conn_errors.fetch_add(1, Ordering::Relaxed);
@@ -128,12 +132,18 @@ impl Pool {
     }
 }
 
-fn pool(targets: &[SocketAddr], start: usize, stats: &Arc<WorkloadStats>) -> Pool {
+fn pool(
+    targets: &[SocketAddr],
+    start: usize,
+    stats: &Arc<WorkloadStats>,
+    cfg: &WorkloadConfig,
+) -> Pool {
     Pool {
         targets: targets.to_vec(),
         next: start,
         conn: None,
         stats: stats.clone(),
+        password: cfg.password.clone(),
     }
 }
 
@@ -163,7 +173,7 @@ pub async fn run(
         return;
     }
     // Preload the users so zipf reads and scans hit real values.
-    let mut loader = pool(&targets, 0, &stats);
+    let mut loader = pool(&targets, 0, &stats, &cfg);
     for chunk in (0..cfg.users).collect::<Vec<_>>().chunks(100) {
         let kv: Vec<(String, String)> = chunk
             .iter()
@@ -182,7 +192,7 @@ pub async fn run(
 
     let mut set = JoinSet::new();
     {
-        let mut p = pool(&targets, 0, &stats);
+        let mut p = pool(&targets, 0, &stats, &cfg);
         set.spawn(paced(cfg.seq_per_sec, shutdown.clone(), async move |i| {
             let key = format!("seq:{i:012}");
             p.call(&[b"SET", key.as_bytes(), b"inserted"]).await;
@@ -192,7 +202,7 @@ pub async fn run(
         }));
     }
     {
-        let mut p = pool(&targets, 1, &stats);
+        let mut p = pool(&targets, 1, &stats, &cfg);
         set.spawn(paced(cfg.hot_per_sec, shutdown.clone(), async move |i| {
             if i % 4 == 3 {
                 p.call(&[b"GET", b"hot:counter"]).await;
@@ -205,7 +215,7 @@ pub async fn run(
         }));
     }
     {
-        let mut p = pool(&targets, 2, &stats);
+        let mut p = pool(&targets, 2, &stats, &cfg);
         let zipf = Zipf::new(cfg.users.max(1), cfg.zipf_s);
         let mut rng = Rng::new(0x5eed_1234);
         set.spawn(paced(cfg.zipf_per_sec, shutdown.clone(), async move |i| {
@@ -217,7 +227,7 @@ pub async fn run(
         }));
     }
     {
-        let mut p = pool(&targets, 0, &stats);
+        let mut p = pool(&targets, 0, &stats, &cfg);
         let users = cfg.users.max(1);
         let per_sec = (1.0 / cfg.scan_every.as_secs_f64().max(0.1)).max(0.01);
         let mut rng = Rng::new(0xabcd);
