@@ -6,18 +6,25 @@
 //! requires. Writes are not fsync'd on their own: they ride on the next log fsync, and losing
 //! the last column on a power cut is acceptable for a heatmap.
 
+use std::sync::Arc;
+
 use keyviz::{ColumnRecord, HistoryStore, PersistError};
 
+use crate::counting::CountFence;
 use crate::store::{Store, from_json, to_json};
 
 /// [`HistoryStore`] over the node's database.
 pub(crate) struct FjallHistory {
     store: Store,
+    /// Source of the KeyViz watermarks written with each column (see `counting`).
+    fence: Option<Arc<CountFence>>,
 }
 
 impl FjallHistory {
-    pub(crate) fn new(store: Store) -> Self {
-        Self { store }
+    /// History in `store`; each appended column is written in one batch with the watermarks
+    /// `fence` sealed at the drain that produced it.
+    pub(crate) fn new(store: Store, fence: Option<Arc<CountFence>>) -> Self {
+        Self { store, fence }
     }
 }
 
@@ -32,10 +39,13 @@ fn err(e: impl std::error::Error + Send + Sync + 'static) -> PersistError {
 impl HistoryStore for FjallHistory {
     fn append(&self, record: &ColumnRecord) -> Result<(), PersistError> {
         let raw = to_json("keyviz column", record).map_err(err)?;
-        self.store
-            .history
-            .insert(key(record.unix_ms), raw)
-            .map_err(err)
+        // One batch: the column and the log positions it covers are durable together.
+        let mut batch = self.store.batch();
+        batch.insert(&self.store.history, key(record.unix_ms), raw);
+        if let Some(fence) = &self.fence {
+            fence.stage_sealed(&self.store, &mut batch);
+        }
+        batch.commit().map_err(err)
     }
 
     fn load(&self, since_unix_ms: i64) -> Result<Vec<ColumnRecord>, PersistError> {
@@ -71,7 +81,7 @@ mod tests {
     #[test]
     fn columns_round_trip_in_time_order_and_prune_drops_old_ones() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let h = FjallHistory::new(Store::open(dir.path(), false).expect("open"));
+        let h = FjallHistory::new(Store::open(dir.path(), false).expect("open"), None);
         for t in [3_000, -1_000, 1_000, 2_000] {
             h.append(&column(t)).expect("append");
         }

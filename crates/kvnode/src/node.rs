@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::NodeConfig;
+use crate::counting::CountFence;
 use crate::dispatch::{Dispatcher, now_unix_ms};
 use crate::raft::{Groups, StartError};
 use crate::resp::Limits;
@@ -117,6 +118,8 @@ pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
         })
     })?;
     let store = Store::open(&cfg.data_dir, cfg.fsync).map_err(store_err)?;
+    // Apply-side write counting vs the flush's drain (see `counting`).
+    let fence = Arc::new(CountFence::new(1..=cfg.groups));
 
     let sampling = if cfg.keyviz_enabled {
         let sc = keyviz::SamplerConfig {
@@ -126,7 +129,10 @@ pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
             ..keyviz::SamplerConfig::default()
         };
         // History survives restarts: it is reloaded from, and appended to, the database.
-        let history = Arc::new(crate::history::FjallHistory::new(store.clone()));
+        let history = Arc::new(crate::history::FjallHistory::new(
+            store.clone(),
+            Some(fence.clone()),
+        ));
         let sampler = keyviz::Sampler::with_store(sc, now_unix_ms() as i64, history)
             .map_err(|e| NodeError::Sampler(e.to_string()))?;
         Sampling::enabled(Arc::new(sampler))
@@ -175,6 +181,8 @@ pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
             catalog.clone(),
             client.clone(),
             cfg.timing(),
+            sampling.clone(),
+            fence.clone(),
         )
         .await?,
     );
@@ -233,6 +241,7 @@ pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
     )));
     tasks.push(tokio::spawn(flush_loop(
         sampling.clone(),
+        fence,
         shutdown_rx.clone(),
     )));
 
@@ -278,8 +287,17 @@ pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-/// Flushes the sampler at every step boundary, and once more at shutdown.
-async fn flush_loop(sampling: Sampling, mut shutdown: watch::Receiver<bool>) {
+/// Flushes the sampler at every step boundary, and once more at shutdown. Each flush drains
+/// under every group's count fence, so the column it persists covers exactly the applied
+/// entries up to the watermarks written with it. (Today's `Sampler::flush` persists inside the
+/// call, so the fence is held across that write too; once flush is split into drain and
+/// persist, hold it around the drain only.)
+async fn flush_loop(
+    sampling: Sampling,
+    fence: Arc<CountFence>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let flush = |now: i64| fence.with_groups_locked(|_| sampling.flush(now));
     loop {
         let now = now_unix_ms() as i64;
         let Some(next) = sampling.next_flush_unix_ms(now) else {
@@ -288,10 +306,10 @@ async fn flush_loop(sampling: Sampling, mut shutdown: watch::Receiver<bool>) {
         let wait = Duration::from_millis((next - now).max(1) as u64);
         tokio::select! {
             _ = crate::node::stopped(&mut shutdown) => {
-                sampling.flush(now_unix_ms() as i64);
+                flush(now_unix_ms() as i64);
                 return;
             }
-            _ = tokio::time::sleep(wait) => sampling.flush(now_unix_ms() as i64),
+            _ = tokio::time::sleep(wait) => flush(now_unix_ms() as i64),
         }
     }
 }

@@ -22,7 +22,7 @@ fn write_reply(r: KvResponse) -> Reply {
         KvResponse::Int(n) => Reply::Int(n),
         KvResponse::NotInteger => Reply::err("value is not an integer or out of range"),
         KvResponse::Overflow => Reply::err("increment or decrement would overflow"),
-        KvResponse::SplitRefused(why) => Reply::err(why),
+        KvResponse::SplitRefused(why) | KvResponse::Rejected(why) => Reply::err(why),
         KvResponse::Split { right_id } => Reply::Int(right_id as i64),
         KvResponse::Batch(_) | KvResponse::Internal => Reply::err("internal: unexpected answer"),
     }

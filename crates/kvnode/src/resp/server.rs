@@ -51,6 +51,8 @@ async fn connection(
     let mut framed = Framed::new(stream, RespCodec::new(limits));
     // The codec is stateless: a second instance drains requests already buffered in `framed`.
     let mut drain = RespCodec::new(limits);
+    // One client session per connection: its writes apply at most once, even when retried.
+    let session = dispatcher.new_session();
     loop {
         let next = tokio::select! {
             _ = crate::node::stopped(&mut shutdown) => return,
@@ -83,7 +85,10 @@ async fn connection(
         if let Some(q) = quit_at {
             cmds.truncate(q);
         }
-        for reply in dispatcher.run_pipeline(cmds).await {
+        let replies = dispatcher
+            .in_session(session.clone(), dispatcher.run_pipeline(cmds))
+            .await;
+        for reply in replies {
             if framed.feed(reply).await.is_err() {
                 return;
             }
