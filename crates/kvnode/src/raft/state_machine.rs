@@ -737,3 +737,216 @@ fn observe_op(
         sampling.observe_write(catalog.route_for(key).id, key, len, group, term);
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use openraft::CommittedLeaderId;
+    use openraft::storage::RaftLogStorage;
+
+    use super::*;
+    use crate::raft::types::RequestId;
+    use crate::routing::Layout;
+    use crate::store::log_key;
+
+    fn session(conn: u64) -> SessionId {
+        SessionId {
+            node: 1,
+            epoch: 42,
+            conn,
+        }
+    }
+
+    fn req(op: KvOp, id: Option<(u64, u64)>) -> KvRequest {
+        KvRequest {
+            now_unix_ms: 1_000,
+            op,
+            request: id.map(|(conn, seq)| RequestId {
+                session: session(conn),
+                seq,
+            }),
+        }
+    }
+
+    fn entry(index: u64, r: KvRequest) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(r),
+        }
+    }
+
+    fn incr(key: &str) -> KvOp {
+        KvOp::IncrBy {
+            key: key.as_bytes().to_vec(),
+            delta: 1,
+        }
+    }
+
+    fn open(store: &Store, sampling: Sampling) -> StateMachine {
+        let catalog = Catalog::from_layout(&Layout::even(1)).expect("layout");
+        let catalog = Arc::new(SharedCatalog::new(catalog, sampling.clone()));
+        let fence = Arc::new(CountFence::new([1]));
+        StateMachine::open(store.clone(), 1, catalog, sampling, fence).expect("open")
+    }
+
+    async fn apply_one(sm: &mut StateMachine, e: Entry<TypeConfig>) -> KvResponse {
+        let mut out = sm.apply([e]).await.expect("apply");
+        out.pop().expect("one response")
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_request_id_changes_state_once_and_returns_the_cached_reply() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), false).expect("store");
+        let mut sm = open(&store, Sampling::disabled());
+        let first = apply_one(&mut sm, entry(1, req(incr("n"), Some((1, 1))))).await;
+        assert_eq!(first, KvResponse::Int(1));
+        let again = apply_one(&mut sm, entry(2, req(incr("n"), Some((1, 1))))).await;
+        assert_eq!(again, KvResponse::Int(1), "the cached reply");
+        assert_eq!(store.get_value(b"n", 0).expect("get"), Some(b"1".to_vec()));
+        let next = apply_one(&mut sm, entry(3, req(incr("n"), Some((1, 2))))).await;
+        assert_eq!(next, KvResponse::Int(2));
+        let stale = apply_one(&mut sm, entry(4, req(incr("n"), Some((1, 1))))).await;
+        assert!(matches!(stale, KvResponse::Rejected(_)), "{stale:?}");
+        let other = apply_one(&mut sm, entry(5, req(incr("n"), Some((2, 1))))).await;
+        assert_eq!(other, KvResponse::Int(3), "another session is independent");
+        let no_id = apply_one(&mut sm, entry(6, req(incr("n"), None))).await;
+        assert_eq!(no_id, KvResponse::Int(4));
+        assert_eq!(store.get_value(b"n", 0).expect("get"), Some(b"4".to_vec()));
+
+        // The table was persisted with the applies: a reopened state machine still dedups.
+        drop(sm);
+        let mut sm = open(&store, Sampling::disabled());
+        let after = apply_one(&mut sm, entry(7, req(incr("n"), Some((1, 2))))).await;
+        assert_eq!(after, KvResponse::Int(2), "cached across a restart");
+        assert_eq!(store.get_value(b"n", 0).expect("get"), Some(b"4".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn oversized_keys_and_values_are_rejected_on_every_replica_without_panicking() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), false).expect("store");
+        let mut sm = open(&store, Sampling::disabled());
+        let big = vec![b'k'; 70_000];
+        let set = |key: Vec<u8>, value: Vec<u8>| KvOp::Set {
+            key,
+            value,
+            expire_at_unix_ms: 0,
+            cond: SetCond::Always,
+        };
+        let r = apply_one(&mut sm, entry(1, req(set(big.clone(), b"v".to_vec()), None))).await;
+        assert!(matches!(r, KvResponse::Rejected(ref t) if t.contains("key")), "{r:?}");
+        let r = apply_one(&mut sm, entry(2, req(set(Vec::new(), b"v".to_vec()), None))).await;
+        assert!(matches!(r, KvResponse::Rejected(_)), "empty key: {r:?}");
+        let r = apply_one(&mut sm, entry(3, req(KvOp::Del { keys: vec![big.clone()] }, None))).await;
+        assert_eq!(r, KvResponse::Int(0));
+        let almost = vec![b'x'; MAX_VALUE_BYTES - 1];
+        let r = apply_one(&mut sm, entry(4, req(set(b"a".to_vec(), almost), None))).await;
+        assert_eq!(r, KvResponse::Ok);
+        let append = KvOp::Append {
+            key: b"a".to_vec(),
+            value: b"yz".to_vec(),
+        };
+        let r = apply_one(&mut sm, entry(5, req(append, None))).await;
+        assert_eq!(r, KvResponse::Rejected(TOO_LARGE.to_owned()));
+        let len = store.get_value(b"a", 0).expect("get").map(|v| v.len());
+        assert_eq!(len, Some(MAX_VALUE_BYTES - 1), "the refused APPEND changed nothing");
+        let batch = KvOp::Batch {
+            ops: vec![set(big.clone(), b"v".to_vec()), incr("c")],
+        };
+        let r = apply_one(&mut sm, entry(6, req(batch, None))).await;
+        let KvResponse::Batch(rs) = r else {
+            panic!("batch answered {r:?}")
+        };
+        assert!(matches!(rs[0], KvResponse::Rejected(_)));
+        assert_eq!(rs[1], KvResponse::Int(1), "the rest of the batch applies");
+        assert_eq!(store.get_value(&big, 0).expect("read of an oversized key"), None);
+        let (applied, _) = sm.applied_state().await.expect("applied");
+        assert_eq!(applied.map(|l| l.index), Some(6));
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_carries_the_session_table() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), false).expect("store");
+        let mut sm = open(&store, Sampling::disabled());
+        assert_eq!(
+            apply_one(&mut sm, entry(1, req(incr("n"), Some((1, 1))))).await,
+            KvResponse::Int(1)
+        );
+        let snap = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("build");
+
+        let dir2 = tempfile::tempdir().expect("tempdir");
+        let store2 = Store::open(dir2.path(), false).expect("store");
+        let mut sm2 = open(&store2, Sampling::disabled());
+        sm2.install_snapshot(&snap.meta, snap.snapshot)
+            .await
+            .expect("install");
+        let dup = apply_one(&mut sm2, entry(2, req(incr("n"), Some((1, 1))))).await;
+        assert_eq!(dup, KvResponse::Int(1), "the installed table knows the request");
+        assert_eq!(store2.get_value(b"n", 0).expect("get"), Some(b"1".to_vec()));
+        assert_eq!(counting::load_floor(&store2, 1).expect("floor"), Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_restart_recounts_only_applied_entries_above_the_watermark_and_skips_duplicates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), false).expect("store");
+        let sampler = || {
+            let cfg = keyviz::SamplerConfig {
+                step_ms: 1_000,
+                ..keyviz::SamplerConfig::default()
+            };
+            Sampling::enabled(Arc::new(keyviz::Sampler::new(cfg, 0).expect("sampler")))
+        };
+        let mut sm = open(&store, sampler());
+        let entries = vec![
+            entry(1, req(incr("a"), Some((1, 1)))),
+            entry(2, req(incr("a"), Some((1, 1)))), // a retry: duplicate
+            entry(3, req(incr("b"), Some((1, 2)))),
+            entry(4, req(incr("c"), Some((1, 3)))),
+        ];
+        // The log holds what was applied (the real log store wrote it before apply).
+        for e in &entries {
+            store
+                .log
+                .insert(log_key(1, e.log_id.index), to_json("e", e).expect("json"))
+                .expect("log");
+        }
+        sm.apply(entries).await.expect("apply");
+        drop(sm);
+
+        // "Crash" before any flush: everything applied is re-counted except the duplicate.
+        let log = LogStore::new(store.clone(), 1, true);
+        let sm = open(&store, sampler());
+        assert_eq!(sm.recount_from_log(&log).expect("recount"), 3);
+        assert_eq!(sm.fence.watermark(1), Some(4));
+
+        // A flushed column covering index 3: only entry 4 is re-counted.
+        let mut batch = store.batch();
+        counting::stage_watermarks(&store, &mut batch, &BTreeMap::from([(1, 3)]));
+        batch.commit().expect("commit");
+        let sm = open(&store, sampler());
+        assert_eq!(sm.recount_from_log(&log).expect("recount"), 1);
+
+        // Purge keeps what the watermark does not cover.
+        let mut log2 = log.clone();
+        log2.purge(LogId::new(CommittedLeaderId::new(1, 1), 4))
+            .await
+            .expect("purge");
+        let kept: Vec<u64> = log
+            .read_range(0, 10)
+            .expect("read")
+            .iter()
+            .map(|e| e.log_id.index)
+            .collect();
+        assert_eq!(kept, vec![4], "entry 4 stays until a flush covers it");
+        let state = log2.get_log_state().await.expect("state");
+        assert_eq!(state.last_log_id.map(|l| l.index), Some(4));
+        assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(4));
+    }
+}
