@@ -3,6 +3,7 @@
 
 mod cli;
 mod counting;
+mod crash_counts;
 mod failover;
 mod resp;
 mod split;
