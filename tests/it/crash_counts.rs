@@ -26,7 +26,10 @@ fn kill_9_before_a_flush_keeps_every_acknowledged_write_counted_once() {
     // test still checks the total, but not the re-count).
     let deadline = Instant::now() + Duration::from_secs(15);
     while now_ms() % 10_000 > 3_000 {
-        assert!(Instant::now() < deadline, "the clock never entered a step's start");
+        assert!(
+            Instant::now() < deadline,
+            "the clock never entered a step's start"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let port = c.nodes[0].resp;

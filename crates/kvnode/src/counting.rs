@@ -186,7 +186,11 @@ pub(crate) fn stage_watermarks(
     marks: &BTreeMap<u64, u64>,
 ) {
     for (g, w) in marks {
-        batch.insert(&store.meta, meta_key(*g, WATERMARK), index_value(*w).to_vec());
+        batch.insert(
+            &store.meta,
+            meta_key(*g, WATERMARK),
+            index_value(*w).to_vec(),
+        );
     }
 }
 

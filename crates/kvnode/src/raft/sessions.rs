@@ -253,6 +253,10 @@ mod tests {
         assert_eq!(t.len(), 2);
         assert_eq!(t.check(&id(1, 1)), Check::Fresh, "oldest dropped");
         assert_eq!(t.check(&id(3, 1)), Check::Duplicate(KvResponse::Int(3)));
-        assert_eq!(t.take_changes(), (Vec::new(), Vec::new()), "nothing to persist");
+        assert_eq!(
+            t.take_changes(),
+            (Vec::new(), Vec::new()),
+            "nothing to persist"
+        );
     }
 }

@@ -833,11 +833,30 @@ mod tests {
             expire_at_unix_ms: 0,
             cond: SetCond::Always,
         };
-        let r = apply_one(&mut sm, entry(1, req(set(big.clone(), b"v".to_vec()), None))).await;
-        assert!(matches!(r, KvResponse::Rejected(ref t) if t.contains("key")), "{r:?}");
+        let r = apply_one(
+            &mut sm,
+            entry(1, req(set(big.clone(), b"v".to_vec()), None)),
+        )
+        .await;
+        assert!(
+            matches!(r, KvResponse::Rejected(ref t) if t.contains("key")),
+            "{r:?}"
+        );
         let r = apply_one(&mut sm, entry(2, req(set(Vec::new(), b"v".to_vec()), None))).await;
         assert!(matches!(r, KvResponse::Rejected(_)), "empty key: {r:?}");
-        let r = apply_one(&mut sm, entry(3, req(KvOp::Del { keys: vec![big.clone()] }, None))).await;
+        let r = apply_one(
+            &mut sm,
+            entry(
+                3,
+                req(
+                    KvOp::Del {
+                        keys: vec![big.clone()],
+                    },
+                    None,
+                ),
+            ),
+        )
+        .await;
         assert_eq!(r, KvResponse::Int(0));
         let almost = vec![b'x'; MAX_VALUE_BYTES - 1];
         let r = apply_one(&mut sm, entry(4, req(set(b"a".to_vec(), almost), None))).await;
@@ -849,7 +868,11 @@ mod tests {
         let r = apply_one(&mut sm, entry(5, req(append, None))).await;
         assert_eq!(r, KvResponse::Rejected(TOO_LARGE.to_owned()));
         let len = store.get_value(b"a", 0).expect("get").map(|v| v.len());
-        assert_eq!(len, Some(MAX_VALUE_BYTES - 1), "the refused APPEND changed nothing");
+        assert_eq!(
+            len,
+            Some(MAX_VALUE_BYTES - 1),
+            "the refused APPEND changed nothing"
+        );
         let batch = KvOp::Batch {
             ops: vec![set(big.clone(), b"v".to_vec()), incr("c")],
         };
@@ -859,7 +882,10 @@ mod tests {
         };
         assert!(matches!(rs[0], KvResponse::Rejected(_)));
         assert_eq!(rs[1], KvResponse::Int(1), "the rest of the batch applies");
-        assert_eq!(store.get_value(&big, 0).expect("read of an oversized key"), None);
+        assert_eq!(
+            store.get_value(&big, 0).expect("read of an oversized key"),
+            None
+        );
         let (applied, _) = sm.applied_state().await.expect("applied");
         assert_eq!(applied.map(|l| l.index), Some(6));
     }
@@ -887,7 +913,11 @@ mod tests {
             .await
             .expect("install");
         let dup = apply_one(&mut sm2, entry(2, req(incr("n"), Some((1, 1))))).await;
-        assert_eq!(dup, KvResponse::Int(1), "the installed table knows the request");
+        assert_eq!(
+            dup,
+            KvResponse::Int(1),
+            "the installed table knows the request"
+        );
         assert_eq!(store2.get_value(b"n", 0).expect("get"), Some(b"1".to_vec()));
         assert_eq!(counting::load_floor(&store2, 1).expect("floor"), Some(1));
     }

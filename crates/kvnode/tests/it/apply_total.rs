@@ -55,19 +55,32 @@ async fn an_oversized_key_in_the_log_is_rejected_and_the_node_restarts_and_serve
     );
     let d = node.dispatcher().clone();
     let get_big = Command::Get(Bytes::from(big.clone()));
-    assert_eq!(d.run(get_big.clone()).await, Reply::Bulk(None), "read of an oversized key");
+    assert_eq!(
+        d.run(get_big.clone()).await,
+        Reply::Bulk(None),
+        "read of an oversized key"
+    );
     let ok = Command::Set {
         key: Bytes::from("after"),
         value: Bytes::from("v"),
         ttl_ms: None,
         cond: SetCond::Always,
     };
-    assert_eq!(d.run(ok).await, Reply::Simple("OK"), "the group still takes writes");
+    assert_eq!(
+        d.run(ok).await,
+        Reply::Simple("OK"),
+        "the group still takes writes"
+    );
     drop((d, groups));
     node.shutdown().await;
 
-    let node = kvnode::node::start(cfg).await.expect("restart on the same log");
-    assert!(node.wait_ready(Duration::from_secs(20)).await, "no crash loop");
+    let node = kvnode::node::start(cfg)
+        .await
+        .expect("restart on the same log");
+    assert!(
+        node.wait_ready(Duration::from_secs(20)).await,
+        "no crash loop"
+    );
     let d = node.dispatcher().clone();
     assert_eq!(
         d.run(Command::Get(Bytes::from("after"))).await,
