@@ -199,7 +199,9 @@ impl Dispatcher {
     }
 
     /// Runs `fut` (the commands of one connection) inside `session`: every write it executes
-    /// gets a request id of that session and so applies at most once.
+    /// gets a request id of that session and so applies at most once. `fut` must not run two
+    /// writes to one group concurrently (a connection's runs are sequential; a multi-key command
+    /// runs one write per group): the later id would make the earlier one stale.
     pub async fn in_session<F: std::future::Future>(
         &self,
         session: ClientSession,
@@ -257,11 +259,15 @@ impl Dispatcher {
             self.groups.wait_applied(g, index).await?;
             return Ok(GroupReply::Read(self.read_local(keys, false)?));
         }
+        // Splits are not deduplicated (the session table does not cover them), so they keep
+        // the "retry only when nothing was proposed" rule.
         let cmd = match cmd {
-            GroupCommand::Write(op) => match SESSION.try_with(ClientSession::next_request) {
-                Ok(id) => GroupCommand::WriteOnce { id, op },
-                Err(_) => GroupCommand::Write(op),
-            },
+            GroupCommand::Write(op) if !matches!(op, KvOp::Split { .. }) => {
+                match SESSION.try_with(ClientSession::next_request) {
+                    Ok(id) => GroupCommand::WriteOnce { id, op },
+                    Err(_) => GroupCommand::Write(op),
+                }
+            }
             other => other,
         };
         // With a request id, an attempt of unknown outcome may be retried: the state machine

@@ -265,7 +265,13 @@ impl Dispatcher {
                         .collect(),
                 };
                 match self.write_many(&refs, op).await {
-                    Ok(_) => Reply::Simple("OK"),
+                    Ok(rs) => match rs.into_iter().find_map(|r| match r {
+                        KvResponse::Rejected(why) => Some(why),
+                        _ => None,
+                    }) {
+                        Some(why) => Reply::err(why),
+                        None => Reply::Simple("OK"),
+                    },
                     Err(e) => failure(e),
                 }
             }
