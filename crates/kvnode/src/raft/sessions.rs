@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::{Deserialize, Serialize};
 
 use super::types::{KvResponse, RequestId, SessionId};
+use crate::store::{StoreError, from_json, to_json};
 
 /// A session idle (by proposer time) for longer than this is forgotten.
 pub(crate) const SESSION_IDLE_MS: u64 = 10 * 60 * 1000;
@@ -31,6 +32,66 @@ pub(crate) struct SessionRecord {
     pub(crate) last_ms: u64,
     /// The response of `seq`.
     pub(crate) response: KvResponse,
+}
+
+impl SessionRecord {
+    /// The persisted value: seq (8 B BE), last proposer ms (8 B BE), the response as JSON. The
+    /// session id is the record's key; the value is kept short because one is written per
+    /// applied write.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] if the response cannot be encoded.
+    pub(crate) fn encode_value(&self) -> Result<Vec<u8>, StoreError> {
+        let mut out = Vec::with_capacity(24);
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(&self.last_ms.to_be_bytes());
+        out.extend_from_slice(&to_json("session response", &self.response)?);
+        Ok(out)
+    }
+
+    /// Decodes a value written by [`SessionRecord::encode_value`] for `session`.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] when the value is truncated or its response undecodable.
+    pub(crate) fn decode_value(session: SessionId, raw: &[u8]) -> Result<Self, StoreError> {
+        let corrupt = || StoreError::Corrupt {
+            what: "session",
+            detail: format!("{} bytes, need at least 16", raw.len()),
+        };
+        let (seq, rest) = raw.split_at_checked(8).ok_or_else(corrupt)?;
+        let (last, response) = rest.split_at_checked(8).ok_or_else(corrupt)?;
+        let be = |b: &[u8]| -> Result<u64, StoreError> {
+            Ok(u64::from_be_bytes(b.try_into().map_err(|_| corrupt())?))
+        };
+        Ok(Self {
+            session,
+            seq: be(seq)?,
+            last_ms: be(last)?,
+            response: from_json("session response", response)?,
+        })
+    }
+}
+
+/// The 24-byte encoding of a session id (the tail of its record's key).
+pub(crate) fn session_id_bytes(s: &SessionId) -> [u8; 24] {
+    let mut out = [0u8; 24];
+    out[..8].copy_from_slice(&s.node.to_be_bytes());
+    out[8..16].copy_from_slice(&s.epoch.to_be_bytes());
+    out[16..].copy_from_slice(&s.conn.to_be_bytes());
+    out
+}
+
+/// The session id whose [`session_id_bytes`] end `key`, if `key` is long enough.
+pub(crate) fn session_id_from_key(key: &[u8]) -> Option<SessionId> {
+    let tail = key.get(key.len().checked_sub(24)?..)?;
+    let part = |i: usize| -> Option<u64> {
+        Some(u64::from_be_bytes(tail.get(i..i + 8)?.try_into().ok()?))
+    };
+    Some(SessionId {
+        node: part(0)?,
+        epoch: part(8)?,
+        conn: part(16)?,
+    })
 }
 
 /// Verdict on an incoming request id.
@@ -236,6 +297,26 @@ mod tests {
         assert_eq!(a, run(), "deterministic");
         let conns: Vec<u64> = a.iter().map(|r| r.session.conn).collect();
         assert_eq!(conns, vec![1, 3, 4]);
+    }
+
+    #[test]
+    fn a_record_round_trips_through_its_key_and_short_value() {
+        let r = SessionRecord {
+            session: id(77, 1).session,
+            seq: 12,
+            last_ms: 1_796_000_000_000,
+            response: KvResponse::Int(-3),
+        };
+        let mut key = b"prefix".to_vec();
+        key.extend_from_slice(&session_id_bytes(&r.session));
+        let session = session_id_from_key(&key).expect("id");
+        let raw = r.encode_value().expect("encode");
+        assert!(raw.len() < 32, "{} bytes", raw.len());
+        assert_eq!(
+            SessionRecord::decode_value(session, &raw).expect("decode"),
+            r
+        );
+        assert!(SessionRecord::decode_value(session, &raw[..10]).is_err());
     }
 
     #[test]

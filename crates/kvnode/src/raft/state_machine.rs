@@ -31,7 +31,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::log_store::LogStore;
-use super::sessions::{Check, SessionRecord, SessionTable};
+use super::sessions::{Check, SessionRecord, SessionTable, session_id_bytes, session_id_from_key};
 use super::types::{KvOp, KvRequest, KvResponse, SessionId, SetCond, TypeConfig};
 use crate::counting::{self, CountFence};
 use crate::limits::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
@@ -61,15 +61,23 @@ struct SnapshotPayload {
     sessions: Vec<SessionRecord>,
 }
 
-/// `raft_meta` record name prefix of a group's sessions: `session/` ++ node ++ epoch ++ conn.
-const SESSION_PREFIX: &str = "session/";
+/// `raft_meta` record name prefix of a group's sessions: `s/` ++ node ++ epoch ++ conn (8 B BE
+/// each); short, because one record is written per applied write.
+const SESSION_PREFIX: &str = "s/";
 
 fn session_key(group: u64, s: &SessionId) -> Vec<u8> {
     let mut k = meta_key(group, SESSION_PREFIX);
-    for part in [s.node, s.epoch, s.conn] {
-        k.extend_from_slice(&part.to_be_bytes());
-    }
+    k.extend_from_slice(&session_id_bytes(s));
     k
+}
+
+/// Decodes one persisted session record (key and value).
+fn session_record(key: &[u8], value: &[u8]) -> Result<SessionRecord, StoreError> {
+    let session = session_id_from_key(key).ok_or(StoreError::Corrupt {
+        what: "session key",
+        detail: format!("{} bytes", key.len()),
+    })?;
+    SessionRecord::decode_value(session, value)
 }
 
 /// Error text of an `APPEND` or `SET` whose value would pass [`MAX_VALUE_BYTES`] (Redis's).
@@ -146,8 +154,8 @@ impl StateMachine {
         };
         let mut records = Vec::new();
         for item in store.meta.prefix(meta_key(group, SESSION_PREFIX)) {
-            let v = item.value()?;
-            records.push(from_json::<SessionRecord>("session", &v)?);
+            let (k, v) = item.into_inner()?;
+            records.push(session_record(&k, &v)?);
         }
         let mut sessions = SessionTable::new();
         sessions.replace(records);
@@ -432,7 +440,7 @@ impl StateMachine {
             batch.insert(
                 &self.store.meta,
                 session_key(self.group, &r.session),
-                to_json("session", r)?,
+                r.encode_value()?,
             );
         }
         for s in &delete {
@@ -500,8 +508,8 @@ impl StateMachine {
         }
         let mut sessions = Vec::new();
         for item in snap.prefix(&self.store.meta, meta_key(self.group, SESSION_PREFIX)) {
-            let (_, v) = item.into_inner()?;
-            sessions.push(from_json::<SessionRecord>("session", &v)?);
+            let (k, v) = item.into_inner()?;
+            sessions.push(session_record(&k, &v)?);
         }
         let data = to_json(
             "snapshot",
@@ -686,7 +694,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         batch.insert(
                             &store.meta,
                             session_key(group, &r.session),
-                            to_json("session", r)?,
+                            r.encode_value()?,
                         );
                     }
                     // Snapshot installs are not counted here (the replicas that applied the
