@@ -3,6 +3,7 @@
 
 mod cli;
 mod counting;
+mod crash_counts;
 mod exactly_once;
 mod failover;
 mod limits;

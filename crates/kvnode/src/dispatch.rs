@@ -1,11 +1,13 @@
-//! Executes one operation on the right group and observes it exactly once.
+//! Executes one operation on the right group.
 //!
 //! The path of a write: resolve key → route → group; if this node leads the group, propose and
-//! wait for commit, then `observe_write(route, key, bytes, group, term)` with the term of the log
-//! entry that carried it; otherwise forward the command to the leader over the internal
-//! transport, and the leader does the same. The forwarding node never observes. A forward is
-//! retried only when the leader answered "not leader" or the connection could not be opened
-//! (nothing was proposed), so a retry can never produce a second observation of one command.
+//! wait for it to be applied; otherwise forward the command to the leader over the internal
+//! transport, and the leader does the same. Writes are not observed here: every replica's state
+//! machine observes them on apply (see `counting`). A write made inside a client session
+//! ([`Dispatcher::in_session`], one per RESP connection) carries a [`RequestId`], which the state
+//! machine deduplicates, so it is retried — with the same id — after "not leader", a refused
+//! connection, and also (a few times) after a timeout or a broken forward whose outcome is
+//! unknown; a write without a session is retried only when nothing was proposed.
 //!
 //! The path of a read: on the leader, a read barrier (openraft's read index) then a local read,
 //! observed with `ReadRole::Leader`. On a follower with follower reads enabled, the follower
@@ -14,12 +16,14 @@
 //! the leader, which observes it.
 
 use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::raft::{GroupError, GroupId, Groups, KvOp, KvRequest, KvResponse};
+use crate::raft::{GroupError, GroupId, Groups, KvOp, KvRequest, KvResponse, RequestId, SessionId};
 use crate::routing::Catalog;
 use crate::routing::split::SharedCatalog;
 use crate::sampling::Sampling;
@@ -37,8 +41,16 @@ pub fn now_unix_ms() -> u64 {
 /// An operation on keys that all belong to one group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GroupCommand {
-    /// A replicated write.
+    /// A replicated write. Inside a client session [`Dispatcher::execute`] turns it into a
+    /// [`GroupCommand::WriteOnce`].
     Write(KvOp),
+    /// A replicated write applied at most once per request id (a retry gets the first answer).
+    WriteOnce {
+        /// The client write's identity.
+        id: RequestId,
+        /// The write.
+        op: KvOp,
+    },
     /// Read the live values of these keys.
     Read(Vec<Vec<u8>>),
 }
@@ -84,6 +96,49 @@ pub struct PeerAddrs {
     pub admin: Option<String>,
 }
 
+/// The client session of one RESP connection: its id and the next sequence number. Cheap to
+/// clone (clones share the counter).
+#[derive(Debug, Clone)]
+pub struct ClientSession {
+    id: SessionId,
+    seq: Arc<AtomicU64>,
+}
+
+impl ClientSession {
+    /// The session's id.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// A fresh request id of this session (sequence numbers start at 1 and only grow).
+    pub fn next_request(&self) -> RequestId {
+        // Ordering: Relaxed — only uniqueness and growth per session matter.
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        RequestId {
+            session: self.id,
+            seq,
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The client session of the connection task running the current command.
+    static SESSION: ClientSession;
+}
+
+/// Retries of a write whose previous attempt had an unknown outcome (timeout, broken
+/// forward); safe only because the request id makes the write apply at most once.
+const MAX_UNKNOWN_RETRIES: u32 = 3;
+
+/// A random 64-bit epoch for this process: std's `RandomState` is seeded from the OS's
+/// randomness, so two processes (or restarts) draw different epochs.
+fn boot_epoch() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(now_unix_ms());
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
 /// Executes operations for the RESP server, the internal forward endpoint and the demo.
 pub struct Dispatcher {
     node_id: u64,
@@ -95,6 +150,8 @@ pub struct Dispatcher {
     client: PeerClient,
     follower_reads: bool,
     forward_timeout: Duration,
+    epoch: u64,
+    connections: AtomicU64,
 }
 
 const MAX_ATTEMPTS: u32 = 40;
@@ -126,7 +183,36 @@ impl Dispatcher {
             client,
             follower_reads,
             forward_timeout: Duration::from_secs(6),
+            epoch: boot_epoch(),
+            connections: AtomicU64::new(0),
         }
+    }
+
+    /// A new client session, unique across nodes and restarts (this node's id, this process's
+    /// random epoch, a connection counter). One per RESP connection.
+    pub fn new_session(&self) -> ClientSession {
+        // Ordering: Relaxed — a unique counter.
+        let conn = self.connections.fetch_add(1, Ordering::Relaxed);
+        ClientSession {
+            id: SessionId {
+                node: self.node_id,
+                epoch: self.epoch,
+                conn,
+            },
+            seq: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Runs `fut` (the commands of one connection) inside `session`: every write it executes
+    /// gets a request id of that session and so applies at most once. `fut` must not run two
+    /// writes to one group concurrently (a connection's runs are sequential; a multi-key command
+    /// runs one write per group): the later id would make the earlier one stale.
+    pub async fn in_session<F: std::future::Future>(
+        &self,
+        session: ClientSession,
+        fut: F,
+    ) -> F::Output {
+        SESSION.scope(session, fut).await
     }
 
     /// This node's id.
@@ -178,11 +264,33 @@ impl Dispatcher {
             self.groups.wait_applied(g, index).await?;
             return Ok(GroupReply::Read(self.read_local(keys, false)?));
         }
+        // Splits are not deduplicated (the session table does not cover them), so they keep
+        // the "retry only when nothing was proposed" rule.
+        let cmd = match cmd {
+            GroupCommand::Write(op) if !matches!(op, KvOp::Split { .. }) => {
+                match SESSION.try_with(ClientSession::next_request) {
+                    Ok(id) => GroupCommand::WriteOnce { id, op },
+                    Err(_) => GroupCommand::Write(op),
+                }
+            }
+            other => other,
+        };
+        // With a request id, an attempt of unknown outcome may be retried: the state machine
+        // answers a duplicate from its session table instead of applying it again.
+        let once = matches!(cmd, GroupCommand::WriteOnce { .. });
+        let mut unknown = 0u32;
+        let mut retry_unknown = || {
+            unknown += 1;
+            once && unknown <= MAX_UNKNOWN_RETRIES
+        };
         let mut backoff = Duration::from_millis(20);
         for _ in 0..MAX_ATTEMPTS {
             let leader = match self.execute_as_leader(g, &cmd).await {
                 Err(DispatchError::Group(GroupError::NotLeader { leader, .. })) => {
                     leader.or(self.groups.leader(g))
+                }
+                Err(DispatchError::Group(GroupError::Timeout(_))) if retry_unknown() => {
+                    self.groups.leader(g)
                 }
                 other => return other,
             };
@@ -191,9 +299,12 @@ impl Dispatcher {
                     Ok(Ok(reply)) => return Ok(reply),
                     // The leader moved before proposing: nothing happened, try again.
                     Ok(Err(GroupError::NotLeader { .. })) => {}
+                    Ok(Err(GroupError::Timeout(_))) if retry_unknown() => {}
                     Ok(Err(e)) => return Err(e.into()),
                     // Connect failed: the peer never saw the request.
                     Err(TransportError::Unreachable { connect: true, .. }) => {}
+                    Err(TransportError::Unreachable { .. } | TransportError::Timeout(_))
+                        if retry_unknown() => {}
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -203,7 +314,8 @@ impl Dispatcher {
         Err(DispatchError::NoLeader(g))
     }
 
-    /// Runs `cmd` only if this node leads `g` (the forward endpoint's entry point); observes it.
+    /// Runs `cmd` only if this node leads `g` (the forward endpoint's entry point). Reads are
+    /// observed here; writes by the state machines on apply.
     ///
     /// # Errors
     /// [`GroupError::NotLeader`] (nothing done) and the other [`DispatchError`]s.
@@ -213,29 +325,38 @@ impl Dispatcher {
         cmd: &GroupCommand,
     ) -> Result<GroupReply, DispatchError> {
         match cmd {
-            GroupCommand::Write(op) => {
-                if !self.groups.is_leader(g) {
-                    // Cheap early answer; openraft re-checks inside propose.
-                    return Err(GroupError::NotLeader {
-                        group: g,
-                        leader: self.groups.leader(g),
-                    }
-                    .into());
-                }
-                let req = KvRequest {
-                    now_unix_ms: now_unix_ms(),
-                    op: op.clone(),
-                };
-                let at = req.now_unix_ms as i64;
-                let committed = self.groups.propose(g, req).await?;
-                self.observe_write(g, op, &committed.response, committed.term, at);
-                Ok(GroupReply::Write(committed.response))
-            }
+            GroupCommand::Write(op) => self.propose_write(g, op, None).await,
+            GroupCommand::WriteOnce { id, op } => self.propose_write(g, op, Some(*id)).await,
             GroupCommand::Read(keys) => {
                 self.groups.read_barrier(g).await?;
                 Ok(GroupReply::Read(self.read_local(keys, true)?))
             }
         }
+    }
+
+    /// Proposes `op` (with its request id, if any) to `g` if this node leads it and waits for
+    /// it to be applied.
+    async fn propose_write(
+        &self,
+        g: GroupId,
+        op: &KvOp,
+        request: Option<RequestId>,
+    ) -> Result<GroupReply, DispatchError> {
+        if !self.groups.is_leader(g) {
+            // Cheap early answer; openraft re-checks inside propose.
+            return Err(GroupError::NotLeader {
+                group: g,
+                leader: self.groups.leader(g),
+            }
+            .into());
+        }
+        let req = KvRequest {
+            now_unix_ms: now_unix_ms(),
+            op: op.clone(),
+            request,
+        };
+        let committed = self.groups.propose(g, req).await?;
+        Ok(GroupReply::Write(committed.response))
     }
 
     /// The read index of `g` from its leader, or `None` when this node is the leader.
@@ -317,51 +438,6 @@ impl Dispatcher {
             let route = catalog.route_for(k);
             self.sampling
                 .observe_read(route.id, k, 0, self.groups.is_leader(route.group), now);
-        }
-    }
-
-    /// `at` is the proposer's timestamp in the log entry (`KvRequest::now_unix_ms`).
-    fn observe_write(&self, g: GroupId, op: &KvOp, resp: &KvResponse, term: u64, at: i64) {
-        let catalog = self.catalog.load();
-        self.observe_write_in(&catalog, g, op, resp, term, at);
-    }
-
-    fn observe_write_in(
-        &self,
-        catalog: &Catalog,
-        g: GroupId,
-        op: &KvOp,
-        resp: &KvResponse,
-        term: u64,
-        at: i64,
-    ) {
-        let one = |key: &[u8], len: usize| {
-            self.sampling
-                .observe_write(catalog.route_for(key).id, key, len, g, term, at);
-        };
-        match op {
-            KvOp::Set { key, value, .. } => one(key, value.len()),
-            KvOp::Append { key, value } => one(key, value.len()),
-            KvOp::IncrBy { key, .. } => {
-                let len = match resp {
-                    KvResponse::Int(n) => n.to_string().len(),
-                    _ => 0,
-                };
-                one(key, len)
-            }
-            KvOp::MSet { pairs } => pairs.iter().for_each(|(k, v)| one(k, v.len())),
-            KvOp::Del { keys } => keys.iter().for_each(|k| one(k, 0)),
-            KvOp::Batch { ops } => {
-                let none = KvResponse::Internal;
-                for (i, op) in ops.iter().enumerate() {
-                    let r = match resp {
-                        KvResponse::Batch(rs) => rs.get(i).unwrap_or(&none),
-                        _ => &none,
-                    };
-                    self.observe_write_in(catalog, g, op, r, term, at);
-                }
-            }
-            KvOp::Split { .. } => {}
         }
     }
 

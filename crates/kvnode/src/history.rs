@@ -8,14 +8,18 @@
 
 use keyviz::{ColumnRecord, HistoryStore, PersistError};
 
+use crate::counting::{Watermarks, stage_watermarks};
+use crate::sampling::ColumnSink;
 use crate::store::{Store, from_json, to_json};
 
-/// [`HistoryStore`] over the node's database.
+/// [`HistoryStore`] (start-up load) and [`ColumnSink`] (the persistence thread) over the
+/// node's database.
 pub(crate) struct FjallHistory {
     store: Store,
 }
 
 impl FjallHistory {
+    /// History in `store`.
     pub(crate) fn new(store: Store) -> Self {
         Self { store }
     }
@@ -31,11 +35,7 @@ fn err(e: impl std::error::Error + Send + Sync + 'static) -> PersistError {
 
 impl HistoryStore for FjallHistory {
     fn append(&self, record: &ColumnRecord) -> Result<(), PersistError> {
-        let raw = to_json("keyviz column", record).map_err(err)?;
-        self.store
-            .history
-            .insert(key(record.unix_ms), raw)
-            .map_err(err)
+        self.write(std::slice::from_ref(record), None)
     }
 
     fn load(&self, since_unix_ms: i64) -> Result<Vec<ColumnRecord>, PersistError> {
@@ -53,6 +53,29 @@ impl HistoryStore for FjallHistory {
             batch.remove(&self.store.history, item.key().map_err(err)?);
         }
         batch.commit().map_err(err)
+    }
+}
+
+impl ColumnSink for FjallHistory {
+    /// One fjall batch: the columns and the log positions they cover are durable together.
+    fn write(
+        &self,
+        records: &[ColumnRecord],
+        marks: Option<&Watermarks>,
+    ) -> Result<(), PersistError> {
+        let mut batch = self.store.batch();
+        for record in records {
+            let raw = to_json("keyviz column", record).map_err(err)?;
+            batch.insert(&self.store.history, key(record.unix_ms), raw);
+        }
+        if let Some(marks) = marks {
+            stage_watermarks(&self.store, &mut batch, marks);
+        }
+        batch.commit().map_err(err)
+    }
+
+    fn prune(&self, before_unix_ms: i64) -> Result<(), PersistError> {
+        HistoryStore::prune(self, before_unix_ms)
     }
 }
 
@@ -78,7 +101,7 @@ mod tests {
         h.append(&column(2_000)).expect("replace");
         let got: Vec<i64> = h.load(0).expect("load").iter().map(|c| c.unix_ms).collect();
         assert_eq!(got, vec![1_000, 2_000, 3_000]);
-        h.prune(2_000).expect("prune");
+        HistoryStore::prune(&h, 2_000).expect("prune");
         let got: Vec<i64> = h
             .load(i64::MIN)
             .expect("load")

@@ -4,8 +4,9 @@
 //! # Overview
 //! - [`raft`]: openraft 0.9 groups over one fjall database (the only module that names openraft).
 //! - [`routing`]: key → route → group catalog and runtime splits.
-//! - [`dispatch`]: executes one operation on the right group: forwards writes to the leader,
-//!   serves reads locally, and observes each operation exactly once.
+//! - [`dispatch`]: executes one operation on the right group: forwards writes to the leader
+//!   (with a request id, so a retry applies once) and serves and observes reads.
+//! - [`counting`]: write counts on apply, on every replica, fenced against the KeyViz flush.
 //! - [`resp`]: the Redis protocol server.
 //! - [`node`]: [`node::start`] wires everything for one process.
 //! - [`workload`]: the demo's traffic generator.
@@ -36,6 +37,7 @@
 
 mod admin;
 pub mod config;
+pub mod counting;
 pub mod dispatch;
 mod history;
 mod internal;

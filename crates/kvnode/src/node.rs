@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::NodeConfig;
+use crate::counting::CountFence;
 use crate::dispatch::{Dispatcher, now_unix_ms};
 use crate::raft::{Groups, StartError};
 use crate::resp::{Auth, ClientLimits, Limits};
@@ -204,6 +205,8 @@ pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
         })
     })?;
     let store = Store::open(&cfg.data_dir, cfg.fsync).map_err(store_err)?;
+    // Apply-side write counting vs the flush's drain (see `counting`).
+    let fence = Arc::new(CountFence::new(1..=cfg.groups));
 
     let sampling = if cfg.keyviz_enabled {
         let sc = keyviz::SamplerConfig {
@@ -266,6 +269,8 @@ pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
             catalog.clone(),
             client.clone(),
             cfg.timing(),
+            sampling.clone(),
+            fence.clone(),
         )
         .await?,
     );
@@ -325,6 +330,7 @@ pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
     )));
     tasks.push(tokio::spawn(flush_loop(
         sampling.clone(),
+        fence,
         shutdown_rx.clone(),
     )));
 
@@ -374,10 +380,15 @@ pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
 
 /// Closes the sampler's step at every step boundary, and once more at shutdown.
 ///
-/// Seal and publish run here (no I/O; see [`Sampling::close_step`]); the records go to a
-/// dedicated persistence thread, in order. At shutdown the last step is closed and the loop
-/// waits (off the async workers) until the thread has written everything.
-async fn flush_loop(sampling: Sampling, mut shutdown: watch::Receiver<bool>) {
+/// Seal (under every group's count fence) and publish run here (no I/O; see
+/// [`Sampling::close_step`]); the records and the watermarks they cover go to a dedicated
+/// persistence thread, in order. At shutdown the last step is closed and the loop waits (off
+/// the async workers) until the thread has written everything.
+async fn flush_loop(
+    sampling: Sampling,
+    fence: Arc<CountFence>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let persister = match sampling.persister() {
         Ok(p) => p,
         Err(e) => {
@@ -393,7 +404,7 @@ async fn flush_loop(sampling: Sampling, mut shutdown: watch::Receiver<bool>) {
         let wait = Duration::from_millis((next - now).max(1) as u64);
         tokio::select! {
             _ = crate::node::stopped(&mut shutdown) => {
-                sampling.close_step(now_unix_ms() as i64, persister.as_ref());
+                sampling.close_step(now_unix_ms() as i64, &fence, persister.as_ref());
                 if let Some(p) = persister
                     && tokio::task::spawn_blocking(move || p.finish()).await.is_err()
                 {
@@ -402,7 +413,7 @@ async fn flush_loop(sampling: Sampling, mut shutdown: watch::Receiver<bool>) {
                 return;
             }
             _ = tokio::time::sleep(wait) => {
-                sampling.close_step(now_unix_ms() as i64, persister.as_ref());
+                sampling.close_step(now_unix_ms() as i64, &fence, persister.as_ref());
             }
         }
     }

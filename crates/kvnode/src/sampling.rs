@@ -14,16 +14,41 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use keyviz::{ColumnRecord, HistoryStore, Published, ReadRole, Sampler};
+use keyviz::{ColumnRecord, PersistError, Published, ReadRole, Sampler};
 
+use crate::counting::{CountFence, Watermarks};
 use crate::routing::Route;
+
+/// Where the [`Persister`] writes published columns.
+///
+/// `write` must store `records` (replace by window) and, when given, the log watermarks they
+/// cover, all or nothing: a crash must never leave a watermark that claims counts whose
+/// column was not written (they would be lost), nor a column without its watermark (a
+/// restart would count its entries again).
+pub(crate) trait ColumnSink: Send + Sync {
+    /// Stores `records` and `marks` atomically. Blocks on I/O.
+    ///
+    /// # Errors
+    /// The store's error; nothing was written.
+    fn write(
+        &self,
+        records: &[ColumnRecord],
+        marks: Option<&Watermarks>,
+    ) -> Result<(), PersistError>;
+
+    /// Drops stored columns older than `before_unix_ms`. Blocks on I/O.
+    ///
+    /// # Errors
+    /// The store's error.
+    fn prune(&self, before_unix_ms: i64) -> Result<(), PersistError>;
+}
 
 /// Optional shared sampler; cheap to clone.
 #[derive(Clone, Default)]
 pub struct Sampling {
     sampler: Option<Arc<Sampler>>,
     /// Where published columns are persisted (by a [`Persister`]), if anywhere.
-    store: Option<Arc<dyn HistoryStore>>,
+    store: Option<Arc<dyn ColumnSink>>,
 }
 
 impl Sampling {
@@ -37,7 +62,7 @@ impl Sampling {
 
     /// Sampling into `sampler`, persisting its published columns into `store`
     /// (from a dedicated thread; see [`Sampling::persister`]).
-    pub fn persisted(sampler: Arc<Sampler>, store: Arc<dyn HistoryStore>) -> Self {
+    pub(crate) fn persisted(sampler: Arc<Sampler>, store: Arc<dyn ColumnSink>) -> Self {
         Self {
             sampler: Some(sampler),
             store: Some(store),
@@ -129,17 +154,26 @@ impl Sampling {
         }
     }
 
-    /// Closes the step(s) ended by `now_unix_ms`: seals and publishes into the in-memory
-    /// history on the calling task, and queues the records for `persister`. No I/O here; the
-    /// history write lock is taken for the publish only (it waits for running matrix queries).
-    /// Called at each step boundary and once at shutdown.
-    pub(crate) fn close_step(&self, now_unix_ms: i64, persister: Option<&Persister>) {
+    /// Closes the step(s) ended by `now_unix_ms`: seals under every group's count fence (apply
+    /// waits only for the drain of the counters), publishes into the in-memory history on the
+    /// calling task, and queues the records, with the log watermarks the seal covered, for
+    /// `persister`. No I/O here; the history write lock is taken for the publish only (it waits
+    /// for running matrix queries, with no fence held). Called at each step boundary and once
+    /// at shutdown.
+    pub(crate) fn close_step(
+        &self,
+        now_unix_ms: i64,
+        fence: &CountFence,
+        persister: Option<&Persister>,
+    ) {
         let Some(s) = &self.sampler else {
             return;
         };
-        let published = s.publish(s.seal(now_unix_ms));
+        let (sealed, marks) =
+            fence.with_groups_locked(|marks| (s.seal(now_unix_ms), marks.clone()));
+        let published = s.publish(sealed);
         if let Some(p) = persister {
-            p.queue(published);
+            p.queue(published, marks);
         }
     }
 
@@ -151,6 +185,9 @@ impl Sampling {
     }
 }
 
+/// Pause before the persistence thread retries a failed write.
+const PERSIST_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What the persistence thread has still to write.
 #[derive(Default)]
 struct Backlog {
@@ -159,6 +196,8 @@ struct Backlog {
     records: BTreeMap<i64, ColumnRecord>,
     /// The newest prune cutoff not yet applied.
     prune_before: Option<i64>,
+    /// The watermarks covered by everything queued so far (those of the newest seal).
+    marks: Option<Watermarks>,
     closed: bool,
 }
 
@@ -176,7 +215,7 @@ pub(crate) struct Persister {
 }
 
 impl Persister {
-    fn start(store: Arc<dyn HistoryStore>) -> std::io::Result<Persister> {
+    fn start(store: Arc<dyn ColumnSink>) -> std::io::Result<Persister> {
         let shared = Arc::new(Shared {
             backlog: Mutex::new(Backlog::default()),
             wake: Condvar::new(),
@@ -191,8 +230,8 @@ impl Persister {
         })
     }
 
-    /// Queues `published` for writing.
-    pub(crate) fn queue(&self, published: Published) {
+    /// Queues `published` for writing, with the log watermarks its seal covered.
+    pub(crate) fn queue(&self, published: Published, marks: Watermarks) {
         let mut backlog = self
             .shared
             .backlog
@@ -201,6 +240,8 @@ impl Persister {
         for record in published.records {
             backlog.records.insert(record.unix_ms, record);
         }
+        // Seals are queued in order, so the newest watermarks cover every queued record.
+        backlog.marks = Some(marks);
         backlog.prune_before = Some(
             backlog
                 .prune_before
@@ -240,14 +281,18 @@ impl Drop for Persister {
     }
 }
 
-fn persist_loop(shared: &Shared, store: &dyn HistoryStore) {
+fn persist_loop(shared: &Shared, store: &dyn ColumnSink) {
     loop {
-        let (records, prune_before, closed) = {
+        let (records, marks, prune_before, closed) = {
             let mut backlog = shared
                 .backlog
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            while backlog.records.is_empty() && backlog.prune_before.is_none() && !backlog.closed {
+            while backlog.records.is_empty()
+                && backlog.marks.is_none()
+                && backlog.prune_before.is_none()
+                && !backlog.closed
+            {
                 backlog = shared
                     .wake
                     .wait(backlog)
@@ -255,13 +300,33 @@ fn persist_loop(shared: &Shared, store: &dyn HistoryStore) {
             }
             (
                 std::mem::take(&mut backlog.records),
+                backlog.marks.take(),
                 backlog.prune_before.take(),
                 backlog.closed,
             )
         };
-        for record in records.values() {
-            if let Err(e) = store.append(record) {
-                tracing::warn!(error = %e, column = record.unix_ms, "keyviz: history persistence failed");
+        let list: Vec<ColumnRecord> = records.values().cloned().collect();
+        if (!list.is_empty() || marks.is_some())
+            && let Err(e) = store.write(&list, marks.as_ref())
+        {
+            tracing::warn!(error = %e, columns = list.len(), "keyviz: history persistence failed; retrying");
+            if !closed {
+                // Nothing was written: put it back under anything queued since (newer records
+                // of a window replace older ones; the newest watermarks cover them all), and
+                // retry after a pause rather than spin on a failing disk.
+                let mut backlog = shared
+                    .backlog
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                for (w, r) in records {
+                    backlog.records.entry(w).or_insert(r);
+                }
+                if backlog.marks.is_none() {
+                    backlog.marks = marks;
+                }
+                drop(backlog);
+                std::thread::sleep(PERSIST_RETRY);
+                continue;
             }
         }
         if let Some(before) = prune_before
@@ -279,24 +344,35 @@ fn persist_loop(shared: &Shared, store: &dyn HistoryStore) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keyviz::{PersistError, SamplerConfig};
+    use keyviz::SamplerConfig;
 
     #[derive(Default)]
     struct MemStore {
         columns: Mutex<BTreeMap<i64, ColumnRecord>>,
+        marks: Mutex<Option<Watermarks>>,
+        /// Writes still to refuse (a failing disk).
+        fail: Mutex<usize>,
     }
 
-    impl HistoryStore for MemStore {
-        fn append(&self, record: &ColumnRecord) -> Result<(), PersistError> {
-            self.columns
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(record.unix_ms, record.clone());
+    impl ColumnSink for MemStore {
+        fn write(
+            &self,
+            records: &[ColumnRecord],
+            marks: Option<&Watermarks>,
+        ) -> Result<(), PersistError> {
+            let mut fail = self.fail.lock().unwrap_or_else(PoisonError::into_inner);
+            if *fail > 0 {
+                *fail -= 1;
+                return Err(PersistError(Box::new(std::io::Error::other("disk full"))));
+            }
+            let mut columns = self.columns.lock().unwrap_or_else(PoisonError::into_inner);
+            for r in records {
+                columns.insert(r.unix_ms, r.clone());
+            }
+            if let Some(m) = marks {
+                *self.marks.lock().unwrap_or_else(PoisonError::into_inner) = Some(m.clone());
+            }
             Ok(())
-        }
-        fn load(&self, since: i64) -> Result<Vec<ColumnRecord>, PersistError> {
-            let columns = self.columns.lock().unwrap_or_else(PoisonError::into_inner);
-            Ok(columns.range(since..).map(|(_, r)| r.clone()).collect())
         }
         fn prune(&self, before: i64) -> Result<(), PersistError> {
             let mut columns = self.columns.lock().unwrap_or_else(PoisonError::into_inner);
@@ -339,18 +415,66 @@ mod tests {
             .expect("route");
         let sampling = Sampling::persisted(Arc::clone(&sampler), store.clone());
         let persister = sampling.persister().expect("thread").expect("persisting");
-        sampling.observe_write(1, b"k", 1, 1, 3, t0 + 10);
-        sampling.close_step(t0 + 1_000, Some(&persister));
+        let fence = CountFence::new([1]);
+        fence.observe_applied(1, 1, || sampling.observe_write(1, b"k", 1, 1, 3, t0 + 10));
+        sampling.close_step(t0 + 1_000, &fence, Some(&persister));
         // A follower applies an entry its proposer stamped in the first window, late.
-        sampling.observe_write(1, b"k", 1, 1, 3, t0 + 900);
-        sampling.observe_write(1, b"k", 1, 1, 3, t0 + 1_100);
-        sampling.close_step(t0 + 2_000, Some(&persister));
+        fence.observe_applied(1, 3, || {
+            sampling.observe_write(1, b"k", 1, 1, 3, t0 + 900);
+            sampling.observe_write(1, b"k", 1, 1, 3, t0 + 1_100);
+        });
+        sampling.close_step(t0 + 2_000, &fence, Some(&persister));
         persister.finish();
+        assert_eq!(
+            *store.marks.lock().unwrap_or_else(PoisonError::into_inner),
+            Some(BTreeMap::from([(1, 3)])),
+            "the watermarks of the last seal were written with its records"
+        );
         assert_eq!(
             writes(&store, t0),
             2,
             "the merged column replaced the first record"
         );
         assert_eq!(writes(&store, t0 + 1_000), 1);
+    }
+
+    #[test]
+    fn a_failed_write_is_retried_with_its_watermarks_and_nothing_is_lost() {
+        let t0 = 1_700_000_040_000;
+        let config = SamplerConfig {
+            step_ms: 1_000,
+            ..SamplerConfig::default()
+        };
+        let store = Arc::new(MemStore::default());
+        *store.fail.lock().unwrap_or_else(PoisonError::into_inner) = 1;
+        let sampler = Arc::new(Sampler::new(config, t0).expect("sampler"));
+        sampler
+            .register_route(keyviz::RouteSpec {
+                id: 1,
+                start: Vec::new(),
+                end: None,
+                group: 1,
+            })
+            .expect("route");
+        let sampling = Sampling::persisted(Arc::clone(&sampler), store.clone());
+        let persister = sampling.persister().expect("thread").expect("persisting");
+        let fence = CountFence::new([1]);
+        fence.observe_applied(1, 7, || sampling.observe_write(1, b"k", 1, 1, 3, t0 + 10));
+        sampling.close_step(t0 + 1_000, &fence, Some(&persister));
+        // Progress gate: the first (failing) write happened once the failure budget is spent.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while *store.fail.lock().unwrap_or_else(PoisonError::into_inner) > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the persister never wrote"
+            );
+            std::thread::yield_now();
+        }
+        persister.finish();
+        assert_eq!(writes(&store, t0), 1, "the column was written on the retry");
+        assert_eq!(
+            *store.marks.lock().unwrap_or_else(PoisonError::into_inner),
+            Some(BTreeMap::from([(1, 7)]))
+        );
     }
 }

@@ -135,6 +135,10 @@ impl Store {
         key: &[u8],
         now_unix_ms: u64,
     ) -> Result<Option<Vec<u8>>, StoreError> {
+        // fjall keys are 1..=65 535 bytes (it panics on others): such a key cannot exist.
+        if key.is_empty() || key.len() > crate::limits::MAX_KEY_BYTES {
+            return Ok(None);
+        }
         match self.kv.get(key)? {
             None => Ok(None),
             Some(raw) => Ok(StoredValue::decode(&raw)?.live(now_unix_ms).map(|v| v.data)),

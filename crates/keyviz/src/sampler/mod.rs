@@ -622,7 +622,8 @@ impl Sampler {
     ///
     /// Drains the live and retired slots' counters (the counts of the window
     /// that was open, wherever `now` is: a seal that runs ten steps late still
-    /// files them in their own window) and the side buffer's closed windows.
+    /// files them in their own window) and every buffered window (open ones as
+    /// partial columns, so a seal covers every observation made before it).
     /// Call it at least once per step (at each boundary) and at shutdown, then
     /// hand the result to [`publish`](Sampler::publish), in seal order.
     ///
@@ -656,7 +657,7 @@ impl Sampler {
             unix_ms: column_unix_ms,
             cells,
         }];
-        for (unix_ms, side) in self.windows.take_closed(new_open) {
+        for (unix_ms, side) in self.windows.take_buffered(new_open) {
             total += side.len();
             let cells = side.into_iter().map(side_cell).collect();
             match columns.iter_mut().find(|c| c.unix_ms == unix_ms) {

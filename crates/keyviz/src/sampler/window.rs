@@ -321,13 +321,14 @@ impl Windows {
         self.open.swap(new_open, Ordering::Relaxed)
     }
 
-    /// Takes every buffered window that closed before `new_open` (with windows
-    /// older than retention moved to the oldest kept one) and moves windows too
-    /// far ahead of `new_open` into it. Takes the side-buffer lock only.
-    pub(crate) fn take_closed(&self, new_open: i64) -> Closed {
+    /// Takes every buffered window (with windows older than retention moved to
+    /// the oldest kept one, and windows too far ahead of `new_open` moved into
+    /// it). Windows at or after `new_open` are taken too, as partial columns that
+    /// later seals complete (publish merges by window): a seal then covers every
+    /// observation made before it, which a host that records what a flush covered
+    /// (kvnode's log watermarks) relies on. Takes the side-buffer lock only.
+    pub(crate) fn take_buffered(&self, new_open: i64) -> Closed {
         let mut side = self.side.lock();
-        let kept = side.windows.split_off(&new_open);
-        let closed = std::mem::replace(&mut side.windows, kept);
         // Far-future windows: the proposer's clock is ahead of ours.
         let limit = new_open.saturating_add((self.step_ms as i64).saturating_mul(MAX_FUTURE_STEPS));
         let ahead = side.windows.split_off(&limit.saturating_add(1));
@@ -337,6 +338,7 @@ impl Windows {
             self.clock_ahead.fetch_add(ops, Ordering::Relaxed);
             side.merge_into(new_open, cells);
         }
+        let closed = std::mem::take(&mut side.windows);
         let oldest = self.oldest_kept(new_open);
         let mut out: BTreeMap<i64, FxHashMap<CellKey, SideCell>> = BTreeMap::new();
         for (w, cells) in closed {

@@ -20,6 +20,9 @@ type NodeId = u64;
 pub(crate) struct LogStore {
     store: Store,
     group: u64,
+    /// Keep entries above the KeyViz watermark on purge (sampling on): a restart re-counts
+    /// them from the log (see `counting`).
+    keep_uncounted: bool,
 }
 
 fn read_err(e: StoreError) -> StorageError<NodeId> {
@@ -31,8 +34,24 @@ fn write_err(e: StoreError) -> StorageError<NodeId> {
 }
 
 impl LogStore {
-    pub(crate) fn new(store: Store, group: u64) -> Self {
-        Self { store, group }
+    /// The log of `group`; `keep_uncounted` keeps, on purge, the entries a restart may have
+    /// to re-count for KeyViz.
+    pub(crate) fn new(store: Store, group: u64, keep_uncounted: bool) -> Self {
+        Self {
+            store,
+            group,
+            keep_uncounted,
+        }
+    }
+
+    /// The entries physically present with index in `[start, end)`, in order — including
+    /// entries below openraft's purged id that a purge kept for KeyViz re-counting.
+    pub(crate) fn read_range(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry<TypeConfig>>, StoreError> {
+        self.entries(start, Some(end))
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(
@@ -100,8 +119,26 @@ impl LogStore {
         for item in self.store.log.range(lo..hi) {
             batch.remove(&self.store.log, item.key()?);
         }
+        if start == 0
+            && let Some(end) = end
+        {
+            // A purge: duplicate markers of entries that can no longer be re-counted go too.
+            crate::counting::remove_dups_below(&self.store, &mut batch, self.group, end)?;
+        }
         batch.commit()?;
         self.store.sync()
+    }
+
+    /// First index a purge up to `index` may not remove physically: everything above the
+    /// KeyViz watermark (or an installed snapshot's floor) stays until a flush covers it.
+    fn purge_end(&self, index: u64) -> Result<u64, StoreError> {
+        let end = index.saturating_add(1);
+        if !self.keep_uncounted {
+            return Ok(end);
+        }
+        let watermark = crate::counting::load_watermark(&self.store, self.group)?.unwrap_or(0);
+        let floor = crate::counting::load_floor(&self.store, self.group)?.unwrap_or(0);
+        Ok(end.min(watermark.max(floor).saturating_add(1)))
     }
 }
 
@@ -121,9 +158,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
         let purged: Option<LogId<NodeId>> = self.get_meta("purged").map_err(read_err)?;
         let last = self.last_entry().map_err(read_err)?.map(|e| e.log_id);
+        // Entries kept below the purged id for KeyViz do not count as the log's tail.
         Ok(LogState {
             last_purged_log_id: purged,
-            last_log_id: last.or(purged),
+            last_log_id: last.max(purged),
         })
     }
 
@@ -198,7 +236,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         self.put_meta("purged", &log_id).map_err(write_err)?;
-        self.remove_range(0, log_id.index.checked_add(1))
-            .map_err(write_err)
+        let end = self.purge_end(log_id.index).map_err(write_err)?;
+        self.remove_range(0, Some(end)).map_err(write_err)
     }
 }

@@ -8,6 +8,7 @@
 mod log_store;
 mod network;
 pub(crate) mod router;
+mod sessions;
 pub(crate) mod state_machine;
 mod types;
 
@@ -26,9 +27,11 @@ use tokio::sync::watch;
 pub(crate) use leadership::HandOverRequest;
 pub use leadership::{Leadership, TransferError};
 
-pub use types::{KvOp, KvRequest, KvResponse, SetCond};
+pub use types::{KvOp, KvRequest, KvResponse, RequestId, SessionId, SetCond};
 
+use crate::counting::CountFence;
 use crate::routing::split::SharedCatalog;
+use crate::sampling::Sampling;
 use crate::store::{Store, StoreError};
 use crate::transport::PeerClient;
 use types::RaftHandle;
@@ -146,10 +149,14 @@ pub enum StartError {
 }
 
 impl Groups {
-    /// Starts `group_ids` on this node over `store`.
+    /// Starts `group_ids` on this node over `store`. Each state machine observes its applied
+    /// writes into `sampling` under `fence`; before a group starts applying, the writes a crash
+    /// lost (applied after the last flushed KeyViz watermark) are re-observed from its log, and
+    /// while sampling is on the log keeps every entry above the persisted watermark.
     ///
     /// # Errors
     /// [`StartError`] when storage or openraft fails.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn start(
         node_id: u64,
         group_ids: impl IntoIterator<Item = GroupId>,
@@ -157,6 +164,8 @@ impl Groups {
         catalog: Arc<SharedCatalog>,
         client: PeerClient,
         timing: RaftTiming,
+        sampling: Sampling,
+        fence: Arc<CountFence>,
     ) -> Result<Self, StartError> {
         let config = Config {
             cluster_name: "kvnode".into(),
@@ -178,8 +187,16 @@ impl Groups {
         let mut groups = BTreeMap::new();
         let mut watchers = Vec::new();
         for g in group_ids {
-            let log = log_store::LogStore::new(store.clone(), g);
-            let sm = state_machine::StateMachine::open(store.clone(), g, catalog.clone())?;
+            let keep_uncounted = sampling.sampler().is_some();
+            let log = log_store::LogStore::new(store.clone(), g, keep_uncounted);
+            let sm = state_machine::StateMachine::open(
+                store.clone(),
+                g,
+                catalog.clone(),
+                sampling.clone(),
+                fence.clone(),
+            )?;
+            sm.recount_from_log(&log)?;
             let net = network::NetworkFactory::new(g, client.clone());
             let raft = openraft::Raft::new(node_id, config.clone(), net, log, sm)
                 .await
@@ -447,8 +464,10 @@ mod tests {
             let store = Store::open(dir.path(), false).map_err(|e| io(&e))?;
             let catalog = Catalog::from_layout(&Layout::even(1)).map_err(|e| io(&e))?;
             let catalog = Arc::new(SharedCatalog::new(catalog, Sampling::disabled()));
-            let sm = StateMachine::open(store.clone(), 1, catalog).map_err(|e| io(&e))?;
-            Ok((dir, LogStore::new(store, 1), sm))
+            let fence = Arc::new(crate::counting::CountFence::new([1]));
+            let sm = StateMachine::open(store.clone(), 1, catalog, Sampling::disabled(), fence)
+                .map_err(|e| io(&e))?;
+            Ok((dir, LogStore::new(store, 1, false), sm))
         }
     }
 

@@ -8,6 +8,15 @@
 //!
 //! Snapshots are built from a fjall MVCC snapshot taken when openraft asks for the builder, so
 //! building never blocks applying and always matches the applied id it reports.
+//!
+//! Applying is total and deterministic: an entry the store cannot hold (an empty or oversized
+//! key, a value or `APPEND` result past [`MAX_VALUE_BYTES`], a malformed batch) is answered with
+//! [`KvResponse::Rejected`] on every replica and changes nothing; only a genuine storage error
+//! fails the apply (a `StorageError`, never a panic), so a node never crash-loops on its log.
+//!
+//! Writes carrying a request id go through the group's [`SessionTable`] (exactly-once), and
+//! every applied, non-duplicate write is observed by KeyViz here, on every replica, with the
+//! entry's (group, term) and proposer timestamp, after its batch is in fjall (see `counting`).
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -21,9 +30,14 @@ use openraft::{
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use super::types::{KvOp, KvRequest, KvResponse, SetCond, TypeConfig};
+use super::log_store::LogStore;
+use super::sessions::{Check, SessionRecord, SessionTable, session_id_bytes, session_id_from_key};
+use super::types::{KvOp, KvRequest, KvResponse, SessionId, SetCond, TypeConfig};
+use crate::counting::{self, CountFence};
+use crate::limits::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use crate::routing::split::{SharedCatalog, right_route_id};
 use crate::routing::{Catalog, Route};
+use crate::sampling::Sampling;
 use crate::store::{Store, StoreError, StoredValue, from_json, meta_key, to_json};
 
 type NodeId = u64;
@@ -42,6 +56,56 @@ struct SnapshotPayload {
     routes: Vec<Route>,
     /// Keys and their encoded [`StoredValue`]s.
     pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The session table at the snapshot's applied id (exactly-once survives snapshots).
+    #[serde(default)]
+    sessions: Vec<SessionRecord>,
+}
+
+/// `raft_meta` record name prefix of a group's sessions: `s/` ++ node ++ epoch ++ conn (8 B BE
+/// each); short, because one record is written per applied write.
+const SESSION_PREFIX: &str = "s/";
+
+fn session_key(group: u64, s: &SessionId) -> Vec<u8> {
+    let mut k = meta_key(group, SESSION_PREFIX);
+    k.extend_from_slice(&session_id_bytes(s));
+    k
+}
+
+/// Decodes one persisted session record (key and value).
+fn session_record(key: &[u8], value: &[u8]) -> Result<SessionRecord, StoreError> {
+    let session = session_id_from_key(key).ok_or(StoreError::Corrupt {
+        what: "session key",
+        detail: format!("{} bytes", key.len()),
+    })?;
+    SessionRecord::decode_value(session, value)
+}
+
+/// Error text of an `APPEND` or `SET` whose value would pass [`MAX_VALUE_BYTES`] (Redis's).
+pub(crate) const TOO_LARGE: &str = "string exceeds maximum allowed size (proto-max-bulk-len)";
+
+/// Why `key` cannot be stored (fjall keys are 1..=65 535 bytes), if it cannot.
+fn key_refusal(key: &[u8]) -> Option<String> {
+    if key.is_empty() {
+        Some("empty keys are not supported".to_owned())
+    } else if key.len() > MAX_KEY_BYTES {
+        Some(format!(
+            "key exceeds maximum allowed size ({MAX_KEY_BYTES} bytes)"
+        ))
+    } else {
+        None
+    }
+}
+
+/// Whether `key` can exist in the `kv` keyspace (reads of other keys find nothing).
+pub(crate) fn storable_key(key: &[u8]) -> bool {
+    !key.is_empty() && key.len() <= MAX_KEY_BYTES
+}
+
+/// An applied write waiting to be observed once its batch is in fjall.
+struct Applied {
+    term: u64,
+    at_unix_ms: u64,
+    op: KvOp,
 }
 
 /// The last built or installed snapshot, shared by the state machine and its builders.
@@ -65,6 +129,9 @@ pub(crate) struct StateMachine {
     catalog: Arc<SharedCatalog>,
     applied: AppliedState,
     current: CurrentSnapshot,
+    sessions: SessionTable,
+    sampling: Sampling,
+    fence: Arc<CountFence>,
 }
 
 fn sm_err(e: StoreError) -> StorageError<NodeId> {
@@ -72,22 +139,130 @@ fn sm_err(e: StoreError) -> StorageError<NodeId> {
 }
 
 impl StateMachine {
+    /// Opens group `group`'s state machine: its applied state and session table. Observes
+    /// applied writes into `sampling` under `fence`.
     pub(crate) fn open(
         store: Store,
         group: u64,
         catalog: Arc<SharedCatalog>,
+        sampling: Sampling,
+        fence: Arc<CountFence>,
     ) -> Result<Self, StoreError> {
         let applied = match store.meta.get(meta_key(group, "applied"))? {
             None => AppliedState::default(),
             Some(raw) => from_json("applied state", &raw)?,
         };
+        let mut records = Vec::new();
+        for item in store.meta.prefix(meta_key(group, SESSION_PREFIX)) {
+            let (k, v) = item.into_inner()?;
+            records.push(session_record(&k, &v)?);
+        }
+        let mut sessions = SessionTable::new();
+        sessions.replace(records);
         Ok(Self {
             store,
             group,
             catalog,
             applied,
             current: Arc::default(),
+            sessions,
+            sampling,
+            fence,
         })
+    }
+
+    /// Re-observes the writes a crash lost: the entries in (watermark, applied] of the log,
+    /// minus duplicates and entries covered by an installed snapshot, with their own terms and
+    /// proposer timestamps; then sets the fence's watermark to the applied index. Call once,
+    /// after open and before the group starts applying. Returns how many entries were
+    /// re-observed.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the log or the meta records cannot be read.
+    pub(crate) fn recount_from_log(&self, log: &LogStore) -> Result<u64, StoreError> {
+        let applied = self.applied.last_applied.map_or(0, |l| l.index);
+        if self.sampling.sampler().is_none() {
+            self.fence.advance(self.group, applied);
+            return Ok(0);
+        }
+        let watermark = counting::load_watermark(&self.store, self.group)?.unwrap_or(0);
+        let floor = counting::load_floor(&self.store, self.group)?.unwrap_or(0);
+        let start = watermark.max(floor).saturating_add(1);
+        let mut recounted = 0u64;
+        let catalog = self.catalog.load();
+        let group = self.group;
+        let sampling = &self.sampling;
+        let mut next = start;
+        let outcome = self.fence.observe_applied(group, applied, || {
+            while next <= applied {
+                // Chunks bound the memory of a long tail (entries can be large).
+                let end = next.saturating_add(256).min(applied.saturating_add(1));
+                let entries = log.read_range(next, end)?;
+                let mut dups = std::collections::BTreeSet::new();
+                let lo = counting::dup_key(group, next);
+                let hi = counting::dup_key(group, end);
+                for item in self.store.meta.range(lo..hi) {
+                    let k = item.key()?;
+                    if let Some(tail) = k.get(k.len().saturating_sub(8)..)
+                        && let Ok(b) = <[u8; 8]>::try_from(tail)
+                    {
+                        dups.insert(u64::from_be_bytes(b));
+                    }
+                }
+                for e in entries {
+                    if let EntryPayload::Normal(req) = &e.payload
+                        && !dups.contains(&e.log_id.index)
+                    {
+                        observe_op(
+                            sampling,
+                            &catalog,
+                            group,
+                            e.log_id.leader_id.term,
+                            req.now_unix_ms,
+                            &req.op,
+                        );
+                        recounted += 1;
+                    }
+                }
+                next = end;
+            }
+            Ok::<(), StoreError>(())
+        });
+        outcome?;
+        if recounted > 0 {
+            tracing::info!(
+                group,
+                from = start,
+                to = applied,
+                entries = recounted,
+                "keyviz: re-counted applied writes not covered by a flushed column"
+            );
+        }
+        Ok(recounted)
+    }
+
+    /// Observes `done` (applied and in fjall) and raises the watermark to the applied index.
+    fn observe(&self, done: &mut Vec<Applied>) {
+        let applied = self.applied.last_applied.map_or(0, |l| l.index);
+        if done.is_empty() || self.sampling.sampler().is_none() {
+            done.clear();
+            self.fence.advance(self.group, applied);
+            return;
+        }
+        let catalog = self.catalog.load();
+        self.fence.observe_applied(self.group, applied, || {
+            for a in done.iter() {
+                observe_op(
+                    &self.sampling,
+                    &catalog,
+                    self.group,
+                    a.term,
+                    a.at_unix_ms,
+                    &a.op,
+                );
+            }
+        });
+        done.clear();
     }
 
     fn applied_record(&self) -> Result<(Vec<u8>, Vec<u8>), StoreError> {
@@ -103,6 +278,9 @@ impl StateMachine {
         key: &[u8],
         now: u64,
     ) -> Result<Option<StoredValue>, StoreError> {
+        if !storable_key(key) {
+            return Ok(None);
+        }
         let v = match pending.get(key) {
             Some(v) => v.clone(),
             None => match self.store.kv.get(key)? {
@@ -126,6 +304,12 @@ impl StateMachine {
                 expire_at_unix_ms,
                 cond,
             } => {
+                if let Some(why) = key_refusal(key) {
+                    return Ok(KvResponse::Rejected(why));
+                }
+                if value.len() > MAX_VALUE_BYTES {
+                    return Ok(KvResponse::Rejected(TOO_LARGE.to_owned()));
+                }
                 let exists = self.read(pending, key, now)?.is_some();
                 let allowed = match cond {
                     SetCond::Always => true,
@@ -143,6 +327,15 @@ impl StateMachine {
                 KvResponse::Ok
             }
             KvOp::MSet { pairs } => {
+                // All or nothing: refuse the whole MSET before writing any pair.
+                for (k, v) in pairs {
+                    if let Some(why) = key_refusal(k) {
+                        return Ok(KvResponse::Rejected(why));
+                    }
+                    if v.len() > MAX_VALUE_BYTES {
+                        return Ok(KvResponse::Rejected(TOO_LARGE.to_owned()));
+                    }
+                }
                 for (k, v) in pairs {
                     pending.insert(
                         k.clone(),
@@ -157,6 +350,10 @@ impl StateMachine {
             KvOp::Del { keys } => {
                 let mut n = 0;
                 for k in keys {
+                    // A key that cannot be stored cannot exist: nothing to delete.
+                    if !storable_key(k) {
+                        continue;
+                    }
                     if self.read(pending, k, now)?.is_some() {
                         n += 1;
                     }
@@ -165,6 +362,9 @@ impl StateMachine {
                 KvResponse::Int(n)
             }
             KvOp::IncrBy { key, delta } => {
+                if let Some(why) = key_refusal(key) {
+                    return Ok(KvResponse::Rejected(why));
+                }
                 let cur = self.read(pending, key, now)?;
                 let (old, expire) = match &cur {
                     None => (0i64, 0),
@@ -189,10 +389,16 @@ impl StateMachine {
                 KvResponse::Int(new)
             }
             KvOp::Append { key, value } => {
+                if let Some(why) = key_refusal(key) {
+                    return Ok(KvResponse::Rejected(why));
+                }
                 let mut v = self.read(pending, key, now)?.unwrap_or(StoredValue {
                     expire_at_ms: 0,
                     data: Vec::new(),
                 });
+                if v.data.len().saturating_add(value.len()) > MAX_VALUE_BYTES {
+                    return Ok(KvResponse::Rejected(TOO_LARGE.to_owned()));
+                }
                 v.data.extend_from_slice(value);
                 let len = v.data.len() as i64;
                 pending.insert(key.clone(), Some(v));
@@ -203,20 +409,24 @@ impl StateMachine {
                 for op in ops {
                     out.push(match op {
                         KvOp::Split { .. } | KvOp::Batch { .. } => {
-                            KvResponse::SplitRefused("splits and batches cannot be batched".into())
+                            KvResponse::Rejected("splits and batches cannot be batched".into())
                         }
                         _ => self.apply_op(pending, now, op)?,
                     });
                 }
                 KvResponse::Batch(out)
             }
-            KvOp::Split { .. } => KvResponse::Internal, // handled by the caller
+            // Handled by the caller; reaching here means a malformed entry.
+            KvOp::Split { .. } => KvResponse::Rejected("a split cannot be applied here".into()),
         })
     }
 
+    /// Writes the pending values, the session changes, the duplicate markers and the applied
+    /// id in one fjall batch.
     fn commit(
-        &self,
+        &mut self,
         pending: &mut BTreeMap<Vec<u8>, Option<StoredValue>>,
+        dups: &mut Vec<u64>,
     ) -> Result<(), StoreError> {
         let mut batch = self.store.batch();
         for (k, v) in std::mem::take(pending) {
@@ -224,6 +434,20 @@ impl StateMachine {
                 Some(v) => batch.insert(&self.store.kv, k, v.encode()),
                 None => batch.remove(&self.store.kv, k),
             }
+        }
+        let (write, delete) = self.sessions.take_changes();
+        for r in &write {
+            batch.insert(
+                &self.store.meta,
+                session_key(self.group, &r.session),
+                r.encode_value()?,
+            );
+        }
+        for s in &delete {
+            batch.remove(&self.store.meta, session_key(self.group, s));
+        }
+        for i in dups.drain(..) {
+            batch.insert(&self.store.meta, counting::dup_key(self.group, i), [1u8]);
         }
         let (mk, mv) = self.applied_record()?;
         batch.insert(&self.store.meta, mk, mv);
@@ -237,6 +461,9 @@ impl StateMachine {
         route: u64,
         at: &[u8],
     ) -> Result<KvResponse, StoreError> {
+        if let Some(why) = key_refusal(at) {
+            return Ok(KvResponse::SplitRefused(why));
+        }
         let owned = self.catalog.load().route(route).map(|r| r.group) == Some(self.group);
         if !owned {
             return Ok(KvResponse::SplitRefused(format!(
@@ -279,7 +506,19 @@ impl StateMachine {
                 pairs.push((k.to_vec(), v.to_vec()));
             }
         }
-        let data = to_json("snapshot", &SnapshotPayload { routes, pairs })?;
+        let mut sessions = Vec::new();
+        for item in snap.prefix(&self.store.meta, meta_key(self.group, SESSION_PREFIX)) {
+            let (k, v) = item.into_inner()?;
+            sessions.push(session_record(&k, &v)?);
+        }
+        let data = to_json(
+            "snapshot",
+            &SnapshotPayload {
+                routes,
+                pairs,
+                sessions,
+            },
+        )?;
         let last = self.applied.last_applied;
         let id = match last {
             Some(l) => format!("{}-{}-{}", self.group, l.leader_id.term, l.index),
@@ -332,6 +571,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let mut pending = BTreeMap::new();
+        let mut dups = Vec::new();
+        let mut done = Vec::new();
         let mut out = Vec::new();
         for entry in entries {
             let is_split = matches!(
@@ -342,8 +583,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 })
             );
             if is_split {
-                // Earlier entries of this batch must be on disk before the split's applied id.
-                self.commit(&mut pending).map_err(sm_err)?;
+                // Earlier entries of this batch must be on disk before the split's applied id,
+                // and observed under the routes they were applied with.
+                self.commit(&mut pending, &mut dups).map_err(sm_err)?;
+                self.observe(&mut done);
             }
             self.applied.last_applied = Some(entry.log_id);
             let resp = match entry.payload {
@@ -352,18 +595,45 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     self.applied.membership = StoredMembership::new(Some(entry.log_id), m);
                     KvResponse::Internal
                 }
-                EntryPayload::Normal(req) => match &req.op {
-                    KvOp::Split { route, at } => {
-                        self.apply_split(entry.log_id, *route, at).map_err(sm_err)?
+                EntryPayload::Normal(req) => {
+                    self.sessions.expire(req.now_unix_ms);
+                    match &req.op {
+                        KvOp::Split { route, at } => {
+                            self.apply_split(entry.log_id, *route, at).map_err(sm_err)?
+                        }
+                        _ => match req.request.map(|id| (id, self.sessions.check(&id))) {
+                            Some((_, Check::Duplicate(cached))) => {
+                                dups.push(entry.log_id.index);
+                                cached
+                            }
+                            Some((_, Check::Stale)) => {
+                                dups.push(entry.log_id.index);
+                                KvResponse::Rejected(
+                                    "stale request id: the session has moved on".into(),
+                                )
+                            }
+                            fresh => {
+                                let resp = self
+                                    .apply_op(&mut pending, req.now_unix_ms, &req.op)
+                                    .map_err(sm_err)?;
+                                if let Some((id, _)) = fresh {
+                                    self.sessions.record(id, req.now_unix_ms, resp.clone());
+                                }
+                                done.push(Applied {
+                                    term: entry.log_id.leader_id.term,
+                                    at_unix_ms: req.now_unix_ms,
+                                    op: req.op,
+                                });
+                                resp
+                            }
+                        },
                     }
-                    _ => self
-                        .apply_op(&mut pending, req.now_unix_ms, &req.op)
-                        .map_err(sm_err)?,
-                },
+                }
             };
             out.push(resp);
         }
-        self.commit(&mut pending).map_err(sm_err)?;
+        self.commit(&mut pending, &mut dups).map_err(sm_err)?;
+        self.observe(&mut done);
         Ok(out)
     }
 
@@ -395,6 +665,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         };
         let (mk, mv) = self.applied_record().map_err(sm_err)?;
         let store = self.store.clone();
+        let group = self.group;
+        let snapshot_index = meta.last_log_id.map_or(0, |l| l.index);
+        let sessions = &payload.sessions;
         let old_routes: Vec<Route> = self.catalog.load().routes_of(self.group).cloned().collect();
         self.catalog
             .replace_group(
@@ -414,6 +687,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     for (k, v) in &payload.pairs {
                         batch.insert(&store.kv, k.clone(), v.clone());
                     }
+                    for item in store.meta.prefix(meta_key(group, SESSION_PREFIX)) {
+                        batch.remove(&store.meta, item.key()?);
+                    }
+                    for r in sessions {
+                        batch.insert(
+                            &store.meta,
+                            session_key(group, &r.session),
+                            r.encode_value()?,
+                        );
+                    }
+                    // Snapshot installs are not counted here (the replicas that applied the
+                    // entries have them); a restart must not re-count below this index either.
+                    let (fk, fv) = counting::floor_record(group, snapshot_index);
+                    batch.insert(&store.meta, fk, fv);
                     batch.insert(
                         &store.meta,
                         CATALOG_KEY.to_vec(),
@@ -425,6 +712,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 },
             )
             .map_err(sm_err)?;
+        self.sessions.replace(payload.sessions);
+        self.fence.advance(self.group, snapshot_index);
         *self.current.lock() = Some((meta.clone(), data));
         Ok(())
     }
@@ -436,5 +725,267 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta,
             snapshot: Box::new(Cursor::new(data)),
         }))
+    }
+}
+
+/// Observes every key written by `op` (an entry of `group` appended in `term`, proposed at
+/// `at_unix_ms`) on the route the catalog gives it.
+fn observe_op(
+    sampling: &Sampling,
+    catalog: &Catalog,
+    group: u64,
+    term: u64,
+    at_unix_ms: u64,
+    op: &KvOp,
+) {
+    // The proposer's timestamp, not this replica's clock: every replica (and a re-count after
+    // a crash) files the write in the window it was proposed in, so the cluster merge's max per
+    // (group, term) compares like with like.
+    let at = i64::try_from(at_unix_ms).unwrap_or(i64::MAX);
+    counting::for_each_write(op, &mut |key, len| {
+        sampling.observe_write(catalog.route_for(key).id, key, len, group, term, at);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::CommittedLeaderId;
+    use openraft::storage::RaftLogStorage;
+
+    use super::*;
+    use crate::raft::types::RequestId;
+    use crate::routing::Layout;
+    use crate::store::log_key;
+
+    fn session(conn: u64) -> SessionId {
+        SessionId {
+            node: 1,
+            epoch: 42,
+            conn,
+        }
+    }
+
+    fn req(op: KvOp, id: Option<(u64, u64)>) -> KvRequest {
+        KvRequest {
+            now_unix_ms: 1_000,
+            op,
+            request: id.map(|(conn, seq)| RequestId {
+                session: session(conn),
+                seq,
+            }),
+        }
+    }
+
+    fn entry(index: u64, r: KvRequest) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(r),
+        }
+    }
+
+    fn incr(key: &str) -> KvOp {
+        KvOp::IncrBy {
+            key: key.as_bytes().to_vec(),
+            delta: 1,
+        }
+    }
+
+    fn open(store: &Store, sampling: Sampling) -> StateMachine {
+        let catalog = Catalog::from_layout(&Layout::even(1)).expect("layout");
+        let catalog = Arc::new(SharedCatalog::new(catalog, sampling.clone()));
+        let fence = Arc::new(CountFence::new([1]));
+        StateMachine::open(store.clone(), 1, catalog, sampling, fence).expect("open")
+    }
+
+    async fn apply_one(sm: &mut StateMachine, e: Entry<TypeConfig>) -> KvResponse {
+        let mut out = sm.apply([e]).await.expect("apply");
+        out.pop().expect("one response")
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_request_id_changes_state_once_and_returns_the_cached_reply() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), false).expect("store");
+        let mut sm = open(&store, Sampling::disabled());
+        let first = apply_one(&mut sm, entry(1, req(incr("n"), Some((1, 1))))).await;
+        assert_eq!(first, KvResponse::Int(1));
+        let again = apply_one(&mut sm, entry(2, req(incr("n"), Some((1, 1))))).await;
+        assert_eq!(again, KvResponse::Int(1), "the cached reply");
+        assert_eq!(store.get_value(b"n", 0).expect("get"), Some(b"1".to_vec()));
+        let next = apply_one(&mut sm, entry(3, req(incr("n"), Some((1, 2))))).await;
+        assert_eq!(next, KvResponse::Int(2));
+        let stale = apply_one(&mut sm, entry(4, req(incr("n"), Some((1, 1))))).await;
+        assert!(matches!(stale, KvResponse::Rejected(_)), "{stale:?}");
+        let other = apply_one(&mut sm, entry(5, req(incr("n"), Some((2, 1))))).await;
+        assert_eq!(other, KvResponse::Int(3), "another session is independent");
+        let no_id = apply_one(&mut sm, entry(6, req(incr("n"), None))).await;
+        assert_eq!(no_id, KvResponse::Int(4));
+        assert_eq!(store.get_value(b"n", 0).expect("get"), Some(b"4".to_vec()));
+
+        // The table was persisted with the applies: a reopened state machine still dedups.
+        drop(sm);
+        let mut sm = open(&store, Sampling::disabled());
+        let after = apply_one(&mut sm, entry(7, req(incr("n"), Some((1, 2))))).await;
+        assert_eq!(after, KvResponse::Int(2), "cached across a restart");
+        assert_eq!(store.get_value(b"n", 0).expect("get"), Some(b"4".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn oversized_keys_and_values_are_rejected_on_every_replica_without_panicking() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), false).expect("store");
+        let mut sm = open(&store, Sampling::disabled());
+        let big = vec![b'k'; 70_000];
+        let set = |key: Vec<u8>, value: Vec<u8>| KvOp::Set {
+            key,
+            value,
+            expire_at_unix_ms: 0,
+            cond: SetCond::Always,
+        };
+        let r = apply_one(
+            &mut sm,
+            entry(1, req(set(big.clone(), b"v".to_vec()), None)),
+        )
+        .await;
+        assert!(
+            matches!(r, KvResponse::Rejected(ref t) if t.contains("key")),
+            "{r:?}"
+        );
+        let r = apply_one(&mut sm, entry(2, req(set(Vec::new(), b"v".to_vec()), None))).await;
+        assert!(matches!(r, KvResponse::Rejected(_)), "empty key: {r:?}");
+        let r = apply_one(
+            &mut sm,
+            entry(
+                3,
+                req(
+                    KvOp::Del {
+                        keys: vec![big.clone()],
+                    },
+                    None,
+                ),
+            ),
+        )
+        .await;
+        assert_eq!(r, KvResponse::Int(0));
+        let almost = vec![b'x'; MAX_VALUE_BYTES - 1];
+        let r = apply_one(&mut sm, entry(4, req(set(b"a".to_vec(), almost), None))).await;
+        assert_eq!(r, KvResponse::Ok);
+        let append = KvOp::Append {
+            key: b"a".to_vec(),
+            value: b"yz".to_vec(),
+        };
+        let r = apply_one(&mut sm, entry(5, req(append, None))).await;
+        assert_eq!(r, KvResponse::Rejected(TOO_LARGE.to_owned()));
+        let len = store.get_value(b"a", 0).expect("get").map(|v| v.len());
+        assert_eq!(
+            len,
+            Some(MAX_VALUE_BYTES - 1),
+            "the refused APPEND changed nothing"
+        );
+        let batch = KvOp::Batch {
+            ops: vec![set(big.clone(), b"v".to_vec()), incr("c")],
+        };
+        let r = apply_one(&mut sm, entry(6, req(batch, None))).await;
+        let KvResponse::Batch(rs) = r else {
+            panic!("batch answered {r:?}")
+        };
+        assert!(matches!(rs[0], KvResponse::Rejected(_)));
+        assert_eq!(rs[1], KvResponse::Int(1), "the rest of the batch applies");
+        assert_eq!(
+            store.get_value(&big, 0).expect("read of an oversized key"),
+            None
+        );
+        let (applied, _) = sm.applied_state().await.expect("applied");
+        assert_eq!(applied.map(|l| l.index), Some(6));
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_carries_the_session_table() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), false).expect("store");
+        let mut sm = open(&store, Sampling::disabled());
+        assert_eq!(
+            apply_one(&mut sm, entry(1, req(incr("n"), Some((1, 1))))).await,
+            KvResponse::Int(1)
+        );
+        let snap = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("build");
+
+        let dir2 = tempfile::tempdir().expect("tempdir");
+        let store2 = Store::open(dir2.path(), false).expect("store");
+        let mut sm2 = open(&store2, Sampling::disabled());
+        sm2.install_snapshot(&snap.meta, snap.snapshot)
+            .await
+            .expect("install");
+        let dup = apply_one(&mut sm2, entry(2, req(incr("n"), Some((1, 1))))).await;
+        assert_eq!(
+            dup,
+            KvResponse::Int(1),
+            "the installed table knows the request"
+        );
+        assert_eq!(store2.get_value(b"n", 0).expect("get"), Some(b"1".to_vec()));
+        assert_eq!(counting::load_floor(&store2, 1).expect("floor"), Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_restart_recounts_only_applied_entries_above_the_watermark_and_skips_duplicates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), false).expect("store");
+        let sampler = || {
+            let cfg = keyviz::SamplerConfig {
+                step_ms: 1_000,
+                ..keyviz::SamplerConfig::default()
+            };
+            Sampling::enabled(Arc::new(keyviz::Sampler::new(cfg, 0).expect("sampler")))
+        };
+        let mut sm = open(&store, sampler());
+        let entries = vec![
+            entry(1, req(incr("a"), Some((1, 1)))),
+            entry(2, req(incr("a"), Some((1, 1)))), // a retry: duplicate
+            entry(3, req(incr("b"), Some((1, 2)))),
+            entry(4, req(incr("c"), Some((1, 3)))),
+        ];
+        // The log holds what was applied (the real log store wrote it before apply).
+        for e in &entries {
+            store
+                .log
+                .insert(log_key(1, e.log_id.index), to_json("e", e).expect("json"))
+                .expect("log");
+        }
+        sm.apply(entries).await.expect("apply");
+        drop(sm);
+
+        // "Crash" before any flush: everything applied is re-counted except the duplicate.
+        let log = LogStore::new(store.clone(), 1, true);
+        let sm = open(&store, sampler());
+        assert_eq!(sm.recount_from_log(&log).expect("recount"), 3);
+        assert_eq!(sm.fence.watermark(1), Some(4));
+
+        // A flushed column covering index 3: only entry 4 is re-counted.
+        let mut batch = store.batch();
+        counting::stage_watermarks(&store, &mut batch, &BTreeMap::from([(1, 3)]));
+        batch.commit().expect("commit");
+        let sm = open(&store, sampler());
+        assert_eq!(sm.recount_from_log(&log).expect("recount"), 1);
+
+        // Purge keeps what the watermark does not cover.
+        let mut log2 = log.clone();
+        log2.purge(LogId::new(CommittedLeaderId::new(1, 1), 4))
+            .await
+            .expect("purge");
+        let kept: Vec<u64> = log
+            .read_range(0, 10)
+            .expect("read")
+            .iter()
+            .map(|e| e.log_id.index)
+            .collect();
+        assert_eq!(kept, vec![4], "entry 4 stays until a flush covers it");
+        let state = log2.get_log_state().await.expect("state");
+        assert_eq!(state.last_log_id.map(|l| l.index), Some(4));
+        assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(4));
     }
 }

@@ -82,13 +82,42 @@ pub enum KvOp {
     },
 }
 
+/// A client session: unique per RESP connection across nodes and restarts (the node that
+/// accepted the connection, a random epoch drawn at that node's start, and a per-process
+/// connection counter), so two connections never share a session (Raft dissertation §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SessionId {
+    /// Node that accepted the client connection.
+    pub node: u64,
+    /// Random per-process epoch of that node (distinguishes restarts).
+    pub epoch: u64,
+    /// Connection counter within that process.
+    pub conn: u64,
+}
+
+/// Identity of one client write: its session and a sequence number that grows with every write
+/// of the session. Retries of one write carry the same id, so the state machine applies it at
+/// most once and answers a duplicate with the cached response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RequestId {
+    /// The client session.
+    pub session: SessionId,
+    /// Sequence number within the session (strictly increasing per session and group).
+    pub seq: u64,
+}
+
 /// A log entry payload: the operation plus the proposer's clock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvRequest {
-    /// Proposer's unix ms; expiry is evaluated against it on every replica.
+    /// Proposer's unix ms; expiry is evaluated against it on every replica, session expiry
+    /// too, and every replica counts the write in the KeyViz window of this stamp.
     pub now_unix_ms: u64,
     /// The operation.
     pub op: KvOp,
+    /// The client write this entry carries, for exactly-once application; `None` for internal
+    /// operations (splits) and entries written before sessions existed.
+    #[serde(default)]
+    pub request: Option<RequestId>,
 }
 
 /// Result of applying one entry.
@@ -111,6 +140,10 @@ pub enum KvResponse {
         /// Id of the new right route.
         right_id: u64,
     },
+    /// The operation was refused deterministically on every replica (oversized key or result,
+    /// empty key, malformed entry, stale request id); the text is a Redis error without the
+    /// `ERR ` prefix. Nothing was changed.
+    Rejected(String),
     /// One answer per operation of a [`KvOp::Batch`], in order.
     Batch(Vec<KvResponse>),
     /// Non-application entries (blank, membership).

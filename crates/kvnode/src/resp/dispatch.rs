@@ -22,7 +22,7 @@ fn write_reply(r: KvResponse) -> Reply {
         KvResponse::Int(n) => Reply::Int(n),
         KvResponse::NotInteger => Reply::err("value is not an integer or out of range"),
         KvResponse::Overflow => Reply::err("increment or decrement would overflow"),
-        KvResponse::SplitRefused(why) => Reply::err(why),
+        KvResponse::SplitRefused(why) | KvResponse::Rejected(why) => Reply::err(why),
         KvResponse::Split { right_id } => Reply::Int(right_id as i64),
         KvResponse::Batch(_) | KvResponse::Internal => Reply::err("internal: unexpected answer"),
     }
@@ -265,7 +265,13 @@ impl Dispatcher {
                         .collect(),
                 };
                 match self.write_many(&refs, op).await {
-                    Ok(_) => Reply::Simple("OK"),
+                    Ok(rs) => match rs.into_iter().find_map(|r| match r {
+                        KvResponse::Rejected(why) => Some(why),
+                        _ => None,
+                    }) {
+                        Some(why) => Reply::err(why),
+                        None => Reply::Simple("OK"),
+                    },
                     Err(e) => failure(e),
                 }
             }

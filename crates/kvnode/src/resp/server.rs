@@ -25,7 +25,7 @@ use tokio_util::codec::{Decoder, Encoder};
 use super::auth::{Auth, Session};
 use super::codec::{CodecError, Limits, Reply, RespCodec};
 use super::command::{self, Command};
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{ClientSession, Dispatcher};
 
 /// Client limits of the RESP server (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,6 +190,8 @@ struct Conn {
     slot: Slot,
     codec: RespCodec,
     session: Session,
+    /// One client session per connection: its writes apply at most once, even when retried.
+    client: ClientSession,
     buf: BytesMut,
     out: BytesMut,
 }
@@ -198,12 +200,14 @@ async fn connection(stream: TcpStream, slot: Slot, shutdown: watch::Receiver<boo
     let auth = slot.shared.auth.clone();
     let mut codec = RespCodec::new(slot.shared.limits.codec);
     let session = auth.new_session();
+    let client = slot.shared.dispatcher.new_session();
     codec.set_restricted(!session.authenticated);
     let mut c = Conn {
         stream,
         slot,
         codec,
         session,
+        client,
         buf: BytesMut::new(),
         out: BytesMut::new(),
     };
@@ -413,7 +417,11 @@ impl Conn {
             return;
         }
         let cmds = std::mem::take(segment);
-        for reply in shared.dispatcher.run_pipeline(cmds).await {
+        let replies = shared
+            .dispatcher
+            .in_session(self.client.clone(), shared.dispatcher.run_pipeline(cmds))
+            .await;
+        for reply in replies {
             self.encode(reply);
         }
     }
