@@ -160,7 +160,26 @@ impl NodeProc {
 }
 
 impl Cluster {
+    /// Starts the cluster and waits until every node is ready. Ports come from
+    /// [`free_port`] (bound then released), so another process can take one before the node
+    /// binds it: a start that fails only on "Address already in use" is retried on new ports.
     pub fn start(opts: Opts) -> Cluster {
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
+            match Self::try_start(&opts) {
+                Ok(c) => return c,
+                Err(log) if attempt < ATTEMPTS => {
+                    eprintln!(
+                        "cluster start hit a port clash (attempt {attempt}), retrying:\n{log}"
+                    );
+                }
+                Err(log) => panic!("cluster start kept hitting port clashes:\n{log}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    fn try_start(opts: &Opts) -> Result<Cluster, String> {
         let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let dir = tempfile::tempdir().expect("tempdir");
         let ports: Vec<(u16, u16, u16)> = (0..opts.nodes)
@@ -226,10 +245,54 @@ impl Cluster {
             _serial: serial,
         };
         for i in 0..c.nodes.len() {
-            c.wait_node_ready(i, Duration::from_secs(60));
+            if let Some(log) = c.port_clash(i, Duration::from_secs(60)) {
+                return Err(log);
+            }
         }
         c.wait_balanced(opts.groups, Duration::from_secs(10));
-        c
+        Ok(c)
+    }
+
+    /// Waits until node `i` is ready ([`Cluster::wait_node_ready`]); returns its log instead
+    /// when it failed to bind a port another process took first.
+    fn port_clash(&self, i: usize, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log(i);
+            if log.contains("Address already in use") {
+                return Some(log);
+            }
+            let step =
+                Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now()));
+            if self.node_ready(i, step) {
+                return None;
+            }
+            if Instant::now() >= deadline {
+                self.wait_node_ready(i, Duration::ZERO);
+                return None;
+            }
+        }
+    }
+
+    /// Whether node `i` becomes ready within `timeout` (no panic).
+    fn node_ready(&self, i: usize, timeout: Duration) -> bool {
+        let n = &self.nodes[i];
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Reply::Bulk(Some(info))) =
+                Resp::connect_auth(n.resp, self.password).and_then(|mut c| c.call(&["INFO"]))
+            {
+                let info = String::from_utf8_lossy(&info).to_string();
+                let groups: Vec<&str> = info.lines().filter(|l| l.starts_with("group_")).collect();
+                if !groups.is_empty() && groups.iter().all(|l| !l.contains("leader=none")) {
+                    return true;
+                }
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Best effort: waits until each group is led by the node that campaigns for it after
@@ -245,28 +308,15 @@ impl Cluster {
         }
     }
 
-    /// Waits until node `i` answers INFO and knows a leader for every group.
+    /// Waits until node `i` answers INFO and knows a leader for every group; panics with its
+    /// log after `timeout`.
     pub fn wait_node_ready(&self, i: usize, timeout: Duration) {
-        let n = &self.nodes[i];
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Reply::Bulk(Some(info))) =
-                Resp::connect_auth(n.resp, self.password).and_then(|mut c| c.call(&["INFO"]))
-            {
-                let info = String::from_utf8_lossy(&info).to_string();
-                let groups: Vec<&str> = info.lines().filter(|l| l.starts_with("group_")).collect();
-                if !groups.is_empty() && groups.iter().all(|l| !l.contains("leader=none")) {
-                    return;
-                }
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "node {} not ready in {timeout:?}; log:\n{}",
-                    n.id,
-                    self.log(i)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        if !self.node_ready(i, timeout) {
+            panic!(
+                "node {} not ready in {timeout:?}; log:\n{}",
+                self.nodes[i].id,
+                self.log(i)
+            );
         }
     }
 
