@@ -153,8 +153,14 @@ impl Groups {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(timing.snapshot_every),
             max_in_snapshot_log_to_keep: 1_000,
             // openraft 0.9 uses the heartbeat interval as the AppendEntries deadline; smaller
-            // batches keep one RPC well inside it on a loaded machine.
+            // batches keep one RPC well inside it on a loaded machine. The log reader also
+            // bounds an RPC to 8 MiB of entries, and the network lets a single bigger entry
+            // outlive the heartbeat deadline (raft/network.rs).
             max_payload_entries: 128,
+            // Snapshots travel in 4 MiB chunks (far below the 80 MiB body cap); a chunk, and the
+            // install that follows the last one, get 30 s (the transport extends it per byte).
+            snapshot_max_chunk_size: 4 * 1024 * 1024,
+            install_snapshot_timeout: 30_000,
             ..Default::default()
         };
         let config = Arc::new(
