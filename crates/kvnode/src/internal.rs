@@ -279,3 +279,118 @@ async fn status(State(ctx): State<Ctx>) -> Json<NodeStatus> {
         routes: d.catalog().routes().to_vec(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    use tokio::sync::Notify;
+
+    use super::*;
+
+    /// A server with short limits, one request at a time; `/slow` waits for `release`.
+    async fn server(limits: HttpLimits) -> (std::net::SocketAddr, Arc<Notify>, watch::Sender<bool>) {
+        let release = Arc::new(Notify::new());
+        let r2 = release.clone();
+        let router = Router::new()
+            .route(
+                "/slow",
+                get(move || {
+                    let r = r2.clone();
+                    async move {
+                        r.notified().await;
+                        "done"
+                    }
+                }),
+            )
+            .route("/echo", post(|body: bytes::Bytes| async move { body }));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(serve(listener, router, limits, rx));
+        (addr, release, tx)
+    }
+
+    fn short() -> HttpLimits {
+        HttpLimits {
+            header_timeout: Duration::from_millis(300),
+            body_stall_timeout: Duration::from_millis(300),
+            request_timeout: Duration::from_secs(5),
+            max_concurrent: 1,
+        }
+    }
+
+    /// Reads until the peer closes; returns what arrived and how long it took.
+    async fn read_until_closed(s: &mut TcpStream) -> (String, Duration) {
+        let t = Instant::now();
+        let mut out = Vec::new();
+        let res = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        assert!(res.is_ok(), "connection still open after 5 s");
+        (String::from_utf8_lossy(&out).into_owned(), t.elapsed())
+    }
+
+    #[tokio::test]
+    async fn idle_and_half_sent_requests_are_closed_after_the_timeout() {
+        let (addr, _release, _stop) = server(short()).await;
+
+        let mut idle = TcpStream::connect(addr).await.expect("connect");
+        let (_, took) = read_until_closed(&mut idle).await;
+        assert!(took >= Duration::from_millis(250), "closed too early: {took:?}");
+
+        let mut half_head = TcpStream::connect(addr).await.expect("connect");
+        half_head
+            .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .expect("write");
+        read_until_closed(&mut half_head).await;
+
+        let mut half_body = TcpStream::connect(addr).await.expect("connect");
+        half_body
+            .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+            .await
+            .expect("write");
+        let (answer, _) = read_until_closed(&mut half_body).await;
+        assert!(!answer.contains("200 OK"), "a half-sent body was served: {answer}");
+
+        // A keep-alive connection that went idle after a request is closed too.
+        let mut kept = TcpStream::connect(addr).await.expect("connect");
+        kept.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok")
+            .await
+            .expect("write");
+        let (answer, _) = read_until_closed(&mut kept).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn requests_beyond_the_concurrency_limit_get_503() {
+        let (addr, release, _stop) = server(short()).await;
+        let mut first = TcpStream::connect(addr).await.expect("connect");
+        first
+            .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        // The first request holds the only slot until released; poll until the second one
+        // is shed (the first may take a moment to reach its handler).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut second = TcpStream::connect(addr).await.expect("connect");
+            second
+                .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .expect("write");
+            let mut buf = vec![0u8; 64];
+            let n = tokio::time::timeout(Duration::from_millis(500), second.read(&mut buf)).await;
+            if let Ok(Ok(n)) = n
+                && String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 503")
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no 503 while the only slot was busy");
+        }
+        release.notify_waiters();
+        let (answer, _) = read_until_closed(&mut first).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+}

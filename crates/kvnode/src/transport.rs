@@ -110,7 +110,7 @@ impl PeerClient {
             .pool_max_idle_per_host(32)
             // Below the server's keep-alive timeout, so the client never reuses a
             // connection the server is about to close.
-            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_idle_timeout(Duration::from_secs(5))
             .build(conn);
         Self { http, secret }
     }
