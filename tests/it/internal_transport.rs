@@ -87,5 +87,8 @@ fn forged_exec_without_or_with_a_wrong_secret_is_refused_and_writes_nothing() {
     assert_eq!(status, 200);
     let answer: Result<GroupReply, GroupError> = postcard::from_bytes(&body).expect("decode");
     assert_eq!(answer, Ok(GroupReply::Write(KvResponse::Ok)));
-    assert_eq!(get(&c, "with-secret"), Reply::Bulk(Some(b"forged".to_vec())));
+    assert_eq!(
+        get(&c, "with-secret"),
+        Reply::Bulk(Some(b"forged".to_vec()))
+    );
 }

@@ -299,7 +299,9 @@ impl Resp {
     pub fn read_slow(&mut self, timeout: Duration) -> std::io::Result<Reply> {
         self.r.get_ref().set_read_timeout(Some(timeout))?;
         let r = self.read();
-        self.r.get_ref().set_read_timeout(Some(Duration::from_secs(15)))?;
+        self.r
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(15)))?;
         r
     }
 
@@ -307,7 +309,9 @@ impl Resp {
     pub fn call_slow(&mut self, args: &[&str], timeout: Duration) -> std::io::Result<Reply> {
         self.r.get_ref().set_read_timeout(Some(timeout))?;
         let r = self.call(args);
-        self.r.get_ref().set_read_timeout(Some(Duration::from_secs(15)))?;
+        self.r
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(15)))?;
         r
     }
 

@@ -291,7 +291,9 @@ mod tests {
     use super::*;
 
     /// A server with short limits, one request at a time; `/slow` waits for `release`.
-    async fn server(limits: HttpLimits) -> (std::net::SocketAddr, Arc<Notify>, watch::Sender<bool>) {
+    async fn server(
+        limits: HttpLimits,
+    ) -> (std::net::SocketAddr, Arc<Notify>, watch::Sender<bool>) {
         let release = Arc::new(Notify::new());
         let r2 = release.clone();
         let router = Router::new()
@@ -337,7 +339,10 @@ mod tests {
 
         let mut idle = TcpStream::connect(addr).await.expect("connect");
         let (_, took) = read_until_closed(&mut idle).await;
-        assert!(took >= Duration::from_millis(250), "closed too early: {took:?}");
+        assert!(
+            took >= Duration::from_millis(250),
+            "closed too early: {took:?}"
+        );
 
         let mut half_head = TcpStream::connect(addr).await.expect("connect");
         half_head
@@ -352,7 +357,10 @@ mod tests {
             .await
             .expect("write");
         let (answer, _) = read_until_closed(&mut half_body).await;
-        assert!(!answer.contains("200 OK"), "a half-sent body was served: {answer}");
+        assert!(
+            !answer.contains("200 OK"),
+            "a half-sent body was served: {answer}"
+        );
 
         // A keep-alive connection that went idle after a request is closed too.
         let mut kept = TcpStream::connect(addr).await.expect("connect");
@@ -387,7 +395,10 @@ mod tests {
             {
                 break;
             }
-            assert!(Instant::now() < deadline, "no 503 while the only slot was busy");
+            assert!(
+                Instant::now() < deadline,
+                "no 503 while the only slot was busy"
+            );
         }
         release.notify_waiters();
         let (answer, _) = read_until_closed(&mut first).await;

@@ -302,6 +302,27 @@ pub(crate) fn to_bin<T: serde::Serialize>(
     })
 }
 
+/// The length [`to_bin`] would produce, without building it (a counting postcard flavor;
+/// no allocation). 0 if the value cannot be serialised.
+pub(crate) fn bin_size<T: serde::Serialize>(v: &T) -> usize {
+    struct Count(usize);
+    impl postcard::ser_flavors::Flavor for Count {
+        type Output = usize;
+        fn try_push(&mut self, _: u8) -> postcard::Result<()> {
+            self.0 += 1;
+            Ok(())
+        }
+        fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+            self.0 += data.len();
+            Ok(())
+        }
+        fn finalize(self) -> postcard::Result<usize> {
+            Ok(self.0)
+        }
+    }
+    postcard::serialize_with_flavor(v, Count(0)).unwrap_or(0)
+}
+
 /// Decodes a record written by [`to_bin`]. Never panics on arbitrary bytes; allocation is
 /// bounded by the input length (postcard reads declared lengths against the input).
 ///
@@ -387,6 +408,35 @@ mod tests {
         assert_eq!((c1, c2, c3), (2, 4, 0));
         assert_eq!(p1.len() + p2.len() + p3.len(), 5);
         assert_eq!(p3, vec![b"k4".to_vec()]);
+    }
+
+    #[test]
+    fn bin_size_is_the_encoded_length() {
+        let v = (7u64, vec![1u8; 300], "key".to_string());
+        assert_eq!(bin_size(&v), to_bin("t", &v).expect("encode").len());
+    }
+
+    #[test]
+    fn a_json_era_data_dir_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let db = Database::builder(dir.path()).open().expect("open");
+            let log = db
+                .keyspace("raft_log", KeyspaceCreateOptions::default)
+                .expect("log");
+            log.insert(log_key(1, 1), br#"{"log_id":{}}"#)
+                .expect("insert");
+        }
+        let err = Store::open(dir.path(), false).err().expect("refused");
+        assert!(matches!(err, StoreError::Format { .. }), "{err}");
+        assert!(
+            err.to_string().contains("incompatible kvnode version"),
+            "{err}"
+        );
+        // A fresh directory is marked and reopens fine.
+        let fresh = tempfile::tempdir().expect("tempdir");
+        drop(Store::open(fresh.path(), false).expect("fresh"));
+        drop(Store::open(fresh.path(), false).expect("reopen"));
     }
 
     #[test]

@@ -227,8 +227,10 @@ impl Groups {
     /// unknown), [`GroupError::Raft`].
     pub async fn propose(&self, g: GroupId, req: KvRequest) -> Result<Committed, GroupError> {
         let group = self.group(g)?;
+        // A big entry takes longer to replicate and apply: the deadline grows with its size.
+        let timeout = crate::transport::deadline_for(self.op_timeout, crate::store::bin_size(&req));
         let fut = group.raft.client_write(req);
-        let resp = group_outcome(g, tokio::time::timeout(self.op_timeout, fut).await)?;
+        let resp = group_outcome(g, tokio::time::timeout(timeout, fut).await)?;
         Ok(Committed {
             response: resp.data,
             term: resp.log_id.leader_id.term,

@@ -111,13 +111,13 @@ impl Dispatcher {
                     Err(text) => Reply::Error(text),
                 }),
                 Shape::Write => {
-                    // A run becomes one log entry per group: keep it within the bytes the
-                    // internal transport carries (transport::MAX_WRITE_BYTES).
+                    // A run becomes one log entry per group: keep it small enough to
+                    // replicate quickly (transport::MAX_BATCH_BYTES).
                     let mut bytes = write_bytes(&first);
                     let mut run = vec![first];
                     while let Some(next) = cmds.next_if(|c| {
                         matches!(shape(c), Shape::Write)
-                            && bytes + write_bytes(c) <= crate::transport::MAX_WRITE_BYTES
+                            && bytes + write_bytes(c) <= crate::transport::MAX_BATCH_BYTES
                     }) {
                         bytes += write_bytes(&next);
                         run.push(next);
