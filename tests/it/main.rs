@@ -1,11 +1,13 @@
 //! Integration tests of the `keyviz` binary: real `keyviz node` processes on 127.0.0.1,
 //! driven with `redis-cli`, `redis-benchmark`, a raw RESP client and the admin HTTP API.
 
+mod big_values;
 mod cli;
 mod counting;
 mod crash_counts;
 mod exactly_once;
 mod failover;
+mod internal_transport;
 mod limits;
 mod lincheck;
 mod linearizable;

@@ -42,6 +42,7 @@ pub fn free_port() -> u16 {
 pub struct NodeProc {
     pub id: u64,
     pub resp: u16,
+    pub raft: u16,
     pub admin: u16,
     args: Vec<String>,
     nofile: Option<u64>,
@@ -228,6 +229,7 @@ impl Cluster {
             let mut n = NodeProc {
                 id,
                 resp,
+                raft,
                 admin,
                 args,
                 nofile: opts.nofile,
@@ -325,6 +327,27 @@ impl Cluster {
         std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
     }
 
+    /// `(leader, term)` of every group `1..=groups` as reported by node `i`'s INFO (`None`
+    /// where the node did not answer or names no leader).
+    pub fn leaders_and_terms(&self, i: usize, groups: u64) -> Vec<Option<(u64, u64)>> {
+        let info = match Resp::connect(self.nodes[i].resp).and_then(|mut c| c.call(&["INFO"])) {
+            Ok(Reply::Bulk(Some(info))) => String::from_utf8_lossy(&info).to_string(),
+            _ => String::new(),
+        };
+        (1..=groups)
+            .map(|g| {
+                let prefix = format!("group_{g}:");
+                let line = info.lines().find(|l| l.starts_with(&prefix))?;
+                let field = |name: &str| {
+                    line.split(',')
+                        .find_map(|kv| kv.split(':').next_back()?.strip_prefix(name))
+                        .and_then(|v| v.parse::<u64>().ok())
+                };
+                Some((field("leader=")?, field("term=")?))
+            })
+            .collect()
+    }
+
     /// `(role, leader, term)` of `group` as reported by node `i`'s INFO (`None` when the node
     /// does not answer).
     pub fn group_status(&self, i: usize, group: u64) -> Option<(String, Option<u64>, u64)> {
@@ -406,6 +429,31 @@ impl Resp {
             }
         }
         Ok(r)
+    }
+
+    /// The socket, to write a large pipeline without building it in memory at once.
+    pub fn writer(&mut self) -> &mut TcpStream {
+        self.r.get_mut()
+    }
+
+    /// [`Resp::read`] with a longer read timeout (for replies that follow large writes).
+    pub fn read_slow(&mut self, timeout: Duration) -> std::io::Result<Reply> {
+        self.r.get_ref().set_read_timeout(Some(timeout))?;
+        let r = self.read();
+        self.r
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(15)))?;
+        r
+    }
+
+    /// [`Resp::call`] with a longer read timeout.
+    pub fn call_slow(&mut self, args: &[&str], timeout: Duration) -> std::io::Result<Reply> {
+        self.r.get_ref().set_read_timeout(Some(timeout))?;
+        let r = self.call(args);
+        self.r
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(15)))?;
+        r
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {

@@ -200,6 +200,16 @@ impl Default for NodeConfig {
     }
 }
 
+/// Whether `addr` (`host:port`) listens on loopback only: a loopback IP or `localhost`. An
+/// unspecified address (`0.0.0.0`, `[::]`) or any other host name is reachable from outside.
+fn is_loopback_only(addr: &str) -> bool {
+    if let Ok(sa) = addr.parse::<std::net::SocketAddr>() {
+        return sa.ip().is_loopback();
+    }
+    addr.rsplit_once(':')
+        .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost"))
+}
+
 /// A configuration that cannot run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -289,6 +299,28 @@ impl NodeConfig {
         }
         crate::routing::Catalog::from_layout(&self.layout())
             .map_err(|e| invalid("split_keys", e.to_string()))?;
+        self.validate_cluster_secret()?;
+        Ok(())
+    }
+
+    /// The internal port accepts Raft RPCs and writes, so anyone who can reach it can change
+    /// the data: it needs a cluster secret unless it listens on loopback only.
+    fn validate_cluster_secret(&self) -> Result<(), ConfigError> {
+        if let Some(s) = &self.cluster_secret
+            && s.trim().len() < 32
+        {
+            return Err(invalid("cluster_secret", "must be at least 32 bytes"));
+        }
+        let has_secret = self.cluster_secret.is_some() || self.cluster_secret_file.is_some();
+        if !has_secret && !is_loopback_only(&self.raft_addr) {
+            return Err(invalid(
+                "cluster_secret",
+                format!(
+                    "raft_addr {} is reachable from other hosts: set cluster_secret, cluster_secret_file or KEYVIZ_CLUSTER_SECRET (>= 32 bytes, the same on every node), or listen on 127.0.0.1",
+                    self.raft_addr
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -367,6 +399,36 @@ mod tests {
         assert_eq!((c.node_id, c.groups, c.peers.len()), (2, 4, 1));
         assert_eq!(c.step_ms, NodeConfig::default().step_ms);
         assert!(NodeConfig::from_toml("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn a_non_loopback_raft_addr_needs_a_cluster_secret() {
+        let ok = NodeConfig::default();
+        assert!(is_loopback_only(&ok.raft_addr), "{}", ok.raft_addr);
+        assert!(is_loopback_only("[::1]:7000") && is_loopback_only("localhost:7000"));
+        assert!(!is_loopback_only("0.0.0.0:7000") && !is_loopback_only("node2.lan:7000"));
+        let open = NodeConfig {
+            raft_addr: "0.0.0.0:7380".into(),
+            ..ok.clone()
+        };
+        let err = open.validate().expect_err("no secret on 0.0.0.0");
+        assert!(err.to_string().contains("cluster_secret"), "{err}");
+        let secret = "s".repeat(32);
+        let with_secret = NodeConfig {
+            cluster_secret: Some(secret),
+            ..open.clone()
+        };
+        assert_eq!(with_secret.validate(), Ok(()));
+        let with_file = NodeConfig {
+            cluster_secret_file: Some("/etc/keyviz/secret".into()),
+            ..open
+        };
+        assert_eq!(with_file.validate(), Ok(()));
+        let short = NodeConfig {
+            cluster_secret: Some("short".into()),
+            ..ok
+        };
+        assert!(short.validate().is_err());
     }
 
     #[test]

@@ -1,20 +1,179 @@
 //! The internal HTTP server on `raft_addr`: Raft RPCs, forwarded operations, leadership
-//! campaigns, splits and status. Requests must carry the cluster secret when one is set.
+//! campaigns, splits and status. Requests must carry the cluster secret when one is set
+//! (checked in constant time); bodies of the Raft RPCs and forwarded operations are postcard
+//! ([`Bin`]). [`serve`] runs this router and the admin router with header, body and total
+//! deadlines, an idle keep-alive timeout and a concurrency limit (503 beyond it).
 
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::body::Body;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::{BoxError, ServiceBuilder, ServiceExt};
 
 use crate::dispatch::{DispatchError, Dispatcher, GroupCommand, GroupReply};
 use crate::raft::{GroupError, GroupStatus, HandOverRequest, Leadership, TransferError};
 use crate::routing::Route;
-use crate::transport::{MAX_BODY_BYTES, SECRET_HEADER};
+use crate::store::{from_bin, to_bin};
+use crate::transport::{CONTENT_TYPE, MAX_BODY_BYTES, SECRET_HEADER, deadline_for, secret_matches};
+
+/// A postcard request body (extractor) or answer (response). A body that does not decode is
+/// refused with 400; one over [`MAX_BODY_BYTES`] with 413.
+pub(crate) struct Bin<T>(pub(crate) T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Bin<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = bytes::Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        from_bin("internal request", &bytes)
+            .map(Bin)
+            .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()).into_response())
+    }
+}
+
+impl<T: Serialize> IntoResponse for Bin<T> {
+    fn into_response(self) -> Response {
+        match to_bin("internal answer", &self.0) {
+            Ok(raw) => ([(http::header::CONTENT_TYPE, CONTENT_TYPE)], raw).into_response(),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        }
+    }
+}
+
+/// Limits of one HTTP server ([`serve`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HttpLimits {
+    /// Time to receive a request's headers, counted from when the connection starts waiting
+    /// for it: also the idle timeout of a keep-alive connection.
+    pub(crate) header_timeout: Duration,
+    /// Longest pause between two pieces of a request body.
+    pub(crate) body_stall_timeout: Duration,
+    /// Longest time to read the whole request and produce the answer (408 after it).
+    pub(crate) request_timeout: Duration,
+    /// Requests served at once; more are answered 503 at once.
+    pub(crate) max_concurrent: usize,
+}
+
+impl HttpLimits {
+    /// The internal port: the request deadline covers reading the largest legal body at the
+    /// assumed throughput plus a snapshot install (openraft's 30 s snapshot deadline).
+    pub(crate) fn internal() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(15),
+            body_stall_timeout: Duration::from_secs(10),
+            request_timeout: deadline_for(Duration::from_secs(40), MAX_BODY_BYTES),
+            max_concurrent: 512,
+        }
+    }
+
+    /// The admin port (UI, API, fan-out): small bodies, answers within the fan-out timeout.
+    pub(crate) fn admin() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            body_stall_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_concurrent: 256,
+        }
+    }
+}
+
+/// The answer when the middleware stack fails: 503 when the concurrency limit shed the request.
+async fn middleware_error(e: BoxError) -> Response {
+    if e.is::<tower::load_shed::error::Overloaded>() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server overloaded, retry later",
+        )
+            .into_response()
+    } else {
+        (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` turns true, with `limits`: hyper's header
+/// read timeout (which is also the keep-alive idle timeout), a per-frame body timeout, a total
+/// request timeout (408), and a concurrency limit that sheds excess requests with 503 instead
+/// of queueing them. The peer address is available to handlers as `ConnectInfo<SocketAddr>`.
+/// One task per connection; at shutdown, open connections finish their current request
+/// (bounded by the request timeout) and close.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let stack = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(middleware_error))
+        .load_shed()
+        .concurrency_limit(limits.max_concurrent)
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ))
+        .service(router);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = crate::node::stopped(&mut shutdown) => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors or similar: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let stack = stack.clone();
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            let svc =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let mut req = req.map(|b| {
+                        Body::new(tower_http::timeout::TimeoutBody::new(
+                            limits.body_stall_timeout,
+                            b,
+                        ))
+                    });
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    let stack = stack.clone();
+                    async move {
+                        Ok::<_, Infallible>(stack.oneshot(req).await.unwrap_or_else(|e| match e {}))
+                    }
+                });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .keep_alive(true);
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = crate::node::stopped(&mut stop) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(limits.request_timeout, conn).await;
+                }
+            }
+        });
+    }
+}
 
 /// `GET /status` answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,10 +218,13 @@ pub(crate) fn router(dispatcher: Arc<Dispatcher>, secret: Option<String>) -> Rou
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
+/// Refuses (401) a request without the cluster secret, when one is configured. Without one
+/// (allowed only on a loopback-only `raft_addr`, see `NodeConfig::validate`) every request
+/// passes.
 async fn check_secret(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
     if let Some(secret) = &ctx.secret {
         let given = req.headers().get(SECRET_HEADER).map(|v| v.as_bytes());
-        if given != Some(secret.as_bytes()) {
+        if !secret_matches(given, secret.as_bytes()) {
             return (StatusCode::UNAUTHORIZED, "missing or wrong cluster secret").into_response();
         }
     }
@@ -82,43 +244,41 @@ fn to_wire(e: DispatchError) -> GroupError {
 async fn exec(
     State(ctx): State<Ctx>,
     Path(group): Path<u64>,
-    Json(cmd): Json<GroupCommand>,
-) -> Json<Result<GroupReply, GroupError>> {
-    Json(
-        ctx.dispatcher
-            .execute_as_leader(group, &cmd)
-            .await
-            .map_err(to_wire),
-    )
+    Bin(cmd): Bin<GroupCommand>,
+) -> Bin<Result<GroupReply, GroupError>> {
+    Bin(ctx
+        .dispatcher
+        .execute_as_leader(group, &cmd)
+        .await
+        .map_err(to_wire))
 }
 
 async fn read_index(
     State(ctx): State<Ctx>,
     Path(group): Path<u64>,
-) -> Json<Result<u64, GroupError>> {
-    Json(ctx.dispatcher.groups().read_index(group).await)
+) -> Bin<Result<u64, GroupError>> {
+    Bin(ctx.dispatcher.groups().read_index(group).await)
 }
 
 /// The leader of a hand-over asks the target to start its election now.
-async fn elect(State(ctx): State<Ctx>, Path(group): Path<u64>) -> Json<Result<(), GroupError>> {
-    Json(ctx.dispatcher.groups().elect_here(group).await)
+async fn elect(State(ctx): State<Ctx>, Path(group): Path<u64>) -> Bin<Result<(), GroupError>> {
+    Bin(ctx.dispatcher.groups().elect_here(group).await)
 }
 
 /// One hand-over attempt on this node, which must lead the group (see `Groups::campaign`).
 async fn hand_over(
     State(ctx): State<Ctx>,
     Path(group): Path<u64>,
-    Json(req): Json<HandOverRequest>,
-) -> Json<Result<Leadership, TransferError>> {
+    Bin(req): Bin<HandOverRequest>,
+) -> Bin<Result<Leadership, TransferError>> {
     // The caller's budget, capped so a forged request cannot pause proposals for long.
     let budget = std::time::Duration::from_millis(req.budget_ms.min(10_000));
     let deadline = tokio::time::Instant::now() + budget;
-    Json(
-        ctx.dispatcher
-            .groups()
-            .hand_over(group, req.target, deadline)
-            .await,
-    )
+    Bin(ctx
+        .dispatcher
+        .groups()
+        .hand_over(group, req.target, deadline)
+        .await)
 }
 
 /// A split forwarded by another node: executed here only if this node leads the owning group
@@ -126,14 +286,13 @@ async fn hand_over(
 /// catalog.
 async fn split(
     State(ctx): State<Ctx>,
-    Json(req): Json<SplitRequest>,
-) -> Json<Result<Result<u64, String>, GroupError>> {
-    Json(
-        ctx.dispatcher
-            .split_as_leader(&req.at)
-            .await
-            .map_err(to_wire),
-    )
+    Bin(req): Bin<SplitRequest>,
+) -> Bin<Result<Result<u64, String>, GroupError>> {
+    Bin(ctx
+        .dispatcher
+        .split_as_leader(&req.at)
+        .await
+        .map_err(to_wire))
 }
 
 async fn status(State(ctx): State<Ctx>) -> Json<NodeStatus> {
@@ -143,4 +302,130 @@ async fn status(State(ctx): State<Ctx>) -> Json<NodeStatus> {
         groups: d.groups().status(),
         routes: d.catalog().routes().to_vec(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    use tokio::sync::Notify;
+
+    use super::*;
+
+    /// A server with short limits, one request at a time; `/slow` waits for `release`.
+    async fn server(
+        limits: HttpLimits,
+    ) -> (std::net::SocketAddr, Arc<Notify>, watch::Sender<bool>) {
+        let release = Arc::new(Notify::new());
+        let r2 = release.clone();
+        let router = Router::new()
+            .route(
+                "/slow",
+                get(move || {
+                    let r = r2.clone();
+                    async move {
+                        r.notified().await;
+                        "done"
+                    }
+                }),
+            )
+            .route("/echo", post(|body: bytes::Bytes| async move { body }));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(serve(listener, router, limits, rx));
+        (addr, release, tx)
+    }
+
+    fn short() -> HttpLimits {
+        HttpLimits {
+            header_timeout: Duration::from_millis(300),
+            body_stall_timeout: Duration::from_millis(300),
+            request_timeout: Duration::from_secs(5),
+            max_concurrent: 1,
+        }
+    }
+
+    /// Reads until the peer closes; returns what arrived and how long it took.
+    async fn read_until_closed(s: &mut TcpStream) -> (String, Duration) {
+        let t = Instant::now();
+        let mut out = Vec::new();
+        let res = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        assert!(res.is_ok(), "connection still open after 5 s");
+        (String::from_utf8_lossy(&out).into_owned(), t.elapsed())
+    }
+
+    #[tokio::test]
+    async fn idle_and_half_sent_requests_are_closed_after_the_timeout() {
+        let (addr, _release, _stop) = server(short()).await;
+
+        let mut idle = TcpStream::connect(addr).await.expect("connect");
+        let (_, took) = read_until_closed(&mut idle).await;
+        assert!(
+            took >= Duration::from_millis(250),
+            "closed too early: {took:?}"
+        );
+
+        let mut half_head = TcpStream::connect(addr).await.expect("connect");
+        half_head
+            .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .expect("write");
+        read_until_closed(&mut half_head).await;
+
+        let mut half_body = TcpStream::connect(addr).await.expect("connect");
+        half_body
+            .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+            .await
+            .expect("write");
+        let (answer, _) = read_until_closed(&mut half_body).await;
+        assert!(
+            !answer.contains("200 OK"),
+            "a half-sent body was served: {answer}"
+        );
+
+        // A keep-alive connection that went idle after a request is closed too.
+        let mut kept = TcpStream::connect(addr).await.expect("connect");
+        kept.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok")
+            .await
+            .expect("write");
+        let (answer, _) = read_until_closed(&mut kept).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn requests_beyond_the_concurrency_limit_get_503() {
+        let (addr, release, _stop) = server(short()).await;
+        let mut first = TcpStream::connect(addr).await.expect("connect");
+        first
+            .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        // The first request holds the only slot until released; poll until the second one
+        // is shed (the first may take a moment to reach its handler).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut second = TcpStream::connect(addr).await.expect("connect");
+            second
+                .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .expect("write");
+            let mut buf = vec![0u8; 64];
+            let n = tokio::time::timeout(Duration::from_millis(500), second.read(&mut buf)).await;
+            if let Ok(Ok(n)) = n
+                && String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 503")
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no 503 while the only slot was busy"
+            );
+        }
+        release.notify_waiters();
+        let (answer, _) = read_until_closed(&mut first).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
 }

@@ -290,15 +290,12 @@ pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
     let mut tasks = Vec::new();
 
     let internal = crate::internal::router(dispatcher.clone(), secret_text);
-    let mut rx = shutdown_rx.clone();
-    tasks.push(tokio::spawn(async move {
-        let serve = axum::serve(raft_listener, internal).with_graceful_shutdown(async move {
-            crate::node::stopped(&mut rx).await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "internal server stopped");
-        }
-    }));
+    tasks.push(tokio::spawn(crate::internal::serve(
+        raft_listener,
+        internal,
+        crate::internal::HttpLimits::internal(),
+        shutdown_rx.clone(),
+    )));
 
     if let Some(listener) = admin_listener {
         let Some(secret) = &secret else {
@@ -306,19 +303,12 @@ pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
         };
         let addr = admin_addr.map(|a| a.to_string()).unwrap_or_default();
         let app = crate::admin::router(&cfg, secret, &sampling, dispatcher.clone(), &addr)?;
-        let mut rx = shutdown_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let serve = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                crate::node::stopped(&mut rx).await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "admin server stopped");
-            }
-        }));
+        tasks.push(tokio::spawn(crate::internal::serve(
+            listener,
+            app,
+            crate::internal::HttpLimits::admin(),
+            shutdown_rx.clone(),
+        )));
     }
 
     tasks.push(tokio::spawn(crate::resp::serve(

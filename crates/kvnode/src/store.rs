@@ -1,8 +1,9 @@
 //! The node's one embedded database: a fjall `Database` with three keyspaces.
 //!
-//! - `raft_log`: `group (8 bytes BE) ++ index (8 bytes BE)` → JSON log entry.
-//! - `raft_meta`: `group (8 bytes BE) ++ name` → JSON (vote, committed, purged, applied state),
-//!   plus the global `catalog` key (the route catalog, written with every split).
+//! - `raft_log`: `group (8 bytes BE) ++ index (8 bytes BE)` → postcard log entry.
+//! - `raft_meta`: `group (8 bytes BE) ++ name` → postcard (vote, committed, purged) or JSON
+//!   (applied state), plus the global `catalog` key (the route catalog, written with every
+//!   split) and the global `format` key naming the log encoding ([`LOG_FORMAT`]).
 //! - `keyviz_history`: KeyViz columns (see `history.rs`), so a restart keeps the heatmap.
 //! - `kv`: user key → [`StoredValue`] encoding. Keys are *not* prefixed by group: every node hosts
 //!   every group and routes never overlap, so the user key alone is unique, and a whole-keyspace
@@ -33,6 +34,50 @@ pub enum StoreError {
         /// Decoder message.
         detail: String,
     },
+    /// The data directory holds a Raft log in an encoding this version does not read (the
+    /// JSON log of kvnode before the binary format). There is no migration: start on an
+    /// empty directory.
+    #[error(
+        "the data directory holds a Raft log in format {found:?}, this kvnode reads only {expected:?}: it was written by an incompatible kvnode version; move it away and start on an empty directory"
+    )]
+    Format {
+        /// What the directory holds (`"json (kvnode < binary log)"` when unmarked).
+        found: String,
+        /// [`LOG_FORMAT`].
+        expected: &'static str,
+    },
+}
+
+/// Name of the encoding of `raft_log` entries and the Raft records of `raft_meta`, stored
+/// under the `format` key of `raft_meta` when a data directory is first opened. A directory
+/// with Raft state but no marker predates it (JSON) and is refused.
+pub const LOG_FORMAT: &str = "postcard-1";
+
+/// `raft_meta` key of the [`LOG_FORMAT`] marker (no group prefix: it is 6 bytes, group keys
+/// start with 8).
+const FORMAT_KEY: &[u8] = b"format";
+
+/// Refuses a directory whose Raft log is in another encoding; marks a fresh one.
+fn check_format(log: &Keyspace, meta: &Keyspace) -> Result<(), StoreError> {
+    match meta.get(FORMAT_KEY)? {
+        Some(raw) if raw.as_ref() == LOG_FORMAT.as_bytes() => Ok(()),
+        Some(raw) => Err(StoreError::Format {
+            found: String::from_utf8_lossy(&raw).into_owned(),
+            expected: LOG_FORMAT,
+        }),
+        None => {
+            let has_raft_state = log.iter().next().is_some()
+                || meta.iter().any(|kv| kv.key().is_ok_and(|k| k.len() > 8));
+            if has_raft_state {
+                return Err(StoreError::Format {
+                    found: "json (kvnode before the binary log)".into(),
+                    expected: LOG_FORMAT,
+                });
+            }
+            meta.insert(FORMAT_KEY, LOG_FORMAT.as_bytes())?;
+            Ok(())
+        }
+    }
 }
 
 /// Handle to the node's database; cheap to clone (fjall handles are reference counted).
@@ -74,11 +119,13 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::Engine`] when the directory cannot be created or the journal cannot be
-    /// recovered.
+    /// recovered; [`StoreError::Format`] when the directory holds a Raft log written in another
+    /// encoding (an older kvnode's JSON log).
     pub fn open(dir: &Path, fsync: bool) -> Result<Self, StoreError> {
         let db = Database::builder(dir).open()?;
         let log = db.keyspace("raft_log", KeyspaceCreateOptions::default)?;
         let meta = db.keyspace("raft_meta", KeyspaceCreateOptions::default)?;
+        check_format(&log, &meta)?;
         let kv = db.keyspace("kv", KeyspaceCreateOptions::default)?;
         let history = db.keyspace("keyviz_history", KeyspaceCreateOptions::default)?;
         let (syncer, rx) = mpsc::channel();
@@ -244,7 +291,58 @@ impl StoredValue {
     }
 }
 
-/// Serialises a record as JSON for `raft_log` / `raft_meta`.
+/// Encodes a Raft record (log entry, vote, log id) or an internal RPC body in the binary wire
+/// and storage format (postcard: compact, no self-description, byte strings written raw).
+///
+/// # Errors
+/// [`StoreError::Corrupt`] naming `what` when the value cannot be serialised.
+pub(crate) fn to_bin<T: serde::Serialize>(
+    what: &'static str,
+    v: &T,
+) -> Result<Vec<u8>, StoreError> {
+    postcard::to_stdvec(v).map_err(|e| StoreError::Corrupt {
+        what,
+        detail: e.to_string(),
+    })
+}
+
+/// The length [`to_bin`] would produce, without building it (a counting postcard flavor;
+/// no allocation). 0 if the value cannot be serialised.
+pub(crate) fn bin_size<T: serde::Serialize>(v: &T) -> usize {
+    struct Count(usize);
+    impl postcard::ser_flavors::Flavor for Count {
+        type Output = usize;
+        fn try_push(&mut self, _: u8) -> postcard::Result<()> {
+            self.0 += 1;
+            Ok(())
+        }
+        fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+            self.0 += data.len();
+            Ok(())
+        }
+        fn finalize(self) -> postcard::Result<usize> {
+            Ok(self.0)
+        }
+    }
+    postcard::serialize_with_flavor(v, Count(0)).unwrap_or(0)
+}
+
+/// Decodes a record written by [`to_bin`]. Never panics on arbitrary bytes; allocation is
+/// bounded by the input length (postcard reads declared lengths against the input).
+///
+/// # Errors
+/// [`StoreError::Corrupt`] naming `what` when the bytes are not a valid encoding.
+pub(crate) fn from_bin<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    raw: &[u8],
+) -> Result<T, StoreError> {
+    postcard::from_bytes(raw).map_err(|e| StoreError::Corrupt {
+        what,
+        detail: e.to_string(),
+    })
+}
+
+/// Serialises a record as JSON for `raft_meta` (state machine records, catalog) and history.
 pub(crate) fn to_json<T: serde::Serialize>(
     what: &'static str,
     v: &T,
@@ -255,7 +353,7 @@ pub(crate) fn to_json<T: serde::Serialize>(
     })
 }
 
-/// Decodes a JSON record from `raft_log` / `raft_meta`.
+/// Decodes a JSON record written by [`to_json`].
 pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
     what: &'static str,
     raw: &[u8],
@@ -314,6 +412,35 @@ mod tests {
         assert_eq!((c1, c2, c3), (2, 4, 0));
         assert_eq!(p1.len() + p2.len() + p3.len(), 5);
         assert_eq!(p3, vec![b"k4".to_vec()]);
+    }
+
+    #[test]
+    fn bin_size_is_the_encoded_length() {
+        let v = (7u64, vec![1u8; 300], "key".to_string());
+        assert_eq!(bin_size(&v), to_bin("t", &v).expect("encode").len());
+    }
+
+    #[test]
+    fn a_json_era_data_dir_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let db = Database::builder(dir.path()).open().expect("open");
+            let log = db
+                .keyspace("raft_log", KeyspaceCreateOptions::default)
+                .expect("log");
+            log.insert(log_key(1, 1), br#"{"log_id":{}}"#)
+                .expect("insert");
+        }
+        let err = Store::open(dir.path(), false).err().expect("refused");
+        assert!(matches!(err, StoreError::Format { .. }), "{err}");
+        assert!(
+            err.to_string().contains("incompatible kvnode version"),
+            "{err}"
+        );
+        // A fresh directory is marked and reopens fine.
+        let fresh = tempfile::tempdir().expect("tempdir");
+        drop(Store::open(fresh.path(), false).expect("fresh"));
+        drop(Store::open(fresh.path(), false).expect("reopen"));
     }
 
     #[test]

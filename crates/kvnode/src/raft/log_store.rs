@@ -1,8 +1,14 @@
 //! Raft log storage of one group in the shared fjall database.
 //!
 //! Entries live in `raft_log` under `group ++ index` (big-endian, so a prefix range is the
-//! group's log in index order); vote, committed and purged ids live in `raft_meta`. An append
-//! is one atomic batch followed by one fsync, and only then is openraft told it is durable.
+//! group's log in index order), encoded with postcard ([`crate::store::to_bin`]); vote,
+//! committed and purged ids live in `raft_meta`, also postcard. An append is one atomic batch
+//! followed by one fsync, and only then is openraft told it is durable.
+//!
+//! Replication reads the log through [`RaftLogReader::limited_get_log_entries`], which stops
+//! once the entries read weigh [`MAX_APPEND_BYTES`] (always at least one entry), so one
+//! AppendEntries RPC stays small enough to cross the network within its deadline however big
+//! the values are; openraft additionally bounds it to `max_payload_entries`.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -11,9 +17,14 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, LogId, RaftLogReader, StorageError, StorageIOError, Vote};
 
 use super::types::TypeConfig;
-use crate::store::{Store, StoreError, from_json, group_prefix, log_key, meta_key, to_json};
+use crate::store::{Store, StoreError, from_bin, group_prefix, log_key, meta_key, to_bin};
 
 type NodeId = u64;
+
+/// Most stored bytes of log entries one AppendEntries RPC carries, unless its first entry
+/// alone is bigger (an entry is never split: it then travels alone). 8 MiB crosses loopback
+/// or a LAN in well under the 250 ms heartbeat that openraft 0.9 uses as the RPC deadline.
+pub(crate) const MAX_APPEND_BYTES: usize = 8 * 1024 * 1024;
 
 /// The log of one group; clones share the same storage.
 #[derive(Clone)]
@@ -51,7 +62,7 @@ impl LogStore {
         start: u64,
         end: u64,
     ) -> Result<Vec<Entry<TypeConfig>>, StoreError> {
-        self.entries(start, Some(end))
+        self.entries(start, Some(end), None)
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(
@@ -60,14 +71,14 @@ impl LogStore {
     ) -> Result<Option<T>, StoreError> {
         match self.store.meta.get(meta_key(self.group, name))? {
             None => Ok(None),
-            Some(raw) => Ok(Some(from_json(name, &raw)?)),
+            Some(raw) => Ok(Some(from_bin(name, &raw)?)),
         }
     }
 
     fn put_meta<T: serde::Serialize>(&self, name: &'static str, v: &T) -> Result<(), StoreError> {
         self.store
             .meta
-            .insert(meta_key(self.group, name), to_json(name, v)?)?;
+            .insert(meta_key(self.group, name), to_bin(name, v)?)?;
         self.store.sync()
     }
 
@@ -85,7 +96,14 @@ impl LogStore {
         (start, end)
     }
 
-    fn entries(&self, start: u64, end: Option<u64>) -> Result<Vec<Entry<TypeConfig>>, StoreError> {
+    /// Entries `[start, end)`; with `max_bytes`, stops before the entry that would take the
+    /// stored bytes read past it (the first entry is always returned).
+    fn entries(
+        &self,
+        start: u64,
+        end: Option<u64>,
+        max_bytes: Option<usize>,
+    ) -> Result<Vec<Entry<TypeConfig>>, StoreError> {
         let lo = log_key(self.group, start);
         let hi = match end {
             Some(e) => log_key(self.group, e).to_vec(),
@@ -95,9 +113,14 @@ impl LogStore {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         for item in self.store.log.range(lo.to_vec()..hi) {
             let v = item.value()?;
-            out.push(from_json("log entry", &v)?);
+            bytes = bytes.saturating_add(v.len());
+            if max_bytes.is_some_and(|m| bytes > m) && !out.is_empty() {
+                break;
+            }
+            out.push(from_bin("log entry", &v)?);
         }
         Ok(out)
     }
@@ -105,7 +128,7 @@ impl LogStore {
     fn last_entry(&self) -> Result<Option<Entry<TypeConfig>>, StoreError> {
         match self.store.log.prefix(group_prefix(self.group)).next_back() {
             None => Ok(None),
-            Some(item) => Ok(Some(from_json("log entry", &item.value()?)?)),
+            Some(item) => Ok(Some(from_bin("log entry", &item.value()?)?)),
         }
     }
 
@@ -148,7 +171,16 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
         let (start, end) = self.bounds(&range);
-        self.entries(start, end).map_err(read_err)
+        self.entries(start, end, None).map_err(read_err)
+    }
+
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        self.entries(start, Some(end), Some(MAX_APPEND_BYTES))
+            .map_err(read_err)
     }
 }
 
@@ -184,7 +216,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
         // Not fsync'd on its own: losing it only means re-applying from the last applied id.
-        let raw = to_json("committed", &committed).map_err(write_err)?;
+        let raw = to_bin("committed", &committed).map_err(write_err)?;
         self.store
             .meta
             .insert(meta_key(self.group, "committed"), raw)
@@ -210,7 +242,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut batch = self.store.batch();
         for entry in entries {
-            let raw = to_json("log entry", &entry).map_err(write_err)?;
+            let raw = to_bin("log entry", &entry).map_err(write_err)?;
             batch.insert(
                 &self.store.log,
                 log_key(self.group, entry.log_id.index).to_vec(),

@@ -175,8 +175,14 @@ impl Groups {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(timing.snapshot_every),
             max_in_snapshot_log_to_keep: 1_000,
             // openraft 0.9 uses the heartbeat interval as the AppendEntries deadline; smaller
-            // batches keep one RPC well inside it on a loaded machine.
+            // batches keep one RPC well inside it on a loaded machine. The log reader also
+            // bounds an RPC to 8 MiB of entries, and the network lets a single bigger entry
+            // outlive the heartbeat deadline (raft/network.rs).
             max_payload_entries: 128,
+            // Snapshots travel in 4 MiB chunks (far below the 80 MiB body cap); a chunk, and the
+            // install that follows the last one, get 30 s (the transport extends it per byte).
+            snapshot_max_chunk_size: 4 * 1024 * 1024,
+            install_snapshot_timeout: 30_000,
             ..Default::default()
         };
         let config = Arc::new(
@@ -277,8 +283,10 @@ impl Groups {
                 leader: Some(target),
             });
         }
+        // A big entry takes longer to replicate and apply: the deadline grows with its size.
+        let timeout = crate::transport::deadline_for(self.op_timeout, crate::store::bin_size(&req));
         let fut = group.raft.client_write(req);
-        let resp = group_outcome(g, tokio::time::timeout(self.op_timeout, fut).await)
+        let resp = group_outcome(g, tokio::time::timeout(timeout, fut).await)
             .inspect_err(|e| group.watch.log_failure("proposal", g, e))?;
         Ok(Committed {
             response: resp.data,

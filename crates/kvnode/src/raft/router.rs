@@ -1,17 +1,19 @@
 //! Server side of the Raft RPCs: `POST /raft/{group}/{append|vote|snapshot}`, each handing the
-//! decoded openraft request to the group's `Raft` and answering its `Result` as JSON.
+//! decoded openraft request (postcard) to the group's `Raft` and answering its `Result` in
+//! postcard.
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 
 use super::Groups;
 use super::types::TypeConfig;
+use crate::internal::Bin;
 
 /// The raft RPC routes over `groups`.
 pub(crate) fn routes(groups: Arc<Groups>) -> Router {
@@ -29,32 +31,32 @@ fn unknown(group: u64) -> Response {
 async fn append(
     State(groups): State<Arc<Groups>>,
     Path(group): Path<u64>,
-    Json(req): Json<AppendEntriesRequest<TypeConfig>>,
+    Bin(req): Bin<AppendEntriesRequest<TypeConfig>>,
 ) -> Response {
     match groups.groups.get(&group) {
         None => unknown(group),
-        Some(g) => Json(g.raft.append_entries(req).await).into_response(),
+        Some(g) => Bin(g.raft.append_entries(req).await).into_response(),
     }
 }
 
 async fn vote(
     State(groups): State<Arc<Groups>>,
     Path(group): Path<u64>,
-    Json(req): Json<VoteRequest<u64>>,
+    Bin(req): Bin<VoteRequest<u64>>,
 ) -> Response {
     match groups.groups.get(&group) {
         None => unknown(group),
-        Some(g) => Json(g.raft.vote(req).await).into_response(),
+        Some(g) => Bin(g.raft.vote(req).await).into_response(),
     }
 }
 
 async fn snapshot(
     State(groups): State<Arc<Groups>>,
     Path(group): Path<u64>,
-    Json(req): Json<InstallSnapshotRequest<TypeConfig>>,
+    Bin(req): Bin<InstallSnapshotRequest<TypeConfig>>,
 ) -> Response {
     match groups.groups.get(&group) {
         None => unknown(group),
-        Some(g) => Json(g.raft.install_snapshot(req).await).into_response(),
+        Some(g) => Bin(g.raft.install_snapshot(req).await).into_response(),
     }
 }

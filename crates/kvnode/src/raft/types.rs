@@ -36,7 +36,8 @@ pub enum KvOp {
     Set {
         /// Key.
         key: Vec<u8>,
-        /// Value.
+        /// Value (written as one byte string: postcard copies it instead of looping per byte).
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
         /// Absolute expiry (unix ms), 0 = none.
         expire_at_unix_ms: u64,
@@ -59,7 +60,8 @@ pub enum KvOp {
     Append {
         /// Key.
         key: Vec<u8>,
-        /// Suffix.
+        /// Suffix (one byte string on the wire, as for `Set`).
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     /// `MSET` of pairs that all belong to this group (applied atomically).

@@ -46,6 +46,17 @@ fn shape(c: &Result<Command, String>) -> Shape {
     }
 }
 
+/// Key and value bytes of a [`Shape::Write`] command (0 for anything else).
+fn write_bytes(c: &Result<Command, String>) -> usize {
+    match c {
+        Ok(Command::Set { key, value, .. } | Command::Append(key, value)) => {
+            key.len() + value.len()
+        }
+        Ok(Command::IncrBy(key, _)) => key.len() + 8,
+        _ => 0,
+    }
+}
+
 /// The key and replicated operation of a [`Shape::Write`] command.
 fn single_write(cmd: Command) -> Option<(Bytes, KvOp)> {
     Some(match cmd {
@@ -100,8 +111,15 @@ impl Dispatcher {
                     Err(text) => Reply::Error(text),
                 }),
                 Shape::Write => {
+                    // A run becomes one log entry per group: keep it small enough to
+                    // replicate quickly (transport::MAX_BATCH_BYTES).
+                    let mut bytes = write_bytes(&first);
                     let mut run = vec![first];
-                    while let Some(next) = cmds.next_if(|c| matches!(shape(c), Shape::Write)) {
+                    while let Some(next) = cmds.next_if(|c| {
+                        matches!(shape(c), Shape::Write)
+                            && bytes + write_bytes(c) <= crate::transport::MAX_BATCH_BYTES
+                    }) {
+                        bytes += write_bytes(&next);
                         run.push(next);
                     }
                     replies.extend(self.run_writes(run).await);
