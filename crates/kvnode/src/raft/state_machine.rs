@@ -953,7 +953,10 @@ mod tests {
         for e in &entries {
             store
                 .log
-                .insert(log_key(1, e.log_id.index), to_json("e", e).expect("json"))
+                .insert(
+                    log_key(1, e.log_id.index),
+                    crate::store::to_bin("e", e).expect("encode"),
+                )
                 .expect("log");
         }
         sm.apply(entries).await.expect("apply");
