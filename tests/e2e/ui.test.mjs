@@ -83,7 +83,7 @@ describe('KeyViz web UI', () => {
     assert.ok(params.get('to_unix_ms'), 'zooming to the range keeps an explicit window');
     assert.equal(await page.getAttribute('#plot', 'data-rows'), '4', 'only the hot range is drawn');
     await matrixAfter(page, () => page.click('#back'));
-    assert.equal(await page.getAttribute('#plot', 'data-rows'), '64');
+    assert.equal(await page.getAttribute('#plot', 'data-rows'), '65');
   });
 
   test('key_prefix_filter_shows_only_matching_ranges_and_back_undoes_it', async () => {
@@ -91,14 +91,14 @@ describe('KeyViz web UI', () => {
     await matrixAfter(page, () => page.press('#key-prefix', 'Enter'));
     // [user:004, user:005) overlaps route 39 = [user:0039, user:0040) too: "user:004" itself
     // sorts before "user:0040".
-    assert.equal(await page.getAttribute('#plot', 'data-rows'), '11', 'user:0039 … user:0049');
+    assert.equal(await page.getAttribute('#plot', 'data-rows'), '12', 'user:0039 … user:0049 (route 42 twice: the crafted peer reports it with another range)');
     assert.match(await page.textContent('#summary'), /keys user:004 → user:005/);
     const labels = await page.$$eval('#key-axis .key-label', (els) => els.map((e) => e.textContent));
     assert.equal(labels[0], 'user:0039');
     assert.ok(labels.slice(1).every((l) => l?.startsWith('user:004')), `labels ${labels}`);
     await page.fill('#key-prefix', '');
     await matrixAfter(page, () => page.click('#back'));
-    assert.equal(await page.getAttribute('#plot', 'data-rows'), '64');
+    assert.equal(await page.getAttribute('#plot', 'data-rows'), '65');
   });
 
   test('switching_series_changes_the_picture_and_the_query', async () => {
