@@ -188,6 +188,9 @@ impl Sampling {
 /// Pause before the persistence thread retries a failed write.
 const PERSIST_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Retries of a failed write after shutdown began, before the thread gives up (and logs).
+const CLOSING_RETRIES: u32 = 3;
+
 /// What the persistence thread has still to write.
 #[derive(Default)]
 struct Backlog {
@@ -282,6 +285,8 @@ impl Drop for Persister {
 }
 
 fn persist_loop(shared: &Shared, store: &dyn ColumnSink) {
+    // Retries left once shutdown began: the node is stopping, so give up after a few.
+    let mut closing_retries = CLOSING_RETRIES;
     loop {
         let (records, marks, prune_before, closed) = {
             let mut backlog = shared
@@ -310,7 +315,10 @@ fn persist_loop(shared: &Shared, store: &dyn ColumnSink) {
             && let Err(e) = store.write(&list, marks.as_ref())
         {
             tracing::warn!(error = %e, columns = list.len(), "keyviz: history persistence failed; retrying");
-            if !closed {
+            if closed {
+                closing_retries = closing_retries.saturating_sub(1);
+            }
+            if !closed || closing_retries > 0 {
                 // Nothing was written: put it back under anything queued since (newer records
                 // of a window replace older ones; the newest watermarks cover them all), and
                 // retry after a pause rather than spin on a failing disk.
@@ -396,15 +404,16 @@ mod tests {
             })
     }
 
-    #[test]
-    fn closed_steps_are_persisted_in_order_and_a_late_write_rewrites_its_column() {
-        let t0 = 1_700_000_040_000;
+    const T0: i64 = 1_700_000_040_000;
+
+    /// A 1 s-step sampler with one route of group 1, persisting into `store` through a
+    /// [`Persister`], and the count fence of group 1.
+    fn persisted(store: &Arc<MemStore>) -> (Sampling, Persister, CountFence) {
         let config = SamplerConfig {
             step_ms: 1_000,
             ..SamplerConfig::default()
         };
-        let store = Arc::new(MemStore::default());
-        let sampler = Arc::new(Sampler::new(config, t0).expect("sampler"));
+        let sampler = Arc::new(Sampler::new(config, T0).expect("sampler"));
         sampler
             .register_route(keyviz::RouteSpec {
                 id: 1,
@@ -413,17 +422,23 @@ mod tests {
                 group: 1,
             })
             .expect("route");
-        let sampling = Sampling::persisted(Arc::clone(&sampler), store.clone());
+        let sampling = Sampling::persisted(sampler, store.clone());
         let persister = sampling.persister().expect("thread").expect("persisting");
-        let fence = CountFence::new([1]);
-        fence.observe_applied(1, 1, || sampling.observe_write(1, b"k", 1, 1, 3, t0 + 10));
-        sampling.close_step(t0 + 1_000, &fence, Some(&persister));
+        (sampling, persister, CountFence::new([1]))
+    }
+
+    #[test]
+    fn closed_steps_are_persisted_in_order_and_a_late_write_rewrites_its_column() {
+        let store = Arc::new(MemStore::default());
+        let (sampling, persister, fence) = persisted(&store);
+        fence.observe_applied(1, 1, || sampling.observe_write(1, b"k", 1, 1, 3, T0 + 10));
+        sampling.close_step(T0 + 1_000, &fence, Some(&persister));
         // A follower applies an entry its proposer stamped in the first window, late.
         fence.observe_applied(1, 3, || {
-            sampling.observe_write(1, b"k", 1, 1, 3, t0 + 900);
-            sampling.observe_write(1, b"k", 1, 1, 3, t0 + 1_100);
+            sampling.observe_write(1, b"k", 1, 1, 3, T0 + 900);
+            sampling.observe_write(1, b"k", 1, 1, 3, T0 + 1_100);
         });
-        sampling.close_step(t0 + 2_000, &fence, Some(&persister));
+        sampling.close_step(T0 + 2_000, &fence, Some(&persister));
         persister.finish();
         assert_eq!(
             *store.marks.lock().unwrap_or_else(PoisonError::into_inner),
@@ -431,36 +446,20 @@ mod tests {
             "the watermarks of the last seal were written with its records"
         );
         assert_eq!(
-            writes(&store, t0),
+            writes(&store, T0),
             2,
             "the merged column replaced the first record"
         );
-        assert_eq!(writes(&store, t0 + 1_000), 1);
+        assert_eq!(writes(&store, T0 + 1_000), 1);
     }
 
     #[test]
     fn a_failed_write_is_retried_with_its_watermarks_and_nothing_is_lost() {
-        let t0 = 1_700_000_040_000;
-        let config = SamplerConfig {
-            step_ms: 1_000,
-            ..SamplerConfig::default()
-        };
         let store = Arc::new(MemStore::default());
         *store.fail.lock().unwrap_or_else(PoisonError::into_inner) = 1;
-        let sampler = Arc::new(Sampler::new(config, t0).expect("sampler"));
-        sampler
-            .register_route(keyviz::RouteSpec {
-                id: 1,
-                start: Vec::new(),
-                end: None,
-                group: 1,
-            })
-            .expect("route");
-        let sampling = Sampling::persisted(Arc::clone(&sampler), store.clone());
-        let persister = sampling.persister().expect("thread").expect("persisting");
-        let fence = CountFence::new([1]);
-        fence.observe_applied(1, 7, || sampling.observe_write(1, b"k", 1, 1, 3, t0 + 10));
-        sampling.close_step(t0 + 1_000, &fence, Some(&persister));
+        let (sampling, persister, fence) = persisted(&store);
+        fence.observe_applied(1, 7, || sampling.observe_write(1, b"k", 1, 1, 3, T0 + 10));
+        sampling.close_step(T0 + 1_000, &fence, Some(&persister));
         // Progress gate: the first (failing) write happened once the failure budget is spent.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while *store.fail.lock().unwrap_or_else(PoisonError::into_inner) > 0 {
@@ -471,7 +470,7 @@ mod tests {
             std::thread::yield_now();
         }
         persister.finish();
-        assert_eq!(writes(&store, t0), 1, "the column was written on the retry");
+        assert_eq!(writes(&store, T0), 1, "the column was written on the retry");
         assert_eq!(
             *store.marks.lock().unwrap_or_else(PoisonError::into_inner),
             Some(BTreeMap::from([(1, 7)]))
