@@ -36,6 +36,7 @@ mod bucket;
 mod config;
 mod error;
 mod history;
+pub mod hotkeys;
 mod matrix;
 pub mod merge;
 mod preview;

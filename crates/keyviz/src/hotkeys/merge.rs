@@ -1,0 +1,182 @@
+//! The cluster merge of hot keys: reads add up across nodes, writes keep one
+//! replica's part per (raft group, leader term), as the matrix merge does.
+
+use std::collections::HashMap;
+
+use super::summary::HotSummary;
+use super::wire::{HotKeyEntry, HotKeys, NodeHotKeys};
+use crate::preview::key_preview;
+
+/// Merges node answers (index 0 = the local node) into the cluster's `k`
+/// hottest keys.
+///
+/// Guarantees: never panics; inputs of another series or capture mode than
+/// the first are left out with a warning; read parts of every node add up;
+/// write parts with the same non-zero (group, term) count the same writes, so
+/// only the part with the largest total is kept (ties: the earlier input);
+/// parts of unknown identity (group or term 0) keep the largest per group, as
+/// the matrix's legacy fallback does. Totals are exact for what was counted;
+/// each key's `lower`/`upper` bound its count in the merged traffic, and any
+/// unlisted key is at most `floor`. The result does not depend on input order
+/// except through ties and warnings.
+#[must_use = "returns the merged hot keys"]
+pub fn merge_hot_keys(inputs: &[NodeHotKeys], k: usize) -> HotKeys {
+    let mut warnings = Vec::new();
+    let Some(first) = inputs.first() else {
+        return HotKeys {
+            series: crate::matrix::Series::Writes,
+            mode: super::wire::HotKeyMode::default(),
+            keys: Vec::new(),
+            total: 0,
+            floor: 0,
+            sampled: false,
+            warnings,
+        };
+    };
+    let (series, mode) = (first.series, first.mode);
+    let mut sum = HotSummary::empty();
+    // (group, term) -> the kept part's summary.
+    let mut writes: HashMap<(u64, u64), &HotSummary> = HashMap::new();
+    for (i, node) in inputs.iter().enumerate() {
+        let name = node.node_id.clone().unwrap_or_else(|| format!("input {i}"));
+        if node.series != series {
+            warnings.push(format!(
+                "{name}: answered series {} instead of {series}; left out",
+                node.series
+            ));
+            continue;
+        }
+        if node.mode != mode {
+            warnings.push(format!(
+                "{name}: captures keys in mode {} but the cluster answer is {mode}; left out",
+                node.mode
+            ));
+            continue;
+        }
+        for part in &node.parts {
+            if !series.is_write() {
+                sum.add_disjoint(&part.summary);
+                continue;
+            }
+            // Unknown identity: one slot per group (term 0), largest kept.
+            let id = if part.group == 0 || part.term == 0 {
+                (part.group, 0)
+            } else {
+                (part.group, part.term)
+            };
+            match writes.get(&id) {
+                Some(kept) if kept.total >= part.summary.total => {}
+                _ => {
+                    writes.insert(id, &part.summary);
+                }
+            }
+        }
+    }
+    let mut ids: Vec<_> = writes.into_iter().collect();
+    ids.sort_by_key(|(id, _)| *id);
+    for (_, summary) in ids {
+        sum.add_disjoint(summary);
+    }
+    sum.trim(k);
+    let total = sum.total;
+    let keys = sum
+        .items
+        .into_iter()
+        .map(|item| HotKeyEntry {
+            preview: key_preview(&item.key),
+            share: if total == 0 {
+                0.0
+            } else {
+                item.estimate as f64 / total as f64
+            },
+            estimate: item.estimate,
+            lower: item.lower,
+            upper: item.upper,
+            truncated: item.truncated,
+            key: item.key,
+        })
+        .collect();
+    HotKeys {
+        series,
+        mode,
+        keys,
+        total,
+        floor: sum.floor,
+        sampled: sum.sampled,
+        warnings,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hotkeys::summary::HotItem;
+    use crate::hotkeys::wire::{HotKeyMode, HotPart};
+    use crate::matrix::Series;
+
+    fn part(group: u64, term: u64, total: u64, keys: &[(&str, u64)]) -> HotPart {
+        HotPart {
+            group,
+            term,
+            summary: HotSummary {
+                total,
+                floor: 0,
+                sampled: false,
+                items: keys
+                    .iter()
+                    .map(|(k, n)| HotItem {
+                        key: k.as_bytes().to_vec(),
+                        estimate: *n,
+                        lower: *n,
+                        upper: *n,
+                        truncated: false,
+                    })
+                    .collect(),
+            },
+        }
+    }
+
+    fn node(id: &str, series: Series, parts: Vec<HotPart>) -> NodeHotKeys {
+        NodeHotKeys {
+            series,
+            mode: HotKeyMode::Raw,
+            node_id: Some(id.into()),
+            parts,
+        }
+    }
+
+    #[test]
+    fn replicas_of_one_term_count_once_and_terms_add_up() {
+        let a = node(
+            "n1",
+            Series::Writes,
+            vec![
+                part(1, 5, 100, &[("hot", 90)]),
+                part(1, 6, 10, &[("hot", 10)]),
+            ],
+        );
+        let b = node("n2", Series::Writes, vec![part(1, 5, 100, &[("hot", 90)])]);
+        let m = merge_hot_keys(&[a, b], 10);
+        assert_eq!(m.total, 110);
+        assert_eq!(m.keys[0].estimate, 100);
+        assert!((m.keys[0].share - 100.0 / 110.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn reads_of_every_node_add_up() {
+        let a = node("n1", Series::Reads, vec![part(0, 0, 50, &[("k", 50)])]);
+        let b = node("n2", Series::Reads, vec![part(0, 0, 30, &[("k", 30)])]);
+        let m = merge_hot_keys(&[a, b], 10);
+        assert_eq!((m.total, m.keys[0].estimate), (80, 80));
+    }
+
+    #[test]
+    fn an_input_of_another_mode_is_left_out_with_a_warning() {
+        let a = node("n1", Series::Reads, vec![part(0, 0, 50, &[("k", 50)])]);
+        let mut b = node("n2", Series::Reads, vec![part(0, 0, 30, &[("k", 30)])]);
+        b.mode = HotKeyMode::Hashed;
+        let m = merge_hot_keys(&[a, b], 10);
+        assert_eq!(m.total, 50);
+        assert_eq!(m.warnings.len(), 1);
+    }
+}
