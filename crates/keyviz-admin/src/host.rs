@@ -1,6 +1,7 @@
 //! The services a host hands to the admin surface: where matrices come from, who this node
 //! is, the cluster secret and the live membership.
 
+use keyviz::hotkeys::{HotKeyQuery, NodeHotKeys};
 use keyviz::{Matrix, MatrixQuery};
 
 use crate::config::ConfigError;
@@ -32,11 +33,29 @@ pub trait MatrixSource: Send + Sync + 'static {
     fn is_enabled(&self) -> bool {
         true
     }
+
+    /// This node's hot keys for `query` (already validated). The default is a source
+    /// that keeps none: [`SourceError::Disabled`].
+    ///
+    /// # Errors
+    /// [`SourceError::Disabled`] when this source keeps no hot keys.
+    fn hot_keys(
+        &self,
+        _query: &HotKeyQuery,
+        _now_unix_ms: i64,
+    ) -> Result<NodeHotKeys, SourceError> {
+        Err(SourceError::Disabled)
+    }
 }
 
 impl MatrixSource for keyviz::Sampler {
     fn matrix(&self, query: &MatrixQuery, now_unix_ms: i64) -> Result<Matrix, SourceError> {
         Ok(keyviz::Sampler::matrix(self, query, now_unix_ms))
+    }
+
+    fn hot_keys(&self, query: &HotKeyQuery, now_unix_ms: i64) -> Result<NodeHotKeys, SourceError> {
+        keyviz::Sampler::hot_keys(self, query, now_unix_ms)
+            .map_err(|e| SourceError::Failed(e.to_string()))
     }
 }
 

@@ -392,6 +392,16 @@ pub fn merge(inputs: &[Matrix], options: &MergeOptions) -> Merged {
             raft_group_ids: groups,
             leader_terms: terms,
             preview: first.preview.clone(),
+            // Labels are observations, not counts: the smallest and largest
+            // key any node saw is still a real key of the row.
+            first_key: members
+                .iter()
+                .filter_map(|&(i, r)| inputs[i].rows[r].first_key.clone())
+                .min(),
+            last_key: members
+                .iter()
+                .filter_map(|&(i, r)| inputs[i].rows[r].last_key.clone())
+                .max(),
         });
     }
 

@@ -25,9 +25,10 @@ pub enum HotKeyMode {
     Off,
     /// Keys are kept as a keyed hash (keyed with the cluster secret), plus the
     /// prefix up to an optional separator, so no key name is ever stored.
-    #[default]
     Hashed,
-    /// Keys are kept as written (cut at `MAX_HOT_KEY_BYTES`).
+    /// Keys are kept as written (cut at `MAX_HOT_KEY_BYTES`); the default, as
+    /// Redis and Valkey show key names.
+    #[default]
     Raw,
 }
 

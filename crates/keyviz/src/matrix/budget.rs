@@ -203,6 +203,8 @@ pub(crate) fn join_rows(members: Vec<MatrixRow>, max_route_ids: usize) -> Matrix
         bucket_id: virtual_bucket_name(start.as_deref().unwrap_or(&[]), end.as_deref()),
         label: None,
         preview: members.first().and_then(|r| r.preview.clone()),
+        first_key: members.iter().filter_map(|r| r.first_key.clone()).min(),
+        last_key: members.iter().filter_map(|r| r.last_key.clone()).max(),
         start,
         end,
         aggregate: true,

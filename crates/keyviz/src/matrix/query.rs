@@ -342,6 +342,8 @@ pub(crate) fn build(
             raft_group_ids: g,
             leader_terms: t,
             preview: Some(key_preview(&first.start)),
+            first_key: None,
+            last_key: None,
         };
         rows.push(row);
     }

@@ -252,6 +252,14 @@ pub struct MatrixRow {
     /// Printable label of `start` (see [`key_preview`](crate::key_preview)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview: Option<String>,
+    /// Smallest key observed in the row (raw mode; the kept prefix in hashed
+    /// mode); absent when none was observed. A real key, unlike `start`, which
+    /// may be a computed sub-range boundary.
+    #[serde(default, with = "b64_opt", skip_serializing_if = "Option::is_none")]
+    pub first_key: Option<Vec<u8>>,
+    /// Largest key observed in the row, as `first_key`.
+    #[serde(default, with = "b64_opt", skip_serializing_if = "Option::is_none")]
+    pub last_key: Option<Vec<u8>>,
 }
 
 impl MatrixRow {

@@ -841,6 +841,26 @@ impl Sampler {
         )
     }
 
+    /// This node's hot keys for `query`, one part per write identity (reads:
+    /// one part), built from published columns only. Takes the history read lock.
+    ///
+    /// # Errors
+    /// The query is out of its documented ranges.
+    pub fn hot_keys(
+        &self,
+        query: &crate::hotkeys::HotKeyQuery,
+        _now_unix_ms: i64,
+    ) -> Result<crate::hotkeys::NodeHotKeys, crate::hotkeys::HotKeyQueryError> {
+        query.validate()?;
+        // Contract placeholder: the capture lands with the sampler integration.
+        Ok(crate::hotkeys::NodeHotKeys {
+            series: query.series,
+            mode: crate::hotkeys::HotKeyMode::Off,
+            node_id: None,
+            parts: Vec::new(),
+        })
+    }
+
     /// Sizes and counters, for metrics. Takes the history read lock and the
     /// side-buffer mutex, one after the other.
     pub fn stats(&self) -> SamplerStats {
