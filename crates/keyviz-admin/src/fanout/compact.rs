@@ -54,6 +54,8 @@ pub fn encode(m: &Matrix) -> Result<Vec<u8>, serde_json::Error> {
                 route_count: r.route_count,
                 conflict: r.conflict,
                 preview: r.preview.clone(),
+                first_key: r.first_key.clone(),
+                last_key: r.last_key.clone(),
                 ..MatrixRow::default()
             })
             .collect(),
@@ -211,6 +213,8 @@ mod tests {
                     raft_group_ids: vec![7; 5],
                     leader_terms: vec![42, 42, 43, 43, 0],
                     preview: Some("p".into()),
+                    first_key: Some(vec![0, 9, 1]),
+                    last_key: Some(vec![0, 255]),
                 },
                 MatrixRow {
                     bucket_id: "route:2".into(),

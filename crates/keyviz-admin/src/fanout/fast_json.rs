@@ -322,6 +322,14 @@ fn row(r: &mut Reader<'_>, columns: usize) -> R<MatrixRow> {
                 once(&mut seen, 13)?;
                 row.preview = opt_string(r)?;
             }
+            "first_key" => {
+                once(&mut seen, 14)?;
+                row.first_key = opt_key(r)?;
+            }
+            "last_key" => {
+                once(&mut seen, 15)?;
+                row.last_key = opt_key(r)?;
+            }
             _ => r.skip()?,
         }
         Ok(())
@@ -406,6 +414,8 @@ mod tests {
                     raft_group_ids: vec![7, 7, 7],
                     leader_terms: vec![42, 43, 0],
                     preview: Some("tab\there".into()),
+                    first_key: Some(vec![0, 1, 255, 7]),
+                    last_key: Some(b"zz".to_vec()),
                 },
                 MatrixRow {
                     bucket_id: "route:2".into(),
