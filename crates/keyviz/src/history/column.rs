@@ -529,7 +529,10 @@ impl Column {
                     + h.summary
                         .items
                         .iter()
-                        .map(|i| std::mem::size_of::<HotItem>() + i.key.capacity().max(1).next_multiple_of(16))
+                        .map(|i| {
+                            std::mem::size_of::<HotItem>()
+                                + i.key.capacity().max(1).next_multiple_of(16)
+                        })
                         .sum::<usize>()
             })
             .sum()

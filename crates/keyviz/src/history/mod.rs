@@ -17,9 +17,7 @@ use crate::hotkeys::MAX_HOT_KEY_BYTES;
 use crate::matrix::Series;
 
 pub(crate) use column::{CELL_HOT_K, CellHot, CellInput, Column, Counter, Lanes, WriteLane};
-pub use persist::{
-    CellRecord, ColumnRecord, HistoryStore, HotRecord, PersistError, WriteRecord,
-};
+pub use persist::{CellRecord, ColumnRecord, HistoryStore, HotRecord, PersistError, WriteRecord};
 pub(crate) use rows::{RowCatalog, RowMeta};
 
 /// The columns and the rows they mention.

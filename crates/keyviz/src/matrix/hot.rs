@@ -72,7 +72,11 @@ fn pick<'c>(
     ke: Option<&[u8]>,
 ) -> Option<Cow<'c, HotSummary>> {
     let h = h?;
-    let filtered = if filter { in_range(&h.summary, ks, ke) } else { None };
+    let filtered = if filter {
+        in_range(&h.summary, ks, ke)
+    } else {
+        None
+    };
     Some(filtered.map_or(Cow::Borrowed(&h.summary), Cow::Owned))
 }
 

@@ -18,7 +18,7 @@
 
 use std::cell::RefCell;
 
-use crate::hotkeys::sketch::CaptureSketch;
+use crate::hotkeys::CaptureSketch;
 use crate::hotkeys::{HotSummary, KeyRedactor, MAX_HOT_KEY_BYTES};
 use crate::matrix::Series;
 use std::sync::Arc;
@@ -82,10 +82,12 @@ impl Capture {
             if cur + n > self.max_sketches {
                 return false;
             }
-            match self
-                .live
-                .compare_exchange_weak(cur, cur + n, Ordering::Relaxed, Ordering::Relaxed)
-            {
+            match self.live.compare_exchange_weak(
+                cur,
+                cur + n,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return true,
                 Err(now) => cur = now,
             }
@@ -168,11 +170,16 @@ pub(crate) fn capture(
         let state = entry.get_or_insert_with(Box::default);
         if let Some(label) = label {
             let label = &label[..label.len().min(MAX_HOT_KEY_BYTES)];
+            // Buffers are reused: a label only allocates to grow.
             if state.first.as_deref().is_none_or(|f| label < f) {
-                state.first = Some(label.to_vec());
+                let f = state.first.get_or_insert_with(Vec::new);
+                f.clear();
+                f.extend_from_slice(label);
             }
             if state.last.as_deref().is_none_or(|l| label > l) {
-                state.last = Some(label.to_vec());
+                let l = state.last.get_or_insert_with(Vec::new);
+                l.clear();
+                l.extend_from_slice(label);
             }
         }
         let weights = [stride, bytes.saturating_mul(stride)];
@@ -242,8 +249,10 @@ impl SlotCapture {
                     identity(lane),
                 )
             };
-            for (f, s, exact) in [(family, series.0, exact_ops), (family + 1, series.1, exact_bytes)]
-            {
+            for (f, s, exact) in [
+                (family, series.0, exact_ops),
+                (family + 1, series.1, exact_bytes),
+            ] {
                 let Some(slot) = state.sketches.get_mut(f) else {
                     continue;
                 };

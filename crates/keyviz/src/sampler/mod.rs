@@ -573,9 +573,13 @@ impl Sampler {
     /// `at_unix_ms` is when the write happened (the proposer's timestamp in the
     /// log entry), not when it is observed, so a replica applying late, a
     /// replay or a stalled node files it where it belongs. Stamped inside the
-    /// open window: lock-free, allocation-free, no hashing of the key (one
-    /// relaxed load and compare more than an unstamped count). Any other window:
-    /// the side buffer (a short mutex, bounded; see [`MAX_SIDE_WINDOWS`]).
+    /// open window: counted lock-free and allocation-free (one relaxed load
+    /// and compare more than an unstamped count). Hot keys: unless capture is
+    /// off, the operations the counter's `fetch_add` picks (all of a counter's
+    /// first 1 024 in a window, then 512 per doubling) redact the key and take
+    /// the slot's capture mutex; they allocate only while the slot's sketches
+    /// warm up. Any other window: the side buffer (a short mutex, bounded; see
+    /// [`MAX_SIDE_WINDOWS`]), not captured.
     /// Writes of different terms in one window stay apart; `group` or `term` 0
     /// means "unknown identity". An unregistered route is counted in
     /// [`SamplerStats::unknown_route_observations`].

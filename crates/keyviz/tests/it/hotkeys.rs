@@ -6,8 +6,7 @@ use std::sync::Arc;
 use keyviz::hotkeys::{HotKeyMode, HotKeyQuery, KeyRedactor, NodeHotKeys};
 use keyviz::merge::{MergeOptions, merge};
 use keyviz::{
-    ColumnRecord, HistoryStore, MatrixQuery, PersistError, ReadRole, Sampler, SamplerConfig,
-    Series,
+    ColumnRecord, HistoryStore, MatrixQuery, PersistError, ReadRole, Sampler, SamplerConfig, Series,
 };
 use parking_lot::Mutex;
 
@@ -88,7 +87,11 @@ fn a_busy_row_samples_yet_names_the_hot_key_with_bounds_that_hold() {
         top.upper
     );
     let err = top.estimate.abs_diff(hot_true) as f64 / hot_true as f64;
-    assert!(err < 0.25, "estimate {} vs {hot_true}", top.estimate);
+    eprintln!(
+        "busy row: hot key estimate {} in {}..{} (true {hot_true}), floor {}",
+        top.estimate, top.lower, top.upper, m.floor
+    );
+    assert!(err < 0.15, "estimate {} vs {hot_true}", top.estimate);
     assert!(m.floor >= 20, "any other key may have had up to its share");
 }
 
@@ -122,7 +125,8 @@ fn write_parts_keep_their_group_and_term() {
 #[test]
 fn the_key_range_and_time_range_select_rows_columns_and_raw_keys() {
     let s = sampler_with(|c| c.key_buckets_per_route = 1);
-    s.register_route(route(1, b"a", Some(b"m"), 7)).expect("register");
+    s.register_route(route(1, b"a", Some(b"m"), 7))
+        .expect("register");
     s.register_route(route(2, b"m", None, 8)).expect("register");
     for _ in 0..5 {
         s.observe_read(1, b"apple", 0, ReadRole::Leader, T0);
@@ -199,7 +203,13 @@ fn the_sketch_budget_caps_memory_and_keeps_bounds_honest() {
         s.register_route(route(id, start.as_bytes(), Some(end.as_bytes()), id))
             .expect("register");
         for _ in 0..7 {
-            s.observe_read(id, format!("{start}:hot").as_bytes(), 1, ReadRole::Leader, T0);
+            s.observe_read(
+                id,
+                format!("{start}:hot").as_bytes(),
+                1,
+                ReadRole::Leader,
+                T0,
+            );
         }
     }
     let stats = s.stats();
@@ -283,7 +293,10 @@ fn a_restart_keeps_hot_keys_and_labels() {
     let s = Sampler::with_store(config(), T0 + 2 * STEP as i64, store).expect("second life");
     assert_eq!(hot(&s, Series::Writes), before);
     let m = crate::util::all(&s, Series::Writes);
-    assert_eq!((m.rows[0].first_key.clone(), m.rows[0].last_key.clone()), labels);
+    assert_eq!(
+        (m.rows[0].first_key.clone(), m.rows[0].last_key.clone()),
+        labels
+    );
 }
 
 #[test]
@@ -300,10 +313,16 @@ fn records_written_before_hot_keys_still_load_without_keys() {
     let r = hot(&s, Series::Reads);
     assert_eq!(r.total(), 5);
     assert!(r.parts[0].summary.items.is_empty());
-    assert_eq!(r.parts[0].summary.floor, 5, "uncaptured: any key may be all of it");
+    assert_eq!(
+        r.parts[0].summary.floor, 5,
+        "uncaptured: any key may be all of it"
+    );
     let w = hot(&s, Series::Writes);
     assert_eq!(
-        w.parts.iter().map(|p| (p.group, p.term, p.summary.total)).collect::<Vec<_>>(),
+        w.parts
+            .iter()
+            .map(|p| (p.group, p.term, p.summary.total))
+            .collect::<Vec<_>>(),
         vec![(7, 3, 6)]
     );
     assert_eq!(crate::util::all(&s, Series::Writes).rows[0].first_key, None);
@@ -311,7 +330,8 @@ fn records_written_before_hot_keys_still_load_without_keys() {
 
 fn labelled(keys: &[&str]) -> Sampler {
     let s = sampler_with(|c| c.key_buckets_per_route = 4);
-    s.register_route(route(1, b"a", Some(b"z"), 7)).expect("register");
+    s.register_route(route(1, b"a", Some(b"z"), 7))
+        .expect("register");
     for k in keys {
         s.observe_write(1, k.as_bytes(), 1, 7, 1, T0);
     }
@@ -335,10 +355,16 @@ fn nodes_fed_the_same_traffic_label_rows_alike_and_the_merge_takes_min_and_max()
     assert_eq!(labels(&ma), labels(&mb));
     assert!(ma.rows.len() > 1, "sub-ranges make several rows");
     for r in &ma.rows {
-        let (f, l) = (r.first_key.clone().expect("first"), r.last_key.clone().expect("last"));
+        let (f, l) = (
+            r.first_key.clone().expect("first"),
+            r.last_key.clone().expect("last"),
+        );
         assert!(keys.contains(&std::str::from_utf8(&f).expect("utf8")));
         assert!(f <= l);
-        assert!(r.start.clone().unwrap_or_default() <= f, "a label lies in its row");
+        assert!(
+            r.start.clone().unwrap_or_default() <= f,
+            "a label lies in its row"
+        );
     }
     // Another node saw other keys of the same rows: min and max across both.
     let c = labelled(&["aardvark", "zulu"]);
