@@ -47,21 +47,19 @@ pub(crate) const SAMPLED_LAMBDA: f64 = 6.607_7;
 /// An unused index entry (no counter has index `0xffff`: capacity <= 1024).
 const EMPTY: u32 = u32::MAX;
 
-/// One monitored key. Its count lives in the heap (`CaptureSketch::counts`),
-/// so sifting compares contiguous words.
+/// One monitored key. Its count lives in `CaptureSketch::counts`, so the
+/// search for the smallest count scans contiguous words.
 #[derive(Debug, Clone)]
 struct Counter {
     /// The captured (already redacted) key, at most `MAX_HOT_KEY_BYTES`.
     key: Vec<u8>,
     /// The key's hash, kept so probing and deletion never rehash a key.
-    hash: u64,
+    hash: u32,
     /// Over-count inherited when this key took the counter.
     err: u64,
     /// Sum of `weight / stride` of this key's own captures: real operations
     /// (ops series) or bytes (bytes series) that certainly belong to it.
     seen: u64,
-    /// Position of this counter in the heap.
-    heap: u16,
     /// Some capture of the key was cut at `MAX_HOT_KEY_BYTES`.
     truncated: bool,
 }
@@ -78,10 +76,14 @@ pub(crate) struct CaptureSketch {
     /// buffers for reuse after [`clear`](CaptureSketch::clear).
     counters: Vec<Counter>,
     live: usize,
-    /// Min-heap by count: `counts[i]` is the count of counter `heap[i]`
-    /// (weight counted for the key, including the inherited over-count).
+    /// `counts[i]`: weight counted for counter `i`'s key, including the
+    /// inherited over-count.
     counts: Vec<u64>,
-    heap: Vec<u16>,
+    /// Index of a counter with the smallest count, when known (`None` after
+    /// that counter grew): found again by one scan of `counts` at the next
+    /// eviction, which at the capacities used (16..64) beats a heap's
+    /// pointer-chasing sift on every increment.
+    min: Option<usize>,
     /// Open-addressing index, entries `tag << 16 | counter index` or `EMPTY`
     /// (the tag is 16 high bits of the hash, so a probe rejects other keys
     /// without touching their counter); length a power of two at least twice
@@ -106,7 +108,7 @@ impl CaptureSketch {
             counters: Vec::new(),
             live: 0,
             counts: Vec::new(),
-            heap: Vec::new(),
+            min: None,
             table: Vec::new(),
             weight: 0,
             sampled: false,
@@ -167,9 +169,10 @@ impl CaptureSketch {
                 if counter.key == key {
                     counter.seen = counter.seen.saturating_add(seen);
                     counter.truncated |= truncated;
-                    let at = counter.heap as usize;
-                    self.counts[at] = self.counts[at].saturating_add(weight);
-                    self.sift_down(at);
+                    self.counts[idx] = self.counts[idx].saturating_add(weight);
+                    if self.min == Some(idx) {
+                        self.min = None;
+                    }
                     return;
                 }
             }
@@ -177,7 +180,6 @@ impl CaptureSketch {
         }
         if self.live < self.capacity {
             let idx = self.live;
-            let heap_pos = self.heap.len();
             if idx < self.counters.len() {
                 let counter = &mut self.counters[idx];
                 counter.key.clear();
@@ -186,28 +188,36 @@ impl CaptureSketch {
                 counter.err = 0;
                 counter.seen = seen;
                 counter.truncated = truncated;
-                counter.heap = heap_pos as u16;
             } else {
                 self.counters.push(Counter {
                     key: key.to_vec(),
                     hash,
                     err: 0,
                     seen,
-                    heap: heap_pos as u16,
                     truncated,
                 });
             }
             self.live += 1;
             self.table[pos] = tag << 16 | idx as u32;
-            self.heap.push(idx as u16);
             self.counts.push(weight);
-            self.sift_up(heap_pos);
+            // A known minimum stays one unless the newcomer is smaller.
+            if let Some(m) = self.min
+                && weight < self.counts[m]
+            {
+                self.min = Some(idx);
+            }
+            if idx == 0 {
+                self.min = Some(0);
+            }
             return;
         }
-        // Full: the key takes the counter with the smallest count (the root).
-        let idx = self.heap[0] as usize;
+        // Full: the key takes the counter with the smallest count.
+        let idx = match self.min {
+            Some(m) => m,
+            None => argmin(&self.counts),
+        };
         self.table_remove(idx);
-        let min = self.counts[0];
+        let min = self.counts[idx];
         let counter = &mut self.counters[idx];
         counter.key.clear();
         counter.key.extend_from_slice(key);
@@ -215,9 +225,9 @@ impl CaptureSketch {
         counter.err = min;
         counter.seen = seen;
         counter.truncated = truncated;
-        self.counts[0] = min.saturating_add(weight);
+        self.counts[idx] = min.saturating_add(weight);
+        self.min = None;
         self.table_insert(idx, hash);
-        self.sift_down(0);
     }
 
     /// The summary of the captured traffic, given the exact total the row's
@@ -252,7 +262,7 @@ impl CaptureSketch {
         let missing = exact_total.saturating_sub(self.weight);
         let live = &self.counters[..self.live];
         let min = if self.live >= self.capacity {
-            self.counts.first().copied().unwrap_or(0)
+            self.counts.iter().copied().min().unwrap_or(0)
         } else {
             0
         };
@@ -268,8 +278,9 @@ impl CaptureSketch {
         };
         let mut items: Vec<HotItem> = live
             .iter()
-            .map(|c| {
-                let count = self.counts[c.heap as usize];
+            .enumerate()
+            .map(|(i, c)| {
+                let count = self.counts[i];
                 let (low, high) = widen(count - c.err, count);
                 let upper = high.saturating_add(missing).min(exact_total);
                 let lower = low.max(c.seen).min(upper);
@@ -301,7 +312,6 @@ impl CaptureSketch {
                 .map(|c| c.key.capacity())
                 .sum::<usize>()
             + self.counts.capacity() * std::mem::size_of::<u64>()
-            + self.heap.capacity() * std::mem::size_of::<u16>()
             + self.table.capacity() * std::mem::size_of::<u32>()
     }
 
@@ -313,7 +323,7 @@ impl CaptureSketch {
     /// Forgets every capture but keeps the memory, for the next window.
     pub(crate) fn clear(&mut self) {
         self.live = 0;
-        self.heap.clear();
+        self.min = None;
         self.counts.clear();
         self.table.fill(EMPTY);
         self.weight = 0;
@@ -324,12 +334,11 @@ impl CaptureSketch {
     fn allocate(&mut self) {
         let slots = (self.capacity * 2).next_power_of_two().max(4);
         self.table = vec![EMPTY; slots];
-        self.heap = Vec::with_capacity(self.capacity);
         self.counts = Vec::with_capacity(self.capacity);
         self.counters = Vec::with_capacity(self.capacity);
     }
 
-    fn table_insert(&mut self, idx: usize, hash: u64) {
+    fn table_insert(&mut self, idx: usize, hash: u32) {
         let mask = self.table.len() - 1;
         let mut pos = hash as usize & mask;
         while self.table[pos] != EMPTY {
@@ -364,18 +373,15 @@ impl CaptureSketch {
         self.table[hole] = EMPTY;
     }
 
-    /// Heap order, heap back-pointers and index reachability (tests only).
+    /// The cached minimum and index reachability (tests only).
     #[cfg(test)]
     fn check_invariants(&self) {
-        assert_eq!(self.heap.len(), self.live);
         assert_eq!(self.counts.len(), self.live);
-        for pos in 1..self.counts.len() {
-            assert!(self.counts[(pos - 1) / 2] <= self.counts[pos], "heap order");
-        }
-        for (pos, &idx) in self.heap.iter().enumerate() {
+        if let Some(m) = self.min {
             assert_eq!(
-                self.counters[idx as usize].heap as usize, pos,
-                "back-pointer"
+                Some(self.counts[m]),
+                self.counts.iter().copied().min(),
+                "the cached minimum is a minimum"
             );
         }
         let entries = self.table.iter().filter(|&&e| e != EMPTY).count();
@@ -396,45 +402,19 @@ impl CaptureSketch {
         }
     }
 
-    fn swap_heap(&mut self, a: usize, b: usize) {
-        self.heap.swap(a, b);
-        self.counts.swap(a, b);
-        let (ca, cb) = (self.heap[a] as usize, self.heap[b] as usize);
-        self.counters[ca].heap = a as u16;
-        self.counters[cb].heap = b as u16;
-    }
+}
 
-    fn sift_up(&mut self, mut pos: usize) {
-        while pos > 0 {
-            let parent = (pos - 1) / 2;
-            if self.counts[parent] <= self.counts[pos] {
-                break;
-            }
-            self.swap_heap(parent, pos);
-            pos = parent;
+/// Index of the smallest count (the first, on ties): one branch-free pass.
+fn argmin(counts: &[u64]) -> usize {
+    let mut best = 0;
+    let mut best_count = u64::MAX;
+    for (i, &c) in counts.iter().enumerate() {
+        if c < best_count {
+            best_count = c;
+            best = i;
         }
     }
-
-    fn sift_down(&mut self, mut pos: usize) {
-        let n = self.counts.len();
-        loop {
-            let left = 2 * pos + 1;
-            if left >= n {
-                break;
-            }
-            let right = left + 1;
-            let child = if right < n && self.counts[right] < self.counts[left] {
-                right
-            } else {
-                left
-            };
-            if self.counts[pos] <= self.counts[child] {
-                break;
-            }
-            self.swap_heap(pos, child);
-            pos = child;
-        }
-    }
+    best
 }
 
 /// Not an API: [`CaptureSketch`] opened up for `benches/hotkeys.rs` and the
@@ -482,15 +462,18 @@ impl BenchSketch {
 
 /// One pass of FxHash over the key: fast, and collisions only cost a key
 /// comparison (a 16-bit tag is compared before the bytes).
-fn hash_key(key: &[u8]) -> u64 {
+fn hash_key(key: &[u8]) -> u32 {
     let mut h = rustc_hash::FxHasher::default();
     h.write(key);
-    h.finish()
+    let f = h.finish();
+    // Fold so both halves' entropy reach the slot bits and the tag.
+    (f ^ (f >> 32)) as u32
 }
 
-/// The index tag of a hash: its top 16 bits (the low bits pick the slot).
-fn tag_of(hash: u64) -> u32 {
-    (hash >> 48) as u32
+/// The index tag of a hash: its top 16 bits (the low bits, at most 11 of
+/// them at `MAX_CAPTURE_CAPACITY`, pick the slot).
+fn tag_of(hash: u32) -> u32 {
+    hash >> 16
 }
 
 /// Largest `T` with `S - T >= -z·sqrt(r·T)` for `S = x`: the upper end of the
