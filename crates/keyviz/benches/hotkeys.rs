@@ -12,6 +12,34 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use datasketches::frequencies::{ErrorType, FrequentItemsSketch};
 use keyviz::hotkeys::{BenchSketch, HotSummary, KeyRedactor};
 
+/// Counts heap allocations, so the report can say what each sketch allocates
+/// per insert (the capture path must not allocate once warm).
+struct Counting;
+
+static ALLOCATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+// The one unsafe item of this bench: a GlobalAlloc must be an `unsafe impl`;
+// it only forwards to the system allocator and bumps a relaxed counter.
+#[allow(unsafe_code)]
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: forwarded unchanged; the caller upholds `alloc`'s contract.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this `layout`.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Distinct keys of the stream.
 const KEYS: usize = 100_000;
 /// Operations per measured stream.
@@ -221,6 +249,29 @@ fn report_cpu_time(flat: &Flat) {
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
     };
+    // Allocations of a second pass into an already warm sketch.
+    let mut warm_ours = ours(32, flat);
+    warm_ours.clear();
+    let a0 = allocations();
+    for k in flat.iter() {
+        warm_ours.insert(k, false, 1, 1);
+    }
+    let ours_allocs = allocations() - a0;
+    let mut warm_ds = ds(64, flat);
+    warm_ds.reset();
+    for k in flat.iter().take(OPS / 10) {
+        warm_ds.update_with_count_ref(k, 1);
+    }
+    let a0 = allocations();
+    for k in flat.iter() {
+        warm_ds.update_with_count_ref(k, 1);
+    }
+    let ds_allocs = allocations() - a0;
+    eprintln!(
+        "allocations per insert into a warm sketch: ours_c32 {:.4}, datasketches_m64 {:.4}",
+        ours_allocs as f64 / OPS as f64,
+        ds_allocs as f64 / OPS as f64
+    );
     for (i, (name, _)) in variants.iter().enumerate() {
         eprintln!(
             "insert {name}: median on-CPU {:.1} ns/op, wall {:.1} ns/op (15 interleaved runs of {OPS} ops)",

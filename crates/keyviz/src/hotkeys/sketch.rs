@@ -401,7 +401,6 @@ impl CaptureSketch {
             }
         }
     }
-
 }
 
 /// Index of the smallest count (the first, on ties): one branch-free pass.
