@@ -16,7 +16,8 @@ use std::time::Instant;
 
 use keyviz::Series;
 use keyviz::hotkeys::{
-    HotKeyMode, HotKeyQuery, HotKeys, MAX_HOT_KEYS_K, NodeHotKeys, merge_hot_keys,
+    HotKeyMode, HotKeyQuery, HotKeys, HotPart, MAX_HOT_KEYS_K, MAX_HOT_PARTS, NodeHotKeys,
+    merge_hot_keys,
 };
 use serde::{Deserialize, Serialize};
 
@@ -198,19 +199,74 @@ fn unavailable(e: PeerError) -> PeerError {
     }
 }
 
-/// Decodes and checks one peer's hot-key body: a `NodeHotKeys` that passes
-/// `NodeHotKeys::validate` and answers the series asked for. Parts are trimmed to `k` so a
-/// peer listing more cannot make the merge costlier than asked.
+/// [`NodeHotKeys`] as a peer sends it, decoded with the part count bounded while parsing, so
+/// a hostile body cannot make us build more than [`MAX_HOT_PARTS`] parts.
+#[derive(Deserialize)]
+struct WireNodeHotKeys {
+    series: Series,
+    mode: HotKeyMode,
+    #[serde(default)]
+    node_id: Option<String>,
+    #[serde(default, deserialize_with = "bounded_parts")]
+    parts: Vec<HotPart>,
+}
+
+fn bounded_parts<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<HotPart>, D::Error> {
+    struct Parts;
+    impl<'de> serde::de::Visitor<'de> for Parts {
+        type Value = Vec<HotPart>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "at most {MAX_HOT_PARTS} hot-key parts")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut parts = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+            while let Some(part) = seq.next_element::<HotPart>()? {
+                if parts.len() == MAX_HOT_PARTS {
+                    return Err(serde::de::Error::custom(TOO_MANY_PARTS));
+                }
+                parts.push(part);
+            }
+            Ok(parts)
+        }
+    }
+    d.deserialize_seq(Parts)
+}
+
+const TOO_MANY_PARTS: &str = "more than 65536 parts";
+const _: () = assert!(MAX_HOT_PARTS == 65_536, "keep TOO_MANY_PARTS in step");
+
+/// Decodes and checks one peer's hot-key body: a `NodeHotKeys` of at most `MAX_HOT_PARTS`
+/// parts (counted while parsing) that passes `NodeHotKeys::validate` and answers the series
+/// asked for. Parts are trimmed to `k` so a peer listing more cannot make the merge costlier
+/// than asked.
 ///
 /// # Errors
-/// [`PeerError::Decode`] for syntax/types, [`PeerError::InvalidHotKeys`] for invariants.
+/// [`PeerError::Decode`] for syntax/types, [`PeerError::InvalidHotKeys`] for invariants and
+/// limits.
 pub fn decode_node_hot_keys(
     body: &[u8],
     series: Series,
     k: usize,
 ) -> Result<NodeHotKeys, PeerError> {
-    let mut hot: NodeHotKeys =
-        serde_json::from_slice(body).map_err(|e| PeerError::Decode(e.to_string()))?;
+    let wire: WireNodeHotKeys = serde_json::from_slice(body).map_err(|e| {
+        if e.to_string().contains(TOO_MANY_PARTS) {
+            PeerError::InvalidHotKeys(e.to_string())
+        } else {
+            PeerError::Decode(e.to_string())
+        }
+    })?;
+    // No `..`: a field added to NodeHotKeys must be decoded here too.
+    let mut hot = NodeHotKeys {
+        series: wire.series,
+        mode: wire.mode,
+        node_id: wire.node_id,
+        parts: wire.parts,
+    };
     hot.validate()
         .map_err(|e| PeerError::InvalidHotKeys(e.to_string()))?;
     if hot.series != series {
@@ -361,7 +417,7 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keyviz::hotkeys::{HotItem, HotPart, HotSummary};
+    use keyviz::hotkeys::{HotItem, HotSummary};
 
     fn body(hot: &NodeHotKeys) -> Vec<u8> {
         serde_json::to_vec(hot).unwrap_or_default()
