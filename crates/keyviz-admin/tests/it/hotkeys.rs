@@ -417,3 +417,60 @@ async fn bad_parameters_are_400_with_the_envelope_and_no_auth_is_401() {
     .await;
     assert!(r.is_err_and(|e| e.code == "invalid_query"));
 }
+
+#[tokio::test]
+async fn a_peer_in_another_capture_mode_is_reported_not_merged() {
+    let mut hashed = node_hot(Reads, &[(0, 0, 50, &[("h:1f2e", 50)])]);
+    hashed.mode = HotKeyMode::Hashed;
+    let (p, _) = fake_hot_peer("n2", Behaviour::Body(hot_body(hashed, "n2"))).await;
+    let local = node_hot(Reads, &[(0, 0, 4, &[("hot", 4)])]);
+    let (n1, _) = hot_node(
+        "n1",
+        HotSource::new(vec![local]),
+        &[p.addr.to_string()],
+        |_| {},
+    )
+    .await;
+    let sess = login(&n1, "bob", "bob-secret").await;
+    let v = hot(&n1, &sess, "?series=reads").await;
+    assert_eq!(keys(&v), vec![("hot".into(), 4)]);
+    assert_eq!(v["mode"], "raw");
+    assert_eq!(node(&v, 1)["ok"], false);
+    assert_eq!(node(&v, 1)["reason"], "hot_keys_mode_mismatch");
+    assert_eq!(v["fanout"]["responded"], 1);
+}
+
+#[tokio::test]
+async fn a_self_alias_is_not_merged_twice_and_identical_requests_share_one_fan_out() {
+    let listener = bind().await;
+    let port = listener.local_addr().expect("addr").port();
+    let src = HotSource::new(vec![node_hot(Reads, &[(0, 0, 3, &[("hot", 3)])])]);
+    let state = node_state(
+        "n1",
+        &format!("node-a.example:{port}"),
+        src.clone(),
+        fanout_config(&[format!("127.0.0.1:{port}")]),
+        None,
+    );
+    let s = serve_on(listener, keyviz_admin::router(state)).await;
+    let sess = login(&s, "bob", "bob-secret").await;
+    let v = hot(&s, &sess, "?series=reads").await;
+    assert_eq!(
+        keys(&v),
+        vec![("hot".into(), 3)],
+        "reads are not double counted"
+    );
+    assert_eq!(node(&v, 1)["warnings"][0]["code"], "self_alias");
+    assert_eq!(v["fanout"]["expected"], 1);
+    assert_eq!(src.queries.lock().len(), 1, "no self-call");
+
+    // Within the reuse window an identical request is served from the same fan-out.
+    let again = hot(&s, &sess, "?series=reads").await;
+    assert_eq!(again["keys"], v["keys"]);
+    assert_eq!(src.queries.lock().len(), 1);
+    let metrics = get_with(&s.url("/metrics"), &[]).await.text();
+    assert!(
+        metrics.contains("keyviz_hot_keys_requests_total{outcome=\"reused\"} 1"),
+        "{metrics}"
+    );
+}
