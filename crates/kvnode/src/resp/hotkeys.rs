@@ -662,3 +662,332 @@ impl Hotkeys {
         Reply::Array(f)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use keyviz::hotkeys::HotKeyEntry;
+
+    use super::*;
+
+    fn args(s: &str) -> Vec<Bytes> {
+        s.split(' ')
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect()
+    }
+
+    fn hot(series: Series, total: u64, floor: u64, keys: &[(&str, u64)]) -> HotKeys {
+        HotKeys {
+            series,
+            mode: HotKeyMode::Raw,
+            keys: keys
+                .iter()
+                .map(|(k, n)| HotKeyEntry {
+                    key: k.as_bytes().to_vec(),
+                    preview: (*k).to_string(),
+                    estimate: *n,
+                    lower: *n,
+                    upper: *n,
+                    share: *n as f64 / total as f64,
+                    truncated: false,
+                })
+                .collect(),
+            total,
+            floor,
+            sampled: false,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Answers canned hot keys per series and records every query.
+    struct Fake {
+        asked: Mutex<Vec<HotKeyQuery>>,
+        failed: Vec<String>,
+    }
+
+    impl HotKeysSource for Fake {
+        fn hot_keys(&self, q: HotKeyQuery, _now: i64) -> BoxFuture<Result<ClusterAnswer, String>> {
+            self.asked.lock().push(q.clone());
+            let hot = match q.series {
+                Series::Reads => hot(q.series, 100, 10, &[("hot", 60), ("warm", 30)]),
+                Series::Writes => hot(q.series, 50, 5, &[("hot", 20), ("cold", 25)]),
+                Series::ReadBytes => hot(q.series, 1000, 0, &[("warm", 900), ("hot", 100)]),
+                _ => hot(q.series, 24, 0, &[("cold", 24)]),
+            };
+            Box::pin(std::future::ready(Ok(ClusterAnswer {
+                hot,
+                expected: 3,
+                responded: 3 - self.failed.len(),
+                failed: self.failed.clone(),
+                notes: Vec::new(),
+            })))
+        }
+    }
+
+    fn service(failed: &[&str]) -> (Hotkeys, Arc<Fake>) {
+        let fake = Arc::new(Fake {
+            asked: Mutex::new(Vec::new()),
+            failed: failed.iter().map(|s| s.to_string()).collect(),
+        });
+        (Hotkeys::new(Some(fake.clone()), 1_000), fake)
+    }
+
+    fn start(s: &str) -> HotkeysCmd {
+        parse(&args(s)).expect("valid HOTKEYS START")
+    }
+
+    /// The field/value pairs of a GET reply (which Redis wraps in a one-element array).
+    fn fields(r: Reply) -> Vec<(String, Reply)> {
+        let Reply::Array(outer) = r else {
+            panic!("GET answers an array, got {r:?}")
+        };
+        let [Reply::Array(flat)] = outer.as_slice() else {
+            panic!("GET wraps one session, got {outer:?}")
+        };
+        flat.chunks(2)
+            .map(|p| match &p[0] {
+                Reply::Bulk(Some(name)) => {
+                    (String::from_utf8_lossy(name).into_owned(), p[1].clone())
+                }
+                other => panic!("field name {other:?}"),
+            })
+            .collect()
+    }
+
+    fn get<'a>(f: &'a [(String, Reply)], name: &str) -> Option<&'a Reply> {
+        f.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    fn pairs(r: Option<&Reply>) -> Vec<(String, i64)> {
+        let Some(Reply::Array(flat)) = r else {
+            panic!("key list expected, got {r:?}")
+        };
+        flat.chunks(2)
+            .map(|p| match (&p[0], &p[1]) {
+                (Reply::Bulk(Some(k)), Reply::Int(n)) => {
+                    (String::from_utf8_lossy(k).into_owned(), *n)
+                }
+                other => panic!("key/value pair expected, got {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn start_takes_redis_arguments_and_refuses_what_redis_refuses() {
+        assert_eq!(
+            parse(&args(
+                "start METRICS 2 CPU NET COUNT 5 DURATION 30 SAMPLE 8"
+            )),
+            Ok(HotkeysCmd::Start(StartOpts {
+                cpu: true,
+                net: true,
+                count: 5,
+                duration_s: Some(30),
+                sample_ratio: 8,
+            }))
+        );
+        assert_eq!(
+            parse(&args("START METRICS 1 net")),
+            Ok(HotkeysCmd::Start(StartOpts {
+                cpu: false,
+                net: true,
+                count: DEFAULT_COUNT,
+                duration_s: None,
+                sample_ratio: 1,
+            }))
+        );
+        let err = |s: &str| parse(&args(s)).expect_err(s);
+        let count = "ERR COUNT must be between 1 and 64";
+        assert_eq!(err("START METRICS 1 CPU COUNT 0"), count);
+        assert_eq!(err("START METRICS 1 CPU COUNT 65"), count);
+        assert_eq!(err("START METRICS 1 CPU COUNT 1000"), count);
+        assert_eq!(err("START METRICS 1 CPU COUNT x"), count);
+        assert_eq!(err("START"), "ERR METRICS parameter is required");
+        assert_eq!(err("START COUNT 5"), "ERR METRICS parameter is required");
+        assert_eq!(
+            err("START METRICS 3 CPU NET MEM"),
+            "ERR METRICS count must be > 0 and <= 2"
+        );
+        assert_eq!(
+            err("START METRICS 2 CPU"),
+            "ERR METRICS count does not match number of metric types provided"
+        );
+        assert_eq!(
+            err("START METRICS 2 CPU cpu"),
+            "ERR METRICS CPU defined more than once!"
+        );
+        assert!(err("START METRICS 1 MEM").starts_with("ERR METRICS unknown metric 'mem'"));
+        assert_eq!(
+            err("START METRICS 1 CPU DURATION 0"),
+            "ERR DURATION must be between 1 and 1000000"
+        );
+        assert_eq!(
+            err("START METRICS 1 CPU SAMPLE 0"),
+            "ERR SAMPLE ratio must be positive"
+        );
+        assert!(err("START METRICS 1 CPU SLOTS 1 0").contains("no hash slots"));
+        assert_eq!(err("START METRICS 1 CPU COUNT"), "ERR syntax error");
+        assert_eq!(err("START METRICS 1 CPU BOGUS 1"), "ERR syntax error");
+        assert_eq!(
+            err("GET now"),
+            "ERR wrong number of arguments for 'hotkeys|get' command"
+        );
+        assert_eq!(
+            err("FROB"),
+            "ERR unknown subcommand 'FROB'. Try HOTKEYS HELP."
+        );
+    }
+
+    #[tokio::test]
+    async fn session_follows_redis_state_machine() {
+        let (h, _) = service(&[]);
+        assert_eq!(h.run(HotkeysCmd::Get, 1_000).await, Reply::Bulk(None));
+        assert_eq!(h.run(HotkeysCmd::Stop, 1_000).await, Reply::Bulk(None));
+        assert_eq!(h.run(HotkeysCmd::Reset, 1_000).await, Reply::Simple("OK"));
+        let cpu = start("START METRICS 1 CPU");
+        assert_eq!(h.run(cpu.clone(), 1_000).await, Reply::Simple("OK"));
+        assert_eq!(
+            h.run(cpu.clone(), 1_100).await,
+            Reply::err("hotkey tracking session already in progress")
+        );
+        assert_eq!(
+            h.run(HotkeysCmd::Reset, 1_200).await,
+            Reply::err("hotkey tracking session in progress, stop tracking first")
+        );
+        let live = fields(h.run(HotkeysCmd::Get, 1_500).await);
+        assert_eq!(get(&live, "tracking-active"), Some(&Reply::Int(1)));
+        assert_eq!(get(&live, "collection-duration-ms"), Some(&Reply::Int(500)));
+        assert_eq!(h.run(HotkeysCmd::Stop, 2_000).await, Reply::Simple("OK"));
+        assert_eq!(h.run(HotkeysCmd::Stop, 2_100).await, Reply::Bulk(None));
+        let frozen = fields(h.run(HotkeysCmd::Get, 9_000).await);
+        assert_eq!(get(&frozen, "tracking-active"), Some(&Reply::Int(0)));
+        assert_eq!(
+            get(&frozen, "collection-duration-ms"),
+            Some(&Reply::Int(1_000))
+        );
+        assert_eq!(
+            get(&frozen, "collection-start-time-unix-ms"),
+            Some(&Reply::Int(1_000))
+        );
+        // A stopped session is replaced by a new START, and forgotten by RESET.
+        assert_eq!(h.run(cpu, 9_000).await, Reply::Simple("OK"));
+        assert_eq!(h.run(HotkeysCmd::Stop, 9_500).await, Reply::Simple("OK"));
+        assert_eq!(h.run(HotkeysCmd::Reset, 9_600).await, Reply::Simple("OK"));
+        assert_eq!(h.run(HotkeysCmd::Get, 9_700).await, Reply::Bulk(None));
+    }
+
+    #[tokio::test]
+    async fn duration_stops_the_session_by_itself() {
+        let (h, _) = service(&[]);
+        let r = h.run(start("START METRICS 1 NET DURATION 5"), 10_000).await;
+        assert_eq!(r, Reply::Simple("OK"));
+        let before = fields(h.run(HotkeysCmd::Get, 14_999).await);
+        assert_eq!(get(&before, "tracking-active"), Some(&Reply::Int(1)));
+        let after = fields(h.run(HotkeysCmd::Get, 60_000).await);
+        assert_eq!(get(&after, "tracking-active"), Some(&Reply::Int(0)));
+        assert_eq!(
+            get(&after, "collection-duration-ms"),
+            Some(&Reply::Int(5_000))
+        );
+        assert_eq!(h.run(HotkeysCmd::Stop, 60_000).await, Reply::Bulk(None));
+        assert_eq!(h.run(HotkeysCmd::Reset, 60_000).await, Reply::Simple("OK"));
+    }
+
+    #[tokio::test]
+    async fn the_window_is_widened_to_whole_columns() {
+        let (h, fake) = service(&[]);
+        let window = |f: &[(String, Reply)]| get(f, "keyviz-window-unix-ms").cloned();
+        h.run(start("START METRICS 1 CPU"), 1_500).await;
+        let live = fields(h.run(HotkeysCmd::Get, 2_200).await);
+        assert_eq!(
+            window(&live),
+            Some(Reply::Array(vec![Reply::Int(1_000), Reply::Int(3_000)]))
+        );
+        h.run(HotkeysCmd::Stop, 3_000).await;
+        let stopped = fields(h.run(HotkeysCmd::Get, 5_000).await);
+        assert_eq!(
+            window(&stopped),
+            Some(Reply::Array(vec![Reply::Int(1_000), Reply::Int(3_000)])),
+            "a stop on a boundary takes nothing of the next column"
+        );
+        let asked = fake.asked.lock().clone();
+        assert_eq!(asked.len(), 8, "four series per GET");
+        assert!(asked.iter().all(|q| q.from_unix_ms == Some(1_000)));
+        assert!(asked[4..].iter().all(|q| q.to_unix_ms == Some(3_000)));
+        assert!(asked.iter().all(|q| q.k == DEFAULT_COUNT * OVERFETCH));
+        h.run(HotkeysCmd::Reset, 5_000).await;
+        h.run(start("START METRICS 1 CPU"), 5_000).await;
+        h.run(HotkeysCmd::Stop, 5_001).await;
+        let short = fields(h.run(HotkeysCmd::Get, 5_002).await);
+        assert_eq!(
+            window(&short),
+            Some(Reply::Array(vec![Reply::Int(5_000), Reply::Int(6_000)]))
+        );
+    }
+
+    #[tokio::test]
+    async fn get_adds_reads_and_writes_and_reports_bounds_and_missing_nodes() {
+        let (h, _) = service(&["node-3 (127.0.0.1:9): connect: refused"]);
+        h.run(start("START METRICS 2 CPU NET COUNT 2"), 1_000).await;
+        let f = fields(h.run(HotkeysCmd::Get, 1_500).await);
+        // Redis's fields first, in Redis's order.
+        let names: Vec<&str> = f.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            &names[..10],
+            &[
+                "tracking-active",
+                "sample-ratio",
+                "selected-slots",
+                "all-commands-all-slots-us",
+                "net-bytes-all-commands-all-slots",
+                "collection-start-time-unix-ms",
+                "collection-duration-ms",
+                "total-net-bytes",
+                "by-cpu-time-us",
+                "by-net-bytes",
+            ]
+        );
+        // hot: 60 reads + 20 writes; cold 25 writes (and at most 10 unlisted reads).
+        assert_eq!(
+            pairs(get(&f, "by-cpu-time-us")),
+            vec![("hot".to_string(), 80), ("warm".to_string(), 30)]
+        );
+        assert_eq!(get(&f, "all-commands-all-slots-us"), Some(&Reply::Int(150)));
+        assert_eq!(
+            pairs(get(&f, "by-net-bytes")),
+            vec![("warm".to_string(), 900), ("hot".to_string(), 100)]
+        );
+        assert_eq!(get(&f, "total-net-bytes"), Some(&Reply::Int(1_024)));
+        let Some(Reply::Array(bounds)) = get(&f, "keyviz-by-cpu-time-us-bounds") else {
+            panic!("bounds listed")
+        };
+        assert_eq!(
+            bounds[1],
+            Reply::Array(vec![Reply::bulk("warm"), Reply::Int(30), Reply::Int(35)]),
+            "warm is unlisted in writes, so it may hold up to their floor more"
+        );
+        // cold (25 writes, up to 10 unlisted reads) was trimmed: it bounds every unlisted key.
+        assert_eq!(
+            get(&f, "keyviz-by-cpu-time-us-floor"),
+            Some(&Reply::Int(35))
+        );
+        assert_eq!(get(&f, "keyviz-nodes-expected"), Some(&Reply::Int(3)));
+        assert_eq!(get(&f, "keyviz-nodes-responded"), Some(&Reply::Int(2)));
+        assert_eq!(
+            get(&f, "keyviz-nodes-failed"),
+            Some(&Reply::Array(vec![Reply::bulk(
+                "node-3 (127.0.0.1:9): connect: refused"
+            )]))
+        );
+        assert!(get(&f, "total-cpu-time-user-ms").is_none(), "not measured");
+    }
+
+    #[tokio::test]
+    async fn a_node_without_keyviz_refuses_start() {
+        let h = Hotkeys::new(None, 1_000);
+        assert_eq!(
+            h.run(start("START METRICS 1 CPU"), 1).await,
+            Reply::Error(UNAVAILABLE.into())
+        );
+        assert_eq!(h.run(HotkeysCmd::Get, 1).await, Reply::Bulk(None));
+    }
+}
