@@ -14,7 +14,7 @@ use crate::config::NodeConfig;
 use crate::counting::CountFence;
 use crate::dispatch::{Dispatcher, now_unix_ms};
 use crate::raft::{Groups, StartError};
-use crate::resp::hotkeys::LocalSource;
+use crate::resp::hotkeys::{ClusterSource, LocalSource};
 use crate::resp::{Auth, ClientLimits, HotKeysSource, Hotkeys, Limits};
 use crate::routing::Catalog;
 use crate::routing::split::SharedCatalog;
@@ -196,7 +196,8 @@ fn hotkeys(
 ) -> Hotkeys {
     let source: Option<Arc<dyn HotKeysSource>> = match (sampling.sampler(), admin) {
         (None, _) => None,
-        (Some(s), _) => Some(Arc::new(LocalSource::new(
+        (Some(_), Some(state)) => Some(Arc::new(ClusterSource::new(state))),
+        (Some(s), None) => Some(Arc::new(LocalSource::new(
             s.clone(),
             crate::admin::node_name(cfg.node_id),
         ))),

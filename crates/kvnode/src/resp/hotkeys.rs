@@ -260,6 +260,42 @@ pub trait HotKeysSource: Send + Sync {
     ) -> BoxFuture<Result<ClusterAnswer, String>>;
 }
 
+/// The cluster's hot keys through the admin fan-out
+/// ([`keyviz_admin::hotkeys::cluster_hot_keys`]): this node's plus every peer's, merged,
+/// with peers that did not answer (or keep no hot keys) listed as failed.
+pub struct ClusterSource {
+    state: keyviz_admin::AdminState,
+}
+
+impl ClusterSource {
+    /// Fans out with `state` (the node's admin state: peers, secret, timeouts).
+    pub fn new(state: keyviz_admin::AdminState) -> Self {
+        Self { state }
+    }
+}
+
+impl HotKeysSource for ClusterSource {
+    fn hot_keys(
+        &self,
+        query: HotKeyQuery,
+        now_unix_ms: i64,
+    ) -> BoxFuture<Result<ClusterAnswer, String>> {
+        let state = self.state.clone();
+        Box::pin(async move {
+            keyviz_admin::hotkeys::cluster_hot_keys(&state, query, now_unix_ms)
+                .await
+                .map(|c| ClusterAnswer::from_fanout(c.hot, &c.fanout))
+                .map_err(|e| {
+                    if e.message.is_empty() {
+                        e.code.to_string()
+                    } else {
+                        e.message
+                    }
+                })
+        })
+    }
+}
+
 /// This node's hot keys only, for a node that serves no admin API (and so cannot ask its
 /// peers); every answer carries a warning saying so.
 pub struct LocalSource {
