@@ -154,10 +154,10 @@ fn redis_cli_runs_a_session(c: &Cluster) {
             .unwrap_or_else(|| panic!("{name} missing from HOTKEYS GET:\n{live}"));
         lines.get(i + 1).copied().unwrap_or_default()
     };
-    assert_eq!(after("tracking-active"), "1");
-    assert_eq!(after("sample-ratio"), "1");
-    assert_eq!(after("keyviz-nodes-expected"), "3");
-    assert_eq!(after("keyviz-nodes-responded"), "3");
+    assert_eq!(after("tracking-active"), "1", "{live}");
+    assert_eq!(after("sample-ratio"), "1", "{live}");
+    assert_eq!(after("keyviz-nodes-expected"), "3", "{live}");
+    assert_eq!(after("keyviz-nodes-responded"), "3", "{live}");
     for name in [
         "all-commands-all-slots-us",
         "net-bytes-all-commands-all-slots",
