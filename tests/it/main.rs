@@ -7,6 +7,7 @@ mod counting;
 mod crash_counts;
 mod exactly_once;
 mod failover;
+mod hotkeys_resp;
 mod internal_transport;
 mod limits;
 mod lincheck;

@@ -74,14 +74,15 @@ async fn split(
     }
 }
 
-/// The admin router for this node.
+/// The admin router for this node, and its state (the RESP server's `HOTKEYS` fans out
+/// through it).
 pub(crate) fn router(
     cfg: &NodeConfig,
     secret: &[u8],
     sampling: &Sampling,
     dispatcher: Arc<Dispatcher>,
     admin_addr: &str,
-) -> Result<Router, NodeError> {
+) -> Result<(Router, AdminState), NodeError> {
     let identity = NodeIdentity::new(node_name(cfg.node_id), admin_addr)
         .map_err(|e| NodeError::Admin(e.to_string()))?;
     let secret = ClusterSecret::new(secret.to_vec(), None)
@@ -118,5 +119,8 @@ pub(crate) fn router(
         .route("/admin/api/v1/kvnode/split", post(split))
         .layer(Extension(dispatcher))
         .with_state(state.clone());
-    Ok(keyviz_admin::router(state).merge(split_routes))
+    Ok((
+        keyviz_admin::router(state.clone()).merge(split_routes),
+        state,
+    ))
 }

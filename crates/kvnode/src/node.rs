@@ -14,7 +14,8 @@ use crate::config::NodeConfig;
 use crate::counting::CountFence;
 use crate::dispatch::{Dispatcher, now_unix_ms};
 use crate::raft::{Groups, StartError};
-use crate::resp::{Auth, ClientLimits, Limits};
+use crate::resp::hotkeys::{ClusterSource, LocalSource};
+use crate::resp::{Auth, ClientLimits, HotKeysSource, Hotkeys, Limits};
 use crate::routing::Catalog;
 use crate::routing::split::SharedCatalog;
 use crate::sampling::Sampling;
@@ -212,6 +213,24 @@ fn resp_auth(cfg: &NodeConfig) -> Result<Auth, NodeError> {
     Ok(Auth::new(pass.as_deref(), operators, cfg.keyviz_commands))
 }
 
+/// `HOTKEYS` of this node: cluster-wide through the admin fan-out when the node serves the
+/// admin API, this node's own hot keys otherwise, unavailable with KeyViz off.
+fn hotkeys(
+    cfg: &NodeConfig,
+    sampling: &Sampling,
+    admin: Option<keyviz_admin::AdminState>,
+) -> Hotkeys {
+    let source: Option<Arc<dyn HotKeysSource>> = match (sampling.sampler(), admin) {
+        (None, _) => None,
+        (Some(_), Some(state)) => Some(Arc::new(ClusterSource::new(state))),
+        (Some(s), None) => Some(Arc::new(LocalSource::new(
+            s.clone(),
+            crate::admin::node_name(cfg.node_id),
+        ))),
+    };
+    Hotkeys::new(source, cfg.step_ms)
+}
+
 /// Starts a node. Returns once every listener is bound and the Raft groups run (leaders may
 /// still be electing: use [`Node::wait_ready`]).
 ///
@@ -324,12 +343,15 @@ pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
         shutdown_rx.clone(),
     )));
 
+    let mut admin_state = None;
     if let Some(listener) = admin_listener {
         let Some(secret) = &secret else {
             return Err(NodeError::Admin("admin_addr needs a cluster secret (cluster_secret, cluster_secret_file or KEYVIZ_CLUSTER_SECRET)".into()));
         };
         let addr = admin_addr.map(|a| a.to_string()).unwrap_or_default();
-        let app = crate::admin::router(&cfg, secret, &sampling, dispatcher.clone(), &addr)?;
+        let (app, state) =
+            crate::admin::router(&cfg, secret, &sampling, dispatcher.clone(), &addr)?;
+        admin_state = Some(state);
         tasks.push(tokio::spawn(crate::internal::serve(
             listener,
             app,
@@ -338,11 +360,13 @@ pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
         )));
     }
 
+    let hotkeys = Arc::new(hotkeys(&cfg, &sampling, admin_state));
     tasks.push(tokio::spawn(crate::resp::serve(
         resp_listener,
         dispatcher.clone(),
         client_limits,
         resp_auth,
+        hotkeys,
         shutdown_rx.clone(),
     )));
     tasks.push(tokio::spawn(flush_loop(

@@ -3,7 +3,7 @@
 //!
 //! Without a password every connection starts as the `default` user and may run data
 //! commands; with one, everything but `AUTH` and `QUIT` gets `-NOAUTH` until `AUTH` succeeds.
-//! `KEYVIZ.*` commands follow [`KeyvizCommands`]. `AUTH <user> <password>` checks the admin
+//! `KEYVIZ.*` and `HOTKEYS` commands follow [`KeyvizCommands`]. `AUTH <user> <password>` checks the admin
 //! operators (argon2 or plain secrets); at most [`HASHING_PERMITS`] such checks run at once,
 //! on blocking threads, so password guessing cannot take every core.
 
@@ -105,14 +105,14 @@ impl Auth {
                 KeyvizCommands::Open => {}
                 KeyvizCommands::Off => {
                     return Err(
-                        "ERR KEYVIZ commands are disabled on this node (keyviz_commands = off)"
+                        "ERR KEYVIZ.* and HOTKEYS commands are disabled on this node (keyviz_commands = off)"
                             .into(),
                     );
                 }
                 KeyvizCommands::Auth if session.full => {}
                 KeyvizCommands::Auth if !self.required() && session.user == "default" => {
                     return Err(format!(
-                        "{NOAUTH} KEYVIZ commands need AUTH as a user with the full role"
+                        "{NOAUTH} KEYVIZ.* and HOTKEYS commands need AUTH as a user with the full role"
                     ));
                 }
                 KeyvizCommands::Auth => {
@@ -261,5 +261,34 @@ mod tests {
         assert!(off.gate(&root, split()).is_err());
         let open = Auth::new(None, None, KeyvizCommands::Open);
         assert_eq!(open.gate(&open.new_session(), split()), split());
+    }
+
+    #[tokio::test]
+    async fn hotkeys_is_gated_like_keyviz_commands() {
+        use crate::resp::hotkeys::HotkeysCmd;
+        let get = || Ok(Command::Hotkeys(HotkeysCmd::Get));
+        let a = Auth::new(None, ops(), KeyvizCommands::Auth);
+        assert!(
+            a.gate(&a.new_session(), get())
+                .is_err_and(|e| e.starts_with("NOAUTH") && e.contains("HOTKEYS"))
+        );
+        let viewer = a
+            .authenticate(Some(&Bytes::from("viewer")), &Bytes::from("viewpw"))
+            .await
+            .expect("viewer");
+        assert_eq!(
+            a.gate(&viewer, get()),
+            Err("NOPERM User viewer has no permissions to run the 'hotkeys|get' command".into())
+        );
+        let root = a
+            .authenticate(Some(&Bytes::from("root")), &Bytes::from("rootpw"))
+            .await
+            .expect("root");
+        assert_eq!(a.gate(&root, get()), get());
+        let off = Auth::new(None, ops(), KeyvizCommands::Off);
+        assert!(
+            off.gate(&root, get())
+                .is_err_and(|e| e.contains("disabled"))
+        );
     }
 }

@@ -71,6 +71,9 @@ pub enum Command {
         /// Target node; `None` = this node.
         node: Option<u64>,
     },
+    /// `HOTKEYS START | GET | STOP | RESET | HELP`; run by the connection's server (it holds
+    /// the node's session), never by the dispatcher.
+    Hotkeys(super::hotkeys::HotkeysCmd),
     /// `AUTH [user] password`; handled by the connection, never by the dispatcher.
     Auth {
         /// The user (`None` = the `default` user).
@@ -81,17 +84,22 @@ pub enum Command {
 }
 
 impl Command {
-    /// Whether this is a `KEYVIZ.*` command (which needs the full role, see
-    /// [`crate::config::KeyvizCommands`]).
+    /// Whether this is a `KEYVIZ.*` or `HOTKEYS` command (which need the full role, see
+    /// [`crate::config::KeyvizCommands`]; Redis files `HOTKEYS` under `@admin`).
     pub fn is_keyviz(&self) -> bool {
-        matches!(self, Command::Split(_) | Command::Campaign { .. })
+        matches!(
+            self,
+            Command::Split(_) | Command::Campaign { .. } | Command::Hotkeys(_)
+        )
     }
 
-    /// The lower-case name of a `KEYVIZ.*` command (`""` for others), for error texts.
+    /// The lower-case name of a `KEYVIZ.*` or `HOTKEYS` command (`""` for others), for error
+    /// texts.
     pub fn name(&self) -> &'static str {
         match self {
             Command::Split(_) => "keyviz.split",
             Command::Campaign { .. } => "keyviz.campaign",
+            Command::Hotkeys(h) => h.name(),
             _ => "",
         }
     }
@@ -163,6 +171,7 @@ const KNOWN: &[&str] = &[
     "select",
     "keyviz.split",
     "keyviz.campaign",
+    "hotkeys",
     "auth",
 ];
 
@@ -260,6 +269,10 @@ pub fn parse(args: Vec<Bytes>) -> Result<Command, String> {
             let group = id()?;
             let node = if n == 3 { Some(id()?) } else { None };
             Command::Campaign { group, node }
+        }
+        "hotkeys" if n >= 2 => {
+            let rest: Vec<Bytes> = (1..n).map(|_| next()).collect();
+            Command::Hotkeys(super::hotkeys::parse(&rest)?)
         }
         "auth" if n == 2 => Command::Auth {
             user: None,

@@ -319,6 +319,8 @@ impl Dispatcher {
             Command::Quit | Command::ClientNoop => Reply::Simple("OK"),
             // The connection answers AUTH itself (it changes that connection's session).
             Command::Auth { .. } => Reply::err("internal: AUTH reached the dispatcher"),
+            // The RESP server runs HOTKEYS itself (the node's session lives there).
+            Command::Hotkeys(_) => Reply::err("internal: HOTKEYS reached the dispatcher"),
             Command::ConfigGet | Command::CommandInfo => Reply::Array(Vec::new()),
             Command::Campaign { group, node } => {
                 let target = node.unwrap_or(self.node_id());

@@ -10,9 +10,11 @@ pub mod auth;
 pub mod codec;
 pub mod command;
 mod dispatch;
+pub mod hotkeys;
 mod server;
 
 pub use auth::Auth;
 pub use codec::{Limits, Reply, RespCodec};
 pub use command::Command;
+pub use hotkeys::{HotKeysSource, Hotkeys};
 pub use server::{ClientLimits, MAX_CLIENTS, serve};

@@ -25,7 +25,8 @@ use tokio_util::codec::{Decoder, Encoder};
 use super::auth::{Auth, Session};
 use super::codec::{CodecError, Limits, Reply, RespCodec};
 use super::command::{self, Command};
-use crate::dispatch::{ClientSession, Dispatcher};
+use super::hotkeys::Hotkeys;
+use crate::dispatch::{ClientSession, Dispatcher, now_unix_ms};
 
 /// Client limits of the RESP server (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +75,7 @@ const MAX_PIPELINE: usize = 256;
 struct Shared {
     dispatcher: Arc<Dispatcher>,
     auth: Arc<Auth>,
+    hotkeys: Arc<Hotkeys>,
     limits: ClientLimits,
     clients: AtomicUsize,
     buffered: AtomicUsize,
@@ -121,16 +123,19 @@ impl Drop for Slot {
 /// Serves RESP on `listener` until `shutdown` turns true; each admitted connection gets its
 /// own task. Accept errors (such as running out of file descriptors) are logged at `warn`
 /// at most once a second and followed by a short pause; the loop never exits on them.
+/// `HOTKEYS` commands of every connection share `hotkeys` (the node's one session).
 pub async fn serve(
     listener: TcpListener,
     dispatcher: Arc<Dispatcher>,
     limits: ClientLimits,
     auth: Arc<Auth>,
+    hotkeys: Arc<Hotkeys>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let shared = Arc::new(Shared {
         dispatcher,
         auth,
+        hotkeys,
         limits,
         clients: AtomicUsize::new(0),
         buffered: AtomicUsize::new(0),
@@ -404,6 +409,14 @@ impl Conn {
                         }
                         Err(text) => self.encode(Reply::Error(text)),
                     }
+                }
+                Ok(Command::Hotkeys(cmd)) => {
+                    // The session is the node's, not the dispatcher's: run what came before
+                    // first so replies stay in request order.
+                    self.run_segment(&shared, &mut segment).await;
+                    let now = i64::try_from(now_unix_ms()).unwrap_or(i64::MAX);
+                    let reply = shared.hotkeys.run(cmd, now).await;
+                    self.encode(reply);
                 }
                 other => segment.push(other),
             }
