@@ -36,7 +36,7 @@ const charClass = (c) => (/[0-9]/.test(c) ? 'digit' : /[A-Za-z]/.test(c) ? 'lett
  * The part of `text` that distinguishes it from `prev` (the label drawn above it): the common
  * prefix is replaced by "…", cut back to a component boundary (after a separator, or where
  * letters turn into digits) so the shown part starts at a whole component — `user:0042` then
- * `…0097`, not `…97`. Nothing is elided when less than 3 characters would go, when the texts
+ * `…0097`, not `…97`. Nothing is elided when fewer than 4 characters would go, when the texts
  * share no boundary, or when `text` would become empty. Hex labels (`0x…`) keep their `0x` and
  * cut at whole bytes.
  * @param {string|null} prev full text of the previous label (null for the first one)
@@ -59,7 +59,7 @@ export function elideCommonPrefix(prev, text) {
     if (SEPARATORS.has(before) || charClass(before) !== charClass(text[j])) break;
     j--;
   }
-  if (j < 3) return text;
+  if (j < 4) return text;
   return `…${text.slice(j)}`;
 }
 
