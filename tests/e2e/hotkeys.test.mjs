@@ -283,6 +283,9 @@ describe('hot keys and key labels', () => {
 
   test('a_stopped_node_is_named_in_the_hot_keys_problems', async () => {
     const n2 = fx.hello.nodes.find((n) => n.node_id === fx.hello.stoppable);
+    await hotKeysAfter(() => page.click('#refresh'));
+    await page.waitForFunction(() => document.getElementById('hotkeys-list')?.dataset.state === 'ready');
+    assert.equal(await page.isVisible('#hotkeys-problems'), false, 'no problem while every node keeps hot keys');
     await fx.stopNode(n2.node_id);
     await waitFor(async () => {
       await hotKeysAfter(() => page.click('#refresh'));

@@ -45,6 +45,7 @@
  * @property {string} [node_id]
  * @property {boolean} ok
  * @property {string} [error]
+ * @property {string} [reason] machine-readable kind of the error (e.g. hot_keys_unavailable)
  * @property {string} [generated_at]
  * @property {number} [elapsed_ms]
  * @property {FanoutWarning[]} [warnings]
