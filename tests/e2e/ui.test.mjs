@@ -77,7 +77,7 @@ describe('KeyViz web UI', () => {
 
   test('patterns_list_names_the_hot_range_and_the_sequential_sweep', async () => {
     const hot = await page.textContent('#findings li[data-kind="hot_range"]');
-    assert.match(hot, /Hot key range: user:0020 … user:0023 carries \d+% of writes/);
+    assert.match(hot, /Hot key range: user:0020\S* … user:0023\S* carries \d+% of writes/);
     assert.match(await page.textContent('#findings li[data-kind="sequential"]'), /Sequential key pattern/);
     const { params } = await matrixAfter(page, () => page.click('#findings li[data-kind="hot_range"] button'));
     assert.ok(params.get('to_unix_ms'), 'zooming to the range keeps an explicit window');
@@ -94,8 +94,9 @@ describe('KeyViz web UI', () => {
     assert.equal(await page.getAttribute('#plot', 'data-rows'), '12', 'user:0039 … user:0049 (route 42 twice: the crafted peer reports it with another range)');
     assert.match(await page.textContent('#summary'), /keys user:004 → user:005/);
     const labels = await page.$$eval('#key-axis .key-label', (els) => els.map((e) => e.textContent));
-    assert.equal(labels[0], 'user:0039');
-    assert.ok(labels.slice(1).every((l) => l?.startsWith('user:004')), `labels ${labels}`);
+    assert.ok(labels[0]?.startsWith('user:0039'), `the first label is whole: ${labels}`);
+    // The others name user:004x keys, the common "user:" with the label above elided.
+    assert.ok(labels.slice(1).every((l) => /^(user:|…)004/.test(l ?? '')), `labels ${labels}`);
     await page.fill('#key-prefix', '');
     await matrixAfter(page, () => page.click('#back'));
     assert.equal(await page.getAttribute('#plot', 'data-rows'), '65');

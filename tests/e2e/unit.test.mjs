@@ -246,3 +246,58 @@ test('csv_fields_are_quoted_and_defused_against_formula_injection', async () => 
   assert.equal(head, 'bucket_id,label,start_hex,end_hex,aggregate,route_count,total,1970-01-01T00:00:00.000Z,1970-01-01T00:00:01.000Z');
   assert.equal(line, "route:1,'=1+1,3d312b31,(end),false,1,7,3,4");
 });
+
+// ---- key-axis labels (labels.js) ----------------------------------------------------------
+import { chooseLabelRows, elideCommonPrefix, fitText, labelCentre, rowLabel, rowTitle } from '../../crates/keyviz-admin/ui/js/labels.js';
+
+test('row_label_prefers_the_first_observed_key_over_a_computed_boundary', () => {
+  // `start` is an interpolated boundary nobody wrote (k,… = 6b2cf340); first_key is real.
+  const r = row('route:7:1', '\x6b\x2c\xf3\x40', null, [1], { preview: 'k,…', first_key: b64('hot:counter'), last_key: b64('hot:zz') });
+  assert.equal(rowLabel(r), 'hot:counter');
+  assert.equal(rowLabel({ ...r, first_key: undefined }), 'k,…', 'falls back to the preview of start');
+  assert.equal(rowLabel({ ...r, first_key: undefined, preview: undefined }), 'k,…');
+  const t = rowTitle(r);
+  assert.match(t, /first key: hot:counter/);
+  assert.match(t, /last key: hot:zz/);
+  assert.match(t, /range: \[k,…, \(end\)\)/);
+  assert.match(t, /bucket: route:7:1/);
+});
+
+test('common_prefix_with_the_label_above_is_elided_at_a_component_boundary', () => {
+  assert.equal(elideCommonPrefix(null, 'user:0042'), 'user:0042', 'the first label is whole');
+  assert.equal(elideCommonPrefix('user:0042', 'user:0097'), '…0097');
+  assert.equal(elideCommonPrefix('user:0042:a', 'user:0042:b'), '…b');
+  assert.equal(elideCommonPrefix('user0042', 'user0097'), '…0097', 'letters turning into digits are a boundary too');
+  assert.equal(elideCommonPrefix('hot:counter', 'seq:000001'), 'seq:000001', 'nothing shared: whole');
+  assert.equal(elideCommonPrefix('ab:1', 'ab:2'), 'ab:2', 'too short to be worth eliding');
+  assert.equal(elideCommonPrefix('user:0042', 'user:0042'), 'user:0042', 'never empty');
+  assert.equal(elideCommonPrefix('0x00ff1020', '0x00ff1130'), '0x…1130', 'hex cuts at whole bytes');
+});
+
+test('label_choice_keeps_the_busiest_rows_and_never_overlaps', () => {
+  // 200 rows of 2 px: only ~28 labels fit 14 px apart; rows 3 and 150 are the hottest.
+  const n = 200;
+  const totals = new Float64Array(n);
+  totals[3] = 1000;
+  totals[150] = 4500;
+  totals[151] = 10; // right next to the hottest row: cannot also fit
+  const rows = chooseLabelRows(n, 2, 14, totals);
+  assert.ok(rows.includes(3) && rows.includes(150), `busy rows labelled: ${rows}`);
+  assert.ok(!rows.includes(151));
+  const ys = rows.map((k) => labelCentre(k, 2, n * 2, 14));
+  for (let i = 1; i < ys.length; i++) assert.ok(ys[i] - ys[i - 1] >= 14, `labels ${rows[i - 1]} and ${rows[i]} overlap`);
+  assert.ok(rows.length >= 20, `the gaps are filled (${rows.length} labels)`);
+  // When every row fits, every row is labelled.
+  assert.deepEqual(chooseLabelRows(5, 20, 14, new Float64Array(5)), [0, 1, 2, 3, 4]);
+});
+
+test('labels_stay_inside_the_axis_box_and_fit_its_width', () => {
+  // 149 rows in 160 px: the top row's centre is at 0.5 px; a 13 px label must move down.
+  assert.equal(labelCentre(0, 160 / 149, 160, 13), 6.5);
+  assert.equal(labelCentre(148, 160 / 149, 160, 13), 160 - 6.5);
+  assert.equal(labelCentre(70, 160 / 149, 160, 13), (70.5 * 160) / 149);
+  const measure = (s) => [...s].length * 7;
+  assert.equal(fitText('hot:counter', 100, measure), 'hot:counter');
+  const cut = fitText('user:0042:a-very-long-key-name', 70, measure);
+  assert.ok(measure(cut) <= 70 && cut.endsWith('…') && cut.startsWith('user:'), cut);
+});

@@ -1,8 +1,9 @@
 //! A small real cluster for the web UI's end-to-end tests and for trying the UI by hand.
 //!
 //! Starts three admin routers on 127.0.0.1 ports, each with its own `keyviz::Sampler` fed with
-//! synthetic traffic (a constant hot range, a diagonal sweep, light background, and a different
-//! read pattern), fanning out to each other:
+//! synthetic traffic (a constant hot range whose route `user:0022` sends all its heavy writes to
+//! the one key `user:0022:counter`, a diagonal sweep, light background, and a different read
+//! pattern with the read-hot key `user:0045:profile`), fanning out to each other:
 //! - `n1` is the entry node (the browser talks to it);
 //! - `n2` can be stopped through the control endpoint to make the cluster view degraded;
 //! - group 2 changes leader term halfway through the history (a leadership change);
@@ -27,6 +28,7 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::post;
+use keyviz::hotkeys::{HotKeyQuery, NodeHotKeys};
 use keyviz::{Matrix, MatrixQuery, MatrixRow, RouteSpec, Sampler, SamplerConfig};
 use keyviz_admin::{
     AdminConfig, AdminState, ClusterSecret, MatrixSource, NodeIdentity, Role, SourceError,
@@ -45,6 +47,15 @@ const READ_HOT: std::ops::Range<u64> = 44..48;
 const CONFLICT_ROUTE: u64 = 21;
 /// The row whose key range the crafted peer misreports (catalog divergence); led by n1.
 const DIVERGENT_ROUTE: u64 = 42;
+/// The hot route whose heavy writes all go to one named key, so the hot-key panels have a
+/// clear winner to name (the other hot routes spread theirs over 50 keys).
+const HOT_KEY_ROUTE: u64 = 22;
+/// The read-hot route whose heavy reads all go to one named key.
+const READ_HOT_KEY_ROUTE: u64 = 45;
+/// Extra writes per window on each hot route.
+const HOT_WRITES: u64 = 400;
+/// Extra reads per window on each read-hot route.
+const HOT_READS: u64 = 300;
 /// The raft group whose leader term changes halfway through the history.
 const LEADER_CHANGE_GROUP: u64 = 2;
 /// Raft groups; group g is led by node g-1 with term 7+g.
@@ -69,6 +80,20 @@ fn term_of(group: u64, window_index: i64, change_at: i64) -> u64 {
 
 fn route_key(route: u64) -> Vec<u8> {
     format!("user:{route:04}").into_bytes()
+}
+
+/// The single key carrying all the heavy writes of `HOT_KEY_ROUTE`.
+fn hot_key() -> Vec<u8> {
+    let mut k = route_key(HOT_KEY_ROUTE);
+    k.extend_from_slice(b":counter");
+    k
+}
+
+/// The single key carrying all the heavy reads of `READ_HOT_KEY_ROUTE`.
+fn read_hot_key() -> Vec<u8> {
+    let mut k = route_key(READ_HOT_KEY_ROUTE);
+    k.extend_from_slice(b":profile");
+    k
 }
 
 /// Registers the same route table on a sampler: route r = [user:r, user:r+1), the last one open.
@@ -108,20 +133,32 @@ fn drive_window(sampler: &Sampler, node: u64, window_index: i64, change_at: i64,
         }
         let mut writes = if r % 5 == 0 { 0 } else { 1 + (r % 3) };
         if HOT.contains(&r) {
-            writes += 400;
+            writes += HOT_WRITES;
         }
         if r == diag {
             writes += 150;
         }
         let mut reads = 2 + r % 4;
         if READ_HOT.contains(&r) {
-            reads += 300;
+            reads += HOT_READS;
         }
+        // The first HOT_WRITES writes (HOT_READS reads) of a hot route are its heavy traffic:
+        // on HOT_KEY_ROUTE (READ_HOT_KEY_ROUTE) they all hit one named key.
+        let named = |i: u64, on: bool, route: u64, heavy: u64, name: fn() -> Vec<u8>| {
+            (on && r == route && i < heavy).then(name)
+        };
         for i in 0..writes.max(reads) {
-            key.clear();
-            key.extend_from_slice(&route_key(r));
-            key.extend_from_slice(format!(":{:03}", i % 50).as_bytes());
+            let spread = || {
+                let mut k = route_key(r);
+                k.extend_from_slice(format!(":{:03}", i % 50).as_bytes());
+                k
+            };
             if i < writes {
+                key.clear();
+                key.extend_from_slice(
+                    &named(i, HOT.contains(&r), HOT_KEY_ROUTE, HOT_WRITES, hot_key)
+                        .unwrap_or_else(spread),
+                );
                 sampler.observe_write(
                     r,
                     &key,
@@ -132,6 +169,17 @@ fn drive_window(sampler: &Sampler, node: u64, window_index: i64, change_at: i64,
                 );
             }
             if i < reads {
+                key.clear();
+                key.extend_from_slice(
+                    &named(
+                        i,
+                        READ_HOT.contains(&r),
+                        READ_HOT_KEY_ROUTE,
+                        HOT_READS,
+                        read_hot_key,
+                    )
+                    .unwrap_or_else(spread),
+                );
                 sampler.observe_read(r, &key, 60, keyviz::ReadRole::Leader, at_unix_ms);
             }
         }
@@ -214,6 +262,11 @@ impl MatrixSource for CraftedSource {
                 .then_with(|| a.bucket_id.cmp(&b.bucket_id))
         });
         Ok(m)
+    }
+
+    /// n3's own hot keys (the crafted rows are a matrix-only contradiction).
+    fn hot_keys(&self, query: &HotKeyQuery, now_unix_ms: i64) -> Result<NodeHotKeys, SourceError> {
+        MatrixSource::hot_keys(self.own.as_ref(), query, now_unix_ms)
     }
 }
 
@@ -437,6 +490,9 @@ async fn main() -> Result<(), String> {
         "routes": ROUTES,
         "hot_routes": [HOT.start, HOT.end],
         "read_hot_routes": [READ_HOT.start, READ_HOT.end],
+        "hot_key": String::from_utf8_lossy(&hot_key()),
+        "hot_key_route": format!("route:{HOT_KEY_ROUTE}"),
+        "read_hot_key": String::from_utf8_lossy(&read_hot_key()),
         "conflict_bucket": format!("route:{CONFLICT_ROUTE}"),
         "divergent_bucket": format!("route:{DIVERGENT_ROUTE}"),
         "stoppable": "n2",

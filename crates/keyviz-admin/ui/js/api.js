@@ -149,6 +149,61 @@ export async function fetchMatrix(p) {
 }
 
 /**
+ * @typedef {object} HotKeyParams
+ * @property {import('./types.js').Series} series
+ * @property {number} [from] unix ms, inclusive (window start)
+ * @property {number} [to] unix ms, exclusive
+ * @property {string|null} [keyStart] base64, inclusive; null/"" = first key
+ * @property {string|null} [keyEnd] base64, exclusive; null = unbounded
+ * @property {number} [k] keys wanted (1..1000)
+ * @property {AbortSignal} [signal]
+ */
+
+/**
+ * The hottest keys of a key range and time window, cluster-wide, with bounds.
+ * @param {HotKeyParams} p
+ * @returns {Promise<import('./types.js').HotKeys>}
+ */
+export async function fetchHotKeys(p) {
+  const h = await call('GET', '/keyviz/hotkeys', {
+    query: {
+      series: p.series,
+      from_unix_ms: p.from && p.from > 0 ? Math.floor(p.from) : undefined,
+      to_unix_ms: p.to && p.to > 0 ? Math.ceil(p.to) : undefined,
+      key_start: p.keyStart || undefined,
+      key_end: p.keyEnd ?? undefined,
+      k: p.k,
+    },
+    signal: p.signal,
+  });
+  return normalizeHotKeys(h);
+}
+
+/**
+ * Checks the hot-key answer's shape at the boundary: keys an array of entries with numeric
+ * counts, total and floor numbers. Malformed input becomes an ApiError.
+ * @param {any} h
+ * @returns {import('./types.js').HotKeys}
+ */
+export function normalizeHotKeys(h) {
+  const num = (/** @type {unknown} */ v) => typeof v === 'number' && Number.isFinite(v);
+  if (!h || !Array.isArray(h.keys) || !num(h.total)) {
+    throw new ApiError(0, 'invalid_hotkeys', 'the hot-key response is missing keys or total');
+  }
+  for (const k of h.keys) {
+    if (!k || typeof k.key !== 'string' || !num(k.estimate) || !num(k.lower) || !num(k.upper)) {
+      throw new ApiError(0, 'invalid_hotkeys', 'a hot key lacks key, estimate, lower or upper');
+    }
+    if (!num(k.share)) k.share = h.total > 0 ? k.estimate / h.total : 0;
+    if (typeof k.preview !== 'string') k.preview = '';
+  }
+  if (!num(h.floor)) h.floor = 0;
+  h.sampled = h.sampled === true;
+  if (!Array.isArray(h.warnings)) h.warnings = [];
+  return /** @type {import('./types.js').HotKeys} */ (h);
+}
+
+/**
  * Cluster members and reachability (free-form; shown as-is in the nodes panel).
  * @returns {Promise<unknown>}
  */

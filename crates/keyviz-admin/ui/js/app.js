@@ -9,6 +9,7 @@
 import { ApiError, fetchMatrix, fetchNodes } from './api.js';
 import { byId } from './controls.js';
 import { exportCsv, exportPng } from './export.js';
+import { createHotKeys } from './hotkeys.js';
 import { describeCell } from './inspect.js';
 import { bindPlot } from './interact.js';
 import { createLoginView } from './login.js';
@@ -93,6 +94,7 @@ export function createApp(store) {
     detail: byId('detail', HTMLElement),
     detailList: byId('detail-list', HTMLElement),
     detailClose: byId('detail-close', HTMLButtonElement),
+    detailKeys: byId('detail-keys', HTMLButtonElement),
     hotList: byId('hot-list', HTMLOListElement),
     announcer: byId('cell-announcer', HTMLElement),
     findings: byId('findings', HTMLUListElement),
@@ -165,6 +167,17 @@ export function createApp(store) {
     showLogin('Your session expired. Sign in again to return to this view.');
   };
 
+  /** Any 401: the stored session expired (or there was none), so the login form returns. */
+  const unauthorized = () => {
+    if (loadSession()) expire();
+    else {
+      clearSession();
+      showLogin('Sign in with an access key listed in the admin configuration.');
+    }
+  };
+
+  const hotKeys = createHotKeys({ notify: (m) => notify(m), onUnauthorized: () => unauthorized(), onClose: () => el.plot.focus() });
+
   /**
    * Shows the heatmap page and loads it. `s` is null when the tab has no stored session (a
    * permalink opened in a new tab): the cookie may still be valid, and a 401 brings the login
@@ -231,6 +244,7 @@ export function createApp(store) {
       fetchedWindow = w;
       lastError = null;
       render(true);
+      loadViewHotKeys();
       notify(view && view.max === 0 && view.rowIndex.length > 0
         ? `Updated ${formatTime(Date.now())}. Every cell in this window is zero: no ${s.series} were recorded; try another series or a longer range.`
         : `Updated ${formatTime(Date.now())}.`);
@@ -238,11 +252,7 @@ export function createApp(store) {
     } catch (err) {
       if ((err instanceof DOMException && err.name === 'AbortError') || seq !== loadSeq) return;
       if (err instanceof ApiError && err.status === 401) {
-        if (loadSession()) expire();
-        else {
-          clearSession();
-          showLogin('Sign in with an access key listed in the admin configuration.');
-        }
+        unauthorized();
         return;
       }
       lastError = err;
@@ -253,6 +263,16 @@ export function createApp(store) {
     } finally {
       if (seq === loadSeq) loading = false;
     }
+  };
+
+  /** Reloads the "Hottest keys" list for the view's time window and key range. */
+  const loadViewHotKeys = () => {
+    if (!view || !matrix) return;
+    const keys = store.state.keys;
+    const label = keys
+      ? `keys ${keyLabel(decodeKey(keys.start), 'start')} → ${keyLabel(decodeKey(keys.end), 'end')}`
+      : 'all keys';
+    void hotKeys.loadView({ kind: 'view', series: matrix.series, from: view.from, to: view.to, keyStart: keys?.start ?? null, keyEnd: keys?.end ?? null, label });
   };
 
   /** Refreshes the members table; failures only mark it unavailable (the heatmap matters more). */
@@ -318,7 +338,7 @@ export function createApp(store) {
     renderDegradedBanner(el.banner, matrix.fanout);
     renderWarnings(el.warnings, matrix.fanout);
     renderHeader();
-    renderHotList(el.hotList, view, openDetail);
+    renderHotList(el.hotList, view, openRow);
     if (rebuild) {
       const v = view;
       renderFindings(el.findings, diagnose(v, (k) => rowLabel(v.matrix.rows[v.rowIndex[k]])), zoomToRows);
@@ -328,7 +348,7 @@ export function createApp(store) {
     const cols = matrix.column_unix_ms.length;
     el.summary.textContent = `${nRows} rows × ${cols} columns · ${matrix.series} · max ${formatNumber(view.max)} per step · ${formatTime(view.from)} – ${formatTime(view.to)}${s.keys ? ` · keys ${keyLabel(decodeKey(s.keys.start), 'start')} → ${keyLabel(decodeKey(s.keys.end), 'end')}` : ''}`;
     const top = view.totals.length ? Math.max(...view.totals) : 0;
-    el.plot.setAttribute('aria-label', `Heatmap of ${matrix.series}: ${nRows} key ranges by ${view.slots} time steps, max ${formatNumber(view.max)} per step${top > 0 ? '; the hottest ranges are listed under "Hottest key ranges"' : ''}.`);
+    el.plot.setAttribute('aria-label', `Heatmap of ${matrix.series}: ${nRows} key ranges by ${view.slots} time steps, max ${formatNumber(view.max)} per step${top > 0 ? '; the hottest ranges are listed under "Hottest key ranges" and the hottest single keys under "Hottest keys"' : ''}.`);
     if (nRows === 0) {
       showEmpty(matrix.rows.length > 0
         ? 'No key ranges in the zoomed range. Press Back or Reset to widen the view.'
@@ -401,6 +421,30 @@ export function createApp(store) {
     store.zoomTo(view.from, view.to, rowsKeySpan(rows.map((k) => m.rows[v.rowIndex[k]])));
   };
 
+  /**
+   * The hot-key selection of displayed row `k`: its key range, over `from`..`to`.
+   * @param {number} k
+   * @param {'cell'|'row'} kind
+   * @param {number} from
+   * @param {number} to
+   * @returns {import('./hotkeys.js').HotKeySelection|null}
+   */
+  const selectionOf = (k, kind, from, to) => {
+    if (!view || !matrix) return null;
+    const row = matrix.rows[view.rowIndex[k]];
+    if (!row) return null;
+    const range = `[${keyLabel(decodeKey(row.start), 'start', 40)}, ${keyLabel(decodeKey(row.end), 'end', 40)})`;
+    return { kind, series: matrix.series, from, to, keyStart: row.start ?? null, keyEnd: row.end ?? null, label: `${rowLabel(row)} ${range}` };
+  };
+
+  /** Opens the detail of displayed row `k` and its top keys over the whole view. @param {number} k */
+  const openRow = (k) => {
+    if (!view) return;
+    openDetail(k);
+    const sel = selectionOf(k, 'row', view.from, view.to);
+    if (sel) void hotKeys.show(sel);
+  };
+
   /** @param {number} k */
   const openDetail = (k) => {
     if (!view || !matrix) return;
@@ -411,6 +455,21 @@ export function createApp(store) {
     detailBucket = null;
     el.detail.hidden = true;
   };
+  el.detailKeys.addEventListener('click', () => {
+    if (!view || !matrix) return;
+    const k = view.rowIndex.findIndex((ri) => matrix?.rows[ri].bucket_id === detailBucket);
+    if (k >= 0) openRow(k);
+  });
+  // A click on the key axis opens that row (labels may sit a few px off a dense row, so a
+  // label's own row wins over the pointer's).
+  el.keyAxis.addEventListener('click', (e) => {
+    if (!view || view.rowIndex.length === 0) return;
+    const t = /** @type {HTMLElement|null} */ (e.target instanceof HTMLElement ? e.target : null);
+    const fromLabel = t?.dataset.row !== undefined ? Number(t.dataset.row) : NaN;
+    const y = e.clientY - el.keyAxis.getBoundingClientRect().top;
+    const k = Number.isInteger(fromLabel) ? fromLabel : Math.floor((y / size.height) * view.rowIndex.length);
+    if (k >= 0 && k < view.rowIndex.length) openRow(k);
+  });
   el.detailClose.addEventListener('click', () => {
     closeDetail();
     el.plot.focus();
@@ -436,6 +495,10 @@ export function createApp(store) {
       pinned = { ...c, bucket: matrix.rows[view.rowIndex[c.k]].bucket_id, time: view.from + c.slot * view.slotMs };
       placeTooltip(c, true);
       openDetail(c.k);
+      // The cell's top keys: its row's key range over its pixel column's window.
+      const t0 = view.from + c.slot * view.slotMs;
+      const sel = selectionOf(c.k, 'cell', t0, t0 + view.slotMs);
+      if (sel) void hotKeys.show(sel);
     },
     unpin,
     brushPreview: (r) => showRect(el.brush, r),
@@ -480,6 +543,8 @@ export function createApp(store) {
     const detail = /** @type {CustomEvent<import('./state.js').ChangeDetail>} */ (e).detail;
     if (detail.refetch) {
       unpin();
+      // Another series, window or key range: the selected cell or row is gone.
+      hotKeys.close();
       plotInput.clearCursor();
       void load(false);
     } else if (detail.reason === 'scale') {
@@ -512,7 +577,7 @@ export function createApp(store) {
   // "Click elsewhere" releases the pin; the detail panel (copy buttons) does not count.
   document.addEventListener('pointerdown', (e) => {
     const t = /** @type {Node|null} */ (e.target);
-    if (pinned && t && !el.plot.contains(t) && !el.detail.contains(t)) unpin();
+    if (pinned && t && !el.plot.contains(t) && !el.detail.contains(t) && !hotKeys.contains(t)) unpin();
   });
   document.addEventListener('visibilitychange', () => {
     if (!document.hidden && (store.state.auto || store.state.live) && !loading && matrix) void load(store.state.live);

@@ -2,7 +2,8 @@
 /** Export of the current view: PNG of the plot (heat + hatching + caption) and CSV of the cells. */
 
 import { decodeKey, formatTick, keyLabel, timeTicks, toHex } from './scales.js';
-import { rowLabel } from './render/axes.js';
+import { LABEL_GAP_PX, rowLabel } from './render/axes.js';
+import { chooseLabelRows, elideCommonPrefix, fitText } from './labels.js';
 
 /**
  * @param {Blob} blob
@@ -57,11 +58,18 @@ export function exportPng(heat, hatch, view, caption, dark) {
   ctx.font = `${Math.round(11 * scale)}px ui-monospace, monospace`;
   ctx.textAlign = 'right';
   if (n > 0) {
+    // The same choice and elision as the on-screen axis (busiest rows first), measured in the
+    // export's own font.
     const rowPx = heat.height / n;
-    const stride = Math.max(1, Math.ceil((14 * scale) / rowPx));
-    for (let k = 0; k < n; k += stride) {
-      const label = rowLabel(view.matrix.rows[view.rowIndex[k]]);
-      ctx.fillText(label.length > 22 ? `${label.slice(0, 21)}…` : label, left - Math.round(6 * scale), top + k * rowPx + Math.min(rowPx, 14 * scale) / 2);
+    const half = (13 * scale) / 2;
+    /** @type {string|null} */
+    let prev = null;
+    for (const k of chooseLabelRows(n, rowPx, LABEL_GAP_PX * scale, view.totals)) {
+      const full = rowLabel(view.matrix.rows[view.rowIndex[k]]);
+      const text = fitText(elideCommonPrefix(prev, full), left - Math.round(10 * scale), (s) => ctx.measureText(s).width);
+      prev = full;
+      const y = Math.max(half, Math.min(heat.height - half, (k + 0.5) * rowPx));
+      ctx.fillText(text, left - Math.round(6 * scale), top + y);
     }
   }
   // Time ticks.

@@ -27,6 +27,9 @@
  * @property {number[]} [raft_group_ids]
  * @property {number[]} [leader_terms]
  * @property {string} [preview]
+ * @property {string|null} [first_key] base64 of the smallest key observed in the row (a real
+ *   key, unlike `start`); absent when none was observed
+ * @property {string|null} [last_key] base64 of the largest key observed in the row
  */
 
 /**
@@ -42,6 +45,7 @@
  * @property {string} [node_id]
  * @property {boolean} ok
  * @property {string} [error]
+ * @property {string} [reason] machine-readable kind of the error (e.g. hot_keys_unavailable)
  * @property {string} [generated_at]
  * @property {number} [elapsed_ms]
  * @property {FanoutWarning[]} [warnings]
@@ -62,6 +66,33 @@
  * @property {string} generated_at
  * @property {number} [step_ms]
  * @property {string} [node_id]
+ * @property {Fanout} [fanout]
+ */
+
+/**
+ * One key of GET /admin/api/v1/keyviz/hotkeys: the true count lies in [lower, upper].
+ * @typedef {object} HotKey
+ * @property {string} key base64 of the key (or of its keyed hash in hashed mode)
+ * @property {string} preview printable label of the key
+ * @property {number} estimate best estimate of its count
+ * @property {number} lower
+ * @property {number} upper
+ * @property {number} share estimate / total of the selected range and window
+ * @property {boolean} [truncated] the key was cut at 256 bytes
+ */
+
+/**
+ * GET /admin/api/v1/keyviz/hotkeys.
+ * @typedef {object} HotKeys
+ * @property {Series} series
+ * @property {'off'|'hashed'|'raw'|string} mode capture mode of the nodes merged
+ * @property {number|null} [from_unix_ms]
+ * @property {number|null} [to_unix_ms]
+ * @property {HotKey[]} keys hottest first
+ * @property {number} total exact total of the selected range and window
+ * @property {number} floor upper bound on the count of any key not listed
+ * @property {boolean} sampled true when any bound is statistical
+ * @property {string[]} [warnings] why an input was left out of the merge
  * @property {Fanout} [fanout]
  */
 

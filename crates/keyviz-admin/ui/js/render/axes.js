@@ -4,15 +4,27 @@
  * every label goes through textContent.
  */
 
-import { decodeKey, formatDuration, formatTick, keyLabel, timeTicks } from '../scales.js';
+import { chooseLabelRows, elideCommonPrefix, fitText, labelCentre, rowLabel, rowTitle } from '../labels.js';
+import { formatDuration, formatTick, timeTicks } from '../scales.js';
 
-/**
- * Readable label of a row: the server's preview when present, else the decoded start key.
- * @param {import('../types.js').MatrixRow} row
- */
-export function rowLabel(row) {
-  if (row.preview) return row.preview;
-  return keyLabel(decodeKey(row.start), 'start');
+export { rowLabel };
+
+/** Distance between label centres on the key axis, px (11 px text plus air). */
+export const LABEL_GAP_PX = 14;
+/** Height reserved for one label when keeping it inside the axis box, px. */
+const LABEL_PX = 13;
+/** Font of the key labels; must match `.key-label` in app.css so measuring is exact. */
+const LABEL_FONT = '11px ui-monospace, monospace';
+
+/** @type {CanvasRenderingContext2D|null} */
+let measureCtx = null;
+/** @param {string} s */
+function measureLabel(s) {
+  if (!measureCtx) {
+    measureCtx = document.createElement('canvas').getContext('2d');
+    if (measureCtx) measureCtx.font = LABEL_FONT;
+  }
+  return measureCtx ? measureCtx.measureText(s).width : s.length * 7;
 }
 
 /**
@@ -41,7 +53,12 @@ export function renderTimeAxis(el, view, widthPx, shown = view) {
 }
 
 /**
- * Labels a subset of rows so that labels are at least 14 px apart.
+ * Labels the rows of the key axis. Each label is the row's first real key (see `rowLabel`),
+ * with the prefix it shares with the label above elided (`user:0042`, then `…0097`); the full
+ * key and the exact [start, end) range are in its hover text. When not every row fits, the
+ * busiest rows are labelled first (`chooseLabelRows`). Every label is measured and shortened to
+ * the axis width, and kept inside the axis box vertically, so none is clipped; a tick marks the
+ * row's exact position when the label had to move off it.
  * @param {HTMLElement} el the strip left of the plot
  * @param {import('../view.js').View} view
  * @param {number} heightPx
@@ -51,15 +68,31 @@ export function renderKeyAxis(el, view, heightPx) {
   const frag = document.createDocumentFragment();
   if (n > 0) {
     const rowPx = heightPx / n;
-    const stride = Math.max(1, Math.ceil(14 / rowPx));
-    for (let k = 0; k < n; k += stride) {
+    // 6 px right padding (as in .key-label) and 4 px on the left.
+    const maxPx = Math.max(24, (el.clientWidth || 170) - 10);
+    const shown = chooseLabelRows(n, rowPx, LABEL_GAP_PX, view.totals);
+    /** @type {string|null} */
+    let prev = null;
+    for (const k of shown) {
       const row = view.matrix.rows[view.rowIndex[k]];
+      const full = rowLabel(row);
+      const text = fitText(elideCommonPrefix(prev, full), maxPx, measureLabel);
+      prev = full;
+      const y = labelCentre(k, rowPx, heightPx, LABEL_PX);
       const label = document.createElement('span');
       label.className = 'key-label';
-      label.style.top = `${k * rowPx + Math.min(rowPx, 14) / 2}px`;
-      label.textContent = rowLabel(row);
-      label.title = `${row.bucket_id}: ${rowLabel(row)}`;
+      label.dataset.row = String(k);
+      label.style.top = `${y}px`;
+      label.textContent = text;
+      label.title = rowTitle(row);
       frag.append(label);
+      const exact = (k + 0.5) * rowPx;
+      if (Math.abs(exact - y) >= 1) {
+        const tick = document.createElement('span');
+        tick.className = 'key-tick';
+        tick.style.top = `${exact}px`;
+        frag.append(tick);
+      }
     }
   }
   el.replaceChildren(frag);

@@ -21,14 +21,14 @@ async function copy(text, notify) {
 /**
  * A key shown as its readable label plus hex, with a copy button per encoding.
  * @param {string|null} b64
- * @param {'start'|'end'} side
+ * @param {'start'|'end'|'first'|'last'} side
  * @param {(message: string) => void} notify
  */
 function keyValue(b64, side, notify) {
   const dd = document.createElement('dd');
   const bytes = decodeKey(b64);
   const text = document.createElement('code');
-  text.textContent = keyLabel(bytes, side, 64);
+  text.textContent = keyLabel(bytes, side === 'end' ? 'end' : 'start', 64);
   dd.append(text);
   if (bytes) {
     const hex = document.createElement('div');
@@ -79,6 +79,9 @@ export function renderDetail(panel, list, view, k, notify) {
   if (row.label) items.push(['Adapter', row.label]);
   items.push(['Start key', keyValue(row.start, 'start', notify)]);
   items.push(['End key', keyValue(row.end, 'end', notify)]);
+  // The observed keys: real keys, where start/end may be computed sub-range boundaries.
+  if (row.first_key) items.push(['First key seen', keyValue(row.first_key, 'first', notify)]);
+  if (row.last_key && row.last_key !== row.first_key) items.push(['Last key seen', keyValue(row.last_key, 'last', notify)]);
   items.push(['Aggregate', row.aggregate ? 'yes (several routes merged)' : 'no']);
   items.push(['Route count', formatNumber(row.route_count)]);
   items.push(['Route ids', ids]);
