@@ -44,6 +44,7 @@
 //! | POST | `/admin/api/v1/auth/login` | none (rate limited) | sets `admin_session` + `admin_csrf` cookies |
 //! | POST | `/admin/api/v1/auth/logout` | session + CSRF | clears cookies, revokes the session here |
 //! | GET | `/admin/api/v1/keyviz/matrix` | session or peer token | operators: cluster merge; peers: local view |
+//! | GET | `/admin/api/v1/keyviz/hotkeys` | session or peer token | operators: cluster hot keys ([`hotkeys::cluster_hot_keys`]); peers: node-local `NodeHotKeys` |
 //! | GET | `/admin/api/v1/keyviz/nodes` | session or peer token | cluster members and their reachability |
 //! | GET | `/admin/api/v1/keyviz/identity` | none | `{"node_id"}` (peers address tokens with it) |
 //! | GET | `/admin/healthz` | none | `ok` |
@@ -60,6 +61,7 @@ mod clock;
 pub mod config;
 pub mod fanout;
 pub mod host;
+pub mod hotkeys;
 mod metrics;
 mod state;
 mod ui;
@@ -78,6 +80,7 @@ pub use host::{
     ClusterSecret, DisabledSource, MatrixSource, Member, Membership, NoMembership, NodeIdentity,
     SourceError,
 };
+pub use hotkeys::{ClusterHotKeys, cluster_hot_keys};
 pub use state::{AdminState, AdminStateBuilder};
 
 async fn unknown_endpoint() -> ApiError {
@@ -132,6 +135,7 @@ pub fn router(state: AdminState) -> Router {
         .route(api::LOGIN_PATH, any(auth::login::login))
         .route(api::LOGOUT_PATH, any(auth::login::logout))
         .route(api::MATRIX_PATH, any(api::matrix::matrix))
+        .route(api::HOT_KEYS_PATH, any(api::hotkeys::hot_keys))
         .route(api::NODES_PATH, any(api::nodes::nodes))
         .route(api::IDENTITY_PATH, any(api::identity::identity))
         .route("/admin/api/v1/", any(unknown_endpoint))

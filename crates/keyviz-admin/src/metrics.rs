@@ -24,6 +24,7 @@ pub(crate) struct Metrics {
     peer_calls: Counter,
     login_failures: Family<ReasonLabel, Counter>,
     matrix_requests: Family<OutcomeLabel, Counter>,
+    hot_keys_requests: Family<OutcomeLabel, Counter>,
 }
 
 impl Metrics {
@@ -35,6 +36,7 @@ impl Metrics {
         let peer_calls = Counter::default();
         let login_failures = Family::<ReasonLabel, Counter>::default();
         let matrix_requests = Family::<OutcomeLabel, Counter>::default();
+        let hot_keys_requests = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "keyviz_fanout_duration_seconds",
             "Wall time of one cluster fan-out (local view, peer calls and merge)",
@@ -42,12 +44,12 @@ impl Metrics {
         );
         registry.register(
             "keyviz_fanout_peer_failures",
-            "Failed peer calls by reason (connect, timeout, status, body_cap, decode, invalid, identity)",
+            "Failed peer calls by reason (connect, timeout, status, body_cap, decode, invalid, identity, hot_keys_unavailable)",
             peer_failures.clone(),
         );
         registry.register(
             "keyviz_fanout_peer_calls",
-            "Peer matrix calls attempted",
+            "Peer calls attempted (matrix and hot keys)",
             peer_calls.clone(),
         );
         registry.register(
@@ -60,8 +62,14 @@ impl Metrics {
             "Matrix requests by how they were served (fanout, shared, reused, local, peer)",
             matrix_requests.clone(),
         );
+        registry.register(
+            "keyviz_hot_keys_requests",
+            "Hot-key requests by how they were served (fanout, shared, reused, peer)",
+            hot_keys_requests.clone(),
+        );
         Metrics {
             registry,
+            hot_keys_requests,
             fanout_seconds,
             peer_failures,
             peer_calls,
@@ -96,6 +104,14 @@ impl Metrics {
 
     pub(crate) fn matrix_request(&self, outcome: &str) {
         self.matrix_requests
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn hot_keys_request(&self, outcome: &str) {
+        self.hot_keys_requests
             .get_or_create(&OutcomeLabel {
                 outcome: outcome.to_string(),
             })

@@ -18,6 +18,7 @@ use crate::fanout::status::PeerTable;
 use crate::host::{
     ClusterSecret, DisabledSource, MatrixSource, Membership, NoMembership, NodeIdentity,
 };
+use crate::hotkeys::{ClusterHotKeys, HotFlightKey};
 use crate::metrics::Metrics;
 
 /// Everything the handlers share. Cheap to clone (one `Arc`).
@@ -39,6 +40,8 @@ pub(crate) struct Inner {
     pub(crate) metrics: Metrics,
     pub(crate) client: PeerClient,
     pub(crate) flights: SingleFlight<FlightKey, Arc<Result<Bytes, ApiError>>>,
+    /// Hot-key fan-outs in flight or just finished (same rules as `flights`).
+    pub(crate) hot_flights: SingleFlight<HotFlightKey, Arc<Result<ClusterHotKeys, ApiError>>>,
     pub(crate) peers: PeerTable,
     pub(crate) fanout_slots: tokio::sync::Semaphore,
 }
@@ -158,6 +161,7 @@ impl AdminStateBuilder {
             metrics: Metrics::new(),
             client: PeerClient::new(connect_timeout),
             flights: SingleFlight::new(c.result_reuse),
+            hot_flights: SingleFlight::new(c.result_reuse),
             peers: PeerTable::default(),
             fanout_slots: tokio::sync::Semaphore::new(c.max_concurrent_fanouts),
             config: self.config,

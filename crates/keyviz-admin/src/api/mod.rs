@@ -2,6 +2,7 @@
 //! endpoint.
 
 mod error;
+pub(crate) mod hotkeys;
 pub(crate) mod identity;
 pub(crate) mod matrix;
 pub(crate) mod nodes;
@@ -9,10 +10,12 @@ mod query;
 
 pub use error::ApiError;
 pub(crate) use error::json_ok;
-pub use query::{MAX_KEY_BYTES, MatrixParams, parse_matrix_query};
+pub use query::{MAX_KEY_BYTES, MatrixParams, parse_hot_keys_query, parse_matrix_query};
 
 /// Path of the matrix endpoint.
 pub const MATRIX_PATH: &str = "/admin/api/v1/keyviz/matrix";
+/// Path of the hot-keys endpoint.
+pub const HOT_KEYS_PATH: &str = "/admin/api/v1/keyviz/hotkeys";
 /// Path of the cluster-view endpoint.
 pub const NODES_PATH: &str = "/admin/api/v1/keyviz/nodes";
 /// Path of the (unauthenticated) node identity endpoint used by peers.

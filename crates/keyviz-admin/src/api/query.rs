@@ -4,6 +4,7 @@ use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use keyviz::Series;
+use keyviz::hotkeys::{DEFAULT_HOT_KEYS_K, HotKeyQuery, MAX_HOT_KEYS_K};
 
 use super::ApiError;
 
@@ -169,6 +170,63 @@ pub fn parse_matrix_query(query: Option<&str>, max_rows: usize) -> Result<Matrix
     })
 }
 
+const HOT_SERIES_MESSAGE: &str = "series must be one of: reads, writes, read_bytes, write_bytes (hot keys are kept for these four only)";
+
+/// Parses `GET /admin/api/v1/keyviz/hotkeys` parameters with the matrix endpoint's rules
+/// (first value wins, unknown parameters ignored, same time and key parsing, checked in the
+/// order series, from, to, k, key_start, key_end), then [`HotKeyQuery::validate`]. Unlike
+/// the matrix, `from_unix_ms >= to_unix_ms` is an error (an empty window has no hot keys to
+/// ask about), and `k` (default 20) must be in `1..=1000`.
+///
+/// # Errors
+/// 400 `invalid_query` naming the bad parameter.
+pub fn parse_hot_keys_query(query: Option<&str>) -> Result<HotKeyQuery, ApiError> {
+    let q = query.unwrap_or("");
+    let series = match first_value(q, "series").as_deref().map(str::trim) {
+        None | Some("") => Series::Writes,
+        Some(s) => s
+            .parse::<Series>()
+            .map_err(|_| ApiError::invalid_query(HOT_SERIES_MESSAGE))?,
+    };
+    let from_unix_ms = parse_time(q, "from_unix_ms")?;
+    let to_unix_ms = parse_time(q, "to_unix_ms")?;
+    let k = match first_value(q, "k").as_deref().map(str::trim) {
+        None | Some("") => DEFAULT_HOT_KEYS_K,
+        Some(v) => match v.parse::<i64>() {
+            Ok(n) => usize::try_from(n)
+                .ok()
+                .filter(|n| (1..=MAX_HOT_KEYS_K).contains(n))
+                .ok_or_else(|| {
+                    ApiError::invalid_query(format!(
+                        "k must be between 1 and {MAX_HOT_KEYS_K}, got {n}"
+                    ))
+                })?,
+            Err(_) => return Err(ApiError::invalid_query("k must be an integer")),
+        },
+    };
+    let key_start = parse_key(q, "key_start")?;
+    let key_end = parse_key(q, "key_end")?;
+    if let (Some(s), Some(e)) = (&key_start, &key_end)
+        && e <= s
+    {
+        return Err(ApiError::invalid_query(
+            "key_end must be greater than key_start",
+        ));
+    }
+    let query = HotKeyQuery {
+        series,
+        from_unix_ms,
+        to_unix_ms,
+        key_start,
+        key_end,
+        k,
+    };
+    query
+        .validate()
+        .map_err(|e| ApiError::invalid_query(e.to_string()))?;
+    Ok(query)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,5 +375,50 @@ mod tests {
         );
         let huge = "A".repeat(1 << 20);
         assert!(p(&format!("key_end={huge}")).is_err_and(|e| e.message.starts_with("key_end")));
+    }
+
+    fn h(q: &str) -> Result<HotKeyQuery, ApiError> {
+        parse_hot_keys_query(Some(q))
+    }
+
+    #[test]
+    fn hot_keys_defaults_k_range_and_series_limited_to_four() {
+        assert_eq!(
+            parse_hot_keys_query(None).ok(),
+            Some(HotKeyQuery::default())
+        );
+        let q = h("series=reads&k=1000&from_unix_ms=5&to_unix_ms=9&key_start=YQ&k=3")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (q.series, q.k, q.from_unix_ms, q.to_unix_ms, q.key_start),
+            (Series::Reads, 1000, Some(5), Some(9), Some(b"a".to_vec()))
+        );
+        for (query, needle) in [
+            ("k=0", "k must be between 1 and 1000, got 0"),
+            ("k=1001", "k must be between 1 and 1000, got 1001"),
+            ("k=-4", "k must be between 1 and 1000, got -4"),
+            ("k=ten", "k must be an integer"),
+            ("series=leader_reads", "hot keys are kept for reads"),
+            (
+                "series=bogus",
+                "series must be one of: reads, writes, read_bytes, write_bytes",
+            ),
+            (
+                "from_unix_ms=9&to_unix_ms=9",
+                "from_unix_ms must be before to_unix_ms",
+            ),
+            ("to_unix_ms=x", "to_unix_ms must be an integer"),
+            (
+                "key_start=Yg&key_end=YQ",
+                "key_end must be greater than key_start",
+            ),
+            ("key_end=%21", "key_end must be base64"),
+        ] {
+            assert!(
+                h(query).is_err_and(|e| e.code == "invalid_query" && e.message.starts_with(needle)),
+                "{query}: {:?}",
+                h(query)
+            );
+        }
     }
 }

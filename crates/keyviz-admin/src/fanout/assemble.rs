@@ -1,6 +1,5 @@
-//! Turning peer answers into merge inputs and per-node statuses, in configured order.
-
-use keyviz::Matrix;
+//! Turning peer answers into merge inputs and per-node statuses, in configured order. Shared
+//! by the matrix and the hot-key fan-outs: `T` is what one node contributes.
 
 use super::PeerAnswer;
 use super::client::PeerError;
@@ -11,19 +10,19 @@ use super::status::{
 use crate::state::Inner;
 
 /// The fan-out result being assembled: self first, then one status per peer entry.
-pub(super) struct Assembly {
+pub(crate) struct Assembly<T> {
     /// Per-node statuses, self at index 0.
-    pub(super) nodes: Vec<NodeStatus>,
+    pub(crate) nodes: Vec<NodeStatus>,
     /// Merge inputs: local first, then distinct successful peers.
-    pub(super) inputs: Vec<Matrix>,
+    pub(crate) inputs: Vec<T>,
     /// `inputs[i]` came from `nodes[input_node[i]]`.
-    pub(super) input_node: Vec<usize>,
+    pub(crate) input_node: Vec<usize>,
     /// Distinct nodes expected, self included.
-    pub(super) expected: usize,
+    pub(crate) expected: usize,
     seen_ids: Vec<String>,
 }
 
-fn warning(code: &str, detail: String) -> NodeWarning {
+pub(crate) fn warning(code: &str, detail: String) -> NodeWarning {
     NodeWarning {
         code: code.to_string(),
         bucket_id: None,
@@ -31,8 +30,14 @@ fn warning(code: &str, detail: String) -> NodeWarning {
     }
 }
 
-impl Assembly {
-    pub(super) fn new(inner: &Inner, local: Matrix, local_elapsed_ms: u64) -> Self {
+impl<T> Assembly<T> {
+    /// Starts with this node's own contribution (`generated_at` as it reported it).
+    pub(crate) fn new(
+        inner: &Inner,
+        local: T,
+        generated_at: Option<String>,
+        local_elapsed_ms: u64,
+    ) -> Self {
         let self_id = inner.identity.node_id().to_string();
         Assembly {
             nodes: vec![NodeStatus {
@@ -40,7 +45,8 @@ impl Assembly {
                 node_id: Some(self_id.clone()),
                 ok: true,
                 error: None,
-                generated_at: Some(local.generated_at.clone()),
+                reason: None,
+                generated_at,
                 elapsed_ms: local_elapsed_ms,
                 warnings: Vec::new(),
             }],
@@ -51,13 +57,13 @@ impl Assembly {
         }
     }
 
-    /// Records one peer's answer: its status, its matrix as a merge input unless it is this
-    /// node or a node already merged, and the peer table entry behind the nodes endpoint.
-    pub(super) fn add(
+    /// Records one peer's answer: its status, its contribution as a merge input unless it is
+    /// this node or a node already merged, and the peer table entry behind the nodes endpoint.
+    pub(crate) fn add(
         &mut self,
         inner: &Inner,
         target: &PeerTarget,
-        res: Result<PeerAnswer, PeerError>,
+        res: Result<PeerAnswer<T>, PeerError>,
         elapsed: u64,
         now_ms: i64,
     ) {
@@ -69,6 +75,7 @@ impl Assembly {
                 .or_else(|| inner.peers.cached_node_id(&target.name)),
             ok: false,
             error: None,
+            reason: None,
             generated_at: None,
             elapsed_ms: elapsed,
             warnings: Vec::new(),
@@ -97,19 +104,20 @@ impl Assembly {
                 ));
                 reached(true);
             }
-            Ok(PeerAnswer::Matrix {
-                matrix,
+            Ok(PeerAnswer::Answer {
+                value,
                 node_id,
                 missing_id,
+                generated_at,
             }) => {
                 st.ok = true;
                 st.node_id = Some(node_id.clone());
-                st.generated_at = Some(matrix.generated_at.clone());
+                st.generated_at = generated_at;
                 reached(false);
                 if missing_id {
                     st.warnings.push(warning(
                         WARN_MISSING_NODE_ID,
-                        "peer matrix carries no node_id".to_string(),
+                        "peer answer carries no node_id".to_string(),
                     ));
                 }
                 if self.seen_ids.contains(&node_id) {
@@ -121,7 +129,7 @@ impl Assembly {
                     self.seen_ids.push(node_id);
                     self.expected += 1;
                     self.input_node.push(self.nodes.len());
-                    self.inputs.push(matrix);
+                    self.inputs.push(value);
                 }
             }
             Err(e) => {
@@ -135,12 +143,19 @@ impl Assembly {
                 if !known {
                     self.expected += 1;
                 }
+                // A peer without hot keys answered: it is reachable, only this feature is
+                // missing there.
+                let answered = matches!(e, PeerError::HotKeysUnavailable(_));
                 inner.peers.record(&target.name, |r| {
-                    r.reachable = Some(false);
+                    r.reachable = Some(answered);
                     r.last_attempt_unix_ms = Some(now_ms);
+                    if answered {
+                        r.last_ok_unix_ms = Some(now_ms);
+                    }
                     r.last_elapsed_ms = Some(elapsed);
                     r.last_error = Some(text.clone());
                 });
+                st.reason = Some(e.reason().to_string());
                 st.error = Some(text);
             }
         }

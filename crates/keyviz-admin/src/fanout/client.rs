@@ -49,6 +49,13 @@ pub enum PeerError {
     /// The peer is not the node it was addressed as (or did not say who it is).
     #[error("peer identity: {0}")]
     Identity(String),
+    /// The hot-key answer decoded but breaks an invariant (bounds, order, limits, series).
+    #[error("invalid peer hot keys: {0}")]
+    InvalidHotKeys(String),
+    /// The peer keeps no hot keys: an older node without the endpoint (404), KeyViz off
+    /// there (503 `keyviz_disabled`), or capture mode `off`.
+    #[error("peer has no hot keys: {0}")]
+    HotKeysUnavailable(String),
 }
 
 impl PeerError {
@@ -64,6 +71,8 @@ impl PeerError {
             PeerError::Decode(_) => "decode",
             PeerError::Invalid(_) => "invalid",
             PeerError::Identity(_) => "identity",
+            PeerError::InvalidHotKeys(_) => "invalid",
+            PeerError::HotKeysUnavailable(_) => "hot_keys_unavailable",
         }
     }
 }

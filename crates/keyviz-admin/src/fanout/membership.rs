@@ -233,6 +233,35 @@ pub fn matrix_url(
     )
 }
 
+/// The hot-keys URL for a peer: `series` and `k` always, `from_unix_ms`/`to_unix_ms` and
+/// `key_start`/`key_end` (standard base64, percent-encoded) only when set, keys sorted.
+#[must_use]
+pub fn hot_keys_url(base: &PeerBase, query: &keyviz::hotkeys::HotKeyQuery, k: usize) -> String {
+    let mut q = vec![
+        ("k", k.to_string()),
+        ("series", query.series.as_str().to_string()),
+    ];
+    if let Some(key) = &query.key_start {
+        q.push(("key_start", encode_key(key)));
+    }
+    if let Some(key) = &query.key_end {
+        q.push(("key_end", encode_key(key)));
+    }
+    if let Some(f) = query.from_unix_ms {
+        q.push(("from_unix_ms", f.to_string()));
+    }
+    if let Some(t) = query.to_unix_ms {
+        q.push(("to_unix_ms", t.to_string()));
+    }
+    format!(
+        "{}://{}{}?{}",
+        base.scheme,
+        base.authority,
+        crate::api::HOT_KEYS_PATH,
+        encode_query(q)
+    )
+}
+
 /// The identity URL of a peer.
 #[must_use]
 pub fn identity_url(base: &PeerBase) -> String {
@@ -283,6 +312,30 @@ mod tests {
         assert_eq!(
             matrix_url(&b, "writes", 8, None, None, Some(&[0xfb, 0xff]), Some(b"b")),
             "http://node-a/admin/api/v1/keyviz/matrix?key_end=Yg%3D%3D&key_start=%2B%2F8%3D&rows=8&series=writes"
+        );
+    }
+
+    #[test]
+    fn hot_keys_urls_carry_k_series_and_only_the_set_bounds() {
+        let b = parse_base("10.0.0.2:8080").unwrap_or_else(|e| panic!("{e}"));
+        let q = keyviz::hotkeys::HotKeyQuery {
+            series: keyviz::Series::Reads,
+            ..Default::default()
+        };
+        assert_eq!(
+            hot_keys_url(&b, &q, 80),
+            "http://10.0.0.2:8080/admin/api/v1/keyviz/hotkeys?k=80&series=reads"
+        );
+        let q = keyviz::hotkeys::HotKeyQuery {
+            from_unix_ms: Some(5),
+            to_unix_ms: Some(9),
+            key_start: Some(vec![0xfb, 0xff]),
+            key_end: Some(b"b".to_vec()),
+            ..q
+        };
+        assert_eq!(
+            hot_keys_url(&b, &q, 20),
+            "http://10.0.0.2:8080/admin/api/v1/keyviz/hotkeys?from_unix_ms=5&k=20&key_end=Yg%3D%3D&key_start=%2B%2F8%3D&series=reads&to_unix_ms=9"
         );
     }
 

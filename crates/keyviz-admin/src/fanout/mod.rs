@@ -1,7 +1,9 @@
 //! The cluster fan-out: local view + every peer's local view (parallel, capped, timed),
-//! merged with `keyviz::merge`, with a per-node status block.
+//! merged with `keyviz::merge`, with a per-node status block. The peer request path
+//! (`peer_get`, `call_peers`, `check_answer_id`) and the status assembly are shared with
+//! the hot-key fan-out (`crate::hotkeys`).
 
-mod assemble;
+pub(crate) mod assemble;
 pub mod client;
 pub mod compact;
 pub mod decode;
@@ -10,6 +12,7 @@ pub mod membership;
 pub mod single_flight;
 pub mod status;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,7 +24,7 @@ use serde::Serialize;
 
 use self::assemble::Assembly;
 use self::client::PeerError;
-use self::membership::{PeerTarget, identity_url, matrix_url, parse_base, peer_targets};
+use self::membership::{PeerBase, PeerTarget, identity_url, matrix_url, parse_base, peer_targets};
 use self::status::{FanoutStatus, NodeWarning};
 use crate::api::{ApiError, MatrixParams};
 use crate::auth::peer_token::{self, AUTH_SCHEME};
@@ -126,12 +129,17 @@ pub(crate) async fn local_matrix(
 const PEER_ACCEPT: &str = "application/vnd.keyviz.matrix-compact, application/json;q=0.5";
 
 /// What one peer call produced.
-pub(crate) enum PeerAnswer {
-    Matrix {
-        matrix: Matrix,
+pub(crate) enum PeerAnswer<T> {
+    /// A validated contribution of the node `node_id`.
+    Answer {
+        value: T,
         node_id: String,
+        /// The answer did not say which node it came from.
         missing_id: bool,
+        /// The node's own timestamp of the answer, when it has one.
+        generated_at: Option<String>,
     },
+    /// The entry is this node under another name: nothing to merge.
     SelfAlias,
 }
 
@@ -165,18 +173,35 @@ async fn resolve_node_id(inner: &Inner, target: &PeerTarget) -> Result<String, P
     Ok(id.node_id)
 }
 
-async fn call_peer(
-    inner: &Arc<Inner>,
+/// The raw outcome of one authenticated peer GET.
+pub(crate) enum PeerReply {
+    /// A 200 body (at most `fanout_body_cap` bytes) from the node `node_id`.
+    Body {
+        body: Bytes,
+        content_type: Option<String>,
+        node_id: String,
+    },
+    /// The entry is this node under another name: no call was made.
+    SelfAlias,
+}
+
+/// The one peer request path of every fan-out: resolves the peer's node id (self aliases
+/// stop here), mints a peer token for it, and GETs `url(base)` with `accept` under the
+/// shared client and `fanout_body_cap`. No deadline here: [`call_peers`] wraps each call.
+/// A 401 makes the peer's cached node id be learnt again next time.
+pub(crate) async fn peer_get(
+    inner: &Inner,
     target: &PeerTarget,
-    params: &MatrixParams,
-) -> Result<PeerAnswer, PeerError> {
+    url: impl FnOnce(&PeerBase) -> String,
+    accept: &str,
+) -> Result<PeerReply, PeerError> {
     let base = parse_base(&target.name).map_err(PeerError::Address)?;
     let node_id = resolve_node_id(inner, target).await?;
     inner
         .peers
         .record(&target.name, |r| r.node_id = Some(node_id.clone()));
     if node_id == inner.identity.node_id() {
-        return Ok(PeerAnswer::SelfAlias);
+        return Ok(PeerReply::SelfAlias);
     }
     let ttl_ms = i64::try_from(inner.config.peer_token_ttl.as_millis()).unwrap_or(30_000);
     let token = peer_token::mint(
@@ -187,15 +212,7 @@ async fn call_peer(
         ttl_ms,
     )
     .map_err(|e| PeerError::Identity(e.to_string()))?;
-    let url = matrix_url(
-        &base,
-        params.series.as_str(),
-        inner.config.peer_row_cap,
-        params.from_unix_ms,
-        params.to_unix_ms,
-        params.key_start.as_deref(),
-        params.key_end.as_deref(),
-    );
+    let url = url(&base);
     inner.metrics.peer_call();
     let (body, content_type) = inner
         .client
@@ -203,7 +220,7 @@ async fn call_peer(
             &url,
             &[
                 (AUTHORIZATION, format!("{AUTH_SCHEME} {token}")),
-                (ACCEPT, PEER_ACCEPT.to_string()),
+                (ACCEPT, accept.to_string()),
             ],
             inner.config.fanout_body_cap,
         )
@@ -214,41 +231,113 @@ async fn call_peer(
                 inner.peers.forget_node_id(&target.name);
             }
         })?;
+    Ok(PeerReply::Body {
+        body,
+        content_type,
+        node_id,
+    })
+}
+
+/// Checks the node id an answer carries against the one addressed: this node's id makes the
+/// entry a self alias, another id is an identity error, none is accepted (`missing_id`).
+pub(crate) fn check_answer_id<T>(
+    inner: &Inner,
+    addressed: String,
+    answered: Option<&str>,
+    value: T,
+    generated_at: Option<String>,
+) -> Result<PeerAnswer<T>, PeerError> {
+    match answered {
+        Some(id) if id == inner.identity.node_id() => Ok(PeerAnswer::SelfAlias),
+        Some(id) if id != addressed => Err(PeerError::Identity(format!(
+            "addressed node {addressed:?} but {id:?} answered"
+        ))),
+        _ => Ok(PeerAnswer::Answer {
+            value,
+            node_id: addressed,
+            missing_id: answered.is_none(),
+            generated_at,
+        }),
+    }
+}
+
+/// Calls every target in parallel, each under `fanout_timeout` (connect to decoded answer),
+/// and returns the outcomes with their wall time in ms, in target order.
+pub(crate) async fn call_peers<T, F, Fut>(
+    inner: &Arc<Inner>,
+    targets: &[PeerTarget],
+    call: F,
+) -> Vec<(Result<T, PeerError>, u64)>
+where
+    F: Fn(Arc<Inner>, PeerTarget) -> Fut,
+    Fut: Future<Output = Result<T, PeerError>>,
+{
+    let timeout = inner.config.fanout_timeout;
+    let calls = targets.iter().map(|t| {
+        let fut = call(inner.clone(), t.clone());
+        async move {
+            let t0 = Instant::now();
+            let res = match tokio::time::timeout(timeout, fut).await {
+                Ok(r) => r,
+                Err(_) => Err(PeerError::Timeout(timeout)),
+            };
+            (res, elapsed_ms(t0))
+        }
+    });
+    futures::future::join_all(calls).await
+}
+
+async fn call_peer(
+    inner: Arc<Inner>,
+    target: PeerTarget,
+    params: MatrixParams,
+) -> Result<PeerAnswer<Matrix>, PeerError> {
+    let reply = peer_get(
+        &inner,
+        &target,
+        |base| {
+            matrix_url(
+                base,
+                params.series.as_str(),
+                inner.config.peer_row_cap,
+                params.from_unix_ms,
+                params.to_unix_ms,
+                params.key_start.as_deref(),
+                params.key_end.as_deref(),
+            )
+        },
+        PEER_ACCEPT,
+    )
+    .await?;
+    let (body, content_type, node_id) = match reply {
+        PeerReply::SelfAlias => return Ok(PeerAnswer::SelfAlias),
+        PeerReply::Body {
+            body,
+            content_type,
+            node_id,
+        } => (body, content_type, node_id),
+    };
     // Decoding tens of MB is CPU work: keep it off the async workers.
     let compact_body = content_type
         .as_deref()
         .is_some_and(|ct| ct.starts_with(compact::CONTENT_TYPE));
-    let filter = params.clone();
     let matrix = tokio::task::spawn_blocking(move || {
         let mut m = if compact_body {
             decode::decode_compact_matrix(&body)
         } else {
             decode::decode_matrix(&body)
         }?;
-        keep_requested_keys(&mut m, &filter);
+        keep_requested_keys(&mut m, &params);
         Ok::<_, PeerError>(m)
     })
     .await
     .map_err(|e| PeerError::Decode(e.to_string()))??;
-    match matrix.node_id.as_deref() {
-        Some(id) if id == inner.identity.node_id() => Ok(PeerAnswer::SelfAlias),
-        Some(id) if id != node_id => Err(PeerError::Identity(format!(
-            "addressed node {node_id:?} but {id:?} answered"
-        ))),
-        Some(_) => Ok(PeerAnswer::Matrix {
-            matrix,
-            node_id,
-            missing_id: false,
-        }),
-        None => Ok(PeerAnswer::Matrix {
-            matrix,
-            node_id,
-            missing_id: true,
-        }),
-    }
+    let answered = matrix.node_id.clone();
+    let generated_at = Some(matrix.generated_at.clone());
+    check_answer_id(&inner, node_id, answered.as_deref(), matrix, generated_at)
 }
 
-fn elapsed_ms(since: Instant) -> u64 {
+pub(crate) fn elapsed_ms(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -270,28 +359,19 @@ pub(crate) async fn run(inner: Arc<Inner>, params: MatrixParams) -> Result<Bytes
     } else {
         inner.config.peer_row_cap.max(params.rows)
     };
-    let timeout = inner.config.fanout_timeout;
-    let params = &params;
-    let calls = targets.iter().map(|t| {
-        let inner = inner.clone();
-        async move {
-            let t0 = Instant::now();
-            let res = match tokio::time::timeout(timeout, call_peer(&inner, t, params)).await {
-                Ok(r) => r,
-                Err(_) => Err(PeerError::Timeout(timeout)),
-            };
-            (res, elapsed_ms(t0))
-        }
+    let calls = call_peers(&inner, &targets, |inner, t| {
+        call_peer(inner, t, params.clone())
     });
+    let params = &params;
     // The local view is computed while the peers work.
     let local_fut = async {
         let r = local_matrix(&inner, params, local_rows).await;
         (r, elapsed_ms(local_started))
     };
-    let ((local, local_elapsed), answers) =
-        tokio::join!(local_fut, futures::future::join_all(calls));
+    let ((local, local_elapsed), answers) = tokio::join!(local_fut, calls);
     let local = local?;
-    let mut acc = Assembly::new(&inner, local, local_elapsed);
+    let generated_at = Some(local.generated_at.clone());
+    let mut acc = Assembly::new(&inner, local, generated_at, local_elapsed);
     let now_ms = clock::now_unix_ms();
     for (target, (res, elapsed)) in targets.iter().zip(answers) {
         acc.add(&inner, target, res, elapsed, now_ms);

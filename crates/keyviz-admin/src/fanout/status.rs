@@ -35,11 +35,17 @@ pub struct NodeStatus {
     /// The node id, when known (always for self and for peers that answered).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_id: Option<String>,
-    /// Whether the node's matrix was received and passed validation.
+    /// Whether the node's answer (matrix, or hot keys) was received, passed validation and
+    /// was usable.
     pub ok: bool,
     /// Why not, when `ok` is false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Stable machine-readable form of `error` (the metrics reason: `connect`, `timeout`,
+    /// `status`, `body_cap`, `decode`, `invalid`, `identity`, `address`, or for hot keys
+    /// `hot_keys_unavailable` / `hot_keys_mode_mismatch`), when `ok` is false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// The node's own `generated_at`, when it answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generated_at: Option<String>,
@@ -50,12 +56,12 @@ pub struct NodeStatus {
     pub warnings: Vec<NodeWarning>,
 }
 
-/// The `fanout` block of a matrix response.
+/// The `fanout` block of a matrix or hot-keys response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FanoutStatus {
     /// Per-node outcomes, self first.
     pub nodes: Vec<NodeStatus>,
-    /// Distinct nodes whose matrix was merged, self included.
+    /// Distinct nodes whose answer was merged, self included.
     pub responded: usize,
     /// Distinct nodes expected, self included (aliases of self or of another peer are not
     /// counted twice).
