@@ -381,6 +381,13 @@ pub(crate) fn render(snap: &Snapshot, k: usize, opts: &RenderOpts) -> String {
             Tone::Good,
         ));
     }
+    if !n.without_hot_keys.is_empty() {
+        let names: Vec<&str> = n.without_hot_keys.iter().map(|u| u.node.as_str()).collect();
+        lines.push(Line::new().push(
+            format!("no hot keys from: {} (older version or --hot-keys=off)", names.join(", ")),
+            Tone::Warn,
+        ));
+    }
     if let Some(e) = &opts.error {
         lines.push(Line::new().push(format!("refresh failed: {e}"), Tone::Bad));
     }
@@ -476,6 +483,7 @@ mod tests {
             } else {
                 vec![]
             },
+            without_hot_keys: vec![],
         };
         SeriesSnapshot {
             series,

@@ -40,17 +40,27 @@ pub(crate) struct Snapshot {
     pub(crate) series: Vec<SeriesSnapshot>,
 }
 
-/// Fan-out status summarised: the fewest nodes any answer merged, the most it expected,
-/// and every node that failed in any answer.
+/// Fan-out status summarised. For one answer: its counts and failed nodes. For the whole
+/// snapshot: the fewest nodes any matrix answer merged and the most it expected, and every
+/// node that failed in any answer.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub(crate) struct NodesSummary {
-    /// Distinct nodes merged (self included), the smallest count over the answers.
+    /// Distinct nodes merged (self included).
     pub(crate) responded: usize,
-    /// Distinct nodes expected, the largest count over the answers.
+    /// Distinct nodes expected (self included).
     pub(crate) expected: usize,
     /// Nodes that did not answer (or answered something unusable), by name.
     pub(crate) unreachable: Vec<Unreachable>,
+    /// Nodes that answered but keep no hot keys (an older version, `--hot-keys=off`) or
+    /// capture them in another mode: reachable, yet missing from the hot-key merge.
+    pub(crate) without_hot_keys: Vec<Unreachable>,
 }
+
+/// `reason`s of nodes that answered but could not contribute hot keys.
+const NO_HOT_KEY_REASONS: [&str; 2] = [
+    keyviz_admin::hotkeys::REASON_HOT_KEYS_UNAVAILABLE,
+    keyviz_admin::hotkeys::REASON_MODE_MISMATCH,
+];
 
 /// One node left out of an answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -72,42 +82,61 @@ impl NodesSummary {
                 responded: 1,
                 expected: 1,
                 unreachable: Vec::new(),
+                without_hot_keys: Vec::new(),
             };
         };
-        let unreachable = f
-            .nodes
-            .iter()
-            .filter(|n| !n.ok)
-            .map(|n| Unreachable {
+        let mut out = NodesSummary {
+            responded: f.responded,
+            expected: f.expected,
+            ..NodesSummary::default()
+        };
+        for n in f.nodes.iter().filter(|n| !n.ok) {
+            let entry = Unreachable {
                 node: sanitize(&n.node, LABEL_CHARS),
                 node_id: n.node_id.as_deref().map(|id| sanitize(id, LABEL_CHARS)),
                 error: sanitize(n.error.as_deref().unwrap_or("no answer"), 200),
-            })
-            .collect();
-        NodesSummary {
-            responded: f.responded,
-            expected: f.expected,
-            unreachable,
+            };
+            if n
+                .reason
+                .as_deref()
+                .is_some_and(|r| NO_HOT_KEY_REASONS.contains(&r))
+            {
+                out.without_hot_keys.push(entry);
+            } else {
+                out.unreachable.push(entry);
+            }
         }
+        out
     }
 
-    /// True when a node is missing from the answer.
+    /// True when a node is missing for another reason than keeping no hot keys.
     pub(crate) fn degraded(&self) -> bool {
-        self.responded < self.expected || !self.unreachable.is_empty()
+        !self.unreachable.is_empty()
+            || self.responded + self.without_hot_keys.len() < self.expected
     }
 
-    /// Folds `other` in: min responded, max expected, union of unreachable nodes by name.
-    fn absorb(&mut self, other: &NodesSummary, first: bool) {
-        if first {
-            self.responded = other.responded;
-            self.expected = other.expected;
-        } else {
-            self.responded = self.responded.min(other.responded);
-            self.expected = self.expected.max(other.expected);
+    /// Folds in one answer: counts from matrix answers only (min responded, max
+    /// expected), failed nodes from every answer (union by name).
+    fn absorb(&mut self, other: &NodesSummary, counts: Option<bool>) {
+        match counts {
+            Some(true) => {
+                self.responded = other.responded;
+                self.expected = other.expected;
+            }
+            Some(false) => {
+                self.responded = self.responded.min(other.responded);
+                self.expected = self.expected.max(other.expected);
+            }
+            None => {}
         }
-        for u in &other.unreachable {
-            if !self.unreachable.iter().any(|v| v.node == u.node) {
-                self.unreachable.push(u.clone());
+        for (mine, theirs) in [
+            (&mut self.unreachable, &other.unreachable),
+            (&mut self.without_hot_keys, &other.without_hot_keys),
+        ] {
+            for u in theirs {
+                if !mine.iter().any(|v| v.node == u.node) {
+                    mine.push(u.clone());
+                }
             }
         }
     }
@@ -365,14 +394,18 @@ pub(crate) fn snapshot(
     series: Vec<SeriesSnapshot>,
 ) -> Snapshot {
     let mut nodes = NodesSummary::default();
-    let mut first = true;
-    for s in &series {
-        for f in std::iter::once(&s.fanout.matrix).chain(s.fanout.hot_keys.as_ref()) {
-            nodes.absorb(f, first);
-            first = false;
+    for (i, s) in series.iter().enumerate() {
+        nodes.absorb(&s.fanout.matrix, Some(i == 0));
+        if let Some(h) = &s.fanout.hot_keys {
+            nodes.absorb(h, None);
         }
     }
-    let degraded = nodes.degraded();
+    // A node missing from a hot-key answer only is reported, not counted as degraded.
+    nodes.without_hot_keys.retain(|w| !nodes.unreachable.iter().any(|u| u.node == w.node));
+    let degraded = nodes.degraded()
+        || series
+            .iter()
+            .any(|s| s.fanout.matrix.degraded() || s.fanout.hot_keys.as_ref().is_some_and(NodesSummary::degraded));
     Snapshot {
         version: SNAPSHOT_VERSION,
         admin,
@@ -419,6 +452,7 @@ mod tests {
             node_id: None,
             ok,
             error: (!ok).then(|| "peer request failed: connection refused\x1b[2J".into()),
+            reason: (!ok).then(|| "connect".into()),
             generated_at: None,
             elapsed_ms: 1,
             warnings: vec![],
@@ -501,6 +535,50 @@ mod tests {
             )],
         );
         assert!(!healthy.degraded);
+    }
+
+    #[test]
+    fn nodes_without_hot_keys_are_named_but_do_not_make_the_answer_degraded() {
+        let fanout = |third: NodeStatus, responded: usize| FanoutStatus {
+            nodes: vec![status("n1", true), status("n2", true), third],
+            responded,
+            expected: 3,
+        };
+        let mut old = status("n3", false);
+        old.reason = Some("hot_keys_unavailable".into());
+        let hot = HotKeysAnswer {
+            hot: keyviz::hotkeys::HotKeys {
+                series: Series::Writes,
+                mode: keyviz::hotkeys::HotKeyMode::Raw,
+                keys: vec![],
+                total: 0,
+                floor: 0,
+                sampled: false,
+                warnings: vec![],
+            },
+            fanout: Some(fanout(old, 2)),
+        };
+        let s = snapshot(
+            "http://x:1".into(),
+            0,
+            1,
+            vec![series_snapshot(
+                SeriesInput {
+                    series: Series::Writes,
+                    matrix: MatrixAnswer {
+                        matrix: Matrix::empty(Series::Writes, 1000, String::new()),
+                        fanout: Some(fanout(status("n3", true), 3)),
+                    },
+                    hot_keys: Ok(hot),
+                },
+                5,
+            )],
+        );
+        assert!(!s.degraded, "{s:?}");
+        assert_eq!((s.nodes.responded, s.nodes.expected), (3, 3));
+        assert_eq!(s.nodes.without_hot_keys.len(), 1);
+        assert_eq!(s.nodes.without_hot_keys[0].node, "n3");
+        assert!(s.nodes.unreachable.is_empty());
     }
 
     #[test]
