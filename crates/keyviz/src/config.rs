@@ -1,6 +1,7 @@
 //! Sampler configuration: defaults, limits and validation.
 
 use crate::error::ConfigError;
+use crate::hotkeys::KeyRedactor;
 
 /// Smallest step: 1 s.
 pub const MIN_STEP_MS: u64 = 1_000;
@@ -10,9 +11,13 @@ pub const MAX_STEP_MS: u64 = 3_600_000;
 pub const MAX_COLUMNS: usize = 100_000;
 /// Hard cap on sub-ranges per route.
 pub const MAX_KEY_BUCKETS: u32 = 256;
+/// Hard cap on [`SamplerConfig::hot_key_sketches`].
+pub const MAX_HOT_KEY_SKETCHES: usize = 1_000_000;
 
 /// How a [`Sampler`](crate::Sampler) counts and how much it keeps.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Not `PartialEq`: the hashed capture mode holds a keyed hash state whose
+/// secret must not be compared or exposed.
+#[derive(Debug, Clone)]
 pub struct SamplerConfig {
     /// Column width in milliseconds. Default 60 000; valid 1 000 ..= 3 600 000.
     pub step_ms: u64,
@@ -28,6 +33,16 @@ pub struct SamplerConfig {
     /// Member route ids listed per virtual bucket (the count is always exact).
     /// Default 256.
     pub max_member_routes: usize,
+    /// How hot keys are captured: raw key names (the default), a keyed hash
+    /// with an optional kept prefix, or off (no capture at all, and no
+    /// `first_key`/`last_key` labels). See `docs/CORE_API.md`, "Hot keys".
+    pub hot_keys: KeyRedactor,
+    /// Most capture sketches alive at once, sampler-wide (one per sub-range,
+    /// series family and write lane with captures in the open window). Past
+    /// it, captures needing a new sketch are not recorded (their bounds widen,
+    /// see [`SamplerStats::uncaptured_observations`](crate::SamplerStats::uncaptured_observations)).
+    /// Default 16 384; 0 disables capture; at most [`MAX_HOT_KEY_SKETCHES`].
+    pub hot_key_sketches: usize,
 }
 
 impl Default for SamplerConfig {
@@ -39,6 +54,8 @@ impl Default for SamplerConfig {
             max_tracked_routes: 10_000,
             key_buckets_per_route: 1,
             max_member_routes: 256,
+            hot_keys: KeyRedactor::raw(),
+            hot_key_sketches: 16_384,
         }
     }
 }
@@ -76,6 +93,9 @@ impl SamplerConfig {
                 self.max_member_routes,
             ));
         }
+        if self.hot_key_sketches > MAX_HOT_KEY_SKETCHES {
+            return Err(ConfigError::HotKeySketchesOutOfRange(self.hot_key_sketches));
+        }
         Ok(())
     }
 }
@@ -100,5 +120,6 @@ mod tests {
         assert!(bad(|c| c.key_buckets_per_route = 0));
         assert!(bad(|c| c.max_tracked_routes = 0));
         assert!(bad(|c| c.retention_ms = 10));
+        assert!(bad(|c| c.hot_key_sketches = MAX_HOT_KEY_SKETCHES + 1));
     }
 }

@@ -29,6 +29,9 @@ pub enum ConfigError {
     /// `max_member_routes` is 0 or above 65 536.
     #[error("max_member_routes must be between 1 and 65536, got {0}")]
     MaxMemberRoutesOutOfRange(usize),
+    /// `hot_key_sketches` is above 1 000 000.
+    #[error("hot_key_sketches must be at most 1000000, got {0}")]
+    HotKeySketchesOutOfRange(usize),
 }
 
 /// A route-catalog change was refused; the catalog is unchanged.

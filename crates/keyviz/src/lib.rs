@@ -48,9 +48,11 @@ pub use bucket::{
     bucket_base, incarnation_bucket_id, parse_route_bucket_id, route_bucket_id, virtual_bucket_id,
     virtual_bucket_name,
 };
-pub use config::{MAX_COLUMNS, MAX_KEY_BUCKETS, MAX_STEP_MS, MIN_STEP_MS, SamplerConfig};
+pub use config::{
+    MAX_COLUMNS, MAX_HOT_KEY_SKETCHES, MAX_KEY_BUCKETS, MAX_STEP_MS, MIN_STEP_MS, SamplerConfig,
+};
 pub use error::{ConfigError, MatrixError, RouteError};
-pub use history::{CellRecord, ColumnRecord, HistoryStore, PersistError, WriteRecord};
+pub use history::{CellRecord, ColumnRecord, HistoryStore, HotRecord, PersistError, WriteRecord};
 pub use matrix::{
     MAX_MATRIX_CELLS, MAX_MATRIX_COLUMNS, Matrix, MatrixQuery, MatrixRow, Series, UnknownSeries,
     coarsen_rows, plan_groups,

@@ -3,6 +3,11 @@
 //! Only non-zero cells are kept. Each counter array is stored at the narrowest
 //! integer width that holds its largest value in this column, so a typical
 //! cell (row id, five counters, identity) costs 10–20 bytes instead of 56.
+//! Hot-key summaries are kept beside the cells, for the few cells that have
+//! them, with a per-column cap on listed keys.
+
+use crate::hotkeys::{HotItem, HotSummary};
+use crate::matrix::Series;
 
 /// A counter array at the narrowest width that fits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,10 +164,110 @@ pub(crate) struct CellInput {
     pub(crate) read_bytes: u64,
     /// Non-empty lanes, largest writes first (the first is the cell's identity).
     pub(crate) lanes: Lanes,
+    /// Hot-key summaries, at most one per (series, group, term); a series or
+    /// lane without one was not captured (its keys are bounded by its total).
+    pub(crate) hot: Vec<CellHot>,
+    /// Smallest and largest captured key label of the window (not stored in
+    /// the column: publish folds it into the row, see `RowMeta::labels`).
+    pub(crate) labels: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// The hot-key summary of one series (and, for writes, one (group, term)) of
+/// one cell. Its `total` is at most the cell's exact count for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CellHot {
+    pub(crate) series: Series,
+    pub(crate) group: u64,
+    pub(crate) term: u64,
+    pub(crate) summary: HotSummary,
+}
+
+/// Keys a cell's summary keeps after a merge (as the capture's seal does).
+pub(crate) const CELL_HOT_K: usize = 8;
+
+/// Listed hot keys one column keeps per series, across all its cells: the
+/// hottest by estimate; a dropped key's upper bound joins its summary's floor.
+pub(crate) const MAX_COLUMN_HOT_ITEMS: usize = 256;
+
+/// Joins the summaries of equal (series, group, term), trims each to
+/// [`CELL_HOT_K`], and gives write summaries of an identity the lanes no
+/// longer hold (past `MAX_CELL_LANES`) to the identity-less lane, as
+/// [`Lanes::add`] does with the counts.
+fn fold_hot(hot: &mut Vec<CellHot>, lanes: &Lanes) {
+    for h in hot.iter_mut() {
+        if h.series.is_write() && !lanes.iter().any(|l| (l.group, l.term) == (h.group, h.term)) {
+            h.group = 0;
+            h.term = 0;
+        }
+    }
+    if hot.len() < 2 {
+        return;
+    }
+    hot.sort_by_key(|h| (series_rank(h.series), h.group, h.term));
+    let mut out: Vec<CellHot> = Vec::with_capacity(hot.len());
+    for h in hot.drain(..) {
+        match out.last_mut() {
+            Some(last) if (last.series, last.group, last.term) == (h.series, h.group, h.term) => {
+                last.summary.add_disjoint(&h.summary);
+                last.summary.trim(CELL_HOT_K);
+            }
+            _ => out.push(h),
+        }
+    }
+    *hot = out;
+}
+
+fn series_rank(s: Series) -> u8 {
+    match s {
+        Series::Reads => 0,
+        Series::ReadBytes => 1,
+        Series::Writes => 2,
+        Series::WriteBytes => 3,
+        Series::LeaderReads => 4,
+        Series::FollowerReads => 5,
+    }
+}
+
+/// Keeps at most [`MAX_COLUMN_HOT_ITEMS`] listed keys per series over
+/// `hot` (cell index, summary): the hottest by estimate (ties: earlier cell),
+/// the rest join their summary's floor; summaries left with no keys go.
+fn cap_column_hot(hot: &mut Vec<(u32, CellHot)>) {
+    for rank in 0..4u8 {
+        let mut all: Vec<(u64, usize, usize)> = hot
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, h))| series_rank(h.series) == rank)
+            .flat_map(|(e, (_, h))| {
+                h.summary
+                    .items
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, item)| (item.estimate, e, i))
+            })
+            .collect();
+        if all.len() <= MAX_COLUMN_HOT_ITEMS {
+            continue;
+        }
+        all.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        let mut keep: Vec<usize> = vec![0; hot.len()];
+        for &(_, e, i) in &all[..MAX_COLUMN_HOT_ITEMS] {
+            // Items are sorted hottest first within a summary, so the kept
+            // ones are a prefix: keep the longest prefix chosen.
+            keep[e] = keep[e].max(i + 1);
+        }
+        for (e, (_, h)) in hot.iter_mut().enumerate() {
+            if series_rank(h.series) == rank {
+                h.summary.trim(keep[e]);
+            }
+        }
+    }
+    hot.retain(|(_, h)| !h.summary.items.is_empty());
 }
 
 impl CellInput {
-    /// Adds `other` (same row) into `self`, joining lanes of equal identity.
+    /// Adds `other` (same row) into `self`, joining lanes of equal identity
+    /// and hot-key summaries of equal (series, identity); labels take the
+    /// smaller first and the larger last key.
     pub(crate) fn absorb(&mut self, other: CellInput) {
         self.reads_leader = self.reads_leader.saturating_add(other.reads_leader);
         self.reads_follower = self.reads_follower.saturating_add(other.reads_follower);
@@ -170,6 +275,23 @@ impl CellInput {
         for lane in other.lanes.iter() {
             self.lanes.add(*lane);
         }
+        self.labels = join_labels(self.labels.take(), other.labels);
+        if !other.hot.is_empty() || !self.hot.is_empty() {
+            self.hot.extend(other.hot);
+            fold_hot(&mut self.hot, &self.lanes);
+        }
+    }
+}
+
+/// The smaller first and larger last label of two observations.
+pub(crate) fn join_labels(
+    a: Option<(Vec<u8>, Vec<u8>)>,
+    b: Option<(Vec<u8>, Vec<u8>)>,
+) -> Option<(Vec<u8>, Vec<u8>)> {
+    match (a, b) {
+        (Some((af, al)), Some((bf, bl))) => Some((af.min(bf), al.max(bl))),
+        (a, None) => a,
+        (None, b) => b,
     }
 }
 
@@ -204,6 +326,9 @@ pub(crate) struct Column {
     identities: Box<[(u64, u64)]>,
     /// Lanes beyond the first, by cell.
     extra: Box<[ExtraLane]>,
+    /// Hot-key summaries by cell index (sorted by cell), capped per series at
+    /// [`MAX_COLUMN_HOT_ITEMS`] listed keys.
+    hot: Box<[(u32, CellHot)]>,
 }
 
 /// The counter a query reads from a column.
@@ -221,6 +346,14 @@ impl Column {
     /// Seals `cells` (any order; rows must be distinct) into a column.
     pub(crate) fn build(unix_ms: i64, mut cells: Vec<CellInput>) -> Column {
         cells.sort_unstable_by_key(|c| c.row);
+        let mut hot: Vec<(u32, CellHot)> = Vec::new();
+        for (i, cell) in cells.iter_mut().enumerate() {
+            if !cell.hot.is_empty() {
+                fold_hot(&mut cell.hot, &cell.lanes);
+                hot.extend(cell.hot.drain(..).map(|h| (i as u32, h)));
+            }
+        }
+        cap_column_hot(&mut hot);
         let n = cells.len();
         let mut identities: Vec<(u64, u64)> = vec![(0, 0)];
         let mut identity_index: rustc_hash::FxHashMap<(u64, u64), usize> =
@@ -260,7 +393,41 @@ impl Column {
             identity: Packed::pack(&identity),
             identities: identities.into(),
             extra: extra.into(),
+            hot: hot.into(),
         }
+    }
+
+    /// The hot-key summaries of cell `i`.
+    pub(crate) fn hot_of(&self, i: usize) -> &[(u32, CellHot)] {
+        let i = i as u32;
+        let lo = self.hot.partition_point(|(c, _)| *c < i);
+        let hi = self.hot.partition_point(|(c, _)| *c <= i);
+        self.hot.get(lo..hi).unwrap_or(&[])
+    }
+
+    /// Calls `f(group, term, writes, write_bytes)` for every write lane of
+    /// cell `i` (the dominant one first). Allocation-free.
+    pub(crate) fn for_each_lane(&self, i: usize, mut f: impl FnMut(u64, u64, u64, u64)) {
+        let (writes, write_bytes) = (self.writes.get(i), self.write_bytes.get(i));
+        let (group, term) = self.identity_of(i);
+        if writes != 0 || write_bytes != 0 {
+            f(group, term, writes, write_bytes);
+        }
+        let c = i as u32;
+        let lo = self.extra.partition_point(|e| e.cell < c);
+        for e in self.extra.iter().skip(lo).take_while(|e| e.cell == c) {
+            f(e.lane.group, e.lane.term, e.lane.writes, e.lane.write_bytes);
+        }
+    }
+
+    /// Reads (leader plus follower) and read bytes of cell `i`.
+    pub(crate) fn reads_of(&self, i: usize) -> (u64, u64) {
+        (
+            self.reads_leader
+                .get(i)
+                .saturating_add(self.reads_follower.get(i)),
+            self.read_bytes.get(i),
+        )
     }
 
     /// The cells back, as built (lanes sorted).
@@ -275,6 +442,8 @@ impl Column {
                     reads_leader: self.reads_leader.get(i),
                     reads_follower: self.reads_follower.get(i),
                     read_bytes: self.read_bytes.get(i),
+                    hot: self.hot_of(i).iter().map(|(_, h)| h.clone()).collect(),
+                    labels: None,
                     lanes: if writes == 0 && write_bytes == 0 && group == 0 && term == 0 {
                         Lanes::default()
                     } else {
@@ -348,6 +517,25 @@ impl Column {
             + self.identity.heap_bytes()
             + self.identities.len() * 16
             + self.extra.len() * std::mem::size_of::<ExtraLane>()
+            + self.hot_heap_bytes()
+    }
+
+    /// Approximate heap bytes of the hot-key summaries.
+    pub(crate) fn hot_heap_bytes(&self) -> usize {
+        self.hot
+            .iter()
+            .map(|(_, h)| {
+                std::mem::size_of::<(u32, CellHot)>()
+                    + h.summary
+                        .items
+                        .iter()
+                        .map(|i| {
+                            std::mem::size_of::<HotItem>()
+                                + i.key.capacity().max(1).next_multiple_of(16)
+                        })
+                        .sum::<usize>()
+            })
+            .sum()
     }
 }
 
@@ -398,6 +586,7 @@ mod tests {
                 reads_follower: 2,
                 read_bytes: 30,
                 lanes: [lane(7, 43, 50), lane(7, 42, 30)].into_iter().collect(),
+                ..CellInput::default()
             },
             CellInput {
                 row: 3,

@@ -13,8 +13,11 @@ mod rows;
 
 use std::collections::VecDeque;
 
-pub(crate) use column::{CellInput, Column, Counter, Lanes, WriteLane};
-pub use persist::{CellRecord, ColumnRecord, HistoryStore, PersistError, WriteRecord};
+use crate::hotkeys::MAX_HOT_KEY_BYTES;
+use crate::matrix::Series;
+
+pub(crate) use column::{CELL_HOT_K, CellHot, CellInput, Column, Counter, Lanes, WriteLane};
+pub use persist::{CellRecord, ColumnRecord, HistoryStore, HotRecord, PersistError, WriteRecord};
 pub(crate) use rows::{RowCatalog, RowMeta};
 
 /// The columns and the rows they mention.
@@ -45,6 +48,11 @@ impl History {
     /// are summed, write lanes per identical (group, term). `cells` may name a
     /// row more than once (a window's live and buffered counts).
     pub(crate) fn push(&mut self, unix_ms: i64, mut cells: Vec<CellInput>) {
+        for cell in &mut cells {
+            if let Some(labels) = cell.labels.take() {
+                self.catalog.note_labels(cell.row, Some(labels));
+            }
+        }
         let pos = self.columns.partition_point(|c| c.unix_ms < unix_ms);
         if let Some(existing) = self.columns.get(pos).filter(|c| c.unix_ms == unix_ms) {
             let mut merged = existing.cells();
@@ -152,6 +160,18 @@ impl History {
                                 write_bytes: l.write_bytes,
                             })
                             .collect(),
+                        hot: c
+                            .hot
+                            .into_iter()
+                            .map(|h| HotRecord {
+                                series: h.series,
+                                group: h.group,
+                                term: h.term,
+                                summary: h.summary,
+                            })
+                            .collect(),
+                        first_key: meta.labels.as_ref().map(|(f, _)| f.clone()),
+                        last_key: meta.labels.as_ref().map(|(_, l)| l.clone()),
                     })
                 })
                 .collect(),
@@ -179,7 +199,16 @@ impl History {
                     route_count: c.route_count,
                     group: c.writes.first().map_or(0, |w| w.group),
                     generation: 0,
+                    labels: None,
                 });
+                let labels = match (c.first_key, c.last_key) {
+                    (Some(f), Some(l))
+                        if f.len() <= MAX_HOT_KEY_BYTES && l.len() <= MAX_HOT_KEY_BYTES =>
+                    {
+                        Some((f, l))
+                    }
+                    _ => None,
+                };
                 let lanes: Lanes = c
                     .writes
                     .into_iter()
@@ -190,12 +219,33 @@ impl History {
                         write_bytes: w.write_bytes,
                     })
                     .collect();
+                // A stored summary that breaks an invariant (a damaged or
+                // foreign record) is left out: its cell's keys are then only
+                // bounded by its total, which stays honest.
+                let hot = c
+                    .hot
+                    .into_iter()
+                    .filter(|h| {
+                        matches!(
+                            h.series,
+                            Series::Reads | Series::ReadBytes | Series::Writes | Series::WriteBytes
+                        ) && h.summary.validate().is_ok()
+                    })
+                    .map(|h| CellHot {
+                        series: h.series,
+                        group: h.group,
+                        term: h.term,
+                        summary: h.summary,
+                    })
+                    .collect();
                 CellInput {
                     row,
                     reads_leader: c.reads_leader,
                     reads_follower: c.reads_follower,
                     read_bytes: c.read_bytes,
                     lanes,
+                    hot,
+                    labels,
                 }
             })
             .collect::<Vec<_>>();

@@ -11,6 +11,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::hotkeys::HotSummary;
+use crate::matrix::Series;
+
 /// Writes of one (raft group, leader term) in one cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteRecord {
@@ -47,6 +50,33 @@ pub struct CellRecord {
     pub read_bytes: u64,
     /// Writes per (group, term).
     pub writes: Vec<WriteRecord>,
+    /// Hot-key summaries of the cell, one per (series, group, term); absent in
+    /// records written before hot keys (such cells simply list no keys).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hot: Vec<HotRecord>,
+    /// Smallest key label captured in the row so far (see
+    /// [`MatrixRow::first_key`](crate::MatrixRow::first_key)); absent in old records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_key: Option<Vec<u8>>,
+    /// Largest key label captured in the row so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_key: Option<Vec<u8>>,
+}
+
+/// The hot keys of one series of one cell (for writes: of one (group, term)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HotRecord {
+    /// `reads`, `read_bytes`, `writes` or `write_bytes`.
+    pub series: Series,
+    /// Raft group of the writes (0 for reads or unknown).
+    #[serde(default)]
+    pub group: u64,
+    /// Leader term of the writes (0 for reads or unknown).
+    #[serde(default)]
+    pub term: u64,
+    /// The keys, with `total` at most the cell's count for this series and
+    /// identity (the rest was not captured).
+    pub summary: HotSummary,
 }
 
 /// One stored window.

@@ -27,6 +27,9 @@ pub(crate) struct RowMeta {
     /// range as one matrix row, named by the newest generation. Rows of one
     /// bucket id with different ranges are never joined (see `bucket`).
     pub(crate) generation: u64,
+    /// Smallest and largest key label captured in the row, over its life:
+    /// observations, not part of the row's identity (see `note_labels`).
+    pub(crate) labels: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 type RowKey = (Arc<str>, Vec<u8>, Option<Vec<u8>>, u64);
@@ -67,6 +70,16 @@ impl RowCatalog {
         };
         self.index.insert(key, id);
         id
+    }
+
+    /// Joins captured key labels into a live row's (min first, max last).
+    pub(crate) fn note_labels(&mut self, id: u32, labels: Option<(Vec<u8>, Vec<u8>)>) {
+        if labels.is_none() {
+            return;
+        }
+        if let Some(Some(meta)) = self.rows.get_mut(id as usize) {
+            meta.labels = super::column::join_labels(meta.labels.take(), labels);
+        }
     }
 
     /// One more reference to a live row.
@@ -116,6 +129,7 @@ impl RowCatalog {
                 // Row meta in the vec, its keys twice (meta and index key), ids.
                 2 * (m.start.len() + m.end.as_ref().map_or(0, Vec::len) + m.bucket_id.len())
                     + m.route_ids.len() * 8
+                    + m.labels.as_ref().map_or(0, |(f, l)| f.len() + l.len())
                     + 64
             })
             .sum();
@@ -139,6 +153,7 @@ mod tests {
             route_count: 1,
             group: 0,
             generation: 0,
+            labels: None,
         }
     }
 

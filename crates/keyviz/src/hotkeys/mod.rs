@@ -12,10 +12,18 @@
 //! with lower/upper bounds, and a floor bounding every unlisted key.
 
 mod merge;
+mod redact;
+mod sketch;
 mod summary;
 mod wire;
 
 pub use merge::merge_hot_keys;
+pub use redact::{KeyRedactor, MAX_KEPT_PREFIX};
+#[doc(hidden)]
+pub use sketch::BenchSketch;
+// The sampler's capture path is the user; unused until it lands (hk-sampler).
+#[allow(unused_imports)]
+pub(crate) use sketch::{CaptureSketch, MAX_CAPTURE_CAPACITY, SAMPLED_Z};
 pub use summary::{HotItem, HotSummary, MAX_HOT_KEY_BYTES, MAX_SUMMARY_ITEMS, SummaryError};
 pub use wire::{
     DEFAULT_HOT_KEYS_K, HotKeyEntry, HotKeyMode, HotKeyQuery, HotKeyQueryError, HotKeys, HotPart,

@@ -74,10 +74,23 @@ struct OutCell {
 }
 
 /// One row incarnation seen in the window: its newest row metadata and its total.
-struct Bucket {
+struct Bucket<'a> {
     row: u32,
     generation: u64,
     total: u64,
+    /// Smallest and largest captured key label over the incarnation's rows.
+    labels: Option<(&'a [u8], &'a [u8])>,
+}
+
+fn join<'a>(
+    a: Option<(&'a [u8], &'a [u8])>,
+    b: Option<(&'a [u8], &'a [u8])>,
+) -> Option<(&'a [u8], &'a [u8])> {
+    match (a, b) {
+        (Some((af, al)), Some((bf, bl))) => Some((af.min(bf), al.max(bl))),
+        (a, None) => a,
+        (None, b) => b,
+    }
 }
 
 /// What a bucket is keyed by: its (plain) id and the range it was counted under.
@@ -113,7 +126,7 @@ pub(crate) fn build(
     // Pass 1: which incarnations have traffic, and how much.
     let mut bucket_of = vec![u32::MAX; catalog.capacity()];
     let mut names: HashMap<IncarnationKey<'_>, u32> = HashMap::new();
-    let mut buckets: Vec<Bucket> = Vec::new();
+    let mut buckets: Vec<Bucket<'_>> = Vec::new();
     for col in &columns {
         col.values_into(counter, &mut scratch);
         for (i, &v) in scratch.iter().enumerate() {
@@ -143,8 +156,16 @@ pub(crate) fn build(
                         row,
                         generation: meta.generation,
                         total: 0,
+                        labels: None,
                     });
                 }
+                // Each row is mapped once: its labels join its incarnation's.
+                let labels = meta
+                    .labels
+                    .as_ref()
+                    .map(|(f, l)| (f.as_slice(), l.as_slice()));
+                let bucket = &mut buckets[b as usize];
+                bucket.labels = join(bucket.labels, labels);
                 *slot = b;
             }
             let b = &mut buckets[*slot as usize];
@@ -255,6 +276,10 @@ pub(crate) fn build(
         let Some(first) = metas.first() else {
             continue;
         };
+        let labels = group
+            .clone()
+            .map(|pos| buckets[order[pos] as usize].labels)
+            .fold(None, join);
         // Cells with traffic but no write identity (reads) name the row's group.
         let group_of_rows = if metas.iter().all(|m| m.group == first.group) {
             first.group
@@ -342,8 +367,8 @@ pub(crate) fn build(
             raft_group_ids: g,
             leader_terms: t,
             preview: Some(key_preview(&first.start)),
-            first_key: None,
-            last_key: None,
+            first_key: labels.map(|(f, _)| f.to_vec()),
+            last_key: labels.map(|(_, l)| l.to_vec()),
         };
         rows.push(row);
     }

@@ -48,6 +48,42 @@ const MAX_PACKED_ADD: u64 = 1 << 32;
 const PROVISION_COUNT: u64 = 1 << 18;
 const PROVISION_BYTES: u64 = 1 << 34;
 
+/// `log2` of half the operations per counter and window that are all
+/// captured: with 9, the first 1 024 operations of a counter in a window are,
+/// then 512 per doubling of the count. 512 captures per doubling keep the
+/// estimate of a key with a 10 % share within about 7 % (one sigma) however
+/// busy the row; 32 per doubling measured a 28 % miss (see `docs/PERFORMANCE.md`).
+pub(crate) const EXACT_CAPTURE_SHIFT: u32 = 9;
+
+/// Whether the operation that found `count` earlier operations on its counter
+/// in this window is captured for hot keys, and with what weight.
+///
+/// Returns 0 (not captured) or the stride `s`: the captured operation stands
+/// for `s` operations. While `count < 1024`, `s = 1` (every operation). From
+/// there, in each range `[512·2^j, 512·2^(j+1))` (`j >= 1`), the operations are
+/// cut into aligned blocks of `s = 2^j` and exactly one operation of each
+/// block is captured, at a position picked by hashing the block number.
+/// The blocks tile the count exactly, so the captured weight of a counter
+/// equals its count up to the last, partly filled block. The position is
+/// hashed rather than fixed so that periodic traffic (a client cycling
+/// through ten keys) does not alias with the stride; it is still a pure
+/// function of the count, so two nodes fed the same traffic capture the same
+/// operations. Costs a shift and a compare below 1 024; past it a leading-zero
+/// count, a multiply and a mask test — decided on the `fetch_add` result the
+/// count already paid for, so the path reads no extra memory.
+#[inline]
+pub(crate) fn capture_stride(count: u64) -> u64 {
+    let q = count >> EXACT_CAPTURE_SHIFT;
+    if q < 2 {
+        return 1;
+    }
+    let j = 63 - q.leading_zeros();
+    let s = 1u64 << j;
+    // Fibonacci hashing of the block number; its high bits pick the phase.
+    let phase = ((count >> j).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) & (s - 1);
+    if count & (s - 1) == phase { s } else { 0 }
+}
+
 /// Packed counters of one sub-range, on their own 64-byte line.
 #[derive(Debug, Default)]
 #[repr(align(64))]
@@ -111,21 +147,23 @@ impl SlotCounters {
         self.blocks.len()
     }
 
+    /// Counts one operation; returns `None` when `sub` is out of range, else
+    /// the capture stride of this operation ([`capture_stride`]; 0 = not
+    /// captured).
     #[inline]
-    fn add(&self, sub: usize, counter: usize, bytes: u64) -> bool {
-        let Some(block) = self.blocks.get(sub) else {
-            return false;
-        };
+    fn add(&self, sub: usize, counter: usize, bytes: u64) -> Option<u64> {
+        let block = self.blocks.get(sub)?;
         if bytes >= MAX_PACKED_ADD {
             self.add_wide(sub, counter, 1, bytes);
-            return true;
+            return Some(1);
         }
         // Ordering: Relaxed — an independent tally; flush's swap reads it.
         let old = block.packed[counter].fetch_add((1 << COUNT_SHIFT) | bytes, Ordering::Relaxed);
-        if old >> COUNT_SHIFT >= SPILL_COUNT || old & BYTES_MASK >= SPILL_BYTES {
+        let count = old >> COUNT_SHIFT;
+        if count >= SPILL_COUNT || old & BYTES_MASK >= SPILL_BYTES {
             self.spill(sub, counter);
         }
-        true
+        Some(capture_stride(count))
     }
 
     /// Moves a packed counter into its wide overflow counter.
@@ -155,15 +193,16 @@ impl SlotCounters {
         }
     }
 
-    /// Counts one read of `bytes` on sub-range `sub`; false if `sub` is out of range.
+    /// Counts one read of `bytes` on sub-range `sub`; `None` if `sub` is out
+    /// of range, else the capture stride (0 = not captured).
     #[inline]
-    pub(crate) fn add_read(&self, sub: usize, leader: bool, bytes: u64) -> bool {
+    pub(crate) fn add_read(&self, sub: usize, leader: bool, bytes: u64) -> Option<u64> {
         self.add(sub, if leader { READ_LEADER } else { READ_FOLLOWER }, bytes)
     }
 
-    /// Counts one write of `bytes` in `lane` on sub-range `sub`.
+    /// Counts one write of `bytes` in `lane` on sub-range `sub`; as `add_read`.
     #[inline]
-    pub(crate) fn add_write(&self, sub: usize, lane: usize, bytes: u64) -> bool {
+    pub(crate) fn add_write(&self, sub: usize, lane: usize, bytes: u64) -> Option<u64> {
         self.add(sub, FIRST_WRITE + lane.min(UNKNOWN_LANE), bytes)
     }
 
@@ -354,6 +393,33 @@ mod loom_tests {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capture_strides_tile_the_count_exactly_one_capture_per_block() {
+        let mut weight = 0u64;
+        let mut captures = 0u64;
+        let n = 1u64 << 20;
+        for c in 0..n {
+            let s = capture_stride(c);
+            if s > 0 {
+                // The block of a capture starts on a multiple of its stride.
+                assert!(s.is_power_of_two());
+                weight += s;
+                captures += 1;
+            }
+        }
+        assert_eq!(weight, n, "captured weight equals the count");
+        let exact = 2u64 << EXACT_CAPTURE_SHIFT;
+        assert!(
+            captures <= exact + (exact / 2) * 10,
+            "logarithmic captures: {captures}"
+        );
+        assert!(
+            (0..exact).all(|c| capture_stride(c) == 1),
+            "a quiet counter is exact"
+        );
+        assert_eq!(capture_stride(exact), 2);
+    }
 
     #[test]
     fn counters_fit_in_one_cache_line() {

@@ -12,6 +12,7 @@
 //!                   retired slots ──► retire queue (its own small lock)
 //! ```
 
+mod capture;
 mod counters;
 mod retire;
 mod route_table;
@@ -108,6 +109,12 @@ pub struct SamplerStats {
     pub pending_windows: usize,
     /// Cells waiting in the side buffer.
     pub pending_cells: usize,
+    /// Hot-key capture sketches alive (at most
+    /// [`SamplerConfig::hot_key_sketches`](crate::SamplerConfig::hot_key_sketches)).
+    pub hot_key_sketches: usize,
+    /// Captured observations not recorded in a sketch because the sketch
+    /// budget was spent (still counted exactly; their keys' bounds widen).
+    pub uncaptured_observations: u64,
 }
 
 /// One cell drained by a seal, before it has a row.
@@ -227,9 +234,22 @@ fn count_write(
     let bytes = (key.len() as u64).saturating_add(value_len as u64);
     let sub = slot.layout.index(key);
     if windows.is_open(at_unix_ms) {
-        return slot
-            .counters
-            .add_write(sub, slot.lanes.lane_for(group, term), bytes);
+        let lane = slot.lanes.lane_for(group, term);
+        let Some(stride) = slot.counters.add_write(sub, lane, bytes) else {
+            return false;
+        };
+        if stride != 0 && windows.capture.on {
+            capture::capture(
+                &windows.capture,
+                &slot.capture,
+                sub,
+                capture::writes_family(lane),
+                key,
+                bytes,
+                stride,
+            );
+        }
+        return true;
     }
     windows.record(slot, sub, bytes, Op::Write { group, term }, at_unix_ms);
     true
@@ -253,7 +273,21 @@ fn count_read(
     let sub = slot.layout.index(key);
     let leader = role == ReadRole::Leader;
     if windows.is_open(at_unix_ms) {
-        return slot.counters.add_read(sub, leader, bytes);
+        let Some(stride) = slot.counters.add_read(sub, leader, bytes) else {
+            return false;
+        };
+        if stride != 0 && windows.capture.on {
+            capture::capture(
+                &windows.capture,
+                &slot.capture,
+                sub,
+                capture::READS,
+                key,
+                bytes,
+                stride,
+            );
+        }
+        return true;
     }
     windows.record(slot, sub, bytes, Op::Read { leader }, at_unix_ms);
     true
@@ -332,20 +366,26 @@ impl Recorder {
 
 /// The per-node sampler and its history.
 ///
-/// `Send + Sync`; share it as `Arc<Sampler>`. Observations are exact: no
-/// sampling; no lock and no allocation on the hot path (an observation stamped
-/// in the open window). See the crate docs and `docs/CORE_API.md`.
+/// `Send + Sync`; share it as `Arc<Sampler>`. Counts are exact: no sampling;
+/// no lock and no allocation on the counting path (an observation stamped in
+/// the open window). Hot keys are captured on the side: the counter's own
+/// `fetch_add` result picks every operation while a counter is young in its
+/// window, then 1 in 2^j as it gets busy; only a picked operation takes its
+/// slot's capture mutex. See the crate docs and `docs/CORE_API.md`.
 ///
 /// Locks, and who takes them: the *control* mutex (catalog changes), the
 /// *retire queue* mutex (catalog changes push, seal takes), the *side buffer*
-/// mutex (observations outside the open window, seal), the *seal* mutex (seal),
-/// the *history* read-write lock (publish writes; matrix and stats read) and
-/// the *flush order* mutex ([`flush`](Sampler::flush) only). Nesting is fixed
-/// and shallow: a catalog change holds control, then briefly the retire queue;
-/// seal holds seal, then briefly the retire queue and the side buffer; flush
-/// holds flush order around a seal and a publish. So a catalog change never
-/// waits for a seal, a publish, a query or I/O, and a seal never waits for a
-/// query.
+/// mutex (observations outside the open window, seal), the per-slot *slot
+/// capture* mutexes (a captured observation; seal, one slot at a time), the
+/// *seal* mutex (seal), the *history* read-write lock (publish writes; matrix,
+/// hot keys and stats read) and the *flush order* mutex
+/// ([`flush`](Sampler::flush) only). Nesting is fixed and shallow: a catalog
+/// change holds control, then briefly the retire queue; seal holds seal, then
+/// briefly each slot capture mutex, the retire queue and the side buffer (one
+/// at a time); an observation holds at most one slot capture mutex or the
+/// side buffer, never both; flush holds flush order around a seal and a
+/// publish. So a catalog change never waits for a seal, a publish, a query or
+/// I/O, and a seal never waits for a query.
 pub struct Sampler {
     uid: u64,
     config: SamplerConfig,
@@ -384,6 +424,7 @@ impl Sampler {
                 now_unix_ms,
                 config.step_ms,
                 config.retention_ms,
+                capture::Capture::new(config.hot_keys.clone(), config.hot_key_sketches),
             )),
             config,
             table: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
@@ -532,9 +573,13 @@ impl Sampler {
     /// `at_unix_ms` is when the write happened (the proposer's timestamp in the
     /// log entry), not when it is observed, so a replica applying late, a
     /// replay or a stalled node files it where it belongs. Stamped inside the
-    /// open window: lock-free, allocation-free, no hashing of the key (one
-    /// relaxed load and compare more than an unstamped count). Any other window:
-    /// the side buffer (a short mutex, bounded; see [`MAX_SIDE_WINDOWS`]).
+    /// open window: counted lock-free and allocation-free (one relaxed load
+    /// and compare more than an unstamped count). Hot keys: unless capture is
+    /// off, the operations the counter's `fetch_add` picks (all of a counter's
+    /// first 1 024 in a window, then 512 per doubling) redact the key and take
+    /// the slot's capture mutex; they allocate only while the slot's sketches
+    /// warm up. Any other window: the side buffer (a short mutex, bounded; see
+    /// [`MAX_SIDE_WINDOWS`]), not captured.
     /// Writes of different terms in one window stay apart; `group` or `term` 0
     /// means "unknown identity". An unregistered route is counted in
     /// [`SamplerStats::unknown_route_observations`].
@@ -804,6 +849,7 @@ impl Sampler {
                     route_count: 1,
                     group: slot.meta.group,
                     generation: slot.generation,
+                    labels: None,
                 }
             }
             SlotKind::Virtual => RowMeta {
@@ -820,6 +866,7 @@ impl Sampler {
                 route_count: meta.members.len() as u64,
                 group: slot.meta.group,
                 generation: slot.generation,
+                labels: None,
             },
         }
     }
@@ -852,13 +899,12 @@ impl Sampler {
         _now_unix_ms: i64,
     ) -> Result<crate::hotkeys::NodeHotKeys, crate::hotkeys::HotKeyQueryError> {
         query.validate()?;
-        // Contract placeholder: the capture lands with the sampler integration.
-        Ok(crate::hotkeys::NodeHotKeys {
-            series: query.series,
-            mode: crate::hotkeys::HotKeyMode::Off,
-            node_id: None,
-            parts: Vec::new(),
-        })
+        let history = self.history.read();
+        Ok(crate::matrix::hot::build(
+            &history,
+            query,
+            self.config.hot_keys.mode(),
+        ))
     }
 
     /// Sizes and counters, for metrics. Takes the history read lock and the
@@ -888,6 +934,8 @@ impl Sampler {
             clock_ahead_observations: load(&w.clock_ahead),
             pending_windows,
             pending_cells,
+            hot_key_sketches: w.capture.live(),
+            uncaptured_observations: load(&w.capture.uncaptured),
         }
     }
 
@@ -905,8 +953,13 @@ impl Sampler {
 fn drain_slot(slot: &SlotArc<Slot>, cells: &mut Vec<SealedCell>) {
     let mut active = [false; WRITE_LANES];
     let mut operations = 0u64;
+    // The slot capture mutex, once per slot, after the drain of each
+    // sub-range: a capture racing it lands in this window's or the next
+    // window's sketch (its count likewise), and the bounds absorb the skew.
+    let mut capture = slot.capture.lock();
     for i in 0..slot.counters.len() {
         let drained = slot.counters.drain(i);
+        let harvest = capture.harvest(i, &drained, |lane| slot.lanes.identity(lane));
         if drained.is_zero() {
             continue;
         }
@@ -938,9 +991,12 @@ fn drain_slot(slot: &SlotArc<Slot>, cells: &mut Vec<SealedCell>) {
                 reads_follower: drained.reads_follower,
                 read_bytes: drained.read_bytes,
                 lanes,
+                hot: harvest.hot,
+                labels: harvest.labels,
             },
         });
     }
+    drop(capture);
     slot.lanes.age(&active);
     // Ordering: Relaxed — heuristic, read only by the control plane.
     let old = slot.activity.load(Ordering::Relaxed);
@@ -956,6 +1012,9 @@ fn side_cell(c: SideCell) -> SealedCell {
             reads_follower: c.reads_follower,
             read_bytes: c.read_bytes,
             lanes,
+            // Not captured: off the open window's counters (see `capture`).
+            hot: Vec::new(),
+            labels: None,
         },
         slot: c.slot,
         sub: c.sub,

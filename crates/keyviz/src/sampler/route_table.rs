@@ -11,10 +11,11 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 
+use super::capture::SlotCapture;
 use super::counters::{SlotCounters, WriteLanes};
 use super::subrange::SubLayout;
 use crate::error::RouteError;
-use crate::sync::{Arc, AtomicU32, AtomicU64, Ordering};
+use crate::sync::{Arc, AtomicU32, AtomicU64, Mutex, Ordering};
 
 /// Slot generations start at 1; 0 marks rows restored from a store.
 static NEXT_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -80,6 +81,9 @@ pub(crate) struct Slot {
     /// again once the slot is released); touched under the history write lock
     /// only (publish), atomics just to stay `Sync` without a lock of their own.
     pub(crate) rows: Box<[AtomicU32]>,
+    /// Hot-key captures of the open window: the *slot capture* mutex, taken by
+    /// a captured observation and, briefly per slot, by seal.
+    pub(crate) capture: Mutex<SlotCapture>,
 }
 
 impl Slot {
@@ -100,6 +104,7 @@ impl Slot {
             lanes: WriteLanes::default(),
             activity: AtomicU64::new(activity),
             rows,
+            capture: Mutex::default(),
         }
     }
 

@@ -223,13 +223,20 @@ pub(crate) struct Windows {
     pub(crate) folded: AtomicU64,
     pub(crate) aged: AtomicU64,
     pub(crate) clock_ahead: AtomicU64,
+    /// Hot-key capture settings and budget, shared with every recorder.
+    pub(crate) capture: std::sync::Arc<super::capture::Capture>,
 }
 
 /// Windows closed by a seal, oldest first, with their buffered cells.
 pub(crate) type Closed = Vec<(i64, Vec<SideCell>)>;
 
 impl Windows {
-    pub(crate) fn new(now_unix_ms: i64, step_ms: u64, retention_ms: u64) -> Windows {
+    pub(crate) fn new(
+        now_unix_ms: i64,
+        step_ms: u64,
+        retention_ms: u64,
+        capture: super::capture::Capture,
+    ) -> Windows {
         Windows {
             open: AtomicI64::new(align_down(now_unix_ms, step_ms)),
             step_ms,
@@ -240,6 +247,7 @@ impl Windows {
             folded: AtomicU64::new(0),
             aged: AtomicU64::new(0),
             clock_ahead: AtomicU64::new(0),
+            capture: std::sync::Arc::new(capture),
         }
     }
 
@@ -268,7 +276,8 @@ impl Windows {
             .min(open)
     }
 
-    /// Counts one observation in the open window's live counters.
+    /// Counts one observation in the open window's live counters (a folded
+    /// one: not captured for hot keys, its summary's bounds widen instead).
     fn count_open(slot: &Slot, sub: usize, bytes: u64, op: Op) {
         match op {
             Op::Read { leader } => slot.counters.add_read(sub, leader, bytes),

@@ -50,8 +50,11 @@ fn count_allocations(f: impl FnOnce()) -> u64 {
 }
 
 #[test]
-fn observe_allocates_nothing() {
-    let s = sampler_with(|c| c.key_buckets_per_route = 64);
+fn observe_allocates_nothing_with_hot_keys_off() {
+    let s = sampler_with(|c| {
+        c.key_buckets_per_route = 64;
+        c.hot_keys = keyviz::hotkeys::KeyRedactor::off();
+    });
     s.register_route(route(1, b"a", Some(b"z"), 3))
         .expect("register");
     // Warm the thread-local table cache: the first observe on a thread may set it up.
@@ -74,4 +77,23 @@ fn observe_allocates_nothing() {
             let _ = s.flush(T0 + 1_000);
         }) > 0
     );
+}
+
+#[test]
+fn hot_key_capture_stops_allocating_once_its_sketches_are_warm() {
+    let s = sampler_with(|c| c.key_buckets_per_route = 64);
+    s.register_route(route(1, b"a", Some(b"z"), 3))
+        .expect("register");
+    let traffic = |s: &keyviz::Sampler| {
+        for i in 0..10_000u32 {
+            let key = i.to_be_bytes();
+            s.observe_write(1, &key, 16, 3, 7, T0);
+            s.observe_read(1, &key, 16, ReadRole::Follower, T0);
+        }
+    };
+    // The first pass allocates the sketches, their counters and key buffers.
+    let warm = count_allocations(|| traffic(&s));
+    assert!(warm > 0, "capture is real");
+    let n = count_allocations(|| traffic(&s));
+    assert_eq!(n, 0, "warm capture allocated {n} times");
 }

@@ -1,0 +1,284 @@
+//! How key names are captured: `--hot-keys=off|hashed|raw`.
+//!
+//! `hashed` keeps `prefix#hhhhhhhhhhhhhhhh`: the key's prefix up to and
+//! including the first separator byte (when one occurs in the first
+//! [`MAX_KEPT_PREFIX`] bytes), then 16 lowercase hex digits of
+//! HMAC-SHA256(secret, domain label ‖ whole key) truncated to 64 bits. With
+//! the cluster secret every node produces the same form for the same key, so
+//! the cluster merge adds them up; without the secret the form cannot be
+//! turned back into the key, short of guessing candidate keys *and* the
+//! secret.
+
+use std::fmt;
+
+use hmac::{Hmac, KeyInit as _, Mac as _};
+use sha2::{Digest as _, Sha256};
+
+use super::summary::MAX_HOT_KEY_BYTES;
+use super::wire::HotKeyMode;
+
+/// Longest prefix `hashed` mode keeps in clear: a separator further into the
+/// key is ignored and nothing is kept, so a key with an unusual layout never
+/// leaks most of itself.
+pub const MAX_KEPT_PREFIX: usize = 64;
+
+/// Domain label mixed into every hashed key, so the same secret used for
+/// other MACs (tokens, peers) never produces a value comparable to a hot key.
+const HASH_DOMAIN: &[u8] = b"keyviz hot key v1\0";
+
+type HmacSha256 = Hmac<Sha256>;
+
+#[derive(Clone)]
+enum Inner {
+    Off,
+    Raw,
+    Hashed {
+        /// The keyed state, cloned per key so the secret is absorbed once.
+        mac: Box<HmacSha256>,
+        separator: Option<u8>,
+    },
+}
+
+/// How keys are captured (`--hot-keys=off|hashed|raw`).
+///
+/// `Clone + Send + Sync`; no locks, no I/O. `Debug` shows the mode and
+/// separator, never the secret.
+#[derive(Clone)]
+pub struct KeyRedactor {
+    inner: Inner,
+}
+
+impl KeyRedactor {
+    /// Captures nothing: [`apply`](Self::apply) and [`label`](Self::label)
+    /// return `None`.
+    #[must_use = "constructor"]
+    pub fn off() -> Self {
+        KeyRedactor { inner: Inner::Off }
+    }
+
+    /// Captures keys as written, cut at [`MAX_HOT_KEY_BYTES`].
+    #[must_use = "constructor"]
+    pub fn raw() -> Self {
+        KeyRedactor { inner: Inner::Raw }
+    }
+
+    /// Captures a keyed hash of each key with `secret`, plus its prefix up to
+    /// and including the first `separator` byte (if any within the first
+    /// [`MAX_KEPT_PREFIX`] bytes). The same secret gives the same form on
+    /// every node; different secrets give unrelated forms. Any secret length
+    /// is accepted (HMAC hashes a secret longer than its block).
+    #[must_use = "constructor"]
+    pub fn hashed(secret: &[u8], separator: Option<u8>) -> Self {
+        KeyRedactor {
+            inner: Inner::Hashed {
+                mac: Box::new(keyed(secret)),
+                separator,
+            },
+        }
+    }
+
+    /// The capture mode.
+    #[must_use = "pure function"]
+    pub fn mode(&self) -> HotKeyMode {
+        match self.inner {
+            Inner::Off => HotKeyMode::Off,
+            Inner::Raw => HotKeyMode::Raw,
+            Inner::Hashed { .. } => HotKeyMode::Hashed,
+        }
+    }
+
+    /// Writes the captured form of `key` into `out` (cleared first, so a
+    /// reused buffer allocates only to grow) and returns `Some(truncated)`;
+    /// `None` (and `out` cleared) in off mode.
+    ///
+    /// Raw: `key` cut at [`MAX_HOT_KEY_BYTES`], `truncated` when cut. Hashed:
+    /// `prefix#` + 16 hex digits over the whole key (never truncated; at most
+    /// `MAX_KEPT_PREFIX + 17` bytes).
+    pub fn apply(&self, key: &[u8], out: &mut Vec<u8>) -> Option<bool> {
+        out.clear();
+        match &self.inner {
+            Inner::Off => None,
+            Inner::Raw => {
+                let cut = key.len().min(MAX_HOT_KEY_BYTES);
+                out.extend_from_slice(&key[..cut]);
+                Some(cut < key.len())
+            }
+            Inner::Hashed { mac, separator } => {
+                out.extend_from_slice(kept_prefix(key, *separator));
+                out.push(b'#');
+                let mut mac = (**mac).clone();
+                mac.update(HASH_DOMAIN);
+                mac.update(key);
+                let tag = mac.finalize().into_bytes();
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                for &b in &tag[..8] {
+                    out.push(HEX[usize::from(b >> 4)]);
+                    out.push(HEX[usize::from(b & 0x0f)]);
+                }
+                Some(false)
+            }
+        }
+    }
+
+    /// What may be shown of `key` as a row label: raw => the key (cut at
+    /// [`MAX_HOT_KEY_BYTES`]); hashed => the kept prefix only (possibly
+    /// empty); off => `None`.
+    #[must_use = "pure function"]
+    pub fn label<'a>(&self, key: &'a [u8]) -> Option<&'a [u8]> {
+        match &self.inner {
+            Inner::Off => None,
+            Inner::Raw => Some(&key[..key.len().min(MAX_HOT_KEY_BYTES)]),
+            Inner::Hashed { separator, .. } => Some(kept_prefix(key, *separator)),
+        }
+    }
+}
+
+impl Default for KeyRedactor {
+    /// Raw, the documented default mode ([`HotKeyMode::default`]).
+    fn default() -> Self {
+        KeyRedactor::raw()
+    }
+}
+
+impl fmt::Debug for KeyRedactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("KeyRedactor");
+        d.field("mode", &self.mode());
+        if let Inner::Hashed { separator, .. } = &self.inner {
+            d.field("separator", &separator.map(char::from));
+            d.field("secret", &"<redacted>");
+        }
+        d.finish()
+    }
+}
+
+/// The prefix up to and including the first `separator` in the first
+/// `MAX_KEPT_PREFIX` bytes; empty when there is none.
+fn kept_prefix(key: &[u8], separator: Option<u8>) -> &[u8] {
+    let Some(sep) = separator else {
+        return &[];
+    };
+    let head = &key[..key.len().min(MAX_KEPT_PREFIX)];
+    match head.iter().position(|&b| b == sep) {
+        Some(i) => &key[..=i],
+        None => &[],
+    }
+}
+
+/// HMAC-SHA256 keyed with `secret`, built from the padded key block so there
+/// is no fallible path (HMAC accepts any key length: a longer key is hashed
+/// first, a shorter one zero-padded, exactly as RFC 2104 says).
+fn keyed(secret: &[u8]) -> HmacSha256 {
+    let mut block = hmac::digest::Key::<HmacSha256>::default();
+    if secret.len() > block.len() {
+        let digest = Sha256::digest(secret);
+        block[..digest.len()].copy_from_slice(&digest);
+    } else {
+        block[..secret.len()].copy_from_slice(secret);
+    }
+    HmacSha256::new(&block)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(r: &KeyRedactor, key: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        r.apply(key, &mut out).expect("captures");
+        out
+    }
+
+    #[test]
+    fn hashed_form_is_the_prefix_then_sixteen_hex_digits_and_matches_rfc_2104_hmac() {
+        let r = KeyRedactor::hashed(b"cluster secret", Some(b':'));
+        let out = form(&r, b"user:alice@example.com");
+        let s = std::str::from_utf8(&out).expect("ascii");
+        let (prefix, hex) = s.split_once('#').expect("has #");
+        assert_eq!(prefix, "user:");
+        assert_eq!(hex.len(), 16);
+        assert!(
+            hex.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        assert!(!s.contains("alice"));
+        // The padded-block construction equals the library's own keying.
+        let mut reference =
+            <HmacSha256 as hmac::KeyInit>::new_from_slice(b"cluster secret").expect("any length");
+        reference.update(HASH_DOMAIN);
+        reference.update(b"user:alice@example.com");
+        let tag = reference.finalize().into_bytes();
+        let want: String = tag[..8].iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, want);
+    }
+
+    #[test]
+    fn hashing_is_deterministic_per_secret_and_differs_across_secrets() {
+        let a1 = KeyRedactor::hashed(b"secret-a", Some(b':'));
+        let a2 = KeyRedactor::hashed(b"secret-a", Some(b':'));
+        let b = KeyRedactor::hashed(b"secret-b", Some(b':'));
+        let key = b"session:42";
+        assert_eq!(form(&a1, key), form(&a2, key), "same secret, same form");
+        assert_ne!(
+            form(&a1, key),
+            form(&b, key),
+            "another secret, another form"
+        );
+        assert_ne!(form(&a1, key), form(&a1, b"session:43"));
+        // A long secret (hashed first by HMAC) also keys deterministically.
+        let long = vec![7u8; 200];
+        assert_eq!(
+            form(&KeyRedactor::hashed(&long, None), key),
+            form(&KeyRedactor::hashed(&long, None), key)
+        );
+    }
+
+    #[test]
+    fn the_prefix_is_kept_only_up_to_a_separator_in_the_first_64_bytes() {
+        let r = KeyRedactor::hashed(b"s", Some(b':'));
+        assert_eq!(r.label(b"orders:2026:17"), Some(&b"orders:"[..]));
+        assert_eq!(r.label(b"noseparator"), Some(&b""[..]));
+        let mut far = vec![b'a'; 70];
+        far.push(b':');
+        assert_eq!(r.label(&far), Some(&b""[..]), "separator beyond 64 bytes");
+        assert!(form(&r, &far).starts_with(b"#"));
+        let none = KeyRedactor::hashed(b"s", None);
+        assert_eq!(none.label(b"orders:1"), Some(&b""[..]));
+        assert_eq!(form(&none, b"orders:1").len(), 17);
+    }
+
+    #[test]
+    fn raw_cuts_at_the_key_limit_and_says_so() {
+        let r = KeyRedactor::raw();
+        let mut out = vec![1, 2, 3];
+        assert_eq!(r.apply(b"hot:counter", &mut out), Some(false));
+        assert_eq!(out, b"hot:counter");
+        let long = vec![b'k'; MAX_HOT_KEY_BYTES + 1];
+        assert_eq!(r.apply(&long, &mut out), Some(true));
+        assert_eq!(out.len(), MAX_HOT_KEY_BYTES);
+        assert_eq!(r.label(&long).map(<[u8]>::len), Some(MAX_HOT_KEY_BYTES));
+        assert_eq!(r.mode(), HotKeyMode::Raw);
+    }
+
+    #[test]
+    fn off_captures_nothing() {
+        let r = KeyRedactor::off();
+        let mut out = b"stale".to_vec();
+        assert_eq!(r.apply(b"k", &mut out), None);
+        assert!(out.is_empty());
+        assert_eq!(r.label(b"k"), None);
+        assert_eq!(r.mode(), HotKeyMode::Off);
+    }
+
+    #[test]
+    fn debug_never_prints_the_secret() {
+        let secret = "hunter2-very-secret";
+        let r = KeyRedactor::hashed(secret.as_bytes(), Some(b'/'));
+        let shown = format!("{r:?} {:?}", r.clone());
+        assert!(!shown.contains(secret), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("Hashed"), "{shown}");
+        fn assert_send_sync<T: Send + Sync + Clone>() {}
+        assert_send_sync::<KeyRedactor>();
+    }
+}

@@ -1,0 +1,385 @@
+//! Hot keys: capture on the observe path, summaries in the history, the
+//! node answer of `Sampler::hot_keys`, persistence, and key labels.
+
+use std::sync::Arc;
+
+use keyviz::hotkeys::{HotKeyMode, HotKeyQuery, KeyRedactor, NodeHotKeys};
+use keyviz::merge::{MergeOptions, merge};
+use keyviz::{
+    ColumnRecord, HistoryStore, MatrixQuery, PersistError, ReadRole, Sampler, SamplerConfig, Series,
+};
+use parking_lot::Mutex;
+
+use crate::util::{STEP, T0, route, sampler_with, total};
+
+fn query(series: Series) -> HotKeyQuery {
+    HotKeyQuery {
+        series,
+        k: 10,
+        ..HotKeyQuery::default()
+    }
+}
+
+fn hot(s: &Sampler, series: Series) -> NodeHotKeys {
+    s.hot_keys(&query(series), T0).expect("valid query")
+}
+
+/// The one reads part (or the writes parts summed) of an answer.
+fn merged(n: &NodeHotKeys) -> keyviz::hotkeys::HotKeys {
+    keyviz::hotkeys::merge_hot_keys(std::slice::from_ref(n), 10)
+}
+
+#[test]
+fn a_quiet_row_names_its_hot_key_exactly_over_a_uniform_background() {
+    let s = sampler_with(|_| {});
+    s.register_route(route(1, b"", None, 7)).expect("register");
+    // 30 background keys once each, the hot key 20 times: fewer than 64
+    // operations per counter, so every one is captured.
+    for i in 0..30u32 {
+        s.observe_read(1, format!("bg:{i:03}").as_bytes(), 10, ReadRole::Leader, T0);
+    }
+    for _ in 0..20 {
+        s.observe_read(1, b"hot:counter", 10, ReadRole::Follower, T0);
+    }
+    let _ = s.publish(s.seal(T0 + STEP as i64));
+    let n = hot(&s, Series::Reads);
+    assert_eq!(n.mode, HotKeyMode::Raw);
+    assert_eq!(n.parts.len(), 1);
+    assert_eq!(n.total(), 50, "exact total, as the matrix");
+    assert_eq!(n.total(), total(&s, Series::Reads));
+    let m = merged(&n);
+    let top = &m.keys[0];
+    assert_eq!(top.key, b"hot:counter");
+    assert_eq!((top.lower, top.estimate, top.upper), (20, 20, 20));
+    assert!(!m.sampled);
+    // Bytes: 20 reads of 11 + 10 bytes.
+    let b = merged(&hot(&s, Series::ReadBytes));
+    assert_eq!(b.keys[0].key, b"hot:counter");
+    assert_eq!(b.keys[0].estimate, 20 * 21);
+    assert_eq!(b.total, total(&s, Series::ReadBytes));
+}
+
+#[test]
+fn a_busy_row_samples_yet_names_the_hot_key_with_bounds_that_hold() {
+    let s = sampler_with(|_| {});
+    s.register_route(route(1, b"", None, 7)).expect("register");
+    let (n_bg, hot_every) = (100_000u32, 10u32);
+    let mut hot_true = 0u64;
+    for i in 0..n_bg {
+        if i % hot_every == 0 {
+            s.observe_write(1, b"hot:counter", 8, 7, 3, T0);
+            hot_true += 1;
+        } else {
+            s.observe_write(1, format!("user:{:05}", i % 5_000).as_bytes(), 8, 7, 3, T0);
+        }
+    }
+    let _ = s.publish(s.seal(T0 + STEP as i64));
+    let n = hot(&s, Series::Writes);
+    assert_eq!(n.total(), u64::from(n_bg));
+    let m = merged(&n);
+    assert!(m.sampled, "a busy window is sampled and says so");
+    let top = &m.keys[0];
+    assert_eq!(top.key, b"hot:counter");
+    assert!(
+        top.lower <= hot_true && hot_true <= top.upper,
+        "bounds {}..{} hold the true count {hot_true}",
+        top.lower,
+        top.upper
+    );
+    let err = top.estimate.abs_diff(hot_true) as f64 / hot_true as f64;
+    eprintln!(
+        "busy row: hot key estimate {} in {}..{} (true {hot_true}), floor {}",
+        top.estimate, top.lower, top.upper, m.floor
+    );
+    assert!(err < 0.15, "estimate {} vs {hot_true}", top.estimate);
+    assert!(m.floor >= 20, "any other key may have had up to its share");
+}
+
+#[test]
+fn write_parts_keep_their_group_and_term() {
+    let s = sampler_with(|_| {});
+    s.register_route(route(1, b"", None, 7)).expect("register");
+    for _ in 0..10 {
+        s.observe_write(1, b"k:old", 1, 7, 5, T0);
+    }
+    for _ in 0..4 {
+        s.observe_write(1, b"k:new", 1, 7, 6, T0);
+    }
+    s.observe_write(1, b"k:anon", 1, 0, 0, T0);
+    let _ = s.publish(s.seal(T0 + STEP as i64));
+    let n = hot(&s, Series::Writes);
+    let ids: Vec<(u64, u64, u64)> = n
+        .parts
+        .iter()
+        .map(|p| (p.group, p.term, p.summary.total))
+        .collect();
+    assert_eq!(ids, vec![(0, 0, 1), (7, 5, 10), (7, 6, 4)]);
+    let term5 = n.parts.iter().find(|p| p.term == 5).expect("term 5");
+    assert_eq!(term5.summary.items[0].key, b"k:old");
+    assert_eq!(term5.summary.items[0].estimate, 10);
+    let term6 = n.parts.iter().find(|p| p.term == 6).expect("term 6");
+    assert_eq!(term6.summary.items.len(), 1);
+    assert_eq!(term6.summary.items[0].key, b"k:new");
+}
+
+#[test]
+fn the_key_range_and_time_range_select_rows_columns_and_raw_keys() {
+    let s = sampler_with(|c| c.key_buckets_per_route = 1);
+    s.register_route(route(1, b"a", Some(b"m"), 7))
+        .expect("register");
+    s.register_route(route(2, b"m", None, 8)).expect("register");
+    for _ in 0..5 {
+        s.observe_read(1, b"apple", 0, ReadRole::Leader, T0);
+        s.observe_read(1, b"kiwi", 0, ReadRole::Leader, T0);
+    }
+    for _ in 0..9 {
+        s.observe_read(2, b"zebra", 0, ReadRole::Leader, T0);
+    }
+    let _ = s.publish(s.seal(T0 + STEP as i64));
+    for _ in 0..3 {
+        s.observe_read(2, b"zebra", 0, ReadRole::Leader, T0 + STEP as i64);
+    }
+    let _ = s.publish(s.seal(T0 + 2 * STEP as i64));
+    let q = HotKeyQuery {
+        key_start: Some(b"b".to_vec()),
+        key_end: Some(b"n".to_vec()),
+        from_unix_ms: Some(T0),
+        to_unix_ms: Some(T0 + STEP as i64),
+        ..query(Series::Reads)
+    };
+    let n = s.hot_keys(&q, T0).expect("valid");
+    // Both rows overlap [b, n); the row totals stay whole, keys outside go.
+    assert_eq!(n.total(), 19);
+    let keys: Vec<&[u8]> = n.parts[0]
+        .summary
+        .items
+        .iter()
+        .map(|i| i.key.as_slice())
+        .collect();
+    assert_eq!(keys, vec![b"kiwi".as_slice()]);
+    let late = HotKeyQuery {
+        from_unix_ms: Some(T0 + STEP as i64),
+        ..query(Series::Reads)
+    };
+    let n = s.hot_keys(&late, T0).expect("valid");
+    assert_eq!(n.total(), 3);
+    assert_eq!(n.parts[0].summary.items[0].estimate, 3);
+    assert!(
+        s.hot_keys(
+            &HotKeyQuery {
+                series: Series::LeaderReads,
+                ..query(Series::Reads)
+            },
+            T0
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn off_mode_captures_nothing_but_keeps_exact_totals() {
+    let s = sampler_with(|c| c.hot_keys = KeyRedactor::off());
+    s.register_route(route(1, b"", None, 7)).expect("register");
+    for _ in 0..5 {
+        s.observe_read(1, b"secret:ssn", 0, ReadRole::Leader, T0);
+    }
+    let _ = s.publish(s.seal(T0 + STEP as i64));
+    let n = hot(&s, Series::Reads);
+    assert_eq!(n.mode, HotKeyMode::Off);
+    assert_eq!(n.total(), 5);
+    assert!(n.parts[0].summary.items.is_empty());
+    assert_eq!(n.parts[0].summary.floor, 5);
+    let m = crate::util::all(&s, Series::Reads);
+    assert_eq!(m.rows[0].first_key, None);
+    assert_eq!(s.stats().hot_key_sketches, 0);
+}
+
+#[test]
+fn the_sketch_budget_caps_memory_and_keeps_bounds_honest() {
+    let s = sampler_with(|c| c.hot_key_sketches = 4);
+    for id in 1..=10u64 {
+        let start = format!("r{id:02}");
+        let end = format!("r{:02}", id + 1);
+        s.register_route(route(id, start.as_bytes(), Some(end.as_bytes()), id))
+            .expect("register");
+        for _ in 0..7 {
+            s.observe_read(
+                id,
+                format!("{start}:hot").as_bytes(),
+                1,
+                ReadRole::Leader,
+                T0,
+            );
+        }
+    }
+    let stats = s.stats();
+    assert!(stats.hot_key_sketches <= 4, "{stats:?}");
+    assert!(stats.uncaptured_observations > 0);
+    let _ = s.publish(s.seal(T0 + STEP as i64));
+    let n = hot(&s, Series::Reads);
+    assert_eq!(n.total(), 70);
+    let m = merged(&n);
+    // Each row's key took 7 reads; a key the budget left out is covered by the floor.
+    for id in 1..=10u64 {
+        let key = format!("r{id:02}:hot");
+        match m.keys.iter().find(|k| k.key == key.as_bytes()) {
+            Some(k) => assert!(k.lower <= 7 && 7 <= k.upper, "{key}: {k:?}"),
+            None => assert!(m.floor >= 7, "{key} unlisted, floor {}", m.floor),
+        }
+    }
+    // A window later, the idle sketches are freed.
+    let _ = s.publish(s.seal(T0 + 2 * STEP as i64));
+    assert_eq!(s.stats().hot_key_sketches, 0);
+}
+
+#[derive(Default)]
+struct MemStore {
+    columns: Mutex<Vec<ColumnRecord>>,
+}
+
+impl HistoryStore for MemStore {
+    fn append(&self, record: &ColumnRecord) -> Result<(), PersistError> {
+        let mut cols = self.columns.lock();
+        cols.retain(|c| c.unix_ms != record.unix_ms);
+        cols.push(record.clone());
+        cols.sort_by_key(|c| c.unix_ms);
+        Ok(())
+    }
+    fn load(&self, since: i64) -> Result<Vec<ColumnRecord>, PersistError> {
+        Ok(self
+            .columns
+            .lock()
+            .iter()
+            .filter(|c| c.unix_ms >= since)
+            .cloned()
+            .collect())
+    }
+    fn prune(&self, before: i64) -> Result<(), PersistError> {
+        self.columns.lock().retain(|c| c.unix_ms >= before);
+        Ok(())
+    }
+}
+
+fn config() -> SamplerConfig {
+    SamplerConfig {
+        step_ms: STEP,
+        ..SamplerConfig::default()
+    }
+}
+
+#[test]
+fn a_restart_keeps_hot_keys_and_labels() {
+    let store = Arc::new(MemStore::default());
+    let (before, labels) = {
+        let s = Sampler::with_store(config(), T0, store.clone()).expect("first life");
+        s.register_route(route(1, b"", None, 7)).expect("register");
+        for i in 0..12 {
+            s.observe_write(1, b"hot:counter", 4, 7, 2, T0);
+            s.observe_write(1, format!("cold:{i}").as_bytes(), 4, 7, 2, T0);
+        }
+        assert!(s.flush(T0 + STEP as i64).persist_error.is_none());
+        let m = crate::util::all(&s, Series::Writes);
+        (
+            hot(&s, Series::Writes),
+            (m.rows[0].first_key.clone(), m.rows[0].last_key.clone()),
+        )
+    };
+    assert_eq!(labels.0.as_deref(), Some(b"cold:0".as_slice()));
+    assert_eq!(labels.1.as_deref(), Some(b"hot:counter".as_slice()));
+    // The stored record survives a JSON round trip, as kvnode stores it.
+    let json = serde_json::to_string(&store.columns.lock().clone()).expect("encode");
+    let back: Vec<ColumnRecord> = serde_json::from_str(&json).expect("decode");
+    assert_eq!(back, *store.columns.lock());
+    let s = Sampler::with_store(config(), T0 + 2 * STEP as i64, store).expect("second life");
+    assert_eq!(hot(&s, Series::Writes), before);
+    let m = crate::util::all(&s, Series::Writes);
+    assert_eq!(
+        (m.rows[0].first_key.clone(), m.rows[0].last_key.clone()),
+        labels
+    );
+}
+
+#[test]
+fn records_written_before_hot_keys_still_load_without_keys() {
+    // A column as stored before this change: no `hot`, no labels.
+    let old = r#"[{"unix_ms":1700000040000,"step_ms":1000,"cells":[{"bucket_id":"route:1",
+        "start":[],"end":null,"aggregate":false,"route_ids":[1],"route_count":1,
+        "reads_leader":4,"reads_follower":1,"read_bytes":50,
+        "writes":[{"group":7,"term":3,"writes":6,"write_bytes":60}]}]}]"#;
+    let records: Vec<ColumnRecord> = serde_json::from_str(old).expect("old records decode");
+    let store = Arc::new(MemStore::default());
+    *store.columns.lock() = records;
+    let s = Sampler::with_store(config(), T0 + STEP as i64, store).expect("loads");
+    let r = hot(&s, Series::Reads);
+    assert_eq!(r.total(), 5);
+    assert!(r.parts[0].summary.items.is_empty());
+    assert_eq!(
+        r.parts[0].summary.floor, 5,
+        "uncaptured: any key may be all of it"
+    );
+    let w = hot(&s, Series::Writes);
+    assert_eq!(
+        w.parts
+            .iter()
+            .map(|p| (p.group, p.term, p.summary.total))
+            .collect::<Vec<_>>(),
+        vec![(7, 3, 6)]
+    );
+    assert_eq!(crate::util::all(&s, Series::Writes).rows[0].first_key, None);
+}
+
+fn labelled(keys: &[&str]) -> Sampler {
+    let s = sampler_with(|c| c.key_buckets_per_route = 4);
+    s.register_route(route(1, b"a", Some(b"z"), 7))
+        .expect("register");
+    for k in keys {
+        s.observe_write(1, k.as_bytes(), 1, 7, 1, T0);
+    }
+    let _ = s.publish(s.seal(T0 + STEP as i64));
+    s
+}
+
+#[test]
+fn nodes_fed_the_same_traffic_label_rows_alike_and_the_merge_takes_min_and_max() {
+    let keys = ["apple", "banana", "cherry", "melon", "peach", "yuzu"];
+    let a = labelled(&keys);
+    let b = labelled(&keys);
+    let q = MatrixQuery::default();
+    let (ma, mb) = (a.matrix(&q, T0), b.matrix(&q, T0));
+    let labels = |m: &keyviz::Matrix| {
+        m.rows
+            .iter()
+            .map(|r| (r.bucket_id.clone(), r.first_key.clone(), r.last_key.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(labels(&ma), labels(&mb));
+    assert!(ma.rows.len() > 1, "sub-ranges make several rows");
+    for r in &ma.rows {
+        let (f, l) = (
+            r.first_key.clone().expect("first"),
+            r.last_key.clone().expect("last"),
+        );
+        assert!(keys.contains(&std::str::from_utf8(&f).expect("utf8")));
+        assert!(f <= l);
+        assert!(
+            r.start.clone().unwrap_or_default() <= f,
+            "a label lies in its row"
+        );
+    }
+    // Another node saw other keys of the same rows: min and max across both.
+    let c = labelled(&["aardvark", "zulu"]);
+    let mc = c.matrix(&q, T0);
+    let m = merge(
+        &[ma.clone(), mc.clone()],
+        &MergeOptions {
+            series: Series::Writes,
+            step_ms: STEP,
+            row_budget: None,
+        },
+    )
+    .matrix;
+    let first = m.rows.first().expect("rows");
+    assert_eq!(first.first_key.as_deref(), Some(b"aardvark".as_slice()));
+    let last = m.rows.last().expect("rows");
+    assert_eq!(last.last_key.as_deref(), Some(b"zulu".as_slice()));
+}
