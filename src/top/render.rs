@@ -225,7 +225,7 @@ fn key_lines(s: &SeriesSnapshot, n: usize, compact: bool) -> Vec<Line> {
     let mut title = Line::new().push("Hottest keys", Tone::Bold);
     match (&s.hot_keys, &s.hot_keys_error) {
         (Some(h), _) => {
-            title = title.push(key_summary(h), Tone::Dim);
+            title = title.push(key_summary(s.series, h), Tone::Dim);
             let mut lines = Vec::new();
             if !compact {
                 lines.push(title);
@@ -281,13 +281,13 @@ fn key_lines(s: &SeriesSnapshot, n: usize, compact: bool) -> Vec<Line> {
     }
 }
 
-fn key_summary(h: &HotKeysSnapshot) -> String {
+fn key_summary(series: Series, h: &HotKeysSnapshot) -> String {
     let mut s = format!("  (capture {}", h.mode);
     if h.sampled {
         s.push_str(", sampled");
     }
     if h.floor > 0 {
-        let _ = write!(s, ", any other key ≤ {}", thousands(h.floor));
+        let _ = write!(s, ", any other key ≤ {}", amount(series, h.floor));
     }
     if !h.warnings.is_empty() {
         let _ = write!(s, ", {} warning(s)", h.warnings.len());
@@ -384,7 +384,10 @@ pub(crate) fn render(snap: &Snapshot, k: usize, opts: &RenderOpts) -> String {
     if !n.without_hot_keys.is_empty() {
         let names: Vec<&str> = n.without_hot_keys.iter().map(|u| u.node.as_str()).collect();
         lines.push(Line::new().push(
-            format!("no hot keys from: {} (older version or --hot-keys=off)", names.join(", ")),
+            format!(
+                "no hot keys from: {} (older version or --hot-keys=off)",
+                names.join(", ")
+            ),
             Tone::Warn,
         ));
     }

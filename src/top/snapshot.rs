@@ -96,8 +96,7 @@ impl NodesSummary {
                 node_id: n.node_id.as_deref().map(|id| sanitize(id, LABEL_CHARS)),
                 error: sanitize(n.error.as_deref().unwrap_or("no answer"), 200),
             };
-            if n
-                .reason
+            if n.reason
                 .as_deref()
                 .is_some_and(|r| NO_HOT_KEY_REASONS.contains(&r))
             {
@@ -111,8 +110,7 @@ impl NodesSummary {
 
     /// True when a node is missing for another reason than keeping no hot keys.
     pub(crate) fn degraded(&self) -> bool {
-        !self.unreachable.is_empty()
-            || self.responded + self.without_hot_keys.len() < self.expected
+        !self.unreachable.is_empty() || self.responded + self.without_hot_keys.len() < self.expected
     }
 
     /// Folds in one answer: counts from matrix answers only (min responded, max
@@ -401,11 +399,17 @@ pub(crate) fn snapshot(
         }
     }
     // A node missing from a hot-key answer only is reported, not counted as degraded.
-    nodes.without_hot_keys.retain(|w| !nodes.unreachable.iter().any(|u| u.node == w.node));
+    nodes
+        .without_hot_keys
+        .retain(|w| !nodes.unreachable.iter().any(|u| u.node == w.node));
     let degraded = nodes.degraded()
-        || series
-            .iter()
-            .any(|s| s.fanout.matrix.degraded() || s.fanout.hot_keys.as_ref().is_some_and(NodesSummary::degraded));
+        || series.iter().any(|s| {
+            s.fanout.matrix.degraded()
+                || s.fanout
+                    .hot_keys
+                    .as_ref()
+                    .is_some_and(NodesSummary::degraded)
+        });
     Snapshot {
         version: SNAPSHOT_VERSION,
         admin,

@@ -276,19 +276,24 @@ fn top_names_the_hottest_range_and_fails_clearly_on_auth_rate_limit_and_degraded
         "{top_range}"
     );
     assert!(writes["ranges"].as_array().expect("ranges").len() <= 3);
-    // The hottest key, once the node serves hot keys.
-    if writes["hot_keys"].is_null() {
-        let why = writes["hot_keys_error"].as_str().unwrap_or("");
-        assert!(why.contains("hotkeys"), "{writes}");
-    } else {
-        let k = &writes["hot_keys"]["keys"][0];
+    // The hottest key, with bounds around the true count, in both series.
+    for (i, series) in [(0, "writes"), (1, "reads")] {
+        let hot = &snap["series"][i]["hot_keys"];
+        let k = &hot["keys"][0];
         assert_eq!(
             b64(&k["key"]).as_deref(),
             Some(hot_key.as_bytes()),
-            "{writes}"
+            "{series}: {hot}"
         );
-        assert!(k["lower"].as_u64() <= Some(hot_n as u64), "{k}");
-        assert!(k["upper"].as_u64() >= Some(hot_n as u64), "{k}");
+        assert_eq!(k["preview"], hot_key, "{series}: {hot}");
+        assert!(k["lower"].as_u64() <= Some(hot_n as u64), "{series}: {k}");
+        assert!(k["upper"].as_u64() >= Some(hot_n as u64), "{series}: {k}");
+        assert!(
+            k["share"].as_f64().is_some_and(|s| s > 0.5),
+            "{series}: {k}"
+        );
+        assert!(hot["keys"].as_array().expect("keys").len() <= 3, "{hot}");
+        assert_eq!(hot["mode"], "raw", "{hot}");
     }
 
     // --once --format table: the same data as a plain table (no colour into a pipe).
@@ -297,7 +302,14 @@ fn top_names_the_hottest_range_and_fails_clearly_on_auth_rate_limit_and_degraded
     let table = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(!table.contains('\x1b'), "no escapes into a pipe: {table}");
     let label = top_range["label"].as_str().expect("label");
-    for needle in ["WRITES", "Hottest key ranges", "3/3 nodes answered", label] {
+    for needle in [
+        "WRITES",
+        "Hottest key ranges",
+        "Hottest keys",
+        "3/3 nodes answered",
+        label,
+        hot_key,
+    ] {
         assert!(table.contains(needle), "{needle:?} missing:\n{table}");
     }
 
