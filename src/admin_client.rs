@@ -32,6 +32,8 @@ pub(crate) const MATRIX_BODY_CAP: usize = 64 << 20;
 pub(crate) const HOT_KEYS_BODY_CAP: usize = 8 << 20;
 /// Largest login / error body read.
 const SMALL_BODY_CAP: usize = 64 << 10;
+/// Longest wait for a logout on exit.
+const LOGOUT_WAIT: Duration = Duration::from_secs(2);
 /// Characters of a server message kept in an error.
 const MESSAGE_CHARS: usize = 200;
 
@@ -551,8 +553,14 @@ impl AdminClient {
         Ok(())
     }
 
-    /// Ends the session on the node (best effort: errors are ignored) and forgets it.
+    /// Ends the session on the node (best effort: errors are ignored) and forgets it. Waits
+    /// at most 2 s (or the request deadline, if shorter), so quitting never hangs on a node
+    /// that went away.
     pub(crate) async fn logout(&self) {
+        let _ = tokio::time::timeout(self.timeout.min(LOGOUT_WAIT), self.logout_inner()).await;
+    }
+
+    async fn logout_inner(&self) {
         let Some(s) = self.current_session() else {
             return;
         };
@@ -669,7 +677,7 @@ impl AdminClient {
             .hot
             .keys
             .iter()
-            .find(|e| !(e.lower <= e.estimate && e.estimate <= e.upper) || !e.share.is_finite())
+            .find(|e| !(e.lower <= e.estimate && e.estimate <= e.upper && e.share.is_finite()))
         {
             return Err(bad(format!(
                 "key {} has inconsistent bounds (lower {}, estimate {}, upper {}, share {})",

@@ -283,12 +283,22 @@ pub(crate) async fn run(args: TopArgs) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
-fn print(snap: &Snapshot, k: usize, format: Format) -> anyhow::Result<()> {
+/// Prints one snapshot: JSON pretty-printed for `--once`; for the repeated output one line
+/// per snapshot (JSON Lines) or tables separated by a blank line. A closed stdout is an
+/// error (never a panic), which `main` turns into a quiet exit.
+fn print(snap: &Snapshot, k: usize, format: Format, repeated: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match format {
         Format::Json => {
-            serde_json::to_writer_pretty(&mut out, snap)?;
-            out.write_all(b"\n")?;
+            // Serialise first: a write error then stays an io::Error (a closed pipe is
+            // recognised by `main`), which serde_json's own error would hide.
+            let mut doc = if repeated {
+                serde_json::to_vec(snap)?
+            } else {
+                serde_json::to_vec_pretty(snap)?
+            };
+            doc.push(b'\n');
+            out.write_all(&doc)?;
         }
         Format::Table => {
             let opts = RenderOpts {
@@ -296,6 +306,9 @@ fn print(snap: &Snapshot, k: usize, format: Format) -> anyhow::Result<()> {
                 ..RenderOpts::default()
             };
             out.write_all(render::render(snap, k, &opts).as_bytes())?;
+            if repeated {
+                out.write_all(b"\n")?;
+            }
         }
     }
     out.flush()?;
@@ -328,7 +341,7 @@ async fn once(ctx: &Ctx, format: Format, allow_degraded: bool) -> anyhow::Result
         Ok(s) => s,
         Err(e) => return Ok(fail(&e)),
     };
-    print(&snap, ctx.k, format)?;
+    print(&snap, ctx.k, format, false)?;
     if snap.degraded && !allow_degraded {
         eprintln!("keyviz top: {}", degraded_message(&snap));
         return Ok(ExitCode::from(EXIT_DEGRADED));
@@ -377,10 +390,7 @@ async fn batch(ctx: &Ctx, interval: Duration, format: Format) -> anyhow::Result<
         tokio::select! {
             r = fetch(ctx) => match r {
                 Ok(s) => {
-                    print(&s, ctx.k, format)?;
-                    if format == Format::Table {
-                        println!();
-                    }
+                    print(&s, ctx.k, format, true)?;
                 }
                 Err(e) if fatal(&e) => return Ok(fail(&e)),
                 Err(e) => eprintln!("keyviz top: {e} (retrying)"),

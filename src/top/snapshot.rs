@@ -41,11 +41,13 @@ pub(crate) struct Snapshot {
 }
 
 /// Fan-out status summarised. For one answer: its counts and failed nodes. For the whole
-/// snapshot: the fewest nodes any matrix answer merged and the most it expected, and every
-/// node that failed in any answer.
+/// snapshot: the fewest nodes that answered any one request (nodes that answered without
+/// hot keys count as answering) and the most expected, and every node that failed in any
+/// answer.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub(crate) struct NodesSummary {
-    /// Distinct nodes merged (self included).
+    /// Distinct nodes merged (self included); for the whole snapshot, the fewest that
+    /// answered any one request.
     pub(crate) responded: usize,
     /// Distinct nodes expected (self included).
     pub(crate) expected: usize,
@@ -113,19 +115,20 @@ impl NodesSummary {
         !self.unreachable.is_empty() || self.responded + self.without_hot_keys.len() < self.expected
     }
 
-    /// Folds in one answer: counts from matrix answers only (min responded, max
-    /// expected), failed nodes from every answer (union by name).
-    fn absorb(&mut self, other: &NodesSummary, counts: Option<bool>) {
-        match counts {
-            Some(true) => {
-                self.responded = other.responded;
-                self.expected = other.expected;
-            }
-            Some(false) => {
-                self.responded = self.responded.min(other.responded);
-                self.expected = self.expected.max(other.expected);
-            }
-            None => {}
+    /// Nodes that answered, counting those that answered without hot keys.
+    fn reachable(&self) -> usize {
+        self.responded.saturating_add(self.without_hot_keys.len())
+    }
+
+    /// Folds in one answer: the fewest reachable nodes and the most expected over the
+    /// answers, failed nodes from every answer (union by name).
+    fn absorb(&mut self, other: &NodesSummary, first: bool) {
+        if first {
+            self.responded = other.reachable();
+            self.expected = other.expected;
+        } else {
+            self.responded = self.responded.min(other.reachable());
+            self.expected = self.expected.max(other.expected);
         }
         for (mine, theirs) in [
             (&mut self.unreachable, &other.unreachable),
@@ -392,11 +395,11 @@ pub(crate) fn snapshot(
     series: Vec<SeriesSnapshot>,
 ) -> Snapshot {
     let mut nodes = NodesSummary::default();
-    for (i, s) in series.iter().enumerate() {
-        nodes.absorb(&s.fanout.matrix, Some(i == 0));
-        if let Some(h) = &s.fanout.hot_keys {
-            nodes.absorb(h, None);
-        }
+    let answers = series
+        .iter()
+        .flat_map(|s| std::iter::once(&s.fanout.matrix).chain(s.fanout.hot_keys.as_ref()));
+    for (i, a) in answers.enumerate() {
+        nodes.absorb(a, i == 0);
     }
     // A node missing from a hot-key answer only is reported, not counted as degraded.
     nodes
