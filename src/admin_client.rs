@@ -338,14 +338,18 @@ impl RangeQuery {
 }
 
 /// A logged-in (or logging-in) client of one node's admin API. Cheap to share behind an
-/// `Arc`: calls take `&self`, run concurrently over one connection pool, and only lock the
-/// session cookies (a short `std::sync::Mutex`, never held across an await).
+/// `Arc`: calls take `&self` and run concurrently over one connection pool. Locks: the
+/// session cookies (a short `std::sync::Mutex`, never held across an await) and, only
+/// after a 401, an async gate held across one re-login so concurrent calls log in once.
 pub(crate) struct AdminClient {
     url: AdminUrl,
     credentials: Credentials,
     timeout: Duration,
     http: Client<HttpConnector, Full<Bytes>>,
     session: Mutex<Option<Session>>,
+    /// Serialises re-logins after a 401 (held across the login request; nothing else
+    /// takes it).
+    login_gate: tokio::sync::Mutex<()>,
 }
 
 struct RawResponse {
@@ -372,6 +376,7 @@ impl AdminClient {
             timeout,
             http,
             session: Mutex::new(None),
+            login_gate: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -608,9 +613,17 @@ impl AdminClient {
                 )
                 .await?;
             if resp.status == StatusCode::UNAUTHORIZED && !relogged {
-                // The session expired or the node restarted with another secret.
+                // The session expired or the node restarted with another secret. Concurrent
+                // calls that see it together log in once: the first through the gate logs
+                // in, the others find a new session and retry with it.
                 relogged = true;
-                self.login().await?;
+                let _gate = self.login_gate.lock().await;
+                let renewed = self
+                    .current_session()
+                    .is_some_and(|now| now.session != s.session);
+                if !renewed {
+                    self.login().await?;
+                }
                 continue;
             }
             if resp.status != StatusCode::OK {

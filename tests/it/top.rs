@@ -12,6 +12,7 @@
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -427,6 +428,9 @@ enum Fake {
     Endless,
     /// Hot keys: 500 with an HTML page; the matrix is fine.
     HotKeys500,
+    /// The first session is refused (401) as if it expired; later logins get a session
+    /// that works. Counts logins in the given counter.
+    ExpiredOnce(&'static AtomicUsize),
 }
 
 /// A fake admin API on a free port; serves until the test process ends (each connection
@@ -454,6 +458,7 @@ fn serve_fake(stream: TcpStream, kind: Fake) {
         return;
     }
     let mut content_length = 0usize;
+    let mut cookie = String::new();
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
@@ -463,6 +468,11 @@ fn serve_fake(stream: TcpStream, kind: Fake) {
             && k.eq_ignore_ascii_case("content-length")
         {
             content_length = v.trim().parse().unwrap_or(0);
+        }
+        if let Some((k, v)) = line.split_once(':')
+            && k.eq_ignore_ascii_case("cookie")
+        {
+            cookie = v.trim().to_string();
         }
     }
     let mut body = vec![0u8; content_length.min(1 << 16)];
@@ -478,6 +488,34 @@ fn serve_fake(stream: TcpStream, kind: Fake) {
     };
     let empty_matrix =
         r#"{"column_unix_ms":[],"rows":[],"series":"writes","generated_at":"","step_ms":1000}"#;
+    if let Fake::ExpiredOnce(logins) = kind {
+        if path.starts_with("/admin/api/v1/auth/login") {
+            let n = logins.fetch_add(1, Ordering::SeqCst) + 1;
+            respond(
+                &mut s,
+                "200 OK",
+                &format!("Set-Cookie: admin_session=s{n}; Path=/admin; HttpOnly\r\n"),
+                r#"{"role":"full","expires_at":"2099-01-01T00:00:00Z"}"#,
+            );
+        } else if cookie.contains("admin_session=s1") {
+            respond(
+                &mut s,
+                "401 Unauthorized",
+                "",
+                r#"{"error":"unauthenticated","message":"session expired"}"#,
+            );
+        } else if path.starts_with("/admin/api/v1/keyviz/matrix") {
+            respond(&mut s, "200 OK", "", empty_matrix);
+        } else {
+            respond(
+                &mut s,
+                "404 Not Found",
+                "",
+                r#"{"error":"unknown_endpoint","message":"x"}"#,
+            );
+        }
+        return;
+    }
     if path.starts_with("/admin/api/v1/auth/login") {
         respond(
             &mut s,
@@ -578,4 +616,28 @@ fn top_survives_hostile_and_broken_servers_with_clear_exit_codes() {
     let out = operator_top(&["--admin", &addr, "--once", "--series", "writes"]);
     assert_fails(&out, EXIT_SERVER, "answered 500");
     assert!(!stderr(&out).contains('\x1b'), "{:?}", stderr(&out));
+
+    static LOGINS: AtomicUsize = AtomicUsize::new(0);
+    let addr = fake_admin(Fake::ExpiredOnce(&LOGINS));
+    let out = operator_top(&[
+        "--admin", &addr, "--once", "--format", "json", "--series", "writes",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "an expired session is renewed: {}",
+        stderr(&out)
+    );
+    assert_eq!(
+        LOGINS.load(Ordering::SeqCst),
+        2,
+        "the matrix and hot-keys calls that both saw the 401 log in again once"
+    );
+    let snap = json(&out);
+    assert!(
+        snap["series"][0]["hot_keys_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("does not serve")),
+        "{snap}"
+    );
 }
