@@ -1,11 +1,13 @@
-//! `keyviz`: run a KeyViz-enabled multi-Raft KV node (`keyviz node`) or a local demo cluster
-//! (`keyviz demo`).
+//! `keyviz`: run a KeyViz-enabled multi-Raft KV node (`keyviz node`), a local demo cluster
+//! (`keyviz demo`), or watch a cluster's hottest ranges and keys (`keyviz top`).
 //!
 //! `main` owns the exit code: subcommands return `anyhow::Result`, and an error is printed
 //! once with its whole context chain.
 
+mod admin_client;
 mod demo;
 mod node;
+mod top;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -26,6 +28,8 @@ enum Command {
     Node(Box<node::NodeArgs>),
     /// Start a local cluster on 127.0.0.1 with a built-in workload and print the UI URL.
     Demo(demo::DemoArgs),
+    /// Show the cluster's hottest key ranges and keys, refreshed (or once with --once).
+    Top(top::TopArgs),
 }
 
 /// Parses `500ms`, `2s`, `1m` or a bare number of milliseconds.
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Node(args) => node::run(*args).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Top(args) => top::run(args).await,
         }
     });
     match result {

@@ -15,5 +15,6 @@ mod linearizable;
 mod resp;
 mod split;
 mod split_anywhere;
+mod top;
 mod truth;
 mod util;
