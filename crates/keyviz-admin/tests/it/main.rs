@@ -3,5 +3,6 @@
 mod api;
 mod auth;
 mod fanout;
+mod security;
 mod ui;
 mod util;
