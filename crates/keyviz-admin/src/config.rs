@@ -50,9 +50,9 @@ pub enum ConfigError {
         /// Minimum accepted length.
         min: usize,
     },
-    /// The OS random source failed while setting up session state.
-    #[error("OS random source failed: {0}")]
-    Entropy(String),
+    /// The OS refused a resource while building the state (random source, a thread).
+    #[error("OS resource unavailable: {0}")]
+    Resources(String),
 }
 
 /// Shortest `/metrics` bearer token accepted.

@@ -168,10 +168,12 @@ impl AdminStateBuilder {
     }
 
     /// Validates the configuration and assembles the state. Does not touch the network and
-    /// needs no runtime; the router needs a tokio runtime when it serves.
+    /// needs no runtime (the router needs a tokio runtime when it serves); starts the login
+    /// worker threads, which exit when the state is dropped.
     ///
     /// # Errors
-    /// [`ConfigError`] from [`AdminConfig::validate`].
+    /// [`ConfigError`] from [`AdminConfig::validate`]; [`ConfigError::Resources`] when the OS
+    /// random source or thread creation fails.
     pub fn build(self) -> Result<AdminState, ConfigError> {
         self.config.validate()?;
         let c = &self.config;
@@ -181,11 +183,12 @@ impl AdminStateBuilder {
             c.login_rate_max_clients,
         );
         let connect_timeout = c.fanout_timeout.min(Duration::from_secs(1));
-        let sessions =
-            SessionRegistry::new().map_err(|e| ConfigError::Entropy(e.to_string()))?;
+        let sessions = SessionRegistry::new().map_err(|e| ConfigError::Resources(e.to_string()))?;
+        let login_pool = LoginPool::new(c.login_workers, c.login_queue)
+            .map_err(|e| ConfigError::Resources(format!("start login workers: {e}")))?;
         let inner = Inner {
             limiter,
-            login_pool: LoginPool::new(c.login_workers, c.login_queue),
+            login_pool,
             sessions,
             metrics: Metrics::new(),
             client: PeerClient::new(connect_timeout),

@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use super::cookies::{CSRF_COOKIE, SESSION_COOKIE, set_cookie};
 use super::credentials::{CredentialCheck, Role};
+use super::pool::PoolError;
 use super::principal::Principal;
 use super::rate_limit::{RateDecision, client_ip};
-use super::pool::PoolError;
 use crate::api::{ApiError, BODY_LIMIT};
 use crate::clock;
 use crate::state::AdminState;

@@ -162,8 +162,7 @@ mod tests {
             Ok(s) => s,
             Err(e) => panic!("{e}"),
         };
-        let session = match SessionClaims::issue("a", crate::auth::Role::Full, "n1", "g", 1, 60)
-        {
+        let session = match SessionClaims::issue("a", crate::auth::Role::Full, "n1", "g", 1, 60) {
             Ok(c) => c,
             Err(e) => panic!("{e}"),
         };
@@ -180,7 +179,10 @@ mod tests {
             CSRF_HEADER,
             HeaderValue::from_str(&good).unwrap_or(HeaderValue::from_static("x")),
         );
-        assert!(check(&h).is_ok(), "the derived token passes without any cookie");
+        assert!(
+            check(&h).is_ok(),
+            "the derived token passes without any cookie"
+        );
     }
 
     #[test]

@@ -171,7 +171,10 @@ mod tests {
         assert_eq!(l.table.lock().len(), 1024, "the table stays bounded");
         // The oldest attacker entry made room; a recent one still holds its count.
         assert!(!l.table.lock().contains_key(&key(0)));
-        assert!(matches!(l.check(&key(1023), later), RateDecision::Deny { .. }));
+        assert!(matches!(
+            l.check(&key(1023), later),
+            RateDecision::Deny { .. }
+        ));
         // Expired entries are swept before anything live is evicted.
         assert_eq!(
             l.check("new", t + Duration::from_secs(120)),

@@ -102,7 +102,11 @@ async fn a_session_works_only_on_its_node_and_logout_ends_it_on_every_node() {
         ] {
             assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
             assert_eq!(r.error_code(), "session_wrong_node");
-            assert!(r.json()["message"].as_str().is_some_and(|m| m.contains("\"n1\"")));
+            assert!(
+                r.json()["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("\"n1\""))
+            );
         }
     }
     let r = send(
@@ -237,7 +241,10 @@ async fn csrf_header_must_be_derived_from_the_session_a_planted_cookie_fails() {
     ];
     assert_eq!(write(n1, &crossed).await.error_code(), "csrf_mismatch");
     // The UI's way: echo the admin_csrf cookie the login set.
-    assert_eq!(write(n1, &sess.write_headers()).await.status, StatusCode::OK);
+    assert_eq!(
+        write(n1, &sess.write_headers()).await.status,
+        StatusCode::OK
+    );
     // The derived token is what counts, not the cookie.
     let header_only = vec![
         ("cookie", session_only),
@@ -337,9 +344,8 @@ async fn logins_beyond_the_workers_and_queue_get_503_at_once() {
     .build()
     .expect("state");
     let s = Arc::new(serve_on(listener, keyviz_admin::router(state)).await);
-    let spawn_login = |s: Arc<Server>| {
-        tokio::spawn(async move { login_resp(&s, "mallory", "guess").await })
-    };
+    let spawn_login =
+        |s: Arc<Server>| tokio::spawn(async move { login_resp(&s, "mallory", "guess").await });
     let running = spawn_login(s.clone());
     let deadline = Instant::now() + Duration::from_secs(5);
     while store.running.load(std::sync::atomic::Ordering::SeqCst) == 0 {
@@ -351,7 +357,10 @@ async fn logins_beyond_the_workers_and_queue_get_503_at_once() {
     let more: Vec<_> = (0..5).map(|_| spawn_login(s.clone())).collect();
     let deadline = Instant::now() + Duration::from_secs(3);
     while more.iter().filter(|h| h.is_finished()).count() < 4 {
-        assert!(Instant::now() < deadline, "excess logins were not refused at once");
+        assert!(
+            Instant::now() < deadline,
+            "excess logins were not refused at once"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(store.running.load(std::sync::atomic::Ordering::SeqCst), 1);
@@ -399,7 +408,10 @@ async fn ui_api_error_and_metrics_responses_carry_the_hardening_headers() {
         ),
         ("api", get_with(&n1.url(MATRIX), &sess.headers()).await),
         ("error", get_with(&n1.url(MATRIX), &[]).await),
-        ("unknown", get_with(&n1.url("/admin/api/v1/nope"), &[]).await),
+        (
+            "unknown",
+            get_with(&n1.url("/admin/api/v1/nope"), &[]).await,
+        ),
         ("metrics", get_with(&n1.url("/metrics"), &[]).await),
         ("healthz", get_with(&n1.url("/admin/healthz"), &[]).await),
         ("host route", write(n1, &sess.write_headers()).await),
@@ -459,7 +471,11 @@ async fn metrics_need_the_bearer_token_when_one_is_configured() {
     .await;
     let r = get_with(&open.url("/metrics"), &[]).await;
     assert_eq!(r.status, StatusCode::OK, "open without a token, as before");
-    assert!(r.text().contains("keyviz_fanout_peer_calls"), "{}", r.text());
+    assert!(
+        r.text().contains("keyviz_fanout_peer_calls"),
+        "{}",
+        r.text()
+    );
 
     let token = "metrics-token-0123456789abcdef";
     let guarded = start_node(
@@ -474,7 +490,10 @@ async fn metrics_need_the_bearer_token_when_one_is_configured() {
     .await;
     for headers in [
         vec![],
-        vec![("authorization", "Bearer wrong-token-0123456789abcdef".into())],
+        vec![(
+            "authorization",
+            "Bearer wrong-token-0123456789abcdef".into(),
+        )],
         vec![("authorization", format!("Basic {token}"))],
         vec![("authorization", format!("Bearer {token}x"))],
         vec![("authorization", "Bearer".to_string())],
@@ -496,5 +515,9 @@ async fn metrics_need_the_bearer_token_when_one_is_configured() {
     )
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    assert!(r.text().contains("keyviz_fanout_peer_calls"), "{}", r.text());
+    assert!(
+        r.text().contains("keyviz_fanout_peer_calls"),
+        "{}",
+        r.text()
+    );
 }
