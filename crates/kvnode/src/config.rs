@@ -133,6 +133,11 @@ pub struct NodeConfig {
     pub requirepass_file: Option<PathBuf>,
     /// Who may run `KEYVIZ.SPLIT` / `KEYVIZ.CAMPAIGN` over RESP.
     pub keyviz_commands: KeyvizCommands,
+    /// Bearer token that `GET /metrics` on the admin listener requires (16+ visible ASCII
+    /// characters); `None` with no `metrics_token_file` = `/metrics` is open.
+    pub metrics_token: Option<String>,
+    /// File holding the `/metrics` bearer token (alternative to `metrics_token`).
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 /// Who may run the `KEYVIZ.*` RESP commands (they split routes and move leaders).
@@ -196,6 +201,8 @@ impl Default for NodeConfig {
             requirepass: None,
             requirepass_file: None,
             keyviz_commands: KeyvizCommands::Auth,
+            metrics_token: None,
+            metrics_token_file: None,
         }
     }
 }
@@ -287,6 +294,17 @@ impl NodeConfig {
         }
         if self.requirepass.as_deref() == Some("") {
             return Err(invalid("requirepass", "must not be empty"));
+        }
+        if self.metrics_token.is_some() && self.metrics_token_file.is_some() {
+            return Err(invalid(
+                "metrics_token",
+                "set metrics_token or metrics_token_file, not both",
+            ));
+        }
+        if let Some(t) = &self.metrics_token
+            && let Err(e) = keyviz_admin::MetricsToken::new(t)
+        {
+            return Err(invalid("metrics_token", e.to_string()));
         }
         let mut seen = std::collections::BTreeSet::new();
         for p in &self.peers {
