@@ -123,6 +123,13 @@ pub(crate) struct NodeArgs {
     /// empty = no prefix).
     #[arg(long, env = "KEYVIZ_HOT_KEYS_SEPARATOR")]
     hot_keys_separator: Option<String>,
+    /// Bearer token `GET /metrics` requires (16+ visible ASCII characters; prefer the
+    /// environment variable or `--metrics-token-file`). Without one `/metrics` is open.
+    #[arg(long, env = "KEYVIZ_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
+    /// File holding the `/metrics` bearer token.
+    #[arg(long, env = "KEYVIZ_METRICS_TOKEN_FILE")]
+    metrics_token_file: Option<PathBuf>,
 }
 
 /// Parses a byte size the way Redis reads its config: `1024`, `1k` (1000), `1kb` (1024),
@@ -244,6 +251,14 @@ impl Config {
             c.requirepass = None;
         }
         set(&mut c.keyviz_commands, &args.keyviz_commands);
+        if args.metrics_token.is_some() {
+            c.metrics_token = args.metrics_token.clone();
+            c.metrics_token_file = None;
+        }
+        if args.metrics_token_file.is_some() {
+            c.metrics_token_file = args.metrics_token_file.clone();
+            c.metrics_token = None;
+        }
         c.validate().context("invalid node configuration")?;
         Ok(c)
     }

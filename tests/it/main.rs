@@ -1,6 +1,7 @@
 //! Integration tests of the `keyviz` binary: real `keyviz node` processes on 127.0.0.1,
 //! driven with `redis-cli`, `redis-benchmark`, a raw RESP client and the admin HTTP API.
 
+mod admin_security;
 mod big_values;
 mod cli;
 mod counting;

@@ -106,6 +106,7 @@ fn fanout(c: &mut Criterion) {
             .iter()
             .filter_map(|l| l.local_addr().ok().map(|a| a.to_string()))
             .collect();
+        let mut entry: Option<AdminState> = None;
         for (i, l) in listeners.into_iter().enumerate() {
             let addr = addrs[i].clone();
             let Ok(identity) = NodeIdentity::new(format!("n{i}"), addr) else {
@@ -129,28 +130,18 @@ fn fanout(c: &mut Criterion) {
             else {
                 continue;
             };
+            if i == 0 {
+                entry = Some(state.clone());
+            }
             let app = keyviz_admin::router(state);
             tokio::spawn(async move {
                 let _ =
                     axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>()).await;
             });
         }
-        let claims = keyviz_admin::auth::SessionClaims::issue(
-            "bench",
-            Role::ReadOnly,
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or_default(),
-            3600,
-        );
-        let token = claims
-            .ok()
-            .and_then(|c| {
-                ClusterSecret::new(SECRET.to_vec(), None)
-                    .ok()
-                    .and_then(|s| c.sign(&s).ok())
-            })
+        let token = entry
+            .and_then(|s| s.issue_session("bench", Role::ReadOnly).ok())
+            .map(|s| s.cookie_value)
             .unwrap_or_default();
         (
             format!("http://{}/admin/api/v1/keyviz/matrix?rows=1024", addrs[0]),

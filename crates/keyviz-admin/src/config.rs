@@ -44,6 +44,67 @@ pub enum ConfigError {
     /// The node id is empty.
     #[error("node id must not be empty")]
     EmptyNodeId,
+    /// The `/metrics` bearer token is too short or not a valid header value.
+    #[error("metrics token must be {min} to 4096 visible ASCII characters without spaces")]
+    MetricsToken {
+        /// Minimum accepted length.
+        min: usize,
+    },
+    /// The OS refused a resource while building the state (random source, a thread).
+    #[error("OS resource unavailable: {0}")]
+    Resources(String),
+}
+
+/// Shortest `/metrics` bearer token accepted.
+pub const MIN_METRICS_TOKEN_LEN: usize = 16;
+
+/// The bearer token that protects `GET /metrics`. Its `Debug` output is redacted and its
+/// comparison is constant-time, so it can sit in a config struct that gets logged.
+#[derive(Clone)]
+pub struct MetricsToken(String);
+
+impl MetricsToken {
+    /// Checks and wraps a token: [`MIN_METRICS_TOKEN_LEN`] to 4096 visible ASCII characters
+    /// (what fits in an `Authorization: Bearer` header). Surrounding whitespace (a file's
+    /// trailing newline) is trimmed first.
+    ///
+    /// # Errors
+    /// [`ConfigError::MetricsToken`] for a short, long or non-printable token.
+    pub fn new(token: &str) -> Result<Self, ConfigError> {
+        let t = token.trim();
+        if t.len() < MIN_METRICS_TOKEN_LEN
+            || t.len() > 4096
+            || !t.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(ConfigError::MetricsToken {
+                min: MIN_METRICS_TOKEN_LEN,
+            });
+        }
+        Ok(MetricsToken(t.to_string()))
+    }
+
+    /// Whether `presented` is the token. Compares SHA-256 digests in constant time, so
+    /// neither the content nor the length leaks through timing.
+    #[must_use]
+    pub fn matches(&self, presented: &str) -> bool {
+        use sha2::{Digest, Sha256};
+        use subtle::ConstantTimeEq;
+        let want = Sha256::digest(self.0.as_bytes());
+        let got = Sha256::digest(presented.as_bytes());
+        bool::from(want.ct_eq(&got))
+    }
+}
+
+impl std::fmt::Debug for MetricsToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsToken(<redacted>)")
+    }
+}
+
+impl PartialEq for MetricsToken {
+    fn eq(&self, other: &Self) -> bool {
+        self.matches(&other.0)
+    }
 }
 
 /// Settings of the admin surface. `Default` gives the documented defaults; validate with
@@ -78,9 +139,20 @@ pub struct AdminConfig {
     pub login_rate_limit: u32,
     /// Login rate-limit window (default 60 s); also the `Retry-After` value.
     pub login_rate_window: Duration,
-    /// Distinct client IPs tracked by the login limiter (default 1024); when full, new IPs
-    /// are refused until entries expire.
+    /// Distinct client IPs tracked by the login limiter (default 1024); when full, expired
+    /// entries are swept and then the oldest entry is evicted, so a new IP is never refused
+    /// just because the table is full.
     pub login_rate_max_clients: usize,
+    /// Credential checks (argon2) running at once; 0 (the default) means the number of
+    /// cores, at most [`crate::auth::MAX_DEFAULT_LOGIN_WORKERS`]. Peak memory of logins is
+    /// about this many times the argon2 memory cost of the stored hashes.
+    pub login_workers: usize,
+    /// Logins that may wait for a free worker (default 16); any more get 503 `login_busy`
+    /// with `Retry-After: 1` at once.
+    pub login_queue: usize,
+    /// When set, `GET /metrics` needs `Authorization: Bearer <token>` (401 otherwise);
+    /// when `None` (the default) `/metrics` is open, as before.
+    pub metrics_token: Option<MetricsToken>,
     /// Proxies whose `X-Forwarded-For` is believed when finding a client IP (default none).
     pub trusted_proxies: Vec<IpNet>,
 }
@@ -101,6 +173,9 @@ impl Default for AdminConfig {
             login_rate_limit: 5,
             login_rate_window: Duration::from_secs(60),
             login_rate_max_clients: 1024,
+            login_workers: 0,
+            login_queue: 16,
+            metrics_token: None,
             trusted_proxies: Vec::new(),
         }
     }
@@ -257,6 +332,23 @@ mod tests {
             c.validate(),
             Err(ConfigError::ZeroDuration("fanout_timeout"))
         );
+    }
+
+    #[test]
+    fn metrics_tokens_are_checked_redacted_and_compared_exactly() {
+        assert!(MetricsToken::new("short").is_err());
+        assert!(MetricsToken::new("has a space in the middle").is_err());
+        assert!(MetricsToken::new(&"x".repeat(4097)).is_err());
+        let t = MetricsToken::new("  0123456789abcdef-token\n").unwrap_or_else(|e| panic!("{e}"));
+        assert!(t.matches("0123456789abcdef-token"));
+        assert!(!t.matches("0123456789abcdef-toke"));
+        assert!(!t.matches(""));
+        assert_eq!(format!("{t:?}"), "MetricsToken(<redacted>)");
+        let c = AdminConfig {
+            metrics_token: Some(t),
+            ..AdminConfig::default()
+        };
+        assert!(!format!("{c:?}").contains("0123456789abcdef"));
     }
 
     #[test]

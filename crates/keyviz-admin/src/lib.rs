@@ -41,8 +41,8 @@
 //!
 //! | Method | Path | Auth | What |
 //! |---|---|---|---|
-//! | POST | `/admin/api/v1/auth/login` | none (rate limited) | sets `admin_session` + `admin_csrf` cookies |
-//! | POST | `/admin/api/v1/auth/logout` | session + CSRF | clears cookies, revokes the session here |
+//! | POST | `/admin/api/v1/auth/login` | none (rate limited, bounded pool) | sets `admin_session` + `admin_csrf` cookies |
+//! | POST | `/admin/api/v1/auth/logout` | session + CSRF | clears cookies, revokes the session (valid on this node only) |
 //! | GET | `/admin/api/v1/keyviz/matrix` | session or peer token | operators: cluster merge; peers: local view |
 //! | GET | `/admin/api/v1/keyviz/hotkeys` | session or peer token | operators: cluster hot keys ([`hotkeys::cluster_hot_keys`]); peers: node-local `NodeHotKeys` |
 //! | GET | `/admin/api/v1/keyviz/nodes` | session or peer token | cluster members and their reachability |
@@ -50,10 +50,12 @@
 //! | GET | `/admin/healthz` | none | `ok` |
 //! | GET | `/admin/assets/{*path}` | none | embedded UI files |
 //! | GET | `/admin`, `/admin/...` | none | the UI's `index.html` (deep links) |
-//! | GET | `/metrics` | none | Prometheus/OpenMetrics text |
+//! | GET | `/metrics` | bearer token if configured, else none | Prometheus/OpenMetrics text |
 //!
 //! Errors use one envelope, `{"error": code, "message": text}` ([`ApiError`]). The wire
-//! behaviour and the differences from the Go reference are described in `docs/ADMIN.md`.
+//! behaviour and the differences from the Go reference are described in `docs/ADMIN.md`;
+//! the security model (sessions bound to their node, CSRF, login bounds, headers) in
+//! `docs/SECURITY.md`. Every response carries the headers of [`security_headers`].
 
 pub mod api;
 pub mod auth;
@@ -74,14 +76,14 @@ use http::{HeaderValue, Method, StatusCode, header};
 
 pub use api::ApiError;
 pub use auth::{CredentialCheck, CredentialStore, Role, StaticCredentials};
-pub use config::{AdminConfig, ConfigError, parse_fanout_nodes};
+pub use config::{AdminConfig, ConfigError, MetricsToken, parse_fanout_nodes};
 pub use fanout::status::{FanoutStatus, NodeStatus, NodeWarning};
 pub use host::{
     ClusterSecret, DisabledSource, MatrixSource, Member, Membership, NoMembership, NodeIdentity,
     SourceError,
 };
 pub use hotkeys::{ClusterHotKeys, cluster_hot_keys};
-pub use state::{AdminState, AdminStateBuilder};
+pub use state::{AdminState, AdminStateBuilder, IssuedSession};
 
 async fn unknown_endpoint() -> ApiError {
     ApiError::unknown_endpoint()
@@ -108,7 +110,27 @@ async fn healthz(method: Method) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AdminState>) -> Response {
+/// `GET /metrics`. With [`AdminConfig::metrics_token`] set, the request must carry
+/// `Authorization: Bearer <token>` (401 `unauthenticated` with `WWW-Authenticate: Bearer`
+/// otherwise); without it the endpoint is open. What it exposes: docs/SECURITY.md.
+async fn metrics(State(state): State<AdminState>, headers: http::HeaderMap) -> Response {
+    if let Some(want) = &state.inner.config.metrics_token {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim());
+        if !presented.is_some_and(|t| want.matches(t)) {
+            let mut r = ApiError::unauthenticated("/metrics needs Authorization: Bearer <token>")
+                .into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"keyviz-metrics\""),
+            );
+            return r;
+        }
+    }
     match state.inner.metrics.render() {
         Ok(text) => (
             StatusCode::OK,
@@ -121,6 +143,34 @@ async fn metrics(State(state): State<AdminState>) -> Response {
             .into_response(),
         Err(e) => ApiError::internal(format!("render metrics: {e}")).into_response(),
     }
+}
+
+/// The `Content-Security-Policy` of every admin response. The UI loads only its own files
+/// (one module script, one stylesheet, no inline code or style attributes); `data:` images
+/// cover the empty inline favicon. Nothing may frame the UI.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// Adds the browser-hardening headers to a response: CSP ([`CONTENT_SECURITY_POLICY`]),
+/// `X-Frame-Options: DENY`, `X-Content-Type-Options: nosniff` and
+/// `Referrer-Policy: no-referrer`. [`router`] applies it to every route; a host that merges
+/// its own routes into the admin router applies it again on the merged router with
+/// `axum::middleware::map_response(keyviz_admin::security_headers)` (idempotent).
+pub async fn security_headers(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    resp
 }
 
 /// The admin surface as a router with its state applied. It answers `/admin/...` and
@@ -151,5 +201,6 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/", any(ui::index))
         .route("/admin/{*rest}", any(ui::index))
         .route("/metrics", get(metrics))
+        .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }

@@ -1,15 +1,15 @@
 //! The shared state behind the router: host services, configuration and the runtime parts
 //! (limiter, revocations, fan-out machinery, metrics).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use parking_lot::Mutex;
 
 use crate::api::ApiError;
-use crate::auth::{CredentialStore, RateLimiter, StaticCredentials};
+use crate::auth::pool::LoginPool;
+use crate::auth::registry::SessionRegistry;
+use crate::auth::{CredentialStore, RateLimiter, Role, SessionClaims, StaticCredentials};
 use crate::config::{AdminConfig, ConfigError};
 use crate::fanout::FlightKey;
 use crate::fanout::client::PeerClient;
@@ -35,8 +35,10 @@ pub(crate) struct Inner {
     pub(crate) credentials: Arc<dyn CredentialStore>,
     pub(crate) membership: Arc<dyn Membership>,
     pub(crate) limiter: RateLimiter,
-    /// Session ids revoked by logout on this node, with their expiry (unix s).
-    pub(crate) revoked: Mutex<HashMap<String, i64>>,
+    /// Where credential checks run (bounded workers and queue).
+    pub(crate) login_pool: LoginPool,
+    /// This node's session generation and revocations.
+    pub(crate) sessions: SessionRegistry,
     pub(crate) metrics: Metrics,
     pub(crate) client: PeerClient,
     pub(crate) flights: SingleFlight<FlightKey, Arc<Result<Bytes, ApiError>>>,
@@ -44,28 +46,6 @@ pub(crate) struct Inner {
     pub(crate) hot_flights: SingleFlight<HotFlightKey, Arc<Result<ClusterHotKeys, ApiError>>>,
     pub(crate) peers: PeerTable,
     pub(crate) fanout_slots: tokio::sync::Semaphore,
-}
-
-/// Most revocations kept; beyond it the oldest-expiring half is dropped (those sessions
-/// then live until their natural expiry, as in the reference).
-const MAX_REVOKED: usize = 100_000;
-
-impl Inner {
-    pub(crate) fn revoke(&self, sid: &str, exp: i64, now_s: i64) {
-        let mut r = self.revoked.lock();
-        r.retain(|_, e| *e > now_s);
-        if r.len() >= MAX_REVOKED {
-            let mut exps: Vec<i64> = r.values().copied().collect();
-            exps.sort_unstable();
-            let cut = exps[exps.len() / 2];
-            r.retain(|_, e| *e > cut);
-        }
-        r.insert(sid.to_string(), exp);
-    }
-
-    pub(crate) fn is_revoked(&self, sid: &str) -> bool {
-        self.revoked.lock().contains_key(sid)
-    }
 }
 
 impl std::fmt::Debug for AdminState {
@@ -103,6 +83,55 @@ impl AdminState {
     pub fn config(&self) -> &AdminConfig {
         &self.inner.config
     }
+
+    /// Mints an operator session of this node exactly as a successful login does, without
+    /// checking any credential: for hosts that authenticate operators themselves, and for
+    /// tests and benchmarks. (Whoever holds the state holds the cluster secret anyway.)
+    /// Takes the session-registry mutex briefly.
+    ///
+    /// # Errors
+    /// 500 `internal` when the OS random source fails.
+    pub fn issue_session(&self, access_key: &str, role: Role) -> Result<IssuedSession, ApiError> {
+        let inner = &self.inner;
+        let ttl_s = i64::try_from(inner.config.session_ttl.as_secs()).unwrap_or(i64::MAX);
+        let claims = SessionClaims::issue(
+            access_key,
+            role,
+            inner.identity.node_id(),
+            &inner.sessions.generation(),
+            crate::clock::now_unix_s(),
+            ttl_s,
+        )
+        .map_err(ApiError::internal)?;
+        let cookie_value = claims.sign(&inner.secret).map_err(ApiError::internal)?;
+        let csrf = claims.csrf_token(&inner.secret);
+        Ok(IssuedSession {
+            claims,
+            cookie_value,
+            csrf,
+        })
+    }
+
+    /// Ends every operator session of this node at once (a new session generation starts;
+    /// cookies of the old one get 401). A host whose [`CredentialStore`] changes while the
+    /// node runs (a password change, a removed operator) calls this after the change. Takes
+    /// the session-registry mutex briefly; never blocks on I/O.
+    pub fn end_all_sessions(&self) {
+        self.inner.sessions.end_all();
+        tracing::info!("admin_audit all sessions of this node ended");
+    }
+}
+
+/// A freshly minted operator session (see [`AdminState::issue_session`]).
+#[derive(Debug, Clone)]
+pub struct IssuedSession {
+    /// What the session says.
+    pub claims: SessionClaims,
+    /// The value of the `admin_session` cookie.
+    pub cookie_value: String,
+    /// The session's CSRF token: the value of the `admin_csrf` cookie and of the
+    /// `X-Admin-CSRF` header on writes.
+    pub csrf: String,
 }
 
 /// Builder of [`AdminState`].
@@ -142,10 +171,12 @@ impl AdminStateBuilder {
     }
 
     /// Validates the configuration and assembles the state. Does not touch the network and
-    /// needs no runtime; the router needs a tokio runtime when it serves.
+    /// needs no runtime (the router needs a tokio runtime when it serves); starts the login
+    /// worker threads, which exit when the state is dropped.
     ///
     /// # Errors
-    /// [`ConfigError`] from [`AdminConfig::validate`].
+    /// [`ConfigError`] from [`AdminConfig::validate`]; [`ConfigError::Resources`] when the OS
+    /// random source or thread creation fails.
     pub fn build(self) -> Result<AdminState, ConfigError> {
         self.config.validate()?;
         let c = &self.config;
@@ -155,9 +186,13 @@ impl AdminStateBuilder {
             c.login_rate_max_clients,
         );
         let connect_timeout = c.fanout_timeout.min(Duration::from_secs(1));
+        let sessions = SessionRegistry::new().map_err(|e| ConfigError::Resources(e.to_string()))?;
+        let login_pool = LoginPool::new(c.login_workers, c.login_queue)
+            .map_err(|e| ConfigError::Resources(format!("start login workers: {e}")))?;
         let inner = Inner {
             limiter,
-            revoked: Mutex::new(HashMap::new()),
+            login_pool,
+            sessions,
             metrics: Metrics::new(),
             client: PeerClient::new(connect_timeout),
             flights: SingleFlight::new(c.result_reuse),

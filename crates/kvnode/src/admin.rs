@@ -11,7 +11,7 @@ use http::StatusCode;
 use keyviz_admin::auth::{Principal, Role, StaticCredentials};
 use keyviz_admin::{
     AdminConfig, AdminState, ApiError, ClusterSecret, CredentialStore, DisabledSource,
-    MatrixSource, Member, NodeIdentity,
+    MatrixSource, Member, MetricsToken, NodeIdentity,
 };
 use serde::Deserialize;
 
@@ -74,6 +74,19 @@ async fn split(
     }
 }
 
+/// The `/metrics` bearer token from `metrics_token` or `metrics_token_file`, if any.
+fn metrics_token(cfg: &NodeConfig) -> Result<Option<MetricsToken>, NodeError> {
+    let text = match (&cfg.metrics_token, &cfg.metrics_token_file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| NodeError::Admin(format!("metrics token file {}: {e}", path.display())))?,
+        (None, None) => return Ok(None),
+    };
+    MetricsToken::new(&text)
+        .map(Some)
+        .map_err(|e| NodeError::Admin(format!("metrics token: {e}")))
+}
+
 /// The admin router for this node, and its state (the RESP server's `HOTKEYS` fans out
 /// through it).
 pub(crate) fn router(
@@ -90,6 +103,7 @@ pub(crate) fn router(
     let config = AdminConfig {
         fanout_nodes: cfg.fanout_nodes.clone(),
         fanout_timeout: Duration::from_millis(cfg.fanout_timeout_ms),
+        metrics_token: metrics_token(cfg)?,
         ..AdminConfig::default()
     };
     let source: Arc<dyn MatrixSource> = match sampling.sampler() {
@@ -119,8 +133,13 @@ pub(crate) fn router(
         .route("/admin/api/v1/kvnode/split", post(split))
         .layer(Extension(dispatcher))
         .with_state(state.clone());
+    // The hardening headers again over the merged router, so the split route has them too.
     Ok((
-        keyviz_admin::router(state.clone()).merge(split_routes),
+        keyviz_admin::router(state.clone())
+            .merge(split_routes)
+            .layer(axum::middleware::map_response(
+                keyviz_admin::security_headers,
+            )),
         state,
     ))
 }

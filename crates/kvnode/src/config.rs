@@ -140,6 +140,11 @@ pub struct NodeConfig {
     /// The byte ending the prefix `hashed` mode keeps in clear (`--hot-keys-separator`):
     /// one ASCII character, default `:`; empty = keep no prefix.
     pub hot_keys_separator: String,
+    /// Bearer token that `GET /metrics` on the admin listener requires (16+ visible ASCII
+    /// characters); `None` with no `metrics_token_file` = `/metrics` is open.
+    pub metrics_token: Option<String>,
+    /// File holding the `/metrics` bearer token (alternative to `metrics_token`).
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 /// Who may run the `KEYVIZ.*` RESP commands (they split routes and move leaders).
@@ -205,6 +210,8 @@ impl Default for NodeConfig {
             keyviz_commands: KeyvizCommands::Auth,
             hot_keys: keyviz::hotkeys::HotKeyMode::Raw,
             hot_keys_separator: ":".into(),
+            metrics_token: None,
+            metrics_token_file: None,
         }
     }
 }
@@ -316,6 +323,17 @@ impl NodeConfig {
             return Err(invalid("requirepass", "must not be empty"));
         }
         self.hot_keys_separator_byte()?;
+        if self.metrics_token.is_some() && self.metrics_token_file.is_some() {
+            return Err(invalid(
+                "metrics_token",
+                "set metrics_token or metrics_token_file, not both",
+            ));
+        }
+        if let Some(t) = &self.metrics_token
+            && let Err(e) = keyviz_admin::MetricsToken::new(t)
+        {
+            return Err(invalid("metrics_token", e.to_string()));
+        }
         let mut seen = std::collections::BTreeSet::new();
         for p in &self.peers {
             if p.id == 0 || !seen.insert(p.id) {

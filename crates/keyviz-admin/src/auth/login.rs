@@ -12,10 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use super::cookies::{CSRF_COOKIE, SESSION_COOKIE, set_cookie};
 use super::credentials::{CredentialCheck, Role};
+use super::pool::PoolError;
 use super::principal::Principal;
 use super::rate_limit::{RateDecision, client_ip};
-use super::session::SessionClaims;
-use super::token::random_b64;
 use crate::api::{ApiError, BODY_LIMIT};
 use crate::clock;
 use crate::state::AdminState;
@@ -111,10 +110,25 @@ async fn login_inner(state: &AdminState, req: Request) -> Result<Response, ApiEr
     }
     let store = inner.credentials.clone();
     let key = access_key.clone();
-    // argon2 verification is deliberately slow: keep it off the async workers.
-    let check = tokio::task::spawn_blocking(move || store.check(&key, &body.secret_key))
+    // argon2 verification is deliberately slow and memory-hard: run it on the bounded pool,
+    // off the async workers, and refuse at once when the pool and its queue are full.
+    let check = match inner
+        .login_pool
+        .run(move || store.check(&key, &body.secret_key))
         .await
-        .map_err(ApiError::internal)?;
+    {
+        Ok(c) => c,
+        Err(PoolError::Busy) => {
+            let mut e = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "login_busy",
+                "too many logins in progress; try again shortly",
+            );
+            e.retry_after_secs = Some(1);
+            return Err(e);
+        }
+        Err(PoolError::Failed) => return Err(ApiError::internal("credential check failed")),
+    };
     let role = match check {
         CredentialCheck::Granted(role) => role,
         CredentialCheck::Invalid => {
@@ -132,11 +146,8 @@ async fn login_inner(state: &AdminState, req: Request) -> Result<Response, ApiEr
         }
     };
     let ttl_s = i64::try_from(inner.config.session_ttl.as_secs()).unwrap_or(i64::MAX);
-    let now_s = clock::now_unix_s();
-    let claims =
-        SessionClaims::issue(&access_key, role, now_s, ttl_s).map_err(ApiError::internal)?;
-    let token = claims.sign(&inner.secret).map_err(ApiError::internal)?;
-    let csrf = random_b64(32).map_err(ApiError::internal)?;
+    let issued = state.issue_session(&access_key, role)?;
+    let (claims, token, csrf) = (issued.claims, issued.cookie_value, issued.csrf);
     let secure = inner.config.secure_cookies;
     let body = LoginResponse {
         role,
@@ -156,7 +167,7 @@ async fn login_inner(state: &AdminState, req: Request) -> Result<Response, ApiEr
 }
 
 /// Logout: needs a session and CSRF (the extractor), then POST; revokes the session id on
-/// this node and clears both cookies.
+/// this node (the only node that accepts it) and clears both cookies.
 pub(crate) async fn logout(
     State(state): State<AdminState>,
     principal: Principal,
@@ -168,9 +179,12 @@ pub(crate) async fn logout(
     if method != Method::POST {
         return Err(ApiError::method_not_allowed("logout requires POST"));
     }
-    state
-        .inner
-        .revoke(&claims.sid, claims.exp, clock::now_unix_s());
+    state.inner.sessions.revoke(
+        &claims.generation,
+        &claims.sid,
+        claims.exp,
+        clock::now_unix_s(),
+    );
     let secure = state.inner.config.secure_cookies;
     let mut resp = StatusCode::NO_CONTENT.into_response();
     let h = resp.headers_mut();

@@ -5,8 +5,10 @@ pub(crate) mod cookies;
 mod credentials;
 pub(crate) mod login;
 pub mod peer_token;
+pub(crate) mod pool;
 mod principal;
 mod rate_limit;
+pub(crate) mod registry;
 mod session;
 mod token;
 
@@ -15,6 +17,7 @@ pub use credentials::{
     CredentialCheck, CredentialStore, CredentialsError, Role, StaticCredentials,
 };
 pub use login::LoginResponse;
+pub use pool::{MAX_DEFAULT_LOGIN_WORKERS, default_workers};
 pub use principal::{Principal, check_csrf};
 pub use rate_limit::{RateDecision, RateLimiter, client_ip};
 pub use session::SessionClaims;

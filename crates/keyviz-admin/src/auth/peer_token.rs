@@ -123,10 +123,12 @@ mod tests {
     #[test]
     fn session_token_is_not_a_peer_token() {
         let s = secret();
-        let c = match crate::auth::SessionClaims::issue("a", crate::auth::Role::Full, 1, 60) {
-            Ok(c) => c,
-            Err(e) => panic!("{e}"),
-        };
+        let c =
+            match crate::auth::SessionClaims::issue("a", crate::auth::Role::Full, "n2", "g", 1, 60)
+            {
+                Ok(c) => c,
+                Err(e) => panic!("{e}"),
+            };
         let t = c.sign(&s).unwrap_or_default();
         assert_eq!(verify(&s, &t, "n2", NOW, 0), Err(TokenError::BadSignature));
     }

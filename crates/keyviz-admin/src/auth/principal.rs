@@ -4,13 +4,14 @@
 use axum::extract::FromRequestParts;
 use http::request::Parts;
 use http::{HeaderMap, Method, header::AUTHORIZATION};
-use subtle::ConstantTimeEq;
 
-use super::cookies::{CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, cookie_value};
+use super::cookies::{CSRF_HEADER, SESSION_COOKIE, cookie_value};
 use super::peer_token::{self, AUTH_SCHEME, PeerClaims};
+use super::registry::SessionState;
 use super::session::SessionClaims;
 use crate::api::ApiError;
 use crate::clock;
+use crate::host::ClusterSecret;
 use crate::state::AdminState;
 
 /// Who is calling.
@@ -32,26 +33,35 @@ fn peer_token(headers: &HeaderMap) -> Option<&str> {
         .then(|| rest.trim())
 }
 
-/// Double-submit check for state-changing methods: the `X-Admin-CSRF` header must equal the
-/// `admin_csrf` cookie (constant-time). GET, HEAD and OPTIONS pass.
+/// CSRF check for state-changing methods: the `X-Admin-CSRF` header must carry the token
+/// derived from this session ([`SessionClaims::csrf_token`]; the `admin_csrf` cookie holds
+/// it for the UI to read, but the cookie's value is never trusted). GET, HEAD and OPTIONS
+/// pass.
 ///
 /// # Errors
-/// 403 `csrf_missing` or `csrf_mismatch`.
-pub fn check_csrf(method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
+/// 403 `csrf_missing` (no header) or `csrf_mismatch` (not this session's token).
+pub fn check_csrf(
+    secret: &ClusterSecret,
+    session: &SessionClaims,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
     if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return Ok(());
     }
-    let missing = |m: &str| ApiError::new(http::StatusCode::FORBIDDEN, "csrf_missing", m);
-    let cookie = cookie_value(headers, CSRF_COOKIE)
-        .filter(|c| !c.trim().is_empty())
-        .ok_or_else(|| missing("admin_csrf cookie is required"))?;
     let header = headers
         .get(CSRF_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|h| !h.is_empty())
-        .ok_or_else(|| missing("X-Admin-CSRF header is required for write operations"))?;
-    if cookie.len() != header.len() || !bool::from(cookie.as_bytes().ct_eq(header.as_bytes())) {
+        .ok_or_else(|| {
+            ApiError::new(
+                http::StatusCode::FORBIDDEN,
+                "csrf_missing",
+                "X-Admin-CSRF header is required for write operations",
+            )
+        })?;
+    if !session.csrf_matches(secret, header) {
         return Err(ApiError::new(
             http::StatusCode::FORBIDDEN,
             "csrf_mismatch",
@@ -64,7 +74,9 @@ pub fn check_csrf(method: &Method, headers: &HeaderMap) -> Result<(), ApiError> 
 /// Authenticates a request from its method and headers at the current time.
 ///
 /// # Errors
-/// 401 `unauthenticated` (missing/invalid session or peer token), 403 from CSRF.
+/// 401 `unauthenticated` (missing, invalid, expired, revoked or pre-restart session, or a bad
+/// peer token), 401 `session_wrong_node` (a valid session issued by another node, which is
+/// named), 403 from CSRF.
 pub(crate) fn authenticate(
     state: &AdminState,
     method: &Method,
@@ -96,10 +108,23 @@ pub(crate) fn authenticate(
             tracing::debug!(error = %e, "session rejected");
             ApiError::unauthenticated("invalid or expired session")
         })?;
-    if inner.is_revoked(&claims.sid) {
-        return Err(ApiError::unauthenticated("invalid or expired session"));
+    if claims.aud != inner.identity.node_id() {
+        return Err(ApiError::new(
+            http::StatusCode::UNAUTHORIZED,
+            "session_wrong_node",
+            format!(
+                "this session was issued by node {:?} and is valid only there; sign in on this node",
+                claims.aud
+            ),
+        ));
     }
-    check_csrf(method, headers)?;
+    match inner.sessions.state(&claims.generation, &claims.sid) {
+        SessionState::Live => {}
+        SessionState::Revoked | SessionState::OldGeneration => {
+            return Err(ApiError::unauthenticated("invalid or expired session"));
+        }
+    }
+    check_csrf(&inner.secret, &claims, method, headers)?;
     Ok(Principal::Operator(claims))
 }
 
@@ -132,15 +157,32 @@ mod tests {
     }
 
     #[test]
-    fn csrf_rules() {
-        assert!(check_csrf(&Method::GET, &headers(None, None)).is_ok());
-        let e = check_csrf(&Method::POST, &headers(None, Some("a")));
-        assert!(e.is_err_and(|e| e.code == "csrf_missing" && e.message.contains("cookie")));
-        let e = check_csrf(&Method::POST, &headers(Some("admin_csrf=a"), None));
+    fn csrf_header_must_be_the_sessions_derived_token_not_the_cookie() {
+        let secret = match ClusterSecret::new(vec![7; 32], None) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        let session = match SessionClaims::issue("a", crate::auth::Role::Full, "n1", "g", 1, 60) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        let good = session.csrf_token(&secret);
+        let check = |h: &HeaderMap| check_csrf(&secret, &session, &Method::POST, h);
+        assert!(check_csrf(&secret, &session, &Method::GET, &headers(None, None)).is_ok());
+        let e = check(&headers(Some("admin_csrf=a"), None));
         assert!(e.is_err_and(|e| e.code == "csrf_missing" && e.message.contains("header")));
-        let e = check_csrf(&Method::POST, &headers(Some("admin_csrf=a"), Some("b")));
+        // The old double-submit bypass: an attacker-chosen cookie equal to the header.
+        let e = check(&headers(Some("admin_csrf=planted"), Some("planted")));
         assert!(e.is_err_and(|e| e.code == "csrf_mismatch"));
-        assert!(check_csrf(&Method::POST, &headers(Some("admin_csrf=tok"), Some("tok"))).is_ok());
+        let mut h = HeaderMap::new();
+        h.insert(
+            CSRF_HEADER,
+            HeaderValue::from_str(&good).unwrap_or(HeaderValue::from_static("x")),
+        );
+        assert!(
+            check(&h).is_ok(),
+            "the derived token passes without any cookie"
+        );
     }
 
     #[test]

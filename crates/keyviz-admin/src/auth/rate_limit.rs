@@ -27,9 +27,13 @@ struct Window {
 }
 
 /// Per-key fixed-window counter: at most `limit` attempts per `window`; at most
-/// `max_clients` keys are tracked, and when full a new key is refused after expired
-/// entries are swept (known keys keep working). Thread-safe; O(1) per attempt except the
-/// sweep, which is O(max_clients) and only runs when the table is full.
+/// `max_clients` keys are tracked. When the table is full, a new key first sweeps expired
+/// entries and, if none expired, evicts the entry whose window started longest ago, so a
+/// newcomer (the operator) is never locked out by a table full of other addresses. Evicting
+/// forgets that address's count; the argon2 pool ([`crate::AdminConfig::login_workers`])
+/// bounds the total work however many addresses an attacker cycles through. Thread-safe
+/// (one mutex); O(1) per attempt except when full, where a newcomer costs one
+/// O(max_clients) scan.
 pub struct RateLimiter {
     limit: u32,
     window: Duration,
@@ -74,9 +78,13 @@ impl RateLimiter {
             let window = self.window;
             table.retain(|_, w| now.saturating_duration_since(w.start) < window);
             if table.len() >= self.max_clients {
-                return RateDecision::Deny {
-                    retry_after_secs: self.retry_after(),
-                };
+                let oldest = table
+                    .iter()
+                    .min_by_key(|(_, w)| w.start)
+                    .map(|(k, _)| k.clone());
+                if let Some(k) = oldest {
+                    table.remove(&k);
+                }
             }
         }
         table.insert(
@@ -146,21 +154,33 @@ mod tests {
     }
 
     #[test]
-    fn full_table_refuses_new_keys_until_entries_expire() {
+    fn full_table_evicts_the_oldest_window_so_newcomers_get_in() {
         let l = RateLimiter::new(5, Duration::from_secs(60), 1024);
         let t = Instant::now();
+        let key = |i: usize| format!("10.0.{}.{}", i / 256, i % 256);
+        // Attackers fill the table, each at its limit; entry 0 is the oldest.
         for i in 0..1024 {
-            assert_eq!(
-                l.check(&format!("10.0.{}.{}", i / 256, i % 256), t),
-                RateDecision::Allow
-            );
+            let at = t + Duration::from_millis(i as u64);
+            for _ in 0..5 {
+                assert_eq!(l.check(&key(i), at), RateDecision::Allow);
+            }
+            assert!(matches!(l.check(&key(i), at), RateDecision::Deny { .. }));
         }
-        assert!(matches!(l.check("new", t), RateDecision::Deny { .. }));
-        assert_eq!(l.check("10.0.0.0", t), RateDecision::Allow);
+        let later = t + Duration::from_secs(2);
+        assert_eq!(l.check("operator", later), RateDecision::Allow);
+        assert_eq!(l.table.lock().len(), 1024, "the table stays bounded");
+        // The oldest attacker entry made room; a recent one still holds its count.
+        assert!(!l.table.lock().contains_key(&key(0)));
+        assert!(matches!(
+            l.check(&key(1023), later),
+            RateDecision::Deny { .. }
+        ));
+        // Expired entries are swept before anything live is evicted.
         assert_eq!(
             l.check("new", t + Duration::from_secs(120)),
             RateDecision::Allow
         );
+        assert_eq!(l.table.lock().len(), 1, "only the newcomer is left");
     }
 
     #[test]

@@ -1,4 +1,10 @@
-//! Operator session tokens: who logged in, with which role, until when.
+//! Operator session tokens: who logged in, with which role, until when, on which node and in
+//! which session generation of that node; and the CSRF token derived from a session.
+//!
+//! Sessions are audience-bound: a cookie is accepted only by the node that issued it, and
+//! only while that node's session generation is the one the cookie names (a restart, a
+//! revocation-table overflow or [`crate::AdminState::end_all_sessions`] start a new one).
+//! Revoking a session therefore needs no cluster-wide state: no other node ever accepted it.
 
 use serde::{Deserialize, Serialize};
 
@@ -6,7 +12,8 @@ use super::token::{self, TokenError};
 use crate::auth::Role;
 use crate::host::ClusterSecret;
 
-const DOMAIN: &str = "keyviz-session-v1";
+const DOMAIN: &str = "keyviz-session-v2";
+const CSRF_DOMAIN: &str = "keyviz-csrf-v1";
 
 /// The signed content of an `admin_session` cookie.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,23 +26,61 @@ pub struct SessionClaims {
     pub iat: i64,
     /// Expiry, unix seconds (exclusive).
     pub exp: i64,
-    /// Random session id; logout revokes it on the node that served the logout.
+    /// Random session id; logout revokes it on the issuing node (the only node that
+    /// accepts the session).
     pub sid: String,
+    /// Node id of the issuing node, the only node that accepts the session.
+    pub aud: String,
+    /// Session generation of the issuing node at login; the session dies when the node
+    /// starts a new generation (restart, [`crate::AdminState::end_all_sessions`]).
+    pub generation: String,
 }
 
 impl SessionClaims {
-    /// Claims for `sub` with `role`, issued at `now_s` and valid for `ttl_s` seconds, with a
-    /// fresh random session id.
+    /// Claims for `sub` with `role`, for node `aud` in its session `generation`, issued at
+    /// `now_s` and valid for `ttl_s` seconds, with a fresh random session id.
     ///
     /// # Errors
     /// When the OS random source fails.
-    pub fn issue(sub: &str, role: Role, now_s: i64, ttl_s: i64) -> Result<Self, getrandom::Error> {
+    pub fn issue(
+        sub: &str,
+        role: Role,
+        aud: &str,
+        generation: &str,
+        now_s: i64,
+        ttl_s: i64,
+    ) -> Result<Self, getrandom::Error> {
         Ok(SessionClaims {
             sub: sub.to_string(),
             role,
             iat: now_s,
             exp: now_s.saturating_add(ttl_s),
             sid: token::random_b64(16)?,
+            aud: aud.to_string(),
+            generation: generation.to_string(),
+        })
+    }
+
+    /// The CSRF token of this session: `base64url(HMAC(current secret, domain || sid))`.
+    /// Only a holder of the cluster secret can compute it, so a cookie an attacker plants
+    /// cannot be made to match.
+    #[must_use]
+    pub fn csrf_token(&self, secret: &ClusterSecret) -> String {
+        token::mac_b64(secret.current(), CSRF_DOMAIN, &self.sid).unwrap_or_default()
+    }
+
+    /// Whether `presented` is this session's CSRF token under the current or previous
+    /// secret (constant-time compare of equal-length MACs).
+    #[must_use]
+    pub fn csrf_matches(&self, secret: &ClusterSecret, presented: &str) -> bool {
+        secret.verify_keys().any(|key| {
+            token::mac_b64(key, CSRF_DOMAIN, &self.sid).is_some_and(|want| {
+                want.len() == presented.len()
+                    && bool::from(subtle::ConstantTimeEq::ct_eq(
+                        want.as_bytes(),
+                        presented.as_bytes(),
+                    ))
+            })
         })
     }
 
@@ -48,7 +93,8 @@ impl SessionClaims {
     }
 
     /// Verifies a cookie value at `now_s`: MAC (current or previous secret), `now < exp`,
-    /// `iat <= now + skew_s`, non-empty `sub` and `sid`.
+    /// `iat <= now + skew_s`, non-empty `sub`, `sid`, `aud` and `generation`. Audience,
+    /// generation and revocation are the caller's checks (they need the node's state).
     ///
     /// # Errors
     /// [`TokenError`] describing the first failed check.
@@ -59,7 +105,7 @@ impl SessionClaims {
         skew_s: i64,
     ) -> Result<Self, TokenError> {
         let c: SessionClaims = token::verify(secret, DOMAIN, token_text)?;
-        if c.sub.is_empty() || c.sid.is_empty() {
+        if c.sub.is_empty() || c.sid.is_empty() || c.aud.is_empty() || c.generation.is_empty() {
             return Err(TokenError::BadClaims);
         }
         if c.exp <= 0 || now_s >= c.exp {
@@ -84,7 +130,7 @@ mod tests {
     }
 
     fn token_at(s: &ClusterSecret, iat: i64, role: Role) -> String {
-        let c = match SessionClaims::issue("alice", role, iat, 3600) {
+        let c = match SessionClaims::issue("alice", role, "n1", "g1", iat, 3600) {
             Ok(c) => c,
             Err(e) => panic!("{e}"),
         };
@@ -134,6 +180,8 @@ mod tests {
             iat: i64,
             exp: i64,
             sid: &'a str,
+            aud: &'a str,
+            generation: &'a str,
         }
         let s = secret(1, None);
         let admin = token::sign(
@@ -145,6 +193,8 @@ mod tests {
                 iat: T0,
                 exp: T0 + 60,
                 sid: "x",
+                aud: "n1",
+                generation: "g",
             },
         )
         .unwrap_or_default();
@@ -161,6 +211,8 @@ mod tests {
                 iat: T0,
                 exp: T0 + 60,
                 sid: "x",
+                aud: "n1",
+                generation: "g",
             },
         )
         .unwrap_or_default();
@@ -168,5 +220,23 @@ mod tests {
             SessionClaims::verify(&s, &empty, T0, 30),
             Err(TokenError::BadClaims)
         );
+    }
+
+    #[test]
+    fn csrf_token_is_bound_to_the_session_and_the_secret() {
+        let s = secret(1, None);
+        let a = SessionClaims::issue("alice", Role::Full, "n1", "g", T0, 60);
+        let b = SessionClaims::issue("alice", Role::Full, "n1", "g", T0, 60);
+        let (Ok(a), Ok(b)) = (a, b) else {
+            panic!("issue")
+        };
+        let ta = a.csrf_token(&s);
+        assert!(ta.len() >= 43, "{ta}");
+        assert!(a.csrf_matches(&s, &ta));
+        assert!(!b.csrf_matches(&s, &ta), "another session's token");
+        assert!(!a.csrf_matches(&s, ""));
+        assert!(!a.csrf_matches(&s, &ta[1..]));
+        assert!(!a.csrf_matches(&secret(2, None), &ta), "another cluster");
+        assert!(a.csrf_matches(&secret(2, Some(1)), &ta), "after rotation");
     }
 }

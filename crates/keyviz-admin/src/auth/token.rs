@@ -95,6 +95,13 @@ pub(crate) fn verify<T: DeserializeOwned>(
     serde_json::from_slice(&json).map_err(|_| TokenError::BadClaims)
 }
 
+/// `base64url(HMAC-SHA256(key, domain "." data))`; `None` only if HMAC refuses the key
+/// (it accepts any length).
+pub(crate) fn mac_b64(key: &[u8], domain: &str, data: &str) -> Option<String> {
+    let mac = mac_for(key, domain, data)?;
+    Some(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+}
+
 /// `n` random bytes from the OS as base64url without padding.
 pub(crate) fn random_b64(n: usize) -> Result<String, getrandom::Error> {
     let mut buf = vec![0u8; n];

@@ -226,8 +226,8 @@ async fn sessions_missing_garbage_expired_or_rotated() {
     .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(r.json()["message"], "invalid or expired session");
-    let old =
-        SessionClaims::issue("alice", Role::Full, chrono_now_s() - 7200, 3600).expect("claims");
+    let old = SessionClaims::issue("alice", Role::Full, "n1", "g", chrono_now_s() - 7200, 3600)
+        .expect("claims");
     let expired = old.sign(&secret()).expect("sign");
     let r = get_with(
         &s.url(MATRIX),
@@ -238,14 +238,6 @@ async fn sessions_missing_garbage_expired_or_rotated() {
     // A token signed by a key this node only knows as "previous" still works.
     let previous =
         ClusterSecret::new(b"the-previous-cluster-secret-0123456789".to_vec(), None).expect("s");
-    let claims = SessionClaims::issue("bob", Role::ReadOnly, chrono_now_s(), 3600).expect("claims");
-    let by_previous = claims.sign(&previous).expect("sign");
-    let r = get_with(
-        &s.url(MATRIX),
-        &[("cookie", format!("admin_session={by_previous}"))],
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "unknown key rejected");
     let rotated = keyviz_admin::AdminState::builder(
         keyviz_admin::NodeIdentity::new("n9", "127.0.0.1:0").expect("id"),
         ClusterSecret::new(
@@ -257,6 +249,17 @@ async fn sessions_missing_garbage_expired_or_rotated() {
     .matrix_source(FixedSource::new(vec![]))
     .build()
     .expect("state");
+    let claims = rotated
+        .issue_session("bob", Role::ReadOnly)
+        .expect("session")
+        .claims;
+    let by_previous = claims.sign(&previous).expect("sign");
+    let r = get_with(
+        &s.url(MATRIX),
+        &[("cookie", format!("admin_session={by_previous}"))],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "unknown key rejected");
     let s2 = serve_on(bind().await, keyviz_admin::router(rotated)).await;
     let r = get_with(
         &s2.url(MATRIX),

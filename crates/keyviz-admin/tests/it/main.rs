@@ -4,5 +4,6 @@ mod api;
 mod auth;
 mod fanout;
 mod hotkeys;
+mod security;
 mod ui;
 mod util;
