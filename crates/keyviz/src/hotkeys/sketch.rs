@@ -899,6 +899,32 @@ mod tests {
     }
 
     #[test]
+    fn a_zero_weight_capture_counts_nothing_but_marks_the_summary_sampled() {
+        let mut sk = CaptureSketch::new(4);
+        sk.insert(b"empty-value", false, 0, 8);
+        assert!(!sk.is_empty());
+        let s = sk.summary(0);
+        s.validate().expect("valid");
+        assert!(s.sampled);
+        assert!(s.items.is_empty());
+    }
+
+    #[test]
+    fn sampled_bounds_also_absorb_uncaptured_ops() {
+        let mut sk = CaptureSketch::new(4);
+        for _ in 0..10 {
+            sk.insert(b"a", false, 4, 4);
+        }
+        let without = sk.summary(40);
+        let with = sk.summary(140);
+        without.validate().expect("valid");
+        with.validate().expect("valid");
+        assert_eq!(with.items[0].upper, without.items[0].upper + 100);
+        assert_eq!(with.floor, without.floor + 100);
+        assert_eq!(with.items[0].lower, without.items[0].lower);
+    }
+
+    #[test]
     fn a_key_captured_once_under_sampling_keeps_a_lower_bound_of_one() {
         let mut sk = CaptureSketch::new(4);
         sk.insert(b"k", false, 1024, 1024);
