@@ -540,4 +540,26 @@ mod tests {
         );
         hot.validate().unwrap_or_else(|e| panic!("{e}"));
     }
+
+    #[test]
+    fn the_cluster_answer_round_trips_through_its_http_body() {
+        let hot = merge_hot_keys(&[node(Series::Reads, 10, 10)], 5);
+        let answer = ClusterHotKeys {
+            hot,
+            from_unix_ms: Some(1),
+            to_unix_ms: None,
+            fanout: FanoutStatus {
+                nodes: Vec::new(),
+                responded: 1,
+                expected: 1,
+            },
+        };
+        let v = serde_json::to_value(&answer).unwrap_or_default();
+        assert_eq!(v["series"], "reads");
+        assert_eq!(v["keys"][0]["key"], "aG90");
+        assert_eq!(v["from_unix_ms"], 1);
+        assert!(v.get("warnings").is_none(), "omitted when empty: {v}");
+        let back: ClusterHotKeys = serde_json::from_value(v).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, answer);
+    }
 }
