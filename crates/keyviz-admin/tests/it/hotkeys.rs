@@ -474,3 +474,84 @@ async fn a_self_alias_is_not_merged_twice_and_identical_requests_share_one_fan_o
         "{metrics}"
     );
 }
+
+/// A real sampler with one route over the whole key space (raft group 7), fed by `feed`
+/// and flushed into one column.
+fn real_sampler(feed: impl FnOnce(&keyviz::Sampler, i64)) -> Arc<keyviz::Sampler> {
+    let t0 = 1_700_000_000_000i64;
+    let s = keyviz::Sampler::new(keyviz::SamplerConfig::default(), t0).expect("sampler");
+    s.register_route(keyviz::RouteSpec {
+        id: 1,
+        start: Vec::new(),
+        end: None,
+        group: 7,
+    })
+    .expect("route");
+    feed(&s, t0);
+    let _ = s.flush(t0 + 60_000);
+    Arc::new(s)
+}
+
+#[tokio::test]
+async fn asked_on_a_node_that_served_none_of_the_traffic_real_samplers_name_the_hot_key() {
+    use keyviz::ReadRole;
+    // n2 and n3 replicate the same writes of group 7, term 3, and serve their own reads.
+    let replica = |reads: u32| {
+        move |s: &keyviz::Sampler, t0: i64| {
+            for _ in 0..reads {
+                s.observe_read(1, b"hot:counter", 8, ReadRole::Leader, t0);
+            }
+            for i in 0..10u32 {
+                s.observe_read(
+                    1,
+                    format!("user:{i:03}").as_bytes(),
+                    8,
+                    ReadRole::Leader,
+                    t0,
+                );
+            }
+            for _ in 0..30 {
+                s.observe_write(1, b"hot:counter", 8, 7, 3, t0);
+            }
+            for i in 0..5u32 {
+                s.observe_write(1, format!("user:{i:03}").as_bytes(), 8, 7, 3, t0);
+            }
+        }
+    };
+    let (n2, _) = hot_node("n2", real_sampler(replica(20)), &[], |_| {}).await;
+    let (n3, _) = hot_node("n3", real_sampler(replica(15)), &[], |_| {}).await;
+    let peers = [n2.addr.to_string(), n3.addr.to_string()];
+    let (n1, state) = hot_node("n1", real_sampler(|_, _| {}), &peers, |_| {}).await;
+    let sess = login(&n1, "bob", "bob-secret").await;
+
+    let reads = hot(&n1, &sess, "?series=reads&k=3").await;
+    assert_eq!(reads["fanout"]["responded"], 3, "{reads}");
+    assert_eq!(reads["total"], 55, "reads of both nodes add up: {reads}");
+    assert_eq!(reads["keys"][0]["preview"], "hot:counter", "{reads}");
+    assert_eq!(reads["keys"][0]["estimate"], 35);
+    assert!(reads["keys"][0]["lower"].as_u64().is_some_and(|l| l <= 35));
+    assert!(reads["keys"][0]["upper"].as_u64().is_some_and(|u| u >= 35));
+    assert!((reads["keys"][0]["share"].as_f64().unwrap_or_default() - 35.0 / 55.0).abs() < 1e-9);
+
+    let writes = hot(&n1, &sess, "?series=writes").await;
+    assert_eq!(
+        writes["total"], 35,
+        "one (group, term) counts once: {writes}"
+    );
+    assert_eq!(writes["keys"][0]["preview"], "hot:counter");
+    assert_eq!(writes["keys"][0]["estimate"], 30);
+
+    // The Rust entry point agrees (kvnode's RESP HOTKEYS uses it).
+    let direct = keyviz_admin::cluster_hot_keys(
+        &state,
+        HotKeyQuery {
+            series: Writes,
+            ..HotKeyQuery::default()
+        },
+        1_700_000_060_000,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(direct.hot.keys[0].key, b"hot:counter");
+    assert_eq!(direct.hot.total, 35);
+}
