@@ -61,8 +61,9 @@ pub(crate) struct TopArgs {
     /// variable or --password-file).
     #[arg(long, env = "KEYVIZ_ADMIN_PASSWORD", hide_env_values = true)]
     password: Option<String>,
-    /// Read the secret from the first line of this file.
-    #[arg(long, conflicts_with = "password")]
+    /// Read the secret from the first line of this file (wins over --password and
+    /// KEYVIZ_ADMIN_PASSWORD, which a node's own environment may set).
+    #[arg(long)]
     password_file: Option<PathBuf>,
     /// `writes`, `reads`, `write_bytes`, `read_bytes`, a comma list of them, or `all`.
     #[arg(long, default_value = "all")]
