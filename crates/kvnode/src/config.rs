@@ -478,6 +478,27 @@ mod tests {
     }
 
     #[test]
+    fn metrics_token_is_checked_and_exclusive_with_its_file() {
+        let ok = NodeConfig {
+            metrics_token: Some("a-metrics-token-0123456789".into()),
+            ..NodeConfig::default()
+        };
+        assert!(ok.validate().is_ok());
+        let short = NodeConfig {
+            metrics_token: Some("short".into()),
+            ..NodeConfig::default()
+        };
+        let err = short.validate().expect_err("short token accepted");
+        assert!(err.to_string().contains("metrics_token"), "{err}");
+        let both = NodeConfig {
+            metrics_token_file: Some("/etc/keyviz/metrics-token".into()),
+            ..ok
+        };
+        let err = both.validate().expect_err("token and file accepted");
+        assert!(err.to_string().contains("not both"), "{err}");
+    }
+
+    #[test]
     fn a_non_loopback_raft_addr_needs_a_cluster_secret() {
         let ok = NodeConfig::default();
         assert!(is_loopback_only(&ok.raft_addr), "{}", ok.raft_addr);
