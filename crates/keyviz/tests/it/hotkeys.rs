@@ -235,7 +235,13 @@ fn the_sketch_budget_caps_memory_and_keeps_bounds_honest() {
         s.observe_read(10, b"r10:now-hot", 1, ReadRole::Leader, t1);
     }
     for id in 1..=9u64 {
-        s.observe_read(id, format!("r{id:02}:hot").as_bytes(), 1, ReadRole::Leader, t1);
+        s.observe_read(
+            id,
+            format!("r{id:02}:hot").as_bytes(),
+            1,
+            ReadRole::Leader,
+            t1,
+        );
     }
     let _ = s.publish(s.seal(T0 + 2 * STEP as i64));
     let q = HotKeyQuery {
