@@ -16,7 +16,8 @@ use std::time::Instant;
 
 use keyviz::Series;
 use keyviz::hotkeys::{
-    HotKeyMode, HotKeyQuery, HotKeys, MAX_HOT_KEYS_K, NodeHotKeys, merge_hot_keys,
+    HotKeyMode, HotKeyQuery, HotKeys, HotPart, MAX_HOT_KEYS_K, MAX_HOT_PARTS, NodeHotKeys,
+    merge_hot_keys,
 };
 use serde::{Deserialize, Serialize};
 
@@ -178,6 +179,7 @@ pub(crate) async fn local_hot_keys(
         )),
         Ok(mut hot) => {
             hot.node_id = Some(inner.identity.node_id().to_string());
+            bound_items(&mut hot, query.k);
             Ok(Ok(hot))
         }
         Err(SourceError::Disabled) => Ok(Err("this node keeps no hot keys".to_string())),
@@ -198,19 +200,74 @@ fn unavailable(e: PeerError) -> PeerError {
     }
 }
 
-/// Decodes and checks one peer's hot-key body: a `NodeHotKeys` that passes
-/// `NodeHotKeys::validate` and answers the series asked for. Parts are trimmed to `k` so a
-/// peer listing more cannot make the merge costlier than asked.
+/// [`NodeHotKeys`] as a peer sends it, decoded with the part count bounded while parsing, so
+/// a hostile body cannot make us build more than [`MAX_HOT_PARTS`] parts.
+#[derive(Deserialize)]
+struct WireNodeHotKeys {
+    series: Series,
+    mode: HotKeyMode,
+    #[serde(default)]
+    node_id: Option<String>,
+    #[serde(default, deserialize_with = "bounded_parts")]
+    parts: Vec<HotPart>,
+}
+
+fn bounded_parts<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<HotPart>, D::Error> {
+    struct Parts;
+    impl<'de> serde::de::Visitor<'de> for Parts {
+        type Value = Vec<HotPart>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "at most {MAX_HOT_PARTS} hot-key parts")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut parts = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+            while let Some(part) = seq.next_element::<HotPart>()? {
+                if parts.len() == MAX_HOT_PARTS {
+                    return Err(serde::de::Error::custom(TOO_MANY_PARTS));
+                }
+                parts.push(part);
+            }
+            Ok(parts)
+        }
+    }
+    d.deserialize_seq(Parts)
+}
+
+const TOO_MANY_PARTS: &str = "more than 65536 parts";
+const _: () = assert!(MAX_HOT_PARTS == 65_536, "keep TOO_MANY_PARTS in step");
+
+/// Decodes and checks one peer's hot-key body: a `NodeHotKeys` of at most `MAX_HOT_PARTS`
+/// parts (counted while parsing) that passes `NodeHotKeys::validate` and answers the series
+/// asked for. Parts are trimmed to `k` (and all parts together to [`MAX_NODE_HOT_ITEMS`]) so
+/// a peer listing more cannot make the merge costlier than asked.
 ///
 /// # Errors
-/// [`PeerError::Decode`] for syntax/types, [`PeerError::InvalidHotKeys`] for invariants.
+/// [`PeerError::Decode`] for syntax/types, [`PeerError::InvalidHotKeys`] for invariants and
+/// limits.
 pub fn decode_node_hot_keys(
     body: &[u8],
     series: Series,
     k: usize,
 ) -> Result<NodeHotKeys, PeerError> {
-    let mut hot: NodeHotKeys =
-        serde_json::from_slice(body).map_err(|e| PeerError::Decode(e.to_string()))?;
+    let wire: WireNodeHotKeys = serde_json::from_slice(body).map_err(|e| {
+        if e.to_string().contains(TOO_MANY_PARTS) {
+            PeerError::InvalidHotKeys(e.to_string())
+        } else {
+            PeerError::Decode(e.to_string())
+        }
+    })?;
+    // No `..`: a field added to NodeHotKeys must be decoded here too.
+    let mut hot = NodeHotKeys {
+        series: wire.series,
+        mode: wire.mode,
+        node_id: wire.node_id,
+        parts: wire.parts,
+    };
     hot.validate()
         .map_err(|e| PeerError::InvalidHotKeys(e.to_string()))?;
     if hot.series != series {
@@ -219,10 +276,27 @@ pub fn decode_node_hot_keys(
             hot.series
         )));
     }
-    for part in &mut hot.parts {
-        part.summary.trim(k);
-    }
+    bound_items(&mut hot, k);
     Ok(hot)
+}
+
+/// Most keys one node's answer contributes to a merge, over all its parts.
+pub const MAX_NODE_HOT_ITEMS: usize = 131_072;
+
+/// Trims every part to `k` keys, and further (evenly) when the parts together list more
+/// than [`MAX_NODE_HOT_ITEMS`], so the merge's work per node is bounded whatever a node
+/// sends. Trimming is honest: a dropped key's upper bound joins the part's floor, so the
+/// merged bounds still hold, only less tightly.
+fn bound_items(hot: &mut NodeHotKeys, k: usize) {
+    let listed: usize = hot.parts.iter().map(|p| p.summary.items.len().min(k)).sum();
+    let keep = if listed > MAX_NODE_HOT_ITEMS {
+        (MAX_NODE_HOT_ITEMS / hot.parts.len().max(1)).max(1)
+    } else {
+        k
+    };
+    for part in &mut hot.parts {
+        part.summary.trim(keep);
+    }
 }
 
 async fn call_peer(
@@ -361,7 +435,7 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keyviz::hotkeys::{HotItem, HotPart, HotSummary};
+    use keyviz::hotkeys::{HotItem, HotSummary};
 
     fn body(hot: &NodeHotKeys) -> Vec<u8> {
         serde_json::to_vec(hot).unwrap_or_default()
@@ -433,5 +507,59 @@ mod tests {
             decode_node_hot_keys(&body(&many), Series::Reads, 3).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(hot.parts[0].summary.items.len(), 3);
         assert_eq!(hot.parts[0].summary.floor, 7);
+    }
+
+    #[test]
+    fn a_node_listing_too_many_keys_overall_is_trimmed_evenly_and_honestly() {
+        let part = node(Series::Writes, 1_000, 1).parts[0].clone();
+        let mut wide = part.clone();
+        wide.summary.items = (0..1_000u64)
+            .map(|i| HotItem {
+                key: format!("k{i:04}").into_bytes(),
+                estimate: 1,
+                lower: 1,
+                upper: 1,
+                truncated: false,
+            })
+            .collect();
+        let mut hot = node(Series::Writes, 1_000, 1);
+        hot.parts = (0..200u64)
+            .map(|g| HotPart {
+                group: g + 1,
+                term: 1,
+                ..wide.clone()
+            })
+            .collect();
+        bound_items(&mut hot, 1_000);
+        let listed: usize = hot.parts.iter().map(|p| p.summary.items.len()).sum();
+        assert!(listed <= MAX_NODE_HOT_ITEMS, "{listed}");
+        assert_eq!(hot.parts[0].summary.items.len(), MAX_NODE_HOT_ITEMS / 200);
+        assert_eq!(
+            hot.parts[0].summary.floor, 1,
+            "dropped keys bound the floor"
+        );
+        hot.validate().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
+    fn the_cluster_answer_round_trips_through_its_http_body() {
+        let hot = merge_hot_keys(&[node(Series::Reads, 10, 10)], 5);
+        let answer = ClusterHotKeys {
+            hot,
+            from_unix_ms: Some(1),
+            to_unix_ms: None,
+            fanout: FanoutStatus {
+                nodes: Vec::new(),
+                responded: 1,
+                expected: 1,
+            },
+        };
+        let v = serde_json::to_value(&answer).unwrap_or_default();
+        assert_eq!(v["series"], "reads");
+        assert_eq!(v["keys"][0]["key"], "aG90");
+        assert_eq!(v["from_unix_ms"], 1);
+        assert!(v.get("warnings").is_none(), "omitted when empty: {v}");
+        let back: ClusterHotKeys = serde_json::from_value(v).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, answer);
     }
 }

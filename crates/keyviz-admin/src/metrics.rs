@@ -44,12 +44,12 @@ impl Metrics {
         );
         registry.register(
             "keyviz_fanout_peer_failures",
-            "Failed peer calls by reason (connect, timeout, status, body_cap, decode, invalid, identity)",
+            "Failed peer calls by reason (connect, timeout, status, body_cap, decode, invalid, identity, hot_keys_unavailable)",
             peer_failures.clone(),
         );
         registry.register(
             "keyviz_fanout_peer_calls",
-            "Peer matrix calls attempted",
+            "Peer calls attempted (matrix and hot keys)",
             peer_calls.clone(),
         );
         registry.register(

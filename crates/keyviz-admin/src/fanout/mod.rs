@@ -1,5 +1,7 @@
 //! The cluster fan-out: local view + every peer's local view (parallel, capped, timed),
-//! merged with `keyviz::merge`, with a per-node status block.
+//! merged with `keyviz::merge`, with a per-node status block. The peer request path
+//! (`peer_get`, `call_peers`, `check_answer_id`) and the status assembly are shared with
+//! the hot-key fan-out (`crate::hotkeys`).
 
 pub(crate) mod assemble;
 pub mod client;

@@ -3,5 +3,6 @@
 mod api;
 mod auth;
 mod fanout;
+mod hotkeys;
 mod ui;
 mod util;

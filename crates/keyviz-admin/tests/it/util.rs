@@ -509,3 +509,108 @@ pub(crate) fn row_ids(v: &serde_json::Value) -> Vec<(String, bool)> {
         })
         .unwrap_or_default()
 }
+
+/// A source keeping crafted hot keys per series (and empty matrices), recording every
+/// hot-key query it is asked.
+pub(crate) struct HotSource {
+    pub(crate) hot: Mutex<HashMap<Series, keyviz::hotkeys::NodeHotKeys>>,
+    pub(crate) queries: Mutex<Vec<keyviz::hotkeys::HotKeyQuery>>,
+}
+
+impl HotSource {
+    pub(crate) fn new(hot: Vec<keyviz::hotkeys::NodeHotKeys>) -> Arc<Self> {
+        Arc::new(HotSource {
+            hot: Mutex::new(hot.into_iter().map(|h| (h.series, h)).collect()),
+            queries: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+impl MatrixSource for HotSource {
+    fn matrix(&self, query: &MatrixQuery, _now: i64) -> Result<Matrix, SourceError> {
+        Ok(Matrix::empty(
+            query.series,
+            0,
+            "2026-01-01T00:00:00Z".into(),
+        ))
+    }
+
+    fn hot_keys(
+        &self,
+        query: &keyviz::hotkeys::HotKeyQuery,
+        _now: i64,
+    ) -> Result<keyviz::hotkeys::NodeHotKeys, SourceError> {
+        self.queries.lock().push(query.clone());
+        Ok(self
+            .hot
+            .lock()
+            .get(&query.series)
+            .cloned()
+            .unwrap_or_else(|| keyviz::hotkeys::NodeHotKeys {
+                series: query.series,
+                mode: keyviz::hotkeys::HotKeyMode::Raw,
+                node_id: None,
+                parts: Vec::new(),
+            }))
+    }
+}
+
+/// One hot-key part: `(group, term, total, [(key, count)])`.
+pub(crate) type PartSpec<'a> = (u64, u64, u64, &'a [(&'a str, u64)]);
+
+/// One node's exact hot keys.
+pub(crate) fn node_hot(series: Series, parts: &[PartSpec<'_>]) -> keyviz::hotkeys::NodeHotKeys {
+    use keyviz::hotkeys::{HotItem, HotKeyMode, HotPart, HotSummary, NodeHotKeys};
+    NodeHotKeys {
+        series,
+        mode: HotKeyMode::Raw,
+        node_id: None,
+        parts: parts
+            .iter()
+            .map(|(group, term, total, keys)| {
+                let mut items: Vec<HotItem> = keys
+                    .iter()
+                    .map(|(k, n)| HotItem {
+                        key: k.as_bytes().to_vec(),
+                        estimate: *n,
+                        lower: *n,
+                        upper: *n,
+                        truncated: false,
+                    })
+                    .collect();
+                items.sort_by(|a, b| b.estimate.cmp(&a.estimate).then(a.key.cmp(&b.key)));
+                HotPart {
+                    group: *group,
+                    term: *term,
+                    summary: HotSummary {
+                        total: *total,
+                        floor: 0,
+                        sampled: false,
+                        items,
+                    },
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Starts a fake peer whose hot-keys endpoint does `behaviour` (matrix: 404).
+pub(crate) async fn fake_hot_peer(node_id: &str, behaviour: Behaviour) -> (Server, Arc<FakeLog>) {
+    let log = Arc::new(FakeLog::default());
+    let state = Arc::new(FakeState {
+        node_id: node_id.to_string(),
+        behaviour,
+        log: log.clone(),
+    });
+    let router = Router::new()
+        .route("/admin/api/v1/keyviz/identity", get(fake_identity))
+        .route("/admin/api/v1/keyviz/hotkeys", get(fake_matrix))
+        .with_state(state);
+    (serve_on(bind().await, router).await, log)
+}
+
+/// JSON body of a node's hot keys as a peer would send it.
+pub(crate) fn hot_body(mut hot: keyviz::hotkeys::NodeHotKeys, node_id: &str) -> Bytes {
+    hot.node_id = Some(node_id.to_string());
+    Bytes::from(serde_json::to_vec(&hot).expect("encode"))
+}

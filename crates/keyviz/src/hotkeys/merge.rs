@@ -34,7 +34,9 @@ pub fn merge_hot_keys(inputs: &[NodeHotKeys], k: usize) -> HotKeys {
         };
     };
     let (series, mode) = (first.series, first.mode);
-    let mut sum = HotSummary::empty();
+    // Read parts, summed in one pass at the end (repeated `add_disjoint` is
+    // quadratic in the number of parts).
+    let mut reads: Vec<&HotSummary> = Vec::new();
     // (group, term) -> the kept part's summary.
     let mut writes: HashMap<(u64, u64), &HotSummary> = HashMap::new();
     for (i, node) in inputs.iter().enumerate() {
@@ -55,7 +57,7 @@ pub fn merge_hot_keys(inputs: &[NodeHotKeys], k: usize) -> HotKeys {
         }
         for part in &node.parts {
             if !series.is_write() {
-                sum.add_disjoint(&part.summary);
+                reads.push(&part.summary);
                 continue;
             }
             // Unknown identity: one slot per group (term 0), largest kept.
@@ -74,9 +76,8 @@ pub fn merge_hot_keys(inputs: &[NodeHotKeys], k: usize) -> HotKeys {
     }
     let mut ids: Vec<_> = writes.into_iter().collect();
     ids.sort_by_key(|(id, _)| *id);
-    for (_, summary) in ids {
-        sum.add_disjoint(summary);
-    }
+    reads.extend(ids.into_iter().map(|(_, summary)| summary));
+    let mut sum = HotSummary::sum_disjoint(reads);
     sum.trim(k);
     let total = sum.total;
     let keys = sum

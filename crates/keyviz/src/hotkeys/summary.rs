@@ -171,6 +171,59 @@ impl HotSummary {
         self.items = merged;
     }
 
+    /// The sum of summaries of pairwise disjoint traffic: the same result as
+    /// starting from [`empty`](HotSummary::empty) and calling
+    /// [`add_disjoint`](HotSummary::add_disjoint) for each (for valid inputs),
+    /// in one pass, so the cost is linear in the listed items instead of
+    /// quadratic in the number of summaries. A key's upper bound gains the
+    /// floors of exactly the summaries that do not list it.
+    #[must_use = "returns the sum"]
+    pub fn sum_disjoint<'a>(parts: impl IntoIterator<Item = &'a HotSummary>) -> HotSummary {
+        let (mut total, mut floor, mut sampled) = (0u64, 0u64, false);
+        // key -> (summed item, sum of the floors of the summaries listing it)
+        let mut keys: std::collections::HashMap<&[u8], (HotItem, u64)> =
+            std::collections::HashMap::new();
+        for p in parts {
+            if p.total == 0 && p.items.is_empty() {
+                continue;
+            }
+            total = total.saturating_add(p.total);
+            floor = floor.saturating_add(p.floor);
+            sampled |= p.sampled;
+            for it in &p.items {
+                match keys.get_mut(it.key.as_slice()) {
+                    Some((acc, listed_floor)) => {
+                        acc.estimate = acc.estimate.saturating_add(it.estimate);
+                        acc.lower = acc.lower.saturating_add(it.lower);
+                        acc.upper = acc.upper.saturating_add(it.upper);
+                        acc.truncated |= it.truncated;
+                        *listed_floor = listed_floor.saturating_add(p.floor);
+                    }
+                    None => {
+                        keys.insert(it.key.as_slice(), (it.clone(), p.floor));
+                    }
+                }
+            }
+        }
+        let mut items: Vec<HotItem> = keys
+            .into_values()
+            .map(|(mut item, listed_floor)| {
+                item.upper = item
+                    .upper
+                    .saturating_add(floor.saturating_sub(listed_floor))
+                    .min(total);
+                item
+            })
+            .collect();
+        items.sort_by(order);
+        HotSummary {
+            total,
+            floor: floor.min(total),
+            sampled,
+            items,
+        }
+    }
+
     /// Keeps the `k` hottest items. A dropped item's upper bound joins the
     /// floor, so "any unlisted key is at most `floor`" still holds.
     pub fn trim(&mut self, k: usize) {
@@ -274,5 +327,42 @@ mod tests {
         let mut d = exact(10, &[("a", 5)]);
         d.items.push(item("a", 5));
         assert!(matches!(d.validate(), Err(SummaryError::Order(1))));
+    }
+
+    #[test]
+    fn sum_disjoint_equals_repeated_adds_in_one_pass() {
+        let mut parts = Vec::new();
+        for p in 0..40u64 {
+            let mut s = HotSummary {
+                total: 1_000 + p,
+                floor: p % 7,
+                sampled: p == 3,
+                items: (0..30u64)
+                    .map(|i| {
+                        let n = (i * 13 + p * 7) % 50 + 7;
+                        HotItem {
+                            key: format!("k{}", (i * p) % 45).into_bytes(),
+                            estimate: n,
+                            lower: n - 7 + (p % 7).min(7),
+                            upper: n + p % 5,
+                            truncated: i == 2,
+                        }
+                    })
+                    .collect(),
+            };
+            let mut seen = std::collections::HashSet::new();
+            s.items.retain(|i| seen.insert(i.key.clone()));
+            s.items.sort_by(order);
+            s.validate().expect("valid test input");
+            parts.push(s);
+        }
+        let mut stepwise = HotSummary::empty();
+        for p in &parts {
+            stepwise.add_disjoint(p);
+        }
+        let once = HotSummary::sum_disjoint(&parts);
+        assert_eq!(once, stepwise);
+        once.validate().expect("the sum keeps its invariants");
+        assert!(once.sampled);
     }
 }
