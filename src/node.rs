@@ -115,6 +115,14 @@ pub(crate) struct NodeArgs {
     /// default) or `open`.
     #[arg(long, env = "KEYVIZ_KEYVIZ_COMMANDS")]
     keyviz_commands: Option<KeyvizCommands>,
+    /// How hot-key names are captured: `raw` (the default), `hashed` (keyed hash with the
+    /// cluster secret, plus the prefix up to `--hot-keys-separator`) or `off`.
+    #[arg(long, env = "KEYVIZ_HOT_KEYS")]
+    hot_keys: Option<keyviz::hotkeys::HotKeyMode>,
+    /// The character ending the prefix `--hot-keys=hashed` keeps in clear (default `:`;
+    /// empty = no prefix).
+    #[arg(long, env = "KEYVIZ_HOT_KEYS_SEPARATOR")]
+    hot_keys_separator: Option<String>,
 }
 
 /// Parses a byte size the way Redis reads its config: `1024`, `1k` (1000), `1kb` (1024),
@@ -186,6 +194,8 @@ impl Config {
             c.keyviz_enabled = !off;
         }
         set(&mut c.fsync, &args.fsync);
+        set(&mut c.hot_keys, &args.hot_keys);
+        set(&mut c.hot_keys_separator, &args.hot_keys_separator);
         for (dst, v) in [
             (&mut c.credentials_file, &args.credentials_file),
             (&mut c.cluster_secret_file, &args.cluster_secret_file),

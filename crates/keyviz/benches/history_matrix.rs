@@ -110,11 +110,14 @@ fn memory(c: &mut Criterion) {
     let s = sampler(10_000);
     fill(&s, 10_000, 1, 1_440);
     let stats = s.stats();
+    let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
     eprintln!(
-        "memory: 10k active routes x {} columns: history {:.1} MiB (accounted), RSS growth {:.1} MiB",
+        "memory: 10k active routes x {} columns: history {:.1} MiB (accounted; hot-key summaries {:.1} MiB of it), RSS growth {:.1} MiB; capture sketches alive {}",
         stats.columns,
-        stats.history_bytes as f64 / (1024.0 * 1024.0),
-        rss_mib() - before
+        mib(stats.history_bytes),
+        mib(stats.history_hot_key_bytes),
+        rss_mib() - before,
+        stats.hot_key_sketches,
     );
     let mut g = c.benchmark_group("memory");
     g.sample_size(10);

@@ -12,6 +12,34 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use datasketches::frequencies::{ErrorType, FrequentItemsSketch};
 use keyviz::hotkeys::{BenchSketch, HotSummary, KeyRedactor};
 
+/// Counts heap allocations, so the report can say what each sketch allocates
+/// per insert (the capture path must not allocate once warm).
+struct Counting;
+
+static ALLOCATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+// The one unsafe item of this bench: a GlobalAlloc must be an `unsafe impl`;
+// it only forwards to the system allocator and bumps a relaxed counter.
+#[allow(unsafe_code)]
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: forwarded unchanged; the caller upholds `alloc`'s contract.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this `layout`.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Distinct keys of the stream.
 const KEYS: usize = 100_000;
 /// Operations per measured stream.
@@ -61,18 +89,41 @@ fn stream(seed: u64) -> (Vec<Vec<u8>>, Vec<u32>) {
     (keys, ops)
 }
 
-fn ours(capacity: usize, keys: &[Vec<u8>], ops: &[u32]) -> BenchSketch {
+/// The stream's keys laid out one after another, read in order: on the
+/// capture path the key was just parsed and is in cache, so the measured
+/// loop must not pay a cache miss per op to fetch it (a `Vec<Vec<u8>>`
+/// indexed at random would, and then dominates both sketches' cost).
+struct Flat(Vec<u8>);
+
+const KEY_LEN: usize = 16;
+
+impl Flat {
+    fn new(keys: &[Vec<u8>], ops: &[u32]) -> Flat {
+        let mut v = Vec::with_capacity(ops.len() * KEY_LEN);
+        for &i in ops {
+            let k = &keys[i as usize];
+            assert_eq!(k.len(), KEY_LEN);
+            v.extend_from_slice(k);
+        }
+        Flat(v)
+    }
+    fn iter(&self) -> std::slice::ChunksExact<'_, u8> {
+        self.0.chunks_exact(KEY_LEN)
+    }
+}
+
+fn ours(capacity: usize, flat: &Flat) -> BenchSketch {
     let mut s = BenchSketch::new(capacity);
-    for &i in ops {
-        s.insert(&keys[i as usize], false, 1, 1);
+    for k in flat.iter() {
+        s.insert(k, false, 1, 1);
     }
     s
 }
 
-fn ds(max_map_size: usize, keys: &[Vec<u8>], ops: &[u32]) -> Ds {
+fn ds(max_map_size: usize, flat: &Flat) -> Ds {
     let mut s = Ds::new(max_map_size).expect("power of two >= 8");
-    for &i in ops {
-        s.update_with_count_ref(keys[i as usize].as_slice(), 1);
+    for k in flat.iter() {
+        s.update_with_count_ref(k, 1);
     }
     s
 }
@@ -102,7 +153,7 @@ fn ds_heap(s: &Ds) -> usize {
 /// Prints, once, what the timings cannot show: memory, how many of the true
 /// top 10 each sketch lists, their worst estimate error, and the widest
 /// interval among them.
-fn report_accuracy(keys: &[Vec<u8>], ops: &[u32]) {
+fn report_accuracy(keys: &[Vec<u8>], ops: &[u32], flat: &Flat) {
     let mut truth: HashMap<&[u8], u64> = HashMap::new();
     for &i in ops {
         *truth.entry(keys[i as usize].as_slice()).or_default() += 1;
@@ -130,7 +181,7 @@ fn report_accuracy(keys: &[Vec<u8>], ops: &[u32]) {
         );
     };
     for capacity in [16usize, 32, 64] {
-        let s = ours(capacity, keys, ops);
+        let s = ours(capacity, flat);
         let sum = s.summary(OPS as u64);
         sum.validate().expect("valid");
         let rows: Vec<_> = sum
@@ -146,7 +197,7 @@ fn report_accuracy(keys: &[Vec<u8>], ops: &[u32]) {
         );
     }
     for m in [32usize, 64, 128] {
-        let s = ds(m, keys, ops);
+        let s = ds(m, flat);
         describe(
             &format!("datasketches_m{m}"),
             &ds_rows(&s),
@@ -156,9 +207,85 @@ fn report_accuracy(keys: &[Vec<u8>], ops: &[u32]) {
     }
 }
 
+/// On-CPU time of the calling thread in ns (`/proc/thread-self/schedstat`,
+/// first field), so a busy machine's preemption does not count; `None` off
+/// Linux.
+fn thread_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+/// Prints, once, the median on-CPU and wall ns per insert of each variant
+/// over interleaved runs: on a shared machine criterion's wall-clock
+/// medians include time the bench spent preempted, this does not.
+fn report_cpu_time(flat: &Flat) {
+    type Run<'a> = Box<dyn Fn() -> usize + 'a>;
+    let variants: Vec<(&str, Run<'_>)> = vec![
+        ("ours_c32", Box::new(|| ours(32, flat).heap_bytes())),
+        ("ours_c64", Box::new(|| ours(64, flat).heap_bytes())),
+        (
+            "datasketches_m64",
+            Box::new(|| ds(64, flat).num_active_items()),
+        ),
+        (
+            "datasketches_m128",
+            Box::new(|| ds(128, flat).num_active_items()),
+        ),
+    ];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    let mut wall: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    for _ in 0..15 {
+        for (i, (_, run)) in variants.iter().enumerate() {
+            let (c0, w0) = (thread_cpu_ns(), std::time::Instant::now());
+            black_box(run());
+            let w = w0.elapsed().as_nanos() as f64 / OPS as f64;
+            if let (Some(c0), Some(c1)) = (c0, thread_cpu_ns()) {
+                cpu[i].push((c1 - c0) as f64 / OPS as f64);
+            }
+            wall[i].push(w);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    // Allocations of a second pass into an already warm sketch.
+    let mut warm_ours = ours(32, flat);
+    warm_ours.clear();
+    let a0 = allocations();
+    for k in flat.iter() {
+        warm_ours.insert(k, false, 1, 1);
+    }
+    let ours_allocs = allocations() - a0;
+    let mut warm_ds = ds(64, flat);
+    warm_ds.reset();
+    for k in flat.iter().take(OPS / 10) {
+        warm_ds.update_with_count_ref(k, 1);
+    }
+    let a0 = allocations();
+    for k in flat.iter() {
+        warm_ds.update_with_count_ref(k, 1);
+    }
+    let ds_allocs = allocations() - a0;
+    eprintln!(
+        "allocations per insert into a warm sketch: ours_c32 {:.4}, datasketches_m64 {:.4}",
+        ours_allocs as f64 / OPS as f64,
+        ds_allocs as f64 / OPS as f64
+    );
+    for (i, (name, _)) in variants.iter().enumerate() {
+        eprintln!(
+            "insert {name}: median on-CPU {:.1} ns/op, wall {:.1} ns/op (15 interleaved runs of {OPS} ops)",
+            median(&mut cpu[i]),
+            median(&mut wall[i])
+        );
+    }
+}
+
 fn insert(c: &mut Criterion) {
     let (keys, ops) = stream(1);
-    report_accuracy(&keys, &ops);
+    let flat = Flat::new(&keys, &ops);
+    report_accuracy(&keys, &ops, &flat);
+    report_cpu_time(&flat);
     let mut g = c.benchmark_group("hotkeys_insert");
     g.warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
@@ -166,12 +293,12 @@ fn insert(c: &mut Criterion) {
         .throughput(Throughput::Elements(OPS as u64));
     for capacity in [16usize, 32, 64] {
         g.bench_function(format!("ours_c{capacity}_zipf1.1_100k_keys"), |b| {
-            b.iter(|| black_box(ours(capacity, &keys, &ops).heap_bytes()))
+            b.iter(|| black_box(ours(capacity, &flat).heap_bytes()))
         });
     }
     for m in [32usize, 64, 128] {
         g.bench_function(format!("datasketches_m{m}_zipf1.1_100k_keys"), |b| {
-            b.iter(|| black_box(ds(m, &keys, &ops).total_weight()))
+            b.iter(|| black_box(ds(m, &flat).total_weight()))
         });
     }
     // A warm sketch across windows: `clear` keeps the buffers, as the sampler
@@ -180,8 +307,8 @@ fn insert(c: &mut Criterion) {
     g.bench_function("ours_c32_warm_reused_zipf1.1_100k_keys", |b| {
         b.iter(|| {
             warm.clear();
-            for &i in &ops {
-                warm.insert(&keys[i as usize], false, 1, 1);
+            for k in flat.iter() {
+                warm.insert(k, false, 1, 1);
             }
             black_box(warm.is_empty())
         })
@@ -192,12 +319,17 @@ fn insert(c: &mut Criterion) {
 fn merge_and_summary(c: &mut Criterion) {
     let (keys, ops) = stream(2);
     let (a_ops, b_ops) = ops.split_at(OPS / 2);
+    let (fa, fb, fall) = (
+        Flat::new(&keys, a_ops),
+        Flat::new(&keys, b_ops),
+        Flat::new(&keys, &ops),
+    );
     let mut g = c.benchmark_group("hotkeys_merge");
     g.warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
     // Ours merges at the summary level (seal -> HotSummary -> add_disjoint ->
     // trim), which is what the history and the cluster merge do.
-    let (sa, sb) = (ours(32, &keys, a_ops), ours(32, &keys, b_ops));
+    let (sa, sb) = (ours(32, &fa), ours(32, &fb));
     let (ha, hb) = (
         sa.summary(a_ops.len() as u64),
         sb.summary(b_ops.len() as u64),
@@ -214,7 +346,7 @@ fn merge_and_summary(c: &mut Criterion) {
         )
     });
     for m in [64usize, 128] {
-        let (da, db) = (ds(m, &keys, a_ops), ds(m, &keys, b_ops));
+        let (da, db) = (ds(m, &fa), ds(m, &fb));
         g.bench_function(format!("datasketches_m{m}_merge"), |b| {
             b.iter_batched(
                 || da.clone(),
@@ -231,12 +363,12 @@ fn merge_and_summary(c: &mut Criterion) {
     let mut g = c.benchmark_group("hotkeys_summary");
     g.warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    let full = ours(32, &keys, &ops);
+    let full = ours(32, &fall);
     g.bench_function("ours_c32_summary", |b| {
         b.iter(|| black_box(full.summary(black_box(OPS as u64))))
     });
     for m in [64usize, 128] {
-        let d = ds(m, &keys, &ops);
+        let d = ds(m, &fall);
         g.bench_function(format!("datasketches_m{m}_frequent_items"), |b| {
             b.iter(|| black_box(d.frequent_items(ErrorType::NoFalseNegatives)))
         });

@@ -41,7 +41,7 @@ pub struct SamplerConfig {
     /// series family and write lane with captures in the open window). Past
     /// it, captures needing a new sketch are not recorded (their bounds widen,
     /// see [`SamplerStats::uncaptured_observations`](crate::SamplerStats::uncaptured_observations)).
-    /// Default 16 384; 0 disables capture; at most [`MAX_HOT_KEY_SKETCHES`].
+    /// Default 4 096; 0 disables capture; at most [`MAX_HOT_KEY_SKETCHES`].
     pub hot_key_sketches: usize,
 }
 
@@ -55,7 +55,7 @@ impl Default for SamplerConfig {
             key_buckets_per_route: 1,
             max_member_routes: 256,
             hot_keys: KeyRedactor::raw(),
-            hot_key_sketches: 16_384,
+            hot_key_sketches: 4_096,
         }
     }
 }

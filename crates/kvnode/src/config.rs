@@ -133,6 +133,13 @@ pub struct NodeConfig {
     pub requirepass_file: Option<PathBuf>,
     /// Who may run `KEYVIZ.SPLIT` / `KEYVIZ.CAMPAIGN` over RESP.
     pub keyviz_commands: KeyvizCommands,
+    /// How KeyViz captures hot-key names (`--hot-keys`): `raw` (the default: key names as
+    /// written, as Redis `HOTKEYS` shows them), `hashed` (a keyed hash with the cluster
+    /// secret plus the prefix up to `hot_keys_separator`; needs a cluster secret) or `off`.
+    pub hot_keys: keyviz::hotkeys::HotKeyMode,
+    /// The byte ending the prefix `hashed` mode keeps in clear (`--hot-keys-separator`):
+    /// one ASCII character, default `:`; empty = keep no prefix.
+    pub hot_keys_separator: String,
 }
 
 /// Who may run the `KEYVIZ.*` RESP commands (they split routes and move leaders).
@@ -196,6 +203,8 @@ impl Default for NodeConfig {
             requirepass: None,
             requirepass_file: None,
             keyviz_commands: KeyvizCommands::Auth,
+            hot_keys: keyviz::hotkeys::HotKeyMode::Raw,
+            hot_keys_separator: ":".into(),
         }
     }
 }
@@ -238,6 +247,24 @@ impl NodeConfig {
     /// [`ConfigError::Invalid`] with the parser's message.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         toml::from_str(text).map_err(|e| invalid("config file", e.to_string()))
+    }
+
+    /// The separator byte of `hashed` hot keys (`None` when `hot_keys_separator` is empty).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when it is not a single ASCII character.
+    pub fn hot_keys_separator_byte(&self) -> Result<Option<u8>, ConfigError> {
+        match self.hot_keys_separator.as_bytes() {
+            [] => Ok(None),
+            [b] if b.is_ascii() => Ok(Some(*b)),
+            _ => Err(invalid(
+                "hot_keys_separator",
+                format!(
+                    "'{}': must be one ASCII character (or empty for no kept prefix)",
+                    self.hot_keys_separator
+                ),
+            )),
+        }
     }
 
     /// Checks values that cannot work (ids, counts, step, duplicate peers).
@@ -288,6 +315,7 @@ impl NodeConfig {
         if self.requirepass.as_deref() == Some("") {
             return Err(invalid("requirepass", "must not be empty"));
         }
+        self.hot_keys_separator_byte()?;
         let mut seen = std::collections::BTreeSet::new();
         for p in &self.peers {
             if p.id == 0 || !seen.insert(p.id) {
@@ -381,6 +409,36 @@ impl NodeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hot_keys_mode_and_separator_parse_and_bad_separators_are_refused() {
+        let c = NodeConfig::from_toml("hot_keys = \"hashed\"\nhot_keys_separator = \"/\"\n")
+            .expect("parses");
+        assert_eq!(c.hot_keys, keyviz::hotkeys::HotKeyMode::Hashed);
+        assert_eq!(c.hot_keys_separator_byte(), Ok(Some(b'/')));
+        let d = NodeConfig::default();
+        assert_eq!(
+            d.hot_keys,
+            keyviz::hotkeys::HotKeyMode::Raw,
+            "raw is the default"
+        );
+        assert_eq!(d.hot_keys_separator_byte(), Ok(Some(b':')));
+        let none = NodeConfig {
+            hot_keys_separator: String::new(),
+            ..NodeConfig::default()
+        };
+        assert_eq!(none.hot_keys_separator_byte(), Ok(None));
+        for bad in ["::", "é"] {
+            let c = NodeConfig {
+                hot_keys_separator: bad.into(),
+                ..NodeConfig::default()
+            };
+            let err = c.validate().expect_err("refused").to_string();
+            assert!(err.contains("hot_keys_separator"), "{err}");
+        }
+        let err = NodeConfig::from_toml("hot_keys = \"plain\"\n").expect_err("unknown mode");
+        assert!(err.to_string().contains("hot_keys"), "{err}");
+    }
 
     #[test]
     fn peer_spec_parses_and_rejects_garbage() {

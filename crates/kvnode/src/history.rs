@@ -81,6 +81,8 @@ impl ColumnSink for FjallHistory {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn column(unix_ms: i64) -> ColumnRecord {
@@ -89,6 +91,77 @@ mod tests {
             step_ms: 1_000,
             cells: Vec::new(),
         }
+    }
+
+    fn sampler_on(h: &Arc<FjallHistory>, now: i64) -> keyviz::Sampler {
+        let config = keyviz::SamplerConfig {
+            step_ms: 1_000,
+            ..keyviz::SamplerConfig::default()
+        };
+        keyviz::Sampler::with_store(config, now, h.clone()).expect("sampler")
+    }
+
+    fn hot_writes(s: &keyviz::Sampler) -> keyviz::hotkeys::NodeHotKeys {
+        let q = keyviz::hotkeys::HotKeyQuery {
+            series: keyviz::Series::Writes,
+            ..keyviz::hotkeys::HotKeyQuery::default()
+        };
+        s.hot_keys(&q, 0).expect("valid query")
+    }
+
+    #[test]
+    fn a_restarted_node_keeps_its_hot_keys_and_row_labels() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t0 = 1_700_000_000_000;
+        let (before, label) = {
+            let h = Arc::new(FjallHistory::new(
+                Store::open(dir.path(), false).expect("open"),
+            ));
+            let s = sampler_on(&h, t0);
+            s.register_route(keyviz::RouteSpec {
+                id: 1,
+                start: Vec::new(),
+                end: None,
+                group: 1,
+            })
+            .expect("route");
+            for i in 0..20 {
+                s.observe_write(1, b"hot:counter", 8, 1, 4, t0);
+                s.observe_write(1, format!("a:{i}").as_bytes(), 8, 1, 4, t0);
+            }
+            let published = s.publish(s.seal(t0 + 1_000));
+            published.persist_to(h.as_ref()).expect("persist");
+            let m = s.matrix(&keyviz::MatrixQuery::default(), t0);
+            (hot_writes(&s), m.rows[0].first_key.clone())
+        };
+        assert_eq!(before.parts[0].summary.items[0].key, b"hot:counter");
+        assert_eq!(label.as_deref(), Some(b"a:0".as_slice()));
+        let h = Arc::new(FjallHistory::new(
+            Store::open(dir.path(), false).expect("reopen"),
+        ));
+        let s = sampler_on(&h, t0 + 2_000);
+        assert_eq!(hot_writes(&s), before);
+        let m = s.matrix(&keyviz::MatrixQuery::default(), t0);
+        assert_eq!(m.rows[0].first_key, label);
+    }
+
+    #[test]
+    fn a_data_dir_written_before_hot_keys_still_loads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), false).expect("open");
+        // A column exactly as the previous release stored it (no hot keys, no labels).
+        let old = br#"{"unix_ms":1700000000000,"step_ms":1000,"cells":[{"bucket_id":"route:1",
+            "start":[],"end":null,"aggregate":false,"route_ids":[1],"route_count":1,
+            "reads_leader":0,"reads_follower":0,"read_bytes":0,
+            "writes":[{"group":1,"term":4,"writes":9,"write_bytes":90}]}]}"#;
+        let mut batch = store.batch();
+        batch.insert(&store.history, key(1_700_000_000_000), old.to_vec());
+        batch.commit().expect("commit");
+        let h = Arc::new(FjallHistory::new(store));
+        let s = sampler_on(&h, 1_700_000_001_000);
+        let hot = hot_writes(&s);
+        assert_eq!(hot.total(), 9);
+        assert!(hot.parts[0].summary.items.is_empty());
     }
 
     #[test]

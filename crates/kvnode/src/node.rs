@@ -100,6 +100,32 @@ fn cluster_secret(cfg: &NodeConfig) -> Result<Option<Vec<u8>>, NodeError> {
     Ok(None)
 }
 
+/// The hot-key capture of `--hot-keys`: hashed mode is keyed with the cluster secret, so
+/// every node hashes a key alike (the cluster merge adds them up) and nobody without the
+/// secret can test a guessed key against the hash.
+fn hot_key_redactor(
+    cfg: &NodeConfig,
+    secret: Option<&[u8]>,
+) -> Result<keyviz::hotkeys::KeyRedactor, NodeError> {
+    use keyviz::hotkeys::{HotKeyMode, KeyRedactor};
+    let separator = cfg.hot_keys_separator_byte()?;
+    Ok(match cfg.hot_keys {
+        HotKeyMode::Off => KeyRedactor::off(),
+        HotKeyMode::Raw => KeyRedactor::raw(),
+        HotKeyMode::Hashed => match secret {
+            Some(secret) if !secret.is_empty() => KeyRedactor::hashed(secret, separator),
+            _ => {
+                return Err(NodeError::Config(crate::config::ConfigError::Invalid {
+                    field: "hot_keys",
+                    reason: "hashed needs a cluster secret (cluster_secret, \
+                             cluster_secret_file or KEYVIZ_CLUSTER_SECRET) to key the hash"
+                        .into(),
+                }));
+            }
+        },
+    })
+}
+
 /// Descriptors kept back from RESP clients for Raft, admin and storage: a fixed part (fjall's
 /// files, the listeners, logs) plus some per cluster member (inbound and outbound Raft and
 /// forwarding connections, admin fan-out).
@@ -232,6 +258,7 @@ pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
             step_ms: cfg.step_ms,
             retention_ms: cfg.retention_ms,
             key_buckets_per_route: cfg.key_buckets_per_route,
+            hot_keys: hot_key_redactor(&cfg, secret.as_deref())?,
             ..keyviz::SamplerConfig::default()
         };
         // History survives restarts: it is reloaded from, and appended to, the database.
@@ -475,5 +502,36 @@ impl Node {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
         self.dispatcher.groups().shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyviz::hotkeys::HotKeyMode;
+
+    #[test]
+    fn hashed_hot_keys_need_the_cluster_secret_and_use_it() {
+        let cfg = NodeConfig {
+            hot_keys: HotKeyMode::Hashed,
+            ..NodeConfig::default()
+        };
+        let err = hot_key_redactor(&cfg, None)
+            .expect_err("no secret")
+            .to_string();
+        assert!(err.contains("cluster secret"), "{err}");
+        let secret = [7u8; 32];
+        let r = hot_key_redactor(&cfg, Some(&secret)).expect("keyed");
+        assert_eq!(r.mode(), HotKeyMode::Hashed);
+        let mut a = Vec::new();
+        r.apply(b"user:42", &mut a).expect("captured");
+        assert!(a.starts_with(b"user:"), "the prefix up to ':' is kept");
+        assert!(!a.ends_with(b"42"));
+        let other = hot_key_redactor(&cfg, Some(&[8u8; 32])).expect("keyed");
+        let mut b = Vec::new();
+        other.apply(b"user:42", &mut b).expect("captured");
+        assert_ne!(a, b, "the hash is keyed with the secret");
+        let raw = hot_key_redactor(&NodeConfig::default(), None).expect("raw");
+        assert_eq!(raw.mode(), HotKeyMode::Raw);
     }
 }

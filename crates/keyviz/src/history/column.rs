@@ -187,7 +187,7 @@ pub(crate) const CELL_HOT_K: usize = 8;
 
 /// Listed hot keys one column keeps per series, across all its cells: the
 /// hottest by estimate; a dropped key's upper bound joins its summary's floor.
-pub(crate) const MAX_COLUMN_HOT_ITEMS: usize = 256;
+pub(crate) const MAX_COLUMN_HOT_ITEMS: usize = 128;
 
 /// Joins the summaries of equal (series, group, term), trims each to
 /// [`CELL_HOT_K`], and gives write summaries of an identity the lanes no

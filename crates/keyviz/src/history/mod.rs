@@ -130,6 +130,11 @@ impl History {
             + self.catalog.heap_bytes()
     }
 
+    /// Approximate heap bytes of the columns' hot-key summaries.
+    pub(crate) fn hot_heap_bytes(&self) -> usize {
+        self.columns.iter().map(Column::hot_heap_bytes).sum()
+    }
+
     /// The whole window of `column` as self-contained records.
     pub(crate) fn record_of(&self, column: &Column, step_ms: u64) -> ColumnRecord {
         ColumnRecord {

@@ -44,17 +44,17 @@ pub(crate) const SAMPLED_Z: f64 = 3.0;
 /// `bernstein_lower`).
 pub(crate) const SAMPLED_LAMBDA: f64 = 6.607_7;
 
-const EMPTY: u16 = u16::MAX;
+/// An unused index entry (no counter has index `0xffff`: capacity <= 1024).
+const EMPTY: u32 = u32::MAX;
 
-/// One monitored key.
+/// One monitored key. Its count lives in `CaptureSketch::counts`, so the
+/// search for the smallest count scans contiguous words.
 #[derive(Debug, Clone)]
 struct Counter {
     /// The captured (already redacted) key, at most `MAX_HOT_KEY_BYTES`.
     key: Vec<u8>,
     /// The key's hash, kept so probing and deletion never rehash a key.
-    hash: u64,
-    /// Weight counted for this key, including the inherited over-count.
-    count: u64,
+    hash: u32,
     /// Over-count inherited when this key took the counter.
     err: u64,
     /// Sum of `weight / stride` of this key's own captures: real operations
@@ -62,8 +62,6 @@ struct Counter {
     seen: u64,
     /// Some capture of the key was cut at `MAX_HOT_KEY_BYTES`.
     truncated: bool,
-    /// Position of this counter in the heap.
-    heap: u16,
 }
 
 /// Weighted Space-Saving over captured operations of one (row, series,
@@ -78,11 +76,19 @@ pub(crate) struct CaptureSketch {
     /// buffers for reuse after [`clear`](CaptureSketch::clear).
     counters: Vec<Counter>,
     live: usize,
-    /// Min-heap of live counter indices ordered by `count`.
-    heap: Vec<u16>,
-    /// Open-addressing index: counter index or `EMPTY`; length a power of two
-    /// at least twice the capacity, so probes stay short.
-    table: Vec<u16>,
+    /// `counts[i]`: weight counted for counter `i`'s key, including the
+    /// inherited over-count.
+    counts: Vec<u64>,
+    /// Index of a counter with the smallest count, when known (`None` after
+    /// that counter grew): found again by one scan of `counts` at the next
+    /// eviction, which at the capacities used (16..64) beats a heap's
+    /// pointer-chasing sift on every increment.
+    min: Option<usize>,
+    /// Open-addressing index, entries `tag << 16 | counter index` or `EMPTY`
+    /// (the tag is 16 high bits of the hash, so a probe rejects other keys
+    /// without touching their counter); length a power of two at least twice
+    /// the capacity, so probes stay short.
+    table: Vec<u32>,
     /// Sum of every captured weight.
     weight: u64,
     /// Some capture had stride > 1.
@@ -101,7 +107,8 @@ impl CaptureSketch {
             capacity: capacity.clamp(1, MAX_CAPTURE_CAPACITY),
             counters: Vec::new(),
             live: 0,
-            heap: Vec::new(),
+            counts: Vec::new(),
+            min: None,
             table: Vec::new(),
             weight: 0,
             sampled: false,
@@ -123,7 +130,8 @@ impl CaptureSketch {
     /// in force (0 is read as 1; 1 means this op and every op before it in the
     /// window was captured). A zero weight counts nothing but still records
     /// that the capture sampled. Never allocates once `capacity` keys are
-    /// held, except to grow a reused slot's key buffer.
+    /// held, except to grow a reused slot's key buffer. The key is hashed
+    /// once; an eviction costs `O(log capacity)`.
     pub(crate) fn insert(&mut self, key: &[u8], truncated: bool, weight: u64, stride: u64) {
         let stride = stride.max(1);
         if stride > 1 {
@@ -147,67 +155,79 @@ impl CaptureSketch {
             self.allocate();
         }
         let hash = hash_key(key);
+        let tag = tag_of(hash);
         let mask = self.table.len() - 1;
         let mut pos = hash as usize & mask;
         loop {
-            let c = self.table[pos];
-            if c == EMPTY {
+            let entry = self.table[pos];
+            if entry == EMPTY {
                 break;
             }
-            let counter = &mut self.counters[c as usize];
-            if counter.hash == hash && counter.key == key {
-                counter.count = counter.count.saturating_add(weight);
-                counter.seen = counter.seen.saturating_add(seen);
-                counter.truncated |= truncated;
-                let at = counter.heap as usize;
-                self.sift_down(at);
-                return;
+            if entry >> 16 == tag {
+                let idx = (entry & 0xffff) as usize;
+                let counter = &mut self.counters[idx];
+                if counter.key == key {
+                    counter.seen = counter.seen.saturating_add(seen);
+                    counter.truncated |= truncated;
+                    self.counts[idx] = self.counts[idx].saturating_add(weight);
+                    if self.min == Some(idx) {
+                        self.min = None;
+                    }
+                    return;
+                }
             }
             pos = (pos + 1) & mask;
         }
         if self.live < self.capacity {
             let idx = self.live;
-            let heap_pos = self.heap.len();
             if idx < self.counters.len() {
                 let counter = &mut self.counters[idx];
                 counter.key.clear();
                 counter.key.extend_from_slice(key);
                 counter.hash = hash;
-                counter.count = weight;
                 counter.err = 0;
                 counter.seen = seen;
                 counter.truncated = truncated;
-                counter.heap = heap_pos as u16;
             } else {
                 self.counters.push(Counter {
                     key: key.to_vec(),
                     hash,
-                    count: weight,
                     err: 0,
                     seen,
                     truncated,
-                    heap: heap_pos as u16,
                 });
             }
             self.live += 1;
-            self.table[pos] = idx as u16;
-            self.heap.push(idx as u16);
-            self.sift_up(heap_pos);
+            self.table[pos] = tag << 16 | idx as u32;
+            self.counts.push(weight);
+            // A known minimum stays one unless the newcomer is smaller.
+            if let Some(m) = self.min
+                && weight < self.counts[m]
+            {
+                self.min = Some(idx);
+            }
+            if idx == 0 {
+                self.min = Some(0);
+            }
             return;
         }
         // Full: the key takes the counter with the smallest count.
-        let idx = self.heap[0] as usize;
+        let idx = match self.min {
+            Some(m) => m,
+            None => argmin(&self.counts),
+        };
         self.table_remove(idx);
+        let min = self.counts[idx];
         let counter = &mut self.counters[idx];
         counter.key.clear();
         counter.key.extend_from_slice(key);
         counter.hash = hash;
-        counter.err = counter.count;
-        counter.count = counter.count.saturating_add(weight);
+        counter.err = min;
         counter.seen = seen;
         counter.truncated = truncated;
+        self.counts[idx] = min.saturating_add(weight);
+        self.min = None;
         self.table_insert(idx, hash);
-        self.sift_down(0);
     }
 
     /// The summary of the captured traffic, given the exact total the row's
@@ -242,9 +262,7 @@ impl CaptureSketch {
         let missing = exact_total.saturating_sub(self.weight);
         let live = &self.counters[..self.live];
         let min = if self.live >= self.capacity {
-            self.heap
-                .first()
-                .map_or(0, |&c| self.counters[c as usize].count)
+            self.counts.iter().copied().min().unwrap_or(0)
         } else {
             0
         };
@@ -260,13 +278,15 @@ impl CaptureSketch {
         };
         let mut items: Vec<HotItem> = live
             .iter()
-            .map(|c| {
-                let (low, high) = widen(c.count - c.err, c.count);
+            .enumerate()
+            .map(|(i, c)| {
+                let count = self.counts[i];
+                let (low, high) = widen(count - c.err, count);
                 let upper = high.saturating_add(missing).min(exact_total);
                 let lower = low.max(c.seen).min(upper);
                 HotItem {
                     key: c.key.clone(),
-                    estimate: c.count.clamp(lower, upper),
+                    estimate: count.clamp(lower, upper),
                     lower,
                     upper,
                     truncated: c.truncated,
@@ -291,8 +311,8 @@ impl CaptureSketch {
                 .iter()
                 .map(|c| c.key.capacity())
                 .sum::<usize>()
-            + self.heap.capacity() * std::mem::size_of::<u16>()
-            + self.table.capacity() * std::mem::size_of::<u16>()
+            + self.counts.capacity() * std::mem::size_of::<u64>()
+            + self.table.capacity() * std::mem::size_of::<u32>()
     }
 
     /// No capture counted since creation or the last [`clear`](Self::clear).
@@ -303,7 +323,8 @@ impl CaptureSketch {
     /// Forgets every capture but keeps the memory, for the next window.
     pub(crate) fn clear(&mut self) {
         self.live = 0;
-        self.heap.clear();
+        self.min = None;
+        self.counts.clear();
         self.table.fill(EMPTY);
         self.weight = 0;
         self.sampled = false;
@@ -313,17 +334,17 @@ impl CaptureSketch {
     fn allocate(&mut self) {
         let slots = (self.capacity * 2).next_power_of_two().max(4);
         self.table = vec![EMPTY; slots];
-        self.heap = Vec::with_capacity(self.capacity);
+        self.counts = Vec::with_capacity(self.capacity);
         self.counters = Vec::with_capacity(self.capacity);
     }
 
-    fn table_insert(&mut self, idx: usize, hash: u64) {
+    fn table_insert(&mut self, idx: usize, hash: u32) {
         let mask = self.table.len() - 1;
         let mut pos = hash as usize & mask;
         while self.table[pos] != EMPTY {
             pos = (pos + 1) & mask;
         }
-        self.table[pos] = idx as u16;
+        self.table[pos] = tag_of(hash) << 16 | idx as u32;
     }
 
     /// Removes counter `idx` from the index with backward-shift deletion, so
@@ -331,69 +352,68 @@ impl CaptureSketch {
     fn table_remove(&mut self, idx: usize) {
         let mask = self.table.len() - 1;
         let mut hole = self.counters[idx].hash as usize & mask;
-        while self.table[hole] as usize != idx {
+        while (self.table[hole] & 0xffff) as usize != idx {
             hole = (hole + 1) & mask;
         }
         let mut j = hole;
         loop {
             j = (j + 1) & mask;
-            let c = self.table[j];
-            if c == EMPTY {
+            let entry = self.table[j];
+            if entry == EMPTY {
                 break;
             }
-            let ideal = self.counters[c as usize].hash as usize & mask;
+            let ideal = self.counters[(entry & 0xffff) as usize].hash as usize & mask;
             // The entry at j may fill the hole if the hole lies on its probe
             // path, i.e. cyclically within [ideal, j).
             if (j.wrapping_sub(ideal) & mask) >= (j.wrapping_sub(hole) & mask) {
-                self.table[hole] = c;
+                self.table[hole] = entry;
                 hole = j;
             }
         }
         self.table[hole] = EMPTY;
     }
 
-    fn count_at(&self, heap_pos: usize) -> u64 {
-        self.counters[self.heap[heap_pos] as usize].count
-    }
-
-    fn swap_heap(&mut self, a: usize, b: usize) {
-        self.heap.swap(a, b);
-        let (ca, cb) = (self.heap[a] as usize, self.heap[b] as usize);
-        self.counters[ca].heap = a as u16;
-        self.counters[cb].heap = b as u16;
-    }
-
-    fn sift_up(&mut self, mut pos: usize) {
-        while pos > 0 {
-            let parent = (pos - 1) / 2;
-            if self.count_at(parent) <= self.count_at(pos) {
-                break;
+    /// The cached minimum and index reachability (tests only).
+    #[cfg(test)]
+    fn check_invariants(&self) {
+        assert_eq!(self.counts.len(), self.live);
+        if let Some(m) = self.min {
+            assert_eq!(
+                Some(self.counts[m]),
+                self.counts.iter().copied().min(),
+                "the cached minimum is a minimum"
+            );
+        }
+        let entries = self.table.iter().filter(|&&e| e != EMPTY).count();
+        assert_eq!(entries, self.live, "one index entry per live counter");
+        for idx in 0..self.live {
+            let c = &self.counters[idx];
+            let mask = self.table.len() - 1;
+            let mut pos = c.hash as usize & mask;
+            loop {
+                let e = self.table[pos];
+                assert_ne!(e, EMPTY, "counter {idx} unreachable from its hash");
+                if (e & 0xffff) as usize == idx {
+                    assert_eq!(e >> 16, tag_of(c.hash));
+                    break;
+                }
+                pos = (pos + 1) & mask;
             }
-            self.swap_heap(parent, pos);
-            pos = parent;
         }
     }
+}
 
-    fn sift_down(&mut self, mut pos: usize) {
-        let n = self.heap.len();
-        loop {
-            let left = 2 * pos + 1;
-            if left >= n {
-                break;
-            }
-            let right = left + 1;
-            let child = if right < n && self.count_at(right) < self.count_at(left) {
-                right
-            } else {
-                left
-            };
-            if self.count_at(pos) <= self.count_at(child) {
-                break;
-            }
-            self.swap_heap(pos, child);
-            pos = child;
+/// Index of the smallest count (the first, on ties): one branch-free pass.
+fn argmin(counts: &[u64]) -> usize {
+    let mut best = 0;
+    let mut best_count = u64::MAX;
+    for (i, &c) in counts.iter().enumerate() {
+        if c < best_count {
+            best_count = c;
+            best = i;
         }
     }
+    best
 }
 
 /// Not an API: [`CaptureSketch`] opened up for `benches/hotkeys.rs` and the
@@ -440,11 +460,19 @@ impl BenchSketch {
 }
 
 /// One pass of FxHash over the key: fast, and collisions only cost a key
-/// comparison (the full hash is compared before the bytes).
-fn hash_key(key: &[u8]) -> u64 {
+/// comparison (a 16-bit tag is compared before the bytes).
+fn hash_key(key: &[u8]) -> u32 {
     let mut h = rustc_hash::FxHasher::default();
     h.write(key);
-    h.finish()
+    let f = h.finish();
+    // Fold so both halves' entropy reach the slot bits and the tag.
+    (f ^ (f >> 32)) as u32
+}
+
+/// The index tag of a hash: its top 16 bits (the low bits, at most 11 of
+/// them at `MAX_CAPTURE_CAPACITY`, pick the slot).
+fn tag_of(hash: u32) -> u32 {
+    hash >> 16
 }
 
 /// Largest `T` with `S - T >= -z·sqrt(r·T)` for `S = x`: the upper end of the
@@ -706,11 +734,16 @@ mod tests {
         let mut rng = Rng(99);
         let mut sk = CaptureSketch::new(32);
         let mut total = 0;
-        for _ in 0..200_000 {
+        for i in 0..200_000 {
             let k = key(rng.below(500));
-            sk.insert(&k, false, 1, 1);
-            total += 1;
+            let w = 1 + rng.below(3);
+            sk.insert(&k, false, w, 1);
+            total += w;
+            if i % 997 == 0 {
+                sk.check_invariants();
+            }
         }
+        sk.check_invariants();
         let s = sk.summary(total);
         s.validate().expect("no key listed twice after churn");
         assert_eq!(s.items.len(), 32);

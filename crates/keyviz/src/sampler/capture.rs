@@ -14,7 +14,10 @@
 //! [`SamplerStats::uncaptured_observations`](crate::SamplerStats::uncaptured_observations)):
 //! its operation stays in the exact totals and the summary's uncaptured-weight
 //! rule widens the bounds, so no bound lies. A sketch idle for a whole window
-//! is freed at seal; one in use is cleared and reused.
+//! is freed at seal; one in use is cleared and reused. After a window in which
+//! the budget ran out, seal also frees the sketches of families with fewer
+//! than 1 024 operations, so the rows that merely stay active do not starve a
+//! row that just became hot.
 
 use std::cell::RefCell;
 
@@ -22,7 +25,7 @@ use crate::hotkeys::CaptureSketch;
 use crate::hotkeys::{HotSummary, KeyRedactor, MAX_HOT_KEY_BYTES};
 use crate::matrix::Series;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::sync::Mutex;
 
@@ -55,6 +58,8 @@ pub(crate) struct Capture {
     live: AtomicUsize,
     /// Captures not recorded because the sketch budget was spent.
     pub(crate) uncaptured: AtomicU64,
+    /// The budget ran out since the last seal (seal swaps it back).
+    pressure: AtomicBool,
 }
 
 impl Capture {
@@ -65,6 +70,7 @@ impl Capture {
             max_sketches,
             live: AtomicUsize::new(0),
             uncaptured: AtomicU64::new(0),
+            pressure: AtomicBool::new(false),
         }
     }
 
@@ -72,6 +78,19 @@ impl Capture {
     pub(crate) fn live(&self) -> usize {
         // Ordering: Relaxed — a budget and a statistic; no data is published through it.
         self.live.load(Ordering::Relaxed)
+    }
+
+    /// Operations below which a family's sketch is freed at this seal:
+    /// 1 024 (a counter's exact-capture span) after a window in which the
+    /// budget ran out, else 0. Called once per seal.
+    pub(crate) fn evict_below(&self) -> u64 {
+        // Ordering: Relaxed — a heuristic; a capture racing the swap only
+        // shifts the eviction by one window.
+        if self.pressure.swap(false, Ordering::Relaxed) {
+            2 << super::counters::EXACT_CAPTURE_SHIFT
+        } else {
+            0
+        }
     }
 
     /// Takes `n` sketches from the budget, all or none.
@@ -191,6 +210,7 @@ pub(crate) fn capture(
                 if !shared.reserve(1) {
                     // Ordering: Relaxed — a statistic.
                     shared.uncaptured.fetch_add(1, Ordering::Relaxed);
+                    shared.pressure.store(true, Ordering::Relaxed);
                     continue;
                 }
                 sc.sketches += 1;
@@ -217,12 +237,17 @@ impl SlotCapture {
     /// At seal, after sub-range `sub` drained `drained`: each family with
     /// traffic becomes a summary (exact total from the counters, trimmed to
     /// [`CELL_HOT_K`]) and its sketch is cleared for the next window; a sketch
-    /// of a family without traffic is freed. `identity(lane)` names a lane.
+    /// of a family without traffic is freed, and so is one of a family with
+    /// fewer than `evict_below` operations (the sampler passes a non-zero
+    /// value after a window in which the sketch budget ran out, so a newly
+    /// hot row is not starved by rows that merely stay active).
+    /// `identity(lane)` names a lane.
     pub(crate) fn harvest(
         &mut self,
         sub: usize,
         drained: &Drained,
         identity: impl Fn(usize) -> (u64, u64),
+        evict_below: u64,
     ) -> Harvest {
         let mut out = Harvest::default();
         let Some(Some(state)) = self.subs.get_mut(sub) else {
@@ -272,7 +297,14 @@ impl SlotCapture {
                 }
                 let mut summary: HotSummary = sketch.summary(exact);
                 summary.trim(CELL_HOT_K);
-                sketch.clear();
+                if exact_ops < evict_below {
+                    // The budget ran out this window: quiet families give
+                    // their sketches back so a busier row can take them.
+                    *slot = None;
+                    freed += 1;
+                } else {
+                    sketch.clear();
+                }
                 if !summary.items.is_empty() {
                     out.hot.push(CellHot {
                         series: s,

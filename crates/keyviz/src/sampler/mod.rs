@@ -109,6 +109,9 @@ pub struct SamplerStats {
     pub pending_windows: usize,
     /// Cells waiting in the side buffer.
     pub pending_cells: usize,
+    /// Approximate heap bytes of the history's hot-key summaries (part of
+    /// `history_bytes`).
+    pub history_hot_key_bytes: usize,
     /// Hot-key capture sketches alive (at most
     /// [`SamplerConfig::hot_key_sketches`](crate::SamplerConfig::hot_key_sketches)).
     pub hot_key_sketches: usize,
@@ -683,8 +686,9 @@ impl Sampler {
         let column_unix_ms = self.windows.advance(new_open);
         let table = self.table.load_full();
         let mut cells = Vec::new();
+        let evict = self.windows.capture.evict_below();
         for slot in &table.slots {
-            drain_slot(slot, &mut cells);
+            drain_slot(slot, &mut cells, evict);
         }
         state
             .retired
@@ -692,7 +696,7 @@ impl Sampler {
         let mut released = Vec::new();
         sweep(
             &mut state.retired,
-            |slot| drain_slot(slot, &mut cells),
+            |slot| drain_slot(slot, &mut cells, evict),
             |slot| released.push(slot),
         );
         drop(state);
@@ -934,6 +938,7 @@ impl Sampler {
             clock_ahead_observations: load(&w.clock_ahead),
             pending_windows,
             pending_cells,
+            history_hot_key_bytes: history.hot_heap_bytes(),
             hot_key_sketches: w.capture.live(),
             uncaptured_observations: load(&w.capture.uncaptured),
         }
@@ -950,7 +955,7 @@ impl Sampler {
 
 /// Drains one slot's counters into sealed cells (caller holds the seal lock,
 /// which owns the lanes' ageing and the activity heuristic).
-fn drain_slot(slot: &SlotArc<Slot>, cells: &mut Vec<SealedCell>) {
+fn drain_slot(slot: &SlotArc<Slot>, cells: &mut Vec<SealedCell>, evict_below: u64) {
     let mut active = [false; WRITE_LANES];
     let mut operations = 0u64;
     // The slot capture mutex, once per slot, after the drain of each
@@ -959,7 +964,7 @@ fn drain_slot(slot: &SlotArc<Slot>, cells: &mut Vec<SealedCell>) {
     let mut capture = slot.capture.lock();
     for i in 0..slot.counters.len() {
         let drained = slot.counters.drain(i);
-        let harvest = capture.harvest(i, &drained, |lane| slot.lanes.identity(lane));
+        let harvest = capture.harvest(i, &drained, |lane| slot.lanes.identity(lane), evict_below);
         if drained.is_zero() {
             continue;
         }

@@ -227,9 +227,24 @@ fn the_sketch_budget_caps_memory_and_keeps_bounds_honest() {
             None => assert!(m.floor >= 7, "{key} unlisted, floor {}", m.floor),
         }
     }
-    // A window later, the idle sketches are freed.
-    let _ = s.publish(s.seal(T0 + 2 * STEP as i64));
+    // The budget ran out, so the seal freed the quiet rows' sketches: a row
+    // that turns hot next window gets one, though others stay active.
     assert_eq!(s.stats().hot_key_sketches, 0);
+    let t1 = T0 + STEP as i64;
+    for _ in 0..9 {
+        s.observe_read(10, b"r10:now-hot", 1, ReadRole::Leader, t1);
+    }
+    for id in 1..=9u64 {
+        s.observe_read(id, format!("r{id:02}:hot").as_bytes(), 1, ReadRole::Leader, t1);
+    }
+    let _ = s.publish(s.seal(T0 + 2 * STEP as i64));
+    let q = HotKeyQuery {
+        from_unix_ms: Some(t1),
+        ..query(Series::Reads)
+    };
+    let m = merged(&s.hot_keys(&q, T0).expect("valid"));
+    assert_eq!(m.keys[0].key, b"r10:now-hot");
+    assert_eq!(m.keys[0].lower, 9);
 }
 
 #[derive(Default)]
