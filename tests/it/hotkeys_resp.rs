@@ -286,6 +286,15 @@ fn redis_rs_names_the_hot_key_on_a_node_that_served_none_of_it(c: &mut Cluster) 
     assert!(got.total_net_bytes.is_some_and(|b| b > 0));
     assert!(got.collection_start_time_unix_ms > 0);
 
+    // redis-cli shows the same list.
+    let shown = cli(c.nodes[asked_node].resp, &["HOTKEYS", "GET"]);
+    let lines: Vec<&str> = shown.lines().collect();
+    let i = lines
+        .iter()
+        .position(|l| *l == "by-cpu-time-us")
+        .unwrap_or_else(|| panic!("by-cpu-time-us missing:\n{shown}"));
+    assert_eq!(lines.get(i + 1).copied(), Some(HOT), "{shown}");
+
     // The bounds hold the hot key's true count: 400 reads and one write.
     let mut raw = operator(c.nodes[asked_node].resp);
     let f = fields(raw.call(&["HOTKEYS", "GET"]).expect("HOTKEYS GET"));

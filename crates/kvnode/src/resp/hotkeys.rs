@@ -262,7 +262,8 @@ pub trait HotKeysSource: Send + Sync {
 
 /// The cluster's hot keys through the admin fan-out
 /// ([`keyviz_admin::hotkeys::cluster_hot_keys`]): this node's plus every peer's, merged,
-/// with peers that did not answer (or keep no hot keys) listed as failed.
+/// with peers that did not answer (or keep no hot keys) listed as failed. A query waits for a
+/// fan-out slot and for its peers, each bounded by the admin `fanout_timeout`.
 pub struct ClusterSource {
     state: keyviz_admin::AdminState,
 }
@@ -297,7 +298,8 @@ impl HotKeysSource for ClusterSource {
 }
 
 /// This node's hot keys only, for a node that serves no admin API (and so cannot ask its
-/// peers); every answer carries a warning saying so.
+/// peers); every answer carries a warning saying so. Each query runs on tokio's blocking pool
+/// and takes the sampler's history read lock.
 pub struct LocalSource {
     sampler: Arc<keyviz::Sampler>,
     node: String,
@@ -320,24 +322,29 @@ impl HotKeysSource for LocalSource {
         query: HotKeyQuery,
         now_unix_ms: i64,
     ) -> BoxFuture<Result<ClusterAnswer, String>> {
-        // Reading published columns takes the history read lock only: no need for a thread.
-        let res = self
-            .sampler
-            .hot_keys(&query, now_unix_ms)
-            .map_err(|e| e.to_string())
-            .map(|mut local| {
-                local.node_id.get_or_insert_with(|| self.node.clone());
+        let (sampler, node) = (self.sampler.clone(), self.node.clone());
+        Box::pin(async move {
+            // Summing a long window walks many columns under the history read lock: keep it
+            // off the async workers, as the admin fan-out does for its local query.
+            let work = move || {
+                let mut local = sampler
+                    .hot_keys(&query, now_unix_ms)
+                    .map_err(|e| e.to_string())?;
+                local.node_id.get_or_insert_with(|| node.clone());
                 let mut hot = merge_hot_keys(std::slice::from_ref(&local), query.k);
                 hot.warnings.push(LOCAL_ONLY.into());
-                ClusterAnswer {
+                Ok(ClusterAnswer {
                     hot,
                     expected: 1,
                     responded: 1,
                     failed: Vec::new(),
                     notes: Vec::new(),
-                }
-            });
-        Box::pin(std::future::ready(res))
+                })
+            };
+            tokio::task::spawn_blocking(work)
+                .await
+                .map_err(|e| format!("local hot-key query failed: {e}"))?
+        })
     }
 }
 
@@ -1025,5 +1032,49 @@ mod tests {
             Reply::Error(UNAVAILABLE.into())
         );
         assert_eq!(h.run(HotkeysCmd::Get, 1).await, Reply::Bulk(None));
+    }
+
+    #[tokio::test]
+    async fn a_node_without_admin_api_answers_its_own_hot_keys_and_says_so() {
+        let step = 1_000u64;
+        let t0 = 1_000_000i64;
+        let sampler = Arc::new(
+            keyviz::Sampler::new(
+                keyviz::SamplerConfig {
+                    step_ms: step,
+                    ..keyviz::SamplerConfig::default()
+                },
+                t0,
+            )
+            .expect("valid sampler config"),
+        );
+        sampler
+            .register_route(keyviz::RouteSpec {
+                id: 1,
+                start: Vec::new(),
+                end: None,
+                group: 1,
+            })
+            .expect("register route");
+        for _ in 0..30 {
+            sampler.observe_read(1, b"hot:counter", 4, keyviz::ReadRole::Leader, t0 + 10);
+        }
+        sampler.observe_read(1, b"cold", 4, keyviz::ReadRole::Leader, t0 + 10);
+        let h = Hotkeys::new(
+            Some(Arc::new(LocalSource::new(sampler.clone(), "node-1".into()))),
+            step,
+        );
+        h.run(start("START METRICS 1 CPU"), t0).await;
+        let _ = sampler.publish(sampler.seal(t0 + step as i64));
+        let f = fields(h.run(HotkeysCmd::Get, t0 + step as i64).await);
+        assert_eq!(
+            pairs(get(&f, "by-cpu-time-us")),
+            vec![("hot:counter".to_string(), 30), ("cold".to_string(), 1)]
+        );
+        assert_eq!(get(&f, "keyviz-nodes-responded"), Some(&Reply::Int(1)));
+        assert_eq!(
+            get(&f, "keyviz-warnings"),
+            Some(&Reply::Array(vec![Reply::bulk(LOCAL_ONLY)]))
+        );
     }
 }
