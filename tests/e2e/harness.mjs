@@ -27,7 +27,7 @@ export const CHROMIUM_ARGS = [
  * Starts the fixture and resolves with its hello line (ports, credentials) once it is printed,
  * or rejects after `timeoutMs`. The returned `stop()` kills the process.
  */
-export async function startFixture(timeoutMs = 60_000) {
+export async function startFixture(timeoutMs = 180_000) {
   if (!existsSync(FIXTURE_BIN)) throw new Error(`fixture binary missing: ${FIXTURE_BIN} (build it with cargo build -p keyviz-admin --example ui_fixture)`);
   const child = spawn(FIXTURE_BIN, [], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
@@ -96,7 +96,7 @@ export async function settled(page, timeoutMs = 15_000) {
 /** Runs `action` and returns the URL query of the matrix request it caused, plus its JSON. */
 export async function matrixAfter(page, action) {
   const [res] = await Promise.all([
-    page.waitForResponse((r) => r.url().includes('/admin/api/v1/keyviz/matrix') && r.request().method() === 'GET', { timeout: 15_000 }),
+    page.waitForResponse((r) => r.url().includes('/admin/api/v1/keyviz/matrix') && r.request().method() === 'GET', { timeout: 60_000 }),
     action(),
   ]);
   const body = await res.json();

@@ -119,9 +119,10 @@ describe('KeyViz web UI', () => {
   });
 
   test('hover_shows_the_cell_and_click_pins_it_and_opens_the_row_detail', async () => {
+    // Measure after the refresh: the banners above the plot may change with the answer.
+    const { body } = await matrixAfter(page, () => page.click('#refresh'));
     const box = await page.locator('#plot').boundingBox();
     const rows = Number(await page.getAttribute('#plot', 'data-rows'));
-    const { body } = await matrixAfter(page, () => page.click('#refresh'));
     const k = body.rows.findIndex((r) => r.bucket_id === bucket(22));
     const y = box.y + ((k + 0.5) / rows) * box.height;
     await page.mouse.move(box.x + box.width * 0.4, y);

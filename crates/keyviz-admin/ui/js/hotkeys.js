@@ -67,6 +67,8 @@ export function createHotKeys(h) {
   let panelCtl = null;
   /** @type {AbortController|null} */
   let listCtl = null;
+  /** series and key range of the view request in flight */
+  let listKey = '';
   /** @type {HotKeySelection|null} */
   let selection = null;
 
@@ -149,9 +151,16 @@ export function createHotKeys(h) {
      * @param {HotKeySelection} sel
      */
     async loadView(sel) {
+      // A whole-view query is the heaviest one; while it runs for the same series and key
+      // range, a live tick or refresh does not restart it (it would never finish on a slow
+      // server) — its answer comes, then the next load asks again.
+      const key = `${sel.series}|${sel.keyStart ?? ''}|${sel.keyEnd ?? ''}`;
+      if (listCtl && listKey === key) return;
       listCtl?.abort();
       const ctl = new AbortController();
       listCtl = ctl;
+      listKey = key;
+      if (el.list.dataset.state !== 'ready') renderHotKeysMessage(el.list, 'Loading the hottest keys…');
       el.list.dataset.state = 'loading';
       el.listScope.textContent = `${sel.label} · ${sel.series} · ${windowText(sel)}`;
       try {
