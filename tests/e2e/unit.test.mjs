@@ -275,20 +275,34 @@ test('common_prefix_with_the_label_above_is_elided_at_a_component_boundary', () 
 });
 
 test('label_choice_keeps_the_busiest_rows_and_never_overlaps', () => {
-  // 200 rows of 2 px: only ~28 labels fit 14 px apart; rows 3 and 150 are the hottest.
+  // 200 rows of 2 px: only ~28 labels fit 14 px apart; rows 3 and 150 are the hottest, and 151,
+  // right next to 150, is busy too: its label moves off its row to make room (at most 14 px).
   const n = 200;
   const totals = new Float64Array(n);
   totals[3] = 1000;
   totals[150] = 4500;
-  totals[151] = 10; // right next to the hottest row: cannot also fit
-  const rows = chooseLabelRows(n, 2, 14, totals);
-  assert.ok(rows.includes(3) && rows.includes(150), `busy rows labelled: ${rows}`);
-  assert.ok(!rows.includes(151));
-  const ys = rows.map((k) => labelCentre(k, 2, n * 2, 14));
-  for (let i = 1; i < ys.length; i++) assert.ok(ys[i] - ys[i - 1] >= 14, `labels ${rows[i - 1]} and ${rows[i]} overlap`);
-  assert.ok(rows.length >= 20, `the gaps are filled (${rows.length} labels)`);
-  // When every row fits, every row is labelled.
-  assert.deepEqual(chooseLabelRows(5, 20, 14, new Float64Array(5)), [0, 1, 2, 3, 4]);
+  totals[151] = 3000;
+  const placed = chooseLabelRows(n, 2, 14, totals);
+  const rows = placed.map((p) => p.k);
+  assert.ok(rows.includes(3) && rows.includes(150) && rows.includes(151), `busy rows labelled: ${rows}`);
+  const at = (k) => placed.find((p) => p.k === k).y;
+  assert.equal(at(150), 150.5 * 2, 'the busiest sits on its row');
+  assert.ok(Math.abs(at(151) - 151.5 * 2) <= 14, 'a nudged label stays near its row');
+  for (let i = 1; i < placed.length; i++) {
+    assert.ok(placed[i].y - placed[i - 1].y >= 14 - 1e-9, `labels ${placed[i - 1].k} and ${placed[i].k} overlap`);
+    assert.ok(placed[i].k > placed[i - 1].k, 'labels keep the rows\' order');
+  }
+  assert.ok(placed.length >= 20, `the gaps are filled (${placed.length} labels)`);
+  // A quiet filler row is never moved: only busy rows are nudged.
+  for (const p of placed) if (totals[p.k] === 0) assert.equal(p.y, labelCentre(p.k, 2, n * 2, 14));
+  // Two busy rows at the very top: the first is clamped into the box, the second goes under it.
+  const top = new Float64Array(300);
+  top[0] = 5;
+  top[1] = 4;
+  const head = chooseLabelRows(300, 2, 14, top).slice(0, 2);
+  assert.deepEqual(head, [{ k: 0, y: 7 }, { k: 1, y: 21 }]);
+  // When every row fits, every row is labelled on its centre.
+  assert.deepEqual(chooseLabelRows(3, 20, 14, new Float64Array(3)), [{ k: 0, y: 10 }, { k: 1, y: 30 }, { k: 2, y: 50 }]);
 });
 
 test('labels_stay_inside_the_axis_box_and_fit_its_width', () => {

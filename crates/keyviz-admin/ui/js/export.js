@@ -61,14 +61,12 @@ export function exportPng(heat, hatch, view, caption, dark) {
     // The same choice and elision as the on-screen axis (busiest rows first), measured in the
     // export's own font.
     const rowPx = heat.height / n;
-    const half = (13 * scale) / 2;
     /** @type {string|null} */
     let prev = null;
-    for (const k of chooseLabelRows(n, rowPx, LABEL_GAP_PX * scale, view.totals)) {
+    for (const { k, y } of chooseLabelRows(n, rowPx, LABEL_GAP_PX * scale, view.totals)) {
       const full = rowLabel(view.matrix.rows[view.rowIndex[k]]);
       const text = fitText(elideCommonPrefix(prev, full), left - Math.round(10 * scale), (s) => ctx.measureText(s).width);
       prev = full;
-      const y = Math.max(half, Math.min(heat.height - half, (k + 0.5) * rowPx));
       ctx.fillText(text, left - Math.round(6 * scale), top + y);
     }
   }

@@ -69,6 +69,8 @@ export function createHotKeys(h) {
   let listCtl = null;
   /** series and key range of the view request in flight */
   let listKey = '';
+  /** series and key range of the list on screen ('' = none) */
+  let shownKey = '';
   /** @type {HotKeySelection|null} */
   let selection = null;
 
@@ -160,17 +162,27 @@ export function createHotKeys(h) {
       const ctl = new AbortController();
       listCtl = ctl;
       listKey = key;
-      if (el.list.dataset.state !== 'ready') renderHotKeysMessage(el.list, 'Loading the hottest keys…');
+      // Keys of another series or key range must not stay on screen under the new scope while
+      // the new answer is computed; a refresh of the same scope keeps the old list meanwhile.
+      if (shownKey !== key) {
+        renderHotKeysMessage(el.list, 'Loading the hottest keys…');
+        el.listNotes.replaceChildren();
+        el.listProblems.replaceChildren();
+        el.listProblems.hidden = true;
+        shownKey = '';
+      }
       el.list.dataset.state = 'loading';
       el.listScope.textContent = `${sel.label} · ${sel.series} · ${windowText(sel)}`;
       try {
         const hot = await ask(sel, LIST_K, ctl.signal);
         if (listCtl !== ctl) return;
         renderHottestKeys({ list: el.list, notes: el.listNotes, problems: el.listProblems }, hot, h.notify);
+        shownKey = key;
         el.list.dataset.state = 'ready';
       } catch (err) {
         if (listCtl !== ctl || handled(err)) return;
         renderHotKeysMessage(el.list, explainHotKeyError(err));
+        shownKey = '';
         el.listNotes.replaceChildren();
         el.listProblems.replaceChildren();
         el.list.dataset.state = 'error';

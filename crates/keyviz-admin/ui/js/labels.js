@@ -63,22 +63,27 @@ export function elideCommonPrefix(prev, text) {
   return `…${text.slice(j)}`;
 }
 
+/** How many of the busiest rows may have their label moved off their row to make room. */
+const NUDGED_ROWS = 12;
+
 /**
- * Which rows get a label when not all fit: rows are `rowPx` tall, labels need `gapPx` between
- * their centres. The busiest rows (by `totals`) are placed first, so a hot row is never left
- * unlabelled because a quiet neighbour took its place; then every `stride`-th row fills the
- * gaps evenly. A label is placed only where it keeps `gapPx` from every placed one, measured
- * at its drawn position (clamped into [gapPx/2, heightPx - gapPx/2], see `labelCentre`).
+ * Which rows get a label, and where: rows are `rowPx` tall, labels need `gapPx` between their
+ * centres and stay inside [gapPx/2, n·rowPx − gapPx/2] (see `labelCentre`). When every row fits,
+ * every row is labelled at its centre. Otherwise the busiest rows (by `totals`) are placed first,
+ * so a hot row is never left unlabelled because a quiet neighbour took its place; when one of
+ * the `NUDGED_ROWS` busiest collides with a placed label it moves up or down by at most `gapPx`
+ * into the nearest free place (two adjacent hot rows both get a label; the axis draws a tick at
+ * the row). Then every `stride`-th row fills the gaps, unmoved. Labels keep the rows' order.
  * @param {number} n rows
  * @param {number} rowPx
  * @param {number} gapPx
  * @param {ArrayLike<number>} totals per row, same order
- * @returns {number[]} labelled row positions, ascending
+ * @returns {{ k: number, y: number }[]} labelled rows and their centres, ascending
  */
 export function chooseLabelRows(n, rowPx, gapPx, totals) {
   if (n <= 0) return [];
   const height = n * rowPx;
-  if (rowPx >= gapPx) return Array.from({ length: n }, (_, k) => k);
+  if (rowPx >= gapPx) return Array.from({ length: n }, (_, k) => ({ k, y: (k + 0.5) * rowPx }));
   /** @type {number[]} */
   const order = [];
   const busy = [];
@@ -87,29 +92,56 @@ export function chooseLabelRows(n, rowPx, gapPx, totals) {
   order.push(...busy);
   const stride = Math.max(1, Math.ceil(gapPx / rowPx));
   for (let k = 0; k < n; k += stride) order.push(k);
-  /** @type {number[]} centres of placed labels, ascending */
+  /** @type {{ k: number, y: number }[]} placed labels, ascending by y */
   const placed = [];
-  /** @type {number[]} */
-  const rows = [];
+  const lo = gapPx / 2;
+  const hi = height - gapPx / 2;
+  /**
+   * Insertion index of row k's label at y (ties by row, so clamped labels keep the rows' order),
+   * and whether it keeps gapPx from both neighbours there.
+   */
+  const probe = (/** @type {number} */ y, /** @type {number} */ k) => {
+    let a = 0;
+    let b = placed.length;
+    while (a < b) {
+      const mid = (a + b) >> 1;
+      if (placed[mid].y < y || (placed[mid].y === y && placed[mid].k < k)) a = mid + 1;
+      else b = mid;
+    }
+    const free = (a === 0 || y - placed[a - 1].y >= gapPx - 1e-9) && (a === placed.length || placed[a].y - y >= gapPx - 1e-9);
+    return { at: a, free };
+  };
   const seen = new Uint8Array(n);
+  let nudgeable = NUDGED_ROWS;
   for (const k of order) {
     if (seen[k]) continue;
     seen[k] = 1;
-    const y = labelCentre(k, rowPx, height, gapPx);
-    // Binary search for the insertion point; only the two neighbours can collide.
-    let lo = 0;
-    let hi = placed.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (placed[mid] < y) lo = mid + 1;
-      else hi = mid;
+    const want = labelCentre(k, rowPx, height, gapPx);
+    let y = want;
+    let p = probe(y, k);
+    if (!p.free && nudgeable > 0 && totals[k] > 0) {
+      // The nearest free centres are right below the label above or right above the one below.
+      const { at } = p;
+      const candidates = [];
+      if (at > 0) candidates.push(placed[at - 1].y + gapPx);
+      if (at < placed.length) candidates.push(placed[at].y - gapPx);
+      candidates.sort((a, b) => Math.abs(a - want) - Math.abs(b - want));
+      for (const c of candidates) {
+        if (Math.abs(c - want) > gapPx || c < lo - 1e-9 || c > hi + 1e-9) continue;
+        const q = probe(c, k);
+        // Stay between the same neighbours, so labels keep the rows' order.
+        if (q.free && q.at === at) {
+          y = c;
+          p = q;
+          break;
+        }
+      }
     }
-    if (lo > 0 && y - placed[lo - 1] < gapPx) continue;
-    if (lo < placed.length && placed[lo] - y < gapPx) continue;
-    placed.splice(lo, 0, y);
-    rows.push(k);
+    if (!p.free) continue;
+    if (totals[k] > 0 && nudgeable > 0) nudgeable--;
+    placed.splice(p.at, 0, { k, y });
   }
-  return rows.sort((a, b) => a - b);
+  return placed;
 }
 
 /**

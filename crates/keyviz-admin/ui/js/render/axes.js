@@ -4,15 +4,13 @@
  * every label goes through textContent.
  */
 
-import { chooseLabelRows, elideCommonPrefix, fitText, labelCentre, rowLabel, rowTitle } from '../labels.js';
+import { chooseLabelRows, elideCommonPrefix, fitText, rowLabel, rowTitle } from '../labels.js';
 import { formatDuration, formatTick, timeTicks } from '../scales.js';
 
 export { rowLabel };
 
 /** Distance between label centres on the key axis, px (11 px text plus air). */
 export const LABEL_GAP_PX = 14;
-/** Height reserved for one label when keeping it inside the axis box, px. */
-const LABEL_PX = 13;
 /** Font of the key labels; must match `.key-label` in app.css so measuring is exact. */
 const LABEL_FONT = '11px ui-monospace, monospace';
 
@@ -58,7 +56,8 @@ export function renderTimeAxis(el, view, widthPx, shown = view) {
  * key and the exact [start, end) range are in its hover text. When not every row fits, the
  * busiest rows are labelled first (`chooseLabelRows`). Every label is measured and shortened to
  * the axis width, and kept inside the axis box vertically, so none is clipped; a tick marks the
- * row's exact position when the label had to move off it.
+ * row's exact position when the label had to move off it (at the box's edge, or to make room
+ * for a busy neighbour).
  * @param {HTMLElement} el the strip left of the plot
  * @param {import('../view.js').View} view
  * @param {number} heightPx
@@ -73,12 +72,11 @@ export function renderKeyAxis(el, view, heightPx) {
     const shown = chooseLabelRows(n, rowPx, LABEL_GAP_PX, view.totals);
     /** @type {string|null} */
     let prev = null;
-    for (const k of shown) {
+    for (const { k, y } of shown) {
       const row = view.matrix.rows[view.rowIndex[k]];
       const full = rowLabel(row);
       const text = fitText(elideCommonPrefix(prev, full), maxPx, measureLabel);
       prev = full;
-      const y = labelCentre(k, rowPx, heightPx, LABEL_PX);
       const label = document.createElement('span');
       label.className = 'key-label';
       label.dataset.row = String(k);
