@@ -27,7 +27,7 @@ use crate::matrix::Series;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use crate::sync::Mutex;
+use super::route_table::Slot;
 
 use super::counters::{Drained, UNKNOWN_LANE};
 use crate::history::{CELL_HOT_K, CellHot};
@@ -166,19 +166,32 @@ thread_local! {
 #[inline(never)]
 pub(crate) fn capture(
     shared: &Arc<Capture>,
-    slot: &Mutex<SlotCapture>,
+    slot: &Slot,
     sub: usize,
     family: usize,
     key: &[u8],
     bytes: u64,
     stride: u64,
 ) {
+    // Ordering: Relaxed — heuristics: a stale read only captures or skips
+    // one more operation.
+    if shared.live.load(Ordering::Relaxed) >= shared.max_sketches
+        && slot.capture_held.load(Ordering::Relaxed) == 0
+    {
+        // The budget is spent and this slot holds no sketch: it could record
+        // nothing, so skip the lock and the redaction (many quiet rows).
+        shared.uncaptured.fetch_add(1, Ordering::Relaxed);
+        if !shared.pressure.load(Ordering::Relaxed) {
+            shared.pressure.store(true, Ordering::Relaxed);
+        }
+        return;
+    }
     let run = |out: &mut Vec<u8>| {
         let Some(truncated) = shared.redactor.apply(key, out) else {
             return;
         };
         let label = shared.redactor.label(key);
-        let mut guard = slot.lock();
+        let mut guard = slot.capture.lock();
         let sc = &mut *guard;
         if sc.subs.len() <= sub {
             sc.subs.resize_with(sub + 1, || None);
@@ -214,6 +227,8 @@ pub(crate) fn capture(
                     continue;
                 }
                 sc.sketches += 1;
+                // Ordering: Relaxed — see the skip above.
+                slot.capture_held.store(sc.sketches, Ordering::Relaxed);
                 if sc.budget.is_none() {
                     sc.budget = Some(Arc::clone(shared));
                 }
@@ -248,6 +263,7 @@ impl SlotCapture {
         drained: &Drained,
         identity: impl Fn(usize) -> (u64, u64),
         evict_below: u64,
+        held: &AtomicUsize,
     ) -> Harvest {
         let mut out = Harvest::default();
         let Some(Some(state)) = self.subs.get_mut(sub) else {
@@ -317,6 +333,8 @@ impl SlotCapture {
         }
         if freed > 0 {
             self.sketches = self.sketches.saturating_sub(freed);
+            // Ordering: Relaxed — a heuristic for the observe path's skip.
+            held.store(self.sketches, Ordering::Relaxed);
             if let Some(b) = &self.budget {
                 b.release(freed);
             }

@@ -244,7 +244,7 @@ fn count_write(
         if stride != 0 && windows.capture.on {
             capture::capture(
                 &windows.capture,
-                &slot.capture,
+                slot,
                 sub,
                 capture::writes_family(lane),
                 key,
@@ -282,7 +282,7 @@ fn count_read(
         if stride != 0 && windows.capture.on {
             capture::capture(
                 &windows.capture,
-                &slot.capture,
+                slot,
                 sub,
                 capture::READS,
                 key,
@@ -964,7 +964,13 @@ fn drain_slot(slot: &SlotArc<Slot>, cells: &mut Vec<SealedCell>, evict_below: u6
     let mut capture = slot.capture.lock();
     for i in 0..slot.counters.len() {
         let drained = slot.counters.drain(i);
-        let harvest = capture.harvest(i, &drained, |lane| slot.lanes.identity(lane), evict_below);
+        let harvest = capture.harvest(
+            i,
+            &drained,
+            |lane| slot.lanes.identity(lane),
+            evict_below,
+            &slot.capture_held,
+        );
         if drained.is_zero() {
             continue;
         }

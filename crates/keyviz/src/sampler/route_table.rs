@@ -84,6 +84,10 @@ pub(crate) struct Slot {
     /// Hot-key captures of the open window: the *slot capture* mutex, taken by
     /// a captured observation and, briefly per slot, by seal.
     pub(crate) capture: Mutex<SlotCapture>,
+    /// Sketches the slot's captures hold (mirrors `SlotCapture`, written under
+    /// the capture mutex): lets a capture skip the lock when the budget is
+    /// spent and the slot could record nothing.
+    pub(crate) capture_held: std::sync::atomic::AtomicUsize,
 }
 
 impl Slot {
@@ -105,6 +109,7 @@ impl Slot {
             activity: AtomicU64::new(activity),
             rows,
             capture: Mutex::default(),
+            capture_held: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
