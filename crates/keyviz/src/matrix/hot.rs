@@ -8,42 +8,54 @@ use super::wire::Series;
 use crate::history::{CellHot, History};
 use crate::hotkeys::{HotKeyMode, HotKeyQuery, HotPart, HotSummary, MAX_HOT_PARTS, NodeHotKeys};
 
+/// Summaries collected before they are summed: borrowed from the history
+/// where no key filter applies, so a wide query copies nothing per cell.
+const MAX_PENDING_SUMMARIES: usize = 65_536;
+
 /// One part being summed: the captured summaries plus the traffic no summary
-/// covers (bounded by its total alone).
+/// covers (bounded by its total alone). Summed in one pass at the end
+/// ([`HotSummary::sum_disjoint`]), which is linear in the listed keys; adding
+/// cell by cell re-sorted the running sum every time and made a one-hour view
+/// of a busy node cost seconds.
 #[derive(Default)]
-struct Acc {
-    sum: HotSummary,
+struct Acc<'h> {
+    pending: Vec<Cow<'h, HotSummary>>,
     uncaptured: u64,
 }
 
-impl Acc {
-    fn add(&mut self, exact: u64, hot: Option<&HotSummary>, keep: usize) {
+impl<'h> Acc<'h> {
+    fn add(&mut self, exact: u64, hot: Option<Cow<'h, HotSummary>>, keep: usize) {
         let Some(h) = hot else {
             self.uncaptured = self.uncaptured.saturating_add(exact);
             return;
         };
-        self.sum.add_disjoint(h);
         self.uncaptured = self
             .uncaptured
             .saturating_add(exact.saturating_sub(h.total));
-        // Trimming is honest at any point (a dropped key's upper bound joins
-        // the floor); doing it in batches keeps each add linear in `keep`.
-        if self.sum.items.len() > 4 * keep {
-            self.sum.trim(keep);
+        self.pending.push(h);
+        // Bounded memory for very wide queries: fold what is pending into one
+        // trimmed summary (trimming is honest: a dropped key's upper bound
+        // joins the floor).
+        if self.pending.len() >= MAX_PENDING_SUMMARIES {
+            let mut folded = HotSummary::sum_disjoint(self.pending.iter().map(|c| c.as_ref()));
+            folded.trim(4 * keep);
+            self.pending.clear();
+            self.pending.push(Cow::Owned(folded));
         }
     }
 
     fn finish(mut self, keep: usize) -> HotSummary {
         if self.uncaptured > 0 {
-            self.sum.add_disjoint(&HotSummary {
+            self.pending.push(Cow::Owned(HotSummary {
                 total: self.uncaptured,
                 floor: self.uncaptured,
                 sampled: false,
                 items: Vec::new(),
-            });
+            }));
         }
-        self.sum.trim(keep);
-        self.sum
+        let mut sum = HotSummary::sum_disjoint(self.pending.iter().map(|c| c.as_ref()));
+        sum.trim(keep);
+        sum
     }
 }
 
@@ -125,10 +137,7 @@ pub(crate) fn build(history: &History, query: &HotKeyQuery, mode: HotKeyMode) ->
                         return;
                     }
                     let s = pick(find(g, t), filter_keys, ks, ke);
-                    writes
-                        .entry((g, t))
-                        .or_default()
-                        .add(exact, s.as_deref(), keep);
+                    writes.entry((g, t)).or_default().add(exact, s, keep);
                 });
             } else {
                 let (r, rb) = col.reads_of(i);
@@ -137,7 +146,7 @@ pub(crate) fn build(history: &History, query: &HotKeyQuery, mode: HotKeyMode) ->
                     continue;
                 }
                 let s = pick(find(0, 0), filter_keys, ks, ke);
-                reads.add(exact, s.as_deref(), keep);
+                reads.add(exact, s, keep);
             }
         }
     }
@@ -150,7 +159,7 @@ pub(crate) fn build(history: &History, query: &HotKeyQuery, mode: HotKeyMode) ->
             // part (the merge then keeps them per group), never dropped.
             if idx + 1 >= MAX_HOT_PARTS && n > MAX_HOT_PARTS {
                 let s = acc.finish(keep);
-                rest.add(s.total, Some(&s), keep);
+                rest.add(s.total, Some(Cow::Owned(s)), keep);
                 continue;
             }
             parts.push(HotPart {
@@ -159,7 +168,7 @@ pub(crate) fn build(history: &History, query: &HotKeyQuery, mode: HotKeyMode) ->
                 summary: acc.finish(keep),
             });
         }
-        if rest.sum.total > 0 || rest.uncaptured > 0 {
+        if !rest.pending.is_empty() || rest.uncaptured > 0 {
             let s = rest.finish(keep);
             match parts.iter_mut().find(|p| (p.group, p.term) == (0, 0)) {
                 Some(p) => {
