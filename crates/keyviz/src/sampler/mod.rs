@@ -940,7 +940,11 @@ impl Sampler {
             pending_cells,
             history_hot_key_bytes: history.hot_heap_bytes(),
             hot_key_sketches: w.capture.live(),
-            uncaptured_observations: load(&w.capture.uncaptured),
+            // A std atomic even under loom: a statistic outside the modelled protocol.
+            uncaptured_observations: w
+                .capture
+                .uncaptured
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
