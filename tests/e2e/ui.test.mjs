@@ -540,7 +540,9 @@ describe('KeyViz web UI', () => {
     assert.ok(banner.includes(n2.addr), `the banner names ${n2.addr}`);
     assert.ok(banner.includes('n2'), 'and its node id');
     assert.equal(await page.textContent('#cluster-status'), 'cluster view (2 of 3 nodes)');
-    await page.waitForFunction((addr) => [...document.querySelectorAll('#nodes-body tr.bad')].some((tr) => tr.textContent?.includes(addr)), n2.addr);
+    // Polled on a timer, not on animation frames: the members table changes without any frame
+    // being drawn, and a page that draws nothing may get no animation frames at all.
+    await page.waitForFunction((addr) => [...document.querySelectorAll('#nodes-body tr.bad')].some((tr) => tr.textContent?.includes(addr)), n2.addr, { polling: 250, timeout: 20_000 });
     await page.screenshot({ path: `${SCREENSHOTS}degraded.png` });
     // With the entry node itself gone, the page keeps the last picture and says what to do.
     await fx.stopNode(fx.hello.nodes[0].node_id);

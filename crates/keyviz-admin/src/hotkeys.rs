@@ -343,6 +343,8 @@ async fn run(
         .await
         .map_err(ApiError::internal)?;
     let started = Instant::now();
+    // When the peers are asked: the peer table keeps the newest attempt, not the last to end.
+    let attempted_ms = clock::now_unix_ms();
     let members = inner.membership.members();
     let targets = peer_targets(&inner.identity, &inner.config.fanout_nodes, &members);
     let k = node_k(query.k);
@@ -357,9 +359,8 @@ async fn run(
     };
     let ((local, local_elapsed), answers) = tokio::join!(local_fut, calls);
     let mut acc = Assembly::new(&inner, local?, None, local_elapsed);
-    let now_ms = clock::now_unix_ms();
     for (target, (res, elapsed)) in targets.iter().zip(answers) {
-        acc.add(&inner, target, res, elapsed, now_ms);
+        acc.add(&inner, target, res, elapsed, attempted_ms);
     }
     let Assembly {
         mut nodes,

@@ -5,7 +5,7 @@ use super::PeerAnswer;
 use super::client::PeerError;
 use super::membership::PeerTarget;
 use super::status::{
-    NodeStatus, NodeWarning, WARN_DUPLICATE_NODE, WARN_MISSING_NODE_ID, WARN_SELF_ALIAS,
+    NodeStatus, NodeWarning, PeerRecord, WARN_DUPLICATE_NODE, WARN_MISSING_NODE_ID, WARN_SELF_ALIAS,
 };
 use crate::state::Inner;
 
@@ -65,7 +65,7 @@ impl<T> Assembly<T> {
         target: &PeerTarget,
         res: Result<PeerAnswer<T>, PeerError>,
         elapsed: u64,
-        now_ms: i64,
+        attempted_ms: i64,
     ) {
         let mut st = NodeStatus {
             node: target.name.clone(),
@@ -82,10 +82,13 @@ impl<T> Assembly<T> {
         };
         let reached = |self_alias: bool| {
             inner.peers.record(&target.name, |r| {
+                if newer_attempt_recorded(r, attempted_ms) {
+                    return;
+                }
                 r.self_alias = self_alias;
                 r.reachable = Some(true);
-                r.last_attempt_unix_ms = Some(now_ms);
-                r.last_ok_unix_ms = Some(now_ms);
+                r.last_attempt_unix_ms = Some(attempted_ms);
+                r.last_ok_unix_ms = Some(attempted_ms);
                 r.last_elapsed_ms = Some(elapsed);
                 r.last_error = None;
             });
@@ -147,10 +150,13 @@ impl<T> Assembly<T> {
                 // missing there.
                 let answered = matches!(e, PeerError::HotKeysUnavailable(_));
                 inner.peers.record(&target.name, |r| {
+                    if newer_attempt_recorded(r, attempted_ms) {
+                        return;
+                    }
                     r.reachable = Some(answered);
-                    r.last_attempt_unix_ms = Some(now_ms);
+                    r.last_attempt_unix_ms = Some(attempted_ms);
                     if answered {
-                        r.last_ok_unix_ms = Some(now_ms);
+                        r.last_ok_unix_ms = Some(attempted_ms);
                     }
                     r.last_elapsed_ms = Some(elapsed);
                     r.last_error = Some(text.clone());
@@ -160,5 +166,30 @@ impl<T> Assembly<T> {
             }
         }
         self.nodes.push(st);
+    }
+}
+
+/// True when the peer table already holds an attempt that started after `attempted_ms`. Matrix
+/// and hot-key fan-outs overlap, so an answer that was in flight when a peer went down can
+/// arrive after a newer attempt saw it fail; the table keeps the newest attempt, never the
+/// last to finish.
+fn newer_attempt_recorded(r: &PeerRecord, attempted_ms: i64) -> bool {
+    r.last_attempt_unix_ms.is_some_and(|t| t > attempted_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_from_an_older_attempt_never_overwrites_a_newer_one() {
+        let failed_later = PeerRecord {
+            reachable: Some(false),
+            last_attempt_unix_ms: Some(2_000),
+            ..PeerRecord::default()
+        };
+        assert!(newer_attempt_recorded(&failed_later, 1_999));
+        assert!(!newer_attempt_recorded(&failed_later, 2_000));
+        assert!(!newer_attempt_recorded(&PeerRecord::default(), 0));
     }
 }

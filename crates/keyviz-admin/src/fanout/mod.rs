@@ -349,6 +349,8 @@ pub(crate) async fn run(inner: Arc<Inner>, params: MatrixParams) -> Result<Bytes
         .await
         .map_err(ApiError::internal)?;
     let started = Instant::now();
+    // When the peers are asked: the peer table keeps the newest attempt, not the last to end.
+    let attempted_ms = clock::now_unix_ms();
     let members = inner.membership.members();
     let targets = peer_targets(&inner.identity, &inner.config.fanout_nodes, &members);
     let local_started = Instant::now();
@@ -372,9 +374,8 @@ pub(crate) async fn run(inner: Arc<Inner>, params: MatrixParams) -> Result<Bytes
     let local = local?;
     let generated_at = Some(local.generated_at.clone());
     let mut acc = Assembly::new(&inner, local, generated_at, local_elapsed);
-    let now_ms = clock::now_unix_ms();
     for (target, (res, elapsed)) in targets.iter().zip(answers) {
-        acc.add(&inner, target, res, elapsed, now_ms);
+        acc.add(&inner, target, res, elapsed, attempted_ms);
     }
     let Assembly {
         nodes,
