@@ -30,6 +30,11 @@ impl<T> Mutex<T> {
     pub(crate) fn lock(&self) -> parking_lot::MutexGuard<'_, T> {
         self.inner.lock()
     }
+
+    /// The guard if the mutex is free right now; never waits.
+    pub(crate) fn try_lock(&self) -> Option<parking_lot::MutexGuard<'_, T>> {
+        self.inner.try_lock()
+    }
 }
 
 #[cfg(loom)]
@@ -37,5 +42,13 @@ impl<T> Mutex<T> {
     pub(crate) fn lock(&self) -> loom::sync::MutexGuard<'_, T> {
         // A panic while holding it is a bug already reported; keep the data.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn try_lock(&self) -> Option<loom::sync::MutexGuard<'_, T>> {
+        match self.inner.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
     }
 }

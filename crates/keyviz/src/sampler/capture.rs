@@ -160,7 +160,8 @@ thread_local! {
 
 /// Records one captured operation: `family` is [`READS`] or
 /// [`writes_family`], `stride` its weight in operations, `bytes` its own
-/// bytes. Takes the slot's capture mutex (nothing else); allocates a sketch
+/// bytes. Tries the slot's capture mutex (nothing else) and never waits for it:
+/// a contended capture is skipped and counted as uncaptured. Allocates a sketch
 /// the first time a (sub-range, family) captures in a while.
 #[cold]
 #[inline(never)]
@@ -191,7 +192,15 @@ pub(crate) fn capture(
             return;
         };
         let label = shared.redactor.label(key);
-        let mut guard = slot.capture.lock();
+        // Never wait on the observe path: when a seal is harvesting this slot or another
+        // thread is capturing into it, this op is left uncaptured. It stays in the exact
+        // count, and the summary adds every uncaptured op to its upper bounds and floor, so
+        // the bounds stay honest; blocking here stalled whole connection tasks behind a seal.
+        let Some(mut guard) = slot.capture.try_lock() else {
+            // Ordering: Relaxed — a statistic.
+            shared.uncaptured.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
         let sc = &mut *guard;
         if sc.subs.len() <= sub {
             sc.subs.resize_with(sub + 1, || None);
