@@ -397,6 +397,12 @@ impl Column {
         }
     }
 
+    /// Every cell's hot-key summaries, ordered by cell index: a caller visiting
+    /// cells in order walks this with a cursor instead of searching per cell.
+    pub(crate) fn hot_entries(&self) -> &[(u32, CellHot)] {
+        &self.hot
+    }
+
     /// The hot-key summaries of cell `i`.
     pub(crate) fn hot_of(&self, i: usize) -> &[(u32, CellHot)] {
         let i = i as u32;

@@ -111,6 +111,11 @@ pub(crate) fn build(history: &History, query: &HotKeyQuery, mode: HotKeyMode) ->
     let mut reads = Acc::default();
     let mut writes: BTreeMap<(u64, u64), Acc> = BTreeMap::new();
     for col in history.range(query.from_unix_ms, query.to_unix_ms) {
+        // Cells and their summaries are both in cell order: one cursor walks the
+        // summaries alongside the cells (two binary searches per cell were 40 % of a
+        // wide query, docs/PERFORMANCE.md).
+        let entries = col.hot_entries();
+        let mut cursor = 0usize;
         for (i, &row) in col.rows.iter().enumerate() {
             let Some(sel) = selected.get_mut(row as usize) else {
                 continue;
@@ -124,7 +129,11 @@ pub(crate) fn build(history: &History, query: &HotKeyQuery, mode: HotKeyMode) ->
             if *sel != 1 {
                 continue;
             }
-            let hot = col.hot_of(i);
+            while entries.get(cursor).is_some_and(|(c, _)| (*c as usize) < i) {
+                cursor += 1;
+            }
+            let rest = entries.get(cursor..).unwrap_or(&[]);
+            let hot = &rest[..rest.iter().take_while(|(c, _)| *c as usize == i).count()];
             let find = |g: u64, t: u64| -> Option<&CellHot> {
                 hot.iter()
                     .map(|(_, h)| h)
