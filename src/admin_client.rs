@@ -448,7 +448,7 @@ impl AdminClient {
             .await
             .map_err(|e| ClientError::Connect {
                 url: self.base(),
-                detail: sanitize(&chain(&e), 300),
+                detail: sanitize(&keyviz_admin::fanout::client::chain(&e), 300),
             })?;
         let status = resp.status();
         let retry_after = resp
@@ -488,7 +488,7 @@ impl AdminClient {
         while let Some(frame) = stream.frame().await {
             let frame = frame.map_err(|e| ClientError::Connect {
                 url: self.base(),
-                detail: sanitize(&chain(&e), 300),
+                detail: sanitize(&keyviz_admin::fanout::client::chain(&e), 300),
             })?;
             if let Ok(data) = frame.into_data() {
                 if buf.len().saturating_add(data.len()) > cap {
@@ -765,19 +765,6 @@ fn status_error(path: &str, resp: &RawResponse) -> ClientError {
             message,
         },
     }
-}
-
-/// An error with its source chain, which is where hyper keeps the useful part
-/// ("Connection refused").
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]

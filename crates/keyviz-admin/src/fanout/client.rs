@@ -77,8 +77,10 @@ impl PeerError {
     }
 }
 
-/// Renders an error with its source chain, which is where hyper keeps the useful part.
-fn chain(e: &dyn std::error::Error) -> String {
+/// Renders an error with its source chain, which is where hyper keeps the useful part
+/// ("Connection refused"). Pure; shared with the `keyviz` CLI's admin client.
+#[must_use = "pure function"]
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(inner) = cur {

@@ -579,9 +579,10 @@ impl Sampler {
     /// open window: counted lock-free and allocation-free (one relaxed load
     /// and compare more than an unstamped count). Hot keys: unless capture is
     /// off, the operations the counter's `fetch_add` picks (all of a counter's
-    /// first 1 024 in a window, then 512 per doubling) redact the key and take
-    /// the slot's capture mutex; they allocate only while the slot's sketches
-    /// warm up. Any other window: the side buffer (a short mutex, bounded; see
+    /// first 1 024 in a window, then 512 per doubling) redact the key and try
+    /// the slot's capture mutex, never waiting for it (a busy mutex leaves the
+    /// op uncaptured, which the bounds absorb); they allocate only while the
+    /// slot's sketches warm up. Any other window: the side buffer (a short mutex, bounded; see
     /// [`MAX_SIDE_WINDOWS`]), not captured.
     /// Writes of different terms in one window stay apart; `group` or `term` 0
     /// means "unknown identity". An unregistered route is counted in
