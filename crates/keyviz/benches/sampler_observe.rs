@@ -31,12 +31,20 @@ fn observe(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1));
     let key = [7u8; 16];
 
-    // The floor on this machine, measured in the same run: one relaxed
-    // fetch_add on an uncontended atomic. Quote observe costs as a ratio to it.
+    // The floors on this machine, measured in the same run: one relaxed
+    // fetch_add on an uncontended atomic, and one plain add to memory (what a
+    // single-writer shard costs at best). Quote observe costs as ratios to them.
     let floor = std::sync::atomic::AtomicU64::new(0);
     g.bench_function("baseline_relaxed_fetch_add", |b| {
         b.iter(|| floor.fetch_add(black_box(1), std::sync::atomic::Ordering::Relaxed))
     });
+    let mut plain = 0u64;
+    g.bench_function("baseline_plain_add", |b| {
+        b.iter(|| {
+            plain = black_box(plain).wrapping_add(black_box(1));
+        })
+    });
+    black_box(plain);
 
     let s = sampler(1, 1);
     // Every observation is stamped inside the open window (the fast path), as a
@@ -84,6 +92,10 @@ fn observe(c: &mut Criterion) {
 
     let s64 = sampler(1, 64);
     let t = s64.open_window_unix_ms();
+    // Go's `ObserveSubRange/K=64` shape: one constant key.
+    g.bench_function("write_k64_constant_key", |b| {
+        b.iter(|| s64.observe_write(black_box(1), black_box(&key), 64, 1, 42, t))
+    });
     let mut i = 0u64;
     g.bench_function("write_k64", |b| {
         b.iter(|| {
@@ -124,6 +136,168 @@ fn observe(c: &mut Criterion) {
                 h.join().expect("worker");
             }
             start.elapsed()
+        })
+    });
+    g.finish();
+}
+
+/// The Go reference's 10 000-route shape (`Observe10k*`,
+/// ../shared/reference/perf-side-by-side.md): routes `r = 1..=10 000` are
+/// `[BE32(r·1000), BE32((r+1)·1000))` in 8 groups at term 3, K = 1; the key of
+/// route `r` is 16 bytes, `BE32(r·1000 + 7)` then the bytes 4..=15.
+fn go_shape_sampler() -> Sampler {
+    let s = Sampler::new(
+        SamplerConfig {
+            max_tracked_routes: 10_000,
+            key_buckets_per_route: 1,
+            ..SamplerConfig::default()
+        },
+        support::T0,
+    )
+    .expect("bench config is valid");
+    s.register_routes((1..=10_000u32).map(|r| keyviz::RouteSpec {
+        id: u64::from(r),
+        start: (r * 1_000).to_be_bytes().to_vec(),
+        end: Some(((r + 1) * 1_000).to_be_bytes().to_vec()),
+        group: u64::from(r % 8 + 1),
+    }))
+    .expect("routes tile the key space");
+    s
+}
+
+fn go_shape_key(r: u32) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..4].copy_from_slice(&(r * 1_000 + 7).to_be_bytes());
+    for (i, b) in k.iter_mut().enumerate().skip(4) {
+        *b = i as u8;
+    }
+    k
+}
+
+/// 1 Mi route ids in `1..=10 000`: uniform, or Zipf with s = 1.1 (rank 1 the
+/// hottest), from a fixed seed. The same distributions as the Go generator
+/// (seed 42); the sequences themselves differ (a different PRNG).
+fn go_shape_sequence(zipf: bool) -> Vec<u32> {
+    let mut x = 42u64 ^ 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        // xorshift64*
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let cdf: Vec<f64> = {
+        let mut acc = 0.0;
+        let w: Vec<f64> = (0..10_000).map(|k| (1.0 + k as f64).powf(-1.1)).collect();
+        let total: f64 = w.iter().sum();
+        w.iter()
+            .map(|v| {
+                acc += v / total;
+                acc
+            })
+            .collect()
+    };
+    (0..1usize << 20)
+        .map(|_| {
+            let u = next();
+            if zipf {
+                let p = (u >> 11) as f64 / (1u64 << 53) as f64;
+                cdf.partition_point(|c| *c < p).min(9_999) as u32 + 1
+            } else {
+                (u % 10_000) as u32 + 1
+            }
+        })
+        .collect()
+}
+
+/// The Go reference's `Observe10k` / `Observe10kRead` cases, uniform and
+/// Zipf, one thread and two (thread `g` starts at index `g·7919`; the two-thread
+/// figure is wall time ÷ total operations, as Go's `RunParallel` ns/op).
+fn go_shapes(c: &mut Criterion) {
+    let mut g = c.benchmark_group("observe_go_shapes");
+    g.measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    let s = Arc::new(go_shape_sampler());
+    let keys: Arc<Vec<[u8; 16]>> = Arc::new((0..=10_000u32).map(go_shape_key).collect());
+    for (dist, zipf) in [("uniform", false), ("zipf", true)] {
+        let seq = Arc::new(go_shape_sequence(zipf));
+        for write in [true, false] {
+            let op = if write { "write" } else { "read" };
+            let one = move |s: &Sampler, seq: &[u32], keys: &[[u8; 16]], start: usize, n: u64| {
+                let t = s.open_window_unix_ms();
+                let mask = seq.len() - 1;
+                for j in 0..n as usize {
+                    let r = seq[(start + j) & mask];
+                    let key = &keys[r as usize];
+                    if write {
+                        s.observe_write(u64::from(r), black_box(key), 64, u64::from(r % 8 + 1), 3, t);
+                    } else {
+                        s.observe_read(u64::from(r), black_box(key), 64, ReadRole::Leader, t);
+                    }
+                }
+            };
+            g.bench_function(format!("10k_{dist}_{op}_1_thread"), |b| {
+                let mut at = 0usize;
+                b.iter_custom(|iters| {
+                    let start = Instant::now();
+                    one(&s, &seq, &keys, at, iters);
+                    at = at.wrapping_add(iters as usize);
+                    start.elapsed()
+                })
+            });
+            g.bench_function(format!("10k_{dist}_{op}_2_threads"), |b| {
+                b.iter_custom(|iters| {
+                    let per_thread = iters.div_ceil(2);
+                    let start = Instant::now();
+                    let handles: Vec<_> = (0..2usize)
+                        .map(|t| {
+                            let (s, seq, keys) = (Arc::clone(&s), Arc::clone(&seq), Arc::clone(&keys));
+                            std::thread::spawn(move || one(&s, &seq, &keys, t * 7_919, per_thread))
+                        })
+                        .collect();
+                    for h in handles {
+                        h.join().expect("worker");
+                    }
+                    start.elapsed()
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+/// Registering 10 000 routes: one batch ([`Sampler::register_routes`]) versus
+/// one call per route (each publishes a whole new table; 1 000 routes here,
+/// the cost per call grows with the table).
+fn register(c: &mut Criterion) {
+    let mut g = c.benchmark_group("register");
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    let spec = |r: u32| keyviz::RouteSpec {
+        id: u64::from(r),
+        start: (r * 1_000).to_be_bytes().to_vec(),
+        end: Some(((r + 1) * 1_000).to_be_bytes().to_vec()),
+        group: u64::from(r % 8 + 1),
+    };
+    let config = SamplerConfig {
+        max_tracked_routes: 10_000,
+        ..SamplerConfig::default()
+    };
+    g.bench_function("batch_10k_routes", |b| {
+        b.iter(|| {
+            let s = Sampler::new(config.clone(), support::T0).expect("config");
+            s.register_routes((1..=10_000).map(spec)).expect("register");
+            s
+        })
+    });
+    g.bench_function("one_by_one_1k_routes", |b| {
+        b.iter(|| {
+            let s = Sampler::new(config.clone(), support::T0).expect("config");
+            for r in 1..=1_000 {
+                s.register_route(spec(r)).expect("register");
+            }
+            s
         })
     });
     g.finish();
@@ -216,5 +390,5 @@ fn hot_keys(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, observe, hot_keys);
+criterion_group!(benches, observe, go_shapes, register, hot_keys);
 criterion_main!(benches);

@@ -17,16 +17,16 @@ pub(crate) fn sampler_with_routes(routes: u64, config: SamplerConfig) -> Sampler
         T0,
     )
     .expect("bench config is valid");
-    for i in 0..routes {
+    s.register_routes((0..routes).map(|i| {
         let start = (i * 1_000).to_be_bytes().to_vec();
         let end = (i + 1 < routes).then(|| ((i + 1) * 1_000).to_be_bytes().to_vec());
-        s.register_route(RouteSpec {
+        RouteSpec {
             id: i + 1,
             start,
             end,
             group: 1 + i % 3,
-        })
-        .expect("routes tile the key space");
-    }
+        }
+    }))
+    .expect("routes tile the key space");
     s
 }

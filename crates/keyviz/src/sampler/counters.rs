@@ -1,19 +1,29 @@
 //! The counters one observation touches, and how flush drains them.
 //!
-//! Each counter packs an operation count (high 24 bits) and a byte count (low
-//! 40 bits) into one `AtomicU64`, so an observation is a single relaxed
-//! `fetch_add` — half the locked instructions of separate count and byte
-//! counters. Before a field can overflow, the observer that sees it past half
-//! full moves the packed value into a wide per-slot overflow block. Flush
-//! allocates that block as soon as a slot shows a busy window (2^18 operations
-//! or 16 GiB in one sub-range), so the hot path itself allocates only if a
-//! sub-range goes from quiet to 2^23 operations inside a single window, once in
-//! the slot's life. All counters of one sub-range share one 64-byte line.
+//! Two tiers per slot:
+//!
+//! - **Shared counters**, always there: each packs an operation count (high
+//!   24 bits) and a byte count (low 40 bits) into one `AtomicU64`, so an
+//!   observation is a single relaxed `fetch_add`. Before a field can overflow,
+//!   the observer that sees it past half full moves the packed value into a
+//!   wide per-slot overflow block. Flush drains them with `swap(0)`, so an
+//!   increment lands either before the swap (this column) or after it (the
+//!   next column) — never lost, never counted twice. All counters of one
+//!   sub-range share one 64-byte line.
+//! - **Thread shards**, for busy slots: a thread holding a shard lease
+//!   ([`super::shard`]) whose shared counter shows [`PROMOTE_AT`] operations in
+//!   the window gets a [`ShardBlock`] of its own in that slot (one allocation,
+//!   once per slot and lease, within a process-wide byte budget). From then on
+//!   its observations of the slot are a relaxed *load and store* of two
+//!   cumulative `u64`s that only it writes: no locked instruction, no shared
+//!   cache line. Flush never writes them: it loads each cumulative value and
+//!   counts the difference to the value it saw last time (kept in the block,
+//!   written by the seal side only). Per-location coherence makes every
+//!   increment appear in exactly one difference, and the `u64`s cannot
+//!   overflow in practice (an operation adds at most [`MAX_OP_BYTES`] bytes).
 //!
 //! Increments are `Relaxed`: each counter is an independent tally and nothing
-//! is published through it. Flush drains with `swap(0)`, so an increment lands
-//! either before the swap (this column) or after it (the next column) — never
-//! lost, never counted twice.
+//! is published through it.
 
 use std::sync::OnceLock;
 
@@ -44,6 +54,22 @@ const SPILL_COUNT: u64 = 1 << 23;
 const SPILL_BYTES: u64 = 1 << 39;
 /// A single observation this large bypasses the packed field altogether.
 const MAX_PACKED_ADD: u64 = 1 << 32;
+/// Bytes one observation counts at most: no key and value are larger than
+/// memory, and the cap keeps a window's byte total far from `u64` wrap.
+pub(crate) const MAX_OP_BYTES: u64 = 1 << 48;
+/// Operations a shared counter shows in a window before a thread with a
+/// shard lease moves to a shard of its own in that slot (checked every
+/// [`PROMOTE_EVERY`] operations from there on, so every busy thread moves).
+pub(crate) const PROMOTE_AT: u64 = 256;
+const PROMOTE_EVERY: u64 = 64;
+/// Thread shards one slot can hold (one per shard lease index).
+pub(crate) const MAX_SHARDS: usize = 8;
+/// Heap bytes all shard blocks of the process may take together; past it a
+/// busy slot stays on its shared counters (still exact, one atomic add).
+pub(crate) const SHARD_BUDGET_BYTES: usize = 32 << 20;
+/// Shard block bytes allocated now, process-wide.
+static SHARD_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// A drained window this busy makes flush provision the overflow block.
 const PROVISION_COUNT: u64 = 1 << 18;
 const PROVISION_BYTES: u64 = 1 << 34;
@@ -71,7 +97,7 @@ pub(crate) const EXACT_CAPTURE_SHIFT: u32 = 9;
 /// operations. Costs a shift and a compare below 1 024; past it a leading-zero
 /// count, a multiply and a mask test — decided on the `fetch_add` result the
 /// count already paid for, so the path reads no extra memory.
-#[inline]
+#[inline(always)]
 pub(crate) fn capture_stride(count: u64) -> u64 {
     let q = count >> EXACT_CAPTURE_SHIFT;
     if q < 2 {
@@ -98,12 +124,59 @@ struct Wide {
     bytes: [AtomicU64; COUNTERS],
 }
 
-/// The counters of one slot: a block per sub-range plus the lazily allocated
-/// overflow blocks.
+/// One counter of one sub-range in a thread shard: cumulative operations and
+/// bytes, written (load + store) by the shard's lease holder only.
+#[derive(Debug, Default)]
+#[repr(align(16))]
+struct ShardCell {
+    ops: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// A thread shard's counters for one sub-range, with what the seal side last
+/// took from them (`seen`, written under the seal lock only).
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct ShardSub {
+    cur: [ShardCell; COUNTERS],
+    seen: [ShardCell; COUNTERS],
+}
+
+/// One lease holder's counters in one slot.
+#[derive(Debug)]
+pub(crate) struct ShardBlock {
+    subs: Box<[ShardSub]>,
+}
+
+impl ShardBlock {
+    fn bytes(subs: usize) -> usize {
+        std::mem::size_of::<ShardBlock>() + subs * std::mem::size_of::<ShardSub>()
+    }
+}
+
+/// The counters of one slot: a block per sub-range, the lazily allocated
+/// overflow blocks, and the thread shards of busy slots.
 #[derive(Debug)]
 pub(crate) struct SlotCounters {
     blocks: Box<[SubCounters]>,
     wide: OnceLock<Box<[Wide]>>,
+    /// The block of each lease index, empty until promoted; set once by that
+    /// index's holder (the `OnceLock` publishes the zeroed block with
+    /// release/acquire), freed with the slot.
+    shards: [OnceLock<ShardBlock>; MAX_SHARDS],
+}
+
+impl Drop for SlotCounters {
+    fn drop(&mut self) {
+        let n = self.shards.iter().filter(|s| s.get().is_some()).count();
+        if n > 0 {
+            // Ordering: Relaxed — a budget.
+            SHARD_BYTES.fetch_sub(
+                n * ShardBlock::bytes(self.blocks.len()),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+    }
 }
 
 /// What one drain of one sub-range produced.
@@ -139,6 +212,7 @@ impl SlotCounters {
         SlotCounters {
             blocks: (0..subs.max(1)).map(|_| SubCounters::default()).collect(),
             wide: OnceLock::new(),
+            shards: std::array::from_fn(|_| OnceLock::new()),
         }
     }
 
@@ -147,14 +221,47 @@ impl SlotCounters {
         self.blocks.len()
     }
 
-    /// Counts one operation; returns `None` when `sub` is out of range, else
-    /// the capture stride of this operation ([`capture_stride`]; 0 = not
-    /// captured).
-    #[inline]
-    fn add(&self, sub: usize, counter: usize, bytes: u64) -> Option<u64> {
+    /// The shard block of lease `shard`, if promoted.
+    #[inline(always)]
+    fn shard(&self, shard: usize) -> Option<&ShardBlock> {
+        self.shards.get(shard)?.get()
+    }
+
+    /// Counts one operation as lease `shard` (or [`super::shard::NO_SHARD`]);
+    /// returns `None` when `sub` is out of range, else the capture stride of
+    /// this operation ([`capture_stride`]; 0 = not captured; always 0 when
+    /// `capture` is false on a shard).
+    #[inline(always)]
+    fn add(
+        &self,
+        shard: usize,
+        sub: usize,
+        counter: usize,
+        bytes: u64,
+        capture: bool,
+    ) -> Option<u64> {
+        if let Some(block) = self.shard(shard) {
+            let s = block.subs.get(sub)?;
+            let cell = &s.cur[counter];
+            let bytes = bytes.min(MAX_OP_BYTES);
+            // Ordering: Relaxed — the lease holder is the only writer, so a
+            // load and a store make an exact increment; flush only loads.
+            let ops = cell.ops.load(Ordering::Relaxed);
+            cell.ops.store(ops.wrapping_add(1), Ordering::Relaxed);
+            let b = cell.bytes.load(Ordering::Relaxed);
+            cell.bytes.store(b.wrapping_add(bytes), Ordering::Relaxed);
+            if !capture {
+                return Some(0);
+            }
+            // Operations before this one since the last drain took them: the
+            // seal side's `seen` never passes the value we last stored.
+            // Ordering: Relaxed — a capture heuristic, as on the shared path.
+            let seen = s.seen[counter].ops.load(Ordering::Relaxed);
+            return Some(capture_stride(ops.wrapping_sub(seen)));
+        }
         let block = self.blocks.get(sub)?;
         if bytes >= MAX_PACKED_ADD {
-            self.add_wide(sub, counter, 1, bytes);
+            self.add_wide(sub, counter, 1, bytes.min(MAX_OP_BYTES));
             return Some(1);
         }
         // Ordering: Relaxed — an independent tally; flush's swap reads it.
@@ -163,7 +270,51 @@ impl SlotCounters {
         if count >= SPILL_COUNT || old & BYTES_MASK >= SPILL_BYTES {
             self.spill(sub, counter);
         }
+        if count >= PROMOTE_AT && count % PROMOTE_EVERY == 0 && shard < MAX_SHARDS {
+            self.promote(shard);
+        }
         Some(capture_stride(count))
+    }
+
+    /// Gives lease `shard` its own block in this slot (the caller holds the
+    /// lease, so it is the only thread that can store this pointer).
+    #[cold]
+    #[inline(never)]
+    fn promote(&self, shard: usize) {
+        let Some(cell) = self.shards.get(shard) else {
+            return;
+        };
+        if cell.get().is_some() {
+            return;
+        }
+        let size = ShardBlock::bytes(self.blocks.len());
+        let budget = &SHARD_BYTES;
+        let mut cur = budget.load(std::sync::atomic::Ordering::Relaxed);
+        loop {
+            if cur + size > SHARD_BUDGET_BYTES {
+                return; // stays on the shared counters: exact, one atomic add
+            }
+            // Ordering: Relaxed — a budget; nothing is published through it.
+            match budget.compare_exchange_weak(
+                cur,
+                cur + size,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(now) => cur = now,
+            }
+        }
+        let block = ShardBlock {
+            subs: (0..self.blocks.len())
+                .map(|_| ShardSub::default())
+                .collect(),
+        };
+        if cell.set(block).is_err() {
+            // Only the lease holder sets this cell, so it cannot be set yet;
+            // give the budget back all the same.
+            SHARD_BYTES.fetch_sub(size, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Moves a packed counter into its wide overflow counter.
@@ -195,22 +346,40 @@ impl SlotCounters {
 
     /// Counts one read of `bytes` on sub-range `sub`; `None` if `sub` is out
     /// of range, else the capture stride (0 = not captured).
-    #[inline]
-    pub(crate) fn add_read(&self, sub: usize, leader: bool, bytes: u64) -> Option<u64> {
-        self.add(sub, if leader { READ_LEADER } else { READ_FOLLOWER }, bytes)
+    #[inline(always)]
+    pub(crate) fn add_read(
+        &self,
+        shard: usize,
+        sub: usize,
+        leader: bool,
+        bytes: u64,
+        capture: bool,
+    ) -> Option<u64> {
+        let counter = if leader { READ_LEADER } else { READ_FOLLOWER };
+        self.add(shard, sub, counter, bytes, capture)
     }
 
     /// Counts one write of `bytes` in `lane` on sub-range `sub`; as `add_read`.
-    #[inline]
-    pub(crate) fn add_write(&self, sub: usize, lane: usize, bytes: u64) -> Option<u64> {
-        self.add(sub, FIRST_WRITE + lane.min(UNKNOWN_LANE), bytes)
+    #[inline(always)]
+    pub(crate) fn add_write(
+        &self,
+        shard: usize,
+        sub: usize,
+        lane: usize,
+        bytes: u64,
+        capture: bool,
+    ) -> Option<u64> {
+        self.add(shard, sub, FIRST_WRITE + lane.min(UNKNOWN_LANE), bytes, capture)
     }
 
-    /// Swaps every counter of sub-range `sub` to zero and returns what it held.
+    /// Swaps every shared counter of sub-range `sub` to zero, takes every
+    /// shard's growth since the last drain, and returns the sum. Caller holds
+    /// the seal lock (the only writer of the shards' `seen`).
     ///
     /// A counter that reads zero is not swapped (a locked swap costs ~10x a
     /// load): an increment racing with that load lands after it and is taken by
-    /// the next drain, exactly as if it had come after a swap.
+    /// the next drain, exactly as if it had come after a swap. A shard's
+    /// increment is taken by the first drain whose load sees its store.
     pub(crate) fn drain(&self, sub: usize) -> Drained {
         let Some(block) = self.blocks.get(sub) else {
             return Drained::default();
@@ -234,6 +403,30 @@ impl SlotCounters {
             if let Some(w) = wide {
                 counts[i] = counts[i].saturating_add(take(&w.counts[i]));
                 bytes[i] = bytes[i].saturating_add(take(&w.bytes[i]));
+            }
+        }
+        for i in 0..MAX_SHARDS {
+            let Some(s) = self.shard(i).and_then(|b| b.subs.get(sub)) else {
+                continue;
+            };
+            for c in 0..COUNTERS {
+                let (cur, seen) = (&s.cur[c], &s.seen[c]);
+                // Ordering: Relaxed — per-location coherence: this load sees
+                // a value at or after the one the previous drain saw, so
+                // every store lands in exactly one difference.
+                let ops = cur.ops.load(Ordering::Relaxed);
+                let b = cur.bytes.load(Ordering::Relaxed);
+                let (seen_ops, seen_b) = (
+                    seen.ops.load(Ordering::Relaxed),
+                    seen.bytes.load(Ordering::Relaxed),
+                );
+                if ops == seen_ops && b == seen_b {
+                    continue;
+                }
+                seen.ops.store(ops, Ordering::Relaxed);
+                seen.bytes.store(b, Ordering::Relaxed);
+                counts[c] = counts[c].saturating_add(ops.wrapping_sub(seen_ops));
+                bytes[c] = bytes[c].saturating_add(b.wrapping_sub(seen_b));
             }
         }
         if self.wide.get().is_none()
@@ -272,7 +465,7 @@ impl WriteLanes {
     /// The lane for (group, term), claiming a free one if needed. Identity-less
     /// writes, and writes when every lane is busy with other terms, go to
     /// [`UNKNOWN_LANE`]. Lock-free: at most `WRITE_LANES` CAS attempts.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn lane_for(&self, group: u64, term: u64) -> usize {
         if group == 0 || term == 0 || term == CLAIMING {
             return UNKNOWN_LANE;
@@ -363,13 +556,83 @@ mod loom_tests {
             let c = loom::sync::Arc::new(SlotCounters::new(1));
             let c2 = loom::sync::Arc::clone(&c);
             let t = loom::thread::spawn(move || {
-                c2.add_write(0, 0, 3);
+                c2.add_write(super::super::shard::NO_SHARD, 0, 0, 3, false);
             });
             let first = c.drain(0);
             t.join().expect("observer");
             let second = c.drain(0);
             assert_eq!(first.writes[0] + second.writes[0], 1);
             assert_eq!(first.write_bytes[0] + second.write_bytes[0], 3);
+        });
+    }
+
+    /// A thread shard's load + store increments racing two drains are each
+    /// taken exactly once, alongside a shared-counter observer.
+    #[test]
+    fn shard_increments_racing_drains_are_counted_once() {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(3);
+        builder.check(|| {
+            let c = loom::sync::Arc::new(SlotCounters::new(1));
+            c.promote(0);
+            assert!(c.shard(0).is_some(), "promoted");
+            let (c2, c3) = (loom::sync::Arc::clone(&c), loom::sync::Arc::clone(&c));
+            let sharded = loom::thread::spawn(move || {
+                c2.add_write(0, 0, 0, 3, true);
+                c2.add_write(0, 0, 0, 5, true);
+            });
+            let shared = loom::thread::spawn(move || {
+                c3.add_write(super::super::shard::NO_SHARD, 0, 0, 7, false);
+            });
+            let first = c.drain(0);
+            let second = c.drain(0);
+            sharded.join().expect("observer");
+            shared.join().expect("observer");
+            let last = c.drain(0);
+            let ops = first.writes[0] + second.writes[0] + last.writes[0];
+            let bytes = first.write_bytes[0] + second.write_bytes[0] + last.write_bytes[0];
+            assert_eq!(ops, 3);
+            assert_eq!(bytes, 15);
+            assert!(c.drain(0).is_zero());
+        });
+    }
+
+    /// A shard handed from one thread to the next (the lease's
+    /// release/acquire, modelled by a flag) continues from the latest
+    /// cumulative value: no increment is lost or repeated across the
+    /// hand-over, with a seal draining all the while.
+    #[test]
+    fn shard_hand_over_between_lease_holders_loses_nothing() {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(3);
+        builder.check(|| {
+            let c = loom::sync::Arc::new(SlotCounters::new(1));
+            c.promote(0);
+            let lease = loom::sync::Arc::new(loom::sync::atomic::AtomicBool::new(true));
+            let (c2, l2) = (loom::sync::Arc::clone(&c), loom::sync::Arc::clone(&lease));
+            let first_holder = loom::thread::spawn(move || {
+                c2.add_read(0, 0, true, 1, false);
+                l2.store(false, Ordering::Release);
+            });
+            let (c3, l3) = (loom::sync::Arc::clone(&c), loom::sync::Arc::clone(&lease));
+            let next_holder = loom::thread::spawn(move || {
+                if l3
+                    .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    c3.add_read(0, 0, true, 1, false);
+                    true
+                } else {
+                    false
+                }
+            });
+            let during = c.drain(0);
+            first_holder.join().expect("holder");
+            let second = next_holder.join().expect("holder");
+            let after = c.drain(0);
+            let expected = 1 + u64::from(second);
+            assert_eq!(during.reads_leader + after.reads_leader, expected);
+            assert_eq!(during.read_bytes + after.read_bytes, expected);
         });
     }
 
@@ -392,6 +655,7 @@ mod loom_tests {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
+    use super::super::shard::NO_SHARD;
     use super::*;
 
     #[test]
@@ -432,19 +696,54 @@ mod tests {
         // Drive the count field past its spill point, and the bytes field too.
         let n = SPILL_COUNT + 10;
         for _ in 0..n {
-            c.add_read(0, true, 0);
+            c.add_read(NO_SHARD, 0, true, 0, false);
         }
-        c.add_write(0, 0, MAX_PACKED_ADD + 7);
+        c.add_write(NO_SHARD, 0, 0, MAX_PACKED_ADD + 7, false);
         let big = MAX_PACKED_ADD - 1;
         let adds = 2 * (SPILL_BYTES / big) + 3;
         for _ in 0..adds {
-            c.add_write(0, 0, big);
+            c.add_write(NO_SHARD, 0, 0, big, false);
         }
         let d = c.drain(0);
         assert_eq!(d.reads_leader, n);
         assert_eq!(d.writes[0], 1 + adds);
         assert_eq!(d.write_bytes[0], MAX_PACKED_ADD + 7 + adds * big);
         assert!(c.drain(0).is_zero());
+    }
+
+    #[test]
+    fn a_busy_shared_counter_promotes_its_lease_to_an_exact_shard() {
+        let c = SlotCounters::new(2);
+        let n = PROMOTE_AT + 1_000;
+        for _ in 0..n {
+            c.add_write(3, 1, 0, 10, true);
+        }
+        assert!(c.shard(3).is_some(), "promoted after {PROMOTE_AT} ops");
+        assert!(c.shard(2).is_none(), "only the busy lease");
+        // Huge values are clamped, not wrapped.
+        c.add_write(3, 1, 0, u64::MAX, true);
+        let d = c.drain(1);
+        assert_eq!(d.writes[0], n + 1);
+        assert_eq!(d.write_bytes[0], n * 10 + MAX_OP_BYTES);
+        assert!(c.drain(1).is_zero(), "a shard is taken once");
+        c.add_read(3, 1, false, 4, true);
+        let d = c.drain(1);
+        assert_eq!((d.reads_follower, d.read_bytes), (1, 4));
+        assert!(c.drain(0).is_zero(), "other sub-ranges untouched");
+    }
+
+    #[test]
+    fn shard_capture_strides_restart_after_each_drain() {
+        let c = SlotCounters::new(1);
+        c.promote(0);
+        let exact = 2u64 << EXACT_CAPTURE_SHIFT;
+        let strides: Vec<u64> = (0..exact + 1)
+            .map(|_| c.add_read(0, 0, true, 1, true).unwrap_or(0))
+            .collect();
+        assert!(strides[..exact as usize].iter().all(|s| *s == 1));
+        assert_eq!(strides[exact as usize], capture_stride(exact));
+        let _ = c.drain(0);
+        assert_eq!(c.add_read(0, 0, true, 1, true), Some(1), "young again");
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod capture;
 mod counters;
 mod retire;
 mod route_table;
+mod shard;
 mod subrange;
 mod window;
 
@@ -210,20 +211,42 @@ struct SealState {
 
 type TableCache = Cache<Arc<ArcSwap<RouteTable>>, Arc<RouteTable>>;
 
+/// What a thread keeps for its observations: its shard lease and the last
+/// sampler it observed into, with that sampler's cached table (one pointer
+/// compare per observe instead of an `ArcSwap::load`). One thread-local, so
+/// the lease is handed back only with everything that caches its index.
+struct Local {
+    lease: shard::Lease,
+    table: RefCell<Option<(u64, TableCache)>>,
+}
+
 thread_local! {
-    /// The last sampler this thread observed into, with its cached table: one
-    /// pointer compare per observe instead of an `ArcSwap::load` (≈20 ns here).
-    static TABLE_CACHE: RefCell<Option<(u64, TableCache)>> = const { RefCell::new(None) };
+    static LOCAL: Local = const {
+        Local {
+            lease: shard::Lease::new(),
+            table: RefCell::new(None),
+        }
+    };
+}
+
+/// This thread's shard index ([`shard::NO_SHARD`] while exiting or when all
+/// leases are taken).
+#[inline]
+fn thread_shard() -> usize {
+    LOCAL
+        .try_with(|l| l.lease.index())
+        .unwrap_or(shard::NO_SHARD)
 }
 
 static NEXT_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Counts a write in `table`; false when `route` is not registered.
-#[inline]
+#[inline(always)]
 #[allow(clippy::too_many_arguments)] // the observe signature, passed through
 fn count_write(
     windows: &Windows,
     table: &RouteTable,
+    shard: usize,
     route: RouteId,
     key: &[u8],
     value_len: usize,
@@ -232,16 +255,18 @@ fn count_write(
     at_unix_ms: i64,
 ) -> bool {
     let Some(slot) = table.slot(route) else {
+        windows.note_unknown(shard);
         return false;
     };
     let bytes = (key.len() as u64).saturating_add(value_len as u64);
     let sub = slot.layout.index(key);
     if windows.is_open(at_unix_ms) {
         let lane = slot.lanes.lane_for(group, term);
-        let Some(stride) = slot.counters.add_write(sub, lane, bytes) else {
+        let on = windows.capture.on;
+        let Some(stride) = slot.counters.add_write(shard, sub, lane, bytes, on) else {
             return false;
         };
-        if stride != 0 && windows.capture.on {
+        if stride != 0 && on {
             capture::capture(
                 &windows.capture,
                 slot,
@@ -259,10 +284,11 @@ fn count_write(
 }
 
 /// Counts a read in `table`; false when `route` is not registered.
-#[inline]
+#[inline(always)]
 fn count_read(
     windows: &Windows,
     table: &RouteTable,
+    shard: usize,
     route: RouteId,
     key: &[u8],
     value_len: usize,
@@ -270,16 +296,18 @@ fn count_read(
     at_unix_ms: i64,
 ) -> bool {
     let Some(slot) = table.slot(route) else {
+        windows.note_unknown(shard);
         return false;
     };
     let bytes = (key.len() as u64).saturating_add(value_len as u64);
     let sub = slot.layout.index(key);
     let leader = role == ReadRole::Leader;
     if windows.is_open(at_unix_ms) {
-        let Some(stride) = slot.counters.add_read(sub, leader, bytes) else {
+        let on = windows.capture.on;
+        let Some(stride) = slot.counters.add_read(shard, sub, leader, bytes, on) else {
             return false;
         };
-        if stride != 0 && windows.capture.on {
+        if stride != 0 && on {
             capture::capture(
                 &windows.capture,
                 slot,
@@ -310,11 +338,6 @@ impl std::fmt::Debug for Recorder {
 }
 
 impl Recorder {
-    fn note_unknown(&self) {
-        // Ordering: Relaxed — a statistic.
-        self.windows.unknown_route.fetch_add(1, Ordering::Relaxed);
-    }
-
     /// As [`Sampler::observe_write`].
     #[inline]
     #[allow(clippy::too_many_arguments)] // the observe signature
@@ -327,19 +350,19 @@ impl Recorder {
         term: u64,
         at_unix_ms: i64,
     ) {
+        let shard = thread_shard();
         let table = self.cache.load();
-        if !count_write(
+        count_write(
             &self.windows,
             table,
+            shard,
             route,
             key,
             value_len,
             group,
             term,
             at_unix_ms,
-        ) {
-            self.note_unknown();
-        }
+        );
     }
 
     /// As [`Sampler::observe_read`].
@@ -352,18 +375,18 @@ impl Recorder {
         role: ReadRole,
         at_unix_ms: i64,
     ) {
+        let shard = thread_shard();
         let table = self.cache.load();
-        if !count_read(
+        count_read(
             &self.windows,
             table,
+            shard,
             route,
             key,
             value_len,
             role,
             at_unix_ms,
-        ) {
-            self.note_unknown();
-        }
+        );
     }
 }
 
@@ -511,6 +534,29 @@ impl Sampler {
         self.change(|p| p.register(spec))
     }
 
+    /// Starts counting every route of `specs` with one new route table: for
+    /// bulk loads (a node's catalog at start-up, a snapshot install), where
+    /// [`register_route`](Sampler::register_route) per route would rebuild
+    /// the table once per route (quadratic in the route count). All or
+    /// nothing: when one spec is refused, none is registered. Coarsens past
+    /// `max_tracked_routes` as `register_route` does. Takes the control mutex
+    /// and the retire queue mutex only.
+    ///
+    /// # Errors
+    /// The first refused spec's error: its id is taken (also by an earlier
+    /// spec of the batch), its range is empty, or it overlaps a registered
+    /// route or an earlier spec of the batch.
+    pub fn register_routes(
+        &self,
+        specs: impl IntoIterator<Item = RouteSpec>,
+    ) -> Result<(), RouteError> {
+        let specs: Vec<RouteSpec> = specs.into_iter().collect();
+        if specs.is_empty() {
+            return Ok(());
+        }
+        self.change(|p| p.register_batch(specs))
+    }
+
     /// Stops counting route `id`. Counts it already took are still sealed.
     /// Locks as [`register_route`](Sampler::register_route).
     ///
@@ -539,35 +585,40 @@ impl Sampler {
         self.change(|p| p.merge(left, right))
     }
 
-    #[inline]
-    fn with_table<R>(&self, f: impl FnOnce(&RouteTable) -> R) -> R {
-        let mut f = Some(f);
-        let cached = TABLE_CACHE.try_with(|cell| {
-            let mut slot = cell.try_borrow_mut().ok()?;
-            match slot.as_mut() {
-                Some((uid, cache)) if *uid == self.uid => f.take().map(|f| f(cache.load())),
-                _ => {
-                    let mut cache = Cache::new(Arc::clone(&self.table));
-                    let r = f.take().map(|f| f(cache.load()));
-                    *slot = Some((self.uid, cache));
-                    r
-                }
-            }
-        });
-        if let Ok(Some(r)) = cached {
-            return r;
-        }
-        // Thread-local storage unavailable (thread teardown) or re-entered:
-        // the closure has not run, so it is still here.
-        match f.take() {
-            Some(f) => f(&self.table.load()),
-            None => unreachable!("with_table: closure consumed without a result"),
+    /// Runs `f` with the current route table and this thread's shard index.
+    /// `f` is `Fn` and borrowed, never moved: the observe path's arguments
+    /// stay in registers (moving a closure through `Option::take` cost a
+    /// store-forwarding stall per observe).
+    #[inline(always)]
+    fn with_table<R>(&self, f: impl Fn(&RouteTable, usize) -> R) -> R {
+        match LOCAL.try_with(|local| self.with_local(local, &f)) {
+            Ok(Some(r)) => r,
+            // Thread-local storage gone (thread teardown) or re-entered: the
+            // closure has not run. No lease: the shared counters.
+            _ => f(&self.table.load(), shard::NO_SHARD),
         }
     }
 
-    fn note_unknown(&self) {
-        // Ordering: Relaxed — a statistic.
-        self.windows.unknown_route.fetch_add(1, Ordering::Relaxed);
+    #[inline(always)]
+    fn with_local<R>(&self, local: &Local, f: &impl Fn(&RouteTable, usize) -> R) -> Option<R> {
+        let shard = local.lease.index();
+        let mut slot = local.table.try_borrow_mut().ok()?;
+        if let Some((uid, cache)) = slot.as_mut()
+            && *uid == self.uid
+        {
+            return Some(f(cache.load(), shard));
+        }
+        let cache = self.install_cache(&mut slot);
+        Some(f(cache.load(), shard))
+    }
+
+    /// Points this thread's table cache at this sampler (first observe, or
+    /// another sampler observed last).
+    #[cold]
+    #[inline(never)]
+    fn install_cache<'a>(&self, slot: &'a mut Option<(u64, TableCache)>) -> &'a mut TableCache {
+        let (_, cache) = slot.insert((self.uid, Cache::new(Arc::clone(&self.table))));
+        cache
     }
 
     /// Counts one write of `key` (plus `value_len` value bytes) on `route`,
@@ -597,10 +648,11 @@ impl Sampler {
         term: u64,
         at_unix_ms: i64,
     ) {
-        let counted = self.with_table(|table| {
+        self.with_table(|table, shard| {
             count_write(
                 &self.windows,
                 table,
+                shard,
                 route,
                 key,
                 value_len,
@@ -609,9 +661,6 @@ impl Sampler {
                 at_unix_ms,
             )
         });
-        if !counted {
-            self.note_unknown();
-        }
     }
 
     /// Counts one read of `key` (plus `value_len` value bytes returned) on
@@ -626,10 +675,11 @@ impl Sampler {
         role: ReadRole,
         at_unix_ms: i64,
     ) {
-        let counted = self.with_table(|table| {
+        self.with_table(|table, shard| {
             count_read(
                 &self.windows,
                 table,
+                shard,
                 route,
                 key,
                 value_len,
@@ -637,9 +687,6 @@ impl Sampler {
                 at_unix_ms,
             )
         });
-        if !counted {
-            self.note_unknown();
-        }
     }
 
     /// A recording handle for one task or thread: the same observations as
@@ -932,7 +979,7 @@ impl Sampler {
             columns: history.len(),
             rows: history.catalog.live(),
             history_bytes: history.heap_bytes(),
-            unknown_route_observations: load(&w.unknown_route),
+            unknown_route_observations: w.unknown_routes(),
             out_of_window_observations: load(&w.out_of_window),
             folded_observations: load(&w.folded),
             aged_observations: load(&w.aged),

@@ -142,6 +142,8 @@ pub(crate) struct RouteTable {
     /// Slot index by route id for small ids (`NO_SLOT` = not registered).
     dense: Box<[u32]>,
     pub(crate) by_route: FxHashMap<RouteId, u32>,
+    /// Whether any id lies past `dense` (only then is the map probed).
+    sparse: bool,
 }
 
 /// `RouteTable::dense` entry of an unregistered id.
@@ -170,19 +172,22 @@ impl RouteTable {
                 *d = i;
             }
         }
+        let sparse = by_route.keys().any(|&id| id >= dense_len as u64);
         RouteTable {
             slots,
             dense: dense.into(),
             by_route,
+            sparse,
         }
     }
 
     /// The slot counting `route`, if any.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn slot(&self, route: RouteId) -> Option<&Arc<Slot>> {
         let i = match usize::try_from(route).ok().and_then(|r| self.dense.get(r)) {
             Some(&i) if i != NO_SLOT => i,
             Some(_) => return None,
+            None if !self.sparse => return None,
             None => *self.by_route.get(&route)?,
         };
         self.slots.get(i as usize)
@@ -339,6 +344,50 @@ impl Planner<'_> {
         Ok(self.finish(slots, Vec::new()))
     }
 
+    /// Registers every spec of `specs` as its own slot, then coarsens once:
+    /// all or nothing (on the first refused spec the catalog is left as it
+    /// was). Specs are checked against the registered routes and against the
+    /// batch's earlier specs.
+    pub(crate) fn register_batch(self, specs: Vec<RouteSpec>) -> Result<Change, RouteError> {
+        let mut added: Vec<RouteId> = Vec::with_capacity(specs.len());
+        let mut failed = None;
+        for spec in specs {
+            let check = if self.catalog.starts.contains_key(&spec.id) {
+                Err(RouteError::AlreadyRegistered(spec.id))
+            } else {
+                self.catalog.check_free(&spec, &[])
+            };
+            if let Err(e) = check {
+                failed = Some(e);
+                break;
+            }
+            added.push(spec.id);
+            self.catalog.insert(spec);
+        }
+        if let Some(e) = failed {
+            for id in added {
+                self.catalog.delete(id);
+            }
+            return Err(e);
+        }
+        let mut new: Vec<Arc<Slot>> = added
+            .iter()
+            .map(|id| self.catalog.build_slot(&[*id], self.limits, 0))
+            .collect();
+        new.sort_by(|a, b| a.meta.start.cmp(&b.meta.start));
+        // One merge of two key-ordered lists (routes never overlap).
+        let mut slots = Vec::with_capacity(self.current.slots.len() + new.len());
+        let mut old = self.current.slots.iter().cloned().peekable();
+        for slot in new {
+            while let Some(o) = old.next_if(|o| o.meta.start < slot.meta.start) {
+                slots.push(o);
+            }
+            slots.push(slot);
+        }
+        slots.extend(old);
+        Ok(self.finish(slots, Vec::new()))
+    }
+
     /// Removes a route; its slot is retired, or its virtual bucket rebuilt
     /// without it.
     pub(crate) fn remove(self, id: RouteId) -> Result<Change, RouteError> {
@@ -492,7 +541,11 @@ impl Planner<'_> {
         }
         // A slot built and retired within this one change never reached the hot
         // path; keep only slots that were in the published table.
-        retired.retain(|s| self.current.slots.iter().any(|c| Arc::ptr_eq(c, s)));
+        if !retired.is_empty() {
+            let published: rustc_hash::FxHashSet<*const Slot> =
+                self.current.slots.iter().map(Arc::as_ptr).collect();
+            retired.retain(|s| published.contains(&Arc::as_ptr(s)));
+        }
         Change {
             table: RouteTable::new(slots),
             retired,

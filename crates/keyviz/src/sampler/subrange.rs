@@ -80,7 +80,7 @@ impl SubLayout {
     /// Keys that do not share the route's common prefix sort wholly before or
     /// after its sub-space and clamp to the first or last bucket; keys that do
     /// are ordered by their 8-byte window, which is monotone in the key.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn index(&self, key: &[u8]) -> usize {
         if self.bounds.is_empty() {
             return 0;

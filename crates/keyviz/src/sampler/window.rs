@@ -30,6 +30,8 @@ use rustc_hash::FxHashMap;
 
 use super::counters::{UNKNOWN_LANE, WRITE_LANES};
 use super::route_table::Slot;
+use super::counters::MAX_SHARDS;
+use super::shard::NO_SHARD;
 use crate::history::{Lanes, WriteLane};
 use crate::sync::{Arc, AtomicI64, AtomicU64, Ordering};
 use crate::time::align_down;
@@ -148,6 +150,11 @@ impl SideCell {
 
 type CellKey = (u64, u32);
 
+/// A statistic on its own cache line (no false sharing between lease holders).
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct PaddedU64(AtomicU64);
+
 #[derive(Debug, Default)]
 struct SideBuffer {
     windows: BTreeMap<i64, FxHashMap<CellKey, SideCell>>,
@@ -218,7 +225,11 @@ pub(crate) struct Windows {
     step_ms: u64,
     retention_ms: i64,
     side: parking_lot::Mutex<SideBuffer>,
-    pub(crate) unknown_route: AtomicU64,
+    /// Observations of unregistered routes without a shard lease.
+    unknown_route: AtomicU64,
+    /// ... and per lease index (load + store by the lease holder, no atomic
+    /// read-modify-write: the miss path costs what Go's does, or less).
+    unknown_sharded: [PaddedU64; MAX_SHARDS],
     pub(crate) out_of_window: AtomicU64,
     pub(crate) folded: AtomicU64,
     pub(crate) aged: AtomicU64,
@@ -243,6 +254,7 @@ impl Windows {
             retention_ms: i64::try_from(retention_ms).unwrap_or(i64::MAX),
             side: parking_lot::Mutex::new(SideBuffer::default()),
             unknown_route: AtomicU64::new(0),
+            unknown_sharded: std::array::from_fn(|_| PaddedU64::default()),
             out_of_window: AtomicU64::new(0),
             folded: AtomicU64::new(0),
             aged: AtomicU64::new(0),
@@ -251,10 +263,32 @@ impl Windows {
         }
     }
 
+    /// Counts one observation of an unregistered route, as lease `shard`.
+    #[inline(always)]
+    pub(crate) fn note_unknown(&self, shard: usize) {
+        match self.unknown_sharded.get(shard) {
+            // Ordering: Relaxed — a statistic, written by the lease holder only.
+            Some(c) => c.0.store(c.0.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed),
+            None => {
+                self.unknown_route.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Observations of unregistered routes so far.
+    pub(crate) fn unknown_routes(&self) -> u64 {
+        // Ordering: Relaxed — statistics.
+        self.unknown_sharded
+            .iter()
+            .fold(self.unknown_route.load(Ordering::Relaxed), |a, c| {
+                a.wrapping_add(c.0.load(Ordering::Relaxed))
+            })
+    }
+
     /// True when `at_unix_ms` falls in the open window: one relaxed load, one
     /// subtraction, one compare (exact while `open + step` does not overflow,
     /// which aligned real times never do).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn is_open(&self, at_unix_ms: i64) -> bool {
         // Ordering: Relaxed — an observation racing a seal's advance may be
         // filed in the window being sealed or the next one (the drain race of
@@ -280,11 +314,15 @@ impl Windows {
     /// one: not captured for hot keys, its summary's bounds widen instead).
     fn count_open(slot: &Slot, sub: usize, bytes: u64, op: Op) {
         match op {
-            Op::Read { leader } => slot.counters.add_read(sub, leader, bytes),
-            Op::Write { group, term } => {
-                slot.counters
-                    .add_write(sub, slot.lanes.lane_for(group, term), bytes)
-            }
+            // The shared counters: the slow path holds no lease.
+            Op::Read { leader } => slot.counters.add_read(NO_SHARD, sub, leader, bytes, false),
+            Op::Write { group, term } => slot.counters.add_write(
+                NO_SHARD,
+                sub,
+                slot.lanes.lane_for(group, term),
+                bytes,
+                false,
+            ),
         };
     }
 
