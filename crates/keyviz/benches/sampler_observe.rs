@@ -230,7 +230,14 @@ fn go_shapes(c: &mut Criterion) {
                     let r = seq[(start + j) & mask];
                     let key = &keys[r as usize];
                     if write {
-                        s.observe_write(u64::from(r), black_box(key), 64, u64::from(r % 8 + 1), 3, t);
+                        s.observe_write(
+                            u64::from(r),
+                            black_box(key),
+                            64,
+                            u64::from(r % 8 + 1),
+                            3,
+                            t,
+                        );
                     } else {
                         s.observe_read(u64::from(r), black_box(key), 64, ReadRole::Leader, t);
                     }
@@ -251,7 +258,8 @@ fn go_shapes(c: &mut Criterion) {
                     let start = Instant::now();
                     let handles: Vec<_> = (0..2usize)
                         .map(|t| {
-                            let (s, seq, keys) = (Arc::clone(&s), Arc::clone(&seq), Arc::clone(&keys));
+                            let (s, seq, keys) =
+                                (Arc::clone(&s), Arc::clone(&seq), Arc::clone(&keys));
                             std::thread::spawn(move || one(&s, &seq, &keys, t * 7_919, per_thread))
                         })
                         .collect();

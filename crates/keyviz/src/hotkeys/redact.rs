@@ -120,6 +120,47 @@ impl KeyRedactor {
         }
     }
 
+    /// Whether [`capture_form`](Self::capture_form) defers work to
+    /// [`seal_form`](Self::seal_form) (hashed mode: the HMAC runs per kept
+    /// summary key at seal, not per captured operation).
+    #[must_use = "pure function"]
+    pub fn defers(&self) -> bool {
+        matches!(self.inner, Inner::Hashed { .. })
+    }
+
+    /// What the observe path keeps of `key` for one window (the capture
+    /// sketch, in memory only, never stored or shown): `key` cut at
+    /// [`MAX_HOT_KEY_BYTES`] in raw *and* hashed mode, `Some(truncated)`;
+    /// `None` in off mode. In hashed mode turn every key that leaves the
+    /// sketch into its shown form with [`seal_form`](Self::seal_form).
+    pub fn capture_form(&self, key: &[u8], out: &mut Vec<u8>) -> Option<bool> {
+        out.clear();
+        if matches!(self.inner, Inner::Off) {
+            return None;
+        }
+        let cut = key.len().min(MAX_HOT_KEY_BYTES);
+        out.extend_from_slice(&key[..cut]);
+        Some(cut < key.len())
+    }
+
+    /// The shown form of a key kept by [`capture_form`](Self::capture_form):
+    /// hashed mode => [`apply`](Self::apply) of it (so a key longer than
+    /// [`MAX_HOT_KEY_BYTES`] is hashed over its first `MAX_HOT_KEY_BYTES`
+    /// bytes, and the summary marks it truncated: keys sharing that start are
+    /// one entry, as in raw mode); raw mode => `captured` itself; off => empty.
+    pub fn seal_form(&self, captured: &[u8], out: &mut Vec<u8>) {
+        match &self.inner {
+            Inner::Hashed { .. } => {
+                let _ = self.apply(captured, out);
+            }
+            Inner::Raw => {
+                out.clear();
+                out.extend_from_slice(captured);
+            }
+            Inner::Off => out.clear(),
+        }
+    }
+
     /// What may be shown of `key` as a row label: raw => the key (cut at
     /// [`MAX_HOT_KEY_BYTES`]); hashed => the kept prefix only (possibly
     /// empty); off => `None`.
@@ -258,6 +299,29 @@ mod tests {
         assert_eq!(out.len(), MAX_HOT_KEY_BYTES);
         assert_eq!(r.label(&long).map(<[u8]>::len), Some(MAX_HOT_KEY_BYTES));
         assert_eq!(r.mode(), HotKeyMode::Raw);
+    }
+
+    #[test]
+    fn deferred_hashing_gives_the_same_form_as_hashing_on_capture() {
+        let r = KeyRedactor::hashed(b"secret", Some(b':'));
+        assert!(r.defers());
+        let mut kept = Vec::new();
+        assert_eq!(r.capture_form(b"user:42", &mut kept), Some(false));
+        assert_eq!(kept, b"user:42", "the window keeps the key itself");
+        let mut shown = Vec::new();
+        r.seal_form(&kept, &mut shown);
+        assert_eq!(shown, form(&r, b"user:42"));
+        // A long key is hashed over its first MAX_HOT_KEY_BYTES and flagged cut.
+        let long = vec![b'x'; MAX_HOT_KEY_BYTES + 9];
+        assert_eq!(r.capture_form(&long, &mut kept), Some(true));
+        r.seal_form(&kept, &mut shown);
+        assert_eq!(shown, form(&r, &long[..MAX_HOT_KEY_BYTES]));
+        let raw = KeyRedactor::raw();
+        assert!(!raw.defers());
+        raw.capture_form(b"k", &mut kept);
+        raw.seal_form(&kept, &mut shown);
+        assert_eq!(shown, b"k");
+        assert_eq!(KeyRedactor::off().capture_form(b"k", &mut kept), None);
     }
 
     #[test]

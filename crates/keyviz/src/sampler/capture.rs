@@ -188,7 +188,9 @@ pub(crate) fn capture(
         return;
     }
     let run = |out: &mut Vec<u8>| {
-        let Some(truncated) = shared.redactor.apply(key, out) else {
+        // Hashed mode hashes at seal, per kept summary key (`harvest`), not
+        // per captured operation: the window's sketch holds the key itself.
+        let Some(truncated) = shared.redactor.capture_form(key, out) else {
             return;
         };
         let label = shared.redactor.label(key);
@@ -257,6 +259,19 @@ pub(crate) fn capture(
     }
 }
 
+/// Replaces each kept key of `summary` by its shown form (hashed mode), and
+/// restores the summary's order (estimate descending, then key ascending).
+fn seal_forms(redactor: &KeyRedactor, summary: &mut HotSummary) {
+    let mut out = Vec::new();
+    for item in &mut summary.items {
+        redactor.seal_form(&item.key, &mut out);
+        std::mem::swap(&mut item.key, &mut out);
+    }
+    summary
+        .items
+        .sort_by(|a, b| b.estimate.cmp(&a.estimate).then_with(|| a.key.cmp(&b.key)));
+}
+
 impl SlotCapture {
     /// At seal, after sub-range `sub` drained `drained`: each family with
     /// traffic becomes a summary (exact total from the counters, trimmed to
@@ -322,6 +337,11 @@ impl SlotCapture {
                 }
                 let mut summary: HotSummary = sketch.summary(exact);
                 summary.trim(CELL_HOT_K);
+                if let Some(b) = &self.budget
+                    && b.redactor.defers()
+                {
+                    seal_forms(&b.redactor, &mut summary);
+                }
                 if exact_ops < evict_below {
                     // The budget ran out this window: quiet families give
                     // their sketches back so a busier row can take them.

@@ -75,35 +75,63 @@ const PROVISION_COUNT: u64 = 1 << 18;
 const PROVISION_BYTES: u64 = 1 << 34;
 
 /// `log2` of half the operations per counter and window that are all
-/// captured: with 9, the first 1 024 operations of a counter in a window are,
-/// then 512 per doubling of the count. 512 captures per doubling keep the
-/// estimate of a key with a 10 % share within about 7 % (one sigma) however
-/// busy the row; 32 per doubling measured a 28 % miss (see `docs/PERFORMANCE.md`).
+/// captured in a *hot* row: with 9, the first 1 024 operations of a counter in
+/// a window are, then 512 per doubling of the count. 512 captures per
+/// doubling keep the estimate of a key with a 10 % share within about 7 %
+/// (one sigma) however busy the row; 32 per doubling measured a 28 % miss
+/// (see `docs/PERFORMANCE.md`).
 pub(crate) const EXACT_CAPTURE_SHIFT: u32 = 9;
 
+/// A sub-range whose previous window counted at least this many operations
+/// (all series) is *hot*: its counters capture every one of their first
+/// 1 024 operations of the window. Any other sub-range is *quiet*.
+pub(crate) const HOT_ROW_OPS: u64 = 4_096;
+
+/// Operations per counter and window a quiet row captures exactly.
+pub(crate) const QUIET_EXACT: u64 = 32;
+
+/// `log2` of a quiet row's sampling stride past [`QUIET_EXACT`]: one capture
+/// per aligned block of 64 operations, until the hot-row stride is larger.
+pub(crate) const QUIET_STRIDE_SHIFT: u32 = 6;
+
 /// Whether the operation that found `count` earlier operations on its counter
-/// in this window is captured for hot keys, and with what weight.
+/// in this window is captured for hot keys, and with what weight; `hot` says
+/// whether the row was hot in its previous window ([`HOT_ROW_OPS`]).
 ///
 /// Returns 0 (not captured) or the stride `s`: the captured operation stands
-/// for `s` operations. While `count < 1024`, `s = 1` (every operation). From
-/// there, in each range `[512·2^j, 512·2^(j+1))` (`j >= 1`), the operations are
-/// cut into aligned blocks of `s = 2^j` and exactly one operation of each
-/// block is captured, at a position picked by hashing the block number.
-/// The blocks tile the count exactly, so the captured weight of a counter
-/// equals its count up to the last, partly filled block. The position is
-/// hashed rather than fixed so that periodic traffic (a client cycling
-/// through ten keys) does not alias with the stride; it is still a pure
-/// function of the count, so two nodes fed the same traffic capture the same
-/// operations. Costs a shift and a compare below 1 024; past it a leading-zero
-/// count, a multiply and a mask test — decided on the `fetch_add` result the
-/// count already paid for, so the path reads no extra memory.
+/// for `s` operations. Hot row: while `count < 1024`, `s = 1` (every
+/// operation); from there, in each range `[512·2^j, 512·2^(j+1))` (`j >= 1`),
+/// `s = 2^j`. Quiet row (the escalation scheme: a quiet row costs little, a
+/// row that proves busy gets the full capture from its next window on):
+/// `s = 1` for the first [`QUIET_EXACT`] operations, one block of 32 up to
+/// 64, then `s = max(64, the hot-row stride)`. Either way the operations are
+/// cut into aligned blocks of `s` and exactly one operation of each block is
+/// captured, at a position picked by hashing the block number. The blocks
+/// tile the count exactly, so the captured weight of a counter equals its
+/// count up to the last, partly filled block; any stride above 1 marks the
+/// summary `sampled` and widens its bounds. The position is hashed rather
+/// than fixed so that periodic traffic (a client cycling through ten keys)
+/// does not alias with the stride; it is still a pure function of the count
+/// and of the previous window's count, so two nodes fed the same traffic
+/// capture the same operations. Decided on the count the counter already
+/// paid for, so the path reads no extra memory but the row's hot flag.
 #[inline(always)]
-pub(crate) fn capture_stride(count: u64) -> u64 {
+pub(crate) fn capture_stride(count: u64, hot: bool) -> u64 {
     let q = count >> EXACT_CAPTURE_SHIFT;
-    if q < 2 {
+    let mut j = if q < 2 { 0 } else { 63 - q.leading_zeros() };
+    if !hot {
+        if count < QUIET_EXACT {
+            return 1;
+        }
+        j = if count < 2 * QUIET_EXACT {
+            QUIET_EXACT.trailing_zeros()
+        } else {
+            j.max(QUIET_STRIDE_SHIFT)
+        };
+    }
+    if j == 0 {
         return 1;
     }
-    let j = 63 - q.leading_zeros();
     let s = 1u64 << j;
     // Fibonacci hashing of the block number; its high bits pick the phase.
     let phase = ((count >> j).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) & (s - 1);
@@ -115,6 +143,18 @@ pub(crate) fn capture_stride(count: u64) -> u64 {
 #[repr(align(64))]
 pub(crate) struct SubCounters {
     packed: [AtomicU64; COUNTERS],
+    /// 1 when the previous drain took at least [`HOT_ROW_OPS`] operations
+    /// (written by the seal side, read by captures).
+    hot: AtomicU64,
+}
+
+impl SubCounters {
+    #[inline(always)]
+    fn is_hot(&self) -> bool {
+        // Ordering: Relaxed — a capture heuristic; a stale flag shifts the
+        // escalation by one window.
+        self.hot.load(Ordering::Relaxed) != 0
+    }
 }
 
 /// Wide overflow counters of one sub-range: (count, bytes) per packed counter.
@@ -257,7 +297,8 @@ impl SlotCounters {
             // seal side's `seen` never passes the value we last stored.
             // Ordering: Relaxed — a capture heuristic, as on the shared path.
             let seen = s.seen[counter].ops.load(Ordering::Relaxed);
-            return Some(capture_stride(ops.wrapping_sub(seen)));
+            let hot = self.blocks.get(sub).is_some_and(SubCounters::is_hot);
+            return Some(capture_stride(ops.wrapping_sub(seen), hot));
         }
         let block = self.blocks.get(sub)?;
         if bytes >= MAX_PACKED_ADD {
@@ -273,7 +314,10 @@ impl SlotCounters {
         if count >= PROMOTE_AT && count % PROMOTE_EVERY == 0 && shard < MAX_SHARDS {
             self.promote(shard);
         }
-        Some(capture_stride(count))
+        if !capture {
+            return Some(0);
+        }
+        Some(capture_stride(count, block.is_hot()))
     }
 
     /// Gives lease `shard` its own block in this slot (the caller holds the
@@ -369,7 +413,13 @@ impl SlotCounters {
         bytes: u64,
         capture: bool,
     ) -> Option<u64> {
-        self.add(shard, sub, FIRST_WRITE + lane.min(UNKNOWN_LANE), bytes, capture)
+        self.add(
+            shard,
+            sub,
+            FIRST_WRITE + lane.min(UNKNOWN_LANE),
+            bytes,
+            capture,
+        )
     }
 
     /// Swaps every shared counter of sub-range `sub` to zero, takes every
@@ -428,6 +478,12 @@ impl SlotCounters {
                 counts[c] = counts[c].saturating_add(ops.wrapping_sub(seen_ops));
                 bytes[c] = bytes[c].saturating_add(b.wrapping_sub(seen_b));
             }
+        }
+        let ops = counts.iter().fold(0u64, |a, c| a.saturating_add(*c));
+        let hot = u64::from(ops >= HOT_ROW_OPS);
+        // Ordering: Relaxed — see `is_hot`; written under the seal lock only.
+        if block.hot.load(Ordering::Relaxed) != hot {
+            block.hot.store(hot, Ordering::Relaxed);
         }
         if self.wide.get().is_none()
             && (counts.iter().any(|c| *c >= PROVISION_COUNT)
@@ -660,29 +716,40 @@ mod tests {
 
     #[test]
     fn capture_strides_tile_the_count_exactly_one_capture_per_block() {
-        let mut weight = 0u64;
-        let mut captures = 0u64;
-        let n = 1u64 << 20;
-        for c in 0..n {
-            let s = capture_stride(c);
-            if s > 0 {
-                // The block of a capture starts on a multiple of its stride.
-                assert!(s.is_power_of_two());
-                weight += s;
-                captures += 1;
+        for hot in [true, false] {
+            let mut weight = 0u64;
+            let mut captures = 0u64;
+            let n = 1u64 << 20;
+            for c in 0..n {
+                let s = capture_stride(c, hot);
+                if s > 0 {
+                    // The block of a capture starts on a multiple of its stride.
+                    assert!(s.is_power_of_two());
+                    weight += s;
+                    captures += 1;
+                }
+            }
+            assert_eq!(weight, n, "captured weight equals the count (hot {hot})");
+            let exact = 2u64 << EXACT_CAPTURE_SHIFT;
+            assert!(
+                captures <= exact + (exact / 2) * 10,
+                "logarithmic captures: {captures}"
+            );
+            if hot {
+                assert!(
+                    (0..exact).all(|c| capture_stride(c, true) == 1),
+                    "a hot row's young counter is exact"
+                );
+                assert_eq!(capture_stride(exact, true), 2);
+            } else {
+                assert!((0..QUIET_EXACT).all(|c| capture_stride(c, false) == 1));
+                let first_thousand = (0..1_000).filter(|c| capture_stride(*c, false) > 0).count();
+                assert!(
+                    first_thousand <= QUIET_EXACT as usize + 1 + 1_000 / 64 + 1,
+                    "a quiet row captures about 1 in 64: {first_thousand}"
+                );
             }
         }
-        assert_eq!(weight, n, "captured weight equals the count");
-        let exact = 2u64 << EXACT_CAPTURE_SHIFT;
-        assert!(
-            captures <= exact + (exact / 2) * 10,
-            "logarithmic captures: {captures}"
-        );
-        assert!(
-            (0..exact).all(|c| capture_stride(c) == 1),
-            "a quiet counter is exact"
-        );
-        assert_eq!(capture_stride(exact), 2);
     }
 
     #[test]
@@ -733,17 +800,31 @@ mod tests {
     }
 
     #[test]
-    fn shard_capture_strides_restart_after_each_drain() {
+    fn shard_capture_strides_restart_after_each_drain_and_escalate_in_hot_rows() {
         let c = SlotCounters::new(1);
         c.promote(0);
         let exact = 2u64 << EXACT_CAPTURE_SHIFT;
-        let strides: Vec<u64> = (0..exact + 1)
-            .map(|_| c.add_read(0, 0, true, 1, true).unwrap_or(0))
-            .collect();
-        assert!(strides[..exact as usize].iter().all(|s| *s == 1));
-        assert_eq!(strides[exact as usize], capture_stride(exact));
+        let strides = |c: &SlotCounters| -> Vec<u64> {
+            (0..exact + 1)
+                .map(|_| c.add_read(0, 0, true, 1, true).unwrap_or(0))
+                .collect()
+        };
+        // A quiet row (no previous window): exact only for QUIET_EXACT ops.
+        let quiet = strides(&c);
+        let expect: Vec<u64> = (0..=exact).map(|n| capture_stride(n, false)).collect();
+        assert_eq!(quiet, expect);
+        assert!(quiet.iter().filter(|s| **s == 64).count() > 0, "sampled");
+        // That window had 1 025 ops, under HOT_ROW_OPS: still quiet.
         let _ = c.drain(0);
         assert_eq!(c.add_read(0, 0, true, 1, true), Some(1), "young again");
+        for _ in 0..HOT_ROW_OPS {
+            c.add_read(0, 0, true, 1, true);
+        }
+        let _ = c.drain(0);
+        // The previous window was busy: every op of the first 1 024 is captured.
+        let hot = strides(&c);
+        assert!(hot[..exact as usize].iter().all(|s| *s == 1));
+        assert_eq!(hot[exact as usize], capture_stride(exact, true));
     }
 
     #[test]

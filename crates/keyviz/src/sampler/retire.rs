@@ -104,7 +104,9 @@ mod loom_tests {
             let drained = Arc::new(AtomicU64::new(0));
 
             let observer = loom::thread::spawn(move || {
-                table.counters.add_write(super::super::shard::NO_SHARD, 0, 0, 3, false);
+                table
+                    .counters
+                    .add_write(super::super::shard::NO_SHARD, 0, 0, 3, false);
                 drop(table);
             });
             let q2 = Arc::clone(&queue);

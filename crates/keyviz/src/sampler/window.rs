@@ -28,9 +28,9 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 
+use super::counters::MAX_SHARDS;
 use super::counters::{UNKNOWN_LANE, WRITE_LANES};
 use super::route_table::Slot;
-use super::counters::MAX_SHARDS;
 use super::shard::NO_SHARD;
 use crate::history::{Lanes, WriteLane};
 use crate::sync::{Arc, AtomicI64, AtomicU64, Ordering};
@@ -268,7 +268,10 @@ impl Windows {
     pub(crate) fn note_unknown(&self, shard: usize) {
         match self.unknown_sharded.get(shard) {
             // Ordering: Relaxed — a statistic, written by the lease holder only.
-            Some(c) => c.0.store(c.0.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed),
+            Some(c) => c.0.store(
+                c.0.load(Ordering::Relaxed).wrapping_add(1),
+                Ordering::Relaxed,
+            ),
             None => {
                 self.unknown_route.fetch_add(1, Ordering::Relaxed);
             }

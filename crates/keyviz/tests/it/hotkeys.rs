@@ -404,3 +404,102 @@ fn nodes_fed_the_same_traffic_label_rows_alike_and_the_merge_takes_min_and_max()
     let last = m.rows.last().expect("rows");
     assert_eq!(last.last_key.as_deref(), Some(b"zulu".as_slice()));
 }
+
+fn window_query(series: Series, from: i64) -> HotKeyQuery {
+    HotKeyQuery {
+        series,
+        k: 10,
+        from_unix_ms: Some(from),
+        to_unix_ms: Some(from + STEP as i64),
+        ..HotKeyQuery::default()
+    }
+}
+
+/// The escalation scheme: a quiet row captures its first 32 ops per counter,
+/// then 1 in 64, and says `sampled` with bounds that still hold; once a window
+/// of the row counted 4 096 ops or more, the next window captures every one
+/// of its first 1 024 ops per counter again, exactly.
+#[test]
+fn a_quiet_row_samples_past_its_exact_span_and_a_busy_window_escalates_it() {
+    let s = sampler_with(|_| {});
+    s.register_route(route(1, b"", None, 7)).expect("register");
+    let window = |s: &Sampler, w: i64, ops: u32| -> u64 {
+        let mut hot_true = 0;
+        for i in 0..ops {
+            if i % 10 == 0 {
+                s.observe_write(1, b"hot:counter", 8, 7, 3, w);
+                hot_true += 1;
+            } else {
+                s.observe_write(1, format!("user:{:04}", i % 600).as_bytes(), 8, 7, 3, w);
+            }
+        }
+        let _ = s.publish(s.seal(w + STEP as i64));
+        hot_true
+    };
+    let answer = |s: &Sampler, w: i64| {
+        merged(
+            &s.hot_keys(&window_query(Series::Writes, w), T0)
+                .expect("query"),
+        )
+    };
+    // Window 1: quiet (no window before it), 2 000 ops.
+    let w1 = T0;
+    let hot_true = window(&s, w1, 2_000);
+    let m = answer(&s, w1);
+    assert_eq!(m.total, 2_000);
+    assert!(m.sampled, "ops were skipped, and the answer says so");
+    let top = &m.keys[0];
+    assert_eq!(top.key, b"hot:counter");
+    assert!(
+        top.lower <= hot_true && hot_true <= top.upper,
+        "bounds {}..{} hold {hot_true}",
+        top.lower,
+        top.upper
+    );
+    // Window 2: busy (5 000 ops), which makes the row hot for window 3.
+    let w2 = w1 + STEP as i64;
+    let _ = window(&s, w2, 5_000);
+    // Window 3: 500 ops, all captured: exact again.
+    let w3 = w2 + STEP as i64;
+    let hot_true = window(&s, w3, 500);
+    let m = answer(&s, w3);
+    assert!(!m.sampled, "an escalated row captures every op");
+    let top = &m.keys[0];
+    assert_eq!(top.key, b"hot:counter");
+    assert_eq!(
+        (top.lower, top.estimate, top.upper),
+        (hot_true, hot_true, hot_true)
+    );
+    // Window 4 follows a quiet window (500 ops): sampled again past 32 ops.
+    let w4 = w3 + STEP as i64;
+    let _ = window(&s, w4, 500);
+    assert!(answer(&s, w4).sampled, "the row calmed down");
+}
+
+/// Hashed mode hashes at seal (per kept key), not per capture: the shown
+/// form is exactly the redactor's form of the key, and no raw key leaves
+/// the sampler.
+#[test]
+fn hashed_mode_shows_the_keyed_form_computed_at_seal() {
+    let redactor = KeyRedactor::hashed(b"cluster secret", Some(b':'));
+    let s = sampler_with(|c| c.hot_keys = redactor.clone());
+    s.register_route(route(1, b"", None, 7)).expect("register");
+    for _ in 0..20 {
+        s.observe_read(1, b"hot:counter", 4, ReadRole::Leader, T0);
+    }
+    s.observe_read(1, b"cold:key", 4, ReadRole::Leader, T0);
+    let _ = s.publish(s.seal(T0 + STEP as i64));
+    let m = merged(&hot(&s, Series::Reads));
+    let mut form = Vec::new();
+    redactor.apply(b"hot:counter", &mut form);
+    assert_eq!(m.keys[0].key, form);
+    assert!(m.keys[0].key.starts_with(b"hot:#"));
+    assert_eq!(m.keys[0].estimate, 20);
+    redactor.apply(b"cold:key", &mut form);
+    assert_eq!(m.keys[1].key, form);
+    assert!(
+        m.keys
+            .iter()
+            .all(|k| !k.key.windows(7).any(|w| w == b"counter"))
+    );
+}

@@ -111,6 +111,99 @@ fn no_counts_lost_across_flush_under_two_threads() {
     assert_eq!(total(&s, Series::WriteBytes), PER_THREAD / 2 * 6 * 2);
 }
 
+/// More observing threads than shard leases, all on one route (busy enough
+/// that every lease holder gets its own shard, the rest share the atomic
+/// counters), a seal running all the while, and threads exiting and handing
+/// their leases on: every count lands exactly once.
+#[test]
+fn no_counts_lost_across_seals_with_more_threads_than_shard_leases() {
+    let s = Arc::new(sampler());
+    s.register_route(route(1, b"", None, 1)).expect("register");
+    let done = Arc::new(AtomicBool::new(false));
+    const THREADS: u64 = 12;
+    const PER_THREAD: u64 = 20_000;
+    let flusher = {
+        let (s, done) = (Arc::clone(&s), Arc::clone(&done));
+        std::thread::spawn(move || {
+            let mut now = T0;
+            while !done.load(Ordering::Acquire) {
+                now += 1_000;
+                let _ = s.flush(now);
+            }
+            now
+        })
+    };
+    // Two waves: the second reuses the leases the first gave back.
+    for wave in 0..2u64 {
+        let observers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let s = Arc::clone(&s);
+                std::thread::spawn(move || {
+                    let key = (wave * THREADS + t).to_be_bytes();
+                    for _ in 0..PER_THREAD {
+                        s.observe_write(1, &key, 2, 1, 5, s.open_window_unix_ms());
+                    }
+                })
+            })
+            .collect();
+        for o in observers {
+            o.join().expect("observer");
+        }
+    }
+    done.store(true, Ordering::Release);
+    let now = flusher.join().expect("flusher");
+    let _ = s.flush(now + 1_000);
+    let ops = 2 * THREADS * PER_THREAD;
+    assert_eq!(total(&s, Series::Writes), ops);
+    assert_eq!(total(&s, Series::WriteBytes), ops * 10);
+}
+
+#[test]
+fn batch_registration_matches_one_by_one_and_is_all_or_nothing() {
+    let specs = |n: u8| -> Vec<keyviz::RouteSpec> {
+        (0..n)
+            .map(|i| route(u64::from(i) + 1, &[i], Some(&[i + 1]), 1 + u64::from(i % 3)))
+            .collect()
+    };
+    let batch = sampler();
+    batch.register_routes(specs(50)).expect("batch");
+    let single = sampler();
+    for spec in specs(50) {
+        single.register_route(spec).expect("one");
+    }
+    for s in [&batch, &single] {
+        for i in 0..50u8 {
+            s.observe_write(u64::from(i) + 1, &[i, 7], 1, 1, 1, T0);
+        }
+        let _ = s.flush(T0 + 1_000);
+    }
+    let rows = |s: &Sampler| {
+        all(s, Series::Writes)
+            .rows
+            .iter()
+            .map(|r| (r.bucket_id.clone(), r.start.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(rows(&batch).len(), 50);
+    assert_eq!(rows(&batch), rows(&single));
+    assert_eq!(batch.stats().routes, 50);
+
+    // A batch whose last spec overlaps an earlier one registers nothing.
+    let s = sampler();
+    let mut bad = specs(3);
+    bad.push(route(9, &[1, 5], Some(&[2]), 1));
+    assert!(s.register_routes(bad).is_err());
+    assert_eq!(s.stats().routes, 0);
+    // ... nor one that reuses a registered id; the catalog is unchanged.
+    s.register_route(route(1, b"x", Some(b"y"), 1))
+        .expect("one");
+    assert!(s.register_routes(specs(3)).is_err());
+    assert_eq!(s.stats().routes, 1);
+    s.register_routes(vec![route(2, b"a", Some(b"b"), 1)])
+        .expect("free range still registers");
+    assert_eq!(s.stats().routes, 2);
+}
+
 #[test]
 fn route_registered_after_start_is_counted() {
     let s = sampler();

@@ -30,9 +30,7 @@ pub(crate) struct SharedCatalog {
 
 impl SharedCatalog {
     pub(crate) fn new(initial: Catalog, sampling: Sampling) -> Self {
-        for r in initial.routes() {
-            sampling.register(r);
-        }
+        sampling.register_all(initial.routes());
         Self {
             current: RwLock::new(Arc::new(initial)),
             writer: Mutex::new(()),
@@ -79,17 +77,21 @@ impl SharedCatalog {
         let mut next = (*old).clone();
         next.replace_group(group, routes);
         persist(&next)?;
-        for r in next.routes_of(group) {
-            if old.route(r.id) != Some(r) {
-                self.sampling.remove(r.id);
-                self.sampling.register(r);
-            }
-        }
+        let changed: Vec<&Route> = next
+            .routes_of(group)
+            .filter(|r| old.route(r.id) != Some(*r))
+            .collect();
+        // Every route that left or changed goes first, so the new ranges register in one
+        // batch without overlapping a range on its way out.
         for r in old.routes_of(group) {
             if next.route(r.id).is_none() {
                 self.sampling.remove(r.id);
             }
         }
+        for r in &changed {
+            self.sampling.remove(r.id);
+        }
+        self.sampling.register_all(changed);
         *self.current.write() = Arc::new(next);
         Ok(())
     }
