@@ -165,21 +165,26 @@ struct Wide {
 }
 
 /// One counter of one sub-range in a thread shard: cumulative operations and
-/// bytes, written (load + store) by the shard's lease holder only.
+/// bytes, written (load + store) by the shard's lease holder only, next to
+/// what the seal side last took from them (`seen_*`, written under the seal
+/// lock only), so an observe with capture on touches one line.
 #[derive(Debug, Default)]
-#[repr(align(16))]
+#[repr(align(32))]
 struct ShardCell {
     ops: AtomicU64,
     bytes: AtomicU64,
+    seen_ops: AtomicU64,
+    seen_bytes: AtomicU64,
 }
 
-/// A thread shard's counters for one sub-range, with what the seal side last
-/// took from them (`seen`, written under the seal lock only).
+/// A thread shard's counters for one sub-range, with its copy of the row's
+/// hot flag (see [`SubCounters`]; the shard path then never reads the shared
+/// line). 256 bytes.
 #[derive(Debug, Default)]
-#[repr(align(64))]
+#[repr(C, align(64))]
 struct ShardSub {
-    cur: [ShardCell; COUNTERS],
-    seen: [ShardCell; COUNTERS],
+    hot: AtomicU64,
+    cells: [ShardCell; COUNTERS],
 }
 
 /// One lease holder's counters in one slot.
@@ -197,13 +202,14 @@ impl ShardBlock {
 /// The counters of one slot: a block per sub-range, the lazily allocated
 /// overflow blocks, and the thread shards of busy slots.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct SlotCounters {
     blocks: Box<[SubCounters]>,
-    wide: OnceLock<Box<[Wide]>>,
     /// The block of each lease index, empty until promoted; set once by that
     /// index's holder (the `OnceLock` publishes the zeroed block with
     /// release/acquire), freed with the slot.
     shards: [OnceLock<ShardBlock>; MAX_SHARDS],
+    wide: OnceLock<Box<[Wide]>>,
 }
 
 impl Drop for SlotCounters {
@@ -282,7 +288,7 @@ impl SlotCounters {
     ) -> Option<u64> {
         if let Some(block) = self.shard(shard) {
             let s = block.subs.get(sub)?;
-            let cell = &s.cur[counter];
+            let cell = &s.cells[counter];
             let bytes = bytes.min(MAX_OP_BYTES);
             // Ordering: Relaxed — the lease holder is the only writer, so a
             // load and a store make an exact increment; flush only loads.
@@ -296,8 +302,8 @@ impl SlotCounters {
             // Operations before this one since the last drain took them: the
             // seal side's `seen` never passes the value we last stored.
             // Ordering: Relaxed — a capture heuristic, as on the shared path.
-            let seen = s.seen[counter].ops.load(Ordering::Relaxed);
-            let hot = self.blocks.get(sub).is_some_and(SubCounters::is_hot);
+            let seen = cell.seen_ops.load(Ordering::Relaxed);
+            let hot = s.hot.load(Ordering::Relaxed) != 0;
             return Some(capture_stride(ops.wrapping_sub(seen), hot));
         }
         let block = self.blocks.get(sub)?;
@@ -311,7 +317,7 @@ impl SlotCounters {
         if count >= SPILL_COUNT || old & BYTES_MASK >= SPILL_BYTES {
             self.spill(sub, counter);
         }
-        if count >= PROMOTE_AT && count % PROMOTE_EVERY == 0 && shard < MAX_SHARDS {
+        if count >= PROMOTE_AT && count.is_multiple_of(PROMOTE_EVERY) && shard < MAX_SHARDS {
             self.promote(shard);
         }
         if !capture {
@@ -460,21 +466,21 @@ impl SlotCounters {
                 continue;
             };
             for c in 0..COUNTERS {
-                let (cur, seen) = (&s.cur[c], &s.seen[c]);
+                let cell = &s.cells[c];
                 // Ordering: Relaxed — per-location coherence: this load sees
                 // a value at or after the one the previous drain saw, so
                 // every store lands in exactly one difference.
-                let ops = cur.ops.load(Ordering::Relaxed);
-                let b = cur.bytes.load(Ordering::Relaxed);
+                let ops = cell.ops.load(Ordering::Relaxed);
+                let b = cell.bytes.load(Ordering::Relaxed);
                 let (seen_ops, seen_b) = (
-                    seen.ops.load(Ordering::Relaxed),
-                    seen.bytes.load(Ordering::Relaxed),
+                    cell.seen_ops.load(Ordering::Relaxed),
+                    cell.seen_bytes.load(Ordering::Relaxed),
                 );
                 if ops == seen_ops && b == seen_b {
                     continue;
                 }
-                seen.ops.store(ops, Ordering::Relaxed);
-                seen.bytes.store(b, Ordering::Relaxed);
+                cell.seen_ops.store(ops, Ordering::Relaxed);
+                cell.seen_bytes.store(b, Ordering::Relaxed);
                 counts[c] = counts[c].saturating_add(ops.wrapping_sub(seen_ops));
                 bytes[c] = bytes[c].saturating_add(b.wrapping_sub(seen_b));
             }
@@ -482,8 +488,11 @@ impl SlotCounters {
         let ops = counts.iter().fold(0u64, |a, c| a.saturating_add(*c));
         let hot = u64::from(ops >= HOT_ROW_OPS);
         // Ordering: Relaxed — see `is_hot`; written under the seal lock only.
-        if block.hot.load(Ordering::Relaxed) != hot {
-            block.hot.store(hot, Ordering::Relaxed);
+        let shard_hot = (0..MAX_SHARDS).filter_map(|i| self.shard(i)?.subs.get(sub));
+        for flag in std::iter::once(&block.hot).chain(shard_hot.map(|s| &s.hot)) {
+            if flag.load(Ordering::Relaxed) != hot {
+                flag.store(hot, Ordering::Relaxed);
+            }
         }
         if self.wide.get().is_none()
             && (counts.iter().any(|c| *c >= PROVISION_COUNT)
@@ -755,6 +764,9 @@ mod tests {
     #[test]
     fn counters_fit_in_one_cache_line() {
         assert_eq!(std::mem::size_of::<SubCounters>(), 64);
+        // A shard's hot flag shares its line with the first counter.
+        assert_eq!(std::mem::size_of::<ShardSub>(), 256);
+        assert_eq!(std::mem::offset_of!(ShardSub, cells), 32);
     }
 
     #[test]

@@ -285,6 +285,7 @@ fn count_write(
 
 /// Counts a read in `table`; false when `route` is not registered.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)] // the observe signature, passed through
 fn count_read(
     windows: &Windows,
     table: &RouteTable,

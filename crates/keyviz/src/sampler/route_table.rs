@@ -67,12 +67,17 @@ pub(crate) struct SlotMeta {
 }
 
 /// The counters of one route or virtual bucket.
+///
+/// `repr(C)`, the observe path's fields first (sub-range layout, counters
+/// and the shard pointers, write lanes): a route the thread has not touched
+/// in a while (10 000 routes spread) costs as few cache lines as possible.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Slot {
-    pub(crate) meta: SlotMeta,
     pub(crate) layout: SubLayout,
     pub(crate) counters: SlotCounters,
     pub(crate) lanes: WriteLanes,
+    pub(crate) meta: SlotMeta,
     /// Creation order, unique per process; names the slot's rows.
     pub(crate) generation: u64,
     /// Decaying activity (operations), updated by flush; picks what to coarsen.
