@@ -408,7 +408,7 @@ pub fn merge(inputs: &[Matrix], options: &MergeOptions) -> Merged {
                 let key = m * width + u;
                 if is_write
                     && (!lanes.is_empty()
-                        || shares.contains_key(&key)
+                        || (!shares.is_empty() && shares.contains_key(&key))
                         || (slot.value != 0
                             && c.value != 0
                             && (slot.group, slot.term) != (c.group, c.term)))

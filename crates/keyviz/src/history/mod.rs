@@ -415,6 +415,22 @@ impl History {
         }
     }
 
+    /// Files each record into the tier of its `step_ms` only (no coarser tier
+    /// is rebuilt from it), as stored columns; nothing is left to persist.
+    pub(crate) fn restore_exact(&mut self, records: Vec<ColumnRecord>) {
+        for record in records {
+            let k = self
+                .tiers
+                .iter()
+                .position(|t| t.step_ms >= record.step_ms)
+                .unwrap_or(self.tiers.len() - 1);
+            let unix_ms = record.unix_ms;
+            let cells = self.restore_cells(record);
+            self.push_to(&[k], unix_ms, cells);
+        }
+        self.touched.clear();
+    }
+
     /// A stored record's cells, rows interned (one reference each).
     fn restore_cells(&mut self, record: ColumnRecord) -> Vec<CellInput> {
         record

@@ -71,6 +71,8 @@ struct OutCell {
     value: u64,
     group: u64,
     term: u64,
+    /// The cell's identity shares are in the sparse share map.
+    shared: bool,
 }
 
 /// One row incarnation seen in the window: its newest row metadata and its total.
@@ -250,7 +252,8 @@ pub(crate) fn build(
                 let idx = j * n_out + o as usize;
                 let lanes = multi_lane && col.lane_count(i) > 1;
                 let differs = cell.value != 0 && (cell.group, cell.term) != (g, t);
-                if lanes || differs || shares.contains_key(&idx) {
+                if lanes || differs || cell.shared {
+                    cell.shared = true;
                     let list = shares.entry(idx).or_insert_with(|| {
                         // Until now the cell had one identity: its own.
                         if cell.value == 0 {

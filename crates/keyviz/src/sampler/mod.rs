@@ -959,6 +959,16 @@ impl Sampler {
         }
     }
 
+    /// Bench hook: files `records` into the history tier of their `step_ms`,
+    /// as stored columns a restart loads (no coarser tier is rebuilt from
+    /// them, nothing is persisted), so a bench can build 30 days of history
+    /// without simulating 43 200 flushes. Takes the history write lock. Not
+    /// for production use.
+    #[doc(hidden)]
+    pub fn load_records_for_benches(&self, records: Vec<ColumnRecord>) {
+        self.history.write().restore_exact(records);
+    }
+
     /// Test hook: holds the history write lock until the guard drops, so a
     /// test can show what does and does not wait for it (seal and catalog
     /// changes do not; publish, matrix and stats do). Not for production use.
