@@ -45,6 +45,11 @@ pub(crate) struct NodeArgs {
     /// KeyViz step (column width): `2s`, `1m`, ...
     #[arg(long, env = "KEYVIZ_STEP", value_parser = parse_duration)]
     step: Option<Duration>,
+    /// KeyViz history tiers, finest first: `STEP:KEEP[,STEP:KEEP...]`, e.g.
+    /// `60s:24h,10m:7d,1h:30d` (the default for a 60 s step). The first STEP must equal
+    /// `--step`; each further STEP is a larger multiple of the previous one and keeps longer.
+    #[arg(long, env = "KEYVIZ_HISTORY_TIERS")]
+    history_tiers: Option<String>,
     /// KeyViz sub-range buckets per route (1..=256).
     #[arg(long, env = "KEYVIZ_KEY_BUCKETS")]
     key_buckets: Option<u32>,
@@ -194,6 +199,9 @@ impl Config {
         }
         if let Some(s) = args.step {
             c.step_ms = s.as_millis() as u64;
+        }
+        if args.history_tiers.is_some() {
+            c.history_tiers = args.history_tiers.clone();
         }
         set(&mut c.key_buckets_per_route, &args.key_buckets);
         set(&mut c.follower_reads, &args.follower_reads);
@@ -346,6 +354,23 @@ mod tests {
         let c = load(&["--config", p, "--keyviz-disabled", "--peer", "2=a:1/a:2"]).expect("load");
         assert!(!c.keyviz_enabled);
         assert_eq!(c.peers.len(), 1);
+    }
+
+    #[test]
+    fn history_tiers_flag_reaches_the_config_and_bad_values_name_the_flag() {
+        let c = load(&["--history-tiers", "60s:48h,10m:30d"]).expect("load");
+        let tiers = c.history_tiers().expect("valid");
+        assert_eq!(tiers.len(), 2);
+        assert_eq!(tiers[0].keep_ms, 48 * 3_600_000);
+        let err = load(&["--step", "2s", "--history-tiers", "60s:48h"])
+            .expect_err("the first step must equal --step");
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("history_tiers") && text.contains("--step"),
+            "{text}"
+        );
+        let err = load(&["--history-tiers", "60s:24h,90s:48h"]).expect_err("not a multiple");
+        assert!(format!("{err:#}").contains("multiple"), "{err:#}");
     }
 
     #[test]

@@ -32,6 +32,35 @@ pub enum ConfigError {
     /// `hot_key_sketches` is above 1 000 000.
     #[error("hot_key_sketches must be at most 1000000, got {0}")]
     HotKeySketchesOutOfRange(usize),
+    /// More than [`MAX_HISTORY_TIERS`](crate::config::MAX_HISTORY_TIERS) tiers.
+    #[error("at most 8 history tiers, got {0}")]
+    TooManyTiers(usize),
+    /// A tier's step is not a larger multiple of the finer tier's, or above 1 day.
+    #[error(
+        "history tier {index}: step {step_ms} ms must be a multiple of, and larger than, the finer tier's step {finer_step_ms} ms, and at most 1 day"
+    )]
+    TierStep {
+        /// Position of the tier (0 = the finest, at `step_ms`).
+        index: usize,
+        /// Its step.
+        step_ms: u64,
+        /// The finer tier's step.
+        finer_step_ms: u64,
+    },
+    /// A tier keeps no longer than the finer tier, less than one step, or over 400 days.
+    #[error(
+        "history tier {index}: keep {keep_ms} ms must be longer than the finer tier's {finer_keep_ms} ms, at least one step ({step_ms} ms), and at most 400 days"
+    )]
+    TierKeep {
+        /// Position of the tier (0 = the finest).
+        index: usize,
+        /// Its keep.
+        keep_ms: u64,
+        /// Its step.
+        step_ms: u64,
+        /// The finer tier's keep.
+        finer_keep_ms: u64,
+    },
 }
 
 /// A route-catalog change was refused; the catalog is unchanged.
@@ -106,6 +135,15 @@ pub enum MatrixError {
     /// A row's range is inverted.
     #[error("row {0}: start is not below end")]
     InvertedRange(String),
+    /// A row's `write_lanes` are out of range, unordered, too many for one
+    /// cell, or do not sum to the cell's value.
+    #[error("row {bucket_id}: write_lanes: {detail}")]
+    BadWriteLanes {
+        /// The row.
+        bucket_id: String,
+        /// What is wrong.
+        detail: String,
+    },
     /// More rows or columns than the limit the caller allows.
     #[error("matrix has {rows} rows x {columns} columns, over the limit of {limit} cells")]
     TooLarge {

@@ -49,13 +49,16 @@ pub use bucket::{
     virtual_bucket_name,
 };
 pub use config::{
-    MAX_COLUMNS, MAX_HOT_KEY_SKETCHES, MAX_KEY_BUCKETS, MAX_STEP_MS, MIN_STEP_MS, SamplerConfig,
+    HistoryTier, MAX_COLUMNS, MAX_HISTORY_TIERS, MAX_HOT_KEY_SKETCHES, MAX_KEY_BUCKETS,
+    MAX_STEP_MS, MAX_TIER_KEEP_MS, MAX_TIER_STEP_MS, MIN_STEP_MS, SamplerConfig,
 };
 pub use error::{ConfigError, MatrixError, RouteError};
-pub use history::{CellRecord, ColumnRecord, HistoryStore, HotRecord, PersistError, WriteRecord};
+pub use history::{
+    CellRecord, ColumnRecord, HistoryStore, HotRecord, MAX_QUERY_COLUMNS, PersistError, WriteRecord,
+};
 pub use matrix::{
-    MAX_MATRIX_CELLS, MAX_MATRIX_COLUMNS, Matrix, MatrixQuery, MatrixRow, Series, UnknownSeries,
-    coarsen_rows, plan_groups,
+    CellLane, MAX_CELL_LANES, MAX_MATRIX_CELLS, MAX_MATRIX_COLUMNS, Matrix, MatrixQuery, MatrixRow,
+    Series, UnknownSeries, coarsen_rows, plan_groups,
 };
 pub use preview::{MAX_PREVIEW_CHARS, RESERVED_PREFIXES, key_preview};
 pub use sampler::{

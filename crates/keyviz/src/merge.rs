@@ -29,7 +29,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::bucket::{bucket_base, incarnation_bucket_id, range_order};
 use crate::matrix::budget::{coarsen_rows, unique_bucket_ids};
-use crate::matrix::wire::{MAX_MATRIX_CELLS, MAX_MATRIX_COLUMNS, Matrix, MatrixRow, Series};
+use crate::matrix::query::cap_shares;
+use crate::matrix::wire::{
+    CellLane, MAX_MATRIX_CELLS, MAX_MATRIX_COLUMNS, Matrix, MatrixRow, Series,
+};
 use crate::time::{align_down, align_nearest};
 
 /// Route ids listed per aggregate row produced by the row budget.
@@ -92,12 +95,14 @@ pub struct Merged {
 /// for the empty key), end.
 type Incarnation<'a> = (&'a str, Option<&'a [u8]>, Option<&'a [u8]>);
 
-/// One node's contribution to one cell.
+/// One node's contribution to one cell (or one identity share of it).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Contribution {
     value: u64,
     group: u64,
     term: u64,
+    /// Which member (node row) it came from: shares of one node add up.
+    member: u32,
 }
 
 /// The merged cell.
@@ -132,15 +137,36 @@ fn resolve_read_cell(contribs: &[Contribution]) -> Cell {
 }
 
 fn resolve_write_cell(contribs: &[Contribution], keys: &mut Vec<(u64, u64, u64, bool)>) -> Cell {
+    keys.clear();
     let nonzero = || contribs.iter().filter(|c| c.value > 0);
     let Some(first) = nonzero().next() else {
         return Cell::default();
     };
     if nonzero().any(|c| c.group == 0 || c.term == 0) {
         // Legacy fallback: without identities we cannot tell a duplicate from a
-        // flip, so take the max and flag disagreement.
-        let best = nonzero().max_by_key(|c| rank(c)).copied().unwrap_or(*first);
-        let distinct = nonzero().any(|c| c.value != first.value);
+        // flip, so take the largest node total and flag disagreement. A node's
+        // shares are adjacent (same member): sum them first.
+        let mut totals: Vec<Contribution> = Vec::new();
+        for c in nonzero() {
+            match totals.last_mut() {
+                Some(t) if t.member == c.member => {
+                    if c.value > t.value {
+                        t.group = c.group;
+                        t.term = c.term;
+                    }
+                    t.value = t.value.saturating_add(c.value);
+                }
+                _ => totals.push(*c),
+            }
+        }
+        let first = totals.first().copied().unwrap_or(*first);
+        let best = totals
+            .iter()
+            .max_by_key(|c| rank(c))
+            .copied()
+            .unwrap_or(first);
+        let distinct = totals.iter().any(|c| c.value != first.value);
+        keys.clear();
         return Cell {
             value: best.value,
             group: best.group,
@@ -174,6 +200,28 @@ fn resolve_write_cell(contribs: &[Contribution], keys: &mut Vec<(u64, u64, u64, 
         group: best.0,
         term: best.1,
         conflict: keys.iter().any(|k| k.3),
+    }
+}
+
+/// The lanes of column `j` in `lanes` (sorted by column, as validated).
+fn lanes_of(lanes: &[CellLane], j: usize) -> &[CellLane] {
+    if lanes.is_empty() {
+        return lanes;
+    }
+    let j = j as u32;
+    let lo = lanes.partition_point(|l| l.column < j);
+    let hi = lanes.partition_point(|l| l.column <= j);
+    lanes.get(lo..hi).unwrap_or(&[])
+}
+
+/// Adds `value` to the share of (group, term), or a new share.
+fn add_share(list: &mut Vec<(u64, u64, u64)>, group: u64, term: u64, value: u64) {
+    if value == 0 {
+        return;
+    }
+    match list.iter_mut().find(|s| (s.0, s.1) == (group, term)) {
+        Some(s) => s.2 = s.2.saturating_add(value),
+        None => list.push((group, term, value)),
     }
 }
 
@@ -328,9 +376,14 @@ pub fn merge(inputs: &[Matrix], options: &MergeOptions) -> Merged {
     let mut scratch: Vec<Contribution> = Vec::new();
     let mut cell_contribs: Vec<Contribution> = Vec::new();
     let mut keys = Vec::new();
+    let is_write = options.series.is_write();
+    // Per (member, merged column), the identity shares of a node's cell that
+    // holds several (sparse; usually empty).
+    let mut shares: HashMap<usize, Vec<(u64, u64, u64)>> = HashMap::new();
     let mut rows = Vec::with_capacity(meta.len());
     for (k, first) in meta.iter().enumerate() {
         let members = &contributors[k];
+        shares.clear();
         scratch.clear();
         scratch.resize(members.len() * width, Contribution::default());
         for (m, &(i, r)) in members.iter().enumerate() {
@@ -344,14 +397,45 @@ pub fn merge(inputs: &[Matrix], options: &MergeOptions) -> Merged {
                     value: row.values.get(j).copied().unwrap_or(0),
                     group: row.raft_group_ids.get(j).copied().unwrap_or(0),
                     term: row.leader_terms.get(j).copied().unwrap_or(0),
+                    member: m as u32,
                 };
+                let lanes = if is_write {
+                    lanes_of(&row.write_lanes, j)
+                } else {
+                    &[]
+                };
+                let slot = &mut dense[u];
+                let key = m * width + u;
+                if is_write
+                    && (!lanes.is_empty()
+                        || (!shares.is_empty() && shares.contains_key(&key))
+                        || (slot.value != 0
+                            && c.value != 0
+                            && (slot.group, slot.term) != (c.group, c.term)))
+                {
+                    // Several identities in this node's cell: keep them apart,
+                    // so replicas deduplicate per (group, term).
+                    let list = shares.entry(key).or_default();
+                    if slot.value != 0 {
+                        add_share(list, slot.group, slot.term, slot.value);
+                        *slot = Contribution::default();
+                    }
+                    if lanes.is_empty() {
+                        add_share(list, c.group, c.term, c.value);
+                    } else {
+                        for l in lanes {
+                            add_share(list, l.group, l.term, l.value);
+                        }
+                    }
+                    continue;
+                }
                 // Two columns of one input aligned into one window: that node
                 // counted both, so they add; identity follows the larger part.
-                let slot = &mut dense[u];
                 if c.value > slot.value {
                     slot.group = c.group;
                     slot.term = c.term;
                 }
+                slot.member = c.member;
                 slot.value = slot.value.saturating_add(c.value);
             }
         }
@@ -359,11 +443,46 @@ pub fn merge(inputs: &[Matrix], options: &MergeOptions) -> Merged {
         let mut groups = vec![0u64; width];
         let mut terms = vec![0u64; width];
         let mut conflicts: Vec<bool> = Vec::new();
+        let mut write_lanes: Vec<CellLane> = Vec::new();
         for j in 0..width {
             cell_contribs.clear();
-            cell_contribs.extend((0..members.len()).map(|m| scratch[m * width + j]));
-            let cell = if options.series.is_write() {
-                resolve_write_cell(&cell_contribs, &mut keys)
+            if shares.is_empty() {
+                cell_contribs.extend((0..members.len()).map(|m| scratch[m * width + j]));
+            } else {
+                for m in 0..members.len() {
+                    match shares.get(&(m * width + j)) {
+                        Some(list) => {
+                            cell_contribs.extend(list.iter().map(|&(group, term, value)| {
+                                Contribution {
+                                    value,
+                                    group,
+                                    term,
+                                    member: m as u32,
+                                }
+                            }))
+                        }
+                        None => cell_contribs.push(scratch[m * width + j]),
+                    }
+                }
+            }
+            let cell = if is_write {
+                let cell = resolve_write_cell(&cell_contribs, &mut keys);
+                if keys.len() > 1 {
+                    // Keep the shares, so a merge of this result stays exact.
+                    let list = keys.iter().map(|&(g, t, v, _)| (g, t, v)).collect();
+                    let mut capped: Vec<CellLane> = cap_shares(list)
+                        .into_iter()
+                        .map(|(group, term, value)| CellLane {
+                            column: j as u32,
+                            group,
+                            term,
+                            value,
+                        })
+                        .collect();
+                    capped.sort_unstable_by_key(|l| (l.group, l.term));
+                    write_lanes.extend(capped);
+                }
+                cell
             } else {
                 resolve_read_cell(&cell_contribs)
             };
@@ -402,6 +521,7 @@ pub fn merge(inputs: &[Matrix], options: &MergeOptions) -> Merged {
                 .iter()
                 .filter_map(|&(i, r)| inputs[i].rows[r].last_key.clone())
                 .max(),
+            write_lanes,
         });
     }
 

@@ -85,8 +85,13 @@ pub struct NodeConfig {
     pub step_ms: u64,
     /// KeyViz sub-range buckets per route (1..=256).
     pub key_buckets_per_route: u32,
-    /// KeyViz retention in ms.
+    /// KeyViz retention in ms (of the finest tier; the first KEEP of `history_tiers` wins).
     pub retention_ms: u64,
+    /// KeyViz history tiers, `STEP:KEEP[,STEP:KEEP...]` finest first (durations such as
+    /// `60s`, `10m`, `1h`, `7d`): the first STEP must equal `step_ms`, each further STEP a
+    /// larger multiple of the previous one, each KEEP longer than the previous one. `None`
+    /// derives the default, see [`NodeConfig::history_tiers`].
+    pub history_tiers: Option<String>,
     /// Serve reads on followers from local state, after catching up to the leader's read
     /// index (linearizable; observed as follower reads), instead of forwarding them.
     pub follower_reads: bool,
@@ -188,6 +193,7 @@ impl Default for NodeConfig {
             step_ms: 60_000,
             key_buckets_per_route: 8,
             retention_ms: 24 * 3_600_000,
+            history_tiers: None,
             follower_reads: false,
             keyviz_enabled: true,
             fsync: true,
@@ -247,7 +253,132 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+/// Coarser tiers added after `step_ms:retention_ms` when `history_tiers` is not set, each kept
+/// only if its step is a larger multiple of the previous tier's and it keeps longer: 10 min for
+/// 7 days, then 1 h for 30 days (see docs/PERFORMANCE.md, "Tiered history", for the memory and
+/// disk this costs at 10 000 routes).
+pub const DEFAULT_COARSER_TIERS: [(u64, u64); 2] =
+    [(600_000, 7 * 86_400_000), (3_600_000, 30 * 86_400_000)];
+
+/// Parses a duration of `history_tiers`: digits then `ms`, `s`, `m`, `h` or `d`.
+fn tier_duration(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let i = t.find(|c: char| !c.is_ascii_digit())?;
+    let (num, unit) = t.split_at(i);
+    let n: u64 = num.parse().ok()?;
+    let unit_ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(unit_ms)
+}
+
+/// `ms` as the shortest exact duration text (`90s`, `10m`, `7d`).
+pub fn format_tier_duration(ms: u64) -> String {
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms >= size && ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
 impl NodeConfig {
+    /// The KeyViz history tiers, finest first, as `(step_ms, keep_ms)`.
+    ///
+    /// With `history_tiers` set: parsed and checked (the first STEP equals `step_ms`; the
+    /// sampler's rules for coarser tiers, [`keyviz::SamplerConfig::coarser_tiers`]). Without:
+    /// `step_ms:retention_ms`, then every [`DEFAULT_COARSER_TIERS`] entry that fits after the
+    /// previous tier (for the default 60 s step: `60s:24h,10m:7d,1h:30d`; for `--step 2s`:
+    /// `2s:24h,10m:7d,1h:30d`; for a step that divides neither 10 min nor 1 h, one tier).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for `history_tiers`, saying which entry and why.
+    pub fn history_tiers(&self) -> Result<Vec<keyviz::HistoryTier>, ConfigError> {
+        let field = "history_tiers";
+        let tiers: Vec<keyviz::HistoryTier> = match &self.history_tiers {
+            None => {
+                let mut tiers = vec![keyviz::HistoryTier {
+                    step_ms: self.step_ms,
+                    keep_ms: self.retention_ms,
+                }];
+                for (step_ms, keep_ms) in DEFAULT_COARSER_TIERS {
+                    let Some(prev) = tiers.last().copied() else {
+                        break;
+                    };
+                    if step_ms > prev.step_ms
+                        && step_ms.is_multiple_of(prev.step_ms)
+                        && keep_ms > prev.keep_ms
+                    {
+                        tiers.push(keyviz::HistoryTier { step_ms, keep_ms });
+                    }
+                }
+                tiers
+            }
+            Some(text) => {
+                if text.trim().is_empty() {
+                    return Err(invalid(
+                        field,
+                        "is empty; use STEP:KEEP[,STEP:KEEP...], e.g. 60s:24h,10m:7d",
+                    ));
+                }
+                let mut tiers = Vec::new();
+                for (i, entry) in text.split(',').enumerate() {
+                    let parsed = entry.split_once(':').and_then(|(step, keep)| {
+                        Some(keyviz::HistoryTier {
+                            step_ms: tier_duration(step)?,
+                            keep_ms: tier_duration(keep)?,
+                        })
+                    });
+                    let Some(tier) = parsed else {
+                        return Err(invalid(
+                            field,
+                            format!(
+                                "entry {} '{}' is not STEP:KEEP with durations such as 60s, 10m, 1h, 7d",
+                                i + 1,
+                                entry.trim()
+                            ),
+                        ));
+                    };
+                    tiers.push(tier);
+                }
+                tiers
+            }
+        };
+        let Some(first) = tiers.first().copied() else {
+            return Err(invalid(field, "names no tier"));
+        };
+        if first.step_ms != self.step_ms {
+            return Err(invalid(
+                field,
+                format!(
+                    "the first tier's step ({}) must equal the KeyViz step (--step / step_ms = {})",
+                    format_tier_duration(first.step_ms),
+                    format_tier_duration(self.step_ms)
+                ),
+            ));
+        }
+        let check = keyviz::SamplerConfig {
+            step_ms: first.step_ms,
+            retention_ms: first.keep_ms,
+            coarser_tiers: tiers[1..].to_vec(),
+            ..keyviz::SamplerConfig::default()
+        };
+        check
+            .validate()
+            .map_err(|e| invalid(field, e.to_string()))?;
+        Ok(tiers)
+    }
+
     /// Parses TOML text (unknown keys are errors).
     ///
     /// # Errors
@@ -291,6 +422,7 @@ impl NodeConfig {
         if !(1..=256).contains(&self.key_buckets_per_route) {
             return Err(invalid("key_buckets_per_route", "must be 1..=256"));
         }
+        self.history_tiers()?;
         if self.heartbeat_ms == 0 || self.election_timeout_ms <= self.heartbeat_ms {
             return Err(invalid(
                 "election_timeout_ms",
@@ -427,6 +559,61 @@ impl NodeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tiers_of(step_ms: u64, spec: Option<&str>) -> Result<Vec<(u64, u64)>, String> {
+        NodeConfig {
+            step_ms,
+            history_tiers: spec.map(str::to_owned),
+            ..NodeConfig::default()
+        }
+        .history_tiers()
+        .map(|t| t.iter().map(|t| (t.step_ms, t.keep_ms)).collect())
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn history_tiers_parse_derive_a_default_and_refuse_bad_values_clearly() {
+        const M: u64 = 60_000;
+        const H: u64 = 3_600_000;
+        const D: u64 = 86_400_000;
+        assert_eq!(
+            tiers_of(M, None),
+            Ok(vec![(M, 24 * H), (10 * M, 7 * D), (H, 30 * D)]),
+            "the default for a 60 s step"
+        );
+        assert_eq!(
+            tiers_of(2_000, None),
+            Ok(vec![(2_000, 24 * H), (10 * M, 7 * D), (H, 30 * D)]),
+            "the demo's 2 s step gets the same coarser tiers"
+        );
+        assert_eq!(tiers_of(7_000, None), Ok(vec![(7_000, 24 * H)]));
+        assert_eq!(
+            tiers_of(M, Some("60s:48h, 10m:30d")),
+            Ok(vec![(M, 48 * H), (10 * M, 30 * D)])
+        );
+        let cases = [
+            (Some("2s:1h"), "must equal the KeyViz step"),
+            (Some("60s:24h,90s:48h"), "multiple"),
+            (Some("60s:24h,10m:12h"), "longer"),
+            (Some("60s:24h,10m"), "entry 2 '10m' is not STEP:KEEP"),
+            (Some("60s:24h,10x:7d"), "entry 2"),
+            (Some(""), "is empty"),
+            (Some("60s:24h,2d:800d"), "at most 1 day"),
+        ];
+        for (spec, needle) in cases {
+            let err = tiers_of(M, spec).expect_err("refused");
+            assert!(
+                err.contains("history_tiers") && err.contains(needle),
+                "{spec:?}: {err}"
+            );
+        }
+        let c = NodeConfig::from_toml("history_tiers = \"60s:1h,1h:2d\"\n").expect("parses");
+        assert_eq!(c.history_tiers().map(|t| t.len()), Ok(2));
+        let bad = NodeConfig::from_toml("history_tiers = \"60s:1h,1h:30m\"\n").expect("parses");
+        assert!(bad.validate().is_err(), "validate checks the tiers");
+        assert_eq!(format_tier_duration(90_000), "90s");
+        assert_eq!(format_tier_duration(7 * D), "7d");
+    }
 
     #[test]
     fn hot_keys_mode_and_separator_parse_and_bad_separators_are_refused() {

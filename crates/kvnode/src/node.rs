@@ -254,15 +254,20 @@ pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
     let fence = Arc::new(CountFence::new(1..=cfg.groups));
 
     let sampling = if cfg.keyviz_enabled {
+        let tiers = cfg.history_tiers()?;
         let sc = keyviz::SamplerConfig {
             step_ms: cfg.step_ms,
-            retention_ms: cfg.retention_ms,
+            retention_ms: tiers.first().map_or(cfg.retention_ms, |t| t.keep_ms),
+            coarser_tiers: tiers.get(1..).unwrap_or_default().to_vec(),
             key_buckets_per_route: cfg.key_buckets_per_route,
             hot_keys: hot_key_redactor(&cfg, secret.as_deref())?,
             ..keyviz::SamplerConfig::default()
         };
         // History survives restarts: it is reloaded from, and appended to, the database.
-        let history = Arc::new(crate::history::FjallHistory::new(store.clone()));
+        let history = Arc::new(crate::history::FjallHistory::new(
+            store.clone(),
+            cfg.step_ms,
+        ));
         let sampler = keyviz::Sampler::with_store(sc, now_unix_ms() as i64, history.clone())
             .map_err(|e| NodeError::Sampler(e.to_string()))?;
         // Columns are persisted by the flush loop's persistence thread, not by the sampler.

@@ -36,11 +36,18 @@ pub(crate) trait ColumnSink: Send + Sync {
         marks: Option<&Watermarks>,
     ) -> Result<(), PersistError>;
 
-    /// Drops stored columns older than `before_unix_ms`. Blocks on I/O.
+    /// Drops stored columns of the finest tier older than `before_unix_ms`. Blocks on I/O.
     ///
     /// # Errors
     /// The store's error.
     fn prune(&self, before_unix_ms: i64) -> Result<(), PersistError>;
+
+    /// Drops stored columns of the coarser tier of `step_ms` older than `before_unix_ms`.
+    /// Blocks on I/O.
+    ///
+    /// # Errors
+    /// The store's error.
+    fn prune_tier(&self, step_ms: u64, before_unix_ms: i64) -> Result<(), PersistError>;
 }
 
 /// Optional shared sampler; cheap to clone.
@@ -211,11 +218,14 @@ const CLOSING_RETRIES: u32 = 3;
 /// What the persistence thread has still to write.
 #[derive(Default)]
 struct Backlog {
-    /// The newest record of each window not yet written. Records replace by window, so a newer
-    /// one supersedes an older one: the backlog holds at most one record per retained window.
-    records: BTreeMap<i64, ColumnRecord>,
+    /// The newest record of each (tier step, window) not yet written. Records replace by
+    /// column, so a newer one supersedes an older one: the backlog holds at most one record per
+    /// retained column.
+    records: BTreeMap<(u64, i64), ColumnRecord>,
     /// The newest prune cutoff not yet applied.
     prune_before: Option<i64>,
+    /// The newest prune cutoff of each coarser tier (by step) not yet applied.
+    prune_tiers: BTreeMap<u64, i64>,
     /// The watermarks covered by everything queued so far (those of the newest seal).
     marks: Option<Watermarks>,
     closed: bool,
@@ -258,7 +268,13 @@ impl Persister {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         for record in published.records {
-            backlog.records.insert(record.unix_ms, record);
+            backlog
+                .records
+                .insert((record.step_ms, record.unix_ms), record);
+        }
+        for (step, before) in published.prune_tiers {
+            let cutoff = backlog.prune_tiers.entry(step).or_insert(before);
+            *cutoff = (*cutoff).max(before);
         }
         // Seals are queued in order, so the newest watermarks cover every queued record.
         backlog.marks = Some(marks);
@@ -313,6 +329,7 @@ fn persist_loop(shared: &Shared, store: &dyn ColumnSink) {
             while backlog.records.is_empty()
                 && backlog.marks.is_none()
                 && backlog.prune_before.is_none()
+                && backlog.prune_tiers.is_empty()
                 && !backlog.closed
             {
                 backlog = shared
@@ -323,10 +340,14 @@ fn persist_loop(shared: &Shared, store: &dyn ColumnSink) {
             (
                 std::mem::take(&mut backlog.records),
                 backlog.marks.take(),
-                backlog.prune_before.take(),
+                (
+                    backlog.prune_before.take(),
+                    std::mem::take(&mut backlog.prune_tiers),
+                ),
                 backlog.closed,
             )
         };
+        let (prune_before, prune_tiers) = prune_before;
         let list: Vec<ColumnRecord> = records.values().cloned().collect();
         if (!list.is_empty() || marks.is_some())
             && let Err(e) = store.write(&list, marks.as_ref())
@@ -358,6 +379,11 @@ fn persist_loop(shared: &Shared, store: &dyn ColumnSink) {
             && let Err(e) = store.prune(before)
         {
             tracing::warn!(error = %e, "keyviz: history prune failed");
+        }
+        for (step, before) in prune_tiers {
+            if let Err(e) = store.prune_tier(step, before) {
+                tracing::warn!(error = %e, step_ms = step, "keyviz: history tier prune failed");
+            }
         }
         if closed {
             // `closed` was read with this batch: everything queued before `finish` is written.
@@ -402,6 +428,10 @@ mod tests {
         fn prune(&self, before: i64) -> Result<(), PersistError> {
             let mut columns = self.columns.lock().unwrap_or_else(PoisonError::into_inner);
             *columns = columns.split_off(&before);
+            Ok(())
+        }
+        fn prune_tier(&self, _step_ms: u64, _before: i64) -> Result<(), PersistError> {
+            // These samplers have one tier.
             Ok(())
         }
     }

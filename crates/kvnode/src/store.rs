@@ -4,7 +4,8 @@
 //! - `raft_meta`: `group (8 bytes BE) ++ name` → postcard (vote, committed, purged) or JSON
 //!   (applied state), plus the global `catalog` key (the route catalog, written with every
 //!   split) and the global `format` key naming the log encoding ([`LOG_FORMAT`]).
-//! - `keyviz_history`: KeyViz columns (see `history.rs`), so a restart keeps the heatmap.
+//! - `keyviz_history`: KeyViz columns of the finest history tier (see `history.rs`), so a
+//!   restart keeps the heatmap; `keyviz_history_tiers`: the coarser tiers' columns.
 //! - `kv`: user key → [`StoredValue`] encoding. Keys are *not* prefixed by group: every node hosts
 //!   every group and routes never overlap, so the user key alone is unique, and a whole-keyspace
 //!   `SCAN` is one ordered range read. A group's keys are the keys inside its routes.
@@ -88,6 +89,7 @@ pub struct Store {
     pub(crate) meta: Keyspace,
     pub(crate) kv: Keyspace,
     pub(crate) history: Keyspace,
+    pub(crate) history_tiers: Keyspace,
     fsync: bool,
     syncer: mpsc::Sender<SyncWaiter>,
 }
@@ -128,6 +130,7 @@ impl Store {
         check_format(&log, &meta)?;
         let kv = db.keyspace("kv", KeyspaceCreateOptions::default)?;
         let history = db.keyspace("keyviz_history", KeyspaceCreateOptions::default)?;
+        let history_tiers = db.keyspace("keyviz_history_tiers", KeyspaceCreateOptions::default)?;
         let (syncer, rx) = mpsc::channel();
         let db2 = db.clone();
         std::thread::Builder::new()
@@ -143,6 +146,7 @@ impl Store {
             meta,
             kv,
             history,
+            history_tiers,
             fsync,
             syncer,
         })

@@ -56,6 +56,8 @@ pub fn encode(m: &Matrix) -> Result<Vec<u8>, serde_json::Error> {
                 preview: r.preview.clone(),
                 first_key: r.first_key.clone(),
                 last_key: r.last_key.clone(),
+                // Sparse (cells with several write identities only): rides in the header.
+                write_lanes: r.write_lanes.clone(),
                 ..MatrixRow::default()
             })
             .collect(),
@@ -215,6 +217,20 @@ mod tests {
                     preview: Some("p".into()),
                     first_key: Some(vec![0, 9, 1]),
                     last_key: Some(vec![0, 255]),
+                    write_lanes: vec![
+                        keyviz::CellLane {
+                            column: 2,
+                            group: 7,
+                            term: 42,
+                            value: 100,
+                        },
+                        keyviz::CellLane {
+                            column: 2,
+                            group: 7,
+                            term: 43,
+                            value: 27,
+                        },
+                    ],
                 },
                 MatrixRow {
                     bucket_id: "route:2".into(),

@@ -426,6 +426,21 @@ impl Column {
         }
     }
 
+    /// True when some cell has more than one write lane.
+    #[inline]
+    pub(crate) fn has_extra_lanes(&self) -> bool {
+        !self.extra.is_empty()
+    }
+
+    /// Write lanes of cell `i` (0 for a cell without writes). O(log lanes).
+    pub(crate) fn lane_count(&self, i: usize) -> usize {
+        let c = i as u32;
+        let lo = self.extra.partition_point(|e| e.cell < c);
+        let hi = self.extra.partition_point(|e| e.cell <= c);
+        let first = usize::from(self.writes.get(i) != 0 || self.write_bytes.get(i) != 0);
+        first + (hi - lo)
+    }
+
     /// Reads (leader plus follower) and read bytes of cell `i`.
     pub(crate) fn reads_of(&self, i: usize) -> (u64, u64) {
         (

@@ -1,11 +1,21 @@
-//! Step-aligned columns kept for the retention period.
+//! Step-aligned columns kept for the retention period, in tiers.
 //!
 //! Columns are ordered by window start. A column pushed with the timestamp of
 //! an existing one (a second seal inside one window, such as the shutdown
 //! flush, or a late observation for a published window) is added into it, so
 //! one window is always one column. Retention is
-//! enforced on every push, by age (`retention_ms` behind the newest column) and
-//! by count (`max_columns`), whichever bites first.
+//! enforced on every push, by age (`keep_ms` behind the tier's newest column)
+//! and by count (`max_columns`), whichever bites first.
+//!
+//! **Tiers.** The finest tier holds the columns as sealed (`step_ms` wide,
+//! kept `retention_ms`); each coarser tier ([`HistoryTier`]) holds wider
+//! columns for longer. Every pushed cell is added into the finest tier *and*
+//! into the column of each coarser tier that contains its window, so each tier
+//! holds the exact totals of its whole retention on its own (sums of counters;
+//! write lanes per (group, term), hot-key summaries joined with
+//! `HotSummary::add_disjoint`), and a query reads a single tier
+//! ([`History::choose_tier`]). The cost is that recent windows are held once
+//! per tier (see docs/PERFORMANCE.md for the figures).
 
 mod column;
 mod persist;
@@ -13,62 +23,149 @@ mod rows;
 
 use std::collections::VecDeque;
 
+use crate::config::HistoryTier;
 use crate::hotkeys::MAX_HOT_KEY_BYTES;
 use crate::matrix::Series;
+use crate::time::align_down;
 
 pub(crate) use column::{CELL_HOT_K, CellHot, CellInput, Column, Counter, Lanes, WriteLane};
 pub use persist::{CellRecord, ColumnRecord, HistoryStore, HotRecord, PersistError, WriteRecord};
 pub(crate) use rows::{RowCatalog, RowMeta};
 
-/// The columns and the rows they mention.
+/// Columns a query reads from one tier at most, when a coarser tier covers the
+/// window: a 24 h window at 1 min (1 440), a 1 h window at 1 s (3 600).
+pub const MAX_QUERY_COLUMNS: usize = 4_096;
+
+/// One tier's columns.
+#[derive(Debug)]
+struct Tier {
+    step_ms: u64,
+    keep_ms: u64,
+    columns: VecDeque<Column>,
+}
+
+/// The columns of every tier and the rows they mention.
 #[derive(Debug)]
 pub(crate) struct History {
-    columns: VecDeque<Column>,
+    tiers: Vec<Tier>,
     pub(crate) catalog: RowCatalog,
-    retention_ms: u64,
     max_columns: usize,
+    /// (tier, window start) of every column changed since the last
+    /// [`History::take_touched`], in change order, deduplicated.
+    touched: Vec<(usize, i64)>,
 }
 
 impl History {
-    pub(crate) fn new(retention_ms: u64, max_columns: usize) -> History {
+    /// `tiers` finest first (a validated configuration's
+    /// [`SamplerConfig::tiers`](crate::SamplerConfig::tiers)); `max_columns`
+    /// caps each tier.
+    pub(crate) fn with_tiers(tiers: &[HistoryTier], max_columns: usize) -> History {
+        let mut tiers: Vec<Tier> = tiers
+            .iter()
+            .map(|t| Tier {
+                step_ms: t.step_ms.max(1),
+                keep_ms: t.keep_ms,
+                columns: VecDeque::new(),
+            })
+            .collect();
+        if tiers.is_empty() {
+            tiers.push(Tier {
+                step_ms: 1,
+                keep_ms: u64::MAX,
+                columns: VecDeque::new(),
+            });
+        }
         History {
-            columns: VecDeque::new(),
+            tiers,
             catalog: RowCatalog::default(),
-            retention_ms,
             max_columns: max_columns.max(1),
+            touched: Vec::new(),
         }
     }
 
     /// Adds a window's cells. Each cell's row must carry one reference taken
     /// for this column (`RowCatalog::acquire`/`retain`); the history releases it
-    /// when the column leaves.
+    /// when the column leaves. The cells are also added into the column of
+    /// every coarser tier that contains `unix_ms` (taking a row reference each).
     ///
     /// A window that already has a column (a second seal inside one window, a
     /// late observation, a restart replay) is merged into it: cells of one row
     /// are summed, write lanes per identical (group, term). `cells` may name a
     /// row more than once (a window's live and buffered counts).
-    pub(crate) fn push(&mut self, unix_ms: i64, mut cells: Vec<CellInput>) {
+    pub(crate) fn push(&mut self, unix_ms: i64, cells: Vec<CellInput>) {
+        let all: Vec<usize> = (0..self.tiers.len()).collect();
+        self.push_to(&all, unix_ms, cells);
+    }
+
+    /// [`push`](History::push) into the tiers listed in `tiers` only.
+    fn push_to(&mut self, tiers: &[usize], unix_ms: i64, mut cells: Vec<CellInput>) {
         for cell in &mut cells {
             if let Some(labels) = cell.labels.take() {
                 self.catalog.note_labels(cell.row, Some(labels));
             }
         }
-        let pos = self.columns.partition_point(|c| c.unix_ms < unix_ms);
-        if let Some(existing) = self.columns.get(pos).filter(|c| c.unix_ms == unix_ms) {
-            let mut merged = existing.cells();
-            merged.append(&mut cells);
-            let merged = self.fold_rows(merged);
-            self.columns[pos] = Column::build(unix_ms, merged);
-        } else {
-            let cells = self.fold_rows(cells);
-            self.columns.insert(pos, Column::build(unix_ms, cells));
+        let Some((&last, rest)) = tiers.split_last() else {
+            for cell in &cells {
+                self.catalog.release(cell.row);
+            }
+            return;
+        };
+        for &k in rest {
+            let copy = cells.clone();
+            for cell in &copy {
+                self.catalog.retain(cell.row);
+            }
+            self.push_tier(k, unix_ms, copy);
         }
-        self.prune();
+        self.push_tier(last, unix_ms, cells);
     }
 
-    /// Window start of the oldest retained column.
+    fn push_tier(&mut self, k: usize, unix_ms: i64, cells: Vec<CellInput>) {
+        let Some(step) = self.tiers.get(k).map(|t| t.step_ms) else {
+            for cell in &cells {
+                self.catalog.release(cell.row);
+            }
+            return;
+        };
+        let unix_ms = align_down(unix_ms, step);
+        let columns = &self.tiers[k].columns;
+        let pos = columns.partition_point(|c| c.unix_ms < unix_ms);
+        let existing = columns
+            .get(pos)
+            .filter(|c| c.unix_ms == unix_ms)
+            .map(Column::cells);
+        match existing {
+            Some(mut merged) => {
+                merged.extend(cells);
+                let merged = self.fold_rows(merged);
+                self.tiers[k].columns[pos] = Column::build(unix_ms, merged);
+            }
+            None => {
+                let cells = self.fold_rows(cells);
+                self.tiers[k]
+                    .columns
+                    .insert(pos, Column::build(unix_ms, cells));
+            }
+        }
+        if !self.touched.contains(&(k, unix_ms)) {
+            self.touched.push((k, unix_ms));
+        }
+        self.prune(k);
+    }
+
+    /// Window start of the oldest retained column of the finest tier.
     pub(crate) fn oldest(&self) -> Option<i64> {
-        self.columns.front().map(|c| c.unix_ms)
+        self.tiers[0].columns.front().map(|c| c.unix_ms)
+    }
+
+    /// (step, window start of the oldest retained column) of every coarser
+    /// tier that holds any: a host's store prunes each tier below it.
+    pub(crate) fn coarser_cutoffs(&self) -> Vec<(u64, i64)> {
+        self.tiers
+            .iter()
+            .skip(1)
+            .filter_map(|t| t.columns.front().map(|c| (t.step_ms, c.unix_ms)))
+            .collect()
     }
 
     /// Joins cells of equal row (each holds a column reference, so the joined
@@ -88,16 +185,18 @@ impl History {
         out
     }
 
-    fn prune(&mut self) {
-        let Some(newest) = self.columns.back().map(|c| c.unix_ms) else {
+    fn prune(&mut self, k: usize) {
+        let max_columns = self.max_columns;
+        let tier = &mut self.tiers[k];
+        let Some(newest) = tier.columns.back().map(|c| c.unix_ms) else {
             return;
         };
-        let horizon = newest.saturating_sub(i64::try_from(self.retention_ms).unwrap_or(i64::MAX));
-        while let Some(front) = self.columns.front() {
-            if front.unix_ms > horizon && self.columns.len() <= self.max_columns {
+        let horizon = newest.saturating_sub(i64::try_from(tier.keep_ms).unwrap_or(i64::MAX));
+        while let Some(front) = tier.columns.front() {
+            if front.unix_ms > horizon && tier.columns.len() <= max_columns {
                 break;
             }
-            if let Some(old) = self.columns.pop_front() {
+            if let Some(old) = tier.columns.pop_front() {
                 for &row in old.rows.iter() {
                     self.catalog.release(row);
                 }
@@ -105,34 +204,125 @@ impl History {
         }
     }
 
-    /// Columns with window start in `[from, to)`; `None` leaves a side open.
-    pub(crate) fn range(
+    /// Column width of tier `k` (the coarsest for an index past the end).
+    pub(crate) fn tier_step(&self, k: usize) -> u64 {
+        self.tiers
+            .get(k)
+            .or(self.tiers.last())
+            .map_or(1, |t| t.step_ms)
+    }
+
+    /// The tier a query of `[from, to)` reads: the finest that still holds
+    /// every count from `from` on (its retention reaches back to `from`,
+    /// aligned down to its step) with at most `max_columns` columns in the
+    /// window; the coarsest covering tier when none fits the budget, and the
+    /// coarsest tier when none covers. `from = None` means the oldest column
+    /// held anywhere. O(tiers × log columns).
+    pub(crate) fn choose_tier(
         &self,
         from: Option<i64>,
         to: Option<i64>,
-    ) -> impl Iterator<Item = &Column> {
-        let lo = from.map_or(0, |f| self.columns.partition_point(|c| c.unix_ms < f));
-        let hi = to.map_or(self.columns.len(), |t| {
-            self.columns.partition_point(|c| c.unix_ms < t)
+        max_columns: usize,
+    ) -> usize {
+        let last = self.tiers.len() - 1;
+        let newest = self
+            .tiers
+            .iter()
+            .filter_map(|t| t.columns.back().map(|c| c.unix_ms))
+            .max();
+        let Some(newest) = newest else {
+            return 0;
+        };
+        let from = from.or_else(|| {
+            self.tiers
+                .iter()
+                .filter_map(|t| t.columns.front().map(|c| c.unix_ms))
+                .min()
         });
-        self.columns.range(lo..hi.max(lo))
+        let mut covering = None;
+        for (k, tier) in self.tiers.iter().enumerate() {
+            let covers = k == last
+                || from.is_none_or(|f| {
+                    let horizon = align_down(newest, tier.step_ms)
+                        .saturating_sub(i64::try_from(tier.keep_ms).unwrap_or(i64::MAX));
+                    align_down(f, tier.step_ms) > horizon
+                });
+            if !covers {
+                continue;
+            }
+            covering.get_or_insert(k);
+            if self.tier_range(k, from, to).len() <= max_columns {
+                return k;
+            }
+            covering = Some(k);
+        }
+        covering.unwrap_or(last)
     }
 
-    /// Number of retained columns.
+    /// Columns of tier `k` whose window overlaps `[from, to)`: window start in
+    /// `[align_down(from, step), to)`; `None` leaves a side open.
+    pub(crate) fn tier_range(
+        &self,
+        k: usize,
+        from: Option<i64>,
+        to: Option<i64>,
+    ) -> std::collections::vec_deque::Iter<'_, Column> {
+        let tier = self.tiers.get(k).unwrap_or(&self.tiers[0]);
+        let columns = &tier.columns;
+        let lo = from.map_or(0, |f| {
+            let f = align_down(f, tier.step_ms);
+            columns.partition_point(|c| c.unix_ms < f)
+        });
+        let hi = to.map_or(columns.len(), |t| {
+            columns.partition_point(|c| c.unix_ms < t)
+        });
+        columns.range(lo..hi.max(lo))
+    }
+
+    /// Number of retained columns, every tier together.
     pub(crate) fn len(&self) -> usize {
-        self.columns.len()
+        self.tiers.iter().map(|t| t.columns.len()).sum()
+    }
+
+    fn all_columns(&self) -> impl Iterator<Item = &Column> {
+        self.tiers.iter().flat_map(|t| t.columns.iter())
     }
 
     /// Approximate heap bytes of columns and row metadata.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.columns.iter().map(Column::heap_bytes).sum::<usize>()
-            + self.columns.capacity() * std::mem::size_of::<Column>()
+        self.all_columns().map(Column::heap_bytes).sum::<usize>()
+            + self
+                .tiers
+                .iter()
+                .map(|t| t.columns.capacity() * std::mem::size_of::<Column>())
+                .sum::<usize>()
             + self.catalog.heap_bytes()
     }
 
     /// Approximate heap bytes of the columns' hot-key summaries.
     pub(crate) fn hot_heap_bytes(&self) -> usize {
-        self.columns.iter().map(Column::hot_heap_bytes).sum()
+        self.all_columns().map(Column::hot_heap_bytes).sum()
+    }
+
+    /// The records of every column changed since the last call (each column
+    /// once, as it is now, in change order; a column that has since left the
+    /// history is skipped), for the host to persist.
+    pub(crate) fn take_touched(&mut self) -> Vec<ColumnRecord> {
+        let touched = std::mem::take(&mut self.touched);
+        touched
+            .into_iter()
+            .filter_map(|(k, t)| {
+                let tier = self.tiers.get(k)?;
+                let pos = tier.columns.partition_point(|c| c.unix_ms < t);
+                let column = tier.columns.get(pos).filter(|c| c.unix_ms == t)?;
+                Some(self.record_of(column, tier.step_ms))
+            })
+            .collect()
+    }
+
+    /// Forgets the changed columns (a sampler that persists nothing).
+    pub(crate) fn clear_touched(&mut self) {
+        self.touched.clear();
     }
 
     /// The whole window of `column` as self-contained records.
@@ -183,15 +373,67 @@ impl History {
         }
     }
 
-    /// The newest column at `unix_ms`, if any.
-    pub(crate) fn column_at(&self, unix_ms: i64) -> Option<&Column> {
-        let pos = self.columns.partition_point(|c| c.unix_ms < unix_ms);
-        self.columns.get(pos).filter(|c| c.unix_ms == unix_ms)
+    /// Restores stored records (start-up), any tiers, any order.
+    ///
+    /// A record goes into the tier of its `step_ms` (a step no tier has, such
+    /// as one from before a `--step` change, goes into the finest tier whose
+    /// step is at least as wide, else the coarsest). A coarser tier of which
+    /// `records` holds nothing (a data dir written before tiers existed, or a
+    /// tier added since) is rebuilt from the finer records, exactly as if they
+    /// had been pushed; its rebuilt columns are left in the touched list, so
+    /// the caller persists them ([`History::take_touched`]).
+    pub(crate) fn restore_all(&mut self, mut records: Vec<ColumnRecord>) {
+        records.sort_by_key(|r| (r.step_ms, r.unix_ms));
+        let tier_of = |step: u64, tiers: &[Tier]| {
+            tiers
+                .iter()
+                .position(|t| t.step_ms >= step)
+                .unwrap_or(tiers.len() - 1)
+        };
+        let mut stored = vec![false; self.tiers.len()];
+        for r in &records {
+            stored[tier_of(r.step_ms, &self.tiers)] = true;
+        }
+        for record in records {
+            let k = tier_of(record.step_ms, &self.tiers);
+            // Rebuild the empty tiers coarser than this one from it.
+            let mut targets = vec![k];
+            targets.extend((k + 1..self.tiers.len()).filter(|&j| !stored[j]));
+            let unix_ms = record.unix_ms;
+            let cells = self.restore_cells(record);
+            let before = self.touched.len();
+            self.push_to(&targets, unix_ms, cells);
+            // Columns that came from the store as they are need no rewrite.
+            let mut i = before;
+            while i < self.touched.len() {
+                if self.touched[i].0 == k {
+                    self.touched.remove(i);
+                } else {
+                    i += 1;
+                }
+            }
+        }
     }
 
-    /// Restores a stored record (used at start-up).
-    pub(crate) fn restore(&mut self, record: ColumnRecord) {
-        let cells = record
+    /// Files each record into the tier of its `step_ms` only (no coarser tier
+    /// is rebuilt from it), as stored columns; nothing is left to persist.
+    pub(crate) fn restore_exact(&mut self, records: Vec<ColumnRecord>) {
+        for record in records {
+            let k = self
+                .tiers
+                .iter()
+                .position(|t| t.step_ms >= record.step_ms)
+                .unwrap_or(self.tiers.len() - 1);
+            let unix_ms = record.unix_ms;
+            let cells = self.restore_cells(record);
+            self.push_to(&[k], unix_ms, cells);
+        }
+        self.touched.clear();
+    }
+
+    /// A stored record's cells, rows interned (one reference each).
+    fn restore_cells(&mut self, record: ColumnRecord) -> Vec<CellInput> {
+        record
             .cells
             .into_iter()
             .map(|c| {
@@ -253,8 +495,6 @@ impl History {
                     labels,
                 }
             })
-            .collect::<Vec<_>>();
-        // Two records may name one row twice; push folds them.
-        self.push(record.unix_ms, cells);
+            .collect::<Vec<_>>()
     }
 }

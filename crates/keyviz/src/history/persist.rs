@@ -98,7 +98,9 @@ pub struct PersistError(pub Box<dyn std::error::Error + Send + Sync>);
 /// Durable storage for columns, implemented by the host.
 ///
 /// Implementations must be safe to call from the persisting thread while other
-/// threads query; `append` of a window that already exists must replace it (a
+/// threads query; a column is identified by its (`step_ms`, `unix_ms`): one
+/// window start can hold a column in several tiers. `append` of a column that
+/// already exists must replace it (a
 /// late observation or a second seal inside one window rewrites the whole
 /// merged column). Records of one window must be appended in publish order.
 pub trait HistoryStore: Send + Sync {
@@ -108,15 +110,25 @@ pub trait HistoryStore: Send + Sync {
     /// Any storage failure; the in-memory history is unaffected.
     fn append(&self, record: &ColumnRecord) -> Result<(), PersistError>;
 
-    /// Every stored column with `unix_ms >= since_unix_ms`, oldest first.
+    /// Every stored column, of every tier, with `unix_ms >= since_unix_ms`
+    /// (any order).
     ///
     /// # Errors
     /// Any storage or decoding failure.
     fn load(&self, since_unix_ms: i64) -> Result<Vec<ColumnRecord>, PersistError>;
 
-    /// Deletes columns with `unix_ms < before_unix_ms`.
+    /// Deletes columns of the finest tier (the sampler's `step_ms`) with
+    /// `unix_ms < before_unix_ms`.
     ///
     /// # Errors
     /// Any storage failure.
     fn prune(&self, before_unix_ms: i64) -> Result<(), PersistError>;
+
+    /// Deletes columns of the coarser tier of `step_ms` with
+    /// `unix_ms < before_unix_ms` (see
+    /// [`SamplerConfig::coarser_tiers`](crate::SamplerConfig::coarser_tiers)).
+    ///
+    /// # Errors
+    /// Any storage failure.
+    fn prune_tier(&self, step_ms: u64, before_unix_ms: i64) -> Result<(), PersistError>;
 }

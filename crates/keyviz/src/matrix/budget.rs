@@ -220,6 +220,8 @@ pub(crate) fn join_rows(members: Vec<MatrixRow>, max_route_ids: usize) -> Matrix
         },
         raft_group_ids: groups,
         leader_terms: terms,
+        // Joined rows mix identities; the budget runs after any merge.
+        write_lanes: Vec::new(),
     }
 }
 

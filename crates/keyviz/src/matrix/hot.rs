@@ -110,7 +110,13 @@ pub(crate) fn build(history: &History, query: &HotKeyQuery, mode: HotKeyMode) ->
     let mut selected = vec![0u8; catalog.capacity()];
     let mut reads = Acc::default();
     let mut writes: BTreeMap<(u64, u64), Acc> = BTreeMap::new();
-    for col in history.range(query.from_unix_ms, query.to_unix_ms) {
+    // The tier a matrix of this window reads, so keys and counts agree with it.
+    let tier = history.choose_tier(
+        query.from_unix_ms,
+        query.to_unix_ms,
+        crate::history::MAX_QUERY_COLUMNS,
+    );
+    for col in history.tier_range(tier, query.from_unix_ms, query.to_unix_ms) {
         // Cells and their summaries are both in cell order: one cursor walks the
         // summaries alongside the cells (two binary searches per cell were 40 % of a
         // wide query, docs/PERFORMANCE.md).

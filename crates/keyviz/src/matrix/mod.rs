@@ -7,4 +7,7 @@ pub(crate) mod wire;
 
 pub use budget::{coarsen_rows, plan_groups};
 pub use query::MatrixQuery;
-pub use wire::{MAX_MATRIX_CELLS, MAX_MATRIX_COLUMNS, Matrix, MatrixRow, Series, UnknownSeries};
+pub use wire::{
+    CellLane, MAX_CELL_LANES, MAX_MATRIX_CELLS, MAX_MATRIX_COLUMNS, Matrix, MatrixRow, Series,
+    UnknownSeries,
+};

@@ -3,11 +3,11 @@
 use std::collections::HashMap;
 
 use super::budget::{plan_groups, unique_bucket_ids};
-use super::wire::{Matrix, MatrixRow, Series};
+use super::wire::{CellLane, MAX_CELL_LANES, Matrix, MatrixRow, Series};
 use crate::bucket::{
     incarnation_bucket_id, max_end, parse_route_bucket_id, range_order, virtual_bucket_name,
 };
-use crate::history::{Column, Counter, History, RowMeta};
+use crate::history::{Column, Counter, History, MAX_QUERY_COLUMNS, RowMeta};
 use crate::preview::key_preview;
 
 /// What to read from the history.
@@ -71,6 +71,8 @@ struct OutCell {
     value: u64,
     group: u64,
     term: u64,
+    /// The cell's identity shares are in the sparse share map.
+    shared: bool,
 }
 
 /// One row incarnation seen in the window: its newest row metadata and its total.
@@ -108,16 +110,23 @@ type IncarnationKey<'a> = (&'a str, &'a [u8], Option<&'a [u8]>);
 /// catalog's: such rows keep the plain id, the others get
 /// [`incarnation_bucket_id`]. Row metadata of one incarnation (virtual members)
 /// comes from its newest slot.
+///
+/// The columns come from one history tier, [`History::choose_tier`] with
+/// [`MAX_QUERY_COLUMNS`]; `step_ms` of the result is that tier's step, and a
+/// window start inside a coarse column includes that whole column. Write
+/// cells counted under several (group, term) identities list their shares in
+/// [`MatrixRow::write_lanes`], so the cluster merge stays exact.
 pub(crate) fn build(
     history: &History,
     query: &MatrixQuery,
-    step_ms: u64,
     generated_at: String,
     max_route_ids: usize,
     is_current: &dyn Fn(u32, &RowMeta) -> bool,
 ) -> Matrix {
+    let tier = history.choose_tier(query.from_unix_ms, query.to_unix_ms, MAX_QUERY_COLUMNS);
+    let step_ms = history.tier_step(tier);
     let columns: Vec<&Column> = history
-        .range(query.from_unix_ms, query.to_unix_ms)
+        .tier_range(tier, query.from_unix_ms, query.to_unix_ms)
         .collect();
     let counter = counter_of(query.series);
     let catalog = &history.catalog;
@@ -215,8 +224,15 @@ pub(crate) fn build(
     let width = columns.len();
     let n_out = plan.len();
     let mut out = vec![OutCell::default(); n_out * width];
+    // Identity shares of the output cells with more than one (sparse: only
+    // cells with a leader change inside the window, or rows of several
+    // identities coarsened together), keyed by index into `out`.
+    let mut shares: HashMap<usize, Vec<(u64, u64, u64)>> = HashMap::new();
+    let is_write = query.series.is_write();
+    let bytes = counter == Counter::WriteBytes;
     for (j, col) in columns.iter().enumerate() {
         col.values_into(counter, &mut scratch);
+        let multi_lane = is_write && col.has_extra_lanes();
         for (i, &v) in scratch.iter().enumerate() {
             if v == 0 {
                 continue;
@@ -232,6 +248,29 @@ pub(crate) fn build(
                 continue;
             };
             let (g, t) = col.identity_of(i);
+            if is_write {
+                let idx = j * n_out + o as usize;
+                let lanes = multi_lane && col.lane_count(i) > 1;
+                let differs = cell.value != 0 && (cell.group, cell.term) != (g, t);
+                if lanes || differs || cell.shared {
+                    cell.shared = true;
+                    let list = shares.entry(idx).or_insert_with(|| {
+                        // Until now the cell had one identity: its own.
+                        if cell.value == 0 {
+                            Vec::new()
+                        } else {
+                            vec![(cell.group, cell.term, cell.value)]
+                        }
+                    });
+                    if lanes {
+                        col.for_each_lane(i, |g, t, w, wb| {
+                            add_share(list, g, t, if bytes { wb } else { w })
+                        });
+                    } else {
+                        add_share(list, g, t, v);
+                    }
+                }
+            }
             if cell.value == 0 {
                 cell.group = g;
                 cell.term = t;
@@ -263,6 +302,27 @@ pub(crate) fn build(
         }
     }
     let (mut vals, mut grps, mut trms) = (vals.into_iter(), grps.into_iter(), trms.into_iter());
+    let mut row_lanes: Vec<Vec<CellLane>> = vec![Vec::new(); n_out];
+    for (idx, list) in shares {
+        if list.len() < 2 {
+            continue;
+        }
+        let (j, o) = (idx / n_out.max(1), idx % n_out.max(1));
+        row_lanes[o].extend(
+            cap_shares(list)
+                .into_iter()
+                .map(|(group, term, value)| CellLane {
+                    column: j as u32,
+                    group,
+                    term,
+                    value,
+                }),
+        );
+    }
+    for lanes in &mut row_lanes {
+        lanes.sort_unstable_by_key(|l| (l.column, l.group, l.term));
+    }
+    let mut row_lanes = row_lanes.into_iter();
 
     let mut rows = Vec::with_capacity(n_out);
     for group in &plan {
@@ -270,7 +330,9 @@ pub(crate) fn build(
             .clone()
             .filter_map(|pos| meta_of(&buckets[order[pos] as usize]))
             .collect();
-        let (Some(v), Some(g), Some(t)) = (vals.next(), grps.next(), trms.next()) else {
+        let (Some(v), Some(g), Some(t), Some(write_lanes)) =
+            (vals.next(), grps.next(), trms.next(), row_lanes.next())
+        else {
             break;
         };
         let Some(first) = metas.first() else {
@@ -369,6 +431,7 @@ pub(crate) fn build(
             preview: Some(key_preview(&first.start)),
             first_key: labels.map(|(f, _)| f.to_vec()),
             last_key: labels.map(|(_, l)| l.to_vec()),
+            write_lanes,
         };
         rows.push(row);
     }
@@ -385,6 +448,38 @@ pub(crate) fn build(
         step_ms,
         node_id: None,
     }
+}
+
+/// Adds `value` to the share of (group, term), or a new share.
+fn add_share(list: &mut Vec<(u64, u64, u64)>, group: u64, term: u64, value: u64) {
+    if value == 0 {
+        return;
+    }
+    match list.iter_mut().find(|s| (s.0, s.1) == (group, term)) {
+        Some(s) => s.2 = s.2.saturating_add(value),
+        None => list.push((group, term, value)),
+    }
+}
+
+/// Keeps at most [`MAX_CELL_LANES`] shares: the largest identified ones; the
+/// rest (and any identity-less share) join one `(0, 0)` share, so the sum is
+/// unchanged.
+pub(crate) fn cap_shares(mut list: Vec<(u64, u64, u64)>) -> Vec<(u64, u64, u64)> {
+    if list.len() <= MAX_CELL_LANES {
+        return list;
+    }
+    list.sort_by(|a, b| b.2.cmp(&a.2).then(b.1.cmp(&a.1)).then(b.0.cmp(&a.0)));
+    let mut anonymous = 0u64;
+    let mut kept = Vec::with_capacity(MAX_CELL_LANES);
+    for s in list {
+        if kept.len() < MAX_CELL_LANES - 1 && (s.0, s.1) != (0, 0) {
+            kept.push(s);
+        } else {
+            anonymous = anonymous.saturating_add(s.2);
+        }
+    }
+    kept.push((0, 0, anonymous));
+    kept
 }
 
 fn non_empty(key: &[u8]) -> Option<Vec<u8>> {

@@ -192,6 +192,7 @@ impl Matrix {
             {
                 return Err(MatrixError::InvertedRange(row.bucket_id.clone()));
             }
+            check_lanes(row, expected)?;
         }
         Ok(())
     }
@@ -204,6 +205,47 @@ impl Matrix {
             .flat_map(|r| r.values.iter())
             .fold(0u64, |acc, v| acc.saturating_add(*v))
     }
+}
+
+/// Checks [`MatrixRow::write_lanes`]: columns in range and non-decreasing, at
+/// most [`MAX_CELL_LANES`] shares per cell, and each listed cell's shares
+/// summing to its value. O(lanes).
+fn check_lanes(row: &MatrixRow, columns: usize) -> Result<(), MatrixError> {
+    let bad = |detail: String| MatrixError::BadWriteLanes {
+        bucket_id: row.bucket_id.clone(),
+        detail,
+    };
+    let mut i = 0;
+    while i < row.write_lanes.len() {
+        let column = row.write_lanes[i].column;
+        let j = column as usize;
+        if j >= columns {
+            return Err(bad(format!(
+                "lane column {column} is past the {columns} columns"
+            )));
+        }
+        let mut sum = 0u64;
+        let mut n = 0usize;
+        while let Some(l) = row.write_lanes.get(i).filter(|l| l.column == column) {
+            sum = sum.saturating_add(l.value);
+            n += 1;
+            i += 1;
+        }
+        if n > MAX_CELL_LANES {
+            return Err(bad(format!(
+                "column {column} lists {n} lanes, over {MAX_CELL_LANES}"
+            )));
+        }
+        if row.write_lanes.get(i).is_some_and(|l| l.column < column) {
+            return Err(bad("lanes are not ordered by column".to_owned()));
+        }
+        if row.values.get(j).copied() != Some(sum) {
+            return Err(bad(format!(
+                "lanes of column {column} do not sum to its value"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// One key range of a [`Matrix`].
@@ -260,6 +302,33 @@ pub struct MatrixRow {
     /// Largest key observed in the row, as `first_key`.
     #[serde(default, with = "b64_opt", skip_serializing_if = "Option::is_none")]
     pub last_key: Option<Vec<u8>>,
+    /// Write series only: the per-(group, term) shares of every cell counted
+    /// under more than one identity (a leader change inside the window, which
+    /// coarse history tiers make common), by column. A listed cell's shares
+    /// sum to its value; `raft_group_ids`/`leader_terms` still name its
+    /// largest share. The cluster merge deduplicates replicas per share, so a
+    /// coarse cell merges exactly. Absent when every cell has one identity,
+    /// and from older producers. At most [`MAX_CELL_LANES`] shares per cell.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub write_lanes: Vec<CellLane>,
+}
+
+/// Most identity shares one cell lists in [`MatrixRow::write_lanes`]; a
+/// producer folds further identities into one identity-less `(0, 0)` share
+/// (the merge then takes that cell's largest node total, flagging disagreement).
+pub const MAX_CELL_LANES: usize = 32;
+
+/// One (raft group, leader term) share of a write cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellLane {
+    /// Index into [`Matrix::column_unix_ms`].
+    pub column: u32,
+    /// Raft group (0 = unknown).
+    pub group: u64,
+    /// Leader term (0 = unknown).
+    pub term: u64,
+    /// The cell's count under this identity.
+    pub value: u64,
 }
 
 impl MatrixRow {

@@ -182,13 +182,17 @@ pub struct Published {
     pub column_unix_ms: i64,
     /// Non-zero cells published.
     pub cells: usize,
-    /// The whole, merged column of every window this publish touched, oldest
-    /// first: store each with [`HistoryStore::append`] (replace by window), in
+    /// The whole, merged column of every window this publish touched, in
+    /// every tier (a record's `step_ms` names its tier): store each with [`HistoryStore::append`] (replace by window), in
     /// publish order. Empty when built for a sampler that persists nothing.
     pub records: Vec<ColumnRecord>,
     /// Every column older than this has left the in-memory history (by age or
     /// by count): pass it to [`HistoryStore::prune`].
     pub prune_before_unix_ms: i64,
+    /// Per coarser history tier, (step, cutoff): every column of that step
+    /// older than the cutoff has left the history; pass each to
+    /// [`HistoryStore::prune_tier`]. Empty without coarser tiers.
+    pub prune_tiers: Vec<(u64, i64)>,
 }
 
 impl Published {
@@ -199,6 +203,9 @@ impl Published {
     pub fn persist_to(&self, store: &dyn HistoryStore) -> Result<(), PersistError> {
         for record in &self.records {
             store.append(record)?;
+        }
+        for &(step_ms, before) in &self.prune_tiers {
+            store.prune_tier(step_ms, before)?;
         }
         store.prune(self.prune_before_unix_ms)
     }
@@ -446,7 +453,7 @@ impl Sampler {
         config.validate()?;
         Ok(Sampler {
             uid: NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            history: RwLock::new(History::new(config.retention_ms, config.max_columns)),
+            history: RwLock::new(History::with_tiers(&config.tiers(), config.max_columns)),
             windows: Arc::new(Windows::new(
                 now_unix_ms,
                 config.step_ms,
@@ -479,13 +486,18 @@ impl Sampler {
     ) -> Result<Sampler, SamplerError> {
         let mut sampler = Sampler::new(config, now_unix_ms)?;
         let since = now_unix_ms
-            .saturating_sub(i64::try_from(sampler.config.retention_ms).unwrap_or(i64::MAX));
+            .saturating_sub(i64::try_from(sampler.config.longest_keep_ms()).unwrap_or(i64::MAX));
         let records = store.load(since)?;
-        {
+        let rebuilt = {
             let mut history = sampler.history.write();
-            for record in records {
-                history.restore(record);
-            }
+            history.restore_all(records);
+            history.take_touched()
+        };
+        // Coarser tiers rebuilt from finer records (a data dir from before
+        // tiers, or a tier added since) are stored now, so the next start
+        // loads them as they are.
+        for record in &rebuilt {
+            store.append(record)?;
         }
         sampler.store = Some(store);
         Ok(sampler)
@@ -793,7 +805,6 @@ impl Sampler {
             released,
             cells,
         } = sealed;
-        let mut touched = Vec::with_capacity(columns.len());
         let mut history = self.history.write();
         for column in columns {
             let inputs: Vec<CellInput> = column
@@ -805,7 +816,6 @@ impl Sampler {
                 })
                 .collect();
             history.push(column.unix_ms, inputs);
-            touched.push(column.unix_ms);
         }
         for slot in &released {
             for row in slot.rows.iter() {
@@ -816,16 +826,16 @@ impl Sampler {
                 }
             }
         }
+        // Every tier's changed columns (the coarser tiers' windows containing
+        // the touched ones included).
         let records = if records {
-            touched
-                .iter()
-                .filter_map(|t| history.column_at(*t))
-                .map(|c| history.record_of(c, self.config.step_ms))
-                .collect()
+            history.take_touched()
         } else {
+            history.clear_touched();
             Vec::new()
         };
         let prune_before_unix_ms = history.oldest().unwrap_or(column_unix_ms);
+        let prune_tiers = history.coarser_cutoffs();
         drop(history);
         drop(released);
         Published {
@@ -833,6 +843,7 @@ impl Sampler {
             cells,
             records,
             prune_before_unix_ms,
+            prune_tiers,
         }
     }
 
@@ -934,7 +945,6 @@ impl Sampler {
         query::build(
             &history,
             query,
-            self.config.step_ms,
             format_rfc3339_ms(now_unix_ms),
             self.config.max_member_routes,
             &|row, meta| row_is_current(&table, row, meta),
@@ -995,6 +1005,16 @@ impl Sampler {
                 .uncaptured
                 .load(std::sync::atomic::Ordering::Relaxed),
         }
+    }
+
+    /// Bench hook: files `records` into the history tier of their `step_ms`,
+    /// as stored columns a restart loads (no coarser tier is rebuilt from
+    /// them, nothing is persisted), so a bench can build 30 days of history
+    /// without simulating 43 200 flushes. Takes the history write lock. Not
+    /// for production use.
+    #[doc(hidden)]
+    pub fn load_records_for_benches(&self, records: Vec<ColumnRecord>) {
+        self.history.write().restore_exact(records);
     }
 
     /// Test hook: holds the history write lock until the guard drops, so a

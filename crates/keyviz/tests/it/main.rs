@@ -6,4 +6,5 @@ mod incarnations;
 mod merge;
 mod props;
 mod sampler;
+mod tiers;
 mod util;

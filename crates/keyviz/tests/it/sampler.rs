@@ -525,7 +525,7 @@ struct MemStore {
 impl HistoryStore for MemStore {
     fn append(&self, record: &ColumnRecord) -> Result<(), PersistError> {
         let mut cols = self.columns.lock();
-        cols.retain(|c| c.unix_ms != record.unix_ms);
+        cols.retain(|c| (c.step_ms, c.unix_ms) != (record.step_ms, record.unix_ms));
         cols.push(record.clone());
         cols.sort_by_key(|c| c.unix_ms);
         Ok(())
@@ -540,7 +540,15 @@ impl HistoryStore for MemStore {
             .collect())
     }
     fn prune(&self, before: i64) -> Result<(), PersistError> {
-        self.columns.lock().retain(|c| c.unix_ms >= before);
+        self.columns
+            .lock()
+            .retain(|c| c.step_ms != STEP || c.unix_ms >= before);
+        Ok(())
+    }
+    fn prune_tier(&self, step: u64, before: i64) -> Result<(), PersistError> {
+        self.columns
+            .lock()
+            .retain(|c| c.step_ms != step || c.unix_ms >= before);
         Ok(())
     }
 }
