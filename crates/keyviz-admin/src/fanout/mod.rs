@@ -7,7 +7,6 @@ pub(crate) mod assemble;
 pub mod client;
 pub mod compact;
 pub mod decode;
-mod fast_json;
 pub mod membership;
 pub mod single_flight;
 pub mod status;

@@ -807,3 +807,138 @@ async fn peer_ignoring_the_key_range_is_filtered_before_the_merge() {
         q[0]
     );
 }
+
+/// A peer that accepts TCP connections and never answers (a SIGSTOP-ed process looks like
+/// this: the kernel completes the handshake, nobody reads). Holds every socket until dropped.
+struct AsleepPeer {
+    addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for AsleepPeer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn asleep_peer() -> AsleepPeer {
+    let listener = bind().await;
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock);
+        }
+    });
+    AsleepPeer { addr, task }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_concurrent_requests_with_one_peer_asleep_all_answer_by_the_deadline() {
+    let (live, _) = peer_with("n2", mx(Reads, &[1000], &[("route:1", &[7], &[], &[])])).await;
+    let asleep = asleep_peer().await;
+    let timeout = Duration::from_secs(2);
+    let peers = vec![live.addr.to_string(), asleep.addr.to_string()];
+    let (s, sess) = entry_node(
+        vec![mx(Reads, &[1000], &[("route:1", &[3], &[], &[])])],
+        &peers,
+        |c| c.fanout_timeout = timeout,
+    )
+    .await;
+    let s = Arc::new(s);
+    let headers = Arc::new(sess.headers());
+    let started = Instant::now();
+    // Distinct row budgets: 64 distinct fan-outs, none coalesced by single-flight.
+    let calls = (1..=64).map(|rows| {
+        let s = s.clone();
+        let headers = headers.clone();
+        tokio::spawn(async move {
+            let r = get_with(
+                &s.url(&format!("{MATRIX}?series=reads&rows={rows}")),
+                &headers,
+            )
+            .await;
+            (r, started.elapsed())
+        })
+    });
+    let bound = timeout.mul_f64(1.1);
+    for done in futures::future::join_all(calls).await {
+        let (r, took) = done.expect("request task");
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let v = r.json();
+        assert_eq!(row_values(&v, "route:1"), vec![10]);
+        assert_eq!(node(&v, 2)["ok"], false);
+        assert!(took <= bound, "answered after {took:?}, bound {bound:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_fanouts_against_streaming_peers_share_one_body_budget_and_return_it() {
+    let mut peers = Vec::new();
+    let mut logs = Vec::new();
+    for i in 0..2 {
+        let (p, log) = fake_peer(
+            &format!("n{}", i + 2),
+            Behaviour::Stream {
+                total: 100 * 1024 * 1024,
+            },
+        )
+        .await;
+        peers.push(p);
+        logs.push(log);
+    }
+    let names: Vec<String> = peers.iter().map(|p| p.addr.to_string()).collect();
+    let budget = 8 * 1024 * 1024;
+    let mut config = fanout_config(&names);
+    config.fanout_timeout = Duration::from_secs(3);
+    config.fanout_bytes_in_flight = budget;
+    let listener = bind().await;
+    let addr = listener.local_addr().expect("addr").to_string();
+    let state = node_state(
+        "n1",
+        &addr,
+        FixedSource::new(vec![mx(Reads, &[1000], &[("route:1", &[3], &[], &[])])]),
+        config,
+        None,
+    );
+    assert_eq!(state.peer_body_budget_free(), budget);
+    let s = Arc::new(serve_on(listener, keyviz_admin::router(state.clone())).await);
+    let sess = login(&s, "bob", "bob-secret").await;
+    let headers = Arc::new(sess.headers());
+    let calls = (1..=16).map(|rows| {
+        let s = s.clone();
+        let headers = headers.clone();
+        tokio::spawn(async move {
+            get_with(
+                &s.url(&format!("{MATRIX}?series=reads&rows={rows}")),
+                &headers,
+            )
+            .await
+        })
+    });
+    for done in futures::future::join_all(calls).await {
+        let r = done.expect("request task");
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let v = r.json();
+        // The local view survives; every streaming peer is refused (cap or deadline).
+        assert_eq!(row_values(&v, "route:1"), vec![3]);
+        assert_eq!(node(&v, 1)["ok"], false, "{v}");
+        assert_eq!(node(&v, 2)["ok"], false, "{v}");
+    }
+    // Nothing read beyond what the budget allowed can have been buffered, and every byte of
+    // budget is back once the answers are out (nothing held afterwards).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while state.peer_body_budget_free() != budget {
+        assert!(
+            Instant::now() < deadline,
+            "budget not returned: {} of {budget} free",
+            state.peer_body_budget_free()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let sent: usize = logs
+        .iter()
+        .map(|l| l.bytes_sent.load(Ordering::SeqCst))
+        .sum();
+    assert!(sent < 16 * 2 * 100 * 1024 * 1024, "peers sent {sent} bytes");
+}
