@@ -589,4 +589,144 @@ mod tests {
         let json = serde_json::to_vec(&m).unwrap_or_default();
         assert!(encode(&m).unwrap_or_default().len() < json.len());
     }
+
+    fn boundary_sample() -> BoundaryMatrix {
+        let mut m = sample();
+        m.rows[1].raft_group_ids = vec![1, 1, 2, 2, 2];
+        m.rows[1].leader_terms = vec![3; 5];
+        BoundaryMatrix {
+            matrix: m,
+            parts: vec![
+                CellPart {
+                    row: 0,
+                    column: 1,
+                    group: 4,
+                    term: 9,
+                    value: 0,
+                },
+                CellPart {
+                    row: 0,
+                    column: 1,
+                    group: 5,
+                    term: 9,
+                    value: 1,
+                },
+                CellPart {
+                    row: 1,
+                    column: 4,
+                    group: 1,
+                    term: 3,
+                    value: 3,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn boundary_matrix_round_trips_and_rejects_every_truncation() {
+        let b = boundary_sample();
+        let bytes = encode_boundary(&b).unwrap_or_default();
+        assert_eq!(decode_boundary(&bytes).ok(), Some(b));
+        for cut in 0..bytes.len() {
+            assert!(
+                decode_boundary(&bytes[..cut]).is_err(),
+                "cut {cut} accepted"
+            );
+        }
+        // A v1 body is not a boundary body and the other way round.
+        assert!(decode_boundary(&encode(&sample()).unwrap_or_default()).is_err());
+        assert!(decode(&bytes).is_err());
+    }
+
+    #[test]
+    fn identity_runs_cannot_expand_past_the_row_width() {
+        let mut b = boundary_sample();
+        b.parts.clear();
+        b.matrix.rows.truncate(1);
+        let mut bytes = encode_boundary(&b).unwrap_or_default();
+        // The last bytes are: ... term runs, conflicts, part count. Rewrite the group runs of
+        // the only row as one run of 2^40 elements.
+        let head_len = u32::from_le_bytes(bytes[6..10].try_into().unwrap_or_default()) as usize;
+        let mut c = Cursor {
+            b: &bytes[6..],
+            i: 4 + head_len,
+        };
+        let ncols = c.len().unwrap_or_default();
+        for _ in 0..ncols {
+            let _ = c.varint();
+        }
+        let mut values = Vec::new();
+        assert!(c.u64s(&mut values).is_ok());
+        let at = 6 + c.i;
+        let mut hostile = bytes[..at].to_vec();
+        put_varint(&mut hostile, 1 << 40);
+        put_varint(&mut hostile, 1 << 40);
+        put_varint(&mut hostile, 7);
+        hostile.extend_from_slice(&bytes[at..]);
+        assert!(decode_boundary(&hostile).is_err());
+        bytes.push(0);
+        assert!(decode_boundary(&bytes).is_err(), "trailing byte accepted");
+    }
+
+    #[test]
+    fn totals_round_trip_with_prefix_coded_keys_and_reject_disorder() {
+        let t = NodeTotals {
+            node_id: Some("n3".into()),
+            generated_at: "2026-12-01T00:00:00Z".into(),
+            totals: vec![
+                RowTotal {
+                    start: vec![],
+                    total: 0,
+                },
+                RowTotal {
+                    start: b"user:0001".to_vec(),
+                    total: 5,
+                },
+                RowTotal {
+                    start: b"user:0002".to_vec(),
+                    total: u64::MAX,
+                },
+                RowTotal {
+                    start: b"w".to_vec(),
+                    total: 1,
+                },
+            ],
+        };
+        let bytes = encode_totals(&t).unwrap_or_default();
+        assert_eq!(decode_totals(&bytes).ok(), Some(t.clone()));
+        for cut in 0..bytes.len() {
+            assert!(decode_totals(&bytes[..cut]).is_err(), "cut {cut} accepted");
+        }
+        let mut disorder = t;
+        disorder.totals.swap(1, 2);
+        let bytes = encode_totals(&disorder).unwrap_or_default();
+        assert!(matches!(decode_totals(&bytes), Err(PeerError::Invalid(_))));
+    }
+
+    #[test]
+    fn boundary_lists_round_trip_and_bad_ones_are_refused() {
+        let b = Boundaries::from_keys(vec![vec![], b"user:0001".to_vec(), b"user:0100".to_vec()])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let s = encode_boundaries(&b);
+        assert!(
+            s.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        );
+        assert_eq!(decode_boundaries(&s), Ok(b));
+        assert!(decode_boundaries("!!").is_err());
+        assert!(decode_boundaries("").is_err(), "no boundaries at all");
+        // Not increasing.
+        let mut raw = Vec::new();
+        put_varint(&mut raw, 2);
+        put_key(&mut raw, b"", b"");
+        put_key(&mut raw, b"", b"");
+        use base64::Engine as _;
+        let s = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&raw);
+        assert!(decode_boundaries(&s).is_err());
+        // A huge count in a few bytes is refused without allocating for it.
+        let mut raw = Vec::new();
+        put_varint(&mut raw, u64::MAX >> 2);
+        let s = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&raw);
+        assert!(decode_boundaries(&s).is_err());
+    }
 }

@@ -257,8 +257,8 @@ async fn call_boundary(
     boundaries: &Arc<Boundaries>,
     encoded: &str,
     deadline: Duration,
-    decodes: &tokio::sync::Semaphore,
-) -> Result<BoundaryMatrix, PeerError> {
+    decodes: &Arc<tokio::sync::Semaphore>,
+) -> Result<(BoundaryMatrix, tokio::sync::OwnedSemaphorePermit), PeerError> {
     let fetch = peer_get(
         inner,
         target,
@@ -286,8 +286,11 @@ async fn call_boundary(
             "peer became this node between the rounds".into(),
         ));
     };
-    let _permit = decodes
-        .acquire()
+    // Held until the fold has taken the answer: at most `DECODES_AT_ONCE` decoded answers
+    // exist per fan-out besides the one being folded.
+    let permit = decodes
+        .clone()
+        .acquire_owned()
         .await
         .map_err(|e| PeerError::Decode(e.to_string()))?;
     let ct = content_type.clone();
@@ -310,7 +313,7 @@ async fn call_boundary(
     .await
     .map_err(|e| PeerError::Decode(e.to_string()))??;
     match check_answer_id(inner, node_id, bm.matrix.node_id.as_deref(), (), None)? {
-        PeerAnswer::Answer { .. } => Ok(bm),
+        PeerAnswer::Answer { .. } => Ok((bm, permit)),
         PeerAnswer::SelfAlias => Err(PeerError::Identity(
             "peer answered as this node in the second round".into(),
         )),
@@ -395,11 +398,15 @@ pub(crate) async fn run_rounds(
                 let bm = match input {
                     First::Legacy(m) => {
                         let b = boundaries.clone();
-                        tokio::task::spawn_blocking(move || {
-                            coarsen_onto(m, &b, MAX_LISTED_ROUTE_IDS)
-                        })
-                        .await
-                        .map_err(|e| PeerError::Decode(e.to_string()))
+                        match decodes.clone().acquire_owned().await {
+                            Ok(permit) => tokio::task::spawn_blocking(move || {
+                                coarsen_onto(m, &b, MAX_LISTED_ROUTE_IDS)
+                            })
+                            .await
+                            .map(|bm| (bm, permit))
+                            .map_err(|e| PeerError::Decode(e.to_string())),
+                            Err(e) => Err(PeerError::Decode(e.to_string())),
+                        }
                     }
                     First::Totals(_) => {
                         call_boundary(
@@ -416,9 +423,10 @@ pub(crate) async fn run_rounds(
                 };
                 let elapsed = elapsed_ms(t0);
                 match bm {
-                    Ok(bm) => {
+                    Ok((bm, permit)) => {
                         // The fold outlives every sender, so this only fails if it panicked.
                         let _ = tx.send((i, bm)).await;
+                        drop(permit);
                         (Ok(()), elapsed)
                     }
                     Err(e) => (Err(e), elapsed),

@@ -238,9 +238,9 @@ impl BoundaryMatrix {
 
 /// Coarsens a node's view onto `boundaries`: every row goes, whole, to the boundary row
 /// holding its start; rows sharing a boundary row are joined like the local row budget
-/// joins them (values summed, metadata joined, at most `max_route_ids` ids listed), and
-/// where their non-zero members disagree on (group, term) the cell's per-identity sums
-/// are kept as [`CellPart`]s. Totals per column are unchanged. O(rows × columns).
+/// joins them (values summed, metadata joined, at most `max_route_ids` ids listed), and,
+/// for a write series, where their non-zero members disagree on (group, term) the cell's
+/// per-identity sums are kept as [`CellPart`]s. Totals per column are unchanged. O(rows × columns).
 #[must_use = "returns the coarse view"]
 pub fn coarsen_onto(
     mut m: Matrix,
@@ -272,7 +272,10 @@ pub fn coarsen_onto(
             out.extend(members);
             continue;
         }
-        collect_parts(&members, row_index, &mut parts);
+        // Reads add up whoever counted them: only writes need their identities.
+        if m.series.is_write() {
+            collect_parts(&members, row_index, &mut parts);
+        }
         out.push(join_rows(members, max_route_ids));
     }
     unique_bucket_ids(&mut out);
@@ -455,6 +458,32 @@ impl ClusterFold {
         // node align into one window (a finer step or jitter): then that node counted both
         // and they are added up first.
         let injective = col_map.windows(2).all(|w| w[0] < w[1]);
+        if injective && input.parts.is_empty() && !self.series.is_write() {
+            // The common read case: one contribution per cell, summed.
+            for row in &m.rows {
+                let idx = self
+                    .boundaries
+                    .index_of(row.start.as_deref().unwrap_or_default());
+                self.fold_meta(idx, row, index);
+                let base = idx * width;
+                let Some(cells) = self.cells.get_mut(base..base + width) else {
+                    continue;
+                };
+                for (j, &v) in row.values.iter().enumerate() {
+                    let (Some(&u), true) = (col_map.get(j), v > 0) else {
+                        continue;
+                    };
+                    let g = row.raft_group_ids.get(j).copied().unwrap_or(0);
+                    let t = row.leader_terms.get(j).copied().unwrap_or(0);
+                    let acc = &mut cells[u];
+                    acc.sum = acc.sum.saturating_add(v);
+                    if (v, t, g) > acc.best {
+                        acc.best = (v, t, g);
+                    }
+                }
+            }
+            return;
+        }
         let mut p = 0;
         let mut shares: Vec<(u64, u64, u64)> = Vec::new();
         let mut slots: Vec<(u64, u64, u64)> = Vec::new();
