@@ -78,6 +78,13 @@ impl AdminState {
         &self.inner.identity
     }
 
+    /// Bytes of the peer body budget (`fanout_bytes_in_flight`) free right now: the whole
+    /// budget when no fan-out holds a peer body. Lock-free read; for tests and monitoring.
+    #[must_use]
+    pub fn peer_body_budget_free(&self) -> usize {
+        self.inner.client.body_budget_available().unwrap_or(0)
+    }
+
     /// The effective configuration.
     #[must_use]
     pub fn config(&self) -> &AdminConfig {
@@ -194,7 +201,7 @@ impl AdminStateBuilder {
             login_pool,
             sessions,
             metrics: Metrics::new(),
-            client: PeerClient::new(connect_timeout),
+            client: PeerClient::new(connect_timeout).with_body_budget(c.fanout_bytes_in_flight),
             flights: SingleFlight::new(c.result_reuse),
             hot_flights: SingleFlight::new(c.result_reuse),
             peers: PeerTable::default(),

@@ -1,5 +1,6 @@
 //! The peer HTTP client: one GET with a deadline and a body cap enforced while streaming.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -91,10 +92,56 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// A pooled HTTP/1 client for peer calls. Cloning shares the pool.
+/// A pooled HTTP/1 client for peer calls. Cloning shares the pool and the body budget.
 #[derive(Clone)]
 pub struct PeerClient {
     client: Client<HttpConnector, Empty<Bytes>>,
+    budget: Option<BodyBudget>,
+}
+
+/// Bytes of peer bodies held at once by every call of one client (a semaphore of bytes).
+#[derive(Clone)]
+struct BodyBudget {
+    bytes: Arc<tokio::sync::Semaphore>,
+    total: usize,
+}
+
+/// Smallest step in which a body of unknown length takes budget.
+const BUDGET_STEP: usize = 1024 * 1024;
+
+/// A received body and the budget it holds; the budget returns when the last `Bytes`
+/// sharing it is dropped.
+struct BudgetedBody {
+    data: Vec<u8>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for BudgetedBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl BodyBudget {
+    /// Takes `n` more bytes of budget, waiting (asynchronously, FIFO) until they are free.
+    async fn take(
+        &self,
+        held: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+        n: usize,
+    ) -> Result<(), PeerError> {
+        let n32 = u32::try_from(n).map_err(|_| PeerError::BodyCap { cap: self.total })?;
+        let more = self
+            .bytes
+            .clone()
+            .acquire_many_owned(n32)
+            .await
+            .map_err(|_| PeerError::Connect("peer body budget closed".into()))?;
+        match held {
+            Some(p) => p.merge(more),
+            None => *held = Some(more),
+        }
+        Ok(())
+    }
 }
 
 impl PeerClient {
@@ -108,7 +155,33 @@ impl PeerClient {
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(8)
             .build(conn);
-        PeerClient { client }
+        PeerClient {
+            client,
+            budget: None,
+        }
+    }
+
+    /// Bounds the bytes of 200 bodies held at once by all calls of this client (and its
+    /// clones) to `bytes`: a call takes budget before it buffers (all of a declared
+    /// `Content-Length` at once, else in 1 MiB steps), waits for budget when it is spent,
+    /// and the returned `Bytes` give it back when dropped. A body that could never fit
+    /// (larger than `bytes`) is [`PeerError::BodyCap`]. The wait is bounded by the caller's
+    /// deadline like the rest of the call.
+    #[must_use]
+    pub fn with_body_budget(mut self, bytes: usize) -> Self {
+        let total = bytes.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        self.budget = Some(BodyBudget {
+            bytes: Arc::new(tokio::sync::Semaphore::new(total)),
+            total,
+        });
+        self
+    }
+
+    /// Budget bytes currently free (the configured total when none is held); `None` without
+    /// a budget. For tests and metrics.
+    #[must_use]
+    pub fn body_budget_available(&self) -> Option<usize> {
+        self.budget.as_ref().map(|b| b.bytes.available_permits())
     }
 
     /// GETs `url` with the given headers and returns the body of a 200 answer with its
@@ -173,6 +246,11 @@ impl PeerClient {
         if declared.is_some_and(|n| n > cap as u64) {
             return Err(PeerError::BodyCap { cap });
         }
+        if let Some(budget) = self.budget.clone() {
+            return read_budgeted(body, declared, cap, &budget)
+                .await
+                .map(|b| (b, content_type));
+        }
         let initial = declared.map_or(64 * 1024, |n| usize::try_from(n).unwrap_or(cap));
         let mut buf = BytesMut::with_capacity(initial.min(cap));
         while let Some(frame) = body.frame().await {
@@ -185,5 +263,56 @@ impl PeerClient {
             }
         }
         Ok((buf.freeze(), content_type))
+    }
+}
+
+/// Reads a 200 body under `cap` and the shared `budget`: the buffer's capacity never
+/// exceeds the budget held for it.
+async fn read_budgeted(
+    mut body: hyper::body::Incoming,
+    declared: Option<u64>,
+    cap: usize,
+    budget: &BodyBudget,
+) -> Result<Bytes, PeerError> {
+    let limit = cap.min(budget.total);
+    let refuse = || PeerError::BodyCap { cap: limit };
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(refuse());
+    }
+    let mut held = None;
+    let mut held_n = 0usize;
+    let mut buf: Vec<u8> = Vec::new();
+    if let Some(n) = declared.and_then(|n| usize::try_from(n).ok()) {
+        // One acquisition for a declared length: callers never sit on part of a body.
+        budget.take(&mut held, n.max(1)).await?;
+        held_n = n.max(1);
+        buf.reserve_exact(n);
+    }
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| PeerError::Connect(chain(&e)))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let need = buf.len().saturating_add(data.len());
+        if need > limit {
+            return Err(refuse());
+        }
+        if need > held_n {
+            let want = need
+                .max(held_n.saturating_mul(2))
+                .max(BUDGET_STEP)
+                .min(limit);
+            budget.take(&mut held, want - held_n).await?;
+            held_n = want;
+            buf.reserve_exact(want - buf.len());
+        }
+        buf.extend_from_slice(&data);
+    }
+    match held {
+        Some(permit) => Ok(Bytes::from_owner(BudgetedBody {
+            data: buf,
+            _permit: permit,
+        })),
+        None => Ok(Bytes::new()),
     }
 }
