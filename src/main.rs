@@ -6,7 +6,10 @@
 
 mod admin_client;
 mod demo;
+mod heatmap;
+mod matrix_cmd;
 mod node;
+mod query_args;
 mod top;
 
 use std::process::ExitCode;
@@ -30,6 +33,11 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Show the cluster's hottest key ranges and keys, refreshed (or once with --once).
     Top(top::TopArgs),
+    /// Print one cluster-wide matrix query as a table, CSV or JSON (with --baseline: the
+    /// change of every row against another window).
+    Matrix(matrix_cmd::MatrixArgs),
+    /// Draw one cluster-wide matrix query in the terminal (keys down, time across).
+    Heatmap(heatmap::HeatmapArgs),
 }
 
 /// Parses `500ms`, `2s`, `1m` or a bare number of milliseconds.
@@ -80,6 +88,8 @@ fn main() -> ExitCode {
             Command::Node(args) => node::run(*args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Top(args) => top::run(args).await,
+            Command::Matrix(args) => matrix_cmd::run(args).await,
+            Command::Heatmap(args) => heatmap::run(args).await,
         }
     });
     match result {

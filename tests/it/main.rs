@@ -13,6 +13,7 @@ mod internal_transport;
 mod limits;
 mod lincheck;
 mod linearizable;
+mod ops_cli;
 mod resp;
 mod split;
 mod split_anywhere;

@@ -1,0 +1,361 @@
+//! `keyviz matrix`, `keyviz heatmap` and `keyviz snapshot`: the real binary against a real
+//! 3-node cluster — the numbers it prints match the traffic sent, every format, the key
+//! and time filters, the baseline comparison, the terminal drawing, and clear failures
+//! (wrong password, bad flags, nothing listening, a node down) with documented exit codes.
+//!
+//! The admin API allows 5 logins per client address per minute on each node and every
+//! run logs in once, so the runs are spread over the three nodes (see the comments).
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+
+use crate::util::{
+    ADMIN_PASSWORD, ADMIN_USER, Cluster, Opts, Resp, free_port, login, unix_ms, wait_matrix_total,
+};
+
+const EXIT_USAGE: i32 = 2;
+const EXIT_UNREACHABLE: i32 = 3;
+const EXIT_AUTH: i32 = 4;
+const EXIT_DEGRADED: i32 = 7;
+
+/// Runs `keyviz <args>` with the operator's credentials in the environment (or the given
+/// password), under a hard deadline.
+fn run(args: &[&str], password: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyviz"));
+    cmd.args(args)
+        .env_remove("KEYVIZ_ADMIN_URL")
+        .env("KEYVIZ_ADMIN_USER", ADMIN_USER)
+        .env("KEYVIZ_ADMIN_PASSWORD", password.unwrap_or(ADMIN_PASSWORD))
+        .env("KEYVIZ_LOG", "off")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn keyviz");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("wait keyviz").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("keyviz {args:?} did not exit within 60s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("keyviz output")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn ok(o: &Output) -> String {
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(o));
+    stdout(o)
+}
+
+fn assert_fails(o: &Output, cmd: &str, code: i32, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(code), "exit code; stderr: {err}");
+    assert!(err.contains(needle), "stderr should say {needle:?}: {err}");
+    assert!(err.starts_with(&format!("keyviz {cmd}: ")), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", stdout(o), stderr(o)))
+}
+
+fn b64(v: &serde_json::Value) -> Option<Vec<u8>> {
+    v.as_str().map(|s| {
+        base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .expect("base64")
+    })
+}
+
+fn set_n(port: u16, key: &str, n: usize) {
+    let mut r = Resp::connect(port).expect("connect resp");
+    for i in 0..n {
+        r.call(&["SET", key, &i.to_string()]).expect("SET");
+    }
+}
+
+fn row_total(r: &serde_json::Value) -> u64 {
+    r["values"]
+        .as_array()
+        .map_or(0, |v| v.iter().filter_map(serde_json::Value::as_u64).sum())
+}
+
+/// The row of `m` (a matrix JSON) whose range holds `key`.
+fn row_of<'a>(m: &'a serde_json::Value, key: &[u8]) -> &'a serde_json::Value {
+    m["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| {
+            let start = b64(&r["start"]).unwrap_or_default();
+            let end = b64(&r["end"]);
+            start.as_slice() <= key && end.is_none_or(|e| key < e.as_slice())
+        })
+        .unwrap_or_else(|| panic!("no row holds {key:?}: {m}"))
+}
+
+/// One cluster for every check that needs real nodes.
+#[test]
+fn matrix_heatmap_and_snapshot_report_the_traffic_sent_and_fail_clearly() {
+    let mut c = Cluster::start(Opts::default());
+    let (a1, a2, a3) = (
+        c.nodes[0].admin_addr(),
+        c.nodes[1].admin_addr(),
+        c.nodes[2].admin_addr(),
+    );
+    // Baseline traffic, then the current traffic: the hot key grows 5x.
+    let t0 = unix_ms();
+    let (hot, base_n, cur_n, colds) = ("hot:ops", 40usize, 200usize, 10usize);
+    set_n(c.nodes[0].resp, hot, base_n);
+    let cookie = login(&a2); // a2: login 1
+    wait_matrix_total(
+        &a2,
+        &cookie,
+        "writes",
+        base_n as u64,
+        Duration::from_secs(30),
+    );
+    // Every baseline write is in a closed 1 s column; the current window starts at the
+    // next column boundary.
+    let t1 = (unix_ms() / 1_000 + 1) * 1_000;
+    while unix_ms() < t1 + 20 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    set_n(c.nodes[0].resp, hot, cur_n);
+    for i in 0..colds {
+        set_n(c.nodes[1].resp, &format!("a:cold:{i:02}"), 1);
+    }
+    let total = (base_n + cur_n + colds) as u64;
+    wait_matrix_total(&a2, &cookie, "writes", total, Duration::from_secs(30));
+
+    // a1 run 1: JSON — the whole traffic, the hot key's row the hottest, 3/3 nodes.
+    let out = run(
+        &["matrix", "--admin", &a1, "-o", "json", "--rows", "64"],
+        None,
+    );
+    let doc = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(doc["version"], 1);
+    assert_eq!(doc["degraded"], false, "{doc}");
+    assert_eq!(doc["nodes"]["responded"], 3, "{doc}");
+    assert_eq!(doc["query"]["series"], "writes");
+    assert_eq!(doc["query"]["rows"], 64);
+    let m = &doc["matrix"];
+    let sum: u64 = m["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(row_total)
+        .sum();
+    assert_eq!(sum, total, "{m}");
+    let hot_row = row_of(m, hot.as_bytes());
+    assert_eq!(row_total(hot_row), (base_n + cur_n) as u64, "{hot_row}");
+
+    // a1 run 2: CSV — one line per row, the values sum to the traffic, times in RFC 3339.
+    let csv = ok(&run(&["matrix", "--admin", &a1, "--format", "csv"], None));
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    assert_eq!(
+        &header[..5],
+        ["bucket_id", "start", "end", "label", "total"]
+    );
+    assert!(header[5].ends_with('Z') && header[5].contains('T'), "{csv}");
+    let mut csv_sum = 0;
+    for line in lines {
+        let fields: Vec<&str> = line.rsplit(',').collect();
+        let values: u64 = fields[..header.len() - 5]
+            .iter()
+            .map(|v| v.parse::<u64>().expect("value"))
+            .sum();
+        assert_eq!(
+            fields[header.len() - 5].parse::<u64>().ok(),
+            Some(values),
+            "{line}"
+        );
+        csv_sum += values;
+    }
+    assert_eq!(csv_sum, total, "{csv}");
+
+    // a1 run 3: table with a key range — only the cold keys are counted.
+    let table = ok(&run(
+        &[
+            "matrix",
+            "--admin",
+            &a1,
+            "--key-start",
+            "a:cold:",
+            "--key-end",
+            "a:cold;",
+            "--from",
+            "-10m",
+            "--to",
+            "now",
+        ],
+        None,
+    ));
+    assert!(table.starts_with("WRITES  http://"), "{table}");
+    assert!(table.contains("3/3 nodes answered"), "{table}");
+    assert!(
+        table.trim_end().ends_with(&format!("total {colds}")),
+        "{table}"
+    );
+    assert!(!table.contains('\x1b'));
+
+    // a3 run 1: the baseline window (before t1) against the current one (from t2): the hot
+    // key's row rose, and the ratio is its rate ratio.
+    let out = run(
+        &[
+            "matrix",
+            "--admin",
+            &a3,
+            "-o",
+            "json",
+            "--from",
+            &t1.to_string(),
+            "--baseline",
+            &format!("{}..{}", t0 - 60_000, t1),
+        ],
+        None,
+    );
+    let doc = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let cmp = &doc["compare"];
+    assert_eq!(cmp["baseline_total"], base_n as u64, "{cmp}");
+    assert_eq!(cmp["current_total"], (cur_n + colds) as u64, "{cmp}");
+    let rows = doc["matrix"]["rows"].as_array().expect("rows");
+    let changes = cmp["rows"].as_array().expect("compare rows");
+    assert_eq!(rows.len(), changes.len());
+    let i = rows
+        .iter()
+        .position(|r| std::ptr::eq(r, row_of(&doc["matrix"], hot.as_bytes())))
+        .expect("hot row");
+    let ch = &changes[i];
+    assert_eq!(ch["bucket_id"], rows[i]["bucket_id"]);
+    assert_eq!(ch["current"], cur_n as u64, "{ch}");
+    let scale = cmp["scale"].as_f64().expect("scale");
+    let want_base = base_n as f64 * scale;
+    assert!(
+        (ch["baseline"].as_f64().expect("baseline") - want_base).abs() < 1e-6,
+        "{cmp}"
+    );
+    assert!(
+        (ch["delta"].as_f64().expect("delta") - (cur_n as f64 - want_base)).abs() < 1e-6,
+        "{ch}"
+    );
+    assert!(
+        (ch["ratio"].as_f64().expect("ratio") - cur_n as f64 / want_base).abs() < 1e-6,
+        "{ch}"
+    );
+    assert_eq!(doc["query"]["baseline_to_unix_ms"], t1);
+
+    // a2 runs 2 and 3: the heatmap, plain into a pipe and in truecolor, sized as asked.
+    let plain = ok(&run(
+        &["heatmap", "--admin", &a2, "--width", "90", "--height", "24"],
+        None,
+    ));
+    assert!(!plain.contains('\x1b'), "plain into a pipe: {plain}");
+    let lines: Vec<&str> = plain.lines().collect();
+    assert!(lines.len() <= 24, "{plain}");
+    assert!(lines.iter().all(|l| l.chars().count() <= 90), "{plain}");
+    for needle in [
+        "WRITES",
+        "3/3 nodes answered",
+        "scale (log)",
+        " UTC",
+        "@",
+        "hot:ops",
+    ] {
+        assert!(plain.contains(needle), "{needle:?} missing:\n{plain}");
+    }
+    let colored = ok(&run(
+        &[
+            "heatmap",
+            "--admin",
+            &a2,
+            "--width",
+            "90",
+            "--height",
+            "24",
+            "--color",
+            "truecolor",
+        ],
+        None,
+    ));
+    assert!(colored.contains("\x1b[38;2;"), "truecolor escapes");
+    assert!(colored.contains('▀'));
+
+    // a2 run 4: wrong password — exit 4 with the API's reason.
+    let out = run(&["matrix", "--admin", &a2], Some("not-the-password"));
+    assert_fails(&out, "matrix", EXIT_AUTH, "invalid_credentials");
+
+    // Usage errors never log in.
+    let out = run(&["matrix", "--admin", &a2, "--from", "yesterday"], None);
+    assert_fails(&out, "matrix", EXIT_USAGE, "invalid time 'yesterday'");
+    let out = run(&["matrix", "--admin", &a2, "--baseline", "-1h"], None);
+    assert_fails(&out, "matrix", EXIT_USAGE, "use FROM..TO");
+    let out = run(
+        &[
+            "heatmap",
+            "--admin",
+            &a2,
+            "--key-start",
+            "b",
+            "--key-end",
+            "a",
+        ],
+        None,
+    );
+    assert_fails(&out, "heatmap", EXIT_USAGE, "--key-end must be greater");
+
+    // Degraded: node 3 down. a1 run 4: printed, named, exit 7; a2 run 5: accepted.
+    c.nodes[2].kill();
+    // (`reads`: a query no earlier run made, so no answer from before the kill is reused.)
+    let out = run(
+        &["matrix", "--admin", &a1, "-o", "json", "-s", "reads"],
+        None,
+    );
+    assert_fails(&out, "matrix", EXIT_DEGRADED, &format!("unreachable: {a3}"));
+    assert_eq!(json(&out)["degraded"], true);
+    let out = run(
+        &[
+            "heatmap",
+            "--admin",
+            &a2,
+            "--allow-degraded",
+            "--width",
+            "80",
+            "--height",
+            "20",
+        ],
+        None,
+    );
+    let text = ok(&out);
+    assert!(text.contains("2/3 nodes answered"), "{text}");
+    assert!(text.contains("DEGRADED"), "{text}");
+}
+
+#[test]
+fn matrix_and_heatmap_exit_3_when_nothing_listens() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    for cmd in ["matrix", "heatmap"] {
+        let out = run(&[cmd, "--admin", &addr], None);
+        assert_fails(
+            &out,
+            cmd,
+            EXIT_UNREACHABLE,
+            &format!("cannot reach the admin API at http://{addr}"),
+        );
+    }
+}
