@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 
 use crate::util::{
-    ADMIN_PASSWORD, ADMIN_USER, Cluster, Opts, Resp, free_port, login, unix_ms, wait_matrix_total,
+    ADMIN_PASSWORD, ADMIN_USER, Cluster, Opts, Resp, StopOnDrop, free_port, http, login, unix_ms,
+    wait_matrix_total, wait_until,
 };
 
 const EXIT_USAGE: i32 = 2;
@@ -84,6 +85,20 @@ fn set_n(port: u16, key: &str, n: usize) {
     for i in 0..n {
         r.call(&["SET", key, &i.to_string()]).expect("SET");
     }
+}
+
+/// The value of `name{series="<series>"}` (or of `name` when `series` is empty) in an
+/// exposition text; panics when absent.
+fn gauge(text: &str, name: &str, series: &str) -> f64 {
+    let prefix = if series.is_empty() {
+        format!("{name} ")
+    } else {
+        format!("{name}{{series=\"{series}\"}} ")
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{prefix}missing:\n{text}"))
 }
 
 fn row_total(r: &serde_json::Value) -> u64 {
@@ -318,6 +333,61 @@ fn matrix_heatmap_and_snapshot_report_the_traffic_sent_and_fail_clearly() {
         None,
     );
     assert_fails(&out, "heatmap", EXIT_USAGE, "--key-end must be greater");
+
+    // Hotspot metrics on a node's /metrics while one key takes nearly all the traffic:
+    // the hottest range's share and the group imbalance say so, and for reads the node
+    // imbalance.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _stop = StopOnDrop(stop.clone());
+    let resp = c.nodes[0].resp;
+    let writer = std::thread::spawn(move || {
+        let mut r = Resp::connect(resp).expect("connect resp");
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = r.call(&["SET", "hot:metrics", "1"]);
+            let _ = r.call(&["GET", "hot:metrics"]);
+        }
+    });
+    let mut text = String::new();
+    wait_until(
+        "the hotspot gauges see the hot key",
+        Duration::from_secs(40),
+        || {
+            let (status, _, body) = http(&a1, "GET", "/metrics", &[], "");
+            assert_eq!(status, 200, "{body}");
+            text = body;
+            gauge(&text, "keyviz_hottest_range_share", "writes") > 0.5
+                && gauge(&text, "keyviz_hottest_range_share", "reads") > 0.5
+        },
+    );
+    drop(_stop);
+    writer.join().expect("writer");
+    assert!(
+        gauge(&text, "keyviz_group_load_imbalance_ratio", "writes") > 1.5,
+        "{text}"
+    );
+    // Reads are served by the hot group's leader alone; writes are applied by every
+    // replica (each of the 3 nodes holds every group), so they are even across nodes.
+    assert!(
+        gauge(&text, "keyviz_node_load_imbalance_ratio", "reads") > 1.5,
+        "{text}"
+    );
+    let writes_nodes = gauge(&text, "keyviz_node_load_imbalance_ratio", "writes");
+    assert!((1.0..1.2).contains(&writes_nodes), "{text}");
+    assert!(
+        gauge(&text, "keyviz_hottest_range_hot_seconds", "writes") > 0.0,
+        "{text}"
+    );
+    assert_eq!(
+        gauge(&text, "keyviz_hotspot_sustained", "writes"),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        gauge(&text, "keyviz_hotspot_view_nodes_responded", ""),
+        3.0,
+        "{text}"
+    );
+    assert!(!text.contains("hot:metrics"), "no key in a label: {text}");
 
     // Degraded: node 3 down. a1 run 4: printed, named, exit 7; a2 run 5: accepted.
     c.nodes[2].kill();
