@@ -2,6 +2,7 @@
 //! driven with `redis-cli`, `redis-benchmark`, a raw RESP client and the admin HTTP API.
 
 mod admin_security;
+mod alerts;
 mod big_values;
 mod cli;
 mod counting;
