@@ -70,7 +70,7 @@ const MAX_LABEL: usize = 24;
 /// Plain-text shades, lightest first.
 const SHADES: &[u8] = b" .:-=+*#%@";
 /// Colour of an empty cell.
-const EMPTY_RGB: (u8, u8, u8) = (24, 24, 32);
+pub(crate) const EMPTY_RGB: (u8, u8, u8) = (24, 24, 32);
 /// The heat ramp, cold to hot (dark blue, purple, red, orange, pale yellow): ordered in
 /// lightness, so it reads in greyscale too.
 const RAMP: [(f64, (u8, u8, u8)); 5] = [
@@ -156,16 +156,22 @@ fn spans(n: usize, slots: usize) -> Vec<(usize, usize)> {
     }
 }
 
-/// The grid actually drawn: `cells[y][x]`, plus how many source rows and columns a cell
-/// sums at most.
-struct Grid {
-    cells: Vec<Vec<u64>>,
-    row_spans: Vec<(usize, usize)>,
-    col_spans: Vec<(usize, usize)>,
-    max: u64,
+/// The grid actually drawn: `cells[y][x]`, the source rows and columns each cell sums,
+/// and the largest cell.
+pub(crate) struct Grid {
+    /// Cell sums, `cells[y][x]`.
+    pub(crate) cells: Vec<Vec<u64>>,
+    /// Half-open source row span of each grid row.
+    pub(crate) row_spans: Vec<(usize, usize)>,
+    /// Half-open source column span of each grid column.
+    pub(crate) col_spans: Vec<(usize, usize)>,
+    /// Largest cell.
+    pub(crate) max: u64,
 }
 
-fn grid(m: &Matrix, pixel_rows: usize, plot_cols: usize) -> Grid {
+/// Resamples `m` to at most `pixel_rows` × `plot_cols` cells (stretching when smaller,
+/// summing contiguous groups when larger: no traffic is dropped).
+pub(crate) fn grid(m: &Matrix, pixel_rows: usize, plot_cols: usize) -> Grid {
     let row_spans = spans(
         m.rows.len(),
         pixel_rows.min(m.rows.len().max(1) * pixel_rows),

@@ -1,5 +1,6 @@
 //! `keyviz`: run a KeyViz-enabled multi-Raft KV node (`keyviz node`), a local demo cluster
-//! (`keyviz demo`), or watch a cluster's hottest ranges and keys (`keyviz top`).
+//! (`keyviz demo`), watch a cluster's hottest ranges and keys (`keyviz top`), or query it
+//! from a shell (`keyviz matrix`, `keyviz heatmap`, `keyviz snapshot`).
 //!
 //! `main` owns the exit code: subcommands return `anyhow::Result`, and an error is printed
 //! once with its whole context chain.
@@ -10,6 +11,7 @@ mod heatmap;
 mod matrix_cmd;
 mod node;
 mod query_args;
+mod snapshot_cmd;
 mod top;
 
 use std::process::ExitCode;
@@ -38,6 +40,9 @@ enum Command {
     Matrix(matrix_cmd::MatrixArgs),
     /// Draw one cluster-wide matrix query in the terminal (keys down, time across).
     Heatmap(heatmap::HeatmapArgs),
+    /// Save one cluster-wide query as a self-contained HTML file (heatmap, legend, hottest
+    /// ranges and keys, node status, the query) for an incident document.
+    Snapshot(snapshot_cmd::SnapshotArgs),
 }
 
 /// Parses `500ms`, `2s`, `1m` or a bare number of milliseconds.
@@ -90,6 +95,7 @@ fn main() -> ExitCode {
             Command::Top(args) => top::run(args).await,
             Command::Matrix(args) => matrix_cmd::run(args).await,
             Command::Heatmap(args) => heatmap::run(args).await,
+            Command::Snapshot(args) => snapshot_cmd::run(args).await,
         }
     });
     match result {

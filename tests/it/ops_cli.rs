@@ -275,6 +275,22 @@ fn matrix_heatmap_and_snapshot_report_the_traffic_sent_and_fail_clearly() {
     );
     assert_eq!(doc["query"]["baseline_to_unix_ms"], t1);
 
+    // a3 run 2: the incident snapshot — one HTML file that needs no network, with the
+    // heatmap image, legend, hottest ranges and keys, node status and the query.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("incident.html");
+    let file_s = file.to_str().expect("utf-8 path");
+    let out = run(
+        &[
+            "snapshot", "--admin", &a3, "--from", "-10m", "-k", "3", "-o", file_s,
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("wrote"), "{}", stderr(&out));
+    let html = std::fs::read_to_string(&file).expect("snapshot file");
+    check_snapshot(&html, hot, total);
+
     // a2 runs 2 and 3: the heatmap, plain into a pipe and in truecolor, sized as asked.
     let plain = ok(&run(
         &["heatmap", "--admin", &a2, "--width", "90", "--height", "24"],
@@ -416,10 +432,70 @@ fn matrix_heatmap_and_snapshot_report_the_traffic_sent_and_fail_clearly() {
     assert!(text.contains("DEGRADED"), "{text}");
 }
 
+/// What a snapshot file must hold, checked on its text: no reference to anything outside
+/// the file, a decodable PNG heatmap, the legend, the hottest range and key, three nodes
+/// that answered, and the query.
+fn check_snapshot(html: &str, hot: &str, total: u64) {
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert!(
+        html.contains("default-src 'none'"),
+        "a CSP forbids any fetch"
+    );
+    for external in ["src=\"http", "href=", "<script", "url(", "@import"] {
+        assert!(
+            !html.contains(external),
+            "{external} in a self-contained file"
+        );
+    }
+    let png_b64 = html
+        .split("src=\"data:image/png;base64,")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("inline PNG");
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(png_b64)
+        .expect("PNG base64");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let width = u32::from_be_bytes([png[16], png[17], png[18], png[19]]);
+    let height = u32::from_be_bytes([png[20], png[21], png[22], png[23]]);
+    assert!(width >= 1 && height >= 1, "{width}x{height}");
+    let section = |id: &str| -> String {
+        let start = html
+            .find(&format!("id=\"{id}\""))
+            .unwrap_or_else(|| panic!("no #{id}"));
+        html[start..]
+            .split("</table>")
+            .next()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(
+        section("hot-keys").contains(hot),
+        "hot key listed: {}",
+        section("hot-keys")
+    );
+    assert!(section("ranges").contains(">1<"), "{}", section("ranges"));
+    assert!(
+        html.contains("id=\"nodes-summary\">3/3 nodes answered"),
+        "{html}"
+    );
+    assert_eq!(section("nodes").matches("class=\"ok\">ok<").count(), 3);
+    assert!(html.contains("id=\"legend\""));
+    assert!(html.contains("id=\"scale-max\">"));
+    assert!(html.contains("id=\"time-axis\""));
+    assert!(html.contains("id=\"key-axis\""));
+    assert!(html.contains("keyviz snapshot --admin"), "the command line");
+    assert!(!html.contains(ADMIN_PASSWORD), "no secret in the file");
+    assert!(
+        html.contains(&format!("Total {total} writes in the window")),
+        "the window total"
+    );
+}
+
 #[test]
-fn matrix_and_heatmap_exit_3_when_nothing_listens() {
+fn matrix_heatmap_and_snapshot_exit_3_when_nothing_listens() {
     let addr = format!("127.0.0.1:{}", free_port());
-    for cmd in ["matrix", "heatmap"] {
+    for cmd in ["matrix", "heatmap", "snapshot"] {
         let out = run(&[cmd, "--admin", &addr], None);
         assert_fails(
             &out,
