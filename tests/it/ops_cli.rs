@@ -375,6 +375,10 @@ fn matrix_heatmap_and_snapshot_report_the_traffic_sent_and_fail_clearly() {
                 && gauge(&text, "keyviz_hottest_range_share", "reads") > 0.5
         },
     );
+    // A real Prometheus scrapes node 1 and evaluates the shipped rules (their `for`
+    // shortened to 1s in a copy, so the test does not wait 5 minutes): the hot-range
+    // alert fires for writes, with its runbook.
+    prometheus_fires_the_hot_range_alert(&a1);
     drop(_stop);
     writer.join().expect("writer");
     assert!(
@@ -430,6 +434,98 @@ fn matrix_heatmap_and_snapshot_report_the_traffic_sent_and_fail_clearly() {
     let text = ok(&out);
     assert!(text.contains("2/3 nodes answered"), "{text}");
     assert!(text.contains("DEGRADED"), "{text}");
+}
+
+/// A Prometheus server of its own, killed on drop.
+struct Prometheus(std::process::Child);
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn prometheus_fires_the_hot_range_alert(admin: &str) {
+    let Ok(bin) = which("prometheus") else {
+        panic!("prometheus is not installed: scripts/install-test-deps.sh installs it");
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/alerts/keyviz-rules.yml"),
+    )
+    .expect("rules");
+    let fast: String = rules
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("for: ") {
+                format!("{}for: 1s", &l[..l.len() - l.trim_start().len()])
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(dir.path().join("rules.yml"), fast).expect("write rules");
+    std::fs::write(
+        dir.path().join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - rules.yml\nscrape_configs:\n  - job_name: keyviz\n    static_configs:\n      - targets: ['{admin}']\n"
+        ),
+    )
+    .expect("write config");
+    let port = free_port();
+    let child = Command::new(bin)
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn prometheus");
+    let _prom = Prometheus(child);
+    let addr = format!("127.0.0.1:{port}");
+    wait_until("prometheus listens", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(&addr).is_ok()
+    });
+    wait_until(
+        "KeyVizHotRange fires for writes in a real Prometheus",
+        Duration::from_secs(60),
+        || {
+            let (status, _, body) = http(&addr, "GET", "/api/v1/alerts", &[], "");
+            if status != 200 {
+                // 503 until the server is ready.
+                return false;
+            }
+            let v: serde_json::Value = serde_json::from_str(&body).expect("alerts JSON");
+            v["data"]["alerts"].as_array().is_some_and(|alerts| {
+                alerts.iter().any(|a| {
+                    a["labels"]["alertname"] == "KeyVizHotRange"
+                        && a["labels"]["series"] == "writes"
+                        && a["state"] == "firing"
+                        && a["annotations"]["runbook"]
+                            .as_str()
+                            .is_some_and(|r| r.contains("keyviz top"))
+                })
+            })
+        },
+    );
+}
+
+fn which(name: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or(())
 }
 
 /// What a snapshot file must hold, checked on its text: no reference to anything outside
