@@ -57,6 +57,8 @@ pub use error::{ConfigError, MatrixError, RouteError};
 pub use history::{
     CellRecord, ColumnRecord, HistoryStore, HotRecord, MAX_QUERY_COLUMNS, PersistError, WriteRecord,
 };
+/// Comparing a matrix with a baseline window ([`compare::compare`]).
+pub use matrix::compare;
 pub use matrix::{
     CellLane, MAX_CELL_LANES, MAX_MATRIX_CELLS, MAX_MATRIX_COLUMNS, Matrix, MatrixQuery, MatrixRow,
     Series, UnknownSeries, coarsen_rows, plan_groups,

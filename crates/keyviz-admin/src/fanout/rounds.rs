@@ -155,7 +155,7 @@ pub(crate) enum First {
 }
 
 impl First {
-    fn totals(&self) -> std::borrow::Cow<'_, [RowTotal]> {
+    pub(crate) fn totals(&self) -> std::borrow::Cow<'_, [RowTotal]> {
         match self {
             First::Totals(t) => std::borrow::Cow::Borrowed(t),
             First::Legacy(m) => std::borrow::Cow::Owned(keyviz::boundaries::row_totals(m)),
@@ -199,7 +199,7 @@ fn is_media(content_type: Option<&str>, media: &str) -> bool {
     content_type.is_some_and(|ct| ct.starts_with(media))
 }
 
-async fn call_totals(
+pub(crate) async fn call_totals(
     inner: Arc<Inner>,
     target: PeerTarget,
     params: MatrixParams,

@@ -2,6 +2,7 @@
 
 pub mod boundaries;
 pub(crate) mod budget;
+pub mod compare;
 pub(crate) mod hot;
 pub(crate) mod query;
 pub(crate) mod wire;
