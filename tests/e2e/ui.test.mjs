@@ -321,10 +321,11 @@ describe('KeyViz web UI', () => {
     const link = page.url();
     const original = await rowIndices(page, 64);
     const tab = await context.newPage();
-    const [res] = await Promise.all([
-      tab.waitForResponse((r) => r.url().includes('/keyviz/matrix')),
+    const [req] = await Promise.all([
+      tab.waitForRequest((r) => r.url().includes('/keyviz/matrix')),
       tab.goto(link),
     ]);
+    const res = await req.response();
     await settled(tab);
     const params = new URL(res.url()).searchParams;
     for (const k of ['series', 'from_unix_ms', 'to_unix_ms', 'key_start', 'key_end']) assert.equal(params.get(k), zoom.params.get(k), `${k} restored`);
@@ -340,8 +341,8 @@ describe('KeyViz web UI', () => {
   });
 
   test('keyboard_only_navigation_reaches_every_control_with_visible_focus', async () => {
-    const controls = ['series', 'range', 'rows', 'auto', 'live', 'scale', 'palette', 'key-prefix', 'key-apply', 'refresh', 'back', 'reset',
-      'copy-link', 'export-png', 'export-csv', 'plot', 'logout'];
+    const controls = ['series', 'range', 'rows', 'auto', 'live', 'scale', 'palette', 'key-prefix', 'key-apply', 'refresh', 'fit', 'back', 'reset',
+      'copy-link', 'copy-live-link', 'export-png', 'export-csv', 'plot', 'logout'];
     await page.evaluate(() => /** @type {HTMLElement} */ (document.activeElement)?.blur());
     const reached = new Set();
     const unstyled = [];

@@ -13,7 +13,8 @@
 //!   the merge reports as a `catalog_divergence` warning.
 //!
 //! One JSON line on stdout gives the ports and credentials; then the process runs until it is
-//! killed or `POST /shutdown` arrives on the control port. `POST /stop?node=n2` stops a node.
+//! killed or `POST /shutdown` arrives on the control port. `POST /stop?node=n2` stops a node,
+//! `POST /start?node=n2` starts it again on the same address (a restart that keeps its history).
 //!
 //! ```text
 //! cargo run -p keyviz-admin --example ui_fixture -- [--step-ms 5000] [--history-min 60]
@@ -304,16 +305,40 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// What the control endpoint can stop: one shutdown sender per node.
-type Stoppers = Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>;
+/// What the control endpoint can stop and start again: per node, the shutdown sender of the
+/// running server (absent while stopped), its address and its router.
+#[derive(Clone, Default)]
+struct Nodes {
+    stoppers: Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>,
+    servers: Arc<Mutex<HashMap<String, (SocketAddr, Router)>>>,
+}
+
+/// Serves `app` on `listener` until the node's stop sender fires.
+async fn serve_node(nodes: &Nodes, node_id: String, listener: TcpListener, app: Router) {
+    let (tx, rx) = oneshot::channel::<()>();
+    nodes.stoppers.lock().await.insert(node_id.clone(), tx);
+    tokio::spawn(async move {
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = rx.await;
+        })
+        .await;
+        if let Err(e) = served {
+            eprintln!("node {node_id} stopped with error: {e}");
+        }
+    });
+}
 
 #[derive(serde::Deserialize)]
 struct StopQuery {
     node: String,
 }
 
-async fn stop_node(State(stoppers): State<Stoppers>, Query(q): Query<StopQuery>) -> StatusCode {
-    match stoppers.lock().await.remove(&q.node) {
+async fn stop_node(State(nodes): State<Nodes>, Query(q): Query<StopQuery>) -> StatusCode {
+    match nodes.stoppers.lock().await.remove(&q.node) {
         Some(tx) => {
             // The receiver is gone only if the server already ended; stopping twice is fine.
             let _ = tx.send(());
@@ -321,6 +346,26 @@ async fn stop_node(State(stoppers): State<Stoppers>, Query(q): Query<StopQuery>)
         }
         None => StatusCode::NOT_FOUND,
     }
+}
+
+/// Starts a stopped node again on its old address (a restart: same samplers, so its history
+/// is kept, as a real node's persisted history would be). 409 when it is running.
+async fn start_node(State(nodes): State<Nodes>, Query(q): Query<StopQuery>) -> StatusCode {
+    if nodes.stoppers.lock().await.contains_key(&q.node) {
+        return StatusCode::CONFLICT;
+    }
+    let Some((addr, app)) = nodes.servers.lock().await.get(&q.node).cloned() else {
+        return StatusCode::NOT_FOUND;
+    };
+    // The old server may still be closing its connections: retry the bind for a moment.
+    for _ in 0..50 {
+        if let Ok(listener) = TcpListener::bind(addr).await {
+            serve_node(&nodes, q.node.clone(), listener, app).await;
+            return StatusCode::NO_CONTENT;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    StatusCode::SERVICE_UNAVAILABLE
 }
 
 fn random_secret(len: usize) -> Result<Vec<u8>, String> {
@@ -386,7 +431,7 @@ async fn main() -> Result<(), String> {
     let secret = random_secret(32)?;
     let access_key = "operator";
     let secret_key = hex(&random_secret(12)?);
-    let stoppers: Stoppers = Arc::new(Mutex::new(HashMap::new()));
+    let control_nodes = Nodes::default();
 
     for (i, listener) in listeners.into_iter().enumerate() {
         let node_id = format!("n{}", i + 1);
@@ -430,21 +475,12 @@ async fn main() -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
         let app: Router = keyviz_admin::router(state);
-        let (tx, rx) = oneshot::channel::<()>();
-        stoppers.lock().await.insert(node_id.clone(), tx);
-        tokio::spawn(async move {
-            let served = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await;
-            if let Err(e) = served {
-                eprintln!("node {node_id} stopped with error: {e}");
-            }
-        });
+        control_nodes
+            .servers
+            .lock()
+            .await
+            .insert(node_id.clone(), (addrs[i], app.clone()));
+        serve_node(&control_nodes, node_id, listener, app).await;
     }
 
     // Live traffic: one window per step, flushed at the boundary, as a real node would.
@@ -472,7 +508,8 @@ async fn main() -> Result<(), String> {
     let quit = Arc::new(Mutex::new(Some(quit_tx)));
     let control_app = Router::new()
         .route("/stop", post(stop_node))
-        .with_state(Arc::clone(&stoppers))
+        .route("/start", post(start_node))
+        .with_state(control_nodes.clone())
         .route(
             "/shutdown",
             post(move || {

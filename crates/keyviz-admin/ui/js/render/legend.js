@@ -2,6 +2,12 @@
 /** The colour legend: zero and no-data swatches, the palette bar, and numeric ticks. */
 
 import { formatNumber, fractionOf, legendTicks, NO_DATA_INDEX, PALETTE_LABELS } from '../scales.js';
+import { thinTicks } from '../viewstate.js';
+
+/** Width of the palette bar, CSS px (`.legend-scale` in app.css). */
+const BAR_PX = 280;
+/** Advance of one tick-label character (10 px monospace-ish digits), px. */
+const TICK_CHAR_PX = 6.5;
 
 /**
  * @param {HTMLElement} el
@@ -34,10 +40,12 @@ export function renderLegend(el, o) {
   scaleBox.className = 'legend-scale';
   const ticks = document.createElement('div');
   ticks.className = 'legend-ticks';
-  for (const v of o.max > 0 ? [1, ...legendTicks(o.scale, o.max)] : []) {
+  const all = (o.max > 0 ? [1, ...legendTicks(o.scale, o.max)] : []).map((v) => ({ x: fractionOf(o.scale, o.max, v) * BAR_PX, text: formatNumber(v, true) }));
+  // Labels closer than their widths would overlap ("100" over "104"): keep the max, drop the other.
+  for (const { x, text } of thinTicks(all, (s) => s.length * TICK_CHAR_PX)) {
     const t = document.createElement('span');
-    t.style.left = `${fractionOf(o.scale, o.max, v) * 100}%`;
-    t.textContent = formatNumber(v, true);
+    t.style.left = `${(x / BAR_PX) * 100}%`;
+    t.textContent = text;
     ticks.append(t);
   }
   scaleBox.append(bar, ticks);
@@ -50,6 +58,8 @@ export function renderLegend(el, o) {
   hatch.className = 'mark-hatch';
   const leader = document.createElement('i');
   leader.className = 'mark-leader';
-  marks.append(hatch, document.createTextNode('conflict'), leader, document.createTextNode('leader change'));
+  const outage = document.createElement('i');
+  outage.className = 'mark-outage';
+  marks.append(hatch, document.createTextNode('conflict'), leader, document.createTextNode('leader change'), outage, document.createTextNode('node did not answer (under the time axis)'));
   el.replaceChildren(title, swatch(0, '0 (no traffic)', 'zero'), swatch(NO_DATA_INDEX, 'no data', 'nodata'), scaleBox, marks);
 }
