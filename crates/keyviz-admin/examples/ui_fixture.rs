@@ -17,7 +17,7 @@
 //! `POST /start?node=n2` starts it again on the same address (a restart that keeps its history).
 //!
 //! ```text
-//! cargo run -p keyviz-admin --example ui_fixture -- [--step-ms 5000] [--history-min 60]
+//! cargo run -p keyviz-admin --example ui_fixture -- [--step-ms 5000] [--history-min 60] [--n2-outage-s START:LEN]
 //! ```
 
 use std::collections::HashMap;
@@ -274,12 +274,16 @@ impl MatrixSource for CraftedSource {
 struct Args {
     step_ms: u64,
     history_min: i64,
+    /// `(start, len)` in seconds before start-up: n2 replays no window in that span (it was
+    /// down), so its history has a gap there — an outage the merged cells alone do not show.
+    n2_outage_s: Option<(i64, i64)>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         step_ms: 5_000,
         history_min: 60,
+        n2_outage_s: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -292,6 +296,20 @@ fn parse_args() -> Result<Args, String> {
                 args.history_min = value()?
                     .parse()
                     .map_err(|e| format!("--history-min: {e}"))?;
+            }
+            "--n2-outage-s" => {
+                let v = value()?;
+                let (a, b) = v
+                    .split_once(':')
+                    .ok_or_else(|| format!("--n2-outage-s wants START:LEN, got {v}"))?;
+                let start: i64 = a.parse().map_err(|e| format!("--n2-outage-s start: {e}"))?;
+                let len: i64 = b.parse().map_err(|e| format!("--n2-outage-s len: {e}"))?;
+                if start <= 0 || len <= 0 || len >= start {
+                    return Err(format!(
+                        "--n2-outage-s: need 0 < LEN < START, got {start}:{len}"
+                    ));
+                }
+                args.n2_outage_s = Some((start, len));
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -403,11 +421,17 @@ async fn main() -> Result<(), String> {
     // The samplers are independent, so each replays its hour on its own thread (the replay,
     // with hot-key capture in a debug build, is most of the start-up time).
     let replayed = (now - first_boundary) / step;
+    let outage = args
+        .n2_outage_s
+        .map(|(start, len)| (now - start * 1000, now - (start - len) * 1000));
     std::thread::scope(|scope| {
         for (i, s) in samplers.iter().enumerate() {
             scope.spawn(move || {
                 for w in 0..replayed {
                     let at = first_boundary + w * step;
+                    if i == 1 && outage.is_some_and(|(from, to)| at >= from && at < to) {
+                        continue;
+                    }
                     drive_window(s, i as u64, at / step, change_at, at);
                     let _report = s.flush(at + step);
                 }
@@ -543,6 +567,7 @@ async fn main() -> Result<(), String> {
         "conflict_bucket": format!("route:{CONFLICT_ROUTE}"),
         "divergent_bucket": format!("route:{DIVERGENT_ROUTE}"),
         "stoppable": "n2",
+        "n2_outage": outage.map(|(from, to)| serde_json::json!({ "from_unix_ms": from, "to_unix_ms": to })),
         "leader_change": { "group": LEADER_CHANGE_GROUP, "at_unix_ms": change_at * step },
     });
     println!("{hello}");

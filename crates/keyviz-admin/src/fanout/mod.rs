@@ -6,6 +6,7 @@
 pub(crate) mod assemble;
 pub mod client;
 pub mod compact;
+pub mod coverage;
 pub mod decode;
 mod fast_json;
 pub mod membership;
@@ -421,7 +422,7 @@ pub(crate) async fn run(inner: Arc<Inner>, params: MatrixParams) -> Result<Bytes
             responded,
             expected,
         };
-        encode_response(&matrix, Some(&status))
+        coverage::encode(&matrix, &status, &inputs, &input_node)
     })
     .await
     .map_err(ApiError::internal)?;

@@ -231,5 +231,11 @@ export function normalizeMatrix(m) {
     if (row.start === undefined) row.start = null;
     if (row.end === undefined) row.end = null;
   }
+  // Coverage is advisory: a malformed entry is dropped rather than failing the heatmap.
+  const num = (/** @type {unknown} */ v) => typeof v === 'number' && Number.isFinite(v);
+  m.coverage = Array.isArray(m.coverage)
+    ? m.coverage.filter((/** @type {any} */ c) => c && typeof c.node === 'string' && Array.isArray(c.missing))
+      .map((/** @type {any} */ c) => ({ ...c, missing: c.missing.filter((/** @type {any} */ r) => Array.isArray(r) && num(r[0]) && num(r[1]) && r[1] > r[0]) }))
+    : undefined;
   return /** @type {import('./types.js').Matrix} */ (m);
 }

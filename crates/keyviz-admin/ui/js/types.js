@@ -76,6 +76,16 @@
  * @property {number} [step_ms]
  * @property {string} [node_id]
  * @property {Fanout} [fanout]
+ * @property {NodeCoverage[]} [coverage] per node that answered, the merged columns its own
+ *   answer lacked (it was down or restarting); absent when no node has a gap
+ */
+
+/**
+ * @typedef {object} NodeCoverage
+ * @property {string} node
+ * @property {string} [node_id]
+ * @property {[number, number][]} missing runs of missing columns, [from, to) unix ms
+ * @property {number} [truncated] runs left out
  */
 
 /**

@@ -208,7 +208,30 @@ export function appendColumns(base, delta, keepFrom) {
       leader_terms: pick((x) => x.leader_terms, 0),
     };
   });
-  return { ...base, column_unix_ms: columns, rows, generated_at: delta.generated_at, fanout: delta.fanout ?? base.fanout };
+  return { ...base, column_unix_ms: columns, rows, generated_at: delta.generated_at, fanout: delta.fanout ?? base.fanout, coverage: mergeCoverage(base.coverage, delta.coverage) };
+}
+
+/**
+ * The coverage gaps of both answers, per node, without duplicate runs.
+ * @param {import('./types.js').NodeCoverage[]|undefined} a
+ * @param {import('./types.js').NodeCoverage[]|undefined} b
+ * @returns {import('./types.js').NodeCoverage[]|undefined}
+ */
+function mergeCoverage(a, b) {
+  if (!a?.length) return b;
+  if (!b?.length) return a;
+  /** @type {Map<string, import('./types.js').NodeCoverage>} */
+  const byNode = new Map(a.map((c) => [c.node, { ...c, missing: [...c.missing] }]));
+  for (const c of b) {
+    const have = byNode.get(c.node);
+    if (!have) {
+      byNode.set(c.node, c);
+      continue;
+    }
+    for (const r of c.missing) if (!have.missing.some((x) => x[0] === r[0] && x[1] === r[1])) have.missing.push(r);
+    have.missing.sort((x, y) => x[0] - y[0]);
+  }
+  return [...byNode.values()];
 }
 
 /**

@@ -201,6 +201,8 @@ export function composeLayout(main, others, leader = null) {
  * @property {number} to unix ms
  * @property {number|null} recovered unix ms
  * @property {boolean} entry the entry node itself (the page's own server) did not answer
+ * @property {boolean} [gap] from the server's coverage: the node's history has no columns
+ *   in [from, to) (it was down or restarting), whether or not this page was watching
  */
 
 /** Outages kept per tab; the oldest go first. */
@@ -258,6 +260,22 @@ export function recordEntryFailure(log, node, error, now, lastAnswer) {
     out.push({ node, nodeId: '', error, from: lastAnswer && lastAnswer < now ? lastAnswer : now, to: now, recovered: null, entry: true });
   }
   return out.slice(-MAX_OUTAGES);
+}
+
+/**
+ * The server's coverage gaps of `matrix` as outages (one per missing run, recovered at its end).
+ * @param {import('./types.js').Matrix|null} matrix
+ * @returns {Outage[]}
+ */
+export function coverageOutages(matrix) {
+  /** @type {Outage[]} */
+  const out = [];
+  for (const c of matrix?.coverage ?? []) {
+    for (const [from, to] of c.missing) {
+      out.push({ node: c.node, nodeId: c.node_id ?? '', error: 'no columns in its history', from, to, recovered: to, entry: false, gap: true });
+    }
+  }
+  return out;
 }
 
 /**

@@ -23,6 +23,7 @@ function nodeName(o) {
  * @param {import('../viewstate.js').Outage} o
  */
 export function describeOutage(o) {
+  if (o.gap) return `${nodeName(o)} has no columns from ${formatTime(o.from)} to ${formatTime(o.to)}: it was down or restarting (its history has a gap there; the other nodes' counts fill the cells)`;
   const until = o.recovered !== null ? `${formatTime(o.recovered)}, then answered again` : `${formatTime(o.to)} (still not answering)`;
   return `${nodeName(o)} did not answer from ${formatTime(o.from)} to ${until}: ${o.error}`;
 }
@@ -57,7 +58,9 @@ export function renderOutages(lanesEl, noteEl, log, shown, widthPx, now) {
       if (s.outage.recovered !== null && s.outage.recovered <= shown.to) {
         const back = make('span', 'outage-back');
         back.style.left = `${x(s.outage.recovered)}px`;
-        back.title = `${nodeName(s.outage)} answered again at ${formatTime(s.outage.recovered)} (restarted or reachable again)`;
+        back.title = s.outage.gap
+          ? `${nodeName(s.outage)} restarted: its columns resume at ${formatTime(s.outage.recovered)}`
+          : `${nodeName(s.outage)} answered again at ${formatTime(s.outage.recovered)} (restarted or reachable again)`;
         row.append(back);
       }
       notes.push(make('li', '', describeOutage(s.outage)));
