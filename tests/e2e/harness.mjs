@@ -179,3 +179,11 @@ export async function xFraction(page, t) {
     return (x0 + ((t - t0) * (x1 - x0)) / (t1 - t0)) / w;
   }, t);
 }
+
+/**
+ * The drawn row layout, top to bottom, as bucket ids: the union of the view's series (so it
+ * may hold rows the answer of this series lacks, drawn all zero).
+ */
+export async function layoutOf(page) {
+  return JSON.parse((await page.getAttribute('#key-axis', 'data-buckets')) ?? '[]');
+}

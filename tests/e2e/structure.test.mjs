@@ -268,3 +268,35 @@ test('loader_live_tick_appends_only_the_newest_columns_of_every_series_and_polls
   loader.schedule();
   assert.equal(loader.polling, false);
 });
+
+test('a_regular_burst_beside_a_hot_row_is_named_as_periodic_and_noise_is_not', async () => {
+  const { diagnose, periodicBursts } = await import('../../crates/keyviz-admin/ui/js/diagnose.js');
+  const step = 1000;
+  const cols = Array.from({ length: 120 }, (_, j) => j * step);
+  // A hot row (constant), ten scanned rows with +3 every 8 steps, ten quiet rows.
+  const rows = [row('hot', 'a', 'b', cols.map(() => 5000))];
+  for (let i = 0; i < 10; i++) rows.push(row(`s${i}`, `s${i}`, `s${i}~`, cols.map((_, j) => 2 + (j % 8 === 3 ? 3 : 0))));
+  for (let i = 0; i < 10; i++) rows.push(row(`z${i}`, `z${i}`, `z${i}~`, cols.map((_, j) => 1 + ((j * 7 + i) % 3))));
+  const v = buildView(matrix('reads', cols, rows, { step_ms: step }), { from: 0, to: 120 * step }, null);
+  const f = diagnose(v, (k) => v.matrix.rows[v.rowIndex[k]].bucket_id).find((x) => x.kind === 'periodic');
+  assert.ok(f, 'the periodic scan is named');
+  assert.match(f.text, /every 8 s, 15 steps stand out/);
+  assert.deepEqual(f.rows, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 'the scanned rows, not the hot one or the quiet ones');
+  // Irregular bursts and flat noise are not periodic.
+  const irregular = rows.slice(0, 1).concat(Array.from({ length: 10 }, (_, i) => row(`s${i}`, `s${i}`, `s${i}~`, cols.map((_, j) => 2 + ([3, 4, 17, 50, 51, 90].includes(j) ? 6 : 0)))));
+  const vi = buildView(matrix('reads', cols, irregular, { step_ms: step }), { from: 0, to: 120 * step }, null);
+  assert.equal(periodicBursts(vi, new Uint8Array(vi.rowIndex.length)), null);
+  const flat = buildView(matrix('reads', cols, rows.slice(11), { step_ms: step }), { from: 0, to: 120 * step }, null);
+  assert.equal(diagnose(flat, () => '').some((x) => x.kind === 'periodic'), false);
+});
+
+test('brightness_lowers_the_top_colour_and_round_trips_in_the_url', async () => {
+  const { colourMaxOf } = await import('../../crates/keyviz-admin/ui/js/render/page.js');
+  assert.equal(colourMaxOf(1000, 0), 1000);
+  assert.equal(colourMaxOf(1000, 2), 250);
+  assert.equal(colourMaxOf(1000, -1), 2000);
+  assert.equal(colourMaxOf(3, 8), 1, 'never below one');
+  const s = { ...defaultState(), bright: 3 };
+  assert.deepEqual(parseQuery(toQuery(s)), s);
+  assert.equal(parseQuery('bright=99').bright, 0, 'out of range falls back');
+});

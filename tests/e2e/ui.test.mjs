@@ -341,7 +341,7 @@ describe('KeyViz web UI', () => {
   });
 
   test('keyboard_only_navigation_reaches_every_control_with_visible_focus', async () => {
-    const controls = ['series', 'range', 'rows', 'auto', 'live', 'scale', 'palette', 'key-prefix', 'key-apply', 'refresh', 'fit', 'back', 'reset',
+    const controls = ['series', 'range', 'rows', 'auto', 'live', 'scale', 'bright-down', 'bright-up', 'palette', 'key-prefix', 'key-apply', 'refresh', 'fit', 'back', 'reset',
       'copy-link', 'copy-live-link', 'export-png', 'export-csv', 'plot', 'logout'];
     await page.evaluate(() => /** @type {HTMLElement} */ (document.activeElement)?.blur());
     const reached = new Set();

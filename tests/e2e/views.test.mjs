@@ -286,6 +286,24 @@ describe('a heatmap that cannot mislead', () => {
     await page.click('#detail-close');
   });
 
+  test('brightness_brings_up_weak_rows_and_saturates_the_hottest', async () => {
+    await matrixAfter(page, () => page.click('#refresh'));
+    const before = (await rowIndices(page, 30)).map((r) => Math.max(...r.filter((i) => i !== 255)));
+    await page.click('#bright-up');
+    await page.click('#bright-up');
+    await page.click('#bright-up');
+    await page.waitForFunction(() => document.getElementById('bright-value')?.textContent === '×8');
+    assert.match(page.url(), /bright=3/, 'in the permalink');
+    const after = (await rowIndices(page, 30)).map((r) => Math.max(...r.filter((i) => i !== 255)));
+    const raised = after.filter((v, k) => before[k] > 0 && v > before[k]).length;
+    assert.ok(raised >= after.length / 2, `most rows with traffic are drawn brighter (${raised} of ${after.length})`);
+    assert.ok(after.every((v, k) => v >= before[k]), 'none darker');
+    assert.match(await page.textContent('.legend-ticks'), /≥/, 'the top tick says higher values saturate');
+    for (let i = 0; i < 3; i++) await page.click('#bright-down');
+    await page.waitForFunction(() => document.getElementById('bright-value')?.textContent === '×1');
+    assert.doesNotMatch(page.url(), /bright=/);
+  });
+
   test('an_outage_is_marked_per_node_under_the_axis_and_the_restart_is_named', async () => {
     await fx.stopNode('n2');
     await waitFor(async () => {

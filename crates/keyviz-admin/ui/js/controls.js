@@ -82,6 +82,9 @@ export function bindControls(store, actions) {
   byId('copy-live-link', HTMLButtonElement).addEventListener('click', actions.copyLiveLink);
   byId('fit', HTMLButtonElement).addEventListener('click', actions.fitToData);
   const spanOption = byId('range-span', HTMLOptionElement);
+  const brightValue = byId('bright-value', HTMLOutputElement);
+  byId('bright-down', HTMLButtonElement).addEventListener('click', () => store.setBright(store.state.bright - 1));
+  byId('bright-up', HTMLButtonElement).addEventListener('click', () => store.setBright(store.state.bright + 1));
   byId('export-png', HTMLButtonElement).addEventListener('click', actions.exportPng);
   byId('export-csv', HTMLButtonElement).addEventListener('click', actions.exportCsv);
 
@@ -103,6 +106,7 @@ export function bindControls(store, actions) {
     scale.value = s.scale;
     palette.value = s.palette;
     if (document.activeElement !== prefix) prefix.value = s.prefix;
+    brightValue.textContent = s.bright >= 0 ? `×${2 ** s.bright}` : `×1/${2 ** -s.bright}`;
     // aria-disabled rather than disabled: the button stays in the tab order.
     back.setAttribute('aria-disabled', String(store.zoomStack.length === 0));
   };

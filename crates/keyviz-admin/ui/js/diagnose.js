@@ -4,12 +4,14 @@
  * often has to spot by eye, with a hint of what to do. Heuristics, stated as such in the UI:
  * - hot range: adjacent rows that together carry far more than their fair share of the load;
  * - sequential keys: the busiest remaining row moves steadily through the key space over time
- *   (the diagonal of monotonically increasing keys such as timestamps or counters).
+ *   (the diagonal of monotonically increasing keys such as timestamps or counters);
+ * - periodic burst: some steps stand out above their neighbours at a regular interval (a cron
+ *   job, a periodic range scan), named even when the picture is too coarse to show it.
  */
 
 /**
  * @typedef {object} Finding
- * @property {'hot_range'|'sequential'} kind
+ * @property {'hot_range'|'sequential'|'periodic'} kind
  * @property {string} text what was seen, with numbers
  * @property {string} hint what to do about it
  * @property {number[]} rows displayed row positions involved (the range for hot_range)
@@ -21,6 +23,72 @@ const HOT_FACTOR = 4;
 const HOT_MIN_SHARE = 0.05;
 /** Share of column-to-column moves that must step forward for a "sequential" finding. */
 const SEQ_MIN_FORWARD = 0.6;
+/** A burst step carries at least this much more than the median of its neighbours. */
+const BURST_MIN_EXCESS = 0.25;
+/** Bursts needed, and the share of intervals that must match the period (±1 step). */
+const BURST_MIN_COUNT = 4;
+const BURST_MIN_REGULAR = 0.7;
+
+/** @param {number[]} a */
+function median(a) {
+  if (a.length === 0) return 0;
+  const s = [...a].sort((x, y) => x - y);
+  return s[Math.floor(s.length / 2)];
+}
+
+/**
+ * Periodic bursts over the non-hot rows: steps whose total is well above the median of the
+ * four steps on either side, recurring at a regular interval. Returns the period in steps, the
+ * burst columns and the contiguous rows that carry the excess; null when nothing regular.
+ * @param {import('./view.js').View} view
+ * @param {Uint8Array} hot rows left out (a constant hot row hides nothing periodic)
+ * @returns {{ period: number, bursts: number[], rows: number[] }|null}
+ */
+export function periodicBursts(view, hot) {
+  const m = view.matrix;
+  const n = view.rowIndex.length;
+  /** @type {number[]} columns in the view, in time order */
+  const cols = [];
+  for (let j = 0; j < m.column_unix_ms.length; j++) if (view.colSlot[j] >= 0) cols.push(j);
+  if (cols.length < 16) return null;
+  const totals = cols.map((j) => {
+    let t = 0;
+    for (let k = 0; k < n; k++) if (!hot[k]) t += m.rows[view.rowIndex[k]].values[j];
+    return t;
+  });
+  /** @type {number[]} positions in cols */
+  const bursts = [];
+  for (let i = 0; i < cols.length; i++) {
+    const around = [];
+    for (let d = -4; d <= 4; d++) if (d !== 0 && i + d >= 0 && i + d < cols.length) around.push(totals[i + d]);
+    const base = median(around);
+    if (totals[i] > base * (1 + BURST_MIN_EXCESS) && totals[i] - base >= 4) bursts.push(i);
+  }
+  if (bursts.length < BURST_MIN_COUNT) return null;
+  // Time gaps in steps (columns are aligned to the step, so gaps are exact multiples).
+  const step = view.stepMs;
+  const gaps = [];
+  for (let i = 1; i < bursts.length; i++) gaps.push(Math.round((m.column_unix_ms[cols[bursts[i]]] - m.column_unix_ms[cols[bursts[i - 1]]]) / step));
+  const period = median(gaps);
+  if (period < 2) return null;
+  const regular = gaps.filter((g) => Math.abs(g - period) <= 1).length / gaps.length;
+  if (regular < BURST_MIN_REGULAR) return null;
+  // Rows carrying the excess: above their own median at most of the burst steps.
+  const burstCols = bursts.map((i) => cols[i]);
+  /** @type {number[]} */
+  const affected = [];
+  for (let k = 0; k < n; k++) {
+    if (hot[k]) continue;
+    const values = m.rows[view.rowIndex[k]].values;
+    const mid = median(cols.map((j) => values[j]));
+    const above = burstCols.filter((j) => values[j] > mid).length;
+    if (above >= 0.7 * burstCols.length) affected.push(k);
+  }
+  if (affected.length === 0) return null;
+  const first = affected[0];
+  const last = affected[affected.length - 1];
+  return { period, bursts: burstCols, rows: Array.from({ length: last - first + 1 }, (_, i) => first + i) };
+}
 
 /**
  * @param {import('./view.js').View} view
@@ -102,6 +170,18 @@ export function diagnose(view, label) {
         rows: [],
       });
     }
+  }
+  const p = periodicBursts(view, hot);
+  if (p) {
+    const every = p.period * view.stepMs;
+    const secs = every % 60_000 === 0 ? `${every / 60_000} min` : `${every / 1000} s`;
+    const range = p.rows.length === 1 ? label(p.rows[0]) : `${label(p.rows[0])} … ${label(p.rows[p.rows.length - 1])}`;
+    out.push({
+      kind: 'periodic',
+      text: `Periodic burst: every ${secs}, ${p.bursts.length} steps stand out above their neighbours on ${range} (${p.rows.length} rows).`,
+      hint: 'Typical of a scheduled job or a periodic range scan. Raise the brightness or zoom into a few periods to see each burst.',
+      rows: p.rows,
+    });
   }
   return out;
 }

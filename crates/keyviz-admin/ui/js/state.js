@@ -16,12 +16,15 @@ const SPAN_MIN_MS = 10_000;
 const SPAN_MAX_MS = PRESET_MS['7d'];
 const AUTOS = [0, 5, 30];
 export const MAX_ROWS = 1024;
+/** Brightness exponents (the top colour at max / 2^bright). */
+export const BRIGHT_MIN = -2;
+export const BRIGHT_MAX = 8;
 
 /** @returns {import('./types.js').ViewState} */
 export function defaultState() {
   return {
     series: 'writes', range: 'auto', from: 0, to: 0, rows: 256, auto: 0, live: false,
-    scale: 'log', palette: 'heat', keys: null, prefix: '', span: 0,
+    scale: 'log', palette: 'heat', keys: null, prefix: '', span: 0, bright: 0,
   };
 }
 
@@ -62,6 +65,8 @@ export function parseQuery(search) {
   if (scale === 'linear' || scale === 'log') s.scale = scale;
   const palette = q.get('palette');
   if (palette === 'heat' || palette === 'viridis') s.palette = palette;
+  const bright = Number(q.get('bright'));
+  if (Number.isInteger(bright) && bright >= BRIGHT_MIN && bright <= BRIGHT_MAX) s.bright = bright;
   if (q.has('kstart') || q.has('kend')) {
     const ks = q.get('kstart');
     const ke = q.get('kend');
@@ -95,6 +100,7 @@ export function toQuery(s) {
   if (s.live) q.set('live', '1');
   q.set('scale', s.scale);
   q.set('palette', s.palette);
+  if (s.bright) q.set('bright', String(s.bright));
   if (s.keys) {
     q.set('kstart', s.keys.start ?? '');
     q.set('kend', s.keys.end ?? '');
@@ -215,6 +221,12 @@ export class Store extends EventTarget {
 
   /** @param {import('./types.js').PaletteName} palette */
   setPalette(palette) { this.#apply({ palette }, false, 'palette'); }
+
+  /** @param {number} bright clamped to BRIGHT_MIN..BRIGHT_MAX; a redraw, no fetch */
+  setBright(bright) {
+    const b = Math.min(BRIGHT_MAX, Math.max(BRIGHT_MIN, Math.round(bright)));
+    if (b !== this.state.bright) this.#apply({ bright: b }, false, 'palette');
+  }
 
   /**
    * Zooms to a time window and optionally a key range, remembering the previous view for back().

@@ -145,6 +145,9 @@
  * @property {string} prefix the key-prefix text that produced `keys` ("" when the key range
  *   came from a brush or none is set), so the box shows it again
  * @property {number} span window width in ms for range `span` (0 otherwise)
+ * @property {number} bright brightness exponent, BRIGHT_MIN..BRIGHT_MAX: the top colour is
+ *   drawn at max / 2^bright (values above saturate), so weak structure beside a very hot row
+ *   shows up; 0 = the max in view
  */
 
 export {};

@@ -11,7 +11,9 @@ const TICK_CHAR_PX = 6.5;
 
 /**
  * @param {HTMLElement} el
- * @param {{ lut: Uint32Array, scale: import('../types.js').ScaleKind, palette: import('../types.js').PaletteName, max: number, series: string }} o
+ * @param {{ lut: Uint32Array, scale: import('../types.js').ScaleKind, palette: import('../types.js').PaletteName, max: number, saturated?: boolean, series: string }} o
+ *   `max` is the value of the top colour; `saturated` when higher values are drawn with it
+ *   too (brightness raised), so its tick reads "at least max".
  */
 export function renderLegend(el, o) {
   const bar = document.createElement('canvas');
@@ -19,7 +21,7 @@ export function renderLegend(el, o) {
   bar.height = 1;
   bar.className = 'legend-bar';
   bar.setAttribute('role', 'img');
-  bar.setAttribute('aria-label', `${PALETTE_LABELS[o.palette]} colour scale, ${o.scale}, from 1 to ${formatNumber(o.max)}`);
+  bar.setAttribute('aria-label', `${PALETTE_LABELS[o.palette]} colour scale, ${o.scale}, from 1 to ${o.saturated ? 'at least ' : ''}${formatNumber(o.max)}`);
   const ctx = bar.getContext('2d');
   if (ctx) {
     const img = ctx.createImageData(254, 1);
@@ -40,7 +42,8 @@ export function renderLegend(el, o) {
   scaleBox.className = 'legend-scale';
   const ticks = document.createElement('div');
   ticks.className = 'legend-ticks';
-  const all = (o.max > 0 ? [1, ...legendTicks(o.scale, o.max)] : []).map((v) => ({ x: fractionOf(o.scale, o.max, v) * BAR_PX, text: formatNumber(v, true) }));
+  const ticksAt = o.max > 0 ? [1, ...legendTicks(o.scale, o.max)] : [];
+  const all = ticksAt.map((v, i) => ({ x: fractionOf(o.scale, o.max, v) * BAR_PX, text: `${o.saturated && i === ticksAt.length - 1 ? '≥' : ''}${formatNumber(v, true)}` }));
   // Labels closer than their widths would overlap ("100" over "104"): keep the max, drop the other.
   for (const { x, text } of thinTicks(all, (s) => s.length * TICK_CHAR_PX)) {
     const t = document.createElement('span');

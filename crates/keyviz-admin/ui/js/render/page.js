@@ -26,6 +26,17 @@ export const MAX_ROW_PX = 28;
 export const FIT_HEIGHT_PX = 560;
 
 /**
+ * The value drawn with the top colour at brightness `bright`: max / 2^bright, at least 1 (a
+ * count below one step of the palette means nothing).
+ * @param {number} max
+ * @param {number} bright
+ */
+export function colourMaxOf(max, bright) {
+  if (!(max > 0)) return max;
+  return Math.max(1, max / 2 ** bright);
+}
+
+/**
  * Plot height for `rows` rows: up to MAX_ROW_PX each, shrinking to share FIT_HEIGHT_PX, but
  * never below MIN_ROW_PX (more rows make the plot taller; the page scrolls).
  * @param {number} rows
@@ -124,7 +135,8 @@ export function summaryText(view, matrix, s, fitted) {
 export function drawFrame(el, renderer, view, s, lut, size, outages) {
   el.plot.style.height = `${size.height}px`;
   el.keyAxis.style.height = `${size.height}px`;
-  renderer.render(view, s.scale, lut, size.width, size.height);
+  const colourMax = colourMaxOf(view.max, s.bright);
+  renderer.render(view, s.scale, lut, size.width, size.height, colourMax);
   drawHatching(el.hatch, view, size.width, size.height, null);
   drawLeaderChanges(el.hatch, view, null);
   drawTimeMarginal(el.timeMarginal, view, size.width, 32);
@@ -132,10 +144,12 @@ export function drawFrame(el, renderer, view, s, lut, size, outages) {
   renderTimeAxis(el.timeAxis, view, size.width);
   renderOutages(el.outages, el.outageNote, [...coverageOutages(view.matrix), ...outages], view, size.width, Date.now());
   renderKeyAxis(el.keyAxis, view, size.height);
-  renderLegend(el.legend, { lut, scale: s.scale, palette: s.palette, max: view.max, series: view.matrix.series });
+  renderLegend(el.legend, { lut, scale: s.scale, palette: s.palette, max: colourMax, saturated: colourMax < view.max, series: view.matrix.series });
   renderDegradedBanner(el.banner, view.matrix.fanout);
   renderWarnings(el.warnings, view.matrix.fanout);
   el.plot.dataset.rows = String(view.rowIndex.length);
+  // The row layout, top to bottom (the union of the view's series): for tests and debugging.
+  el.keyAxis.dataset.buckets = JSON.stringify(view.rowIndex.map((ri) => view.matrix.rows[ri].bucket_id));
   el.plot.dataset.rowPx = String(size.height / Math.max(1, view.rowIndex.length));
 }
 
