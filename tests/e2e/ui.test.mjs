@@ -79,6 +79,8 @@ describe('KeyViz web UI', () => {
     const hot = await page.textContent('#findings li[data-kind="hot_range"]');
     assert.match(hot, /Hot key range: user:0020\S* … user:0023\S* carries \d+% of writes/);
     assert.match(await page.textContent('#findings li[data-kind="sequential"]'), /Sequential key pattern/);
+    // The fixture's traffic is the same every step: no periodic burst is claimed.
+    assert.equal(await page.locator('#findings li[data-kind="periodic"]').count(), 0, 'no periodic finding on steady traffic');
     const { params } = await matrixAfter(page, () => page.click('#findings li[data-kind="hot_range"] button'));
     assert.ok(params.get('to_unix_ms'), 'zooming to the range keeps an explicit window');
     assert.equal(await page.getAttribute('#plot', 'data-rows'), '4', 'only the hot range is drawn');

@@ -26,7 +26,9 @@ const SEQ_MIN_FORWARD = 0.6;
 /** A burst step carries at least this much more than the median of its neighbours. */
 const BURST_MIN_EXCESS = 0.25;
 /** Bursts needed, and the share of intervals that must match the period (±1 step). */
-const BURST_MIN_COUNT = 4;
+const BURST_MIN_COUNT = 5;
+/** Periods that must fit in the window (fewer cycles are not evidence of a period). */
+const BURST_MIN_CYCLES = 6;
 const BURST_MIN_REGULAR = 0.7;
 
 /** @param {number[]} a */
@@ -37,57 +39,75 @@ function median(a) {
 }
 
 /**
- * Periodic bursts over the non-hot rows: steps whose total is well above the median of the
- * four steps on either side, recurring at a regular interval. Returns the period in steps, the
- * burst columns and the contiguous rows that carry the excess; null when nothing regular.
+ * Periodic bursts: the shortest period p (2..32 steps, at least 6 cycles in the window) and phase
+ * such that at least 5 and 70 % of the steps on that phase carry ≥ 25 % more than the median of the four steps on either side, while
+ * at most 30 % of the other steps do (so noise, or a load that is high every other step, is not
+ * a period). Totals are over the rows not masked by `skip`; the newest column is left out (it
+ * may still be filling). Returns the period in steps, the burst columns, and the contiguous
+ * rows that carry the excess; null when nothing is regular.
  * @param {import('./view.js').View} view
- * @param {Uint8Array} hot rows left out (a constant hot row hides nothing periodic)
+ * @param {Uint8Array} skip rows left out of the totals (a constant hot row hides small bursts)
  * @returns {{ period: number, bursts: number[], rows: number[] }|null}
  */
-export function periodicBursts(view, hot) {
+export function periodicBursts(view, skip) {
   const m = view.matrix;
   const n = view.rowIndex.length;
-  /** @type {number[]} columns in the view, in time order */
+  const step = view.stepMs;
+  /** @type {number[]} columns in the view, in time order, the newest left out */
   const cols = [];
   for (let j = 0; j < m.column_unix_ms.length; j++) if (view.colSlot[j] >= 0) cols.push(j);
-  if (cols.length < 16) return null;
+  cols.pop();
+  if (cols.length < 16 || !(step > 0)) return null;
+  // Step index of each column, so a missing column does not shift the phases.
+  const t0 = m.column_unix_ms[cols[0]];
+  const at = cols.map((j) => Math.round((m.column_unix_ms[j] - t0) / step));
   const totals = cols.map((j) => {
     let t = 0;
-    for (let k = 0; k < n; k++) if (!hot[k]) t += m.rows[view.rowIndex[k]].values[j];
+    for (let k = 0; k < n; k++) if (!skip[k]) t += m.rows[view.rowIndex[k]].values[j];
     return t;
   });
-  /** @type {number[]} positions in cols */
-  const bursts = [];
-  for (let i = 0; i < cols.length; i++) {
+  const burst = totals.map((v, i) => {
     const around = [];
-    for (let d = -4; d <= 4; d++) if (d !== 0 && i + d >= 0 && i + d < cols.length) around.push(totals[i + d]);
+    for (let d = -4; d <= 4; d++) if (d !== 0 && i + d >= 0 && i + d < totals.length) around.push(totals[i + d]);
     const base = median(around);
-    if (totals[i] > base * (1 + BURST_MIN_EXCESS) && totals[i] - base >= 4) bursts.push(i);
+    return v > base * (1 + BURST_MIN_EXCESS) && v - base >= 4;
+  });
+  const span = at[at.length - 1] + 1;
+  for (let p = 2; p <= Math.min(32, Math.floor(span / BURST_MIN_CYCLES)); p++) {
+    for (let phase = 0; phase < p; phase++) {
+      let on = 0;
+      let onBursts = 0;
+      let off = 0;
+      let offBursts = 0;
+      for (let i = 0; i < cols.length; i++) {
+        if (at[i] % p === phase) {
+          on++;
+          if (burst[i]) onBursts++;
+        } else {
+          off++;
+          if (burst[i]) offBursts++;
+        }
+      }
+      if (onBursts < BURST_MIN_COUNT || onBursts < BURST_MIN_REGULAR * on || offBursts > 0.3 * off) continue;
+      const burstCols = cols.filter((_, i) => at[i] % p === phase && burst[i]);
+      const phaseCols = cols.filter((_, i) => at[i] % p === phase);
+      const otherCols = cols.filter((_, i) => at[i] % p !== phase);
+      // Rows carrying the excess: their mean on the phase above their mean elsewhere by at
+      // least a tenth of the largest such excess (and by half a count).
+      const excess = view.rowIndex.map((ri) => {
+        const values = m.rows[ri].values;
+        const mean = (/** @type {number[]} */ js) => js.reduce((a, j) => a + values[j], 0) / Math.max(1, js.length);
+        return mean(phaseCols) - mean(otherCols);
+      });
+      const top = Math.max(...excess);
+      const affected = excess.map((e, k) => (e >= Math.max(0.5, 0.1 * top) ? k : -1)).filter((k) => k >= 0);
+      if (affected.length === 0) return null;
+      const first = affected[0];
+      const last = affected[affected.length - 1];
+      return { period: p, bursts: burstCols, rows: Array.from({ length: last - first + 1 }, (_, i) => first + i) };
+    }
   }
-  if (bursts.length < BURST_MIN_COUNT) return null;
-  // Time gaps in steps (columns are aligned to the step, so gaps are exact multiples).
-  const step = view.stepMs;
-  const gaps = [];
-  for (let i = 1; i < bursts.length; i++) gaps.push(Math.round((m.column_unix_ms[cols[bursts[i]]] - m.column_unix_ms[cols[bursts[i - 1]]]) / step));
-  const period = median(gaps);
-  if (period < 2) return null;
-  const regular = gaps.filter((g) => Math.abs(g - period) <= 1).length / gaps.length;
-  if (regular < BURST_MIN_REGULAR) return null;
-  // Rows carrying the excess: above their own median at most of the burst steps.
-  const burstCols = bursts.map((i) => cols[i]);
-  /** @type {number[]} */
-  const affected = [];
-  for (let k = 0; k < n; k++) {
-    if (hot[k]) continue;
-    const values = m.rows[view.rowIndex[k]].values;
-    const mid = median(cols.map((j) => values[j]));
-    const above = burstCols.filter((j) => values[j] > mid).length;
-    if (above >= 0.7 * burstCols.length) affected.push(k);
-  }
-  if (affected.length === 0) return null;
-  const first = affected[0];
-  const last = affected[affected.length - 1];
-  return { period, bursts: burstCols, rows: Array.from({ length: last - first + 1 }, (_, i) => first + i) };
+  return null;
 }
 
 /**
@@ -171,7 +191,9 @@ export function diagnose(view, label) {
       });
     }
   }
-  const p = periodicBursts(view, hot);
+  // Over the non-hot rows first (a constant hot row would drown a small burst), then over
+  // all rows (the burst may land in a hot row, as the demo's scan does).
+  const p = periodicBursts(view, hot) ?? periodicBursts(view, new Uint8Array(n));
   if (p) {
     const every = p.period * view.stepMs;
     const secs = every % 60_000 === 0 ? `${every / 60_000} min` : `${every / 1000} s`;
