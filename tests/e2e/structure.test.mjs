@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createLoader, keyParams } from '../../crates/keyviz-admin/ui/js/loader.js';
 import {
-  composeLayout, dataExtent, displayWindow, fitPreset, outageLanes, recordEntryFailure, recordFanout,
+  composeLayout, coverageOutages, dataExtent, displayWindow, fitPreset, outageLanes, recordEntryFailure, recordFanout, recordGaps,
   seriesPlan, thinTicks, ViewModel,
 } from '../../crates/keyviz-admin/ui/js/viewstate.js';
 import { MIN_ROW_PX, plotHeight, renderHeader, summaryText } from '../../crates/keyviz-admin/ui/js/render/page.js';
@@ -23,9 +23,10 @@ const row = (id, start, end, values, extra = {}) => ({
 const matrix = (series, cols, rows, extra = {}) => ({ series, column_unix_ms: cols, rows, generated_at: '', step_ms: 5000, ...extra });
 
 test('auto_range_fits_a_young_history_to_the_narrowest_preset_then_the_default_hour', () => {
-  assert.equal(fitPreset(90_000), '5m');
-  assert.equal(fitPreset(5 * MIN), '5m');
-  assert.equal(fitPreset(5 * MIN + 1), '15m');
+  assert.equal(fitPreset(50_000), '1m');
+  assert.equal(fitPreset(90_000), '2m', 'a 90 s history fills three quarters of the width');
+  assert.equal(fitPreset(3 * MIN), '5m');
+  assert.equal(fitPreset(5 * MIN + 1), '10m');
   assert.equal(fitPreset(40 * MIN), '1h');
   assert.equal(fitPreset(30 * 60 * MIN), '1h', 'an old history gets the default window');
   const now = 10_000_000;
@@ -110,6 +111,23 @@ test('outage_log_opens_extends_and_closes_per_node_and_dates_the_start_from_the_
   assert.equal(e[0].from, 6000, 'dated from the last answer');
   e = recordFanout(e, up, 8000);
   assert.equal(e[0].recovered, 8000);
+});
+
+test('coverage_gaps_join_the_log_widened_not_duplicated_and_survive_the_node_going_down', () => {
+  const m = (missing) => ({ coverage: [{ node: 'h2', node_id: 'n2', missing }] });
+  let log = recordGaps([], coverageOutages(m([[1000, 5000]])));
+  assert.equal(log.length, 1);
+  assert.equal(log[0].gap, true);
+  assert.equal(log[0].recovered, 5000, 'a gap ends with the restart');
+  log = recordGaps(log, coverageOutages(m([[1000, 5000]])));
+  assert.equal(log.length, 1, 'the same gap on the next load is not added twice');
+  log = recordGaps(log, coverageOutages(m([[3000, 6000]])));
+  assert.deepEqual([log.length, log[0].from, log[0].to], [1, 1000, 6000], 'an overlapping run widens it');
+  // The node goes down: its coverage is no longer reported, the logged gap stays on its lane.
+  log = recordFanout(recordGaps(log, coverageOutages({})), { nodes: [{ node: 'h2', node_id: 'n2', ok: false, error: 'refused' }], responded: 1, expected: 2 }, 9000);
+  const lanes = outageLanes(log, 0, 10_000, 9000);
+  assert.equal(lanes.length, 1);
+  assert.deepEqual(lanes[0].spans.map((s) => [s.from, s.to, !!s.outage.gap]), [[1000, 6000, true], [9000, 9000, false]]);
 });
 
 test('legend_ticks_never_overlap_and_keep_the_max', () => {

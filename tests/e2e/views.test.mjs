@@ -313,6 +313,7 @@ describe('a heatmap that cannot mislead', () => {
     await page.waitForSelector('#outages .outage-lane[data-node="n2"] .outage-span');
     const titles = await page.$$eval('#outages .outage-lane[data-node="n2"] .outage-span', (els) => els.map((e) => e.title));
     const title = titles.find((t) => /did not answer/.test(t)) ?? '';
+    assert.ok(titles.some((t) => /has no columns/.test(t)), 'the history gap stays on the lane while n2 is down (its coverage is not reported then)');
     assert.match(title, /^n2 \(127\.0\.0\.1:\d+\) did not answer from .* \(still not answering\): .+/);
     const lane = await page.locator('#outages').boundingBox();
     const axis = await page.locator('#time-axis').boundingBox();

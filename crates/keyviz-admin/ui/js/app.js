@@ -26,7 +26,7 @@ import { buildLut, decodeKey, formatDuration, formatNumber, formatTime, keyLabel
 import { armExpiry, clearSession, disarmExpiry, loadSession } from './session.js';
 import { pinnedQuery, toQuery } from './state.js';
 import { buildView, rowsKeySpan } from './view.js';
-import { dataExtent, displayWindow, recordEntryFailure, recordFanout, ViewModel } from './viewstate.js';
+import { coverageOutages, dataExtent, displayWindow, recordEntryFailure, recordFanout, recordGaps, ViewModel } from './viewstate.js';
 
 export { keyParams } from './loader.js';
 
@@ -167,7 +167,7 @@ export function createApp(store) {
       model.lastAnswerAt = now;
       model.lastFanout = r.matrices[0].fanout;
       entryDown = false;
-      model.outages = recordFanout(model.outages, model.lastFanout, now, lastOk);
+      model.outages = recordGaps(recordFanout(model.outages, model.lastFanout, now, lastOk), coverageOutages(r.matrices[0]));
       saveOutages();
       render(true);
       loadViewHotKeys();

@@ -7,22 +7,29 @@
  * loose bindings; everything else is a plain function so node --test can check it.
  */
 
-import { compareBytes, decodeKey, PRESET_MS } from './scales.js';
+import { compareBytes, decodeKey } from './scales.js';
 import { DEFAULT_WINDOW_MS } from './state.js';
 
-/** Presets `auto` picks from, narrowest first; an older history gets the default hour. */
-export const FIT_PRESETS = /** @type {const} */ (['5m', '15m', '1h']);
+const MINUTE = 60_000;
+/**
+ * Widths `auto` rounds the data's age up to (nice durations, narrowest first); an older
+ * history gets the default hour.
+ */
+export const FIT_WIDTHS = /** @type {const} */ ([['1m', MINUTE], ['2m', 2 * MINUTE], ['5m', 5 * MINUTE], ['10m', 10 * MINUTE], ['15m', 15 * MINUTE], ['30m', 30 * MINUTE], ['1h', 60 * MINUTE]]);
 
 /**
- * The preset `auto` shows for a history `ageMs` old: the narrowest that holds all of it, the
- * default hour once the history is longer.
+ * The width `auto` shows for a history `ageMs` old: the narrowest nice duration that holds
+ * all of it, the default hour once the history is longer.
  * @param {number} ageMs
- * @returns {'5m'|'15m'|'1h'}
+ * @returns {string}
  */
 export function fitPreset(ageMs) {
-  for (const p of FIT_PRESETS) if (ageMs <= PRESET_MS[p]) return p;
+  for (const [name, ms] of FIT_WIDTHS) if (ageMs <= ms) return name;
   return '1h';
 }
+
+/** @param {string} name a fitPreset name */
+const fitMs = (name) => FIT_WIDTHS.find(([n]) => n === name)?.[1] ?? DEFAULT_WINDOW_MS;
 
 /**
  * The window drawn for `state`: custom windows as asked; presets end at `now`; `auto` is the
@@ -40,8 +47,7 @@ export function displayWindow(state, fetched, matrix, now) {
   if (state.range === 'auto') {
     const first = matrix && matrix.column_unix_ms.length ? matrix.column_unix_ms[0] : null;
     const preset = first === null ? '1h' : fitPreset(to - first);
-    const width = preset === '1h' ? DEFAULT_WINDOW_MS : PRESET_MS[preset];
-    return { from: to - width, to, fitted: preset };
+    return { from: to - fitMs(preset), to, fitted: preset };
   }
   return { from: fetched.from, to, fitted: null };
 }
@@ -258,6 +264,30 @@ export function recordEntryFailure(log, node, error, now, lastAnswer) {
     open.error = error;
   } else {
     out.push({ node, nodeId: '', error, from: lastAnswer && lastAnswer < now ? lastAnswer : now, to: now, recovered: null, entry: true });
+  }
+  return out.slice(-MAX_OUTAGES);
+}
+
+/**
+ * Folds the server's coverage gaps into the log (a new array): a gap overlapping a logged
+ * gap of the same node widens it, others are added — so a gap stays on the timeline while its
+ * node is down again (its coverage is then not reported) and across reloads of the tab.
+ * @param {Outage[]} log
+ * @param {Outage[]} gaps from coverageOutages
+ * @returns {Outage[]}
+ */
+export function recordGaps(log, gaps) {
+  const out = log.map((o) => ({ ...o }));
+  for (const g of gaps) {
+    const same = out.find((o) => o.gap && o.node === g.node && o.from <= g.to && g.from <= o.to);
+    if (same) {
+      same.from = Math.min(same.from, g.from);
+      same.to = Math.max(same.to, g.to);
+      same.recovered = same.to;
+      if (!same.nodeId) same.nodeId = g.nodeId;
+    } else {
+      out.push({ ...g });
+    }
   }
   return out.slice(-MAX_OUTAGES);
 }

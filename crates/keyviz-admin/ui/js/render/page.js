@@ -15,7 +15,6 @@ import { HeatmapRenderer } from './heatmap.js';
 import { renderLegend } from './legend.js';
 import { drawRowMarginal, drawTimeMarginal } from './marginals.js';
 import { renderOutages } from './outages.js';
-import { coverageOutages } from '../viewstate.js';
 import { drawHatching, drawLeaderChanges, renderDegradedBanner, renderWarnings } from './overlays.js';
 
 /** Thinnest row, CSS px: below this a hot row reads as a hairline and labels lose their row. */
@@ -116,7 +115,7 @@ export function renderHeader(el, model, entryDown) {
  */
 export function summaryText(view, matrix, s, fitted) {
   const nRows = view.rowIndex.length;
-  const fit = fitted ? ` · fitted to the data: last ${fitted.replace('m', ' min').replace('h', ' h')}` : '';
+  const fit = fitted ? ` · fitted to the data: last ${fitted.replace(/m$/, ' min').replace(/h$/, ' h')}` : '';
   const span = s.range === 'span' ? ` · last ${formatDuration(s.span)}` : '';
   const keys = s.keys ? ` · keys ${keyLabel(decodeKey(s.keys.start), 'start')} → ${keyLabel(decodeKey(s.keys.end), 'end')}` : '';
   return `${nRows} rows × ${matrix.column_unix_ms.length} columns · ${matrix.series} · max ${formatNumber(view.max)} per step · ${formatTime(view.from)} – ${formatTime(view.to)}${fit}${span}${keys}`;
@@ -142,7 +141,7 @@ export function drawFrame(el, renderer, view, s, lut, size, outages) {
   drawTimeMarginal(el.timeMarginal, view, size.width, 32);
   drawRowMarginal(el.rowMarginal, view, 63, size.height);
   renderTimeAxis(el.timeAxis, view, size.width);
-  renderOutages(el.outages, el.outageNote, [...coverageOutages(view.matrix), ...outages], view, size.width, Date.now());
+  renderOutages(el.outages, el.outageNote, outages, view, size.width, Date.now());
   renderKeyAxis(el.keyAxis, view, size.height);
   renderLegend(el.legend, { lut, scale: s.scale, palette: s.palette, max: colourMax, saturated: colourMax < view.max, series: view.matrix.series });
   renderDegradedBanner(el.banner, view.matrix.fanout);
@@ -168,7 +167,7 @@ export function drawPreview(el, renderer, view, size, w, outages) {
   drawHatching(el.hatch, view, size.width, size.height, src);
   drawLeaderChanges(el.hatch, view, src);
   renderTimeAxis(el.timeAxis, view, size.width, w);
-  renderOutages(el.outages, el.outageNote, [...coverageOutages(view.matrix), ...outages], w, size.width, Date.now());
+  renderOutages(el.outages, el.outageNote, outages, w, size.width, Date.now());
 }
 
 /**
