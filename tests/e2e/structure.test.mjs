@@ -318,3 +318,12 @@ test('brightness_lowers_the_top_colour_and_round_trips_in_the_url', async () => 
   assert.deepEqual(parseQuery(toQuery(s)), s);
   assert.equal(parseQuery('bright=99').bright, 0, 'out of range falls back');
 });
+
+test('a_live_delta_at_another_resolution_is_not_appended', async () => {
+  const { appendColumns } = await import('../../crates/keyviz-admin/ui/js/view.js');
+  const base = matrix('writes', [0, 60_000], [row('a', 'a', null, [1, 1])], { step_ms: 60_000 });
+  const same = matrix('writes', [60_000, 120_000], [row('a', 'a', null, [2, 3])], { step_ms: 60_000 });
+  assert.deepEqual(appendColumns(base, same, 0).column_unix_ms, [0, 60_000, 120_000]);
+  const finer = matrix('writes', [60_000, 65_000], [row('a', 'a', null, [2, 3])], { step_ms: 5_000 });
+  assert.equal(appendColumns(base, finer, 0), null, 'another tier: fetch the whole window again');
+});

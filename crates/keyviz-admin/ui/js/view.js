@@ -156,13 +156,17 @@ export function cellConflict(row, j) {
  * `delta` has a bucket `base` does not know (a new route, or rows bucketed differently under
  * the row budget), or a known bucket id with another key range (the route was split or merged:
  * the server keeps the plain id for the current range and renames the old one, so appending
- * would draw new counts at the old range); the caller must then fetch the whole window again.
+ * would draw new counts at the old range), or when the two have different steps (another
+ * history tier); the caller must then fetch the whole window again.
  * @param {import('./types.js').Matrix} base
  * @param {import('./types.js').Matrix} delta
  * @param {number} keepFrom
  * @returns {import('./types.js').Matrix|null}
  */
 export function appendColumns(base, delta, keepFrom) {
+  // Another resolution (the server read another history tier for the later window): the
+  // columns do not line up, so the whole window is fetched again.
+  if (base.step_ms && delta.step_ms && base.step_ms !== delta.step_ms) return null;
   const known = new Map(base.rows.map((r) => [r.bucket_id, r]));
   const sameRange = (/** @type {import('./types.js').MatrixRow} */ r) => {
     const b = known.get(r.bucket_id);
