@@ -41,9 +41,35 @@ fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
+/// The columns one node answered with, kept while its answer is merged (timestamps only, so
+/// a fan-out that folds answers one at a time can record them without holding the matrices).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeColumns {
+    /// Index of the node in `FanoutStatus::nodes`.
+    pub node: usize,
+    /// The node's step; an answer on another step than the merge is not judged.
+    pub step_ms: u64,
+    /// Its column starts, ascending (as on the wire).
+    pub columns: Vec<i64>,
+    /// The id the answer carried, used when the status has none.
+    pub node_id: Option<String>,
+}
+
+impl NodeColumns {
+    /// Records the columns of `answer`, the contribution of `status.nodes[node]`.
+    #[must_use = "the record is the result"]
+    pub fn of(node: usize, answer: &Matrix) -> NodeColumns {
+        NodeColumns {
+            node,
+            step_ms: answer.step_ms,
+            columns: answer.column_unix_ms.clone(),
+            node_id: answer.node_id.clone(),
+        }
+    }
+}
+
 /// The gap runs of every input against `merged`. `input_node[i]` is the index in
-/// `status.nodes` of input `i`. An input with another step than the merge (aligned by the
-/// merge, so its timestamps are not the merged ones) is skipped. Pure; takes no lock.
+/// `status.nodes` of input `i`. Pure; takes no lock.
 #[must_use = "the coverage is the result"]
 pub fn gaps(
     merged: &Matrix,
@@ -51,24 +77,42 @@ pub fn gaps(
     input_node: &[usize],
     status: &FanoutStatus,
 ) -> Vec<NodeCoverage> {
+    gaps_of(merged, &record(inputs, input_node), status)
+}
+
+/// The columns of every input, `input_node[i]` being the status index of input `i`.
+fn record(inputs: &[Matrix], input_node: &[usize]) -> Vec<NodeColumns> {
+    inputs
+        .iter()
+        .enumerate()
+        .map(|(i, m)| NodeColumns::of(input_node.get(i).copied().unwrap_or(usize::MAX), m))
+        .collect()
+}
+
+/// The gap runs of every recorded answer against `merged` (see the module doc for what
+/// counts as a gap). Pure; takes no lock.
+#[must_use = "the coverage is the result"]
+pub fn gaps_of(
+    merged: &Matrix,
+    answers: &[NodeColumns],
+    status: &FanoutStatus,
+) -> Vec<NodeCoverage> {
     let step = i64::try_from(merged.step_ms).unwrap_or(0);
     let mut out = Vec::new();
     if step <= 0 || merged.column_unix_ms.is_empty() {
         return out;
     }
-    for (i, input) in inputs.iter().enumerate() {
-        if input.step_ms != merged.step_ms {
+    for (i, answer) in answers.iter().enumerate() {
+        if answer.step_ms != merged.step_ms {
             continue;
         }
-        let (Some(&first), Some(&last)) =
-            (input.column_unix_ms.first(), input.column_unix_ms.last())
-        else {
+        let (Some(&first), Some(&last)) = (answer.columns.first(), answer.columns.last()) else {
             continue;
         };
         let mut missing = Vec::new();
         let mut truncated = 0;
         let mut run: Option<[i64; 2]> = None;
-        let mut theirs = input.column_unix_ms.iter().peekable();
+        let mut theirs = answer.columns.iter().peekable();
         for &t in merged
             .column_unix_ms
             .iter()
@@ -92,12 +136,12 @@ pub fn gaps(
         if missing.is_empty() {
             continue;
         }
-        let node = input_node.get(i).and_then(|&n| status.nodes.get(n));
+        let node = status.nodes.get(answer.node);
         out.push(NodeCoverage {
             node: node.map_or_else(|| format!("input {i}"), |n| n.node.clone()),
             node_id: node
                 .and_then(|n| n.node_id.clone())
-                .or(input.node_id.clone()),
+                .or(answer.node_id.clone()),
             missing,
             truncated,
         });
@@ -133,7 +177,19 @@ pub(crate) fn encode(
     inputs: &[Matrix],
     input_node: &[usize],
 ) -> Result<Bytes, ApiError> {
-    let coverage = gaps(matrix, inputs, input_node, status);
+    encode_with(matrix, status, &record(inputs, input_node))
+}
+
+/// As [`encode`], from answers recorded with [`NodeColumns::of`] while they were folded.
+///
+/// # Errors
+/// 500 `internal` if serialisation fails.
+pub(crate) fn encode_with(
+    matrix: &Matrix,
+    status: &FanoutStatus,
+    answers: &[NodeColumns],
+) -> Result<Bytes, ApiError> {
+    let coverage = gaps_of(matrix, answers, status);
     let mut body = serde_json::to_vec(&Response {
         matrix,
         fanout: status,
@@ -220,6 +276,23 @@ mod tests {
             g[0].missing.windows(2).all(|w| w[0][1] <= w[1][0]),
             "ascending, disjoint"
         );
+    }
+
+    #[test]
+    fn recorded_columns_give_the_same_gaps_as_the_matrices() {
+        let merged = m(&[0, 1, 2, 3, 4, 5], "n0");
+        let restarted = m(&[0, 3, 5], "n1");
+        let st = status(2);
+        let from_inputs = gaps(&merged, &[merged.clone(), restarted.clone()], &[0, 1], &st);
+        let recorded = [NodeColumns::of(0, &merged), NodeColumns::of(1, &restarted)];
+        assert_eq!(gaps_of(&merged, &recorded, &st), from_inputs);
+        assert_eq!(
+            from_inputs[0].missing,
+            vec![[STEP, 3 * STEP], [4 * STEP, 5 * STEP]]
+        );
+        let body = encode_with(&merged, &st, &recorded).expect("encode");
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v["coverage"][0]["node"], "h1");
     }
 
     #[test]
