@@ -25,11 +25,12 @@ export const CHROMIUM_ARGS = [
 
 /**
  * Starts the fixture and resolves with its hello line (ports, credentials) once it is printed,
- * or rejects after `timeoutMs`. The returned `stop()` kills the process.
+ * or rejects after `timeoutMs`; `args` go to the fixture (e.g. `--history-min 3` for a young
+ * cluster). The returned `stop()` kills the process.
  */
-export async function startFixture(timeoutMs = 180_000) {
+export async function startFixture(timeoutMs = 180_000, args = []) {
   if (!existsSync(FIXTURE_BIN)) throw new Error(`fixture binary missing: ${FIXTURE_BIN} (build it with cargo build -p keyviz-admin --example ui_fixture)`);
-  const child = spawn(FIXTURE_BIN, [], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(FIXTURE_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d) => { stderr += d; });
   const lines = createInterface({ input: child.stdout });
@@ -49,6 +50,11 @@ export async function startFixture(timeoutMs = 180_000) {
     async stopNode(nodeId) {
       const res = await fetch(`${hello.control}/stop?node=${encodeURIComponent(nodeId)}`, { method: 'POST' });
       if (res.status !== 204) throw new Error(`stop ${nodeId}: HTTP ${res.status}`);
+    },
+    /** Starts a stopped node again on its address (a restart that keeps its history). */
+    async startNode(nodeId) {
+      const res = await fetch(`${hello.control}/start?node=${encodeURIComponent(nodeId)}`, { method: 'POST' });
+      if (res.status !== 204) throw new Error(`start ${nodeId}: HTTP ${res.status}`);
     },
     stop() {
       child.removeAllListeners('exit');
@@ -93,12 +99,18 @@ export async function settled(page, timeoutMs = 15_000) {
   await page.waitForFunction(() => ['ready', 'empty', 'error'].includes(document.body.dataset.state ?? ''), null, { timeout: timeoutMs });
 }
 
-/** Runs `action` and returns the URL query of the matrix request it caused, plus its JSON. */
+/**
+ * Runs `action` and returns the URL query of the matrix request it caused, plus its JSON. A
+ * view loads its own series first, then companions (the other direction for the shared row
+ * layout, the leader reads for the read roles): the first matrix request sent is the view's.
+ */
 export async function matrixAfter(page, action) {
-  const [res] = await Promise.all([
-    page.waitForResponse((r) => r.url().includes('/admin/api/v1/keyviz/matrix') && r.request().method() === 'GET', { timeout: 60_000 }),
+  const [req] = await Promise.all([
+    page.waitForRequest((r) => r.url().includes('/admin/api/v1/keyviz/matrix') && r.method() === 'GET', { timeout: 60_000 }),
     action(),
   ]);
+  const res = await req.response();
+  if (!res) throw new Error(`matrix request ${req.url()} failed: ${req.failure()?.errorText}`);
   const body = await res.json();
   await settled(page);
   return { params: new URL(res.url()).searchParams, body, status: res.status() };
@@ -166,4 +178,12 @@ export async function xFraction(page, t) {
     const w = document.getElementById('plot')?.clientWidth ?? 1;
     return (x0 + ((t - t0) * (x1 - x0)) / (t1 - t0)) / w;
   }, t);
+}
+
+/**
+ * The drawn row layout, top to bottom, as bucket ids: the union of the view's series (so it
+ * may hold rows the answer of this series lacks, drawn all zero).
+ */
+export async function layoutOf(page) {
+  return JSON.parse((await page.getAttribute('#key-axis', 'data-buckets')) ?? '[]');
 }

@@ -13,10 +13,11 @@
 //!   the merge reports as a `catalog_divergence` warning.
 //!
 //! One JSON line on stdout gives the ports and credentials; then the process runs until it is
-//! killed or `POST /shutdown` arrives on the control port. `POST /stop?node=n2` stops a node.
+//! killed or `POST /shutdown` arrives on the control port. `POST /stop?node=n2` stops a node,
+//! `POST /start?node=n2` starts it again on the same address (a restart that keeps its history).
 //!
 //! ```text
-//! cargo run -p keyviz-admin --example ui_fixture -- [--step-ms 5000] [--history-min 60]
+//! cargo run -p keyviz-admin --example ui_fixture -- [--step-ms 5000] [--history-min 60] [--n2-outage-s START:LEN]
 //! ```
 
 use std::collections::HashMap;
@@ -273,12 +274,16 @@ impl MatrixSource for CraftedSource {
 struct Args {
     step_ms: u64,
     history_min: i64,
+    /// `(start, len)` in seconds before start-up: n2 replays no window in that span (it was
+    /// down), so its history has a gap there — an outage the merged cells alone do not show.
+    n2_outage_s: Option<(i64, i64)>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         step_ms: 5_000,
         history_min: 60,
+        n2_outage_s: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -292,6 +297,20 @@ fn parse_args() -> Result<Args, String> {
                     .parse()
                     .map_err(|e| format!("--history-min: {e}"))?;
             }
+            "--n2-outage-s" => {
+                let v = value()?;
+                let (a, b) = v
+                    .split_once(':')
+                    .ok_or_else(|| format!("--n2-outage-s wants START:LEN, got {v}"))?;
+                let start: i64 = a.parse().map_err(|e| format!("--n2-outage-s start: {e}"))?;
+                let len: i64 = b.parse().map_err(|e| format!("--n2-outage-s len: {e}"))?;
+                if start <= 0 || len <= 0 || len >= start {
+                    return Err(format!(
+                        "--n2-outage-s: need 0 < LEN < START, got {start}:{len}"
+                    ));
+                }
+                args.n2_outage_s = Some((start, len));
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -304,16 +323,40 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// What the control endpoint can stop: one shutdown sender per node.
-type Stoppers = Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>;
+/// What the control endpoint can stop and start again: per node, the shutdown sender of the
+/// running server (absent while stopped), its address and its router.
+#[derive(Clone, Default)]
+struct Nodes {
+    stoppers: Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>,
+    servers: Arc<Mutex<HashMap<String, (SocketAddr, Router)>>>,
+}
+
+/// Serves `app` on `listener` until the node's stop sender fires.
+async fn serve_node(nodes: &Nodes, node_id: String, listener: TcpListener, app: Router) {
+    let (tx, rx) = oneshot::channel::<()>();
+    nodes.stoppers.lock().await.insert(node_id.clone(), tx);
+    tokio::spawn(async move {
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = rx.await;
+        })
+        .await;
+        if let Err(e) = served {
+            eprintln!("node {node_id} stopped with error: {e}");
+        }
+    });
+}
 
 #[derive(serde::Deserialize)]
 struct StopQuery {
     node: String,
 }
 
-async fn stop_node(State(stoppers): State<Stoppers>, Query(q): Query<StopQuery>) -> StatusCode {
-    match stoppers.lock().await.remove(&q.node) {
+async fn stop_node(State(nodes): State<Nodes>, Query(q): Query<StopQuery>) -> StatusCode {
+    match nodes.stoppers.lock().await.remove(&q.node) {
         Some(tx) => {
             // The receiver is gone only if the server already ended; stopping twice is fine.
             let _ = tx.send(());
@@ -321,6 +364,26 @@ async fn stop_node(State(stoppers): State<Stoppers>, Query(q): Query<StopQuery>)
         }
         None => StatusCode::NOT_FOUND,
     }
+}
+
+/// Starts a stopped node again on its old address (a restart: same samplers, so its history
+/// is kept, as a real node's persisted history would be). 409 when it is running.
+async fn start_node(State(nodes): State<Nodes>, Query(q): Query<StopQuery>) -> StatusCode {
+    if nodes.stoppers.lock().await.contains_key(&q.node) {
+        return StatusCode::CONFLICT;
+    }
+    let Some((addr, app)) = nodes.servers.lock().await.get(&q.node).cloned() else {
+        return StatusCode::NOT_FOUND;
+    };
+    // The old server may still be closing its connections: retry the bind for a moment.
+    for _ in 0..50 {
+        if let Ok(listener) = TcpListener::bind(addr).await {
+            serve_node(&nodes, q.node.clone(), listener, app).await;
+            return StatusCode::NO_CONTENT;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    StatusCode::SERVICE_UNAVAILABLE
 }
 
 fn random_secret(len: usize) -> Result<Vec<u8>, String> {
@@ -358,11 +421,17 @@ async fn main() -> Result<(), String> {
     // The samplers are independent, so each replays its hour on its own thread (the replay,
     // with hot-key capture in a debug build, is most of the start-up time).
     let replayed = (now - first_boundary) / step;
+    let outage = args
+        .n2_outage_s
+        .map(|(start, len)| (now - start * 1000, now - (start - len) * 1000));
     std::thread::scope(|scope| {
         for (i, s) in samplers.iter().enumerate() {
             scope.spawn(move || {
                 for w in 0..replayed {
                     let at = first_boundary + w * step;
+                    if i == 1 && outage.is_some_and(|(from, to)| at >= from && at < to) {
+                        continue;
+                    }
                     drive_window(s, i as u64, at / step, change_at, at);
                     let _report = s.flush(at + step);
                 }
@@ -386,7 +455,7 @@ async fn main() -> Result<(), String> {
     let secret = random_secret(32)?;
     let access_key = "operator";
     let secret_key = hex(&random_secret(12)?);
-    let stoppers: Stoppers = Arc::new(Mutex::new(HashMap::new()));
+    let control_nodes = Nodes::default();
 
     for (i, listener) in listeners.into_iter().enumerate() {
         let node_id = format!("n{}", i + 1);
@@ -430,21 +499,12 @@ async fn main() -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
         let app: Router = keyviz_admin::router(state);
-        let (tx, rx) = oneshot::channel::<()>();
-        stoppers.lock().await.insert(node_id.clone(), tx);
-        tokio::spawn(async move {
-            let served = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await;
-            if let Err(e) = served {
-                eprintln!("node {node_id} stopped with error: {e}");
-            }
-        });
+        control_nodes
+            .servers
+            .lock()
+            .await
+            .insert(node_id.clone(), (addrs[i], app.clone()));
+        serve_node(&control_nodes, node_id, listener, app).await;
     }
 
     // Live traffic: one window per step, flushed at the boundary, as a real node would.
@@ -472,7 +532,8 @@ async fn main() -> Result<(), String> {
     let quit = Arc::new(Mutex::new(Some(quit_tx)));
     let control_app = Router::new()
         .route("/stop", post(stop_node))
-        .with_state(Arc::clone(&stoppers))
+        .route("/start", post(start_node))
+        .with_state(control_nodes.clone())
         .route(
             "/shutdown",
             post(move || {
@@ -506,6 +567,7 @@ async fn main() -> Result<(), String> {
         "conflict_bucket": format!("route:{CONFLICT_ROUTE}"),
         "divergent_bucket": format!("route:{DIVERGENT_ROUTE}"),
         "stoppable": "n2",
+        "n2_outage": outage.map(|(from, to)| serde_json::json!({ "from_unix_ms": from, "to_unix_ms": to })),
         "leader_change": { "group": LEADER_CHANGE_GROUP, "at_unix_ms": change_at * step },
     });
     println!("{hello}");

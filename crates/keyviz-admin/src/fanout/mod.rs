@@ -6,6 +6,7 @@
 pub(crate) mod assemble;
 pub mod client;
 pub mod compact;
+pub mod coverage;
 pub mod decode;
 pub mod membership;
 pub(crate) mod rounds;

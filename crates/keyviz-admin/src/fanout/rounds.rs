@@ -455,14 +455,18 @@ pub(crate) async fn run_rounds(
     let b_fold = (*boundaries).clone();
     let fold = tokio::task::spawn_blocking(move || {
         let mut fold = ClusterFold::new(series, local.matrix.step_ms, b_fold, MAX_LISTED_ROUTE_IDS);
+        // Each answer's columns, for the per-node outage runs (`coverage`); input indices
+        // until the fold is done, node indices after.
+        let mut columns = vec![super::coverage::NodeColumns::of(0, &local.matrix)];
         fold.add(&local);
         drop(local);
         let mut order = vec![0usize];
         while let Some((i, bm)) = rx.blocking_recv() {
+            columns.push(super::coverage::NodeColumns::of(i, &bm.matrix));
             fold.add(&bm);
             order.push(i);
         }
-        (fold.finish(), order)
+        (fold.finish(), order, columns)
     });
     let mut failed = 0usize;
     for (i, task) in tasks {
@@ -495,7 +499,10 @@ pub(crate) async fn run_rounds(
             st.error = Some(text);
         }
     }
-    let (merged, order) = fold.await.map_err(ApiError::internal)?;
+    let (merged, order, mut columns) = fold.await.map_err(ApiError::internal)?;
+    for c in &mut columns {
+        c.node = input_node.get(c.node).copied().unwrap_or(usize::MAX);
+    }
     let responded = input_node.len() - failed;
     let self_id = inner.identity.node_id().to_string();
     let generated_at = nodes.first().and_then(|n| n.generated_at.clone());
@@ -524,7 +531,7 @@ pub(crate) async fn run_rounds(
             responded,
             expected,
         };
-        encode_response(&matrix, Some(&status))
+        super::coverage::encode_with(&matrix, &status, &columns)
     })
     .await
     .map_err(ApiError::internal)?

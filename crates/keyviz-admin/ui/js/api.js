@@ -108,7 +108,7 @@ export async function logout() {
 
 /**
  * @typedef {object} MatrixParams
- * @property {import('./types.js').Series} series
+ * @property {import('./types.js').WireSeries} series
  * @property {number} [from] unix ms, inclusive
  * @property {number} [to] unix ms, exclusive
  * @property {number} rows
@@ -116,18 +116,20 @@ export async function logout() {
  * @property {string|null} [keyEnd] base64, exclusive; null = unbounded
  */
 
-/** @type {AbortController|null} */
-let matrixInFlight = null;
+/** @type {Map<string, AbortController>} the call in flight per slot */
+const matrixInFlight = new Map();
 
 /**
- * Fetches the matrix. A newer call aborts the older one (which rejects with an AbortError).
+ * Fetches the matrix. A newer call in the same `slot` aborts the older one (which rejects
+ * with an AbortError); the loader gives each series of a view its own slot.
  * @param {MatrixParams} p
+ * @param {string} [slot]
  * @returns {Promise<import('./types.js').Matrix>}
  */
-export async function fetchMatrix(p) {
-  matrixInFlight?.abort();
+export async function fetchMatrix(p, slot = 'main') {
+  matrixInFlight.get(slot)?.abort();
   const ctl = new AbortController();
-  matrixInFlight = ctl;
+  matrixInFlight.set(slot, ctl);
   try {
     const m = await call('GET', '/keyviz/matrix', {
       query: {
@@ -144,7 +146,7 @@ export async function fetchMatrix(p) {
     });
     return normalizeMatrix(m);
   } finally {
-    if (matrixInFlight === ctl) matrixInFlight = null;
+    if (matrixInFlight.get(slot) === ctl) matrixInFlight.delete(slot);
   }
 }
 
@@ -229,5 +231,11 @@ export function normalizeMatrix(m) {
     if (row.start === undefined) row.start = null;
     if (row.end === undefined) row.end = null;
   }
+  // Coverage is advisory: a malformed entry is dropped rather than failing the heatmap.
+  const num = (/** @type {unknown} */ v) => typeof v === 'number' && Number.isFinite(v);
+  m.coverage = Array.isArray(m.coverage)
+    ? m.coverage.filter((/** @type {any} */ c) => c && typeof c.node === 'string' && Array.isArray(c.missing))
+      .map((/** @type {any} */ c) => ({ ...c, missing: c.missing.filter((/** @type {any} */ r) => Array.isArray(r) && num(r[0]) && num(r[1]) && r[1] > r[0]) }))
+    : undefined;
   return /** @type {import('./types.js').Matrix} */ (m);
 }

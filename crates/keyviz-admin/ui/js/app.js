@@ -1,45 +1,34 @@
 // @ts-check
 /**
- * The page controller: owns the loaded matrix and the derived view, fetches when the store
- * says so, and hands the view to the renderers. It decides when the login form shows (any
- * 401, or the session's expiry) so that signing in again returns to the same view; the form
- * itself lives in login.js.
+ * The page controller: wires the loader (fetching, polling, live appends), the view model
+ * (what is loaded, pinned, in the detail panel, the outage log) and the renderers to the
+ * store and to the plot's input. It decides when the login form shows (any 401, or the
+ * session's expiry) so that signing in again returns to the same view; the form itself lives
+ * in login.js.
  */
 
 import { ApiError, fetchMatrix, fetchNodes } from './api.js';
-import { byId } from './controls.js';
+import { cssRgb } from './dom.js';
 import { exportCsv, exportPng } from './export.js';
 import { createHotKeys } from './hotkeys.js';
 import { describeCell } from './inspect.js';
 import { bindPlot } from './interact.js';
+import { createLoader } from './loader.js';
 import { createLoginView } from './login.js';
-import { renderKeyAxis, renderTimeAxis, rowLabel } from './render/axes.js';
+import { rowLabel } from './render/axes.js';
 import { diagnose } from './diagnose.js';
 import { renderDetail, renderFindings, renderHotList } from './render/detail.js';
-import { pixelRatio } from './render/canvas.js';
 import { HeatmapRenderer } from './render/heatmap.js';
-import { renderLegend } from './render/legend.js';
-import { drawRowMarginal, drawTimeMarginal } from './render/marginals.js';
-import { drawHatching, drawLeaderChanges, renderDegradedBanner, renderNodes, renderWarnings, showRect } from './render/overlays.js';
+import { drawFrame, drawPreview, pageElements, plotHeight, renderHeader, slotBudget, summaryText } from './render/page.js';
+import { renderNodes, showRect } from './render/overlays.js';
 import { hideTooltip, showTooltip } from './render/tooltip.js';
 import { buildLut, decodeKey, formatDuration, formatNumber, formatTime, keyLabel } from './scales.js';
 import { armExpiry, clearSession, disarmExpiry, loadSession } from './session.js';
-import { windowOf } from './state.js';
-import { appendColumns, buildView, rowsKeySpan, stepOf } from './view.js';
+import { pinnedQuery, toQuery } from './state.js';
+import { buildView, rowsKeySpan } from './view.js';
+import { coverageOutages, dataExtent, displayWindow, recordEntryFailure, recordFanout, recordGaps, ViewModel } from './viewstate.js';
 
-/**
- * Parses a CSS colour custom property (#rgb or #rrggbb) into RGB; `fallback` otherwise.
- * @param {string} name
- * @param {[number, number, number]} fallback
- * @returns {[number, number, number]}
- */
-function cssRgb(name, fallback) {
-  const v = getComputedStyle(document.documentElement).getPropertyValue(name).trim();
-  const m = /^#([0-9a-f]{3}|[0-9a-f]{6})$/i.exec(v);
-  if (!m) return fallback;
-  const hex = m[1].length === 3 ? [...m[1]].map((c) => c + c).join('') : m[1];
-  return [parseInt(hex.slice(0, 2), 16), parseInt(hex.slice(2, 4), 16), parseInt(hex.slice(4, 6), 16)];
-}
+export { keyParams } from './loader.js';
 
 /**
  * What an error means for the operator, and what to do about it.
@@ -56,79 +45,38 @@ export function explainError(err) {
   return `Unexpected error: ${String(err)}. Press Refresh to try again.`;
 }
 
-/**
- * The key bounds of a matrix request for a key zoom: an empty or open start and an open end
- * are left out (the server then starts at the first key / runs to the last).
- * @param {import('./types.js').KeyRange|null} keys
- * @returns {{ keyStart?: string, keyEnd?: string }}
- */
-export function keyParams(keys) {
-  /** @type {{ keyStart?: string, keyEnd?: string }} */
-  const out = {};
-  if (keys?.start) out.keyStart = keys.start;
-  if (keys?.end != null) out.keyEnd = keys.end;
-  return out;
-}
+/** sessionStorage key of the outage log (survives a reload of the tab, not a new tab). */
+const OUTAGES_KEY = 'keyviz.outages';
 
 /**
  * @param {import('./state.js').Store} store
  */
 export function createApp(store) {
-  const el = {
-    appView: byId('app-view', HTMLElement),
-    clusterStatus: byId('cluster-status', HTMLElement),
-    banner: byId('banner', HTMLElement),
-    warnings: byId('warnings', HTMLElement),
-    summary: byId('summary', HTMLElement),
-    status: byId('status', HTMLElement),
-    legend: byId('legend', HTMLElement),
-    keyAxis: byId('key-axis', HTMLElement),
-    timeAxis: byId('time-axis', HTMLElement),
-    plot: byId('plot', HTMLElement),
-    heat: byId('heatmap', HTMLCanvasElement),
-    hatch: byId('hatch', HTMLCanvasElement),
-    cursor: byId('cursor', HTMLElement),
-    brush: byId('brush', HTMLElement),
-    tooltip: byId('tooltip', HTMLElement),
-    empty: byId('empty', HTMLElement),
-    detail: byId('detail', HTMLElement),
-    detailList: byId('detail-list', HTMLElement),
-    detailClose: byId('detail-close', HTMLButtonElement),
-    detailKeys: byId('detail-keys', HTMLButtonElement),
-    hotList: byId('hot-list', HTMLOListElement),
-    announcer: byId('cell-announcer', HTMLElement),
-    findings: byId('findings', HTMLUListElement),
-    nodesBody: byId('nodes-body', HTMLElement),
-    nodesCaption: byId('nodes-caption', HTMLElement),
-    timeMarginal: byId('time-marginal', HTMLCanvasElement),
-    rowMarginal: byId('row-marginal', HTMLCanvasElement),
-  };
+  const el = pageElements();
   const renderer = new HeatmapRenderer(el.heat);
-
-  /** @type {import('./types.js').Matrix|null} */
-  let matrix = null;
-  /** @type {import('./view.js').View|null} */
-  let view = null;
-  /** @type {{ from: number, to: number }} the window the matrix was fetched for */
-  let fetchedWindow = { from: 0, to: 0 };
+  const model = new ViewModel();
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(OUTAGES_KEY) ?? '[]');
+    if (Array.isArray(saved)) model.outages = saved.filter((o) => o && typeof o.node === 'string' && Number.isFinite(o.from));
+  } catch {
+    model.outages = [];
+  }
+  /** @type {Map<string, number>} per node address, the server's last good answer time */
+  let lastOk = new Map();
+  let entryDown = false;
   /** @type {Uint32Array} */
   let lut = new Uint32Array(256);
   let size = { width: 0, height: 0 };
-  /** @type {(import('./interact.js').Cell & { bucket: string, time: number })|null} pinned cell, with its identity */
-  let pinned = null;
-  /** @type {string|null} bucket id shown in the detail panel */
-  let detailBucket = null;
-  let loading = false;
-  /** Sequence number of the latest load; older ones drop their results. */
-  let loadSeq = 0;
-  /** @type {unknown} */
-  let lastError = null;
-  /** @type {number|undefined} */
-  let pollTimer;
-  /** @type {{ from: number, to: number }|null} window shown during a wheel gesture */
-  let wheelWindow = null;
   /** @type {number|undefined} */
   let wheelTimer;
+
+  const saveOutages = () => {
+    try {
+      sessionStorage.setItem(OUTAGES_KEY, JSON.stringify(model.outages));
+    } catch {
+      // Storage full or disabled: the log lives until the page is closed.
+    }
+  };
 
   const setPageState = (/** @type {string} */ s) => {
     document.body.dataset.state = s;
@@ -146,15 +94,14 @@ export function createApp(store) {
   const signIn = createLoginView({
     onSignedIn: (session) => showApp(session),
     onSignedOut: () => {
-      matrix = null;
-      view = null;
+      model.clear();
       showLogin('Signed out.');
     },
   });
 
   /** @param {string} reason */
   const showLogin = (reason) => {
-    stopPolling();
+    loader.stop();
     disarmExpiry();
     el.appView.hidden = true;
     el.clusterStatus.textContent = '';
@@ -188,97 +135,86 @@ export function createApp(store) {
     signIn.hide(s);
     el.appView.hidden = false;
     if (s) armExpiry(s, expire);
-    void load(false);
-    schedulePolling();
+    void loader.load(false);
+    loader.schedule();
   };
 
-  // ---- fetching ------------------------------------------------------------------------
+  // ---- loading -------------------------------------------------------------------------
 
-  const stopPolling = () => {
-    clearInterval(pollTimer);
-    pollTimer = undefined;
+  /** @param {string} text */
+  const showEmpty = (text) => {
+    el.empty.textContent = text;
+    el.empty.hidden = false;
   };
 
-  const schedulePolling = () => {
-    stopPolling();
-    const s = store.state;
-    const period = s.auto > 0 ? s.auto : s.live ? 5 : 0;
-    if (period === 0) return;
-    pollTimer = window.setInterval(() => {
-      // Skip ticks while hidden or while the previous request is still running: polling must
-      // not pile up behind a slow server.
-      if (document.hidden || loading) return;
-      void load(store.state.live);
-    }, period * 1000);
-  };
-
-  /**
-   * @param {boolean} append in live mode, fetch only the columns after the last one we have
-   */
-  const load = async (append) => {
-    const s = store.state;
-    const now = Date.now();
-    const w = windowOf(s, now);
-    const seq = ++loadSeq;
-    loading = true;
-    setPageState(matrix ? 'refreshing' : 'loading');
-    notify(matrix ? 'Refreshing…' : 'Loading the heatmap…', 'busy');
-    if (!matrix) showEmpty('Loading the heatmap…');
-    try {
-      let next = null;
-      if (append && matrix && matrix.series === s.series && matrix.column_unix_ms.length) {
-        const step = stepOf(matrix);
-        // Re-ask for the last two columns too: they may have been read while some peers had
-        // flushed and others not yet.
-        const after = matrix.column_unix_ms[matrix.column_unix_ms.length - 1] - step;
-        const delta = await fetchMatrix({ series: s.series, from: after, rows: s.rows, ...keyParams(s.keys) });
-        if (seq !== loadSeq) return;
-        next = appendColumns(matrix, delta, Math.floor(w.from / step) * step);
-      }
-      if (!next) {
-        next = await fetchMatrix({ series: s.series, from: w.from, to: s.range === 'custom' ? w.to : undefined, rows: s.rows, ...keyParams(s.keys) });
-      }
-      // A newer load started meanwhile (it aborted our request, or raced it): its answer wins.
-      if (seq !== loadSeq) return;
-      matrix = next;
-      fetchedWindow = w;
-      lastError = null;
+  const loader = createLoader({
+    state: () => store.state,
+    loaded: () => model.loaded(),
+    fetchMatrix: (p, slot) => fetchMatrix(p, slot),
+    now: () => Date.now(),
+    hidden: () => document.hidden,
+    setInterval: (fn, ms) => window.setInterval(fn, ms),
+    clearInterval: (id) => window.clearInterval(id),
+    onStart: (first) => {
+      setPageState(first ? 'loading' : 'refreshing');
+      notify(first ? 'Loading the heatmap…' : 'Refreshing…', 'busy');
+      if (first) showEmpty('Loading the heatmap…');
+    },
+    onLoaded: (r) => {
+      const now = Date.now();
+      model.setLoad(r.matrices, r.plan, r.window);
+      model.lastError = null;
+      model.lastAnswerAt = now;
+      model.lastFanout = r.matrices[0].fanout;
+      entryDown = false;
+      model.outages = recordGaps(recordFanout(model.outages, model.lastFanout, now, lastOk), coverageOutages(r.matrices[0]));
+      saveOutages();
       render(true);
       loadViewHotKeys();
-      notify(view && view.max === 0 && view.rowIndex.length > 0
-        ? `Updated ${formatTime(Date.now())}. Every cell in this window is zero: no ${s.series} were recorded; try another series or a longer range.`
-        : `Updated ${formatTime(Date.now())}.`);
+      const s = store.state;
+      notify(model.view && model.view.max === 0 && model.view.rowIndex.length > 0
+        ? `Updated ${formatTime(now)}. Every cell in this window is zero: no ${s.series} were recorded; try another series or a longer range.`
+        : `Updated ${formatTime(now)}.`);
       void loadNodes();
-    } catch (err) {
-      if ((err instanceof DOMException && err.name === 'AbortError') || seq !== loadSeq) return;
+    },
+    onError: (err) => {
       if (err instanceof ApiError && err.status === 401) {
         unauthorized();
         return;
       }
-      lastError = err;
+      model.lastError = err;
+      if (err instanceof ApiError && err.status === 0 && err.code === 'network_error') {
+        entryDown = true;
+        model.outages = recordEntryFailure(model.outages, location.host, err.describe(), Date.now(), model.lastAnswerAt);
+        saveOutages();
+        renderHeader(el.clusterStatus, model, true);
+        if (model.view) render(false);
+      }
       notify(explainError(err), 'error');
       setPageState('error');
       // Stale data stays visible under the error; with none, the plot says what happened.
-      if (!matrix) showEmpty(explainError(err));
-    } finally {
-      if (seq === loadSeq) loading = false;
-    }
-  };
+      if (!model.matrix) showEmpty(explainError(err));
+    },
+  });
 
   /** Reloads the "Hottest keys" list for the view's time window and key range. */
   const loadViewHotKeys = () => {
+    const { view, matrix } = model;
     if (!view || !matrix) return;
     const keys = store.state.keys;
     const label = keys
       ? `keys ${keyLabel(decodeKey(keys.start), 'start')} → ${keyLabel(decodeKey(keys.end), 'end')}`
       : 'all keys';
-    void hotKeys.loadView({ kind: 'view', series: matrix.series, from: view.from, to: view.to, keyStart: keys?.start ?? null, keyEnd: keys?.end ?? null, label });
+    void hotKeys.loadView({ kind: 'view', series: store.state.series, from: view.from, to: view.to, keyStart: keys?.start ?? null, keyEnd: keys?.end ?? null, label });
   };
 
   /** Refreshes the members table; failures only mark it unavailable (the heatmap matters more). */
   const loadNodes = async () => {
     try {
-      renderNodes(el.nodesBody, el.nodesCaption, await fetchNodes());
+      const data = await fetchNodes();
+      renderNodes(el.nodesBody, el.nodesCaption, data);
+      const nodes = Array.isArray(/** @type {any} */ (data)?.nodes) ? /** @type {any} */ (data).nodes : [];
+      lastOk = new Map(nodes.filter((/** @type {any} */ n) => typeof n.node === 'string' && Number.isFinite(n.last_ok_unix_ms)).map((/** @type {any} */ n) => [n.node, n.last_ok_unix_ms]));
     } catch (err) {
       el.nodesBody.replaceChildren();
       el.nodesCaption.textContent = `Membership unavailable: ${err instanceof ApiError ? err.describe() : String(err)}`;
@@ -287,26 +223,9 @@ export function createApp(store) {
 
   // ---- rendering -----------------------------------------------------------------------
 
-  /** @param {string} text */
-  const showEmpty = (text) => {
-    el.empty.textContent = text;
-    el.empty.hidden = false;
-  };
-
   const measure = () => {
     const width = Math.max(200, Math.floor(el.plot.clientWidth || 800));
-    const rows = view ? view.rowIndex.length : 0;
-    // Up to 28 px per row, shrinking to fit 720 px, but never below 1 CSS px per row: a
-    // 1024-row matrix gets 1024 px so no row is dropped when the buffer is scaled.
-    const per = Math.min(28, Math.max(1, Math.floor(720 / Math.max(1, rows))));
-    const height = Math.max(160, rows * per);
-    return { width, height };
-  };
-
-  /** The buffer sub-rectangle for a window inside the view (wheel preview). */
-  const srcFor = (/** @type {{ from: number, to: number }|null} */ w) => {
-    if (!w || !view) return null;
-    return { x: (w.from - view.from) / view.slotMs, y: 0, w: (w.to - w.from) / view.slotMs, h: view.rowIndex.length };
+    return { width, height: plotHeight(model.view ? model.view.rowIndex.length : 0) };
   };
 
   /**
@@ -315,38 +234,24 @@ export function createApp(store) {
    * @param {boolean} rebuild
    */
   const render = (rebuild) => {
+    const matrix = model.matrix;
     if (!matrix) return;
     const s = store.state;
-    const viewWindow = s.range === 'custom' ? fetchedWindow : { from: fetchedWindow.from, to: Math.max(fetchedWindow.to, Date.now()) };
-    if (rebuild || !view) {
-      // One slot per device pixel at most: denser data is max-pooled rather than dropped.
-      view = buildView(matrix, viewWindow, s.keys, Math.floor(measure().width * pixelRatio()));
+    if (rebuild || !model.view) {
+      const w = displayWindow(s, model.fetchedWindow, model.main, Date.now());
+      model.fitted = w.fitted;
+      model.view = buildView(matrix, w, s.keys, slotBudget(measure().width));
     }
+    const view = model.view;
     size = measure();
-    el.plot.style.height = `${size.height}px`;
-    el.keyAxis.style.height = `${size.height}px`;
     lut = buildLut(s.palette, cssRgb('--cell-zero', [217, 221, 227]), cssRgb('--cell-nodata', [244, 245, 247]));
-    renderer.render(view, s.scale, lut, size.width, size.height);
-    wheelWindow = null;
-    drawHatching(el.hatch, view, size.width, size.height, null);
-    drawLeaderChanges(el.hatch, view, null);
-    drawTimeMarginal(el.timeMarginal, view, size.width, 32);
-    drawRowMarginal(el.rowMarginal, view, 63, size.height);
-    renderTimeAxis(el.timeAxis, view, size.width);
-    renderKeyAxis(el.keyAxis, view, size.height);
-    renderLegend(el.legend, { lut, scale: s.scale, palette: s.palette, max: view.max, series: matrix.series });
-    renderDegradedBanner(el.banner, matrix.fanout);
-    renderWarnings(el.warnings, matrix.fanout);
-    renderHeader();
+    model.wheelWindow = null;
+    drawFrame(el, renderer, view, s, lut, size, model.outages);
+    renderHeader(el.clusterStatus, model, entryDown);
     renderHotList(el.hotList, view, openRow);
-    if (rebuild) {
-      const v = view;
-      renderFindings(el.findings, diagnose(v, (k) => rowLabel(v.matrix.rows[v.rowIndex[k]])), zoomToRows);
-    }
+    if (rebuild) renderFindings(el.findings, diagnose(view, (k) => rowLabel(view.matrix.rows[view.rowIndex[k]])), zoomToRows);
     const nRows = view.rowIndex.length;
-    el.plot.dataset.rows = String(nRows);
-    const cols = matrix.column_unix_ms.length;
-    el.summary.textContent = `${nRows} rows × ${cols} columns · ${matrix.series} · max ${formatNumber(view.max)} per step · ${formatTime(view.from)} – ${formatTime(view.to)}${s.keys ? ` · keys ${keyLabel(decodeKey(s.keys.start), 'start')} → ${keyLabel(decodeKey(s.keys.end), 'end')}` : ''}`;
+    el.summary.textContent = summaryText(view, matrix, s, model.fitted);
     const top = view.totals.length ? Math.max(...view.totals) : 0;
     el.plot.setAttribute('aria-label', `Heatmap of ${matrix.series}: ${nRows} key ranges by ${view.slots} time steps, max ${formatNumber(view.max)} per step${top > 0 ? '; the hottest ranges are listed under "Hottest key ranges" and the hottest single keys under "Hottest keys"' : ''}.`);
     if (nRows === 0) {
@@ -356,47 +261,29 @@ export function createApp(store) {
       setPageState('empty');
     } else {
       el.empty.hidden = true;
-      setPageState(lastError ? 'error' : 'ready');
+      setPageState(model.lastError ? 'error' : 'ready');
     }
-    if (detailBucket) {
-      const k = view.rowIndex.findIndex((ri) => matrix?.rows[ri].bucket_id === detailBucket);
+    if (model.detailBucket) {
+      const k = model.rowOf(model.detailBucket);
       if (k >= 0) renderDetail(el.detail, el.detailList, view, k, notify);
       else closeDetail();
     }
-    if (pinned) {
-      // Re-find the pinned cell by bucket and time: after a refresh or a live tick the same
-      // row/slot index may hold another range or another time window.
-      const v = view;
-      const k = v.rowIndex.findIndex((ri) => matrix?.rows[ri].bucket_id === pinned?.bucket);
-      const slot = Math.floor((pinned.time - v.from) / v.slotMs);
-      if (k >= 0 && slot >= 0 && slot < v.slots) {
-        pinned = { ...pinned, k, slot };
-        placeTooltip(pinned, true);
-      } else {
-        unpin();
-      }
-    }
-  };
-
-  const renderHeader = () => {
-    const f = matrix?.fanout;
-    if (f) {
-      el.clusterStatus.textContent = `cluster view (${f.responded} of ${f.expected} nodes)`;
-      el.clusterStatus.className = `pill ${f.responded < f.expected ? 'bad' : 'ok'}`;
-    } else {
-      el.clusterStatus.textContent = `single node${matrix?.node_id ? ` ${matrix.node_id}` : ''}`;
-      el.clusterStatus.className = 'pill';
+    if (model.pinned) {
+      const p = model.repin();
+      if (p) placeTooltip(p, true);
+      else unpin();
     }
   };
 
   // ---- inspection ----------------------------------------------------------------------
 
   /** @param {import('./interact.js').Cell} c */
-  const cellInfo = (c) => (view ? describeCell(view, c) : null);
+  const cellInfo = (c) => (model.view ? describeCell(model.view, c) : null);
 
   /** @param {import('./interact.js').Cell} c @param {boolean} isPinned */
   const placeTooltip = (c, isPinned) => {
     const info = cellInfo(c);
+    const view = model.view;
     if (!info || !view) return;
     const cw = size.width / view.slots;
     const ch = size.height / view.rowIndex.length;
@@ -405,7 +292,7 @@ export function createApp(store) {
   };
 
   const unpin = () => {
-    pinned = null;
+    model.pinned = null;
     hideTooltip(el.tooltip);
     showRect(el.cursor, null);
   };
@@ -415,10 +302,9 @@ export function createApp(store) {
    * @param {number[]} rows
    */
   const zoomToRows = (rows) => {
+    const { view, matrix } = model;
     if (!view || !matrix || rows.length === 0) return;
-    const m = matrix;
-    const v = view;
-    store.zoomTo(view.from, view.to, rowsKeySpan(rows.map((k) => m.rows[v.rowIndex[k]])));
+    store.zoomTo(view.from, view.to, rowsKeySpan(rows.map((k) => matrix.rows[view.rowIndex[k]])));
   };
 
   /**
@@ -430,15 +316,17 @@ export function createApp(store) {
    * @returns {import('./hotkeys.js').HotKeySelection|null}
    */
   const selectionOf = (k, kind, from, to) => {
+    const { view, matrix } = model;
     if (!view || !matrix) return null;
     const row = matrix.rows[view.rowIndex[k]];
     if (!row) return null;
     const range = `[${keyLabel(decodeKey(row.start), 'start', 40)}, ${keyLabel(decodeKey(row.end), 'end', 40)})`;
-    return { kind, series: matrix.series, from, to, keyStart: row.start ?? null, keyEnd: row.end ?? null, label: `${rowLabel(row)} ${range}` };
+    return { kind, series: store.state.series, from, to, keyStart: row.start ?? null, keyEnd: row.end ?? null, label: `${rowLabel(row)} ${range}` };
   };
 
   /** Opens the detail of displayed row `k` and its top keys over the whole view. @param {number} k */
   const openRow = (k) => {
+    const view = model.view;
     if (!view) return;
     openDetail(k);
     const sel = selectionOf(k, 'row', view.from, view.to);
@@ -447,22 +335,23 @@ export function createApp(store) {
 
   /** @param {number} k */
   const openDetail = (k) => {
+    const { view, matrix } = model;
     if (!view || !matrix) return;
-    detailBucket = matrix.rows[view.rowIndex[k]].bucket_id;
+    model.detailBucket = matrix.rows[view.rowIndex[k]].bucket_id;
     renderDetail(el.detail, el.detailList, view, k, notify);
   };
   const closeDetail = () => {
-    detailBucket = null;
+    model.detailBucket = null;
     el.detail.hidden = true;
   };
   el.detailKeys.addEventListener('click', () => {
-    if (!view || !matrix) return;
-    const k = view.rowIndex.findIndex((ri) => matrix?.rows[ri].bucket_id === detailBucket);
+    const k = model.rowOf(model.detailBucket);
     if (k >= 0) openRow(k);
   });
   // A click on the key axis opens that row (labels may sit a few px off a dense row, so a
   // label's own row wins over the pointer's).
   el.keyAxis.addEventListener('click', (e) => {
+    const view = model.view;
     if (!view || view.rowIndex.length === 0) return;
     const t = /** @type {HTMLElement|null} */ (e.target instanceof HTMLElement ? e.target : null);
     const fromLabel = t?.dataset.row !== undefined ? Number(t.dataset.row) : NaN;
@@ -476,10 +365,10 @@ export function createApp(store) {
   });
 
   const plotInput = bindPlot(el.plot, {
-    geometry: () => (view && matrix ? { width: size.width, height: size.height, slots: view.slots, rows: view.rowIndex.length } : null),
+    geometry: () => (model.view && model.matrix ? { width: size.width, height: size.height, slots: model.view.slots, rows: model.view.rowIndex.length } : null),
     hover: (c, _x, _y, fromKeyboard) => {
-      if (pinned && !fromKeyboard) return;
-      if (fromKeyboard) pinned = null;
+      if (model.pinned && !fromKeyboard) return;
+      if (fromKeyboard) model.pinned = null;
       if (!c) {
         hideTooltip(el.tooltip);
         showRect(el.cursor, null);
@@ -491,8 +380,9 @@ export function createApp(store) {
       if (info) el.announcer.textContent = `${info.keys}, ${info.time}: ${info.value}${info.conflict === 'no' ? '' : ', conflict'}`;
     },
     pin: (c) => {
+      const { view, matrix } = model;
       if (!view || !matrix) return;
-      pinned = { ...c, bucket: matrix.rows[view.rowIndex[c.k]].bucket_id, time: view.from + c.slot * view.slotMs };
+      model.pinned = { ...c, bucket: matrix.rows[view.rowIndex[c.k]].bucket_id, time: view.from + c.slot * view.slotMs };
       placeTooltip(c, true);
       openDetail(c.k);
       // The cell's top keys: its row's key range over its pixel column's window.
@@ -503,18 +393,18 @@ export function createApp(store) {
     unpin,
     brushPreview: (r) => showRect(el.brush, r),
     brush: (sel) => {
+      const { view, matrix } = model;
       if (!view || !matrix) return;
       const from = view.from + sel.slot0 * view.slotMs;
       const to = view.from + sel.slot1 * view.slotMs;
       const all = sel.k0 === 0 && sel.k1 >= view.rowIndex.length;
-      const m = matrix;
-      const v = view;
-      const keys = all ? store.state.keys : rowsKeySpan(v.rowIndex.slice(sel.k0, sel.k1).map((ri) => m.rows[ri]));
+      const keys = all ? store.state.keys : rowsKeySpan(view.rowIndex.slice(sel.k0, sel.k1).map((ri) => matrix.rows[ri]));
       store.zoomTo(from, to, keys);
     },
     wheel: (factor, at) => {
+      const view = model.view;
       if (!view) return;
-      const cur = wheelWindow ?? { from: view.from, to: view.to };
+      const cur = model.wheelWindow ?? { from: view.from, to: view.to };
       const span = Math.max(view.stepMs * 4, (cur.to - cur.from) * factor);
       const anchor = cur.from + (cur.to - cur.from) * at;
       const next = { from: anchor - span * at, to: anchor - span * at + span };
@@ -522,12 +412,9 @@ export function createApp(store) {
         next.from -= next.to - Date.now();
         next.to = Date.now();
       }
-      wheelWindow = next;
+      model.wheelWindow = next;
       // Instant preview from the buffer we have; the real query follows when the wheel rests.
-      renderer.draw(size.width, size.height, srcFor(next));
-      drawHatching(el.hatch, view, size.width, size.height, srcFor(next));
-      drawLeaderChanges(el.hatch, view, srcFor(next));
-      renderTimeAxis(el.timeAxis, view, size.width, next);
+      drawPreview(el, renderer, view, size, next, model.outages);
       clearTimeout(wheelTimer);
       // Each wheel event restarts the timer, so the last window of the gesture is queried
       // (even if a refresh redrew the plot meanwhile).
@@ -546,18 +433,18 @@ export function createApp(store) {
       // Another series, window or key range: the selected cell or row is gone.
       hotKeys.close();
       plotInput.clearCursor();
-      void load(false);
+      void loader.load(false);
     } else if (detail.reason === 'scale') {
       render(true);
     } else if (detail.reason === 'palette') {
       render(false);
     }
-    schedulePolling();
+    loader.schedule();
   });
 
   window.matchMedia('(prefers-color-scheme: dark)').addEventListener('change', () => render(false));
   new ResizeObserver(() => {
-    if (!view) return;
+    if (!model.view) return;
     const next = measure();
     // A new width changes how many steps share a pixel column: rebuild the view.
     if (next.width !== size.width) render(true);
@@ -572,40 +459,58 @@ export function createApp(store) {
   };
   watchDpr();
   document.addEventListener('keydown', (e) => {
-    if (e.key === 'Escape' && pinned) unpin();
+    if (e.key === 'Escape' && model.pinned) unpin();
   });
   // "Click elsewhere" releases the pin; the detail panel (copy buttons) does not count.
   document.addEventListener('pointerdown', (e) => {
     const t = /** @type {Node|null} */ (e.target);
-    if (pinned && t && !el.plot.contains(t) && !el.detail.contains(t) && !hotKeys.contains(t)) unpin();
+    if (model.pinned && t && !el.plot.contains(t) && !el.detail.contains(t) && !hotKeys.contains(t)) unpin();
   });
   document.addEventListener('visibilitychange', () => {
-    if (!document.hidden && (store.state.auto || store.state.live) && !loading && matrix) void load(store.state.live);
+    if (!document.hidden && (store.state.auto || store.state.live) && !loader.loading && model.matrix) void loader.load(store.state.live);
   });
+
+  /** @param {string} query @param {string} what */
+  const copy = async (query, what) => {
+    const url = `${location.origin}${location.pathname}?${query}`;
+    try {
+      await navigator.clipboard.writeText(url);
+      notify(`${what} copied.`);
+    } catch {
+      notify(`Copy this link: ${url}`);
+    }
+  };
 
   return {
     /** Boots: the stored session opens the app, otherwise the login form. */
     start() {
       showApp(loadSession());
     },
-    refresh: () => void load(false),
+    refresh: () => void loader.load(false),
+    /** Zooms to the time extent of the data in view (Back undoes it). */
+    fitToData: () => {
+      const view = model.view;
+      const ext = view ? dataExtent(view) : null;
+      if (!ext) return notify('Nothing to fit: no cell in this view has traffic.');
+      store.zoomTo(ext.from, ext.to, store.state.keys);
+    },
     exportPng: () => {
+      const { view, matrix } = model;
       if (!view || !matrix) return notify('Nothing to export yet.');
       const dark = window.matchMedia('(prefers-color-scheme: dark)').matches;
       exportPng(el.heat, el.hatch, view, `KeyViz · ${matrix.series} · ${formatTime(view.from)} – ${formatTime(view.to)} · ${el.clusterStatus.textContent}`, dark);
     },
     exportCsv: () => {
-      if (!view) return notify('Nothing to export yet.');
-      exportCsv(view);
+      if (!model.view) return notify('Nothing to export yet.');
+      exportCsv(model.view);
     },
-    copyLink: async () => {
-      try {
-        await navigator.clipboard.writeText(location.href);
-        notify('Link to this view copied.');
-      } catch {
-        notify(`Copy this link: ${location.href}`);
-      }
+    /** Copies a link that pins the window shown as absolute time (it shows the same data later). */
+    copyLink: () => {
+      const v = model.view;
+      return copy(v ? pinnedQuery(store.state, v) : toQuery(store.state), 'Link to this view (pinned to its time window)');
     },
+    /** Copies a link that keeps the relative window ("last 15 min", live). */
+    copyLiveLink: () => copy(toQuery(store.state), 'Link to the latest data (relative window)'),
     notify,
     rowLabel,
   };

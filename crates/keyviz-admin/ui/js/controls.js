@@ -4,33 +4,17 @@
  * never fetches or draws; buttons that do more than change state call the actions it is given.
  */
 
-import { prefixRange } from './scales.js';
-
-/**
- * @template {HTMLElement} T
- * @param {string} id
- * @param {{ new(): T }} type
- * @returns {T}
- */
-export function byId(id, type) {
-  const el = document.getElementById(id);
-  if (!(el instanceof type)) throw new Error(`missing #${id}`);
-  return el;
-}
-
-/** Formats unix ms for a datetime-local input (local time, seconds precision). */
-function toLocalInput(/** @type {number} */ ms) {
-  const d = new Date(ms);
-  const pad = (/** @type {number} */ n) => String(n).padStart(2, '0');
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
-}
+import { byId, toLocalInput } from './dom.js';
+import { formatDuration, prefixRange } from './scales.js';
 
 /**
  * @typedef {object} ControlActions
  * @property {() => void} refresh
  * @property {() => void} exportPng
  * @property {() => void} exportCsv
- * @property {() => void} copyLink
+ * @property {() => void} copyLink pins the window shown (absolute time)
+ * @property {() => void} copyLiveLink keeps the relative window
+ * @property {() => void} fitToData
  * @property {(message: string) => void} notify
  */
 
@@ -59,7 +43,7 @@ export function bindControls(store, actions) {
       actions.notify('Key prefix: hex must be 0x followed by pairs of hex digits.');
       return;
     }
-    store.setKeys(keys);
+    store.setKeys(keys, text);
   };
   byId('key-apply', HTMLButtonElement).addEventListener('click', applyPrefix);
   prefix.addEventListener('keydown', (e) => {
@@ -95,12 +79,21 @@ export function bindControls(store, actions) {
   back.addEventListener('click', () => store.back());
   byId('reset', HTMLButtonElement).addEventListener('click', () => store.reset());
   byId('copy-link', HTMLButtonElement).addEventListener('click', actions.copyLink);
+  byId('copy-live-link', HTMLButtonElement).addEventListener('click', actions.copyLiveLink);
+  byId('fit', HTMLButtonElement).addEventListener('click', actions.fitToData);
+  const spanOption = byId('range-span', HTMLOptionElement);
+  const brightValue = byId('bright-value', HTMLOutputElement);
+  byId('bright-down', HTMLButtonElement).addEventListener('click', () => store.setBright(store.state.bright - 1));
+  byId('bright-up', HTMLButtonElement).addEventListener('click', () => store.setBright(store.state.bright + 1));
   byId('export-png', HTMLButtonElement).addEventListener('click', actions.exportPng);
   byId('export-csv', HTMLButtonElement).addEventListener('click', actions.exportCsv);
 
   const sync = () => {
     const s = store.state;
     series.value = s.series;
+    // "Last <width>" exists only while Live follows a zoomed window's width.
+    spanOption.hidden = s.range !== 'span';
+    spanOption.textContent = s.range === 'span' ? `Last ${formatDuration(s.span)}` : 'Last …';
     range.value = s.range;
     custom.hidden = s.range !== 'custom';
     if (s.range === 'custom') {
@@ -112,6 +105,8 @@ export function bindControls(store, actions) {
     live.checked = s.live;
     scale.value = s.scale;
     palette.value = s.palette;
+    if (document.activeElement !== prefix) prefix.value = s.prefix;
+    brightValue.textContent = s.bright >= 0 ? `×${2 ** s.bright}` : `×1/${2 ** -s.bright}`;
     // aria-disabled rather than disabled: the button stays in the tab order.
     back.setAttribute('aria-disabled', String(store.zoomStack.length === 0));
   };

@@ -8,7 +8,7 @@
  */
 
 import { ApiError, fetchHotKeys } from './api.js';
-import { byId } from './controls.js';
+import { byId } from './dom.js';
 import { renderHotKeysMessage, renderHottestKeys, renderTopKeys } from './render/hotkeys.js';
 import { formatDuration, formatTime, formatNumber } from './scales.js';
 

@@ -35,6 +35,22 @@ export function describeCell(view, c) {
     }
   }
   const changed = group !== 0 && term !== 0 && prevTerm !== 0 && prevTerm !== term;
+  const series = /** @type {string} */ (matrix.series);
+  const isRead = series === 'reads' || series === 'read_bytes' || series === 'leader_reads' || series === 'follower_reads';
+  /** @type {string} */
+  let raft;
+  if (isRead) {
+    // Reads are not in the Raft log, so they carry no term: say which role served them.
+    const g = group ? `group ${group}, ` : '';
+    const leader = col >= 0 ? row.leader_values?.[col] : undefined;
+    if (col < 0) raft = '—';
+    else if (series === 'leader_reads') raft = `${g}served by the leader`;
+    else if (series === 'follower_reads') raft = `${g}served by followers`;
+    else if (leader !== undefined) raft = `${g}served by the leader: ${formatNumber(leader)}, by followers: ${formatNumber(Math.max(0, value - leader))}`;
+    else raft = `${g}served by the leader or followers (the split is kept for read counts, not bytes)`;
+  } else {
+    raft = group ? `group ${group}, term ${term}${changed ? ` (leader changed: term ${prevTerm} → ${term})` : ''}` : '—';
+  }
   return {
     k: c.k,
     slot: c.slot,
@@ -42,8 +58,10 @@ export function describeCell(view, c) {
     time: `${formatTime(t0)} → ${formatTime(t0 + view.slotMs)} (${formatDuration(view.slotMs)})`,
     keys: `${keyLabel(decodeKey(row.start), 'start', 40)} → ${keyLabel(decodeKey(row.end), 'end', 40)}`,
     value: col < 0 ? 'no data for this window'
+      : row.layout_only ? `0 ${matrix.series} (this range has traffic in another series only; its row stays in place)`
       : `${formatNumber(value)} ${matrix.series}${view.slotMs !== view.stepMs ? ` (busiest ${formatDuration(view.stepMs)} step of this pixel column)` : ''}`,
-    raft: group ? `group ${group}, term ${term}${changed ? ` (leader changed: term ${prevTerm} → ${term})` : ''}` : '—',
+    raft,
+    readRole: isRead,
     conflict: conflict ? (row.conflicts?.length ? 'yes: nodes disagree for the same group and term' : 'yes (row-level flag)') : 'no',
     bucket: `${row.bucket_id}${row.aggregate ? ` (aggregate of ${row.route_count} routes)` : ''}`,
   };

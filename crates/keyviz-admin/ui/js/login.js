@@ -5,7 +5,7 @@
  */
 
 import { ApiError, login, logout } from './api.js';
-import { byId } from './controls.js';
+import { byId } from './dom.js';
 import { clearSession, saveSession } from './session.js';
 
 /**

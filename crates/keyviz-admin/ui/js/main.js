@@ -12,6 +12,8 @@ bindControls(store, {
   exportPng: app.exportPng,
   exportCsv: app.exportCsv,
   copyLink: () => void app.copyLink(),
+  copyLiveLink: () => void app.copyLiveLink(),
+  fitToData: () => app.fitToData(),
   notify: (m) => app.notify(m),
 });
 window.addEventListener('popstate', () => store.loadFromUrl());

@@ -182,7 +182,7 @@ const TICK_STEPS = [
 ];
 
 /** Duration in ms of each time preset. */
-export const PRESET_MS = { '15m': 15 * MINUTE, '1h': HOUR, '6h': 6 * HOUR, '24h': DAY, '7d': 7 * DAY };
+export const PRESET_MS = { '5m': 5 * MINUTE, '15m': 15 * MINUTE, '1h': HOUR, '6h': 6 * HOUR, '24h': DAY, '7d': 7 * DAY };
 
 /**
  * Time ticks for an axis spanning [fromMs, toMs) drawn `widthPx` wide: the tick interval is a

@@ -5,18 +5,26 @@
  * event whose detail says whether the data must be fetched again or only redrawn.
  */
 
-import { PRESET_MS } from './scales.js';
+import { prefixRange, PRESET_MS } from './scales.js';
 
 const SERIES = /** @type {const} */ (['writes', 'reads', 'write_bytes', 'read_bytes']);
-const RANGES = /** @type {const} */ (['15m', '1h', '6h', '24h', '7d', 'custom']);
+const RANGES = /** @type {const} */ (['auto', '5m', '15m', '1h', '6h', '24h', '7d', 'custom', 'span']);
+/** The default window: while the history is younger, `auto` shows less (see fitPreset). */
+export const DEFAULT_WINDOW_MS = PRESET_MS['1h'];
+/** Narrowest and widest `span` (Live from a zoomed window): 10 s .. 7 days. */
+const SPAN_MIN_MS = 10_000;
+const SPAN_MAX_MS = PRESET_MS['7d'];
 const AUTOS = [0, 5, 30];
 export const MAX_ROWS = 1024;
+/** Brightness exponents (the top colour at max / 2^bright). */
+export const BRIGHT_MIN = -2;
+export const BRIGHT_MAX = 8;
 
 /** @returns {import('./types.js').ViewState} */
 export function defaultState() {
   return {
-    series: 'writes', range: '1h', from: 0, to: 0, rows: 256, auto: 0, live: false,
-    scale: 'log', palette: 'heat', keys: null,
+    series: 'writes', range: 'auto', from: 0, to: 0, rows: 256, auto: 0, live: false,
+    scale: 'log', palette: 'heat', keys: null, prefix: '', span: 0, bright: 0,
   };
 }
 
@@ -40,8 +48,13 @@ export function parseQuery(search) {
       s.from = Math.floor(from);
       s.to = Math.ceil(to);
     } else {
-      s.range = '1h';
+      s.range = 'auto';
     }
+  }
+  if (s.range === 'span') {
+    const span = Number(q.get('span'));
+    if (Number.isFinite(span) && span >= SPAN_MIN_MS && span <= SPAN_MAX_MS) s.span = Math.round(span);
+    else s.range = 'auto';
   }
   const rows = Number(q.get('rows'));
   if (Number.isInteger(rows) && rows >= 1) s.rows = Math.min(MAX_ROWS, rows);
@@ -52,10 +65,19 @@ export function parseQuery(search) {
   if (scale === 'linear' || scale === 'log') s.scale = scale;
   const palette = q.get('palette');
   if (palette === 'heat' || palette === 'viridis') s.palette = palette;
+  const bright = Number(q.get('bright'));
+  if (Number.isInteger(bright) && bright >= BRIGHT_MIN && bright <= BRIGHT_MAX) s.bright = bright;
   if (q.has('kstart') || q.has('kend')) {
     const ks = q.get('kstart');
     const ke = q.get('kend');
     s.keys = { start: ks ? ks : null, end: ke ? ke : null };
+  }
+  // The prefix box comes back with its text; a prefix alone (hand-written link) sets the keys.
+  const prefix = (q.get('prefix') ?? '').trim();
+  const keys = prefix ? prefixRange(prefix) : null;
+  if (keys) {
+    s.prefix = prefix;
+    if (!s.keys) s.keys = keys;
   }
   return s;
 }
@@ -72,15 +94,18 @@ export function toQuery(s) {
     q.set('from', String(s.from));
     q.set('to', String(s.to));
   }
+  if (s.range === 'span') q.set('span', String(s.span));
   q.set('rows', String(s.rows));
   if (s.auto) q.set('auto', String(s.auto));
   if (s.live) q.set('live', '1');
   q.set('scale', s.scale);
   q.set('palette', s.palette);
+  if (s.bright) q.set('bright', String(s.bright));
   if (s.keys) {
     q.set('kstart', s.keys.start ?? '');
     q.set('kend', s.keys.end ?? '');
   }
+  if (s.prefix) q.set('prefix', s.prefix);
   return q.toString();
 }
 
@@ -91,7 +116,20 @@ export function toQuery(s) {
  */
 export function windowOf(s, now) {
   if (s.range === 'custom') return { from: s.from, to: s.to };
+  if (s.range === 'span') return { from: now - s.span, to: now };
+  if (s.range === 'auto') return { from: now - DEFAULT_WINDOW_MS, to: now };
   return { from: now - PRESET_MS[s.range], to: now };
+}
+
+/**
+ * A shareable query for `s` that pins the window shown (`shown`, unix ms) as absolute time:
+ * a link opened later shows the same data, not "the last hour" of another day. Live is
+ * dropped (a pinned window does not slide); every other control is kept.
+ * @param {import('./types.js').ViewState} s
+ * @param {{ from: number, to: number }} shown
+ */
+export function pinnedQuery(s, shown) {
+  return toQuery({ ...s, range: 'custom', from: Math.floor(shown.from), to: Math.ceil(shown.to), span: 0, live: false });
 }
 
 /**
@@ -99,6 +137,14 @@ export function windowOf(s, now) {
  * @property {boolean} refetch the data must be fetched again
  * @property {string} reason which method caused the change
  */
+
+/**
+ * @param {import('./types.js').KeyRange|null} a
+ * @param {import('./types.js').KeyRange|null} b
+ */
+function sameKeys(a, b) {
+  return (a?.start ?? null) === (b?.start ?? null) && (a?.end ?? null) === (b?.end ?? null) && (a === null) === (b === null);
+}
 
 export class Store extends EventTarget {
   /** @param {import('./types.js').ViewState} initial */
@@ -134,9 +180,9 @@ export class Store extends EventTarget {
   setRange(range) {
     if (range === 'custom') {
       const w = windowOf(this.state, Date.now());
-      this.#apply({ range, from: Math.floor(w.from), to: Math.ceil(w.to), live: false }, true, 'range');
+      this.#apply({ range, from: Math.floor(w.from), to: Math.ceil(w.to), span: 0, live: false }, true, 'range');
     } else {
-      this.#apply({ range, from: 0, to: 0 }, true, 'range');
+      this.#apply({ range, from: 0, to: 0, span: range === 'span' ? this.state.span : 0 }, true, 'range');
     }
   }
 
@@ -146,7 +192,7 @@ export class Store extends EventTarget {
    */
   setCustomWindow(from, to) {
     if (!(to > from)) return;
-    this.#apply({ range: 'custom', from: Math.floor(from), to: Math.ceil(to), live: false }, true, 'custom');
+    this.#apply({ range: 'custom', from: Math.floor(from), to: Math.ceil(to), span: 0, live: false }, true, 'custom');
   }
 
   /** @param {number} rows clamped to 1..MAX_ROWS */
@@ -160,9 +206,14 @@ export class Store extends EventTarget {
 
   /** @param {boolean} live */
   setLive(live) {
-    // Live mode follows "now", so a custom window falls back to the last hour.
-    const patch = live && this.state.range === 'custom' ? { live, range: /** @type {const} */ ('1h'), from: 0, to: 0 } : { live };
-    this.#apply(patch, live, 'live');
+    // Live mode follows "now": a zoomed (custom) window keeps its width and its key range and
+    // slides, as "the last <width>".
+    if (live && this.state.range === 'custom') {
+      const span = Math.min(SPAN_MAX_MS, Math.max(SPAN_MIN_MS, this.state.to - this.state.from));
+      this.#apply({ live, range: 'span', span, from: 0, to: 0 }, true, 'live');
+      return;
+    }
+    this.#apply({ live }, live, 'live');
   }
 
   /** @param {import('./types.js').ScaleKind} scale */
@@ -170,6 +221,12 @@ export class Store extends EventTarget {
 
   /** @param {import('./types.js').PaletteName} palette */
   setPalette(palette) { this.#apply({ palette }, false, 'palette'); }
+
+  /** @param {number} bright clamped to BRIGHT_MIN..BRIGHT_MAX; a redraw, no fetch */
+  setBright(bright) {
+    const b = Math.min(BRIGHT_MAX, Math.max(BRIGHT_MIN, Math.round(bright)));
+    if (b !== this.state.bright) this.#apply({ bright: b }, false, 'palette');
+  }
 
   /**
    * Zooms to a time window and optionally a key range, remembering the previous view for back().
@@ -180,17 +237,19 @@ export class Store extends EventTarget {
   zoomTo(from, to, keys) {
     if (!(to > from)) return;
     this.zoomStack.push(this.get());
-    this.#apply({ range: 'custom', from: Math.floor(from), to: Math.ceil(to), keys, live: false }, true, 'zoom');
+    const prefix = sameKeys(keys, this.state.keys) ? this.state.prefix : '';
+    this.#apply({ range: 'custom', from: Math.floor(from), to: Math.ceil(to), span: 0, keys, prefix, live: false }, true, 'zoom');
   }
 
   /**
    * Restricts the rows to a key range (or all keys with null), keeping the time window; like a
    * zoom it can be undone with back().
    * @param {import('./types.js').KeyRange|null} keys
+   * @param {string} [prefix] the key-prefix text `keys` came from, shown again in its box
    */
-  setKeys(keys) {
+  setKeys(keys, prefix = '') {
     this.zoomStack.push(this.get());
-    this.#apply({ keys }, true, 'keys');
+    this.#apply({ keys, prefix: keys ? prefix : '' }, true, 'keys');
   }
 
   /** Returns to the view before the last zoom; false when there is none. */
@@ -208,8 +267,8 @@ export class Store extends EventTarget {
   reset() {
     const first = this.zoomStack[0];
     this.zoomStack = [];
-    if (first) this.#apply({ ...first, keys: null }, true, 'reset');
-    else this.#apply({ range: '1h', from: 0, to: 0, keys: null }, true, 'reset');
+    if (first) this.#apply({ ...first, keys: null, prefix: '' }, true, 'reset');
+    else this.#apply({ range: 'auto', from: 0, to: 0, span: 0, keys: null, prefix: '' }, true, 'reset');
   }
 
   /** Re-reads the state from the URL (browser back/forward). */

@@ -5,7 +5,12 @@
  */
 
 /** @typedef {'reads'|'writes'|'read_bytes'|'write_bytes'} Series */
-/** @typedef {'15m'|'1h'|'6h'|'24h'|'7d'|'custom'} RangePreset */
+/** @typedef {Series|'leader_reads'|'follower_reads'} WireSeries the matrix API also has the read roles */
+/**
+ * `auto` fits the window to the data (the data's age rounded up to a preset, at most the
+ * default hour); `span` is "the last `span` ms", what Live keeps from a zoomed window.
+ * @typedef {'auto'|'5m'|'15m'|'1h'|'6h'|'24h'|'7d'|'custom'|'span'} RangePreset
+ */
 /** @typedef {'linear'|'log'} ScaleKind */
 /** @typedef {'heat'|'viridis'} PaletteName */
 
@@ -30,6 +35,10 @@
  * @property {string|null} [first_key] base64 of the smallest key observed in the row (a real
  *   key, unlike `start`); absent when none was observed
  * @property {string|null} [last_key] base64 of the largest key observed in the row
+ * @property {boolean} [layout_only] UI only: the row has no traffic in this series and is
+ *   drawn (all zero) because another series of the view has it, so rows keep their places
+ * @property {number[]} [leader_values] UI only, reads: per column, the reads the leader
+ *   served (the rest of `values` were served by followers)
  */
 
 /**
@@ -62,11 +71,21 @@
  * @typedef {object} Matrix
  * @property {number[]} column_unix_ms window starts, ascending, aligned to step_ms
  * @property {MatrixRow[]} rows sorted by start key
- * @property {Series} series
+ * @property {WireSeries} series
  * @property {string} generated_at
  * @property {number} [step_ms]
  * @property {string} [node_id]
  * @property {Fanout} [fanout]
+ * @property {NodeCoverage[]} [coverage] per node that answered, the merged columns its own
+ *   answer lacked (it was down or restarting); absent when no node has a gap
+ */
+
+/**
+ * @typedef {object} NodeCoverage
+ * @property {string} node
+ * @property {string} [node_id]
+ * @property {[number, number][]} missing runs of missing columns, [from, to) unix ms
+ * @property {number} [truncated] runs left out
  */
 
 /**
@@ -123,6 +142,12 @@
  * @property {PaletteName} palette
  * @property {KeyRange|null} keys key-range zoom, sent as key_start/key_end so the server
  *   returns finer rows for the range; null = all keys
+ * @property {string} prefix the key-prefix text that produced `keys` ("" when the key range
+ *   came from a brush or none is set), so the box shows it again
+ * @property {number} span window width in ms for range `span` (0 otherwise)
+ * @property {number} bright brightness exponent, BRIGHT_MIN..BRIGHT_MAX: the top colour is
+ *   drawn at max / 2^bright (values above saturate), so weak structure beside a very hot row
+ *   shows up; 0 = the max in view
  */
 
 export {};

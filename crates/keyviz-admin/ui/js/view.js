@@ -156,13 +156,17 @@ export function cellConflict(row, j) {
  * `delta` has a bucket `base` does not know (a new route, or rows bucketed differently under
  * the row budget), or a known bucket id with another key range (the route was split or merged:
  * the server keeps the plain id for the current range and renames the old one, so appending
- * would draw new counts at the old range); the caller must then fetch the whole window again.
+ * would draw new counts at the old range), or when the two have different steps (another
+ * history tier); the caller must then fetch the whole window again.
  * @param {import('./types.js').Matrix} base
  * @param {import('./types.js').Matrix} delta
  * @param {number} keepFrom
  * @returns {import('./types.js').Matrix|null}
  */
 export function appendColumns(base, delta, keepFrom) {
+  // Another resolution (the server read another history tier for the later window): the
+  // columns do not line up, so the whole window is fetched again.
+  if (base.step_ms && delta.step_ms && base.step_ms !== delta.step_ms) return null;
   const known = new Map(base.rows.map((r) => [r.bucket_id, r]));
   const sameRange = (/** @type {import('./types.js').MatrixRow} */ r) => {
     const b = known.get(r.bucket_id);
@@ -208,7 +212,30 @@ export function appendColumns(base, delta, keepFrom) {
       leader_terms: pick((x) => x.leader_terms, 0),
     };
   });
-  return { ...base, column_unix_ms: columns, rows, generated_at: delta.generated_at, fanout: delta.fanout ?? base.fanout };
+  return { ...base, column_unix_ms: columns, rows, generated_at: delta.generated_at, fanout: delta.fanout ?? base.fanout, coverage: mergeCoverage(base.coverage, delta.coverage) };
+}
+
+/**
+ * The coverage gaps of both answers, per node, without duplicate runs.
+ * @param {import('./types.js').NodeCoverage[]|undefined} a
+ * @param {import('./types.js').NodeCoverage[]|undefined} b
+ * @returns {import('./types.js').NodeCoverage[]|undefined}
+ */
+function mergeCoverage(a, b) {
+  if (!a?.length) return b;
+  if (!b?.length) return a;
+  /** @type {Map<string, import('./types.js').NodeCoverage>} */
+  const byNode = new Map(a.map((c) => [c.node, { ...c, missing: [...c.missing] }]));
+  for (const c of b) {
+    const have = byNode.get(c.node);
+    if (!have) {
+      byNode.set(c.node, c);
+      continue;
+    }
+    for (const r of c.missing) if (!have.missing.some((x) => x[0] === r[0] && x[1] === r[1])) have.missing.push(r);
+    have.missing.sort((x, y) => x[0] - y[0]);
+  }
+  return [...byNode.values()];
 }
 
 /**

@@ -45,7 +45,9 @@ export function renderTimeAxis(el, view, widthPx, shown = view) {
   const caption = document.createElement('span');
   caption.className = 'axis-caption';
   const slot = view.slotMs !== view.stepMs ? `, ${formatDuration(view.slotMs)} per pixel column` : '';
-  caption.textContent = `local time · step ${formatDuration(view.stepMs)}${slot}`;
+  // The step is the resolution the server answered at (a coarser history tier for old windows).
+  caption.textContent = `local time · resolution ${formatDuration(view.stepMs)} per column${slot}`;
+  caption.title = 'Each column is one step of the history the server read; older windows may come from a coarser tier.';
   frag.append(caption);
   el.replaceChildren(frag);
 }

@@ -160,7 +160,7 @@ export function renderFindings(list, findings, zoomToRows) {
   });
   if (items.length === 0) {
     const li = document.createElement('li');
-    li.textContent = 'No hot range or sequential-key pattern stands out in this view.';
+    li.textContent = 'No hot range, sequential-key or periodic pattern stands out in this view.';
     items.push(li);
   }
   list.replaceChildren(...items);

@@ -61,15 +61,17 @@ export class HeatmapRenderer {
    * @param {import('../view.js').View} view
    * @param {import('../types.js').ScaleKind} scaleKind
    * @param {Uint32Array} lut
+   * @param {number} [colourMax] the value drawn with the top colour (view.max; lower with
+   *   the brightness raised, higher values then saturate)
    */
-  paint(view, scaleKind, lut) {
+  paint(view, scaleKind, lut, colourMax = view.max) {
     const w = view.slots;
     const h = view.rowIndex.length;
     this.#ensureBuffer(w, h);
     if (!this.image) return;
     const px = new Uint32Array(this.image.data.buffer);
-    const scale = makeIndexScale(scaleKind, view.max);
-    const table = makeIndexTable(scaleKind, view.max);
+    const scale = makeIndexScale(scaleKind, colourMax);
+    const table = makeIndexTable(scaleKind, colourMax);
     const tlen = table.length;
     const { colSlot, slotCol } = view;
     const rows = view.matrix.rows;
@@ -122,10 +124,11 @@ export class HeatmapRenderer {
    * @param {Uint32Array} lut
    * @param {number} cssWidth
    * @param {number} cssHeight
+   * @param {number} [colourMax] see paint()
    */
-  render(view, scaleKind, lut, cssWidth, cssHeight) {
+  render(view, scaleKind, lut, cssWidth, cssHeight, colourMax = view.max) {
     const t0 = performance.now();
-    this.paint(view, scaleKind, lut);
+    this.paint(view, scaleKind, lut, colourMax);
     const t1 = performance.now();
     this.draw(cssWidth, cssHeight, null);
     renderStats.lastPaintMs = t1 - t0;

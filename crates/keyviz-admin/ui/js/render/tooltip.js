@@ -10,6 +10,7 @@
  * @property {string} keys
  * @property {string} value
  * @property {string} raft
+ * @property {boolean} readRole `raft` names the role that served reads, not a term
  * @property {string} conflict
  * @property {string} bucket
  */
@@ -29,7 +30,7 @@ export function showTooltip(el, info, x, y, plotWidth, pinned) {
     ['Time', info.time],
     ['Keys', info.keys],
     ['Value', info.value],
-    ['Raft group / term', info.raft],
+    [info.readRole ? 'Raft group / served by' : 'Raft group / term', info.raft],
     ['Conflict', info.conflict],
     ['Bucket', info.bucket],
   ];
