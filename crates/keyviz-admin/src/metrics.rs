@@ -295,7 +295,9 @@ async fn node_loads(inner: &Arc<crate::state::Inner>, series: Series, step: Dura
     let p = params.clone();
     let (local, peers) = tokio::join!(
         local_matrix(inner, &params, 1),
-        call_peers(inner, &targets, move |i, t| call_totals(i, t, p.clone()))
+        call_peers(inner, &targets, inner.config.fanout_timeout, move |i, t| {
+            call_totals(i, t, p.clone())
+        })
     );
     let mut loads = Vec::with_capacity(targets.len() + 1);
     if let Ok(m) = local {

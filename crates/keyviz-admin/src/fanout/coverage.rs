@@ -167,20 +167,8 @@ struct Response<'a> {
 }
 
 /// Encodes the operator's matrix response (as `encode_response`, with trailing newline)
-/// plus the `coverage` of the inputs merged into it.
-///
-/// # Errors
-/// 500 `internal` if serialisation fails.
-pub(crate) fn encode(
-    matrix: &Matrix,
-    status: &FanoutStatus,
-    inputs: &[Matrix],
-    input_node: &[usize],
-) -> Result<Bytes, ApiError> {
-    encode_with(matrix, status, &record(inputs, input_node))
-}
-
-/// As [`encode`], from answers recorded with [`NodeColumns::of`] while they were folded.
+/// plus the `coverage` of the answers recorded with [`NodeColumns::of`] while they were
+/// folded.
 ///
 /// # Errors
 /// 500 `internal` if serialisation fails.

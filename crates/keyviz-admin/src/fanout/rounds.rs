@@ -30,7 +30,7 @@ use super::membership::{PeerTarget, matrix_url};
 use super::status::NodeWarning;
 use super::{
     FanoutStatus, PeerAnswer, PeerReply, call_peers, check_answer_id, core_query, decode,
-    elapsed_ms, encode_response, keep_requested_keys, peer_get, source_error, warning_code,
+    elapsed_ms, keep_requested_keys, peer_get, source_error, warning_code,
 };
 use crate::api::{ApiError, MatrixParams};
 use crate::clock;
