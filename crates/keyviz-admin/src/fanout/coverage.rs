@@ -287,8 +287,12 @@ mod tests {
     fn the_response_carries_coverage_only_when_a_node_has_a_gap() {
         let merged = m(&[0, 1, 2, 3], "n0");
         let st = status(2);
-        let with_gap =
-            encode(&merged, &st, &[merged.clone(), m(&[0, 3], "n1")], &[0, 1]).expect("encode");
+        let with_gap = encode_with(
+            &merged,
+            &st,
+            &record(&[merged.clone(), m(&[0, 3], "n1")], &[0, 1]),
+        )
+        .expect("encode");
         let v: serde_json::Value = serde_json::from_slice(&with_gap).expect("json");
         assert_eq!(v["coverage"][0]["node_id"], "n1");
         assert_eq!(
@@ -297,8 +301,12 @@ mod tests {
         );
         assert_eq!(v["fanout"]["responded"], 2);
         assert_eq!(v["column_unix_ms"].as_array().map(Vec::len), Some(4));
-        let none =
-            encode(&merged, &st, &[merged.clone(), merged.clone()], &[0, 1]).expect("encode");
+        let none = encode_with(
+            &merged,
+            &st,
+            &record(&[merged.clone(), merged.clone()], &[0, 1]),
+        )
+        .expect("encode");
         let v: serde_json::Value = serde_json::from_slice(&none).expect("json");
         assert!(v.get("coverage").is_none(), "omitted without gaps: {v}");
         // Without gaps the body is byte-for-byte the plain response.
