@@ -6,6 +6,7 @@
 
 mod admin_client;
 mod demo;
+mod demo_tls;
 mod node;
 mod top;
 

@@ -135,6 +135,10 @@ pub struct AdminConfig {
     /// Mark cookies `Secure`; set it when the admin listener is served over TLS
     /// (default false: the node serves plain HTTP on loopback by default).
     pub secure_cookies: bool,
+    /// The admin listener is served over TLS: cookies are `Secure` (as with
+    /// `secure_cookies`) and every response carries `Strict-Transport-Security`
+    /// ([`crate::STRICT_TRANSPORT_SECURITY`]). Default false.
+    pub secure_transport: bool,
     /// Login attempts allowed per client IP per window (default 5).
     pub login_rate_limit: u32,
     /// Login rate-limit window (default 60 s); also the `Retry-After` value.
@@ -170,6 +174,7 @@ impl Default for AdminConfig {
             session_ttl: Duration::from_secs(3600),
             clock_skew: Duration::from_secs(30),
             secure_cookies: false,
+            secure_transport: false,
             login_rate_limit: 5,
             login_rate_window: Duration::from_secs(60),
             login_rate_max_clients: 1024,

@@ -69,6 +69,7 @@ impl AdminState {
             source: Arc::new(DisabledSource),
             credentials: Arc::new(StaticCredentials::new()),
             membership: Arc::new(NoMembership),
+            peer_tls: None,
         }
     }
 
@@ -143,9 +144,18 @@ pub struct AdminStateBuilder {
     source: Arc<dyn MatrixSource>,
     credentials: Arc<dyn CredentialStore>,
     membership: Arc<dyn Membership>,
+    peer_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl AdminStateBuilder {
+    /// The TLS client configuration of fan-out calls to `https://` peers (see
+    /// [`crate::tls::NodeTls::client_config`]). Without it, `https://` peers fail with a
+    /// certificate error (no CA to verify them with).
+    pub fn peer_tls(mut self, tls: Arc<rustls::ClientConfig>) -> Self {
+        self.peer_tls = Some(tls);
+        self
+    }
+
     /// Replaces the whole configuration.
     pub fn config(mut self, config: AdminConfig) -> Self {
         self.config = config;
@@ -194,7 +204,7 @@ impl AdminStateBuilder {
             login_pool,
             sessions,
             metrics: Metrics::new(),
-            client: PeerClient::new(connect_timeout),
+            client: PeerClient::with_tls(connect_timeout, self.peer_tls),
             flights: SingleFlight::new(c.result_reuse),
             hot_flights: SingleFlight::new(c.result_reuse),
             peers: PeerTable::default(),

@@ -101,25 +101,57 @@ pub enum TransportError {
     },
 }
 
+/// Header in which an internal call names the calling node (its id). Under mutual TLS the
+/// server checks it against the client certificate (`internal::check_peer_certificate`).
+pub(crate) const NODE_HEADER: &str = "x-kvnode-node";
+
+/// The pooled client: plain HTTP, or HTTPS when the node runs TLS.
+#[derive(Clone)]
+enum Http {
+    Plain(Client<HttpConnector, Full<Bytes>>),
+    Tls(Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>),
+}
+
 /// Pooled HTTP client for peer calls; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct PeerClient {
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Http,
     secret: Option<String>,
+    /// This node's id, sent in [`NODE_HEADER`].
+    node_id: u64,
 }
 
 impl PeerClient {
-    pub(crate) fn new(secret: Option<String>) -> Self {
-        let mut conn = HttpConnector::new();
-        conn.set_connect_timeout(Some(Duration::from_millis(500)));
-        conn.set_nodelay(true);
-        let http = Client::builder(TokioExecutor::new())
+    /// A client calling peers as node `node_id`; with `tls`, over HTTPS (peers' certificates
+    /// are verified against the CA, and this node's certificate is its client certificate).
+    pub(crate) fn new(
+        secret: Option<String>,
+        node_id: u64,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> Self {
+        let connect_timeout = Duration::from_millis(500);
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_max_idle_per_host(32)
             // Below the server's keep-alive timeout, so the client never reuses a
             // connection the server is about to close.
-            .pool_idle_timeout(Duration::from_secs(5))
-            .build(conn);
-        Self { http, secret }
+            .pool_idle_timeout(Duration::from_secs(5));
+        let http = match tls {
+            Some(cfg) => {
+                Http::Tls(builder.build(keyviz_admin::tls::https_connector(cfg, connect_timeout)))
+            }
+            None => {
+                let mut conn = HttpConnector::new();
+                conn.set_connect_timeout(Some(connect_timeout));
+                conn.set_nodelay(true);
+                Http::Plain(builder.build(conn))
+            }
+        };
+        Self {
+            http,
+            secret,
+            node_id,
+        }
     }
 
     /// POSTs `body` (postcard) to `http://{addr}{path}` and decodes the postcard answer.
@@ -160,8 +192,13 @@ impl PeerClient {
                 payload.len()
             )));
         }
-        let mut req = http::Request::post(format!("http://{addr}{path}"))
-            .header(http::header::CONTENT_TYPE, CONTENT_TYPE);
+        let scheme = match self.http {
+            Http::Plain(_) => "http",
+            Http::Tls(_) => "https",
+        };
+        let mut req = http::Request::post(format!("{scheme}://{addr}{path}"))
+            .header(http::header::CONTENT_TYPE, CONTENT_TYPE)
+            .header(NODE_HEADER, self.node_id);
         if let Some(s) = &self.secret {
             req = req.header(SECRET_HEADER, s);
         }
@@ -169,15 +206,15 @@ impl PeerClient {
             .body(Full::new(payload))
             .map_err(|e| body_err(e.to_string()))?;
         let fut = async {
-            let resp = self
-                .http
-                .request(req)
-                .await
-                .map_err(|e| TransportError::Unreachable {
-                    addr: addr.to_string(),
-                    detail: e.to_string(),
-                    connect: e.is_connect(),
-                })?;
+            let sent = match &self.http {
+                Http::Plain(c) => c.request(req).await,
+                Http::Tls(c) => c.request(req).await,
+            };
+            let resp = sent.map_err(|e| TransportError::Unreachable {
+                addr: addr.to_string(),
+                detail: e.to_string(),
+                connect: e.is_connect(),
+            })?;
             let status = resp.status();
             let bytes = Limited::new(resp.into_body(), MAX_BODY_BYTES)
                 .collect()

@@ -91,23 +91,50 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// A pooled HTTP/1 client for peer calls. Cloning shares the pool.
+/// A pooled HTTP/1 client for peer calls (`http://`, and `https://` when built with TLS).
+/// Cloning shares the pool.
 #[derive(Clone)]
 pub struct PeerClient {
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Http,
+}
+
+#[derive(Clone)]
+enum Http {
+    Plain(Client<HttpConnector, Empty<Bytes>>),
+    Tls(Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>),
 }
 
 impl PeerClient {
-    /// A client whose TCP connect gives up after `connect_timeout`.
+    /// A client whose TCP connect gives up after `connect_timeout`; it refuses `https://`
+    /// peers ([`PeerError::Address`]): use [`PeerClient::with_tls`] for them.
     #[must_use]
     pub fn new(connect_timeout: Duration) -> Self {
-        let mut conn = HttpConnector::new();
-        conn.set_connect_timeout(Some(connect_timeout));
-        conn.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
+        Self::with_tls(connect_timeout, None)
+    }
+
+    /// As [`PeerClient::new`]; with `tls`, `https://` peers are called with it (server
+    /// certificates verified against its roots, its client certificate presented when
+    /// asked) and `http://` peers still in plain TCP.
+    #[must_use]
+    pub fn with_tls(
+        connect_timeout: Duration,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> Self {
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(8)
-            .build(conn);
+            .pool_max_idle_per_host(8);
+        let client = match tls {
+            Some(cfg) => {
+                Http::Tls(builder.build(crate::tls::https_connector(cfg, connect_timeout)))
+            }
+            None => {
+                let mut conn = HttpConnector::new();
+                conn.set_connect_timeout(Some(connect_timeout));
+                conn.set_nodelay(true);
+                Http::Plain(builder.build(conn))
+            }
+        };
         PeerClient { client }
     }
 
@@ -128,18 +155,23 @@ impl PeerClient {
         let uri: Uri = url
             .parse()
             .map_err(|e: http::uri::InvalidUri| PeerError::Address(format!("{url}: {e}")))?;
-        let mut builder = Request::get(uri);
+        let mut builder = Request::get(uri.clone());
         for (name, value) in headers {
             builder = builder.header(name, value);
         }
         let req = builder
             .body(Empty::<Bytes>::new())
             .map_err(|e| PeerError::Address(e.to_string()))?;
-        let resp = self
-            .client
-            .request(req)
-            .await
-            .map_err(|e| PeerError::Connect(chain(&e)))?;
+        let sent = match &self.client {
+            Http::Tls(c) => c.request(req).await,
+            Http::Plain(_) if uri.scheme_str() == Some("https") => {
+                return Err(PeerError::Address(format!(
+                    "{url}: https peers need TLS on this node (tls_cert, tls_key and tls_ca)"
+                )));
+            }
+            Http::Plain(c) => c.request(req).await,
+        };
+        let resp = sent.map_err(|e| PeerError::Connect(chain(&e)))?;
         let status = resp.status();
         let content_type = resp
             .headers()
