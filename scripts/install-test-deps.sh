@@ -2,13 +2,15 @@
 # Installs what the test suite needs beyond the Rust toolchain, only when missing:
 #   redis-tools (redis-cli, redis-benchmark) for the store's protocol tests,
 #   chromium for the browser end-to-end tests (scripts/e2e.sh installs its npm side),
-#   tmux for the full-screen `keyviz top` test (tests/it/top.rs skips it when tmux is missing).
+#   tmux for the full-screen `keyviz top` test (tests/it/top.rs skips it when tmux is missing),
+#   curl for the TLS tests (tests/it/tls.rs: a real HTTPS client against the admin port).
 set -euo pipefail
 
 missing=()
 command -v redis-cli >/dev/null 2>&1 && command -v redis-benchmark >/dev/null 2>&1 || missing+=(redis-tools)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-test-deps: installing ${missing[*]}"

@@ -16,6 +16,7 @@ mod linearizable;
 mod resp;
 mod split;
 mod split_anywhere;
+mod tls;
 mod top;
 mod truth;
 mod util;

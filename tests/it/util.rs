@@ -79,6 +79,8 @@ pub struct Opts {
     pub extra_args: &'static [&'static str],
     /// Run every node under `prlimit --nofile=N:N` (its open-file limit).
     pub nofile: Option<u64>,
+    /// More flags for node `id` alone (certificates, per-node ports).
+    pub node_args: Option<Box<dyn Fn(u64) -> Vec<String>>>,
 }
 
 impl Default for Opts {
@@ -94,6 +96,7 @@ impl Default for Opts {
             keyviz_commands: "open",
             extra_args: &[],
             nofile: None,
+            node_args: None,
         }
     }
 }
@@ -225,6 +228,9 @@ impl Cluster {
                 args.push(format!("--requirepass={p}"));
             }
             args.extend(opts.extra_args.iter().map(|a| a.to_string()));
+            if let Some(f) = &opts.node_args {
+                args.extend(f(id));
+            }
             let log = dir.path().join(format!("n{id}.log"));
             let mut n = NodeProc {
                 id,

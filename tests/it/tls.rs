@@ -1,0 +1,355 @@
+//! TLS on every listener, checked with real TLS clients: curl against the HTTPS admin port
+//! and the mutual-TLS internal port, `redis-cli --tls` against the RESP TLS port, and the
+//! nodes' own peer client (a 3-node cluster whose internal transport is TLS only elects
+//! leaders, forwards and fans out). One cluster serves every assertion.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::{ADMIN_PASSWORD, ADMIN_USER, Cluster, Opts, SECRET, free_port};
+
+/// A CA and the certificates a test needs, in a temporary directory.
+struct Pki {
+    dir: tempfile::TempDir,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl Pki {
+    fn new(name: &str) -> Pki {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let ca = params.self_signed(&key).expect("self-sign");
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write ca");
+        Pki {
+            dir,
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// Writes `<file>.pem` and `<file>-key.pem`: a leaf with common name `cn` and the
+    /// identity `keyviz-node-<id>` plus the loopback names.
+    fn node(&self, file: &str, id: u64, cn: &str) -> (PathBuf, PathBuf) {
+        let names = vec![
+            format!("keyviz-node-{id}"),
+            "127.0.0.1".to_string(),
+            "localhost".to_string(),
+        ];
+        let mut params = rcgen::CertificateParams::new(names).expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.issuer).expect("sign");
+        let (c, k) = self.paths(file);
+        std::fs::write(&c, cert.pem()).expect("write cert");
+        std::fs::write(&k, key.serialize_pem()).expect("write key");
+        (c, k)
+    }
+
+    fn paths(&self, file: &str) -> (PathBuf, PathBuf) {
+        (
+            self.dir.path().join(format!("{file}.pem")),
+            self.dir.path().join(format!("{file}-key.pem")),
+        )
+    }
+}
+
+/// Runs curl with a 10 s cap; returns (success, stdout, stderr).
+fn curl(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("run curl (install it: scripts/install-test-deps.sh)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// Runs redis-cli, killed after 15 s; returns (success, stdout + stderr).
+fn redis_cli(args: &[&str]) -> (bool, String) {
+    let out = Command::new("timeout")
+        .args(["15", "redis-cli"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run redis-cli");
+    let mut text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// Sends `request` over plain TCP and returns whatever comes back before the server closes
+/// (a TLS alert, nothing, or a reset: all fine) within 10 s.
+fn plain_exchange(addr: &str, request: &[u8]) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let _ = s.write_all(request);
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    got
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+#[test]
+fn tls_cluster_serves_https_resp_tls_and_mutual_tls_between_nodes() {
+    crate::util::require_redis_tools();
+    let help = redis_cli(&["--help"]).1;
+    assert!(
+        help.contains("--tls"),
+        "redis-cli was built without TLS support:\n{help}"
+    );
+
+    let pki = Pki::new("keyviz test CA");
+    for id in 1..=3 {
+        pki.node(&format!("node-{id}"), id, &format!("keyviz-node-{id}"));
+    }
+    let tls_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let dir = pki.dir.path().to_path_buf();
+    let ports = tls_ports.clone();
+    let c = Cluster::start(Opts {
+        node_args: Some(Box::new(move |id| {
+            let d = dir.display();
+            vec![
+                format!("--tls-cert={d}/node-{id}.pem"),
+                format!("--tls-key={d}/node-{id}-key.pem"),
+                format!("--tls-ca={d}/ca.pem"),
+                "--tls-client-auth=peers".to_string(),
+                format!("--resp-tls-addr=127.0.0.1:{}", ports[(id - 1) as usize]),
+            ]
+        })),
+        ..Opts::default()
+    });
+    // Cluster::start returned: every group has a leader, which needs Raft RPCs between the
+    // nodes, and the internal port speaks only mutual TLS.
+    let ca = pki.ca();
+    let ca = path(&ca);
+    let admin = format!("https://127.0.0.1:{}", c.nodes[0].admin);
+
+    // The admin port over HTTPS: login sets Secure cookies, every answer carries HSTS.
+    let jar = pki.dir.path().join("cookies");
+    let body = format!("{{\"access_key\":\"{ADMIN_USER}\",\"secret_key\":\"{ADMIN_PASSWORD}\"}}");
+    let (ok, head, err) = curl(&[
+        "--cacert",
+        ca,
+        "--dump-header",
+        "-",
+        "--output",
+        "/dev/null",
+        "--cookie-jar",
+        path(&jar),
+        "-H",
+        "Content-Type: application/json",
+        "--data",
+        &body,
+        &format!("{admin}/admin/api/v1/auth/login"),
+    ]);
+    assert!(ok, "curl login: {err}");
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let cookies: Vec<&str> = head
+        .lines()
+        .filter(|l| l.starts_with("set-cookie:"))
+        .collect();
+    assert_eq!(cookies.len(), 2, "{head}");
+    for cookie in cookies {
+        assert!(
+            cookie.contains("; secure"),
+            "cookie without Secure: {cookie}"
+        );
+    }
+    assert!(
+        head.contains("strict-transport-security: max-age=31536000"),
+        "{head}"
+    );
+
+    // The fan-out reaches both peers over https (membership entries become https://).
+    let (ok, out, err) = curl(&[
+        "--cacert",
+        ca,
+        "--cookie",
+        path(&jar),
+        &format!("{admin}/admin/api/v1/keyviz/matrix?series=writes"),
+    ]);
+    assert!(ok, "curl matrix: {err}");
+    let m: serde_json::Value = serde_json::from_str(&out).expect("matrix json");
+    assert_eq!(m["fanout"]["responded"], 3, "{}", m["fanout"]);
+    for n in m["fanout"]["nodes"].as_array().expect("nodes") {
+        assert_eq!(n["ok"], true, "{n}");
+    }
+
+    // Without the CA the server is not trusted; plain HTTP to the TLS port gets no answer.
+    let (ok, _, err) = curl(&[&format!("{admin}/admin/healthz")]);
+    assert!(!ok, "an untrusted certificate must be refused by curl");
+    assert!(err.to_ascii_lowercase().contains("certificate"), "{err}");
+    let started = Instant::now();
+    let answer = plain_exchange(
+        &c.nodes[0].admin_addr(),
+        b"GET /admin/healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "plain HTTP answered on the TLS port"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+
+    // RESP over TLS with redis-cli: a write on node 1, read back on node 3 (forwarded over
+    // the internal TLS transport to the group leader).
+    let p1 = tls_ports[0].to_string();
+    let p3 = tls_ports[2].to_string();
+    let (ok, out) = redis_cli(&[
+        "--tls", "--cacert", ca, "-p", &p1, "SET", "tls:key", "over-tls",
+    ]);
+    assert!(ok && out.trim() == "OK", "{out}");
+    let (ok, out) = redis_cli(&["--tls", "--cacert", ca, "-p", &p3, "GET", "tls:key"]);
+    assert!(ok && out.trim() == "over-tls", "{out}");
+    // A plain RESP client on the TLS port fails cleanly and fast; the node keeps serving.
+    let started = Instant::now();
+    let (_, out) = redis_cli(&["-p", &p1, "PING"]);
+    assert!(
+        !out.contains("PONG"),
+        "plain RESP answered on the TLS port: {out}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(12));
+    let (ok, out) = redis_cli(&["--tls", "--cacert", ca, "-p", &p1, "PING"]);
+    assert!(ok && out.trim() == "PONG", "{out}");
+
+    // The internal port under mutual TLS, with curl as the peer.
+    let internal = format!("https://127.0.0.1:{}/status", c.nodes[0].raft);
+    let secret = format!("x-kvnode-secret: {SECRET}");
+    let (n2_cert, n2_key) = pki.paths("node-2");
+    let as_node2 = |claim: &str| {
+        curl(&[
+            "--cacert",
+            ca,
+            "--cert",
+            path(&n2_cert),
+            "--key",
+            path(&n2_key),
+            "-H",
+            &secret,
+            "-H",
+            &format!("x-kvnode-node: {claim}"),
+            "--write-out",
+            "\n%{http_code}",
+            &internal,
+        ])
+    };
+    let (ok, out, err) = as_node2("2");
+    assert!(
+        ok && out.ends_with("\n200"),
+        "node 2's certificate as node 2: {out} {err}"
+    );
+    let (ok, out, err) = as_node2("3");
+    assert!(
+        ok && out.ends_with("\n403"),
+        "node 2's certificate claiming node 3: {out} {err}"
+    );
+    assert!(out.contains("does not name keyviz-node-3"), "{out}");
+    let (ok, out, err) = curl(&["--cacert", ca, "-H", &secret, &internal]);
+    assert!(!ok, "no client certificate must fail the handshake: {out}");
+    assert!(!err.is_empty());
+    let rogue = Pki::new("rogue CA");
+    let (rc, rk) = rogue.node("node-3", 3, "keyviz-node-3");
+    let (ok, out, _) = curl(&[
+        "--cacert",
+        ca,
+        "--cert",
+        path(&rc),
+        "--key",
+        path(&rk),
+        "-H",
+        &secret,
+        "-H",
+        "x-kvnode-node: 3",
+        &internal,
+    ]);
+    assert!(
+        !ok,
+        "a certificate from another CA must fail the handshake: {out}"
+    );
+
+    // A node whose certificate names another node refuses to start under mTLS.
+    let data = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_keyviz"))
+        .args([
+            "node",
+            "--node-id=3",
+            &format!("--data-dir={}", data.path().display()),
+            "--resp-addr=127.0.0.1:0",
+            "--raft-addr=127.0.0.1:0",
+            &format!("--tls-cert={}", path(&n2_cert)),
+            &format!("--tls-key={}", path(&n2_key)),
+            &format!("--tls-ca={ca}"),
+            "--tls-client-auth=peers",
+        ])
+        .env("KEYVIZ_CLUSTER_SECRET", SECRET)
+        .output()
+        .expect("run keyviz node");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("must name this node") && err.contains("keyviz-node-3"),
+        "{err}"
+    );
+
+    // SIGHUP reloads the certificate without a restart.
+    let subject = || {
+        let (_, _, err) = curl(&[
+            "--verbose",
+            "--cacert",
+            ca,
+            "--output",
+            "/dev/null",
+            &format!("{admin}/admin/healthz"),
+        ]);
+        err.lines()
+            .find(|l| l.contains("subject:"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(subject().contains("CN=keyviz-node-1"), "{}", subject());
+    pki.node("node-1", 1, "keyviz-node-1 renewed");
+    c.nodes[0].signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !subject().contains("renewed") {
+        assert!(
+            Instant::now() < deadline,
+            "no reload: {}\n{}",
+            subject(),
+            c.log(0)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Node 1 still talks to its peers with the new pair (it is its client certificate too).
+    let (ok, out) = redis_cli(&[
+        "--tls",
+        "--cacert",
+        ca,
+        "-p",
+        &p1,
+        "SET",
+        "tls:after",
+        "reload",
+    ]);
+    assert!(ok && out.trim() == "OK", "{out}");
+    let (ok, out) = redis_cli(&["--tls", "--cacert", ca, "-p", &p3, "GET", "tls:after"]);
+    assert!(ok && out.trim() == "reload", "{out}");
+}
