@@ -65,6 +65,7 @@ pub mod fanout;
 pub mod host;
 pub mod hotkeys;
 mod metrics;
+pub mod peer;
 mod state;
 mod ui;
 
@@ -201,6 +202,12 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/", any(ui::index))
         .route("/admin/{*rest}", any(ui::index))
         .route("/metrics", get(metrics))
+        // Inside the security headers: the answer MAC covers the body only, so headers added
+        // afterwards do not break it.
+        .layer(axum::middleware::from_fn_with_state(
+            state.inner.peer_guard.clone(),
+            peer::server::guard,
+        ))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }

@@ -281,10 +281,12 @@ pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
         })?,
     };
     let catalog = Arc::new(SharedCatalog::new(catalog, sampling.clone()));
-    let secret_text = secret
-        .as_ref()
-        .map(|s| String::from_utf8_lossy(s).into_owned());
-    let client = PeerClient::new(secret_text.clone());
+    let client = PeerClient::new(
+        secret.as_deref(),
+        cfg.node_id,
+        cfg.members().into_iter().map(|(id, a)| (id, a.raft)),
+        &PeerClient::transport_config(),
+    );
 
     let resp_auth = Arc::new(resp_auth(&cfg)?);
     let client_limits = client_limits(&cfg);
@@ -335,7 +337,7 @@ pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
-    let internal = crate::internal::router(dispatcher.clone(), secret_text);
+    let internal = crate::internal::router(dispatcher.clone(), secret.as_deref(), cfg.node_id);
     tasks.push(tokio::spawn(crate::internal::serve(
         raft_listener,
         internal,
