@@ -64,6 +64,35 @@ impl Pki {
     }
 }
 
+/// curl `-H` arguments of a signed `GET path` from `issuer` to node 1 (the peer signature
+/// every internal request carries).
+fn signed_get(path: &str, issuer: &str) -> Vec<String> {
+    let keys = keyviz_admin::peer::PeerKeys::new(SECRET.as_bytes().to_vec(), None);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default();
+    keyviz_admin::peer::signing::sign_request(
+        &keys,
+        &http::Method::GET,
+        path,
+        b"",
+        issuer,
+        "node-1",
+        now,
+    )
+    .expect("sign")
+    .headers
+    .into_iter()
+    .flat_map(|(n, v)| {
+        [
+            "-H".to_string(),
+            format!("{n}: {}", v.to_str().expect("ascii")),
+        ]
+    })
+    .collect()
+}
+
 /// Runs curl with a 10 s cap; returns (success, stdout, stderr).
 fn curl(args: &[&str]) -> (bool, String, String) {
     let out = Command::new("curl")
@@ -233,7 +262,6 @@ fn tls_cluster_serves_https_resp_tls_and_mutual_tls_between_nodes() {
 
     // The internal port under mutual TLS, with curl as the peer.
     let internal = format!("https://127.0.0.1:{}/status", c.nodes[0].raft);
-    let secret = format!("x-kvnode-secret: {SECRET}");
     let (n2_cert, n2_key) = pki.paths("node-2");
     let as_node2 = |claim: &str| {
         curl(&[
@@ -244,26 +272,61 @@ fn tls_cluster_serves_https_resp_tls_and_mutual_tls_between_nodes() {
             "--key",
             path(&n2_key),
             "-H",
-            &secret,
-            "-H",
             &format!("x-kvnode-node: {claim}"),
             "--write-out",
             "\n%{http_code}",
             &internal,
         ])
     };
+    // Node 2's certificate claiming node 2 passes mutual TLS and reaches the next check, the
+    // request signature (curl cannot sign: 401).
     let (ok, out, err) = as_node2("2");
     assert!(
-        ok && out.ends_with("\n200"),
+        ok && out.ends_with("\n401"),
         "node 2's certificate as node 2: {out} {err}"
     );
+    assert!(out.contains("signature"), "{out}");
+    // Signed as node 2 (a secret holder), with node 2's certificate: served. Signed as node 3
+    // with node 2's certificate: refused, the certificate and the signature disagree.
+    let signed_as = |issuer: &str| {
+        let mut args: Vec<String> = [
+            "--cacert",
+            ca,
+            "--cert",
+            path(&n2_cert),
+            "--key",
+            path(&n2_key),
+            "-H",
+            "x-kvnode-node: 2",
+            "--write-out",
+            "\n%{http_code}",
+        ]
+        .iter()
+        .map(|a| (*a).to_string())
+        .collect();
+        args.extend(signed_get("/status", issuer));
+        args.push(internal.clone());
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        curl(&refs)
+    };
+    let (ok, out, err) = signed_as("node-2");
+    assert!(
+        ok && out.ends_with("\n200"),
+        "signed as node 2: {out} {err}"
+    );
+    let (ok, out, err) = signed_as("node-3");
+    assert!(
+        ok && out.ends_with("\n403"),
+        "signed as node 3: {out} {err}"
+    );
+    assert!(out.contains("signed by node-3 but claims node 2"), "{out}");
     let (ok, out, err) = as_node2("3");
     assert!(
         ok && out.ends_with("\n403"),
         "node 2's certificate claiming node 3: {out} {err}"
     );
     assert!(out.contains("does not name keyviz-node-3"), "{out}");
-    let (ok, out, err) = curl(&["--cacert", ca, "-H", &secret, &internal]);
+    let (ok, out, err) = curl(&["--cacert", ca, "-H", "x-kvnode-node: 2", &internal]);
     assert!(!ok, "no client certificate must fail the handshake: {out}");
     assert!(!err.is_empty());
     let rogue = Pki::new("rogue CA");
@@ -275,8 +338,6 @@ fn tls_cluster_serves_https_resp_tls_and_mutual_tls_between_nodes() {
         path(&rc),
         "--key",
         path(&rk),
-        "-H",
-        &secret,
         "-H",
         "x-kvnode-node: 3",
         &internal,

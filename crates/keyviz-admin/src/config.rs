@@ -126,7 +126,8 @@ pub struct AdminConfig {
     /// How long a finished fan-out result is reused for identical requests (default 1 s,
     /// at most 1 s; zero disables reuse but keeps single-flight).
     pub result_reuse: Duration,
-    /// Lifetime of a peer token (default 10 s, at most 30 s).
+    /// How old a signed peer request may be when it arrives (default 10 s, at most 30 s),
+    /// on top of `clock_skew`; its nonce is remembered that long to refuse replays.
     pub peer_token_ttl: Duration,
     /// Lifetime of an operator session (default 1 h); also the cookies' Max-Age.
     pub session_ttl: Duration,

@@ -65,6 +65,7 @@ pub mod fanout;
 pub mod host;
 pub mod hotkeys;
 mod metrics;
+pub mod peer;
 mod state;
 pub mod tls;
 mod ui;
@@ -218,6 +219,12 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/", any(ui::index))
         .route("/admin/{*rest}", any(ui::index))
         .route("/metrics", get(metrics))
+        // Inside the security headers: the answer MAC covers the body only, so headers added
+        // afterwards do not break it.
+        .layer(axum::middleware::from_fn_with_state(
+            state.inner.peer_guard.clone(),
+            peer::server::guard,
+        ))
         .layer(axum::middleware::map_response(security_headers));
     let r = if state.inner.config.secure_transport {
         r.layer(axum::middleware::map_response(strict_transport_security))

@@ -130,11 +130,8 @@ pub(crate) fn router(
             })
         })
         .collect();
-    let mut builder = AdminState::builder(identity, secret);
-    if let Some(t) = peer_tls {
-        builder = builder.peer_tls(t);
-    }
-    let state = builder
+    let state = AdminState::builder(identity, secret)
+        .peer_tls(peer_tls)
         .config(config)
         .matrix_source(source)
         .credentials(credentials(cfg)?)

@@ -1,6 +1,7 @@
 //! The internal HTTP server on `raft_addr`: Raft RPCs, forwarded operations, leadership
-//! campaigns, splits and status. Requests must carry the cluster secret when one is set
-//! (checked in constant time); bodies of the Raft RPCs and forwarded operations are postcard
+//! campaigns, splits and status. When a cluster secret is set, every request must be signed
+//! for this node and every answer is signed (`keyviz_admin::peer`: MACs checked in constant
+//! time, replays refused); bodies of the Raft RPCs and forwarded operations are postcard
 //! ([`Bin`]). [`serve`] runs this router and the admin router with header, body and total
 //! deadlines, an idle keep-alive timeout and a concurrency limit (503 beyond it).
 
@@ -28,9 +29,8 @@ use crate::dispatch::{DispatchError, Dispatcher, GroupCommand, GroupReply};
 use crate::raft::{GroupError, GroupStatus, HandOverRequest, Leadership, TransferError};
 use crate::routing::Route;
 use crate::store::{from_bin, to_bin};
-use crate::transport::{
-    CONTENT_TYPE, MAX_BODY_BYTES, NODE_HEADER, SECRET_HEADER, deadline_for, secret_matches,
-};
+use crate::transport::{CONTENT_TYPE, MAX_BODY_BYTES, NODE_HEADER, deadline_for};
+use keyviz_admin::peer::{GuardConfig, PeerGuard, PeerKeys};
 
 /// A postcard request body (extractor) or answer (response). A body that does not decode is
 /// refused with 400; one over [`MAX_BODY_BYTES`] with 413.
@@ -238,31 +238,59 @@ pub(crate) struct SplitRequest {
 #[derive(Clone)]
 struct Ctx {
     dispatcher: Arc<Dispatcher>,
-    secret: Option<Arc<str>>,
 }
 
-/// The internal router.
-pub(crate) fn router(dispatcher: Arc<Dispatcher>, secret: Option<String>) -> Router {
+/// The internal router. With `secret`, the peer guard refuses (401) every request not
+/// signed with it for `node_id` (or replayed), and signs every answer; without one (allowed
+/// only on a loopback-only `raft_addr`, see `NodeConfig::validate`) every request passes.
+///
+/// With `mtls_members` (mutual TLS on), every request must also carry a client certificate
+/// naming a member and the node it claims in [`NODE_HEADER`] ([`check_peer_certificate`],
+/// before the signature check), and a signed request's issuer must be that node
+/// ([`check_signed_claim`], after it).
+pub(crate) fn router(
+    dispatcher: Arc<Dispatcher>,
+    secret: Option<&[u8]>,
+    node_id: u64,
+    mtls_members: Option<std::collections::BTreeSet<u64>>,
+) -> Router {
     let ctx = Ctx {
         dispatcher: dispatcher.clone(),
-        secret: secret.map(Arc::from),
     };
-    Router::new()
+    let router = Router::new()
         .route("/kv/{group}/exec", post(exec))
         .route("/kv/{group}/elect", post(elect))
         .route("/kv/{group}/hand_over", post(hand_over))
         .route("/kv/{group}/read_index", post(read_index))
         .route("/kv/split", post(split))
         .route("/status", get(status))
-        .with_state(ctx.clone())
-        .merge(crate::raft::router::routes(dispatcher.groups().clone()))
-        .layer(middleware::from_fn_with_state(ctx, check_secret))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(ctx)
+        .merge(crate::raft::router::routes(dispatcher.groups().clone()));
+    let router = if mtls_members.is_some() {
+        router.layer(middleware::from_fn(check_signed_claim))
+    } else {
+        router
+    };
+    let router = match secret {
+        None => router,
+        Some(secret) => router.layer(middleware::from_fn_with_state(
+            Arc::new(guard(secret, node_id)),
+            keyviz_admin::peer::server::guard,
+        )),
+    };
+    let router = match mtls_members {
+        Some(members) => router.layer(middleware::from_fn_with_state(
+            Arc::new(members),
+            check_peer_certificate,
+        )),
+        None => router,
+    };
+    router.layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
-/// Under mutual TLS, accepts only requests whose verified client certificate names the node
-/// they claim to come from ([`NODE_HEADER`]), and only members (see
-/// [`require_node_certificates`]); anything else gets 403 with the reason.
+/// Under mutual TLS (outermost, before the signature check), accepts only requests whose
+/// verified client certificate names the node they claim to come from ([`NODE_HEADER`]),
+/// and only members; anything else gets 403 with the reason.
 async fn check_peer_certificate(
     State(members): State<Arc<std::collections::BTreeSet<u64>>>,
     req: Request,
@@ -294,30 +322,51 @@ async fn check_peer_certificate(
     next.run(req).await
 }
 
-/// Wraps the internal router so that every request must come from a member whose client
-/// certificate names it ([`check_peer_certificate`]); used when `tls_client_auth` is
-/// `peers` or `all`.
-pub(crate) fn require_node_certificates(
-    router: Router,
-    members: std::collections::BTreeSet<u64>,
-) -> Router {
-    router.layer(middleware::from_fn_with_state(
-        Arc::new(members),
-        check_peer_certificate,
-    ))
-}
-
-/// Refuses (401) a request without the cluster secret, when one is configured. Without one
-/// (allowed only on a loopback-only `raft_addr`, see `NodeConfig::validate`) every request
-/// passes.
-async fn check_secret(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
-    if let Some(secret) = &ctx.secret {
-        let given = req.headers().get(SECRET_HEADER).map(|v| v.as_bytes());
-        if !secret_matches(given, secret.as_bytes()) {
-            return (StatusCode::UNAUTHORIZED, "missing or wrong cluster secret").into_response();
-        }
+/// Under mutual TLS (innermost, after the signature check): a signed request's issuer must
+/// be the node its [`NODE_HEADER`] claims, so the certificate checked by
+/// [`check_peer_certificate`] and the signature name the same node.
+async fn check_signed_claim(req: Request, next: Next) -> Response {
+    let claimed = req
+        .headers()
+        .get(NODE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let (Some(v), Some(id)) = (
+        req.extensions()
+            .get::<keyviz_admin::peer::VerifiedRequest>(),
+        claimed,
+    ) && v.issuer != crate::transport::peer_name(id)
+    {
+        return (
+            StatusCode::FORBIDDEN,
+            format!("mutual TLS: signed by {} but claims node {id}", v.issuer),
+        )
+            .into_response();
     }
     next.run(req).await
+}
+
+/// The verifier of the internal port.
+fn guard(secret: &[u8], node_id: u64) -> PeerGuard {
+    PeerGuard::new(
+        PeerKeys::new(secret.to_vec(), None),
+        GuardConfig {
+            self_id: crate::transport::peer_name(node_id),
+            max_age: crate::transport::SIGNATURE_MAX_AGE,
+            max_skew: crate::transport::SIGNATURE_CLOCK_SKEW,
+            age_bytes_per_sec: Some(crate::transport::ASSUMED_BYTES_PER_SEC),
+            replay_capacity: crate::transport::REPLAY_CAPACITY,
+            request_cap: MAX_BODY_BYTES,
+            identity_path: None,
+            required: true,
+        },
+        refuse,
+        crate::transport::now_ms,
+    )
+}
+
+fn refuse(status: StatusCode, _code: &'static str, message: String) -> Response {
+    (status, message).into_response()
 }
 
 fn to_wire(e: DispatchError) -> GroupError {

@@ -323,9 +323,6 @@ pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
         })?,
     };
     let catalog = Arc::new(SharedCatalog::new(catalog, sampling.clone()));
-    let secret_text = secret
-        .as_ref()
-        .map(|s| String::from_utf8_lossy(s).into_owned());
     let tls = load_tls(&cfg)?;
     let client_tls = match &tls {
         Some(t) if cfg.tls_ca.is_some() => Some(
@@ -334,7 +331,15 @@ pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
         ),
         _ => None,
     };
-    let client = PeerClient::new(secret_text.clone(), cfg.node_id, client_tls.clone());
+    let client = PeerClient::new(
+        secret.as_deref(),
+        cfg.node_id,
+        cfg.members().into_iter().map(|(id, a)| (id, a.raft)),
+        &keyviz_admin::peer::TransportConfig {
+            tls: client_tls.clone(),
+            ..PeerClient::transport_config()
+        },
+    );
 
     let resp_auth = Arc::new(resp_auth(&cfg)?);
     let client_limits = client_limits(&cfg);
@@ -398,11 +403,14 @@ pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
     let mut tasks = Vec::new();
 
     use keyviz_admin::tls::{ClientAuth, Listener};
-    let mut internal = crate::internal::router(dispatcher.clone(), secret_text);
-    if tls.is_some() && cfg.tls_client_auth != ClientAuth::Off {
-        internal =
-            crate::internal::require_node_certificates(internal, members.keys().copied().collect());
-    }
+    let mtls_members = (tls.is_some() && cfg.tls_client_auth != ClientAuth::Off)
+        .then(|| members.keys().copied().collect());
+    let internal = crate::internal::router(
+        dispatcher.clone(),
+        secret.as_deref(),
+        cfg.node_id,
+        mtls_members,
+    );
     tasks.push(tokio::spawn(crate::internal::serve(
         raft_listener,
         internal,

@@ -1,16 +1,10 @@
-//! The peer HTTP client: one GET with a deadline and a body cap enforced while streaming.
+//! What one fan-out peer call can fail with. The HTTP client itself is the shared peer
+//! transport ([`crate::peer::transport`]); this is the fan-out's view of its errors.
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use http::{Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-
-/// Bytes of a non-200 body quoted in the error text.
-const ERROR_BODY_PREFIX: usize = 512;
+use crate::peer::TransportError;
+pub use crate::peer::chain;
 
 /// Why one peer call failed. Every variant becomes `ok:false` with its text; the fan-out
 /// itself never fails because of a peer.
@@ -49,6 +43,14 @@ pub enum PeerError {
     /// The peer is not the node it was addressed as (or did not say who it is).
     #[error("peer identity: {0}")]
     Identity(String),
+    /// The peer did not prove that it holds the cluster secret when challenged for its
+    /// identity: an impostor, a node with another secret, or an older node. It got no
+    /// request it could use elsewhere and nothing of it is merged.
+    #[error("peer identity unproven: {0}")]
+    IdentityUnproven(String),
+    /// A proven peer's answer failed its MAC (tampered, replayed, or for another request).
+    #[error("peer answer not authenticated: {0}")]
+    Unauthenticated(String),
     /// The hot-key answer decoded but breaks an invariant (bounds, order, limits, series).
     #[error("invalid peer hot keys: {0}")]
     InvalidHotKeys(String),
@@ -71,151 +73,23 @@ impl PeerError {
             PeerError::Decode(_) => "decode",
             PeerError::Invalid(_) => "invalid",
             PeerError::Identity(_) => "identity",
+            PeerError::IdentityUnproven(_) => "peer_identity_unproven",
+            PeerError::Unauthenticated(_) => "peer_answer_unauthenticated",
             PeerError::InvalidHotKeys(_) => "invalid",
             PeerError::HotKeysUnavailable(_) => "hot_keys_unavailable",
         }
     }
 }
 
-/// Renders an error with its source chain, which is where hyper keeps the useful part
-/// ("Connection refused"). Pure; shared with the `keyviz` CLI's admin client.
-#[must_use = "pure function"]
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
-}
-
-/// A pooled HTTP/1 client for peer calls (`http://`, and `https://` when built with TLS).
-/// Cloning shares the pool.
-#[derive(Clone)]
-pub struct PeerClient {
-    client: Http,
-}
-
-#[derive(Clone)]
-enum Http {
-    Plain(Client<HttpConnector, Empty<Bytes>>),
-    Tls(Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>),
-}
-
-impl PeerClient {
-    /// A client whose TCP connect gives up after `connect_timeout`; it refuses `https://`
-    /// peers ([`PeerError::Address`]): use [`PeerClient::with_tls`] for them.
-    #[must_use]
-    pub fn new(connect_timeout: Duration) -> Self {
-        Self::with_tls(connect_timeout, None)
-    }
-
-    /// As [`PeerClient::new`]; with `tls`, `https://` peers are called with it (server
-    /// certificates verified against its roots, its client certificate presented when
-    /// asked) and `http://` peers still in plain TCP.
-    #[must_use]
-    pub fn with_tls(
-        connect_timeout: Duration,
-        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
-    ) -> Self {
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(8);
-        let client = match tls {
-            Some(cfg) => {
-                Http::Tls(builder.build(crate::tls::https_connector(cfg, connect_timeout)))
-            }
-            None => {
-                let mut conn = HttpConnector::new();
-                conn.set_connect_timeout(Some(connect_timeout));
-                conn.set_nodelay(true);
-                Http::Plain(builder.build(conn))
-            }
-        };
-        PeerClient { client }
-    }
-
-    /// GETs `url` with the given headers and returns the body of a 200 answer with its
-    /// `Content-Type` (if any). The body is
-    /// read frame by frame and the call stops as soon as more than `cap` bytes arrived (a
-    /// `Content-Length` above the cap is refused before reading), so memory stays below
-    /// `cap` plus one frame. No deadline here: the caller wraps the call in one.
-    ///
-    /// # Errors
-    /// [`PeerError`] for bad URLs, transport failures, non-200 statuses and the cap.
-    pub async fn get(
-        &self,
-        url: &str,
-        headers: &[(header::HeaderName, String)],
-        cap: usize,
-    ) -> Result<(Bytes, Option<String>), PeerError> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| PeerError::Address(format!("{url}: {e}")))?;
-        let mut builder = Request::get(uri.clone());
-        for (name, value) in headers {
-            builder = builder.header(name, value);
+impl From<TransportError> for PeerError {
+    fn from(e: TransportError) -> Self {
+        match e {
+            TransportError::Address(a) => PeerError::Address(a),
+            TransportError::Connect { detail, .. } => PeerError::Connect(detail),
+            TransportError::Timeout(d) => PeerError::Timeout(d),
+            TransportError::BodyCap { cap } => PeerError::BodyCap { cap },
+            TransportError::Sign(e) => PeerError::Identity(e.to_string()),
+            TransportError::Unauthenticated(e) => PeerError::Unauthenticated(e.to_string()),
         }
-        let req = builder
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| PeerError::Address(e.to_string()))?;
-        let sent = match &self.client {
-            Http::Tls(c) => c.request(req).await,
-            Http::Plain(_) if uri.scheme_str() == Some("https") => {
-                return Err(PeerError::Address(format!(
-                    "{url}: https peers need TLS on this node (tls_cert, tls_key and tls_ca)"
-                )));
-            }
-            Http::Plain(c) => c.request(req).await,
-        };
-        let resp = sent.map_err(|e| PeerError::Connect(chain(&e)))?;
-        let status = resp.status();
-        let content_type = resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let declared = resp
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let mut body = resp.into_body();
-        if status != StatusCode::OK {
-            let mut prefix = BytesMut::new();
-            while prefix.len() < ERROR_BODY_PREFIX {
-                match body.frame().await {
-                    Some(Ok(frame)) => {
-                        if let Ok(data) = frame.into_data() {
-                            prefix.extend_from_slice(&data);
-                        }
-                    }
-                    _ => break,
-                }
-            }
-            prefix.truncate(ERROR_BODY_PREFIX);
-            return Err(PeerError::Status {
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&prefix).trim_end().to_string(),
-            });
-        }
-        if declared.is_some_and(|n| n > cap as u64) {
-            return Err(PeerError::BodyCap { cap });
-        }
-        let initial = declared.map_or(64 * 1024, |n| usize::try_from(n).unwrap_or(cap));
-        let mut buf = BytesMut::with_capacity(initial.min(cap));
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| PeerError::Connect(chain(&e)))?;
-            if let Ok(data) = frame.into_data() {
-                if buf.len().saturating_add(data.len()) > cap {
-                    return Err(PeerError::BodyCap { cap });
-                }
-                buf.extend_from_slice(&data);
-            }
-        }
-        Ok((buf.freeze(), content_type))
     }
 }

@@ -1,0 +1,345 @@
+//! The one HTTP/1 client of every node-to-node call: a pooled hyper client (plain, or rustls
+//! when a TLS client config is given), requests signed with [`super::signing`], answers read
+//! through `http_body_util::Limited` under a byte cap and verified before anything trusts
+//! them, every call under a deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use super::signing::{self, PeerKeys, SignatureError};
+
+/// Settings of a [`PeerTransport`].
+#[derive(Clone)]
+pub struct TransportConfig {
+    /// TCP connect deadline.
+    pub connect_timeout: Duration,
+    /// How long an idle pooled connection is kept; keep it below the servers' keep-alive
+    /// timeout so a connection the server is closing is never reused.
+    pub pool_idle_timeout: Duration,
+    /// Idle connections kept per peer.
+    pub pool_max_idle_per_host: usize,
+    /// TLS client settings (roots, client certificate for mTLS). `None`: plain HTTP only,
+    /// and `https://` peers are refused with [`TransportError::Address`].
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for TransportConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransportConfig")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("pool_idle_timeout", &self.pool_idle_timeout)
+            .field("pool_max_idle_per_host", &self.pool_max_idle_per_host)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            connect_timeout: Duration::from_millis(500),
+            pool_idle_timeout: Duration::from_secs(5),
+            pool_max_idle_per_host: 8,
+            tls: None,
+        }
+    }
+}
+
+/// Why a peer call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The URL is not a usable peer address (or needs TLS that is not configured).
+    #[error("invalid peer address: {0}")]
+    Address(String),
+    /// Connection or protocol failure before a complete answer arrived. `connect` is true
+    /// when the TCP connect itself failed, so the peer never saw the request.
+    #[error("peer request failed: {detail}")]
+    Connect {
+        /// Cause with its source chain.
+        detail: String,
+        /// The connect failed (nothing was sent).
+        connect: bool,
+    },
+    /// No complete answer within the deadline; the outcome is unknown.
+    #[error("peer did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The request or the answer body exceeds the cap; reading stopped there.
+    #[error("peer body exceeds the {cap}-byte cap")]
+    BodyCap {
+        /// The cap in bytes.
+        cap: usize,
+    },
+    /// The request could not be signed.
+    #[error("sign peer request: {0}")]
+    Sign(SignatureError),
+    /// The answer is not authenticated: unsigned, tampered, for another request, or from
+    /// another node than the one addressed. Nothing of it may be trusted.
+    #[error("peer answer not authenticated: {0}")]
+    Unauthenticated(SignatureError),
+}
+
+/// Renders an error with its source chain, which is where hyper keeps the useful part
+/// ("Connection refused"). Pure.
+#[must_use = "pure function"]
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
+
+/// A complete peer answer.
+#[derive(Debug, Clone)]
+pub struct PeerResponse {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Answer headers.
+    pub headers: http::HeaderMap,
+    /// The body (at most the call's cap).
+    pub body: Bytes,
+    /// The node that signed the answer, when the call was signed and the answer verified
+    /// (always set for a 2xx answer to a signed call; `None` for an unsigned error answer).
+    pub responder: Option<String>,
+}
+
+impl PeerResponse {
+    /// Up to 512 bytes of the body, lossily decoded, for error texts.
+    #[must_use]
+    pub fn body_prefix(&self) -> String {
+        String::from_utf8_lossy(&self.body[..self.body.len().min(512)])
+            .trim_end()
+            .to_string()
+    }
+}
+
+#[derive(Clone)]
+enum Inner {
+    Plain(Client<HttpConnector, Full<Bytes>>),
+    Tls(Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>),
+}
+
+/// How a call is signed: the keys, this node's id (the issuer) and the audience (the
+/// addressed node's id, or [`signing::AUD_IDENTITY`] for an identity challenge).
+#[derive(Debug, Clone, Copy)]
+pub struct Signing<'a> {
+    /// The cluster keys.
+    pub keys: &'a PeerKeys,
+    /// This node's id.
+    pub issuer: &'a str,
+    /// Who the request is for.
+    pub audience: &'a str,
+    /// Unix ms now (the signature's timestamp).
+    pub now_ms: i64,
+}
+
+/// A pooled peer client; cloning shares the pool. Blocks on nothing but the network; holds
+/// no lock across an await.
+#[derive(Clone)]
+pub struct PeerTransport {
+    inner: Inner,
+}
+
+impl std::fmt::Debug for PeerTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tls = matches!(self.inner, Inner::Tls(_));
+        f.debug_struct("PeerTransport").field("tls", &tls).finish()
+    }
+}
+
+impl PeerTransport {
+    /// A client with `config`'s connect timeout, pool and TLS settings.
+    #[must_use]
+    pub fn new(config: &TransportConfig) -> Self {
+        let mut conn = HttpConnector::new();
+        conn.set_connect_timeout(Some(config.connect_timeout));
+        conn.set_nodelay(true);
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(config.pool_max_idle_per_host);
+        let inner = match &config.tls {
+            None => Inner::Plain(builder.build(conn)),
+            Some(tls) => {
+                conn.enforce_http(false);
+                let https = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(tls.as_ref().clone())
+                    .https_or_http()
+                    .enable_http1()
+                    .wrap_connector(conn);
+                Inner::Tls(builder.build(https))
+            }
+        };
+        PeerTransport { inner }
+    }
+
+    /// Whether `https://` peers can be called.
+    #[must_use]
+    pub fn has_tls(&self) -> bool {
+        matches!(self.inner, Inner::Tls(_))
+    }
+
+    /// Sends one request and reads the whole answer, all within `deadline`.
+    ///
+    /// With `signing`, the request carries a fresh signature over method, path and query,
+    /// body, time, nonce, issuer and audience, and a 2xx answer must carry a valid answer
+    /// MAC bound to that nonce (from the audience node, unless the audience is the identity
+    /// challenge); a non-2xx answer is verified when signed and otherwise returned with
+    /// `responder: None`, for the caller to report but never to trust. The answer body is
+    /// read through `Limited` and refused once it passes `cap` (a `Content-Length` above
+    /// the cap is refused before reading), so memory stays below `cap` plus one frame.
+    ///
+    /// # Errors
+    /// [`TransportError`] for bad URLs, signing, connection failures, the deadline, the cap
+    /// and unauthenticated answers.
+    // One argument per part of the request; call sites read as the request they send.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        body: Bytes,
+        cap: usize,
+        deadline: Duration,
+        signing: Option<Signing<'_>>,
+    ) -> Result<PeerResponse, TransportError> {
+        match tokio::time::timeout(
+            deadline,
+            self.send_unbounded(method, url, headers, body, cap, signing),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(TransportError::Timeout(deadline)),
+        }
+    }
+
+    async fn send_unbounded(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        body: Bytes,
+        cap: usize,
+        signing: Option<Signing<'_>>,
+    ) -> Result<PeerResponse, TransportError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| TransportError::Address(format!("{url}: {e}")))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") if self.has_tls() => {}
+            Some("https") => {
+                return Err(TransportError::Address(format!(
+                    "{url}: https peers need a TLS client configuration (--tls-ca)"
+                )));
+            }
+            _ => {
+                return Err(TransportError::Address(format!(
+                    "{url}: scheme must be http or https"
+                )));
+            }
+        }
+        let path_and_query = uri
+            .path_and_query()
+            .map_or("/", http::uri::PathAndQuery::as_str)
+            .to_string();
+        let signed = signing
+            .map(|s| {
+                signing::sign_request(
+                    s.keys,
+                    &method,
+                    &path_and_query,
+                    &body,
+                    s.issuer,
+                    s.audience,
+                    s.now_ms,
+                )
+                .map(|r| (s, r))
+            })
+            .transpose()
+            .map_err(TransportError::Sign)?;
+        let mut builder = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            builder = builder.header(name, value);
+        }
+        if let Some((_, r)) = &signed {
+            for (name, value) in &r.headers {
+                builder = builder.header(name, value);
+            }
+        }
+        let req = builder
+            .body(Full::new(body))
+            .map_err(|e| TransportError::Address(e.to_string()))?;
+        let resp = match &self.inner {
+            Inner::Plain(c) => c.request(req).await,
+            Inner::Tls(c) => c.request(req).await,
+        }
+        .map_err(|e| TransportError::Connect {
+            detail: chain(&e),
+            connect: e.is_connect(),
+        })?;
+        let status = resp.status();
+        let declared = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > cap as u64) {
+            return Err(TransportError::BodyCap { cap });
+        }
+        let (parts, body) = resp.into_parts();
+        let body = Limited::new(body, cap)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    TransportError::BodyCap { cap }
+                } else {
+                    TransportError::Connect {
+                        detail: chain(e.as_ref()),
+                        connect: false,
+                    }
+                }
+            })?
+            .to_bytes();
+        let mut responder = None;
+        if let Some((s, r)) = &signed {
+            let expected = (s.audience != signing::AUD_IDENTITY).then_some(s.audience);
+            let has_mac = parts.headers.contains_key(signing::HDR_RESPONSE_SIGNATURE);
+            if status.is_success() || has_mac {
+                let id = signing::verify_response(
+                    s.keys,
+                    &r.nonce,
+                    s.issuer,
+                    expected,
+                    status.as_u16(),
+                    &parts.headers,
+                    &body,
+                )
+                .map_err(TransportError::Unauthenticated)?;
+                responder = Some(id);
+            }
+        }
+        Ok(PeerResponse {
+            status,
+            headers: parts.headers,
+            body,
+            responder,
+        })
+    }
+}
