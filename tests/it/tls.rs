@@ -414,3 +414,118 @@ fn tls_cluster_serves_https_resp_tls_and_mutual_tls_between_nodes() {
     let (ok, out) = redis_cli(&["--tls", "--cacert", ca, "-p", &p3, "GET", "tls:after"]);
     assert!(ok && out.trim() == "reload", "{out}");
 }
+
+/// A base port such that `base..base + n` are all free on 127.0.0.1 now.
+fn free_run(n: u16) -> u16 {
+    loop {
+        let base = free_port();
+        if base > u16::MAX - n {
+            continue;
+        }
+        let held: Vec<_> = (base..base + n)
+            .map_while(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok())
+            .collect();
+        if held.len() == usize::from(n) {
+            return base;
+        }
+    }
+}
+
+#[test]
+fn demo_with_tls_prints_curl_and_redis_cli_lines_that_work() {
+    use std::io::BufRead;
+    crate::util::require_redis_tools();
+    let _serial = crate::util::serial();
+    let ports: Vec<String> = (0..4).map(|_| free_run(3).to_string()).collect();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyviz"))
+        .args([
+            "demo",
+            "--tls",
+            "--no-workload",
+            "--resp-port",
+            &ports[0],
+            "--admin-port",
+            &ports[1],
+            "--raft-port",
+            &ports[2],
+            "--resp-tls-port",
+            &ports[3],
+        ])
+        .env("KEYVIZ_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn keyviz demo");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut lines = Vec::new();
+    while !lines.iter().any(|l: &String| l.contains("Press Ctrl-C")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => lines.push(l),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("demo not ready in 60 s:\n{}", lines.join("\n"));
+            }
+        }
+    }
+    let text = lines.join("\n");
+    let command = |prefix: &str| -> Vec<String> {
+        lines
+            .iter()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(str::to_string))
+            .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{text}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    assert!(
+        text.contains(&format!("UI:     https://127.0.0.1:{}/admin", ports[1])),
+        "{text}"
+    );
+    let curl_args = command("curl ");
+    let refs: Vec<&str> = curl_args.iter().map(String::as_str).collect();
+    let (ok, out, err) = curl(&refs);
+    assert!(
+        ok && out.contains("ok"),
+        "printed curl line: {out} {err}\n{text}"
+    );
+    let cli_args = command("redis-cli ");
+    let refs: Vec<&str> = cli_args.iter().map(String::as_str).collect();
+    let (ok, out) = redis_cli(&refs);
+    assert!(
+        ok && out.trim() == "PONG",
+        "printed redis-cli line: {out}\n{text}"
+    );
+
+    let ok = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -INT the demo");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait demo") {
+            assert!(status.success(), "demo exit: {status}");
+            break;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("demo did not stop within 30 s of SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = reader.join();
+}

@@ -12,6 +12,11 @@ use std::time::{Duration, Instant};
 /// starve each other's Raft timers.
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// Holds the cluster-test lock for a test that starts nodes without [`Cluster`] (the demo).
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 pub const SECRET: &str = "it-cluster-secret-0123456789abcdef0123";
 pub const ADMIN_USER: &str = "operator";
 pub const ADMIN_PASSWORD: &str = "it-password";
