@@ -529,3 +529,66 @@ fn demo_with_tls_prints_curl_and_redis_cli_lines_that_work() {
     }
     let _ = reader.join();
 }
+
+#[test]
+fn client_auth_all_requires_a_ca_certificate_on_the_admin_and_resp_tls_ports() {
+    crate::util::require_redis_tools();
+    let pki = Pki::new("keyviz test CA");
+    let (cert, key) = pki.node("node-1", 1, "keyviz-node-1");
+    let tls_port = free_port();
+    let (c1, k1) = (cert.clone(), key.clone());
+    let ca_path = pki.ca();
+    let c = Cluster::start(Opts {
+        nodes: 1,
+        groups: 1,
+        node_args: Some(Box::new(move |_| {
+            vec![
+                format!("--tls-cert={}", c1.display()),
+                format!("--tls-key={}", k1.display()),
+                format!("--tls-ca={}", ca_path.display()),
+                "--tls-client-auth=all".to_string(),
+                format!("--resp-tls-addr=127.0.0.1:{tls_port}"),
+            ]
+        })),
+        ..Opts::default()
+    });
+    let ca = pki.ca();
+    let ca = path(&ca);
+    let health = format!("https://127.0.0.1:{}/admin/healthz", c.nodes[0].admin);
+    let (ok, _, err) = curl(&["--cacert", ca, &health]);
+    assert!(!ok, "no client certificate must fail under `all`");
+    assert!(!err.is_empty());
+    let (ok, out, err) = curl(&[
+        "--cacert",
+        ca,
+        "--cert",
+        path(&cert),
+        "--key",
+        path(&key),
+        &health,
+    ]);
+    assert!(
+        ok && out.contains("ok"),
+        "with a CA certificate: {out} {err}"
+    );
+
+    let port = tls_port.to_string();
+    let (_, out) = redis_cli(&["--tls", "--cacert", ca, "-p", &port, "PING"]);
+    assert!(
+        !out.contains("PONG"),
+        "RESP TLS without a client certificate: {out}"
+    );
+    let (ok, out) = redis_cli(&[
+        "--tls",
+        "--cacert",
+        ca,
+        "--cert",
+        path(&cert),
+        "--key",
+        path(&key),
+        "-p",
+        &port,
+        "PING",
+    ]);
+    assert!(ok && out.trim() == "PONG", "{out}");
+}
