@@ -401,7 +401,15 @@ impl Conn {
                 Ok(Command::Auth { user, password }) => {
                     // AUTH changes what the following requests may do: run those before it.
                     self.run_segment(&shared, &mut segment).await;
-                    match shared.auth.authenticate(user.as_ref(), &password).await {
+                    let client = self
+                        .stream
+                        .peer_addr()
+                        .map_or_else(|_| "unknown".to_string(), |a| a.ip().to_string());
+                    match shared
+                        .auth
+                        .authenticate(user.as_ref(), &password, &client)
+                        .await
+                    {
                         Ok(s) => {
                             self.session = s;
                             self.codec.set_restricted(!self.session.authenticated);
