@@ -252,7 +252,8 @@ fn resp_auth(cfg: &NodeConfig) -> Result<Auth, NodeError> {
     } else {
         None
     };
-    Ok(Auth::new(pass.as_deref(), operators, cfg.keyviz_commands))
+    Auth::new(pass.as_deref(), operators, cfg.keyviz_commands)
+        .map_err(|e| NodeError::Admin(format!("start RESP AUTH workers: {e}")))
 }
 
 /// `HOTKEYS` of this node: cluster-wide through the admin fan-out when the node serves the

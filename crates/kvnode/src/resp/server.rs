@@ -245,6 +245,14 @@ enum Stream {
 }
 
 impl Stream {
+    /// The client's address (the TCP peer under TLS too).
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        match self {
+            Stream::Plain(s) => s.peer_addr(),
+            Stream::Tls(s) => s.get_ref().get_ref().0.peer_addr(),
+        }
+    }
+
     /// Waits until a read will not block (data, EOF or an error is there). Cancel safe.
     async fn readable(&mut self) -> std::io::Result<()> {
         use tokio::io::AsyncBufReadExt;
@@ -542,7 +550,15 @@ impl Conn {
                 Ok(Command::Auth { user, password }) => {
                     // AUTH changes what the following requests may do: run those before it.
                     self.run_segment(&shared, &mut segment).await;
-                    match shared.auth.authenticate(user.as_ref(), &password).await {
+                    let client = self
+                        .stream
+                        .peer_addr()
+                        .map_or_else(|_| "unknown".to_string(), |a| a.ip().to_string());
+                    match shared
+                        .auth
+                        .authenticate(user.as_ref(), &password, &client)
+                        .await
+                    {
                         Ok(s) => {
                             self.session = s;
                             self.codec.set_restricted(!self.session.authenticated);
