@@ -4,6 +4,7 @@
 #   chromium for the browser end-to-end tests (scripts/e2e.sh installs its npm side),
 #   tmux for the full-screen `keyviz top` test (tests/it/top.rs skips it when tmux is missing),
 #   prometheus (for promtool, and the server) for the alert-rule tests (tests/it/alerts.rs).
+#   curl for the TLS tests (tests/it/tls.rs: a real HTTPS client against the admin port).
 set -euo pipefail
 
 missing=()
@@ -11,6 +12,7 @@ command -v redis-cli >/dev/null 2>&1 && command -v redis-benchmark >/dev/null 2>
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-test-deps: installing ${missing[*]}"

@@ -8,8 +8,8 @@
 //! can make a call fail but never hang the CLI or grow its memory without bound. Decoded
 //! answers are validated before they are returned.
 //!
-//! Plain HTTP only: the admin listener serves no TLS (put it behind an SSH tunnel or a
-//! TLS-terminating proxy on the same host).
+//! Plain HTTP only: this client has no TLS yet, so it cannot reach a node started with
+//! `--tls-cert` (whose admin listener serves HTTPS only); see docs/SECURITY.md, TLS.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -214,7 +214,7 @@ impl AdminUrl {
             Some("http") => {}
             Some("https") => {
                 return Err(bad(
-                    "https is not supported (the admin listener serves plain HTTP; use an SSH tunnel)",
+                    "https is not supported (this client has no TLS yet; nodes without --tls-cert serve plain HTTP)",
                 ));
             }
             _ => return Err(bad("the scheme must be http")),

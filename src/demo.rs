@@ -51,6 +51,13 @@ pub(crate) struct DemoArgs {
     /// Keep data here instead of a temporary directory (removed on exit).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// TLS on every listener: a throwaway CA and node certificates, mutual TLS between
+    /// nodes, HTTPS admin ports and a RESP TLS port per node.
+    #[arg(long)]
+    tls: bool,
+    /// First RESP TLS port with --tls (node i listens on this + i - 1).
+    #[arg(long, default_value_t = 6390)]
+    resp_tls_port: u16,
 }
 
 struct NodeProc {
@@ -108,7 +115,7 @@ fn random_hex(bytes: usize) -> anyhow::Result<String> {
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+pub(crate) fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     #[cfg(unix)]
     {
@@ -175,11 +182,16 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             port(args.admin_port, i)?
         ));
     }
+    let pki = if args.tls {
+        Some(crate::demo_tls::make(&data_root.join("tls"), args.nodes)?)
+    } else {
+        None
+    };
     let split_keys = workload::demo_split_keys(&WorkloadConfig::default()).join(",");
     let mut procs = Vec::new();
     for i in 1..=args.nodes {
         let dir = data_root.join(format!("node-{i}"));
-        let a = vec![
+        let mut a = vec![
             "node".to_string(),
             format!("--node-id={i}"),
             format!("--resp-addr=127.0.0.1:{}", port(args.resp_port, i)?),
@@ -197,6 +209,15 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             format!("--cluster-secret-file={}", secret_file.display()),
             format!("--requirepass-file={}", requirepass_file.display()),
         ];
+        if let Some(pki) = &pki {
+            a.extend([
+                format!("--tls-cert={}", pki.cert(i).display()),
+                format!("--tls-key={}", pki.key(i).display()),
+                format!("--tls-ca={}", pki.ca.display()),
+                "--tls-client-auth=peers".to_string(),
+                format!("--resp-tls-addr=127.0.0.1:{}", port(args.resp_tls_port, i)?),
+            ]);
+        }
         let resp: SocketAddr = format!("127.0.0.1:{}", port(args.resp_port, i)?)
             .parse()
             .context("resp address")?;
@@ -233,15 +254,39 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "Step {} ms (short so the heatmap fills quickly; `keyviz node` defaults to 60 s).",
         args.step.as_millis()
     );
+    let scheme = if pki.is_some() { "https" } else { "http" };
     for p in &procs {
+        let tls_port = match &pki {
+            Some(_) => format!("  redis TLS 127.0.0.1:{}", port(args.resp_tls_port, p.id)?),
+            None => String::new(),
+        };
         println!(
-            "  node {}: redis {}  admin http://127.0.0.1:{}/admin",
+            "  node {}: redis {}{tls_port}  admin {scheme}://127.0.0.1:{}/admin",
             p.id,
             p.resp,
             port(args.admin_port, p.id)?
         );
     }
-    println!("UI:     http://127.0.0.1:{}/admin", args.admin_port);
+    println!("UI:     {scheme}://127.0.0.1:{}/admin", args.admin_port);
+    if let Some(pki) = &pki {
+        let ca = pki.ca.display();
+        println!(
+            "TLS:    throwaway CA {ca}; every admin and internal port is TLS only, nodes authenticate each other with certificates (mutual TLS)"
+        );
+        println!(
+            "        browser: trust {ca} (or accept the warning) and open https://127.0.0.1:{}/admin",
+            args.admin_port
+        );
+        println!(
+            "        curl --cacert {ca} https://127.0.0.1:{}/admin/healthz",
+            args.admin_port
+        );
+        println!(
+            "        redis-cli --tls --cacert {ca} -p {} -a {resp_password} --no-auth-warning ping",
+            args.resp_tls_port
+        );
+        println!("        (the built-in workload uses the plain RESP ports on loopback)");
+    }
     println!("Login:  access key `admin`, secret `{password}`");
     println!(
         "Redis:  password `{resp_password}` (redis-cli -p {} -a {resp_password} --no-auth-warning)",

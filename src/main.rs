@@ -7,6 +7,7 @@
 
 mod admin_client;
 mod demo;
+mod demo_tls;
 mod heatmap;
 mod matrix_cmd;
 mod node;

@@ -135,6 +135,22 @@ pub(crate) struct NodeArgs {
     /// File holding the `/metrics` bearer token.
     #[arg(long, env = "KEYVIZ_METRICS_TOKEN_FILE")]
     metrics_token_file: Option<PathBuf>,
+    /// RESP over TLS listen address (like Redis `tls-port`); needs --tls-cert/--tls-key.
+    #[arg(long, env = "KEYVIZ_RESP_TLS_ADDR")]
+    resp_tls_addr: Option<String>,
+    /// PEM certificate chain: the admin and internal listeners serve TLS only, peers are
+    /// called over HTTPS.
+    #[arg(long, env = "KEYVIZ_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "KEYVIZ_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificates peers' (and with mTLS clients') certificates must chain to.
+    #[arg(long, env = "KEYVIZ_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Mutual TLS: off, peers (internal transport) or all (also admin and RESP TLS).
+    #[arg(long, env = "KEYVIZ_TLS_CLIENT_AUTH")]
+    tls_client_auth: Option<keyviz_admin::tls::ClientAuth>,
 }
 
 /// Parses a byte size the way Redis reads its config: `1024`, `1k` (1000), `1kb` (1024),
@@ -267,6 +283,19 @@ impl Config {
             c.metrics_token_file = args.metrics_token_file.clone();
             c.metrics_token = None;
         }
+        for (dst, v) in [
+            (&mut c.tls_cert, &args.tls_cert),
+            (&mut c.tls_key, &args.tls_key),
+            (&mut c.tls_ca, &args.tls_ca),
+        ] {
+            if v.is_some() {
+                *dst = v.clone();
+            }
+        }
+        if args.resp_tls_addr.is_some() {
+            c.resp_tls_addr = args.resp_tls_addr.clone();
+        }
+        set(&mut c.tls_client_auth, &args.tls_client_auth);
         c.validate().context("invalid node configuration")?;
         Ok(c)
     }
@@ -295,6 +324,30 @@ pub(crate) async fn termination() {
     }
 }
 
+/// Re-reads the TLS certificate and key on every `SIGHUP` (docs/SECURITY.md, TLS); a bad
+/// file is reported and the previous pair stays in use.
+async fn reload_on_sighup(node: std::sync::Arc<kvnode::node::Node>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match node.reload_tls() {
+                Ok(true) => println!("keyviz: TLS certificate reloaded"),
+                Ok(false) => eprintln!("keyviz: SIGHUP ignored: TLS is off"),
+                Err(e) => eprintln!("keyviz: TLS reload failed, keeping the old certificate: {e}"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = node;
+        std::future::pending::<()>().await;
+    }
+}
+
 pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(&args)?;
     let id = cfg.node_id;
@@ -302,11 +355,16 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("starting node {id}"))?;
     let admin = node.admin_addr().map_or("-".to_string(), |a| a.to_string());
+    let resp_tls = node
+        .resp_tls_addr()
+        .map_or(String::new(), |a| format!(" resp_tls={a}"));
     println!(
-        "keyviz node {id} listening resp={} raft={} admin={admin}",
+        "keyviz node {id} listening resp={} raft={} admin={admin}{resp_tls}",
         node.resp_addr(),
         node.raft_addr()
     );
+    let node = std::sync::Arc::new(node);
+    let reloader = tokio::spawn(reload_on_sighup(node.clone()));
     tokio::select! {
         ready = node.wait_ready(Duration::from_secs(60)) => {
             if ready {
@@ -318,6 +376,11 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
         }
         _ = termination() => {}
     }
+    reloader.abort();
+    let _ = reloader.await;
+    let Ok(node) = std::sync::Arc::try_unwrap(node) else {
+        anyhow::bail!("node {id}: still in use at shutdown");
+    };
     println!("keyviz node {id} shutting down");
     node.shutdown().await;
     Ok(ExitCode::SUCCESS)

@@ -18,6 +18,7 @@ mod ops_cli;
 mod resp;
 mod split;
 mod split_anywhere;
+mod tls;
 mod top;
 mod truth;
 mod util;

@@ -12,6 +12,11 @@ use std::time::{Duration, Instant};
 /// starve each other's Raft timers.
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// Holds the cluster-test lock for a test that starts nodes without [`Cluster`] (the demo).
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 pub const SECRET: &str = "it-cluster-secret-0123456789abcdef0123";
 pub const ADMIN_USER: &str = "operator";
 pub const ADMIN_PASSWORD: &str = "it-password";
@@ -79,6 +84,8 @@ pub struct Opts {
     pub extra_args: &'static [&'static str],
     /// Run every node under `prlimit --nofile=N:N` (its open-file limit).
     pub nofile: Option<u64>,
+    /// More flags for node `id` alone (certificates, per-node ports).
+    pub node_args: Option<Box<dyn Fn(u64) -> Vec<String>>>,
 }
 
 impl Default for Opts {
@@ -94,6 +101,7 @@ impl Default for Opts {
             keyviz_commands: "open",
             extra_args: &[],
             nofile: None,
+            node_args: None,
         }
     }
 }
@@ -225,6 +233,9 @@ impl Cluster {
                 args.push(format!("--requirepass={p}"));
             }
             args.extend(opts.extra_args.iter().map(|a| a.to_string()));
+            if let Some(f) = &opts.node_args {
+                args.extend(f(id));
+            }
             let log = dir.path().join(format!("n{id}.log"));
             let mut n = NodeProc {
                 id,

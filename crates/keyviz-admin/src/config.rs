@@ -136,7 +136,8 @@ pub struct AdminConfig {
     /// How long a finished fan-out result is reused for identical requests (default 1 s,
     /// at most 1 s; zero disables reuse but keeps single-flight).
     pub result_reuse: Duration,
-    /// Lifetime of a peer token (default 10 s, at most 30 s).
+    /// How old a signed peer request may be when it arrives (default 10 s, at most 30 s),
+    /// on top of `clock_skew`; its nonce is remembered that long to refuse replays.
     pub peer_token_ttl: Duration,
     /// Lifetime of an operator session (default 1 h); also the cookies' Max-Age.
     pub session_ttl: Duration,
@@ -145,6 +146,10 @@ pub struct AdminConfig {
     /// Mark cookies `Secure`; set it when the admin listener is served over TLS
     /// (default false: the node serves plain HTTP on loopback by default).
     pub secure_cookies: bool,
+    /// The admin listener is served over TLS: cookies are `Secure` (as with
+    /// `secure_cookies`) and every response carries `Strict-Transport-Security`
+    /// ([`crate::STRICT_TRANSPORT_SECURITY`]). Default false.
+    pub secure_transport: bool,
     /// Login attempts allowed per client IP per window (default 5).
     pub login_rate_limit: u32,
     /// Login rate-limit window (default 60 s); also the `Retry-After` value.
@@ -181,6 +186,7 @@ impl Default for AdminConfig {
             session_ttl: Duration::from_secs(3600),
             clock_skew: Duration::from_secs(30),
             secure_cookies: false,
+            secure_transport: false,
             login_rate_limit: 5,
             login_rate_window: Duration::from_secs(60),
             login_rate_max_clients: 1024,

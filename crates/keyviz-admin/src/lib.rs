@@ -66,7 +66,9 @@ pub mod host;
 pub mod hotkeys;
 pub mod hotspot;
 mod metrics;
+pub mod peer;
 mod state;
+pub mod tls;
 mod ui;
 
 use axum::Router;
@@ -175,6 +177,22 @@ pub async fn security_headers(mut resp: Response) -> Response {
     resp
 }
 
+/// The `Strict-Transport-Security` value sent when the admin listener is served over TLS
+/// (`AdminConfig::secure_transport`): one year, this host only (`includeSubDomains` is left
+/// to the operator's proxy, since other services may share the domain).
+pub const STRICT_TRANSPORT_SECURITY: &str = "max-age=31536000";
+
+/// Adds `Strict-Transport-Security` ([`STRICT_TRANSPORT_SECURITY`]) to a response. [`router`]
+/// applies it to every route when `AdminConfig::secure_transport` is set; a host merging its
+/// own routes applies it again over the merged router (idempotent).
+pub async fn strict_transport_security(mut resp: Response) -> Response {
+    resp.headers_mut().insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static(STRICT_TRANSPORT_SECURITY),
+    );
+    resp
+}
+
 /// The admin surface as a router with its state applied. It answers `/admin/...` and
 /// `/metrics` only (unknown `/admin/api/v1/...` paths get 404 `unknown_endpoint` before any
 /// authentication; other unknown `/admin/api...` paths 404 `not_found`), so a host may merge
@@ -183,7 +201,7 @@ pub async fn security_headers(mut resp: Response) -> Response {
 /// IP (without connect info every client shares one bucket).
 #[must_use = "the router must be served"]
 pub fn router(state: AdminState) -> Router {
-    Router::new()
+    let r = Router::new()
         .route(api::LOGIN_PATH, any(auth::login::login))
         .route(api::LOGOUT_PATH, any(auth::login::logout))
         .route(api::MATRIX_PATH, any(api::matrix::matrix))
@@ -203,6 +221,17 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/", any(ui::index))
         .route("/admin/{*rest}", any(ui::index))
         .route("/metrics", get(metrics))
-        .layer(axum::middleware::map_response(security_headers))
-        .with_state(state)
+        // Inside the security headers: the answer MAC covers the body only, so headers added
+        // afterwards do not break it.
+        .layer(axum::middleware::from_fn_with_state(
+            state.inner.peer_guard.clone(),
+            peer::server::guard,
+        ))
+        .layer(axum::middleware::map_response(security_headers));
+    let r = if state.inner.config.secure_transport {
+        r.layer(axum::middleware::map_response(strict_transport_security))
+    } else {
+        r
+    };
+    r.with_state(state)
 }

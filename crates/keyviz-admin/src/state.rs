@@ -12,7 +12,6 @@ use crate::auth::registry::SessionRegistry;
 use crate::auth::{CredentialStore, RateLimiter, Role, SessionClaims, StaticCredentials};
 use crate::config::{AdminConfig, ConfigError};
 use crate::fanout::FlightKey;
-use crate::fanout::client::PeerClient;
 use crate::fanout::single_flight::SingleFlight;
 use crate::fanout::status::PeerTable;
 use crate::host::{
@@ -20,6 +19,7 @@ use crate::host::{
 };
 use crate::hotkeys::{ClusterHotKeys, HotFlightKey};
 use crate::metrics::Metrics;
+use crate::peer::{GuardConfig, PeerGuard, PeerKeys, PeerTransport, TransportConfig};
 
 /// Everything the handlers share. Cheap to clone (one `Arc`).
 #[derive(Clone)]
@@ -40,7 +40,12 @@ pub(crate) struct Inner {
     /// This node's session generation and revocations.
     pub(crate) sessions: SessionRegistry,
     pub(crate) metrics: Metrics,
-    pub(crate) client: PeerClient,
+    /// The peer client of every fan-out (signed requests, verified answers).
+    pub(crate) client: PeerTransport,
+    /// The cluster secret as peer signing keys.
+    pub(crate) peer_keys: PeerKeys,
+    /// Verifies signed peer requests to this node and signs their answers.
+    pub(crate) peer_guard: Arc<PeerGuard>,
     pub(crate) flights: SingleFlight<FlightKey, Arc<Result<Bytes, ApiError>>>,
     /// Hot-key fan-outs in flight or just finished (same rules as `flights`).
     pub(crate) hot_flights: SingleFlight<HotFlightKey, Arc<Result<ClusterHotKeys, ApiError>>>,
@@ -69,6 +74,7 @@ impl AdminState {
             source: Arc::new(DisabledSource),
             credentials: Arc::new(StaticCredentials::new()),
             membership: Arc::new(NoMembership),
+            peer_tls: None,
         }
     }
 
@@ -150,9 +156,34 @@ pub struct AdminStateBuilder {
     source: Arc<dyn MatrixSource>,
     credentials: Arc<dyn CredentialStore>,
     membership: Arc<dyn Membership>,
+    peer_tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// Live nonces of signed peer requests remembered at most (see
+/// [`crate::peer::signing::ReplayCache`]): fan-outs are a few per second per peer, so this
+/// is far above any honest rate within the acceptance window; about 4 MiB when full.
+pub(crate) const PEER_REPLAY_CAPACITY: usize = 65_536;
+
+/// Largest body of a signed request to the admin port (peers only send GETs).
+const PEER_REQUEST_CAP: usize = 64 * 1024;
+
+fn refuse(
+    status: http::StatusCode,
+    code: &'static str,
+    message: String,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    ApiError::new(status, code, message).into_response()
 }
 
 impl AdminStateBuilder {
+    /// TLS client settings of the fan-out (roots, client certificate for mTLS); without it
+    /// (the default) `https://` peers are refused.
+    pub fn peer_tls(mut self, tls: Option<Arc<rustls::ClientConfig>>) -> Self {
+        self.peer_tls = tls;
+        self
+    }
+
     /// Replaces the whole configuration.
     pub fn config(mut self, config: AdminConfig) -> Self {
         self.config = config;
@@ -201,7 +232,29 @@ impl AdminStateBuilder {
             login_pool,
             sessions,
             metrics: Metrics::new(),
-            client: PeerClient::new(connect_timeout).with_body_budget(c.fanout_bytes_in_flight),
+            client: PeerTransport::new(&TransportConfig {
+                connect_timeout,
+                pool_idle_timeout: Duration::from_secs(30),
+                pool_max_idle_per_host: 8,
+                tls: self.peer_tls,
+            })
+            .with_body_budget(c.fanout_bytes_in_flight),
+            peer_keys: PeerKeys::from_secret(&self.secret),
+            peer_guard: Arc::new(PeerGuard::new(
+                PeerKeys::from_secret(&self.secret),
+                GuardConfig {
+                    self_id: self.identity.node_id().to_string(),
+                    max_age: c.peer_token_ttl,
+                    max_skew: c.clock_skew,
+                    age_bytes_per_sec: None,
+                    replay_capacity: PEER_REPLAY_CAPACITY,
+                    request_cap: PEER_REQUEST_CAP,
+                    identity_path: Some(crate::api::IDENTITY_PATH.to_string()),
+                    required: false,
+                },
+                refuse,
+                crate::clock::now_unix_ms,
+            )),
             flights: SingleFlight::new(c.result_reuse),
             hot_flights: SingleFlight::new(c.result_reuse),
             peers: PeerTable::default(),

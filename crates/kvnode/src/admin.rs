@@ -95,7 +95,10 @@ pub(crate) fn router(
     sampling: &Sampling,
     dispatcher: Arc<Dispatcher>,
     admin_addr: &str,
+    peer_tls: Option<Arc<rustls::ClientConfig>>,
 ) -> Result<(Router, AdminState), NodeError> {
+    // With TLS the admin listener serves HTTPS only, so members are called at `https://`.
+    let tls = cfg.tls_enabled();
     let identity = NodeIdentity::new(node_name(cfg.node_id), admin_addr)
         .map_err(|e| NodeError::Admin(e.to_string()))?;
     let secret = ClusterSecret::new(secret.to_vec(), None)
@@ -104,6 +107,7 @@ pub(crate) fn router(
         fanout_nodes: cfg.fanout_nodes.clone(),
         fanout_timeout: Duration::from_millis(cfg.fanout_timeout_ms),
         metrics_token: metrics_token(cfg)?,
+        secure_transport: tls,
         ..AdminConfig::default()
     };
     let source: Arc<dyn MatrixSource> = match sampling.sampler() {
@@ -118,11 +122,16 @@ pub(crate) fn router(
         .filter_map(|(id, p)| {
             p.admin.map(|a| Member {
                 node_id: Some(node_name(id)),
-                admin_addr: a,
+                admin_addr: if tls && !a.contains("://") {
+                    format!("https://{a}")
+                } else {
+                    a
+                },
             })
         })
         .collect();
     let state = AdminState::builder(identity, secret)
+        .peer_tls(peer_tls)
         .config(config)
         .matrix_source(source)
         .credentials(credentials(cfg)?)
@@ -134,12 +143,15 @@ pub(crate) fn router(
         .layer(Extension(dispatcher))
         .with_state(state.clone());
     // The hardening headers again over the merged router, so the split route has them too.
-    Ok((
-        keyviz_admin::router(state.clone())
-            .merge(split_routes)
-            .layer(axum::middleware::map_response(
-                keyviz_admin::security_headers,
-            )),
-        state,
-    ))
+    let mut app = keyviz_admin::router(state.clone())
+        .merge(split_routes)
+        .layer(axum::middleware::map_response(
+            keyviz_admin::security_headers,
+        ));
+    if tls {
+        app = app.layer(axum::middleware::map_response(
+            keyviz_admin::strict_transport_security,
+        ));
+    }
+    Ok((app, state))
 }

@@ -150,6 +150,21 @@ pub struct NodeConfig {
     pub metrics_token: Option<String>,
     /// File holding the `/metrics` bearer token (alternative to `metrics_token`).
     pub metrics_token_file: Option<PathBuf>,
+    /// RESP over TLS listen address (Redis `tls-port`), next to the plain `resp_addr`; needs
+    /// `tls_cert`. `None` = no RESP TLS port.
+    pub resp_tls_addr: Option<String>,
+    /// PEM certificate chain (leaf first). With `tls_key`, the admin listener and the
+    /// internal transport serve TLS only, and peers are called over HTTPS (docs/SECURITY.md).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates that peers' certificates (and, with mTLS, clients') must chain
+    /// to; needed whenever TLS is on and there are peers or client authentication.
+    pub tls_ca: Option<PathBuf>,
+    /// Mutual TLS: `off`, `peers` (the internal transport requires a client certificate
+    /// naming the calling node, `keyviz-node-<id>`) or `all` (the admin and RESP TLS ports
+    /// require a client certificate too).
+    pub tls_client_auth: keyviz_admin::tls::ClientAuth,
 }
 
 /// Who may run the `KEYVIZ.*` RESP commands (they split routes and move leaders).
@@ -218,6 +233,11 @@ impl Default for NodeConfig {
             hot_keys_separator: ":".into(),
             metrics_token: None,
             metrics_token_file: None,
+            resp_tls_addr: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            tls_client_auth: keyviz_admin::tls::ClientAuth::Off,
         }
     }
 }
@@ -478,6 +498,38 @@ impl NodeConfig {
         crate::routing::Catalog::from_layout(&self.layout())
             .map_err(|e| invalid("split_keys", e.to_string()))?;
         self.validate_cluster_secret()?;
+        self.validate_tls()?;
+        Ok(())
+    }
+
+    /// Whether TLS is configured (`tls_cert` and `tls_key`).
+    pub fn tls_enabled(&self) -> bool {
+        self.tls_cert.is_some() && self.tls_key.is_some()
+    }
+
+    /// TLS settings that cannot work: half a key pair, a TLS port or mTLS without TLS, a
+    /// cluster without a CA to verify its peers with.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(invalid(
+                "tls_cert",
+                "set both tls_cert and tls_key, or neither",
+            ));
+        }
+        let on = self.tls_enabled();
+        if !on && self.resp_tls_addr.is_some() {
+            return Err(invalid("resp_tls_addr", "needs tls_cert and tls_key"));
+        }
+        if !on && self.tls_client_auth != keyviz_admin::tls::ClientAuth::Off {
+            return Err(invalid("tls_client_auth", "needs tls_cert and tls_key"));
+        }
+        let has_peers = self.peers.iter().any(|p| p.id != self.node_id);
+        if on && self.tls_ca.is_none() && (has_peers || !self.fanout_nodes.is_empty()) {
+            return Err(invalid(
+                "tls_ca",
+                "a TLS node with peers needs tls_ca (the CA their certificates chain to)",
+            ));
+        }
         Ok(())
     }
 

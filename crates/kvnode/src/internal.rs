@@ -1,6 +1,7 @@
 //! The internal HTTP server on `raft_addr`: Raft RPCs, forwarded operations, leadership
-//! campaigns, splits and status. Requests must carry the cluster secret when one is set
-//! (checked in constant time); bodies of the Raft RPCs and forwarded operations are postcard
+//! campaigns, splits and status. When a cluster secret is set, every request must be signed
+//! for this node and every answer is signed (`keyviz_admin::peer`: MACs checked in constant
+//! time, replays refused); bodies of the Raft RPCs and forwarded operations are postcard
 //! ([`Bin`]). [`serve`] runs this router and the admin router with header, body and total
 //! deadlines, an idle keep-alive timeout and a concurrency limit (503 beyond it).
 
@@ -17,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use keyviz_admin::tls::PeerCertificate;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -27,7 +29,8 @@ use crate::dispatch::{DispatchError, Dispatcher, GroupCommand, GroupReply};
 use crate::raft::{GroupError, GroupStatus, HandOverRequest, Leadership, TransferError};
 use crate::routing::Route;
 use crate::store::{from_bin, to_bin};
-use crate::transport::{CONTENT_TYPE, MAX_BODY_BYTES, SECRET_HEADER, deadline_for, secret_matches};
+use crate::transport::{CONTENT_TYPE, MAX_BODY_BYTES, NODE_HEADER, deadline_for};
+use keyviz_admin::peer::{GuardConfig, PeerGuard, PeerKeys};
 
 /// A postcard request body (extractor) or answer (response). A body that does not decode is
 /// refused with 400; one over [`MAX_BODY_BYTES`] with 413.
@@ -109,12 +112,17 @@ async fn middleware_error(e: BoxError) -> Response {
 /// read timeout (which is also the keep-alive idle timeout), a per-frame body timeout, a total
 /// request timeout (408), and a concurrency limit that sheds excess requests with 503 instead
 /// of queueing them. The peer address is available to handlers as `ConnectInfo<SocketAddr>`.
+/// With `tls`, every connection first completes a TLS handshake within the header timeout
+/// (a client that does not, such as a plain-HTTP client, is dropped and logged at `debug`),
+/// and a verified client certificate is available to handlers as
+/// [`keyviz_admin::tls::PeerCertificate`].
 /// One task per connection; at shutdown, open connections finish their current request
 /// (bounded by the request timeout) and close.
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     limits: HttpLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let stack = ServiceBuilder::new()
@@ -141,37 +149,71 @@ pub(crate) async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let stack = stack.clone();
-        let mut stop = shutdown.clone();
+        let stop = shutdown.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let svc =
-                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let mut req = req.map(|b| {
-                        Body::new(tower_http::timeout::TimeoutBody::new(
-                            limits.body_stall_timeout,
-                            b,
-                        ))
-                    });
-                    req.extensions_mut().insert(ConnectInfo(peer));
-                    let stack = stack.clone();
-                    async move {
-                        Ok::<_, Infallible>(stack.oneshot(req).await.unwrap_or_else(|e| match e {}))
-                    }
-                });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .keep_alive(true);
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = crate::node::stopped(&mut stop) => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(limits.request_timeout, conn).await;
+            let Some(acceptor) = tls else {
+                serve_connection(TokioIo::new(stream), peer, None, stack, limits, stop).await;
+                return;
+            };
+            match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls_stream)) => {
+                    let cert = tls_stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| PeerCertificate(Arc::new(c.clone().into_owned())));
+                    serve_connection(TokioIo::new(tls_stream), peer, cert, stack, limits, stop)
+                        .await;
                 }
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
+    }
+}
+
+/// Serves one (plain or TLS) connection until it closes or `stop` turns true.
+async fn serve_connection<I, S>(
+    io: I,
+    peer: std::net::SocketAddr,
+    cert: Option<PeerCertificate>,
+    stack: S,
+    limits: HttpLimits,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let mut req = req.map(|b| {
+            Body::new(tower_http::timeout::TimeoutBody::new(
+                limits.body_stall_timeout,
+                b,
+            ))
+        });
+        req.extensions_mut().insert(ConnectInfo(peer));
+        if let Some(c) = &cert {
+            req.extensions_mut().insert(c.clone());
+        }
+        let stack = stack.clone();
+        async move { Ok::<_, Infallible>(stack.oneshot(req).await.unwrap_or_else(|e| match e {})) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    let conn = builder.serve_connection(io, svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = crate::node::stopped(&mut stop) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(limits.request_timeout, conn).await;
+        }
     }
 }
 
@@ -196,39 +238,135 @@ pub(crate) struct SplitRequest {
 #[derive(Clone)]
 struct Ctx {
     dispatcher: Arc<Dispatcher>,
-    secret: Option<Arc<str>>,
 }
 
-/// The internal router.
-pub(crate) fn router(dispatcher: Arc<Dispatcher>, secret: Option<String>) -> Router {
+/// The internal router. With `secret`, the peer guard refuses (401) every request not
+/// signed with it for `node_id` (or replayed), and signs every answer; without one (allowed
+/// only on a loopback-only `raft_addr`, see `NodeConfig::validate`) every request passes.
+///
+/// With `mtls_members` (mutual TLS on), every request must also carry a client certificate
+/// naming a member and the node it claims in [`NODE_HEADER`] ([`check_peer_certificate`],
+/// before the signature check), and a signed request's issuer must be that node
+/// ([`check_signed_claim`], after it).
+pub(crate) fn router(
+    dispatcher: Arc<Dispatcher>,
+    secret: Option<&[u8]>,
+    node_id: u64,
+    mtls_members: Option<std::collections::BTreeSet<u64>>,
+) -> Router {
     let ctx = Ctx {
         dispatcher: dispatcher.clone(),
-        secret: secret.map(Arc::from),
     };
-    Router::new()
+    let router = Router::new()
         .route("/kv/{group}/exec", post(exec))
         .route("/kv/{group}/elect", post(elect))
         .route("/kv/{group}/hand_over", post(hand_over))
         .route("/kv/{group}/read_index", post(read_index))
         .route("/kv/split", post(split))
         .route("/status", get(status))
-        .with_state(ctx.clone())
-        .merge(crate::raft::router::routes(dispatcher.groups().clone()))
-        .layer(middleware::from_fn_with_state(ctx, check_secret))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(ctx)
+        .merge(crate::raft::router::routes(dispatcher.groups().clone()));
+    let router = if mtls_members.is_some() {
+        router.layer(middleware::from_fn(check_signed_claim))
+    } else {
+        router
+    };
+    let router = match secret {
+        None => router,
+        Some(secret) => router.layer(middleware::from_fn_with_state(
+            Arc::new(guard(secret, node_id)),
+            keyviz_admin::peer::server::guard,
+        )),
+    };
+    let router = match mtls_members {
+        Some(members) => router.layer(middleware::from_fn_with_state(
+            Arc::new(members),
+            check_peer_certificate,
+        )),
+        None => router,
+    };
+    router.layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
-/// Refuses (401) a request without the cluster secret, when one is configured. Without one
-/// (allowed only on a loopback-only `raft_addr`, see `NodeConfig::validate`) every request
-/// passes.
-async fn check_secret(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
-    if let Some(secret) = &ctx.secret {
-        let given = req.headers().get(SECRET_HEADER).map(|v| v.as_bytes());
-        if !secret_matches(given, secret.as_bytes()) {
-            return (StatusCode::UNAUTHORIZED, "missing or wrong cluster secret").into_response();
-        }
+/// Under mutual TLS (outermost, before the signature check), accepts only requests whose
+/// verified client certificate names the node they claim to come from ([`NODE_HEADER`]),
+/// and only members; anything else gets 403 with the reason.
+async fn check_peer_certificate(
+    State(members): State<Arc<std::collections::BTreeSet<u64>>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let refuse = |why: String| (StatusCode::FORBIDDEN, why).into_response();
+    let claimed = req
+        .headers()
+        .get(NODE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let Some(id) = claimed else {
+        return refuse(format!(
+            "mutual TLS: the request must name the calling node id in {NODE_HEADER}"
+        ));
+    };
+    if !members.contains(&id) {
+        return refuse(format!("mutual TLS: node {id} is not a member"));
+    }
+    let Some(cert) = req.extensions().get::<PeerCertificate>() else {
+        return refuse("mutual TLS: no client certificate".into());
+    };
+    if !cert.names_node(id) {
+        return refuse(format!(
+            "mutual TLS: the client certificate does not name {} (the node the request claims)",
+            keyviz_admin::tls::node_dns_name(id)
+        ));
     }
     next.run(req).await
+}
+
+/// Under mutual TLS (innermost, after the signature check): a signed request's issuer must
+/// be the node its [`NODE_HEADER`] claims, so the certificate checked by
+/// [`check_peer_certificate`] and the signature name the same node.
+async fn check_signed_claim(req: Request, next: Next) -> Response {
+    let claimed = req
+        .headers()
+        .get(NODE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let (Some(v), Some(id)) = (
+        req.extensions()
+            .get::<keyviz_admin::peer::VerifiedRequest>(),
+        claimed,
+    ) && v.issuer != crate::transport::peer_name(id)
+    {
+        return (
+            StatusCode::FORBIDDEN,
+            format!("mutual TLS: signed by {} but claims node {id}", v.issuer),
+        )
+            .into_response();
+    }
+    next.run(req).await
+}
+
+/// The verifier of the internal port.
+fn guard(secret: &[u8], node_id: u64) -> PeerGuard {
+    PeerGuard::new(
+        PeerKeys::new(secret.to_vec(), None),
+        GuardConfig {
+            self_id: crate::transport::peer_name(node_id),
+            max_age: crate::transport::SIGNATURE_MAX_AGE,
+            max_skew: crate::transport::SIGNATURE_CLOCK_SKEW,
+            age_bytes_per_sec: Some(crate::transport::ASSUMED_BYTES_PER_SEC),
+            replay_capacity: crate::transport::REPLAY_CAPACITY,
+            request_cap: MAX_BODY_BYTES,
+            identity_path: None,
+            required: true,
+        },
+        refuse,
+        crate::transport::now_ms,
+    )
+}
+
+fn refuse(status: StatusCode, _code: &'static str, message: String) -> Response {
+    (status, message).into_response()
 }
 
 fn to_wire(e: DispatchError) -> GroupError {
@@ -335,7 +473,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = watch::channel(false);
-        tokio::spawn(serve(listener, router, limits, rx));
+        tokio::spawn(serve(listener, router, limits, None, rx));
         (addr, release, tx)
     }
 

@@ -56,6 +56,9 @@ pub enum NodeError {
     /// The admin server could not be set up (credentials, secret).
     #[error("admin: {0}")]
     Admin(String),
+    /// TLS could not be set up (files, keys, CA, the node identity in the certificate).
+    #[error("tls: {0}")]
+    Tls(String),
 }
 
 /// A running node.
@@ -65,8 +68,47 @@ pub struct Node {
     resp_addr: SocketAddr,
     raft_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
+    resp_tls_addr: Option<SocketAddr>,
+    tls: Option<keyviz_admin::tls::NodeTls>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// Loads the node's TLS material when `tls_cert`/`tls_key` are set; under mutual TLS the
+/// certificate must name this node (`keyviz-node-<id>`), since peers check exactly that.
+fn load_tls(cfg: &NodeConfig) -> Result<Option<keyviz_admin::tls::NodeTls>, NodeError> {
+    let (Some(cert), Some(key)) = (&cfg.tls_cert, &cfg.tls_key) else {
+        return Ok(None);
+    };
+    let files = keyviz_admin::tls::TlsFiles {
+        cert: cert.clone(),
+        key: key.clone(),
+        ca: cfg.tls_ca.clone(),
+        client_auth: cfg.tls_client_auth,
+    };
+    let tls =
+        keyviz_admin::tls::NodeTls::load(&files).map_err(|e| NodeError::Tls(e.to_string()))?;
+    if cfg.tls_client_auth != keyviz_admin::tls::ClientAuth::Off && !tls.names_node(cfg.node_id) {
+        return Err(NodeError::Tls(format!(
+            "with tls_client_auth the certificate {} must name this node: DNS name {}",
+            cert.display(),
+            keyviz_admin::tls::node_dns_name(cfg.node_id)
+        )));
+    }
+    Ok(Some(tls))
+}
+
+/// The TLS acceptor of `listener`, if TLS is on.
+fn acceptor(
+    tls: Option<&keyviz_admin::tls::NodeTls>,
+    listener: keyviz_admin::tls::Listener,
+) -> Result<Option<tokio_rustls::TlsAcceptor>, NodeError> {
+    tls.map(|t| {
+        t.server_config(listener)
+            .map(tokio_rustls::TlsAcceptor::from)
+            .map_err(|e| NodeError::Tls(e.to_string()))
+    })
+    .transpose()
 }
 
 async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, NodeError> {
@@ -210,7 +252,8 @@ fn resp_auth(cfg: &NodeConfig) -> Result<Auth, NodeError> {
     } else {
         None
     };
-    Ok(Auth::new(pass.as_deref(), operators, cfg.keyviz_commands))
+    Auth::new(pass.as_deref(), operators, cfg.keyviz_commands)
+        .map_err(|e| NodeError::Admin(format!("start RESP AUTH workers: {e}")))
 }
 
 /// `HOTKEYS` of this node: cluster-wide through the admin fan-out when the node serves the
@@ -286,10 +329,23 @@ pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
         })?,
     };
     let catalog = Arc::new(SharedCatalog::new(catalog, sampling.clone()));
-    let secret_text = secret
-        .as_ref()
-        .map(|s| String::from_utf8_lossy(s).into_owned());
-    let client = PeerClient::new(secret_text.clone());
+    let tls = load_tls(&cfg)?;
+    let client_tls = match &tls {
+        Some(t) if cfg.tls_ca.is_some() => Some(
+            t.client_config()
+                .map_err(|e| NodeError::Tls(e.to_string()))?,
+        ),
+        _ => None,
+    };
+    let client = PeerClient::new(
+        secret.as_deref(),
+        cfg.node_id,
+        cfg.members().into_iter().map(|(id, a)| (id, a.raft)),
+        &keyviz_admin::peer::TransportConfig {
+            tls: client_tls.clone(),
+            ..PeerClient::transport_config()
+        },
+    );
 
     let resp_auth = Arc::new(resp_auth(&cfg)?);
     let client_limits = client_limits(&cfg);
@@ -299,6 +355,18 @@ pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
     let resp_listener = bind("resp", &cfg.resp_addr).await?;
     let admin_listener = match &cfg.admin_addr {
         Some(a) => Some(bind("admin", a).await?),
+        None => None,
+    };
+    let resp_tls_listener = match &cfg.resp_tls_addr {
+        Some(a) => Some(bind("resp tls", a).await?),
+        None => None,
+    };
+    let resp_tls_addr = match &resp_tls_listener {
+        Some(l) => Some(local(
+            l,
+            "resp tls",
+            cfg.resp_tls_addr.as_deref().unwrap_or_default(),
+        )?),
         None => None,
     };
     let raft_addr = local(&raft_listener, "raft", &cfg.raft_addr)?;
@@ -340,11 +408,20 @@ pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
-    let internal = crate::internal::router(dispatcher.clone(), secret_text);
+    use keyviz_admin::tls::{ClientAuth, Listener};
+    let mtls_members = (tls.is_some() && cfg.tls_client_auth != ClientAuth::Off)
+        .then(|| members.keys().copied().collect());
+    let internal = crate::internal::router(
+        dispatcher.clone(),
+        secret.as_deref(),
+        cfg.node_id,
+        mtls_members,
+    );
     tasks.push(tokio::spawn(crate::internal::serve(
         raft_listener,
         internal,
         crate::internal::HttpLimits::internal(),
+        acceptor(tls.as_ref(), Listener::Internal)?,
         shutdown_rx.clone(),
     )));
 
@@ -354,20 +431,32 @@ pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
             return Err(NodeError::Admin("admin_addr needs a cluster secret (cluster_secret, cluster_secret_file or KEYVIZ_CLUSTER_SECRET)".into()));
         };
         let addr = admin_addr.map(|a| a.to_string()).unwrap_or_default();
-        let (app, state) =
-            crate::admin::router(&cfg, secret, &sampling, dispatcher.clone(), &addr)?;
+        let (app, state) = crate::admin::router(
+            &cfg,
+            secret,
+            &sampling,
+            dispatcher.clone(),
+            &addr,
+            client_tls.clone(),
+        )?;
         admin_state = Some(state);
         tasks.push(tokio::spawn(crate::internal::serve(
             listener,
             app,
             crate::internal::HttpLimits::admin(),
+            acceptor(tls.as_ref(), Listener::Admin)?,
             shutdown_rx.clone(),
         )));
     }
 
     let hotkeys = Arc::new(hotkeys(&cfg, &sampling, admin_state));
+    let resp_tls = match resp_tls_listener {
+        Some(l) => acceptor(tls.as_ref(), Listener::Resp)?.map(|a| (l, a)),
+        None => None,
+    };
     tasks.push(tokio::spawn(crate::resp::serve(
         resp_listener,
+        resp_tls,
         dispatcher.clone(),
         client_limits,
         resp_auth,
@@ -414,6 +503,8 @@ pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
         resp_addr,
         raft_addr,
         admin_addr,
+        resp_tls_addr,
+        tls,
         shutdown,
         tasks,
     })
@@ -479,6 +570,27 @@ impl Node {
     /// Bound admin address, if serving.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// Bound RESP TLS address, if serving one.
+    pub fn resp_tls_addr(&self) -> Option<SocketAddr> {
+        self.resp_tls_addr
+    }
+
+    /// Re-reads the TLS certificate and key (the CA is read only at start); every listener
+    /// and the peer client use the new pair from their next handshake. `Ok(false)` when TLS
+    /// is off. Blocks on two file reads.
+    ///
+    /// # Errors
+    /// The file or key problem; the previous pair stays in use.
+    pub fn reload_tls(&self) -> Result<bool, NodeError> {
+        match &self.tls {
+            Some(t) => t
+                .reload()
+                .map(|()| true)
+                .map_err(|e| NodeError::Tls(e.to_string())),
+            None => Ok(false),
+        }
     }
 
     /// The dispatcher (for in-process callers such as the demo workload).

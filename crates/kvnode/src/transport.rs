@@ -1,19 +1,21 @@
 //! The internal transport between nodes: postcard bodies over HTTP/1.1 on `raft_addr`,
 //! carrying Raft RPCs per group and forwarded client operations.
 //!
-//! Every request carries the cluster secret in `x-kvnode-secret` when one is configured, and
-//! the server refuses requests without it (compared in constant time, [`secret_matches`]).
-//! Bodies are capped in both directions ([`MAX_BODY_BYTES`], sized so that the largest legal
-//! client write always fits); every call has a deadline that grows with the bytes it moves
-//! ([`deadline_for`]).
+//! The HTTP client is the shared peer transport of `keyviz_admin::peer` (one pooled client,
+//! deadlines, `Limited` body caps, one signing scheme). When a cluster secret is configured,
+//! every request is signed for the node it is sent to (method, path, body digest, time,
+//! nonce, issuer, audience), the server verifies it in constant time and refuses replays
+//! (`internal::router`), and every answer carries a MAC bound to the request's nonce that
+//! the client verifies before decoding it. Bodies are capped in both directions
+//! ([`MAX_BODY_BYTES`], sized so that the largest legal client write always fits); every
+//! call has a deadline that grows with the bytes it moves ([`deadline_for`]).
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use keyviz_admin::peer::{PeerKeys, PeerTransport, Signing, TransportConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -43,9 +45,6 @@ pub const MAX_BODY_BYTES: usize = MAX_WRITE_BYTES + 16 * 1024 * 1024;
 /// progress is never cut off by its own deadline.
 pub const ASSUMED_BYTES_PER_SEC: u64 = 4 * 1024 * 1024;
 
-/// Header carrying the cluster secret between nodes.
-pub(crate) const SECRET_HEADER: &str = "x-kvnode-secret";
-
 /// Content type of every internal body.
 pub(crate) const CONTENT_TYPE: &str = "application/x-kvnode-postcard";
 
@@ -54,13 +53,6 @@ pub(crate) const CONTENT_TYPE: &str = "application/x-kvnode-postcard";
 pub fn deadline_for(base: Duration, bytes: usize) -> Duration {
     let extra_ms = (bytes as u64).saturating_mul(1000) / ASSUMED_BYTES_PER_SEC;
     base.saturating_add(Duration::from_millis(extra_ms))
-}
-
-/// Whether `given` is the cluster secret; constant time in the secret's content (a timing
-/// side channel reveals at most whether the lengths differ).
-pub(crate) fn secret_matches(given: Option<&[u8]>, secret: &[u8]) -> bool {
-    use subtle::ConstantTimeEq;
-    given.is_some_and(|g| bool::from(g.ct_eq(secret)))
 }
 
 /// Why an internal call failed.
@@ -99,30 +91,102 @@ pub enum TransportError {
         /// Cause.
         detail: String,
     },
+    /// The answer failed its MAC (tampered, or not from the node addressed), or the address
+    /// is no known member so the request cannot be signed for it; nothing of it is trusted.
+    #[error("peer {addr} not authenticated: {detail}")]
+    Unauthenticated {
+        /// Peer address.
+        addr: String,
+        /// Cause.
+        detail: String,
+    },
 }
 
-/// Pooled HTTP client for peer calls; cheap to clone.
+/// How long a signed internal request may take to arrive, on top of the time its body
+/// needs at [`ASSUMED_BYTES_PER_SEC`] (the server measures the body it read): the same
+/// base as the internal port's request deadline, so a request the server would still
+/// serve is never refused as stale on a loaded machine.
+pub(crate) const SIGNATURE_MAX_AGE: Duration = Duration::from_secs(40);
+
+/// Accepted clock difference between nodes for signed requests.
+pub(crate) const SIGNATURE_CLOCK_SKEW: Duration = Duration::from_secs(10);
+
+/// Live nonces the internal port remembers at most: small requests are remembered for
+/// `SIGNATURE_MAX_AGE + 2 × SIGNATURE_CLOCK_SKEW` (60 s), so this allows ~8 700 signed
+/// requests per second from all peers together (heartbeats and forwarded batches, far
+/// below that) before new ones get 503; about 32 MiB when full. Only requests with a valid
+/// MAC are remembered.
+pub(crate) const REPLAY_CAPACITY: usize = 1 << 19;
+
+/// Unix ms now, as signatures carry it.
+pub(crate) fn now_ms() -> i64 {
+    i64::try_from(crate::dispatch::now_unix_ms()).unwrap_or(i64::MAX)
+}
+
+/// The node name a kvnode id signs and verifies as (`node-<id>`, as the admin API names it).
+pub(crate) fn peer_name(id: u64) -> String {
+    format!("node-{id}")
+}
+
+/// Header in which an internal call names the calling node (its id). Under mutual TLS the
+/// server checks it against the client certificate and the signature's issuer
+/// (`internal::check_peer_certificate`, `internal::check_signed_claim`).
+pub(crate) const NODE_HEADER: &str = "x-kvnode-node";
+
+/// Pooled, signing HTTP client for peer calls; cheap to clone (shares the pool).
 #[derive(Clone)]
 pub(crate) struct PeerClient {
-    http: Client<HttpConnector, Full<Bytes>>,
-    secret: Option<String>,
+    transport: PeerTransport,
+    keys: Option<Arc<PeerKeys>>,
+    self_name: Arc<str>,
+    /// This node's id as the [`NODE_HEADER`] value.
+    self_id: http::HeaderValue,
+    /// Internal address → node name: the audience a request to that address is signed for.
+    audiences: Arc<HashMap<String, String>>,
+    scheme: &'static str,
 }
 
 impl PeerClient {
-    pub(crate) fn new(secret: Option<String>) -> Self {
-        let mut conn = HttpConnector::new();
-        conn.set_connect_timeout(Some(Duration::from_millis(500)));
-        conn.set_nodelay(true);
-        let http = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(32)
-            // Below the server's keep-alive timeout, so the client never reuses a
-            // connection the server is about to close.
-            .pool_idle_timeout(Duration::from_secs(5))
-            .build(conn);
-        Self { http, secret }
+    /// A client signing with `secret` (none: unsigned, allowed on loopback only) as node
+    /// `self_id`, for the members' internal addresses in `members` (id → address), over
+    /// `transport` (its `tls` turns the scheme to https).
+    pub(crate) fn new(
+        secret: Option<&[u8]>,
+        self_id: u64,
+        members: impl IntoIterator<Item = (u64, String)>,
+        transport: &TransportConfig,
+    ) -> Self {
+        Self {
+            transport: PeerTransport::new(transport),
+            keys: secret.map(|s| Arc::new(PeerKeys::new(s.to_vec(), None))),
+            self_name: Arc::from(peer_name(self_id)),
+            self_id: http::HeaderValue::from(self_id),
+            audiences: Arc::new(
+                members
+                    .into_iter()
+                    .map(|(id, addr)| (addr, peer_name(id)))
+                    .collect(),
+            ),
+            scheme: if transport.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
+        }
     }
 
-    /// POSTs `body` (postcard) to `http://{addr}{path}` and decodes the postcard answer.
+    /// The transport settings of the internal client: a pool below the server's keep-alive
+    /// timeout, so the client never reuses a connection the server is about to close.
+    pub(crate) fn transport_config() -> TransportConfig {
+        TransportConfig {
+            connect_timeout: Duration::from_millis(500),
+            pool_idle_timeout: Duration::from_secs(5),
+            pool_max_idle_per_host: 32,
+            tls: None,
+        }
+    }
+
+    /// POSTs `body` (postcard) to `{addr}{path}` and decodes the postcard answer.
     ///
     /// The deadline is `timeout` extended by the request's size ([`deadline_for`]); it covers
     /// connecting, sending and reading the whole answer. Blocks on nothing but the network.
@@ -150,6 +214,7 @@ impl PeerClient {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<R, TransportError> {
+        use keyviz_admin::peer::TransportError as T;
         let body_err = |detail: String| TransportError::Body {
             addr: addr.to_string(),
             detail,
@@ -160,43 +225,64 @@ impl PeerClient {
                 payload.len()
             )));
         }
-        let mut req = http::Request::post(format!("http://{addr}{path}"))
-            .header(http::header::CONTENT_TYPE, CONTENT_TYPE);
-        if let Some(s) = &self.secret {
-            req = req.header(SECRET_HEADER, s);
-        }
-        let req = req
-            .body(Full::new(payload))
-            .map_err(|e| body_err(e.to_string()))?;
-        let fut = async {
-            let resp = self
-                .http
-                .request(req)
-                .await
-                .map_err(|e| TransportError::Unreachable {
+        let signing = match &self.keys {
+            None => None,
+            Some(keys) => {
+                let audience =
+                    self.audiences
+                        .get(addr)
+                        .ok_or_else(|| TransportError::Unauthenticated {
+                            addr: addr.to_string(),
+                            detail: "not a member's internal address: cannot sign for it".into(),
+                        })?;
+                Some((keys, audience))
+            }
+        };
+        let content_type = http::HeaderValue::from_static(CONTENT_TYPE);
+        let resp = self
+            .transport
+            .send(
+                http::Method::POST,
+                &format!("{}://{addr}{path}", self.scheme),
+                &[
+                    (http::header::CONTENT_TYPE, content_type),
+                    (
+                        http::HeaderName::from_static(NODE_HEADER),
+                        self.self_id.clone(),
+                    ),
+                ],
+                payload,
+                MAX_BODY_BYTES,
+                timeout,
+                signing.map(|(keys, audience)| Signing {
+                    keys,
+                    issuer: &self.self_name,
+                    audience,
+                    now_ms: now_ms(),
+                }),
+            )
+            .await
+            .map_err(|e| match e {
+                T::Connect { detail, connect } => TransportError::Unreachable {
+                    addr: addr.to_string(),
+                    detail,
+                    connect,
+                },
+                T::Timeout(_) => TransportError::Timeout(addr.to_string()),
+                T::Unauthenticated(e) => TransportError::Unauthenticated {
                     addr: addr.to_string(),
                     detail: e.to_string(),
-                    connect: e.is_connect(),
-                })?;
-            let status = resp.status();
-            let bytes = Limited::new(resp.into_body(), MAX_BODY_BYTES)
-                .collect()
-                .await
-                .map_err(|e| body_err(e.to_string()))?
-                .to_bytes();
-            if !status.is_success() {
-                let text = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned();
-                return Err(TransportError::Status {
-                    addr: addr.to_string(),
-                    status: status.as_u16(),
-                    body: text,
-                });
-            }
-            from_bin("internal answer", &bytes).map_err(|e| body_err(e.to_string()))
-        };
-        tokio::time::timeout(timeout, fut)
-            .await
-            .map_err(|_| TransportError::Timeout(addr.to_string()))?
+                },
+                other => body_err(other.to_string()),
+            })?;
+        if !resp.status.is_success() {
+            return Err(TransportError::Status {
+                addr: addr.to_string(),
+                status: resp.status.as_u16(),
+                body: resp.body_prefix(),
+            });
+        }
+        from_bin("internal answer", &resp.body).map_err(|e| body_err(e.to_string()))
     }
 }
 
@@ -216,18 +302,5 @@ mod tests {
             deadline_for(base, MAX_BODY_BYTES),
             base + Duration::from_secs(20)
         );
-    }
-
-    #[test]
-    fn secret_must_match_exactly() {
-        let s = b"0123456789abcdef0123456789abcdef";
-        assert!(secret_matches(Some(s), s));
-        assert!(!secret_matches(None, s));
-        assert!(!secret_matches(
-            Some(b"0123456789abcdef0123456789abcdeX"),
-            s
-        ));
-        assert!(!secret_matches(Some(b"0123456789abcdef"), s));
-        assert!(!secret_matches(Some(b""), s));
     }
 }

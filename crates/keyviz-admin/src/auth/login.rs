@@ -148,7 +148,7 @@ async fn login_inner(state: &AdminState, req: Request) -> Result<Response, ApiEr
     let ttl_s = i64::try_from(inner.config.session_ttl.as_secs()).unwrap_or(i64::MAX);
     let issued = state.issue_session(&access_key, role)?;
     let (claims, token, csrf) = (issued.claims, issued.cookie_value, issued.csrf);
-    let secure = inner.config.secure_cookies;
+    let secure = inner.config.secure_cookies || inner.config.secure_transport;
     let body = LoginResponse {
         role,
         expires_at: keyviz::format_rfc3339_ms(claims.exp.saturating_mul(1000)),
@@ -185,7 +185,7 @@ pub(crate) async fn logout(
         claims.exp,
         clock::now_unix_s(),
     );
-    let secure = state.inner.config.secure_cookies;
+    let secure = state.inner.config.secure_cookies || state.inner.config.secure_transport;
     let mut resp = StatusCode::NO_CONTENT.into_response();
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

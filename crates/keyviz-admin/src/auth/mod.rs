@@ -1,5 +1,5 @@
 //! Operator authentication (login, session cookies, CSRF, rate limit, credentials) and
-//! node-to-node peer tokens.
+//! what a verified peer request grants.
 
 pub(crate) mod cookies;
 mod credentials;
@@ -17,7 +17,7 @@ pub use credentials::{
     CredentialCheck, CredentialStore, CredentialsError, Role, StaticCredentials,
 };
 pub use login::LoginResponse;
-pub use pool::{MAX_DEFAULT_LOGIN_WORKERS, default_workers};
+pub use pool::{LoginPool, MAX_DEFAULT_LOGIN_WORKERS, PoolError, default_workers};
 pub use principal::{Principal, check_csrf};
 pub use rate_limit::{RateDecision, RateLimiter, client_ip};
 pub use session::SessionClaims;

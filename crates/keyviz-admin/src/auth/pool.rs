@@ -22,7 +22,7 @@ pub const MAX_DEFAULT_LOGIN_WORKERS: usize = 4;
 
 /// Why a check did not run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PoolError {
+pub enum PoolError {
     /// Every worker is busy and the queue is full.
     Busy,
     /// The check panicked or the workers are gone.
@@ -32,7 +32,7 @@ pub(crate) enum PoolError {
 type Job = Box<dyn FnOnce() + Send>;
 
 /// The pool. Cheap to share; all methods take `&self`. Its threads exit when it is dropped.
-pub(crate) struct LoginPool {
+pub struct LoginPool {
     /// One permit per worker thread; a job is sent only with a permit, so the channel never
     /// holds more than `workers` jobs.
     slots: Arc<Semaphore>,
@@ -56,7 +56,7 @@ impl LoginPool {
     ///
     /// # Errors
     /// When the OS refuses to start a thread.
-    pub(crate) fn new(workers: usize, queue: usize) -> std::io::Result<Self> {
+    pub fn new(workers: usize, queue: usize) -> std::io::Result<Self> {
         let workers = if workers == 0 {
             default_workers()
         } else {
@@ -90,7 +90,7 @@ impl LoginPool {
     /// Runs `check` on a worker thread once one is free. Waits only if fewer than `queue`
     /// others wait already; otherwise returns [`PoolError::Busy`] without waiting. The
     /// worker stays taken until `check` returns, even if the caller is dropped.
-    pub(crate) async fn run<R, F>(&self, check: F) -> Result<R, PoolError>
+    pub async fn run<R, F>(&self, check: F) -> Result<R, PoolError>
     where
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,

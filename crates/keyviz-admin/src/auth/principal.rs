@@ -1,12 +1,12 @@
 //! The `Principal` extractor: a handler taking one is unreachable without a valid operator
-//! session (plus CSRF on non-GET) or a valid peer token.
+//! session (plus CSRF on non-GET) or a verified signed peer request.
 
 use axum::extract::FromRequestParts;
 use http::request::Parts;
-use http::{HeaderMap, Method, header::AUTHORIZATION};
+use http::{Extensions, HeaderMap, Method};
 
 use super::cookies::{CSRF_HEADER, SESSION_COOKIE, cookie_value};
-use super::peer_token::{self, AUTH_SCHEME, PeerClaims};
+use super::peer_token::PeerClaims;
 use super::registry::SessionState;
 use super::session::SessionClaims;
 use crate::api::ApiError;
@@ -19,18 +19,9 @@ use crate::state::AdminState;
 pub enum Principal {
     /// A logged-in operator (from the `admin_session` cookie).
     Operator(SessionClaims),
-    /// Another node of the cluster (from `Authorization: KeyViz-Peer <token>`): gets the
-    /// local view only and never triggers a fan-out.
+    /// Another node of the cluster (a request signed for this node, verified by the peer
+    /// guard): gets the local view only and never triggers a fan-out.
     Peer(PeerClaims),
-}
-
-/// The peer token in `Authorization`, if the scheme is ours. `Some("")` for an empty token.
-fn peer_token(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
-    scheme
-        .eq_ignore_ascii_case(AUTH_SCHEME)
-        .then(|| rest.trim())
 }
 
 /// CSRF check for state-changing methods: the `X-Admin-CSRF` header must carry the token
@@ -74,30 +65,25 @@ pub fn check_csrf(
 /// Authenticates a request from its method and headers at the current time.
 ///
 /// # Errors
-/// 401 `unauthenticated` (missing, invalid, expired, revoked or pre-restart session, or a bad
-/// peer token), 401 `session_wrong_node` (a valid session issued by another node, which is
+/// 401 `unauthenticated` (missing, invalid, expired, revoked or pre-restart session, or a
+/// signed identity challenge used elsewhere; bad signatures never get here: the peer guard
+/// refuses them), 401 `session_wrong_node` (a valid session issued by another node, which is
 /// named), 403 from CSRF.
 pub(crate) fn authenticate(
     state: &AdminState,
     method: &Method,
     headers: &HeaderMap,
+    extensions: &Extensions,
 ) -> Result<Principal, ApiError> {
     let inner = &state.inner;
-    if let Some(token) = peer_token(headers) {
-        let skew_ms = i64::try_from(inner.config.clock_skew.as_millis()).unwrap_or(i64::MAX);
-        return match peer_token::verify(
-            &inner.secret,
-            token,
-            inner.identity.node_id(),
-            clock::now_unix_ms(),
-            skew_ms,
-        ) {
-            Ok(c) => Ok(Principal::Peer(c)),
-            Err(e) => {
-                tracing::debug!(error = %e, "peer token rejected");
-                Err(ApiError::unauthenticated("invalid or expired peer token"))
-            }
-        };
+    if let Some(v) = extensions.get::<crate::peer::VerifiedRequest>() {
+        return PeerClaims::from_verified(v, inner.identity.node_id())
+            .map(Principal::Peer)
+            .ok_or_else(|| ApiError::unauthenticated("identity challenges grant nothing else"));
+    }
+    if crate::peer::signing::is_signed(headers) {
+        // Unreachable behind the guard; refuse rather than fall back to cookies.
+        return Err(ApiError::unauthenticated("peer request not authenticated"));
     }
     let cookie = cookie_value(headers, SESSION_COOKIE)
         .filter(|c| !c.trim().is_empty())
@@ -135,7 +121,7 @@ impl FromRequestParts<AdminState> for Principal {
         parts: &mut Parts,
         state: &AdminState,
     ) -> Result<Self, Self::Rejection> {
-        authenticate(state, &parts.method, &parts.headers)
+        authenticate(state, &parts.method, &parts.headers, &parts.extensions)
     }
 }
 
@@ -183,17 +169,5 @@ mod tests {
             check(&h).is_ok(),
             "the derived token passes without any cookie"
         );
-    }
-
-    #[test]
-    fn peer_scheme_is_recognised_case_insensitively() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            AUTHORIZATION,
-            HeaderValue::from_static("keyviz-peer abc.def"),
-        );
-        assert_eq!(peer_token(&h), Some("abc.def"));
-        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer abc"));
-        assert_eq!(peer_token(&h), None);
     }
 }

@@ -57,6 +57,29 @@ impl RateLimiter {
         self.window.as_secs().max(1)
     }
 
+    /// Whether `key` is refused at `now`, without counting an attempt: for callers that
+    /// count failures only ([`RateLimiter::check`] after a failed attempt), such as RESP
+    /// `AUTH`, where every client connection authenticates once and only guessing must be
+    /// slowed down. Takes the table mutex briefly.
+    pub fn peek(&self, key: &str, now: Instant) -> RateDecision {
+        let table = self.table.lock();
+        match table.get(key) {
+            Some(w)
+                if now.saturating_duration_since(w.start) < self.window
+                    && w.count >= self.limit =>
+            {
+                RateDecision::Deny {
+                    retry_after_secs: self
+                        .window
+                        .saturating_sub(now.saturating_duration_since(w.start))
+                        .as_secs()
+                        .max(1),
+                }
+            }
+            _ => RateDecision::Allow,
+        }
+    }
+
     /// Counts one attempt by `key` at `now`.
     pub fn check(&self, key: &str, now: Instant) -> RateDecision {
         let mut table = self.table.lock();

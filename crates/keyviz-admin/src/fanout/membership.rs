@@ -29,7 +29,7 @@ pub struct PeerTarget {
 /// `scheme://host:port` split off an entry; the path and query of the entry are dropped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerBase {
-    /// `http` (only plain HTTP is supported for peer calls).
+    /// `http` or `https` (the latter needs TLS configured on the calling node).
     pub scheme: String,
     /// `host:port` or `host`, lower-cased.
     pub authority: String,
@@ -38,7 +38,7 @@ pub struct PeerBase {
 /// Splits an entry into scheme and authority (`http` assumed when the scheme is missing).
 ///
 /// # Errors
-/// A description when the host is empty or the scheme is not `http`.
+/// A description when the host is empty or the scheme is not `http` or `https`.
 pub fn parse_base(entry: &str) -> Result<PeerBase, String> {
     let entry = entry.trim();
     let (scheme, rest) = match entry.split_once("://") {
@@ -56,9 +56,9 @@ pub fn parse_base(entry: &str) -> Result<PeerBase, String> {
     if authority.contains('@') {
         return Err(format!("peer entry {entry:?} must not carry credentials"));
     }
-    if scheme != "http" {
+    if scheme != "http" && scheme != "https" {
         return Err(format!(
-            "peer entry {entry:?}: scheme {scheme:?} is not supported (plain http only)"
+            "peer entry {entry:?}: scheme {scheme:?} is not supported (http or https)"
         ));
     }
     Ok(PeerBase { scheme, authority })
@@ -343,7 +343,12 @@ mod tests {
     fn bad_entries_are_described() {
         assert!(parse_base("http://").is_err());
         assert!(parse_base(":8080").is_err());
-        assert!(parse_base("https://node:9443").is_err_and(|e| e.contains("plain http")));
+        assert!(parse_base("ftp://node:9443").is_err_and(|e| e.contains("http or https")));
+        let b = parse_base("HTTPS://Node:9443/x").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (b.scheme.as_str(), b.authority.as_str()),
+            ("https", "node:9443")
+        );
         assert!(parse_base("http://user:pw@node:1").is_err());
     }
 

@@ -4,6 +4,7 @@
 //! the hot-key fan-out (`crate::hotkeys`).
 
 pub(crate) mod assemble;
+pub mod bounds;
 pub mod client;
 pub mod compact;
 pub mod coverage;
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{ACCEPT, AUTHORIZATION};
+use http::header::ACCEPT;
 use keyviz::{Matrix, MatrixQuery, Series};
 use serde::Serialize;
 
@@ -26,9 +27,10 @@ use self::client::PeerError;
 use self::membership::{PeerBase, PeerTarget, identity_url, parse_base, peer_targets};
 use self::status::FanoutStatus;
 use crate::api::{ApiError, MatrixParams};
-use crate::auth::peer_token::{self, AUTH_SCHEME};
 use crate::clock;
 use crate::host::SourceError;
+use crate::peer::signing::AUD_IDENTITY;
+use crate::peer::{Signing, TransportError};
 use crate::state::Inner;
 
 /// Identity of a coalescible matrix request.
@@ -144,29 +146,71 @@ struct IdentityBody {
     node_id: String,
 }
 
-/// Learns a peer's node id: from the target, the cache, or `GET .../keyviz/identity`.
+/// Bytes of an identity answer read at most.
+const IDENTITY_BODY_CAP: usize = 4096;
+
+/// Learns a peer's node id from a proof: the proven-id cache, or an identity challenge
+/// (`GET .../keyviz/identity` signed with the identity audience and a fresh nonce), whose
+/// answer must carry a MAC bound to that nonce by a holder of the cluster secret naming the
+/// node in its body. A membership-provided id is checked against the proof, never trusted
+/// alone. Only a proven id is cached, and only a proven peer ever gets a request it could
+/// use against another node (docs/SECURITY.md, "Peers").
 async fn resolve_node_id(inner: &Inner, target: &PeerTarget) -> Result<String, PeerError> {
-    if let Some(id) = &target.node_id {
-        return Ok(id.clone());
-    }
     if let Some(id) = inner.peers.cached_node_id(&target.name) {
         return Ok(id);
     }
     let base = parse_base(&target.name).map_err(PeerError::Address)?;
-    let (body, _) = inner
+    let unproven = |why: String| PeerError::IdentityUnproven(why);
+    let resp = inner
         .client
-        .get(
+        .send(
+            http::Method::GET,
             &identity_url(&base),
-            &[(ACCEPT, "application/json".to_string())],
-            4096,
+            &[(ACCEPT, http::HeaderValue::from_static("application/json"))],
+            Bytes::new(),
+            IDENTITY_BODY_CAP,
+            inner.config.fanout_timeout,
+            Some(Signing {
+                keys: &inner.peer_keys,
+                issuer: inner.identity.node_id(),
+                audience: AUD_IDENTITY,
+                now_ms: clock::now_unix_ms(),
+            }),
         )
-        .await?;
-    let id: IdentityBody = serde_json::from_slice(&body)
-        .map_err(|e| PeerError::Identity(format!("bad identity answer: {e}")))?;
-    if id.node_id.is_empty() {
-        return Err(PeerError::Identity("peer reported an empty node id".into()));
+        .await
+        .map_err(|e| match e {
+            TransportError::Unauthenticated(e) => unproven(format!(
+                "identity answer not signed with the cluster secret ({e})"
+            )),
+            other => PeerError::from(other),
+        })?;
+    if !resp.status.is_success() {
+        return Err(unproven(format!(
+            "identity challenge answered {}: {}",
+            resp.status.as_u16(),
+            resp.body_prefix()
+        )));
     }
-    Ok(id.node_id)
+    let responder = resp
+        .responder
+        .ok_or_else(|| unproven("identity answer carries no proof".into()))?;
+    let id: IdentityBody = serde_json::from_slice(&resp.body)
+        .map_err(|e| PeerError::Identity(format!("bad identity answer: {e}")))?;
+    if id.node_id.is_empty() || id.node_id != responder {
+        return Err(unproven(format!(
+            "identity answer names {:?} but was proven by {responder:?}",
+            id.node_id
+        )));
+    }
+    if let Some(claimed) = &target.node_id
+        && *claimed != responder
+    {
+        return Err(PeerError::Identity(format!(
+            "membership lists {claimed:?} at {} but {responder:?} proved itself there",
+            target.name
+        )));
+    }
+    Ok(responder)
 }
 
 /// The raw outcome of one authenticated peer GET.
@@ -181,10 +225,11 @@ pub(crate) enum PeerReply {
     SelfAlias,
 }
 
-/// The one peer request path of every fan-out: resolves the peer's node id (self aliases
-/// stop here), mints a peer token for it, and GETs `url(base)` with `accept` under the
-/// shared client and `fanout_body_cap`. No deadline here: [`call_peers`] wraps each call.
-/// A 401 makes the peer's cached node id be learnt again next time.
+/// The one peer request path of every fan-out: proves the peer's node id (self aliases
+/// stop here), then GETs `url(base)` with `accept`, signed for that node, through the
+/// shared transport under `fanout_body_cap`, and accepts only a 200 answer whose MAC proves
+/// it is that node's answer to this very request. Each call has `fanout_timeout` inside
+/// and [`call_peers`] wraps the whole. A 401 makes the peer's id be proven again next time.
 pub(crate) async fn peer_get(
     inner: &Inner,
     target: &PeerTarget,
@@ -199,36 +244,49 @@ pub(crate) async fn peer_get(
     if node_id == inner.identity.node_id() {
         return Ok(PeerReply::SelfAlias);
     }
-    let ttl_ms = i64::try_from(inner.config.peer_token_ttl.as_millis()).unwrap_or(30_000);
-    let token = peer_token::mint(
-        &inner.secret,
-        inner.identity.node_id(),
-        &node_id,
-        clock::now_unix_ms(),
-        ttl_ms,
-    )
-    .map_err(|e| PeerError::Identity(e.to_string()))?;
     let url = url(&base);
+    let accept =
+        http::HeaderValue::from_str(accept).map_err(|e| PeerError::Address(e.to_string()))?;
     inner.metrics.peer_call();
-    let (body, content_type) = inner
+    let resp = inner
         .client
-        .get(
+        .send(
+            http::Method::GET,
             &url,
-            &[
-                (AUTHORIZATION, format!("{AUTH_SCHEME} {token}")),
-                (ACCEPT, accept.to_string()),
-            ],
+            &[(ACCEPT, accept)],
+            Bytes::new(),
             inner.config.fanout_body_cap,
+            inner.config.fanout_timeout,
+            Some(Signing {
+                keys: &inner.peer_keys,
+                issuer: inner.identity.node_id(),
+                audience: &node_id,
+                now_ms: clock::now_unix_ms(),
+            }),
         )
         .await
         .inspect_err(|e| {
-            if matches!(e, PeerError::Status { status: 401, .. }) {
-                // The address may now host another node: learn its id again next time.
+            if matches!(e, TransportError::Unauthenticated(_)) {
+                // The address may now host another node: prove its id again next time.
                 inner.peers.forget_node_id(&target.name);
             }
         })?;
+    if resp.status != http::StatusCode::OK {
+        if resp.status == http::StatusCode::UNAUTHORIZED {
+            inner.peers.forget_node_id(&target.name);
+        }
+        return Err(PeerError::Status {
+            status: resp.status.as_u16(),
+            body: resp.body_prefix(),
+        });
+    }
+    let content_type = resp
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     Ok(PeerReply::Body {
-        body,
+        body: resp.body,
         content_type,
         node_id,
     })

@@ -191,6 +191,7 @@ fn decode_plain(
     } else {
         decode::decode_matrix(body)
     }?;
+    super::bounds::check_counts(&m)?;
     keep_requested_keys(&mut m, params);
     Ok(m)
 }
@@ -303,6 +304,7 @@ async fn call_boundary(
                 .validate()
                 .map_err(|e| PeerError::Invalid(e.to_string()))?;
             bm.validate_parts().map_err(PeerError::Invalid)?;
+            super::bounds::check_counts(&bm.matrix)?;
             Ok(bm)
         } else {
             let compact_body = is_media(ct.as_deref(), compact::CONTENT_TYPE);

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::StatusCode;
 use keyviz::Series::{Reads, Writes};
-use keyviz_admin::auth::peer_token;
 use keyviz_admin::{AdminConfig, Member, Membership};
 
 use crate::util::*;
@@ -366,7 +365,7 @@ async fn self_alias_by_another_hostname_is_dropped_with_warning() {
 }
 
 #[tokio::test]
-async fn peer_tokens_bound_to_audience_and_expiry() {
+async fn signed_peer_requests_bound_to_audience_time_key_and_nonce() {
     let s = start_node(
         "n2",
         bind().await,
@@ -374,30 +373,57 @@ async fn peer_tokens_bound_to_audience_and_expiry() {
         fanout_config(&["127.0.0.1:1".into()]),
     )
     .await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default();
-    let auth = |t: String| vec![("authorization", format!("KeyViz-Peer {t}"))];
-    let url = s.url(&format!("{MATRIX}?series=reads&rows=16384"));
-    let valid = peer_token::mint(&secret(), "n1", "n2", now, 10_000).expect("mint");
-    let r = get_with(&url, &auth(valid)).await;
+    let now = now_ms();
+    let pq = format!("{MATRIX}?series=reads&rows=16384");
+    let url = s.url(&pq);
+    let k = peer_keys();
+    let valid = signed_get(&k, &pq, "n1", "n2", now);
+    let r = get_with(&url, &valid).await;
     assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.headers["x-keyviz-peer-node"], "n2",
+        "the answer is signed"
+    );
     let v = r.json();
     assert!(v.get("fanout").is_none(), "a peer gets the local view only");
     assert_eq!(v["node_id"], "n2");
-    let expired = peer_token::mint(&secret(), "n1", "n2", now - 60_000, 10_000).expect("mint");
-    let r = get_with(&url, &auth(expired)).await;
-    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    let other = peer_token::mint(&secret(), "n1", "n3", now, 10_000).expect("mint");
+    // The same signed request again (a replay) is refused.
     assert_eq!(
-        get_with(&url, &auth(other)).await.status,
+        get_with(&url, &valid).await.status,
         StatusCode::UNAUTHORIZED
     );
-    let forged_secret = keyviz_admin::ClusterSecret::new(vec![7; 40], None).expect("s");
-    let forged = peer_token::mint(&forged_secret, "n1", "n2", now, 10_000).expect("mint");
+    let expired = signed_get(&k, &pq, "n1", "n2", now - 60_000);
     assert_eq!(
-        get_with(&url, &auth(forged)).await.status,
+        get_with(&url, &expired).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let other = signed_get(&k, &pq, "n1", "n3", now);
+    assert_eq!(
+        get_with(&url, &other).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // An identity challenge grants nothing but the identity answer.
+    let challenge = signed_get(&k, &pq, "n1", "*identity", now);
+    assert_eq!(
+        get_with(&url, &challenge).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let forged_keys = keyviz_admin::peer::PeerKeys::new(vec![7; 40], None);
+    let forged = signed_get(&forged_keys, &pq, "n1", "n2", now);
+    assert_eq!(
+        get_with(&url, &forged).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // Signed for another query than the one sent.
+    let moved = signed_get(
+        &k,
+        &format!("{MATRIX}?series=writes&rows=16384"),
+        "n1",
+        "n2",
+        now,
+    );
+    assert_eq!(
+        get_with(&url, &moved).await.status,
         StatusCode::UNAUTHORIZED
     );
     // The legacy header alone grants nothing.
@@ -431,11 +457,12 @@ async fn browser_cookie_never_reaches_a_peer_and_spoofed_header_does_not_suppres
         "cookie forwarded: {:?}",
         headers[0]
     );
-    let authz = headers[0]
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    assert!(authz.starts_with("KeyViz-Peer "), "{authz}");
+    assert!(headers[0].get("authorization").is_none());
+    assert!(
+        headers[0].get("x-keyviz-peer-sig").is_some(),
+        "peer calls are signed: {:?}",
+        headers[0]
+    );
     let q = log.queries.lock().clone();
     assert_eq!(
         q,
@@ -629,29 +656,19 @@ async fn peers_get_the_compact_encoding_only_when_they_ask() {
         AdminConfig::default(),
     )
     .await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default();
-    let token = peer_token::mint(&secret(), "n1", "n2", now, 10_000).expect("mint");
     let url = s.url(MATRIX);
-    let auth = ("authorization", format!("KeyViz-Peer {token}"));
-    let json = get_with(&url, std::slice::from_ref(&auth)).await;
+    let auth = || signed_get(&peer_keys(), MATRIX, "n1", "n2", now_ms());
+    let json = get_with(&url, &auth()).await;
     assert_eq!(
         json.headers["content-type"],
         "application/json; charset=utf-8"
     );
-    let compact = get_with(
-        &url,
-        &[
-            auth,
-            (
-                "accept",
-                keyviz_admin::fanout::compact::CONTENT_TYPE.to_string(),
-            ),
-        ],
-    )
-    .await;
+    let mut h = auth();
+    h.push((
+        "accept",
+        keyviz_admin::fanout::compact::CONTENT_TYPE.to_string(),
+    ));
+    let compact = get_with(&url, &h).await;
     assert_eq!(
         compact.headers["content-type"],
         keyviz_admin::fanout::compact::CONTENT_TYPE
@@ -686,7 +703,7 @@ async fn identity_mismatch_missing_id_and_foreign_secret_are_reported() {
     // An old peer without node_id in its matrix: merged, with a warning.
     let no_id = Bytes::from(serde_json::to_vec(&reads(7)).expect("encode"));
     let (legacy, _) = fake_peer("n4", Behaviour::Body(no_id)).await;
-    // A real node with another cluster secret rejects our peer token.
+    // A real node with another cluster secret cannot prove its identity to us.
     let foreign_listener = bind().await;
     let foreign_addr = foreign_listener.local_addr().expect("addr").to_string();
     let foreign_state = keyviz_admin::AdminState::builder(

@@ -10,7 +10,6 @@ use bytes::Bytes;
 use http::StatusCode;
 use keyviz::Series::{Reads, Writes};
 use keyviz::hotkeys::{HotKeyMode, HotKeyQuery, NodeHotKeys};
-use keyviz_admin::auth::peer_token;
 use keyviz_admin::{AdminConfig, AdminState, MatrixSource};
 
 use crate::util::*;
@@ -330,12 +329,12 @@ async fn peers_get_the_node_local_answer_and_the_query_forwarded_with_more_keys(
         log.queries.lock()[0],
         "from_unix_ms=1000&k=64&key_end=Yg%3D%3D&key_start=YQ%3D%3D&series=reads&to_unix_ms=2000"
     );
-    let auth = log.headers.lock()[0]
-        .get("authorization")
+    let aud = log.headers.lock()[0]
+        .get("x-keyviz-peer-aud")
         .and_then(|h| h.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    assert!(auth.starts_with("KeyViz-Peer "), "{auth}");
+    assert_eq!(aud, "n2", "signed for the proven peer");
     assert!(
         log.headers.lock()[0].get("cookie").is_none(),
         "browser cookies are never forwarded"
@@ -344,15 +343,11 @@ async fn peers_get_the_node_local_answer_and_the_query_forwarded_with_more_keys(
     assert_eq!(local_q.k, 64);
     assert_eq!(local_q.key_start.as_deref(), Some(&b"a"[..]));
 
-    // A peer token gets this node's own NodeHotKeys, no fan-out.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default();
-    let token = peer_token::mint(&secret(), "n9", "n1", now, 10_000).expect("mint");
+    // A signed peer request gets this node's own NodeHotKeys, no fan-out.
+    let pq = format!("{HOT}?series=reads&k=7");
     let r = get_with(
-        &n1.url(&format!("{HOT}?series=reads&k=7")),
-        &[("authorization", format!("KeyViz-Peer {token}"))],
+        &n1.url(&pq),
+        &signed_get(&peer_keys(), &pq, "n9", "n1", now_ms()),
     )
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());

@@ -521,3 +521,36 @@ async fn metrics_need_the_bearer_token_when_one_is_configured() {
         r.text()
     );
 }
+
+#[tokio::test]
+async fn secure_transport_marks_cookies_secure_and_sends_hsts_and_plain_http_does_neither() {
+    for secure_transport in [false, true] {
+        let config = AdminConfig {
+            secure_transport,
+            ..AdminConfig::default()
+        };
+        let s = start_node("n1", bind().await, FixedSource::new(vec![]), config).await;
+        let r = login_resp(&s, "alice", "alice-secret").await;
+        assert_eq!(r.status, StatusCode::OK);
+        let cookies = r.set_cookies();
+        assert_eq!(cookies.len(), 2, "{cookies:?}");
+        for c in &cookies {
+            assert_eq!(c.contains("; Secure"), secure_transport, "{c}");
+        }
+        let hsts = r
+            .headers
+            .get(http::header::STRICT_TRANSPORT_SECURITY)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let want = secure_transport.then(|| keyviz_admin::STRICT_TRANSPORT_SECURITY.to_string());
+        assert_eq!(hsts, want, "login answer");
+        let health = get_with(&s.url("/admin/healthz"), &[]).await;
+        assert_eq!(
+            health
+                .headers
+                .contains_key(http::header::STRICT_TRANSPORT_SECURITY),
+            secure_transport,
+            "every route"
+        );
+    }
+}

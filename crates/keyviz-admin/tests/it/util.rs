@@ -19,6 +19,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use keyviz::{Matrix, MatrixQuery, MatrixRow, RouteSpec, Sampler, SamplerConfig, Series};
+use keyviz_admin::peer::{GuardConfig, PeerGuard, PeerKeys, signing};
 use keyviz_admin::{
     AdminConfig, AdminState, ClusterSecret, MatrixSource, Membership, NodeIdentity, Role,
     SourceError, StaticCredentials,
@@ -32,6 +33,73 @@ pub(crate) const SECRET: &[u8] = b"keyviz-admin-integration-test-secret-01234567
 
 pub(crate) fn secret() -> ClusterSecret {
     ClusterSecret::new(SECRET.to_vec(), None).expect("test secret is long enough")
+}
+
+/// The test cluster secret as peer signing keys.
+pub(crate) fn peer_keys() -> PeerKeys {
+    PeerKeys::from_secret(&secret())
+}
+
+/// Wall clock, unix ms.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// Headers of a GET of `path_and_query` signed by `issuer` for `audience` with `keys` at
+/// `ts_ms` (a fresh nonce each call).
+pub(crate) fn signed_get(
+    keys: &PeerKeys,
+    path_and_query: &str,
+    issuer: &str,
+    audience: &str,
+    ts_ms: i64,
+) -> Vec<(&'static str, String)> {
+    let s = signing::sign_request(
+        keys,
+        &Method::GET,
+        path_and_query,
+        b"",
+        issuer,
+        audience,
+        ts_ms,
+    )
+    .expect("sign");
+    s.headers
+        .into_iter()
+        .map(|(n, v)| {
+            let name: &'static str = match n.as_str() {
+                "x-keyviz-peer-iss" => "x-keyviz-peer-iss",
+                "x-keyviz-peer-aud" => "x-keyviz-peer-aud",
+                "x-keyviz-peer-ts" => "x-keyviz-peer-ts",
+                "x-keyviz-peer-nonce" => "x-keyviz-peer-nonce",
+                _ => "x-keyviz-peer-sig",
+            };
+            (name, v.to_str().expect("ascii").to_string())
+        })
+        .collect()
+}
+
+/// The guard a fake peer holding `keys` runs as `node_id`: it verifies our signed requests
+/// and signs its answers, as a real node does.
+fn fake_guard(node_id: &str, keys: PeerKeys) -> Arc<PeerGuard> {
+    Arc::new(PeerGuard::new(
+        keys,
+        GuardConfig {
+            self_id: node_id.to_string(),
+            max_age: Duration::from_secs(10),
+            max_skew: Duration::from_secs(30),
+            age_bytes_per_sec: None,
+            replay_capacity: 1024,
+            request_cap: 64 * 1024,
+            identity_path: Some("/admin/api/v1/keyviz/identity".into()),
+            required: false,
+        },
+        |status, _code, message| (status, message).into_response(),
+        now_ms,
+    ))
 }
 
 /// Operators: alice (full), bob (read_only), carol (valid secret, no role).
@@ -329,6 +397,13 @@ pub(crate) enum Behaviour {
     Stream { total: usize },
     /// Wait, then 200 with this body.
     Delay(Duration, Bytes),
+    /// 200 signed over `signed`, but `sent` goes on the wire (a tampering middlebox).
+    Tamper {
+        /// What the answer MAC covers.
+        signed: Bytes,
+        /// What the client receives.
+        sent: Bytes,
+    },
 }
 
 /// Observations of a fake peer.
@@ -359,7 +434,9 @@ async fn fake_matrix(
     s.log.headers.lock().push(headers);
     s.log.queries.lock().push(q.unwrap_or_default());
     match &s.behaviour {
-        Behaviour::Body(b) => (StatusCode::OK, b.clone()).into_response(),
+        Behaviour::Body(b) | Behaviour::Tamper { signed: b, .. } => {
+            (StatusCode::OK, b.clone()).into_response()
+        }
         Behaviour::Status(code, body) => (
             StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             *body,
@@ -397,19 +474,72 @@ async fn fake_matrix(
     }
 }
 
-/// Starts a fake peer answering the identity probe with `node_id`.
+/// Starts a fake peer holding the cluster secret, answering the identity probe with
+/// `node_id` and its matrix endpoint with `behaviour`.
 pub(crate) async fn fake_peer(node_id: &str, behaviour: Behaviour) -> (Server, Arc<FakeLog>) {
+    fake_peer_at(
+        node_id,
+        behaviour,
+        Some(peer_keys()),
+        "/admin/api/v1/keyviz/matrix",
+    )
+    .await
+}
+
+/// A fake peer whose `path` does `behaviour`; with `keys` it verifies signed requests and
+/// signs its answers (a streaming answer is left unsigned: the cap must stop it first),
+/// without them it is an impostor that merely claims `node_id`.
+pub(crate) async fn fake_peer_at(
+    node_id: &str,
+    behaviour: Behaviour,
+    keys: Option<PeerKeys>,
+    path: &str,
+) -> (Server, Arc<FakeLog>) {
     let log = Arc::new(FakeLog::default());
+    let tamper = match &behaviour {
+        Behaviour::Tamper { sent, .. } => Some(sent.clone()),
+        _ => None,
+    };
+    let streams = matches!(behaviour, Behaviour::Stream { .. });
     let state = Arc::new(FakeState {
         node_id: node_id.to_string(),
         behaviour,
         log: log.clone(),
     });
-    let router = Router::new()
-        .route("/admin/api/v1/keyviz/identity", get(fake_identity))
-        .route("/admin/api/v1/keyviz/matrix", get(fake_matrix))
-        .with_state(state);
-    (serve_on(bind().await, router).await, log)
+    let identity = Router::new().route("/admin/api/v1/keyviz/identity", get(fake_identity));
+    let answers = Router::new().route(path, get(fake_matrix));
+    let router = match keys {
+        None => identity.merge(answers),
+        Some(keys) => {
+            let guard = fake_guard(node_id, keys);
+            let layer =
+                axum::middleware::from_fn_with_state(guard, keyviz_admin::peer::server::guard);
+            if streams {
+                identity.layer(layer).merge(answers)
+            } else {
+                identity.merge(answers).layer(layer)
+            }
+        }
+    };
+    let router = match tamper {
+        None => router,
+        Some(sent) => router.layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let sent = sent.clone();
+                async move {
+                    let identity = req.uri().path().ends_with("/identity");
+                    let r = next.run(req).await;
+                    if identity {
+                        return r;
+                    }
+                    let (mut parts, _) = r.into_parts();
+                    parts.headers.remove(http::header::CONTENT_LENGTH);
+                    Response::from_parts(parts, Body::from(sent))
+                }
+            },
+        )),
+    };
+    (serve_on(bind().await, router.with_state(state)).await, log)
 }
 
 /// JSON body of a matrix as a peer would send it.
@@ -594,19 +724,16 @@ pub(crate) fn node_hot(series: Series, parts: &[PartSpec<'_>]) -> keyviz::hotkey
     }
 }
 
-/// Starts a fake peer whose hot-keys endpoint does `behaviour` (matrix: 404).
+/// Starts a fake peer holding the secret whose hot-keys endpoint does `behaviour`
+/// (matrix: 404).
 pub(crate) async fn fake_hot_peer(node_id: &str, behaviour: Behaviour) -> (Server, Arc<FakeLog>) {
-    let log = Arc::new(FakeLog::default());
-    let state = Arc::new(FakeState {
-        node_id: node_id.to_string(),
+    fake_peer_at(
+        node_id,
         behaviour,
-        log: log.clone(),
-    });
-    let router = Router::new()
-        .route("/admin/api/v1/keyviz/identity", get(fake_identity))
-        .route("/admin/api/v1/keyviz/hotkeys", get(fake_matrix))
-        .with_state(state);
-    (serve_on(bind().await, router).await, log)
+        Some(peer_keys()),
+        "/admin/api/v1/keyviz/hotkeys",
+    )
+    .await
 }
 
 /// JSON body of a node's hot keys as a peer would send it.

@@ -17,9 +17,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use tokio::io::AsyncBufRead;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::auth::{Auth, Session};
@@ -120,12 +122,17 @@ impl Drop for Slot {
     }
 }
 
-/// Serves RESP on `listener` until `shutdown` turns true; each admitted connection gets its
-/// own task. Accept errors (such as running out of file descriptors) are logged at `warn`
+/// Serves RESP on `listener` (and, with `tls`, RESP over TLS on a second listener, like
+/// Redis's `tls-port`) until `shutdown` turns true; each admitted connection gets its own
+/// task. Both listeners share the client limits (`maxclients`, `maxmemory_clients`). A TLS
+/// connection completes its handshake within [`TLS_HANDSHAKE_TIMEOUT`] or is closed (a
+/// plain-RESP client on the TLS port gets no answer and is closed); over the limit it is
+/// closed without the `-ERR max number of clients` line (it would not be TLS). Accept errors (such as running out of file descriptors) are logged at `warn`
 /// at most once a second and followed by a short pause; the loop never exits on them.
 /// `HOTKEYS` commands of every connection share `hotkeys` (the node's one session).
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<(TcpListener, TlsAcceptor)>,
     dispatcher: Arc<Dispatcher>,
     limits: ClientLimits,
     auth: Arc<Auth>,
@@ -143,10 +150,14 @@ pub async fn serve(
     let mut last_warn: Option<Instant> = None;
     let mut suppressed = 0u64;
     loop {
-        tokio::select! {
+        let accepted = tokio::select! {
             _ = crate::node::stopped(&mut shutdown) => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => admit(&shared, stream, &shutdown),
+            a = listener.accept() => a.map(|(s, _)| (s, None)),
+            (a, acc) = accept_tls(tls.as_ref()) => a.map(|(s, _)| (s, Some(acc))),
+        };
+        {
+            match accepted {
+                Ok((stream, acc)) => admit(&shared, stream, acc, &shutdown),
                 Err(e) => {
                     if last_warn.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                         tracing::warn!(error = %e, suppressed, "resp accept failed; backing off");
@@ -162,7 +173,28 @@ pub async fn serve(
     }
 }
 
-fn admit(shared: &Arc<Shared>, stream: TcpStream, shutdown: &watch::Receiver<bool>) {
+/// Accepts on the TLS listener, or never resolves without one.
+async fn accept_tls(
+    tls: Option<&(TcpListener, TlsAcceptor)>,
+) -> (
+    std::io::Result<(TcpStream, std::net::SocketAddr)>,
+    TlsAcceptor,
+) {
+    match tls {
+        Some((l, a)) => (l.accept().await, a.clone()),
+        None => std::future::pending().await,
+    }
+}
+
+/// Longest a RESP TLS client may take to complete its handshake.
+pub(crate) const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn admit(
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+    shutdown: &watch::Receiver<bool>,
+) {
     let admitted = shared
         .clients
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
@@ -171,7 +203,9 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, shutdown: &watch::Receiver<boo
         .is_ok();
     if !admitted {
         // A fresh socket's send buffer always has room for one line; never wait on it.
-        let _ = stream.try_write(MAX_CLIENTS);
+        if tls.is_none() {
+            let _ = stream.try_write(MAX_CLIENTS);
+        }
         return;
     }
     let _ = stream.set_nodelay(true);
@@ -179,7 +213,120 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, shutdown: &watch::Receiver<boo
         shared: shared.clone(),
         buffered: 0,
     };
-    tokio::spawn(connection(stream, slot, shutdown.clone()));
+    let shutdown = shutdown.clone();
+    match tls {
+        None => {
+            tokio::spawn(connection(Stream::Plain(stream), slot, shutdown));
+        }
+        Some(acceptor) => {
+            tokio::spawn(async move {
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => {
+                        let s = tokio::io::BufReader::with_capacity(TLS_READ_BUFFER, s);
+                        connection(Stream::Tls(Box::new(s)), slot, shutdown).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(error = %e, "resp TLS handshake failed"),
+                    Err(_) => tracing::debug!("resp TLS handshake timed out"),
+                }
+            });
+        }
+    }
+}
+
+/// Plaintext a TLS connection holds outside the `maxmemory_clients` accounting: one TLS
+/// record (rustls keeps its own record buffers too, about as much again).
+const TLS_READ_BUFFER: usize = 16 * 1024;
+
+/// A client connection: plain TCP, or TLS with a small plaintext buffer in front so the
+/// read path can wait for data without reserving memory first (as `readable` does for TCP).
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio::io::BufReader<tokio_rustls::server::TlsStream<TcpStream>>>),
+}
+
+impl Stream {
+    /// The client's address (the TCP peer under TLS too).
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        match self {
+            Stream::Plain(s) => s.peer_addr(),
+            Stream::Tls(s) => s.get_ref().get_ref().0.peer_addr(),
+        }
+    }
+
+    /// Waits until a read will not block (data, EOF or an error is there). Cancel safe.
+    async fn readable(&mut self) -> std::io::Result<()> {
+        use tokio::io::AsyncBufReadExt;
+        match self {
+            Stream::Plain(s) => s.readable().await,
+            Stream::Tls(s) => s.fill_buf().await.map(|_| ()),
+        }
+    }
+
+    /// Reads what is there without waiting (`WouldBlock` when nothing is, `Ok(0)` at EOF).
+    fn try_read_buf<B: BufMut>(&mut self, buf: &mut B) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.try_read_buf(buf),
+            Stream::Tls(s) => {
+                let n = {
+                    let avail = s.buffer();
+                    let n = avail.len().min(buf.remaining_mut());
+                    buf.put_slice(&avail[..n]);
+                    n
+                };
+                if n == 0 && !s.buffer().is_empty() {
+                    return Err(std::io::ErrorKind::WouldBlock.into());
+                }
+                std::pin::Pin::new(&mut **s).consume(n);
+                Ok(n)
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Stream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => std::pin::Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Stream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => std::pin::Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => std::pin::Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => std::pin::Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
 }
 
 /// Why a connection task ended early.
@@ -191,7 +338,7 @@ enum Close {
 }
 
 struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     slot: Slot,
     codec: RespCodec,
     session: Session,
@@ -201,7 +348,7 @@ struct Conn {
     out: BytesMut,
 }
 
-async fn connection(stream: TcpStream, slot: Slot, shutdown: watch::Receiver<bool>) {
+async fn connection(stream: Stream, slot: Slot, shutdown: watch::Receiver<bool>) {
     let auth = slot.shared.auth.clone();
     let mut codec = RespCodec::new(slot.shared.limits.codec);
     let session = auth.new_session();
@@ -240,6 +387,8 @@ impl Conn {
     async fn write_out(&mut self) -> std::io::Result<()> {
         if !self.out.is_empty() {
             self.stream.write_all(&self.out).await?;
+            // TLS may keep encrypted records buffered after accepting the plaintext.
+            self.stream.flush().await?;
             self.out.clear();
         }
         Ok(())
@@ -401,7 +550,15 @@ impl Conn {
                 Ok(Command::Auth { user, password }) => {
                     // AUTH changes what the following requests may do: run those before it.
                     self.run_segment(&shared, &mut segment).await;
-                    match shared.auth.authenticate(user.as_ref(), &password).await {
+                    let client = self
+                        .stream
+                        .peer_addr()
+                        .map_or_else(|_| "unknown".to_string(), |a| a.ip().to_string());
+                    match shared
+                        .auth
+                        .authenticate(user.as_ref(), &password, &client)
+                        .await
+                    {
                         Ok(s) => {
                             self.session = s;
                             self.codec.set_restricted(!self.session.authenticated);

@@ -1,0 +1,480 @@
+//! The one HTTP/1 client of every node-to-node call: a pooled hyper client (plain, or rustls
+//! when a TLS client config is given), requests signed with [`super::signing`], answers read
+//! through `http_body_util::Limited` under a byte cap and verified before anything trusts
+//! them, every call under a deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use super::signing::{self, PeerKeys, SignatureError};
+
+/// Settings of a [`PeerTransport`].
+#[derive(Clone)]
+pub struct TransportConfig {
+    /// TCP connect deadline.
+    pub connect_timeout: Duration,
+    /// How long an idle pooled connection is kept; keep it below the servers' keep-alive
+    /// timeout so a connection the server is closing is never reused.
+    pub pool_idle_timeout: Duration,
+    /// Idle connections kept per peer.
+    pub pool_max_idle_per_host: usize,
+    /// TLS client settings (roots, client certificate for mTLS). `None`: plain HTTP only,
+    /// and `https://` peers are refused with [`TransportError::Address`].
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for TransportConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransportConfig")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("pool_idle_timeout", &self.pool_idle_timeout)
+            .field("pool_max_idle_per_host", &self.pool_max_idle_per_host)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            connect_timeout: Duration::from_millis(500),
+            pool_idle_timeout: Duration::from_secs(5),
+            pool_max_idle_per_host: 8,
+            tls: None,
+        }
+    }
+}
+
+/// Why a peer call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The URL is not a usable peer address (or needs TLS that is not configured).
+    #[error("invalid peer address: {0}")]
+    Address(String),
+    /// Connection or protocol failure before a complete answer arrived. `connect` is true
+    /// when the TCP connect itself failed, so the peer never saw the request.
+    #[error("peer request failed: {detail}")]
+    Connect {
+        /// Cause with its source chain.
+        detail: String,
+        /// The connect failed (nothing was sent).
+        connect: bool,
+    },
+    /// No complete answer within the deadline; the outcome is unknown.
+    #[error("peer did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The request or the answer body exceeds the cap; reading stopped there.
+    #[error("peer body exceeds the {cap}-byte cap")]
+    BodyCap {
+        /// The cap in bytes.
+        cap: usize,
+    },
+    /// The request could not be signed.
+    #[error("sign peer request: {0}")]
+    Sign(SignatureError),
+    /// The answer is not authenticated: unsigned, tampered, for another request, or from
+    /// another node than the one addressed. Nothing of it may be trusted.
+    #[error("peer answer not authenticated: {0}")]
+    Unauthenticated(SignatureError),
+}
+
+/// Renders an error with its source chain, which is where hyper keeps the useful part
+/// ("Connection refused"). Pure.
+#[must_use = "pure function"]
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
+
+/// A complete peer answer.
+#[derive(Debug, Clone)]
+pub struct PeerResponse {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Answer headers.
+    pub headers: http::HeaderMap,
+    /// The body (at most the call's cap).
+    pub body: Bytes,
+    /// The node that signed the answer, when the call was signed and the answer verified
+    /// (always set for a 2xx answer to a signed call; `None` for an unsigned error answer).
+    pub responder: Option<String>,
+}
+
+impl PeerResponse {
+    /// Up to 512 bytes of the body, lossily decoded, for error texts.
+    #[must_use]
+    pub fn body_prefix(&self) -> String {
+        String::from_utf8_lossy(&self.body[..self.body.len().min(512)])
+            .trim_end()
+            .to_string()
+    }
+}
+
+#[derive(Clone)]
+enum Inner {
+    Plain(Client<HttpConnector, Full<Bytes>>),
+    Tls(Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>),
+}
+
+/// How a call is signed: the keys, this node's id (the issuer) and the audience (the
+/// addressed node's id, or [`signing::AUD_IDENTITY`] for an identity challenge).
+#[derive(Debug, Clone, Copy)]
+pub struct Signing<'a> {
+    /// The cluster keys.
+    pub keys: &'a PeerKeys,
+    /// This node's id.
+    pub issuer: &'a str,
+    /// Who the request is for.
+    pub audience: &'a str,
+    /// Unix ms now (the signature's timestamp).
+    pub now_ms: i64,
+}
+
+/// A pooled peer client; cloning shares the pool and the body budget. Blocks on nothing
+/// but the network and, with a body budget, on budget bytes (both under the call's
+/// deadline); holds no lock across an await.
+#[derive(Clone)]
+pub struct PeerTransport {
+    inner: Inner,
+    budget: Option<BodyBudget>,
+}
+
+/// Bytes of answer bodies held at once by every call of one transport (a semaphore of
+/// bytes), so many concurrent fan-outs against peers that stream big answers stay within a
+/// fixed memory bound instead of `calls × cap`.
+#[derive(Clone)]
+struct BodyBudget {
+    bytes: Arc<tokio::sync::Semaphore>,
+    total: usize,
+}
+
+/// Smallest step in which a body of unknown length takes budget.
+const BUDGET_STEP: usize = 1024 * 1024;
+
+/// A received body and the budget it holds; the budget returns when the last `Bytes`
+/// sharing it is dropped.
+struct BudgetedBody {
+    data: Vec<u8>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for BudgetedBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl BodyBudget {
+    /// Takes `n` more bytes of budget, waiting (asynchronously, FIFO) until they are free.
+    async fn take(
+        &self,
+        held: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+        n: usize,
+    ) -> Result<(), TransportError> {
+        let n32 = u32::try_from(n).map_err(|_| TransportError::BodyCap { cap: self.total })?;
+        let more = self
+            .bytes
+            .clone()
+            .acquire_many_owned(n32)
+            .await
+            .map_err(|_| TransportError::Connect {
+                detail: "peer body budget closed".into(),
+                connect: false,
+            })?;
+        match held {
+            Some(p) => p.merge(more),
+            None => *held = Some(more),
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for PeerTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tls = matches!(self.inner, Inner::Tls(_));
+        f.debug_struct("PeerTransport").field("tls", &tls).finish()
+    }
+}
+
+impl PeerTransport {
+    /// A client with `config`'s connect timeout, pool and TLS settings.
+    #[must_use]
+    pub fn new(config: &TransportConfig) -> Self {
+        let mut conn = HttpConnector::new();
+        conn.set_connect_timeout(Some(config.connect_timeout));
+        conn.set_nodelay(true);
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(config.pool_max_idle_per_host);
+        let inner = match &config.tls {
+            None => Inner::Plain(builder.build(conn)),
+            Some(tls) => {
+                conn.enforce_http(false);
+                let https = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(tls.as_ref().clone())
+                    .https_or_http()
+                    .enable_http1()
+                    .wrap_connector(conn);
+                Inner::Tls(builder.build(https))
+            }
+        };
+        PeerTransport {
+            inner,
+            budget: None,
+        }
+    }
+
+    /// Bounds the bytes of answer bodies held at once by all calls of this transport (and
+    /// its clones) to `bytes`: a call takes budget before it buffers (all of a declared
+    /// `Content-Length` at once, else in 1 MiB steps, doubling), waits for budget when it
+    /// is spent, and the returned body gives it back when its last `Bytes` is dropped. A
+    /// body that could never fit (larger than `bytes`) is [`TransportError::BodyCap`]. The
+    /// wait is bounded by the call's deadline like the rest of the call.
+    #[must_use]
+    pub fn with_body_budget(mut self, bytes: usize) -> Self {
+        let total = bytes.clamp(1, tokio::sync::Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+        self.budget = Some(BodyBudget {
+            bytes: Arc::new(tokio::sync::Semaphore::new(total)),
+            total,
+        });
+        self
+    }
+
+    /// Budget bytes free right now (the configured total when no body is held); `None`
+    /// without a budget. For tests and metrics; takes no lock.
+    #[must_use]
+    pub fn body_budget_available(&self) -> Option<usize> {
+        self.budget.as_ref().map(|b| b.bytes.available_permits())
+    }
+
+    /// Whether `https://` peers can be called.
+    #[must_use]
+    pub fn has_tls(&self) -> bool {
+        matches!(self.inner, Inner::Tls(_))
+    }
+
+    /// Sends one request and reads the whole answer, all within `deadline`.
+    ///
+    /// With `signing`, the request carries a fresh signature over method, path and query,
+    /// body, time, nonce, issuer and audience, and a 2xx answer must carry a valid answer
+    /// MAC bound to that nonce (from the audience node, unless the audience is the identity
+    /// challenge); a non-2xx answer is verified when signed and otherwise returned with
+    /// `responder: None`, for the caller to report but never to trust. The answer body is
+    /// read through `Limited` and refused once it passes `cap` (a `Content-Length` above
+    /// the cap is refused before reading), so memory stays below `cap` plus one frame.
+    ///
+    /// # Errors
+    /// [`TransportError`] for bad URLs, signing, connection failures, the deadline, the cap
+    /// and unauthenticated answers.
+    // One argument per part of the request; call sites read as the request they send.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        body: Bytes,
+        cap: usize,
+        deadline: Duration,
+        signing: Option<Signing<'_>>,
+    ) -> Result<PeerResponse, TransportError> {
+        match tokio::time::timeout(
+            deadline,
+            self.send_unbounded(method, url, headers, body, cap, signing),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(TransportError::Timeout(deadline)),
+        }
+    }
+
+    async fn send_unbounded(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        body: Bytes,
+        cap: usize,
+        signing: Option<Signing<'_>>,
+    ) -> Result<PeerResponse, TransportError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| TransportError::Address(format!("{url}: {e}")))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") if self.has_tls() => {}
+            Some("https") => {
+                return Err(TransportError::Address(format!(
+                    "{url}: https peers need a TLS client configuration (--tls-ca)"
+                )));
+            }
+            _ => {
+                return Err(TransportError::Address(format!(
+                    "{url}: scheme must be http or https"
+                )));
+            }
+        }
+        let path_and_query = uri
+            .path_and_query()
+            .map_or("/", http::uri::PathAndQuery::as_str)
+            .to_string();
+        let signed = signing
+            .map(|s| {
+                signing::sign_request(
+                    s.keys,
+                    &method,
+                    &path_and_query,
+                    &body,
+                    s.issuer,
+                    s.audience,
+                    s.now_ms,
+                )
+                .map(|r| (s, r))
+            })
+            .transpose()
+            .map_err(TransportError::Sign)?;
+        let mut builder = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            builder = builder.header(name, value);
+        }
+        if let Some((_, r)) = &signed {
+            for (name, value) in &r.headers {
+                builder = builder.header(name, value);
+            }
+        }
+        let req = builder
+            .body(Full::new(body))
+            .map_err(|e| TransportError::Address(e.to_string()))?;
+        let resp = match &self.inner {
+            Inner::Plain(c) => c.request(req).await,
+            Inner::Tls(c) => c.request(req).await,
+        }
+        .map_err(|e| TransportError::Connect {
+            detail: chain(&e),
+            connect: e.is_connect(),
+        })?;
+        let status = resp.status();
+        let declared = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > cap as u64) {
+            return Err(TransportError::BodyCap { cap });
+        }
+        let (parts, body) = resp.into_parts();
+        let body = match &self.budget {
+            Some(budget) => read_budgeted(body, declared, cap, budget).await?,
+            None => Limited::new(body, cap)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some()
+                    {
+                        TransportError::BodyCap { cap }
+                    } else {
+                        TransportError::Connect {
+                            detail: chain(e.as_ref()),
+                            connect: false,
+                        }
+                    }
+                })?
+                .to_bytes(),
+        };
+        let mut responder = None;
+        if let Some((s, r)) = &signed {
+            let expected = (s.audience != signing::AUD_IDENTITY).then_some(s.audience);
+            let has_mac = parts.headers.contains_key(signing::HDR_RESPONSE_SIGNATURE);
+            if status.is_success() || has_mac {
+                let id = signing::verify_response(
+                    s.keys,
+                    &r.nonce,
+                    s.issuer,
+                    expected,
+                    status.as_u16(),
+                    &parts.headers,
+                    &body,
+                )
+                .map_err(TransportError::Unauthenticated)?;
+                responder = Some(id);
+            }
+        }
+        Ok(PeerResponse {
+            status,
+            headers: parts.headers,
+            body,
+            responder,
+        })
+    }
+}
+
+/// Reads an answer body under `cap` and the shared `budget`: the buffer's capacity never
+/// exceeds the budget held for it, so the budget bounds real memory.
+async fn read_budgeted(
+    mut body: hyper::body::Incoming,
+    declared: Option<u64>,
+    cap: usize,
+    budget: &BodyBudget,
+) -> Result<Bytes, TransportError> {
+    let limit = cap.min(budget.total);
+    let refuse = || TransportError::BodyCap { cap: limit };
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(refuse());
+    }
+    let mut held = None;
+    let mut held_n = 0usize;
+    let mut buf: Vec<u8> = Vec::new();
+    if let Some(n) = declared.and_then(|n| usize::try_from(n).ok()) {
+        // One acquisition for a declared length: callers never sit on part of a body.
+        budget.take(&mut held, n.max(1)).await?;
+        held_n = n.max(1);
+        buf.reserve_exact(n);
+    }
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| TransportError::Connect {
+            detail: chain(&e),
+            connect: false,
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let need = buf.len().saturating_add(data.len());
+        if need > limit {
+            return Err(refuse());
+        }
+        if need > held_n {
+            let want = need
+                .max(held_n.saturating_mul(2))
+                .max(BUDGET_STEP)
+                .min(limit);
+            budget.take(&mut held, want - held_n).await?;
+            held_n = want;
+            buf.reserve_exact(want - buf.len());
+        }
+        buf.extend_from_slice(&data);
+    }
+    match held {
+        Some(permit) => Ok(Bytes::from_owner(BudgetedBody {
+            data: buf,
+            _permit: permit,
+        })),
+        None => Ok(Bytes::new()),
+    }
+}
