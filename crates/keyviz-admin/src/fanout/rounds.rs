@@ -305,7 +305,7 @@ async fn call_boundary(
                 .map_err(|e| PeerError::Invalid(e.to_string()))?;
             bm.validate_parts().map_err(PeerError::Invalid)?;
             super::bounds::check_counts(&bm.matrix)?;
-            Ok(bm)
+            Ok::<_, PeerError>(bm)
         } else {
             let compact_body = is_media(ct.as_deref(), compact::CONTENT_TYPE);
             let m = decode_plain(&body, compact_body, &params2)?;

@@ -247,7 +247,10 @@ impl PeerTransport {
     /// wait is bounded by the call's deadline like the rest of the call.
     #[must_use]
     pub fn with_body_budget(mut self, bytes: usize) -> Self {
-        let total = bytes.clamp(1, tokio::sync::Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+        let total = bytes.clamp(
+            1,
+            tokio::sync::Semaphore::MAX_PERMITS.min(u32::MAX as usize),
+        );
         self.budget = Some(BodyBudget {
             bytes: Arc::new(tokio::sync::Semaphore::new(total)),
             total,

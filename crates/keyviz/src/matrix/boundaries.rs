@@ -269,6 +269,11 @@ pub fn coarsen_onto(
         }
         let row_index = u32::try_from(out.len()).unwrap_or(u32::MAX);
         if members.len() == 1 {
+            // A coarse-tier cell counted under several identities lists them in
+            // `write_lanes`: they become parts, so the fold deduplicates each share.
+            if m.series.is_write() && !members[0].write_lanes.is_empty() {
+                collect_parts(&members, row_index, &mut parts);
+            }
             out.extend(members);
             continue;
         }
@@ -294,11 +299,27 @@ fn collect_parts(members: &[MatrixRow], row: u32, parts: &mut Vec<CellPart>) {
             if v == 0 {
                 continue;
             }
-            let g = m.raft_group_ids.get(j).copied().unwrap_or(0);
-            let t = m.leader_terms.get(j).copied().unwrap_or(0);
-            match keys.iter_mut().find(|k| k.0 == g && k.1 == t) {
-                Some(k) => k.2 = k.2.saturating_add(v),
-                None => keys.push((g, t, v)),
+            let column = u32::try_from(j).unwrap_or(u32::MAX);
+            let mut add =
+                |g: u64, t: u64, v: u64| match keys.iter_mut().find(|k| k.0 == g && k.1 == t) {
+                    Some(k) => k.2 = k.2.saturating_add(v),
+                    None => keys.push((g, t, v)),
+                };
+            // Lanes are sorted by column; a listed cell's lanes sum to its value
+            // (`Matrix::validate`), so they replace the cell's one named identity.
+            let from = m.write_lanes.partition_point(|l| l.column < column);
+            let lanes = m.write_lanes[from..]
+                .iter()
+                .take_while(|l| l.column == column);
+            let mut listed = false;
+            for l in lanes {
+                listed = true;
+                add(l.group, l.term, l.value);
+            }
+            if !listed {
+                let g = m.raft_group_ids.get(j).copied().unwrap_or(0);
+                let t = m.leader_terms.get(j).copied().unwrap_or(0);
+                add(g, t, v);
             }
         }
         if keys.len() > 1 {
@@ -888,6 +909,7 @@ fn resolve(series: Series, acc: &Acc, extra: Option<&Vec<Key>>) -> (u64, u64, u6
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::matrix::wire::CellLane;
     use crate::merge::{MAX_LISTED_ROUTE_IDS, MergeOptions, merge};
 
     const COLS: usize = 6;
@@ -1085,6 +1107,73 @@ mod tests {
         assert_eq!(coarse.parts.len(), 2);
         assert_eq!(coarse.matrix.rows[0].leader_terms, vec![0]);
         // Without parts the coarse cell would lack an identity and fall back to max (5).
+    }
+
+    #[test]
+    fn coarse_tier_cells_with_write_lanes_fold_exactly_like_the_merge() {
+        // A coarse history column spans a leader change of group 1: the old leader (node a)
+        // counted 40 in term 3 and the new one (node b) 25 in term 4; each replica's cell
+        // lists both shares in `write_lanes` (every replica applies every write). Three
+        // replicas, asked alone in their boundary row or joined with a neighbour, must fold
+        // to 65, as the one-round merge says.
+        let lanes = vec![
+            CellLane {
+                column: 0,
+                group: 1,
+                term: 3,
+                value: 40,
+            },
+            CellLane {
+                column: 0,
+                group: 1,
+                term: 4,
+                value: 25,
+            },
+        ];
+        let row = |id: u64, v: u64, lanes: Vec<CellLane>| MatrixRow {
+            bucket_id: format!("route:{id}"),
+            start: Some(key(id)),
+            end: Some(key(id + 1)),
+            route_count: 1,
+            values: vec![v],
+            raft_group_ids: vec![1],
+            leader_terms: vec![3],
+            write_lanes: lanes,
+            ..MatrixRow::default()
+        };
+        let node = |n: u64| Matrix {
+            column_unix_ms: vec![600_000],
+            rows: vec![row(1, 65, lanes.clone()), row(2, 7, Vec::new())],
+            series: Series::Writes,
+            generated_at: String::new(),
+            step_ms: 600_000,
+            node_id: Some(format!("n{n}")),
+        };
+        let inputs = [node(1), node(2), node(3)];
+        let one_round = merge(
+            &inputs,
+            &MergeOptions {
+                series: Series::Writes,
+                step_ms: 600_000,
+                row_budget: None,
+            },
+        )
+        .matrix;
+        assert_eq!(column_totals(&one_round), vec![72]);
+        for budget in [1, 2] {
+            let totals: Vec<Vec<RowTotal>> = inputs.iter().map(row_totals).collect();
+            let b = Boundaries::plan(totals.iter().map(Vec::as_slice), budget);
+            let mut fold = ClusterFold::new(Series::Writes, 600_000, b.clone(), 256);
+            for m in &inputs {
+                let coarse = coarsen_onto(m.clone(), &b, 256);
+                assert_eq!(coarse.validate_parts(), Ok(()));
+                assert!(!coarse.parts.is_empty(), "lanes travel as parts");
+                fold.add(&coarse);
+            }
+            let got = fold.finish().matrix;
+            assert_eq!(column_totals(&got), vec![72], "budget {budget}");
+            assert!(got.rows.iter().all(|r| !r.conflict), "budget {budget}");
+        }
     }
 
     #[test]
