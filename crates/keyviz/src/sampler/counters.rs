@@ -306,6 +306,21 @@ impl SlotCounters {
             let hot = s.hot.load(Ordering::Relaxed) != 0;
             return Some(capture_stride(ops.wrapping_sub(seen), hot));
         }
+        self.add_shared(shard, sub, counter, bytes, capture)
+    }
+
+    /// The shared counters' path: slots not busy yet, threads without a
+    /// shard lease, the slow path. Out of line, so the shard path inlined
+    /// into every observe stays small.
+    #[inline(never)]
+    fn add_shared(
+        &self,
+        shard: usize,
+        sub: usize,
+        counter: usize,
+        bytes: u64,
+        capture: bool,
+    ) -> Option<u64> {
         let block = self.blocks.get(sub)?;
         if bytes >= MAX_PACKED_ADD {
             self.add_wide(sub, counter, 1, bytes.min(MAX_OP_BYTES));
@@ -543,6 +558,14 @@ impl WriteLanes {
                 return i;
             }
         }
+        self.claim(group, term)
+    }
+
+    /// A free lane claimed for (group, term) (the first write of a new
+    /// identity in a while), or [`UNKNOWN_LANE`].
+    #[cold]
+    #[inline(never)]
+    fn claim(&self, group: u64, term: u64) -> usize {
         for i in 0..WRITE_LANES {
             // Ordering: Acquire on success to own the lane before writing it.
             if self.terms[i]
