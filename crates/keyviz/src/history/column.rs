@@ -189,6 +189,11 @@ pub(crate) const CELL_HOT_K: usize = 8;
 /// hottest by estimate; a dropped key's upper bound joins its summary's floor.
 pub(crate) const MAX_COLUMN_HOT_ITEMS: usize = 128;
 
+/// Listed hot keys a column of a coarser history tier keeps per series: a
+/// coarse column summarises many windows, and 30 days of them at the finest
+/// tier's cap would cost more than the counts (docs/PERFORMANCE.md).
+pub(crate) const MAX_COARSE_COLUMN_HOT_ITEMS: usize = 32;
+
 /// Joins the summaries of equal (series, group, term), trims each to
 /// [`CELL_HOT_K`], and gives write summaries of an identity the lanes no
 /// longer hold (past `MAX_CELL_LANES`) to the identity-less lane, as
@@ -228,10 +233,10 @@ fn series_rank(s: Series) -> u8 {
     }
 }
 
-/// Keeps at most [`MAX_COLUMN_HOT_ITEMS`] listed keys per series over
+/// Keeps at most `cap` listed keys per series over
 /// `hot` (cell index, summary): the hottest by estimate (ties: earlier cell),
 /// the rest join their summary's floor; summaries left with no keys go.
-fn cap_column_hot(hot: &mut Vec<(u32, CellHot)>) {
+fn cap_column_hot(hot: &mut Vec<(u32, CellHot)>, cap: usize) {
     for rank in 0..4u8 {
         let mut all: Vec<(u64, usize, usize)> = hot
             .iter()
@@ -245,12 +250,12 @@ fn cap_column_hot(hot: &mut Vec<(u32, CellHot)>) {
                     .map(move |(i, item)| (item.estimate, e, i))
             })
             .collect();
-        if all.len() <= MAX_COLUMN_HOT_ITEMS {
+        if all.len() <= cap {
             continue;
         }
         all.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
         let mut keep: Vec<usize> = vec![0; hot.len()];
-        for &(_, e, i) in &all[..MAX_COLUMN_HOT_ITEMS] {
+        for &(_, e, i) in &all[..cap] {
             // Items are sorted hottest first within a summary, so the kept
             // ones are a prefix: keep the longest prefix chosen.
             keep[e] = keep[e].max(i + 1);
@@ -313,8 +318,11 @@ pub(crate) struct ExtraLane {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Column {
     pub(crate) unix_ms: i64,
-    /// Row id per cell, strictly increasing.
-    pub(crate) rows: Box<[u32]>,
+    /// Row id per cell, strictly increasing. Shared with a neighbouring
+    /// column (of its tier) that has the same rows ([`Column::share_rows`]):
+    /// with steady traffic every column names the same rows, and this array
+    /// would otherwise be 4 B of every cell.
+    pub(crate) rows: std::sync::Arc<[u32]>,
     reads_leader: Packed,
     reads_follower: Packed,
     read_bytes: Packed,
@@ -343,8 +351,16 @@ pub(crate) enum Counter {
 }
 
 impl Column {
-    /// Seals `cells` (any order; rows must be distinct) into a column.
-    pub(crate) fn build(unix_ms: i64, mut cells: Vec<CellInput>) -> Column {
+    /// Seals `cells` (any order; rows must be distinct) into a column that
+    /// lists at most [`MAX_COLUMN_HOT_ITEMS`] hot keys per series.
+    #[cfg(test)]
+    pub(crate) fn build(unix_ms: i64, cells: Vec<CellInput>) -> Column {
+        Column::build_capped(unix_ms, cells, MAX_COLUMN_HOT_ITEMS)
+    }
+
+    /// [`Column::build`] listing at most `hot_cap` hot keys per series (the
+    /// rest join their summaries' floors, so bounds stay honest).
+    pub(crate) fn build_capped(unix_ms: i64, mut cells: Vec<CellInput>, hot_cap: usize) -> Column {
         cells.sort_unstable_by_key(|c| c.row);
         let mut hot: Vec<(u32, CellHot)> = Vec::new();
         for (i, cell) in cells.iter_mut().enumerate() {
@@ -353,7 +369,7 @@ impl Column {
                 hot.extend(cell.hot.drain(..).map(|h| (i as u32, h)));
             }
         }
-        cap_column_hot(&mut hot);
+        cap_column_hot(&mut hot, hot_cap);
         let n = cells.len();
         let mut identities: Vec<(u64, u64)> = vec![(0, 0)];
         let mut identity_index: rustc_hash::FxHashMap<(u64, u64), usize> =
@@ -394,6 +410,14 @@ impl Column {
             identities: identities.into(),
             extra: extra.into(),
             hot: hot.into(),
+        }
+    }
+
+    /// Takes `rows` (a neighbour's row array) when it names the same rows as
+    /// this column's, so both share one allocation. O(cells).
+    pub(crate) fn share_rows_with(&mut self, rows: std::sync::Arc<[u32]>) {
+        if !std::sync::Arc::ptr_eq(&self.rows, &rows) && self.rows[..] == rows[..] {
+            self.rows = rows;
         }
     }
 
@@ -529,7 +553,8 @@ impl Column {
 
     /// Approximate heap bytes of the column.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.rows.len() * 4
+        // A shared row array is counted once over its holders.
+        self.rows.len() * 4 / std::sync::Arc::strong_count(&self.rows).max(1)
             + self.reads_leader.heap_bytes()
             + self.reads_follower.heap_bytes()
             + self.read_bytes.heap_bytes()

@@ -28,7 +28,10 @@ use crate::hotkeys::MAX_HOT_KEY_BYTES;
 use crate::matrix::Series;
 use crate::time::align_down;
 
-pub(crate) use column::{CELL_HOT_K, CellHot, CellInput, Column, Counter, Lanes, WriteLane};
+use column::MAX_COARSE_COLUMN_HOT_ITEMS;
+pub(crate) use column::{
+    CELL_HOT_K, CellHot, CellInput, Column, Counter, Lanes, MAX_COLUMN_HOT_ITEMS, WriteLane,
+};
 pub use persist::{CellRecord, ColumnRecord, HistoryStore, HotRecord, PersistError, WriteRecord};
 pub(crate) use rows::{RowCatalog, RowMeta};
 
@@ -134,18 +137,34 @@ impl History {
             .get(pos)
             .filter(|c| c.unix_ms == unix_ms)
             .map(Column::cells);
-        match existing {
+        let hot_cap = if k == 0 {
+            MAX_COLUMN_HOT_ITEMS
+        } else {
+            MAX_COARSE_COLUMN_HOT_ITEMS
+        };
+        let pos = match existing {
             Some(mut merged) => {
                 merged.extend(cells);
                 let merged = self.fold_rows(merged);
-                self.tiers[k].columns[pos] = Column::build(unix_ms, merged);
+                self.tiers[k].columns[pos] = Column::build_capped(unix_ms, merged, hot_cap);
+                pos
             }
             None => {
                 let cells = self.fold_rows(cells);
-                self.tiers[k]
-                    .columns
-                    .insert(pos, Column::build(unix_ms, cells));
+                let column = Column::build_capped(unix_ms, cells, hot_cap);
+                self.tiers[k].columns.insert(pos, column);
+                pos
             }
+        };
+        // Steady traffic names the same rows in every column: share the array.
+        let columns = &mut self.tiers[k].columns;
+        let neighbour = pos
+            .checked_sub(1)
+            .and_then(|p| columns.get(p))
+            .or_else(|| columns.get(pos + 1))
+            .map(|c| c.rows.clone());
+        if let (Some(rows), Some(column)) = (neighbour, columns.get_mut(pos)) {
+            column.share_rows_with(rows);
         }
         if !self.touched.contains(&(k, unix_ms)) {
             self.touched.push((k, unix_ms));

@@ -226,8 +226,9 @@ pub(crate) fn build(
     let mut out = vec![OutCell::default(); n_out * width];
     // Identity shares of the output cells with more than one (sparse: only
     // cells with a leader change inside the window, or rows of several
-    // identities coarsened together), keyed by index into `out`.
-    let mut shares: HashMap<usize, Vec<(u64, u64, u64)>> = HashMap::new();
+    // identities coarsened together): (row, column, group, term, value),
+    // unsorted and unjoined until the end (no hashing, no per-cell allocation).
+    let mut shares: Vec<(u32, u32, u64, u64, u64)> = Vec::new();
     let is_write = query.series.is_write();
     let bytes = counter == Counter::WriteBytes;
     for (j, col) in columns.iter().enumerate() {
@@ -249,25 +250,24 @@ pub(crate) fn build(
             };
             let (g, t) = col.identity_of(i);
             if is_write {
-                let idx = j * n_out + o as usize;
                 let lanes = multi_lane && col.lane_count(i) > 1;
                 let differs = cell.value != 0 && (cell.group, cell.term) != (g, t);
                 if lanes || differs || cell.shared {
-                    cell.shared = true;
-                    let list = shares.entry(idx).or_insert_with(|| {
+                    let (oo, jj) = (o, j as u32);
+                    if !cell.shared && cell.value != 0 {
                         // Until now the cell had one identity: its own.
-                        if cell.value == 0 {
-                            Vec::new()
-                        } else {
-                            vec![(cell.group, cell.term, cell.value)]
-                        }
-                    });
+                        shares.push((oo, jj, cell.group, cell.term, cell.value));
+                    }
+                    cell.shared = true;
                     if lanes {
                         col.for_each_lane(i, |g, t, w, wb| {
-                            add_share(list, g, t, if bytes { wb } else { w })
+                            let v = if bytes { wb } else { w };
+                            if v != 0 {
+                                shares.push((oo, jj, g, t, v));
+                            }
                         });
                     } else {
-                        add_share(list, g, t, v);
+                        shares.push((oo, jj, g, t, v));
                     }
                 }
             }
@@ -303,24 +303,31 @@ pub(crate) fn build(
     }
     let (mut vals, mut grps, mut trms) = (vals.into_iter(), grps.into_iter(), trms.into_iter());
     let mut row_lanes: Vec<Vec<CellLane>> = vec![Vec::new(); n_out];
-    for (idx, list) in shares {
+    shares.sort_unstable_by_key(|&(o, j, g, t, _)| (o, j, g, t));
+    let mut k = 0;
+    while k < shares.len() {
+        let (o, j) = (shares[k].0, shares[k].1);
+        let mut list: Vec<(u64, u64, u64)> = Vec::new();
+        while let Some(&(_, _, g, t, v)) = shares.get(k).filter(|s| (s.0, s.1) == (o, j)) {
+            match list.last_mut() {
+                Some(last) if (last.0, last.1) == (g, t) => last.2 = last.2.saturating_add(v),
+                _ => list.push((g, t, v)),
+            }
+            k += 1;
+        }
         if list.len() < 2 {
             continue;
         }
-        let (j, o) = (idx / n_out.max(1), idx % n_out.max(1));
-        row_lanes[o].extend(
-            cap_shares(list)
-                .into_iter()
-                .map(|(group, term, value)| CellLane {
-                    column: j as u32,
-                    group,
-                    term,
-                    value,
-                }),
-        );
-    }
-    for lanes in &mut row_lanes {
-        lanes.sort_unstable_by_key(|l| (l.column, l.group, l.term));
+        let mut capped = cap_shares(list);
+        capped.sort_unstable_by_key(|&(g, t, _)| (g, t));
+        if let Some(lanes) = row_lanes.get_mut(o as usize) {
+            lanes.extend(capped.into_iter().map(|(group, term, value)| CellLane {
+                column: j,
+                group,
+                term,
+                value,
+            }));
+        }
     }
     let mut row_lanes = row_lanes.into_iter();
 
@@ -447,17 +454,6 @@ pub(crate) fn build(
         generated_at,
         step_ms,
         node_id: None,
-    }
-}
-
-/// Adds `value` to the share of (group, term), or a new share.
-fn add_share(list: &mut Vec<(u64, u64, u64)>, group: u64, term: u64, value: u64) {
-    if value == 0 {
-        return;
-    }
-    match list.iter_mut().find(|s| (s.0, s.1) == (group, term)) {
-        Some(s) => s.2 = s.2.saturating_add(value),
-        None => list.push((group, term, value)),
     }
 }
 
