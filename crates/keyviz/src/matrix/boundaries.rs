@@ -344,7 +344,7 @@ const HAS_FIRST: u8 = 16;
 /// The running merge of one cell.
 #[derive(Debug, Clone, Copy, Default)]
 struct Acc {
-    /// Reads: the sum. Writes: the sum of the distinct identities' values.
+    /// The sum of the distinct identities' values (write series; reads keep `sums`).
     sum: u64,
     /// The best node contribution by (value, term, group).
     best: (u64, u64, u64),
@@ -381,8 +381,13 @@ pub struct ClusterFold {
     step_ms: u64,
     boundaries: Boundaries,
     columns: Vec<i64>,
-    /// `rows × columns`, row-major.
+    /// Write series: `rows × columns`, row-major (empty for reads).
     cells: Vec<Acc>,
+    /// Read series: per cell the sum, and the best contribution's value and (term, group),
+    /// kept apart so the hot loop streams 16 bytes per cell (empty for writes).
+    sums: Vec<u64>,
+    best_v: Vec<u64>,
+    best_tg: Vec<(u64, u64)>,
     /// Extra write identities per (row, column timestamp).
     extra: HashMap<(u32, i64), Vec<Key>>,
     meta: Vec<Option<RowMeta>>,
@@ -406,6 +411,9 @@ impl ClusterFold {
             boundaries,
             columns: Vec::new(),
             cells: Vec::new(),
+            sums: Vec::new(),
+            best_v: Vec::new(),
+            best_tg: Vec::new(),
             extra: HashMap::new(),
             meta: vec![None; n],
             first_range: HashMap::new(),
@@ -487,19 +495,26 @@ impl ClusterFold {
                     .index_of(row.start.as_deref().unwrap_or_default());
                 self.fold_meta(idx, row, index);
                 let base = idx * width;
-                let Some(cells) = self.cells.get_mut(base..base + width) else {
+                let (Some(sums), Some(best_v), Some(best_tg)) = (
+                    self.sums.get_mut(base..base + width),
+                    self.best_v.get_mut(base..base + width),
+                    self.best_tg.get_mut(base..base + width),
+                ) else {
                     continue;
                 };
                 for (j, &v) in row.values.iter().enumerate() {
                     let (Some(&u), true) = (col_map.get(j), v > 0) else {
                         continue;
                     };
+                    sums[u] = sums[u].saturating_add(v);
+                    if v < best_v[u] {
+                        continue;
+                    }
                     let g = row.raft_group_ids.get(j).copied().unwrap_or(0);
                     let t = row.leader_terms.get(j).copied().unwrap_or(0);
-                    let acc = &mut cells[u];
-                    acc.sum = acc.sum.saturating_add(v);
-                    if (v, t, g) > acc.best {
-                        acc.best = (v, t, g);
+                    if (v, t, g) > (best_v[u], best_tg[u].0, best_tg[u].1) {
+                        best_v[u] = v;
+                        best_tg[u] = (t, g);
                     }
                 }
             }
@@ -601,22 +616,20 @@ impl ClusterFold {
         columns.sort_unstable();
         columns.dedup();
         let rows = self.boundaries.len();
-        let mut cells = vec![Acc::default(); rows * columns.len()];
-        if !self.columns.is_empty() {
-            let map: Vec<usize> = self
-                .columns
-                .iter()
-                .map(|t| columns.binary_search(t).unwrap_or(0))
-                .collect();
-            let old_w = self.columns.len();
-            for r in 0..rows {
-                for (j, &u) in map.iter().enumerate() {
-                    cells[r * columns.len() + u] = self.cells[r * old_w + j];
-                }
-            }
+        let map: Vec<usize> = self
+            .columns
+            .iter()
+            .map(|t| columns.binary_search(t).unwrap_or(0))
+            .collect();
+        let (old_w, new_w) = (self.columns.len(), columns.len());
+        if self.series.is_write() {
+            self.cells = remap(&self.cells, rows, old_w, &map, new_w);
+        } else {
+            self.sums = remap(&self.sums, rows, old_w, &map, new_w);
+            self.best_v = remap(&self.best_v, rows, old_w, &map, new_w);
+            self.best_tg = remap(&self.best_tg, rows, old_w, &map, new_w);
         }
         self.columns = columns;
-        self.cells = cells;
     }
 
     fn fold_cell(
@@ -630,7 +643,22 @@ impl ClusterFold {
     ) {
         let width = self.columns.len();
         let ts = self.columns[col];
-        let Some(acc) = self.cells.get_mut(row * width + col) else {
+        let i = row * width + col;
+        if !self.series.is_write() {
+            if let (Some(sum), Some(bv), Some(btg)) = (
+                self.sums.get_mut(i),
+                self.best_v.get_mut(i),
+                self.best_tg.get_mut(i),
+            ) {
+                *sum = sum.saturating_add(v);
+                if (v, t, g) > (*bv, btg.0, btg.1) {
+                    *bv = v;
+                    *btg = (t, g);
+                }
+            }
+            return;
+        }
+        let Some(acc) = self.cells.get_mut(i) else {
             return;
         };
         // The node's identity for ranking: its own, or its largest share's.
@@ -643,10 +671,6 @@ impl ClusterFold {
         };
         if (v, rt, rg) > acc.best {
             acc.best = (v, rt, rg);
-        }
-        if !self.series.is_write() {
-            acc.sum = acc.sum.saturating_add(v);
-            return;
         }
         if acc.flags & HAS_FIRST == 0 {
             acc.flags |= HAS_FIRST;
@@ -798,6 +822,8 @@ impl ClusterFold {
             step_ms,
             columns,
             cells,
+            sums,
+            best_tg,
             extra,
             meta,
             mut warnings,
@@ -835,10 +861,14 @@ impl ClusterFold {
             let mut terms = vec![0u64; w];
             let mut conflicts: Vec<bool> = Vec::new();
             for j in skip..width {
-                let acc = cells[r * width + j];
+                let i = r * width + j;
                 let o = j - skip;
-                let (value, g, t, conflict) =
-                    resolve(series, &acc, extra.get(&(r as u32, columns[j])));
+                let (value, g, t, conflict) = if series.is_write() {
+                    resolve(&cells[i], extra.get(&(r as u32, columns[j])))
+                } else {
+                    let (bt, bg) = best_tg[i];
+                    (sums[i], bg, bt, false)
+                };
                 values[o] = value;
                 groups[o] = g;
                 terms[o] = t;
@@ -882,12 +912,28 @@ impl ClusterFold {
     }
 }
 
-/// The final cell: (value, group, term, conflict), by the rules of [`crate::merge`].
-fn resolve(series: Series, acc: &Acc, extra: Option<&Vec<Key>>) -> (u64, u64, u64, bool) {
-    let (bv, bt, bg) = acc.best;
-    if !series.is_write() {
-        return (acc.sum, bg, bt, false);
+/// `old` (`rows × old_w`) laid out on `new_w` columns, column `j` moving to `map[j]`.
+fn remap<T: Copy + Default>(
+    old: &[T],
+    rows: usize,
+    old_w: usize,
+    map: &[usize],
+    new_w: usize,
+) -> Vec<T> {
+    let mut out = vec![T::default(); rows * new_w];
+    for r in 0..rows {
+        for (j, &u) in map.iter().enumerate() {
+            if let Some(&v) = old.get(r * old_w + j) {
+                out[r * new_w + u] = v;
+            }
+        }
     }
+    out
+}
+
+/// The final write cell: (value, group, term, conflict), by the rules of [`crate::merge`].
+fn resolve(acc: &Acc, extra: Option<&Vec<Key>>) -> (u64, u64, u64, bool) {
+    let (bv, bt, bg) = acc.best;
     if acc.flags & HAS_FIRST == 0 {
         return (0, 0, 0, false);
     }
