@@ -107,15 +107,24 @@ pub fn signals(m: &Matrix) -> Signals {
         0.0
     };
 
-    // How long the hottest row has held its share, newest column backwards.
-    let mut streak = 0usize;
-    for c in (0..cols).rev() {
-        let col_total = m.rows.iter().fold(0u64, |a, r| {
+    // How long the hottest row has held its share, newest column backwards. Empty columns
+    // at the end (inside the recent window, which has traffic) are skipped: a step with no
+    // traffic yet neither extends nor breaks the streak.
+    let col_total = |c: usize| {
+        m.rows.iter().fold(0u64, |a, r| {
             a.saturating_add(r.values.get(c).copied().unwrap_or(0))
-        });
+        })
+    };
+    let mut newest = cols;
+    while newest > recent_from && col_total(newest - 1) == 0 {
+        newest -= 1;
+    }
+    let mut streak = 0usize;
+    for c in (0..newest).rev() {
+        let total = col_total(c);
         let v = row.get(c).copied().unwrap_or(0);
         #[allow(clippy::cast_precision_loss)]
-        let hot_here = col_total > 0 && v as f64 >= HOT_SHARE * col_total as f64;
+        let hot_here = total > 0 && v as f64 >= HOT_SHARE * total as f64;
         if !hot_here {
             break;
         }
@@ -199,6 +208,23 @@ mod tests {
         assert_eq!(s.hot_seconds, 15.0 * 60.0);
         assert_eq!(s.hottest_zscore, 0.0);
         assert!((s.hottest_share - 50.0 / 60.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn empty_newest_steps_neither_break_nor_extend_the_hot_streak() {
+        let mut hot = vec![9u64; 10];
+        hot.extend([0, 0]);
+        let mut cold = vec![1u64; 10];
+        cold.extend([0, 0]);
+        let s = signals(&m(vec![(hot, vec![1; 12]), (cold, vec![2; 12])]));
+        assert_eq!(s.hot_seconds, 600.0, "{s:?}");
+        let mut hot = vec![9u64; 10];
+        hot[4] = 0;
+        let s = signals(&m(vec![(hot, vec![1; 10]), (vec![1; 10], vec![2; 10])]));
+        assert_eq!(
+            s.hot_seconds, 300.0,
+            "a cold step in between breaks it: {s:?}"
+        );
     }
 
     #[test]

@@ -61,6 +61,9 @@ struct HotspotGauges {
 /// When the view was last computed, and the step it saw.
 #[derive(Default)]
 struct HotspotState {
+    /// When the last refresh started (success or not): refreshes are spaced from it.
+    attempted: Option<Instant>,
+    /// When the values served were computed (the last successful refresh).
     refreshed: Option<Instant>,
     step: Duration,
 }
@@ -316,79 +319,95 @@ async fn node_loads(inner: &Arc<crate::state::Inner>, series: Series, step: Dura
     loads
 }
 
-/// Recomputes the hotspot gauges from a cached cluster view when it is older than
-/// max(10 s, step), then sets `keyviz_hotspot_view_age_seconds`. Called by `GET /metrics`
-/// before rendering. A scrape waits at most 5 s for a refresh (running or its own); past
-/// that it serves the previous values. Cost per scrape is bounded: at most one refresh per
-/// interval whatever the scrape rate, and a refresh is, per series, one 64-row cluster
-/// fan-out of the last 15 minutes plus one 1-row query per node. Locks: the hotspot state
-/// mutex (async, held across the refresh; nothing else takes it).
+/// Recomputes the hotspot gauges from a cached cluster view when the last attempt is older
+/// than max(10 s, step), then sets `keyviz_hotspot_view_age_seconds`. Called by
+/// `GET /metrics` before rendering. The refresh runs in a task of its own, so it completes
+/// even when the scrape stops waiting: a scrape waits at most 5 s, then serves the previous
+/// values. Cost per scrape is bounded: at most one refresh per interval whatever the scrape
+/// rate (a failed one too: failures are retried at the next interval, not at every scrape),
+/// and a refresh is, per series, one 64-row cluster fan-out of the last 15 minutes plus one
+/// 1-row query per node. Locks: the hotspot state mutex (async, held across the refresh;
+/// nothing else takes it).
 pub(crate) async fn refresh_hotspots(inner: &Arc<crate::state::Inner>) {
-    let metrics = &inner.metrics;
     if !inner.source.is_enabled() {
         return;
     }
-    let work = async {
-        let mut st = metrics.hotspot_state.lock().await;
-        let interval = st.step.max(HOTSPOT_MIN_INTERVAL);
-        if st.refreshed.is_some_and(|t| t.elapsed() < interval) {
-            return st.refreshed;
-        }
-        let window_ms = i64::try_from(HOTSPOT_WINDOW.as_millis()).unwrap_or(i64::MAX);
-        let mut ok = true;
-        for series in HOTSPOT_SERIES {
-            let params = crate::api::MatrixParams {
-                series,
-                from_unix_ms: Some(crate::clock::now_unix_ms().saturating_sub(window_ms)),
-                to_unix_ms: None,
-                rows: HOTSPOT_ROWS,
-                key_start: None,
-                key_end: None,
-            };
-            let decoded = crate::fanout::run(inner.clone(), params)
-                .await
-                .ok()
-                .and_then(|body| serde_json::from_slice::<Decoded>(&body).ok());
-            let Some(d) = decoded else {
-                ok = false;
-                continue;
-            };
-            if d.matrix.step_ms > 0 {
-                st.step = Duration::from_millis(d.matrix.step_ms);
-            }
-            if let Some(f) = &d.fanout {
-                metrics
-                    .hotspot
-                    .nodes_responded
-                    .set(i64::try_from(f.responded).unwrap_or(i64::MAX));
-                metrics
-                    .hotspot
-                    .nodes_expected
-                    .set(i64::try_from(f.expected).unwrap_or(i64::MAX));
-            }
-            let signals = crate::hotspot::signals(&d.matrix);
-            let step = if st.step.is_zero() {
-                HOTSPOT_MIN_INTERVAL
-            } else {
-                st.step
-            };
-            let nodes = crate::hotspot::imbalance(&node_loads(inner, series, step).await);
-            metrics.set_signals(series, &signals, nodes);
-        }
-        if ok {
-            st.refreshed = Some(Instant::now());
-        } else {
-            metrics.hotspot.refresh_failures.inc();
-        }
-        st.refreshed
+    let task = tokio::spawn(refresh_task(inner.clone()));
+    let refreshed = match tokio::time::timeout(HOTSPOT_SCRAPE_WAIT, task).await {
+        Ok(Ok(t)) => t,
+        // Still running (or it panicked): serve what was computed last.
+        _ => inner
+            .metrics
+            .hotspot_state
+            .try_lock()
+            .ok()
+            .and_then(|st| st.refreshed),
     };
-    let refreshed = tokio::time::timeout(HOTSPOT_SCRAPE_WAIT, work)
-        .await
-        .ok()
-        .flatten();
     if let Some(t) = refreshed {
-        metrics.hotspot.age_seconds.set(t.elapsed().as_secs_f64());
+        inner
+            .metrics
+            .hotspot
+            .age_seconds
+            .set(t.elapsed().as_secs_f64());
     }
+}
+
+/// One refresh (when due); returns when the values served were computed.
+async fn refresh_task(inner: Arc<crate::state::Inner>) -> Option<Instant> {
+    let metrics = &inner.metrics;
+    let mut st = metrics.hotspot_state.lock().await;
+    let interval = st.step.max(HOTSPOT_MIN_INTERVAL);
+    if st.attempted.is_some_and(|t| t.elapsed() < interval) {
+        return st.refreshed;
+    }
+    st.attempted = Some(Instant::now());
+    let window_ms = i64::try_from(HOTSPOT_WINDOW.as_millis()).unwrap_or(i64::MAX);
+    let mut ok = true;
+    for series in HOTSPOT_SERIES {
+        let params = crate::api::MatrixParams {
+            series,
+            from_unix_ms: Some(crate::clock::now_unix_ms().saturating_sub(window_ms)),
+            to_unix_ms: None,
+            rows: HOTSPOT_ROWS,
+            key_start: None,
+            key_end: None,
+        };
+        let decoded = crate::fanout::run(inner.clone(), params)
+            .await
+            .ok()
+            .and_then(|body| serde_json::from_slice::<Decoded>(&body).ok());
+        let Some(d) = decoded else {
+            ok = false;
+            continue;
+        };
+        if d.matrix.step_ms > 0 {
+            st.step = Duration::from_millis(d.matrix.step_ms);
+        }
+        if let Some(f) = &d.fanout {
+            metrics
+                .hotspot
+                .nodes_responded
+                .set(i64::try_from(f.responded).unwrap_or(i64::MAX));
+            metrics
+                .hotspot
+                .nodes_expected
+                .set(i64::try_from(f.expected).unwrap_or(i64::MAX));
+        }
+        let signals = crate::hotspot::signals(&d.matrix);
+        let step = if st.step.is_zero() {
+            HOTSPOT_MIN_INTERVAL
+        } else {
+            st.step
+        };
+        let nodes = crate::hotspot::imbalance(&node_loads(&inner, series, step).await);
+        metrics.set_signals(series, &signals, nodes);
+    }
+    if ok {
+        st.refreshed = st.attempted;
+    } else {
+        metrics.hotspot.refresh_failures.inc();
+    }
+    st.refreshed
 }
 
 #[cfg(test)]
