@@ -144,11 +144,62 @@ pub struct Signing<'a> {
     pub now_ms: i64,
 }
 
-/// A pooled peer client; cloning shares the pool. Blocks on nothing but the network; holds
-/// no lock across an await.
+/// A pooled peer client; cloning shares the pool (and the body budget). Blocks on nothing
+/// but the network and, with a budget, on budget bytes (FIFO, within the call's deadline);
+/// holds no lock across an await.
 #[derive(Clone)]
 pub struct PeerTransport {
     inner: Inner,
+    budget: Option<BodyBudget>,
+}
+
+/// Bytes of answer bodies held at once by every call of one transport (a semaphore of
+/// bytes).
+#[derive(Clone)]
+struct BodyBudget {
+    bytes: Arc<tokio::sync::Semaphore>,
+    total: usize,
+}
+
+/// Smallest step in which a body of unknown length takes budget.
+const BUDGET_STEP: usize = 1024 * 1024;
+
+/// A received body and the budget it holds; the budget returns when the last `Bytes`
+/// sharing it is dropped.
+struct BudgetedBody {
+    data: Vec<u8>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for BudgetedBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl BodyBudget {
+    /// Takes `n` more bytes of budget, waiting (FIFO) until they are free.
+    async fn take(
+        &self,
+        held: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+        n: usize,
+    ) -> Result<(), TransportError> {
+        let n32 = u32::try_from(n).map_err(|_| TransportError::BodyCap { cap: self.total })?;
+        let more = self
+            .bytes
+            .clone()
+            .acquire_many_owned(n32)
+            .await
+            .map_err(|_| TransportError::Connect {
+                detail: "peer body budget closed".into(),
+                connect: false,
+            })?;
+        match held {
+            Some(p) => p.merge(more),
+            None => *held = Some(more),
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for PeerTransport {
@@ -181,7 +232,33 @@ impl PeerTransport {
                 Inner::Tls(builder.build(https))
             }
         };
-        PeerTransport { inner }
+        PeerTransport {
+            inner,
+            budget: None,
+        }
+    }
+
+    /// Bounds the bytes of answer bodies held at once by all calls of this transport (and
+    /// its clones) to `bytes`: a call takes budget before it buffers (all of a declared
+    /// `Content-Length` at once, else in 1 MiB steps, doubling), waits for budget when it is
+    /// spent, and the returned `Bytes` give it back when dropped. A body that could never
+    /// fit (larger than `bytes`) is [`TransportError::BodyCap`]. The wait counts against
+    /// the call's deadline.
+    #[must_use]
+    pub fn with_body_budget(mut self, bytes: usize) -> Self {
+        let total = bytes.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        self.budget = Some(BodyBudget {
+            bytes: Arc::new(tokio::sync::Semaphore::new(total)),
+            total,
+        });
+        self
+    }
+
+    /// Budget bytes free right now (the configured total when none is held); `None`
+    /// without a budget. Lock-free; for tests and metrics.
+    #[must_use]
+    pub fn body_budget_available(&self) -> Option<usize> {
+        self.budget.as_ref().map(|b| b.bytes.available_permits())
     }
 
     /// Whether `https://` peers can be called.
@@ -301,22 +378,7 @@ impl PeerTransport {
             return Err(TransportError::BodyCap { cap });
         }
         let (parts, body) = resp.into_parts();
-        let body = Limited::new(body, cap)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    TransportError::BodyCap { cap }
-                } else {
-                    TransportError::Connect {
-                        detail: chain(e.as_ref()),
-                        connect: false,
-                    }
-                }
-            })?
-            .to_bytes();
+        let body = read_body(Limited::new(body, cap), declared, cap, self.budget.as_ref()).await?;
         let mut responder = None;
         if let Some((s, r)) = &signed {
             let expected = (s.audience != signing::AUD_IDENTITY).then_some(s.audience);
@@ -341,5 +403,130 @@ impl PeerTransport {
             body,
             responder,
         })
+    }
+}
+
+/// Reads a body already capped by `Limited` at `cap`; with a budget, the buffer's capacity
+/// never exceeds the budget held for it.
+async fn read_body(
+    mut body: Limited<hyper::body::Incoming>,
+    declared: Option<u64>,
+    cap: usize,
+    budget: Option<&BodyBudget>,
+) -> Result<Bytes, TransportError> {
+    let frame_err = |e: Box<dyn std::error::Error + Send + Sync>| {
+        if e.downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some()
+        {
+            TransportError::BodyCap { cap }
+        } else {
+            TransportError::Connect {
+                detail: chain(e.as_ref()),
+                connect: false,
+            }
+        }
+    };
+    let Some(budget) = budget else {
+        return Ok(body.collect().await.map_err(frame_err)?.to_bytes());
+    };
+    let limit = cap.min(budget.total);
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(TransportError::BodyCap { cap: limit });
+    }
+    let mut held = None;
+    let mut held_n = 0usize;
+    let mut buf: Vec<u8> = Vec::new();
+    if let Some(n) = declared.and_then(|n| usize::try_from(n).ok()) {
+        // One acquisition for a declared length: callers never sit on part of a body.
+        budget.take(&mut held, n.max(1)).await?;
+        held_n = n.max(1);
+        buf.reserve_exact(n);
+    }
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(frame_err)?.into_data() else {
+            continue;
+        };
+        let need = buf.len().saturating_add(data.len());
+        if need > limit {
+            return Err(TransportError::BodyCap { cap: limit });
+        }
+        if need > held_n {
+            let want = need
+                .max(held_n.saturating_mul(2))
+                .max(BUDGET_STEP)
+                .min(limit);
+            budget.take(&mut held, want - held_n).await?;
+            held_n = want;
+            buf.reserve_exact(want - buf.len());
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(match held {
+        Some(permit) => Bytes::from_owner(BudgetedBody {
+            data: buf,
+            _permit: permit,
+        }),
+        None => Bytes::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn serve_once(body: &'static [u8]) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let app = axum::Router::new().route("/", axum::routing::get(move || async move { body }));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn bodies_are_capped_and_budgeted_bodies_return_their_budget() {
+        let addr = serve_once(&[b'x'; 4096]).await;
+        let url = format!("http://{addr}/");
+        let t = PeerTransport::new(&TransportConfig::default()).with_body_budget(10_000);
+        let send = |cap| {
+            t.send(
+                Method::GET,
+                &url,
+                &[],
+                Bytes::new(),
+                cap,
+                Duration::from_secs(5),
+                None,
+            )
+        };
+        assert_eq!(
+            send(1000).await.map(|r| r.body.len()),
+            Err(TransportError::BodyCap { cap: 1000 })
+        );
+        let r = send(8192).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.body.len(), 4096);
+        assert_eq!(
+            t.body_budget_available(),
+            Some(10_000 - 4096),
+            "held while the body lives"
+        );
+        drop(r);
+        assert_eq!(t.body_budget_available(), Some(10_000));
+        let plain = PeerTransport::new(&TransportConfig::default());
+        let https = plain
+            .send(
+                Method::GET,
+                "https://127.0.0.1:1/",
+                &[],
+                Bytes::new(),
+                10,
+                Duration::from_secs(1),
+                None,
+            )
+            .await;
+        assert!(matches!(https, Err(TransportError::Address(e)) if e.contains("TLS")));
     }
 }
