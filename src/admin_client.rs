@@ -8,8 +8,8 @@
 //! can make a call fail but never hang the CLI or grow its memory without bound. Decoded
 //! answers are validated before they are returned.
 //!
-//! Plain HTTP only: this client has no TLS yet, so it cannot reach a node started with
-//! `--tls-cert` (whose admin listener serves HTTPS only); see docs/SECURITY.md, TLS.
+//! `http://` and, with a CA ([`AdminClient::with_tls_ca`], `--tls-ca`), `https://` (a node
+//! started with `--tls-cert` serves its admin listener over HTTPS only; docs/SECURITY.md, TLS).
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -185,6 +185,8 @@ pub(crate) fn sanitize(text: &str, max: usize) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct AdminUrl {
     authority: String,
+    /// `https://` (the client then needs a CA, [`AdminClient::with_tls_ca`]).
+    https: bool,
 }
 
 impl AdminUrl {
@@ -210,15 +212,11 @@ impl AdminUrl {
         let uri: Uri = with_scheme
             .parse()
             .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(bad(
-                    "https is not supported (this client has no TLS yet; nodes without --tls-cert serve plain HTTP)",
-                ));
-            }
-            _ => return Err(bad("the scheme must be http")),
-        }
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(bad("the scheme must be http or https")),
+        };
         let authority = uri.authority().ok_or_else(|| bad("no host"))?;
         if authority.as_str().contains('@') {
             return Err(bad("credentials in the URL are not supported (use --user)"));
@@ -228,18 +226,25 @@ impl AdminUrl {
         }
         let authority = match authority.port_u16() {
             Some(_) => authority.as_str().to_string(),
+            None if https => format!("{}:443", authority.as_str()),
             None => format!("{}:80", authority.as_str()),
         };
-        Ok(AdminUrl { authority })
+        Ok(AdminUrl { authority, https })
     }
 
-    /// `http://host:port`, for messages.
+    /// Whether the URL is `https://`.
+    pub(crate) fn is_https(&self) -> bool {
+        self.https
+    }
+
+    /// `http(s)://host:port`, for messages.
     pub(crate) fn base(&self) -> String {
-        format!("http://{}", self.authority)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.authority)
     }
 
     fn uri(&self, path_and_query: &str) -> Result<Uri, ClientError> {
-        format!("http://{}{path_and_query}", self.authority)
+        format!("{}{path_and_query}", self.base())
             .parse()
             .map_err(|e: http::uri::InvalidUri| ClientError::BadUrl {
                 url: self.base(),
@@ -396,11 +401,17 @@ pub(crate) struct AdminClient {
     url: AdminUrl,
     credentials: Credentials,
     timeout: Duration,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Http,
     session: Mutex<Option<Session>>,
     /// Serialises re-logins after a 401 (held across the login request; nothing else
     /// takes it).
     login_gate: tokio::sync::Mutex<()>,
+}
+
+/// The pooled client: plain, or HTTPS with a CA ([`AdminClient::with_tls_ca`]).
+enum Http {
+    Plain(Client<HttpConnector, Full<Bytes>>),
+    Tls(Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>),
 }
 
 struct RawResponse {
@@ -425,10 +436,26 @@ impl AdminClient {
             url,
             credentials,
             timeout,
-            http,
+            http: Http::Plain(http),
             session: Mutex::new(None),
             login_gate: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Calls the node over TLS, trusting the CA certificates in `ca` (PEM): the node's
+    /// certificate must chain to one and name the URL's host. Reads the file (blocking).
+    ///
+    /// # Errors
+    /// [`ClientError::Credentials`] when the CA file is unreadable or unusable.
+    pub(crate) fn with_tls_ca(mut self, ca: &std::path::Path) -> Result<AdminClient, ClientError> {
+        let cfg = keyviz_admin::tls::ca_client_config(ca)
+            .map_err(|e| ClientError::Credentials(format!("--tls-ca: {e}")))?;
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(8)
+            .build(keyviz_admin::tls::https_connector(cfg, self.timeout));
+        self.http = Http::Tls(http);
+        Ok(self)
     }
 
     /// Base URL, for messages.
@@ -493,14 +520,14 @@ impl AdminClient {
         let req = builder
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| ClientError::Credentials(format!("cannot build the request: {e}")))?;
-        let resp = self
-            .http
-            .request(req)
-            .await
-            .map_err(|e| ClientError::Connect {
-                url: self.base(),
-                detail: sanitize(&keyviz_admin::fanout::client::chain(&e), 300),
-            })?;
+        let sent = match &self.http {
+            Http::Plain(c) => c.request(req).await,
+            Http::Tls(c) => c.request(req).await,
+        };
+        let resp = sent.map_err(|e| ClientError::Connect {
+            url: self.base(),
+            detail: sanitize(&keyviz_admin::fanout::client::chain(&e), 300),
+        })?;
         let status = resp.status();
         let retry_after = resp
             .headers()
@@ -863,21 +890,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn admin_urls_accept_host_port_and_the_ui_url_and_refuse_https() {
+    fn admin_urls_accept_host_port_the_ui_url_and_https() {
         let u = AdminUrl::parse("127.0.0.1:8080").expect("host:port");
         assert_eq!(u.base(), "http://127.0.0.1:8080");
         let u = AdminUrl::parse("http://node-a:9000/admin/").expect("UI URL");
         assert_eq!(u.base(), "http://node-a:9000");
         let u = AdminUrl::parse("http://node-a").expect("default port");
         assert_eq!(u.base(), "http://node-a:80");
-        for bad in [
-            "",
-            "https://a:1",
-            "ftp://a:1",
-            "http://u:p@a:1",
-            "http://:80",
-            "a b",
-        ] {
+        let u = AdminUrl::parse("HTTPS://node-a/admin/").expect("https");
+        assert!(u.is_https());
+        assert_eq!(u.base(), "https://node-a:443");
+        for bad in ["", "ftp://a:1", "http://u:p@a:1", "http://:80", "a b"] {
             let e = AdminUrl::parse(bad).expect_err(bad);
             assert_eq!(e.exit_code(), EXIT_USAGE, "{bad}: {e}");
         }

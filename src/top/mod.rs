@@ -59,6 +59,10 @@ pub(crate) struct TopArgs {
     /// variable or --password-file).
     #[arg(long, env = "KEYVIZ_ADMIN_PASSWORD", hide_env_values = true)]
     password: Option<String>,
+    /// CA certificates (PEM) the node's certificate chains to: needed for an `https://`
+    /// --admin URL (a node started with --tls-cert).
+    #[arg(long, env = "KEYVIZ_TLS_CA")]
+    tls_ca: Option<PathBuf>,
     /// Read the secret from the first line of this file (wins over --password and
     /// KEYVIZ_ADMIN_PASSWORD, which a node's own environment may set).
     #[arg(long)]
@@ -236,8 +240,22 @@ pub(crate) async fn run(args: TopArgs) -> anyhow::Result<ExitCode> {
     if args.timeout.is_zero() {
         return Ok(usage("--timeout must be longer than 0"));
     }
+    let https = url.is_https();
+    let mut client = AdminClient::new(url, creds, args.timeout);
+    match (&args.tls_ca, https) {
+        (Some(ca), true) => match client.with_tls_ca(ca) {
+            Ok(c) => client = c,
+            Err(e) => return Ok(usage(e)),
+        },
+        (None, true) => {
+            return Ok(usage(
+                "an https:// --admin URL needs --tls-ca (the CA the node's certificate chains to)",
+            ));
+        }
+        (_, false) => {}
+    }
     let ctx = Ctx {
-        client: Arc::new(AdminClient::new(url, creds, args.timeout)),
+        client: Arc::new(client),
         series,
         window: args.window,
         k: usize::try_from(args.k).unwrap_or(MAX_HOT_KEYS_K),

@@ -592,3 +592,55 @@ fn client_auth_all_requires_a_ca_certificate_on_the_admin_and_resp_tls_ports() {
     ]);
     assert!(ok && out.trim() == "PONG", "{out}");
 }
+
+#[test]
+fn keyviz_top_watches_a_tls_node_with_the_ca_and_refuses_without_it() {
+    let pki = Pki::new("keyviz test CA");
+    let (cert, key) = pki.node("node-1", 1, "keyviz-node-1");
+    let ca_path = pki.ca();
+    let c = Cluster::start(Opts {
+        nodes: 1,
+        groups: 1,
+        node_args: Some(Box::new(move |_| {
+            vec![
+                format!("--tls-cert={}", cert.display()),
+                format!("--tls-key={}", key.display()),
+                format!("--tls-ca={}", ca_path.display()),
+            ]
+        })),
+        ..Opts::default()
+    });
+    let ca = pki.ca();
+    let url = format!("https://127.0.0.1:{}", c.nodes[0].admin);
+    let top = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_keyviz"))
+            .args(["top", "--admin", &url, "--once", "--format", "json"])
+            .args(extra)
+            .env("KEYVIZ_ADMIN_USER", ADMIN_USER)
+            .env("KEYVIZ_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env_remove("KEYVIZ_TLS_CA")
+            .output()
+            .expect("run keyviz top")
+    };
+    let out = top(&["--tls-ca", path(&ca)]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("top json");
+    assert!(v.is_object(), "{v}");
+    let out = top(&[]);
+    assert_eq!(out.status.code(), Some(2), "usage error without --tls-ca");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs --tls-ca"));
+    // A CA the node's certificate does not chain to: refused, not trusted.
+    let other = Pki::new("other CA");
+    let out = top(&["--tls-ca", path(&other.ca())]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot reach the admin API at https://"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -394,7 +394,9 @@ fn top_exits_3_with_a_clear_message_when_nothing_listens() {
 #[test]
 fn top_refuses_bad_urls_and_missing_credentials_with_usage_errors() {
     let out = operator_top(&["--admin", "https://127.0.0.1:1", "--once"]);
-    assert_fails(&out, EXIT_USAGE, "https is not supported");
+    assert_fails(&out, EXIT_USAGE, "needs --tls-ca");
+    let out = operator_top(&["--admin", "ftp://127.0.0.1:1", "--once"]);
+    assert_fails(&out, EXIT_USAGE, "the scheme must be http or https");
     let out = operator_top(&["--admin", "http://exa mple:1", "--once"]);
     assert_fails(&out, EXIT_USAGE, "invalid admin URL");
     let out = top(

@@ -270,6 +270,7 @@ pub fn decode_node_hot_keys(
     };
     hot.validate()
         .map_err(|e| PeerError::InvalidHotKeys(e.to_string()))?;
+    crate::fanout::bounds::check_hot_total(&hot)?;
     if hot.series != series {
         return Err(PeerError::InvalidHotKeys(format!(
             "answered series {} instead of {series}",

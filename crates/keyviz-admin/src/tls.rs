@@ -351,6 +351,24 @@ impl NodeTls {
     }
 }
 
+/// A client configuration trusting the CA certificates in `ca` (PEM), without a client
+/// certificate: for operator tools calling an HTTPS admin port (`keyviz top --tls-ca`).
+/// Blocks on reading the file.
+///
+/// # Errors
+/// [`TlsError`] when the file is unreadable or holds no usable certificate.
+pub fn ca_client_config(ca: &Path) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for c in read_certs("CA", ca)? {
+        roots.add(c).map_err(|e| file_err("CA", ca, e))?;
+    }
+    let cfg = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
 /// Whether `cert` carries the node identity of node `id` (the DNS subject alternative name
 /// [`node_dns_name`]). Only meaningful for a certificate whose chain was verified; a
 /// certificate that does not parse names no node.

@@ -14,6 +14,29 @@ use super::client::PeerError;
 /// 2.8·10^14, which is millions of years of a 1 M ops/s node at a 1 s step.
 pub const MAX_COLUMN_TOTAL: u64 = 1 << 48;
 
+/// Most operations one node's hot-key answer may count over all its parts: 2^55, so the
+/// merged totals (and every item bound, which `NodeHotKeys::validate` keeps below its part's
+/// total) of up to 2^9 nodes fit in `u64` exactly.
+pub const MAX_HOT_TOTAL: u64 = 1 << 55;
+
+/// Checks that the parts of a peer's hot keys count at most [`MAX_HOT_TOTAL`] together.
+///
+/// # Errors
+/// [`PeerError::InvalidHotKeys`] when they count more.
+pub fn check_hot_total(hot: &keyviz::hotkeys::NodeHotKeys) -> Result<(), PeerError> {
+    let mut total = 0u64;
+    for p in &hot.parts {
+        total = total.saturating_add(p.summary.total);
+        if total > MAX_HOT_TOTAL {
+            return Err(PeerError::InvalidHotKeys(format!(
+                "parts count more than {MAX_HOT_TOTAL} operations (group {}, term {})",
+                p.group, p.term
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Checks that every column of `m` sums to at most [`MAX_COLUMN_TOTAL`]. O(cells).
 ///
 /// # Errors
@@ -55,6 +78,33 @@ mod tests {
             })
             .collect();
         m
+    }
+
+    #[test]
+    fn absurd_hot_key_totals_are_refused() {
+        use keyviz::hotkeys::{HotKeyMode, HotPart, HotSummary, NodeHotKeys};
+        let part = |total| HotPart {
+            group: 1,
+            term: 1,
+            summary: HotSummary {
+                total,
+                floor: 0,
+                sampled: false,
+                items: Vec::new(),
+            },
+        };
+        let hot = |parts| NodeHotKeys {
+            series: keyviz::Series::Reads,
+            mode: HotKeyMode::Raw,
+            node_id: None,
+            parts,
+        };
+        assert!(check_hot_total(&hot(vec![part(MAX_HOT_TOTAL)])).is_ok());
+        assert!(matches!(
+            check_hot_total(&hot(vec![part(u64::MAX)])),
+            Err(PeerError::InvalidHotKeys(_))
+        ));
+        assert!(check_hot_total(&hot(vec![part(MAX_HOT_TOTAL), part(1)])).is_err());
     }
 
     #[test]

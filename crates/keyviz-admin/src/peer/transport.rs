@@ -144,9 +144,9 @@ pub struct Signing<'a> {
     pub now_ms: i64,
 }
 
-/// A pooled peer client; cloning shares the pool and the body budget. Blocks on nothing
-/// but the network and, with a body budget, on budget bytes (both under the call's
-/// deadline); holds no lock across an await.
+/// A pooled peer client; cloning shares the pool (and the body budget). Blocks on nothing
+/// but the network and, with a budget, on budget bytes (FIFO, within the call's deadline);
+/// holds no lock across an await.
 #[derive(Clone)]
 pub struct PeerTransport {
     inner: Inner,
@@ -154,8 +154,7 @@ pub struct PeerTransport {
 }
 
 /// Bytes of answer bodies held at once by every call of one transport (a semaphore of
-/// bytes), so many concurrent fan-outs against peers that stream big answers stay within a
-/// fixed memory bound instead of `calls × cap`.
+/// bytes).
 #[derive(Clone)]
 struct BodyBudget {
     bytes: Arc<tokio::sync::Semaphore>,
@@ -179,7 +178,7 @@ impl AsRef<[u8]> for BudgetedBody {
 }
 
 impl BodyBudget {
-    /// Takes `n` more bytes of budget, waiting (asynchronously, FIFO) until they are free.
+    /// Takes `n` more bytes of budget, waiting (FIFO) until they are free.
     async fn take(
         &self,
         held: &mut Option<tokio::sync::OwnedSemaphorePermit>,
@@ -241,16 +240,13 @@ impl PeerTransport {
 
     /// Bounds the bytes of answer bodies held at once by all calls of this transport (and
     /// its clones) to `bytes`: a call takes budget before it buffers (all of a declared
-    /// `Content-Length` at once, else in 1 MiB steps, doubling), waits for budget when it
-    /// is spent, and the returned body gives it back when its last `Bytes` is dropped. A
-    /// body that could never fit (larger than `bytes`) is [`TransportError::BodyCap`]. The
-    /// wait is bounded by the call's deadline like the rest of the call.
+    /// `Content-Length` at once, else in 1 MiB steps, doubling), waits for budget when it is
+    /// spent, and the returned `Bytes` give it back when dropped. A body that could never
+    /// fit (larger than `bytes`) is [`TransportError::BodyCap`]. The wait counts against
+    /// the call's deadline.
     #[must_use]
     pub fn with_body_budget(mut self, bytes: usize) -> Self {
-        let total = bytes.clamp(
-            1,
-            tokio::sync::Semaphore::MAX_PERMITS.min(u32::MAX as usize),
-        );
+        let total = bytes.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
         self.budget = Some(BodyBudget {
             bytes: Arc::new(tokio::sync::Semaphore::new(total)),
             total,
@@ -258,8 +254,8 @@ impl PeerTransport {
         self
     }
 
-    /// Budget bytes free right now (the configured total when no body is held); `None`
-    /// without a budget. For tests and metrics; takes no lock.
+    /// Budget bytes free right now (the configured total when none is held); `None`
+    /// without a budget. Lock-free; for tests and metrics.
     #[must_use]
     pub fn body_budget_available(&self) -> Option<usize> {
         self.budget.as_ref().map(|b| b.bytes.available_permits())
@@ -382,25 +378,7 @@ impl PeerTransport {
             return Err(TransportError::BodyCap { cap });
         }
         let (parts, body) = resp.into_parts();
-        let body = match &self.budget {
-            Some(budget) => read_budgeted(body, declared, cap, budget).await?,
-            None => Limited::new(body, cap)
-                .collect()
-                .await
-                .map_err(|e| {
-                    if e.downcast_ref::<http_body_util::LengthLimitError>()
-                        .is_some()
-                    {
-                        TransportError::BodyCap { cap }
-                    } else {
-                        TransportError::Connect {
-                            detail: chain(e.as_ref()),
-                            connect: false,
-                        }
-                    }
-                })?
-                .to_bytes(),
-        };
+        let body = read_body(Limited::new(body, cap), declared, cap, self.budget.as_ref()).await?;
         let mut responder = None;
         if let Some((s, r)) = &signed {
             let expected = (s.audience != signing::AUD_IDENTITY).then_some(s.audience);
@@ -428,18 +406,32 @@ impl PeerTransport {
     }
 }
 
-/// Reads an answer body under `cap` and the shared `budget`: the buffer's capacity never
-/// exceeds the budget held for it, so the budget bounds real memory.
-async fn read_budgeted(
-    mut body: hyper::body::Incoming,
+/// Reads a body already capped by `Limited` at `cap`; with a budget, the buffer's capacity
+/// never exceeds the budget held for it.
+async fn read_body(
+    mut body: Limited<hyper::body::Incoming>,
     declared: Option<u64>,
     cap: usize,
-    budget: &BodyBudget,
+    budget: Option<&BodyBudget>,
 ) -> Result<Bytes, TransportError> {
+    let frame_err = |e: Box<dyn std::error::Error + Send + Sync>| {
+        if e.downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some()
+        {
+            TransportError::BodyCap { cap }
+        } else {
+            TransportError::Connect {
+                detail: chain(e.as_ref()),
+                connect: false,
+            }
+        }
+    };
+    let Some(budget) = budget else {
+        return Ok(body.collect().await.map_err(frame_err)?.to_bytes());
+    };
     let limit = cap.min(budget.total);
-    let refuse = || TransportError::BodyCap { cap: limit };
     if declared.is_some_and(|n| n > limit as u64) {
-        return Err(refuse());
+        return Err(TransportError::BodyCap { cap: limit });
     }
     let mut held = None;
     let mut held_n = 0usize;
@@ -451,16 +443,12 @@ async fn read_budgeted(
         buf.reserve_exact(n);
     }
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| TransportError::Connect {
-            detail: chain(&e),
-            connect: false,
-        })?;
-        let Ok(data) = frame.into_data() else {
+        let Ok(data) = frame.map_err(frame_err)?.into_data() else {
             continue;
         };
         let need = buf.len().saturating_add(data.len());
         if need > limit {
-            return Err(refuse());
+            return Err(TransportError::BodyCap { cap: limit });
         }
         if need > held_n {
             let want = need
@@ -473,11 +461,72 @@ async fn read_budgeted(
         }
         buf.extend_from_slice(&data);
     }
-    match held {
-        Some(permit) => Ok(Bytes::from_owner(BudgetedBody {
+    Ok(match held {
+        Some(permit) => Bytes::from_owner(BudgetedBody {
             data: buf,
             _permit: permit,
-        })),
-        None => Ok(Bytes::new()),
+        }),
+        None => Bytes::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn serve_once(body: &'static [u8]) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let app = axum::Router::new().route("/", axum::routing::get(move || async move { body }));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn bodies_are_capped_and_budgeted_bodies_return_their_budget() {
+        let addr = serve_once(&[b'x'; 4096]).await;
+        let url = format!("http://{addr}/");
+        let t = PeerTransport::new(&TransportConfig::default()).with_body_budget(10_000);
+        let send = |cap| {
+            t.send(
+                Method::GET,
+                &url,
+                &[],
+                Bytes::new(),
+                cap,
+                Duration::from_secs(5),
+                None,
+            )
+        };
+        assert_eq!(
+            send(1000).await.map(|r| r.body.len()),
+            Err(TransportError::BodyCap { cap: 1000 })
+        );
+        let r = send(8192).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.body.len(), 4096);
+        assert_eq!(
+            t.body_budget_available(),
+            Some(10_000 - 4096),
+            "held while the body lives"
+        );
+        drop(r);
+        assert_eq!(t.body_budget_available(), Some(10_000));
+        let plain = PeerTransport::new(&TransportConfig::default());
+        let https = plain
+            .send(
+                Method::GET,
+                "https://127.0.0.1:1/",
+                &[],
+                Bytes::new(),
+                10,
+                Duration::from_secs(1),
+                None,
+            )
+            .await;
+        assert!(matches!(https, Err(TransportError::Address(e)) if e.contains("TLS")));
     }
 }

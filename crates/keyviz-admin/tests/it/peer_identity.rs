@@ -199,3 +199,27 @@ async fn absurd_counts_from_a_proven_peer_are_that_nodes_error() {
     }
     assert_eq!(row_values(&v, "route:1"), vec![3]);
 }
+
+#[tokio::test]
+async fn absurd_hot_key_totals_from_a_proven_peer_are_that_nodes_error() {
+    let huge = node_hot(Reads, &[(1, 1, u64::MAX, &[("a", 5)])]);
+    let (p, _) = fake_hot_peer("n2", Behaviour::Body(hot_body(huge, "n2"))).await;
+    let s = start_node(
+        "n1",
+        bind().await,
+        HotSource::new(vec![node_hot(Reads, &[(1, 1, 3, &[("a", 3)])])]),
+        fanout_config(&[p.addr.to_string()]),
+    )
+    .await;
+    let sess = login(&s, "bob", "bob-secret").await;
+    let r = get_with(
+        &s.url("/admin/api/v1/keyviz/hotkeys?series=reads"),
+        &sess.headers(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let v = r.json();
+    let st = status_of(&v, &p.addr.to_string());
+    assert_eq!(st["ok"], false, "{v}");
+    assert_eq!(st["reason"], "invalid", "{v}");
+}
