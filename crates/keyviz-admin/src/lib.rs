@@ -134,8 +134,10 @@ async fn metrics(State(state): State<AdminState>, headers: http::HeaderMap) -> R
             return r;
         }
     }
-    metrics::refresh_hotspots(&state.inner).await;
-    match state.inner.metrics.render() {
+    metrics::before_scrape(&state.inner);
+    let rendered = state.inner.metrics.render();
+    metrics::after_scrape(&state.inner);
+    match rendered {
         Ok(text) => (
             StatusCode::OK,
             [(

@@ -1,5 +1,5 @@
 //! Prometheus metrics of the admin surface, served as OpenMetrics text at `GET /metrics`,
-//! plus the hotspot signals ([`refresh_hotspots`], docs/ADMIN.md "Hotspot metrics").
+//! plus the hotspot signals ([`after_scrape`], docs/ADMIN.md "Hotspot metrics").
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -41,8 +41,6 @@ pub(crate) const HOTSPOT_ROWS: usize = 64;
 /// Least time between two refreshes; the step, when longer, is the bound (data changes
 /// once per step).
 pub(crate) const HOTSPOT_MIN_INTERVAL: Duration = Duration::from_secs(10);
-/// Longest a scrape waits for a refresh before it serves the previous values.
-pub(crate) const HOTSPOT_SCRAPE_WAIT: Duration = Duration::from_secs(5);
 
 /// The hotspot gauges, one sample per series each.
 struct HotspotGauges {
@@ -78,7 +76,7 @@ pub(crate) struct Metrics {
     matrix_requests: Family<OutcomeLabel, Counter>,
     hot_keys_requests: Family<OutcomeLabel, Counter>,
     hotspot: HotspotGauges,
-    /// Held across one refresh (so concurrent scrapes refresh once); nothing else takes it.
+    /// Held across one refresh (so concurrent scrapes refresh once); elsewhere only tried.
     hotspot_state: tokio::sync::Mutex<HotspotState>,
 }
 
@@ -184,6 +182,20 @@ impl Metrics {
             "Hotspot view refreshes that failed (the previous values stay)",
             hotspot.refresh_failures.clone(),
         );
+        // Every series exists from the first scrape (0 until the first refresh, like
+        // keyviz_hotspot_view_nodes_expected: 0 expected nodes means no view yet), so rules
+        // never see a series appear.
+        for series in HOTSPOT_SERIES {
+            let l = SeriesLabel {
+                series: series.as_str().to_string(),
+            };
+            let _ = hotspot.hottest_share.get_or_create(&l);
+            let _ = hotspot.group_imbalance.get_or_create(&l);
+            let _ = hotspot.node_imbalance.get_or_create(&l);
+            let _ = hotspot.zscore.get_or_create(&l);
+            let _ = hotspot.hot_seconds.get_or_create(&l);
+            let _ = hotspot.sustained.get_or_create(&l);
+        }
         Metrics {
             hotspot,
             hotspot_state: tokio::sync::Mutex::new(HotspotState::default()),
@@ -319,31 +331,12 @@ async fn node_loads(inner: &Arc<crate::state::Inner>, series: Series, step: Dura
     loads
 }
 
-/// Recomputes the hotspot gauges from a cached cluster view when the last attempt is older
-/// than max(10 s, step), then sets `keyviz_hotspot_view_age_seconds`. Called by
-/// `GET /metrics` before rendering. The refresh runs in a task of its own, so it completes
-/// even when the scrape stops waiting: a scrape waits at most 5 s, then serves the previous
-/// values. Cost per scrape is bounded: at most one refresh per interval whatever the scrape
-/// rate (a failed one too: failures are retried at the next interval, not at every scrape),
-/// and a refresh is, per series, one 64-row cluster fan-out of the last 15 minutes plus one
-/// 1-row query per node. Locks: the hotspot state mutex (async, held across the refresh;
-/// nothing else takes it).
-pub(crate) async fn refresh_hotspots(inner: &Arc<crate::state::Inner>) {
-    if !inner.source.is_enabled() {
-        return;
-    }
-    let task = tokio::spawn(refresh_task(inner.clone()));
-    let refreshed = match tokio::time::timeout(HOTSPOT_SCRAPE_WAIT, task).await {
-        Ok(Ok(t)) => t,
-        // Still running (or it panicked): serve what was computed last.
-        _ => inner
-            .metrics
-            .hotspot_state
-            .try_lock()
-            .ok()
-            .and_then(|st| st.refreshed),
-    };
-    if let Some(t) = refreshed {
+/// Sets `keyviz_hotspot_view_age_seconds` before a scrape renders (never waits: when a
+/// refresh holds the state, the previous age stays).
+pub(crate) fn before_scrape(inner: &crate::state::Inner) {
+    if let Ok(st) = inner.metrics.hotspot_state.try_lock()
+        && let Some(t) = st.refreshed
+    {
         inner
             .metrics
             .hotspot
@@ -352,10 +345,35 @@ pub(crate) async fn refresh_hotspots(inner: &Arc<crate::state::Inner>) {
     }
 }
 
+/// Called by `GET /metrics` after rendering: starts a refresh of the hotspot gauges in a
+/// task of its own when none is running and the last attempt is older than
+/// max(10 s, step). Never waits, so a scrape costs a render plus at most one spawn, and its
+/// latency does not depend on the cluster; it serves the view of the previous refresh
+/// (`keyviz_hotspot_view_age_seconds` says how old). At most one refresh per interval
+/// whatever the scrape rate (a failed one too: it is retried at the next interval), and a
+/// refresh is, per series, one 64-row cluster fan-out of the last 15 minutes plus one 1-row
+/// query per node. Locks: the hotspot state mutex (async, held across the refresh; only
+/// taken with `try_lock` elsewhere).
+pub(crate) fn after_scrape(inner: &Arc<crate::state::Inner>) {
+    if !inner.source.is_enabled() {
+        return;
+    }
+    let due = inner.metrics.hotspot_state.try_lock().is_ok_and(|st| {
+        st.attempted
+            .is_none_or(|t| t.elapsed() >= st.step.max(HOTSPOT_MIN_INTERVAL))
+    });
+    if due {
+        tokio::spawn(refresh_task(inner.clone()));
+    }
+}
+
 /// One refresh (when due); returns when the values served were computed.
 async fn refresh_task(inner: Arc<crate::state::Inner>) -> Option<Instant> {
     let metrics = &inner.metrics;
-    let mut st = metrics.hotspot_state.lock().await;
+    // Another refresh is running: it will do.
+    let Ok(mut st) = metrics.hotspot_state.try_lock() else {
+        return None;
+    };
     let interval = st.step.max(HOTSPOT_MIN_INTERVAL);
     if st.attempted.is_some_and(|t| t.elapsed() < interval) {
         return st.refreshed;
