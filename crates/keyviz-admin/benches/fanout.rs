@@ -1,18 +1,25 @@
-//! Peer matrix decoding and end-to-end fan-out over loopback.
+//! Peer matrix decoding (warm and cold heap) and end-to-end fan-out over loopback: 3 nodes
+//! with full matrices, and 32 peers x 10 000 active routes x 600 columns through the
+//! two-round protocol on shared row boundaries.
 //!
-//! Run: `cargo bench -p keyviz-admin --bench fanout`
+//! Run: `cargo bench -p keyviz-admin --bench fanout -- --warm-up-time 1 --measurement-time 3`
+//! (a filter such as `fanout_32` runs one group; the 32 peers run in a child process, this
+//! same binary started with `KEYVIZ_BENCH_PEERS=32`, so this process is the aggregator
+//! alone and its peak RSS is printed after the group).
 
 use std::hint::black_box;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use keyviz::boundaries::{Boundaries, BoundaryMatrix, RowTotal, coarsen_onto};
 use keyviz::{Matrix, MatrixQuery, MatrixRow, Series};
 use keyviz_admin::{
     AdminConfig, AdminState, ClusterSecret, MatrixSource, NodeIdentity, Role, SourceError,
@@ -56,23 +63,55 @@ fn peer_matrix(node: u64, rows: usize, cols: usize) -> Matrix {
     }
 }
 
+/// Gives freed heap back to the OS, so the next decode faults its memory in again (the cold
+/// case: a node that has not just decoded a matrix of the same size). The one audited
+/// `unsafe` of the bench: an FFI call with no argument that touches no Rust object.
+#[allow(unsafe_code)]
+fn cold_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; no Rust object is affected.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 fn decode(c: &mut Criterion) {
-    let body = serde_json::to_vec(&peer_matrix(0, 1024, 4096)).unwrap_or_default();
+    if !wants("peer_decode") {
+        return;
+    }
+    let m = peer_matrix(0, 1024, 4096);
+    let body = serde_json::to_vec(&m).unwrap_or_default();
+    let compact = keyviz_admin::fanout::compact::encode(&m).unwrap_or_default();
+    let one = Boundaries::plan([keyviz::boundaries::row_totals(&m).as_slice()], 1024);
+    let boundary =
+        keyviz_admin::fanout::compact::encode_boundary(&coarsen_onto(m.clone(), &one, 256))
+            .unwrap_or_default();
+    drop(m);
     let mut g = c.benchmark_group("peer_decode");
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(10));
     g.throughput(Throughput::Bytes(body.len() as u64));
-    g.bench_function("json_1024x4096", |b| {
-        b.iter(|| keyviz_admin::fanout::decode::decode_matrix(black_box(&body)))
-    });
-    let compact =
-        keyviz_admin::fanout::compact::encode(&peer_matrix(0, 1024, 4096)).unwrap_or_default();
-    g.bench_function("compact_1024x4096", |b| {
-        b.iter(|| keyviz_admin::fanout::decode::decode_compact_matrix(black_box(&compact)))
-    });
-    g.bench_function("serde_json_generic_1024x4096", |b| {
-        b.iter(|| serde_json::from_slice::<Matrix>(black_box(&body)).map(|m| m.rows.len()))
-    });
+    type Decoder = fn(&[u8]) -> usize;
+    let cases: [(&str, &[u8], Decoder); 3] = [
+        ("json_1024x4096", &body, |b| {
+            keyviz_admin::fanout::decode::decode_matrix(b).map_or(0, |m| m.rows.len())
+        }),
+        ("compact_1024x4096", &compact, |b| {
+            keyviz_admin::fanout::decode::decode_compact_matrix(b).map_or(0, |m| m.rows.len())
+        }),
+        ("boundary_1024x4096", &boundary, |b| {
+            keyviz_admin::fanout::compact::decode_boundary(b).map_or(0, |m| m.matrix.rows.len())
+        }),
+    ];
+    for (name, bytes, f) in cases {
+        assert_eq!(f(bytes), 1024, "{name} does not decode");
+        g.bench_function(format!("{name}_warm_heap"), |b| {
+            b.iter(|| f(black_box(bytes)))
+        });
+        g.bench_function(format!("{name}_cold_heap"), |b| {
+            b.iter_batched(cold_heap, |()| f(black_box(bytes)), BatchSize::PerIteration)
+        });
+    }
     g.finish();
 }
 
@@ -89,6 +128,9 @@ impl MatrixSource for Fixed {
 const SECRET: &[u8] = b"keyviz-admin-benchmark-secret-0123456789";
 
 fn fanout(c: &mut Criterion) {
+    if !wants("fanout/loopback_3_nodes_1024x600") {
+        return;
+    }
     let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -176,5 +218,409 @@ fn fanout(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode, fanout);
-criterion_main!(benches);
+/// Whether the command line's filters (criterion's positional arguments) select `name`;
+/// lets a filtered run skip the setup of groups it does not measure.
+fn wants(name: &str) -> bool {
+    let mut filters = Vec::new();
+    let mut skip_value = false;
+    for a in std::env::args().skip(1) {
+        if skip_value {
+            skip_value = false;
+            continue;
+        }
+        if a.starts_with("--") {
+            skip_value = !matches!(
+                a.as_str(),
+                "--bench"
+                    | "--test"
+                    | "--list"
+                    | "--exact"
+                    | "--quiet"
+                    | "--verbose"
+                    | "--discard-baseline"
+            ) && !a.contains('=');
+            continue;
+        }
+        filters.push(a);
+    }
+    filters.is_empty()
+        || filters
+            .iter()
+            .any(|f| name.contains(f.as_str()) || f.contains(name))
+}
+
+const ROUTES: u64 = 10_000;
+const COLS: usize = 600;
+const PEERS: usize = 32;
+
+fn route_key(r: u64) -> Vec<u8> {
+    (r * 1_000).to_be_bytes().to_vec()
+}
+
+/// A node whose reads follow `weight(route) x profile(node, column)`: every one of the
+/// 10 000 routes active in every column on every node (the heaviest wire: no zero cell),
+/// a few hot routes 50x the rest. Answers both fan-out rounds in O(rows x columns) from
+/// prefix sums, as a node that keeps per-route totals could, so the bench measures the
+/// fan-out (transport, codec, plan, fold, encode) and not 32 local queries sharing 2 cores;
+/// the local query is measured by the core's matrix benches.
+struct Synthetic {
+    node: u64,
+    keys: Vec<Vec<u8>>,
+    /// `prefix[r]` = sum of the weights of routes `0..r`.
+    prefix: Vec<u64>,
+}
+
+impl Synthetic {
+    fn new(node: u64) -> Self {
+        let weight = |r: u64| {
+            let w = 1 + (r.wrapping_mul(2_654_435_761) >> 7) % 97;
+            if r.is_multiple_of(997) { w * 50 } else { w }
+        };
+        let mut prefix = vec![0u64; ROUTES as usize + 1];
+        for r in 0..ROUTES {
+            prefix[r as usize + 1] = prefix[r as usize] + weight(r);
+        }
+        Synthetic {
+            node,
+            keys: (0..ROUTES).map(route_key).collect(),
+            prefix,
+        }
+    }
+
+    fn profile(&self, c: usize) -> u64 {
+        1 + (self.node * 7 + c as u64 * 13) % 17
+    }
+
+    fn columns() -> Vec<i64> {
+        (0..COLS as i64)
+            .map(|c| 1_699_999_980_000 + c * 60_000)
+            .collect()
+    }
+
+    /// This node's total of every cell, for checking conservation.
+    fn grand_total(&self) -> u64 {
+        let f: u64 = (0..COLS).map(|c| self.profile(c)).sum();
+        self.prefix[ROUTES as usize] * f
+    }
+
+    fn row(&self, lo: usize, hi: usize) -> MatrixRow {
+        let w = self.prefix[hi] - self.prefix[lo];
+        let values: Vec<u64> = (0..COLS).map(|c| w * self.profile(c)).collect();
+        let end = Some(route_key(hi as u64));
+        if hi - lo == 1 {
+            return MatrixRow {
+                bucket_id: format!("route:{lo}"),
+                start: Some(self.keys[lo].clone()),
+                end,
+                route_count: 1,
+                values,
+                raft_group_ids: vec![lo as u64 % 64 + 1; COLS],
+                leader_terms: vec![12; COLS],
+                ..MatrixRow::default()
+            };
+        }
+        MatrixRow {
+            bucket_id: keyviz::virtual_bucket_name(&self.keys[lo], end.as_deref()),
+            start: Some(self.keys[lo].clone()),
+            end,
+            aggregate: true,
+            route_ids: (lo as u64..hi as u64).take(256).collect(),
+            route_ids_truncated: hi - lo > 256,
+            route_count: (hi - lo) as u64,
+            values,
+            raft_group_ids: vec![0; COLS],
+            leader_terms: vec![0; COLS],
+            ..MatrixRow::default()
+        }
+    }
+
+    fn matrix_of(&self, series: keyviz::Series, rows: Vec<MatrixRow>) -> Matrix {
+        Matrix {
+            column_unix_ms: Self::columns(),
+            rows,
+            series,
+            generated_at: "2026-12-01T00:00:00Z".into(),
+            step_ms: 60_000,
+            node_id: Some(format!("p{}", self.node)),
+        }
+    }
+}
+
+impl MatrixSource for Synthetic {
+    fn matrix(&self, q: &MatrixQuery, _now: i64) -> Result<Matrix, SourceError> {
+        let rows = (0..ROUTES as usize).map(|r| self.row(r, r + 1)).collect();
+        let mut m = self.matrix_of(q.series, rows);
+        if let Some(b) = q.row_budget {
+            m.rows = keyviz::coarsen_rows(m.rows, b, 256);
+        }
+        Ok(m)
+    }
+
+    fn row_totals(&self, _q: &MatrixQuery, _now: i64) -> Result<Vec<RowTotal>, SourceError> {
+        let f: u64 = (0..COLS).map(|c| self.profile(c)).sum();
+        Ok((0..ROUTES as usize)
+            .map(|r| RowTotal {
+                start: self.keys[r].clone(),
+                total: (self.prefix[r + 1] - self.prefix[r]) * f,
+            })
+            .collect())
+    }
+
+    fn matrix_on_boundaries(
+        &self,
+        q: &MatrixQuery,
+        b: &Boundaries,
+        _now: i64,
+    ) -> Result<BoundaryMatrix, SourceError> {
+        let keys = b.keys();
+        let mut rows = Vec::with_capacity(keys.len());
+        for i in 0..keys.len() {
+            let lo = self.keys.partition_point(|k| k < &keys[i]);
+            let hi = keys.get(i + 1).map_or(self.keys.len(), |next| {
+                self.keys.partition_point(|k| k < next)
+            });
+            if lo < hi {
+                rows.push(self.row(lo, hi));
+            }
+        }
+        Ok(BoundaryMatrix {
+            matrix: self.matrix_of(q.series, rows),
+            parts: Vec::new(),
+        })
+    }
+}
+
+fn proc_status(field: &str) -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// CPU seconds (user + system) used so far by process `pid` ("self" for this one), from
+/// `/proc/<pid>/stat` (Linux clock ticks are 1/100 s).
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    f.iter().sum::<u64>() as f64 / 100.0
+}
+
+/// Peer mode (`KEYVIZ_BENCH_PEERS=n`): serves `n` admin routers on 127.0.0.1, prints
+/// `PEERS addr,addr,...`, and exits when stdin closes (the bench process ended).
+fn run_peers(n: usize) {
+    let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    let addrs = rt.block_on(async {
+        let mut addrs = Vec::new();
+        for i in 0..n {
+            let Ok(l) = tokio::net::TcpListener::bind("127.0.0.1:0").await else {
+                continue;
+            };
+            let Ok(addr) = l.local_addr() else { continue };
+            let (Ok(identity), Ok(secret)) = (
+                NodeIdentity::new(format!("p{}", i + 1), addr.to_string()),
+                ClusterSecret::new(SECRET.to_vec(), None),
+            ) else {
+                continue;
+            };
+            let Ok(state) = AdminState::builder(identity, secret)
+                .matrix_source(Arc::new(Synthetic::new(i as u64 + 1)))
+                .build()
+            else {
+                continue;
+            };
+            let app = keyviz_admin::router(state);
+            tokio::spawn(async move {
+                let _ =
+                    axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>()).await;
+            });
+            addrs.push(addr.to_string());
+        }
+        addrs
+    });
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "PEERS {}", addrs.join(","));
+    let _ = out.flush();
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+    drop(rt);
+}
+
+fn fanout_32(c: &mut Criterion) {
+    if !wants("fanout_32/peers_10k_routes_600_columns_to_1024_rows") {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let Ok(mut child) = std::process::Command::new(exe)
+        .env("KEYVIZ_BENCH_PEERS", PEERS.to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+    else {
+        return;
+    };
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = BufReader::new(out).read_line(&mut line);
+    }
+    let peers: Vec<String> = line
+        .trim()
+        .strip_prefix("PEERS ")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    assert_eq!(peers.len(), PEERS, "peer process answered {line:?}");
+    let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    let (url, cookie) = rt.block_on(async {
+        let Ok(l) = tokio::net::TcpListener::bind("127.0.0.1:0").await else {
+            return (String::new(), String::new());
+        };
+        let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let (Ok(identity), Ok(secret)) = (
+            NodeIdentity::new("p0", addr.clone()),
+            ClusterSecret::new(SECRET.to_vec(), None),
+        ) else {
+            return (String::new(), String::new());
+        };
+        let config = AdminConfig {
+            fanout_nodes: peers.clone(),
+            result_reuse: Duration::ZERO,
+            fanout_timeout: Duration::from_secs(10),
+            ..AdminConfig::default()
+        };
+        let creds = StaticCredentials::new().with_plain("bench", "bench", Some(Role::ReadOnly));
+        let Ok(state) = AdminState::builder(identity, secret)
+            .config(config)
+            .matrix_source(Arc::new(Synthetic::new(0)))
+            .credentials(Arc::new(creds))
+            .build()
+        else {
+            return (String::new(), String::new());
+        };
+        let token = state
+            .issue_session("bench", Role::ReadOnly)
+            .map(|s| s.cookie_value)
+            .unwrap_or_default();
+        let app = keyviz_admin::router(state);
+        tokio::spawn(async move {
+            let _ = axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>()).await;
+        });
+        (
+            format!("http://{addr}/admin/api/v1/keyviz/matrix?rows=1024&series=reads"),
+            format!("admin_session={token}"),
+        )
+    });
+    let client: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let fetch = || async {
+        let req = http::Request::get(url.as_str())
+            .header("cookie", cookie.as_str())
+            .body(Empty::<Bytes>::new());
+        let Ok(req) = req else { return Bytes::new() };
+        match client.request(req).await {
+            Ok(resp) => resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default(),
+            Err(_) => Bytes::new(),
+        }
+    };
+    // The answer is checked once: 1 024 rows, every peer merged, totals conserved.
+    let body = rt.block_on(fetch());
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let rows = v["rows"].as_array().map_or(0, Vec::len);
+    assert!(rows > 1000 && rows <= 1024, "{rows} rows");
+    assert_eq!(v["fanout"]["responded"], PEERS + 1, "{}", v["fanout"]);
+    let total: u64 = v["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r["values"].as_array().cloned().unwrap_or_default())
+        .filter_map(|x| x.as_u64())
+        .sum();
+    let want: u64 = (0..=PEERS as u64)
+        .map(|n| Synthetic::new(n).grand_total())
+        .sum();
+    assert_eq!(
+        total, want,
+        "cluster total is not the sum of the node totals"
+    );
+    drop(v);
+    drop(body);
+    println!(
+        "fanout_32: aggregator VmRSS before the measured loop {}, loadavg {}",
+        proc_status("VmRSS:"),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    // Peak RSS of the measured loop alone (resets VmHWM to the current RSS).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let child_pid = child.id().to_string();
+    let (cpu_self, cpu_peers) = (cpu_seconds("self"), cpu_seconds(&child_pid));
+    let queries = std::sync::atomic::AtomicU64::new(0);
+    let mut g = c.benchmark_group("fanout_32");
+    g.sample_size(10);
+    g.bench_function("peers_10k_routes_600_columns_to_1024_rows", |b| {
+        b.iter(|| {
+            queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            rt.block_on(fetch()).len()
+        })
+    });
+    g.finish();
+    let n = queries.load(std::sync::atomic::Ordering::Relaxed).max(1) as f64;
+    println!(
+        "fanout_32: {n} queries; CPU per query: aggregator {:.0} ms, 32 peers together {:.0} ms; \
+         aggregator VmHWM during the measured loop {}, VmRSS after {}, loadavg {}",
+        (cpu_seconds("self") - cpu_self) * 1000.0 / n,
+        (cpu_seconds(&child_pid) - cpu_peers) * 1000.0 / n,
+        proc_status("VmHWM:"),
+        proc_status("VmRSS:"),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    drop(child.stdin.take());
+    let _ = child.wait();
+}
+
+criterion_group!(benches, decode, fanout, fanout_32);
+
+fn main() {
+    if let Some(n) = std::env::var("KEYVIZ_BENCH_PEERS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        run_peers(n);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

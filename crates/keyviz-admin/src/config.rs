@@ -11,6 +11,10 @@ pub const DEFAULT_FANOUT_BODY_CAP: usize = 64 * 1024 * 1024;
 /// Rows a peer is asked for: peers answer their local view with at most this many rows (the
 /// caller's row budget is applied only to the cluster-wide merge).
 pub const DEFAULT_PEER_ROW_CAP: usize = 16_384;
+/// Default bound on the bytes of peer bodies held at once by all fan-outs of a node.
+pub const DEFAULT_FANOUT_BYTES_IN_FLIGHT: usize = 96 * 1024 * 1024;
+/// Default number of fan-outs running at once.
+pub const DEFAULT_MAX_CONCURRENT_FANOUTS: usize = 128;
 /// The largest row budget a browser may ask for; larger, zero or negative values become this.
 pub const MAX_BROWSER_ROWS: usize = 1024;
 
@@ -120,9 +124,15 @@ pub struct AdminConfig {
     pub fanout_body_cap: usize,
     /// Rows a peer answers with at most (default 16 384).
     pub peer_row_cap: usize,
-    /// Fan-outs running at once (default 8); more wait for a slot. Bounds memory, since each
-    /// fan-out may hold up to `fanout_body_cap` per peer.
+    /// Fan-outs running at once (default 128); more wait for a slot. Memory is bounded by
+    /// `fanout_bytes_in_flight`, not by this: a slot is cheap, so a peer that never answers
+    /// delays each fan-out by at most its deadline instead of queueing the others behind it.
     pub max_concurrent_fanouts: usize,
+    /// Bytes of peer bodies buffered at once by all fan-outs of this node together
+    /// (default 96 MiB), enforced while streaming: a call waits for budget (within its
+    /// deadline) when it is spent, and a body larger than the whole budget is refused like
+    /// one over `fanout_body_cap`.
+    pub fanout_bytes_in_flight: usize,
     /// How long a finished fan-out result is reused for identical requests (default 1 s,
     /// at most 1 s; zero disables reuse but keeps single-flight).
     pub result_reuse: Duration,
@@ -165,7 +175,8 @@ impl Default for AdminConfig {
             fanout_timeout: DEFAULT_FANOUT_TIMEOUT,
             fanout_body_cap: DEFAULT_FANOUT_BODY_CAP,
             peer_row_cap: DEFAULT_PEER_ROW_CAP,
-            max_concurrent_fanouts: 8,
+            max_concurrent_fanouts: DEFAULT_MAX_CONCURRENT_FANOUTS,
+            fanout_bytes_in_flight: DEFAULT_FANOUT_BYTES_IN_FLIGHT,
             result_reuse: Duration::from_secs(1),
             peer_token_ttl: Duration::from_secs(10),
             session_ttl: Duration::from_secs(3600),
@@ -205,6 +216,9 @@ impl AdminConfig {
         }
         if self.max_concurrent_fanouts == 0 {
             return Err(ConfigError::ZeroSize("max_concurrent_fanouts"));
+        }
+        if self.fanout_bytes_in_flight == 0 {
+            return Err(ConfigError::ZeroSize("fanout_bytes_in_flight"));
         }
         if self.login_rate_limit == 0 {
             return Err(ConfigError::ZeroSize("login_rate_limit"));

@@ -1,6 +1,7 @@
 //! The services a host hands to the admin surface: where matrices come from, who this node
 //! is, the cluster secret and the live membership.
 
+use keyviz::boundaries::{Boundaries, BoundaryMatrix, RowTotal};
 use keyviz::hotkeys::{HotKeyQuery, NodeHotKeys};
 use keyviz::{Matrix, MatrixQuery};
 
@@ -32,6 +33,38 @@ pub trait MatrixSource: Send + Sync + 'static {
     /// Whether KeyViz is on; when false the API answers 503 before parsing parameters.
     fn is_enabled(&self) -> bool {
         true
+    }
+
+    /// The first round of a cluster fan-out: one total per row of this node's view for
+    /// `query`, in key order. The default computes [`MatrixSource::matrix`] and sums its
+    /// rows; a source that keeps per-route totals may answer without building the matrix.
+    ///
+    /// # Errors
+    /// As [`MatrixSource::matrix`].
+    fn row_totals(
+        &self,
+        query: &MatrixQuery,
+        now_unix_ms: i64,
+    ) -> Result<Vec<RowTotal>, SourceError> {
+        self.matrix(query, now_unix_ms)
+            .map(|m| keyviz::boundaries::row_totals(&m))
+    }
+
+    /// The second round: this node's view coarsened onto the cluster's `boundaries`. The
+    /// default computes [`MatrixSource::matrix`] and applies
+    /// [`keyviz::boundaries::coarsen_onto`]; an override must keep the same totals.
+    ///
+    /// # Errors
+    /// As [`MatrixSource::matrix`].
+    fn matrix_on_boundaries(
+        &self,
+        query: &MatrixQuery,
+        boundaries: &Boundaries,
+        now_unix_ms: i64,
+    ) -> Result<BoundaryMatrix, SourceError> {
+        self.matrix(query, now_unix_ms).map(|m| {
+            keyviz::boundaries::coarsen_onto(m, boundaries, keyviz::merge::MAX_LISTED_ROUTE_IDS)
+        })
     }
 
     /// This node's hot keys for `query` (already validated). The default is a source

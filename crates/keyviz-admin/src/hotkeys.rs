@@ -350,7 +350,7 @@ async fn run(
     let targets = peer_targets(&inner.identity, &inner.config.fanout_nodes, &members);
     let k = node_k(query.k);
     let node_query = HotKeyQuery { k, ..query.clone() };
-    let calls = call_peers(&inner, &targets, |inner, t| {
+    let calls = call_peers(&inner, &targets, inner.config.fanout_timeout, |inner, t| {
         call_peer(inner, t, query.clone(), k)
     });
     let local_started = Instant::now();

@@ -84,6 +84,13 @@ impl AdminState {
         &self.inner.identity
     }
 
+    /// Bytes of the peer body budget (`fanout_bytes_in_flight`) free right now: the whole
+    /// budget when no fan-out holds a peer body. Lock-free read; for tests and monitoring.
+    #[must_use]
+    pub fn peer_body_budget_free(&self) -> usize {
+        self.inner.client.body_budget_available().unwrap_or(0)
+    }
+
     /// The effective configuration.
     #[must_use]
     pub fn config(&self) -> &AdminConfig {
@@ -230,7 +237,8 @@ impl AdminStateBuilder {
                 pool_idle_timeout: Duration::from_secs(30),
                 pool_max_idle_per_host: 8,
                 tls: self.peer_tls,
-            }),
+            })
+            .with_body_budget(c.fanout_bytes_in_flight),
             peer_keys: PeerKeys::from_secret(&self.secret),
             peer_guard: Arc::new(PeerGuard::new(
                 PeerKeys::from_secret(&self.secret),

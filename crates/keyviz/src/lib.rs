@@ -39,6 +39,7 @@ mod history;
 pub mod hotkeys;
 mod matrix;
 pub mod merge;
+pub use matrix::boundaries;
 mod preview;
 mod sampler;
 mod sync;

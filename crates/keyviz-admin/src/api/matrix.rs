@@ -43,6 +43,11 @@ pub(crate) async fn matrix(
         Principal::Peer(_) => {
             let params = parse_matrix_query(query.as_deref(), inner.config.peer_row_cap)?;
             inner.metrics.matrix_request("peer");
+            if let Some(answer) =
+                fanout::rounds::answer_peer_round(inner, &params, query.as_deref(), &headers).await
+            {
+                return answer;
+            }
             let m = local_matrix(inner, &params, params.rows).await?;
             if accepts_compact(&headers) {
                 let body = tokio::task::spawn_blocking(move || compact::encode(&m))

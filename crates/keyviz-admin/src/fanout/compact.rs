@@ -9,6 +9,7 @@
 //! smaller than JSON and decodes several times faster. The decoded matrix is validated like
 //! a JSON one.
 
+use keyviz::boundaries::{Boundaries, BoundaryMatrix, CellPart, RowTotal};
 use keyviz::{Matrix, MatrixRow};
 
 use super::client::PeerError;
@@ -32,6 +33,17 @@ fn zigzag(v: i64) -> u64 {
 fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
+
+/// Media type of a matrix on shared boundaries (the second round of a fan-out).
+pub const BOUNDARY_CONTENT_TYPE: &str = "application/vnd.keyviz.matrix-boundary";
+/// Media type of per-row totals (the first round of a fan-out).
+pub const TOTALS_CONTENT_TYPE: &str = "application/vnd.keyviz.row-totals";
+const BOUNDARY_MAGIC: &[u8] = b"KVMB1\n";
+const TOTALS_MAGIC: &[u8] = b"KVRT1\n";
+/// Longest key in a totals answer or a boundary list (the API's `MAX_KEY_BYTES`).
+const MAX_WIRE_KEY: usize = crate::api::MAX_KEY_BYTES;
+/// Most key bytes a boundary list may expand to once prefix-decoded.
+const MAX_BOUNDARY_KEY_BYTES: usize = 16 * 1024 * 1024;
 
 /// Encodes `m` in the compact form.
 ///
@@ -65,32 +77,281 @@ pub fn encode(m: &Matrix) -> Result<Vec<u8>, serde_json::Error> {
         node_id: m.node_id.clone(),
     };
     let head = serde_json::to_vec(&header)?;
+    let mut out = Vec::new();
+    encode_into(m, &head, MAGIC, false, &mut out);
+    Ok(out)
+}
+
+fn encode_into(m: &Matrix, head: &[u8], magic: &[u8], runs: bool, out: &mut Vec<u8>) {
     let cells: usize = m
         .rows
         .iter()
         .map(|r| r.values.len() + r.raft_group_ids.len() + r.leader_terms.len())
         .sum();
-    let mut out = Vec::with_capacity(MAGIC.len() + 4 + head.len() + cells * 2 + 64);
-    out.extend_from_slice(MAGIC);
+    out.reserve(magic.len() + 4 + head.len() + cells * 2 + 64);
+    out.extend_from_slice(magic);
     out.extend_from_slice(&u32::try_from(head.len()).unwrap_or(u32::MAX).to_le_bytes());
-    out.extend_from_slice(&head);
-    put_varint(&mut out, m.column_unix_ms.len() as u64);
+    out.extend_from_slice(head);
+    put_varint(out, m.column_unix_ms.len() as u64);
     let mut prev = 0i64;
     for &c in &m.column_unix_ms {
-        put_varint(&mut out, zigzag(c.wrapping_sub(prev)));
+        put_varint(out, zigzag(c.wrapping_sub(prev)));
         prev = c;
     }
     for r in &m.rows {
-        for arr in [&r.values, &r.raft_group_ids, &r.leader_terms] {
-            put_varint(&mut out, arr.len() as u64);
-            for &v in arr.iter() {
-                put_varint(&mut out, v);
+        put_varint(out, r.values.len() as u64);
+        for &v in &r.values {
+            put_varint(out, v);
+        }
+        for arr in [&r.raft_group_ids, &r.leader_terms] {
+            if runs {
+                put_runs(out, arr);
+            } else {
+                put_varint(out, arr.len() as u64);
+                for &v in arr.iter() {
+                    put_varint(out, v);
+                }
             }
         }
-        put_varint(&mut out, r.conflicts.len() as u64);
+        put_varint(out, r.conflicts.len() as u64);
         out.extend(r.conflicts.iter().map(|&c| u8::from(c)));
     }
+}
+
+/// An array as its length, then (run length, value) pairs: identities change rarely
+/// along a row, so this is about two bytes per row instead of one or more per cell.
+fn put_runs(out: &mut Vec<u8>, arr: &[u64]) {
+    put_varint(out, arr.len() as u64);
+    let mut i = 0;
+    while i < arr.len() {
+        let v = arr[i];
+        let mut j = i + 1;
+        while j < arr.len() && arr[j] == v {
+            j += 1;
+        }
+        put_varint(out, (j - i) as u64);
+        put_varint(out, v);
+        i = j;
+    }
+}
+
+/// The JSON header of a compact body: the matrix without its per-cell arrays.
+fn header_json(m: &Matrix) -> Result<Vec<u8>, serde_json::Error> {
+    let header = Matrix {
+        column_unix_ms: Vec::new(),
+        rows: m
+            .rows
+            .iter()
+            .map(|r| MatrixRow {
+                values: Vec::new(),
+                raft_group_ids: Vec::new(),
+                leader_terms: Vec::new(),
+                conflicts: Vec::new(),
+                ..r.clone()
+            })
+            .collect(),
+        series: m.series,
+        generated_at: m.generated_at.clone(),
+        step_ms: m.step_ms,
+        node_id: m.node_id.clone(),
+    };
+    serde_json::to_vec(&header)
+}
+
+/// Encodes a matrix on shared boundaries ([`BOUNDARY_CONTENT_TYPE`]): the compact layout
+/// with the magic `KVMB1\n`, group and term arrays as runs, then the identity parts as a
+/// LEB128 count and (row, column, group, term, value) each, delta-coded on (row, column).
+///
+/// # Errors
+/// Only if the header cannot be serialised (not for well-formed matrices).
+pub fn encode_boundary(b: &BoundaryMatrix) -> Result<Vec<u8>, serde_json::Error> {
+    let head = header_json(&b.matrix)?;
+    let mut out = Vec::new();
+    encode_into(&b.matrix, &head, BOUNDARY_MAGIC, true, &mut out);
+    put_varint(&mut out, b.parts.len() as u64);
+    let mut prev_row = 0u32;
+    for p in &b.parts {
+        put_varint(&mut out, u64::from(p.row.wrapping_sub(prev_row)));
+        prev_row = p.row;
+        put_varint(&mut out, u64::from(p.column));
+        put_varint(&mut out, p.group);
+        put_varint(&mut out, p.term);
+        put_varint(&mut out, p.value);
+    }
     Ok(out)
+}
+
+/// Decodes a [`BOUNDARY_CONTENT_TYPE`] body (validation is the caller's: the matrix's
+/// invariants and [`BoundaryMatrix::validate_parts`]).
+///
+/// # Errors
+/// [`PeerError::Decode`] for a bad magic, header or truncated/overlong data.
+pub fn decode_boundary(body: &[u8]) -> Result<BoundaryMatrix, PeerError> {
+    let (matrix, mut c) = decode_prefix(body, BOUNDARY_MAGIC, true)?;
+    let n = c.len()?;
+    // Each part takes at least five bytes.
+    if n > (c.b.len() - c.i) / 5 {
+        return Err(truncated());
+    }
+    let mut parts = Vec::with_capacity(n);
+    let mut row = 0u32;
+    for _ in 0..n {
+        let dr = u32::try_from(c.varint()?).map_err(|_| truncated())?;
+        row = row.checked_add(dr).ok_or_else(truncated)?;
+        let column = u32::try_from(c.varint()?).map_err(|_| truncated())?;
+        parts.push(CellPart {
+            row,
+            column,
+            group: c.varint()?,
+            term: c.varint()?,
+            value: c.varint()?,
+        });
+    }
+    if c.i != c.b.len() {
+        return Err(PeerError::Decode("boundary matrix: trailing bytes".into()));
+    }
+    Ok(BoundaryMatrix { matrix, parts })
+}
+
+/// What a node says with its totals: who it is and when it answered.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TotalsHeader {
+    #[serde(default)]
+    node_id: Option<String>,
+    #[serde(default)]
+    generated_at: String,
+}
+
+/// Per-row totals as a peer sends them ([`TOTALS_CONTENT_TYPE`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeTotals {
+    /// The answering node, as it says.
+    pub node_id: Option<String>,
+    /// Its timestamp of the answer.
+    pub generated_at: String,
+    /// One entry per row, in key order.
+    pub totals: Vec<RowTotal>,
+}
+
+/// Appends `key` prefix-coded against `prev`: shared prefix length, suffix length, suffix.
+fn put_key(out: &mut Vec<u8>, prev: &[u8], key: &[u8]) {
+    let shared = prev.iter().zip(key).take_while(|(a, b)| a == b).count();
+    put_varint(out, shared as u64);
+    put_varint(out, (key.len() - shared) as u64);
+    out.extend_from_slice(&key[shared..]);
+}
+
+/// Encodes totals: magic `KVRT1\n`, u32 length + JSON header, LEB128 count, then per row
+/// its prefix-coded start key and its total.
+///
+/// # Errors
+/// Only if the header cannot be serialised.
+pub fn encode_totals(t: &NodeTotals) -> Result<Vec<u8>, serde_json::Error> {
+    let head = serde_json::to_vec(&TotalsHeader {
+        node_id: t.node_id.clone(),
+        generated_at: t.generated_at.clone(),
+    })?;
+    let mut out = Vec::with_capacity(TOTALS_MAGIC.len() + 4 + head.len() + t.totals.len() * 6);
+    out.extend_from_slice(TOTALS_MAGIC);
+    out.extend_from_slice(&u32::try_from(head.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(&head);
+    put_varint(&mut out, t.totals.len() as u64);
+    let mut prev: &[u8] = &[];
+    for r in &t.totals {
+        put_key(&mut out, prev, &r.start);
+        put_varint(&mut out, r.total);
+        prev = &r.start;
+    }
+    Ok(out)
+}
+
+/// Decodes a [`TOTALS_CONTENT_TYPE`] body. Keys longer than the API's key limit, counts
+/// beyond the bytes left and trailing bytes are errors; keys must be in order.
+///
+/// # Errors
+/// [`PeerError::Decode`] for malformed bodies, [`PeerError::Invalid`] for unsorted keys.
+pub fn decode_totals(body: &[u8]) -> Result<NodeTotals, PeerError> {
+    let rest = body
+        .strip_prefix(TOTALS_MAGIC)
+        .ok_or_else(|| PeerError::Decode("row totals: bad magic".into()))?;
+    let (head, mut c) = split_head(rest)?;
+    let h: TotalsHeader =
+        serde_json::from_slice(head).map_err(|e| PeerError::Decode(format!("row totals: {e}")))?;
+    let n = c.len()?;
+    // Each entry takes at least three bytes.
+    if n > (c.b.len() - c.i) / 3 {
+        return Err(truncated());
+    }
+    let mut totals: Vec<RowTotal> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let prev = totals.last().map_or(&[][..], |t| t.start.as_slice());
+        let start = c.key(prev)?;
+        if start.as_slice() < prev {
+            return Err(PeerError::Invalid("row totals are not in key order".into()));
+        }
+        let total = c.varint()?;
+        totals.push(RowTotal { start, total });
+    }
+    if c.i != c.b.len() {
+        return Err(PeerError::Decode("row totals: trailing bytes".into()));
+    }
+    Ok(NodeTotals {
+        node_id: h.node_id,
+        generated_at: h.generated_at,
+        totals,
+    })
+}
+
+/// The boundaries as a URL-safe query value: unpadded base64url of a LEB128 count and the
+/// prefix-coded keys.
+#[must_use]
+pub fn encode_boundaries(b: &Boundaries) -> String {
+    use base64::Engine as _;
+    let mut out = Vec::new();
+    put_varint(&mut out, b.len() as u64);
+    let mut prev: &[u8] = &[];
+    for k in b.keys() {
+        put_key(&mut out, prev, k);
+        prev = k;
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out)
+}
+
+/// Parses a `boundaries` query value ([`encode_boundaries`]); at most
+/// [`keyviz::boundaries::MAX_BOUNDARIES`] keys of at most the API's key limit each, and
+/// at most 16 MiB of keys in all.
+///
+/// # Errors
+/// A description of what is wrong (the API answers 400 with it).
+pub fn decode_boundaries(value: &str) -> Result<Boundaries, String> {
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(value.trim())
+        .map_err(|e| format!("boundaries is not base64url: {e}"))?;
+    let mut c = Cursor { b: &raw, i: 0 };
+    let bad = |_| "boundaries are truncated or malformed".to_string();
+    let n = c.len().map_err(bad)?;
+    let mut keys: Vec<Vec<u8>> = Vec::with_capacity(n.min(keyviz::boundaries::MAX_BOUNDARIES));
+    let mut bytes = 0usize;
+    for _ in 0..n {
+        if keys.len() >= keyviz::boundaries::MAX_BOUNDARIES {
+            return Err(format!(
+                "at most {} boundaries",
+                keyviz::boundaries::MAX_BOUNDARIES
+            ));
+        }
+        let prev = keys.last().map_or(&[][..], Vec::as_slice);
+        let k = c.key(prev).map_err(bad)?;
+        bytes += k.len();
+        if bytes > MAX_BOUNDARY_KEY_BYTES {
+            return Err("boundaries expand to too many key bytes".into());
+        }
+        keys.push(k);
+    }
+    if c.i != raw.len() {
+        return Err("boundaries have trailing bytes".into());
+    }
+    Boundaries::from_keys(keys).map_err(|e| e.to_string())
 }
 
 struct Cursor<'a> {
@@ -135,6 +396,40 @@ impl Cursor<'_> {
         usize::try_from(n).map_err(|_| truncated())
     }
 
+    /// A prefix-coded key (see `put_key`) after `prev`, at most the API's key limit long.
+    fn key(&mut self, prev: &[u8]) -> Result<Vec<u8>, PeerError> {
+        let shared = usize::try_from(self.varint()?).map_err(|_| truncated())?;
+        let suffix = self.len()?;
+        if shared > prev.len() || shared.saturating_add(suffix) > MAX_WIRE_KEY {
+            return Err(truncated());
+        }
+        let tail = self.b.get(self.i..self.i + suffix).ok_or_else(truncated)?;
+        self.i += suffix;
+        let mut k = Vec::with_capacity(shared + suffix);
+        k.extend_from_slice(&prev[..shared]);
+        k.extend_from_slice(tail);
+        Ok(k)
+    }
+
+    /// An array written by `put_runs`: its length may not exceed `max` (the row's width),
+    /// so runs cannot expand a small body into a huge allocation.
+    fn runs(&mut self, out: &mut Vec<u64>, max: usize) -> Result<(), PeerError> {
+        let n = usize::try_from(self.varint()?).map_err(|_| truncated())?;
+        if n > max {
+            return Err(truncated());
+        }
+        out.reserve_exact(n);
+        while out.len() < n {
+            let run = usize::try_from(self.varint()?).map_err(|_| truncated())?;
+            let v = self.varint()?;
+            if run == 0 || run > n - out.len() {
+                return Err(truncated());
+            }
+            out.resize(out.len() + run, v);
+        }
+        Ok(())
+    }
+
     fn u64s(&mut self, out: &mut Vec<u64>) -> Result<(), PeerError> {
         let n = self.len()?;
         out.reserve_exact(n);
@@ -150,20 +445,41 @@ impl Cursor<'_> {
 /// # Errors
 /// [`PeerError::Decode`] for a bad magic, header or truncated/overlong data.
 pub fn decode(body: &[u8]) -> Result<Matrix, PeerError> {
-    let rest = body
-        .strip_prefix(MAGIC)
-        .ok_or_else(|| PeerError::Decode("compact matrix: bad magic".into()))?;
+    let (m, c) = decode_prefix(body, MAGIC, false)?;
+    if c.i != c.b.len() {
+        return Err(PeerError::Decode("compact matrix: trailing bytes".into()));
+    }
+    Ok(m)
+}
+
+/// The u32 length-prefixed JSON header of `rest`, and a cursor after it.
+fn split_head(rest: &[u8]) -> Result<(&[u8], Cursor<'_>), PeerError> {
     let len_bytes: [u8; 4] = rest
         .get(..4)
         .and_then(|s| s.try_into().ok())
         .ok_or_else(truncated)?;
     let head_len = usize::try_from(u32::from_le_bytes(len_bytes)).map_err(|_| truncated())?;
     let head = rest.get(4..4 + head_len).ok_or_else(truncated)?;
+    Ok((
+        head,
+        Cursor {
+            b: rest,
+            i: 4 + head_len,
+        },
+    ))
+}
+
+/// Decodes magic, header, columns and rows; returns the cursor after the last row.
+fn decode_prefix<'a>(
+    body: &'a [u8],
+    magic: &[u8],
+    runs: bool,
+) -> Result<(Matrix, Cursor<'a>), PeerError> {
+    let rest = body
+        .strip_prefix(magic)
+        .ok_or_else(|| PeerError::Decode("compact matrix: bad magic".into()))?;
+    let (head, mut c) = split_head(rest)?;
     let mut m = super::decode::decode_json(head)?;
-    let mut c = Cursor {
-        b: rest,
-        i: 4 + head_len,
-    };
     let ncols = c.len()?;
     m.column_unix_ms = Vec::with_capacity(ncols);
     let mut prev = 0i64;
@@ -173,8 +489,15 @@ pub fn decode(body: &[u8]) -> Result<Matrix, PeerError> {
     }
     for r in &mut m.rows {
         c.u64s(&mut r.values)?;
-        c.u64s(&mut r.raft_group_ids)?;
-        c.u64s(&mut r.leader_terms)?;
+        if runs {
+            // Identity arrays are as wide as the values or empty (legacy rows).
+            let w = r.values.len();
+            c.runs(&mut r.raft_group_ids, w)?;
+            c.runs(&mut r.leader_terms, w)?;
+        } else {
+            c.u64s(&mut r.raft_group_ids)?;
+            c.u64s(&mut r.leader_terms)?;
+        }
         let n = c.len()?;
         let flags = c.b.get(c.i..c.i + n).ok_or_else(truncated)?;
         if flags.iter().any(|&f| f > 1) {
@@ -183,10 +506,7 @@ pub fn decode(body: &[u8]) -> Result<Matrix, PeerError> {
         r.conflicts = flags.iter().map(|&f| f == 1).collect();
         c.i += n;
     }
-    if c.i != c.b.len() {
-        return Err(PeerError::Decode("compact matrix: trailing bytes".into()));
-    }
-    Ok(m)
+    Ok((m, c))
 }
 
 #[cfg(test)]
@@ -268,5 +588,145 @@ mod tests {
         }
         let json = serde_json::to_vec(&m).unwrap_or_default();
         assert!(encode(&m).unwrap_or_default().len() < json.len());
+    }
+
+    fn boundary_sample() -> BoundaryMatrix {
+        let mut m = sample();
+        m.rows[1].raft_group_ids = vec![1, 1, 2, 2, 2];
+        m.rows[1].leader_terms = vec![3; 5];
+        BoundaryMatrix {
+            matrix: m,
+            parts: vec![
+                CellPart {
+                    row: 0,
+                    column: 1,
+                    group: 4,
+                    term: 9,
+                    value: 0,
+                },
+                CellPart {
+                    row: 0,
+                    column: 1,
+                    group: 5,
+                    term: 9,
+                    value: 1,
+                },
+                CellPart {
+                    row: 1,
+                    column: 4,
+                    group: 1,
+                    term: 3,
+                    value: 3,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn boundary_matrix_round_trips_and_rejects_every_truncation() {
+        let b = boundary_sample();
+        let bytes = encode_boundary(&b).unwrap_or_default();
+        assert_eq!(decode_boundary(&bytes).ok(), Some(b));
+        for cut in 0..bytes.len() {
+            assert!(
+                decode_boundary(&bytes[..cut]).is_err(),
+                "cut {cut} accepted"
+            );
+        }
+        // A v1 body is not a boundary body and the other way round.
+        assert!(decode_boundary(&encode(&sample()).unwrap_or_default()).is_err());
+        assert!(decode(&bytes).is_err());
+    }
+
+    #[test]
+    fn identity_runs_cannot_expand_past_the_row_width() {
+        let mut b = boundary_sample();
+        b.parts.clear();
+        b.matrix.rows.truncate(1);
+        let mut bytes = encode_boundary(&b).unwrap_or_default();
+        // The last bytes are: ... term runs, conflicts, part count. Rewrite the group runs of
+        // the only row as one run of 2^40 elements.
+        let head_len = u32::from_le_bytes(bytes[6..10].try_into().unwrap_or_default()) as usize;
+        let mut c = Cursor {
+            b: &bytes[6..],
+            i: 4 + head_len,
+        };
+        let ncols = c.len().unwrap_or_default();
+        for _ in 0..ncols {
+            let _ = c.varint();
+        }
+        let mut values = Vec::new();
+        assert!(c.u64s(&mut values).is_ok());
+        let at = 6 + c.i;
+        let mut hostile = bytes[..at].to_vec();
+        put_varint(&mut hostile, 1 << 40);
+        put_varint(&mut hostile, 1 << 40);
+        put_varint(&mut hostile, 7);
+        hostile.extend_from_slice(&bytes[at..]);
+        assert!(decode_boundary(&hostile).is_err());
+        bytes.push(0);
+        assert!(decode_boundary(&bytes).is_err(), "trailing byte accepted");
+    }
+
+    #[test]
+    fn totals_round_trip_with_prefix_coded_keys_and_reject_disorder() {
+        let t = NodeTotals {
+            node_id: Some("n3".into()),
+            generated_at: "2026-12-01T00:00:00Z".into(),
+            totals: vec![
+                RowTotal {
+                    start: vec![],
+                    total: 0,
+                },
+                RowTotal {
+                    start: b"user:0001".to_vec(),
+                    total: 5,
+                },
+                RowTotal {
+                    start: b"user:0002".to_vec(),
+                    total: u64::MAX,
+                },
+                RowTotal {
+                    start: b"w".to_vec(),
+                    total: 1,
+                },
+            ],
+        };
+        let bytes = encode_totals(&t).unwrap_or_default();
+        assert_eq!(decode_totals(&bytes).ok(), Some(t.clone()));
+        for cut in 0..bytes.len() {
+            assert!(decode_totals(&bytes[..cut]).is_err(), "cut {cut} accepted");
+        }
+        let mut disorder = t;
+        disorder.totals.swap(1, 2);
+        let bytes = encode_totals(&disorder).unwrap_or_default();
+        assert!(matches!(decode_totals(&bytes), Err(PeerError::Invalid(_))));
+    }
+
+    #[test]
+    fn boundary_lists_round_trip_and_bad_ones_are_refused() {
+        let b = Boundaries::from_keys(vec![vec![], b"user:0001".to_vec(), b"user:0100".to_vec()])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let s = encode_boundaries(&b);
+        assert!(
+            s.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        );
+        assert_eq!(decode_boundaries(&s), Ok(b));
+        assert!(decode_boundaries("!!").is_err());
+        assert!(decode_boundaries("").is_err(), "no boundaries at all");
+        // Not increasing.
+        let mut raw = Vec::new();
+        put_varint(&mut raw, 2);
+        put_key(&mut raw, b"", b"");
+        put_key(&mut raw, b"", b"");
+        use base64::Engine as _;
+        let s = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&raw);
+        assert!(decode_boundaries(&s).is_err());
+        // A huge count in a few bytes is refused without allocating for it.
+        let mut raw = Vec::new();
+        put_varint(&mut raw, u64::MAX >> 2);
+        let s = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&raw);
+        assert!(decode_boundaries(&s).is_err());
     }
 }

@@ -1,6 +1,7 @@
-//! Decoding and validating a peer's matrix body: JSON through a fast reader for the common
-//! shape (serde_json as the fallback and the source of error messages), or the compact
-//! encoding.
+//! Decoding and validating a peer's matrix body: the compact encoding (what peers of this
+//! version send), or JSON through serde_json for peers that do not speak it. There is one
+//! JSON parser: serde_json, whose allocations grow with the bytes actually parsed, so a
+//! hostile length or count in the body cannot reserve more than the body's size.
 
 use keyviz::Matrix;
 
@@ -8,11 +9,7 @@ use super::client::PeerError;
 
 /// Parses a JSON matrix without validating it.
 pub(crate) fn decode_json(body: &[u8]) -> Result<Matrix, PeerError> {
-    match super::fast_json::decode(body) {
-        Ok(m) => Ok(m),
-        // Outside the fast subset (or invalid): serde_json decides and words the error.
-        Err(_) => serde_json::from_slice(body).map_err(|e| PeerError::Decode(e.to_string())),
-    }
+    serde_json::from_slice(body).map_err(|e| PeerError::Decode(e.to_string()))
 }
 
 /// Parses a peer body as a JSON matrix and checks its invariants (`Matrix::validate`:

@@ -8,8 +8,8 @@ pub mod bounds;
 pub mod client;
 pub mod compact;
 pub mod decode;
-mod fast_json;
 pub mod membership;
+pub(crate) mod rounds;
 pub mod single_flight;
 pub mod status;
 
@@ -19,14 +19,12 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::ACCEPT;
-use keyviz::merge::{MergeOptions, merge};
 use keyviz::{Matrix, MatrixQuery, Series};
 use serde::Serialize;
 
-use self::assemble::Assembly;
 use self::client::PeerError;
-use self::membership::{PeerBase, PeerTarget, identity_url, matrix_url, parse_base, peer_targets};
-use self::status::{FanoutStatus, NodeWarning};
+use self::membership::{PeerBase, PeerTarget, identity_url, parse_base, peer_targets};
+use self::status::FanoutStatus;
 use crate::api::{ApiError, MatrixParams};
 use crate::clock;
 use crate::host::SourceError;
@@ -126,9 +124,6 @@ pub(crate) async fn local_matrix(
     m.node_id = Some(inner.identity.node_id().to_string());
     Ok(m)
 }
-
-/// `Accept` of peer matrix calls: the compact encoding, JSON for peers without it.
-const PEER_ACCEPT: &str = "application/vnd.keyviz.matrix-compact, application/json;q=0.5";
 
 /// What one peer call produced.
 pub(crate) enum PeerAnswer<T> {
@@ -319,18 +314,18 @@ pub(crate) fn check_answer_id<T>(
     }
 }
 
-/// Calls every target in parallel, each under `fanout_timeout` (connect to decoded answer),
+/// Calls every target in parallel, each under `timeout` (connect to decoded answer),
 /// and returns the outcomes with their wall time in ms, in target order.
 pub(crate) async fn call_peers<T, F, Fut>(
     inner: &Arc<Inner>,
     targets: &[PeerTarget],
+    timeout: std::time::Duration,
     call: F,
 ) -> Vec<(Result<T, PeerError>, u64)>
 where
     F: Fn(Arc<Inner>, PeerTarget) -> Fut,
     Fut: Future<Output = Result<T, PeerError>>,
 {
-    let timeout = inner.config.fanout_timeout;
     let calls = targets.iter().map(|t| {
         let fut = call(inner.clone(), t.clone());
         async move {
@@ -343,57 +338,6 @@ where
         }
     });
     futures::future::join_all(calls).await
-}
-
-async fn call_peer(
-    inner: Arc<Inner>,
-    target: PeerTarget,
-    params: MatrixParams,
-) -> Result<PeerAnswer<Matrix>, PeerError> {
-    let reply = peer_get(
-        &inner,
-        &target,
-        |base| {
-            matrix_url(
-                base,
-                params.series.as_str(),
-                inner.config.peer_row_cap,
-                params.from_unix_ms,
-                params.to_unix_ms,
-                params.key_start.as_deref(),
-                params.key_end.as_deref(),
-            )
-        },
-        PEER_ACCEPT,
-    )
-    .await?;
-    let (body, content_type, node_id) = match reply {
-        PeerReply::SelfAlias => return Ok(PeerAnswer::SelfAlias),
-        PeerReply::Body {
-            body,
-            content_type,
-            node_id,
-        } => (body, content_type, node_id),
-    };
-    // Decoding tens of MB is CPU work: keep it off the async workers.
-    let compact_body = content_type
-        .as_deref()
-        .is_some_and(|ct| ct.starts_with(compact::CONTENT_TYPE));
-    let matrix = tokio::task::spawn_blocking(move || {
-        let mut m = if compact_body {
-            decode::decode_compact_matrix(&body)
-        } else {
-            decode::decode_matrix(&body)
-        }?;
-        bounds::check_counts(&m)?;
-        keep_requested_keys(&mut m, &params);
-        Ok::<_, PeerError>(m)
-    })
-    .await
-    .map_err(|e| PeerError::Decode(e.to_string()))??;
-    let answered = matrix.node_id.clone();
-    let generated_at = Some(matrix.generated_at.clone());
-    check_answer_id(&inner, node_id, answered.as_deref(), matrix, generated_at)
 }
 
 pub(crate) fn elapsed_ms(since: Instant) -> u64 {
@@ -412,78 +356,29 @@ pub(crate) async fn run(inner: Arc<Inner>, params: MatrixParams) -> Result<Bytes
     let attempted_ms = clock::now_unix_ms();
     let members = inner.membership.members();
     let targets = peer_targets(&inner.identity, &inner.config.fanout_nodes, &members);
-    let local_started = Instant::now();
-    // With peers, the local view is fetched untrimmed (up to the peer cap) so the budget
-    // applies to the cluster-wide merge, not to each node.
-    let local_rows = if targets.is_empty() {
-        params.rows
-    } else {
-        inner.config.peer_row_cap.max(params.rows)
-    };
-    let calls = call_peers(&inner, &targets, |inner, t| {
-        call_peer(inner, t, params.clone())
-    });
-    let params = &params;
-    // The local view is computed while the peers work.
-    let local_fut = async {
-        let r = local_matrix(&inner, params, local_rows).await;
-        (r, elapsed_ms(local_started))
-    };
-    let ((local, local_elapsed), answers) = tokio::join!(local_fut, calls);
-    let local = local?;
-    let generated_at = Some(local.generated_at.clone());
-    let mut acc = Assembly::new(&inner, local, generated_at, local_elapsed);
-    for (target, (res, elapsed)) in targets.iter().zip(answers) {
-        acc.add(&inner, target, res, elapsed, attempted_ms);
-    }
-    let Assembly {
-        nodes,
-        mut inputs,
-        input_node,
-        expected,
-        ..
-    } = acc;
-    let responded = inputs.len();
-    let options = MergeOptions {
-        series: params.series,
-        step_ms: inputs[0].step_ms,
-        row_budget: Some(params.rows),
-    };
-    let self_id = inner.identity.node_id().to_string();
-    let status_nodes = nodes;
-    let budget = params.rows;
-    let body = tokio::task::spawn_blocking(move || {
-        let mut nodes = status_nodes;
-        let merged = if inputs.len() == 1 && inputs[0].rows.len() <= budget {
-            // A lone local view within the budget is already final: skip the merge pass.
-            keyviz::merge::Merged {
-                matrix: inputs.swap_remove(0),
-                warnings: Vec::new(),
-            }
-        } else {
-            merge(&inputs, &options)
-        };
-        for w in merged.warnings {
-            let idx = input_node.get(w.input).copied().unwrap_or(0);
-            if let Some(n) = nodes.get_mut(idx) {
-                n.warnings.push(NodeWarning {
-                    code: warning_code(w.code),
-                    bucket_id: w.bucket_id,
-                    detail: w.detail,
-                });
-            }
-        }
-        let mut matrix = merged.matrix;
-        matrix.node_id = Some(self_id);
+    let body = if targets.is_empty() {
+        let local_started = Instant::now();
+        let local = local_matrix(&inner, &params, params.rows).await?;
         let status = FanoutStatus {
-            nodes,
-            responded,
-            expected,
+            nodes: vec![status::NodeStatus {
+                node: inner.identity.admin_addr().to_string(),
+                node_id: Some(inner.identity.node_id().to_string()),
+                ok: true,
+                error: None,
+                reason: None,
+                generated_at: Some(local.generated_at.clone()),
+                elapsed_ms: elapsed_ms(local_started),
+                warnings: Vec::new(),
+            }],
+            responded: 1,
+            expected: 1,
         };
-        encode_response(&matrix, Some(&status))
-    })
-    .await
-    .map_err(ApiError::internal)?;
+        tokio::task::spawn_blocking(move || encode_response(&local, Some(&status)))
+            .await
+            .map_err(ApiError::internal)?
+    } else {
+        rounds::run_rounds(inner.clone(), params, targets, attempted_ms).await
+    };
     inner
         .metrics
         .observe_fanout(started.elapsed().as_secs_f64());

@@ -1,5 +1,6 @@
 //! Matrices: the wire types, the local query and the row budget.
 
+pub mod boundaries;
 pub(crate) mod budget;
 pub(crate) mod hot;
 pub(crate) mod query;

@@ -1,0 +1,533 @@
+//! The two-round cluster fan-out: row totals first, then every node's matrix on row
+//! boundaries shared by the whole cluster (`keyviz::boundaries`), folded one answer at a
+//! time. The cost of a query follows the row budget: each peer sends at most `rows` coarse
+//! rows, however many routes it has, and the aggregator holds one accumulator of
+//! `rows × columns` cells, however many nodes answer.
+//!
+//! Round 1 asks `GET <matrix>?...&round=totals` with `Accept: row-totals`; round 2 asks
+//! `GET <matrix>?...&boundaries=<base64url>` with `Accept: matrix-boundary`. A peer of an
+//! older version ignores both parameters and answers its plain local view (compact or
+//! JSON) in round 1: that answer is kept, coarsened here onto the boundaries and folded like
+//! the others, so mixed-version clusters stay exact (they only cost what they cost before).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use keyviz::boundaries::{Boundaries, BoundaryMatrix, ClusterFold, RowTotal, coarsen_onto};
+use keyviz::merge::MAX_LISTED_ROUTE_IDS;
+use keyviz::{Matrix, MatrixQuery};
+
+use super::assemble::Assembly;
+use super::client::PeerError;
+use super::compact::{
+    self, BOUNDARY_CONTENT_TYPE, NodeTotals, TOTALS_CONTENT_TYPE, decode_boundaries,
+    encode_boundaries,
+};
+use super::membership::{PeerTarget, matrix_url};
+use super::status::NodeWarning;
+use super::{
+    FanoutStatus, PeerAnswer, PeerReply, call_peers, check_answer_id, core_query, decode,
+    elapsed_ms, encode_response, keep_requested_keys, peer_get, source_error, warning_code,
+};
+use crate::api::{ApiError, MatrixParams};
+use crate::clock;
+use crate::state::Inner;
+
+/// `round=totals` selects the first round on a peer.
+const ROUND_TOTALS: &str = "round=totals";
+/// The query parameter carrying the boundaries of the second round.
+const BOUNDARIES_PARAM: &str = "boundaries";
+/// `Accept` of round 1: totals, or (older peers) the plain local view.
+const TOTALS_ACCEPT: &str = "application/vnd.keyviz.row-totals, \
+     application/vnd.keyviz.matrix-compact;q=0.8, application/json;q=0.5";
+/// `Accept` of round 2: the matrix on boundaries, or the plain view.
+const BOUNDARY_ACCEPT: &str = "application/vnd.keyviz.matrix-boundary, \
+     application/vnd.keyviz.matrix-compact;q=0.8, application/json;q=0.5";
+/// Longest round-2 URL sent; beyond it the peer is asked for its plain view instead and
+/// coarsened here (keys near the 4 KiB limit could make the boundary list that long).
+const MAX_ROUND2_URL: usize = 60 * 1024;
+/// Share of `fanout_timeout` round 1 may take; round 2 gets the rest (at least the other
+/// quarter), so a peer's whole contribution fits in the one deadline.
+const ROUND1_SHARE: f64 = 0.75;
+/// Peer answers decoded at once per fan-out (each expands to `rows × columns × 24` bytes
+/// while it waits for the fold).
+const DECODES_AT_ONCE: usize = 2;
+
+fn accepts(headers: &HeaderMap, media: &str) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().starts_with(media)))
+}
+
+fn query_value<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn binary_ok(body: Vec<u8>, media: &'static str) -> Response {
+    let mut resp = (StatusCode::OK, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// Answers a peer's round-1 or round-2 request, or `None` when the request is neither
+/// (a plain peer matrix request). Blocks a blocking-pool thread on the local query.
+pub(crate) async fn answer_peer_round(
+    inner: &Arc<Inner>,
+    params: &MatrixParams,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Option<Result<Response, ApiError>> {
+    let q = query.unwrap_or("");
+    let totals = q.split('&').any(|p| p == ROUND_TOTALS) && accepts(headers, TOTALS_CONTENT_TYPE);
+    let bounds =
+        query_value(q, BOUNDARIES_PARAM).filter(|_| accepts(headers, BOUNDARY_CONTENT_TYPE));
+    if !totals && bounds.is_none() {
+        return None;
+    }
+    let query = core_query(params, params.rows);
+    let node_id = inner.identity.node_id().to_string();
+    let inner2 = inner.clone();
+    if totals {
+        let work = move || {
+            let now = clock::now_unix_ms();
+            let t = inner2
+                .source
+                .row_totals(&query, now)
+                .map_err(source_error)?;
+            let body = NodeTotals {
+                node_id: Some(node_id),
+                generated_at: keyviz::format_rfc3339_ms(now),
+                totals: t,
+            };
+            compact::encode_totals(&body).map_err(ApiError::internal)
+        };
+        return Some(
+            run_blocking(work)
+                .await
+                .map(|b| binary_ok(b, TOTALS_CONTENT_TYPE)),
+        );
+    }
+    let b = match decode_boundaries(bounds.unwrap_or_default()) {
+        Ok(b) => b,
+        Err(e) => return Some(Err(ApiError::invalid_query(e))),
+    };
+    let work = move || {
+        let now = clock::now_unix_ms();
+        let mut m = inner2
+            .source
+            .matrix_on_boundaries(&query, &b, now)
+            .map_err(source_error)?;
+        m.matrix.node_id = Some(node_id);
+        compact::encode_boundary(&m).map_err(ApiError::internal)
+    };
+    Some(
+        run_blocking(work)
+            .await
+            .map(|b| binary_ok(b, BOUNDARY_CONTENT_TYPE)),
+    )
+}
+
+async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)?
+}
+
+/// What one node contributed in round 1.
+pub(crate) enum First {
+    /// Per-row totals: round 2 will ask for the matrix on the boundaries.
+    Totals(Vec<RowTotal>),
+    /// An older peer's plain view: coarsened here, no second call.
+    Legacy(Matrix),
+}
+
+impl First {
+    fn totals(&self) -> std::borrow::Cow<'_, [RowTotal]> {
+        match self {
+            First::Totals(t) => std::borrow::Cow::Borrowed(t),
+            First::Legacy(m) => std::borrow::Cow::Owned(keyviz::boundaries::row_totals(m)),
+        }
+    }
+}
+
+fn peer_matrix_url(
+    inner: &Inner,
+    base: &super::membership::PeerBase,
+    params: &MatrixParams,
+) -> String {
+    matrix_url(
+        base,
+        params.series.as_str(),
+        inner.config.peer_row_cap,
+        params.from_unix_ms,
+        params.to_unix_ms,
+        params.key_start.as_deref(),
+        params.key_end.as_deref(),
+    )
+}
+
+/// Decodes an older peer's plain view (compact or JSON), validated, limited to the keys
+/// asked for.
+fn decode_plain(
+    body: &[u8],
+    compact_body: bool,
+    params: &MatrixParams,
+) -> Result<Matrix, PeerError> {
+    let mut m = if compact_body {
+        decode::decode_compact_matrix(body)
+    } else {
+        decode::decode_matrix(body)
+    }?;
+    super::bounds::check_counts(&m)?;
+    keep_requested_keys(&mut m, params);
+    Ok(m)
+}
+
+fn is_media(content_type: Option<&str>, media: &str) -> bool {
+    content_type.is_some_and(|ct| ct.starts_with(media))
+}
+
+async fn call_totals(
+    inner: Arc<Inner>,
+    target: PeerTarget,
+    params: MatrixParams,
+) -> Result<PeerAnswer<First>, PeerError> {
+    let reply = peer_get(
+        &inner,
+        &target,
+        |base| format!("{}&{ROUND_TOTALS}", peer_matrix_url(&inner, base, &params)),
+        TOTALS_ACCEPT,
+    )
+    .await?;
+    let PeerReply::Body {
+        body,
+        content_type,
+        node_id,
+    } = reply
+    else {
+        return Ok(PeerAnswer::SelfAlias);
+    };
+    let ct = content_type.as_deref();
+    if is_media(ct, TOTALS_CONTENT_TYPE) {
+        let t = tokio::task::spawn_blocking(move || compact::decode_totals(&body))
+            .await
+            .map_err(|e| PeerError::Decode(e.to_string()))??;
+        let answered = t.node_id.clone();
+        return check_answer_id(
+            &inner,
+            node_id,
+            answered.as_deref(),
+            First::Totals(t.totals),
+            Some(t.generated_at),
+        );
+    }
+    let compact_body = is_media(ct, compact::CONTENT_TYPE);
+    let m = tokio::task::spawn_blocking(move || decode_plain(&body, compact_body, &params))
+        .await
+        .map_err(|e| PeerError::Decode(e.to_string()))??;
+    let answered = m.node_id.clone();
+    let generated_at = Some(m.generated_at.clone());
+    check_answer_id(
+        &inner,
+        node_id,
+        answered.as_deref(),
+        First::Legacy(m),
+        generated_at,
+    )
+}
+
+/// Round 2 for one peer: its matrix on the boundaries (or, when the boundary list is too
+/// long for a URL, its plain view coarsened here), decoded and validated.
+async fn call_boundary(
+    inner: &Arc<Inner>,
+    target: &PeerTarget,
+    params: &MatrixParams,
+    boundaries: &Arc<Boundaries>,
+    encoded: &str,
+    deadline: Duration,
+    decodes: &Arc<tokio::sync::Semaphore>,
+) -> Result<(BoundaryMatrix, tokio::sync::OwnedSemaphorePermit), PeerError> {
+    let fetch = peer_get(
+        inner,
+        target,
+        |base| {
+            let url = peer_matrix_url(inner, base, params);
+            if url.len() + encoded.len() + 16 > MAX_ROUND2_URL {
+                // The peer answers its plain view; it is coarsened here.
+                return url;
+            }
+            format!("{url}&{BOUNDARIES_PARAM}={encoded}")
+        },
+        BOUNDARY_ACCEPT,
+    );
+    let reply = match tokio::time::timeout(deadline, fetch).await {
+        Ok(r) => r?,
+        Err(_) => return Err(PeerError::Timeout(deadline)),
+    };
+    let PeerReply::Body {
+        body,
+        content_type,
+        node_id,
+    } = reply
+    else {
+        return Err(PeerError::Identity(
+            "peer became this node between the rounds".into(),
+        ));
+    };
+    // Held until the fold has taken the answer: at most `DECODES_AT_ONCE` decoded answers
+    // exist per fan-out besides the one being folded.
+    let permit = decodes
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|e| PeerError::Decode(e.to_string()))?;
+    let ct = content_type.clone();
+    let params2 = params.clone();
+    let b = boundaries.clone();
+    let bm = tokio::task::spawn_blocking(move || {
+        if is_media(ct.as_deref(), BOUNDARY_CONTENT_TYPE) {
+            let bm = compact::decode_boundary(&body)?;
+            bm.matrix
+                .validate()
+                .map_err(|e| PeerError::Invalid(e.to_string()))?;
+            bm.validate_parts().map_err(PeerError::Invalid)?;
+            super::bounds::check_counts(&bm.matrix)?;
+            Ok::<_, PeerError>(bm)
+        } else {
+            let compact_body = is_media(ct.as_deref(), compact::CONTENT_TYPE);
+            let m = decode_plain(&body, compact_body, &params2)?;
+            Ok(coarsen_onto(m, &b, MAX_LISTED_ROUTE_IDS))
+        }
+    })
+    .await
+    .map_err(|e| PeerError::Decode(e.to_string()))??;
+    match check_answer_id(inner, node_id, bm.matrix.node_id.as_deref(), (), None)? {
+        PeerAnswer::Answer { .. } => Ok((bm, permit)),
+        PeerAnswer::SelfAlias => Err(PeerError::Identity(
+            "peer answered as this node in the second round".into(),
+        )),
+    }
+}
+
+fn local_query(params: &MatrixParams, inner: &Inner) -> MatrixQuery {
+    core_query(params, inner.config.peer_row_cap.max(params.rows))
+}
+
+/// One complete two-round fan-out over `targets` (not empty); returns the encoded body.
+pub(crate) async fn run_rounds(
+    inner: Arc<Inner>,
+    params: MatrixParams,
+    targets: Vec<PeerTarget>,
+    attempted_ms: i64,
+) -> Result<Bytes, ApiError> {
+    let timeout = inner.config.fanout_timeout;
+    let round1_started = Instant::now();
+    // Round 1: everyone's totals (the local ones computed while the peers work).
+    let local_started = Instant::now();
+    let inner_l = inner.clone();
+    let lq = local_query(&params, &inner);
+    let local_fut = async move {
+        let r = tokio::task::spawn_blocking(move || {
+            inner_l.source.row_totals(&lq, clock::now_unix_ms())
+        })
+        .await
+        .map_err(ApiError::internal)
+        .and_then(|r| r.map_err(source_error));
+        (r, elapsed_ms(local_started))
+    };
+    let round1_deadline = timeout.mul_f64(ROUND1_SHARE);
+    let calls = call_peers(&inner, &targets, round1_deadline, |inner, t| {
+        call_totals(inner, t, params.clone())
+    });
+    let ((local, local_elapsed), answers) = tokio::join!(local_fut, calls);
+    let local = local?;
+    let mut acc = Assembly::new(&inner, First::Totals(local), None, local_elapsed);
+    for (target, (res, elapsed)) in targets.iter().zip(answers) {
+        acc.add(&inner, target, res, elapsed, attempted_ms);
+    }
+    let Assembly {
+        mut nodes,
+        inputs,
+        input_node,
+        expected,
+        ..
+    } = acc;
+    let budget = params.rows;
+    let (inputs, boundaries) = tokio::task::spawn_blocking(move || {
+        let totals: Vec<_> = inputs.iter().map(First::totals).collect();
+        let b = Boundaries::plan(totals.iter().map(|t| t.as_ref()), budget);
+        drop(totals);
+        (inputs, b)
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let boundaries = Arc::new(boundaries);
+    let encoded = Arc::new(encode_boundaries(&boundaries));
+
+    // Round 2: matrices on the boundaries, folded one at a time as they arrive.
+    let round2_deadline = timeout
+        .saturating_sub(round1_started.elapsed())
+        .max(timeout.mul_f64(1.0 - ROUND1_SHARE));
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, BoundaryMatrix)>(1);
+    let decodes = Arc::new(tokio::sync::Semaphore::new(DECODES_AT_ONCE));
+    let mut tasks = Vec::new();
+    for (i, input) in inputs.into_iter().enumerate().skip(1) {
+        let tx = tx.clone();
+        let target_idx = input_node[i] - 1;
+        let target = targets[target_idx].clone();
+        let inner = inner.clone();
+        let params = params.clone();
+        let boundaries = boundaries.clone();
+        let encoded = encoded.clone();
+        let decodes = decodes.clone();
+        tasks.push((
+            i,
+            tokio::spawn(async move {
+                let t0 = Instant::now();
+                let bm = match input {
+                    First::Legacy(m) => {
+                        let b = boundaries.clone();
+                        match decodes.clone().acquire_owned().await {
+                            Ok(permit) => tokio::task::spawn_blocking(move || {
+                                coarsen_onto(m, &b, MAX_LISTED_ROUTE_IDS)
+                            })
+                            .await
+                            .map(|bm| (bm, permit))
+                            .map_err(|e| PeerError::Decode(e.to_string())),
+                            Err(e) => Err(PeerError::Decode(e.to_string())),
+                        }
+                    }
+                    First::Totals(_) => {
+                        call_boundary(
+                            &inner,
+                            &target,
+                            &params,
+                            &boundaries,
+                            &encoded,
+                            round2_deadline,
+                            &decodes,
+                        )
+                        .await
+                    }
+                };
+                let elapsed = elapsed_ms(t0);
+                match bm {
+                    Ok((bm, permit)) => {
+                        // The fold outlives every sender, so this only fails if it panicked.
+                        let _ = tx.send((i, bm)).await;
+                        drop(permit);
+                        (Ok(()), elapsed)
+                    }
+                    Err(e) => (Err(e), elapsed),
+                }
+            }),
+        ));
+    }
+    drop(tx);
+    let local_started = Instant::now();
+    let inner_l = inner.clone();
+    let lq = local_query(&params, &inner);
+    let b_local = boundaries.clone();
+    let local = tokio::task::spawn_blocking(move || {
+        inner_l
+            .source
+            .matrix_on_boundaries(&lq, &b_local, clock::now_unix_ms())
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(source_error)?;
+    if let Some(n) = nodes.first_mut() {
+        n.elapsed_ms += elapsed_ms(local_started);
+        n.generated_at = Some(local.matrix.generated_at.clone());
+    }
+    let series = params.series;
+    let b_fold = (*boundaries).clone();
+    let fold = tokio::task::spawn_blocking(move || {
+        let mut fold = ClusterFold::new(series, local.matrix.step_ms, b_fold, MAX_LISTED_ROUTE_IDS);
+        fold.add(&local);
+        drop(local);
+        let mut order = vec![0usize];
+        while let Some((i, bm)) = rx.blocking_recv() {
+            fold.add(&bm);
+            order.push(i);
+        }
+        (fold.finish(), order)
+    });
+    let mut failed = 0usize;
+    for (i, task) in tasks {
+        let node_idx = input_node[i];
+        let (res, elapsed) = match task.await {
+            Ok(r) => r,
+            Err(e) => (
+                Err(PeerError::Decode(format!("round 2 task failed: {e}"))),
+                0,
+            ),
+        };
+        let Some(st) = nodes.get_mut(node_idx) else {
+            continue;
+        };
+        st.elapsed_ms += elapsed;
+        if let Err(e) = res {
+            failed += 1;
+            inner.metrics.peer_failure(e.reason());
+            let text = e.to_string();
+            tracing::warn!(peer = %st.node, error = %text, "keyviz fan-out peer failed in round 2");
+            inner.peers.record(&st.node, |r| {
+                if r.last_attempt_unix_ms.is_some_and(|t| t > attempted_ms) {
+                    return;
+                }
+                r.reachable = Some(false);
+                r.last_error = Some(text.clone());
+            });
+            st.ok = false;
+            st.reason = Some(e.reason().to_string());
+            st.error = Some(text);
+        }
+    }
+    let (merged, order) = fold.await.map_err(ApiError::internal)?;
+    let responded = input_node.len() - failed;
+    let self_id = inner.identity.node_id().to_string();
+    let generated_at = nodes.first().and_then(|n| n.generated_at.clone());
+    tokio::task::spawn_blocking(move || {
+        for w in merged.warnings {
+            let idx = order
+                .get(w.input)
+                .and_then(|&i| input_node.get(i))
+                .copied()
+                .unwrap_or(0);
+            if let Some(n) = nodes.get_mut(idx) {
+                n.warnings.push(NodeWarning {
+                    code: warning_code(w.code),
+                    bucket_id: w.bucket_id,
+                    detail: w.detail,
+                });
+            }
+        }
+        let mut matrix = merged.matrix;
+        matrix.node_id = Some(self_id);
+        if let Some(g) = generated_at {
+            matrix.generated_at = g;
+        }
+        let status = FanoutStatus {
+            nodes,
+            responded,
+            expected,
+        };
+        encode_response(&matrix, Some(&status))
+    })
+    .await
+    .map_err(ApiError::internal)?
+}

@@ -1,0 +1,1159 @@
+//! Row boundaries shared by the whole cluster, so a fan-out costs the row budget, not the
+//! routes times the nodes.
+//!
+//! The two-round fan-out: every node reports one total per row of its view for the window
+//! ([`row_totals`]); the aggregator merges them into the cluster-wide picture and plans at
+//! most `budget` contiguous groups with the same least-active-adjacent-pair rule as the
+//! local row budget ([`Boundaries::plan`]); every node then coarsens its view onto exactly
+//! those groups ([`coarsen_onto`]) and the aggregator folds the coarse answers into the
+//! cluster matrix one at a time ([`ClusterFold`]), never holding every node's answer.
+//!
+//! Conservation: a row is assigned to the group holding its start key, whole, so every
+//! count of every node lands in exactly one cluster row: per column, the cluster total is
+//! the sum of the node totals for reads, and for writes the same per-(raft group, term)
+//! dedup as [`crate::merge`] (duplicates of one (group, term) collapse by max, distinct
+//! terms add, identity-less contributions fall back to max). A coarse cell whose members
+//! carry several (group, term) identities keeps them as [`CellPart`]s, so coarsening on a
+//! node never turns a cell into an identity-less one and the dedup stays exact: the fold
+//! sums, per identity, what each node counted and takes the max across nodes, which equals
+//! merging the fine rows first whenever each (group, term) was counted by one node (or by
+//! several identically), the normal case.
+
+use std::collections::HashMap;
+
+use super::budget::{join_rows, plan_groups, unique_bucket_ids};
+use super::wire::{MAX_MATRIX_CELLS, MAX_MATRIX_COLUMNS, Matrix, MatrixRow, Series};
+use crate::bucket::{bucket_base, max_end, parse_route_bucket_id, virtual_bucket_name};
+use crate::merge::{MergeWarning, Merged, WarningCode};
+use crate::time::{align_down, align_nearest};
+
+/// Most boundaries one plan or one request may carry (the largest row budget a peer
+/// accepts is far below this; it bounds what a hostile request can make a node build).
+pub const MAX_BOUNDARIES: usize = 65_536;
+
+/// One row of a node's view reduced to its start key and its total over the window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowTotal {
+    /// Start key of the row (empty for the first key).
+    pub start: Vec<u8>,
+    /// Sum of the row's values (saturating).
+    pub total: u64,
+}
+
+/// Per-row totals of `m`, in key order (rows with equal starts are kept apart; the plan
+/// adds them up). O(rows × columns).
+#[must_use = "pure function"]
+pub fn row_totals(m: &Matrix) -> Vec<RowTotal> {
+    let mut out: Vec<RowTotal> = m
+        .rows
+        .iter()
+        .map(|r| RowTotal {
+            start: r.start.clone().unwrap_or_default(),
+            total: r.total(),
+        })
+        .collect();
+    out.sort_by(|a, b| a.start.cmp(&b.start));
+    out
+}
+
+/// Why a list of keys is not a valid set of boundaries.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BoundaryError {
+    /// There must be at least one boundary, and the first must be the empty key.
+    #[error("boundaries must start with the empty key")]
+    FirstNotEmpty,
+    /// Keys must be strictly increasing.
+    #[error("boundaries must be strictly increasing (at index {0})")]
+    NotIncreasing(usize),
+    /// More than [`MAX_BOUNDARIES`] keys.
+    #[error("at most {MAX_BOUNDARIES} boundaries, got {0}")]
+    TooMany(usize),
+}
+
+/// The start keys of the cluster's rows: strictly increasing, the first always the empty
+/// key, so every key belongs to exactly one row `[keys[i], keys[i + 1])` (the last row is
+/// unbounded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Boundaries {
+    keys: Vec<Vec<u8>>,
+}
+
+impl Boundaries {
+    /// Plans at most `budget` rows (0 counts as 1) for the cluster-wide picture made of
+    /// every node's totals: equal starts are one entry (their totals added), then the
+    /// least active adjacent entries are joined first ([`plan_groups`]), so the hottest
+    /// rows stay rows of their own. Deterministic; O(n log n) over all entries.
+    #[must_use = "pure function"]
+    pub fn plan<'a>(nodes: impl IntoIterator<Item = &'a [RowTotal]>, budget: usize) -> Self {
+        let mut all: Vec<(&[u8], u64)> = Vec::new();
+        for totals in nodes {
+            all.extend(totals.iter().map(|t| (t.start.as_slice(), t.total)));
+        }
+        // Each node's list is sorted: the stable sort merges the runs.
+        all.sort_by(|a, b| a.0.cmp(b.0));
+        let mut starts: Vec<&[u8]> = Vec::with_capacity(all.len());
+        let mut totals: Vec<u64> = Vec::with_capacity(all.len());
+        for (start, total) in all {
+            match starts.last() {
+                Some(last) if *last == start => {
+                    if let Some(t) = totals.last_mut() {
+                        *t = t.saturating_add(total);
+                    }
+                }
+                _ => {
+                    starts.push(start);
+                    totals.push(total);
+                }
+            }
+        }
+        let mut keys: Vec<Vec<u8>> = plan_groups(&totals, budget.min(MAX_BOUNDARIES))
+            .into_iter()
+            .map(|g| starts[g.start].to_vec())
+            .collect();
+        match keys.first_mut() {
+            Some(first) => first.clear(),
+            None => keys.push(Vec::new()),
+        }
+        Boundaries { keys }
+    }
+
+    /// Boundaries received from elsewhere (a peer request), checked.
+    ///
+    /// # Errors
+    /// [`BoundaryError`] when the keys are not strictly increasing from the empty key or
+    /// are more than [`MAX_BOUNDARIES`].
+    pub fn from_keys(keys: Vec<Vec<u8>>) -> Result<Self, BoundaryError> {
+        if keys.len() > MAX_BOUNDARIES {
+            return Err(BoundaryError::TooMany(keys.len()));
+        }
+        if keys.first().is_none_or(|k| !k.is_empty()) {
+            return Err(BoundaryError::FirstNotEmpty);
+        }
+        if let Some(i) = keys.windows(2).position(|w| w[0] >= w[1]) {
+            return Err(BoundaryError::NotIncreasing(i + 1));
+        }
+        Ok(Boundaries { keys })
+    }
+
+    /// The start keys, in order.
+    #[must_use]
+    pub fn keys(&self) -> &[Vec<u8>] {
+        &self.keys
+    }
+
+    /// Number of rows (at least 1).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Always false: there is at least the row starting at the empty key.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The row holding `start`. O(log rows).
+    #[must_use]
+    pub fn index_of(&self, start: &[u8]) -> usize {
+        self.keys
+            .partition_point(|k| k.as_slice() <= start)
+            .saturating_sub(1)
+    }
+}
+
+/// One identity's share of a coarse cell whose members carried several (raft group, term)
+/// identities (`values[column]` of `rows[row]` is the sum of its parts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CellPart {
+    /// Row index in the matrix.
+    pub row: u32,
+    /// Column index in the matrix.
+    pub column: u32,
+    /// Raft group of the share (0 = unknown).
+    pub group: u64,
+    /// Leader term of the share (0 = unknown).
+    pub term: u64,
+    /// The share's count.
+    pub value: u64,
+}
+
+/// A node's view on shared boundaries: at most one row per boundary row (rows without
+/// members are left out), in key order, plus the identity parts of mixed cells, sorted by
+/// (row, column).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BoundaryMatrix {
+    /// The coarse rows; a row that is alone in its boundary row is kept as it was.
+    pub matrix: Matrix,
+    /// Identity parts of the cells whose members disagreed on (group, term).
+    pub parts: Vec<CellPart>,
+}
+
+impl BoundaryMatrix {
+    /// Checks the parts against the matrix: indices in range, sorted by (row, column),
+    /// every listed cell's parts add up to its value (the matrix itself is the caller's to
+    /// [`Matrix::validate`]).
+    ///
+    /// # Errors
+    /// A description of the first violation.
+    pub fn validate_parts(&self) -> Result<(), String> {
+        let rows = &self.matrix.rows;
+        let mut i = 0;
+        while i < self.parts.len() {
+            let p = self.parts[i];
+            let row = rows
+                .get(p.row as usize)
+                .ok_or_else(|| format!("part row {} out of range", p.row))?;
+            let value = row
+                .values
+                .get(p.column as usize)
+                .copied()
+                .ok_or_else(|| format!("part column {} out of range", p.column))?;
+            let mut sum = 0u64;
+            let mut j = i;
+            while j < self.parts.len()
+                && self.parts[j].row == p.row
+                && self.parts[j].column == p.column
+            {
+                sum = sum.saturating_add(self.parts[j].value);
+                j += 1;
+            }
+            if sum != value {
+                return Err(format!(
+                    "parts of row {} column {} add up to {sum}, the cell says {value}",
+                    p.row, p.column
+                ));
+            }
+            if let Some(next) = self.parts.get(j)
+                && (next.row, next.column) < (p.row, p.column)
+            {
+                return Err("parts are not sorted by row and column".into());
+            }
+            i = j;
+        }
+        Ok(())
+    }
+}
+
+/// Coarsens a node's view onto `boundaries`: every row goes, whole, to the boundary row
+/// holding its start; rows sharing a boundary row are joined like the local row budget
+/// joins them (values summed, metadata joined, at most `max_route_ids` ids listed), and,
+/// for a write series, where their non-zero members disagree on (group, term) the cell's
+/// per-identity sums are kept as [`CellPart`]s. Totals per column are unchanged. O(rows × columns).
+#[must_use = "returns the coarse view"]
+pub fn coarsen_onto(
+    mut m: Matrix,
+    boundaries: &Boundaries,
+    max_route_ids: usize,
+) -> BoundaryMatrix {
+    let rows = std::mem::take(&mut m.rows);
+    let mut keyed: Vec<(usize, MatrixRow)> = rows
+        .into_iter()
+        .map(|r| {
+            (
+                boundaries.index_of(r.start.as_deref().unwrap_or_default()),
+                r,
+            )
+        })
+        .collect();
+    // Stable: rows keep their key order inside one boundary row.
+    keyed.sort_by_key(|(i, _)| *i);
+    let mut out: Vec<MatrixRow> = Vec::new();
+    let mut parts = Vec::new();
+    let mut it = keyed.into_iter().peekable();
+    while let Some((idx, first)) = it.next() {
+        let mut members = vec![first];
+        while let Some((_, r)) = it.next_if(|(i, _)| *i == idx) {
+            members.push(r);
+        }
+        let row_index = u32::try_from(out.len()).unwrap_or(u32::MAX);
+        if members.len() == 1 {
+            out.extend(members);
+            continue;
+        }
+        // Reads add up whoever counted them: only writes need their identities.
+        if m.series.is_write() {
+            collect_parts(&members, row_index, &mut parts);
+        }
+        out.push(join_rows(members, max_route_ids));
+    }
+    unique_bucket_ids(&mut out);
+    m.rows = out;
+    BoundaryMatrix { matrix: m, parts }
+}
+
+/// Per column, the per-identity sums of `members` where non-zero members disagree.
+fn collect_parts(members: &[MatrixRow], row: u32, parts: &mut Vec<CellPart>) {
+    let width = members.iter().map(|r| r.values.len()).max().unwrap_or(0);
+    let mut keys: Vec<(u64, u64, u64)> = Vec::new();
+    for j in 0..width {
+        keys.clear();
+        for m in members {
+            let v = m.values.get(j).copied().unwrap_or(0);
+            if v == 0 {
+                continue;
+            }
+            let g = m.raft_group_ids.get(j).copied().unwrap_or(0);
+            let t = m.leader_terms.get(j).copied().unwrap_or(0);
+            match keys.iter_mut().find(|k| k.0 == g && k.1 == t) {
+                Some(k) => k.2 = k.2.saturating_add(v),
+                None => keys.push((g, t, v)),
+            }
+        }
+        if keys.len() > 1 {
+            let column = u32::try_from(j).unwrap_or(u32::MAX);
+            parts.extend(keys.iter().map(|&(group, term, value)| CellPart {
+                row,
+                column,
+                group,
+                term,
+                value,
+            }));
+        }
+    }
+}
+
+const HAS_KEY: u8 = 1;
+const LEGACY: u8 = 2;
+const DISTINCT: u8 = 4;
+const KEY_CONFLICT: u8 = 8;
+const HAS_FIRST: u8 = 16;
+
+/// The running merge of one cell.
+#[derive(Debug, Clone, Copy, Default)]
+struct Acc {
+    /// Reads: the sum. Writes: the sum of the distinct identities' values.
+    sum: u64,
+    /// The best node contribution by (value, term, group).
+    best: (u64, u64, u64),
+    /// Writes: the first identity seen (more go to `ClusterFold::extra`).
+    key: (u64, u64, u64),
+    /// Writes: the first non-zero node value (to tell whether nodes disagree).
+    first: u64,
+    flags: u8,
+}
+
+/// Metadata of one cluster row while inputs are folded in.
+#[derive(Debug, Clone)]
+struct RowMeta {
+    header: MatrixRow,
+    /// Distinct route ids seen (complete unless `header.route_ids_truncated`).
+    ids: Vec<u64>,
+}
+
+/// A row's (start, end) as it first appeared.
+type KeyRange = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// One (group, term) identity of a write cell beyond the first: (group, term, value,
+/// conflict).
+type Key = (u64, u64, u64, bool);
+
+/// Folds nodes' [`BoundaryMatrix`] answers into the cluster matrix one at a time, with the
+/// merge rules of [`crate::merge`] (columns aligned to the step, reads summed, writes
+/// deduplicated per (group, term)). Memory: one accumulator cell per (row, column) of the
+/// result, plus the extra identities of write cells that have several, whatever the
+/// number of inputs.
+#[derive(Debug)]
+pub struct ClusterFold {
+    series: Series,
+    step_ms: u64,
+    boundaries: Boundaries,
+    columns: Vec<i64>,
+    /// `rows × columns`, row-major.
+    cells: Vec<Acc>,
+    /// Extra write identities per (row, column timestamp).
+    extra: HashMap<(u32, i64), Vec<Key>>,
+    meta: Vec<Option<RowMeta>>,
+    first_range: HashMap<String, KeyRange>,
+    warnings: Vec<MergeWarning>,
+    generated_at: Option<String>,
+    node_id: Option<String>,
+    inputs: usize,
+    max_route_ids: usize,
+}
+
+impl ClusterFold {
+    /// An empty fold of `series` aligned to `step_ms` (0: exact timestamps) onto
+    /// `boundaries`; aggregates list at most `max_route_ids` ids.
+    #[must_use]
+    pub fn new(series: Series, step_ms: u64, boundaries: Boundaries, max_route_ids: usize) -> Self {
+        let n = boundaries.len();
+        ClusterFold {
+            series,
+            step_ms,
+            boundaries,
+            columns: Vec::new(),
+            cells: Vec::new(),
+            extra: HashMap::new(),
+            meta: vec![None; n],
+            first_range: HashMap::new(),
+            warnings: Vec::new(),
+            generated_at: None,
+            node_id: None,
+            inputs: 0,
+            max_route_ids,
+        }
+    }
+
+    /// The boundaries folded onto.
+    #[must_use]
+    pub fn boundaries(&self) -> &Boundaries {
+        &self.boundaries
+    }
+
+    /// Folds in the next input (the first is the local node: its `generated_at` and
+    /// `node_id` are the result's). The input should be validated first; short arrays count
+    /// as zeros and rows are placed by their start key, so a malformed input cannot make
+    /// this panic. Warnings name the input by its position in the calls to `add`.
+    pub fn add(&mut self, input: &BoundaryMatrix) {
+        let index = self.inputs;
+        self.inputs += 1;
+        let m = &input.matrix;
+        if index == 0 {
+            self.generated_at = Some(m.generated_at.clone());
+            self.node_id = m.node_id.clone();
+        }
+        if m.series != self.series {
+            self.warnings.push(MergeWarning {
+                code: WarningCode::SeriesMismatch,
+                input: index,
+                bucket_id: None,
+                detail: format!(
+                    "input carries series {}, the merge is of {}; input left out",
+                    m.series, self.series
+                ),
+            });
+            return;
+        }
+        let step = self.step_ms;
+        if step > 0 && m.step_ms != 0 && m.step_ms != step {
+            self.warnings.push(MergeWarning {
+                code: WarningCode::StepMismatch,
+                input: index,
+                bucket_id: None,
+                detail: format!(
+                    "input step is {} ms, merge step is {step} ms; columns were aligned",
+                    m.step_ms
+                ),
+            });
+        }
+        let finer = m.step_ms != 0 && m.step_ms < step;
+        let aligned: Vec<i64> = m
+            .column_unix_ms
+            .iter()
+            .map(|&t| match (step, finer) {
+                (0, _) => t,
+                (_, true) => align_down(t, step),
+                (_, false) => align_nearest(t, step),
+            })
+            .collect();
+        self.ensure_columns(&aligned);
+        let width = self.columns.len();
+        let col_map: Vec<usize> = aligned
+            .iter()
+            .map(|t| self.columns.binary_search(t).unwrap_or(0))
+            .collect();
+        // Input columns are sorted, so the map is injective unless two columns of this
+        // node align into one window (a finer step or jitter): then that node counted both
+        // and they are added up first.
+        let injective = col_map.windows(2).all(|w| w[0] < w[1]);
+        if injective && input.parts.is_empty() && !self.series.is_write() {
+            // The common read case: one contribution per cell, summed.
+            for row in &m.rows {
+                let idx = self
+                    .boundaries
+                    .index_of(row.start.as_deref().unwrap_or_default());
+                self.fold_meta(idx, row, index);
+                let base = idx * width;
+                let Some(cells) = self.cells.get_mut(base..base + width) else {
+                    continue;
+                };
+                for (j, &v) in row.values.iter().enumerate() {
+                    let (Some(&u), true) = (col_map.get(j), v > 0) else {
+                        continue;
+                    };
+                    let g = row.raft_group_ids.get(j).copied().unwrap_or(0);
+                    let t = row.leader_terms.get(j).copied().unwrap_or(0);
+                    let acc = &mut cells[u];
+                    acc.sum = acc.sum.saturating_add(v);
+                    if (v, t, g) > acc.best {
+                        acc.best = (v, t, g);
+                    }
+                }
+            }
+            return;
+        }
+        let mut p = 0;
+        let mut shares: Vec<(u64, u64, u64)> = Vec::new();
+        let mut slots: Vec<(u64, u64, u64)> = Vec::new();
+        let mut slot_shares: Vec<Vec<(u64, u64, u64)>> = Vec::new();
+        for (r, row) in m.rows.iter().enumerate() {
+            let idx = self
+                .boundaries
+                .index_of(row.start.as_deref().unwrap_or_default());
+            self.fold_meta(idx, row, index);
+            if !injective {
+                slots.clear();
+                slots.resize(width, (0, 0, 0));
+                slot_shares.clear();
+                slot_shares.resize(width, Vec::new());
+            }
+            for (j, &u) in col_map.iter().enumerate() {
+                let v = row.values.get(j).copied().unwrap_or(0);
+                let g = row.raft_group_ids.get(j).copied().unwrap_or(0);
+                let t = row.leader_terms.get(j).copied().unwrap_or(0);
+                // The identity parts of this cell, if the node sent any.
+                shares.clear();
+                while input
+                    .parts
+                    .get(p)
+                    .is_some_and(|x| (x.row as usize, x.column as usize) < (r, j))
+                {
+                    p += 1;
+                }
+                while let Some(x) = input
+                    .parts
+                    .get(p)
+                    .filter(|x| x.row as usize == r && x.column as usize == j)
+                {
+                    shares.push((x.group, x.term, x.value));
+                    p += 1;
+                }
+                if v == 0 {
+                    continue;
+                }
+                if injective {
+                    let s = (!shares.is_empty()).then_some(shares.as_slice());
+                    self.fold_cell(idx, u, v, g, t, s);
+                    continue;
+                }
+                if shares.is_empty() {
+                    shares.push((g, t, v));
+                }
+                let list = &mut slot_shares[u];
+                for &(sg, st, sv) in &shares {
+                    match list.iter_mut().find(|k| k.0 == sg && k.1 == st) {
+                        Some(k) => k.2 = k.2.saturating_add(sv),
+                        None => list.push((sg, st, sv)),
+                    }
+                }
+                let slot = &mut slots[u];
+                if v > slot.0 {
+                    slot.1 = g;
+                    slot.2 = t;
+                }
+                slot.0 = slot.0.saturating_add(v);
+            }
+            if !injective {
+                for u in 0..width {
+                    let (v, g, t) = slots[u];
+                    if v == 0 {
+                        continue;
+                    }
+                    let list = std::mem::take(&mut slot_shares[u]);
+                    let s = (list.len() > 1).then_some(list.as_slice());
+                    let (g, t) = if list.len() == 1 {
+                        (list[0].0, list[0].1)
+                    } else {
+                        (g, t)
+                    };
+                    self.fold_cell(idx, u, v, g, t, s);
+                }
+            }
+        }
+    }
+
+    /// Widens the accumulator to the union of its columns and `more` (rare after the first
+    /// input: nodes of one cluster share the step's windows).
+    fn ensure_columns(&mut self, more: &[i64]) {
+        let missing: Vec<i64> = more
+            .iter()
+            .copied()
+            .filter(|t| self.columns.binary_search(t).is_err())
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let mut columns = self.columns.clone();
+        columns.extend(missing);
+        columns.sort_unstable();
+        columns.dedup();
+        let rows = self.boundaries.len();
+        let mut cells = vec![Acc::default(); rows * columns.len()];
+        if !self.columns.is_empty() {
+            let map: Vec<usize> = self
+                .columns
+                .iter()
+                .map(|t| columns.binary_search(t).unwrap_or(0))
+                .collect();
+            let old_w = self.columns.len();
+            for r in 0..rows {
+                for (j, &u) in map.iter().enumerate() {
+                    cells[r * columns.len() + u] = self.cells[r * old_w + j];
+                }
+            }
+        }
+        self.columns = columns;
+        self.cells = cells;
+    }
+
+    fn fold_cell(
+        &mut self,
+        row: usize,
+        col: usize,
+        v: u64,
+        g: u64,
+        t: u64,
+        shares: Option<&[(u64, u64, u64)]>,
+    ) {
+        let width = self.columns.len();
+        let ts = self.columns[col];
+        let Some(acc) = self.cells.get_mut(row * width + col) else {
+            return;
+        };
+        // The node's identity for ranking: its own, or its largest share's.
+        let (rg, rt) = match shares {
+            Some(s) => s
+                .iter()
+                .max_by_key(|k| (k.2, k.1, k.0))
+                .map_or((g, t), |k| (k.0, k.1)),
+            None => (g, t),
+        };
+        if (v, rt, rg) > acc.best {
+            acc.best = (v, rt, rg);
+        }
+        if !self.series.is_write() {
+            acc.sum = acc.sum.saturating_add(v);
+            return;
+        }
+        if acc.flags & HAS_FIRST == 0 {
+            acc.flags |= HAS_FIRST;
+            acc.first = v;
+        } else if acc.first != v {
+            acc.flags |= DISTINCT;
+        }
+        let single = [(g, t, v)];
+        let shares = shares.unwrap_or(&single);
+        let row32 = u32::try_from(row).unwrap_or(u32::MAX);
+        for &(sg, st, sv) in shares {
+            if sv == 0 {
+                continue;
+            }
+            if sg == 0 || st == 0 {
+                acc.flags |= LEGACY;
+                continue;
+            }
+            if acc.flags & HAS_KEY == 0 {
+                acc.flags |= HAS_KEY;
+                acc.key = (sg, st, sv);
+                acc.sum = sv;
+                continue;
+            }
+            if acc.key.0 == sg && acc.key.1 == st {
+                if acc.key.2 != sv {
+                    acc.flags |= KEY_CONFLICT;
+                    if sv > acc.key.2 {
+                        acc.sum = acc.sum.saturating_sub(acc.key.2).saturating_add(sv);
+                        acc.key.2 = sv;
+                    }
+                }
+                continue;
+            }
+            let list = self.extra.entry((row32, ts)).or_default();
+            match list.iter_mut().find(|k| k.0 == sg && k.1 == st) {
+                Some(k) => {
+                    if k.2 != sv {
+                        k.3 = true;
+                        if sv > k.2 {
+                            acc.sum = acc.sum.saturating_sub(k.2).saturating_add(sv);
+                            k.2 = sv;
+                        }
+                    }
+                }
+                None => {
+                    list.push((sg, st, sv, false));
+                    acc.sum = acc.sum.saturating_add(sv);
+                }
+            }
+        }
+    }
+
+    fn fold_meta(&mut self, idx: usize, row: &MatrixRow, input: usize) {
+        let ids_of = |r: &MatrixRow| -> Vec<u64> {
+            if r.aggregate {
+                r.route_ids.clone()
+            } else {
+                parse_route_bucket_id(&r.bucket_id)
+                    .map(|(id, _)| vec![id])
+                    .unwrap_or_else(|| r.route_ids.clone())
+            }
+        };
+        match self.first_range.get(&row.bucket_id) {
+            Some((s, e)) if !row.aggregate && (s != &row.start || e != &row.end) => {
+                self.warnings.push(MergeWarning {
+                    code: WarningCode::CatalogDivergence,
+                    input,
+                    bucket_id: Some(row.bucket_id.clone()),
+                    detail: "bucket has a different key range than on an earlier node; \
+                             both ranges are counted in the row holding their start"
+                        .to_owned(),
+                });
+            }
+            Some(_) => {}
+            None => {
+                if !row.aggregate {
+                    self.first_range
+                        .insert(row.bucket_id.clone(), (row.start.clone(), row.end.clone()));
+                }
+            }
+        }
+        let Some(slot) = self.meta.get_mut(idx) else {
+            return;
+        };
+        let Some(meta) = slot else {
+            *slot = Some(RowMeta {
+                header: MatrixRow {
+                    values: Vec::new(),
+                    raft_group_ids: Vec::new(),
+                    leader_terms: Vec::new(),
+                    conflicts: Vec::new(),
+                    ..row.clone()
+                },
+                ids: ids_of(row),
+            });
+            return;
+        };
+        let h = &mut meta.header;
+        h.first_key = [h.first_key.take(), row.first_key.clone()]
+            .into_iter()
+            .flatten()
+            .min();
+        h.last_key = [h.last_key.take(), row.last_key.clone()]
+            .into_iter()
+            .flatten()
+            .max();
+        let same_row = !h.aggregate
+            && !row.aggregate
+            && bucket_base(&h.bucket_id) == bucket_base(&row.bucket_id)
+            && h.start == row.start
+            && h.end == row.end;
+        if same_row {
+            return;
+        }
+        // Different rows of one boundary row (another node's catalog, or a coarse row):
+        // the cluster row is their aggregate.
+        h.start = [h.start.take(), row.start.clone()]
+            .into_iter()
+            .min_by(|a, b| {
+                a.as_deref()
+                    .unwrap_or_default()
+                    .cmp(b.as_deref().unwrap_or_default())
+            })
+            .flatten();
+        h.end = max_end(h.end.as_deref(), row.end.as_deref()).map(<[u8]>::to_vec);
+        let count_before = h.route_count.max(1);
+        meta.ids.extend(ids_of(row));
+        meta.ids.sort_unstable();
+        meta.ids.dedup();
+        h.route_ids_truncated |= row.route_ids_truncated;
+        h.route_count = if h.route_ids_truncated {
+            count_before.max(row.route_count).max(meta.ids.len() as u64)
+        } else {
+            meta.ids.len() as u64
+        };
+        h.aggregate = true;
+        h.label = None;
+        h.conflict |= row.conflict;
+    }
+
+    /// The cluster matrix: one row per boundary row that any input had, in key order,
+    /// bounded by [`MAX_MATRIX_COLUMNS`] and [`MAX_MATRIX_CELLS`] (the oldest columns go,
+    /// with a warning), and the warnings found on the way.
+    #[must_use = "returns the merged matrix"]
+    pub fn finish(self) -> Merged {
+        let ClusterFold {
+            series,
+            step_ms,
+            columns,
+            cells,
+            extra,
+            meta,
+            mut warnings,
+            generated_at,
+            node_id,
+            max_route_ids,
+            ..
+        } = self;
+        let width = columns.len();
+        let present = meta.iter().filter(|m| m.is_some()).count();
+        let max_width = MAX_MATRIX_COLUMNS.min(MAX_MATRIX_CELLS / present.max(1));
+        let skip = width.saturating_sub(max_width);
+        if skip > 0 {
+            warnings.push(MergeWarning {
+                code: WarningCode::ColumnsTruncated,
+                input: 0,
+                bucket_id: None,
+                detail: format!(
+                    "{present} rows x {width} columns exceed the merge limit; the oldest {skip} columns were left out"
+                ),
+            });
+        }
+        let mut rows = Vec::with_capacity(present);
+        for (r, m) in meta.into_iter().enumerate() {
+            let Some(RowMeta {
+                mut header,
+                mut ids,
+            }) = m
+            else {
+                continue;
+            };
+            let w = width - skip;
+            let mut values = vec![0u64; w];
+            let mut groups = vec![0u64; w];
+            let mut terms = vec![0u64; w];
+            let mut conflicts: Vec<bool> = Vec::new();
+            for j in skip..width {
+                let acc = cells[r * width + j];
+                let o = j - skip;
+                let (value, g, t, conflict) =
+                    resolve(series, &acc, extra.get(&(r as u32, columns[j])));
+                values[o] = value;
+                groups[o] = g;
+                terms[o] = t;
+                if conflict {
+                    if conflicts.is_empty() {
+                        conflicts = vec![false; w];
+                    }
+                    conflicts[o] = true;
+                }
+            }
+            if header.aggregate {
+                header.bucket_id = virtual_bucket_name(
+                    header.start.as_deref().unwrap_or_default(),
+                    header.end.as_deref(),
+                );
+                if ids.len() > max_route_ids {
+                    ids.truncate(max_route_ids);
+                    header.route_ids_truncated = true;
+                }
+                header.route_ids = ids;
+            }
+            header.conflict |= !conflicts.is_empty();
+            header.values = values;
+            header.raft_group_ids = groups;
+            header.leader_terms = terms;
+            header.conflicts = conflicts;
+            rows.push(header);
+        }
+        unique_bucket_ids(&mut rows);
+        Merged {
+            matrix: Matrix {
+                column_unix_ms: columns[skip..].to_vec(),
+                rows,
+                series,
+                generated_at: generated_at.unwrap_or_default(),
+                step_ms,
+                node_id,
+            },
+            warnings,
+        }
+    }
+}
+
+/// The final cell: (value, group, term, conflict), by the rules of [`crate::merge`].
+fn resolve(series: Series, acc: &Acc, extra: Option<&Vec<Key>>) -> (u64, u64, u64, bool) {
+    let (bv, bt, bg) = acc.best;
+    if !series.is_write() {
+        return (acc.sum, bg, bt, false);
+    }
+    if acc.flags & HAS_FIRST == 0 {
+        return (0, 0, 0, false);
+    }
+    if acc.flags & LEGACY != 0 {
+        // Without identities a duplicate cannot be told from a flip: max, flag disagreement.
+        return (bv, bg, bt, acc.flags & DISTINCT != 0);
+    }
+    let mut best = (acc.key.2, acc.key.1, acc.key.0);
+    let mut conflict = acc.flags & KEY_CONFLICT != 0;
+    for &(g, t, v, c) in extra.map(Vec::as_slice).unwrap_or_default() {
+        conflict |= c;
+        if (v, t, g) > best {
+            best = (v, t, g);
+        }
+    }
+    (acc.sum, best.2, best.1, conflict)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::merge::{MAX_LISTED_ROUTE_IDS, MergeOptions, merge};
+
+    const COLS: usize = 6;
+
+    fn key(r: u64) -> Vec<u8> {
+        format!("k{r:04}").into_bytes()
+    }
+
+    /// Node `n` of `nodes` over `routes` routes in 8 raft groups (route % 8 + 1): reads
+    /// everywhere; writes counted by the group's leader (group % nodes) in term 5; groups 3
+    /// and 6 flip leadership to the next node in term 6 for the last two columns (the old
+    /// leader counted 2 of it in term 5); group 5's writes are also reported identically by
+    /// the next node (a duplicate of one (group, term)). Route 7 is hot.
+    fn node_matrix(series: Series, n: u64, nodes: u64, routes: u64) -> Matrix {
+        let rows = (0..routes)
+            .map(|r| {
+                let group = r % 8 + 1;
+                let mut values = vec![0u64; COLS];
+                let mut terms = vec![0u64; COLS];
+                for c in 0..COLS {
+                    let base = (r * 7 + c as u64 * 3 + n) % 11 + if r == 7 { 10_000 } else { 0 };
+                    if !series.is_write() {
+                        values[c] = base;
+                        terms[c] = 5;
+                        continue;
+                    }
+                    let flipped = group % 3 == 0 && c >= COLS - 2;
+                    let leader = if flipped {
+                        (group + 1) % nodes
+                    } else {
+                        group % nodes
+                    };
+                    let dup = group == 5 && n == (leader + 1) % nodes;
+                    if n == leader || dup {
+                        // What the group's leader counted: the same on a duplicate.
+                        values[c] =
+                            (r * 7 + c as u64 * 3) % 11 + 1 + if r == 7 { 10_000 } else { 0 };
+                        terms[c] = if flipped { 6 } else { 5 };
+                    } else if flipped && n == group % nodes {
+                        values[c] = 2;
+                        terms[c] = 5;
+                    }
+                }
+                MatrixRow {
+                    bucket_id: format!("route:{r}"),
+                    start: Some(key(r)),
+                    end: Some(key(r + 1)),
+                    route_count: 1,
+                    values,
+                    raft_group_ids: vec![group; COLS],
+                    leader_terms: terms,
+                    ..MatrixRow::default()
+                }
+            })
+            .collect();
+        Matrix {
+            column_unix_ms: (0..COLS as i64).map(|c| 60_000 * (c + 1)).collect(),
+            rows,
+            series,
+            generated_at: "2026-12-01T00:00:00Z".into(),
+            step_ms: 60_000,
+            node_id: Some(format!("n{n}")),
+        }
+    }
+
+    fn column_totals(m: &Matrix) -> Vec<u64> {
+        (0..m.column_unix_ms.len())
+            .map(|j| {
+                m.rows
+                    .iter()
+                    .map(|r| r.values.get(j).copied().unwrap_or(0))
+                    .sum()
+            })
+            .collect()
+    }
+
+    fn two_rounds(inputs: &[Matrix], budget: usize) -> Merged {
+        let totals: Vec<Vec<RowTotal>> = inputs.iter().map(row_totals).collect();
+        let b = Boundaries::plan(totals.iter().map(Vec::as_slice), budget);
+        assert!(b.len() <= budget.max(1));
+        let mut fold = ClusterFold::new(inputs[0].series, 60_000, b.clone(), MAX_LISTED_ROUTE_IDS);
+        for m in inputs {
+            let coarse = coarsen_onto(m.clone(), &b, MAX_LISTED_ROUTE_IDS);
+            assert_eq!(coarse.validate_parts(), Ok(()));
+            assert!(coarse.matrix.rows.len() <= b.len());
+            assert_eq!(column_totals(&coarse.matrix), column_totals(m));
+            fold.add(&coarse);
+        }
+        fold.finish()
+    }
+
+    #[test]
+    fn cluster_totals_are_conserved_for_every_series_and_budget() {
+        for series in Series::ALL {
+            let nodes = 5;
+            let inputs: Vec<Matrix> = (0..nodes)
+                .map(|n| node_matrix(series, n, nodes, 60))
+                .collect();
+            let oracle = merge(
+                &inputs,
+                &MergeOptions {
+                    series,
+                    step_ms: 60_000,
+                    row_budget: None,
+                },
+            )
+            .matrix;
+            for budget in [1, 2, 7, 16, 59, 60, 200] {
+                let got = two_rounds(&inputs, budget).matrix;
+                assert!(
+                    got.rows.len() <= budget,
+                    "{series} {budget}: {} rows",
+                    got.rows.len()
+                );
+                assert_eq!(got.validate(), Ok(()));
+                assert_eq!(got.column_unix_ms, oracle.column_unix_ms);
+                assert_eq!(
+                    column_totals(&got),
+                    column_totals(&oracle),
+                    "{series} at budget {budget}"
+                );
+                if !series.is_write() {
+                    let node_sum: Vec<u64> = (0..COLS)
+                        .map(|j| inputs.iter().map(|m| column_totals(m)[j]).sum())
+                        .collect();
+                    assert_eq!(column_totals(&got), node_sum);
+                }
+                let routes: u64 = got.rows.iter().map(|r| r.route_count).sum();
+                assert_eq!(routes, 60, "{series} at budget {budget}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_hot_row_stays_its_own_row_with_its_id_and_exact_values() {
+        let nodes = 4;
+        let inputs: Vec<Matrix> = (0..nodes)
+            .map(|n| node_matrix(Series::Writes, n, nodes, 40))
+            .collect();
+        let oracle = merge(
+            &inputs,
+            &MergeOptions {
+                series: Series::Writes,
+                step_ms: 60_000,
+                row_budget: None,
+            },
+        )
+        .matrix;
+        let got = two_rounds(&inputs, 8).matrix;
+        let hot = got
+            .rows
+            .iter()
+            .find(|r| r.bucket_id == "route:7")
+            .expect("hot row kept");
+        let want = oracle
+            .rows
+            .iter()
+            .find(|r| r.bucket_id == "route:7")
+            .expect("oracle");
+        assert!(!hot.aggregate);
+        assert_eq!(hot.values, want.values);
+        assert_eq!(hot.leader_terms, want.leader_terms);
+        assert!(got.rows.iter().filter(|r| r.aggregate).count() >= 1);
+    }
+
+    #[test]
+    fn mixed_identities_in_a_coarse_cell_travel_as_parts_and_dedup_per_identity() {
+        // Node a leads route 1 (group 1) and route 2 (group 2); node b duplicates route 1.
+        let row = |id: u64, g: u64, v: u64| MatrixRow {
+            bucket_id: format!("route:{id}"),
+            start: Some(key(id)),
+            end: Some(key(id + 1)),
+            route_count: 1,
+            values: vec![v],
+            raft_group_ids: vec![g],
+            leader_terms: vec![9],
+            ..MatrixRow::default()
+        };
+        let m = |rows: Vec<MatrixRow>| Matrix {
+            column_unix_ms: vec![60_000],
+            rows,
+            series: Series::Writes,
+            generated_at: String::new(),
+            step_ms: 60_000,
+            node_id: None,
+        };
+        let a = m(vec![row(1, 1, 5), row(2, 2, 3)]);
+        let b = m(vec![row(1, 1, 5)]);
+        let got = two_rounds(&[a.clone(), b], 1).matrix;
+        assert_eq!(got.rows.len(), 1);
+        assert_eq!(got.rows[0].values, vec![8], "5 deduplicated, plus 3");
+        assert!(!got.rows[0].conflict);
+        let bnd = Boundaries::plan([row_totals(&a).as_slice()], 1);
+        let coarse = coarsen_onto(a, &bnd, 256);
+        assert_eq!(coarse.parts.len(), 2);
+        assert_eq!(coarse.matrix.rows[0].leader_terms, vec![0]);
+        // Without parts the coarse cell would lack an identity and fall back to max (5).
+    }
+
+    #[test]
+    fn identity_less_contributions_fall_back_to_max_with_a_conflict() {
+        let mut a = node_matrix(Series::Writes, 0, 1, 3);
+        let mut b = a.clone();
+        for r in a.rows.iter_mut().chain(b.rows.iter_mut()) {
+            r.leader_terms = vec![0; COLS];
+        }
+        b.rows[0].values[0] += 4;
+        let got = two_rounds(&[a.clone(), b.clone()], 1).matrix;
+        let want: u64 = a
+            .rows
+            .iter()
+            .map(|r| r.values[0])
+            .sum::<u64>()
+            .max(b.rows.iter().map(|r| r.values[0]).sum());
+        assert_eq!(got.rows[0].values[0], want);
+        assert!(got.rows[0].conflict);
+    }
+
+    #[test]
+    fn boundaries_reject_bad_keys_and_place_every_key() {
+        assert_eq!(
+            Boundaries::from_keys(vec![]),
+            Err(BoundaryError::FirstNotEmpty)
+        );
+        assert_eq!(
+            Boundaries::from_keys(vec![b"a".to_vec()]),
+            Err(BoundaryError::FirstNotEmpty)
+        );
+        assert_eq!(
+            Boundaries::from_keys(vec![vec![], b"b".to_vec(), b"b".to_vec()]),
+            Err(BoundaryError::NotIncreasing(2))
+        );
+        let b = Boundaries::from_keys(vec![vec![], b"b".to_vec(), b"d".to_vec()]).expect("valid");
+        assert_eq!(b.index_of(b""), 0);
+        assert_eq!(b.index_of(b"a"), 0);
+        assert_eq!(b.index_of(b"b"), 1);
+        assert_eq!(b.index_of(b"c"), 1);
+        assert_eq!(b.index_of(b"zz"), 2);
+        assert_eq!(Boundaries::plan(std::iter::empty(), 4).len(), 1);
+    }
+
+    #[test]
+    fn parts_that_do_not_add_up_are_rejected() {
+        let mut coarse = coarsen_onto(
+            node_matrix(Series::Writes, 0, 2, 10),
+            &Boundaries::plan(
+                [row_totals(&node_matrix(Series::Writes, 0, 2, 10)).as_slice()],
+                2,
+            ),
+            256,
+        );
+        coarse.parts.push(CellPart {
+            row: 0,
+            column: 0,
+            group: 1,
+            term: 1,
+            value: 1,
+        });
+        assert!(coarse.validate_parts().is_err());
+        coarse.parts = vec![CellPart {
+            row: 99,
+            column: 0,
+            group: 1,
+            term: 1,
+            value: 1,
+        }];
+        assert!(coarse.validate_parts().is_err());
+    }
+}
