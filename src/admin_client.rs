@@ -266,6 +266,51 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// Longest password file read.
+const PASSWORD_FILE_CAP: u64 = 64 << 10;
+
+/// The credentials of every admin-API command: the access key from `user` (`--user` /
+/// `KEYVIZ_ADMIN_USER`), the secret from the first line of `password_file` when given
+/// (it wins: a node's own environment may set `KEYVIZ_ADMIN_PASSWORD`), else `password`.
+/// Reads at most 64 KiB of the file.
+///
+/// # Errors
+/// A one-line message naming the missing flag or the unreadable file.
+pub(crate) fn resolve_credentials(
+    user: Option<&str>,
+    password: Option<&str>,
+    password_file: Option<&std::path::Path>,
+) -> Result<Credentials, String> {
+    let user = user
+        .filter(|u| !u.trim().is_empty())
+        .ok_or("no access key: pass --user or set KEYVIZ_ADMIN_USER")?;
+    let password = match (password_file, password) {
+        (Some(path), _) => {
+            use std::io::Read as _;
+            let mut text = String::new();
+            std::fs::File::open(path)
+                .and_then(|f| f.take(PASSWORD_FILE_CAP).read_to_string(&mut text))
+                .map_err(|e| format!("cannot read --password-file {}: {e}", path.display()))?;
+            text.lines()
+                .next()
+                .unwrap_or("")
+                .trim_end_matches('\r')
+                .to_string()
+        }
+        (None, Some(p)) => p.to_string(),
+        (None, None) => String::new(),
+    };
+    if password.is_empty() {
+        return Err(
+            "no secret: pass --password, --password-file or set KEYVIZ_ADMIN_PASSWORD".into(),
+        );
+    }
+    Ok(Credentials {
+        user: user.trim().to_string(),
+        password,
+    })
+}
+
 /// The cookies of one login.
 #[derive(Debug, Clone)]
 struct Session {
@@ -291,6 +336,12 @@ pub(crate) struct MatrixAnswer {
     /// Per-node outcome; absent when the node did not fan out (an older node).
     #[serde(default)]
     pub(crate) fanout: Option<FanoutStatus>,
+    /// The change against a baseline window, when one was asked for.
+    #[serde(default)]
+    pub(crate) compare: Option<keyviz::compare::Comparison>,
+    /// The baseline's fan-out status, when a baseline was asked for.
+    #[serde(default)]
+    pub(crate) baseline_fanout: Option<FanoutStatus>,
 }
 
 /// A hot-keys answer: the cluster's hot keys and the fan-out status.
@@ -645,8 +696,30 @@ impl AdminClient {
         range: &RangeQuery,
         rows: usize,
     ) -> Result<MatrixAnswer, ClientError> {
+        self.matrix_against(series, range, rows, None).await
+    }
+
+    /// [`AdminClient::matrix`] compared with the baseline window `baseline` (`[from, to)`
+    /// in unix ms) when given: the answer then carries `compare`, one change per row.
+    ///
+    /// # Errors
+    /// As [`AdminClient::matrix`]; [`ClientError::Malformed`] also when a comparison was
+    /// asked for and the answer has none (a node without the compare API) or its rows do
+    /// not match the matrix's.
+    pub(crate) async fn matrix_against(
+        &self,
+        series: Series,
+        range: &RangeQuery,
+        rows: usize,
+        baseline: Option<(i64, i64)>,
+    ) -> Result<MatrixAnswer, ClientError> {
         let mut path = format!("/admin/api/v1/keyviz/matrix?series={series}&rows={rows}");
         range.push(&mut path);
+        if let Some((from, to)) = baseline {
+            path.push_str(&format!(
+                "&baseline_from_unix_ms={from}&baseline_to_unix_ms={to}"
+            ));
+        }
         let body = self.get(&path, MATRIX_BODY_CAP).await?;
         let answer: MatrixAnswer = decode(&path, &body)?;
         answer
@@ -657,6 +730,24 @@ impl AdminClient {
                 detail: e.to_string(),
             })?;
         validate_fanout(&path, answer.fanout.as_ref())?;
+        validate_fanout(&path, answer.baseline_fanout.as_ref())?;
+        if baseline.is_some() {
+            let bad = |detail: &str| ClientError::Malformed {
+                path: base_path(&path),
+                detail: detail.to_string(),
+            };
+            let c = answer.compare.as_ref().ok_or_else(|| {
+                bad("no comparison in the answer (does the node serve baselines?)")
+            })?;
+            if c.rows.len() != answer.matrix.rows.len()
+                || c.rows
+                    .iter()
+                    .zip(&answer.matrix.rows)
+                    .any(|(a, b)| a.bucket_id != b.bucket_id)
+            {
+                return Err(bad("the comparison's rows do not match the matrix rows"));
+            }
+        }
         Ok(answer)
     }
 

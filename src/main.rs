@@ -1,12 +1,17 @@
 //! `keyviz`: run a KeyViz-enabled multi-Raft KV node (`keyviz node`), a local demo cluster
-//! (`keyviz demo`), or watch a cluster's hottest ranges and keys (`keyviz top`).
+//! (`keyviz demo`), watch a cluster's hottest ranges and keys (`keyviz top`), or query it
+//! from a shell (`keyviz matrix`, `keyviz heatmap`, `keyviz snapshot`).
 //!
 //! `main` owns the exit code: subcommands return `anyhow::Result`, and an error is printed
 //! once with its whole context chain.
 
 mod admin_client;
 mod demo;
+mod heatmap;
+mod matrix_cmd;
 mod node;
+mod query_args;
+mod snapshot_cmd;
 mod top;
 
 use std::process::ExitCode;
@@ -30,6 +35,14 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Show the cluster's hottest key ranges and keys, refreshed (or once with --once).
     Top(top::TopArgs),
+    /// Print one cluster-wide matrix query as a table, CSV or JSON (with --baseline: the
+    /// change of every row against another window).
+    Matrix(matrix_cmd::MatrixArgs),
+    /// Draw one cluster-wide matrix query in the terminal (keys down, time across).
+    Heatmap(heatmap::HeatmapArgs),
+    /// Save one cluster-wide query as a self-contained HTML file (heatmap, legend, hottest
+    /// ranges and keys, node status, the query) for an incident document.
+    Snapshot(snapshot_cmd::SnapshotArgs),
 }
 
 /// Parses `500ms`, `2s`, `1m` or a bare number of milliseconds.
@@ -80,6 +93,9 @@ fn main() -> ExitCode {
             Command::Node(args) => node::run(*args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Top(args) => top::run(args).await,
+            Command::Matrix(args) => matrix_cmd::run(args).await,
+            Command::Heatmap(args) => heatmap::run(args).await,
+            Command::Snapshot(args) => snapshot_cmd::run(args).await,
         }
     });
     match result {

@@ -6,10 +6,10 @@
 //! [`snapshot`], its drawing is [`render`]; this module only wires flags, refreshes and
 //! exit codes (documented in docs/ADMIN.md, "keyviz top").
 
-mod render;
-mod snapshot;
+pub(crate) mod render;
+pub(crate) mod snapshot;
 #[cfg(unix)]
-mod term;
+pub(crate) mod term;
 
 use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
@@ -36,8 +36,6 @@ const TOP_SERIES: [Series; 4] = [
     Series::WriteBytes,
     Series::ReadBytes,
 ];
-/// Longest password file read.
-const PASSWORD_FILE_CAP: u64 = 64 << 10;
 
 /// Output format of `--once`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -137,36 +135,11 @@ fn parse_series(text: &str) -> Result<Vec<Series>, String> {
 }
 
 fn credentials(args: &TopArgs) -> Result<Credentials, String> {
-    let user = args
-        .user
-        .clone()
-        .filter(|u| !u.trim().is_empty())
-        .ok_or("no access key: pass --user or set KEYVIZ_ADMIN_USER")?;
-    let password = match (&args.password_file, &args.password) {
-        (Some(path), _) => {
-            use std::io::Read as _;
-            let mut text = String::new();
-            std::fs::File::open(path)
-                .and_then(|f| f.take(PASSWORD_FILE_CAP).read_to_string(&mut text))
-                .map_err(|e| format!("cannot read --password-file {}: {e}", path.display()))?;
-            text.lines()
-                .next()
-                .unwrap_or("")
-                .trim_end_matches('\r')
-                .to_string()
-        }
-        (None, Some(p)) => p.clone(),
-        (None, None) => String::new(),
-    };
-    if password.is_empty() {
-        return Err(
-            "no secret: pass --password, --password-file or set KEYVIZ_ADMIN_PASSWORD".into(),
-        );
-    }
-    Ok(Credentials {
-        user: user.trim().to_string(),
-        password,
-    })
+    crate::admin_client::resolve_credentials(
+        args.user.as_deref(),
+        args.password.as_deref(),
+        args.password_file.as_deref(),
+    )
 }
 
 fn now_unix_ms() -> i64 {

@@ -500,6 +500,8 @@ mod tests {
                 responded: if ok3 { 3 } else { 2 },
                 expected: 3,
             }),
+            compare: None,
+            baseline_fanout: None,
         };
         let series = vec![
             series_snapshot(
@@ -575,6 +577,8 @@ mod tests {
                     matrix: MatrixAnswer {
                         matrix: Matrix::empty(Series::Writes, 1000, String::new()),
                         fanout: Some(fanout(status("n3", true), 3)),
+                        compare: None,
+                        baseline_fanout: None,
                     },
                     hot_keys: Ok(hot),
                 },

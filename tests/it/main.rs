@@ -2,6 +2,7 @@
 //! driven with `redis-cli`, `redis-benchmark`, a raw RESP client and the admin HTTP API.
 
 mod admin_security;
+mod alerts;
 mod big_values;
 mod cli;
 mod counting;
@@ -13,6 +14,7 @@ mod internal_transport;
 mod limits;
 mod lincheck;
 mod linearizable;
+mod ops_cli;
 mod resp;
 mod split;
 mod split_anywhere;

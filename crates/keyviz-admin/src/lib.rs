@@ -64,6 +64,7 @@ pub mod config;
 pub mod fanout;
 pub mod host;
 pub mod hotkeys;
+pub mod hotspot;
 mod metrics;
 mod state;
 mod ui;
@@ -131,6 +132,7 @@ async fn metrics(State(state): State<AdminState>, headers: http::HeaderMap) -> R
             return r;
         }
     }
+    metrics::refresh_hotspots(&state.inner).await;
     match state.inner.metrics.render() {
         Ok(text) => (
             StatusCode::OK,

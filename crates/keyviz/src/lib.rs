@@ -53,6 +53,8 @@ pub use config::{
 };
 pub use error::{ConfigError, MatrixError, RouteError};
 pub use history::{CellRecord, ColumnRecord, HistoryStore, HotRecord, PersistError, WriteRecord};
+/// Comparing a matrix with a baseline window ([`compare::compare`]).
+pub use matrix::compare;
 pub use matrix::{
     MAX_MATRIX_CELLS, MAX_MATRIX_COLUMNS, Matrix, MatrixQuery, MatrixRow, Series, UnknownSeries,
     coarsen_rows, plan_groups,

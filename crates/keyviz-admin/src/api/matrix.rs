@@ -62,25 +62,41 @@ pub(crate) async fn matrix(
         }
         Principal::Operator(_) => {
             let params = parse_matrix_query(query.as_deref(), MAX_BROWSER_ROWS)?;
-            let key = FlightKey::from(&params);
-            let work = inner.clone();
-            let (out, joined) = inner
-                .flights
-                .run(
-                    key,
-                    move || async move { std::sync::Arc::new(fanout::run(work, params).await) },
-                    || std::sync::Arc::new(Err(ApiError::internal("fan-out task panicked"))),
-                )
-                .await;
-            inner.metrics.matrix_request(match joined {
-                Joined::Leader => "fanout",
-                Joined::Shared => "shared",
-                Joined::Reused => "reused",
-            });
+            if let Some(baseline) = super::compare::parse_baseline(query.as_deref())? {
+                let body = super::compare::compared(&state, params, baseline).await?;
+                return Ok(json_bytes_ok(body));
+            }
+            let out = cluster_matrix(&state, params).await;
             match out.as_ref() {
                 Ok(body) => Ok(json_bytes_ok(body.clone())),
                 Err(e) => Err(e.clone()),
             }
         }
     }
+}
+
+/// One cluster fan-out of `params` through the single-flight table (joined with
+/// identical concurrent requests, reused briefly), counted in `keyviz_matrix_requests`.
+/// Returns the encoded response body, or the error every joined caller shares.
+pub(crate) async fn cluster_matrix(
+    state: &AdminState,
+    params: crate::api::MatrixParams,
+) -> std::sync::Arc<Result<bytes::Bytes, ApiError>> {
+    let inner = &state.inner;
+    let key = FlightKey::from(&params);
+    let work = inner.clone();
+    let (out, joined) = inner
+        .flights
+        .run(
+            key,
+            move || async move { std::sync::Arc::new(fanout::run(work, params).await) },
+            || std::sync::Arc::new(Err(ApiError::internal("fan-out task panicked"))),
+        )
+        .await;
+    inner.metrics.matrix_request(match joined {
+        Joined::Leader => "fanout",
+        Joined::Shared => "shared",
+        Joined::Reused => "reused",
+    });
+    out
 }

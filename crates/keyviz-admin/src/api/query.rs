@@ -70,7 +70,7 @@ fn first_value(query: &str, name: &str) -> Option<String> {
         .map(|(_, v)| percent_decode(v))
 }
 
-fn parse_time(query: &str, name: &str) -> Result<Option<i64>, ApiError> {
+pub(crate) fn parse_time(query: &str, name: &str) -> Result<Option<i64>, ApiError> {
     match first_value(query, name).as_deref().map(str::trim) {
         None | Some("") => Ok(None),
         Some(v) => match v.parse::<i64>() {

@@ -288,7 +288,7 @@ where
     futures::future::join_all(calls).await
 }
 
-async fn call_peer(
+pub(crate) async fn call_peer(
     inner: Arc<Inner>,
     target: PeerTarget,
     params: MatrixParams,

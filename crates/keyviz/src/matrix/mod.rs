@@ -1,6 +1,7 @@
 //! Matrices: the wire types, the local query and the row budget.
 
 pub(crate) mod budget;
+pub mod compare;
 pub(crate) mod hot;
 pub(crate) mod query;
 pub(crate) mod wire;
