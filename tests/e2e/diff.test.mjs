@@ -21,7 +21,7 @@ let context;
 let page;
 
 const DAY = 86_400_000;
-/** The compared window: the 20 minutes ending 2 minutes ago (inside the hour of history). */
+/** The compared window: the 20 minutes after the fixture's step change (half an hour ago). */
 let A = 0;
 let B = 0;
 
@@ -32,9 +32,9 @@ before(async () => {
   context = await browser.newContext({ viewport: { width: 1280, height: 900 }, colorScheme: 'light', acceptDownloads: true });
   page = await context.newPage();
   page.on('pageerror', (e) => console.error('pageerror:', e.message));
-  const now = Date.now();
-  B = Math.floor((now - 120_000) / 5000) * 5000;
-  A = B - 20 * 60_000;
+  A = fx.hello.step_change_unix_ms;
+  B = A + 20 * 60_000;
+  assert.ok(B < Date.now(), 'the compared window is in the past');
 });
 
 after(async () => {
@@ -95,7 +95,7 @@ describe('diff mode, snapshot and PNG legend', () => {
   test('a_diff_permalink_asks_for_the_previous_window_and_draws_a_diverging_picture', async () => {
     await page.goto(`${fx.entry}/admin/keyviz`);
     await matrixAfter(page, () => login(page, fx.hello));
-    const { params, body } = await matrixAfter(page, () => page.goto(`${fx.entry}/admin/keyviz?series=writes&range=custom&from=${A}&to=${B}&rows=64&diff=prev`));
+    const { params, body } = await matrixAfter(page, () => page.goto(`${fx.entry}/admin/keyviz?series=writes&range=custom&from=${A}&to=${B}&rows=128&diff=prev`));
     assert.equal(params.get('baseline_from_unix_ms'), String(A - (B - A)), 'the baseline starts one window earlier');
     assert.equal(params.get('baseline_to_unix_ms'), String(A), 'and ends where the window starts');
     assert.ok(body.compare && body.compare.rows.length === body.rows.length, 'the server compared every row');
@@ -108,27 +108,36 @@ describe('diff mode, snapshot and PNG legend', () => {
     // What is drawn is the diverging palette: every sampled pixel is one of its colours.
     const px = await diffPixels();
     assert.ok(px.every((p) => p.d <= 12), `every pixel is a diff colour (worst distance ${Math.max(...px.map((p) => p.d))})`);
-    // The constant hot range runs as it did: its row is near white (no change), while the
-    // fixture's moving sweep leaves cells above and below their baseline.
+    // The constant hot range runs as it did: near white (no change); the route whose writes
+    // stepped up at A is orange, the one that stepped down is blue.
     const layout = JSON.parse(await page.getAttribute('#key-axis', 'data-buckets'));
-    const hot = layout.indexOf(fx.hello.hot_key_route);
-    assert.ok(hot >= 0, 'the hot route is a row');
-    const hotIdx = px.filter((p) => p.k === hot && p.index !== 255).map((p) => p.index).sort((a, b) => a - b);
-    const median = hotIdx[Math.floor(hotIdx.length / 2)];
-    assert.ok(Math.abs(median - 127.5) < 30, `the steady hot row is drawn near "no change" (median index ${median})`);
+    const level = (bucket) => {
+      const k = layout.indexOf(bucket);
+      assert.ok(k >= 0, `${bucket} is a row`);
+      const v = px.filter((p) => p.k === k && p.index !== 255).map((p) => p.index).sort((a, b) => a - b);
+      return v[Math.floor(v.length / 2)];
+    };
+    const hot = level(fx.hello.hot_key_route);
+    assert.ok(Math.abs(hot - 127.5) < 20, `the steady hot row is drawn near "no change" (index ${hot})`);
+    const up = level(fx.hello.step_up_route);
+    const down = level(fx.hello.step_down_route);
+    assert.ok(up > 200, `the range that grew is orange (index ${up})`);
+    assert.ok(down < 55, `the range that shrank is blue (index ${down})`);
     const stat = JSON.parse(await page.getAttribute('#plot', 'data-diff'));
-    assert.ok(stat.more > 0 && stat.less > 0, `cells above and below the baseline: ${JSON.stringify(stat)}`);
-    assert.ok(px.some((p) => p.index > 160 && p.index < 255) && px.some((p) => p.index >= 1 && p.index < 95), 'orange and blue cells are drawn');
+    assert.ok(stat.more > 0 && stat.less > 0, `rows above and below the baseline: ${JSON.stringify(stat)}`);
     await page.mouse.move(0, 0);
     await page.screenshot({ path: `${SCREENSHOTS}diff.png` });
   });
 
   test('diff_tooltips_give_the_cell_and_row_ratio_and_delta', async () => {
     const layout = JSON.parse(await page.getAttribute('#key-axis', 'data-buckets'));
-    const hot = layout.indexOf(fx.hello.hot_key_route);
-    const lines = await tooltipAt(0.5, (hot + 0.5) / layout.length);
-    assert.match(lines['Diff (cell)'], /vs [\d.,]+ at the baseline rate: (×|÷)[\d.]+.*delta [+−±][\d.,]+/, lines['Diff (cell)']);
-    assert.match(lines['Diff (row)'], /vs [\d,]+ baseline: (×|÷)[\d.]+.*delta [+−±][\d.,]+/, lines['Diff (row)']);
+    const up = layout.indexOf(fx.hello.step_up_route);
+    const lines = await tooltipAt(0.5, (up + 0.5) / layout.length);
+    const m = /^([\d,]+) vs ([\d,]+) baseline: ×([\d.]+), delta \+([\d,.]+)$/.exec(lines['Diff (row)']);
+    assert.ok(m, `the row's ratio and delta: ${lines['Diff (row)']}`);
+    const [cur, base, ratio] = [m[1], m[2], m[3]].map((x) => Number(x.replace(/,/g, '')));
+    assert.ok(ratio > 4 && Math.abs(ratio - cur / base) / ratio < 0.05, `ratio ${ratio} = ${cur} / ${base}`);
+    assert.match(lines['This cell'], /^[\d,]+ now; the row's baseline averages [\d.]+ per cell/, lines['This cell']);
     await page.mouse.move(0, 0);
   });
 
@@ -144,9 +153,9 @@ describe('diff mode, snapshot and PNG legend', () => {
   });
 
   test('a_custom_baseline_comes_back_from_the_url', async () => {
-    const bf = A - 40 * 60_000;
-    const bt = A - 30 * 60_000;
-    const { params } = await matrixAfter(page, () => page.goto(`${fx.entry}/admin/keyviz?series=writes&range=custom&from=${A}&to=${B}&rows=64&diff=custom&bfrom=${bf}&bto=${bt}`));
+    const bf = A - 20 * 60_000;
+    const bt = A - 10 * 60_000;
+    const { params } = await matrixAfter(page, () => page.goto(`${fx.entry}/admin/keyviz?series=writes&range=custom&from=${A}&to=${B}&rows=128&diff=custom&bfrom=${bf}&bto=${bt}`));
     assert.equal(params.get('baseline_from_unix_ms'), String(bf));
     assert.equal(params.get('baseline_to_unix_ms'), String(bt));
     assert.equal(await page.inputValue('#diff'), 'custom');
@@ -209,7 +218,7 @@ describe('diff mode, snapshot and PNG legend', () => {
     assert.equal(nodes.length, 3);
     assert.ok(nodes.every((n) => /ok/.test(n)), `every node answered: ${nodes}`);
     const query = await snap.textContent('#query');
-    assert.match(query, /\/admin\/api\/v1\/keyviz\/matrix\?series=writes&from_unix_ms=\d+&to_unix_ms=\d+&rows=64&baseline_from_unix_ms=\d+&baseline_to_unix_ms=\d+/);
+    assert.match(query, /\/admin\/api\/v1\/keyviz\/matrix\?series=writes&from_unix_ms=\d+&to_unix_ms=\d+&rows=128&baseline_from_unix_ms=\d+&baseline_to_unix_ms=\d+/);
     assert.match(await snap.textContent('#permalink'), /range=custom.*diff=prev/);
     assert.deepEqual(requests, [], 'the file makes no request');
     assert.deepEqual(cspViolations, []);

@@ -368,11 +368,11 @@ export function createApp(store) {
       }
     }
     const row = `${formatNumber(rc.current)} vs ${formatNumber(Math.round(rc.baseline))} baseline: ${formatRatio(rc.ratio, rc.current)}, delta ${formatDelta(rc.delta)}`;
-    if (n === 0) return [['Diff (cell)', 'no data'], ['Diff (row)', row]];
+    if (n === 0) return [['Diff (row)', row], ['This cell', 'no data']];
     const cc = cellChange(v, n * view.stepMs, rc, cmp.current_span_ms);
     return [
-      ['Diff (cell)', `${formatNumber(v)} vs ${cc.expected.toFixed(1)} at the baseline rate: ${formatRatio(cc.ratio, v)}, delta ${formatDelta(cc.delta)}`],
       ['Diff (row)', row],
+      ['This cell', `${formatNumber(v)} now; the row's baseline averages ${cc.expected.toFixed(1)} per cell (${formatRatio(cc.ratio, v)})`],
     ];
   };
 

@@ -4,13 +4,12 @@
  * two windows") drawn cell by cell with a diverging palette.
  *
  * The server gives, per row, the row's traffic in the current window and the baseline
- * traffic of the same key range scaled to the current window's length. A cell is coloured by
- * its own traffic against that row's baseline rate over the cell's time span
- * (`baseline × cell span / current span`): white where the range runs as it did in the
- * baseline, orange where it has more, blue where it has less. The baseline has no time
- * structure of its own here (its windows are not aligned column by column), so the picture
- * says "where and when does this range differ from its baseline average", and the tooltip
- * carries the server's row ratio and delta.
+ * traffic of the same key range scaled to the current window's length, aligned by key range.
+ * Each row is coloured by that ratio (white: as in the baseline, orange: more, blue: less)
+ * across the columns where the window has data. Colouring single cells against the row's
+ * baseline average was tried and rejected: any time structure (a sweep, a periodic scan) then
+ * shows as change even when the two windows are alike, which misleads. The tooltip adds the
+ * cell's own count next to the row's baseline average per cell, as numbers.
  */
 
 import { NO_DATA_INDEX, packRgba } from './scales.js';
@@ -106,8 +105,8 @@ export function rowChanges(view, cmp) {
 }
 
 /**
- * The change of one cell: its traffic `v` over `spanMs` against the row's baseline rate.
- * `ratio` is null when the expected value is 0 (new traffic, or none in both).
+ * One cell against its row's baseline average over the cell's span (tooltip numbers only;
+ * the picture is coloured by row). `ratio` is null when the expected value is 0.
  * @param {number} v
  * @param {number} spanMs
  * @param {import('./types.js').RowChange} rc
@@ -120,7 +119,7 @@ export function cellChange(v, spanMs, rc, currentSpanMs) {
 
 /**
  * Scale of the picture: ±`stops` powers of two, the smallest integer (1..MAX_STOPS) covering
- * the largest finite |log2 ratio| of the cells, so one view's extremes use the palette's ends.
+ * the largest finite |log2 ratio| of the rows, so one view's extremes use the palette's ends.
  * @param {number[]} logRatios
  */
 export function scaleStops(logRatios) {
@@ -169,44 +168,29 @@ export function slotSums(view) {
 }
 
 /**
- * Palette indices of the whole diff picture (row-major, view.slots per row) and its scale.
+ * Palette indices of the whole diff picture (row-major, view.slots per row) and its scale:
+ * each row at its server ratio, no data where the slot has no column or the row has no
+ * comparison. `more` / `less` count rows above / below ×1 by at least one palette step.
  * @param {import('./view.js').View} view
  * @param {import('./types.js').Comparison} cmp
  */
 export function diffPicture(view, cmp) {
   const changes = rowChanges(view, cmp);
-  const { sums, cols } = slotSums(view);
+  const { cols } = slotSums(view);
   const w = view.slots;
-  const span = cmp.current_span_ms;
-  /** @type {number[]} */
-  const logs = [];
-  for (let k = 0; k < changes.length; k++) {
-    const rc = changes[k];
-    if (!rc) continue;
-    for (let s = 0; s < w; s++) {
-      if (cols[s] === 0) continue;
-      const c = cellChange(sums[k][s], cols[s] * view.stepMs, rc, span);
-      if (c.ratio !== null && c.ratio > 0) logs.push(Math.log2(c.ratio));
-    }
-  }
+  const logs = changes.map((rc) => (rc && rc.ratio !== null && rc.ratio > 0 ? Math.log2(rc.ratio) : NaN));
   const stops = scaleStops(logs);
   const idx = new Uint8Array(w * changes.length);
   let more = 0;
   let less = 0;
   for (let k = 0; k < changes.length; k++) {
     const rc = changes[k];
-    for (let s = 0; s < w; s++) {
-      let i = NO_DATA_INDEX;
-      if (rc && cols[s] > 0) {
-        const c = cellChange(sums[k][s], cols[s] * view.stepMs, rc, span);
-        i = diffIndex(sums[k][s], c.expected, stops);
-        if (i > 0 && i < 127) less++;
-        else if (i > 128 && i <= TOP) more++;
-      }
-      idx[k * w + s] = i;
-    }
+    const i = rc ? diffIndex(rc.current, rc.baseline, stops) : NO_DATA_INDEX;
+    if (i > 0 && i < 127) less++;
+    else if (i > 128 && i <= TOP) more++;
+    for (let s = 0; s < w; s++) idx[k * w + s] = cols[s] > 0 ? i : NO_DATA_INDEX;
   }
-  return { idx, stops, changes, sums, cols, more, less, uncovered: changes.filter((c) => c === null).length };
+  return { idx, stops, changes, more, less, uncovered: changes.filter((c) => c === null).length };
 }
 
 /**

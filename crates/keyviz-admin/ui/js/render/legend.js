@@ -89,7 +89,7 @@ export function diffLegendText(cmp, series, modeLabel, currentFrom) {
   const cur = absWindow(currentFrom, currentFrom + cmp.current_span_ms);
   const base = absWindow(cmp.baseline_from_unix_ms, cmp.baseline_to_unix_ms);
   const scaled = Math.abs(cmp.scale - 1) > 1e-9 ? `, baseline scaled ×${cmp.scale.toPrecision(3)} to the current length` : '';
-  return `Diff of ${series}: ${cur} compared with ${base} (${modeLabel}${scaled}). Each cell: its traffic against its key range's baseline rate (log2 ratio).`;
+  return `Diff of ${series}: ${cur} compared with ${base} (${modeLabel}${scaled}). Each row: its key range's traffic now against the baseline (log2 ratio), drawn where the window has data.`;
 }
 
 /**
@@ -141,7 +141,7 @@ export function renderDiffLegend(el, o) {
   const scaledBase = o.cmp.baseline_total * o.cmp.scale;
   totals.textContent = `Totals: ${formatNumber(o.cmp.current_total)} now vs ${formatNumber(Math.round(scaledBase))} baseline (scaled)`
     + `${scaledBase > 0 ? `, ${o.cmp.current_total >= scaledBase ? '×' : '÷'}${(o.cmp.current_total >= scaledBase ? o.cmp.current_total / scaledBase : scaledBase / Math.max(1e-9, o.cmp.current_total)).toFixed(2)}` : ''}`
-    + ` · ${o.more} cells more, ${o.less} less`
+    + ` · ${o.more} rows more, ${o.less} less`
     + `${o.cmp.baseline_unmatched > 0 ? ` · ${formatNumber(Math.round(o.cmp.baseline_unmatched))} baseline traffic in ranges not shown now` : ''}`
     + `${o.uncovered > 0 ? ` · ${o.uncovered} rows without a comparison (drawn as no data)` : ''}`
     + `${o.baselineDegraded ? ' · the baseline query was degraded (some nodes did not answer): its counts are low' : ''}`;
