@@ -56,7 +56,7 @@ const diffPixels = (samplesX = 40) => page.evaluate(async (samplesX) => {
     const h = css.getPropertyValue(name).trim().slice(1);
     return [0, 2, 4].map((i) => parseInt(h.slice(i, i + 2), 16));
   };
-  const lut = diff.buildDiffLut(rgb('--cell-zero'), rgb('--cell-nodata'));
+  const lut = diff.buildDiffLut(rgb('--cell-zero'));
   const colours = Array.from(lut, (v) => [v & 255, (v >>> 8) & 255, (v >>> 16) & 255]);
   const canvas = /** @type {HTMLCanvasElement} */ (document.getElementById('heatmap'));
   const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;

@@ -256,7 +256,7 @@ export function createApp(store) {
     lut = buildLut(s.palette, zeroRgb, noDataRgb);
     model.wheelWindow = null;
     const cmp = currentComparison();
-    diffLut = buildDiffLut(zeroRgb, noDataRgb);
+    diffLut = buildDiffLut(zeroRgb);
     const diff = cmp && model.fetchedWindow
       ? { cmp, lut: diffLut, modeLabel: diffModeLabel(s.diff), baselineDegraded: !!(model.main?.baseline_fanout && model.main.baseline_fanout.responded < model.main.baseline_fanout.expected), currentFrom: Math.floor(model.fetchedWindow.from) }
       : null;

@@ -51,12 +51,18 @@ export function diffColour(t) {
 }
 
 /**
+ * No data in diff mode: a mid grey, since the heat palette's pale no-data colour would read as
+ * the diverging scale's white ("no change").
+ */
+export const DIFF_NO_DATA = [150, 150, 150];
+
+/**
  * The diff colour table: 0 = no traffic in either window (the zero grey), 1..254 the
  * diverging scale, 255 no data (or a row the comparison does not cover).
  * @param {number[]} zeroRgb
- * @param {number[]} noDataRgb
+ * @param {number[]} [noDataRgb]
  */
-export function buildDiffLut(zeroRgb, noDataRgb) {
+export function buildDiffLut(zeroRgb, noDataRgb = DIFF_NO_DATA) {
   const lut = new Uint32Array(256);
   lut[0] = packRgba(zeroRgb[0], zeroRgb[1], zeroRgb[2]);
   for (let i = 1; i <= TOP; i++) {
