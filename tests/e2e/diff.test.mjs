@@ -208,7 +208,7 @@ describe('diff mode, snapshot and PNG legend', () => {
     assert.equal(await snap.textContent('#keys'), '(start) .. (end)', 'all keys');
     assert.match(await snap.textContent('#scale'), /diff/);
     assert.ok((await snap.textContent('#diff')).includes(`compared with ${utc(A - (B - A))} – ${utc(A)} UTC`), 'the diff legend says what is compared with what');
-    assert.match(await snap.textContent('#legend'), /Blue: less than the baseline/);
+    assert.match(await snap.textContent('#legend'), /^Colours: blue: less than the baseline, white: no change, orange: more \(log2 ratio, ÷\d+ … ×\d+/);
     const ranges = await snap.$$eval('#ranges tr', (t) => t.slice(1).map((r) => r.textContent));
     assert.ok(ranges.length >= 3, 'hottest ranges are listed');
     const hotKeys = await snap.textContent('#hot-keys');
@@ -217,6 +217,7 @@ describe('diff mode, snapshot and PNG legend', () => {
     const nodes = await snap.$$eval('#nodes tr', (t) => t.slice(1).map((r) => r.textContent));
     assert.equal(nodes.length, 3);
     assert.ok(nodes.every((n) => /ok/.test(n)), `every node answered: ${nodes}`);
+    assert.ok(nodes.some((n) => n.includes('catalog_divergence [route:42]: ')), `warnings are named: ${nodes}`);
     const query = await snap.textContent('#query');
     assert.match(query, /\/admin\/api\/v1\/keyviz\/matrix\?series=writes&from_unix_ms=\d+&to_unix_ms=\d+&rows=128&baseline_from_unix_ms=\d+&baseline_to_unix_ms=\d+/);
     assert.match(await snap.textContent('#permalink'), /range=custom.*diff=prev/);

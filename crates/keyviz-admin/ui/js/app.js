@@ -615,7 +615,11 @@ export function createApp(store) {
         png: img.toDataURL('image/png'),
         series: matrix.series,
         scale: cmp ? 'diff (log2 ratio)' : store.state.scale,
-        legend: labels.legend.text,
+        // In diff mode the comparison sentence is the #diff paragraph; #legend says what the
+        // colours mean.
+        legend: cmp && lastPic
+          ? `Colours: blue: less than the baseline, white: no change, orange: more (log2 ratio, ÷${2 ** lastPic.stops} … ×${2 ** lastPic.stops}; the ends also stand for gone and new); light grey: no traffic in either window; mid grey: no data.`
+          : labels.legend.text,
         diff: cmp ? labels.legend.text : null,
         window: { from: view.from, to: view.to },
         keys: store.state.keys,

@@ -96,7 +96,7 @@ export function snapshotHtml(s) {
     o.push('<table id="nodes"><tr><th>Node</th><th>Id</th><th>Status</th><th class="n">Time (ms)</th><th>Warnings</th></tr>\n');
     for (const n of f.nodes) {
       const status = n.ok ? 'ok' : `failed: ${n.error ?? 'no answer'}`;
-      const warnings = (n.warnings ?? []).map((w) => (typeof w === 'string' ? w : JSON.stringify(w))).join('; ');
+      const warnings = (n.warnings ?? []).map((w) => (typeof w === 'string' ? w : `${w.code}${w.bucket_id ? ` [${w.bucket_id}]` : ''}: ${w.detail}`)).join('; ');
       o.push(`<tr${n.ok ? '' : ' class="bad"'}><td class="mono">${esc(n.node)}</td><td>${esc(n.node_id ?? '—')}</td><td>${esc(status)}</td><td class="n">${n.elapsed_ms ?? '—'}</td><td>${esc(warnings)}</td></tr>\n`);
     }
     o.push('</table>\n');
