@@ -150,27 +150,16 @@ export function diffIndex(v, expected, stops) {
 }
 
 /**
- * Sums each displayed row's columns per slot: `sums[k][s]` and the number of columns in each
- * slot (0 = no data in that slot).
+ * How many matrix columns fall in each X slot of the view (0 = no data in that slot).
  * @param {import('./view.js').View} view
  */
-export function slotSums(view) {
-  const w = view.slots;
-  const cols = new Uint32Array(w);
+export function slotColumns(view) {
+  const cols = new Uint32Array(view.slots);
   for (let j = 0; j < view.colSlot.length; j++) {
     const s = view.colSlot[j];
-    if (s >= 0 && s < w) cols[s]++;
+    if (s >= 0 && s < view.slots) cols[s]++;
   }
-  const sums = view.rowIndex.map((ri) => {
-    const out = new Float64Array(w);
-    const values = view.matrix.rows[ri].values;
-    for (let j = 0; j < values.length; j++) {
-      const s = view.colSlot[j];
-      if (s >= 0 && s < w) out[s] += values[j];
-    }
-    return out;
-  });
-  return { sums, cols };
+  return cols;
 }
 
 /**
@@ -182,7 +171,7 @@ export function slotSums(view) {
  */
 export function diffPicture(view, cmp) {
   const changes = rowChanges(view, cmp);
-  const { cols } = slotSums(view);
+  const cols = slotColumns(view);
   const w = view.slots;
   const logs = changes.map((rc) => (rc && rc.ratio !== null && rc.ratio > 0 ? Math.log2(rc.ratio) : NaN));
   const stops = scaleStops(logs);
