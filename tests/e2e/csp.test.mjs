@@ -1,5 +1,6 @@
 // The web UI under the admin surface's Content-Security-Policy: the policy is sent, and a
-// session that signs in, draws, pins a cell, exports and signs out triggers no CSP
+// session that signs in, draws, pins a cell, exports, turns on diff mode, downloads a
+// snapshot and signs out triggers no CSP
 // violation (no inline script, style or handler is blocked).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -57,6 +58,10 @@ test('the_ui_works_under_the_csp_without_a_single_violation', async () => {
   assert.match(png.suggestedFilename(), /\.png$/);
   const [csv] = await Promise.all([page.waitForEvent('download'), page.click('#export-csv')]);
   assert.match(csv.suggestedFilename(), /\.csv$/);
+  // Diff mode and the snapshot (built in the page, downloaded as a Blob) under the same policy.
+  await matrixAfter(page, () => page.selectOption('#diff', 'prev'));
+  const [snap] = await Promise.all([page.waitForEvent('download'), page.click('#snapshot')]);
+  assert.match(snap.suggestedFilename(), /^keyviz-snapshot-.*\.html$/);
   const [logout] = await Promise.all([
     page.waitForResponse((r) => r.url().endsWith('/admin/api/v1/auth/logout')),
     page.click('#logout'),

@@ -6,7 +6,8 @@
 //! pattern with the read-hot key `user:0045:profile`), fanning out to each other:
 //! - `n1` is the entry node (the browser talks to it);
 //! - `n2` can be stopped through the control endpoint to make the cluster view degraded;
-//! - group 2 changes leader term halfway through the history (a leadership change);
+//! - group 2 changes leader term halfway through the history (a leadership change), and at
+//!   the same moment route 30's writes step up and route 10's step down (for diff mode);
 //! - `n3` is a crafted peer: besides its own groups it reports a copy of one of n1's rows with
 //!   different write values for the same (raft group, leader term), which the merge must flag
 //!   as conflicting cells; it also reports a different end key for `route:<DIVERGENT_ROUTE>`, which
@@ -57,6 +58,13 @@ const READ_HOT_KEY_ROUTE: u64 = 45;
 const HOT_WRITES: u64 = 400;
 /// Extra reads per window on each read-hot route.
 const HOT_READS: u64 = 300;
+/// A route whose writes step up halfway through the history (at the leadership change), and
+/// one whose writes step down there: diff mode's tests compare the two halves and need a range
+/// that grew, one that shrank and the steady hot range that did not change.
+const STEP_UP_ROUTE: u64 = 30;
+const STEP_DOWN_ROUTE: u64 = 10;
+/// Extra writes per window on the step routes (while they are on).
+const STEP_WRITES: u64 = 60;
 /// The raft group whose leader term changes halfway through the history.
 const LEADER_CHANGE_GROUP: u64 = 2;
 /// Raft groups; group g is led by node g-1 with term 7+g.
@@ -138,6 +146,11 @@ fn drive_window(sampler: &Sampler, node: u64, window_index: i64, change_at: i64,
         }
         if r == diag {
             writes += 150;
+        }
+        if (r == STEP_UP_ROUTE && window_index >= change_at)
+            || (r == STEP_DOWN_ROUTE && window_index < change_at)
+        {
+            writes += STEP_WRITES;
         }
         let mut reads = 2 + r % 4;
         if READ_HOT.contains(&r) {
@@ -565,6 +578,9 @@ async fn main() -> Result<(), String> {
         "hot_key_route": format!("route:{HOT_KEY_ROUTE}"),
         "read_hot_key": String::from_utf8_lossy(&read_hot_key()),
         "conflict_bucket": format!("route:{CONFLICT_ROUTE}"),
+        "step_change_unix_ms": change_at * step,
+        "step_up_route": format!("route:{STEP_UP_ROUTE}"),
+        "step_down_route": format!("route:{STEP_DOWN_ROUTE}"),
         "divergent_bucket": format!("route:{DIVERGENT_ROUTE}"),
         "stoppable": "n2",
         "n2_outage": outage.map(|(from, to)| serde_json::json!({ "from_unix_ms": from, "to_unix_ms": to })),

@@ -114,6 +114,8 @@ export async function logout() {
  * @property {number} rows
  * @property {string|null} [keyStart] base64 (as on the wire), inclusive; null/"" = first key
  * @property {string|null} [keyEnd] base64, exclusive; null = unbounded
+ * @property {{ from: number, to: number }|null} [baseline] diff mode: the baseline window the
+ *   answer is compared with (its `compare` field)
  */
 
 /** @type {Map<string, AbortController>} the call in flight per slot */
@@ -141,6 +143,8 @@ export async function fetchMatrix(p, slot = 'main') {
         // so a key zoom gets finer rows rather than a slice of the coarse ones.
         key_start: p.keyStart || undefined,
         key_end: p.keyEnd ?? undefined,
+        baseline_from_unix_ms: p.baseline ? Math.floor(p.baseline.from) : undefined,
+        baseline_to_unix_ms: p.baseline ? Math.ceil(p.baseline.to) : undefined,
       },
       signal: ctl.signal,
     });
@@ -237,5 +241,14 @@ export function normalizeMatrix(m) {
     ? m.coverage.filter((/** @type {any} */ c) => c && typeof c.node === 'string' && Array.isArray(c.missing))
       .map((/** @type {any} */ c) => ({ ...c, missing: c.missing.filter((/** @type {any} */ r) => Array.isArray(r) && num(r[0]) && num(r[1]) && r[1] > r[0]) }))
     : undefined;
+  // A comparison that does not have one entry per row cannot be drawn: drop it (the page
+  // then says the comparison is unavailable) rather than colour the wrong rows.
+  const c = m.compare;
+  if (c !== undefined) {
+    const ok = c && Array.isArray(c.rows) && c.rows.length === m.rows.length && num(c.current_span_ms)
+      && num(c.baseline_from_unix_ms) && num(c.baseline_to_unix_ms)
+      && c.rows.every((/** @type {any} */ r) => r && typeof r.bucket_id === 'string' && num(r.current) && num(r.baseline) && num(r.delta) && (r.ratio === null || num(r.ratio)));
+    if (!ok) m.compare = undefined;
+  }
   return /** @type {import('./types.js').Matrix} */ (m);
 }

@@ -9,7 +9,7 @@
 
 import { ApiError, fetchMatrix, fetchNodes } from './api.js';
 import { cssRgb } from './dom.js';
-import { exportCsv, exportPng } from './export.js';
+import { composeImage, download, exportCsv, exportPng, stamp } from './export.js';
 import { createHotKeys } from './hotkeys.js';
 import { describeCell } from './inspect.js';
 import { bindPlot } from './interact.js';
@@ -17,12 +17,15 @@ import { createLoader } from './loader.js';
 import { createLoginView } from './login.js';
 import { rowLabel } from './render/axes.js';
 import { diagnose } from './diagnose.js';
+import { baselineOf, buildDiffLut, cellChange, diffModeLabel, formatDelta, formatRatio, rowChanges } from './diff.js';
+import { absWindow, diffLegendText } from './render/legend.js';
+import { snapshotHtml } from './snapshot.js';
 import { renderDetail, renderFindings, renderHotList } from './render/detail.js';
 import { HeatmapRenderer } from './render/heatmap.js';
-import { drawFrame, drawPreview, pageElements, plotHeight, renderHeader, slotBudget, summaryText } from './render/page.js';
+import { colourMaxOf, drawFrame, drawPreview, pageElements, plotHeight, renderHeader, slotBudget, summaryText } from './render/page.js';
 import { renderNodes, showRect } from './render/overlays.js';
 import { hideTooltip, showTooltip } from './render/tooltip.js';
-import { buildLut, decodeKey, formatDuration, formatNumber, formatTime, keyLabel } from './scales.js';
+import { buildLut, decodeKey, formatDuration, formatNumber, formatTime, keyLabel, PALETTE_LABELS } from './scales.js';
 import { armExpiry, clearSession, disarmExpiry, loadSession } from './session.js';
 import { pinnedQuery, toQuery } from './state.js';
 import { buildView, rowsKeySpan } from './view.js';
@@ -69,6 +72,10 @@ export function createApp(store) {
   let size = { width: 0, height: 0 };
   /** @type {number|undefined} */
   let wheelTimer;
+  /** the diff picture last drawn and its colour table (diff mode), for the exports */
+  /** @type {{ stops: number }|null} */
+  let lastPic = null;
+  let diffLut = new Uint32Array(256);
 
   const saveOutages = () => {
     try {
@@ -244,14 +251,22 @@ export function createApp(store) {
     }
     const view = model.view;
     size = measure();
-    lut = buildLut(s.palette, cssRgb('--cell-zero', [217, 221, 227]), cssRgb('--cell-nodata', [244, 245, 247]));
+    const zeroRgb = cssRgb('--cell-zero', [217, 221, 227]);
+    const noDataRgb = cssRgb('--cell-nodata', [244, 245, 247]);
+    lut = buildLut(s.palette, zeroRgb, noDataRgb);
     model.wheelWindow = null;
-    drawFrame(el, renderer, view, s, lut, size, model.outages);
+    const cmp = currentComparison();
+    diffLut = buildDiffLut(zeroRgb);
+    const diff = cmp && model.fetchedWindow
+      ? { cmp, lut: diffLut, modeLabel: diffModeLabel(s.diff), baselineDegraded: !!(model.main?.baseline_fanout && model.main.baseline_fanout.responded < model.main.baseline_fanout.expected), currentFrom: Math.floor(model.fetchedWindow.from) }
+      : null;
+    lastPic = drawFrame(el, renderer, view, s, lut, size, model.outages, diff);
     renderHeader(el.clusterStatus, model, entryDown);
     renderHotList(el.hotList, view, openRow);
     if (rebuild) renderFindings(el.findings, diagnose(view, (k) => rowLabel(view.matrix.rows[view.rowIndex[k]])), zoomToRows);
     const nRows = view.rowIndex.length;
-    el.summary.textContent = summaryText(view, matrix, s, model.fitted);
+    el.summary.textContent = summaryText(view, matrix, s, model.fitted)
+      + (s.diff !== 'off' ? (diff ? ` · diff against ${diffModeLabel(s.diff)}` : ' · diff mode: the server sent no comparison (an older node?), showing the plain heatmap') : '');
     const top = view.totals.length ? Math.max(...view.totals) : 0;
     el.plot.setAttribute('aria-label', `Heatmap of ${matrix.series}: ${nRows} key ranges by ${view.slots} time steps, max ${formatNumber(view.max)} per step${top > 0 ? '; the hottest ranges are listed under "Hottest key ranges" and the hottest single keys under "Hottest keys"' : ''}.`);
     if (nRows === 0) {
@@ -275,10 +290,94 @@ export function createApp(store) {
     }
   };
 
+  /** The server's comparison for the view shown, in diff mode. */
+  const currentComparison = () => (store.state.diff !== 'off' ? model.main?.compare ?? null : null);
+
+  /** The keys in view as text. */
+  const keysText = () => {
+    const keys = store.state.keys;
+    return keys ? `keys ${keyLabel(decodeKey(keys.start), 'start')} → ${keyLabel(decodeKey(keys.end), 'end')}` : 'all keys';
+  };
+
+  /**
+   * The labels drawn into the PNG export and the snapshot's image: series, window, key range,
+   * scale and the legend of what is on screen.
+   * @returns {import('./export.js').ImageLabels|null}
+   */
+  const imageLabels = () => {
+    const { view, matrix } = model;
+    if (!view || !matrix) return null;
+    const s = store.state;
+    const cmp = currentComparison();
+    const title = `KeyViz · ${matrix.series}${cmp ? ' · diff' : ''} · ${absWindow(view.from, view.to)}`;
+    const lines = [
+      `Series ${matrix.series} · window ${absWindow(view.from, view.to)} (${formatDuration(Math.max(1, view.to - view.from))}) · ${view.rowIndex.length} rows × ${view.slots} columns of ${formatDuration(view.slotMs)} · ${keysText()}`,
+      `Scale ${cmp && lastPic ? `diff, log2 ratio ÷${2 ** lastPic.stops} … ×${2 ** lastPic.stops}` : `${s.scale}, ${PALETTE_LABELS[s.palette]} palette`} · ${el.clusterStatus.textContent}`,
+    ];
+    if (cmp && lastPic && model.fetchedWindow) {
+      return { title, lines, legend: { kind: 'diff', lut: diffLut, stops: lastPic.stops, text: `${diffLegendText(cmp, matrix.series, diffModeLabel(s.diff), Math.floor(model.fetchedWindow.from))} Blue: less than the baseline, white: no change, orange: more.` } };
+    }
+    const colourMax = colourMaxOf(view.max, s.bright);
+    const saturated = colourMax < view.max;
+    return {
+      title,
+      lines,
+      legend: { kind: 'plain', lut, scale: s.scale, max: colourMax, saturated, text: `${matrix.series} per cell (${s.scale}); top colour ${saturated ? '≥ ' : ''}${formatNumber(colourMax)} per step. Grey: 0 (no traffic); pale: no data; hatching: conflicting counts; cyan bar: leader change.` },
+    };
+  };
+
+  /** The matrix API request that made the view. */
+  const queryText = () => {
+    const s = store.state;
+    const w = model.fetchedWindow;
+    const q = new URLSearchParams();
+    q.set('series', s.series);
+    if (w && w.from > 0) q.set('from_unix_ms', String(Math.floor(w.from)));
+    if (w && s.range === 'custom') q.set('to_unix_ms', String(Math.ceil(w.to)));
+    q.set('rows', String(s.rows));
+    if (s.keys?.start) q.set('key_start', s.keys.start);
+    if (s.keys?.end != null) q.set('key_end', s.keys.end);
+    const b = w ? baselineOf(s, w) : null;
+    if (b) {
+      q.set('baseline_from_unix_ms', String(Math.floor(b.from)));
+      q.set('baseline_to_unix_ms', String(Math.ceil(b.to)));
+    }
+    return `GET ${location.origin}/admin/api/v1/keyviz/matrix?${q.toString()}`;
+  };
+
   // ---- inspection ----------------------------------------------------------------------
 
+  /**
+   * Diff lines of a cell's tooltip: the cell and its row against the baseline.
+   * @param {import('./interact.js').Cell} c
+   * @returns {[string, string][]}
+   */
+  const diffLines = (c) => {
+    const cmp = currentComparison();
+    const view = model.view;
+    if (!cmp || !view) return [];
+    const rc = rowChanges(view, cmp)[c.k];
+    if (!rc) return [['Diff', 'no comparison for this row (a layout row of another series)']];
+    const values = view.matrix.rows[view.rowIndex[c.k]].values;
+    let v = 0;
+    let n = 0;
+    for (let j = 0; j < values.length; j++) {
+      if (view.colSlot[j] === c.slot) {
+        v += values[j];
+        n++;
+      }
+    }
+    const row = `${formatNumber(rc.current)} vs ${formatNumber(Math.round(rc.baseline))} baseline: ${formatRatio(rc.ratio, rc.current)}, delta ${formatDelta(rc.delta)}`;
+    if (n === 0) return [['Diff (row)', row], ['This cell', 'no data']];
+    const cc = cellChange(v, n * view.stepMs, rc, cmp.current_span_ms);
+    return [
+      ['Diff (row)', row],
+      ['This cell', `${formatNumber(v)} now; the row's baseline averages ${cc.expected.toFixed(1)} per cell (${formatRatio(cc.ratio, v)})`],
+    ];
+  };
+
   /** @param {import('./interact.js').Cell} c */
-  const cellInfo = (c) => (model.view ? describeCell(model.view, c) : null);
+  const cellInfo = (c) => (model.view ? { ...describeCell(model.view, c), extra: diffLines(c) } : null);
 
   /** @param {import('./interact.js').Cell} c @param {boolean} isPinned */
   const placeTooltip = (c, isPinned) => {
@@ -495,10 +594,44 @@ export function createApp(store) {
       store.zoomTo(ext.from, ext.to, store.state.keys);
     },
     exportPng: () => {
-      const { view, matrix } = model;
-      if (!view || !matrix) return notify('Nothing to export yet.');
+      const { view } = model;
+      const labels = imageLabels();
+      if (!view || !labels) return notify('Nothing to export yet.');
       const dark = window.matchMedia('(prefers-color-scheme: dark)').matches;
-      exportPng(el.heat, el.hatch, view, `KeyViz · ${matrix.series} · ${formatTime(view.from)} – ${formatTime(view.to)} · ${el.clusterStatus.textContent}`, dark);
+      exportPng(el.heat, el.hatch, view, labels, dark);
+    },
+    /** Downloads the incident snapshot: one self-contained HTML file of what is on screen. */
+    snapshot: () => {
+      const { view, matrix } = model;
+      const labels = imageLabels();
+      if (!view || !matrix || !labels) return notify('Nothing to snapshot yet.');
+      // A light image: the snapshot's page is light whatever the viewer's scheme.
+      const img = composeImage(el.heat, el.hatch, view, labels, false);
+      if (!img) return notify('The snapshot could not draw the heatmap.');
+      const cmp = currentComparison();
+      const last = hotKeys.lastView;
+      const html = snapshotHtml({
+        view,
+        png: img.toDataURL('image/png'),
+        series: matrix.series,
+        scale: cmp ? 'diff (log2 ratio)' : store.state.scale,
+        // In diff mode the comparison sentence is the #diff paragraph; #legend says what the
+        // colours mean.
+        legend: cmp && lastPic
+          ? `Colours: blue: less than the baseline, white: no change, orange: more (log2 ratio, ÷${2 ** lastPic.stops} … ×${2 ** lastPic.stops}; the ends also stand for gone and new); light grey: no traffic in either window; mid grey: no data.`
+          : labels.legend.text,
+        diff: cmp ? labels.legend.text : null,
+        window: { from: view.from, to: view.to },
+        keys: store.state.keys,
+        hotKeys: last && last.sel.series === store.state.series ? last : null,
+        fanout: model.main?.fanout,
+        query: queryText(),
+        link: `${location.origin}${location.pathname}?${pinnedQuery(store.state, view)}`,
+        host: location.host,
+        takenAt: Date.now(),
+      });
+      download(new Blob([html], { type: 'text/html' }), `keyviz-snapshot-${matrix.series}-${stamp(view.from)}.html`);
+      notify('Snapshot downloaded.');
     },
     exportCsv: () => {
       if (!model.view) return notify('Nothing to export yet.');

@@ -15,6 +15,7 @@ import { formatDuration, prefixRange } from './scales.js';
  * @property {() => void} copyLink pins the window shown (absolute time)
  * @property {() => void} copyLiveLink keeps the relative window
  * @property {() => void} fitToData
+ * @property {() => void} snapshot downloads the incident snapshot (one HTML file)
  * @property {(message: string) => void} notify
  */
 
@@ -87,6 +88,33 @@ export function bindControls(store, actions) {
   byId('bright-up', HTMLButtonElement).addEventListener('click', () => store.setBright(store.state.bright + 1));
   byId('export-png', HTMLButtonElement).addEventListener('click', actions.exportPng);
   byId('export-csv', HTMLButtonElement).addEventListener('click', actions.exportCsv);
+  byId('snapshot', HTMLButtonElement).addEventListener('click', actions.snapshot);
+  const diff = byId('diff', HTMLSelectElement);
+  const diffCustom = byId('diff-custom', HTMLFieldSetElement);
+  const diffFrom = byId('diff-from', HTMLInputElement);
+  const diffTo = byId('diff-to', HTMLInputElement);
+  diff.addEventListener('change', () => {
+    if (diff.value === 'custom') {
+      // The form opens on the previous window; "Compare" applies it.
+      diffCustom.hidden = false;
+      if (!diffFrom.value) {
+        const now = Date.now();
+        diffFrom.value = toLocalInput(now - 2 * 3_600_000);
+        diffTo.value = toLocalInput(now - 3_600_000);
+      }
+      return;
+    }
+    store.setDiff(/** @type {any} */ (diff.value));
+  });
+  byId('diff-apply', HTMLButtonElement).addEventListener('click', () => {
+    const f = new Date(diffFrom.value).getTime();
+    const t = new Date(diffTo.value).getTime();
+    if (!Number.isFinite(f) || !Number.isFinite(t) || t <= f) {
+      actions.notify('Custom baseline: "Baseline to" must be a valid time after "Baseline from".');
+      return;
+    }
+    store.setDiff('custom', f, t);
+  });
 
   const sync = () => {
     const s = store.state;
@@ -106,6 +134,14 @@ export function bindControls(store, actions) {
     scale.value = s.scale;
     palette.value = s.palette;
     if (document.activeElement !== prefix) prefix.value = s.prefix;
+    if (document.activeElement !== diff) diff.value = s.diff;
+    if (s.diff === 'custom') {
+      diffCustom.hidden = false;
+      diffFrom.value = toLocalInput(s.bfrom);
+      diffTo.value = toLocalInput(s.bto);
+    } else if (diff.value !== 'custom') {
+      diffCustom.hidden = true;
+    }
     brightValue.textContent = s.bright >= 0 ? `×${2 ** s.bright}` : `×1/${2 ** -s.bright}`;
     // aria-disabled rather than disabled: the button stays in the tab order.
     back.setAttribute('aria-disabled', String(store.zoomStack.length === 0));

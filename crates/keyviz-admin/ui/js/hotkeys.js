@@ -73,6 +73,8 @@ export function createHotKeys(h) {
   let shownKey = '';
   /** @type {HotKeySelection|null} */
   let selection = null;
+  /** @type {{ sel: HotKeySelection, hot: import('./types.js').HotKeys|null, error: string|null }|null} the view list's last outcome */
+  let lastView = null;
 
   /**
    * @param {HotKeySelection} sel
@@ -177,11 +179,13 @@ export function createHotKeys(h) {
         const hot = await ask(sel, LIST_K, ctl.signal);
         if (listCtl !== ctl) return;
         renderHottestKeys({ list: el.list, notes: el.listNotes, problems: el.listProblems }, hot, h.notify);
+        lastView = { sel, hot, error: null };
         shownKey = key;
         el.list.dataset.state = 'ready';
       } catch (err) {
         if (listCtl !== ctl || handled(err)) return;
         renderHotKeysMessage(el.list, explainHotKeyError(err));
+        lastView = { sel, hot: null, error: explainHotKeyError(err) };
         shownKey = '';
         el.listNotes.replaceChildren();
         el.listProblems.replaceChildren();
@@ -193,6 +197,11 @@ export function createHotKeys(h) {
 
     /** Closes the panel (the selection no longer exists, e.g. another series). */
     close,
+
+    /** The "Hottest keys" list's last answer (or error) and its selection; null before any. */
+    get lastView() {
+      return lastView;
+    },
 
     /** @returns {HotKeySelection|null} the selection the panel shows */
     get selection() {

@@ -6,6 +6,7 @@
  * clock and the timers are given, so node --test drives it with fakes.
  */
 
+import { baselineOf } from './diff.js';
 import { windowOf } from './state.js';
 import { appendColumns, stepOf } from './view.js';
 import { seriesPlan } from './viewstate.js';
@@ -98,13 +99,15 @@ export function createLoader(d) {
     const have = d.loaded();
     d.onStart(have.length === 0);
     try {
-      let matrices = append && have.length ? await appendAll(have, s, w, plan) : null;
+      // A comparison covers the whole window: diff mode always fetches it again.
+      const baseline = baselineOf(s, w);
+      let matrices = append && have.length && !baseline ? await appendAll(have, s, w, plan) : null;
       const appended = matrices !== null;
       let got = plan;
       if (my !== seq) return;
       if (!matrices) {
         const to = s.range === 'custom' ? w.to : undefined;
-        const calls = plan.map((series) => d.fetchMatrix({ series: /** @type {any} */ (series), from: w.from, to, rows: s.rows, ...keyParams(s.keys) }, series));
+        const calls = plan.map((series, i) => d.fetchMatrix({ series: /** @type {any} */ (series), from: w.from, to, rows: s.rows, ...keyParams(s.keys), baseline: i === 0 ? baseline : null }, series));
         // The main series decides success; a failed companion only costs the shared layout.
         const results = await Promise.allSettled(calls);
         if (results[0].status === 'rejected') throw results[0].reason;

@@ -14,6 +14,7 @@ bindControls(store, {
   copyLink: () => void app.copyLink(),
   copyLiveLink: () => void app.copyLiveLink(),
   fitToData: () => app.fitToData(),
+  snapshot: () => app.snapshot(),
   notify: (m) => app.notify(m),
 });
 window.addEventListener('popstate', () => store.loadFromUrl());

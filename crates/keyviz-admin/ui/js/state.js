@@ -25,6 +25,7 @@ export function defaultState() {
   return {
     series: 'writes', range: 'auto', from: 0, to: 0, rows: 256, auto: 0, live: false,
     scale: 'log', palette: 'heat', keys: null, prefix: '', span: 0, bright: 0,
+    diff: 'off', bfrom: 0, bto: 0,
   };
 }
 
@@ -67,6 +68,17 @@ export function parseQuery(search) {
   if (palette === 'heat' || palette === 'viridis') s.palette = palette;
   const bright = Number(q.get('bright'));
   if (Number.isInteger(bright) && bright >= BRIGHT_MIN && bright <= BRIGHT_MAX) s.bright = bright;
+  const diff = q.get('diff');
+  if (diff === 'prev' || diff === 'day') s.diff = diff;
+  if (diff === 'custom') {
+    const bf = Number(q.get('bfrom'));
+    const bt = Number(q.get('bto'));
+    if (Number.isFinite(bf) && Number.isFinite(bt) && bf > 0 && bt > bf) {
+      s.diff = 'custom';
+      s.bfrom = Math.floor(bf);
+      s.bto = Math.ceil(bt);
+    }
+  }
   if (q.has('kstart') || q.has('kend')) {
     const ks = q.get('kstart');
     const ke = q.get('kend');
@@ -106,6 +118,11 @@ export function toQuery(s) {
     q.set('kend', s.keys.end ?? '');
   }
   if (s.prefix) q.set('prefix', s.prefix);
+  if (s.diff !== 'off') q.set('diff', s.diff);
+  if (s.diff === 'custom') {
+    q.set('bfrom', String(s.bfrom));
+    q.set('bto', String(s.bto));
+  }
   return q.toString();
 }
 
@@ -226,6 +243,22 @@ export class Store extends EventTarget {
   setBright(bright) {
     const b = Math.min(BRIGHT_MAX, Math.max(BRIGHT_MIN, Math.round(bright)));
     if (b !== this.state.bright) this.#apply({ bright: b }, false, 'palette');
+  }
+
+  /**
+   * Diff mode: compare with a baseline window (refetches: the comparison comes with the
+   * matrix). A custom baseline needs `bto > bfrom`; otherwise the call is ignored.
+   * @param {import('./types.js').DiffMode} diff
+   * @param {number} [bfrom]
+   * @param {number} [bto]
+   */
+  setDiff(diff, bfrom = 0, bto = 0) {
+    if (diff === 'custom') {
+      if (!(bto > bfrom && bfrom > 0)) return;
+      this.#apply({ diff, bfrom: Math.floor(bfrom), bto: Math.ceil(bto) }, true, 'diff');
+      return;
+    }
+    this.#apply({ diff, bfrom: 0, bto: 0 }, true, 'diff');
   }
 
   /**

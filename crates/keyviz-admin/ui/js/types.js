@@ -78,7 +78,33 @@
  * @property {Fanout} [fanout]
  * @property {NodeCoverage[]} [coverage] per node that answered, the merged columns its own
  *   answer lacked (it was down or restarting); absent when no node has a gap
+ * @property {Comparison} [compare] the change against a baseline window (diff mode only)
+ * @property {Fanout} [baseline_fanout] the fan-out status of the baseline query
  */
+
+/**
+ * One row's change against the baseline (docs/ADMIN.md, "Comparing two windows").
+ * @typedef {object} RowChange
+ * @property {string} bucket_id
+ * @property {number} current the row's traffic in the current window
+ * @property {number} baseline baseline traffic of the row's key range, scaled to the current window's length
+ * @property {number} delta current - baseline
+ * @property {number|null} ratio current / baseline; null when the baseline is 0
+ */
+
+/**
+ * @typedef {object} Comparison
+ * @property {number} baseline_from_unix_ms
+ * @property {number} baseline_to_unix_ms
+ * @property {number} current_span_ms
+ * @property {number} scale current_span_ms / baseline length
+ * @property {number} current_total
+ * @property {number} baseline_total unscaled
+ * @property {number} baseline_unmatched unscaled baseline traffic outside every current row
+ * @property {RowChange[]} rows one per current row, in the matrix's order
+ */
+
+/** @typedef {'off'|'prev'|'day'|'custom'} DiffMode */
 
 /**
  * @typedef {object} NodeCoverage
@@ -148,6 +174,10 @@
  * @property {number} bright brightness exponent, BRIGHT_MIN..BRIGHT_MAX: the top colour is
  *   drawn at max / 2^bright (values above saturate), so weak structure beside a very hot row
  *   shows up; 0 = the max in view
+ * @property {DiffMode} diff compare with a baseline window: off, the previous window of the
+ *   same width, the same window a day earlier, or the custom `bfrom`..`bto`
+ * @property {number} bfrom custom baseline start, unix ms (0 unless diff is custom)
+ * @property {number} bto custom baseline end, unix ms (0 unless diff is custom)
  */
 
 export {};

@@ -118,6 +118,27 @@ export class HeatmapRenderer {
   }
 
   /**
+   * Paints precomputed palette indices (row-major, `w` per row), as diff mode does, into the
+   * same reused buffer.
+   * @param {number} w
+   * @param {number} h
+   * @param {Uint8Array} idx
+   * @param {Uint32Array} lut
+   */
+  paintIndices(w, h, idx, lut) {
+    this.#ensureBuffer(w, h);
+    if (!this.image) return;
+    const px = new Uint32Array(this.image.data.buffer);
+    const stride = this.capWidth;
+    for (let k = 0; k < h; k++) {
+      const base = k * stride;
+      const src = k * w;
+      for (let s = 0; s < w; s++) px[base + s] = lut[idx[src + s]];
+    }
+    this.buffer.getContext('2d')?.putImageData(this.image, 0, 0, 0, 0, Math.max(1, w), Math.max(1, h));
+  }
+
+  /**
    * Full render of a view: paint the buffer, then draw it.
    * @param {import('../view.js').View} view
    * @param {import('../types.js').ScaleKind} scaleKind

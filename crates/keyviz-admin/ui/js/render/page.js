@@ -12,7 +12,8 @@ import { formatDuration, formatNumber, formatTime, decodeKey, keyLabel } from '.
 import { renderKeyAxis, renderTimeAxis } from './axes.js';
 import { pixelRatio } from './canvas.js';
 import { HeatmapRenderer } from './heatmap.js';
-import { renderLegend } from './legend.js';
+import { renderDiffLegend, renderLegend } from './legend.js';
+import { diffPicture } from '../diff.js';
 import { drawRowMarginal, drawTimeMarginal } from './marginals.js';
 import { renderOutages } from './outages.js';
 import { drawHatching, drawLeaderChanges, renderDegradedBanner, renderWarnings } from './overlays.js';
@@ -130,12 +131,24 @@ export function summaryText(view, matrix, s, fitted) {
  * @param {Uint32Array} lut
  * @param {{ width: number, height: number }} size
  * @param {import('../viewstate.js').Outage[]} outages
+ * @param {{ cmp: import('../types.js').Comparison, lut: Uint32Array, modeLabel: string, baselineDegraded: boolean, currentFrom: number }|null} [diff]
+ *   diff mode with the server's comparison: cells are drawn against their baseline
+ * @returns {ReturnType<typeof diffPicture>|null} the diff picture drawn, if any
  */
-export function drawFrame(el, renderer, view, s, lut, size, outages) {
+export function drawFrame(el, renderer, view, s, lut, size, outages, diff = null) {
   el.plot.style.height = `${size.height}px`;
   el.keyAxis.style.height = `${size.height}px`;
   const colourMax = colourMaxOf(view.max, s.bright);
-  renderer.render(view, s.scale, lut, size.width, size.height, colourMax);
+  /** @type {ReturnType<typeof diffPicture>|null} */
+  let pic = null;
+  if (diff) {
+    pic = diffPicture(view, diff.cmp);
+    renderer.paintIndices(view.slots, view.rowIndex.length, pic.idx, diff.lut);
+    renderer.draw(size.width, size.height, null);
+  } else {
+    renderer.render(view, s.scale, lut, size.width, size.height, colourMax);
+  }
+  el.plot.dataset.diff = pic ? JSON.stringify({ stops: pic.stops, more: pic.more, less: pic.less }) : '';
   drawHatching(el.hatch, view, size.width, size.height, null);
   drawLeaderChanges(el.hatch, view, null);
   drawTimeMarginal(el.timeMarginal, view, size.width, 32);
@@ -143,13 +156,18 @@ export function drawFrame(el, renderer, view, s, lut, size, outages) {
   renderTimeAxis(el.timeAxis, view, size.width);
   renderOutages(el.outages, el.outageNote, outages, view, size.width, Date.now());
   renderKeyAxis(el.keyAxis, view, size.height);
-  renderLegend(el.legend, { lut, scale: s.scale, palette: s.palette, max: colourMax, saturated: colourMax < view.max, series: view.matrix.series });
+  if (diff && pic) {
+    renderDiffLegend(el.legend, { lut: diff.lut, stops: pic.stops, cmp: diff.cmp, series: view.matrix.series, modeLabel: diff.modeLabel, currentFrom: diff.currentFrom, more: pic.more, less: pic.less, uncovered: pic.uncovered, baselineDegraded: diff.baselineDegraded });
+  } else {
+    renderLegend(el.legend, { lut, scale: s.scale, palette: s.palette, max: colourMax, saturated: colourMax < view.max, series: view.matrix.series });
+  }
   renderDegradedBanner(el.banner, view.matrix.fanout);
   renderWarnings(el.warnings, view.matrix.fanout);
   el.plot.dataset.rows = String(view.rowIndex.length);
   // The row layout, top to bottom (the union of the view's series): for tests and debugging.
   el.keyAxis.dataset.buckets = JSON.stringify(view.rowIndex.map((ri) => view.matrix.rows[ri].bucket_id));
   el.plot.dataset.rowPx = String(size.height / Math.max(1, view.rowIndex.length));
+  return pic;
 }
 
 /**

@@ -13,6 +13,7 @@
  * @property {boolean} readRole `raft` names the role that served reads, not a term
  * @property {string} conflict
  * @property {string} bucket
+ * @property {[string, string][]} [extra] more lines (diff mode: the cell and its row against the baseline)
  */
 
 /**
@@ -33,6 +34,7 @@ export function showTooltip(el, info, x, y, plotWidth, pinned) {
     [info.readRole ? 'Raft group / served by' : 'Raft group / term', info.raft],
     ['Conflict', info.conflict],
     ['Bucket', info.bucket],
+    ...(info.extra ?? []),
   ];
   for (const [k, v] of lines) {
     const dt = document.createElement('dt');
