@@ -6,7 +6,10 @@
 //! allocated [`CaptureSketch`]es per sub-range and series family: reads (ops
 //! and bytes, leader and follower reads together) and, per write lane, writes
 //! (ops and bytes), so each write summary keeps its (group, term). The key goes
-//! through the sampler's [`KeyRedactor`] first; in off mode nothing is captured.
+//! in as [`KeyRedactor::capture_form`] gives it (the key cut at 256 bytes; in
+//! off mode nothing is captured); in hashed mode seal turns the kept keys into
+//! their HMAC forms ([`KeyRedactor::seal_form`]), so the sketch of the open
+//! window is the only place a raw key is held, in memory, for one window.
 //!
 //! Memory: at most [`SamplerConfig::hot_key_sketches`](crate::SamplerConfig::hot_key_sketches)
 //! sketches exist at once, sampler-wide. Past that, a capture that would need

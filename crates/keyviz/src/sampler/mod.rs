@@ -401,11 +401,15 @@ impl Recorder {
 /// The per-node sampler and its history.
 ///
 /// `Send + Sync`; share it as `Arc<Sampler>`. Counts are exact: no sampling;
-/// no lock and no allocation on the counting path (an observation stamped in
-/// the open window). Hot keys are captured on the side: the counter's own
-/// `fetch_add` result picks every operation while a counter is young in its
-/// window, then 1 in 2^j as it gets busy; only a picked operation takes its
-/// slot's capture mutex. See the crate docs and `docs/CORE_API.md`.
+/// no lock and no allocation on the counting path once warm (an observation
+/// stamped in the open window): a busy slot is counted in the observing
+/// thread's own shard with a plain load and store, any other with one relaxed
+/// `fetch_add` (see `sampler/counters.rs`). Hot keys are captured on the side:
+/// the counter's count in the window picks the captured operations (every
+/// one while a counter is young in a row that was busy last window, else the
+/// first 32 and then 1 in 64; 1 in 2^j as it gets busy); only a picked
+/// operation tries its slot's capture mutex. See the crate docs and
+/// `docs/CORE_API.md`.
 ///
 /// Locks, and who takes them: the *control* mutex (catalog changes), the
 /// *retire queue* mutex (catalog changes push, seal takes), the *side buffer*
@@ -640,13 +644,14 @@ impl Sampler {
     /// `at_unix_ms` is when the write happened (the proposer's timestamp in the
     /// log entry), not when it is observed, so a replica applying late, a
     /// replay or a stalled node files it where it belongs. Stamped inside the
-    /// open window: counted lock-free and allocation-free (one relaxed load
-    /// and compare more than an unstamped count). Hot keys: unless capture is
-    /// off, the operations the counter's `fetch_add` picks (all of a counter's
-    /// first 1 024 in a window, then 512 per doubling) redact the key and try
-    /// the slot's capture mutex, never waiting for it (a busy mutex leaves the
-    /// op uncaptured, which the bounds absorb); they allocate only while the
-    /// slot's sketches warm up. Any other window: the side buffer (a short mutex, bounded; see
+    /// open window: counted lock-free and allocation-free once warm (a busy
+    /// slot allocates this thread's shard once). Hot keys: unless capture is
+    /// off, the operations the count picks (in a row busy last window all of
+    /// a counter's first 1 024 in a window, else its first 32 and then 1 in
+    /// 64; then 512 per doubling) try the slot's capture mutex with the key,
+    /// never waiting for it (a busy mutex leaves the op uncaptured, which the
+    /// bounds absorb); they allocate only while the slot's sketches warm up.
+    /// Hashed mode hashes at seal, per kept key. Any other window: the side buffer (a short mutex, bounded; see
     /// [`MAX_SIDE_WINDOWS`]), not captured.
     /// Writes of different terms in one window stay apart; `group` or `term` 0
     /// means "unknown identity". An unregistered route is counted in
