@@ -839,11 +839,10 @@ impl ClusterFold {
             let mut groups = vec![0u64; w];
             let mut terms = vec![0u64; w];
             let mut conflicts: Vec<bool> = Vec::new();
-            for j in skip..width {
+            for (o, (j, &ts)) in columns.iter().enumerate().skip(skip).enumerate() {
                 let i = r * width + j;
-                let o = j - skip;
                 let (value, g, t, conflict) = if series.is_write() {
-                    resolve(&cells[i], extra.get(&(r as u32, columns[j])))
+                    resolve(&cells[i], extra.get(&(r as u32, ts)))
                 } else {
                     let (bt, bg) = best_tg[i];
                     (sums[i], bg, bt, false)
