@@ -374,13 +374,25 @@ pub(crate) async fn run_rounds(
     })
     .await
     .map_err(ApiError::internal)?;
+    let round2_deadline = timeout
+        .saturating_sub(round1_started.elapsed())
+        .max(timeout.mul_f64(1.0 - ROUND1_SHARE));
+    if !boundaries.is_coarse() {
+        // Every distinct start fits the budget: merge the fine rows (this keeps rows sharing
+        // a start, like two incarnations of a split route, apart). The cost is bounded by
+        // the budget too: no node has more rows than the cluster has distinct starts.
+        let round = Round2 {
+            nodes,
+            inputs,
+            input_node,
+            expected,
+        };
+        return run_fine(inner, params, targets, round, attempted_ms, round2_deadline).await;
+    }
     let boundaries = Arc::new(boundaries);
     let encoded = Arc::new(encode_boundaries(&boundaries));
 
     // Round 2: matrices on the boundaries, folded one at a time as they arrive.
-    let round2_deadline = timeout
-        .saturating_sub(round1_started.elapsed())
-        .max(timeout.mul_f64(1.0 - ROUND1_SHARE));
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, BoundaryMatrix)>(1);
     let decodes = Arc::new(tokio::sync::Semaphore::new(DECODES_AT_ONCE));
     let mut tasks = Vec::new();
@@ -486,19 +498,7 @@ pub(crate) async fn run_rounds(
         st.elapsed_ms += elapsed;
         if let Err(e) = res {
             failed += 1;
-            inner.metrics.peer_failure(e.reason());
-            let text = e.to_string();
-            tracing::warn!(peer = %st.node, error = %text, "keyviz fan-out peer failed in round 2");
-            inner.peers.record(&st.node, |r| {
-                if r.last_attempt_unix_ms.is_some_and(|t| t > attempted_ms) {
-                    return;
-                }
-                r.reachable = Some(false);
-                r.last_error = Some(text.clone());
-            });
-            st.ok = false;
-            st.reason = Some(e.reason().to_string());
-            st.error = Some(text);
+            record_failure(&inner, st, &e, attempted_ms);
         }
     }
     let (merged, order, mut columns) = fold.await.map_err(ApiError::internal)?;
@@ -534,6 +534,164 @@ pub(crate) async fn run_rounds(
             expected,
         };
         super::coverage::encode_with(&matrix, &status, &columns)
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+/// Marks a node that answered round 1 but failed round 2.
+fn record_failure(
+    inner: &Inner,
+    st: &mut super::status::NodeStatus,
+    e: &PeerError,
+    attempted_ms: i64,
+) {
+    inner.metrics.peer_failure(e.reason());
+    let text = e.to_string();
+    tracing::warn!(peer = %st.node, error = %text, "keyviz fan-out peer failed in round 2");
+    inner.peers.record(&st.node, |r| {
+        if r.last_attempt_unix_ms.is_some_and(|t| t > attempted_ms) {
+            return;
+        }
+        r.reachable = Some(false);
+        r.last_error = Some(text.clone());
+    });
+    st.ok = false;
+    st.reason = Some(e.reason().to_string());
+    st.error = Some(text);
+}
+
+/// What round 1 left for round 2.
+struct Round2 {
+    nodes: Vec<super::status::NodeStatus>,
+    inputs: Vec<First>,
+    input_node: Vec<usize>,
+    expected: usize,
+}
+
+/// Round 2 when the cluster's rows fit the budget: every node's plain view, merged by
+/// `keyviz::merge` with the budget (as the one-round fan-out did).
+async fn run_fine(
+    inner: Arc<Inner>,
+    params: MatrixParams,
+    targets: Vec<PeerTarget>,
+    round: Round2,
+    attempted_ms: i64,
+    deadline: Duration,
+) -> Result<Bytes, ApiError> {
+    let Round2 {
+        mut nodes,
+        inputs,
+        input_node,
+        expected,
+    } = round;
+    let mut calls = Vec::new();
+    for (i, input) in inputs.into_iter().enumerate().skip(1) {
+        let target = targets[input_node[i] - 1].clone();
+        let inner = inner.clone();
+        let params = params.clone();
+        calls.push(async move {
+            let t0 = Instant::now();
+            let m = match input {
+                First::Legacy(m) => Ok(m),
+                First::Totals(_) => {
+                    let fetch = async {
+                        let reply = peer_get(
+                            &inner,
+                            &target,
+                            |base| peer_matrix_url(&inner, base, &params),
+                            "application/vnd.keyviz.matrix-compact, application/json;q=0.5",
+                        )
+                        .await?;
+                        let PeerReply::Body {
+                            body,
+                            content_type,
+                            node_id,
+                        } = reply
+                        else {
+                            return Err(PeerError::Identity(
+                                "peer became this node between the rounds".into(),
+                            ));
+                        };
+                        let compact_body = is_media(content_type.as_deref(), compact::CONTENT_TYPE);
+                        let p2 = params.clone();
+                        let m = tokio::task::spawn_blocking(move || {
+                            decode_plain(&body, compact_body, &p2)
+                        })
+                        .await
+                        .map_err(|e| PeerError::Decode(e.to_string()))??;
+                        match check_answer_id(&inner, node_id, m.node_id.as_deref(), (), None)? {
+                            PeerAnswer::Answer { .. } => Ok(m),
+                            PeerAnswer::SelfAlias => Err(PeerError::Identity(
+                                "peer answered as this node in the second round".into(),
+                            )),
+                        }
+                    };
+                    match tokio::time::timeout(deadline, fetch).await {
+                        Ok(r) => r,
+                        Err(_) => Err(PeerError::Timeout(deadline)),
+                    }
+                }
+            };
+            (i, m, elapsed_ms(t0))
+        });
+    }
+    let local_started = Instant::now();
+    let local_fut =
+        super::local_matrix(&inner, &params, inner.config.peer_row_cap.max(params.rows));
+    let (local, answers) = tokio::join!(local_fut, futures::future::join_all(calls));
+    let local = local?;
+    if let Some(n) = nodes.first_mut() {
+        n.elapsed_ms += elapsed_ms(local_started);
+        n.generated_at = Some(local.generated_at.clone());
+    }
+    let mut all = vec![local];
+    let mut order = vec![0usize];
+    for (i, m, elapsed) in answers {
+        let Some(st) = nodes.get_mut(input_node[i]) else {
+            continue;
+        };
+        st.elapsed_ms += elapsed;
+        match m {
+            Ok(m) => {
+                all.push(m);
+                order.push(i);
+            }
+            Err(e) => record_failure(&inner, st, &e, attempted_ms),
+        }
+    }
+    let responded = all.len();
+    let options = keyviz::merge::MergeOptions {
+        series: params.series,
+        step_ms: all[0].step_ms,
+        row_budget: Some(params.rows),
+    };
+    let self_id = inner.identity.node_id().to_string();
+    tokio::task::spawn_blocking(move || {
+        let merged = keyviz::merge::merge(&all, &options);
+        drop(all);
+        for w in merged.warnings {
+            let idx = order
+                .get(w.input)
+                .and_then(|&i| input_node.get(i))
+                .copied()
+                .unwrap_or(0);
+            if let Some(n) = nodes.get_mut(idx) {
+                n.warnings.push(NodeWarning {
+                    code: warning_code(w.code),
+                    bucket_id: w.bucket_id,
+                    detail: w.detail,
+                });
+            }
+        }
+        let mut matrix = merged.matrix;
+        matrix.node_id = Some(self_id);
+        let status = FanoutStatus {
+            nodes,
+            responded,
+            expected,
+        };
+        encode_response(&matrix, Some(&status))
     })
     .await
     .map_err(ApiError::internal)?

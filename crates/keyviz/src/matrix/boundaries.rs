@@ -77,6 +77,8 @@ pub enum BoundaryError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Boundaries {
     keys: Vec<Vec<u8>>,
+    /// False when the plan joined nothing: every distinct start key has a row of its own.
+    coarse: bool,
 }
 
 impl Boundaries {
@@ -107,6 +109,7 @@ impl Boundaries {
                 }
             }
         }
+        let coarse = starts.len() > budget.clamp(1, MAX_BOUNDARIES);
         let mut keys: Vec<Vec<u8>> = plan_groups(&totals, budget.min(MAX_BOUNDARIES))
             .into_iter()
             .map(|g| starts[g.start].to_vec())
@@ -115,7 +118,16 @@ impl Boundaries {
             Some(first) => first.clear(),
             None => keys.push(Vec::new()),
         }
-        Boundaries { keys }
+        Boundaries { keys, coarse }
+    }
+
+    /// Whether the plan had to join distinct start keys to fit the budget (always true for
+    /// boundaries received with [`Boundaries::from_keys`]). When false the cluster's rows
+    /// fit the budget as they are, and a caller may merge fine rows instead (keeping rows
+    /// that share a start key, such as two incarnations of a split route, apart).
+    #[must_use]
+    pub fn is_coarse(&self) -> bool {
+        self.coarse
     }
 
     /// Boundaries received from elsewhere (a peer request), checked.
@@ -133,7 +145,7 @@ impl Boundaries {
         if let Some(i) = keys.windows(2).position(|w| w[0] >= w[1]) {
             return Err(BoundaryError::NotIncreasing(i + 1));
         }
-        Ok(Boundaries { keys })
+        Ok(Boundaries { keys, coarse: true })
     }
 
     /// The start keys, in order.
@@ -860,11 +872,10 @@ impl ClusterFold {
             let mut groups = vec![0u64; w];
             let mut terms = vec![0u64; w];
             let mut conflicts: Vec<bool> = Vec::new();
-            for j in skip..width {
+            for (o, (j, &ts)) in columns.iter().enumerate().skip(skip).enumerate() {
                 let i = r * width + j;
-                let o = j - skip;
                 let (value, g, t, conflict) = if series.is_write() {
-                    resolve(&cells[i], extra.get(&(r as u32, columns[j])))
+                    resolve(&cells[i], extra.get(&(r as u32, ts)))
                 } else {
                     let (bt, bg) = best_tg[i];
                     (sums[i], bg, bt, false)
