@@ -668,6 +668,17 @@ async fn run_fine(
     };
     let self_id = inner.identity.node_id().to_string();
     tokio::task::spawn_blocking(move || {
+        // Each answer's columns, for the per-node outage runs (`coverage`).
+        let columns: Vec<super::coverage::NodeColumns> = all
+            .iter()
+            .zip(&order)
+            .map(|(m, &i)| {
+                super::coverage::NodeColumns::of(
+                    input_node.get(i).copied().unwrap_or(usize::MAX),
+                    m,
+                )
+            })
+            .collect();
         let merged = keyviz::merge::merge(&all, &options);
         drop(all);
         for w in merged.warnings {
@@ -691,7 +702,7 @@ async fn run_fine(
             responded,
             expected,
         };
-        encode_response(&matrix, Some(&status))
+        super::coverage::encode_with(&matrix, &status, &columns)
     })
     .await
     .map_err(ApiError::internal)?
