@@ -75,7 +75,11 @@ async fn login_inner(state: &AdminState, req: Request) -> Result<Response, ApiEr
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok());
     let ip = client_ip(remote, xff, &inner.config.trusted_proxies);
-    if let RateDecision::Deny { retry_after_secs } = inner.limiter.check(&ip, Instant::now()) {
+    // Only failed logins count against an address: scripts that sign in on every run
+    // (`keyviz matrix`, `keyviz top --once` in a loop) are not throttled, while guessing is.
+    // Guesses in flight at once are bounded by the login pool and its queue, so at most that
+    // many more than the limit are checked before the refusals start.
+    if let RateDecision::Deny { retry_after_secs } = inner.limiter.peek(&ip, Instant::now()) {
         return Err(ApiError::rate_limited(retry_after_secs));
     }
     let content_type = req
@@ -132,6 +136,7 @@ async fn login_inner(state: &AdminState, req: Request) -> Result<Response, ApiEr
     let role = match check {
         CredentialCheck::Granted(role) => role,
         CredentialCheck::Invalid => {
+            let _ = inner.limiter.check(&ip, Instant::now());
             tracing::info!(claimed_actor = %access_key, remote = %ip, "admin login rejected");
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
