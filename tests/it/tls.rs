@@ -151,18 +151,28 @@ fn tls_cluster_serves_https_resp_tls_and_mutual_tls_between_nodes() {
         pki.node(&format!("node-{id}"), id, &format!("keyviz-node-{id}"));
     }
     let tls_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    // A stranger holding the cluster secret and a CA-signed certificate of *node 3*, serving
+    // as node 4 (mTLS off, so it starts): node 1 lists it as a static fan-out entry. It
+    // proves "node-4" by the identity challenge, but its certificate does not name
+    // keyviz-node-4, so node 1 must report it unproven (what a relaying peer looks like).
+    let stranger = Stranger::start(&pki);
     let dir = pki.dir.path().to_path_buf();
     let ports = tls_ports.clone();
+    let stranger_url = stranger.url.clone();
     let c = Cluster::start(Opts {
         node_args: Some(Box::new(move |id| {
             let d = dir.display();
-            vec![
+            let mut args = vec![
                 format!("--tls-cert={d}/node-{id}.pem"),
                 format!("--tls-key={d}/node-{id}-key.pem"),
                 format!("--tls-ca={d}/ca.pem"),
                 "--tls-client-auth=peers".to_string(),
                 format!("--resp-tls-addr=127.0.0.1:{}", ports[(id - 1) as usize]),
-            ]
+            ];
+            if id == 1 {
+                args.push(format!("--keyvizFanoutNodes={stranger_url}"));
+            }
+            args
         })),
         ..Opts::default()
     });
@@ -209,7 +219,10 @@ fn tls_cluster_serves_https_resp_tls_and_mutual_tls_between_nodes() {
         "{head}"
     );
 
-    // The fan-out reaches both peers over https (membership entries become https://).
+    // The fan-out reaches both peers over https (membership entries become https://), each
+    // answer over a connection whose certificate names the node proven there; the stranger
+    // proves node-4 with a certificate naming node 3 and is refused.
+    stranger.wait_ready(ca);
     let (ok, out, err) = curl(&[
         "--cacert",
         ca,
@@ -220,9 +233,22 @@ fn tls_cluster_serves_https_resp_tls_and_mutual_tls_between_nodes() {
     assert!(ok, "curl matrix: {err}");
     let m: serde_json::Value = serde_json::from_str(&out).expect("matrix json");
     assert_eq!(m["fanout"]["responded"], 3, "{}", m["fanout"]);
-    for n in m["fanout"]["nodes"].as_array().expect("nodes") {
-        assert_eq!(n["ok"], true, "{n}");
+    let nodes = m["fanout"]["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 4, "{}", m["fanout"]);
+    for n in nodes {
+        if n["node"].as_str() == Some(stranger.url.as_str()) {
+            assert_eq!(n["ok"], false, "{n}");
+            assert_eq!(n["reason"], "peer_identity_unproven", "{n}");
+            let error = n["error"].as_str().unwrap_or_default();
+            assert!(
+                error.contains("names another node") && error.contains("keyviz-node-4"),
+                "{n}"
+            );
+        } else {
+            assert_eq!(n["ok"], true, "{n}");
+        }
     }
+    drop(stranger);
 
     // Without the CA the server is not trusted; plain HTTP to the TLS port gets no answer.
     let (ok, _, err) = curl(&[&format!("{admin}/admin/healthz")]);
@@ -320,6 +346,50 @@ fn tls_cluster_serves_https_resp_tls_and_mutual_tls_between_nodes() {
         "signed as node 3: {out} {err}"
     );
     assert!(out.contains("signed by node-3 but claims node 2"), "{out}");
+    // The admin port binds a signed peer request to the client certificate the same way:
+    // node 2's certificate with a request signed as node 2 is served, signed as node 3 it
+    // is refused, and without a client certificate a signed request is refused too.
+    let identity = format!("{admin}/admin/api/v1/keyviz/identity");
+    let admin_signed = |issuer: &str, with_cert: bool| {
+        let mut args: Vec<String> = ["--cacert", ca, "--write-out", "\n%{http_code}"]
+            .iter()
+            .map(|a| (*a).to_string())
+            .collect();
+        if with_cert {
+            args.extend(["--cert", path(&n2_cert), "--key", path(&n2_key)].map(str::to_string));
+        }
+        args.extend(signed_get("/admin/api/v1/keyviz/identity", issuer));
+        args.push(identity.clone());
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        curl(&refs)
+    };
+    let (ok, out, err) = admin_signed("node-2", true);
+    assert!(
+        ok && out.ends_with("\n200"),
+        "admin, signed as node 2: {out} {err}"
+    );
+    let (ok, out, err) = admin_signed("node-3", true);
+    assert!(
+        ok && out.ends_with("\n403"),
+        "admin, signed as node 3: {out} {err}"
+    );
+    assert!(
+        out.contains("peer_certificate_mismatch") && out.contains("keyviz-node-3"),
+        "{out}"
+    );
+    let (ok, out, err) = admin_signed("node-2", false);
+    assert!(
+        ok && out.ends_with("\n403"),
+        "admin, no certificate: {out} {err}"
+    );
+    assert!(out.contains("peer_certificate_required"), "{out}");
+    // Operators (unsigned) still reach the admin port without a client certificate.
+    let (ok, out, err) = curl(&["--cacert", ca, "--write-out", "\n%{http_code}", &identity]);
+    assert!(
+        ok && out.ends_with("\n200"),
+        "unsigned identity: {out} {err}"
+    );
+
     let (ok, out, err) = as_node2("3");
     assert!(
         ok && out.ends_with("\n403"),
@@ -413,6 +483,66 @@ fn tls_cluster_serves_https_resp_tls_and_mutual_tls_between_nodes() {
     assert!(ok && out.trim() == "OK", "{out}");
     let (ok, out) = redis_cli(&["--tls", "--cacert", ca, "-p", &p3, "GET", "tls:after"]);
     assert!(ok && out.trim() == "reload", "{out}");
+}
+
+/// A single `keyviz node` outside the cluster (node id 4) serving node 3's certificate on
+/// its HTTPS admin port, with the cluster secret; killed on drop.
+struct Stranger {
+    child: std::process::Child,
+    url: String,
+    _data: tempfile::TempDir,
+}
+
+impl Stranger {
+    fn start(pki: &Pki) -> Stranger {
+        let (cert, key) = pki.node("stranger", 3, "stranger with node 3's name");
+        let data = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_keyviz"))
+            .args([
+                "node".to_string(),
+                "--node-id=4".to_string(),
+                format!("--data-dir={}", data.path().display()),
+                "--resp-addr=127.0.0.1:0".to_string(),
+                "--raft-addr=127.0.0.1:0".to_string(),
+                format!("--admin-addr=127.0.0.1:{port}"),
+                format!("--tls-cert={}", path(&cert)),
+                format!("--tls-key={}", path(&key)),
+                format!("--tls-ca={}", path(&pki.ca())),
+                "--tls-client-auth=off".to_string(),
+                "--fsync=false".to_string(),
+            ])
+            .env("KEYVIZ_CLUSTER_SECRET", SECRET)
+            .env("KEYVIZ_ADMIN_USER", ADMIN_USER)
+            .env("KEYVIZ_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("KEYVIZ_LOG", "warn,openraft=off")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the stranger node");
+        Stranger {
+            child,
+            url: format!("https://127.0.0.1:{port}"),
+            _data: data,
+        }
+    }
+
+    /// Waits (30 s at most) until its admin port answers over HTTPS.
+    fn wait_ready(&self, ca: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let health = format!("{}/admin/healthz", self.url);
+        while !curl(&["--cacert", ca, "--fail", &health]).0 {
+            assert!(Instant::now() < deadline, "the stranger node never served");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Stranger {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A base port such that `base..base + n` are all free on 127.0.0.1 now.

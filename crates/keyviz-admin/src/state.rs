@@ -46,6 +46,10 @@ pub(crate) struct Inner {
     pub(crate) peer_keys: PeerKeys,
     /// Verifies signed peer requests to this node and signs their answers.
     pub(crate) peer_guard: Arc<PeerGuard>,
+    /// Peer identities are bound to TLS certificates (mutual TLS on): signed requests to
+    /// this node need a client certificate naming their issuer, and every `https://` peer
+    /// answer must come over a connection whose server certificate names the proven node.
+    pub(crate) certificate_binding: bool,
     pub(crate) flights: SingleFlight<FlightKey, Arc<Result<Bytes, ApiError>>>,
     /// Hot-key fan-outs in flight or just finished (same rules as `flights`).
     pub(crate) hot_flights: SingleFlight<HotFlightKey, Arc<Result<ClusterHotKeys, ApiError>>>,
@@ -75,6 +79,7 @@ impl AdminState {
             credentials: Arc::new(StaticCredentials::new()),
             membership: Arc::new(NoMembership),
             peer_tls: None,
+            certificate_binding: false,
         }
     }
 
@@ -157,6 +162,7 @@ pub struct AdminStateBuilder {
     credentials: Arc<dyn CredentialStore>,
     membership: Arc<dyn Membership>,
     peer_tls: Option<Arc<rustls::ClientConfig>>,
+    certificate_binding: bool,
 }
 
 /// Live nonces of signed peer requests remembered at most (see
@@ -181,6 +187,20 @@ impl AdminStateBuilder {
     /// (the default) `https://` peers are refused.
     pub fn peer_tls(mut self, tls: Option<Arc<rustls::ClientConfig>>) -> Self {
         self.peer_tls = tls;
+        self
+    }
+
+    /// Binds peer identities to TLS certificates (`false` by default); for hosts under
+    /// mutual TLS whose node certificates name `keyviz-node-<id>` and whose peer ids are
+    /// `node-<id>` (kvnode under `--tls-client-auth=peers|all`). Server side: a signed
+    /// peer request must come with a client certificate naming its issuer (403
+    /// `peer_certificate_required` / `peer_certificate_mismatch`,
+    /// [`PeerGuard::with_certificate_binding`]). Client side: after an `https://` peer
+    /// proved node id X, each of its answers must have come over a connection whose server
+    /// certificate names X, else the peer is `peer_identity_unproven`. Plain `http://`
+    /// peers carry no certificate and are not bound.
+    pub fn certificate_binding(mut self, on: bool) -> Self {
+        self.certificate_binding = on;
         self
     }
 
@@ -240,21 +260,25 @@ impl AdminStateBuilder {
             })
             .with_body_budget(c.fanout_bytes_in_flight),
             peer_keys: PeerKeys::from_secret(&self.secret),
-            peer_guard: Arc::new(PeerGuard::new(
-                PeerKeys::from_secret(&self.secret),
-                GuardConfig {
-                    self_id: self.identity.node_id().to_string(),
-                    max_age: c.peer_token_ttl,
-                    max_skew: c.clock_skew,
-                    age_bytes_per_sec: None,
-                    replay_capacity: PEER_REPLAY_CAPACITY,
-                    request_cap: PEER_REQUEST_CAP,
-                    identity_path: Some(crate::api::IDENTITY_PATH.to_string()),
-                    required: false,
-                },
-                refuse,
-                crate::clock::now_unix_ms,
-            )),
+            peer_guard: Arc::new(
+                PeerGuard::new(
+                    PeerKeys::from_secret(&self.secret),
+                    GuardConfig {
+                        self_id: self.identity.node_id().to_string(),
+                        max_age: c.peer_token_ttl,
+                        max_skew: c.clock_skew,
+                        age_bytes_per_sec: None,
+                        replay_capacity: PEER_REPLAY_CAPACITY,
+                        request_cap: PEER_REQUEST_CAP,
+                        identity_path: Some(crate::api::IDENTITY_PATH.to_string()),
+                        required: false,
+                    },
+                    refuse,
+                    crate::clock::now_unix_ms,
+                )
+                .with_certificate_binding(self.certificate_binding),
+            ),
+            certificate_binding: self.certificate_binding,
             flights: SingleFlight::new(c.result_reuse),
             hot_flights: SingleFlight::new(c.result_reuse),
             peers: PeerTable::default(),

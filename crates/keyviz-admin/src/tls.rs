@@ -393,6 +393,28 @@ impl PeerCertificate {
     pub fn names_node(&self, id: u64) -> bool {
         cert_names_node(&self.0, id)
     }
+
+    /// Whether the certificate names the node whose peer id (signed issuer or proven
+    /// responder) is `peer_id` ([`peer_node_id`]); a peer id that maps to no node id is
+    /// named by no certificate.
+    #[must_use]
+    pub fn names_peer(&self, peer_id: &str) -> bool {
+        peer_node_id(peer_id).is_some_and(|id| self.names_node(id))
+    }
+}
+
+/// The node id behind a peer id of the signed peer scheme: `node-<id>` (kvnode's admin
+/// and internal names) is node `<id>`, whose certificate names [`node_dns_name`]`(id)`.
+/// Anything else maps to no node (and so can never be bound to a certificate). Pure.
+#[must_use]
+pub fn peer_node_id(peer_id: &str) -> Option<u64> {
+    let digits = peer_id.strip_prefix("node-")?;
+    // `u64::from_str` takes a leading `+`; a peer id has exactly one spelling per node.
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let id: u64 = digits.parse().ok()?;
+    (id.to_string() == digits).then_some(id)
 }
 
 /// An HTTP/1 connector for peer calls that speaks `https://` with `tls` (and still dials
@@ -501,6 +523,34 @@ mod tests {
         std::fs::copy(&other.key, &files.key).expect("swap key");
         tls.reload().expect("reload");
         assert!(tls.names_node(9), "the new pair is served");
+    }
+
+    #[test]
+    fn peer_ids_map_to_node_names_and_certificates() {
+        assert_eq!(peer_node_id("node-3"), Some(3));
+        assert_eq!(peer_node_id("node-0"), Some(0));
+        for bad in [
+            "node-",
+            "node-+3",
+            "node-03",
+            "node-3a",
+            "3",
+            "keyviz-node-3",
+            "node--3",
+        ] {
+            assert_eq!(peer_node_id(bad), None, "{bad}");
+        }
+        let pki = Pki::new();
+        let files = pki.node("n2", &["keyviz-node-2"]);
+        let leaf = read_certs("certificate", &files.cert).expect("read")[0].clone();
+        let cert = PeerCertificate(Arc::new(leaf));
+        assert!(cert.names_peer("node-2"));
+        assert!(!cert.names_peer("node-3"), "another node");
+        assert!(!cert.names_peer("node-22"), "no prefix matching");
+        assert!(
+            !cert.names_peer("gateway"),
+            "an id naming no node is never bound"
+        );
     }
 
     #[test]

@@ -132,6 +132,9 @@ pub(crate) fn router(
         .collect();
     let state = AdminState::builder(identity, secret)
         .peer_tls(peer_tls)
+        // Under mutual TLS every node certificate names `keyviz-node-<id>` (checked at
+        // start), so fan-out identities are bound to certificates both ways.
+        .certificate_binding(tls && cfg.tls_client_auth != keyviz_admin::tls::ClientAuth::Off)
         .config(config)
         .matrix_source(source)
         .credentials(credentials(cfg)?)

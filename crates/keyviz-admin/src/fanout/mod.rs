@@ -202,6 +202,13 @@ async fn resolve_node_id(inner: &Inner, target: &PeerTarget) -> Result<String, P
             id.node_id
         )));
     }
+    check_server_certificate(
+        inner.certificate_binding,
+        base.scheme == "https",
+        &target.name,
+        resp.server_certificate.as_ref(),
+        &responder,
+    )?;
     if let Some(claimed) = &target.node_id
         && *claimed != responder
     {
@@ -211,6 +218,39 @@ async fn resolve_node_id(inner: &Inner, target: &PeerTarget) -> Result<String, P
         )));
     }
     Ok(responder)
+}
+
+/// Under certificate binding ([`crate::AdminStateBuilder::certificate_binding`]), an
+/// answer proven (by its MAC) to come from `node_id` over `https://` must also have come over
+/// a connection whose server certificate names that node (`node-<id>` → `keyviz-node-<id>`):
+/// a listed peer relaying our challenge to the real node would otherwise be "proven" as it.
+/// `peer_identity_unproven` otherwise. Plain `http://` entries carry no certificate and pass.
+/// Pure.
+fn check_server_certificate(
+    binding: bool,
+    https: bool,
+    peer: &str,
+    cert: Option<&crate::tls::PeerCertificate>,
+    node_id: &str,
+) -> Result<(), PeerError> {
+    if !binding || !https {
+        return Ok(());
+    }
+    let expected = crate::tls::peer_node_id(node_id).map(crate::tls::node_dns_name);
+    match (cert, expected) {
+        (Some(c), Some(_)) if c.names_peer(node_id) => Ok(()),
+        (None, _) => Err(PeerError::IdentityUnproven(format!(
+            "{node_id:?} proved itself at {peer} but the connection carried no server certificate"
+        ))),
+        (Some(_), Some(dns)) => Err(PeerError::IdentityUnproven(format!(
+            "{node_id:?} proved itself at {peer} but its TLS certificate names another node \
+             (not {dns}): a relay, or a certificate issued for another node"
+        ))),
+        (Some(_), None) => Err(PeerError::IdentityUnproven(format!(
+            "{node_id:?} proved itself at {peer} but is not node-<id>, so no certificate can \
+             bind it"
+        ))),
+    }
 }
 
 /// The raw outcome of one authenticated peer GET.
@@ -271,6 +311,17 @@ pub(crate) async fn peer_get(
                 inner.peers.forget_node_id(&target.name);
             }
         })?;
+    if let Err(e) = check_server_certificate(
+        inner.certificate_binding,
+        base.scheme == "https",
+        &target.name,
+        resp.server_certificate.as_ref(),
+        &node_id,
+    ) {
+        // Another server answers at this address now: prove it again next time.
+        inner.peers.forget_node_id(&target.name);
+        return Err(e);
+    }
     if resp.status != http::StatusCode::OK {
         if resp.status == http::StatusCode::UNAUTHORIZED {
             inner.peers.forget_node_id(&target.name);
@@ -392,4 +443,57 @@ fn warning_code(code: keyviz::merge::WarningCode) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_else(|| "merge".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::PeerCertificate;
+
+    fn cert_naming(name: &str) -> PeerCertificate {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        PeerCertificate(Arc::new(cert.der().clone()))
+    }
+
+    fn unproven(r: Result<(), PeerError>) -> String {
+        match r {
+            Err(PeerError::IdentityUnproven(why)) => why,
+            other => panic!("expected peer_identity_unproven, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn https_peer_must_present_the_certificate_of_the_node_it_proved() {
+        let node2 = cert_naming("keyviz-node-2");
+        let peer = "https://10.0.0.2:8080";
+        assert!(check_server_certificate(true, true, peer, Some(&node2), "node-2").is_ok());
+        let why = unproven(check_server_certificate(
+            true,
+            true,
+            peer,
+            Some(&node2),
+            "node-3",
+        ));
+        assert!(
+            why.contains("names another node") && why.contains("keyviz-node-3"),
+            "{why}"
+        );
+        let why = unproven(check_server_certificate(true, true, peer, None, "node-2"));
+        assert!(why.contains("no server certificate"), "{why}");
+        let why = unproven(check_server_certificate(
+            true,
+            true,
+            peer,
+            Some(&node2),
+            "gateway",
+        ));
+        assert!(why.contains("node-<id>"), "{why}");
+        // Not bound: binding off, or a plain-HTTP entry (no certificate to check).
+        assert!(check_server_certificate(false, true, peer, Some(&node2), "node-3").is_ok());
+        assert!(check_server_certificate(true, false, "http://h:1", None, "node-3").is_ok());
+    }
 }

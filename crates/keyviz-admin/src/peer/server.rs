@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 
 use super::signing::{self, Acceptance, PeerKeys, ReplayCache, VerifiedRequest};
+use crate::tls::PeerCertificate;
 
 /// Builds the refusal a host answers with (status, stable code, text).
 pub type Refusal = fn(StatusCode, &'static str, String) -> Response;
@@ -30,6 +31,7 @@ pub struct PeerGuard {
     request_cap: usize,
     identity_path: Option<String>,
     required: bool,
+    bind_certificate: bool,
     refuse: Refusal,
     now_ms: fn() -> i64,
 }
@@ -85,9 +87,23 @@ impl PeerGuard {
             request_cap: config.request_cap,
             identity_path: config.identity_path,
             required: config.required,
+            bind_certificate: false,
             refuse,
             now_ms,
         }
+    }
+
+    /// With `on`, a verified signed request must also have come over a connection whose
+    /// client certificate ([`PeerCertificate`], inserted by the TLS accept loop) names its
+    /// signed issuer (`node-<id>` → `keyviz-node-<id>`, [`PeerCertificate::names_peer`]):
+    /// 403 `peer_certificate_required` without a client certificate, 403
+    /// `peer_certificate_mismatch` when it names another node. Unsigned requests
+    /// (operators) are unaffected. For hosts under mutual TLS (`--tls-client-auth`
+    /// `peers`/`all`), where every node's certificate names its node.
+    #[must_use]
+    pub fn with_certificate_binding(mut self, on: bool) -> Self {
+        self.bind_certificate = on;
+        self
     }
 
     /// The keys it verifies with (and signs answers with).
@@ -180,9 +196,47 @@ pub async fn guard(State(g): State<Arc<PeerGuard>>, req: Request, next: Next) ->
             );
         }
     };
+    if g.bind_certificate
+        && let Err((code, why)) =
+            check_certificate(parts.extensions.get::<PeerCertificate>(), &verified.issuer)
+    {
+        tracing::debug!(issuer = %verified.issuer, path = %parts.uri.path(), why, "peer certificate refused");
+        return (g.refuse)(StatusCode::FORBIDDEN, code, why);
+    }
     parts.extensions.insert(verified.clone());
     let resp = next.run(Request::from_parts(parts, Body::from(body))).await;
     sign_answer(&g, &verified, resp).await
+}
+
+/// Whether `cert` (the connection's verified client certificate) binds `issuer`; the
+/// refusal code and text otherwise. Pure.
+fn check_certificate(
+    cert: Option<&PeerCertificate>,
+    issuer: &str,
+) -> Result<(), (&'static str, String)> {
+    let Some(cert) = cert else {
+        return Err((
+            "peer_certificate_required",
+            format!(
+                "mutual TLS: a signed peer request (issuer {issuer:?}) must come with the \
+                 calling node's client certificate"
+            ),
+        ));
+    };
+    if cert.names_peer(issuer) {
+        return Ok(());
+    }
+    let expected = crate::tls::peer_node_id(issuer).map_or_else(
+        || "no node certificate name (the issuer is not node-<id>)".to_string(),
+        crate::tls::node_dns_name,
+    );
+    Err((
+        "peer_certificate_mismatch",
+        format!(
+            "mutual TLS: the request is signed by {issuer:?} but the client certificate does \
+             not name {expected}"
+        ),
+    ))
 }
 
 async fn sign_answer(g: &PeerGuard, req: &VerifiedRequest, resp: Response) -> Response {
@@ -208,4 +262,35 @@ async fn sign_answer(g: &PeerGuard, req: &VerifiedRequest, resp: Response) -> Re
         }
     }
     Response::from_parts(parts, Body::from(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert_naming(names: &[&str]) -> PeerCertificate {
+        let names: Vec<String> = names.iter().map(|s| (*s).to_string()).collect();
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(names)
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        PeerCertificate(Arc::new(cert.der().clone()))
+    }
+
+    #[test]
+    fn signed_issuer_must_be_named_by_the_client_certificate() {
+        let node2 = cert_naming(&["keyviz-node-2", "127.0.0.1"]);
+        assert!(check_certificate(Some(&node2), "node-2").is_ok());
+        let (code, why) = check_certificate(Some(&node2), "node-3").expect_err("other node");
+        assert_eq!(code, "peer_certificate_mismatch");
+        assert!(
+            why.contains("keyviz-node-3") && why.contains("\"node-3\""),
+            "{why}"
+        );
+        let (code, _) = check_certificate(Some(&node2), "gateway").expect_err("no node id");
+        assert_eq!(code, "peer_certificate_mismatch");
+        let (code, _) = check_certificate(None, "node-2").expect_err("no certificate");
+        assert_eq!(code, "peer_certificate_required");
+    }
 }

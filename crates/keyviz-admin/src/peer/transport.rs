@@ -112,6 +112,11 @@ pub struct PeerResponse {
     /// The node that signed the answer, when the call was signed and the answer verified
     /// (always set for a 2xx answer to a signed call; `None` for an unsigned error answer).
     pub responder: Option<String>,
+    /// The leaf certificate the server presented on the very connection that carried this
+    /// answer (verified against the CA in the handshake); `None` over plain HTTP. Lets a
+    /// caller bind the proven responder to the certificate per call, whichever pooled
+    /// connection served it.
+    pub server_certificate: Option<crate::tls::PeerCertificate>,
 }
 
 impl PeerResponse {
@@ -127,7 +132,101 @@ impl PeerResponse {
 #[derive(Clone)]
 enum Inner {
     Plain(Client<HttpConnector, Full<Bytes>>),
-    Tls(Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>),
+    Tls(Client<CertConnector, Full<Bytes>>),
+}
+
+/// The rustls connector, whose connections report the server's leaf certificate as
+/// hyper's connection `extra`, which the client copies into every response's extensions
+/// (hence [`PeerResponse::server_certificate`]). Chosen over recording names in a custom
+/// `ServerCertVerifier`: a verifier is shared by every handshake and cannot tell which
+/// call a certificate belongs to, while the connection info travels with the response.
+#[derive(Clone)]
+struct CertConnector(hyper_rustls::HttpsConnector<HttpConnector>);
+
+type TlsIo = hyper_rustls::MaybeHttpsStream<hyper_util::rt::TokioIo<tokio::net::TcpStream>>;
+
+/// A peer connection and the certificate its server presented (read once, after the
+/// handshake).
+struct CertStream {
+    io: TlsIo,
+    cert: Option<crate::tls::PeerCertificate>,
+}
+
+impl tower::Service<Uri> for CertConnector {
+    type Response = CertStream;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<CertStream, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.0.call(uri);
+        Box::pin(async move {
+            let io = connecting.await?;
+            let cert = match &io {
+                hyper_rustls::MaybeHttpsStream::Https(s) => s
+                    .inner()
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| crate::tls::PeerCertificate(Arc::new(c.clone().into_owned()))),
+                hyper_rustls::MaybeHttpsStream::Http(_) => None,
+            };
+            Ok(CertStream { io, cert })
+        })
+    }
+}
+
+impl hyper_util::client::legacy::connect::Connection for CertStream {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        let c = self.io.connected();
+        match &self.cert {
+            Some(cert) => c.extra(cert.clone()),
+            None => c,
+        }
+    }
+}
+
+impl hyper::rt::Read for CertStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for CertStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 /// How a call is signed: the keys, this node's id (the issuer) and the audience (the
@@ -229,7 +328,7 @@ impl PeerTransport {
                     .https_or_http()
                     .enable_http1()
                     .wrap_connector(conn);
-                Inner::Tls(builder.build(https))
+                Inner::Tls(builder.build(CertConnector(https)))
             }
         };
         PeerTransport {
@@ -378,6 +477,10 @@ impl PeerTransport {
             return Err(TransportError::BodyCap { cap });
         }
         let (parts, body) = resp.into_parts();
+        let server_certificate = parts
+            .extensions
+            .get::<crate::tls::PeerCertificate>()
+            .cloned();
         let body = read_body(Limited::new(body, cap), declared, cap, self.budget.as_ref()).await?;
         let mut responder = None;
         if let Some((s, r)) = &signed {
@@ -402,6 +505,7 @@ impl PeerTransport {
             headers: parts.headers,
             body,
             responder,
+            server_certificate,
         })
     }
 }
