@@ -18,7 +18,7 @@ mod summary;
 mod wire;
 
 pub use merge::merge_hot_keys;
-pub use redact::{KeyRedactor, MAX_KEPT_PREFIX};
+pub use redact::{KeyRedactor, MAX_KEPT_PREFIX, SEAL_FORM_CACHE_ENTRIES};
 #[doc(hidden)]
 pub use sketch::BenchSketch;
 // The sampler's capture path is the user; unused until it lands (hk-sampler).

@@ -9,7 +9,9 @@
 //! turned back into the key, short of guessing candidate keys *and* the
 //! secret.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use hmac::{Hmac, KeyInit as _, Mac as _};
 use sha2::{Digest as _, Sha256};
@@ -28,6 +30,58 @@ const HASH_DOMAIN: &[u8] = b"keyviz hot key v1\0";
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// Most entries the seal-form cache of one hashed redactor (and its clones)
+/// holds: two generations of at most half as many each.
+pub const SEAL_FORM_CACHE_ENTRIES: usize = 4_096;
+
+/// Shown forms of recently sealed keys, captured form → hashed form, so a key
+/// that stays hot across windows costs one HMAC, not one per window.
+///
+/// Eviction: two generations. Hits and new forms go into `recent`; when
+/// `recent` holds `SEAL_FORM_CACHE_ENTRIES / 2` entries and another must be
+/// added, `older` is dropped and `recent` becomes `older`. A hit in `older`
+/// moves the entry back into `recent`. So at most
+/// [`SEAL_FORM_CACHE_ENTRIES`] entries exist, and a key sealed in every window
+/// is never evicted while fewer than 2 048 other keys are sealed between two
+/// of its seals. In memory only: never stored, sent, logged or shown.
+#[derive(Default)]
+struct FormCache {
+    recent: HashMap<Box<[u8]>, Box<[u8]>>,
+    older: HashMap<Box<[u8]>, Box<[u8]>>,
+}
+
+impl FormCache {
+    const GENERATION: usize = SEAL_FORM_CACHE_ENTRIES / 2;
+
+    /// Copies the cached form of `captured` into `out` (cleared first).
+    fn get_into(&mut self, captured: &[u8], out: &mut Vec<u8>) -> bool {
+        if let Some(form) = self.recent.get(captured) {
+            out.clear();
+            out.extend_from_slice(form);
+            return true;
+        }
+        let Some((key, form)) = self.older.remove_entry(captured) else {
+            return false;
+        };
+        out.clear();
+        out.extend_from_slice(&form);
+        self.insert(key, form);
+        true
+    }
+
+    fn insert(&mut self, key: Box<[u8]>, form: Box<[u8]>) {
+        if self.recent.len() >= Self::GENERATION && !self.recent.contains_key(&key) {
+            self.older = std::mem::take(&mut self.recent);
+        }
+        self.recent.insert(key, form);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.recent.len() + self.older.len()
+    }
+}
+
 #[derive(Clone)]
 enum Inner {
     Off,
@@ -36,13 +90,17 @@ enum Inner {
         /// The keyed state, cloned per key so the secret is absorbed once.
         mac: Box<HmacSha256>,
         separator: Option<u8>,
+        /// Shared by clones (same secret and separator, so same forms).
+        cache: Arc<parking_lot::Mutex<FormCache>>,
     },
 }
 
 /// How keys are captured (`--hot-keys=off|hashed|raw`).
 ///
-/// `Clone + Send + Sync`; no locks, no I/O. `Debug` shows the mode and
-/// separator, never the secret.
+/// `Clone + Send + Sync`; no I/O. Only [`seal_form`](Self::seal_form) in
+/// hashed mode takes a lock (the redactor's seal-form cache mutex, shared by
+/// its clones, held for a map lookup or insert, never while hashing). `Debug`
+/// shows the mode and separator, never the secret nor a cached key.
 #[derive(Clone)]
 pub struct KeyRedactor {
     inner: Inner,
@@ -73,6 +131,7 @@ impl KeyRedactor {
             inner: Inner::Hashed {
                 mac: Box::new(keyed(secret)),
                 separator,
+                cache: Arc::default(),
             },
         }
     }
@@ -103,7 +162,7 @@ impl KeyRedactor {
                 out.extend_from_slice(&key[..cut]);
                 Some(cut < key.len())
             }
-            Inner::Hashed { mac, separator } => {
+            Inner::Hashed { mac, separator, .. } => {
                 out.extend_from_slice(kept_prefix(key, *separator));
                 out.push(b'#');
                 let mut mac = (**mac).clone();
@@ -148,10 +207,21 @@ impl KeyRedactor {
     /// [`MAX_HOT_KEY_BYTES`] is hashed over its first `MAX_HOT_KEY_BYTES`
     /// bytes, and the summary marks it truncated: keys sharing that start are
     /// one entry, as in raw mode); raw mode => `captured` itself; off => empty.
+    ///
+    /// Hashed mode remembers the forms of the last 2 048 to
+    /// [`SEAL_FORM_CACHE_ENTRIES`] distinct keys it sealed (two-generation
+    /// eviction; memory only, shared by clones), so a key hot across windows
+    /// is hashed once. Takes the cache mutex twice at most, briefly (lookup;
+    /// insert after hashing on a miss); the sampler calls it only from seal,
+    /// under its seal mutex, so the cache mutex is uncontended there.
     pub fn seal_form(&self, captured: &[u8], out: &mut Vec<u8>) {
         match &self.inner {
-            Inner::Hashed { .. } => {
+            Inner::Hashed { cache, .. } => {
+                if cache.lock().get_into(captured, out) {
+                    return;
+                }
                 let _ = self.apply(captured, out);
+                cache.lock().insert(captured.into(), out.as_slice().into());
             }
             Inner::Raw => {
                 out.clear();
@@ -170,6 +240,17 @@ impl KeyRedactor {
             Inner::Off => None,
             Inner::Raw => Some(&key[..key.len().min(MAX_HOT_KEY_BYTES)]),
             Inner::Hashed { separator, .. } => Some(kept_prefix(key, *separator)),
+        }
+    }
+}
+
+impl KeyRedactor {
+    /// Entries in the seal-form cache (0 outside hashed mode).
+    #[cfg(test)]
+    fn cached_forms(&self) -> usize {
+        match &self.inner {
+            Inner::Hashed { cache, .. } => cache.lock().len(),
+            _ => 0,
         }
     }
 }
@@ -322,6 +403,44 @@ mod tests {
         raw.seal_form(&kept, &mut shown);
         assert_eq!(shown, b"k");
         assert_eq!(KeyRedactor::off().capture_form(b"k", &mut kept), None);
+    }
+
+    #[test]
+    fn cached_seal_forms_equal_uncached_ones_and_the_cache_stays_bounded() {
+        let r = KeyRedactor::hashed(b"secret", Some(b':'));
+        let clone = r.clone();
+        let mut shown = Vec::new();
+        // Three generations' worth of distinct keys, each sealed twice (the
+        // second time from the cache), checked against the uncached form.
+        for i in 0..(SEAL_FORM_CACHE_ENTRIES * 3 / 2) {
+            let key = format!("user:{i}");
+            let want = form(&r, key.as_bytes());
+            for _ in 0..2 {
+                r.seal_form(key.as_bytes(), &mut shown);
+                assert_eq!(shown, want, "key {key}");
+            }
+            assert!(r.cached_forms() <= SEAL_FORM_CACHE_ENTRIES);
+        }
+        assert!(r.cached_forms() > SEAL_FORM_CACHE_ENTRIES / 2);
+        // A key sealed in every "window" survives any number of others.
+        let hot = b"hot:counter";
+        let want = form(&r, hot);
+        for round in 0..5 {
+            clone.seal_form(hot, &mut shown);
+            assert_eq!(shown, want);
+            for i in 0..SEAL_FORM_CACHE_ENTRIES / 2 - 1 {
+                r.seal_form(format!("r{round}:{i}").as_bytes(), &mut shown);
+            }
+            assert!(r.cached_forms() <= SEAL_FORM_CACHE_ENTRIES);
+        }
+        // Clones share one cache; another redactor (another secret) has its own.
+        assert_eq!(clone.cached_forms(), r.cached_forms());
+        let other = KeyRedactor::hashed(b"other", Some(b':'));
+        assert_eq!(other.cached_forms(), 0);
+        other.seal_form(hot, &mut shown);
+        assert_eq!(shown, form(&other, hot));
+        assert_ne!(shown, want);
+        assert_eq!(KeyRedactor::raw().cached_forms(), 0);
     }
 
     #[test]
