@@ -509,20 +509,7 @@ pub(crate) async fn run_rounds(
     let self_id = inner.identity.node_id().to_string();
     let generated_at = nodes.first().and_then(|n| n.generated_at.clone());
     tokio::task::spawn_blocking(move || {
-        for w in merged.warnings {
-            let idx = order
-                .get(w.input)
-                .and_then(|&i| input_node.get(i))
-                .copied()
-                .unwrap_or(0);
-            if let Some(n) = nodes.get_mut(idx) {
-                n.warnings.push(NodeWarning {
-                    code: warning_code(w.code),
-                    bucket_id: w.bucket_id,
-                    detail: w.detail,
-                });
-            }
-        }
+        attach_warnings(&mut nodes, merged.warnings, &order, &input_node);
         let mut matrix = merged.matrix;
         matrix.node_id = Some(self_id);
         if let Some(g) = generated_at {
@@ -681,20 +668,7 @@ async fn run_fine(
             .collect();
         let merged = keyviz::merge::merge(&all, &options);
         drop(all);
-        for w in merged.warnings {
-            let idx = order
-                .get(w.input)
-                .and_then(|&i| input_node.get(i))
-                .copied()
-                .unwrap_or(0);
-            if let Some(n) = nodes.get_mut(idx) {
-                n.warnings.push(NodeWarning {
-                    code: warning_code(w.code),
-                    bucket_id: w.bucket_id,
-                    detail: w.detail,
-                });
-            }
-        }
+        attach_warnings(&mut nodes, merged.warnings, &order, &input_node);
         let mut matrix = merged.matrix;
         matrix.node_id = Some(self_id);
         let status = FanoutStatus {
@@ -706,4 +680,28 @@ async fn run_fine(
     })
     .await
     .map_err(ApiError::internal)?
+}
+
+/// Hangs each merge warning on the status of the node whose input caused it: `order[i]` is
+/// the input index of merge input `i`, `input_node[j]` the status index of input `j`.
+fn attach_warnings(
+    nodes: &mut [super::status::NodeStatus],
+    warnings: Vec<keyviz::merge::MergeWarning>,
+    order: &[usize],
+    input_node: &[usize],
+) {
+    for w in warnings {
+        let idx = order
+            .get(w.input)
+            .and_then(|&i| input_node.get(i))
+            .copied()
+            .unwrap_or(0);
+        if let Some(n) = nodes.get_mut(idx) {
+            n.warnings.push(NodeWarning {
+                code: warning_code(w.code),
+                bucket_id: w.bucket_id,
+                detail: w.detail,
+            });
+        }
+    }
 }
