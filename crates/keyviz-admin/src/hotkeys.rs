@@ -455,12 +455,14 @@ mod tests {
                     total,
                     floor: 0,
                     sampled: false,
+                    unit_variance: 0,
                     items: vec![HotItem {
                         key: b"hot".to_vec(),
                         estimate: upper.min(total),
                         lower: 0,
                         upper,
                         truncated: false,
+                        seen: 0,
                     }],
                 },
             }],
@@ -503,6 +505,7 @@ mod tests {
                 lower: 10 - i,
                 upper: 10 - i,
                 truncated: false,
+                seen: 0,
             })
             .collect();
         let hot =
@@ -522,6 +525,7 @@ mod tests {
                 lower: 1,
                 upper: 1,
                 truncated: false,
+                seen: 0,
             })
             .collect();
         let mut hot = node(Series::Writes, 1_000, 1);

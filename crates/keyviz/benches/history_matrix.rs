@@ -201,12 +201,14 @@ fn summary(key: &[u8], n: u64) -> HotSummary {
         total: n,
         floor: 0,
         sampled: false,
+        unit_variance: 0,
         items: vec![HotItem {
             key: key.to_vec(),
             estimate: n,
             lower: n,
             upper: n,
             truncated: false,
+            seen: 0,
         }],
     }
 }

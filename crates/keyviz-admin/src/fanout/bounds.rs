@@ -90,6 +90,7 @@ mod tests {
                 total,
                 floor: 0,
                 sampled: false,
+                unit_variance: 0,
                 items: Vec::new(),
             },
         };

@@ -706,6 +706,7 @@ pub(crate) fn node_hot(series: Series, parts: &[PartSpec<'_>]) -> keyviz::hotkey
                         lower: *n,
                         upper: *n,
                         truncated: false,
+                        seen: 0,
                     })
                     .collect();
                 items.sort_by(|a, b| b.estimate.cmp(&a.estimate).then(a.key.cmp(&b.key)));
@@ -716,6 +717,7 @@ pub(crate) fn node_hot(series: Series, parts: &[PartSpec<'_>]) -> keyviz::hotkey
                         total: *total,
                         floor: 0,
                         sampled: false,
+                        unit_variance: 0,
                         items,
                     },
                 }

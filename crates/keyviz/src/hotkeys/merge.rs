@@ -17,7 +17,9 @@ use crate::preview::key_preview;
 /// parts of unknown identity (group or term 0) keep the largest per group, as
 /// the matrix's legacy fallback does. Totals are exact for what was counted;
 /// each key's `lower`/`upper` bound its count in the merged traffic, and any
-/// unlisted key is at most `floor`. The result does not depend on input order
+/// unlisted key is at most `floor` (sampled parts are added in captured
+/// weight and settled once, [`HotSummary::settle`], so the bounds hold with
+/// the documented confidence for the whole answer, not per part). The result does not depend on input order
 /// except through ties and warnings.
 #[must_use = "returns the merged hot keys"]
 pub fn merge_hot_keys(inputs: &[NodeHotKeys], k: usize) -> HotKeys {
@@ -77,7 +79,9 @@ pub fn merge_hot_keys(inputs: &[NodeHotKeys], k: usize) -> HotKeys {
     let mut ids: Vec<_> = writes.into_iter().collect();
     ids.sort_by_key(|(id, _)| *id);
     reads.extend(ids.into_iter().map(|(_, summary)| summary));
-    let mut sum = HotSummary::sum_disjoint(reads);
+    // Settled once, on the whole sum: sampling errors of the parts add up in
+    // variance, so the interval is that of the summed weight.
+    let mut sum = HotSummary::sum_disjoint(reads).settle();
     sum.trim(k);
     let total = sum.total;
     let keys = sum
@@ -123,6 +127,7 @@ mod tests {
                 total,
                 floor: 0,
                 sampled: false,
+                unit_variance: 0,
                 items: keys
                     .iter()
                     .map(|(k, n)| HotItem {
@@ -131,6 +136,7 @@ mod tests {
                         lower: *n,
                         upper: *n,
                         truncated: false,
+                        seen: 0,
                     })
                     .collect(),
             },

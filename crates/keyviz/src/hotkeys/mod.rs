@@ -23,7 +23,7 @@ pub use redact::{KeyRedactor, MAX_KEPT_PREFIX, SEAL_FORM_CACHE_ENTRIES};
 pub use sketch::BenchSketch;
 // The sampler's capture path is the user; unused until it lands (hk-sampler).
 #[allow(unused_imports)]
-pub(crate) use sketch::{CaptureSketch, MAX_CAPTURE_CAPACITY, SAMPLED_Z};
+pub(crate) use sketch::{CaptureSketch, MAX_CAPTURE_CAPACITY};
 pub use summary::{HotItem, HotSummary, MAX_HOT_KEY_BYTES, MAX_SUMMARY_ITEMS, SummaryError};
 pub use wire::{
     DEFAULT_HOT_KEYS_K, HotKeyEntry, HotKeyMode, HotKeyQuery, HotKeyQueryError, HotKeys, HotPart,

@@ -8,6 +8,16 @@
 //! summaries of disjoint traffic keeps all three guarantees (see
 //! [`HotSummary::add_disjoint`]), so windows, rows, nodes' reads and write
 //! identities combine without losing honesty.
+//!
+//! A *sampled* summary (`unit_variance > 0`) keeps its bounds on the
+//! *captured weight* of each key, not yet on its true count: sampling errors
+//! of disjoint traffic are independent, so they add up in variance (their
+//! spread grows with the square root of the count), whereas adding
+//! per-part confidence intervals would add their widths (and every part's
+//! `z²·r` allowance for keys it never captured: one hour of one-second cells
+//! summed to a floor of 95 % of the total). Summaries are added in weight
+//! space and turned into bounds on the true counts once, at the end, by
+//! [`HotSummary::settle`].
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +45,11 @@ pub struct HotItem {
     /// The key was longer than [`MAX_HOT_KEY_BYTES`] and is shown cut.
     #[serde(default, skip_serializing_if = "is_false")]
     pub truncated: bool,
+    /// Operations (or bytes) certainly of this key: each capture counts one
+    /// real operation whatever its sampling weight, so this lower bound holds
+    /// always, also when the other bounds are statistical. 0 when unknown.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seen: u64,
 }
 
 /// The top keys of some traffic, with bounds.
@@ -53,6 +68,14 @@ pub struct HotSummary {
     /// confidence instead of always.
     #[serde(default, skip_serializing_if = "is_false")]
     pub sampled: bool,
+    /// 0: `lower`, `upper` and `floor` bound true counts. Above 0: the
+    /// summary is not settled yet, they bound each key's *captured weight*
+    /// `S`, and this is `r`, the bound on the sampling variance per unit of
+    /// count (`Var(S) <= r·T` for a key of true count `T`, see
+    /// `docs/CORE_API.md`); [`settle`](HotSummary::settle) turns them into
+    /// bounds on true counts. Adding summaries keeps the largest `r`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unit_variance: u64,
     /// The listed keys, hottest first.
     #[serde(default)]
     pub items: Vec<HotItem>,
@@ -68,8 +91,11 @@ pub enum SummaryError {
     /// A key longer than [`MAX_HOT_KEY_BYTES`].
     #[error("hot key {0} is {1} bytes long, more than {MAX_HOT_KEY_BYTES}")]
     KeyTooLong(usize, usize),
-    /// `lower <= estimate <= upper <= total` does not hold for item `i`.
-    #[error("hot key {0} has inconsistent bounds (lower <= estimate <= upper <= total broken)")]
+    /// `lower <= estimate <= upper <= total` or `seen <= upper` does not hold
+    /// for item `i`.
+    #[error(
+        "hot key {0} has inconsistent bounds (lower <= estimate <= upper <= total and seen <= upper broken)"
+    )]
     Bounds(usize),
     /// `floor > total`.
     #[error("hot-key floor exceeds the total")]
@@ -105,7 +131,8 @@ impl HotSummary {
             }
             if !(item.lower <= item.estimate
                 && item.estimate <= item.upper
-                && item.upper <= self.total)
+                && item.upper <= self.total
+                && item.seen <= item.upper)
             {
                 return Err(SummaryError::Bounds(i));
             }
@@ -142,6 +169,7 @@ impl HotSummary {
                     estimate: mine.estimate.saturating_add(t.estimate),
                     lower: mine.lower.saturating_add(t.lower),
                     upper: mine.upper.saturating_add(t.upper),
+                    seen: mine.seen.saturating_add(t.seen),
                     truncated: mine.truncated || t.truncated,
                     key: mine.key,
                 },
@@ -163,6 +191,7 @@ impl HotSummary {
         self.total = self.total.saturating_add(other.total);
         self.floor = self.floor.saturating_add(other.floor);
         self.sampled |= other.sampled;
+        self.unit_variance = self.unit_variance.max(other.unit_variance);
         for item in &mut merged {
             item.upper = item.upper.min(self.total);
         }
@@ -179,7 +208,7 @@ impl HotSummary {
     /// floors of exactly the summaries that do not list it.
     #[must_use = "returns the sum"]
     pub fn sum_disjoint<'a>(parts: impl IntoIterator<Item = &'a HotSummary>) -> HotSummary {
-        let (mut total, mut floor, mut sampled) = (0u64, 0u64, false);
+        let (mut total, mut floor, mut sampled, mut unit_variance) = (0u64, 0u64, false, 0u64);
         // key -> (summed item, sum of the floors of the summaries listing it)
         let mut keys: std::collections::HashMap<&[u8], (HotItem, u64)> =
             std::collections::HashMap::new();
@@ -190,12 +219,14 @@ impl HotSummary {
             total = total.saturating_add(p.total);
             floor = floor.saturating_add(p.floor);
             sampled |= p.sampled;
+            unit_variance = unit_variance.max(p.unit_variance);
             for it in &p.items {
                 match keys.get_mut(it.key.as_slice()) {
                     Some((acc, listed_floor)) => {
                         acc.estimate = acc.estimate.saturating_add(it.estimate);
                         acc.lower = acc.lower.saturating_add(it.lower);
                         acc.upper = acc.upper.saturating_add(it.upper);
+                        acc.seen = acc.seen.saturating_add(it.seen);
                         acc.truncated |= it.truncated;
                         *listed_floor = listed_floor.saturating_add(p.floor);
                     }
@@ -220,8 +251,41 @@ impl HotSummary {
             total,
             floor: floor.min(total),
             sampled,
+            unit_variance,
             items,
         }
+    }
+
+    /// The same summary with bounds on true counts (`unit_variance` 0): the
+    /// captured-weight bounds of a sampled summary are widened once, by the
+    /// sampling interval of the whole summed weight (see `docs/CORE_API.md`):
+    /// `upper = (z·√r/2 + √(z²r/4 + upper_S))²` (`z` = 3), `lower` = the
+    /// Bernstein bound of `lower_S` at a one-sided tail of 0.135 %, but never
+    /// below `seen`, which always holds; `floor` is widened like an upper
+    /// bound. Every bound is clamped to `total`; `estimate` is clamped into
+    /// `[lower, upper]`. A settled summary is returned as it is. Call it once,
+    /// after every add: adding settled summaries is honest but adds interval
+    /// widths instead of variances.
+    #[must_use = "returns the settled summary"]
+    pub fn settle(mut self) -> HotSummary {
+        let r = self.unit_variance as f64;
+        if self.unit_variance == 0 {
+            return self;
+        }
+        let total = self.total;
+        for item in &mut self.items {
+            let upper = score_upper(item.upper, r, SAMPLED_Z).min(total);
+            let lower = bernstein_lower(item.lower, r, SAMPLED_LAMBDA)
+                .max(item.seen)
+                .min(upper);
+            item.upper = upper;
+            item.lower = lower;
+            item.estimate = item.estimate.clamp(lower, upper);
+        }
+        self.floor = score_upper(self.floor, r, SAMPLED_Z).min(total);
+        self.unit_variance = 0;
+        self.items.sort_by(order);
+        self
     }
 
     /// Keeps the `k` hottest items. A dropped item's upper bound joins the
@@ -247,6 +311,61 @@ fn order(a: &HotItem, b: &HotItem) -> std::cmp::Ordering {
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// Width, in standard deviations, of the sampling interval [`HotSummary::settle`]
+/// adds to the upper bounds (two-sided 3 sigma: 99.7 % under the normal
+/// approximation; the coverage measured by
+/// `sampled_bounds_cover_the_true_count_in_at_least_99_percent_of_trials`
+/// is recorded in `docs/CORE_API.md`).
+pub(crate) const SAMPLED_Z: f64 = 3.0;
+
+/// `ln(1 / 0.00135)`: the one-sided tail of 3 sigma, used for the lower
+/// bounds, whose Bernstein form has no normal approximation (see
+/// [`bernstein_lower`]).
+pub(crate) const SAMPLED_LAMBDA: f64 = 6.607_7;
+
+/// Largest true count `T` consistent with a captured weight `x` at `z`
+/// standard deviations, when `Var(S) <= r·T`: the score interval of
+/// `S >= T - z·sqrt(r·T)`, rounded up. This side's tail is light: an
+/// operation can only be under-counted by one unit.
+pub(crate) fn score_upper(x: u64, r: f64, z: f64) -> u64 {
+    if r <= 0.0 {
+        return x;
+    }
+    let half = z * r.sqrt() / 2.0;
+    let t = half + (half * half + x as f64).sqrt();
+    // `as` saturates: a bound beyond u64 is clamped to the total anyway.
+    (t * t).ceil() as u64
+}
+
+/// Smallest `T` consistent with a captured weight `x` under Bernstein's
+/// inequality, rounded down.
+///
+/// The estimate's right tail is heavy (one capture at stride `s` stands for
+/// `s` ops, so a key with a single op can show weight `s`), which a normal
+/// approximation misses; Bernstein's bound accounts for it. Each op adds a
+/// deviation of at most `r` above its true share and variance at most `r`
+/// per unit, so `P(S - T >= t) <= exp(-t² / (2(rT + rt/3)))`. Setting that
+/// to `exp(-lambda)` and solving `T + t(T) = x` gives the smaller root of
+/// `T² - 2(x - a + lambda·r)T + (x - a)² - a² = 0` with `a = lambda·r/3`.
+pub(crate) fn bernstein_lower(x: u64, r: f64, lambda: f64) -> u64 {
+    if r <= 0.0 {
+        return x;
+    }
+    let xf = x as f64;
+    let a = lambda * r / 3.0;
+    if xf <= 2.0 * a {
+        return 0;
+    }
+    let b = xf - a + lambda * r;
+    let c = (xf - a) * (xf - a) - a * a;
+    let t = (b - (b * b - c).max(0.0).sqrt()).max(0.0);
+    (t.floor() as u64).min(x)
 }
 
 pub(crate) mod b64 {
@@ -276,6 +395,7 @@ mod tests {
             lower: n,
             upper: n,
             truncated: false,
+            seen: 0,
         }
     }
 
@@ -284,6 +404,7 @@ mod tests {
             total,
             floor: 0,
             sampled: false,
+            unit_variance: 0,
             items: items.iter().map(|(k, n)| item(k, *n)).collect(),
         };
         s.items.sort_by(order);
@@ -337,6 +458,7 @@ mod tests {
                 total: 1_000 + p,
                 floor: p % 7,
                 sampled: p == 3,
+                unit_variance: 0,
                 items: (0..30u64)
                     .map(|i| {
                         let n = (i * 13 + p * 7) % 50 + 7;
@@ -346,6 +468,7 @@ mod tests {
                             lower: n - 7 + (p % 7).min(7),
                             upper: n + p % 5,
                             truncated: i == 2,
+                            seen: 0,
                         }
                     })
                     .collect(),
@@ -364,5 +487,55 @@ mod tests {
         assert_eq!(once, stepwise);
         once.validate().expect("the sum keeps its invariants");
         assert!(once.sampled);
+    }
+
+    /// One sampled cell: the hot key captured 3 times at stride 64 (weight
+    /// 192), nothing else listed, raw floor 0, `r` = 63.
+    fn sampled_cell() -> HotSummary {
+        HotSummary {
+            total: 600,
+            floor: 0,
+            sampled: true,
+            unit_variance: 63,
+            items: vec![HotItem {
+                seen: 3,
+                ..item("hot", 192)
+            }],
+        }
+    }
+
+    #[test]
+    fn settling_a_sum_widens_by_the_summed_variance_not_the_summed_widths() {
+        let cells: Vec<HotSummary> = (0..60).map(|_| sampled_cell()).collect();
+        let once = HotSummary::sum_disjoint(cells.iter()).settle();
+        let each: Vec<HotSummary> = cells.iter().cloned().map(HotSummary::settle).collect();
+        let widths = HotSummary::sum_disjoint(each.iter());
+        once.validate().expect("valid");
+        assert_eq!(once.total, 36_000);
+        // One z²·r allowance for a never-captured key, not sixty.
+        assert_eq!(once.floor, 9 * 63);
+        assert_eq!(widths.floor, 60 * 9 * 63, "94.5 % of the total");
+        let (o, w) = (&once.items[0], &widths.items[0]);
+        assert_eq!(o.estimate, 60 * 192);
+        assert!(o.upper < w.upper && o.lower > w.lower, "{o:?} vs {w:?}");
+        // sqrt growth: the upper bound is within 3σ = 3·sqrt(63·11 520) of the weight.
+        assert!(o.upper <= 60 * 192 + 3 * 852 + 9 * 63, "{o:?}");
+        assert!(o.lower >= 60 * 3, "never below what was certainly seen");
+        assert!(!once.items.is_empty() && once.unit_variance == 0 && once.sampled);
+    }
+
+    #[test]
+    fn settling_a_settled_summary_changes_nothing() {
+        let exact = exact(100, &[("hot", 60), ("warm", 30)]);
+        assert_eq!(exact.clone().settle(), exact);
+        let settled = sampled_cell().settle();
+        assert_eq!(settled.clone().settle(), settled);
+    }
+
+    #[test]
+    fn validate_refuses_a_certain_count_above_the_upper_bound() {
+        let mut s = exact(100, &[("hot", 60)]);
+        s.items[0].seen = 61;
+        assert_eq!(s.validate(), Err(SummaryError::Bounds(0)));
     }
 }

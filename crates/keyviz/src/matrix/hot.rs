@@ -50,6 +50,7 @@ impl<'h> Acc<'h> {
                 total: self.uncaptured,
                 floor: self.uncaptured,
                 sampled: false,
+                unit_variance: 0,
                 items: Vec::new(),
             }));
         }

@@ -421,6 +421,7 @@ fn summary(h: &HotKeys) -> HotSummary {
         total: h.total,
         floor: h.floor,
         sampled: h.sampled,
+        unit_variance: 0,
         items: h
             .keys
             .iter()
@@ -430,6 +431,7 @@ fn summary(h: &HotKeys) -> HotSummary {
                 lower: e.lower,
                 upper: e.upper,
                 truncated: e.truncated,
+                seen: 0,
             })
             .collect(),
     }
