@@ -256,6 +256,71 @@ impl HotSummary {
         }
     }
 
+    /// The sum of summaries of traffic on pairwise disjoint *key sets* (rows
+    /// whose key ranges do not overlap): a key listed in one part had no
+    /// traffic in any other, so unlike [`sum_disjoint`](HotSummary::sum_disjoint)
+    /// its upper bound gains nothing from the other parts' floors, and the
+    /// floor (a bound on any one unlisted key, which lies in one part) is the
+    /// largest floor instead of their sum. Totals add. A key listed by two
+    /// parts, or marked `truncated` (its identity is a prefix that may stand
+    /// for keys of several parts), is added as `sum_disjoint` adds it, with
+    /// the floors of the parts that do not list it. One pass, linear in the
+    /// listed items; no trimming.
+    #[must_use = "returns the union"]
+    pub fn union_key_disjoint<'a>(parts: impl IntoIterator<Item = &'a HotSummary>) -> HotSummary {
+        let (mut total, mut floor, mut floors, mut sampled, mut unit_variance) =
+            (0u64, 0u64, 0u64, false, 0u64);
+        // key -> (summed item, floors of the parts listing it, parts listing it)
+        let mut keys: std::collections::HashMap<&[u8], (HotItem, u64, u32)> =
+            std::collections::HashMap::new();
+        for p in parts {
+            if p.total == 0 && p.items.is_empty() {
+                continue;
+            }
+            total = total.saturating_add(p.total);
+            floor = floor.max(p.floor);
+            floors = floors.saturating_add(p.floor);
+            sampled |= p.sampled;
+            unit_variance = unit_variance.max(p.unit_variance);
+            for it in &p.items {
+                match keys.get_mut(it.key.as_slice()) {
+                    Some((acc, listed_floor, n)) => {
+                        acc.estimate = acc.estimate.saturating_add(it.estimate);
+                        acc.lower = acc.lower.saturating_add(it.lower);
+                        acc.upper = acc.upper.saturating_add(it.upper);
+                        acc.seen = acc.seen.saturating_add(it.seen);
+                        acc.truncated |= it.truncated;
+                        *listed_floor = listed_floor.saturating_add(p.floor);
+                        *n += 1;
+                    }
+                    None => {
+                        keys.insert(it.key.as_slice(), (it.clone(), p.floor, 1));
+                    }
+                }
+            }
+        }
+        let mut items: Vec<HotItem> = keys
+            .into_values()
+            .map(|(mut item, listed_floor, n)| {
+                if n > 1 || item.truncated {
+                    item.upper = item
+                        .upper
+                        .saturating_add(floors.saturating_sub(listed_floor));
+                }
+                item.upper = item.upper.min(total);
+                item
+            })
+            .collect();
+        items.sort_by(order);
+        HotSummary {
+            total,
+            floor: floor.min(total),
+            sampled,
+            unit_variance,
+            items,
+        }
+    }
+
     /// The same summary with bounds on true counts (`unit_variance` 0): the
     /// captured-weight bounds of a sampled summary are widened once, by the
     /// sampling interval of the whole summed weight (see `docs/CORE_API.md`):
@@ -537,5 +602,39 @@ mod tests {
         let mut s = exact(100, &[("hot", 60)]);
         s.items[0].seen = 61;
         assert_eq!(s.validate(), Err(SummaryError::Bounds(0)));
+    }
+
+    #[test]
+    fn key_disjoint_parts_keep_their_own_bounds_and_the_largest_floor() {
+        let mut a = exact(100, &[("a:hot", 60)]);
+        a.floor = 10;
+        let mut b = exact(50, &[("b:hot", 30)]);
+        b.floor = 5;
+        b.items.push(HotItem {
+            truncated: true,
+            ..item("long-prefix", 8)
+        });
+        let u = HotSummary::union_key_disjoint([&a, &b]);
+        u.validate().expect("valid");
+        assert_eq!((u.total, u.floor), (150, 10));
+        let find = |k: &str| {
+            u.items
+                .iter()
+                .find(|i| i.key == k.as_bytes())
+                .expect("listed")
+        };
+        assert_eq!(find("a:hot").upper, 60, "no floor from the other key range");
+        assert_eq!(find("b:hot").upper, 30);
+        assert_eq!(
+            find("long-prefix").upper,
+            18,
+            "a cut key may stand for keys of another part"
+        );
+        let s = HotSummary::sum_disjoint([&a, &b]);
+        assert_eq!(
+            (s.floor, s.items[0].upper),
+            (15, 65),
+            "op-disjoint sum, for contrast"
+        );
     }
 }

@@ -12,52 +12,130 @@ use crate::hotkeys::{HotKeyMode, HotKeyQuery, HotPart, HotSummary, MAX_HOT_PARTS
 /// where no key filter applies, so a wide query copies nothing per cell.
 const MAX_PENDING_SUMMARIES: usize = 65_536;
 
-/// One part being summed: the captured summaries plus the traffic no summary
-/// covers (bounded by its total alone). Summed in one pass at the end
-/// ([`HotSummary::sum_disjoint`]), which is linear in the listed keys; adding
-/// cell by cell re-sorted the running sum every time and made a one-hour view
-/// of a busy node cost seconds.
+/// The key range a pending summary covers: its row's, or the hull of the
+/// rows folded into it. `end` `None` is unbounded.
+#[derive(Clone, Copy)]
+struct Span<'h> {
+    start: &'h [u8],
+    end: Option<&'h [u8]>,
+}
+
+impl Span<'_> {
+    const ALL: Span<'static> = Span {
+        start: &[],
+        end: None,
+    };
+}
+
+/// One part being summed: the captured summaries, each with its row's key
+/// range, plus, per row, the traffic no summary covers (bounded by its total
+/// alone). Summed in one pass at the end, which is linear in the listed
+/// keys; adding cell by cell re-sorted the running sum every time and made a
+/// one-hour view of a busy node cost seconds.
+///
+/// Summaries of rows whose key ranges overlap (the same row over time, or
+/// rows before and after a split) count traffic that may be of the same
+/// keys, so they are added op-disjointly ([`HotSummary::sum_disjoint`]);
+/// groups of rows with disjoint key ranges hold disjoint keys, so they are
+/// combined with [`HotSummary::union_key_disjoint`], whose floor is the
+/// largest group's, not the sum over every row (which made an hour of a
+/// many-row view report a floor of a third of the total).
 #[derive(Default)]
 struct Acc<'h> {
-    pending: Vec<Cow<'h, HotSummary>>,
-    uncaptured: u64,
+    pending: Vec<(Span<'h>, Cow<'h, HotSummary>)>,
+    uncaptured: rustc_hash::FxHashMap<u32, u64>,
 }
 
 impl<'h> Acc<'h> {
-    fn add(&mut self, exact: u64, hot: Option<Cow<'h, HotSummary>>, keep: usize) {
+    fn add(
+        &mut self,
+        row: u32,
+        span: Span<'h>,
+        exact: u64,
+        hot: Option<Cow<'h, HotSummary>>,
+        keep: usize,
+    ) {
         let Some(h) = hot else {
-            self.uncaptured = self.uncaptured.saturating_add(exact);
+            *self.uncaptured.entry(row).or_default() += exact;
             return;
         };
-        self.uncaptured = self
-            .uncaptured
-            .saturating_add(exact.saturating_sub(h.total));
-        self.pending.push(h);
-        // Bounded memory for very wide queries: fold what is pending into one
-        // trimmed summary (trimming is honest: a dropped key's upper bound
-        // joins the floor).
+        let rest = exact.saturating_sub(h.total);
+        if rest > 0 {
+            *self.uncaptured.entry(row).or_default() += rest;
+        }
+        self.pending.push((span, h));
+        // Bounded memory for very wide queries: fold what is pending, per
+        // group of overlapping rows, into trimmed summaries (trimming is
+        // honest: a dropped key's upper bound joins the floor).
         if self.pending.len() >= MAX_PENDING_SUMMARIES {
-            let mut folded = HotSummary::sum_disjoint(self.pending.iter().map(|c| c.as_ref()));
-            folded.trim(4 * keep);
-            self.pending.clear();
-            self.pending.push(Cow::Owned(folded));
+            self.fold(4 * keep);
         }
     }
 
-    fn finish(mut self, keep: usize) -> HotSummary {
-        if self.uncaptured > 0 {
-            self.pending.push(Cow::Owned(HotSummary {
-                total: self.uncaptured,
-                floor: self.uncaptured,
-                sampled: false,
-                unit_variance: 0,
-                items: Vec::new(),
-            }));
+    /// Replaces the pending summaries by one trimmed sum per group of rows
+    /// with overlapping key ranges; past `MAX_PENDING_SUMMARIES / 2` groups,
+    /// by their key-disjoint union (spanning every key: anything added later
+    /// is summed with it op-disjointly, which is always honest).
+    fn fold(&mut self, keep: usize) {
+        let mut groups = group_overlapping(std::mem::take(&mut self.pending));
+        for (_, g) in &mut groups {
+            g.trim(keep);
         }
-        let mut sum = HotSummary::sum_disjoint(self.pending.iter().map(|c| c.as_ref()));
+        if groups.len() > MAX_PENDING_SUMMARIES / 2 {
+            let mut all = HotSummary::union_key_disjoint(groups.iter().map(|(_, g)| g));
+            all.trim(keep);
+            self.pending.push((Span::ALL, Cow::Owned(all)));
+        } else {
+            self.pending
+                .extend(groups.into_iter().map(|(span, g)| (span, Cow::Owned(g))));
+        }
+    }
+
+    fn finish(mut self, catalog: &'h crate::history::RowCatalog, keep: usize) -> HotSummary {
+        for (row, n) in std::mem::take(&mut self.uncaptured) {
+            let span = catalog.get(row).map_or(Span::ALL, |m| Span {
+                start: &m.start,
+                end: m.end.as_deref(),
+            });
+            self.pending.push((
+                span,
+                Cow::Owned(HotSummary {
+                    total: n,
+                    floor: n,
+                    ..HotSummary::default()
+                }),
+            ));
+        }
+        let groups = group_overlapping(self.pending);
+        let mut sum = HotSummary::union_key_disjoint(groups.iter().map(|(_, g)| g));
         sum.trim(keep);
         sum
     }
+}
+
+/// Sums `pending` per group of entries whose key ranges overlap (transitively),
+/// returning each group's hull and op-disjoint sum. Sorts by start key.
+fn group_overlapping<'h>(
+    mut pending: Vec<(Span<'h>, Cow<'h, HotSummary>)>,
+) -> Vec<(Span<'h>, HotSummary)> {
+    pending.sort_by(|a, b| a.0.start.cmp(b.0.start));
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < pending.len() {
+        let mut hull = pending[i].0;
+        let mut j = i + 1;
+        while j < pending.len() && hull.end.is_none_or(|e| pending[j].0.start < e) {
+            hull.end = match (hull.end, pending[j].0.end) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                _ => None,
+            };
+            j += 1;
+        }
+        let sum = HotSummary::sum_disjoint(pending[i..j].iter().map(|(_, c)| c.as_ref()));
+        out.push((hull, sum));
+        i = j;
+    }
+    out
 }
 
 /// `hot` without the keys outside `[start, end)` (raw mode only: hashed keys
@@ -136,6 +214,10 @@ pub(crate) fn build(history: &History, query: &HotKeyQuery, mode: HotKeyMode) ->
             if *sel != 1 {
                 continue;
             }
+            let span = catalog.get(row).map_or(Span::ALL, |m| Span {
+                start: &m.start,
+                end: m.end.as_deref(),
+            });
             while entries.get(cursor).is_some_and(|(c, _)| (*c as usize) < i) {
                 cursor += 1;
             }
@@ -153,7 +235,10 @@ pub(crate) fn build(history: &History, query: &HotKeyQuery, mode: HotKeyMode) ->
                         return;
                     }
                     let s = pick(find(g, t), filter_keys, ks, ke);
-                    writes.entry((g, t)).or_default().add(exact, s, keep);
+                    writes
+                        .entry((g, t))
+                        .or_default()
+                        .add(row, span, exact, s, keep);
                 });
             } else {
                 let (r, rb) = col.reads_of(i);
@@ -162,7 +247,7 @@ pub(crate) fn build(history: &History, query: &HotKeyQuery, mode: HotKeyMode) ->
                     continue;
                 }
                 let s = pick(find(0, 0), filter_keys, ks, ke);
-                reads.add(exact, s, keep);
+                reads.add(row, span, exact, s, keep);
             }
         }
     }
@@ -174,18 +259,18 @@ pub(crate) fn build(history: &History, query: &HotKeyQuery, mode: HotKeyMode) ->
             // Past the part limit, further identities join the identity-less
             // part (the merge then keeps them per group), never dropped.
             if idx + 1 >= MAX_HOT_PARTS && n > MAX_HOT_PARTS {
-                let s = acc.finish(keep);
-                rest.add(s.total, Some(Cow::Owned(s)), keep);
+                let s = acc.finish(catalog, keep);
+                rest.add(u32::MAX, Span::ALL, s.total, Some(Cow::Owned(s)), keep);
                 continue;
             }
             parts.push(HotPart {
                 group,
                 term,
-                summary: acc.finish(keep),
+                summary: acc.finish(catalog, keep),
             });
         }
-        if !rest.pending.is_empty() || rest.uncaptured > 0 {
-            let s = rest.finish(keep);
+        if !rest.pending.is_empty() || !rest.uncaptured.is_empty() {
+            let s = rest.finish(catalog, keep);
             match parts.iter_mut().find(|p| (p.group, p.term) == (0, 0)) {
                 Some(p) => {
                     p.summary.add_disjoint(&s);
@@ -203,7 +288,7 @@ pub(crate) fn build(history: &History, query: &HotKeyQuery, mode: HotKeyMode) ->
         vec![HotPart {
             group: 0,
             term: 0,
-            summary: reads.finish(keep),
+            summary: reads.finish(catalog, keep),
         }]
     };
     NodeHotKeys {

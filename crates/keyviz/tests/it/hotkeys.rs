@@ -564,6 +564,117 @@ fn an_hour_of_quiet_windows_sums_to_tight_bounds_and_a_small_floor() {
     }
 }
 
+/// Rows with disjoint key ranges hold disjoint keys: an unlisted key lies in
+/// one of them, so the answer's floor is one row's, not the sum over every
+/// row (12 routes of 20 one-op keys per window, cells keep 8 keys: each
+/// row's floor is 1 per window, so 5 over five windows, where adding every
+/// row's floor said 60).
+#[test]
+fn rows_with_disjoint_key_ranges_share_one_floor_instead_of_adding_theirs() {
+    let s = sampler_with(|_| {});
+    for i in 0..12u8 {
+        let (start, end) = ([b'a' + i], [b'a' + i + 1]);
+        s.register_route(route(u64::from(i) + 1, &start, Some(&end), 7))
+            .expect("register");
+    }
+    let mut truth: std::collections::HashMap<Vec<u8>, u64> = std::collections::HashMap::new();
+    for w in 0..5i64 {
+        let at = T0 + w * STEP as i64;
+        for i in 0..12u8 {
+            for k in 0..20u8 {
+                let key = vec![b'a' + i, b':', b'a' + k];
+                s.observe_write(u64::from(i) + 1, &key, 8, 7, 3, at);
+                *truth.entry(key).or_default() += 1;
+            }
+        }
+        for _ in 0..10 {
+            s.observe_write(1, b"a:hot", 8, 7, 3, at);
+            *truth.entry(b"a:hot".to_vec()).or_default() += 1;
+        }
+        let _ = s.publish(s.seal(at + STEP as i64));
+    }
+    let q = HotKeyQuery {
+        series: Series::Writes,
+        k: 10,
+        from_unix_ms: Some(T0),
+        to_unix_ms: Some(T0 + 5 * STEP as i64),
+        ..HotKeyQuery::default()
+    };
+    let m = merged(&s.hot_keys(&q, T0).expect("query"));
+    assert_eq!(m.total, 5 * (12 * 20 + 10));
+    assert!(!m.sampled);
+    assert_eq!(m.keys[0].key, b"a:hot");
+    assert_eq!(
+        (m.keys[0].lower, m.keys[0].upper),
+        (50, 50),
+        "exact: no other row's floor joins a key of row a"
+    );
+    assert_eq!(m.floor, 5, "one row's floor over five windows");
+    for (key, &t) in &truth {
+        match m.keys.iter().find(|e| &e.key == key) {
+            Some(e) => assert!(e.lower <= t && t <= e.upper, "{key:?}: {t} in bounds"),
+            None => assert!(
+                t <= m.floor,
+                "{key:?}: unlisted {t} under the floor {}",
+                m.floor
+            ),
+        }
+    }
+}
+
+/// A split makes rows whose key ranges overlap the old row's: the same key
+/// counted before the split in `[a, c)` and after it in `[a, b)` must add up,
+/// so overlapping rows are summed, never combined as disjoint.
+#[test]
+fn rows_before_and_after_a_split_add_up_for_the_same_key() {
+    let s = sampler_with(|_| {});
+    s.register_route(route(1, b"a", Some(b"c"), 7))
+        .expect("register");
+    let mut truth: std::collections::HashMap<Vec<u8>, u64> = std::collections::HashMap::new();
+    let mut window = |s: &Sampler, w: i64, id_of: &dyn Fn(&[u8]) -> u64| {
+        let at = T0 + w * STEP as i64;
+        // 12 one-op keys per half: cells keep 8, so each half's floor is 1.
+        for k in 0..12u8 {
+            for half in [b'a', b'b'] {
+                let key = vec![half, b':', b'a' + k];
+                s.observe_write(id_of(&key), &key, 8, 7, 3, at);
+                *truth.entry(key).or_default() += 1;
+            }
+        }
+        let _ = s.publish(s.seal(at + STEP as i64));
+    };
+    for w in 0..3 {
+        window(&s, w, &|_| 1);
+    }
+    s.split_route(1, b"b", 2).expect("split");
+    for w in 3..6 {
+        window(&s, w, &|k: &[u8]| if k < b"b".as_slice() { 1 } else { 2 });
+    }
+    let q = HotKeyQuery {
+        series: Series::Writes,
+        k: 10,
+        from_unix_ms: Some(T0),
+        to_unix_ms: Some(T0 + 6 * STEP as i64),
+        ..HotKeyQuery::default()
+    };
+    let m = merged(&s.hot_keys(&q, T0).expect("query"));
+    assert_eq!(m.total, 6 * 24);
+    for (key, &t) in &truth {
+        match m.keys.iter().find(|e| &e.key == key) {
+            Some(e) => assert!(e.lower <= t && t <= e.upper, "{key:?}: {t} in bounds"),
+            None => assert!(
+                t <= m.floor,
+                "{key:?}: unlisted {t} under the floor {}",
+                m.floor
+            ),
+        }
+    }
+    assert!(
+        m.floor >= 6,
+        "every window's floor of the old row and a half adds up"
+    );
+}
+
 /// Hashed mode hashes at seal (per kept key), not per capture: the shown
 /// form is exactly the redactor's form of the key, and no raw key leaves
 /// the sampler.
