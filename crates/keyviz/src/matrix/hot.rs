@@ -27,11 +27,11 @@ impl Span<'_> {
     };
 }
 
-/// One part being summed: the captured summaries, each with its row's key
-/// range, plus, per row, the traffic no summary covers (bounded by its total
-/// alone). Summed in one pass at the end, which is linear in the listed
-/// keys; adding cell by cell re-sorted the running sum every time and made a
-/// one-hour view of a busy node cost seconds.
+/// One part being summed: per row, the captured summaries plus the traffic
+/// no summary covers (bounded by its total alone). Summed in one pass at the
+/// end, which is linear in the listed keys; adding cell by cell re-sorted the
+/// running sum every time and made a one-hour view of a busy node cost
+/// seconds.
 ///
 /// Summaries of rows whose key ranges overlap (the same row over time, or
 /// rows before and after a split) count traffic that may be of the same
@@ -42,100 +42,146 @@ impl Span<'_> {
 /// many-row view report a floor of a third of the total).
 #[derive(Default)]
 struct Acc<'h> {
-    pending: Vec<(Span<'h>, Cow<'h, HotSummary>)>,
-    uncaptured: rustc_hash::FxHashMap<u32, u64>,
+    rows: rustc_hash::FxHashMap<u32, RowAcc<'h>>,
+    /// Summaries held in `rows`, for the memory bound.
+    pending: usize,
+    /// What an earlier fold of very many rows left: it spans every key, so
+    /// the rest is added to it op-disjointly.
+    folded: Option<HotSummary>,
+}
+
+#[derive(Default)]
+struct RowAcc<'h> {
+    pending: Vec<Cow<'h, HotSummary>>,
+    uncaptured: u64,
 }
 
 impl<'h> Acc<'h> {
-    fn add(
-        &mut self,
-        row: u32,
-        span: Span<'h>,
-        exact: u64,
-        hot: Option<Cow<'h, HotSummary>>,
-        keep: usize,
-    ) {
+    fn add(&mut self, row: u32, exact: u64, hot: Option<Cow<'h, HotSummary>>, fold: Fold<'h>) {
+        let r = self.rows.entry(row).or_default();
         let Some(h) = hot else {
-            *self.uncaptured.entry(row).or_default() += exact;
+            r.uncaptured = r.uncaptured.saturating_add(exact);
             return;
         };
-        let rest = exact.saturating_sub(h.total);
-        if rest > 0 {
-            *self.uncaptured.entry(row).or_default() += rest;
-        }
-        self.pending.push((span, h));
-        // Bounded memory for very wide queries: fold what is pending, per
-        // group of overlapping rows, into trimmed summaries (trimming is
-        // honest: a dropped key's upper bound joins the floor).
-        if self.pending.len() >= MAX_PENDING_SUMMARIES {
-            self.fold(4 * keep);
+        r.uncaptured = r.uncaptured.saturating_add(exact.saturating_sub(h.total));
+        r.pending.push(h);
+        self.pending += 1;
+        // Bounded memory for very wide queries: fold what is pending into
+        // trimmed summaries (trimming is honest: a dropped key's upper bound
+        // joins the floor).
+        if self.pending >= MAX_PENDING_SUMMARIES {
+            self.fold(fold);
         }
     }
 
-    /// Replaces the pending summaries by one trimmed sum per group of rows
-    /// with overlapping key ranges; past `MAX_PENDING_SUMMARIES / 2` groups,
-    /// by their key-disjoint union (spanning every key: anything added later
-    /// is summed with it op-disjointly, which is always honest).
-    fn fold(&mut self, keep: usize) {
-        let mut groups = group_overlapping(std::mem::take(&mut self.pending));
-        for (_, g) in &mut groups {
-            g.trim(keep);
+    /// Sums each row's pending summaries into one, trimmed to `4·keep`; if
+    /// that still leaves more than `MAX_PENDING_SUMMARIES / 2` rows, combines
+    /// all of them into `folded`.
+    fn fold(&mut self, f: Fold<'h>) {
+        for r in self.rows.values_mut() {
+            if r.pending.len() > 1 {
+                let mut sum = HotSummary::sum_disjoint(r.pending.iter().map(|c| c.as_ref()));
+                sum.trim(4 * f.keep);
+                r.pending.clear();
+                r.pending.push(Cow::Owned(sum));
+            }
         }
-        if groups.len() > MAX_PENDING_SUMMARIES / 2 {
-            let mut all = HotSummary::union_key_disjoint(groups.iter().map(|(_, g)| g));
-            all.trim(keep);
-            self.pending.push((Span::ALL, Cow::Owned(all)));
-        } else {
-            self.pending
-                .extend(groups.into_iter().map(|(span, g)| (span, Cow::Owned(g))));
+        self.pending = self.rows.len();
+        if self.rows.len() > MAX_PENDING_SUMMARIES / 2 {
+            let mut all = self.combine(f);
+            all.trim(4 * f.keep);
+            self.folded = Some(all);
+            self.pending = 0;
         }
     }
 
-    fn finish(mut self, catalog: &'h crate::history::RowCatalog, keep: usize) -> HotSummary {
-        for (row, n) in std::mem::take(&mut self.uncaptured) {
-            let span = catalog.get(row).map_or(Span::ALL, |m| Span {
-                start: &m.start,
-                end: m.end.as_deref(),
-            });
-            self.pending.push((
-                span,
-                Cow::Owned(HotSummary {
-                    total: n,
-                    floor: n,
-                    ..HotSummary::default()
-                }),
-            ));
+    /// Empties `rows` into one summary: rows summed, row groups with
+    /// overlapping key ranges summed, groups combined key-disjointly, and
+    /// added to `folded`.
+    fn combine(&mut self, f: Fold<'h>) -> HotSummary {
+        let mut spans: Vec<(Span<'h>, HotSummary)> = self
+            .rows
+            .drain()
+            .map(|(row, r)| {
+                let mut sum = HotSummary::sum_disjoint(r.pending.iter().map(|c| c.as_ref()));
+                if r.uncaptured > 0 {
+                    sum.add_disjoint(&HotSummary {
+                        total: r.uncaptured,
+                        floor: r.uncaptured,
+                        ..HotSummary::default()
+                    });
+                }
+                (f.span(row), sum)
+            })
+            .collect();
+        spans.sort_by(|a, b| a.0.start.cmp(b.0.start));
+        let groups = group_overlapping(spans);
+        let union = HotSummary::union_key_disjoint(groups.iter());
+        match self.folded.take() {
+            Some(before) => HotSummary::sum_disjoint([&before, &union]),
+            None => union,
         }
-        let groups = group_overlapping(self.pending);
-        let mut sum = HotSummary::union_key_disjoint(groups.iter().map(|(_, g)| g));
-        sum.trim(keep);
+    }
+
+    fn finish(mut self, f: Fold<'h>) -> HotSummary {
+        let mut sum = self.combine(f);
+        sum.trim(f.keep);
         sum
     }
 }
 
-/// Sums `pending` per group of entries whose key ranges overlap (transitively),
-/// returning each group's hull and op-disjoint sum. Sorts by start key.
-fn group_overlapping<'h>(
-    mut pending: Vec<(Span<'h>, Cow<'h, HotSummary>)>,
-) -> Vec<(Span<'h>, HotSummary)> {
-    pending.sort_by(|a, b| a.0.start.cmp(b.0.start));
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < pending.len() {
-        let mut hull = pending[i].0;
-        let mut j = i + 1;
-        while j < pending.len() && hull.end.is_none_or(|e| pending[j].0.start < e) {
-            hull.end = match (hull.end, pending[j].0.end) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                _ => None,
-            };
-            j += 1;
+/// What folding needs besides the summaries: the rows' key ranges and the
+/// number of keys asked for.
+#[derive(Clone, Copy)]
+struct Fold<'h> {
+    catalog: &'h crate::history::RowCatalog,
+    keep: usize,
+}
+
+impl<'h> Fold<'h> {
+    /// `row`'s key range; every key for a row the catalog does not know
+    /// (such as `WHOLE_PART`), so it is summed with everything.
+    fn span(&self, row: u32) -> Span<'h> {
+        self.catalog.get(row).map_or(Span::ALL, |m| Span {
+            start: &m.start,
+            end: m.end.as_deref(),
+        })
+    }
+}
+
+/// The pseudo-row of finished parts folded into another part: no catalog
+/// row has this id, so it spans every key.
+const WHOLE_PART: u32 = u32::MAX;
+
+/// Sums `spans` (sorted by start key) per group of entries whose key ranges
+/// overlap, transitively: one op-disjoint sum per group.
+fn group_overlapping(spans: Vec<(Span<'_>, HotSummary)>) -> Vec<HotSummary> {
+    let mut out: Vec<HotSummary> = Vec::new();
+    let mut group: Vec<HotSummary> = Vec::new();
+    let mut end: Option<&[u8]> = None;
+    for (span, sum) in spans {
+        let overlaps = !group.is_empty() && end.is_none_or(|e| span.start < e);
+        if !overlaps && !group.is_empty() {
+            out.push(sum_group(std::mem::take(&mut group)));
         }
-        let sum = HotSummary::sum_disjoint(pending[i..j].iter().map(|(_, c)| c.as_ref()));
-        out.push((hull, sum));
-        i = j;
+        end = match (overlaps, end, span.end) {
+            (false, _, e) => e,
+            (true, Some(a), Some(b)) => Some(a.max(b)),
+            (true, _, _) => None,
+        };
+        group.push(sum);
+    }
+    if !group.is_empty() {
+        out.push(sum_group(group));
     }
     out
+}
+
+fn sum_group(mut group: Vec<HotSummary>) -> HotSummary {
+    if group.len() == 1 {
+        return group.pop().unwrap_or_default();
+    }
+    HotSummary::sum_disjoint(group.iter())
 }
 
 /// `hot` without the keys outside `[start, end)` (raw mode only: hashed keys
@@ -185,6 +231,7 @@ pub(crate) fn build(history: &History, query: &HotKeyQuery, mode: HotKeyMode) ->
     let filter_keys = mode == HotKeyMode::Raw && (ks.is_some() || ke.is_some());
     let bytes = matches!(query.series, Series::ReadBytes | Series::WriteBytes);
     let catalog = &history.catalog;
+    let fold = Fold { catalog, keep };
     // Per row: 0 = not looked up yet, 1 = selected, 2 = outside the key range.
     let mut selected = vec![0u8; catalog.capacity()];
     let mut reads = Acc::default();
@@ -214,10 +261,6 @@ pub(crate) fn build(history: &History, query: &HotKeyQuery, mode: HotKeyMode) ->
             if *sel != 1 {
                 continue;
             }
-            let span = catalog.get(row).map_or(Span::ALL, |m| Span {
-                start: &m.start,
-                end: m.end.as_deref(),
-            });
             while entries.get(cursor).is_some_and(|(c, _)| (*c as usize) < i) {
                 cursor += 1;
             }
@@ -235,10 +278,7 @@ pub(crate) fn build(history: &History, query: &HotKeyQuery, mode: HotKeyMode) ->
                         return;
                     }
                     let s = pick(find(g, t), filter_keys, ks, ke);
-                    writes
-                        .entry((g, t))
-                        .or_default()
-                        .add(row, span, exact, s, keep);
+                    writes.entry((g, t)).or_default().add(row, exact, s, fold);
                 });
             } else {
                 let (r, rb) = col.reads_of(i);
@@ -247,7 +287,7 @@ pub(crate) fn build(history: &History, query: &HotKeyQuery, mode: HotKeyMode) ->
                     continue;
                 }
                 let s = pick(find(0, 0), filter_keys, ks, ke);
-                reads.add(row, span, exact, s, keep);
+                reads.add(row, exact, s, fold);
             }
         }
     }
@@ -259,18 +299,18 @@ pub(crate) fn build(history: &History, query: &HotKeyQuery, mode: HotKeyMode) ->
             // Past the part limit, further identities join the identity-less
             // part (the merge then keeps them per group), never dropped.
             if idx + 1 >= MAX_HOT_PARTS && n > MAX_HOT_PARTS {
-                let s = acc.finish(catalog, keep);
-                rest.add(u32::MAX, Span::ALL, s.total, Some(Cow::Owned(s)), keep);
+                let s = acc.finish(fold);
+                rest.add(WHOLE_PART, s.total, Some(Cow::Owned(s)), fold);
                 continue;
             }
             parts.push(HotPart {
                 group,
                 term,
-                summary: acc.finish(catalog, keep),
+                summary: acc.finish(fold),
             });
         }
-        if !rest.pending.is_empty() || !rest.uncaptured.is_empty() {
-            let s = rest.finish(catalog, keep);
+        if !rest.rows.is_empty() || rest.folded.is_some() {
+            let s = rest.finish(fold);
             match parts.iter_mut().find(|p| (p.group, p.term) == (0, 0)) {
                 Some(p) => {
                     p.summary.add_disjoint(&s);
@@ -288,7 +328,7 @@ pub(crate) fn build(history: &History, query: &HotKeyQuery, mode: HotKeyMode) ->
         vec![HotPart {
             group: 0,
             term: 0,
-            summary: reads.finish(catalog, keep),
+            summary: reads.finish(fold),
         }]
     };
     NodeHotKeys {
