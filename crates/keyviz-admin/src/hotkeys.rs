@@ -465,6 +465,7 @@ mod tests {
                         seen: 0,
                     }],
                 },
+                span: None,
             }],
         }
     }

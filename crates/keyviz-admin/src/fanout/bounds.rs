@@ -93,6 +93,7 @@ mod tests {
                 unit_variance: 0,
                 items: Vec::new(),
             },
+            span: None,
         };
         let hot = |parts| NodeHotKeys {
             series: keyviz::Series::Reads,

@@ -3,8 +3,9 @@
 
 use std::collections::HashMap;
 
+use super::span::{KeySpan, SpanRef, sum_by_span};
 use super::summary::HotSummary;
-use super::wire::{HotKeyEntry, HotKeys, NodeHotKeys};
+use super::wire::{HotKeyEntry, HotKeys, HotPart, NodeHotKeys};
 use crate::preview::key_preview;
 
 /// Merges node answers (index 0 = the local node) into the cluster's `k`
@@ -15,7 +16,10 @@ use crate::preview::key_preview;
 /// write parts with the same non-zero (group, term) count the same writes, so
 /// only the part with the largest total is kept (ties: the earlier input);
 /// parts of unknown identity (group or term 0) keep the largest per group, as
-/// the matrix's legacy fallback does. Totals are exact for what was counted;
+/// the matrix's legacy fallback does. Kept parts whose key spans
+/// ([`HotPart::span`]) are disjoint combine key-disjointly (a key lies in one
+/// span only, so an unlisted key is bounded by one group's floor); parts
+/// without a span, or whose spans overlap, add up. Totals are exact for what was counted;
 /// each key's `lower`/`upper` bound its count in the merged traffic, and any
 /// unlisted key is at most `floor` (sampled parts are added in captured
 /// weight and settled once, [`HotSummary::settle`], so the bounds hold with
@@ -38,9 +42,9 @@ pub fn merge_hot_keys(inputs: &[NodeHotKeys], k: usize) -> HotKeys {
     let (series, mode) = (first.series, first.mode);
     // Read parts, summed in one pass at the end (repeated `add_disjoint` is
     // quadratic in the number of parts).
-    let mut reads: Vec<&HotSummary> = Vec::new();
-    // (group, term) -> the kept part's summary.
-    let mut writes: HashMap<(u64, u64), &HotSummary> = HashMap::new();
+    let mut reads: Vec<&HotPart> = Vec::new();
+    // (group, term) -> the kept part.
+    let mut writes: HashMap<(u64, u64), &HotPart> = HashMap::new();
     for (i, node) in inputs.iter().enumerate() {
         let name = node.node_id.clone().unwrap_or_else(|| format!("input {i}"));
         if node.series != series {
@@ -59,7 +63,7 @@ pub fn merge_hot_keys(inputs: &[NodeHotKeys], k: usize) -> HotKeys {
         }
         for part in &node.parts {
             if !series.is_write() {
-                reads.push(&part.summary);
+                reads.push(part);
                 continue;
             }
             // Unknown identity: one slot per group (term 0), largest kept.
@@ -69,19 +73,30 @@ pub fn merge_hot_keys(inputs: &[NodeHotKeys], k: usize) -> HotKeys {
                 (part.group, part.term)
             };
             match writes.get(&id) {
-                Some(kept) if kept.total >= part.summary.total => {}
+                Some(kept) if kept.summary.total >= part.summary.total => {}
                 _ => {
-                    writes.insert(id, &part.summary);
+                    writes.insert(id, part);
                 }
             }
         }
     }
     let mut ids: Vec<_> = writes.into_iter().collect();
     ids.sort_by_key(|(id, _)| *id);
-    reads.extend(ids.into_iter().map(|(_, summary)| summary));
-    // Settled once, on the whole sum: sampling errors of the parts add up in
-    // variance, so the interval is that of the summed weight.
-    let mut sum = HotSummary::sum_disjoint(reads).settle();
+    reads.extend(ids.into_iter().map(|(_, part)| part));
+    // Parts of disjoint key spans (other raft groups' ranges, other nodes'
+    // rows) combine key-disjointly; the rest add up. Settled once, on the
+    // whole sum: sampling errors of the parts add up in variance, so the
+    // interval is that of the summed weight.
+    let spans: Vec<(SpanRef<'_>, &HotSummary)> = reads
+        .iter()
+        .map(|p| {
+            (
+                p.span.as_ref().map_or(SpanRef::ALL, KeySpan::as_ref),
+                &p.summary,
+            )
+        })
+        .collect();
+    let mut sum = sum_by_span(spans).settle();
     sum.trim(k);
     let total = sum.total;
     let keys = sum
@@ -140,6 +155,7 @@ mod tests {
                     })
                     .collect(),
             },
+            span: None,
         }
     }
 
@@ -167,6 +183,40 @@ mod tests {
         assert_eq!(m.total, 110);
         assert_eq!(m.keys[0].estimate, 100);
         assert!((m.keys[0].share - 100.0 / 110.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn parts_of_disjoint_key_spans_do_not_lend_each_other_their_floors() {
+        let spanned = |group, start: &str, end: &str, floor, key: &str, n| {
+            let mut p = part(group, 1, 1_000, &[(key, n)]);
+            p.summary.floor = floor;
+            p.span = Some(crate::hotkeys::KeySpan {
+                start: start.as_bytes().to_vec(),
+                end: Some(end.as_bytes().to_vec()),
+            });
+            p
+        };
+        let n1 = node(
+            "n1",
+            Series::Writes,
+            vec![
+                spanned(1, "a", "h", 300, "a:hot", 400),
+                spanned(2, "h", "p", 200, "h:x", 50),
+                spanned(3, "p", "z", 100, "p:x", 50),
+            ],
+        );
+        let m = merge_hot_keys(&[n1.clone()], 10);
+        assert_eq!(m.total, 3_000);
+        assert_eq!(m.floor, 300, "an unlisted key lies in one group's range");
+        assert_eq!(m.keys[0].key, b"a:hot");
+        assert_eq!(m.keys[0].upper, 400, "no other group's floor joins it");
+        // Without spans the same parts add their floors to every key.
+        let mut bare = n1;
+        for p in &mut bare.parts {
+            p.span = None;
+        }
+        let m = merge_hot_keys(&[bare], 10);
+        assert_eq!((m.floor, m.keys[0].upper), (600, 700));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::span::KeySpan;
 use super::summary::{HotSummary, SummaryError};
 use crate::matrix::Series;
 
@@ -164,6 +165,11 @@ pub struct HotPart {
     /// The keys and exact total of this identity's traffic in the query's
     /// time and key range.
     pub summary: HotSummary,
+    /// The key range all of this part's traffic lies in (the hull of its
+    /// rows), so the merge can combine parts of disjoint ranges
+    /// key-disjointly; absent: every key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub span: Option<KeySpan>,
 }
 
 /// One node's hot keys for a [`HotKeyQuery`]: what a peer answers the
@@ -191,7 +197,10 @@ impl NodeHotKeys {
         if self.parts.len() > MAX_HOT_PARTS {
             return Err(SummaryError::TooManyItems(self.parts.len()));
         }
-        self.parts.iter().try_for_each(|p| p.summary.validate())
+        self.parts.iter().try_for_each(|p| {
+            p.summary.validate()?;
+            p.span.as_ref().map_or(Ok(()), KeySpan::validate)
+        })
     }
 
     /// Exact total over every part (saturating).

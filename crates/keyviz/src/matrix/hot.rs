@@ -6,26 +6,14 @@ use std::collections::BTreeMap;
 use super::query::MatrixQuery;
 use super::wire::Series;
 use crate::history::{CellHot, History};
-use crate::hotkeys::{HotKeyMode, HotKeyQuery, HotPart, HotSummary, MAX_HOT_PARTS, NodeHotKeys};
+use crate::hotkeys::{
+    HotKeyMode, HotKeyQuery, HotPart, HotSummary, KeySpan, MAX_HOT_PARTS, NodeHotKeys, SpanRef,
+    sum_by_span,
+};
 
 /// Summaries collected before they are summed: borrowed from the history
 /// where no key filter applies, so a wide query copies nothing per cell.
 const MAX_PENDING_SUMMARIES: usize = 65_536;
-
-/// The key range a pending summary covers: its row's, or the hull of the
-/// rows folded into it. `end` `None` is unbounded.
-#[derive(Clone, Copy)]
-struct Span<'h> {
-    start: &'h [u8],
-    end: Option<&'h [u8]>,
-}
-
-impl Span<'_> {
-    const ALL: Span<'static> = Span {
-        start: &[],
-        end: None,
-    };
-}
 
 /// One part being summed: per row, the captured summaries plus the traffic
 /// no summary covers (bounded by its total alone). Summed in one pass at the
@@ -48,6 +36,8 @@ struct Acc<'h> {
     /// What an earlier fold of very many rows left: it spans every key, so
     /// the rest is added to it op-disjointly.
     folded: Option<HotSummary>,
+    /// The hull of the key ranges of every row added.
+    hull: Option<SpanRef<'h>>,
 }
 
 #[derive(Default)]
@@ -99,7 +89,7 @@ impl<'h> Acc<'h> {
     /// overlapping key ranges summed, groups combined key-disjointly, and
     /// added to `folded`.
     fn combine(&mut self, f: Fold<'h>) -> HotSummary {
-        let mut spans: Vec<(Span<'h>, HotSummary)> = self
+        let spans: Vec<(SpanRef<'h>, HotSummary)> = self
             .rows
             .drain()
             .map(|(row, r)| {
@@ -111,22 +101,24 @@ impl<'h> Acc<'h> {
                         ..HotSummary::default()
                     });
                 }
-                (f.span(row), sum)
+                let span = f.span(row);
+                self.hull = Some(self.hull.map_or(span, |h| h.hull(span)));
+                (span, sum)
             })
             .collect();
-        spans.sort_by(|a, b| a.0.start.cmp(b.0.start));
-        let groups = group_overlapping(spans);
-        let union = HotSummary::union_key_disjoint(groups.iter());
+        let union = sum_by_span(spans);
         match self.folded.take() {
             Some(before) => HotSummary::sum_disjoint([&before, &union]),
             None => union,
         }
     }
 
-    fn finish(mut self, f: Fold<'h>) -> HotSummary {
+    /// The part's summary, trimmed to `keep`, and the hull of its rows' key
+    /// ranges.
+    fn finish(mut self, f: Fold<'h>) -> (HotSummary, Option<KeySpan>) {
         let mut sum = self.combine(f);
         sum.trim(f.keep);
-        sum
+        (sum, self.hull.map(SpanRef::to_owned))
     }
 }
 
@@ -141,8 +133,8 @@ struct Fold<'h> {
 impl<'h> Fold<'h> {
     /// `row`'s key range; every key for a row the catalog does not know
     /// (such as `WHOLE_PART`), so it is summed with everything.
-    fn span(&self, row: u32) -> Span<'h> {
-        self.catalog.get(row).map_or(Span::ALL, |m| Span {
+    fn span(&self, row: u32) -> SpanRef<'h> {
+        self.catalog.get(row).map_or(SpanRef::ALL, |m| SpanRef {
             start: &m.start,
             end: m.end.as_deref(),
         })
@@ -152,37 +144,6 @@ impl<'h> Fold<'h> {
 /// The pseudo-row of finished parts folded into another part: no catalog
 /// row has this id, so it spans every key.
 const WHOLE_PART: u32 = u32::MAX;
-
-/// Sums `spans` (sorted by start key) per group of entries whose key ranges
-/// overlap, transitively: one op-disjoint sum per group.
-fn group_overlapping(spans: Vec<(Span<'_>, HotSummary)>) -> Vec<HotSummary> {
-    let mut out: Vec<HotSummary> = Vec::new();
-    let mut group: Vec<HotSummary> = Vec::new();
-    let mut end: Option<&[u8]> = None;
-    for (span, sum) in spans {
-        let overlaps = !group.is_empty() && end.is_none_or(|e| span.start < e);
-        if !overlaps && !group.is_empty() {
-            out.push(sum_group(std::mem::take(&mut group)));
-        }
-        end = match (overlaps, end, span.end) {
-            (false, _, e) => e,
-            (true, Some(a), Some(b)) => Some(a.max(b)),
-            (true, _, _) => None,
-        };
-        group.push(sum);
-    }
-    if !group.is_empty() {
-        out.push(sum_group(group));
-    }
-    out
-}
-
-fn sum_group(mut group: Vec<HotSummary>) -> HotSummary {
-    if group.len() == 1 {
-        return group.pop().unwrap_or_default();
-    }
-    HotSummary::sum_disjoint(group.iter())
-}
 
 /// `hot` without the keys outside `[start, end)` (raw mode only: hashed keys
 /// are not ordered like the keys they stand for). Nothing else changes: the
@@ -299,36 +260,43 @@ pub(crate) fn build(history: &History, query: &HotKeyQuery, mode: HotKeyMode) ->
             // Past the part limit, further identities join the identity-less
             // part (the merge then keeps them per group), never dropped.
             if idx + 1 >= MAX_HOT_PARTS && n > MAX_HOT_PARTS {
-                let s = acc.finish(fold);
+                let (s, _) = acc.finish(fold);
                 rest.add(WHOLE_PART, s.total, Some(Cow::Owned(s)), fold);
                 continue;
             }
+            let (summary, span) = acc.finish(fold);
             parts.push(HotPart {
                 group,
                 term,
-                summary: acc.finish(fold),
+                summary,
+                span,
             });
         }
         if !rest.rows.is_empty() || rest.folded.is_some() {
-            let s = rest.finish(fold);
+            // Spans every key (WHOLE_PART): no span.
+            let (s, _) = rest.finish(fold);
             match parts.iter_mut().find(|p| (p.group, p.term) == (0, 0)) {
                 Some(p) => {
                     p.summary.add_disjoint(&s);
                     p.summary.trim(keep);
+                    p.span = None;
                 }
                 None => parts.push(HotPart {
                     group: 0,
                     term: 0,
                     summary: s,
+                    span: None,
                 }),
             }
         }
         parts
     } else {
+        let (summary, span) = reads.finish(fold);
         vec![HotPart {
             group: 0,
             term: 0,
-            summary: reads.finish(fold),
+            summary,
+            span,
         }]
     };
     NodeHotKeys {
