@@ -205,7 +205,7 @@ mod tests {
                 spanned(3, "p", "z", 100, "p:x", 50),
             ],
         );
-        let m = merge_hot_keys(&[n1.clone()], 10);
+        let m = merge_hot_keys(std::slice::from_ref(&n1), 10);
         assert_eq!(m.total, 3_000);
         assert_eq!(m.floor, 300, "an unlisted key lies in one group's range");
         assert_eq!(m.keys[0].key, b"a:hot");
