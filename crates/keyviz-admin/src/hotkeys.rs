@@ -465,7 +465,7 @@ mod tests {
                         seen: 0,
                     }],
                 },
-                span: None,
+                spans: Vec::new(),
             }],
         }
     }

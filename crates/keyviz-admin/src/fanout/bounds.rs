@@ -93,7 +93,7 @@ mod tests {
                 unit_variance: 0,
                 items: Vec::new(),
             },
-            span: None,
+            spans: Vec::new(),
         };
         let hot = |parts| NodeHotKeys {
             series: keyviz::Series::Reads,

@@ -720,7 +720,7 @@ pub(crate) fn node_hot(series: Series, parts: &[PartSpec<'_>]) -> keyviz::hotkey
                         unit_variance: 0,
                         items,
                     },
-                    span: None,
+                    spans: Vec::new(),
                 }
             })
             .collect(),

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::span::{KeySpan, SpanRef, sum_by_span};
+use super::span::{SpanRef, sum_by_spans};
 use super::summary::HotSummary;
 use super::wire::{HotKeyEntry, HotKeys, HotPart, NodeHotKeys};
 use crate::preview::key_preview;
@@ -17,7 +17,7 @@ use crate::preview::key_preview;
 /// only the part with the largest total is kept (ties: the earlier input);
 /// parts of unknown identity (group or term 0) keep the largest per group, as
 /// the matrix's legacy fallback does. Kept parts whose key spans
-/// ([`HotPart::span`]) are disjoint combine key-disjointly (a key lies in one
+/// ([`HotPart::spans`]) are disjoint combine key-disjointly (a key lies in one
 /// span only, so an unlisted key is bounded by one group's floor); parts
 /// without a span, or whose spans overlap, add up. Totals are exact for what was counted;
 /// each key's `lower`/`upper` bound its count in the merged traffic, and any
@@ -87,16 +87,13 @@ pub fn merge_hot_keys(inputs: &[NodeHotKeys], k: usize) -> HotKeys {
     // rows) combine key-disjointly; the rest add up. Settled once, on the
     // whole sum: sampling errors of the parts add up in variance, so the
     // interval is that of the summed weight.
-    let spans: Vec<(SpanRef<'_>, &HotSummary)> = reads
+    let ranges: Vec<(SpanRef<'_>, usize)> = reads
         .iter()
-        .map(|p| {
-            (
-                p.span.as_ref().map_or(SpanRef::ALL, KeySpan::as_ref),
-                &p.summary,
-            )
-        })
+        .enumerate()
+        .flat_map(|(i, p)| p.spans.iter().map(move |s| (s.as_ref(), i)))
         .collect();
-    let mut sum = sum_by_span(spans).settle();
+    let summaries: Vec<&HotSummary> = reads.iter().map(|p| &p.summary).collect();
+    let mut sum = sum_by_spans(ranges, &summaries).settle();
     sum.trim(k);
     let total = sum.total;
     let keys = sum
@@ -155,7 +152,7 @@ mod tests {
                     })
                     .collect(),
             },
-            span: None,
+            spans: Vec::new(),
         }
     }
 
@@ -190,10 +187,10 @@ mod tests {
         let spanned = |group, start: &str, end: &str, floor, key: &str, n| {
             let mut p = part(group, 1, 1_000, &[(key, n)]);
             p.summary.floor = floor;
-            p.span = Some(crate::hotkeys::KeySpan {
+            p.spans = vec![crate::hotkeys::KeySpan {
                 start: start.as_bytes().to_vec(),
                 end: Some(end.as_bytes().to_vec()),
-            });
+            }];
             p
         };
         let n1 = node(
@@ -213,7 +210,7 @@ mod tests {
         // Without spans the same parts add their floors to every key.
         let mut bare = n1;
         for p in &mut bare.parts {
-            p.span = None;
+            p.spans.clear();
         }
         let m = merge_hot_keys(&[bare], 10);
         assert_eq!((m.floor, m.keys[0].upper), (600, 700));

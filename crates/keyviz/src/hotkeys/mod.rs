@@ -25,8 +25,8 @@ pub use sketch::BenchSketch;
 // The sampler's capture path is the user; unused until it lands (hk-sampler).
 #[allow(unused_imports)]
 pub(crate) use sketch::{CaptureSketch, MAX_CAPTURE_CAPACITY};
-pub use span::{KeySpan, MAX_SPAN_KEY_BYTES};
-pub(crate) use span::{SpanRef, sum_by_span};
+pub use span::{KeySpan, MAX_PART_SPANS, MAX_SPAN_KEY_BYTES};
+pub(crate) use span::{SpanRef, compact_spans, sum_by_spans};
 pub use summary::{HotItem, HotSummary, MAX_HOT_KEY_BYTES, MAX_SUMMARY_ITEMS, SummaryError};
 pub use wire::{
     DEFAULT_HOT_KEYS_K, HotKeyEntry, HotKeyMode, HotKeyQuery, HotKeyQueryError, HotKeys, HotPart,

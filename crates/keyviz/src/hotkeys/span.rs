@@ -89,42 +89,97 @@ impl<'a> SpanRef<'a> {
     }
 }
 
-/// The sum of `parts`, each summarising traffic of its span: parts whose
-/// spans overlap (transitively) are summed op-disjointly, and those groups,
-/// whose spans are pairwise disjoint, are combined key-disjointly. Honest
-/// whatever the spans, as long as each part's traffic lies in its span.
-/// Sorts `parts` by span start; linear in the listed items otherwise.
-pub(crate) fn sum_by_span<S: Borrow<HotSummary>>(mut parts: Vec<(SpanRef<'_>, S)>) -> HotSummary {
-    parts.sort_by(|a, b| a.0.start.cmp(b.0.start));
-    let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
-    let mut end: Option<&[u8]> = None;
-    for (i, (span, _)) in parts.iter().enumerate() {
-        match groups.last_mut() {
-            Some(g) if end.is_none_or(|e| span.start < e) => {
-                g.end = i + 1;
-                end = match (end, span.end) {
-                    (Some(a), Some(b)) => Some(a.max(b)),
-                    _ => None,
-                };
-            }
-            _ => {
-                groups.push(i..i + 1);
-                end = span.end;
-            }
+/// Most key ranges one [`HotPart`](super::HotPart) lists; a part whose rows
+/// form more ranges lists hulls of neighbouring ones (a superset, so still
+/// honest).
+pub const MAX_PART_SPANS: usize = 64;
+
+/// `spans` sorted, with overlapping and touching ranges joined, then cut to
+/// at most [`MAX_PART_SPANS`] by taking hulls of consecutive ranges.
+pub(crate) fn compact_spans(mut spans: Vec<SpanRef<'_>>) -> Vec<KeySpan> {
+    spans.sort_by(|a, b| a.start.cmp(b.start));
+    let mut joined: Vec<SpanRef<'_>> = Vec::with_capacity(spans.len().min(1024));
+    for s in spans {
+        match joined.last_mut() {
+            Some(last) if last.end.is_none_or(|e| s.start <= e) => *last = last.hull(s),
+            _ => joined.push(s),
         }
     }
-    let sums: Vec<Option<HotSummary>> = groups
-        .iter()
-        .map(|g| {
-            (g.len() > 1)
-                .then(|| HotSummary::sum_disjoint(parts[g.clone()].iter().map(|(_, s)| s.borrow())))
+    let per = joined.len().div_ceil(MAX_PART_SPANS).max(1);
+    joined
+        .chunks(per)
+        .filter_map(|c| c.iter().copied().reduce(SpanRef::hull))
+        .map(SpanRef::to_owned)
+        .collect()
+}
+
+/// The sum of `parts`, each summarising traffic of the key ranges that
+/// `ranges` lists for it (`(range, part index)`; a part with no range spans
+/// every key): parts whose ranges overlap, directly or through other parts,
+/// are summed op-disjointly, and those groups, whose keys are pairwise
+/// disjoint, are combined key-disjointly. Honest whatever the ranges, as
+/// long as each part's traffic lies in its ranges. Sorts `ranges`; linear in
+/// the listed items otherwise.
+pub(crate) fn sum_by_spans<S: Borrow<HotSummary>>(
+    mut ranges: Vec<(SpanRef<'_>, usize)>,
+    parts: &[S],
+) -> HotSummary {
+    let mut listed = vec![false; parts.len()];
+    for (_, i) in &ranges {
+        if let Some(l) = listed.get_mut(*i) {
+            *l = true;
+        }
+    }
+    ranges.retain(|(_, i)| *i < parts.len());
+    ranges.extend(
+        listed
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| !**l)
+            .map(|(i, _)| (SpanRef::ALL, i)),
+    );
+    ranges.sort_by(|a, b| a.0.start.cmp(b.0.start));
+    // Union-find over parts: a sweep joins each range's part to the part of
+    // the running overlap group it starts inside.
+    let mut parent: Vec<usize> = (0..parts.len()).collect();
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    let mut run: Option<(Option<&[u8]>, usize)> = None;
+    for (span, i) in &ranges {
+        run = match run {
+            Some((end, owner)) if end.is_none_or(|e| span.start < e) => {
+                let (a, b) = (root(&mut parent, owner), root(&mut parent, *i));
+                parent[b] = a;
+                let end = match (end, span.end) {
+                    (Some(x), Some(y)) => Some(x.max(y)),
+                    _ => None,
+                };
+                Some((end, owner))
+            }
+            _ => Some((span.end, *i)),
+        };
+    }
+    let mut members: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for i in 0..parts.len() {
+        let r = root(&mut parent, i);
+        members.entry(r).or_default().push(i);
+    }
+    let sums: Vec<Option<HotSummary>> = members
+        .values()
+        .map(|m| {
+            (m.len() > 1).then(|| HotSummary::sum_disjoint(m.iter().map(|&i| parts[i].borrow())))
         })
         .collect();
     HotSummary::union_key_disjoint(
-        groups
-            .iter()
+        members
+            .values()
             .zip(&sums)
-            .map(|(g, sum)| sum.as_ref().unwrap_or_else(|| parts[g.start].1.borrow())),
+            .map(|(m, sum)| sum.as_ref().unwrap_or_else(|| parts[m[0]].borrow())),
     )
 }
 
@@ -180,11 +235,15 @@ mod tests {
         let a = part(100, 10, "a:1", 50);
         let b = part(100, 20, "b:1", 50);
         let a2 = part(100, 5, "a:1", 30);
-        let sum = sum_by_span(vec![
-            (span("b", Some("c")), &b),
-            (span("a", Some("b")), &a),
-            (span("a", Some("a~")), &a2),
-        ]);
+        let parts = [&b, &a, &a2];
+        let sum = sum_by_spans(
+            vec![
+                (span("b", Some("c")), 0),
+                (span("a", Some("b")), 1),
+                (span("a", Some("a~")), 2),
+            ],
+            &parts,
+        );
         sum.validate().expect("valid");
         assert_eq!(sum.total, 300);
         // [a, b) and [a, a~) overlap: floors 10 + 5; [b, c) is apart: 20.
@@ -194,8 +253,45 @@ mod tests {
         let b1 = sum.items.iter().find(|i| i.key == b"b:1").expect("listed");
         assert_eq!(b1.upper, 50, "nothing from the other group's floor");
         // A part without a span overlaps everything: all op-disjoint.
-        let all = sum_by_span(vec![(span("a", Some("b")), &a), (SpanRef::ALL, &b)]);
+        let all = sum_by_spans(vec![(span("a", Some("b")), 0)], &[&a, &b]);
         assert_eq!(all.floor, 30);
+        // Interleaved ranges (a raft group owning [a, b) and [c, d), another
+        // [b, c)) stay apart; a third part overlapping both joins them.
+        let c = part(100, 7, "c:1", 5);
+        let split = sum_by_spans(
+            vec![
+                (span("a", Some("b")), 0),
+                (span("c", Some("d")), 0),
+                (span("b", Some("c")), 1),
+            ],
+            &[&a, &b],
+        );
+        assert_eq!(split.floor, 20);
+        let bridged = sum_by_spans(
+            vec![
+                (span("a", Some("b")), 0),
+                (span("c", Some("d")), 0),
+                (span("b", Some("c")), 1),
+                (span("a", Some("bb")), 2),
+            ],
+            &[&a, &b, &c],
+        );
+        assert_eq!(bridged.floor, 37, "a and b now add up with c");
+    }
+
+    #[test]
+    fn compacting_joins_touching_ranges_and_caps_their_number() {
+        let keys: Vec<String> = (0..300).map(|i| format!("k{i:03}")).collect();
+        // Every other key range: 150 separate ranges.
+        let spans: Vec<SpanRef<'_>> = (0..150)
+            .map(|i| span(&keys[2 * i], Some(&keys[2 * i + 1])))
+            .collect();
+        let c = compact_spans(spans);
+        assert!(c.len() <= MAX_PART_SPANS);
+        assert_eq!(c[0].start, b"k000");
+        assert_eq!(c.last().and_then(|s| s.end.clone()), Some(b"k299".to_vec()));
+        let touching = compact_spans(vec![span("a", Some("b")), span("b", Some("c"))]);
+        assert_eq!(touching.len(), 1);
     }
 
     #[test]

@@ -100,9 +100,11 @@ pub enum SummaryError {
     /// `floor > total`.
     #[error("hot-key floor exceeds the total")]
     Floor,
-    /// A part's key span is empty or has a key longer than
-    /// `MAX_SPAN_KEY_BYTES`.
-    #[error("hot-key part has an empty key span or a span key longer than 4096 bytes")]
+    /// A part lists more than `MAX_PART_SPANS` key spans, or one that is
+    /// empty or has a key longer than `MAX_SPAN_KEY_BYTES`.
+    #[error(
+        "hot-key part lists more than 64 key spans, an empty one, or a span key longer than 4096 bytes"
+    )]
     Span,
     /// Items not sorted by estimate, or a key listed twice.
     #[error("hot keys are not sorted by estimate or list a key twice (at {0})")]

@@ -165,11 +165,12 @@ pub struct HotPart {
     /// The keys and exact total of this identity's traffic in the query's
     /// time and key range.
     pub summary: HotSummary,
-    /// The key range all of this part's traffic lies in (the hull of its
-    /// rows), so the merge can combine parts of disjoint ranges
-    /// key-disjointly; absent: every key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub span: Option<KeySpan>,
+    /// Key ranges all of this part's traffic lies in (its rows' ranges,
+    /// joined, at most [`MAX_PART_SPANS`](super::MAX_PART_SPANS)), so the
+    /// merge can combine parts of disjoint ranges key-disjointly; empty:
+    /// every key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spans: Vec<KeySpan>,
 }
 
 /// One node's hot keys for a [`HotKeyQuery`]: what a peer answers the
@@ -199,7 +200,10 @@ impl NodeHotKeys {
         }
         self.parts.iter().try_for_each(|p| {
             p.summary.validate()?;
-            p.span.as_ref().map_or(Ok(()), KeySpan::validate)
+            if p.spans.len() > super::MAX_PART_SPANS {
+                return Err(SummaryError::Span);
+            }
+            p.spans.iter().try_for_each(KeySpan::validate)
         })
     }
 

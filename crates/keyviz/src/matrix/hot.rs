@@ -8,7 +8,7 @@ use super::wire::Series;
 use crate::history::{CellHot, History};
 use crate::hotkeys::{
     HotKeyMode, HotKeyQuery, HotPart, HotSummary, KeySpan, MAX_HOT_PARTS, NodeHotKeys, SpanRef,
-    sum_by_span,
+    compact_spans, sum_by_spans,
 };
 
 /// Summaries collected before they are summed: borrowed from the history
@@ -36,8 +36,8 @@ struct Acc<'h> {
     /// What an earlier fold of very many rows left: it spans every key, so
     /// the rest is added to it op-disjointly.
     folded: Option<HotSummary>,
-    /// The hull of the key ranges of every row added.
-    hull: Option<SpanRef<'h>>,
+    /// The key ranges of the rows combined so far.
+    spans: Vec<SpanRef<'h>>,
 }
 
 #[derive(Default)]
@@ -89,7 +89,7 @@ impl<'h> Acc<'h> {
     /// overlapping key ranges summed, groups combined key-disjointly, and
     /// added to `folded`.
     fn combine(&mut self, f: Fold<'h>) -> HotSummary {
-        let spans: Vec<(SpanRef<'h>, HotSummary)> = self
+        let sums: Vec<(u32, HotSummary)> = self
             .rows
             .drain()
             .map(|(row, r)| {
@@ -101,24 +101,29 @@ impl<'h> Acc<'h> {
                         ..HotSummary::default()
                     });
                 }
-                let span = f.span(row);
-                self.hull = Some(self.hull.map_or(span, |h| h.hull(span)));
-                (span, sum)
+                (row, sum)
             })
             .collect();
-        let union = sum_by_span(spans);
+        let ranges: Vec<(SpanRef<'h>, usize)> = sums
+            .iter()
+            .enumerate()
+            .map(|(i, (row, _))| (f.span(*row), i))
+            .collect();
+        self.spans.extend(ranges.iter().map(|(s, _)| *s));
+        let summaries: Vec<&HotSummary> = sums.iter().map(|(_, s)| s).collect();
+        let union = sum_by_spans(ranges, &summaries);
         match self.folded.take() {
             Some(before) => HotSummary::sum_disjoint([&before, &union]),
             None => union,
         }
     }
 
-    /// The part's summary, trimmed to `keep`, and the hull of its rows' key
-    /// ranges.
-    fn finish(mut self, f: Fold<'h>) -> (HotSummary, Option<KeySpan>) {
+    /// The part's summary, trimmed to `keep`, and its rows' key ranges
+    /// ([`compact_spans`]).
+    fn finish(mut self, f: Fold<'h>) -> (HotSummary, Vec<KeySpan>) {
         let mut sum = self.combine(f);
         sum.trim(f.keep);
-        (sum, self.hull.map(SpanRef::to_owned))
+        (sum, compact_spans(std::mem::take(&mut self.spans)))
     }
 }
 
@@ -264,39 +269,39 @@ pub(crate) fn build(history: &History, query: &HotKeyQuery, mode: HotKeyMode) ->
                 rest.add(WHOLE_PART, s.total, Some(Cow::Owned(s)), fold);
                 continue;
             }
-            let (summary, span) = acc.finish(fold);
+            let (summary, spans) = acc.finish(fold);
             parts.push(HotPart {
                 group,
                 term,
                 summary,
-                span,
+                spans,
             });
         }
         if !rest.rows.is_empty() || rest.folded.is_some() {
-            // Spans every key (WHOLE_PART): no span.
+            // Spans every key (WHOLE_PART): no spans.
             let (s, _) = rest.finish(fold);
             match parts.iter_mut().find(|p| (p.group, p.term) == (0, 0)) {
                 Some(p) => {
                     p.summary.add_disjoint(&s);
                     p.summary.trim(keep);
-                    p.span = None;
+                    p.spans.clear();
                 }
                 None => parts.push(HotPart {
                     group: 0,
                     term: 0,
                     summary: s,
-                    span: None,
+                    spans: Vec::new(),
                 }),
             }
         }
         parts
     } else {
-        let (summary, span) = reads.finish(fold);
+        let (summary, spans) = reads.finish(fold);
         vec![HotPart {
             group: 0,
             term: 0,
             summary,
-            span,
+            spans,
         }]
     };
     NodeHotKeys {
