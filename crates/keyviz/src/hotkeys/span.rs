@@ -92,7 +92,7 @@ impl<'a> SpanRef<'a> {
 /// Most key ranges one [`HotPart`](super::HotPart) lists; a part whose rows
 /// form more ranges lists hulls of neighbouring ones (a superset, so still
 /// honest).
-pub const MAX_PART_SPANS: usize = 64;
+pub const MAX_PART_SPANS: usize = 1_024;
 
 /// `spans` sorted, with overlapping and touching ranges joined, then cut to
 /// at most [`MAX_PART_SPANS`] by taking hulls of consecutive ranges.
@@ -281,15 +281,15 @@ mod tests {
 
     #[test]
     fn compacting_joins_touching_ranges_and_caps_their_number() {
-        let keys: Vec<String> = (0..300).map(|i| format!("k{i:03}")).collect();
-        // Every other key range: 150 separate ranges.
-        let spans: Vec<SpanRef<'_>> = (0..150)
+        let keys: Vec<String> = (0..3_000).map(|i| format!("k{i:04}")).collect();
+        // Every other key range: 1 500 separate ranges.
+        let spans: Vec<SpanRef<'_>> = (0..1_500)
             .map(|i| span(&keys[2 * i], Some(&keys[2 * i + 1])))
             .collect();
         let c = compact_spans(spans);
         assert!(c.len() <= MAX_PART_SPANS);
-        assert_eq!(c[0].start, b"k000");
-        assert_eq!(c.last().and_then(|s| s.end.clone()), Some(b"k299".to_vec()));
+        assert_eq!(c[0].start, b"k0000");
+        assert_eq!(c.last().and_then(|s| s.end.clone()), Some(b"k2999".to_vec()));
         let touching = compact_spans(vec![span("a", Some("b")), span("b", Some("c"))]);
         assert_eq!(touching.len(), 1);
     }

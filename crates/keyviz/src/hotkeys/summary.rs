@@ -103,7 +103,7 @@ pub enum SummaryError {
     /// A part lists more than `MAX_PART_SPANS` key spans, or one that is
     /// empty or has a key longer than `MAX_SPAN_KEY_BYTES`.
     #[error(
-        "hot-key part lists more than 64 key spans, an empty one, or a span key longer than 4096 bytes"
+        "hot-key part lists more than 1024 key spans, an empty one, or a span key longer than 4096 bytes"
     )]
     Span,
     /// Items not sorted by estimate, or a key listed twice.
