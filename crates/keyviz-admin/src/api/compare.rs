@@ -52,6 +52,10 @@ struct Decoded {
     /// The current window's term leaders, passed through (diff mode names leaders too).
     #[serde(default)]
     leaders: Vec<TermLeader>,
+    /// The current window's per-node coverage, passed through as it was encoded (diff mode
+    /// keeps the outage lanes).
+    #[serde(default)]
+    coverage: Option<serde_json::Value>,
 }
 
 /// The compare response: the current window's matrix and fan-out, the baseline's fan-out
@@ -67,6 +71,8 @@ struct Compared<'a> {
     compare: &'a Comparison,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     leaders: &'a [TermLeader],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    coverage: Option<&'a serde_json::Value>,
 }
 
 /// The length of the current window: its asked bounds, with an open bound replaced by the
@@ -121,6 +127,7 @@ pub(crate) async fn compared(
             baseline_fanout: base.fanout.as_ref(),
             compare: &cmp,
             leaders: &cur.leaders,
+            coverage: cur.coverage.as_ref(),
         })
         .map_err(|e| ApiError::internal(format!("encode comparison: {e}")))?;
         body.push(b'\n');

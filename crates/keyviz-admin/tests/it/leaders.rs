@@ -1,6 +1,6 @@
 //! `leaders` in the operator's matrix answer over real HTTP: the entry node names, from its
 //! own source, the leader of every write identity the answer's cells carry — alone, with a
-//! peer, and in diff mode.
+//! peer, and in diff mode (which also keeps the per-node coverage).
 
 use std::sync::Arc;
 
@@ -63,6 +63,12 @@ async fn get(s: &Server, sess: &Session, q: &str) -> serde_json::Value {
     r.json()
 }
 
+/// `m` on a 1 s step (coverage is judged only on a known step).
+fn stepped(mut m: Matrix) -> Matrix {
+    m.step_ms = 1000;
+    m
+}
+
 fn table() -> Vec<TermLeader> {
     vec![
         led(7, 42, "n1"),
@@ -110,20 +116,21 @@ async fn a_cluster_answer_names_the_terms_a_peer_contributed_and_diff_mode_keeps
     let (p, _) = fake_peer(
         "n2",
         Behaviour::Body(peer_body(
-            mx(
+            // It has no column 2000 (it was restarting): a coverage gap.
+            stepped(mx(
                 Writes,
-                &[1000, 2000],
+                &[1000, 3000],
                 &[("route:1", &[0, 9], &[7, 7], &[43, 43])],
-            ),
+            )),
             "n2",
         )),
     )
     .await;
-    let local = mx(
+    let local = stepped(mx(
         Writes,
-        &[1000, 2000],
-        &[("route:1", &[5, 0], &[7, 7], &[42, 42])],
-    );
+        &[1000, 2000, 3000],
+        &[("route:1", &[5, 1, 0], &[7, 7, 7], &[42, 42, 42])],
+    ));
     let source = Arc::new(Led {
         inner: FixedSource::new(vec![local, mx(Reads, &[1000], &[])]),
         table: table(),
@@ -138,7 +145,8 @@ async fn a_cluster_answer_names_the_terms_a_peer_contributed_and_diff_mode_keeps
     let sess = login(&s, "bob", "bob-secret").await;
     let v = get(&s, &sess, "").await;
     assert_eq!(v["fanout"]["responded"], 2, "{v}");
-    assert_eq!(row_values(&v, "route:1"), vec![5, 9]);
+    assert_eq!(row_values(&v, "route:1"), vec![5, 1, 9]);
+    assert_eq!(v["coverage"][0]["node_id"], "n2", "{v}");
     assert_eq!(
         leaders(&v),
         vec![(7, 42, "n1".into()), (7, 43, "n2".into())],
@@ -152,4 +160,8 @@ async fn a_cluster_answer_names_the_terms_a_peer_contributed_and_diff_mode_keeps
     .await;
     assert!(diff.get("compare").is_some(), "{diff}");
     assert_eq!(leaders(&diff), leaders(&v), "diff mode names them too");
+    assert_eq!(
+        diff["coverage"], v["coverage"],
+        "and keeps the outage lanes"
+    );
 }
