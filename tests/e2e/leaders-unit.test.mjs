@@ -105,3 +105,15 @@ test('a_live_delta_adds_its_new_terms_leaders_to_the_window', () => {
   assert.deepEqual(mergeLeaders(undefined, [leaders[1]]), [leaders[1]]);
   assert.deepEqual(mergeLeaders([leaders[1]], undefined), [leaders[1]]);
 });
+
+test('changes_too_close_to_label_apart_share_one_lane_label', async () => {
+  const { laneLabels } = await import('../../crates/keyviz-admin/ui/js/render/leaders.js');
+  const c = (group, at, leader) => ({ group, fromTerm: 1, toTerm: 2, at, lastBefore: at - STEP, leader, was: 'node-1', outage: null });
+  const shown = { from: 0, to: 1000 * STEP };
+  // 1000 px wide, 1 px per step: three groups moved together at step 100, one at step 600.
+  const labels = laneLabels([c(2, 100 * STEP, 'node-2'), c(3, 101 * STEP, 'node-3'), c(4, 102 * STEP, 'node-2'), c(2, 600 * STEP, 'node-3')], shown, 1000);
+  assert.deepEqual(labels.map((l) => [l.x, l.text]), [[100, 'g2 → node-2, g3 → node-3 +1'], [600, 'g2 → node-3']]);
+  assert.equal(labels[0].title.split('\n').length, 3, 'every change of the run is in the hover text');
+  assert.match(labels[0].title.split('\n')[2], /group 4: term 1 → 2, leader node-2 \(was node-1\)$/);
+  assert.equal(laneLabels([c(2, 5 * STEP, '')], shown, 1000)[0].text, 'g2 → term 2', 'an unnamed leader: the term');
+});

@@ -63,7 +63,7 @@ export function renderLegend(el, o) {
   leader.className = 'mark-leader';
   const outage = document.createElement('i');
   outage.className = 'mark-outage';
-  marks.append(hatch, document.createTextNode('conflict'), leader, document.createTextNode('leader change (who took over: under the time axis)'), outage, document.createTextNode('node did not answer (under the time axis)'));
+  marks.append(hatch, document.createTextNode('conflict'), leader, document.createTextNode('leader change'), outage, document.createTextNode('node did not answer (under the time axis)'));
   el.replaceChildren(title, swatch(0, '0 (no traffic)', 'zero'), swatch(NO_DATA_INDEX, 'no data', 'nodata'), scaleBox, marks);
 }
 
