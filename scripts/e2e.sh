@@ -39,8 +39,8 @@ log "type check: tsc -p crates/keyviz-admin/ui/tsconfig.json"
 echo "type check passed"
 
 if [ "$MODE" = "--no-browser" ]; then
-  log "unit tests of the pure UI modules: node --test unit.test.mjs diff-unit.test.mjs structure.test.mjs"
-  (cd "$E2E" && node --test unit.test.mjs diff-unit.test.mjs structure.test.mjs)
+  log "unit tests of the pure UI modules: node --test unit.test.mjs diff-unit.test.mjs structure.test.mjs leaders-unit.test.mjs"
+  (cd "$E2E" && node --test unit.test.mjs diff-unit.test.mjs structure.test.mjs leaders-unit.test.mjs)
   exit 0
 fi
 

@@ -105,6 +105,18 @@ test('the_ui_shows_the_demo_clusters_workload', { skip }, async () => {
   });
   const hot = await page.textContent('#hot-list');
   assert.match(hot, /hot|seq|user/, 'the workload key prefixes are named in the hot list');
+  // The real store names the leader of every write identity its cells carry (from its Raft
+  // log), and each is one of the cluster's nodes; every change in view is named in words.
+  const nodes = new Set(body.fanout.nodes.map((n) => n.node_id));
+  const named = new Map((body.leaders ?? []).map((l) => [`${l.group}:${l.term}`, l.node_id]));
+  for (const r of body.rows) {
+    r.raft_group_ids.forEach((g, i) => {
+      const t = r.leader_terms[i];
+      if (g && t) assert.ok(nodes.has(named.get(`${g}:${t}`)), `group ${g} term ${t}: leader ${named.get(`${g}:${t}`)} of ${[...nodes]}`);
+    });
+  }
+  const changes = Number((await page.getAttribute('#leader-lane', 'data-changes')) ?? 0);
+  if (changes > 0) assert.match(await page.textContent('#leader-note'), /group \d+: term \d+ → \d+, leader node-\d \(was node-\d\)/);
   await page.screenshot({ path: `${SCREENSHOTS}demo.png` });
 });
 

@@ -227,7 +227,58 @@ describe('KeyViz web UI', () => {
     const frac = await xFraction(page, at + body.step_ms / 2);
     await page.mouse.move(box.x + frac * box.width, box.y + ((k + 0.5) / rows) * box.height);
     const tip = await page.textContent('#tooltip');
-    assert.match(tip, /leader changed: term \d+ → \d+/, tip);
+    assert.match(tip, /leader changed: group \d+: term \d+ → \d+/, tip);
+    await page.mouse.move(0, 0);
+  });
+
+  test('leader_changes_name_the_node_that_took_over_and_the_one_it_replaced', async () => {
+    const { body } = await matrixAfter(page, () => page.click('#refresh'));
+    const lc = fx.hello.leader_change;
+    // The server names the leader of every write identity the cells carry, the two terms of
+    // the change included.
+    const named = new Map((body.leaders ?? []).map((l) => [`${l.group}:${l.term}`, l.node_id]));
+    const ids = new Set();
+    for (const r of body.rows) {
+      r.raft_group_ids.forEach((g, i) => { if (g && r.leader_terms[i]) ids.add(`${g}:${r.leader_terms[i]}`); });
+    }
+    assert.ok(ids.size >= 4, [...ids].join(' '));
+    for (const id of ids) assert.ok(named.has(id), `identity ${id} has no leader: ${JSON.stringify(body.leaders)}`);
+    assert.equal(named.get(`${lc.group}:${lc.from_term}`), lc.was);
+    assert.equal(named.get(`${lc.group}:${lc.to_term}`), lc.leader);
+    // The lane under the time axis has one tick for the change, at its column, labelled with
+    // the node that took over; its hover text and the sentence under the plot name both.
+    const lane = page.locator('#leader-lane');
+    assert.equal(await lane.isVisible(), true);
+    assert.equal(await lane.getAttribute('data-changes'), '1', 'one change (rows of the group change together)');
+    const tick = lane.locator('.leader-tick');
+    assert.equal(await tick.getAttribute('data-leader'), lc.leader);
+    assert.equal(await tick.getAttribute('data-was'), lc.was);
+    const sentence = `group ${lc.group}: term ${lc.from_term} → ${lc.to_term}, leader ${lc.leader} (was ${lc.was})`;
+    assert.ok((await tick.getAttribute('title')).includes(sentence), await tick.getAttribute('title'));
+    assert.equal(await lane.locator('.leader-label').first().textContent(), `g${lc.group} → ${lc.leader}`);
+    assert.ok((await page.textContent('#leader-note')).includes(sentence), await page.textContent('#leader-note'));
+    const laneBox = await lane.boundingBox();
+    const tickBox = await tick.boundingBox();
+    const plotBox = await page.locator('#plot').boundingBox();
+    const frac = await xFraction(page, lc.at_unix_ms);
+    assert.ok(Math.abs((tickBox.x + tickBox.width / 2 - plotBox.x) / plotBox.width - frac) < 0.02, 'the tick sits at the change on the time axis');
+    assert.ok(laneBox.y >= plotBox.y + plotBox.height, 'the lane is under the plot');
+    // The cell tooltip right after the change says who took over from whom.
+    const k = body.rows.findIndex((r) => {
+      const j = body.column_unix_ms.indexOf(lc.at_unix_ms);
+      return r.raft_group_ids[j] === lc.group && r.leader_terms[j] === lc.to_term && r.leader_terms[j - 1] === lc.from_term;
+    });
+    assert.ok(k >= 0);
+    const rows = Number(await page.getAttribute('#plot', 'data-rows'));
+    const cellFrac = await xFraction(page, lc.at_unix_ms + body.step_ms / 2);
+    await page.mouse.move(plotBox.x + cellFrac * plotBox.width, plotBox.y + ((k + 0.5) / rows) * plotBox.height);
+    const tip = await page.textContent('#tooltip');
+    assert.ok(tip.includes(`leader changed: ${sentence}`), tip);
+    await page.screenshot({ path: `${SCREENSHOTS}leaders.png` });
+    // A later cell names its term's leader.
+    const laterFrac = await xFraction(page, lc.at_unix_ms + body.step_ms * 3.5);
+    await page.mouse.move(plotBox.x + laterFrac * plotBox.width, plotBox.y + ((k + 0.5) / rows) * plotBox.height);
+    assert.ok((await page.textContent('#tooltip')).includes(`term ${lc.to_term}, led by ${lc.leader}`));
     await page.mouse.move(0, 0);
   });
 

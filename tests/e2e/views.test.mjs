@@ -112,6 +112,34 @@ describe('a heatmap that cannot mislead', () => {
     assert.match(await page.textContent('#outage-note'), /n2 .* has no columns from/);
   });
 
+  test('a_leader_change_while_the_old_leader_was_down_names_both_nodes_and_the_restart', async () => {
+    const { body } = await matrixAfter(page, () => page.click('#refresh'));
+    const lc = fx.hello.leader_change;
+    const named = new Map((body.leaders ?? []).map((l) => [`${l.group}:${l.term}`, l.node_id]));
+    assert.equal(named.get(`${lc.group}:${lc.from_term}`), lc.was, JSON.stringify(body.leaders));
+    assert.equal(named.get(`${lc.group}:${lc.to_term}`), lc.leader);
+    // The change is seen where n2's writes resume (its history has the gap, and in this
+    // fixture only n2 counts group 2): the old leader was down or restarting then.
+    const tick = page.locator('#leader-lane .leader-tick');
+    assert.equal(await tick.count(), 1);
+    const title = await tick.getAttribute('title');
+    assert.ok(title.includes(`group ${lc.group}: term ${lc.from_term} → ${lc.to_term}, leader ${lc.leader} (was ${lc.was}); ${lc.was} was down or restarting from `), title);
+    assert.match(title, /\(restarted, its columns resume at .+\)$/);
+    assert.ok((await page.textContent('#leader-note')).includes(`; ${lc.was} was down or restarting`));
+    // n2's restart mark names it on the picture and says which lead it lost meanwhile.
+    const label = page.locator('#outages .outage-lane[data-node="n2"] .outage-back-label');
+    assert.equal(await label.textContent(), '↻ n2');
+    const back = await page.getAttribute('#outages .outage-lane[data-node="n2"] .outage-back', 'title');
+    assert.match(back, new RegExp(`^n2 \\(127\\.0\\.0\\.1:\\d+\\) restarted: its columns resume at .+; meanwhile the lead of group ${lc.group} to ${lc.leader} moved away from it$`), back);
+    // Both marks are inside the viewport at 1280x800 with the time axis.
+    const vh = await page.evaluate(() => window.innerHeight);
+    for (const el of [tick, label]) {
+      const b = await el.boundingBox();
+      assert.ok(b && b.y + b.height <= vh, `${await el.getAttribute('class')} in view: ${JSON.stringify(b)}`);
+    }
+    await page.screenshot({ path: `${SCREENSHOTS}leader-restart.png` });
+  });
+
   test('rows_keep_a_readable_height_and_the_time_axis_stays_visible_at_1280x800', async () => {
     const step = fx.hello.step_ms;
     const t0 = Math.floor(Date.now() / step) * step - 40 * step;

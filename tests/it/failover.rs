@@ -302,6 +302,8 @@ fn leadership_transfer_really_moves_leadership_during_writes_and_keeps_totals_ex
     });
     let transfers = 6;
     let mut last_term = 0;
+    // (term, node that MOVED says leads it), for the matrix's `leaders` below.
+    let mut led = Vec::new();
     for k in 0..transfers {
         let leader = c.leader_of(0, 1).expect("group 1 has a leader");
         let target = leader % 3 + 1;
@@ -326,6 +328,7 @@ fn leadership_transfer_really_moves_leadership_during_writes_and_keeps_totals_ex
         assert_eq!(moved_to, target, "{reply:?}");
         assert!(term > last_term, "term {term} after {last_term}");
         last_term = term;
+        led.push((term, target));
         // The target's own status says it leads at that term (or later, never earlier).
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -348,6 +351,66 @@ fn leadership_transfer_really_moves_leadership_during_writes_and_keeps_totals_ex
     let (ok, _out, err) = bench.join().expect("benchmark thread");
     assert!(ok, "{err}");
     assert_write_total(&c, acked + bench_n, unknown);
+    assert_leaders_named(&c, &led);
+}
+
+/// The cluster matrix names, for every (group 1, term) its write cells carry, the node that
+/// led that term: each term a transfer moved to (`led`, from `MOVED`) is in the cells (writes
+/// went on after each transfer) and named with its target, and no identity goes unnamed.
+fn assert_leaders_named(c: &Cluster, led: &[(u64, u64)]) {
+    let admin = c.nodes[0].admin_addr();
+    let cookie = login(&admin);
+    let m = matrix(&admin, &cookie, "writes");
+    let mut identities = std::collections::BTreeSet::new();
+    for row in m["rows"].as_array().into_iter().flatten() {
+        let groups = row["raft_group_ids"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let terms = row["leader_terms"].as_array().cloned().unwrap_or_default();
+        for (g, t) in groups.iter().zip(&terms) {
+            let (g, t) = (g.as_u64().unwrap_or(0), t.as_u64().unwrap_or(0));
+            if g != 0 && t != 0 {
+                identities.insert((g, t));
+            }
+        }
+        for l in row["write_lanes"].as_array().into_iter().flatten() {
+            identities.insert((
+                l["group"].as_u64().unwrap_or(0),
+                l["term"].as_u64().unwrap_or(0),
+            ));
+        }
+    }
+    let named: std::collections::BTreeMap<(u64, u64), String> = m["leaders"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| {
+            (
+                (
+                    l["group"].as_u64().unwrap_or(0),
+                    l["term"].as_u64().unwrap_or(0),
+                ),
+                l["node_id"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    for id in &identities {
+        assert!(
+            named.contains_key(id),
+            "identity {id:?} has no leader: {}",
+            m["leaders"]
+        );
+    }
+    for &(term, target) in led {
+        assert_eq!(
+            named.get(&(1, term)).map(String::as_str),
+            Some(format!("node-{target}").as_str()),
+            "term {term} moved to node {target}; leaders {}",
+            m["leaders"]
+        );
+    }
+    eprintln!("leaders named: {named:?}");
 }
 
 /// The leader of a group is frozen with SIGSTOP for about three steps: another node is

@@ -6,8 +6,9 @@
 //! pattern with the read-hot key `user:0045:profile`), fanning out to each other:
 //! - `n1` is the entry node (the browser talks to it);
 //! - `n2` can be stopped through the control endpoint to make the cluster view degraded;
-//! - group 2 changes leader term halfway through the history (a leadership change), and at
-//!   the same moment route 30's writes step up and route 10's step down (for diff mode);
+//! - group 2 changes leader term halfway through the history (a leadership change: `n1` takes
+//!   over from `n2`, as every node's `term_leaders` says), and at the same moment route 30's
+//!   writes step up and route 10's step down (for diff mode);
 //! - `n3` is a crafted peer: besides its own groups it reports a copy of one of n1's rows with
 //!   different write values for the same (raft group, leader term), which the merge must flag
 //!   as conflicting cells; it also reports a different end key for `route:<DIVERGENT_ROUTE>`, which
@@ -34,7 +35,7 @@ use keyviz::hotkeys::{HotKeyQuery, NodeHotKeys};
 use keyviz::{Matrix, MatrixQuery, MatrixRow, RouteSpec, Sampler, SamplerConfig};
 use keyviz_admin::{
     AdminConfig, AdminState, ClusterSecret, MatrixSource, NodeIdentity, Role, SourceError,
-    StaticCredentials,
+    StaticCredentials, TermLeader,
 };
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, oneshot};
@@ -69,6 +70,55 @@ const STEP_WRITES: u64 = 60;
 const LEADER_CHANGE_GROUP: u64 = 2;
 /// Raft groups; group g is led by node g-1 with term 7+g.
 const GROUPS: u64 = 3;
+/// The node that leads `LEADER_CHANGE_GROUP` after the change (it was `n2` before).
+const NEW_LEADER: &str = "n1";
+
+/// Who led which term, as a real node's applied log would say: group g's first term by
+/// `n<g>`, and `LEADER_CHANGE_GROUP`'s second term by [`NEW_LEADER`].
+fn term_leader_table() -> Vec<TermLeader> {
+    let mut out: Vec<TermLeader> = (1..=GROUPS)
+        .map(|g| TermLeader {
+            group: g,
+            term: 7 + g,
+            node_id: format!("n{g}"),
+        })
+        .collect();
+    out.push(TermLeader {
+        group: LEADER_CHANGE_GROUP,
+        term: 8 + LEADER_CHANGE_GROUP,
+        node_id: NEW_LEADER.to_string(),
+    });
+    out
+}
+
+/// The leaders of `wanted` in `table`.
+fn lookup_leaders(table: &[TermLeader], wanted: &[(u64, u64)]) -> Vec<TermLeader> {
+    table
+        .iter()
+        .filter(|l| wanted.contains(&(l.group, l.term)))
+        .cloned()
+        .collect()
+}
+
+/// A plain node's source: its sampler, plus the term leaders.
+struct FixtureSource {
+    sampler: Arc<Sampler>,
+    leaders: Arc<Vec<TermLeader>>,
+}
+
+impl MatrixSource for FixtureSource {
+    fn matrix(&self, query: &MatrixQuery, now_unix_ms: i64) -> Result<Matrix, SourceError> {
+        MatrixSource::matrix(self.sampler.as_ref(), query, now_unix_ms)
+    }
+
+    fn hot_keys(&self, query: &HotKeyQuery, now_unix_ms: i64) -> Result<NodeHotKeys, SourceError> {
+        MatrixSource::hot_keys(self.sampler.as_ref(), query, now_unix_ms)
+    }
+
+    fn term_leaders(&self, wanted: &[(u64, u64)]) -> Vec<TermLeader> {
+        lookup_leaders(&self.leaders, wanted)
+    }
+}
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -207,6 +257,7 @@ fn drive_window(sampler: &Sampler, node: u64, window_index: i64, change_at: i64,
 struct CraftedSource {
     own: Arc<Sampler>,
     victim: Arc<Sampler>,
+    leaders: Arc<Vec<TermLeader>>,
 }
 
 /// Copies `src` (a row of `theirs`) onto the columns of `m`, passing each value through
@@ -281,6 +332,10 @@ impl MatrixSource for CraftedSource {
     /// n3's own hot keys (the crafted rows are a matrix-only contradiction).
     fn hot_keys(&self, query: &HotKeyQuery, now_unix_ms: i64) -> Result<NodeHotKeys, SourceError> {
         MatrixSource::hot_keys(self.own.as_ref(), query, now_unix_ms)
+    }
+
+    fn term_leaders(&self, wanted: &[(u64, u64)]) -> Vec<TermLeader> {
+        lookup_leaders(&self.leaders, wanted)
     }
 }
 
@@ -469,6 +524,7 @@ async fn main() -> Result<(), String> {
     let access_key = "operator";
     let secret_key = hex(&random_secret(12)?);
     let control_nodes = Nodes::default();
+    let leaders = Arc::new(term_leader_table());
 
     for (i, listener) in listeners.into_iter().enumerate() {
         let node_id = format!("n{}", i + 1);
@@ -492,9 +548,13 @@ async fn main() -> Result<(), String> {
             Arc::new(CraftedSource {
                 own: Arc::clone(&samplers[2]),
                 victim: Arc::clone(&samplers[0]),
+                leaders: Arc::clone(&leaders),
             })
         } else {
-            Arc::clone(&samplers[i]) as Arc<dyn MatrixSource>
+            Arc::new(FixtureSource {
+                sampler: Arc::clone(&samplers[i]),
+                leaders: Arc::clone(&leaders),
+            })
         };
         let identity =
             NodeIdentity::new(node_id.clone(), addrs[i].to_string()).map_err(|e| e.to_string())?;
@@ -584,7 +644,14 @@ async fn main() -> Result<(), String> {
         "divergent_bucket": format!("route:{DIVERGENT_ROUTE}"),
         "stoppable": "n2",
         "n2_outage": outage.map(|(from, to)| serde_json::json!({ "from_unix_ms": from, "to_unix_ms": to })),
-        "leader_change": { "group": LEADER_CHANGE_GROUP, "at_unix_ms": change_at * step },
+        "leader_change": {
+            "group": LEADER_CHANGE_GROUP,
+            "at_unix_ms": change_at * step,
+            "from_term": 7 + LEADER_CHANGE_GROUP,
+            "to_term": 8 + LEADER_CHANGE_GROUP,
+            "leader": NEW_LEADER,
+            "was": format!("n{LEADER_CHANGE_GROUP}"),
+        },
     });
     println!("{hello}");
 

@@ -79,6 +79,29 @@ pub trait MatrixSource: Send + Sync + 'static {
     ) -> Result<NodeHotKeys, SourceError> {
         Err(SourceError::Disabled)
     }
+
+    /// The node that led each of the write identities `wanted` (raft group, leader term,
+    /// ascending and unique), as far as this node knows: at most one entry per identity, in
+    /// any order; identities it does not know are left out. Writes are counted from the
+    /// committed log by every replica, so no part of a merged write cell says who led; the
+    /// host must know it from the log itself (every entry's log id names the leader that
+    /// appended it). The default knows none. Called on a blocking thread; an implementation
+    /// may take a short lock and must not do I/O.
+    fn term_leaders(&self, _wanted: &[(u64, u64)]) -> Vec<TermLeader> {
+        Vec::new()
+    }
+}
+
+/// The node that led one raft group in one leader term: what the matrix answer's `leaders`
+/// lists for the write identities its cells carry (docs/ADMIN.md, "Term leaders").
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TermLeader {
+    /// Raft group.
+    pub group: u64,
+    /// Leader term.
+    pub term: u64,
+    /// The admin node id of the leader (as in `fanout.nodes[].node_id`).
+    pub node_id: String,
 }
 
 impl MatrixSource for keyviz::Sampler {

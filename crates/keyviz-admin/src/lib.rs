@@ -65,6 +65,7 @@ pub mod fanout;
 pub mod host;
 pub mod hotkeys;
 pub mod hotspot;
+pub mod leaders;
 mod metrics;
 pub mod peer;
 mod state;
@@ -83,7 +84,7 @@ pub use config::{AdminConfig, ConfigError, MetricsToken, parse_fanout_nodes};
 pub use fanout::status::{FanoutStatus, NodeStatus, NodeWarning};
 pub use host::{
     ClusterSecret, DisabledSource, MatrixSource, Member, Membership, NoMembership, NodeIdentity,
-    SourceError,
+    SourceError, TermLeader,
 };
 pub use hotkeys::{ClusterHotKeys, cluster_hot_keys};
 pub use state::{AdminState, AdminStateBuilder, IssuedSession};

@@ -8,21 +8,77 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
 use http::StatusCode;
+use keyviz::boundaries::{Boundaries, BoundaryMatrix, RowTotal};
+use keyviz::hotkeys::{HotKeyQuery, NodeHotKeys};
+use keyviz::{Matrix, MatrixQuery};
 use keyviz_admin::auth::{Principal, Role, StaticCredentials};
 use keyviz_admin::{
     AdminConfig, AdminState, ApiError, ClusterSecret, CredentialStore, DisabledSource,
-    MatrixSource, Member, MetricsToken, NodeIdentity,
+    MatrixSource, Member, MetricsToken, NodeIdentity, SourceError, TermLeader,
 };
 use serde::Deserialize;
 
 use crate::config::NodeConfig;
 use crate::dispatch::Dispatcher;
+use crate::leaders::TermLeaders;
 use crate::node::NodeError;
 use crate::sampling::Sampling;
 
 /// The admin-facing name of node `id` (also the peer-token audience).
 pub(crate) fn node_name(id: u64) -> String {
     format!("node-{id}")
+}
+
+/// The node's matrix source: the sampler for every matrix and hot-key call (each method
+/// delegates to the sampler's own, overrides included), plus the term leaders the applied
+/// log named (see [`crate::leaders`]).
+struct NodeSource {
+    sampler: Arc<keyviz::Sampler>,
+    leaders: Arc<TermLeaders>,
+}
+
+impl MatrixSource for NodeSource {
+    fn matrix(&self, query: &MatrixQuery, now_unix_ms: i64) -> Result<Matrix, SourceError> {
+        MatrixSource::matrix(&*self.sampler, query, now_unix_ms)
+    }
+
+    fn is_enabled(&self) -> bool {
+        MatrixSource::is_enabled(&*self.sampler)
+    }
+
+    fn row_totals(
+        &self,
+        query: &MatrixQuery,
+        now_unix_ms: i64,
+    ) -> Result<Vec<RowTotal>, SourceError> {
+        MatrixSource::row_totals(&*self.sampler, query, now_unix_ms)
+    }
+
+    fn matrix_on_boundaries(
+        &self,
+        query: &MatrixQuery,
+        boundaries: &Boundaries,
+        now_unix_ms: i64,
+    ) -> Result<BoundaryMatrix, SourceError> {
+        MatrixSource::matrix_on_boundaries(&*self.sampler, query, boundaries, now_unix_ms)
+    }
+
+    fn hot_keys(&self, query: &HotKeyQuery, now_unix_ms: i64) -> Result<NodeHotKeys, SourceError> {
+        MatrixSource::hot_keys(&*self.sampler, query, now_unix_ms)
+    }
+
+    /// Takes the registry's lock once for the whole lookup.
+    fn term_leaders(&self, wanted: &[(u64, u64)]) -> Vec<TermLeader> {
+        self.leaders
+            .lookup(wanted)
+            .into_iter()
+            .map(|(group, term, node)| TermLeader {
+                group,
+                term,
+                node_id: node_name(node),
+            })
+            .collect()
+    }
 }
 
 /// Loads operators from the credentials file or the `admin_user`/`admin_password` pair.
@@ -111,7 +167,10 @@ pub(crate) fn router(
         ..AdminConfig::default()
     };
     let source: Arc<dyn MatrixSource> = match sampling.sampler() {
-        Some(s) => s.clone(),
+        Some(s) => Arc::new(NodeSource {
+            sampler: s.clone(),
+            leaders: sampling.leaders().clone(),
+        }),
         None => Arc::new(DisabledSource),
     };
     let me = cfg.node_id;

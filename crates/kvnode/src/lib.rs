@@ -41,6 +41,7 @@ pub mod counting;
 pub mod dispatch;
 mod history;
 mod internal;
+pub mod leaders;
 pub mod limits;
 pub mod node;
 pub mod raft;

@@ -17,6 +17,7 @@ use std::thread::JoinHandle;
 use keyviz::{ColumnRecord, PersistError, Published, ReadRole, Sampler};
 
 use crate::counting::{CountFence, Watermarks};
+use crate::leaders::TermLeaders;
 use crate::routing::Route;
 
 /// Where the [`Persister`] writes published columns.
@@ -56,6 +57,9 @@ pub struct Sampling {
     sampler: Option<Arc<Sampler>>,
     /// Where published columns are persisted (by a [`Persister`]), if anywhere.
     store: Option<Arc<dyn ColumnSink>>,
+    /// Which node led each (group, term), as the applied log says (the admin matrix names
+    /// them; kept even with sampling off, it costs one map entry per term).
+    leaders: Arc<TermLeaders>,
 }
 
 impl Sampling {
@@ -64,6 +68,7 @@ impl Sampling {
         Self {
             sampler: Some(sampler),
             store: None,
+            leaders: Arc::default(),
         }
     }
 
@@ -73,6 +78,7 @@ impl Sampling {
         Self {
             sampler: Some(sampler),
             store: Some(store),
+            leaders: Arc::default(),
         }
     }
 
@@ -81,12 +87,24 @@ impl Sampling {
         Self {
             sampler: None,
             store: None,
+            leaders: Arc::default(),
         }
     }
 
     /// The sampler, if enabled.
     pub fn sampler(&self) -> Option<&Arc<Sampler>> {
         self.sampler.as_ref()
+    }
+
+    /// Which node led each (group, term) this node has applied entries of.
+    pub fn leaders(&self) -> &Arc<TermLeaders> {
+        &self.leaders
+    }
+
+    /// Records that raft node `node` led `group` in `term` (from a log id). Takes the
+    /// registry's short lock; call it once per new term, not per entry.
+    pub(crate) fn observe_leader(&self, group: u64, term: u64, node: u64) {
+        self.leaders.record(group, term, node);
     }
 
     pub(crate) fn register(&self, route: &Route) {

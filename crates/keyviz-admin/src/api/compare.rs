@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::query::parse_time;
 use super::{ApiError, MatrixParams};
 use crate::fanout::status::FanoutStatus;
+use crate::host::TermLeader;
 use crate::state::AdminState;
 
 /// The parsed baseline window, `[from, to)` in unix ms.
@@ -48,6 +49,13 @@ struct Decoded {
     matrix: Matrix,
     #[serde(default)]
     fanout: Option<FanoutStatus>,
+    /// The current window's term leaders, passed through (diff mode names leaders too).
+    #[serde(default)]
+    leaders: Vec<TermLeader>,
+    /// The current window's per-node coverage, passed through as it was encoded (diff mode
+    /// keeps the outage lanes).
+    #[serde(default)]
+    coverage: Option<serde_json::Value>,
 }
 
 /// The compare response: the current window's matrix and fan-out, the baseline's fan-out
@@ -61,6 +69,10 @@ struct Compared<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     baseline_fanout: Option<&'a FanoutStatus>,
     compare: &'a Comparison,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    leaders: &'a [TermLeader],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    coverage: Option<&'a serde_json::Value>,
 }
 
 /// The length of the current window: its asked bounds, with an open bound replaced by the
@@ -114,6 +126,8 @@ pub(crate) async fn compared(
             fanout: cur.fanout.as_ref(),
             baseline_fanout: base.fanout.as_ref(),
             compare: &cmp,
+            leaders: &cur.leaders,
+            coverage: cur.coverage.as_ref(),
         })
         .map_err(|e| ApiError::internal(format!("encode comparison: {e}")))?;
         body.push(b'\n');

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use super::status::FanoutStatus;
 use crate::api::ApiError;
+use crate::host::TermLeader;
 
 /// Most gap runs reported per node (the rest are counted in `truncated`): a flapping node
 /// over a week of columns must not grow the response without bound.
@@ -164,11 +165,13 @@ struct Response<'a> {
     fanout: &'a FanoutStatus,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     coverage: &'a [NodeCoverage],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    leaders: &'a [TermLeader],
 }
 
 /// Encodes the operator's matrix response (as `encode_response`, with trailing newline)
 /// plus the `coverage` of the answers recorded with [`NodeColumns::of`] while they were
-/// folded.
+/// folded, and the `leaders` of its write identities (see [`crate::leaders`]).
 ///
 /// # Errors
 /// 500 `internal` if serialisation fails.
@@ -176,12 +179,14 @@ pub(crate) fn encode_with(
     matrix: &Matrix,
     status: &FanoutStatus,
     answers: &[NodeColumns],
+    leaders: &[TermLeader],
 ) -> Result<Bytes, ApiError> {
     let coverage = gaps_of(matrix, answers, status);
     let mut body = serde_json::to_vec(&Response {
         matrix,
         fanout: status,
         coverage: &coverage,
+        leaders,
     })
     .map_err(|e| ApiError::internal(format!("encode matrix: {e}")))?;
     body.push(b'\n');
@@ -278,7 +283,7 @@ mod tests {
             from_inputs[0].missing,
             vec![[STEP, 3 * STEP], [4 * STEP, 5 * STEP]]
         );
-        let body = encode_with(&merged, &st, &recorded).expect("encode");
+        let body = encode_with(&merged, &st, &recorded, &[]).expect("encode");
         let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
         assert_eq!(v["coverage"][0]["node"], "h1");
     }
@@ -291,6 +296,7 @@ mod tests {
             &merged,
             &st,
             &record(&[merged.clone(), m(&[0, 3], "n1")], &[0, 1]),
+            &[],
         )
         .expect("encode");
         let v: serde_json::Value = serde_json::from_slice(&with_gap).expect("json");
@@ -305,6 +311,7 @@ mod tests {
             &merged,
             &st,
             &record(&[merged.clone(), merged.clone()], &[0, 1]),
+            &[],
         )
         .expect("encode");
         let v: serde_json::Value = serde_json::from_slice(&none).expect("json");

@@ -82,13 +82,16 @@ fn keep_requested_keys(matrix: &mut Matrix, params: &MatrixParams) {
         .retain(|r| query.overlaps(r.start.as_deref().unwrap_or_default(), r.end.as_deref()));
 }
 
-/// A matrix response: the matrix fields, plus `fanout` when a fan-out ran.
+/// A matrix response: the matrix fields, plus `fanout` when a fan-out ran, plus the
+/// operator's `leaders` (never sent to peers).
 #[derive(Serialize)]
 pub(crate) struct MatrixResponse<'a> {
     #[serde(flatten)]
     pub(crate) matrix: &'a Matrix,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) fanout: Option<&'a FanoutStatus>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub(crate) leaders: &'a [crate::host::TermLeader],
 }
 
 /// Serialises a response body (with trailing newline).
@@ -96,8 +99,21 @@ pub(crate) fn encode_response(
     matrix: &Matrix,
     fanout: Option<&FanoutStatus>,
 ) -> Result<Bytes, ApiError> {
-    let mut body = serde_json::to_vec(&MatrixResponse { matrix, fanout })
-        .map_err(|e| ApiError::internal(format!("encode matrix: {e}")))?;
+    encode_with_leaders(matrix, fanout, &[])
+}
+
+/// As [`encode_response`], with the term `leaders` of the matrix's write identities.
+pub(crate) fn encode_with_leaders(
+    matrix: &Matrix,
+    fanout: Option<&FanoutStatus>,
+    leaders: &[crate::host::TermLeader],
+) -> Result<Bytes, ApiError> {
+    let mut body = serde_json::to_vec(&MatrixResponse {
+        matrix,
+        fanout,
+        leaders,
+    })
+    .map_err(|e| ApiError::internal(format!("encode matrix: {e}")))?;
     body.push(b'\n');
     Ok(Bytes::from(body))
 }
@@ -425,9 +441,13 @@ pub(crate) async fn run(inner: Arc<Inner>, params: MatrixParams) -> Result<Bytes
             responded: 1,
             expected: 1,
         };
-        tokio::task::spawn_blocking(move || encode_response(&local, Some(&status)))
-            .await
-            .map_err(ApiError::internal)?
+        let source = inner.source.clone();
+        tokio::task::spawn_blocking(move || {
+            let leaders = crate::leaders::leaders_of(source.as_ref(), &local);
+            encode_with_leaders(&local, Some(&status), &leaders)
+        })
+        .await
+        .map_err(ApiError::internal)?
     } else {
         rounds::run_rounds(inner.clone(), params, targets, attempted_ms).await
     };

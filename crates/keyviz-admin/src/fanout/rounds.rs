@@ -508,6 +508,7 @@ pub(crate) async fn run_rounds(
     let responded = input_node.len() - failed;
     let self_id = inner.identity.node_id().to_string();
     let generated_at = nodes.first().and_then(|n| n.generated_at.clone());
+    let source = inner.source.clone();
     tokio::task::spawn_blocking(move || {
         attach_warnings(&mut nodes, merged.warnings, &order, &input_node);
         let mut matrix = merged.matrix;
@@ -520,7 +521,8 @@ pub(crate) async fn run_rounds(
             responded,
             expected,
         };
-        super::coverage::encode_with(&matrix, &status, &columns)
+        let leaders = crate::leaders::leaders_of(source.as_ref(), &matrix);
+        super::coverage::encode_with(&matrix, &status, &columns, &leaders)
     })
     .await
     .map_err(ApiError::internal)?
@@ -654,6 +656,7 @@ async fn run_fine(
         row_budget: Some(params.rows),
     };
     let self_id = inner.identity.node_id().to_string();
+    let source = inner.source.clone();
     tokio::task::spawn_blocking(move || {
         // Each answer's columns, for the per-node outage runs (`coverage`).
         let columns: Vec<super::coverage::NodeColumns> = all
@@ -676,7 +679,8 @@ async fn run_fine(
             responded,
             expected,
         };
-        super::coverage::encode_with(&matrix, &status, &columns)
+        let leaders = crate::leaders::leaders_of(source.as_ref(), &matrix);
+        super::coverage::encode_with(&matrix, &status, &columns, &leaders)
     })
     .await
     .map_err(ApiError::internal)?

@@ -4,6 +4,7 @@ mod api;
 mod auth;
 mod fanout;
 mod hotkeys;
+mod leaders;
 mod peer_identity;
 mod security;
 mod ui;

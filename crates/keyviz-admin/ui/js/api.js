@@ -1,4 +1,5 @@
 // @ts-check
+import { normalizeLeaders } from './leaders.js';
 /**
  * The only module that knows URLs. Wraps fetch with the admin conventions: same-origin
  * cookies, the X-Admin-CSRF double-submit header on writes, the {"error","message"} envelope
@@ -241,6 +242,8 @@ export function normalizeMatrix(m) {
     ? m.coverage.filter((/** @type {any} */ c) => c && typeof c.node === 'string' && Array.isArray(c.missing))
       .map((/** @type {any} */ c) => ({ ...c, missing: c.missing.filter((/** @type {any} */ r) => Array.isArray(r) && num(r[0]) && num(r[1]) && r[1] > r[0]) }))
     : undefined;
+  // Term leaders are advisory too: malformed entries are dropped.
+  m.leaders = normalizeLeaders(m.leaders);
   // A comparison that does not have one entry per row cannot be drawn: drop it (the page
   // then says the comparison is unavailable) rather than colour the wrong rows.
   const c = m.compare;

@@ -377,7 +377,7 @@ export function createApp(store) {
   };
 
   /** @param {import('./interact.js').Cell} c */
-  const cellInfo = (c) => (model.view ? { ...describeCell(model.view, c), extra: diffLines(c) } : null);
+  const cellInfo = (c) => (model.view ? { ...describeCell(model.view, c, model.outages), extra: diffLines(c) } : null);
 
   /** @param {import('./interact.js').Cell} c @param {boolean} isPinned */
   const placeTooltip = (c, isPinned) => {

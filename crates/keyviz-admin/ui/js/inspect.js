@@ -3,15 +3,20 @@
 
 import { decodeKey, formatDuration, formatNumber, formatTime, keyLabel } from './scales.js';
 import { cellConflict } from './view.js';
+import { describeLeaderChange, describeTerm, leaderOf, outageAround } from './leaders.js';
 
 /**
  * Describes the cell at displayed row `c.k`, slot `c.slot`. With several steps per slot the
- * busiest step is described (and said to be).
+ * busiest step is described (and said to be). A write cell names its term's leader when the
+ * server did; right after a leader change it says who took over from whom, and whether the
+ * old leader was down or restarting then (from `outages`, the page's outage log).
  * @param {import('./view.js').View} view
  * @param {import('./interact.js').Cell} c
+ * @param {import('./viewstate.js').Outage[]} [outages]
+ * @param {number} [now]
  * @returns {import('./render/tooltip.js').CellInfo}
  */
-export function describeCell(view, c) {
+export function describeCell(view, c, outages = [], now = Date.now()) {
   const matrix = view.matrix;
   const row = matrix.rows[view.rowIndex[c.k]];
   const t0 = view.from + c.slot * view.slotMs;
@@ -28,9 +33,11 @@ export function describeCell(view, c) {
   const conflict = col >= 0 && cellConflict(row, col);
   // The previous known term of the same group in this row, to say when leadership changed.
   let prevTerm = 0;
+  let prevAt = 0;
   for (let j = col - 1; j >= 0 && col >= 0; j--) {
     if ((row.raft_group_ids?.[j] ?? 0) === group && (row.leader_terms?.[j] ?? 0) !== 0) {
       prevTerm = row.leader_terms?.[j] ?? 0;
+      prevAt = matrix.column_unix_ms[j];
       break;
     }
   }
@@ -49,7 +56,14 @@ export function describeCell(view, c) {
     else if (leader !== undefined) raft = `${g}served by the leader: ${formatNumber(leader)}, by followers: ${formatNumber(Math.max(0, value - leader))}`;
     else raft = `${g}served by the leader or followers (the split is kept for read counts, not bytes)`;
   } else {
-    raft = group ? `group ${group}, term ${term}${changed ? ` (leader changed: term ${prevTerm} → ${term})` : ''}` : '—';
+    if (!group) raft = '—';
+    else if (changed) {
+      const at = matrix.column_unix_ms[col];
+      const leader = leaderOf(matrix, group, term);
+      const was = leaderOf(matrix, group, prevTerm);
+      const outage = was && was !== leader ? outageAround(outages, was, prevAt, at, view.stepMs, now) : null;
+      raft = `leader changed: ${describeLeaderChange({ group, fromTerm: prevTerm, toTerm: term, at, lastBefore: prevAt, leader, was, outage })}`;
+    } else raft = describeTerm(matrix, group, term);
   }
   return {
     k: c.k,

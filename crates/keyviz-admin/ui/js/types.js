@@ -78,6 +78,8 @@
  * @property {Fanout} [fanout]
  * @property {NodeCoverage[]} [coverage] per node that answered, the merged columns its own
  *   answer lacked (it was down or restarting); absent when no node has a gap
+ * @property {import('./leaders.js').TermLeader[]} [leaders] the node that led each (raft group,
+ *   leader term) the write cells carry, where the server knows it
  * @property {Comparison} [compare] the change against a baseline window (diff mode only)
  * @property {Fanout} [baseline_fanout] the fan-out status of the baseline query
  */

@@ -5,6 +5,7 @@
  * in which slot. Columns are window starts aligned to the step, so slot = (t - from) / slotMs.
  */
 
+import { mergeLeaders } from './leaders.js';
 import { compareBytes, decodeKey, rowInKeyRange } from './scales.js';
 
 /**
@@ -212,7 +213,7 @@ export function appendColumns(base, delta, keepFrom) {
       leader_terms: pick((x) => x.leader_terms, 0),
     };
   });
-  return { ...base, column_unix_ms: columns, rows, generated_at: delta.generated_at, fanout: delta.fanout ?? base.fanout, coverage: mergeCoverage(base.coverage, delta.coverage) };
+  return { ...base, column_unix_ms: columns, rows, generated_at: delta.generated_at, fanout: delta.fanout ?? base.fanout, coverage: mergeCoverage(base.coverage, delta.coverage), leaders: mergeLeaders(base.leaders, delta.leaders) };
 }
 
 /**

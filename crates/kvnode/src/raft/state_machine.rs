@@ -18,7 +18,7 @@
 //! every applied, non-duplicate write is observed by KeyViz here, on every replica, with the
 //! entry's (group, term) and proposer timestamp, after its batch is in fjall (see `counting`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::Cursor;
 use std::sync::Arc;
 
@@ -34,6 +34,7 @@ use super::log_store::LogStore;
 use super::sessions::{Check, SessionRecord, SessionTable, session_id_bytes, session_id_from_key};
 use super::types::{KvOp, KvRequest, KvResponse, SessionId, SetCond, TypeConfig};
 use crate::counting::{self, CountFence};
+use crate::leaders::MAX_TERMS_PER_GROUP;
 use crate::limits::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use crate::routing::split::{SharedCatalog, right_route_id};
 use crate::routing::{Catalog, Route};
@@ -132,6 +133,52 @@ pub(crate) struct StateMachine {
     sessions: SessionTable,
     sampling: Sampling,
     fence: Arc<CountFence>,
+    /// Terms of this group whose leader is persisted, ascending (at most
+    /// [`MAX_TERMS_PER_GROUP`]); the last one is the newest term seen in the log.
+    leader_terms: VecDeque<u64>,
+    /// (term, leader node) records to write with the next batch.
+    leader_writes: Vec<(u64, NodeId)>,
+}
+
+/// `raft_meta` record name prefix of a group's term leaders: `l/` ++ term (8 B BE) → the
+/// leader's node id (8 B BE). One record per term, written with the batch that applied the
+/// term's first entry, so a restarted node still names the leaders of its history.
+const LEADER_PREFIX: &str = "l/";
+
+fn leader_key(group: u64, term: u64) -> Vec<u8> {
+    let mut k = meta_key(group, LEADER_PREFIX);
+    k.extend_from_slice(&term.to_be_bytes());
+    k
+}
+
+/// Loads group `group`'s persisted term leaders, ascending by term, feeding `sampling`'s
+/// registry. A malformed record (never written by this code) is skipped with a warning: it
+/// only names a node in the UI and must not stop the node from starting.
+fn load_leaders(
+    store: &Store,
+    group: u64,
+    sampling: &Sampling,
+) -> Result<VecDeque<u64>, StoreError> {
+    let prefix = meta_key(group, LEADER_PREFIX);
+    let mut terms = Vec::new();
+    for item in store.meta.prefix(&prefix) {
+        let (k, v) = item.into_inner()?;
+        let term = k
+            .get(prefix.len()..)
+            .and_then(|t| <[u8; 8]>::try_from(t).ok())
+            .map(u64::from_be_bytes);
+        let node = <[u8; 8]>::try_from(&v[..]).ok().map(u64::from_be_bytes);
+        match (term, node) {
+            (Some(t), Some(n)) => {
+                sampling.observe_leader(group, t, n);
+                terms.push(t);
+            }
+            _ => tracing::warn!(group, "malformed term-leader record skipped"),
+        }
+    }
+    terms.sort_unstable();
+    let skip = terms.len().saturating_sub(MAX_TERMS_PER_GROUP);
+    Ok(terms.into_iter().skip(skip).collect())
 }
 
 fn sm_err(e: StoreError) -> StorageError<NodeId> {
@@ -159,16 +206,33 @@ impl StateMachine {
         }
         let mut sessions = SessionTable::new();
         sessions.replace(records);
+        let leader_terms = load_leaders(&store, group, &sampling)?;
         Ok(Self {
             store,
             group,
             catalog,
             applied,
             current: Arc::default(),
+            leader_terms,
+            leader_writes: Vec::new(),
             sessions,
             sampling,
             fence,
         })
+    }
+
+    /// Notes the leader named by an applied (or installed) log id: the first entry of a newer
+    /// term names its leader, which is published to the registry now and persisted with the
+    /// next batch. Entries apply in log order, so terms never go back.
+    fn note_leader(&mut self, log_id: &LogId<NodeId>) {
+        let term = log_id.leader_id.term;
+        if self.leader_terms.back().is_some_and(|&t| t >= term) {
+            return;
+        }
+        let node = log_id.leader_id.node_id;
+        self.leader_terms.push_back(term);
+        self.leader_writes.push((term, node));
+        self.sampling.observe_leader(self.group, term, node);
     }
 
     /// Re-observes the writes a crash lost: the entries in (watermark, applied] of the log,
@@ -449,6 +513,18 @@ impl StateMachine {
         for i in dups.drain(..) {
             batch.insert(&self.store.meta, counting::dup_key(self.group, i), [1u8]);
         }
+        for (term, node) in self.leader_writes.drain(..) {
+            batch.insert(
+                &self.store.meta,
+                leader_key(self.group, term),
+                node.to_be_bytes(),
+            );
+        }
+        while self.leader_terms.len() > MAX_TERMS_PER_GROUP {
+            if let Some(old) = self.leader_terms.pop_front() {
+                batch.remove(&self.store.meta, leader_key(self.group, old));
+            }
+        }
         let (mk, mv) = self.applied_record()?;
         batch.insert(&self.store.meta, mk, mv);
         batch.commit()?;
@@ -589,6 +665,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 self.observe(&mut done);
             }
             self.applied.last_applied = Some(entry.log_id);
+            self.note_leader(&entry.log_id);
             let resp = match entry.payload {
                 EntryPayload::Blank => KvResponse::Internal,
                 EntryPayload::Membership(m) => {
@@ -663,6 +740,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
         };
+        // The snapshot's last entry names its term's leader (persisted with the next batch);
+        // the terms it covers before that are not named on this node.
+        if let Some(last) = &meta.last_log_id {
+            self.note_leader(last);
+        }
         let (mk, mv) = self.applied_record().map_err(sm_err)?;
         let store = self.store.clone();
         let group = self.group;
@@ -828,6 +910,93 @@ mod tests {
         let after = apply_one(&mut sm, entry(7, req(incr("n"), Some((1, 2))))).await;
         assert_eq!(after, KvResponse::Int(2), "cached across a restart");
         assert_eq!(store.get_value(b"n", 0).expect("get"), Some(b"4".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn each_terms_leader_is_named_from_the_log_ids_and_survives_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), false).expect("store");
+        let sampling = Sampling::disabled();
+        let mut sm = open(&store, sampling.clone());
+        let at = |term: u64, node: u64, index: u64| {
+            LogId::new(CommittedLeaderId::new(term, node), index)
+        };
+        // Node 1 leads term 3 (a blank entry opens it, then a write), node 2 takes over in term 5.
+        let entries = vec![
+            Entry {
+                log_id: at(3, 1, 1),
+                payload: EntryPayload::Blank,
+            },
+            Entry {
+                log_id: at(3, 1, 2),
+                payload: EntryPayload::Normal(req(incr("n"), None)),
+            },
+            Entry {
+                log_id: at(5, 2, 3),
+                payload: EntryPayload::Blank,
+            },
+            Entry {
+                log_id: at(5, 2, 4),
+                payload: EntryPayload::Normal(req(incr("n"), None)),
+            },
+        ];
+        sm.apply(entries).await.expect("apply");
+        assert_eq!(
+            sampling.leaders().lookup(&[(1, 3), (1, 4), (1, 5)]),
+            vec![(1, 3, 1), (1, 5, 2)],
+            "term 4 had no entry here, so it is not named"
+        );
+        // A restarted node reads them back from raft_meta, with no entry applied again.
+        drop(sm);
+        let fresh = Sampling::disabled();
+        let mut sm = open(&store, fresh.clone());
+        assert_eq!(
+            fresh.leaders().lookup(&[(1, 3), (1, 5)]),
+            vec![(1, 3, 1), (1, 5, 2)]
+        );
+        // The next term is appended after them, never a lower one.
+        apply_one(&mut sm, entry(5, req(incr("n"), None))).await;
+        assert!(
+            fresh.leaders().lookup(&[(1, 1)]).is_empty(),
+            "an entry of an older term names no one"
+        );
+        sm.apply([Entry {
+            log_id: at(8, 3, 6),
+            payload: EntryPayload::Blank,
+        }])
+        .await
+        .expect("apply");
+        assert_eq!(fresh.leaders().lookup(&[(1, 8)]), vec![(1, 8, 3)]);
+        assert_eq!(sm.leader_terms, VecDeque::from([3, 5, 8]));
+    }
+
+    #[tokio::test]
+    async fn persisted_term_leaders_are_bounded_per_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), false).expect("store");
+        let mut sm = open(&store, Sampling::disabled());
+        let n = MAX_TERMS_PER_GROUP as u64 + 3;
+        for term in 1..=n {
+            sm.apply([Entry {
+                log_id: LogId::new(CommittedLeaderId::new(term, term % 3 + 1), term),
+                payload: EntryPayload::Blank,
+            }])
+            .await
+            .expect("apply");
+        }
+        let stored = store.meta.prefix(meta_key(1, LEADER_PREFIX)).count();
+        assert_eq!(
+            stored, MAX_TERMS_PER_GROUP,
+            "the oldest records were removed"
+        );
+        drop(sm);
+        let fresh = Sampling::disabled();
+        let _sm = open(&store, fresh.clone());
+        assert!(fresh.leaders().lookup(&[(1, 3)]).is_empty());
+        assert_eq!(
+            fresh.leaders().lookup(&[(1, 4), (1, n)]),
+            vec![(1, 4, 2), (1, n, n % 3 + 1)]
+        );
     }
 
     #[tokio::test]

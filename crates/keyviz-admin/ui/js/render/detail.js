@@ -4,6 +4,7 @@
 import { decodeKey, formatNumber, keyLabel, toHex } from '../scales.js';
 import { rowLabel } from './axes.js';
 import { topRows } from '../view.js';
+import { leaderOf } from '../leaders.js';
 
 /**
  * @param {string} text
@@ -69,7 +70,9 @@ export function renderDetail(panel, list, view, k, notify) {
     if (row.conflicts?.[j]) conflicts++;
     if (row.values[j] > peak) peak = row.values[j];
     const g = row.raft_group_ids?.[j];
-    if (g) groups.add(`${g}@${row.leader_terms?.[j] ?? 0}`);
+    const t = row.leader_terms?.[j] ?? 0;
+    const led = g && t ? leaderOf(view.matrix, g, t) : '';
+    if (g) groups.add(`${g}@${t}${led ? ` (${led})` : ''}`);
   }
   const ids = row.route_ids?.length
     ? `${row.route_ids.join(', ')}${row.route_ids_truncated ? ' … (truncated)' : ''}`
@@ -87,7 +90,7 @@ export function renderDetail(panel, list, view, k, notify) {
   items.push(['Route ids', ids]);
   items.push([`Total ${view.matrix.series}`, formatNumber(view.totals[k])]);
   items.push(['Peak per step', formatNumber(peak)]);
-  items.push(['Raft group@term seen', groups.size ? [...groups].slice(0, 12).join(', ') + (groups.size > 12 ? ' …' : '') : '—']);
+  items.push(['Raft group@term (leader) seen', groups.size ? [...groups].slice(0, 12).join(', ') + (groups.size > 12 ? ' …' : '') : '—']);
   items.push(['Conflicts', row.conflicts?.length ? `${conflicts} cells` : row.conflict ? 'whole row (no per-cell detail)' : 'none']);
   const frag = document.createDocumentFragment();
   for (const [name, value] of items) {

@@ -9,6 +9,7 @@
 import { make } from '../dom.js';
 import { formatTime } from '../scales.js';
 import { outageLanes } from '../viewstate.js';
+import { takeoversDuring } from '../leaders.js';
 
 /**
  * @param {import('../viewstate.js').Outage} o
@@ -35,9 +36,11 @@ export function describeOutage(o) {
  * @param {{ from: number, to: number }} shown the window drawn
  * @param {number} widthPx
  * @param {number} now
+ * @param {import('../leaders.js').LeaderChange[]} [changes] leader changes in view: a restart
+ *   mark says which groups the node lost the lead of while it was down
  * @returns {number} how many lanes were drawn
  */
-export function renderOutages(lanesEl, noteEl, log, shown, widthPx, now) {
+export function renderOutages(lanesEl, noteEl, log, shown, widthPx, now, changes = []) {
   const lanes = outageLanes(log, shown.from, shown.to, now);
   const span = shown.to - shown.from;
   const x = (/** @type {number} */ t) => ((t - shown.from) / span) * widthPx;
@@ -57,11 +60,21 @@ export function renderOutages(lanesEl, noteEl, log, shown, widthPx, now) {
       row.append(bar);
       if (s.outage.recovered !== null && s.outage.recovered <= shown.to) {
         const back = make('span', 'outage-back');
-        back.style.left = `${x(s.outage.recovered)}px`;
-        back.title = s.outage.gap
+        const bx = x(s.outage.recovered);
+        back.style.left = `${bx}px`;
+        const moved = takeoversDuring(changes, s.outage)
+          .map((c) => `group ${c.group} to ${c.leader || `term ${c.toTerm}`}`);
+        const lost = moved.length ? `; meanwhile the lead of ${moved.join(', ')} moved away from it` : '';
+        back.title = (s.outage.gap
           ? `${nodeName(s.outage)} restarted: its columns resume at ${formatTime(s.outage.recovered)}`
-          : `${nodeName(s.outage)} answered again at ${formatTime(s.outage.recovered)} (restarted or reachable again)`;
-        row.append(back);
+          : `${nodeName(s.outage)} answered again at ${formatTime(s.outage.recovered)} (restarted or reachable again)`) + lost;
+        back.dataset.node = lane.nodeId || lane.node;
+        // The mark names the node on the picture, not only in its hover text.
+        const label = make('span', 'outage-back-label', `↻ ${lane.entry ? 'entry' : lane.nodeId || lane.node}`);
+        label.title = back.title;
+        if (bx > widthPx - 48) label.style.right = `${Math.max(0, widthPx - bx + 3)}px`;
+        else label.style.left = `${bx + 3}px`;
+        row.append(back, label);
       }
       notes.push(make('li', '', describeOutage(s.outage)));
     }

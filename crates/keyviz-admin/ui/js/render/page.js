@@ -16,6 +16,8 @@ import { renderDiffLegend, renderLegend } from './legend.js';
 import { diffPicture } from '../diff.js';
 import { drawRowMarginal, drawTimeMarginal } from './marginals.js';
 import { renderOutages } from './outages.js';
+import { renderLeaderChanges } from './leaders.js';
+import { leaderChangeList } from '../leaders.js';
 import { drawHatching, drawLeaderChanges, renderDegradedBanner, renderWarnings } from './overlays.js';
 
 /** Thinnest row, CSS px: below this a hot row reads as a hairline and labels lose their row. */
@@ -60,6 +62,8 @@ export function pageElements() {
     timeAxis: byId('time-axis', HTMLElement),
     outages: byId('outages', HTMLElement),
     outageNote: byId('outage-note', HTMLElement),
+    leaderLane: byId('leader-lane', HTMLElement),
+    leaderNote: byId('leader-note', HTMLElement),
     plot: byId('plot', HTMLElement),
     heat: byId('heatmap', HTMLCanvasElement),
     hatch: byId('hatch', HTMLCanvasElement),
@@ -154,7 +158,9 @@ export function drawFrame(el, renderer, view, s, lut, size, outages, diff = null
   drawTimeMarginal(el.timeMarginal, view, size.width, 32);
   drawRowMarginal(el.rowMarginal, view, 63, size.height);
   renderTimeAxis(el.timeAxis, view, size.width);
-  renderOutages(el.outages, el.outageNote, outages, view, size.width, Date.now());
+  const changes = leaderChangeList(view, outages);
+  renderOutages(el.outages, el.outageNote, outages, view, size.width, Date.now(), changes);
+  renderLeaderChanges(el.leaderLane, el.leaderNote, changes, view, size.width);
   renderKeyAxis(el.keyAxis, view, size.height);
   if (diff && pic) {
     renderDiffLegend(el.legend, { lut: diff.lut, stops: pic.stops, cmp: diff.cmp, series: view.matrix.series, modeLabel: diff.modeLabel, currentFrom: diff.currentFrom, more: pic.more, less: pic.less, uncovered: pic.uncovered, baselineDegraded: diff.baselineDegraded });
@@ -185,7 +191,9 @@ export function drawPreview(el, renderer, view, size, w, outages) {
   drawHatching(el.hatch, view, size.width, size.height, src);
   drawLeaderChanges(el.hatch, view, src);
   renderTimeAxis(el.timeAxis, view, size.width, w);
-  renderOutages(el.outages, el.outageNote, outages, w, size.width, Date.now());
+  const changes = leaderChangeList(view, outages);
+  renderOutages(el.outages, el.outageNote, outages, w, size.width, Date.now(), changes);
+  renderLeaderChanges(el.leaderLane, el.leaderNote, changes, w, size.width);
 }
 
 /**
