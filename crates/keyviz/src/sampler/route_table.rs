@@ -193,9 +193,16 @@ impl RouteTable {
             Some(&i) if i != NO_SLOT => i,
             Some(_) => return None,
             None if !self.sparse => return None,
-            None => *self.by_route.get(&route)?,
+            None => return self.sparse_slot(route),
         };
         self.slots.get(i as usize)
+    }
+
+    /// [`slot`](RouteTable::slot) of an id past the dense array: a hash
+    /// probe, out of line so the dense lookup inlined into observe stays small.
+    #[inline(never)]
+    fn sparse_slot(&self, route: RouteId) -> Option<&Arc<Slot>> {
+        self.slots.get(*self.by_route.get(&route)? as usize)
     }
 }
 

@@ -39,6 +39,14 @@ impl Lease {
         Lease(Cell::new(UNSET))
     }
 
+    /// The index this lease holds, `None` until [`index`](Lease::index)
+    /// claimed one ([`NO_SHARD`] when every index was taken then).
+    #[inline(always)]
+    pub(crate) fn cached(&self) -> Option<usize> {
+        let i = self.0.get();
+        (i != UNSET).then_some(i)
+    }
+
     /// The index this lease holds, claiming one on first use; [`NO_SHARD`]
     /// when every index was taken then.
     #[inline]
