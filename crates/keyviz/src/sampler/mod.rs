@@ -298,10 +298,9 @@ fn count_write(
     if windows.is_open(at_unix_ms) {
         let lane = slot.lanes.lane_for(group, term);
         let on = windows.capture_on;
-        let Some(stride) = slot.counters.add_write(shard, sub, lane, bytes, on) else {
-            return false;
-        };
-        if stride != 0 && on {
+        let stride = slot.counters.add_write(shard, sub, lane, bytes, on);
+        // A stride is 0 when capture is off.
+        if stride != 0 {
             capture::capture(
                 &windows.capture,
                 slot,
@@ -340,10 +339,9 @@ fn count_read(
     let leader = role == ReadRole::Leader;
     if windows.is_open(at_unix_ms) {
         let on = windows.capture_on;
-        let Some(stride) = slot.counters.add_read(shard, sub, leader, bytes, on) else {
-            return false;
-        };
-        if stride != 0 && on {
+        let stride = slot.counters.add_read(shard, sub, leader, bytes, on);
+        // A stride is 0 when capture is off.
+        if stride != 0 {
             capture::capture(
                 &windows.capture,
                 slot,
@@ -675,7 +673,6 @@ impl Sampler {
     /// yet, a table of another sampler or an older one, a re-entered observe).
     #[inline(always)]
     fn fast_table(&self, local: &Local) -> Option<(Arc<RouteTable>, usize)> {
-        let shard = local.lease.cached()?;
         // Ordering: Relaxed — the cached `Arc` was loaded on the slow path
         // (after an `Acquire` of its stamp); equal stamps mean it is still the
         // sampler's table, and a stale read only means the table swapped an
@@ -683,6 +680,10 @@ impl Sampler {
         if local.stamp.get() != self.stamp.load(std::sync::atomic::Ordering::Relaxed) {
             return None;
         }
+        // A stamp is set only after the slow path asked for the lease, so the
+        // lease is claimed (or known to be unavailable: `NO_SHARD`); were it
+        // not, its "unset" value is past every shard index and counts as none.
+        let shard = local.lease.raw();
         Some((local.table.take()?, shard))
     }
 

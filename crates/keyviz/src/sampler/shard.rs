@@ -39,12 +39,13 @@ impl Lease {
         Lease(Cell::new(UNSET))
     }
 
-    /// The index this lease holds, `None` until [`index`](Lease::index)
-    /// claimed one ([`NO_SHARD`] when every index was taken then).
+    /// The index this lease holds without claiming one: before
+    /// [`index`](Lease::index) ran, a value past every shard index (which
+    /// every shard lookup treats as [`NO_SHARD`]).
     #[inline(always)]
-    pub(crate) fn cached(&self) -> Option<usize> {
-        let i = self.0.get();
-        (i != UNSET).then_some(i)
+    pub(crate) fn raw(&self) -> usize {
+        const { assert!(UNSET >= MAX_SHARDS) };
+        self.0.get()
     }
 
     /// The index this lease holds, claiming one on first use; [`NO_SHARD`]
