@@ -273,21 +273,17 @@ impl SlotCounters {
         self.shards.get(shard)?.get()
     }
 
-    /// Counts one operation as lease `shard` (or [`super::shard::NO_SHARD`]);
-    /// returns `None` when `sub` is out of range, else the capture stride of
-    /// this operation ([`capture_stride`]; 0 = not captured; always 0 when
-    /// `capture` is false on a shard).
+    /// Counts one operation as lease `shard` (or [`super::shard::NO_SHARD`])
+    /// and returns its capture stride ([`capture_stride`]; 0 = not captured,
+    /// always when `capture` is false). A `sub` out of range counts nothing
+    /// and returns 0 (the layout never yields one). A plain `u64`, not an
+    /// `Option`: the observe path tests one register.
     #[inline(always)]
-    fn add(
-        &self,
-        shard: usize,
-        sub: usize,
-        counter: usize,
-        bytes: u64,
-        capture: bool,
-    ) -> Option<u64> {
+    fn add(&self, shard: usize, sub: usize, counter: usize, bytes: u64, capture: bool) -> u64 {
         if let Some(block) = self.shard(shard) {
-            let s = block.subs.get(sub)?;
+            let Some(s) = block.subs.get(sub) else {
+                return 0;
+            };
             let cell = &s.cells[counter];
             let bytes = bytes.min(MAX_OP_BYTES);
             // Ordering: Relaxed — the lease holder is the only writer, so a
@@ -297,14 +293,14 @@ impl SlotCounters {
             let b = cell.bytes.load(Ordering::Relaxed);
             cell.bytes.store(b.wrapping_add(bytes), Ordering::Relaxed);
             if !capture {
-                return Some(0);
+                return 0;
             }
             // Operations before this one since the last drain took them: the
             // seal side's `seen` never passes the value we last stored.
             // Ordering: Relaxed — a capture heuristic, as on the shared path.
             let seen = cell.seen_ops.load(Ordering::Relaxed);
             let hot = s.hot.load(Ordering::Relaxed) != 0;
-            return Some(capture_stride(ops.wrapping_sub(seen), hot));
+            return capture_stride(ops.wrapping_sub(seen), hot);
         }
         self.add_shared(shard, sub, counter, bytes, capture)
     }
@@ -320,11 +316,13 @@ impl SlotCounters {
         counter: usize,
         bytes: u64,
         capture: bool,
-    ) -> Option<u64> {
-        let block = self.blocks.get(sub)?;
+    ) -> u64 {
+        let Some(block) = self.blocks.get(sub) else {
+            return 0;
+        };
         if bytes >= MAX_PACKED_ADD {
             self.add_wide(sub, counter, 1, bytes.min(MAX_OP_BYTES));
-            return Some(1);
+            return u64::from(capture);
         }
         // Ordering: Relaxed — an independent tally; flush's swap reads it.
         let old = block.packed[counter].fetch_add((1 << COUNT_SHIFT) | bytes, Ordering::Relaxed);
@@ -336,9 +334,9 @@ impl SlotCounters {
             self.promote(shard);
         }
         if !capture {
-            return Some(0);
+            return 0;
         }
-        Some(capture_stride(count, block.is_hot()))
+        capture_stride(count, block.is_hot())
     }
 
     /// Gives lease `shard` its own block in this slot (the caller holds the
@@ -409,8 +407,8 @@ impl SlotCounters {
         }
     }
 
-    /// Counts one read of `bytes` on sub-range `sub`; `None` if `sub` is out
-    /// of range, else the capture stride (0 = not captured).
+    /// Counts one read of `bytes` on sub-range `sub`; returns the capture
+    /// stride (0 = not captured; see `add`).
     #[inline(always)]
     pub(crate) fn add_read(
         &self,
@@ -419,7 +417,7 @@ impl SlotCounters {
         leader: bool,
         bytes: u64,
         capture: bool,
-    ) -> Option<u64> {
+    ) -> u64 {
         let counter = if leader { READ_LEADER } else { READ_FOLLOWER };
         self.add(shard, sub, counter, bytes, capture)
     }
@@ -433,7 +431,7 @@ impl SlotCounters {
         lane: usize,
         bytes: u64,
         capture: bool,
-    ) -> Option<u64> {
+    ) -> u64 {
         self.add(
             shard,
             sub,
@@ -841,7 +839,7 @@ mod tests {
         let exact = 2u64 << EXACT_CAPTURE_SHIFT;
         let strides = |c: &SlotCounters| -> Vec<u64> {
             (0..exact + 1)
-                .map(|_| c.add_read(0, 0, true, 1, true).unwrap_or(0))
+                .map(|_| c.add_read(0, 0, true, 1, true))
                 .collect()
         };
         // A quiet row (no previous window): exact only for QUIET_EXACT ops.
@@ -851,7 +849,7 @@ mod tests {
         assert!(quiet.iter().filter(|s| **s == 64).count() > 0, "sampled");
         // That window had 1 025 ops, under HOT_ROW_OPS: still quiet.
         let _ = c.drain(0);
-        assert_eq!(c.add_read(0, 0, true, 1, true), Some(1), "young again");
+        assert_eq!(c.add_read(0, 0, true, 1, true), 1, "young again");
         for _ in 0..HOT_ROW_OPS {
             c.add_read(0, 0, true, 1, true);
         }

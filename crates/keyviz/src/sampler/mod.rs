@@ -20,7 +20,7 @@ mod shard;
 mod subrange;
 mod window;
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Cache};
@@ -219,19 +219,39 @@ struct SealState {
 type TableCache = Cache<Arc<ArcSwap<RouteTable>>, Arc<RouteTable>>;
 
 /// What a thread keeps for its observations: its shard lease and the last
-/// sampler it observed into, with that sampler's cached table (one pointer
-/// compare per observe instead of an `ArcSwap::load`). One thread-local, so
-/// the lease is handed back only with everything that caches its index.
+/// route table it observed into, with that table's stamp (one load and
+/// compare per observe against [`Sampler::stamp`] instead of an
+/// `ArcSwap::load`). One thread-local, so the lease is handed back only with
+/// everything that caches its index.
+///
+/// `Cell`s, not a `RefCell`: the fast path reads the stamp and moves the
+/// `Arc` out and back (a load and two stores), where a `RefCell` borrow
+/// would increment and decrement its flag, a chain of two store-to-load
+/// forwards from one observe to the next. While an observe holds the table
+/// the cell is empty, so a re-entered observe takes the slow path and
+/// installs its own.
 struct Local {
     lease: shard::Lease,
-    table: RefCell<Option<(u64, TableCache)>>,
+    /// The stamp `table` was loaded under (0: none).
+    stamp: Cell<u64>,
+    table: Cell<Option<Arc<RouteTable>>>,
+}
+
+impl Local {
+    /// Puts the table an observe took back (the cell is empty unless a
+    /// re-entered observe installed one meanwhile, which is dropped).
+    #[inline(always)]
+    fn put_back(&self, table: Arc<RouteTable>) {
+        drop(self.table.replace(Some(table)));
+    }
 }
 
 thread_local! {
     static LOCAL: Local = const {
         Local {
             lease: shard::Lease::new(),
-            table: RefCell::new(None),
+            stamp: Cell::new(0),
+            table: Cell::new(None),
         }
     };
 }
@@ -245,7 +265,15 @@ fn thread_shard() -> usize {
         .unwrap_or(shard::NO_SHARD)
 }
 
-static NEXT_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+/// Route table stamps, unique in the process (0 is never used): a stamp
+/// names one table of one sampler, so a thread's cached table is current
+/// exactly when its stamp is the sampler's.
+static NEXT_STAMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_stamp() -> u64 {
+    // Ordering: Relaxed — a unique number; nothing is published through it.
+    NEXT_STAMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
 
 /// Counts a write in `table`; false when `route` is not registered.
 #[inline(always)]
@@ -269,11 +297,10 @@ fn count_write(
     let sub = slot.layout.index(key);
     if windows.is_open(at_unix_ms) {
         let lane = slot.lanes.lane_for(group, term);
-        let on = windows.capture.on;
-        let Some(stride) = slot.counters.add_write(shard, sub, lane, bytes, on) else {
-            return false;
-        };
-        if stride != 0 && on {
+        let on = windows.capture_on;
+        let stride = slot.counters.add_write(shard, sub, lane, bytes, on);
+        // A stride is 0 when capture is off.
+        if stride != 0 {
             capture::capture(
                 &windows.capture,
                 slot,
@@ -311,11 +338,10 @@ fn count_read(
     let sub = slot.layout.index(key);
     let leader = role == ReadRole::Leader;
     if windows.is_open(at_unix_ms) {
-        let on = windows.capture.on;
-        let Some(stride) = slot.counters.add_read(shard, sub, leader, bytes, on) else {
-            return false;
-        };
-        if stride != 0 && on {
+        let on = windows.capture_on;
+        let stride = slot.counters.add_read(shard, sub, leader, bytes, on);
+        // A stride is 0 when capture is off.
+        if stride != 0 {
             capture::capture(
                 &windows.capture,
                 slot,
@@ -425,7 +451,10 @@ impl Recorder {
 /// publish. So a catalog change never waits for a seal, a publish, a query or
 /// I/O, and a seal never waits for a query.
 pub struct Sampler {
-    uid: u64,
+    /// The stamp of the table in `table`, stored (`Release`) after each swap.
+    /// A `std` atomic even under loom, as `table` is an `ArcSwap`: the thread
+    /// caches it guards are outside the modelled protocol.
+    stamp: std::sync::atomic::AtomicU64,
     config: SamplerConfig,
     table: Arc<ArcSwap<RouteTable>>,
     control: Mutex<Catalog>,
@@ -456,7 +485,7 @@ impl Sampler {
     pub fn new(config: SamplerConfig, now_unix_ms: i64) -> Result<Sampler, ConfigError> {
         config.validate()?;
         Ok(Sampler {
-            uid: NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            stamp: std::sync::atomic::AtomicU64::new(next_stamp()),
             history: RwLock::new(History::with_tiers(&config.tiers(), config.max_columns)),
             windows: Arc::new(Windows::new(
                 now_unix_ms,
@@ -536,6 +565,13 @@ impl Sampler {
             limits: self.limits(),
         })?;
         self.table.store(Arc::new(change.table));
+        // Ordering: Release, after the swap: a thread that loads this stamp
+        // with `Acquire` and then the table gets this table or a newer one,
+        // so the pair it caches never names an older table than it holds.
+        // A thread still matching the previous stamp uses the previous table,
+        // as an observe that loaded it just before the swap would.
+        self.stamp
+            .store(next_stamp(), std::sync::atomic::Ordering::Release);
         // Only the retire queue's own lock: a change never waits for a seal.
         self.retire.push(change.retired);
         Ok(())
@@ -619,23 +655,52 @@ impl Sampler {
     #[inline(always)]
     fn with_local<R>(&self, local: &Local, f: &impl Fn(&RouteTable, usize) -> R) -> Option<R> {
         let shard = local.lease.index();
-        let mut slot = local.table.try_borrow_mut().ok()?;
-        if let Some((uid, cache)) = slot.as_mut()
-            && *uid == self.uid
-        {
-            return Some(f(cache.load(), shard));
-        }
-        let cache = self.install_cache(&mut slot);
-        Some(f(cache.load(), shard))
+        // Ordering: Acquire — see `change`.
+        let stamp = self.stamp.load(std::sync::atomic::Ordering::Acquire);
+        let table = match local.table.take() {
+            Some(table) if local.stamp.get() == stamp => table,
+            old => self.install_table(local, old, stamp),
+        };
+        let r = f(&table, shard);
+        local.put_back(table);
+        Some(r)
     }
 
-    /// Points this thread's table cache at this sampler (first observe, or
-    /// another sampler observed last).
+    /// The fast path's thread-local state: this thread's cached table of
+    /// this sampler, taken out of its cell (give it back with
+    /// [`Local::put_back`]) if it is the current one, and the thread's shard
+    /// index; `None` when the slow path must set them up (no lease asked for
+    /// yet, a table of another sampler or an older one, a re-entered observe).
+    #[inline(always)]
+    fn fast_table(&self, local: &Local) -> Option<(Arc<RouteTable>, usize)> {
+        // Ordering: Relaxed — the cached `Arc` was loaded on the slow path
+        // (after an `Acquire` of its stamp); equal stamps mean it is still the
+        // sampler's table, and a stale read only means the table swapped an
+        // instant ago, as an `ArcSwap` load racing the swap would see.
+        if local.stamp.get() != self.stamp.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        // A stamp is set only after the slow path asked for the lease, so the
+        // lease is claimed (or known to be unavailable: `NO_SHARD`); were it
+        // not, its "unset" value is past every shard index and counts as none.
+        let shard = local.lease.raw();
+        Some((local.table.take()?, shard))
+    }
+
+    /// This sampler's current table, loaded after `stamp`, for this thread's
+    /// cache (its first observe, another sampler observed last, or the table
+    /// changed since); drops the table it replaces.
     #[cold]
     #[inline(never)]
-    fn install_cache<'a>(&self, slot: &'a mut Option<(u64, TableCache)>) -> &'a mut TableCache {
-        let (_, cache) = slot.insert((self.uid, Cache::new(Arc::clone(&self.table))));
-        cache
+    fn install_table(
+        &self,
+        local: &Local,
+        old: Option<Arc<RouteTable>>,
+        stamp: u64,
+    ) -> Arc<RouteTable> {
+        drop(old);
+        local.stamp.set(stamp);
+        self.table.load_full()
     }
 
     /// Counts one write of `key` (plus `value_len` value bytes) on `route`,
@@ -666,6 +731,44 @@ impl Sampler {
         term: u64,
         at_unix_ms: i64,
     ) {
+        let counted = LOCAL.try_with(|local| {
+            let Some((table, shard)) = self.fast_table(local) else {
+                return false;
+            };
+            count_write(
+                &self.windows,
+                &table,
+                shard,
+                route,
+                key,
+                value_len,
+                group,
+                term,
+                at_unix_ms,
+            );
+            local.put_back(table);
+            true
+        });
+        if counted != Ok(true) {
+            self.observe_write_slow(route, key, value_len, group, term, at_unix_ms);
+        }
+    }
+
+    /// [`observe_write`](Sampler::observe_write) when the thread-local fast
+    /// path cannot run: the thread's or this sampler's first observe on this
+    /// thread, a re-entered or torn-down thread-local. Out of line, so the
+    /// fast path inlined into every caller stays small.
+    #[cold]
+    #[inline(never)]
+    fn observe_write_slow(
+        &self,
+        route: RouteId,
+        key: &[u8],
+        value_len: usize,
+        group: u64,
+        term: u64,
+        at_unix_ms: i64,
+    ) {
         self.with_table(|table, shard| {
             count_write(
                 &self.windows,
@@ -686,6 +789,40 @@ impl Sampler {
     /// as [`observe_write`](Sampler::observe_write).
     #[inline]
     pub fn observe_read(
+        &self,
+        route: RouteId,
+        key: &[u8],
+        value_len: usize,
+        role: ReadRole,
+        at_unix_ms: i64,
+    ) {
+        let counted = LOCAL.try_with(|local| {
+            let Some((table, shard)) = self.fast_table(local) else {
+                return false;
+            };
+            count_read(
+                &self.windows,
+                &table,
+                shard,
+                route,
+                key,
+                value_len,
+                role,
+                at_unix_ms,
+            );
+            local.put_back(table);
+            true
+        });
+        if counted != Ok(true) {
+            self.observe_read_slow(route, key, value_len, role, at_unix_ms);
+        }
+    }
+
+    /// [`observe_read`](Sampler::observe_read) off the fast path; see
+    /// [`observe_write_slow`](Sampler::observe_write_slow).
+    #[cold]
+    #[inline(never)]
+    fn observe_read_slow(
         &self,
         route: RouteId,
         key: &[u8],

@@ -144,15 +144,15 @@ impl Slot {
 #[derive(Default)]
 pub(crate) struct RouteTable {
     pub(crate) slots: Vec<Arc<Slot>>,
-    /// Slot index by route id for small ids (`NO_SLOT` = not registered).
-    dense: Box<[u32]>,
+    /// The slot of each small route id (`None` = not registered): the slot
+    /// itself rather than its index, so a hit reads one array, not two.
+    /// Each entry is one more `Arc` of a slot of `slots`, dropped with the
+    /// table, so a retired slot still becomes sole once no table holds it.
+    dense: Box<[Option<Arc<Slot>>]>,
     pub(crate) by_route: FxHashMap<RouteId, u32>,
     /// Whether any id lies past `dense` (only then is the map probed).
     sparse: bool,
 }
-
-/// `RouteTable::dense` entry of an unregistered id.
-const NO_SLOT: u32 = u32::MAX;
 
 impl RouteTable {
     fn new(slots: Vec<Arc<Slot>>) -> RouteTable {
@@ -171,10 +171,10 @@ impl RouteTable {
             .filter(|&&id| id < dense_cap as u64)
             .max()
             .map_or(0, |&m| m as usize + 1);
-        let mut dense = vec![NO_SLOT; dense_len];
+        let mut dense: Vec<Option<Arc<Slot>>> = (0..dense_len).map(|_| None).collect();
         for (&id, &i) in &by_route {
-            if let Some(d) = dense.get_mut(id as usize) {
-                *d = i;
+            if let (Some(d), Some(slot)) = (dense.get_mut(id as usize), slots.get(i as usize)) {
+                *d = Some(Arc::clone(slot));
             }
         }
         let sparse = by_route.keys().any(|&id| id >= dense_len as u64);
@@ -189,13 +189,18 @@ impl RouteTable {
     /// The slot counting `route`, if any.
     #[inline(always)]
     pub(crate) fn slot(&self, route: RouteId) -> Option<&Arc<Slot>> {
-        let i = match usize::try_from(route).ok().and_then(|r| self.dense.get(r)) {
-            Some(&i) if i != NO_SLOT => i,
-            Some(_) => return None,
-            None if !self.sparse => return None,
-            None => *self.by_route.get(&route)?,
-        };
-        self.slots.get(i as usize)
+        match usize::try_from(route).ok().and_then(|r| self.dense.get(r)) {
+            Some(slot) => slot.as_ref(),
+            None if !self.sparse => None,
+            None => self.sparse_slot(route),
+        }
+    }
+
+    /// [`slot`](RouteTable::slot) of an id past the dense array: a hash
+    /// probe, out of line so the dense lookup inlined into observe stays small.
+    #[inline(never)]
+    fn sparse_slot(&self, route: RouteId) -> Option<&Arc<Slot>> {
+        self.slots.get(*self.by_route.get(&route)? as usize)
     }
 }
 

@@ -39,6 +39,15 @@ impl Lease {
         Lease(Cell::new(UNSET))
     }
 
+    /// The index this lease holds without claiming one: before
+    /// [`index`](Lease::index) ran, a value past every shard index (which
+    /// every shard lookup treats as [`NO_SHARD`]).
+    #[inline(always)]
+    pub(crate) fn raw(&self) -> usize {
+        const { assert!(UNSET >= MAX_SHARDS) };
+        self.0.get()
+    }
+
     /// The index this lease holds, claiming one on first use; [`NO_SHARD`]
     /// when every index was taken then.
     #[inline]

@@ -85,6 +85,14 @@ impl SubLayout {
         if self.bounds.is_empty() {
             return 0;
         }
+        self.index_of_many(key)
+    }
+
+    /// [`index`](SubLayout::index) with more than one bucket: out of line,
+    /// so the one-bucket case inlined into observe stays a compare (the
+    /// call costs a few instructions next to the search).
+    #[inline(never)]
+    fn index_of_many(&self, key: &[u8]) -> usize {
         let p = self.prefix_len;
         if p > 0 {
             match key.get(..p).unwrap_or(key).cmp(&self.prefix) {

@@ -218,11 +218,17 @@ impl SideBuffer {
 }
 
 /// The window state shared by the sampler and its [`Recorder`](crate::Recorder)s.
+///
+/// `repr(C)`: the three fields every observe reads come first, on one line.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Windows {
     /// Start of the open window.
     open: AtomicI64,
     step_ms: u64,
+    /// `capture.on`, next to `open` and `step_ms`: the observe path reads
+    /// one line of this struct, not the capture settings' too.
+    pub(crate) capture_on: bool,
     retention_ms: i64,
     side: parking_lot::Mutex<SideBuffer>,
     /// Observations of unregistered routes without a shard lease.
@@ -251,6 +257,7 @@ impl Windows {
         Windows {
             open: AtomicI64::new(align_down(now_unix_ms, step_ms)),
             step_ms,
+            capture_on: capture.on,
             retention_ms: i64::try_from(retention_ms).unwrap_or(i64::MAX),
             side: parking_lot::Mutex::new(SideBuffer::default()),
             unknown_route: AtomicU64::new(0),

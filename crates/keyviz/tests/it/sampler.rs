@@ -222,6 +222,43 @@ fn route_registered_after_start_is_counted() {
 }
 
 #[test]
+fn a_threads_cached_table_follows_changes_made_on_other_threads_and_samplers() {
+    // Each thread caches the last table it observed into; a change made on
+    // another thread, or an observe into another sampler, must not leave it
+    // counting into a stale table.
+    let a = Arc::new(sampler());
+    let b = sampler();
+    a.register_route(route(1, b"a", Some(b"m"), 1))
+        .expect("register");
+    b.register_route(route(1, b"", None, 5)).expect("register");
+    for _ in 0..300 {
+        // Busy enough for this thread's shard of route 1 in `a`.
+        a.observe_write(1, b"b", 0, 1, 1, T0);
+    }
+    a.observe_write(2, b"x", 0, 2, 1, T0);
+    assert_eq!(a.stats().unknown_route_observations, 1);
+    let a2 = Arc::clone(&a);
+    std::thread::spawn(move || a2.register_route(route(2, b"m", None, 2)))
+        .join()
+        .expect("thread")
+        .expect("late route");
+    // Two samplers alternating on one thread, and the new route.
+    for _ in 0..10 {
+        a.observe_write(2, b"x", 0, 2, 1, T0);
+        b.observe_write(1, b"x", 0, 5, 1, T0);
+        a.observe_write(1, b"b", 0, 1, 1, T0);
+    }
+    let _ = a.flush(T0 + 1_000);
+    let _ = b.flush(T0 + 1_000);
+    let m = all(&a, Series::Writes);
+    assert_eq!(m.total(), 300 + 20);
+    let two = m.rows.iter().find(|r| r.bucket_id == "route:2");
+    assert_eq!(two.map(|r| r.values.iter().sum::<u64>()), Some(10));
+    assert_eq!(a.stats().unknown_route_observations, 1);
+    assert_eq!(all(&b, Series::Writes).total(), 10);
+}
+
+#[test]
 fn unknown_routes_are_counted_as_dropped_not_silent() {
     let s = sampler();
     s.observe_read(99, b"k", 0, ReadRole::Leader, T0);
