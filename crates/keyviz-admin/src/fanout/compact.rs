@@ -9,7 +9,9 @@
 //! smaller than JSON and decodes several times faster. The decoded matrix is validated like
 //! a JSON one.
 
-use keyviz::boundaries::{Boundaries, BoundaryMatrix, CellPart, RowTotal};
+use keyviz::boundaries::{
+    Boundaries, BoundaryMatrix, CellPart, IdentityRun, PackedBoundaryMatrix, RowTotal,
+};
 use keyviz::{Matrix, MatrixRow};
 
 use super::client::PeerError;
@@ -137,7 +139,9 @@ fn put_runs(out: &mut Vec<u8>, arr: &[u64]) {
     }
 }
 
-/// The JSON header of a compact body: the matrix without its per-cell arrays.
+/// The JSON header of a boundary body: the matrix without its per-cell arrays, and
+/// without `write_lanes` (a boundary answer carries its mixed cells' identities as parts).
+/// Copies no cell array.
 fn header_json(m: &Matrix) -> Result<Vec<u8>, serde_json::Error> {
     let header = Matrix {
         column_unix_ms: Vec::new(),
@@ -145,11 +149,19 @@ fn header_json(m: &Matrix) -> Result<Vec<u8>, serde_json::Error> {
             .rows
             .iter()
             .map(|r| MatrixRow {
-                values: Vec::new(),
-                raft_group_ids: Vec::new(),
-                leader_terms: Vec::new(),
-                conflicts: Vec::new(),
-                ..r.clone()
+                bucket_id: r.bucket_id.clone(),
+                label: r.label.clone(),
+                start: r.start.clone(),
+                end: r.end.clone(),
+                aggregate: r.aggregate,
+                route_ids: r.route_ids.clone(),
+                route_ids_truncated: r.route_ids_truncated,
+                route_count: r.route_count,
+                conflict: r.conflict,
+                preview: r.preview.clone(),
+                first_key: r.first_key.clone(),
+                last_key: r.last_key.clone(),
+                ..MatrixRow::default()
             })
             .collect(),
         series: m.series,
@@ -213,6 +225,122 @@ pub fn decode_boundary(body: &[u8]) -> Result<BoundaryMatrix, PeerError> {
         return Err(PeerError::Decode("boundary matrix: trailing bytes".into()));
     }
     Ok(BoundaryMatrix { matrix, parts })
+}
+
+/// Decodes a [`BOUNDARY_CONTENT_TYPE`] body into `out` (cleared first, its buffers
+/// reused): the header's rows, every value in one row-major buffer, identities as runs and
+/// the parts, without one vector per row and array. Checks what [`decode_boundary`] and
+/// the caller's validation check ([`PackedBoundaryMatrix::validate`]); conflict flags are
+/// read and dropped (the fold computes its own). Allocates at most about 8 bytes per body
+/// byte for the values and 16 per two bytes for runs and parts, never more than the
+/// body implies.
+///
+/// # Errors
+/// [`PeerError::Decode`] for a bad magic, header or truncated/overlong data,
+/// [`PeerError::Invalid`] for a well-formed answer that breaks the matrix's invariants.
+pub fn decode_boundary_packed(
+    body: &[u8],
+    out: &mut PackedBoundaryMatrix,
+) -> Result<(), PeerError> {
+    out.clear();
+    let rest = body
+        .strip_prefix(BOUNDARY_MAGIC)
+        .ok_or_else(|| PeerError::Decode("boundary matrix: bad magic".into()))?;
+    let (head, mut c) = split_head(rest)?;
+    let mut header = super::decode::decode_json(head)?;
+    // The header's own column list must be empty: columns follow it in binary.
+    if !header.column_unix_ms.is_empty() {
+        return Err(PeerError::Invalid(
+            "boundary matrix: columns in the JSON header".into(),
+        ));
+    }
+    let ncols = c.len()?;
+    let mut columns = std::mem::take(&mut out.header.column_unix_ms);
+    columns.reserve(ncols);
+    let mut prev = 0i64;
+    for _ in 0..ncols {
+        prev = prev.wrapping_add(unzigzag(c.varint()?));
+        columns.push(prev);
+    }
+    header.column_unix_ms = columns;
+    // Cell arrays never ride in the header; lanes may (older peers sent them), but the
+    // identities of mixed cells are the parts, so they are dropped.
+    for row in &mut header.rows {
+        if !(row.values.is_empty()
+            && row.raft_group_ids.is_empty()
+            && row.leader_terms.is_empty()
+            && row.conflicts.is_empty())
+        {
+            return Err(PeerError::Invalid(format!(
+                "boundary matrix: bucket {:?} carries cells in its JSON header",
+                row.bucket_id
+            )));
+        }
+        row.write_lanes = Vec::new();
+    }
+    let rows = header.rows.len();
+    // Every value takes at least one byte: more cells than bytes left is a truncation,
+    // checked before reserving for them.
+    let cells = rows.saturating_mul(ncols);
+    if cells > c.b.len() - c.i || cells > keyviz::MAX_MATRIX_CELLS {
+        return Err(truncated());
+    }
+    out.values.reserve(cells);
+    out.row_runs.reserve(rows);
+    for row in &header.rows {
+        let n = c.len()?;
+        if n != ncols {
+            return Err(PeerError::Invalid(format!(
+                "bucket {:?}: {n} values for {ncols} columns",
+                row.bucket_id
+            )));
+        }
+        for _ in 0..n {
+            out.values.push(c.varint()?);
+        }
+        c.packed_runs(&mut out.group_runs, ncols)?;
+        c.packed_runs(&mut out.term_runs, ncols)?;
+        out.row_runs.push((
+            u32::try_from(out.group_runs.len()).map_err(|_| truncated())?,
+            u32::try_from(out.term_runs.len()).map_err(|_| truncated())?,
+        ));
+        let n = c.len()?;
+        if n != 0 && n != ncols {
+            return Err(PeerError::Invalid(format!(
+                "bucket {:?}: {n} conflict flags for {ncols} columns",
+                row.bucket_id
+            )));
+        }
+        let flags = c.b.get(c.i..c.i + n).ok_or_else(truncated)?;
+        if flags.iter().any(|&f| f > 1) {
+            return Err(truncated());
+        }
+        c.i += n;
+    }
+    let n = c.len()?;
+    // Each part takes at least five bytes.
+    if n > (c.b.len() - c.i) / 5 {
+        return Err(truncated());
+    }
+    out.parts.reserve(n);
+    let mut row = 0u32;
+    for _ in 0..n {
+        let dr = u32::try_from(c.varint()?).map_err(|_| truncated())?;
+        row = row.checked_add(dr).ok_or_else(truncated)?;
+        let column = u32::try_from(c.varint()?).map_err(|_| truncated())?;
+        out.parts.push(CellPart {
+            row,
+            column,
+            group: c.varint()?,
+            term: c.varint()?,
+            value: c.varint()?,
+        });
+    }
+    if c.i != c.b.len() {
+        return Err(PeerError::Decode("boundary matrix: trailing bytes".into()));
+    }
+    out.header = header;
+    out.validate().map_err(PeerError::Invalid)
 }
 
 /// What a node says with its totals: who it is and when it answered.
@@ -432,6 +560,31 @@ impl Cursor<'_> {
         Ok(())
     }
 
+    /// Like [`Cursor::runs`], appending the runs themselves to `out`: their lengths must
+    /// add up to 0 or exactly `width` cells.
+    fn packed_runs(&mut self, out: &mut Vec<IdentityRun>, width: usize) -> Result<(), PeerError> {
+        let n = usize::try_from(self.varint()?).map_err(|_| truncated())?;
+        if n != 0 && n != width {
+            return Err(PeerError::Invalid(format!(
+                "{n} identities for {width} columns"
+            )));
+        }
+        let mut covered = 0usize;
+        while covered < n {
+            let run = usize::try_from(self.varint()?).map_err(|_| truncated())?;
+            let value = self.varint()?;
+            if run == 0 || run > n - covered {
+                return Err(truncated());
+            }
+            covered += run;
+            out.push(IdentityRun {
+                len: u32::try_from(run).map_err(|_| truncated())?,
+                value,
+            });
+        }
+        Ok(())
+    }
+
     fn u64s(&mut self, out: &mut Vec<u64>) -> Result<(), PeerError> {
         let n = self.len()?;
         out.reserve_exact(n);
@@ -640,8 +793,12 @@ mod tests {
 
     #[test]
     fn boundary_matrix_round_trips_and_rejects_every_truncation() {
-        let b = boundary_sample();
+        let mut b = boundary_sample();
         let bytes = encode_boundary(&b).unwrap_or_default();
+        // Lanes stay home: a boundary answer names mixed identities as parts.
+        for r in &mut b.matrix.rows {
+            r.write_lanes.clear();
+        }
         assert_eq!(decode_boundary(&bytes).ok(), Some(b));
         for cut in 0..bytes.len() {
             assert!(
@@ -652,6 +809,88 @@ mod tests {
         // A v1 body is not a boundary body and the other way round.
         assert!(decode_boundary(&encode(&sample()).unwrap_or_default()).is_err());
         assert!(decode(&bytes).is_err());
+    }
+
+    /// The boundary sample as a valid answer: lanes do not travel in a boundary header,
+    /// columns within years 0000-9999.
+    fn valid_boundary_sample() -> BoundaryMatrix {
+        let mut b = boundary_sample();
+        for r in &mut b.matrix.rows {
+            r.write_lanes.clear();
+        }
+        b.matrix.column_unix_ms = (1..=5).map(|c| c * 60_000).collect();
+        b
+    }
+
+    #[test]
+    fn packed_decoding_gives_the_packed_form_of_the_decoded_answer() {
+        let b = valid_boundary_sample();
+        let bytes = encode_boundary(&b).unwrap_or_default();
+        let mut packed = PackedBoundaryMatrix::default();
+        assert_eq!(
+            decode_boundary_packed(&bytes, &mut packed).map_err(|e| e.to_string()),
+            Ok(())
+        );
+        assert_eq!(packed, PackedBoundaryMatrix::from_boundary(&b));
+        // The buffer is reused: a second decode into it gives the same answer.
+        let again = packed.clone();
+        assert!(decode_boundary_packed(&bytes, &mut packed).is_ok());
+        assert_eq!(packed, again);
+        for cut in 0..bytes.len() {
+            assert!(
+                decode_boundary_packed(&bytes[..cut], &mut packed).is_err(),
+                "cut {cut} accepted"
+            );
+        }
+        let mut extra = bytes.clone();
+        extra.push(0);
+        assert!(decode_boundary_packed(&extra, &mut packed).is_err());
+        assert!(
+            decode_boundary_packed(&encode(&sample()).unwrap_or_default(), &mut packed).is_err()
+        );
+    }
+
+    #[test]
+    fn packed_decoding_refuses_invalid_answers() {
+        let mut packed = PackedBoundaryMatrix::default();
+        let mut b = valid_boundary_sample();
+        b.parts[2].value += 1;
+        let bytes = encode_boundary(&b).unwrap_or_default();
+        assert!(matches!(
+            decode_boundary_packed(&bytes, &mut packed),
+            Err(PeerError::Invalid(_))
+        ));
+        let mut b = valid_boundary_sample();
+        b.matrix.rows[1].values.pop();
+        let bytes = encode_boundary(&b).unwrap_or_default();
+        assert!(matches!(
+            decode_boundary_packed(&bytes, &mut packed),
+            Err(PeerError::Invalid(_))
+        ));
+        let mut b = valid_boundary_sample();
+        b.matrix.rows[1].bucket_id = b.matrix.rows[0].bucket_id.clone();
+        let bytes = encode_boundary(&b).unwrap_or_default();
+        assert!(decode_boundary_packed(&bytes, &mut packed).is_err());
+        // A hostile header whose rows claim more cells than the body has bytes.
+        let mut hostile = Vec::from(BOUNDARY_MAGIC);
+        let rows: Vec<String> = (0..2000)
+            .map(|i| format!("{{\"bucket_id\":\"r{i}\"}}"))
+            .collect();
+        let head = format!(
+            "{{\"column_unix_ms\":[],\"rows\":[{}],\"series\":\"reads\",\"generated_at\":\"\",\"step_ms\":0}}",
+            rows.join(",")
+        );
+        hostile.extend_from_slice(&(head.len() as u32).to_le_bytes());
+        hostile.extend_from_slice(head.as_bytes());
+        put_varint(&mut hostile, 4096);
+        for _ in 0..4096 {
+            put_varint(&mut hostile, 1);
+        }
+        assert!(decode_boundary_packed(&hostile, &mut packed).is_err());
+        assert!(
+            packed.values.capacity() < 1 << 20,
+            "no reservation for the claimed cells"
+        );
     }
 
     #[test]
