@@ -37,32 +37,6 @@ pub fn check_hot_total(hot: &keyviz::hotkeys::NodeHotKeys) -> Result<(), PeerErr
     Ok(())
 }
 
-/// [`check_counts`] for a packed boundary answer (its values row-major). O(cells).
-///
-/// # Errors
-/// [`PeerError::Invalid`] naming the first column over the bound.
-pub fn check_packed_counts(m: &keyviz::boundaries::PackedBoundaryMatrix) -> Result<(), PeerError> {
-    let width = m.header.column_unix_ms.len();
-    if width == 0 {
-        return Ok(());
-    }
-    let mut totals = vec![0u64; width];
-    for (r, row) in m.values.chunks(width).enumerate() {
-        for (t, &v) in totals.iter_mut().zip(row) {
-            *t = t.saturating_add(v);
-        }
-        // Each step adds at most 2^64 - 1 to a total below the bound, so checking once per
-        // row cannot miss an overflow (the sums saturate instead of wrapping).
-        if let Some(i) = totals.iter().position(|&t| t > MAX_COLUMN_TOTAL) {
-            let bucket = m.header.rows.get(r).map(|x| x.bucket_id.as_str());
-            return Err(PeerError::Invalid(format!(
-                "column {i} counts more than {MAX_COLUMN_TOTAL} operations (row {bucket:?})"
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// Checks that every column of `m` sums to at most [`MAX_COLUMN_TOTAL`]. O(cells).
 ///
 /// # Errors

@@ -20,7 +20,17 @@ use super::client::PeerError;
 pub const CONTENT_TYPE: &str = "application/vnd.keyviz.matrix-compact";
 const MAGIC: &[u8] = b"KVMC1\n";
 
+#[inline]
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    // Most counts take one or two bytes: one capacity check each instead of one per byte.
+    if v < 0x80 {
+        out.push(v as u8);
+        return;
+    }
+    if v < 0x4000 {
+        out.extend_from_slice(&[(v as u8) | 0x80, (v >> 7) as u8]);
+        return;
+    }
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -92,7 +102,15 @@ fn encode_into(m: &Matrix, head: &[u8], magic: &[u8], runs: bool, out: &mut Vec<
         .iter()
         .map(|r| r.values.len() + r.raft_group_ids.len() + r.leader_terms.len())
         .sum();
-    out.reserve(magic.len() + 4 + head.len() + cells * 2 + 64);
+    // Values of a coarse row take two or three bytes; identities are runs (a few bytes a
+    // row): one reservation for the common body, so it is not copied while growing.
+    let values: usize = m.rows.iter().map(|r| r.values.len()).sum();
+    let identities = if runs {
+        m.rows.len() * 16
+    } else {
+        (cells - values) * 2
+    };
+    out.reserve(magic.len() + 4 + head.len() + values * 3 + identities + m.rows.len() * 4 + 64);
     out.extend_from_slice(magic);
     out.extend_from_slice(&u32::try_from(head.len()).unwrap_or(u32::MAX).to_le_bytes());
     out.extend_from_slice(head);
@@ -104,9 +122,7 @@ fn encode_into(m: &Matrix, head: &[u8], magic: &[u8], runs: bool, out: &mut Vec<
     }
     for r in &m.rows {
         put_varint(out, r.values.len() as u64);
-        for &v in &r.values {
-            put_varint(out, v);
-        }
+        put_varints(out, &r.values);
         for arr in [&r.raft_group_ids, &r.leader_terms] {
             if runs {
                 put_runs(out, arr);
@@ -120,6 +136,34 @@ fn encode_into(m: &Matrix, head: &[u8], magic: &[u8], runs: bool, out: &mut Vec<
         put_varint(out, r.conflicts.len() as u64);
         out.extend(r.conflicts.iter().map(|&c| u8::from(c)));
     }
+}
+
+/// Appends every value of `vs` as LEB128, writing into a slice sized for the longest case
+/// (ten bytes each) and cut back after: no capacity check per byte.
+fn put_varints(out: &mut Vec<u8>, vs: &[u64]) {
+    let start = out.len();
+    out.resize(start + vs.len() * 10, 0);
+    let mut i = start;
+    for &v in vs {
+        if v < 0x80 {
+            out[i] = v as u8;
+            i += 1;
+        } else if v < 0x4000 {
+            out[i] = (v as u8) | 0x80;
+            out[i + 1] = (v >> 7) as u8;
+            i += 2;
+        } else {
+            let mut v = v;
+            while v >= 0x80 {
+                out[i] = (v as u8) | 0x80;
+                v >>= 7;
+                i += 1;
+            }
+            out[i] = v as u8;
+            i += 1;
+        }
+    }
+    out.truncate(i);
 }
 
 /// An array as its length, then (run length, value) pairs: identities change rarely
@@ -230,8 +274,10 @@ pub fn decode_boundary(body: &[u8]) -> Result<BoundaryMatrix, PeerError> {
 /// Decodes a [`BOUNDARY_CONTENT_TYPE`] body into `out` (cleared first, its buffers
 /// reused): the header's rows, every value in one row-major buffer, identities as runs and
 /// the parts, without one vector per row and array. Checks what [`decode_boundary`] and
-/// the caller's validation check ([`PackedBoundaryMatrix::validate`]); conflict flags are
-/// read and dropped (the fold computes its own). Allocates at most about 8 bytes per body
+/// the caller's validation check ([`PackedBoundaryMatrix::validate`], and every column
+/// summing to at most `max_column_total`, clamped to 2^63 − 1: pass
+/// [`super::bounds::MAX_COLUMN_TOTAL`]); conflict flags are read and dropped (the fold
+/// computes its own). Allocates at most about 8 bytes per body
 /// byte for the values and 16 per two bytes for runs and parts, never more than the
 /// body implies.
 ///
@@ -241,7 +287,10 @@ pub fn decode_boundary(body: &[u8]) -> Result<BoundaryMatrix, PeerError> {
 pub fn decode_boundary_packed(
     body: &[u8],
     out: &mut PackedBoundaryMatrix,
+    max_column_total: u64,
 ) -> Result<(), PeerError> {
+    // At most 2^63 - 1, so a total plus a clamped value cannot wrap.
+    let max_column_total = max_column_total.min(u64::MAX >> 1);
     out.clear();
     let rest = body
         .strip_prefix(BOUNDARY_MAGIC)
@@ -287,6 +336,7 @@ pub fn decode_boundary_packed(
     }
     out.values.reserve(cells);
     out.row_runs.reserve(rows);
+    let mut totals = vec![0u64; ncols];
     for row in &header.rows {
         let n = c.len()?;
         if n != ncols {
@@ -295,8 +345,27 @@ pub fn decode_boundary_packed(
                 row.bucket_id
             )));
         }
-        for _ in 0..n {
-            out.values.push(c.varint()?);
+        let from = out.values.len();
+        c.varints(&mut out.values, n)?;
+        // The column bound (`bounds::MAX_COLUMN_TOTAL`) while the row is in cache: every
+        // total is at most the bound before an addition and every addend is clamped to it,
+        // so with a bound below 2^63 the plain sums cannot wrap.
+        let mut over = false;
+        for (t, &v) in totals.iter_mut().zip(&out.values[from..]) {
+            over |= v > max_column_total;
+            *t += v.min(max_column_total);
+            over |= *t > max_column_total;
+        }
+        if over {
+            let i = totals
+                .iter()
+                .zip(&out.values[from..])
+                .position(|(&t, &v)| t > max_column_total || v > max_column_total)
+                .unwrap_or(0);
+            return Err(PeerError::Invalid(format!(
+                "column {i} counts more than {max_column_total} operations (row {:?})",
+                row.bucket_id
+            )));
         }
         c.packed_runs(&mut out.group_runs, ncols)?;
         c.packed_runs(&mut out.term_runs, ncols)?;
@@ -560,6 +629,27 @@ impl Cursor<'_> {
         Ok(())
     }
 
+    /// Appends `n` LEB128 values to `out`, decoding one- and two-byte values (most counts)
+    /// from a fixed ten-byte window without a bounds check per byte; longer values and the
+    /// body's last bytes take [`Cursor::varint`], so the same inputs are refused.
+    fn varints(&mut self, out: &mut Vec<u64>, n: usize) -> Result<(), PeerError> {
+        for _ in 0..n {
+            let v = match self.b.get(self.i..self.i + 10) {
+                Some(w) if w[0] < 0x80 => {
+                    self.i += 1;
+                    u64::from(w[0])
+                }
+                Some(w) if w[1] < 0x80 => {
+                    self.i += 2;
+                    u64::from(w[0] & 0x7f) | (u64::from(w[1]) << 7)
+                }
+                _ => self.varint()?,
+            };
+            out.push(v);
+        }
+        Ok(())
+    }
+
     /// Like [`Cursor::runs`], appending the runs themselves to `out`: their lengths must
     /// add up to 0 or exactly `width` cells.
     fn packed_runs(&mut self, out: &mut Vec<IdentityRun>, width: usize) -> Result<(), PeerError> {
@@ -811,6 +901,9 @@ mod tests {
         assert!(decode(&bytes).is_err());
     }
 
+    /// No column bound beyond what the sample needs.
+    const MAX: u64 = u64::MAX >> 1;
+
     /// The boundary sample as a valid answer: lanes do not travel in a boundary header,
     /// columns within years 0000-9999.
     fn valid_boundary_sample() -> BoundaryMatrix {
@@ -819,7 +912,35 @@ mod tests {
             r.write_lanes.clear();
         }
         b.matrix.column_unix_ms = (1..=5).map(|c| c * 60_000).collect();
+        b.matrix.rows[0].values[4] = 1 << 40;
         b
+    }
+
+    #[test]
+    fn packed_decoding_holds_columns_to_the_bound_without_wrapping() {
+        let mut packed = PackedBoundaryMatrix::default();
+        let mut b = valid_boundary_sample();
+        let bound = 1u64 << 48;
+        b.matrix.rows[0].values[4] = bound - 3;
+        let ok = encode_boundary(&b).unwrap_or_default();
+        assert!(
+            decode_boundary_packed(&ok, &mut packed, bound).is_ok(),
+            "3 + (bound - 3)"
+        );
+        b.matrix.rows[0].values[4] = bound - 2;
+        let over = encode_boundary(&b).unwrap_or_default();
+        assert!(matches!(
+            decode_boundary_packed(&over, &mut packed, bound),
+            Err(PeerError::Invalid(_))
+        ));
+        // A sum that would wrap to a small number is refused too.
+        b.matrix.rows[0].values[4] = u64::MAX - 1;
+        let wraps = encode_boundary(&b).unwrap_or_default();
+        assert!(decode_boundary_packed(&wraps, &mut packed, bound).is_err());
+        assert!(
+            decode_boundary_packed(&wraps, &mut packed, u64::MAX).is_err(),
+            "bound clamped"
+        );
     }
 
     #[test]
@@ -828,25 +949,26 @@ mod tests {
         let bytes = encode_boundary(&b).unwrap_or_default();
         let mut packed = PackedBoundaryMatrix::default();
         assert_eq!(
-            decode_boundary_packed(&bytes, &mut packed).map_err(|e| e.to_string()),
+            decode_boundary_packed(&bytes, &mut packed, MAX).map_err(|e| e.to_string()),
             Ok(())
         );
         assert_eq!(packed, PackedBoundaryMatrix::from_boundary(&b));
         // The buffer is reused: a second decode into it gives the same answer.
         let again = packed.clone();
-        assert!(decode_boundary_packed(&bytes, &mut packed).is_ok());
+        assert!(decode_boundary_packed(&bytes, &mut packed, MAX).is_ok());
         assert_eq!(packed, again);
         for cut in 0..bytes.len() {
             assert!(
-                decode_boundary_packed(&bytes[..cut], &mut packed).is_err(),
+                decode_boundary_packed(&bytes[..cut], &mut packed, MAX).is_err(),
                 "cut {cut} accepted"
             );
         }
         let mut extra = bytes.clone();
         extra.push(0);
-        assert!(decode_boundary_packed(&extra, &mut packed).is_err());
+        assert!(decode_boundary_packed(&extra, &mut packed, MAX).is_err());
         assert!(
-            decode_boundary_packed(&encode(&sample()).unwrap_or_default(), &mut packed).is_err()
+            decode_boundary_packed(&encode(&sample()).unwrap_or_default(), &mut packed, MAX)
+                .is_err()
         );
     }
 
@@ -857,20 +979,20 @@ mod tests {
         b.parts[2].value += 1;
         let bytes = encode_boundary(&b).unwrap_or_default();
         assert!(matches!(
-            decode_boundary_packed(&bytes, &mut packed),
+            decode_boundary_packed(&bytes, &mut packed, MAX),
             Err(PeerError::Invalid(_))
         ));
         let mut b = valid_boundary_sample();
         b.matrix.rows[1].values.pop();
         let bytes = encode_boundary(&b).unwrap_or_default();
         assert!(matches!(
-            decode_boundary_packed(&bytes, &mut packed),
+            decode_boundary_packed(&bytes, &mut packed, MAX),
             Err(PeerError::Invalid(_))
         ));
         let mut b = valid_boundary_sample();
         b.matrix.rows[1].bucket_id = b.matrix.rows[0].bucket_id.clone();
         let bytes = encode_boundary(&b).unwrap_or_default();
-        assert!(decode_boundary_packed(&bytes, &mut packed).is_err());
+        assert!(decode_boundary_packed(&bytes, &mut packed, MAX).is_err());
         // A hostile header whose rows claim more cells than the body has bytes.
         let mut hostile = Vec::from(BOUNDARY_MAGIC);
         let rows: Vec<String> = (0..2000)
@@ -886,7 +1008,7 @@ mod tests {
         for _ in 0..4096 {
             put_varint(&mut hostile, 1);
         }
-        assert!(decode_boundary_packed(&hostile, &mut packed).is_err());
+        assert!(decode_boundary_packed(&hostile, &mut packed, MAX).is_err());
         assert!(
             packed.values.capacity() < 1 << 20,
             "no reservation for the claimed cells"

@@ -345,8 +345,7 @@ async fn call_boundary(
         if is_media(ct.as_deref(), BOUNDARY_CONTENT_TYPE) {
             // Straight into a reused flat buffer: no matrix of the answer is built.
             let mut p = bufs.take();
-            let checked = decode_boundary_packed(&body, &mut p)
-                .and_then(|()| super::bounds::check_packed_counts(&p));
+            let checked = decode_boundary_packed(&body, &mut p, super::bounds::MAX_COLUMN_TOTAL);
             drop(body);
             match checked {
                 Ok(()) => Ok::<_, PeerError>(Ready::Packed(p)),
