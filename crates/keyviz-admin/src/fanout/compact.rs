@@ -633,8 +633,11 @@ impl Cursor<'_> {
     /// from a fixed ten-byte window without a bounds check per byte; longer values and the
     /// body's last bytes take [`Cursor::varint`], so the same inputs are refused.
     fn varints(&mut self, out: &mut Vec<u64>, n: usize) -> Result<(), PeerError> {
-        for _ in 0..n {
-            let v = match self.b.get(self.i..self.i + 10) {
+        // `n` is at most the bytes left (`Cursor::len`): the slots cost no more than the body.
+        let from = out.len();
+        out.resize(from + n, 0);
+        for slot in &mut out[from..] {
+            *slot = match self.b.get(self.i..self.i + 10) {
                 Some(w) if w[0] < 0x80 => {
                     self.i += 1;
                     u64::from(w[0])
@@ -645,7 +648,6 @@ impl Cursor<'_> {
                 }
                 _ => self.varint()?,
             };
-            out.push(v);
         }
         Ok(())
     }

@@ -464,6 +464,8 @@ struct InputCtx {
     col_map: Vec<usize>,
     /// No two input columns share an accumulator column.
     injective: bool,
+    /// When input column `j` is accumulator column `offset + j` for every `j`.
+    offset: Option<usize>,
 }
 
 /// One row's cells as the fold reads them.
@@ -897,10 +899,15 @@ impl ClusterFold {
         // node align into one window (a finer step or jitter): then that node counted both
         // and they are added up first.
         let injective = col_map.windows(2).all(|w| w[0] < w[1]);
+        let offset = col_map
+            .windows(2)
+            .all(|w| w[1] == w[0] + 1)
+            .then(|| col_map.first().copied().unwrap_or(0));
         Some(InputCtx {
             index,
             col_map,
             injective,
+            offset,
         })
     }
 
@@ -931,17 +938,38 @@ impl ClusterFold {
                 let (t, tl) = tc.peek();
                 let seg = gl.min(tl).min(n - j);
                 let tg = (t, g);
-                for (&v, &u) in cells.values[j..j + seg].iter().zip(&col_map[j..j + seg]) {
-                    if v == 0 {
-                        continue;
-                    }
-                    let (Some([s, bv]), Some(btg)) = (sums.get_mut(u), best_tg.get_mut(u)) else {
-                        continue;
-                    };
+                let values = &cells.values[j..j + seg];
+                let fold = |v: u64, [s, bv]: &mut [u64; 2], btg: &mut (u64, u64)| {
                     *s = s.saturating_add(v);
                     if v > *bv || (v == *bv && tg > *btg) {
                         *bv = v;
                         *btg = tg;
+                    }
+                };
+                match ctx.offset {
+                    // The input's columns are a contiguous run of the accumulator's (the
+                    // normal case): slices side by side, no per-cell lookup or check.
+                    Some(off) if off + j + seg <= width => {
+                        let at = off + j..off + j + seg;
+                        for ((&v, cell), btg) in values
+                            .iter()
+                            .zip(&mut sums[at.clone()])
+                            .zip(&mut best_tg[at])
+                        {
+                            if v != 0 {
+                                fold(v, cell, btg);
+                            }
+                        }
+                    }
+                    _ => {
+                        for (&v, &u) in values.iter().zip(&col_map[j..j + seg]) {
+                            if v == 0 {
+                                continue;
+                            }
+                            if let (Some(cell), Some(btg)) = (sums.get_mut(u), best_tg.get_mut(u)) {
+                                fold(v, cell, btg);
+                            }
+                        }
                     }
                 }
                 gc.advance(seg);
@@ -1493,6 +1521,46 @@ mod tests {
                 let routes: u64 = got.rows.iter().map(|r| r.route_count).sum();
                 assert_eq!(routes, 60, "{series} at budget {budget}");
             }
+        }
+    }
+
+    #[test]
+    fn reads_on_shifted_and_gapped_columns_fold_like_the_merge() {
+        // One node a step ahead (its columns a shifted run of the cluster's), one missing a
+        // column in the middle (not a contiguous run): cell by cell, values and the best
+        // contribution's identity are the merge's.
+        let base = node_matrix(Series::Reads, 0, 3, 12);
+        let mut ahead = node_matrix(Series::Reads, 1, 3, 12);
+        for c in &mut ahead.column_unix_ms {
+            *c += 60_000;
+        }
+        let mut gapped = node_matrix(Series::Reads, 2, 3, 12);
+        gapped.column_unix_ms.remove(2);
+        for r in &mut gapped.rows {
+            r.values.remove(2);
+            r.raft_group_ids.remove(2);
+            r.leader_terms.remove(2);
+            r.leader_terms[0] = 9;
+        }
+        let inputs = [base, ahead, gapped];
+        let oracle = merge(
+            &inputs,
+            &MergeOptions {
+                series: Series::Reads,
+                step_ms: 60_000,
+                row_budget: None,
+            },
+        )
+        .matrix;
+        let (plain, packed) = both_folds(&inputs, 12);
+        assert_eq!(plain.matrix, packed.matrix);
+        let got = packed.matrix;
+        assert_eq!(got.column_unix_ms, oracle.column_unix_ms);
+        assert_eq!(got.rows.len(), oracle.rows.len());
+        for (g, o) in got.rows.iter().zip(&oracle.rows) {
+            assert_eq!(g.values, o.values, "{}", g.bucket_id);
+            assert_eq!(g.leader_terms, o.leader_terms, "{}", g.bucket_id);
+            assert_eq!(g.raft_group_ids, o.raft_group_ids, "{}", g.bucket_id);
         }
     }
 
