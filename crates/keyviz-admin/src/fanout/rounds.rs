@@ -76,15 +76,25 @@ impl Ready {
     }
 }
 
-/// Decode buffers of one fan-out, handed back by the fold so the next answer reuses their
-/// memory. Holds at most as many as there are decode permits; the lock is held for a push
-/// or a pop only.
-#[derive(Default)]
-struct Buffers(std::sync::Mutex<Vec<PackedBoundaryMatrix>>);
+/// The decode side of one fan-out's round 2: `DECODES_AT_ONCE` permits (an answer holds
+/// one from its decode until the fold has taken it) and the decode buffers, handed back by
+/// the fold so the next answer reuses their memory (at most one per permit). The pool's
+/// lock is held for a push or a pop only.
+struct Decoders {
+    permits: Arc<tokio::sync::Semaphore>,
+    pool: std::sync::Mutex<Vec<PackedBoundaryMatrix>>,
+}
 
-impl Buffers {
+impl Decoders {
+    fn new() -> Self {
+        Decoders {
+            permits: Arc::new(tokio::sync::Semaphore::new(DECODES_AT_ONCE)),
+            pool: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
     fn take(&self) -> PackedBoundaryMatrix {
-        self.0
+        self.pool
             .lock()
             .ok()
             .and_then(|mut v| v.pop())
@@ -92,7 +102,7 @@ impl Buffers {
     }
 
     fn give(&self, b: PackedBoundaryMatrix) {
-        if let Ok(mut v) = self.0.lock() {
+        if let Ok(mut v) = self.pool.lock() {
             v.push(b);
         }
     }
@@ -300,8 +310,7 @@ async fn call_boundary(
     boundaries: &Arc<Boundaries>,
     encoded: &str,
     deadline: Duration,
-    decodes: &Arc<tokio::sync::Semaphore>,
-    buffers: &Arc<Buffers>,
+    decoders: &Arc<Decoders>,
 ) -> Result<(Ready, tokio::sync::OwnedSemaphorePermit), PeerError> {
     let fetch = peer_get(
         inner,
@@ -332,7 +341,8 @@ async fn call_boundary(
     };
     // Held until the fold has taken the answer: at most `DECODES_AT_ONCE` decoded answers
     // exist per fan-out besides the one being folded.
-    let permit = decodes
+    let permit = decoders
+        .permits
         .clone()
         .acquire_owned()
         .await
@@ -340,7 +350,7 @@ async fn call_boundary(
     let ct = content_type.clone();
     let params2 = params.clone();
     let b = boundaries.clone();
-    let bufs = buffers.clone();
+    let bufs = decoders.clone();
     let ready = tokio::task::spawn_blocking(move || {
         if is_media(ct.as_deref(), BOUNDARY_CONTENT_TYPE) {
             // Straight into a reused flat buffer: no matrix of the answer is built.
@@ -367,7 +377,7 @@ async fn call_boundary(
     if !matches!(verdict, Ok(PeerAnswer::Answer { .. }))
         && let Ready::Packed(p) = ready
     {
-        buffers.give(p);
+        decoders.give(p);
         return Err(verdict.err().unwrap_or_else(|| {
             PeerError::Identity("peer answered as this node in the second round".into())
         }));
@@ -428,6 +438,15 @@ pub(crate) async fn run_rounds(
         let totals: Vec<_> = inputs.iter().map(First::totals).collect();
         let b = Boundaries::plan(totals.iter().map(|t| t.as_ref()), budget);
         drop(totals);
+        // The totals have served: round 2 needs only which kind each input was, so the
+        // N × routes entries do not live on through round 2.
+        let inputs: Vec<First> = inputs
+            .into_iter()
+            .map(|f| match f {
+                First::Totals(_) => First::Totals(Vec::new()),
+                legacy @ First::Legacy(_) => legacy,
+            })
+            .collect();
         (inputs, b)
     })
     .await
@@ -456,8 +475,7 @@ pub(crate) async fn run_rounds(
     // being folded.
     type Msg = (usize, Ready, tokio::sync::OwnedSemaphorePermit);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(DECODES_AT_ONCE);
-    let decodes = Arc::new(tokio::sync::Semaphore::new(DECODES_AT_ONCE));
-    let buffers = Arc::new(Buffers::default());
+    let decoders = Arc::new(Decoders::new());
     let mut tasks = Vec::new();
     for (i, input) in inputs.into_iter().enumerate().skip(1) {
         let tx = tx.clone();
@@ -467,8 +485,7 @@ pub(crate) async fn run_rounds(
         let params = params.clone();
         let boundaries = boundaries.clone();
         let encoded = encoded.clone();
-        let decodes = decodes.clone();
-        let buffers = buffers.clone();
+        let decoders = decoders.clone();
         tasks.push((
             i,
             tokio::spawn(async move {
@@ -476,7 +493,7 @@ pub(crate) async fn run_rounds(
                 let bm = match input {
                     First::Legacy(m) => {
                         let b = boundaries.clone();
-                        match decodes.clone().acquire_owned().await {
+                        match decoders.permits.clone().acquire_owned().await {
                             Ok(permit) => tokio::task::spawn_blocking(move || {
                                 Ready::Coarse(coarsen_onto(m, &b, MAX_LISTED_ROUTE_IDS))
                             })
@@ -494,8 +511,7 @@ pub(crate) async fn run_rounds(
                             &boundaries,
                             &encoded,
                             round2_deadline,
-                            &decodes,
-                            &buffers,
+                            &decoders,
                         )
                         .await
                     }
@@ -544,7 +560,7 @@ pub(crate) async fn run_rounds(
             match ready {
                 Ready::Packed(p) => {
                     fold.add_packed(&p);
-                    buffers.give(p);
+                    decoders.give(p);
                 }
                 Ready::Coarse(bm) => fold.add(&bm),
             }
