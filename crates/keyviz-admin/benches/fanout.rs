@@ -92,7 +92,7 @@ fn decode(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(10));
     g.throughput(Throughput::Bytes(body.len() as u64));
     type Decoder = fn(&[u8]) -> usize;
-    let cases: [(&str, &[u8], Decoder); 3] = [
+    let cases: [(&str, &[u8], Decoder); 4] = [
         ("json_1024x4096", &body, |b| {
             keyviz_admin::fanout::decode::decode_matrix(b).map_or(0, |m| m.rows.len())
         }),
@@ -101,6 +101,17 @@ fn decode(c: &mut Criterion) {
         }),
         ("boundary_1024x4096", &boundary, |b| {
             keyviz_admin::fanout::compact::decode_boundary(b).map_or(0, |m| m.matrix.rows.len())
+        }),
+        // What round 2 does: into a packed buffer, validated, column bound included (a
+        // fresh buffer per call here; the fan-out reuses its buffers).
+        ("boundary_packed_1024x4096", &boundary, |b| {
+            let mut p = keyviz::boundaries::PackedBoundaryMatrix::default();
+            keyviz_admin::fanout::compact::decode_boundary_packed(
+                b,
+                &mut p,
+                keyviz_admin::fanout::bounds::MAX_COLUMN_TOTAL,
+            )
+            .map_or(0, |()| p.header.rows.len())
         }),
     ];
     for (name, bytes, f) in cases {
