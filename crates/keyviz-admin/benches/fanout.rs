@@ -109,6 +109,7 @@ fn decode(c: &mut Criterion) {
             keyviz_admin::fanout::compact::decode_boundary_packed(
                 b,
                 &mut p,
+                keyviz::boundaries::MAX_BOUNDARIES,
                 keyviz_admin::fanout::bounds::MAX_COLUMN_TOTAL,
             )
             .map_or(0, |()| p.header.rows.len())

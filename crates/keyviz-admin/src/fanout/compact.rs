@@ -277,9 +277,10 @@ pub fn decode_boundary(body: &[u8]) -> Result<BoundaryMatrix, PeerError> {
 /// the caller's validation check ([`PackedBoundaryMatrix::validate`], and every column
 /// summing to at most `max_column_total`, clamped to 2^63 − 1: pass
 /// [`super::bounds::MAX_COLUMN_TOTAL`]); conflict flags are read and dropped (the fold
-/// computes its own). Allocates at most about 8 bytes per body
-/// byte for the values and 16 per two bytes for runs and parts, never more than the
-/// body implies.
+/// computes its own). An answer has at most one row per boundary row: more than `max_rows`
+/// rows (pass the number of boundaries asked for) is refused before any cell is read, so
+/// the values buffer never exceeds `max_rows × columns × 8` bytes, nor 8 bytes per body
+/// byte; runs and parts take at most 16 bytes per two body bytes.
 ///
 /// # Errors
 /// [`PeerError::Decode`] for a bad magic, header or truncated/overlong data,
@@ -287,6 +288,7 @@ pub fn decode_boundary(body: &[u8]) -> Result<BoundaryMatrix, PeerError> {
 pub fn decode_boundary_packed(
     body: &[u8],
     out: &mut PackedBoundaryMatrix,
+    max_rows: usize,
     max_column_total: u64,
 ) -> Result<(), PeerError> {
     // At most 2^63 - 1, so a total plus a clamped value cannot wrap.
@@ -328,6 +330,11 @@ pub fn decode_boundary_packed(
         row.write_lanes = Vec::new();
     }
     let rows = header.rows.len();
+    if rows > max_rows {
+        return Err(PeerError::Invalid(format!(
+            "boundary matrix: {rows} rows for {max_rows} boundary rows"
+        )));
+    }
     // Every value takes at least one byte: more cells than bytes left is a truncation,
     // checked before reserving for them.
     let cells = rows.saturating_mul(ncols);
@@ -919,6 +926,18 @@ mod tests {
     }
 
     #[test]
+    fn packed_decoding_refuses_more_rows_than_boundaries() {
+        let mut packed = PackedBoundaryMatrix::default();
+        let bytes = encode_boundary(&valid_boundary_sample()).unwrap_or_default();
+        assert!(decode_boundary_packed(&bytes, &mut packed, 2, MAX).is_ok());
+        assert!(matches!(
+            decode_boundary_packed(&bytes, &mut packed, 1, MAX),
+            Err(PeerError::Invalid(_))
+        ));
+        assert!(packed.values.is_empty(), "refused before any cell is read");
+    }
+
+    #[test]
     fn packed_decoding_holds_columns_to_the_bound_without_wrapping() {
         let mut packed = PackedBoundaryMatrix::default();
         let mut b = valid_boundary_sample();
@@ -926,21 +945,21 @@ mod tests {
         b.matrix.rows[0].values[4] = bound - 3;
         let ok = encode_boundary(&b).unwrap_or_default();
         assert!(
-            decode_boundary_packed(&ok, &mut packed, bound).is_ok(),
+            decode_boundary_packed(&ok, &mut packed, usize::MAX, bound).is_ok(),
             "3 + (bound - 3)"
         );
         b.matrix.rows[0].values[4] = bound - 2;
         let over = encode_boundary(&b).unwrap_or_default();
         assert!(matches!(
-            decode_boundary_packed(&over, &mut packed, bound),
+            decode_boundary_packed(&over, &mut packed, usize::MAX, bound),
             Err(PeerError::Invalid(_))
         ));
         // A sum that would wrap to a small number is refused too.
         b.matrix.rows[0].values[4] = u64::MAX - 1;
         let wraps = encode_boundary(&b).unwrap_or_default();
-        assert!(decode_boundary_packed(&wraps, &mut packed, bound).is_err());
+        assert!(decode_boundary_packed(&wraps, &mut packed, usize::MAX, bound).is_err());
         assert!(
-            decode_boundary_packed(&wraps, &mut packed, u64::MAX).is_err(),
+            decode_boundary_packed(&wraps, &mut packed, usize::MAX, u64::MAX).is_err(),
             "bound clamped"
         );
     }
@@ -951,26 +970,31 @@ mod tests {
         let bytes = encode_boundary(&b).unwrap_or_default();
         let mut packed = PackedBoundaryMatrix::default();
         assert_eq!(
-            decode_boundary_packed(&bytes, &mut packed, MAX).map_err(|e| e.to_string()),
+            decode_boundary_packed(&bytes, &mut packed, usize::MAX, MAX).map_err(|e| e.to_string()),
             Ok(())
         );
         assert_eq!(packed, PackedBoundaryMatrix::from_boundary(&b));
         // The buffer is reused: a second decode into it gives the same answer.
         let again = packed.clone();
-        assert!(decode_boundary_packed(&bytes, &mut packed, MAX).is_ok());
+        assert!(decode_boundary_packed(&bytes, &mut packed, usize::MAX, MAX).is_ok());
         assert_eq!(packed, again);
         for cut in 0..bytes.len() {
             assert!(
-                decode_boundary_packed(&bytes[..cut], &mut packed, MAX).is_err(),
+                decode_boundary_packed(&bytes[..cut], &mut packed, usize::MAX, MAX).is_err(),
                 "cut {cut} accepted"
             );
         }
         let mut extra = bytes.clone();
         extra.push(0);
-        assert!(decode_boundary_packed(&extra, &mut packed, MAX).is_err());
+        assert!(decode_boundary_packed(&extra, &mut packed, usize::MAX, MAX).is_err());
         assert!(
-            decode_boundary_packed(&encode(&sample()).unwrap_or_default(), &mut packed, MAX)
-                .is_err()
+            decode_boundary_packed(
+                &encode(&sample()).unwrap_or_default(),
+                &mut packed,
+                usize::MAX,
+                MAX
+            )
+            .is_err()
         );
     }
 
@@ -981,20 +1005,20 @@ mod tests {
         b.parts[2].value += 1;
         let bytes = encode_boundary(&b).unwrap_or_default();
         assert!(matches!(
-            decode_boundary_packed(&bytes, &mut packed, MAX),
+            decode_boundary_packed(&bytes, &mut packed, usize::MAX, MAX),
             Err(PeerError::Invalid(_))
         ));
         let mut b = valid_boundary_sample();
         b.matrix.rows[1].values.pop();
         let bytes = encode_boundary(&b).unwrap_or_default();
         assert!(matches!(
-            decode_boundary_packed(&bytes, &mut packed, MAX),
+            decode_boundary_packed(&bytes, &mut packed, usize::MAX, MAX),
             Err(PeerError::Invalid(_))
         ));
         let mut b = valid_boundary_sample();
         b.matrix.rows[1].bucket_id = b.matrix.rows[0].bucket_id.clone();
         let bytes = encode_boundary(&b).unwrap_or_default();
-        assert!(decode_boundary_packed(&bytes, &mut packed, MAX).is_err());
+        assert!(decode_boundary_packed(&bytes, &mut packed, usize::MAX, MAX).is_err());
         // A hostile header whose rows claim more cells than the body has bytes.
         let mut hostile = Vec::from(BOUNDARY_MAGIC);
         let rows: Vec<String> = (0..2000)
@@ -1010,7 +1034,7 @@ mod tests {
         for _ in 0..4096 {
             put_varint(&mut hostile, 1);
         }
-        assert!(decode_boundary_packed(&hostile, &mut packed, MAX).is_err());
+        assert!(decode_boundary_packed(&hostile, &mut packed, usize::MAX, MAX).is_err());
         assert!(
             packed.values.capacity() < 1 << 20,
             "no reservation for the claimed cells"

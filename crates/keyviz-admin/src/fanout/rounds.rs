@@ -54,8 +54,8 @@ const MAX_ROUND2_URL: usize = 60 * 1024;
 /// Share of `fanout_timeout` round 1 may take; round 2 gets the rest (at least the other
 /// quarter), so a peer's whole contribution fits in the one deadline.
 const ROUND1_SHARE: f64 = 0.75;
-/// Peer answers decoded or waiting for the fold at once per fan-out, besides the one being
-/// folded: each holds a packed answer of `rows × columns × 8` bytes plus its identity runs
+/// Peer answers decoded, waiting for the fold or being folded at once per fan-out: each
+/// holds a packed answer of at most `boundaries × columns × 8` bytes plus its identity runs
 /// (a decode buffer, reused for the next answer once folded).
 const DECODES_AT_ONCE: usize = 2;
 
@@ -339,8 +339,8 @@ async fn call_boundary(
             "peer became this node between the rounds".into(),
         ));
     };
-    // Held until the fold has taken the answer: at most `DECODES_AT_ONCE` decoded answers
-    // exist per fan-out besides the one being folded.
+    // Held until the fold has folded the answer: at most `DECODES_AT_ONCE` decoded answers
+    // exist per fan-out, the one being folded included.
     let permit = decoders
         .permits
         .clone()
@@ -355,7 +355,8 @@ async fn call_boundary(
         if is_media(ct.as_deref(), BOUNDARY_CONTENT_TYPE) {
             // Straight into a reused flat buffer: no matrix of the answer is built.
             let mut p = bufs.take();
-            let checked = decode_boundary_packed(&body, &mut p, super::bounds::MAX_COLUMN_TOTAL);
+            let checked =
+                decode_boundary_packed(&body, &mut p, b.len(), super::bounds::MAX_COLUMN_TOTAL);
             drop(body);
             match checked {
                 Ok(()) => Ok::<_, PeerError>(Ready::Packed(p)),
