@@ -92,7 +92,7 @@ fn decode(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(10));
     g.throughput(Throughput::Bytes(body.len() as u64));
     type Decoder = fn(&[u8]) -> usize;
-    let cases: [(&str, &[u8], Decoder); 3] = [
+    let cases: [(&str, &[u8], Decoder); 4] = [
         ("json_1024x4096", &body, |b| {
             keyviz_admin::fanout::decode::decode_matrix(b).map_or(0, |m| m.rows.len())
         }),
@@ -101,6 +101,18 @@ fn decode(c: &mut Criterion) {
         }),
         ("boundary_1024x4096", &boundary, |b| {
             keyviz_admin::fanout::compact::decode_boundary(b).map_or(0, |m| m.matrix.rows.len())
+        }),
+        // What round 2 does: into a packed buffer, validated, column bound included (a
+        // fresh buffer per call here; the fan-out reuses its buffers).
+        ("boundary_packed_1024x4096", &boundary, |b| {
+            let mut p = keyviz::boundaries::PackedBoundaryMatrix::default();
+            keyviz_admin::fanout::compact::decode_boundary_packed(
+                b,
+                &mut p,
+                keyviz::boundaries::MAX_BOUNDARIES,
+                keyviz_admin::fanout::bounds::MAX_COLUMN_TOTAL,
+            )
+            .map_or(0, |()| p.header.rows.len())
         }),
     ];
     for (name, bytes, f) in cases {
@@ -414,9 +426,153 @@ fn cpu_seconds(pid: &str) -> f64 {
     f.iter().sum::<u64>() as f64 / 100.0
 }
 
-/// Peer mode (`KEYVIZ_BENCH_PEERS=n`): serves `n` admin routers on 127.0.0.1, prints
-/// `PEERS addr,addr,...`, and exits when stdin closes (the bench process ended).
+/// One recorded peer: the answers a real peer of `Synthetic` gives, encoded by the real
+/// encoders once, then served from memory with real request checks and answer MACs. Lets
+/// the bench time the aggregator alone while 32 peers share its 2 cores.
+struct Recorded {
+    node_id: String,
+    source: Synthetic,
+    keys: keyviz_admin::peer::PeerKeys,
+    replay: keyviz_admin::peer::signing::ReplayCache,
+    totals: Bytes,
+    /// The round-2 answer for the boundaries last asked (the plan is the same every query).
+    boundary: std::sync::Mutex<Option<(String, Bytes)>>,
+}
+
+impl Recorded {
+    fn new(node: u64) -> Self {
+        let source = Synthetic::new(node);
+        let node_id = format!("p{node}");
+        let q = MatrixQuery::default();
+        let totals = keyviz_admin::fanout::compact::encode_totals(
+            &keyviz_admin::fanout::compact::NodeTotals {
+                node_id: Some(node_id.clone()),
+                generated_at: "2026-12-01T00:00:00Z".into(),
+                totals: source.row_totals(&q, 0).unwrap_or_default(),
+            },
+        )
+        .unwrap_or_default();
+        let secret = ClusterSecret::new(SECRET.to_vec(), None).ok();
+        Recorded {
+            node_id,
+            source,
+            keys: secret
+                .as_ref()
+                .map(keyviz_admin::peer::PeerKeys::from_secret)
+                .unwrap_or_else(|| keyviz_admin::peer::PeerKeys::new(SECRET.to_vec(), None)),
+            replay: keyviz_admin::peer::signing::ReplayCache::new(4096),
+            totals: Bytes::from(totals),
+            boundary: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The answer to one request: verified like a real peer verifies it, signed like a
+    /// real peer signs it.
+    fn answer(
+        &self,
+        method: &http::Method,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        use keyviz_admin::peer::signing;
+        let pq = uri.path_and_query().map_or("", |p| p.as_str());
+        let identity = uri.path() == keyviz_admin::api::IDENTITY_PATH;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let accept = signing::Acceptance {
+            self_id: &self.node_id,
+            identity_challenge: identity,
+            max_age_ms: 60_000,
+            max_skew_ms: 60_000,
+        };
+        let req = match signing::verify_request(
+            &self.keys,
+            method,
+            pq,
+            headers,
+            b"",
+            &accept,
+            now,
+            &self.replay,
+        ) {
+            Ok(r) => r,
+            Err(e) => return (http::StatusCode::UNAUTHORIZED, e.to_string()).into_response(),
+        };
+        let query = uri.query().unwrap_or("");
+        let (body, media) = if identity {
+            (
+                Bytes::from(format!("{{\"node_id\":\"{}\"}}", self.node_id)),
+                "application/json",
+            )
+        } else if query.split('&').any(|p| p == "round=totals") {
+            (
+                self.totals.clone(),
+                keyviz_admin::fanout::compact::TOTALS_CONTENT_TYPE,
+            )
+        } else if let Some(b) = query.split('&').find_map(|p| p.strip_prefix("boundaries=")) {
+            let Ok(mut slot) = self.boundary.lock() else {
+                return http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            };
+            let cached = slot
+                .as_ref()
+                .filter(|(k, _)| k == b)
+                .map(|(_, v)| v.clone());
+            let body = match cached {
+                Some(v) => v,
+                None => {
+                    let Ok(bounds) = keyviz_admin::fanout::compact::decode_boundaries(b) else {
+                        return http::StatusCode::BAD_REQUEST.into_response();
+                    };
+                    let q = MatrixQuery {
+                        series: Series::Reads,
+                        ..MatrixQuery::default()
+                    };
+                    let mut bm = match self.source.matrix_on_boundaries(&q, &bounds, now) {
+                        Ok(bm) => bm,
+                        Err(e) => {
+                            return (http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                                .into_response();
+                        }
+                    };
+                    bm.matrix.node_id = Some(self.node_id.clone());
+                    let v = Bytes::from(
+                        keyviz_admin::fanout::compact::encode_boundary(&bm).unwrap_or_default(),
+                    );
+                    *slot = Some((b.to_string(), v.clone()));
+                    v
+                }
+            };
+            (body, keyviz_admin::fanout::compact::BOUNDARY_CONTENT_TYPE)
+        } else {
+            return (
+                http::StatusCode::NOT_FOUND,
+                "recorded peers answer the two rounds only",
+            )
+                .into_response();
+        };
+        let Ok(signed) = signing::sign_response(&self.keys, &req, &self.node_id, 200, &body) else {
+            return http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        };
+        let mut resp = (http::StatusCode::OK, body).into_response();
+        let h = resp.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(media),
+        );
+        for (name, value) in signed {
+            h.insert(name, value);
+        }
+        resp
+    }
+}
+
+/// Peer mode (`KEYVIZ_BENCH_PEERS=n`): serves `n` admin routers on 127.0.0.1 (with
+/// `KEYVIZ_BENCH_RECORDED=1`: `n` recorded peers instead), prints `PEERS addr,addr,...`,
+/// and exits when stdin closes (the bench process ended).
 fn run_peers(n: usize) {
+    let recorded = std::env::var("KEYVIZ_BENCH_RECORDED").is_ok_and(|v| v == "1");
     let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -431,6 +587,20 @@ fn run_peers(n: usize) {
                 continue;
             };
             let Ok(addr) = l.local_addr() else { continue };
+            if recorded {
+                let peer = Arc::new(Recorded::new(i as u64 + 1));
+                let app = axum::Router::new().fallback(
+                    move |method: http::Method, uri: http::Uri, headers: http::HeaderMap| {
+                        let peer = peer.clone();
+                        async move { peer.answer(&method, &uri, &headers) }
+                    },
+                );
+                tokio::spawn(async move {
+                    let _ = axum::serve(l, app).await;
+                });
+                addrs.push(addr.to_string());
+                continue;
+            }
             let (Ok(identity), Ok(secret)) = (
                 NodeIdentity::new(format!("p{}", i + 1), addr.to_string()),
                 ClusterSecret::new(SECRET.to_vec(), None),
@@ -461,7 +631,20 @@ fn run_peers(n: usize) {
 }
 
 fn fanout_32(c: &mut Criterion) {
-    if !wants("fanout_32/peers_10k_routes_600_columns_to_1024_rows") {
+    // Real admin routers as peers: their own work (two answers each per query) shares the
+    // two cores with the aggregator.
+    fanout_32_case(c, "peers_10k_routes_600_columns_to_1024_rows", false);
+    // Recorded peers: the same answers, encoded once, served with real signatures, so the
+    // time is the aggregator's (plus transport and signing on both sides).
+    fanout_32_case(
+        c,
+        "recorded_peers_10k_routes_600_columns_to_1024_rows",
+        true,
+    );
+}
+
+fn fanout_32_case(c: &mut Criterion, case: &str, recorded: bool) {
+    if !wants(&format!("fanout_32/{case}")) {
         return;
     }
     let Ok(exe) = std::env::current_exe() else {
@@ -469,6 +652,7 @@ fn fanout_32(c: &mut Criterion) {
     };
     let Ok(mut child) = std::process::Command::new(exe)
         .env("KEYVIZ_BENCH_PEERS", PEERS.to_string())
+        .env("KEYVIZ_BENCH_RECORDED", if recorded { "1" } else { "0" })
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -574,8 +758,11 @@ fn fanout_32(c: &mut Criterion) {
     );
     drop(v);
     drop(body);
+    // The check's parsed answer is the harness's, not the fan-out's: its freed heap goes
+    // back to the OS before the peak of the measured loop is taken.
+    cold_heap();
     println!(
-        "fanout_32: aggregator VmRSS before the measured loop {}, loadavg {}",
+        "fanout_32 {case}: aggregator VmRSS before the measured loop {}, loadavg {}",
         proc_status("VmRSS:"),
         std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()
@@ -588,7 +775,7 @@ fn fanout_32(c: &mut Criterion) {
     let queries = std::sync::atomic::AtomicU64::new(0);
     let mut g = c.benchmark_group("fanout_32");
     g.sample_size(10);
-    g.bench_function("peers_10k_routes_600_columns_to_1024_rows", |b| {
+    g.bench_function(case, |b| {
         b.iter(|| {
             queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             rt.block_on(fetch()).len()
@@ -597,7 +784,7 @@ fn fanout_32(c: &mut Criterion) {
     g.finish();
     let n = queries.load(std::sync::atomic::Ordering::Relaxed).max(1) as f64;
     println!(
-        "fanout_32: {n} queries; CPU per query: aggregator {:.0} ms, 32 peers together {:.0} ms; \
+        "fanout_32 {case}: {n} queries; CPU per query: aggregator {:.0} ms, 32 peers together {:.0} ms; \
          aggregator VmHWM during the measured loop {}, VmRSS after {}, loadavg {}",
         (cpu_seconds("self") - cpu_self) * 1000.0 / n,
         (cpu_seconds(&child_pid) - cpu_peers) * 1000.0 / n,

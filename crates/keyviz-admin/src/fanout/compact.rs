@@ -9,7 +9,9 @@
 //! smaller than JSON and decodes several times faster. The decoded matrix is validated like
 //! a JSON one.
 
-use keyviz::boundaries::{Boundaries, BoundaryMatrix, CellPart, RowTotal};
+use keyviz::boundaries::{
+    Boundaries, BoundaryMatrix, CellPart, IdentityRun, PackedBoundaryMatrix, RowTotal,
+};
 use keyviz::{Matrix, MatrixRow};
 
 use super::client::PeerError;
@@ -18,7 +20,17 @@ use super::client::PeerError;
 pub const CONTENT_TYPE: &str = "application/vnd.keyviz.matrix-compact";
 const MAGIC: &[u8] = b"KVMC1\n";
 
+#[inline]
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    // Most counts take one or two bytes: one capacity check each instead of one per byte.
+    if v < 0x80 {
+        out.push(v as u8);
+        return;
+    }
+    if v < 0x4000 {
+        out.extend_from_slice(&[(v as u8) | 0x80, (v >> 7) as u8]);
+        return;
+    }
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -90,7 +102,15 @@ fn encode_into(m: &Matrix, head: &[u8], magic: &[u8], runs: bool, out: &mut Vec<
         .iter()
         .map(|r| r.values.len() + r.raft_group_ids.len() + r.leader_terms.len())
         .sum();
-    out.reserve(magic.len() + 4 + head.len() + cells * 2 + 64);
+    // Values of a coarse row take two or three bytes; identities are runs (a few bytes a
+    // row): one reservation for the common body, so it is not copied while growing.
+    let values: usize = m.rows.iter().map(|r| r.values.len()).sum();
+    let identities = if runs {
+        m.rows.len() * 16
+    } else {
+        (cells - values) * 2
+    };
+    out.reserve(magic.len() + 4 + head.len() + values * 3 + identities + m.rows.len() * 4 + 64);
     out.extend_from_slice(magic);
     out.extend_from_slice(&u32::try_from(head.len()).unwrap_or(u32::MAX).to_le_bytes());
     out.extend_from_slice(head);
@@ -102,9 +122,7 @@ fn encode_into(m: &Matrix, head: &[u8], magic: &[u8], runs: bool, out: &mut Vec<
     }
     for r in &m.rows {
         put_varint(out, r.values.len() as u64);
-        for &v in &r.values {
-            put_varint(out, v);
-        }
+        put_varints(out, &r.values);
         for arr in [&r.raft_group_ids, &r.leader_terms] {
             if runs {
                 put_runs(out, arr);
@@ -118,6 +136,34 @@ fn encode_into(m: &Matrix, head: &[u8], magic: &[u8], runs: bool, out: &mut Vec<
         put_varint(out, r.conflicts.len() as u64);
         out.extend(r.conflicts.iter().map(|&c| u8::from(c)));
     }
+}
+
+/// Appends every value of `vs` as LEB128, writing into a slice sized for the longest case
+/// (ten bytes each) and cut back after: no capacity check per byte.
+fn put_varints(out: &mut Vec<u8>, vs: &[u64]) {
+    let start = out.len();
+    out.resize(start + vs.len() * 10, 0);
+    let mut i = start;
+    for &v in vs {
+        if v < 0x80 {
+            out[i] = v as u8;
+            i += 1;
+        } else if v < 0x4000 {
+            out[i] = (v as u8) | 0x80;
+            out[i + 1] = (v >> 7) as u8;
+            i += 2;
+        } else {
+            let mut v = v;
+            while v >= 0x80 {
+                out[i] = (v as u8) | 0x80;
+                v >>= 7;
+                i += 1;
+            }
+            out[i] = v as u8;
+            i += 1;
+        }
+    }
+    out.truncate(i);
 }
 
 /// An array as its length, then (run length, value) pairs: identities change rarely
@@ -137,7 +183,9 @@ fn put_runs(out: &mut Vec<u8>, arr: &[u64]) {
     }
 }
 
-/// The JSON header of a compact body: the matrix without its per-cell arrays.
+/// The JSON header of a boundary body: the matrix without its per-cell arrays, and
+/// without `write_lanes` (a boundary answer carries its mixed cells' identities as parts).
+/// Copies no cell array.
 fn header_json(m: &Matrix) -> Result<Vec<u8>, serde_json::Error> {
     let header = Matrix {
         column_unix_ms: Vec::new(),
@@ -145,11 +193,19 @@ fn header_json(m: &Matrix) -> Result<Vec<u8>, serde_json::Error> {
             .rows
             .iter()
             .map(|r| MatrixRow {
-                values: Vec::new(),
-                raft_group_ids: Vec::new(),
-                leader_terms: Vec::new(),
-                conflicts: Vec::new(),
-                ..r.clone()
+                bucket_id: r.bucket_id.clone(),
+                label: r.label.clone(),
+                start: r.start.clone(),
+                end: r.end.clone(),
+                aggregate: r.aggregate,
+                route_ids: r.route_ids.clone(),
+                route_ids_truncated: r.route_ids_truncated,
+                route_count: r.route_count,
+                conflict: r.conflict,
+                preview: r.preview.clone(),
+                first_key: r.first_key.clone(),
+                last_key: r.last_key.clone(),
+                ..MatrixRow::default()
             })
             .collect(),
         series: m.series,
@@ -213,6 +269,154 @@ pub fn decode_boundary(body: &[u8]) -> Result<BoundaryMatrix, PeerError> {
         return Err(PeerError::Decode("boundary matrix: trailing bytes".into()));
     }
     Ok(BoundaryMatrix { matrix, parts })
+}
+
+/// Decodes a [`BOUNDARY_CONTENT_TYPE`] body into `out` (cleared first, its buffers
+/// reused): the header's rows, every value in one row-major buffer, identities as runs and
+/// the parts, without one vector per row and array. Checks what [`decode_boundary`] and
+/// the caller's validation check ([`PackedBoundaryMatrix::validate`], and every column
+/// summing to at most `max_column_total`, clamped to 2^63 − 1: pass
+/// [`super::bounds::MAX_COLUMN_TOTAL`]); conflict flags are read and dropped (the fold
+/// computes its own). An answer has at most one row per boundary row: more than `max_rows`
+/// rows (pass the number of boundaries asked for) is refused before any cell is read, so
+/// the values buffer never exceeds `max_rows × columns × 8` bytes, nor 8 bytes per body
+/// byte; runs and parts take at most 16 bytes per two body bytes.
+///
+/// # Errors
+/// [`PeerError::Decode`] for a bad magic, header or truncated/overlong data,
+/// [`PeerError::Invalid`] for a well-formed answer that breaks the matrix's invariants.
+pub fn decode_boundary_packed(
+    body: &[u8],
+    out: &mut PackedBoundaryMatrix,
+    max_rows: usize,
+    max_column_total: u64,
+) -> Result<(), PeerError> {
+    // At most 2^63 - 1, so a total plus a clamped value cannot wrap.
+    let max_column_total = max_column_total.min(u64::MAX >> 1);
+    out.clear();
+    let rest = body
+        .strip_prefix(BOUNDARY_MAGIC)
+        .ok_or_else(|| PeerError::Decode("boundary matrix: bad magic".into()))?;
+    let (head, mut c) = split_head(rest)?;
+    let mut header = super::decode::decode_json(head)?;
+    // The header's own column list must be empty: columns follow it in binary.
+    if !header.column_unix_ms.is_empty() {
+        return Err(PeerError::Invalid(
+            "boundary matrix: columns in the JSON header".into(),
+        ));
+    }
+    let ncols = c.len()?;
+    let mut columns = std::mem::take(&mut out.header.column_unix_ms);
+    columns.reserve(ncols);
+    let mut prev = 0i64;
+    for _ in 0..ncols {
+        prev = prev.wrapping_add(unzigzag(c.varint()?));
+        columns.push(prev);
+    }
+    header.column_unix_ms = columns;
+    // Cell arrays never ride in the header; lanes may (older peers sent them), but the
+    // identities of mixed cells are the parts, so they are dropped.
+    for row in &mut header.rows {
+        if !(row.values.is_empty()
+            && row.raft_group_ids.is_empty()
+            && row.leader_terms.is_empty()
+            && row.conflicts.is_empty())
+        {
+            return Err(PeerError::Invalid(format!(
+                "boundary matrix: bucket {:?} carries cells in its JSON header",
+                row.bucket_id
+            )));
+        }
+        row.write_lanes = Vec::new();
+    }
+    let rows = header.rows.len();
+    if rows > max_rows {
+        return Err(PeerError::Invalid(format!(
+            "boundary matrix: {rows} rows for {max_rows} boundary rows"
+        )));
+    }
+    // Every value takes at least one byte: more cells than bytes left is a truncation,
+    // checked before reserving for them.
+    let cells = rows.saturating_mul(ncols);
+    if cells > c.b.len() - c.i || cells > keyviz::MAX_MATRIX_CELLS {
+        return Err(truncated());
+    }
+    out.values.reserve(cells);
+    out.row_runs.reserve(rows);
+    let mut totals = vec![0u64; ncols];
+    for row in &header.rows {
+        let n = c.len()?;
+        if n != ncols {
+            return Err(PeerError::Invalid(format!(
+                "bucket {:?}: {n} values for {ncols} columns",
+                row.bucket_id
+            )));
+        }
+        let from = out.values.len();
+        c.varints(&mut out.values, n)?;
+        // The column bound (`bounds::MAX_COLUMN_TOTAL`) while the row is in cache: every
+        // total is at most the bound before an addition and every addend is clamped to it,
+        // so with a bound below 2^63 the plain sums cannot wrap.
+        let mut over = false;
+        for (t, &v) in totals.iter_mut().zip(&out.values[from..]) {
+            over |= v > max_column_total;
+            *t += v.min(max_column_total);
+            over |= *t > max_column_total;
+        }
+        if over {
+            let i = totals
+                .iter()
+                .zip(&out.values[from..])
+                .position(|(&t, &v)| t > max_column_total || v > max_column_total)
+                .unwrap_or(0);
+            return Err(PeerError::Invalid(format!(
+                "column {i} counts more than {max_column_total} operations (row {:?})",
+                row.bucket_id
+            )));
+        }
+        c.packed_runs(&mut out.group_runs, ncols)?;
+        c.packed_runs(&mut out.term_runs, ncols)?;
+        out.row_runs.push((
+            u32::try_from(out.group_runs.len()).map_err(|_| truncated())?,
+            u32::try_from(out.term_runs.len()).map_err(|_| truncated())?,
+        ));
+        let n = c.len()?;
+        if n != 0 && n != ncols {
+            return Err(PeerError::Invalid(format!(
+                "bucket {:?}: {n} conflict flags for {ncols} columns",
+                row.bucket_id
+            )));
+        }
+        let flags = c.b.get(c.i..c.i + n).ok_or_else(truncated)?;
+        if flags.iter().any(|&f| f > 1) {
+            return Err(truncated());
+        }
+        c.i += n;
+    }
+    let n = c.len()?;
+    // Each part takes at least five bytes.
+    if n > (c.b.len() - c.i) / 5 {
+        return Err(truncated());
+    }
+    out.parts.reserve(n);
+    let mut row = 0u32;
+    for _ in 0..n {
+        let dr = u32::try_from(c.varint()?).map_err(|_| truncated())?;
+        row = row.checked_add(dr).ok_or_else(truncated)?;
+        let column = u32::try_from(c.varint()?).map_err(|_| truncated())?;
+        out.parts.push(CellPart {
+            row,
+            column,
+            group: c.varint()?,
+            term: c.varint()?,
+            value: c.varint()?,
+        });
+    }
+    if c.i != c.b.len() {
+        return Err(PeerError::Decode("boundary matrix: trailing bytes".into()));
+    }
+    out.header = header;
+    out.validate().map_err(PeerError::Invalid)
 }
 
 /// What a node says with its totals: who it is and when it answered.
@@ -432,6 +636,54 @@ impl Cursor<'_> {
         Ok(())
     }
 
+    /// Appends `n` LEB128 values to `out`, decoding one- and two-byte values (most counts)
+    /// from a fixed ten-byte window without a bounds check per byte; longer values and the
+    /// body's last bytes take [`Cursor::varint`], so the same inputs are refused.
+    fn varints(&mut self, out: &mut Vec<u64>, n: usize) -> Result<(), PeerError> {
+        // `n` is at most the bytes left (`Cursor::len`): the slots cost no more than the body.
+        let from = out.len();
+        out.resize(from + n, 0);
+        for slot in &mut out[from..] {
+            *slot = match self.b.get(self.i..self.i + 10) {
+                Some(w) if w[0] < 0x80 => {
+                    self.i += 1;
+                    u64::from(w[0])
+                }
+                Some(w) if w[1] < 0x80 => {
+                    self.i += 2;
+                    u64::from(w[0] & 0x7f) | (u64::from(w[1]) << 7)
+                }
+                _ => self.varint()?,
+            };
+        }
+        Ok(())
+    }
+
+    /// Like [`Cursor::runs`], appending the runs themselves to `out`: their lengths must
+    /// add up to 0 or exactly `width` cells.
+    fn packed_runs(&mut self, out: &mut Vec<IdentityRun>, width: usize) -> Result<(), PeerError> {
+        let n = usize::try_from(self.varint()?).map_err(|_| truncated())?;
+        if n != 0 && n != width {
+            return Err(PeerError::Invalid(format!(
+                "{n} identities for {width} columns"
+            )));
+        }
+        let mut covered = 0usize;
+        while covered < n {
+            let run = usize::try_from(self.varint()?).map_err(|_| truncated())?;
+            let value = self.varint()?;
+            if run == 0 || run > n - covered {
+                return Err(truncated());
+            }
+            covered += run;
+            out.push(IdentityRun {
+                len: u32::try_from(run).map_err(|_| truncated())?,
+                value,
+            });
+        }
+        Ok(())
+    }
+
     fn u64s(&mut self, out: &mut Vec<u64>) -> Result<(), PeerError> {
         let n = self.len()?;
         out.reserve_exact(n);
@@ -640,8 +892,12 @@ mod tests {
 
     #[test]
     fn boundary_matrix_round_trips_and_rejects_every_truncation() {
-        let b = boundary_sample();
+        let mut b = boundary_sample();
         let bytes = encode_boundary(&b).unwrap_or_default();
+        // Lanes stay home: a boundary answer names mixed identities as parts.
+        for r in &mut b.matrix.rows {
+            r.write_lanes.clear();
+        }
         assert_eq!(decode_boundary(&bytes).ok(), Some(b));
         for cut in 0..bytes.len() {
             assert!(
@@ -652,6 +908,137 @@ mod tests {
         // A v1 body is not a boundary body and the other way round.
         assert!(decode_boundary(&encode(&sample()).unwrap_or_default()).is_err());
         assert!(decode(&bytes).is_err());
+    }
+
+    /// No column bound beyond what the sample needs.
+    const MAX: u64 = u64::MAX >> 1;
+
+    /// The boundary sample as a valid answer: lanes do not travel in a boundary header,
+    /// columns within years 0000-9999.
+    fn valid_boundary_sample() -> BoundaryMatrix {
+        let mut b = boundary_sample();
+        for r in &mut b.matrix.rows {
+            r.write_lanes.clear();
+        }
+        b.matrix.column_unix_ms = (1..=5).map(|c| c * 60_000).collect();
+        b.matrix.rows[0].values[4] = 1 << 40;
+        b
+    }
+
+    #[test]
+    fn packed_decoding_refuses_more_rows_than_boundaries() {
+        let mut packed = PackedBoundaryMatrix::default();
+        let bytes = encode_boundary(&valid_boundary_sample()).unwrap_or_default();
+        assert!(decode_boundary_packed(&bytes, &mut packed, 2, MAX).is_ok());
+        assert!(matches!(
+            decode_boundary_packed(&bytes, &mut packed, 1, MAX),
+            Err(PeerError::Invalid(_))
+        ));
+        assert!(packed.values.is_empty(), "refused before any cell is read");
+    }
+
+    #[test]
+    fn packed_decoding_holds_columns_to_the_bound_without_wrapping() {
+        let mut packed = PackedBoundaryMatrix::default();
+        let mut b = valid_boundary_sample();
+        let bound = 1u64 << 48;
+        b.matrix.rows[0].values[4] = bound - 3;
+        let ok = encode_boundary(&b).unwrap_or_default();
+        assert!(
+            decode_boundary_packed(&ok, &mut packed, usize::MAX, bound).is_ok(),
+            "3 + (bound - 3)"
+        );
+        b.matrix.rows[0].values[4] = bound - 2;
+        let over = encode_boundary(&b).unwrap_or_default();
+        assert!(matches!(
+            decode_boundary_packed(&over, &mut packed, usize::MAX, bound),
+            Err(PeerError::Invalid(_))
+        ));
+        // A sum that would wrap to a small number is refused too.
+        b.matrix.rows[0].values[4] = u64::MAX - 1;
+        let wraps = encode_boundary(&b).unwrap_or_default();
+        assert!(decode_boundary_packed(&wraps, &mut packed, usize::MAX, bound).is_err());
+        assert!(
+            decode_boundary_packed(&wraps, &mut packed, usize::MAX, u64::MAX).is_err(),
+            "bound clamped"
+        );
+    }
+
+    #[test]
+    fn packed_decoding_gives_the_packed_form_of_the_decoded_answer() {
+        let b = valid_boundary_sample();
+        let bytes = encode_boundary(&b).unwrap_or_default();
+        let mut packed = PackedBoundaryMatrix::default();
+        assert_eq!(
+            decode_boundary_packed(&bytes, &mut packed, usize::MAX, MAX).map_err(|e| e.to_string()),
+            Ok(())
+        );
+        assert_eq!(packed, PackedBoundaryMatrix::from_boundary(&b));
+        // The buffer is reused: a second decode into it gives the same answer.
+        let again = packed.clone();
+        assert!(decode_boundary_packed(&bytes, &mut packed, usize::MAX, MAX).is_ok());
+        assert_eq!(packed, again);
+        for cut in 0..bytes.len() {
+            assert!(
+                decode_boundary_packed(&bytes[..cut], &mut packed, usize::MAX, MAX).is_err(),
+                "cut {cut} accepted"
+            );
+        }
+        let mut extra = bytes.clone();
+        extra.push(0);
+        assert!(decode_boundary_packed(&extra, &mut packed, usize::MAX, MAX).is_err());
+        assert!(
+            decode_boundary_packed(
+                &encode(&sample()).unwrap_or_default(),
+                &mut packed,
+                usize::MAX,
+                MAX
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn packed_decoding_refuses_invalid_answers() {
+        let mut packed = PackedBoundaryMatrix::default();
+        let mut b = valid_boundary_sample();
+        b.parts[2].value += 1;
+        let bytes = encode_boundary(&b).unwrap_or_default();
+        assert!(matches!(
+            decode_boundary_packed(&bytes, &mut packed, usize::MAX, MAX),
+            Err(PeerError::Invalid(_))
+        ));
+        let mut b = valid_boundary_sample();
+        b.matrix.rows[1].values.pop();
+        let bytes = encode_boundary(&b).unwrap_or_default();
+        assert!(matches!(
+            decode_boundary_packed(&bytes, &mut packed, usize::MAX, MAX),
+            Err(PeerError::Invalid(_))
+        ));
+        let mut b = valid_boundary_sample();
+        b.matrix.rows[1].bucket_id = b.matrix.rows[0].bucket_id.clone();
+        let bytes = encode_boundary(&b).unwrap_or_default();
+        assert!(decode_boundary_packed(&bytes, &mut packed, usize::MAX, MAX).is_err());
+        // A hostile header whose rows claim more cells than the body has bytes.
+        let mut hostile = Vec::from(BOUNDARY_MAGIC);
+        let rows: Vec<String> = (0..2000)
+            .map(|i| format!("{{\"bucket_id\":\"r{i}\"}}"))
+            .collect();
+        let head = format!(
+            "{{\"column_unix_ms\":[],\"rows\":[{}],\"series\":\"reads\",\"generated_at\":\"\",\"step_ms\":0}}",
+            rows.join(",")
+        );
+        hostile.extend_from_slice(&(head.len() as u32).to_le_bytes());
+        hostile.extend_from_slice(head.as_bytes());
+        put_varint(&mut hostile, 4096);
+        for _ in 0..4096 {
+            put_varint(&mut hostile, 1);
+        }
+        assert!(decode_boundary_packed(&hostile, &mut packed, usize::MAX, MAX).is_err());
+        assert!(
+            packed.values.capacity() < 1 << 20,
+            "no reservation for the claimed cells"
+        );
     }
 
     #[test]

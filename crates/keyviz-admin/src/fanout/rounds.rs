@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use keyviz::boundaries::{Boundaries, BoundaryMatrix, ClusterFold, RowTotal, coarsen_onto};
+use keyviz::boundaries::{
+    Boundaries, BoundaryMatrix, ClusterFold, PackedBoundaryMatrix, RowTotal, coarsen_onto,
+};
 use keyviz::merge::MAX_LISTED_ROUTE_IDS;
 use keyviz::{Matrix, MatrixQuery};
 
@@ -24,7 +26,7 @@ use super::assemble::Assembly;
 use super::client::PeerError;
 use super::compact::{
     self, BOUNDARY_CONTENT_TYPE, NodeTotals, TOTALS_CONTENT_TYPE, decode_boundaries,
-    encode_boundaries,
+    decode_boundary_packed, encode_boundaries,
 };
 use super::membership::{PeerTarget, matrix_url};
 use super::status::NodeWarning;
@@ -52,9 +54,59 @@ const MAX_ROUND2_URL: usize = 60 * 1024;
 /// Share of `fanout_timeout` round 1 may take; round 2 gets the rest (at least the other
 /// quarter), so a peer's whole contribution fits in the one deadline.
 const ROUND1_SHARE: f64 = 0.75;
-/// Peer answers decoded at once per fan-out (each expands to `rows × columns × 24` bytes
-/// while it waits for the fold).
+/// Peer answers decoded, waiting for the fold or being folded at once per fan-out: each
+/// holds a packed answer of at most `boundaries × columns × 8` bytes plus its identity runs
+/// (a decode buffer, reused for the next answer once folded).
 const DECODES_AT_ONCE: usize = 2;
+
+/// One answer ready for the fold.
+enum Ready {
+    /// A boundary answer, packed (the common case).
+    Packed(PackedBoundaryMatrix),
+    /// An older peer's plain view, coarsened here.
+    Coarse(BoundaryMatrix),
+}
+
+impl Ready {
+    fn header(&self) -> &Matrix {
+        match self {
+            Ready::Packed(p) => &p.header,
+            Ready::Coarse(b) => &b.matrix,
+        }
+    }
+}
+
+/// The decode side of one fan-out's round 2: `DECODES_AT_ONCE` permits (an answer holds
+/// one from its decode until the fold has taken it) and the decode buffers, handed back by
+/// the fold so the next answer reuses their memory (at most one per permit). The pool's
+/// lock is held for a push or a pop only.
+struct Decoders {
+    permits: Arc<tokio::sync::Semaphore>,
+    pool: std::sync::Mutex<Vec<PackedBoundaryMatrix>>,
+}
+
+impl Decoders {
+    fn new() -> Self {
+        Decoders {
+            permits: Arc::new(tokio::sync::Semaphore::new(DECODES_AT_ONCE)),
+            pool: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn take(&self) -> PackedBoundaryMatrix {
+        self.pool
+            .lock()
+            .ok()
+            .and_then(|mut v| v.pop())
+            .unwrap_or_default()
+    }
+
+    fn give(&self, b: PackedBoundaryMatrix) {
+        if let Ok(mut v) = self.pool.lock() {
+            v.push(b);
+        }
+    }
+}
 
 fn accepts(headers: &HeaderMap, media: &str) -> bool {
     headers
@@ -258,8 +310,8 @@ async fn call_boundary(
     boundaries: &Arc<Boundaries>,
     encoded: &str,
     deadline: Duration,
-    decodes: &Arc<tokio::sync::Semaphore>,
-) -> Result<(BoundaryMatrix, tokio::sync::OwnedSemaphorePermit), PeerError> {
+    decoders: &Arc<Decoders>,
+) -> Result<(Ready, tokio::sync::OwnedSemaphorePermit), PeerError> {
     let fetch = peer_get(
         inner,
         target,
@@ -287,9 +339,10 @@ async fn call_boundary(
             "peer became this node between the rounds".into(),
         ));
     };
-    // Held until the fold has taken the answer: at most `DECODES_AT_ONCE` decoded answers
-    // exist per fan-out besides the one being folded.
-    let permit = decodes
+    // Held until the fold has folded the answer: at most `DECODES_AT_ONCE` decoded answers
+    // exist per fan-out, the one being folded included.
+    let permit = decoders
+        .permits
         .clone()
         .acquire_owned()
         .await
@@ -297,25 +350,41 @@ async fn call_boundary(
     let ct = content_type.clone();
     let params2 = params.clone();
     let b = boundaries.clone();
-    let bm = tokio::task::spawn_blocking(move || {
+    let bufs = decoders.clone();
+    let ready = tokio::task::spawn_blocking(move || {
         if is_media(ct.as_deref(), BOUNDARY_CONTENT_TYPE) {
-            let bm = compact::decode_boundary(&body)?;
-            bm.matrix
-                .validate()
-                .map_err(|e| PeerError::Invalid(e.to_string()))?;
-            bm.validate_parts().map_err(PeerError::Invalid)?;
-            super::bounds::check_counts(&bm.matrix)?;
-            Ok::<_, PeerError>(bm)
+            // Straight into a reused flat buffer: no matrix of the answer is built.
+            let mut p = bufs.take();
+            let checked =
+                decode_boundary_packed(&body, &mut p, b.len(), super::bounds::MAX_COLUMN_TOTAL);
+            drop(body);
+            match checked {
+                Ok(()) => Ok::<_, PeerError>(Ready::Packed(p)),
+                Err(e) => {
+                    bufs.give(p);
+                    Err(e)
+                }
+            }
         } else {
             let compact_body = is_media(ct.as_deref(), compact::CONTENT_TYPE);
             let m = decode_plain(&body, compact_body, &params2)?;
-            Ok(coarsen_onto(m, &b, MAX_LISTED_ROUTE_IDS))
+            Ok(Ready::Coarse(coarsen_onto(m, &b, MAX_LISTED_ROUTE_IDS)))
         }
     })
     .await
     .map_err(|e| PeerError::Decode(e.to_string()))??;
-    match check_answer_id(inner, node_id, bm.matrix.node_id.as_deref(), (), None)? {
-        PeerAnswer::Answer { .. } => Ok((bm, permit)),
+    let answered = ready.header().node_id.clone();
+    let verdict = check_answer_id(inner, node_id, answered.as_deref(), (), None);
+    if !matches!(verdict, Ok(PeerAnswer::Answer { .. }))
+        && let Ready::Packed(p) = ready
+    {
+        decoders.give(p);
+        return Err(verdict.err().unwrap_or_else(|| {
+            PeerError::Identity("peer answered as this node in the second round".into())
+        }));
+    }
+    match verdict? {
+        PeerAnswer::Answer { .. } => Ok((ready, permit)),
         PeerAnswer::SelfAlias => Err(PeerError::Identity(
             "peer answered as this node in the second round".into(),
         )),
@@ -370,6 +439,15 @@ pub(crate) async fn run_rounds(
         let totals: Vec<_> = inputs.iter().map(First::totals).collect();
         let b = Boundaries::plan(totals.iter().map(|t| t.as_ref()), budget);
         drop(totals);
+        // The totals have served: round 2 needs only which kind each input was, so the
+        // N × routes entries do not live on through round 2.
+        let inputs: Vec<First> = inputs
+            .into_iter()
+            .map(|f| match f {
+                First::Totals(_) => First::Totals(Vec::new()),
+                legacy @ First::Legacy(_) => legacy,
+            })
+            .collect();
         (inputs, b)
     })
     .await
@@ -393,8 +471,12 @@ pub(crate) async fn run_rounds(
     let encoded = Arc::new(encode_boundaries(&boundaries));
 
     // Round 2: matrices on the boundaries, folded one at a time as they arrive.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, BoundaryMatrix)>(1);
-    let decodes = Arc::new(tokio::sync::Semaphore::new(DECODES_AT_ONCE));
+    // A message carries its decode permit: it is returned once the fold has taken the
+    // answer, so at most `DECODES_AT_ONCE` answers are decoded or queued besides the one
+    // being folded.
+    type Msg = (usize, Ready, tokio::sync::OwnedSemaphorePermit);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(DECODES_AT_ONCE);
+    let decoders = Arc::new(Decoders::new());
     let mut tasks = Vec::new();
     for (i, input) in inputs.into_iter().enumerate().skip(1) {
         let tx = tx.clone();
@@ -404,7 +486,7 @@ pub(crate) async fn run_rounds(
         let params = params.clone();
         let boundaries = boundaries.clone();
         let encoded = encoded.clone();
-        let decodes = decodes.clone();
+        let decoders = decoders.clone();
         tasks.push((
             i,
             tokio::spawn(async move {
@@ -412,9 +494,9 @@ pub(crate) async fn run_rounds(
                 let bm = match input {
                     First::Legacy(m) => {
                         let b = boundaries.clone();
-                        match decodes.clone().acquire_owned().await {
+                        match decoders.permits.clone().acquire_owned().await {
                             Ok(permit) => tokio::task::spawn_blocking(move || {
-                                coarsen_onto(m, &b, MAX_LISTED_ROUTE_IDS)
+                                Ready::Coarse(coarsen_onto(m, &b, MAX_LISTED_ROUTE_IDS))
                             })
                             .await
                             .map(|bm| (bm, permit))
@@ -430,7 +512,7 @@ pub(crate) async fn run_rounds(
                             &boundaries,
                             &encoded,
                             round2_deadline,
-                            &decodes,
+                            &decoders,
                         )
                         .await
                     }
@@ -439,8 +521,7 @@ pub(crate) async fn run_rounds(
                 match bm {
                     Ok((bm, permit)) => {
                         // The fold outlives every sender, so this only fails if it panicked.
-                        let _ = tx.send((i, bm)).await;
-                        drop(permit);
+                        let _ = tx.send((i, bm, permit)).await;
                         (Ok(()), elapsed)
                     }
                     Err(e) => (Err(e), elapsed),
@@ -475,9 +556,16 @@ pub(crate) async fn run_rounds(
         fold.add(&local);
         drop(local);
         let mut order = vec![0usize];
-        while let Some((i, bm)) = rx.blocking_recv() {
-            columns.push(super::coverage::NodeColumns::of(i, &bm.matrix));
-            fold.add(&bm);
+        while let Some((i, ready, permit)) = rx.blocking_recv() {
+            columns.push(super::coverage::NodeColumns::of(i, ready.header()));
+            match ready {
+                Ready::Packed(p) => {
+                    fold.add_packed(&p);
+                    decoders.give(p);
+                }
+                Ready::Coarse(bm) => fold.add(&bm),
+            }
+            drop(permit);
             order.push(i);
         }
         (fold.finish(), order, columns)

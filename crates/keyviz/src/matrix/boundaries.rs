@@ -85,29 +85,54 @@ impl Boundaries {
     /// Plans at most `budget` rows (0 counts as 1) for the cluster-wide picture made of
     /// every node's totals: equal starts are one entry (their totals added), then the
     /// least active adjacent entries are joined first ([`plan_groups`]), so the hottest
-    /// rows stay rows of their own. Deterministic; O(n log n) over all entries.
+    /// rows stay rows of their own. Deterministic. Each node's list (sorted, as
+    /// [`row_totals`] gives it; an unsorted one is sorted first) is merged into the distinct
+    /// starts so far: O(nodes × distinct starts) when the nodes share their catalog, the
+    /// normal case, instead of sorting every entry of every node.
     #[must_use = "pure function"]
     pub fn plan<'a>(nodes: impl IntoIterator<Item = &'a [RowTotal]>, budget: usize) -> Self {
-        let mut all: Vec<(&[u8], u64)> = Vec::new();
-        for totals in nodes {
-            all.extend(totals.iter().map(|t| (t.start.as_slice(), t.total)));
-        }
-        // Each node's list is sorted: the stable sort merges the runs.
-        all.sort_by(|a, b| a.0.cmp(b.0));
-        let mut starts: Vec<&[u8]> = Vec::with_capacity(all.len());
-        let mut totals: Vec<u64> = Vec::with_capacity(all.len());
-        for (start, total) in all {
-            match starts.last() {
+        let mut starts: Vec<&[u8]> = Vec::new();
+        let mut totals: Vec<u64> = Vec::new();
+        let mut next_starts: Vec<&[u8]> = Vec::new();
+        let mut next_totals: Vec<u64> = Vec::new();
+        let mut sorted_copy: Vec<(&[u8], u64)> = Vec::new();
+        for list in nodes {
+            let list: &[RowTotal] = list;
+            sorted_copy.clear();
+            sorted_copy.extend(list.iter().map(|t| (t.start.as_slice(), t.total)));
+            if !sorted_copy.windows(2).all(|w| w[0].0 <= w[1].0) {
+                sorted_copy.sort_by(|a, b| a.0.cmp(b.0));
+            }
+            next_starts.clear();
+            next_totals.clear();
+            let mut push = |start: &'a [u8], total: u64| match next_starts.last() {
                 Some(last) if *last == start => {
-                    if let Some(t) = totals.last_mut() {
+                    if let Some(t) = next_totals.last_mut() {
                         *t = t.saturating_add(total);
                     }
                 }
                 _ => {
-                    starts.push(start);
-                    totals.push(total);
+                    next_starts.push(start);
+                    next_totals.push(total);
+                }
+            };
+            let (mut i, mut j) = (0, 0);
+            while i < starts.len() || j < sorted_copy.len() {
+                let take_old = match (starts.get(i), sorted_copy.get(j)) {
+                    (Some(a), Some(b)) => *a <= b.0,
+                    (Some(_), None) => true,
+                    _ => false,
+                };
+                if take_old {
+                    push(starts[i], totals[i]);
+                    i += 1;
+                } else {
+                    push(sorted_copy[j].0, sorted_copy[j].1);
+                    j += 1;
                 }
             }
+            std::mem::swap(&mut starts, &mut next_starts);
+            std::mem::swap(&mut totals, &mut next_totals);
         }
         let coarse = starts.len() > budget.clamp(1, MAX_BOUNDARIES);
         let mut keys: Vec<Vec<u8>> = plan_groups(&totals, budget.min(MAX_BOUNDARIES))
@@ -347,6 +372,313 @@ fn collect_parts(members: &[MatrixRow], row: u32, parts: &mut Vec<CellPart>) {
     }
 }
 
+/// A row's metadata without its cell arrays (and without `write_lanes`: identities of
+/// mixed cells reach the fold as [`CellPart`]s, and one node's lanes would not describe the
+/// merged cell). Copies no cell array.
+fn header_of(row: &MatrixRow) -> MatrixRow {
+    MatrixRow {
+        bucket_id: row.bucket_id.clone(),
+        label: row.label.clone(),
+        start: row.start.clone(),
+        end: row.end.clone(),
+        aggregate: row.aggregate,
+        route_ids: row.route_ids.clone(),
+        route_ids_truncated: row.route_ids_truncated,
+        route_count: row.route_count,
+        conflict: row.conflict,
+        preview: row.preview.clone(),
+        first_key: row.first_key.clone(),
+        last_key: row.last_key.clone(),
+        ..MatrixRow::default()
+    }
+}
+
+/// A run of equal values in a row's identity array (`raft_group_ids` or `leader_terms`):
+/// identities change rarely along a row, so runs are what the boundary encoding carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IdentityRun {
+    /// How many consecutive cells carry `value` (at least 1).
+    pub len: u32,
+    /// The group or term of those cells.
+    pub value: u64,
+}
+
+/// `arr` as runs, into `out` (cleared first).
+fn runs_of(arr: &[u64], out: &mut Vec<IdentityRun>) {
+    out.clear();
+    for &v in arr {
+        match out.last_mut() {
+            Some(r) if r.value == v && r.len < u32::MAX => r.len += 1,
+            _ => out.push(IdentityRun { len: 1, value: v }),
+        }
+    }
+}
+
+/// Walks runs cell by cell; past the last run every cell is 0 (no identity).
+struct RunCursor<'a> {
+    runs: &'a [IdentityRun],
+    i: usize,
+    /// Cells of `runs[i]` not yet passed.
+    left: usize,
+}
+
+impl<'a> RunCursor<'a> {
+    fn new(runs: &'a [IdentityRun]) -> Self {
+        RunCursor {
+            runs,
+            i: 0,
+            left: runs.first().map_or(0, |r| r.len as usize),
+        }
+    }
+
+    /// The current value and how many cells it still covers (unbounded past the end).
+    fn peek(&mut self) -> (u64, usize) {
+        while self.left == 0 {
+            self.i += 1;
+            match self.runs.get(self.i) {
+                Some(r) => self.left = r.len as usize,
+                None => return (0, usize::MAX),
+            }
+        }
+        (self.runs[self.i].value, self.left)
+    }
+
+    /// Passes `n` cells (at most what [`RunCursor::peek`] said).
+    fn advance(&mut self, n: usize) {
+        self.left = self.left.saturating_sub(n);
+    }
+
+    /// The next cell's value.
+    fn next_value(&mut self) -> u64 {
+        let (v, _) = self.peek();
+        self.advance(1);
+        v
+    }
+}
+
+/// How one input's columns land on the accumulator's.
+struct InputCtx {
+    /// Position of the input in the calls to `add`.
+    index: usize,
+    /// Accumulator column of every input column.
+    col_map: Vec<usize>,
+    /// No two input columns share an accumulator column.
+    injective: bool,
+    /// When input column `j` is accumulator column `offset + j` for every `j`.
+    offset: Option<usize>,
+}
+
+/// One row's cells as the fold reads them.
+struct RowCells<'a> {
+    values: &'a [u64],
+    groups: &'a [IdentityRun],
+    terms: &'a [IdentityRun],
+    /// The row's identity parts, sorted by column.
+    parts: &'a [CellPart],
+}
+
+/// A node's boundary answer with its cells packed for the fold: what a peer's
+/// [`BoundaryMatrix`] decodes to without one vector per row and array. Buffers are kept
+/// between answers ([`PackedBoundaryMatrix::clear`]), so folding N answers allocates for
+/// one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedBoundaryMatrix {
+    /// The matrix without cells: series, step, columns, node, generation time and every
+    /// row's metadata (its cell arrays and `write_lanes` empty).
+    pub header: Matrix,
+    /// Every row's values, row-major: `header.rows.len() × header.column_unix_ms.len()`.
+    pub values: Vec<u64>,
+    /// Every row's `raft_group_ids` as runs, concatenated (a row without them has none).
+    pub group_runs: Vec<IdentityRun>,
+    /// Every row's `leader_terms` as runs, concatenated.
+    pub term_runs: Vec<IdentityRun>,
+    /// Per row, the end of its runs in `group_runs` and in `term_runs`.
+    pub row_runs: Vec<(u32, u32)>,
+    /// Identity parts of mixed cells, sorted by (row, column), as in [`BoundaryMatrix`].
+    pub parts: Vec<CellPart>,
+}
+
+impl Default for PackedBoundaryMatrix {
+    fn default() -> Self {
+        PackedBoundaryMatrix {
+            header: Matrix::empty(Series::Reads, 0, String::new()),
+            values: Vec::new(),
+            group_runs: Vec::new(),
+            term_runs: Vec::new(),
+            row_runs: Vec::new(),
+            parts: Vec::new(),
+        }
+    }
+}
+
+impl PackedBoundaryMatrix {
+    /// Packs `b` (the inverse of what a decoder of the boundary encoding builds):
+    /// [`ClusterFold::add_packed`] of the result folds exactly like [`ClusterFold::add`] of
+    /// `b`. Each row's cell arrays must be as wide as its columns (or, for identities,
+    /// empty), as [`Matrix::validate`] requires. Lanes are dropped (they travel as parts).
+    #[must_use]
+    pub fn from_boundary(b: &BoundaryMatrix) -> Self {
+        let m = &b.matrix;
+        let mut out = PackedBoundaryMatrix {
+            header: Matrix {
+                column_unix_ms: m.column_unix_ms.clone(),
+                rows: m.rows.iter().map(header_of).collect(),
+                series: m.series,
+                generated_at: m.generated_at.clone(),
+                step_ms: m.step_ms,
+                node_id: m.node_id.clone(),
+            },
+            parts: b.parts.clone(),
+            ..PackedBoundaryMatrix::default()
+        };
+        let mut runs = Vec::new();
+        for row in &m.rows {
+            out.values.extend_from_slice(&row.values);
+            runs_of(&row.raft_group_ids, &mut runs);
+            out.group_runs.extend_from_slice(&runs);
+            runs_of(&row.leader_terms, &mut runs);
+            out.term_runs.extend_from_slice(&runs);
+            out.row_runs.push((
+                u32::try_from(out.group_runs.len()).unwrap_or(u32::MAX),
+                u32::try_from(out.term_runs.len()).unwrap_or(u32::MAX),
+            ));
+        }
+        out
+    }
+
+    /// Empties the answer, keeping its buffers' capacity.
+    pub fn clear(&mut self) {
+        self.header.rows.clear();
+        self.header.column_unix_ms.clear();
+        self.values.clear();
+        self.group_runs.clear();
+        self.term_runs.clear();
+        self.row_runs.clear();
+        self.parts.clear();
+    }
+
+    /// Checks what [`Matrix::validate`] and [`BoundaryMatrix::validate_parts`] check of
+    /// the unpacked answer: size limits, columns in range and increasing, non-empty unique
+    /// bucket ids, no inverted key range, every row's values present and its identity runs
+    /// covering all its cells or none, and parts in range, sorted, adding up to their
+    /// cell. O(cells + runs + parts).
+    ///
+    /// # Errors
+    /// A description of the first violation.
+    pub fn validate(&self) -> Result<(), String> {
+        let h = &self.header;
+        let (rows, width) = (h.rows.len(), h.column_unix_ms.len());
+        // The column checks of `Matrix::validate`, on the header without its rows.
+        let columns_only = Matrix {
+            column_unix_ms: h.column_unix_ms.clone(),
+            rows: Vec::new(),
+            series: h.series,
+            generated_at: String::new(),
+            step_ms: h.step_ms,
+            node_id: None,
+        };
+        columns_only.validate().map_err(|e| e.to_string())?;
+        if rows.saturating_mul(width) > MAX_MATRIX_CELLS {
+            return Err(format!(
+                "{rows} rows x {width} columns exceed {MAX_MATRIX_CELLS} cells"
+            ));
+        }
+        if self.values.len() != rows * width {
+            return Err(format!(
+                "{} values for {rows} rows x {width} columns",
+                self.values.len()
+            ));
+        }
+        if self.row_runs.len() != rows {
+            return Err("identity runs are not given for every row".into());
+        }
+        let mut seen = std::collections::HashSet::with_capacity(rows);
+        let (mut g0, mut t0) = (0usize, 0usize);
+        for (r, row) in h.rows.iter().enumerate() {
+            if row.bucket_id.is_empty() {
+                return Err(format!("row {r} has an empty bucket id"));
+            }
+            if !seen.insert(row.bucket_id.as_str()) {
+                return Err(format!("bucket {:?} appears twice", row.bucket_id));
+            }
+            if let (Some(start), Some(end)) = (&row.start, &row.end)
+                && start >= end
+            {
+                return Err(format!("bucket {:?} has an inverted range", row.bucket_id));
+            }
+            if !(row.values.is_empty()
+                && row.raft_group_ids.is_empty()
+                && row.leader_terms.is_empty()
+                && row.conflicts.is_empty()
+                && row.write_lanes.is_empty())
+            {
+                return Err(format!(
+                    "bucket {:?} carries cell arrays in its header",
+                    row.bucket_id
+                ));
+            }
+            let (g1, t1) = self.row_runs[r];
+            let (g1, t1) = (g1 as usize, t1 as usize);
+            for (name, runs, from, to) in [
+                ("raft_group_ids", &self.group_runs, g0, g1),
+                ("leader_terms", &self.term_runs, t0, t1),
+            ] {
+                let covered = runs
+                    .get(from..to)
+                    .ok_or_else(|| format!("bucket {:?}: {name} runs out of order", row.bucket_id))?
+                    .iter()
+                    .try_fold(0usize, |n, run| {
+                        (run.len > 0).then(|| n.saturating_add(run.len as usize))
+                    });
+                if covered.is_none_or(|n| n != 0 && n != width) {
+                    return Err(format!(
+                        "bucket {:?}: {name} runs do not cover its {width} cells",
+                        row.bucket_id
+                    ));
+                }
+            }
+            (g0, t0) = (g1, t1);
+        }
+        if g0 != self.group_runs.len() || t0 != self.term_runs.len() {
+            return Err("identity runs left over after the last row".into());
+        }
+        let mut i = 0;
+        while i < self.parts.len() {
+            let p = self.parts[i];
+            let (row, column) = (p.row as usize, p.column as usize);
+            if row >= rows {
+                return Err(format!("part row {} out of range", p.row));
+            }
+            if column >= width {
+                return Err(format!("part column {} out of range", p.column));
+            }
+            let value = self.values[row * width + column];
+            let mut sum = 0u64;
+            let mut j = i;
+            while j < self.parts.len()
+                && self.parts[j].row == p.row
+                && self.parts[j].column == p.column
+            {
+                sum = sum.saturating_add(self.parts[j].value);
+                j += 1;
+            }
+            if sum != value {
+                return Err(format!(
+                    "parts of row {} column {} add up to {sum}, the cell says {value}",
+                    p.row, p.column
+                ));
+            }
+            if let Some(next) = self.parts.get(j)
+                && (next.row, next.column) < (p.row, p.column)
+            {
+                return Err("parts are not sorted by row and column".into());
+            }
+            i = j;
+        }
+        Ok(())
+    }
+}
+
 const HAS_KEY: u8 = 1;
 const LEGACY: u8 = 2;
 const DISTINCT: u8 = 4;
@@ -397,8 +729,9 @@ pub struct ClusterFold {
     cells: Vec<Acc>,
     /// Read series: per cell the sum, and the best contribution's value and (term, group),
     /// kept apart so the hot loop streams 16 bytes per cell (empty for writes).
-    sums: Vec<u64>,
-    best_v: Vec<u64>,
+    /// Per cell (sum, best value), side by side: the read fold touches both for every cell,
+    /// so one stream of 16 bytes instead of two halves the cache lines in flight.
+    sums: Vec<[u64; 2]>,
     best_tg: Vec<(u64, u64)>,
     /// Extra write identities per (row, column timestamp).
     extra: HashMap<(u32, i64), Vec<Key>>,
@@ -424,7 +757,6 @@ impl ClusterFold {
             columns: Vec::new(),
             cells: Vec::new(),
             sums: Vec::new(),
-            best_v: Vec::new(),
             best_tg: Vec::new(),
             extra: HashMap::new(),
             meta: vec![None; n],
@@ -446,11 +778,80 @@ impl ClusterFold {
     /// Folds in the next input (the first is the local node: its `generated_at` and
     /// `node_id` are the result's). The input should be validated first; short arrays count
     /// as zeros and rows are placed by their start key, so a malformed input cannot make
-    /// this panic. Warnings name the input by its position in the calls to `add`.
+    /// this panic. Warnings name the input by its position in the calls to `add` and
+    /// [`ClusterFold::add_packed`].
     pub fn add(&mut self, input: &BoundaryMatrix) {
+        let m = &input.matrix;
+        let Some(ctx) = self.begin_input(m) else {
+            return;
+        };
+        let mut groups = Vec::new();
+        let mut terms = Vec::new();
+        let parts = &input.parts;
+        let mut p = 0;
+        for (r, row) in m.rows.iter().enumerate() {
+            runs_of(&row.raft_group_ids, &mut groups);
+            runs_of(&row.leader_terms, &mut terms);
+            while parts.get(p).is_some_and(|x| (x.row as usize) < r) {
+                p += 1;
+            }
+            let from = p;
+            while parts.get(p).is_some_and(|x| x.row as usize == r) {
+                p += 1;
+            }
+            let cells = RowCells {
+                values: &row.values,
+                groups: &groups,
+                terms: &terms,
+                parts: &parts[from..p],
+            };
+            self.fold_row(&ctx, row, &cells);
+        }
+    }
+
+    /// Folds in the next input in its packed form (what a peer's boundary answer decodes
+    /// to without building a [`Matrix`] of it): the same result as [`ClusterFold::add`] of
+    /// the same answer. The input should pass [`PackedBoundaryMatrix::validate`] first; a
+    /// malformed one cannot make this panic (missing cells count as zeros).
+    pub fn add_packed(&mut self, input: &PackedBoundaryMatrix) {
+        let m = &input.header;
+        let Some(ctx) = self.begin_input(m) else {
+            return;
+        };
+        let width = m.column_unix_ms.len();
+        let parts = &input.parts;
+        let (mut g0, mut t0, mut p) = (0usize, 0usize, 0usize);
+        for (r, row) in m.rows.iter().enumerate() {
+            let (g1, t1) = input
+                .row_runs
+                .get(r)
+                .map_or((g0, t0), |&(g, t)| (g as usize, t as usize));
+            while parts.get(p).is_some_and(|x| (x.row as usize) < r) {
+                p += 1;
+            }
+            let from = p;
+            while parts.get(p).is_some_and(|x| x.row as usize == r) {
+                p += 1;
+            }
+            let cells = RowCells {
+                values: input
+                    .values
+                    .get(r * width..(r + 1) * width)
+                    .unwrap_or_default(),
+                groups: input.group_runs.get(g0..g1).unwrap_or_default(),
+                terms: input.term_runs.get(t0..t1).unwrap_or_default(),
+                parts: &parts[from..p],
+            };
+            self.fold_row(&ctx, row, &cells);
+            (g0, t0) = (g1.max(g0), t1.max(t0));
+        }
+    }
+
+    /// Counts the input, records what the first one names, checks series and step, and
+    /// widens the accumulator to the input's columns; `None` when the input is left out.
+    fn begin_input(&mut self, m: &Matrix) -> Option<InputCtx> {
         let index = self.inputs;
         self.inputs += 1;
-        let m = &input.matrix;
         if index == 0 {
             self.generated_at = Some(m.generated_at.clone());
             self.node_id = m.node_id.clone();
@@ -465,7 +866,7 @@ impl ClusterFold {
                     m.series, self.series
                 ),
             });
-            return;
+            return None;
         }
         let step = self.step_ms;
         if step > 0 && m.step_ms != 0 && m.step_ms != step {
@@ -490,7 +891,6 @@ impl ClusterFold {
             })
             .collect();
         self.ensure_columns(&aligned);
-        let width = self.columns.len();
         let col_map: Vec<usize> = aligned
             .iter()
             .map(|t| self.columns.binary_search(t).unwrap_or(0))
@@ -499,115 +899,150 @@ impl ClusterFold {
         // node align into one window (a finer step or jitter): then that node counted both
         // and they are added up first.
         let injective = col_map.windows(2).all(|w| w[0] < w[1]);
-        if injective && input.parts.is_empty() && !self.series.is_write() {
-            // The common read case: one contribution per cell, summed.
-            for row in &m.rows {
-                let idx = self
-                    .boundaries
-                    .index_of(row.start.as_deref().unwrap_or_default());
-                self.fold_meta(idx, row, index);
-                let base = idx * width;
-                let (Some(sums), Some(best_v), Some(best_tg)) = (
-                    self.sums.get_mut(base..base + width),
-                    self.best_v.get_mut(base..base + width),
-                    self.best_tg.get_mut(base..base + width),
-                ) else {
-                    continue;
-                };
-                for (j, &v) in row.values.iter().enumerate() {
-                    let (Some(&u), true) = (col_map.get(j), v > 0) else {
-                        continue;
-                    };
-                    sums[u] = sums[u].saturating_add(v);
-                    if v < best_v[u] {
-                        continue;
+        let offset = col_map
+            .windows(2)
+            .all(|w| w[1] == w[0] + 1)
+            .then(|| col_map.first().copied().unwrap_or(0));
+        Some(InputCtx {
+            index,
+            col_map,
+            injective,
+            offset,
+        })
+    }
+
+    /// Folds one row of the input `ctx` describes.
+    fn fold_row(&mut self, ctx: &InputCtx, row: &MatrixRow, cells: &RowCells<'_>) {
+        let width = self.columns.len();
+        let idx = self
+            .boundaries
+            .index_of(row.start.as_deref().unwrap_or_default());
+        self.fold_meta(idx, row, ctx.index);
+        let col_map = &ctx.col_map;
+        if ctx.injective && !self.series.is_write() {
+            // The common read case: one contribution per cell, summed; parts only name
+            // identities, which reads do not deduplicate by.
+            let base = idx * width;
+            let (Some(sums), Some(best_tg)) = (
+                self.sums.get_mut(base..base + width),
+                self.best_tg.get_mut(base..base + width),
+            ) else {
+                return;
+            };
+            let n = cells.values.len().min(col_map.len());
+            let (mut gc, mut tc) = (RunCursor::new(cells.groups), RunCursor::new(cells.terms));
+            let mut j = 0;
+            while j < n {
+                // A segment where the row's (group, term) stays the same.
+                let (g, gl) = gc.peek();
+                let (t, tl) = tc.peek();
+                let seg = gl.min(tl).min(n - j);
+                let tg = (t, g);
+                let values = &cells.values[j..j + seg];
+                let fold = |v: u64, [s, bv]: &mut [u64; 2], btg: &mut (u64, u64)| {
+                    *s = s.saturating_add(v);
+                    if v > *bv || (v == *bv && tg > *btg) {
+                        *bv = v;
+                        *btg = tg;
                     }
-                    let g = row.raft_group_ids.get(j).copied().unwrap_or(0);
-                    let t = row.leader_terms.get(j).copied().unwrap_or(0);
-                    if (v, t, g) > (best_v[u], best_tg[u].0, best_tg[u].1) {
-                        best_v[u] = v;
-                        best_tg[u] = (t, g);
+                };
+                match ctx.offset {
+                    // The input's columns are a contiguous run of the accumulator's (the
+                    // normal case): slices side by side, no per-cell lookup or check.
+                    Some(off) if off + j + seg <= width => {
+                        let at = off + j..off + j + seg;
+                        for ((&v, cell), btg) in values
+                            .iter()
+                            .zip(&mut sums[at.clone()])
+                            .zip(&mut best_tg[at])
+                        {
+                            if v != 0 {
+                                fold(v, cell, btg);
+                            }
+                        }
+                    }
+                    _ => {
+                        for (&v, &u) in values.iter().zip(&col_map[j..j + seg]) {
+                            if v == 0 {
+                                continue;
+                            }
+                            if let (Some(cell), Some(btg)) = (sums.get_mut(u), best_tg.get_mut(u)) {
+                                fold(v, cell, btg);
+                            }
+                        }
                     }
                 }
+                gc.advance(seg);
+                tc.advance(seg);
+                j += seg;
             }
             return;
         }
-        let mut p = 0;
+        let injective = ctx.injective;
         let mut shares: Vec<(u64, u64, u64)> = Vec::new();
         let mut slots: Vec<(u64, u64, u64)> = Vec::new();
         let mut slot_shares: Vec<Vec<(u64, u64, u64)>> = Vec::new();
-        for (r, row) in m.rows.iter().enumerate() {
-            let idx = self
-                .boundaries
-                .index_of(row.start.as_deref().unwrap_or_default());
-            self.fold_meta(idx, row, index);
-            if !injective {
-                slots.clear();
-                slots.resize(width, (0, 0, 0));
-                slot_shares.clear();
-                slot_shares.resize(width, Vec::new());
+        if !injective {
+            slots.resize(width, (0, 0, 0));
+            slot_shares.resize(width, Vec::new());
+        }
+        let parts = cells.parts;
+        let mut p = 0;
+        let (mut gc, mut tc) = (RunCursor::new(cells.groups), RunCursor::new(cells.terms));
+        for (j, &u) in col_map.iter().enumerate() {
+            let v = cells.values.get(j).copied().unwrap_or(0);
+            let g = gc.next_value();
+            let t = tc.next_value();
+            // The identity parts of this cell, if the node sent any.
+            shares.clear();
+            while parts.get(p).is_some_and(|x| (x.column as usize) < j) {
+                p += 1;
             }
-            for (j, &u) in col_map.iter().enumerate() {
-                let v = row.values.get(j).copied().unwrap_or(0);
-                let g = row.raft_group_ids.get(j).copied().unwrap_or(0);
-                let t = row.leader_terms.get(j).copied().unwrap_or(0);
-                // The identity parts of this cell, if the node sent any.
-                shares.clear();
-                while input
-                    .parts
-                    .get(p)
-                    .is_some_and(|x| (x.row as usize, x.column as usize) < (r, j))
-                {
-                    p += 1;
+            while let Some(x) = parts.get(p).filter(|x| x.column as usize == j) {
+                shares.push((x.group, x.term, x.value));
+                p += 1;
+            }
+            if v == 0 {
+                continue;
+            }
+            if injective {
+                let s = (!shares.is_empty()).then_some(shares.as_slice());
+                self.fold_cell(idx, u, v, g, t, s);
+                continue;
+            }
+            if shares.is_empty() {
+                shares.push((g, t, v));
+            }
+            let Some(list) = slot_shares.get_mut(u) else {
+                continue;
+            };
+            for &(sg, st, sv) in &shares {
+                match list.iter_mut().find(|k| k.0 == sg && k.1 == st) {
+                    Some(k) => k.2 = k.2.saturating_add(sv),
+                    None => list.push((sg, st, sv)),
                 }
-                while let Some(x) = input
-                    .parts
-                    .get(p)
-                    .filter(|x| x.row as usize == r && x.column as usize == j)
-                {
-                    shares.push((x.group, x.term, x.value));
-                    p += 1;
-                }
+            }
+            let slot = &mut slots[u];
+            if v > slot.0 {
+                slot.1 = g;
+                slot.2 = t;
+            }
+            slot.0 = slot.0.saturating_add(v);
+        }
+        if !injective {
+            for u in 0..width {
+                let (v, g, t) = slots[u];
                 if v == 0 {
                     continue;
                 }
-                if injective {
-                    let s = (!shares.is_empty()).then_some(shares.as_slice());
-                    self.fold_cell(idx, u, v, g, t, s);
-                    continue;
-                }
-                if shares.is_empty() {
-                    shares.push((g, t, v));
-                }
-                let list = &mut slot_shares[u];
-                for &(sg, st, sv) in &shares {
-                    match list.iter_mut().find(|k| k.0 == sg && k.1 == st) {
-                        Some(k) => k.2 = k.2.saturating_add(sv),
-                        None => list.push((sg, st, sv)),
-                    }
-                }
-                let slot = &mut slots[u];
-                if v > slot.0 {
-                    slot.1 = g;
-                    slot.2 = t;
-                }
-                slot.0 = slot.0.saturating_add(v);
-            }
-            if !injective {
-                for u in 0..width {
-                    let (v, g, t) = slots[u];
-                    if v == 0 {
-                        continue;
-                    }
-                    let list = std::mem::take(&mut slot_shares[u]);
-                    let s = (list.len() > 1).then_some(list.as_slice());
-                    let (g, t) = if list.len() == 1 {
-                        (list[0].0, list[0].1)
-                    } else {
-                        (g, t)
-                    };
-                    self.fold_cell(idx, u, v, g, t, s);
-                }
+                let list = std::mem::take(&mut slot_shares[u]);
+                let s = (list.len() > 1).then_some(list.as_slice());
+                let (g, t) = if list.len() == 1 {
+                    (list[0].0, list[0].1)
+                } else {
+                    (g, t)
+                };
+                self.fold_cell(idx, u, v, g, t, s);
             }
         }
     }
@@ -638,7 +1073,6 @@ impl ClusterFold {
             self.cells = remap(&self.cells, rows, old_w, &map, new_w);
         } else {
             self.sums = remap(&self.sums, rows, old_w, &map, new_w);
-            self.best_v = remap(&self.best_v, rows, old_w, &map, new_w);
             self.best_tg = remap(&self.best_tg, rows, old_w, &map, new_w);
         }
         self.columns = columns;
@@ -657,11 +1091,7 @@ impl ClusterFold {
         let ts = self.columns[col];
         let i = row * width + col;
         if !self.series.is_write() {
-            if let (Some(sum), Some(bv), Some(btg)) = (
-                self.sums.get_mut(i),
-                self.best_v.get_mut(i),
-                self.best_tg.get_mut(i),
-            ) {
+            if let (Some([sum, bv]), Some(btg)) = (self.sums.get_mut(i), self.best_tg.get_mut(i)) {
                 *sum = sum.saturating_add(v);
                 if (v, t, g) > (*bv, btg.0, btg.1) {
                     *bv = v;
@@ -770,13 +1200,7 @@ impl ClusterFold {
         };
         let Some(meta) = slot else {
             *slot = Some(RowMeta {
-                header: MatrixRow {
-                    values: Vec::new(),
-                    raft_group_ids: Vec::new(),
-                    leader_terms: Vec::new(),
-                    conflicts: Vec::new(),
-                    ..row.clone()
-                },
+                header: header_of(row),
                 ids: ids_of(row),
             });
             return;
@@ -878,7 +1302,7 @@ impl ClusterFold {
                     resolve(&cells[i], extra.get(&(r as u32, ts)))
                 } else {
                     let (bt, bg) = best_tg[i];
-                    (sums[i], bg, bt, false)
+                    (sums[i][0], bg, bt, false)
                 };
                 values[o] = value;
                 groups[o] = g;
@@ -1101,6 +1525,46 @@ mod tests {
     }
 
     #[test]
+    fn reads_on_shifted_and_gapped_columns_fold_like_the_merge() {
+        // One node a step ahead (its columns a shifted run of the cluster's), one missing a
+        // column in the middle (not a contiguous run): cell by cell, values and the best
+        // contribution's identity are the merge's.
+        let base = node_matrix(Series::Reads, 0, 3, 12);
+        let mut ahead = node_matrix(Series::Reads, 1, 3, 12);
+        for c in &mut ahead.column_unix_ms {
+            *c += 60_000;
+        }
+        let mut gapped = node_matrix(Series::Reads, 2, 3, 12);
+        gapped.column_unix_ms.remove(2);
+        for r in &mut gapped.rows {
+            r.values.remove(2);
+            r.raft_group_ids.remove(2);
+            r.leader_terms.remove(2);
+            r.leader_terms[0] = 9;
+        }
+        let inputs = [base, ahead, gapped];
+        let oracle = merge(
+            &inputs,
+            &MergeOptions {
+                series: Series::Reads,
+                step_ms: 60_000,
+                row_budget: None,
+            },
+        )
+        .matrix;
+        let (plain, packed) = both_folds(&inputs, 12);
+        assert_eq!(plain.matrix, packed.matrix);
+        let got = packed.matrix;
+        assert_eq!(got.column_unix_ms, oracle.column_unix_ms);
+        assert_eq!(got.rows.len(), oracle.rows.len());
+        for (g, o) in got.rows.iter().zip(&oracle.rows) {
+            assert_eq!(g.values, o.values, "{}", g.bucket_id);
+            assert_eq!(g.leader_terms, o.leader_terms, "{}", g.bucket_id);
+            assert_eq!(g.raft_group_ids, o.raft_group_ids, "{}", g.bucket_id);
+        }
+    }
+
+    #[test]
     fn the_hot_row_stays_its_own_row_with_its_id_and_exact_values() {
         let nodes = 4;
         let inputs: Vec<Matrix> = (0..nodes)
@@ -1250,6 +1714,155 @@ mod tests {
             .max(b.rows.iter().map(|r| r.values[0]).sum());
         assert_eq!(got.rows[0].values[0], want);
         assert!(got.rows[0].conflict);
+    }
+
+    /// Folds every input twice, through `add` and through `add_packed` of its packed form.
+    fn both_folds(inputs: &[Matrix], budget: usize) -> (Merged, Merged) {
+        let totals: Vec<Vec<RowTotal>> = inputs.iter().map(row_totals).collect();
+        let b = Boundaries::plan(totals.iter().map(Vec::as_slice), budget);
+        let step = inputs[0].step_ms;
+        let mut plain = ClusterFold::new(inputs[0].series, step, b.clone(), MAX_LISTED_ROUTE_IDS);
+        let mut packed = ClusterFold::new(inputs[0].series, step, b.clone(), MAX_LISTED_ROUTE_IDS);
+        for m in inputs {
+            let coarse = coarsen_onto(m.clone(), &b, MAX_LISTED_ROUTE_IDS);
+            let p = PackedBoundaryMatrix::from_boundary(&coarse);
+            assert_eq!(p.validate(), Ok(()));
+            plain.add(&coarse);
+            packed.add_packed(&p);
+        }
+        (plain.finish(), packed.finish())
+    }
+
+    #[test]
+    fn packed_answers_fold_exactly_like_unpacked_ones() {
+        for series in Series::ALL {
+            let nodes = 5;
+            let inputs: Vec<Matrix> = (0..nodes)
+                .map(|n| node_matrix(series, n, nodes, 60))
+                .collect();
+            for budget in [1, 3, 16, 60] {
+                let (plain, packed) = both_folds(&inputs, budget);
+                assert_eq!(plain.matrix, packed.matrix, "{series} at budget {budget}");
+                assert_eq!(
+                    plain.warnings, packed.warnings,
+                    "{series} at budget {budget}"
+                );
+            }
+        }
+        // A node on a finer step (two of its columns land in one window, the slow path) and
+        // one whose rows lack identities.
+        let mut finer = node_matrix(Series::Writes, 1, 3, 20);
+        finer.step_ms = 30_000;
+        finer.column_unix_ms = (0..COLS as i64).map(|c| 60_000 + 30_000 * c).collect();
+        let mut bare = node_matrix(Series::Writes, 2, 3, 20);
+        for r in &mut bare.rows {
+            r.raft_group_ids.clear();
+            r.leader_terms.clear();
+        }
+        let inputs = [node_matrix(Series::Writes, 0, 3, 20), finer, bare];
+        for budget in [1, 4, 20] {
+            let (plain, packed) = both_folds(&inputs, budget);
+            assert_eq!(plain.matrix, packed.matrix, "budget {budget}");
+            assert_eq!(plain.warnings, packed.warnings, "budget {budget}");
+        }
+    }
+
+    #[test]
+    fn packed_validation_refuses_what_the_matrix_checks_refuse() {
+        let m = node_matrix(Series::Writes, 0, 2, 10);
+        let b = Boundaries::plan([row_totals(&m).as_slice()], 3);
+        let good = PackedBoundaryMatrix::from_boundary(&coarsen_onto(m, &b, 256));
+        assert_eq!(good.validate(), Ok(()));
+        assert!(!good.parts.is_empty(), "the sample has mixed cells");
+        let bad = |f: &dyn Fn(&mut PackedBoundaryMatrix)| {
+            let mut p = good.clone();
+            f(&mut p);
+            p.validate()
+        };
+        assert!(
+            bad(&|p| {
+                p.values.pop();
+            })
+            .is_err(),
+            "a missing value"
+        );
+        assert!(
+            bad(&|p| p.header.column_unix_ms.swap(0, 1)).is_err(),
+            "columns out of order"
+        );
+        assert!(bad(&|p| p.header.rows[1].bucket_id = p.header.rows[0].bucket_id.clone()).is_err());
+        assert!(bad(&|p| p.header.rows[0].bucket_id.clear()).is_err());
+        assert!(
+            bad(&|p| p.header.rows[0].values = vec![1; COLS]).is_err(),
+            "cells in the header"
+        );
+        assert!(
+            bad(&|p| p.group_runs[0].len += 1).is_err(),
+            "runs past the row"
+        );
+        assert!(bad(&|p| p.group_runs[0].len = 0).is_err(), "an empty run");
+        assert!(
+            bad(&|p| {
+                p.row_runs.pop();
+            })
+            .is_err()
+        );
+        assert!(
+            bad(&|p| p.parts[0].value += 1).is_err(),
+            "parts off their cell"
+        );
+        assert!(bad(&|p| p.parts[0].column = COLS as u32).is_err());
+        assert!(bad(&|p| p.parts.reverse()).is_err(), "parts out of order");
+        let mut empty = PackedBoundaryMatrix::default();
+        assert_eq!(empty.validate(), Ok(()));
+        empty.clear();
+        assert_eq!(empty, PackedBoundaryMatrix::default());
+    }
+
+    #[test]
+    fn the_plan_merges_node_lists_like_one_sort_of_every_entry() {
+        // Overlapping catalogs, a split route (two rows with one start), an empty list and
+        // one list out of order.
+        let list = |n: u64, routes: std::ops::Range<u64>| -> Vec<RowTotal> {
+            routes
+                .map(|r| RowTotal {
+                    start: key(r),
+                    total: (r * 31 + n * 7) % 13 + u64::from(r == 40) * 1_000,
+                })
+                .collect()
+        };
+        let mut split = list(3, 20..60);
+        split.insert(5, split[5].clone());
+        let mut unsorted = list(4, 0..30);
+        unsorted.reverse();
+        let nodes = [list(0, 0..50), list(1, 10..70), Vec::new(), split, unsorted];
+        for budget in [1, 2, 9, 33, 69, 70, 500] {
+            let got = Boundaries::plan(nodes.iter().map(Vec::as_slice), budget);
+            // The reference: every entry sorted, equal starts added up.
+            let mut all: Vec<(&[u8], u64)> = nodes
+                .iter()
+                .flatten()
+                .map(|t| (t.start.as_slice(), t.total))
+                .collect();
+            all.sort_by(|a, b| a.0.cmp(b.0));
+            let mut starts: Vec<&[u8]> = Vec::new();
+            let mut totals: Vec<u64> = Vec::new();
+            for (k, t) in all {
+                if starts.last() == Some(&k) {
+                    *totals.last_mut().expect("a total per start") += t;
+                } else {
+                    starts.push(k);
+                    totals.push(t);
+                }
+            }
+            let mut want: Vec<Vec<u8>> = plan_groups(&totals, budget)
+                .into_iter()
+                .map(|g| starts[g.start].to_vec())
+                .collect();
+            want[0].clear();
+            assert_eq!(got.keys(), want.as_slice(), "budget {budget}");
+            assert_eq!(got.is_coarse(), starts.len() > budget, "budget {budget}");
+        }
     }
 
     #[test]
