@@ -307,11 +307,68 @@ pub(crate) fn sort_lanes(lanes: &mut [WriteLane]) {
     });
 }
 
-/// Further lanes of a cell beyond its first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ExtraLane {
-    pub(crate) cell: u32,
-    pub(crate) lane: WriteLane,
+/// Write lanes of cells beyond each cell's first, as packed parallel arrays
+/// sorted by cell: 6–10 B a lane instead of a 40-byte struct (in 30 days of
+/// tiered history at one leader change every 6 h, 1.5 M coarse cells carry a
+/// second lane; docs/PERFORMANCE.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ExtraLanes {
+    /// Cell index of each lane, non-decreasing.
+    cells: Packed,
+    /// Index into the column's `identities` of each lane.
+    identity: Packed,
+    writes: Packed,
+    write_bytes: Packed,
+    len: usize,
+}
+
+impl ExtraLanes {
+    /// Packs `(cell, identity index, writes, write bytes)`, sorted by cell.
+    fn pack(lanes: &[(u64, u64, u64, u64)]) -> ExtraLanes {
+        let field = |f: fn(&(u64, u64, u64, u64)) -> u64| {
+            Packed::pack(&lanes.iter().map(f).collect::<Vec<_>>())
+        };
+        ExtraLanes {
+            cells: field(|l| l.0),
+            identity: field(|l| l.1),
+            writes: field(|l| l.2),
+            write_bytes: field(|l| l.3),
+            len: lanes.len(),
+        }
+    }
+
+    /// Number of lanes.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Cell index of lane `k`.
+    #[inline]
+    pub(crate) fn cell(&self, k: usize) -> usize {
+        self.cells.get(k) as usize
+    }
+
+    /// First lane of cell `i` or later (binary search).
+    fn lower_bound(&self, i: usize) -> usize {
+        let (mut lo, mut hi) = (0, self.len);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.cell(mid) < i {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.cells.heap_bytes()
+            + self.identity.heap_bytes()
+            + self.writes.heap_bytes()
+            + self.write_bytes.heap_bytes()
+    }
 }
 
 /// A sealed column.
@@ -333,7 +390,7 @@ pub(crate) struct Column {
     identity: Packed,
     identities: Box<[(u64, u64)]>,
     /// Lanes beyond the first, by cell.
-    extra: Box<[ExtraLane]>,
+    extra: ExtraLanes,
     /// Hot-key summaries by cell index (sorted by cell), capped per series at
     /// [`MAX_COLUMN_HOT_ITEMS`] listed keys.
     hot: Box<[(u32, CellHot)]>,
@@ -390,10 +447,12 @@ impl Column {
             });
             identity.push(idx as u64);
             for lane in cell.lanes.iter().skip(1) {
-                extra.push(ExtraLane {
-                    cell: i as u32,
-                    lane: *lane,
+                let key = (lane.group, lane.term);
+                let idx = *identity_index.entry(key).or_insert_with(|| {
+                    identities.push(key);
+                    identities.len() - 1
                 });
+                extra.push((i as u64, idx as u64, lane.writes, lane.write_bytes));
             }
         }
         let pack =
@@ -408,7 +467,7 @@ impl Column {
             write_bytes: Packed::pack(&write_bytes),
             identity: Packed::pack(&identity),
             identities: identities.into(),
-            extra: extra.into(),
+            extra: ExtraLanes::pack(&extra),
             hot: hot.into(),
         }
     }
@@ -437,32 +496,49 @@ impl Column {
 
     /// Calls `f(group, term, writes, write_bytes)` for every write lane of
     /// cell `i` (the dominant one first). Allocation-free.
-    pub(crate) fn for_each_lane(&self, i: usize, mut f: impl FnMut(u64, u64, u64, u64)) {
-        let (writes, write_bytes) = (self.writes.get(i), self.write_bytes.get(i));
-        let (group, term) = self.identity_of(i);
-        if writes != 0 || write_bytes != 0 {
-            f(group, term, writes, write_bytes);
+    pub(crate) fn for_each_lane(&self, i: usize, f: impl FnMut(u64, u64, u64, u64)) {
+        self.for_each_lane_at(i, self.extra.lower_bound(i), f);
+    }
+
+    /// Calls `f(group, term, writes, write_bytes)` for the lanes beyond the
+    /// first of cell `i`, starting at extra lane `k` (as found by
+    /// [`Column::extra_lanes_of`]); returns the index past them.
+    #[inline]
+    pub(crate) fn for_each_extra_lane_at(
+        &self,
+        i: usize,
+        mut k: usize,
+        mut f: impl FnMut(u64, u64, u64, u64),
+    ) -> usize {
+        let e = &self.extra;
+        while k < e.len() && e.cell(k) == i {
+            let (g, t) = self
+                .identities
+                .get(e.identity.get(k) as usize)
+                .copied()
+                .unwrap_or((0, 0));
+            f(g, t, e.writes.get(k), e.write_bytes.get(k));
+            k += 1;
         }
-        let c = i as u32;
-        let lo = self.extra.partition_point(|e| e.cell < c);
-        for e in self.extra.iter().skip(lo).take_while(|e| e.cell == c) {
-            f(e.lane.group, e.lane.term, e.lane.writes, e.lane.write_bytes);
+        k
+    }
+
+    /// For a caller visiting cells in increasing order with cursor `k` (start
+    /// at 0): moves `k` to the first extra lane of cell `i` or later and says
+    /// whether cell `i` has lanes beyond its first. Amortised O(1).
+    #[inline]
+    pub(crate) fn extra_lanes_of(&self, i: usize, k: &mut usize) -> bool {
+        let e = &self.extra;
+        while *k < e.len() && e.cell(*k) < i {
+            *k += 1;
         }
+        *k < e.len() && e.cell(*k) == i
     }
 
     /// True when some cell has more than one write lane.
     #[inline]
     pub(crate) fn has_extra_lanes(&self) -> bool {
-        !self.extra.is_empty()
-    }
-
-    /// Write lanes of cell `i` (0 for a cell without writes). O(log lanes).
-    pub(crate) fn lane_count(&self, i: usize) -> usize {
-        let c = i as u32;
-        let lo = self.extra.partition_point(|e| e.cell < c);
-        let hi = self.extra.partition_point(|e| e.cell <= c);
-        let first = usize::from(self.writes.get(i) != 0 || self.write_bytes.get(i) != 0);
-        first + (hi - lo)
+        self.extra.len() != 0
     }
 
     /// Reads (leader plus follower) and read bytes of cell `i`.
@@ -503,9 +579,17 @@ impl Column {
                 }
             })
             .collect();
-        for e in self.extra.iter() {
-            if let Some(c) = cells.get_mut(e.cell as usize) {
-                c.lanes.add(e.lane);
+        let mut k = 0;
+        for (i, c) in cells.iter_mut().enumerate() {
+            if self.extra_lanes_of(i, &mut k) {
+                k = self.for_each_extra_lane_at(i, k, |group, term, writes, write_bytes| {
+                    c.lanes.add(WriteLane {
+                        group,
+                        term,
+                        writes,
+                        write_bytes,
+                    });
+                });
             }
         }
         cells
@@ -522,6 +606,13 @@ impl Column {
     pub(crate) fn values_into(&self, counter: Counter, out: &mut Vec<u64>) {
         out.clear();
         out.resize(self.rows.len(), 0);
+        self.add_values_into(counter, out);
+    }
+
+    /// `out[i] += ` the value of `counter` of cell `i` (saturating), for the
+    /// first `out.len()` cells: a run of columns sharing one row array sums
+    /// into one vector.
+    pub(crate) fn add_values_into(&self, counter: Counter, out: &mut [u64]) {
         match counter {
             Counter::ReadsLeader => self.reads_leader.add_into(out),
             Counter::ReadsFollower => self.reads_follower.add_into(out),
@@ -537,18 +628,47 @@ impl Column {
                 } else {
                     self.writes.add_into(out);
                 }
-                for e in self.extra.iter() {
-                    if let Some(o) = out.get_mut(e.cell as usize) {
-                        let v = if bytes {
-                            e.lane.write_bytes
-                        } else {
-                            e.lane.writes
-                        };
-                        *o = o.saturating_add(v);
+                let e = &self.extra;
+                let src = if bytes { &e.write_bytes } else { &e.writes };
+                for k in 0..e.len() {
+                    if let Some(o) = out.get_mut(e.cell(k)) {
+                        *o = o.saturating_add(src.get(k));
                     }
                 }
             }
         }
+    }
+
+    /// The distinct (group, term) identities of the column's lanes; see
+    /// [`Column::identity_indices_into`].
+    pub(crate) fn identities(&self) -> &[(u64, u64)] {
+        &self.identities
+    }
+
+    /// Fills `out` with the index into [`Column::identities`] of each cell's
+    /// dominant lane.
+    pub(crate) fn identity_indices_into(&self, out: &mut Vec<u64>) {
+        out.clear();
+        out.resize(self.rows.len(), 0);
+        self.identity.add_into(out);
+    }
+
+    /// Calls `f(group, term, writes, write_bytes)` for every non-empty write
+    /// lane of cell `i` (the dominant one first), with `k` the cursor of
+    /// [`Column::extra_lanes_of`] for `i`. Allocation-free, O(lanes).
+    #[inline]
+    pub(crate) fn for_each_lane_at(
+        &self,
+        i: usize,
+        k: usize,
+        mut f: impl FnMut(u64, u64, u64, u64),
+    ) {
+        let (writes, write_bytes) = (self.writes.get(i), self.write_bytes.get(i));
+        if writes != 0 || write_bytes != 0 {
+            let (group, term) = self.identity_of(i);
+            f(group, term, writes, write_bytes);
+        }
+        self.for_each_extra_lane_at(i, k, f);
     }
 
     /// Approximate heap bytes of the column.
@@ -562,7 +682,7 @@ impl Column {
             + self.write_bytes.heap_bytes()
             + self.identity.heap_bytes()
             + self.identities.len() * 16
-            + self.extra.len() * std::mem::size_of::<ExtraLane>()
+            + self.extra.heap_bytes()
             + self.hot_heap_bytes()
     }
 
@@ -650,5 +770,36 @@ mod tests {
         col.values_into(Counter::Reads, &mut out);
         assert_eq!(out, vec![5, 3]);
         assert_eq!(col.identity_of(1), (7, 43), "identity is the dominant lane");
+    }
+
+    #[test]
+    fn cursor_walk_over_extra_lanes_sees_every_lane_of_every_cell() {
+        let cells: Vec<CellInput> = (0..5u32)
+            .map(|r| CellInput {
+                row: r,
+                lanes: (0..u64::from(r % 3) + 1)
+                    .map(|t| lane(1 + u64::from(r), 40 + t, 100 - t))
+                    .collect(),
+                ..CellInput::default()
+            })
+            .collect();
+        let col = Column::build(0, cells.clone());
+        let mut k = 0;
+        for (i, cell) in cells.iter().enumerate() {
+            let mut direct = Vec::new();
+            col.for_each_lane(i, |g, t, w, wb| direct.push((g, t, w, wb)));
+            let has_extra = col.extra_lanes_of(i, &mut k);
+            assert_eq!(has_extra, cell.lanes.iter().count() > 1, "cell {i}");
+            let mut walked = Vec::new();
+            col.for_each_lane_at(i, k, |g, t, w, wb| walked.push((g, t, w, wb)));
+            assert_eq!(walked, direct, "cell {i}");
+            let expected: Vec<_> = cell
+                .lanes
+                .iter()
+                .map(|l| (l.group, l.term, l.writes, l.write_bytes))
+                .collect();
+            assert_eq!(direct, expected, "cell {i}");
+        }
+        assert_eq!(col.cells(), cells, "packed extra lanes round-trip");
     }
 }
