@@ -393,7 +393,217 @@ pub(crate) struct Column {
     extra: ExtraLanes,
     /// Hot-key summaries by cell index (sorted by cell), capped per series at
     /// [`MAX_COLUMN_HOT_ITEMS`] listed keys.
-    hot: Box<[(u32, CellHot)]>,
+    hot: HotStore,
+}
+
+/// How a column keeps its cells' hot-key summaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HotLayout {
+    /// As structs: the finest tier, which hot-key queries of recent windows
+    /// read without decoding.
+    Plain,
+    /// Encoded in one byte array per column ([`encode_hot`]): the coarser
+    /// tiers, where 30 days of columns hold most of the summaries, and a
+    /// summary costs ≈ 25 B a key instead of ≈ 150 B (docs/PERFORMANCE.md).
+    Packed,
+}
+
+/// A column's hot-key summaries, by cell index, in one of the [`HotLayout`]s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HotStore {
+    Plain(Box<[(u32, CellHot)]>),
+    /// The encoded summaries, and their decoded form once a hot-key query
+    /// has read them (dropped by [`Column::drop_hot_cache`] at the next
+    /// history change, so decoding costs memory only while queries read).
+    Packed(Box<[u8]>, DecodedHot),
+}
+
+/// The decoded summaries of a packed column; a clone starts empty and every
+/// cache compares equal (it is derived from the bytes).
+#[derive(Debug, Default)]
+pub(crate) struct DecodedHot(std::sync::OnceLock<Box<[(u32, CellHot)]>>);
+
+impl Clone for DecodedHot {
+    fn clone(&self) -> Self {
+        DecodedHot::default()
+    }
+}
+
+impl PartialEq for DecodedHot {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for DecodedHot {}
+
+fn plain_hot_bytes(hot: &[(u32, CellHot)]) -> usize {
+    hot.iter()
+        .map(|(_, h)| {
+            std::mem::size_of::<(u32, CellHot)>()
+                + h.summary
+                    .items
+                    .iter()
+                    .map(|i| {
+                        std::mem::size_of::<HotItem>()
+                            + i.key.capacity().max(1).next_multiple_of(16)
+                    })
+                    .sum::<usize>()
+        })
+        .sum()
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A cursor over bytes written by [`encode_hot`]; `None` on any malformed
+/// input (never panics).
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl Reader<'_> {
+    fn varint(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&b, rest) = self.bytes.split_first()?;
+            self.bytes = rest;
+            v |= u64::from(b & 0x7f).checked_shl(shift)?;
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        if n > self.bytes.len() {
+            return None;
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Some(head)
+    }
+}
+
+fn series_of_rank(rank: u64) -> Option<Series> {
+    Some(match rank {
+        0 => Series::Reads,
+        1 => Series::ReadBytes,
+        2 => Series::Writes,
+        3 => Series::WriteBytes,
+        4 => Series::LeaderReads,
+        5 => Series::FollowerReads,
+        _ => return None,
+    })
+}
+
+/// Encodes `(cell, summary)` entries as varints: per entry the cell, series,
+/// group, term, total, floor, flags and item count, then per item the key
+/// (length and bytes), `upper`, `upper - estimate`, `estimate - lower` and
+/// its flag. The destructuring is exhaustive on purpose: a field added to
+/// [`HotSummary`] or [`HotItem`] fails to compile here until it is encoded.
+fn encode_hot(entries: &[(u32, CellHot)]) -> Box<[u8]> {
+    let mut out = Vec::new();
+    put_varint(&mut out, entries.len() as u64);
+    for (cell, h) in entries {
+        let CellHot {
+            series,
+            group,
+            term,
+            summary,
+        } = h;
+        let HotSummary {
+            total,
+            floor,
+            sampled,
+            items,
+        } = summary;
+        put_varint(&mut out, u64::from(*cell));
+        out.push(series_rank(*series));
+        put_varint(&mut out, *group);
+        put_varint(&mut out, *term);
+        put_varint(&mut out, *total);
+        put_varint(&mut out, *floor);
+        out.push(u8::from(*sampled));
+        put_varint(&mut out, items.len() as u64);
+        for item in items {
+            let HotItem {
+                key,
+                estimate,
+                lower,
+                upper,
+                truncated,
+            } = item;
+            put_varint(&mut out, key.len() as u64);
+            out.extend_from_slice(key);
+            put_varint(&mut out, *upper);
+            put_varint(&mut out, upper.saturating_sub(*estimate));
+            put_varint(&mut out, estimate.saturating_sub(*lower));
+            out.push(u8::from(*truncated));
+        }
+    }
+    out.into_boxed_slice()
+}
+
+/// Decodes [`encode_hot`]'s bytes; stops at the first malformed entry (which
+/// only a bug could produce: the bytes never leave the process).
+fn decode_hot(bytes: &[u8]) -> Vec<(u32, CellHot)> {
+    let mut r = Reader { bytes };
+    let n = r.varint().unwrap_or(0);
+    let mut out = Vec::with_capacity(usize::try_from(n).unwrap_or(0).min(bytes.len()));
+    let entry = |r: &mut Reader<'_>| -> Option<(u32, CellHot)> {
+        let cell = u32::try_from(r.varint()?).ok()?;
+        let series = series_of_rank(u64::from(*r.take(1)?.first()?))?;
+        let group = r.varint()?;
+        let term = r.varint()?;
+        let total = r.varint()?;
+        let floor = r.varint()?;
+        let sampled = *r.take(1)?.first()? != 0;
+        let count = usize::try_from(r.varint()?).ok()?;
+        let mut items = Vec::with_capacity(count.min(r.bytes.len()));
+        for _ in 0..count {
+            let len = usize::try_from(r.varint()?).ok()?;
+            let key = r.take(len)?.to_vec();
+            let upper = r.varint()?;
+            let estimate = upper.checked_sub(r.varint()?)?;
+            let lower = estimate.checked_sub(r.varint()?)?;
+            let truncated = *r.take(1)?.first()? != 0;
+            items.push(HotItem {
+                key,
+                estimate,
+                lower,
+                upper,
+                truncated,
+            });
+        }
+        Some((
+            cell,
+            CellHot {
+                series,
+                group,
+                term,
+                summary: HotSummary {
+                    total,
+                    floor,
+                    sampled,
+                    items,
+                },
+            },
+        ))
+    };
+    for _ in 0..n {
+        match entry(&mut r) {
+            Some(e) => out.push(e),
+            None => break,
+        }
+    }
+    out
 }
 
 /// The counter a query reads from a column.
@@ -412,12 +622,18 @@ impl Column {
     /// lists at most [`MAX_COLUMN_HOT_ITEMS`] hot keys per series.
     #[cfg(test)]
     pub(crate) fn build(unix_ms: i64, cells: Vec<CellInput>) -> Column {
-        Column::build_capped(unix_ms, cells, MAX_COLUMN_HOT_ITEMS)
+        Column::build_capped(unix_ms, cells, MAX_COLUMN_HOT_ITEMS, HotLayout::Plain)
     }
 
     /// [`Column::build`] listing at most `hot_cap` hot keys per series (the
-    /// rest join their summaries' floors, so bounds stay honest).
-    pub(crate) fn build_capped(unix_ms: i64, mut cells: Vec<CellInput>, hot_cap: usize) -> Column {
+    /// rest join their summaries' floors, so bounds stay honest), keeping the
+    /// summaries in `layout`.
+    pub(crate) fn build_capped(
+        unix_ms: i64,
+        mut cells: Vec<CellInput>,
+        hot_cap: usize,
+        layout: HotLayout,
+    ) -> Column {
         cells.sort_unstable_by_key(|c| c.row);
         let mut hot: Vec<(u32, CellHot)> = Vec::new();
         for (i, cell) in cells.iter_mut().enumerate() {
@@ -468,7 +684,10 @@ impl Column {
             identity: Packed::pack(&identity),
             identities: identities.into(),
             extra: ExtraLanes::pack(&extra),
-            hot: hot.into(),
+            hot: match layout {
+                HotLayout::Plain => HotStore::Plain(hot.into()),
+                HotLayout::Packed => HotStore::Packed(encode_hot(&hot), DecodedHot::default()),
+            },
         }
     }
 
@@ -482,16 +701,24 @@ impl Column {
 
     /// Every cell's hot-key summaries, ordered by cell index: a caller visiting
     /// cells in order walks this with a cursor instead of searching per cell.
+    /// A [`HotLayout::Packed`] column decodes on the first call and keeps
+    /// the result until [`Column::drop_hot_cache`] (callers hold `&self` for
+    /// a whole query and borrow the summaries across columns). Lock-free
+    /// after the first call; the first call of racing readers decodes once.
     pub(crate) fn hot_entries(&self) -> &[(u32, CellHot)] {
-        &self.hot
+        match &self.hot {
+            HotStore::Plain(h) => h,
+            HotStore::Packed(b, cache) => cache.0.get_or_init(|| decode_hot(b).into()),
+        }
     }
 
-    /// The hot-key summaries of cell `i`.
-    pub(crate) fn hot_of(&self, i: usize) -> &[(u32, CellHot)] {
-        let i = i as u32;
-        let lo = self.hot.partition_point(|(c, _)| *c < i);
-        let hi = self.hot.partition_point(|(c, _)| *c <= i);
-        self.hot.get(lo..hi).unwrap_or(&[])
+    /// Forgets the decoded summaries of a packed column (the history calls
+    /// this on every change, under its write lock). O(1).
+    pub(crate) fn drop_hot_cache(&mut self) -> bool {
+        match &mut self.hot {
+            HotStore::Packed(_, cache) => cache.0.take().is_some(),
+            HotStore::Plain(_) => false,
+        }
     }
 
     /// Calls `f(group, term, writes, write_bytes)` for every write lane of
@@ -553,6 +780,18 @@ impl Column {
 
     /// The cells back, as built (lanes sorted).
     pub(crate) fn cells(&self) -> Vec<CellInput> {
+        let decoded;
+        let hot: &[(u32, CellHot)] = match &self.hot {
+            HotStore::Plain(h) => h,
+            HotStore::Packed(b, cache) => match cache.0.get() {
+                Some(h) => h,
+                None => {
+                    decoded = decode_hot(b);
+                    &decoded
+                }
+            },
+        };
+        let mut hot_cursor = 0usize;
         let mut cells: Vec<CellInput> = (0..self.rows.len())
             .map(|i| {
                 let (group, term) = self.identity_of(i);
@@ -563,7 +802,13 @@ impl Column {
                     reads_leader: self.reads_leader.get(i),
                     reads_follower: self.reads_follower.get(i),
                     read_bytes: self.read_bytes.get(i),
-                    hot: self.hot_of(i).iter().map(|(_, h)| h.clone()).collect(),
+                    hot: {
+                        let first = hot_cursor;
+                        while hot.get(hot_cursor).is_some_and(|(c, _)| *c as usize == i) {
+                            hot_cursor += 1;
+                        }
+                        hot[first..hot_cursor].iter().map(|(_, h)| h.clone()).collect()
+                    },
                     labels: None,
                     lanes: if writes == 0 && write_bytes == 0 && group == 0 && term == 0 {
                         Lanes::default()
@@ -686,22 +931,13 @@ impl Column {
             + self.hot_heap_bytes()
     }
 
-    /// Approximate heap bytes of the hot-key summaries.
+    /// Approximate heap bytes of the hot-key summaries (a packed column's
+    /// bytes plus its decoded form while a query keeps it).
     pub(crate) fn hot_heap_bytes(&self) -> usize {
-        self.hot
-            .iter()
-            .map(|(_, h)| {
-                std::mem::size_of::<(u32, CellHot)>()
-                    + h.summary
-                        .items
-                        .iter()
-                        .map(|i| {
-                            std::mem::size_of::<HotItem>()
-                                + i.key.capacity().max(1).next_multiple_of(16)
-                        })
-                        .sum::<usize>()
-            })
-            .sum()
+        match &self.hot {
+            HotStore::Packed(b, cache) => b.len() + cache.0.get().map_or(0, |h| plain_hot_bytes(h)),
+            HotStore::Plain(hot) => plain_hot_bytes(hot),
+        }
     }
 }
 
@@ -801,5 +1037,72 @@ mod tests {
             assert_eq!(direct, expected, "cell {i}");
         }
         assert_eq!(col.cells(), cells, "packed extra lanes round-trip");
+    }
+
+    fn hot(series: Series, term: u64, keys: &[(&[u8], u64)]) -> CellHot {
+        let total = keys.iter().map(|k| k.1).sum::<u64>() + 5;
+        CellHot {
+            series,
+            group: u64::from(term != 0) * 7,
+            term,
+            summary: HotSummary {
+                total,
+                floor: 3,
+                sampled: term % 2 == 1,
+                items: keys
+                    .iter()
+                    .map(|&(key, n)| HotItem {
+                        key: key.to_vec(),
+                        estimate: n,
+                        lower: n - 1,
+                        upper: n + 2,
+                        truncated: key.len() > 3,
+                    })
+                    .collect(),
+            },
+        }
+    }
+
+    #[test]
+    fn packed_hot_summaries_read_back_as_built_and_cost_less() {
+        let cells: Vec<CellInput> = (0..40u32)
+            .map(|r| CellInput {
+                row: r,
+                reads_leader: 100,
+                lanes: [lane(7, 41, 50), lane(7, 42, 30)].into_iter().collect(),
+                hot: vec![
+                    hot(Series::Reads, 0, &[(b"k", 60), (b"long-key", 20)]),
+                    hot(Series::Writes, 41, &[(&r.to_be_bytes(), 40)]),
+                    hot(Series::Writes, 42, &[(b"", u64::MAX - 9)]),
+                ],
+                ..CellInput::default()
+            })
+            .collect();
+        let plain = Column::build_capped(0, cells.clone(), 1_000, HotLayout::Plain);
+        let mut packed = Column::build_capped(0, cells, 1_000, HotLayout::Packed);
+        assert!(packed.hot_heap_bytes() * 3 < plain.hot_heap_bytes());
+        assert_eq!(packed.cells(), plain.cells(), "records are layout-free");
+        assert_eq!(packed.hot_entries(), plain.hot_entries());
+        assert!(packed.hot_heap_bytes() > plain.hot_heap_bytes(), "cache counted");
+        assert!(packed.drop_hot_cache());
+        assert!(!packed.drop_hot_cache());
+        assert!(packed.hot_heap_bytes() * 3 < plain.hot_heap_bytes());
+    }
+
+    #[test]
+    fn decoding_cut_or_damaged_hot_bytes_stops_without_panicking() {
+        let entries = vec![
+            (1, hot(Series::Reads, 0, &[(b"a", 9)])),
+            (2, hot(Series::WriteBytes, 5, &[(b"bcde", 4)])),
+        ];
+        let bytes = encode_hot(&entries);
+        assert_eq!(decode_hot(&bytes), entries);
+        for cut in 0..bytes.len() {
+            let got = decode_hot(&bytes[..cut]);
+            assert!(got.len() < entries.len() && entries.starts_with(&got));
+        }
+        let mut bad = bytes.to_vec();
+        bad[2] = 0x7f; // series rank of the first entry
+        assert!(decode_hot(&bad).is_empty());
     }
 }
