@@ -807,7 +807,10 @@ impl Column {
                         while hot.get(hot_cursor).is_some_and(|(c, _)| *c as usize == i) {
                             hot_cursor += 1;
                         }
-                        hot[first..hot_cursor].iter().map(|(_, h)| h.clone()).collect()
+                        hot[first..hot_cursor]
+                            .iter()
+                            .map(|(_, h)| h.clone())
+                            .collect()
                     },
                     labels: None,
                     lanes: if writes == 0 && write_bytes == 0 && group == 0 && term == 0 {
@@ -1083,7 +1086,10 @@ mod tests {
         assert!(packed.hot_heap_bytes() * 3 < plain.hot_heap_bytes());
         assert_eq!(packed.cells(), plain.cells(), "records are layout-free");
         assert_eq!(packed.hot_entries(), plain.hot_entries());
-        assert!(packed.hot_heap_bytes() > plain.hot_heap_bytes(), "cache counted");
+        assert!(
+            packed.hot_heap_bytes() > plain.hot_heap_bytes(),
+            "cache counted"
+        );
         assert!(packed.drop_hot_cache());
         assert!(!packed.drop_hot_cache());
         assert!(packed.hot_heap_bytes() * 3 < plain.hot_heap_bytes());

@@ -28,10 +28,10 @@ use crate::hotkeys::MAX_HOT_KEY_BYTES;
 use crate::matrix::Series;
 use crate::time::align_down;
 
-use column::{HotLayout, MAX_COARSE_COLUMN_HOT_ITEMS};
 pub(crate) use column::{
     CELL_HOT_K, CellHot, CellInput, Column, Counter, Lanes, MAX_COLUMN_HOT_ITEMS, WriteLane,
 };
+use column::{HotLayout, MAX_COARSE_COLUMN_HOT_ITEMS};
 pub use persist::{CellRecord, ColumnRecord, HistoryStore, HotRecord, PersistError, WriteRecord};
 pub(crate) use rows::{RowCatalog, RowMeta};
 
