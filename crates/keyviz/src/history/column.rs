@@ -4,7 +4,9 @@
 //! integer width that holds its largest value in this column, so a typical
 //! cell (row id, five counters, identity) costs 10–20 bytes instead of 56.
 //! Hot-key summaries are kept beside the cells, for the few cells that have
-//! them, with a per-column cap on listed keys.
+//! them, with a per-column cap on listed keys: as structs in the finest tier,
+//! encoded in one byte array per column in the coarser tiers ([`HotLayout`]).
+//! Write lanes beyond a cell's first are packed arrays too ([`ExtraLanes`]).
 
 use crate::hotkeys::{HotItem, HotSummary};
 use crate::matrix::Series;
