@@ -4,7 +4,9 @@
 //! integer width that holds its largest value in this column, so a typical
 //! cell (row id, five counters, identity) costs 10–20 bytes instead of 56.
 //! Hot-key summaries are kept beside the cells, for the few cells that have
-//! them, with a per-column cap on listed keys.
+//! them, with a per-column cap on listed keys: as structs in the finest tier,
+//! encoded in one byte array per column in the coarser tiers ([`HotLayout`]).
+//! Write lanes beyond a cell's first are packed arrays too ([`ExtraLanes`]).
 
 use crate::hotkeys::{HotItem, HotSummary};
 use crate::matrix::Series;
@@ -307,11 +309,68 @@ pub(crate) fn sort_lanes(lanes: &mut [WriteLane]) {
     });
 }
 
-/// Further lanes of a cell beyond its first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ExtraLane {
-    pub(crate) cell: u32,
-    pub(crate) lane: WriteLane,
+/// Write lanes of cells beyond each cell's first, as packed parallel arrays
+/// sorted by cell: 6–10 B a lane instead of a 40-byte struct (in 30 days of
+/// tiered history at one leader change every 6 h, 1.5 M coarse cells carry a
+/// second lane; docs/PERFORMANCE.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ExtraLanes {
+    /// Cell index of each lane, non-decreasing.
+    cells: Packed,
+    /// Index into the column's `identities` of each lane.
+    identity: Packed,
+    writes: Packed,
+    write_bytes: Packed,
+    len: usize,
+}
+
+impl ExtraLanes {
+    /// Packs `(cell, identity index, writes, write bytes)`, sorted by cell.
+    fn pack(lanes: &[(u64, u64, u64, u64)]) -> ExtraLanes {
+        let field = |f: fn(&(u64, u64, u64, u64)) -> u64| {
+            Packed::pack(&lanes.iter().map(f).collect::<Vec<_>>())
+        };
+        ExtraLanes {
+            cells: field(|l| l.0),
+            identity: field(|l| l.1),
+            writes: field(|l| l.2),
+            write_bytes: field(|l| l.3),
+            len: lanes.len(),
+        }
+    }
+
+    /// Number of lanes.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Cell index of lane `k`.
+    #[inline]
+    pub(crate) fn cell(&self, k: usize) -> usize {
+        self.cells.get(k) as usize
+    }
+
+    /// First lane of cell `i` or later (binary search).
+    fn lower_bound(&self, i: usize) -> usize {
+        let (mut lo, mut hi) = (0, self.len);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.cell(mid) < i {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.cells.heap_bytes()
+            + self.identity.heap_bytes()
+            + self.writes.heap_bytes()
+            + self.write_bytes.heap_bytes()
+    }
 }
 
 /// A sealed column.
@@ -333,10 +392,220 @@ pub(crate) struct Column {
     identity: Packed,
     identities: Box<[(u64, u64)]>,
     /// Lanes beyond the first, by cell.
-    extra: Box<[ExtraLane]>,
+    extra: ExtraLanes,
     /// Hot-key summaries by cell index (sorted by cell), capped per series at
     /// [`MAX_COLUMN_HOT_ITEMS`] listed keys.
-    hot: Box<[(u32, CellHot)]>,
+    hot: HotStore,
+}
+
+/// How a column keeps its cells' hot-key summaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HotLayout {
+    /// As structs: the finest tier, which hot-key queries of recent windows
+    /// read without decoding.
+    Plain,
+    /// Encoded in one byte array per column ([`encode_hot`]): the coarser
+    /// tiers, where 30 days of columns hold most of the summaries, and a
+    /// summary costs ≈ 25 B a key instead of ≈ 150 B (docs/PERFORMANCE.md).
+    Packed,
+}
+
+/// A column's hot-key summaries, by cell index, in one of the [`HotLayout`]s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HotStore {
+    Plain(Box<[(u32, CellHot)]>),
+    /// The encoded summaries, and their decoded form once a hot-key query
+    /// has read them (dropped by [`Column::drop_hot_cache`] at the next
+    /// history change, so decoding costs memory only while queries read).
+    Packed(Box<[u8]>, DecodedHot),
+}
+
+/// The decoded summaries of a packed column; a clone starts empty and every
+/// cache compares equal (it is derived from the bytes).
+#[derive(Debug, Default)]
+pub(crate) struct DecodedHot(std::sync::OnceLock<Box<[(u32, CellHot)]>>);
+
+impl Clone for DecodedHot {
+    fn clone(&self) -> Self {
+        DecodedHot::default()
+    }
+}
+
+impl PartialEq for DecodedHot {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for DecodedHot {}
+
+fn plain_hot_bytes(hot: &[(u32, CellHot)]) -> usize {
+    hot.iter()
+        .map(|(_, h)| {
+            std::mem::size_of::<(u32, CellHot)>()
+                + h.summary
+                    .items
+                    .iter()
+                    .map(|i| {
+                        std::mem::size_of::<HotItem>()
+                            + i.key.capacity().max(1).next_multiple_of(16)
+                    })
+                    .sum::<usize>()
+        })
+        .sum()
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A cursor over bytes written by [`encode_hot`]; `None` on any malformed
+/// input (never panics).
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl Reader<'_> {
+    fn varint(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&b, rest) = self.bytes.split_first()?;
+            self.bytes = rest;
+            v |= u64::from(b & 0x7f).checked_shl(shift)?;
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        if n > self.bytes.len() {
+            return None;
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Some(head)
+    }
+}
+
+fn series_of_rank(rank: u64) -> Option<Series> {
+    Some(match rank {
+        0 => Series::Reads,
+        1 => Series::ReadBytes,
+        2 => Series::Writes,
+        3 => Series::WriteBytes,
+        4 => Series::LeaderReads,
+        5 => Series::FollowerReads,
+        _ => return None,
+    })
+}
+
+/// Encodes `(cell, summary)` entries as varints: per entry the cell, series,
+/// group, term, total, floor, flags and item count, then per item the key
+/// (length and bytes), `upper`, `upper - estimate`, `estimate - lower` and
+/// its flag. The destructuring is exhaustive on purpose: a field added to
+/// [`HotSummary`] or [`HotItem`] fails to compile here until it is encoded.
+fn encode_hot(entries: &[(u32, CellHot)]) -> Box<[u8]> {
+    let mut out = Vec::new();
+    put_varint(&mut out, entries.len() as u64);
+    for (cell, h) in entries {
+        let CellHot {
+            series,
+            group,
+            term,
+            summary,
+        } = h;
+        let HotSummary {
+            total,
+            floor,
+            sampled,
+            items,
+        } = summary;
+        put_varint(&mut out, u64::from(*cell));
+        out.push(series_rank(*series));
+        put_varint(&mut out, *group);
+        put_varint(&mut out, *term);
+        put_varint(&mut out, *total);
+        put_varint(&mut out, *floor);
+        out.push(u8::from(*sampled));
+        put_varint(&mut out, items.len() as u64);
+        for item in items {
+            let HotItem {
+                key,
+                estimate,
+                lower,
+                upper,
+                truncated,
+            } = item;
+            put_varint(&mut out, key.len() as u64);
+            out.extend_from_slice(key);
+            put_varint(&mut out, *upper);
+            put_varint(&mut out, upper.saturating_sub(*estimate));
+            put_varint(&mut out, estimate.saturating_sub(*lower));
+            out.push(u8::from(*truncated));
+        }
+    }
+    out.into_boxed_slice()
+}
+
+/// Decodes [`encode_hot`]'s bytes; stops at the first malformed entry (which
+/// only a bug could produce: the bytes never leave the process).
+fn decode_hot(bytes: &[u8]) -> Vec<(u32, CellHot)> {
+    let mut r = Reader { bytes };
+    let n = r.varint().unwrap_or(0);
+    let mut out = Vec::with_capacity(usize::try_from(n).unwrap_or(0).min(bytes.len()));
+    let entry = |r: &mut Reader<'_>| -> Option<(u32, CellHot)> {
+        let cell = u32::try_from(r.varint()?).ok()?;
+        let series = series_of_rank(u64::from(*r.take(1)?.first()?))?;
+        let group = r.varint()?;
+        let term = r.varint()?;
+        let total = r.varint()?;
+        let floor = r.varint()?;
+        let sampled = *r.take(1)?.first()? != 0;
+        let count = usize::try_from(r.varint()?).ok()?;
+        let mut items = Vec::with_capacity(count.min(r.bytes.len()));
+        for _ in 0..count {
+            let len = usize::try_from(r.varint()?).ok()?;
+            let key = r.take(len)?.to_vec();
+            let upper = r.varint()?;
+            let estimate = upper.checked_sub(r.varint()?)?;
+            let lower = estimate.checked_sub(r.varint()?)?;
+            let truncated = *r.take(1)?.first()? != 0;
+            items.push(HotItem {
+                key,
+                estimate,
+                lower,
+                upper,
+                truncated,
+            });
+        }
+        Some((
+            cell,
+            CellHot {
+                series,
+                group,
+                term,
+                summary: HotSummary {
+                    total,
+                    floor,
+                    sampled,
+                    items,
+                },
+            },
+        ))
+    };
+    for _ in 0..n {
+        match entry(&mut r) {
+            Some(e) => out.push(e),
+            None => break,
+        }
+    }
+    out
 }
 
 /// The counter a query reads from a column.
@@ -355,12 +624,18 @@ impl Column {
     /// lists at most [`MAX_COLUMN_HOT_ITEMS`] hot keys per series.
     #[cfg(test)]
     pub(crate) fn build(unix_ms: i64, cells: Vec<CellInput>) -> Column {
-        Column::build_capped(unix_ms, cells, MAX_COLUMN_HOT_ITEMS)
+        Column::build_capped(unix_ms, cells, MAX_COLUMN_HOT_ITEMS, HotLayout::Plain)
     }
 
     /// [`Column::build`] listing at most `hot_cap` hot keys per series (the
-    /// rest join their summaries' floors, so bounds stay honest).
-    pub(crate) fn build_capped(unix_ms: i64, mut cells: Vec<CellInput>, hot_cap: usize) -> Column {
+    /// rest join their summaries' floors, so bounds stay honest), keeping the
+    /// summaries in `layout`.
+    pub(crate) fn build_capped(
+        unix_ms: i64,
+        mut cells: Vec<CellInput>,
+        hot_cap: usize,
+        layout: HotLayout,
+    ) -> Column {
         cells.sort_unstable_by_key(|c| c.row);
         let mut hot: Vec<(u32, CellHot)> = Vec::new();
         for (i, cell) in cells.iter_mut().enumerate() {
@@ -390,10 +665,12 @@ impl Column {
             });
             identity.push(idx as u64);
             for lane in cell.lanes.iter().skip(1) {
-                extra.push(ExtraLane {
-                    cell: i as u32,
-                    lane: *lane,
+                let key = (lane.group, lane.term);
+                let idx = *identity_index.entry(key).or_insert_with(|| {
+                    identities.push(key);
+                    identities.len() - 1
                 });
+                extra.push((i as u64, idx as u64, lane.writes, lane.write_bytes));
             }
         }
         let pack =
@@ -408,8 +685,11 @@ impl Column {
             write_bytes: Packed::pack(&write_bytes),
             identity: Packed::pack(&identity),
             identities: identities.into(),
-            extra: extra.into(),
-            hot: hot.into(),
+            extra: ExtraLanes::pack(&extra),
+            hot: match layout {
+                HotLayout::Plain => HotStore::Plain(hot.into()),
+                HotLayout::Packed => HotStore::Packed(encode_hot(&hot), DecodedHot::default()),
+            },
         }
     }
 
@@ -423,46 +703,71 @@ impl Column {
 
     /// Every cell's hot-key summaries, ordered by cell index: a caller visiting
     /// cells in order walks this with a cursor instead of searching per cell.
+    /// A [`HotLayout::Packed`] column decodes on the first call and keeps
+    /// the result until [`Column::drop_hot_cache`] (callers hold `&self` for
+    /// a whole query and borrow the summaries across columns). Lock-free
+    /// after the first call; the first call of racing readers decodes once.
     pub(crate) fn hot_entries(&self) -> &[(u32, CellHot)] {
-        &self.hot
+        match &self.hot {
+            HotStore::Plain(h) => h,
+            HotStore::Packed(b, cache) => cache.0.get_or_init(|| decode_hot(b).into()),
+        }
     }
 
-    /// The hot-key summaries of cell `i`.
-    pub(crate) fn hot_of(&self, i: usize) -> &[(u32, CellHot)] {
-        let i = i as u32;
-        let lo = self.hot.partition_point(|(c, _)| *c < i);
-        let hi = self.hot.partition_point(|(c, _)| *c <= i);
-        self.hot.get(lo..hi).unwrap_or(&[])
+    /// Forgets the decoded summaries of a packed column (the history calls
+    /// this on every change, under its write lock). O(1).
+    pub(crate) fn drop_hot_cache(&mut self) -> bool {
+        match &mut self.hot {
+            HotStore::Packed(_, cache) => cache.0.take().is_some(),
+            HotStore::Plain(_) => false,
+        }
     }
 
     /// Calls `f(group, term, writes, write_bytes)` for every write lane of
     /// cell `i` (the dominant one first). Allocation-free.
-    pub(crate) fn for_each_lane(&self, i: usize, mut f: impl FnMut(u64, u64, u64, u64)) {
-        let (writes, write_bytes) = (self.writes.get(i), self.write_bytes.get(i));
-        let (group, term) = self.identity_of(i);
-        if writes != 0 || write_bytes != 0 {
-            f(group, term, writes, write_bytes);
+    pub(crate) fn for_each_lane(&self, i: usize, f: impl FnMut(u64, u64, u64, u64)) {
+        self.for_each_lane_at(i, self.extra.lower_bound(i), f);
+    }
+
+    /// Calls `f(group, term, writes, write_bytes)` for the lanes beyond the
+    /// first of cell `i`, starting at extra lane `k` (as found by
+    /// [`Column::extra_lanes_of`]); returns the index past them.
+    #[inline]
+    pub(crate) fn for_each_extra_lane_at(
+        &self,
+        i: usize,
+        mut k: usize,
+        mut f: impl FnMut(u64, u64, u64, u64),
+    ) -> usize {
+        let e = &self.extra;
+        while k < e.len() && e.cell(k) == i {
+            let (g, t) = self
+                .identities
+                .get(e.identity.get(k) as usize)
+                .copied()
+                .unwrap_or((0, 0));
+            f(g, t, e.writes.get(k), e.write_bytes.get(k));
+            k += 1;
         }
-        let c = i as u32;
-        let lo = self.extra.partition_point(|e| e.cell < c);
-        for e in self.extra.iter().skip(lo).take_while(|e| e.cell == c) {
-            f(e.lane.group, e.lane.term, e.lane.writes, e.lane.write_bytes);
+        k
+    }
+
+    /// For a caller visiting cells in increasing order with cursor `k` (start
+    /// at 0): moves `k` to the first extra lane of cell `i` or later and says
+    /// whether cell `i` has lanes beyond its first. Amortised O(1).
+    #[inline]
+    pub(crate) fn extra_lanes_of(&self, i: usize, k: &mut usize) -> bool {
+        let e = &self.extra;
+        while *k < e.len() && e.cell(*k) < i {
+            *k += 1;
         }
+        *k < e.len() && e.cell(*k) == i
     }
 
     /// True when some cell has more than one write lane.
     #[inline]
     pub(crate) fn has_extra_lanes(&self) -> bool {
-        !self.extra.is_empty()
-    }
-
-    /// Write lanes of cell `i` (0 for a cell without writes). O(log lanes).
-    pub(crate) fn lane_count(&self, i: usize) -> usize {
-        let c = i as u32;
-        let lo = self.extra.partition_point(|e| e.cell < c);
-        let hi = self.extra.partition_point(|e| e.cell <= c);
-        let first = usize::from(self.writes.get(i) != 0 || self.write_bytes.get(i) != 0);
-        first + (hi - lo)
+        self.extra.len() != 0
     }
 
     /// Reads (leader plus follower) and read bytes of cell `i`.
@@ -477,6 +782,18 @@ impl Column {
 
     /// The cells back, as built (lanes sorted).
     pub(crate) fn cells(&self) -> Vec<CellInput> {
+        let decoded;
+        let hot: &[(u32, CellHot)] = match &self.hot {
+            HotStore::Plain(h) => h,
+            HotStore::Packed(b, cache) => match cache.0.get() {
+                Some(h) => h,
+                None => {
+                    decoded = decode_hot(b);
+                    &decoded
+                }
+            },
+        };
+        let mut hot_cursor = 0usize;
         let mut cells: Vec<CellInput> = (0..self.rows.len())
             .map(|i| {
                 let (group, term) = self.identity_of(i);
@@ -487,7 +804,16 @@ impl Column {
                     reads_leader: self.reads_leader.get(i),
                     reads_follower: self.reads_follower.get(i),
                     read_bytes: self.read_bytes.get(i),
-                    hot: self.hot_of(i).iter().map(|(_, h)| h.clone()).collect(),
+                    hot: {
+                        let first = hot_cursor;
+                        while hot.get(hot_cursor).is_some_and(|(c, _)| *c as usize == i) {
+                            hot_cursor += 1;
+                        }
+                        hot[first..hot_cursor]
+                            .iter()
+                            .map(|(_, h)| h.clone())
+                            .collect()
+                    },
                     labels: None,
                     lanes: if writes == 0 && write_bytes == 0 && group == 0 && term == 0 {
                         Lanes::default()
@@ -503,9 +829,17 @@ impl Column {
                 }
             })
             .collect();
-        for e in self.extra.iter() {
-            if let Some(c) = cells.get_mut(e.cell as usize) {
-                c.lanes.add(e.lane);
+        let mut k = 0;
+        for (i, c) in cells.iter_mut().enumerate() {
+            if self.extra_lanes_of(i, &mut k) {
+                k = self.for_each_extra_lane_at(i, k, |group, term, writes, write_bytes| {
+                    c.lanes.add(WriteLane {
+                        group,
+                        term,
+                        writes,
+                        write_bytes,
+                    });
+                });
             }
         }
         cells
@@ -522,6 +856,13 @@ impl Column {
     pub(crate) fn values_into(&self, counter: Counter, out: &mut Vec<u64>) {
         out.clear();
         out.resize(self.rows.len(), 0);
+        self.add_values_into(counter, out);
+    }
+
+    /// `out[i] += ` the value of `counter` of cell `i` (saturating), for the
+    /// first `out.len()` cells: a run of columns sharing one row array sums
+    /// into one vector.
+    pub(crate) fn add_values_into(&self, counter: Counter, out: &mut [u64]) {
         match counter {
             Counter::ReadsLeader => self.reads_leader.add_into(out),
             Counter::ReadsFollower => self.reads_follower.add_into(out),
@@ -537,18 +878,47 @@ impl Column {
                 } else {
                     self.writes.add_into(out);
                 }
-                for e in self.extra.iter() {
-                    if let Some(o) = out.get_mut(e.cell as usize) {
-                        let v = if bytes {
-                            e.lane.write_bytes
-                        } else {
-                            e.lane.writes
-                        };
-                        *o = o.saturating_add(v);
+                let e = &self.extra;
+                let src = if bytes { &e.write_bytes } else { &e.writes };
+                for k in 0..e.len() {
+                    if let Some(o) = out.get_mut(e.cell(k)) {
+                        *o = o.saturating_add(src.get(k));
                     }
                 }
             }
         }
+    }
+
+    /// The distinct (group, term) identities of the column's lanes; see
+    /// [`Column::identity_indices_into`].
+    pub(crate) fn identities(&self) -> &[(u64, u64)] {
+        &self.identities
+    }
+
+    /// Fills `out` with the index into [`Column::identities`] of each cell's
+    /// dominant lane.
+    pub(crate) fn identity_indices_into(&self, out: &mut Vec<u64>) {
+        out.clear();
+        out.resize(self.rows.len(), 0);
+        self.identity.add_into(out);
+    }
+
+    /// Calls `f(group, term, writes, write_bytes)` for every non-empty write
+    /// lane of cell `i` (the dominant one first), with `k` the cursor of
+    /// [`Column::extra_lanes_of`] for `i`. Allocation-free, O(lanes).
+    #[inline]
+    pub(crate) fn for_each_lane_at(
+        &self,
+        i: usize,
+        k: usize,
+        mut f: impl FnMut(u64, u64, u64, u64),
+    ) {
+        let (writes, write_bytes) = (self.writes.get(i), self.write_bytes.get(i));
+        if writes != 0 || write_bytes != 0 {
+            let (group, term) = self.identity_of(i);
+            f(group, term, writes, write_bytes);
+        }
+        self.for_each_extra_lane_at(i, k, f);
     }
 
     /// Approximate heap bytes of the column.
@@ -562,26 +932,17 @@ impl Column {
             + self.write_bytes.heap_bytes()
             + self.identity.heap_bytes()
             + self.identities.len() * 16
-            + self.extra.len() * std::mem::size_of::<ExtraLane>()
+            + self.extra.heap_bytes()
             + self.hot_heap_bytes()
     }
 
-    /// Approximate heap bytes of the hot-key summaries.
+    /// Approximate heap bytes of the hot-key summaries (a packed column's
+    /// bytes plus its decoded form while a query keeps it).
     pub(crate) fn hot_heap_bytes(&self) -> usize {
-        self.hot
-            .iter()
-            .map(|(_, h)| {
-                std::mem::size_of::<(u32, CellHot)>()
-                    + h.summary
-                        .items
-                        .iter()
-                        .map(|i| {
-                            std::mem::size_of::<HotItem>()
-                                + i.key.capacity().max(1).next_multiple_of(16)
-                        })
-                        .sum::<usize>()
-            })
-            .sum()
+        match &self.hot {
+            HotStore::Packed(b, cache) => b.len() + cache.0.get().map_or(0, |h| plain_hot_bytes(h)),
+            HotStore::Plain(hot) => plain_hot_bytes(hot),
+        }
     }
 }
 
@@ -650,5 +1011,106 @@ mod tests {
         col.values_into(Counter::Reads, &mut out);
         assert_eq!(out, vec![5, 3]);
         assert_eq!(col.identity_of(1), (7, 43), "identity is the dominant lane");
+    }
+
+    #[test]
+    fn cursor_walk_over_extra_lanes_sees_every_lane_of_every_cell() {
+        let cells: Vec<CellInput> = (0..5u32)
+            .map(|r| CellInput {
+                row: r,
+                lanes: (0..u64::from(r % 3) + 1)
+                    .map(|t| lane(1 + u64::from(r), 40 + t, 100 - t))
+                    .collect(),
+                ..CellInput::default()
+            })
+            .collect();
+        let col = Column::build(0, cells.clone());
+        let mut k = 0;
+        for (i, cell) in cells.iter().enumerate() {
+            let mut direct = Vec::new();
+            col.for_each_lane(i, |g, t, w, wb| direct.push((g, t, w, wb)));
+            let has_extra = col.extra_lanes_of(i, &mut k);
+            assert_eq!(has_extra, cell.lanes.iter().count() > 1, "cell {i}");
+            let mut walked = Vec::new();
+            col.for_each_lane_at(i, k, |g, t, w, wb| walked.push((g, t, w, wb)));
+            assert_eq!(walked, direct, "cell {i}");
+            let expected: Vec<_> = cell
+                .lanes
+                .iter()
+                .map(|l| (l.group, l.term, l.writes, l.write_bytes))
+                .collect();
+            assert_eq!(direct, expected, "cell {i}");
+        }
+        assert_eq!(col.cells(), cells, "packed extra lanes round-trip");
+    }
+
+    fn hot(series: Series, term: u64, keys: &[(&[u8], u64)]) -> CellHot {
+        let total = keys.iter().map(|k| k.1).sum::<u64>() + 5;
+        CellHot {
+            series,
+            group: u64::from(term != 0) * 7,
+            term,
+            summary: HotSummary {
+                total,
+                floor: 3,
+                sampled: term % 2 == 1,
+                items: keys
+                    .iter()
+                    .map(|&(key, n)| HotItem {
+                        key: key.to_vec(),
+                        estimate: n,
+                        lower: n - 1,
+                        upper: n + 2,
+                        truncated: key.len() > 3,
+                    })
+                    .collect(),
+            },
+        }
+    }
+
+    #[test]
+    fn packed_hot_summaries_read_back_as_built_and_cost_less() {
+        let cells: Vec<CellInput> = (0..40u32)
+            .map(|r| CellInput {
+                row: r,
+                reads_leader: 100,
+                lanes: [lane(7, 41, 50), lane(7, 42, 30)].into_iter().collect(),
+                hot: vec![
+                    hot(Series::Reads, 0, &[(b"k", 60), (b"long-key", 20)]),
+                    hot(Series::Writes, 41, &[(&r.to_be_bytes(), 40)]),
+                    hot(Series::Writes, 42, &[(b"", u64::MAX - 9)]),
+                ],
+                ..CellInput::default()
+            })
+            .collect();
+        let plain = Column::build_capped(0, cells.clone(), 1_000, HotLayout::Plain);
+        let mut packed = Column::build_capped(0, cells, 1_000, HotLayout::Packed);
+        assert!(packed.hot_heap_bytes() * 3 < plain.hot_heap_bytes());
+        assert_eq!(packed.cells(), plain.cells(), "records are layout-free");
+        assert_eq!(packed.hot_entries(), plain.hot_entries());
+        assert!(
+            packed.hot_heap_bytes() > plain.hot_heap_bytes(),
+            "cache counted"
+        );
+        assert!(packed.drop_hot_cache());
+        assert!(!packed.drop_hot_cache());
+        assert!(packed.hot_heap_bytes() * 3 < plain.hot_heap_bytes());
+    }
+
+    #[test]
+    fn decoding_cut_or_damaged_hot_bytes_stops_without_panicking() {
+        let entries = vec![
+            (1, hot(Series::Reads, 0, &[(b"a", 9)])),
+            (2, hot(Series::WriteBytes, 5, &[(b"bcde", 4)])),
+        ];
+        let bytes = encode_hot(&entries);
+        assert_eq!(decode_hot(&bytes), entries);
+        for cut in 0..bytes.len() {
+            let got = decode_hot(&bytes[..cut]);
+            assert!(got.len() < entries.len() && entries.starts_with(&got));
+        }
+        let mut bad = bytes.to_vec();
+        bad[2] = 0x7f; // series rank of the first entry
+        assert!(decode_hot(&bad).is_empty());
     }
 }

@@ -28,10 +28,10 @@ use crate::hotkeys::MAX_HOT_KEY_BYTES;
 use crate::matrix::Series;
 use crate::time::align_down;
 
-use column::MAX_COARSE_COLUMN_HOT_ITEMS;
 pub(crate) use column::{
     CELL_HOT_K, CellHot, CellInput, Column, Counter, Lanes, MAX_COLUMN_HOT_ITEMS, WriteLane,
 };
+use column::{HotLayout, MAX_COARSE_COLUMN_HOT_ITEMS};
 pub use persist::{CellRecord, ColumnRecord, HistoryStore, HotRecord, PersistError, WriteRecord};
 pub(crate) use rows::{RowCatalog, RowMeta};
 
@@ -102,6 +102,7 @@ impl History {
 
     /// [`push`](History::push) into the tiers listed in `tiers` only.
     fn push_to(&mut self, tiers: &[usize], unix_ms: i64, mut cells: Vec<CellInput>) {
+        self.drop_hot_caches();
         for cell in &mut cells {
             if let Some(labels) = cell.labels.take() {
                 self.catalog.note_labels(cell.row, Some(labels));
@@ -137,21 +138,21 @@ impl History {
             .get(pos)
             .filter(|c| c.unix_ms == unix_ms)
             .map(Column::cells);
-        let hot_cap = if k == 0 {
-            MAX_COLUMN_HOT_ITEMS
+        let (hot_cap, layout) = if k == 0 {
+            (MAX_COLUMN_HOT_ITEMS, HotLayout::Plain)
         } else {
-            MAX_COARSE_COLUMN_HOT_ITEMS
+            (MAX_COARSE_COLUMN_HOT_ITEMS, HotLayout::Packed)
         };
         let pos = match existing {
             Some(mut merged) => {
                 merged.extend(cells);
                 let merged = self.fold_rows(merged);
-                self.tiers[k].columns[pos] = Column::build_capped(unix_ms, merged, hot_cap);
+                self.tiers[k].columns[pos] = Column::build_capped(unix_ms, merged, hot_cap, layout);
                 pos
             }
             None => {
                 let cells = self.fold_rows(cells);
-                let column = Column::build_capped(unix_ms, cells, hot_cap);
+                let column = Column::build_capped(unix_ms, cells, hot_cap, layout);
                 self.tiers[k].columns.insert(pos, column);
                 pos
             }
@@ -170,6 +171,17 @@ impl History {
             self.touched.push((k, unix_ms));
         }
         self.prune(k);
+    }
+
+    /// Forgets the hot-key summaries that queries decoded from packed
+    /// (coarser-tier) columns, so they cost memory only between one query
+    /// and the next history change (at most one step). O(coarse columns).
+    fn drop_hot_caches(&mut self) {
+        for tier in self.tiers.iter_mut().skip(1) {
+            for col in tier.columns.iter_mut() {
+                col.drop_hot_cache();
+            }
+        }
     }
 
     /// Window start of the oldest retained column of the finest tier.

@@ -1,6 +1,7 @@
 //! Building a [`Matrix`] from the local history.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::budget::{plan_groups, unique_bucket_ids};
 use super::wire::{CellLane, MAX_CELL_LANES, Matrix, MatrixRow, Series};
@@ -62,15 +63,18 @@ const FILTERED: u32 = u32::MAX - 1;
 /// Row id that names no interned row.
 const NO_ROW_ID: u32 = u32::MAX;
 
-/// Group id marking a coarsened cell whose members disagree on identity.
-const MIXED: u64 = u64::MAX;
+/// Identity id marking a coarsened cell whose members disagree on identity.
+const MIXED_ID: u32 = u32::MAX;
+
+/// Output row of a row that is not shown.
+const NO_OUT: u32 = u32::MAX;
 
 /// One output cell while filling.
 #[derive(Debug, Clone, Copy, Default)]
 struct OutCell {
     value: u64,
-    group: u64,
-    term: u64,
+    /// Index into the query's identity table (0 = none), or [`MIXED_ID`].
+    ident: u32,
     /// The cell's identity shares are in the sparse share map.
     shared: bool,
 }
@@ -132,17 +136,18 @@ pub(crate) fn build(
     let catalog = &history.catalog;
     let mut scratch = Vec::new();
 
-    // Pass 1: which incarnations have traffic, and how much.
+    // Pass 1: which incarnations have traffic, and how much. Steady traffic
+    // names the same rows in every column (the columns then share one row
+    // array): a run of such columns is summed per cell first, so the per-row
+    // lookups below run once per run instead of once per cell.
     let mut bucket_of = vec![u32::MAX; catalog.capacity()];
     let mut names: HashMap<IncarnationKey<'_>, u32> = HashMap::new();
     let mut buckets: Vec<Bucket<'_>> = Vec::new();
-    for col in &columns {
-        col.values_into(counter, &mut scratch);
-        for (i, &v) in scratch.iter().enumerate() {
+    let mut tally = |rows: &[u32], acc: &[u64]| {
+        for (&row, &v) in rows.iter().zip(acc) {
             if v == 0 {
                 continue;
             }
-            let row = col.rows[i];
             let Some(slot) = bucket_of.get_mut(row as usize) else {
                 continue;
             };
@@ -181,7 +186,9 @@ pub(crate) fn build(
             b.total = b.total.saturating_add(v);
             // Slots rebuilt over an unchanged range (re-registration, a virtual
             // bucket gaining a member) intern new rows of the same incarnation:
-            // the newest slot's metadata names it.
+            // the newest slot's metadata names it. (Distinct rows of one
+            // incarnation have distinct generations, so the visiting order
+            // does not change the choice.)
             if row != b.row {
                 let generation = catalog.get(row).map_or(0, |m| m.generation);
                 if generation >= b.generation {
@@ -190,6 +197,21 @@ pub(crate) fn build(
                 }
             }
         }
+    };
+    let mut run: Option<&Arc<[u32]>> = None;
+    for col in &columns {
+        if !run.is_some_and(|r| Arc::ptr_eq(r, &col.rows)) {
+            if let Some(rows) = run {
+                tally(rows, &scratch);
+            }
+            scratch.clear();
+            scratch.resize(col.rows.len(), 0);
+            run = Some(&col.rows);
+        }
+        col.add_values_into(counter, &mut scratch);
+    }
+    if let Some(rows) = run {
+        tally(rows, &scratch);
     }
 
     // Order by key, then plan the row budget.
@@ -218,12 +240,29 @@ pub(crate) fn build(
         }
     }
 
-    // Pass 2: fill values and write identities column-major (one column's
-    // cells are one contiguous block, so the scattered row writes stay in L1),
-    // then transpose in tiles into the row-major wire rows.
+    // Output row of every interned row (`NO_OUT` for rows not shown).
+    let mut out_of_row = vec![NO_OUT; bucket_of.len()];
+    for (o, &b) in out_of_row.iter_mut().zip(&bucket_of) {
+        if let Some(&x) = out_of_bucket.get(b as usize) {
+            *o = x;
+        }
+    }
+
+    // Pass 2: fill values and write identities, BLOCK columns at a time into
+    // a small buffer (row-major within the block, so one column's scattered
+    // row writes stay in L2), appended to the row-major wire rows after each
+    // block. Identities are numbered per query (`idents`), so a buffered cell
+    // is 16 B.
     let width = columns.len();
     let n_out = plan.len();
-    let mut out = vec![OutCell::default(); n_out * width];
+    let mut vals: Vec<Vec<u64>> = (0..n_out).map(|_| Vec::with_capacity(width)).collect();
+    let mut grps: Vec<Vec<u64>> = (0..n_out).map(|_| Vec::with_capacity(width)).collect();
+    let mut trms: Vec<Vec<u64>> = (0..n_out).map(|_| Vec::with_capacity(width)).collect();
+    const BLOCK: usize = 32;
+    let mut block = vec![OutCell::default(); n_out * BLOCK];
+    let mut idents: Vec<(u64, u64)> = vec![(0, 0)];
+    let mut ident_ids: rustc_hash::FxHashMap<(u64, u64), u32> = rustc_hash::FxHashMap::default();
+    ident_ids.insert((0, 0), 0);
     // Identity shares of the output cells with more than one (sparse: only
     // cells with a leader change inside the window, or rows of several
     // identities coarsened together): (row, column, group, term, value),
@@ -231,76 +270,101 @@ pub(crate) fn build(
     let mut shares: Vec<(u32, u32, u64, u64, u64)> = Vec::new();
     let is_write = query.series.is_write();
     let bytes = counter == Counter::WriteBytes;
-    for (j, col) in columns.iter().enumerate() {
-        col.values_into(counter, &mut scratch);
-        let multi_lane = is_write && col.has_extra_lanes();
-        for (i, &v) in scratch.iter().enumerate() {
-            if v == 0 {
-                continue;
+    let mut cell_out: Vec<u32> = Vec::new();
+    let mut cell_out_of: Option<&Arc<[u32]>> = None;
+    let mut ids: Vec<u64> = Vec::new();
+    let mut col_ids: Vec<u32> = Vec::new();
+    for (j0, chunk) in columns
+        .chunks(BLOCK)
+        .enumerate()
+        .map(|(n, c)| (n * BLOCK, c))
+    {
+        for (jj, col) in chunk.iter().enumerate() {
+            let j = j0 + jj;
+            if !cell_out_of.is_some_and(|r| Arc::ptr_eq(r, &col.rows)) {
+                cell_out.clear();
+                cell_out.extend(
+                    col.rows
+                        .iter()
+                        .map(|&r| out_of_row.get(r as usize).copied().unwrap_or(NO_OUT)),
+                );
+                cell_out_of = Some(&col.rows);
             }
-            let b = bucket_of
-                .get(col.rows[i] as usize)
-                .copied()
-                .unwrap_or(u32::MAX);
-            let Some(&o) = out_of_bucket.get(b as usize) else {
-                continue;
-            };
-            let Some(cell) = out.get_mut(j * n_out + o as usize) else {
-                continue;
-            };
-            let (g, t) = col.identity_of(i);
-            if is_write {
-                let lanes = multi_lane && col.lane_count(i) > 1;
-                let differs = cell.value != 0 && (cell.group, cell.term) != (g, t);
-                if lanes || differs || cell.shared {
-                    let (oo, jj) = (o, j as u32);
-                    if !cell.shared && cell.value != 0 {
-                        // Until now the cell had one identity: its own.
-                        shares.push((oo, jj, cell.group, cell.term, cell.value));
-                    }
-                    cell.shared = true;
-                    if lanes {
-                        col.for_each_lane(i, |g, t, w, wb| {
-                            let v = if bytes { wb } else { w };
-                            if v != 0 {
-                                shares.push((oo, jj, g, t, v));
-                            }
-                        });
-                    } else {
-                        shares.push((oo, jj, g, t, v));
+            col.values_into(counter, &mut scratch);
+            col.identity_indices_into(&mut ids);
+            col_ids.clear();
+            col_ids.extend(col.identities().iter().map(|&key| {
+                *ident_ids.entry(key).or_insert_with(|| {
+                    idents.push(key);
+                    (idents.len() - 1) as u32
+                })
+            }));
+            let multi_lane = is_write && col.has_extra_lanes();
+            let mut k = 0usize;
+            for (i, (&v, &o)) in scratch.iter().zip(&cell_out).enumerate() {
+                if v == 0 {
+                    continue;
+                }
+                let Some(cell) = block.get_mut(o as usize * BLOCK + jj) else {
+                    continue;
+                };
+                let q = ids
+                    .get(i)
+                    .and_then(|&x| col_ids.get(x as usize))
+                    .copied()
+                    .unwrap_or(0);
+                if is_write {
+                    let lanes = multi_lane && col.extra_lanes_of(i, &mut k);
+                    let differs = cell.value != 0 && cell.ident != q;
+                    if lanes || differs || cell.shared {
+                        let jj = j as u32;
+                        if !cell.shared && cell.value != 0 {
+                            // Until now the cell had one identity: its own.
+                            let (g, t) = idents.get(cell.ident as usize).copied().unwrap_or((0, 0));
+                            shares.push((o, jj, g, t, cell.value));
+                        }
+                        cell.shared = true;
+                        if lanes {
+                            col.for_each_lane_at(i, k, |g, t, w, wb| {
+                                let v = if bytes { wb } else { w };
+                                if v != 0 {
+                                    shares.push((o, jj, g, t, v));
+                                }
+                            });
+                        } else {
+                            let (g, t) = idents.get(q as usize).copied().unwrap_or((0, 0));
+                            shares.push((o, jj, g, t, v));
+                        }
                     }
                 }
+                if cell.value == 0 {
+                    cell.ident = q;
+                } else if cell.ident != MIXED_ID && cell.ident != q {
+                    // Members disagree: the coarsened cell has no single identity.
+                    cell.ident = MIXED_ID;
+                }
+                cell.value = cell.value.saturating_add(v);
             }
-            if cell.value == 0 {
-                cell.group = g;
-                cell.term = t;
-            } else if cell.group != MIXED && (cell.group, cell.term) != (g, t) {
-                // Members disagree: the coarsened cell has no single identity.
-                cell.group = MIXED;
-                cell.term = 0;
-            }
-            cell.value = cell.value.saturating_add(v);
+        }
+        let bw = chunk.len();
+        for (o, cells) in block.chunks_mut(BLOCK).enumerate() {
+            let cells = &mut cells[..bw];
+            let pair = |c: &OutCell| {
+                if c.ident == MIXED_ID {
+                    (0, 0)
+                } else {
+                    idents.get(c.ident as usize).copied().unwrap_or((0, 0))
+                }
+            };
+            // Three sequential extends per row (not a push per cell): the row
+            // arrays are the query's largest writes.
+            vals[o].extend(cells.iter().map(|c| c.value));
+            grps[o].extend(cells.iter().map(|c| pair(c).0));
+            trms[o].extend(cells.iter().map(|c| pair(c).1));
+            cells.fill(OutCell::default());
         }
     }
 
-    let (mut vals, mut grps, mut trms) = (
-        vec![vec![0u64; width]; n_out],
-        vec![vec![0u64; width]; n_out],
-        vec![vec![0u64; width]; n_out],
-    );
-    const TILE: usize = 32;
-    for o0 in (0..n_out).step_by(TILE) {
-        for j0 in (0..width).step_by(TILE) {
-            for o in o0..(o0 + TILE).min(n_out) {
-                for j in j0..(j0 + TILE).min(width) {
-                    let c = out[j * n_out + o];
-                    vals[o][j] = c.value;
-                    grps[o][j] = if c.group == MIXED { 0 } else { c.group };
-                    trms[o][j] = c.term;
-                }
-            }
-        }
-    }
     let (mut vals, mut grps, mut trms) = (vals.into_iter(), grps.into_iter(), trms.into_iter());
     let mut row_lanes: Vec<Vec<CellLane>> = vec![Vec::new(); n_out];
     shares.sort_unstable_by_key(|&(o, j, g, t, _)| (o, j, g, t));
@@ -355,11 +419,12 @@ pub(crate) fn build(
         } else {
             0
         };
-        let g: Vec<u64> = g
-            .into_iter()
-            .zip(&v)
-            .map(|(g, v)| if g == 0 && *v > 0 { group_of_rows } else { g })
-            .collect();
+        let mut g = g;
+        for (g, v) in g.iter_mut().zip(&v) {
+            if *g == 0 && *v > 0 {
+                *g = group_of_rows;
+            }
+        }
         // Identity of the output row: the bucket itself, or an aggregate of the group.
         let (bucket_id, end, aggregate, route_ids, truncated, route_count) = if metas.len() == 1 {
             let ids = if first.aggregate {

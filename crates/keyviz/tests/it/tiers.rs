@@ -273,6 +273,25 @@ impl HistoryStore for TierStore {
     }
 }
 
+/// Write hot keys of the same windows as [`every_tier`] (one per tier; the
+/// coarser tiers keep their summaries encoded, the finest as built).
+fn every_tier_hot(s: &Sampler, end: i64) -> Vec<keyviz::hotkeys::NodeHotKeys> {
+    [30 * MIN, 3 * HOUR, 30 * HOUR]
+        .iter()
+        .map(|&back| {
+            s.hot_keys(
+                &HotKeyQuery {
+                    series: Series::Writes,
+                    from_unix_ms: Some(end - back as i64),
+                    ..HotKeyQuery::default()
+                },
+                T0,
+            )
+            .expect("valid")
+        })
+        .collect()
+}
+
 fn every_tier(s: &Sampler, end: i64) -> Vec<Matrix> {
     [30 * MIN, 3 * HOUR, 30 * HOUR]
         .iter()
@@ -289,12 +308,18 @@ fn a_restart_keeps_every_tier_and_an_old_single_tier_store_rebuilds_the_coarser_
     let store = Arc::new(TierStore::default());
     let minutes = 4 * 60;
     let end = T0 + (minutes * MIN) as i64;
-    let before = {
+    let (before, before_hot) = {
         let s = Sampler::with_store(config(), T0, store.clone()).expect("sampler");
         routes(&s);
         fill(&s, minutes);
-        every_tier(&s, end)
+        (every_tier(&s, end), every_tier_hot(&s, end))
     };
+    for hot in &before_hot {
+        assert!(
+            hot.parts.iter().any(|p| !p.summary.items.is_empty()),
+            "every tier lists hot keys"
+        );
+    }
     let steps: Vec<u64> = before.iter().map(|m| m.step_ms).collect();
     assert_eq!(steps, vec![MIN, TEN, HOUR]);
     let held: Vec<usize> = [MIN, TEN, HOUR]
@@ -316,6 +341,11 @@ fn a_restart_keeps_every_tier_and_an_old_single_tier_store_rebuilds_the_coarser_
     let s = Sampler::with_store(config(), end, store.clone()).expect("restart");
     routes(&s);
     assert_eq!(every_tier(&s, end), before);
+    assert_eq!(
+        every_tier_hot(&s, end),
+        before_hot,
+        "every tier's hot keys survive the restart"
+    );
 
     // A store written before tiers: the 1 min records only (kept 48 h then).
     let old = Arc::new(TierStore::default());
