@@ -506,9 +506,9 @@ fn series_of_rank(rank: u64) -> Option<Series> {
 }
 
 /// Encodes `(cell, summary)` entries as varints: per entry the cell, series,
-/// group, term, total, floor, flags and item count, then per item the key
-/// (length and bytes), `upper`, `upper - estimate`, `estimate - lower` and
-/// its flag. The destructuring is exhaustive on purpose: a field added to
+/// group, term, total, floor, flags, `unit_variance` and item count, then per
+/// item the key (length and bytes), `upper`, `upper - estimate`,
+/// `estimate - lower`, its flag and `seen`. The destructuring is exhaustive on purpose: a field added to
 /// [`HotSummary`] or [`HotItem`] fails to compile here until it is encoded.
 fn encode_hot(entries: &[(u32, CellHot)]) -> Box<[u8]> {
     let mut out = Vec::new();
@@ -524,6 +524,7 @@ fn encode_hot(entries: &[(u32, CellHot)]) -> Box<[u8]> {
             total,
             floor,
             sampled,
+            unit_variance,
             items,
         } = summary;
         put_varint(&mut out, u64::from(*cell));
@@ -533,6 +534,7 @@ fn encode_hot(entries: &[(u32, CellHot)]) -> Box<[u8]> {
         put_varint(&mut out, *total);
         put_varint(&mut out, *floor);
         out.push(u8::from(*sampled));
+        put_varint(&mut out, *unit_variance);
         put_varint(&mut out, items.len() as u64);
         for item in items {
             let HotItem {
@@ -541,6 +543,7 @@ fn encode_hot(entries: &[(u32, CellHot)]) -> Box<[u8]> {
                 lower,
                 upper,
                 truncated,
+                seen,
             } = item;
             put_varint(&mut out, key.len() as u64);
             out.extend_from_slice(key);
@@ -548,6 +551,7 @@ fn encode_hot(entries: &[(u32, CellHot)]) -> Box<[u8]> {
             put_varint(&mut out, upper.saturating_sub(*estimate));
             put_varint(&mut out, estimate.saturating_sub(*lower));
             out.push(u8::from(*truncated));
+            put_varint(&mut out, *seen);
         }
     }
     out.into_boxed_slice()
@@ -567,6 +571,7 @@ fn decode_hot(bytes: &[u8]) -> Vec<(u32, CellHot)> {
         let total = r.varint()?;
         let floor = r.varint()?;
         let sampled = *r.take(1)?.first()? != 0;
+        let unit_variance = r.varint()?;
         let count = usize::try_from(r.varint()?).ok()?;
         let mut items = Vec::with_capacity(count.min(r.bytes.len()));
         for _ in 0..count {
@@ -576,12 +581,14 @@ fn decode_hot(bytes: &[u8]) -> Vec<(u32, CellHot)> {
             let estimate = upper.checked_sub(r.varint()?)?;
             let lower = estimate.checked_sub(r.varint()?)?;
             let truncated = *r.take(1)?.first()? != 0;
+            let seen = r.varint()?;
             items.push(HotItem {
                 key,
                 estimate,
                 lower,
                 upper,
                 truncated,
+                seen,
             });
         }
         Some((
@@ -594,6 +601,7 @@ fn decode_hot(bytes: &[u8]) -> Vec<(u32, CellHot)> {
                     total,
                     floor,
                     sampled,
+                    unit_variance,
                     items,
                 },
             },
@@ -1054,6 +1062,7 @@ mod tests {
                 total,
                 floor: 3,
                 sampled: term % 2 == 1,
+                unit_variance: (term % 2) * 63,
                 items: keys
                     .iter()
                     .map(|&(key, n)| HotItem {
@@ -1062,6 +1071,7 @@ mod tests {
                         lower: n - 1,
                         upper: n + 2,
                         truncated: key.len() > 3,
+                        seen: n / 2,
                     })
                     .collect(),
             },

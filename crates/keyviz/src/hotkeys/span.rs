@@ -289,7 +289,10 @@ mod tests {
         let c = compact_spans(spans);
         assert!(c.len() <= MAX_PART_SPANS);
         assert_eq!(c[0].start, b"k0000");
-        assert_eq!(c.last().and_then(|s| s.end.clone()), Some(b"k2999".to_vec()));
+        assert_eq!(
+            c.last().and_then(|s| s.end.clone()),
+            Some(b"k2999".to_vec())
+        );
         let touching = compact_spans(vec![span("a", Some("b")), span("b", Some("c"))]);
         assert_eq!(touching.len(), 1);
     }
