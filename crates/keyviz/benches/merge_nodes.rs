@@ -75,6 +75,7 @@ fn merges(c: &mut Criterion) {
         series: Series::Writes,
         step_ms: 60_000,
         row_budget: Some(1024),
+        settling_from_unix_ms: None,
     };
     for cols in [600usize, 4096] {
         let inputs: Vec<Matrix> = (0..3).map(|n| node(n, 1024, cols)).collect();

@@ -47,6 +47,34 @@ pub struct MergeOptions {
     pub step_ms: u64,
     /// Row budget applied after the merge; `None` keeps every row.
     pub row_budget: Option<usize>,
+    /// Columns starting at or after this instant are still *settling*: their
+    /// writes merge by the same rules, but two values for one (group, term)
+    /// are not a conflict there (see [`settling_from_unix_ms`]). `None`
+    /// treats every column as settled (the rule of the reference).
+    pub settling_from_unix_ms: Option<i64>,
+}
+
+/// The least time after a window closes during which replicas may still
+/// disagree about its writes without anything being wrong (10 s).
+pub const SETTLE_MIN_MS: u64 = 10_000;
+
+/// Where the settling columns of a cluster query begin: columns whose window
+/// ended less than `max(2 × step_ms, SETTLE_MIN_MS)` before `now_unix_ms`.
+///
+/// Every replica counts a write when it applies it, stamped with the
+/// proposer's clock, so a replica that applies a little behind the leader, or
+/// that sealed the window before the last of its writes arrived (they reach
+/// the column at its next flush, one step later), publishes a smaller count
+/// for the same (group, term) than one that is caught up. That is lag, not
+/// disagreement: the merge takes the largest count, which is the complete
+/// one, and flags a conflict only where the replicas have had a step and
+/// their apply lag to catch up and still differ. Pure: the caller passes the
+/// clock.
+#[must_use]
+pub fn settling_from_unix_ms(now_unix_ms: i64, step_ms: u64) -> i64 {
+    let grace = step_ms.saturating_mul(2).max(SETTLE_MIN_MS);
+    let window_and_grace = i64::try_from(step_ms.saturating_add(grace)).unwrap_or(i64::MAX);
+    now_unix_ms.saturating_sub(window_and_grace)
 }
 
 /// Something worth telling the operator about the inputs.
@@ -377,6 +405,7 @@ pub fn merge(inputs: &[Matrix], options: &MergeOptions) -> Merged {
     let mut cell_contribs: Vec<Contribution> = Vec::new();
     let mut keys = Vec::new();
     let is_write = options.series.is_write();
+    let settling_from = options.settling_from_unix_ms;
     // Per (member, merged column), the identity shares of a node's cell that
     // holds several (sparse; usually empty).
     let mut shares: HashMap<usize, Vec<(u64, u64, u64)>> = HashMap::new();
@@ -466,7 +495,10 @@ pub fn merge(inputs: &[Matrix], options: &MergeOptions) -> Merged {
                 }
             }
             let cell = if is_write {
-                let cell = resolve_write_cell(&cell_contribs, &mut keys);
+                let mut cell = resolve_write_cell(&cell_contribs, &mut keys);
+                if settling_from.is_some_and(|from| columns[j] >= from) {
+                    cell.conflict = false;
+                }
                 if keys.len() > 1 {
                     // Keep the shares, so a merge of this result stays exact.
                     let list = keys.iter().map(|&(g, t, v, _)| (g, t, v)).collect();

@@ -550,6 +550,11 @@ pub(crate) async fn run_rounds(
     let b_fold = (*boundaries).clone();
     let fold = tokio::task::spawn_blocking(move || {
         let mut fold = ClusterFold::new(series, local.matrix.step_ms, b_fold, MAX_LISTED_ROUTE_IDS);
+        // Replicas count writes on apply: the newest windows may still differ by lag.
+        fold.set_settling_from(Some(keyviz::merge::settling_from_unix_ms(
+            clock::now_unix_ms(),
+            local.matrix.step_ms,
+        )));
         // Each answer's columns, for the per-node outage runs (`coverage`); input indices
         // until the fold is done, node indices after.
         let mut columns = vec![super::coverage::NodeColumns::of(0, &local.matrix)];
@@ -742,6 +747,11 @@ async fn run_fine(
         series: params.series,
         step_ms: all[0].step_ms,
         row_budget: Some(params.rows),
+        // Replicas count writes on apply: the newest windows may still differ by lag.
+        settling_from_unix_ms: Some(keyviz::merge::settling_from_unix_ms(
+            clock::now_unix_ms(),
+            all[0].step_ms,
+        )),
     };
     let self_id = inner.identity.node_id().to_string();
     let source = inner.source.clone();

@@ -1023,6 +1023,7 @@ async fn shared_boundaries_conserve_write_totals_across_real_and_older_peers() {
             series: Writes,
             step_ms: 60_000,
             row_budget: None,
+            settling_from_unix_ms: None,
         },
     )
     .matrix;

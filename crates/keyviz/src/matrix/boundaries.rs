@@ -742,6 +742,9 @@ pub struct ClusterFold {
     node_id: Option<String>,
     inputs: usize,
     max_route_ids: usize,
+    /// Columns at or after this start settle: no same-term conflict flags
+    /// (see [`crate::merge::settling_from_unix_ms`]).
+    settling_from: Option<i64>,
 }
 
 impl ClusterFold {
@@ -766,7 +769,17 @@ impl ClusterFold {
             node_id: None,
             inputs: 0,
             max_route_ids,
+            settling_from: None,
         }
+    }
+
+    /// Treats columns starting at or after `from` as settling: their writes
+    /// fold by the same rules, but replicas that disagree about one (group,
+    /// term) there are lagging, not conflicting (the rule and its reason:
+    /// [`crate::merge::settling_from_unix_ms`]). `None` (the default) treats
+    /// every column as settled.
+    pub fn set_settling_from(&mut self, from: Option<i64>) {
+        self.settling_from = from;
     }
 
     /// The boundaries folded onto.
@@ -1266,6 +1279,7 @@ impl ClusterFold {
             generated_at,
             node_id,
             max_route_ids,
+            settling_from,
             ..
         } = self;
         let width = columns.len();
@@ -1307,7 +1321,8 @@ impl ClusterFold {
                 values[o] = value;
                 groups[o] = g;
                 terms[o] = t;
-                if conflict {
+                let settling = settling_from.is_some_and(|from| ts >= from);
+                if conflict && !settling {
                     if conflicts.is_empty() {
                         conflicts = vec![false; w];
                     }
@@ -1495,6 +1510,7 @@ mod tests {
                     series,
                     step_ms: 60_000,
                     row_budget: None,
+                    settling_from_unix_ms: None,
                 },
             )
             .matrix;
@@ -1549,6 +1565,7 @@ mod tests {
                 series: Series::Reads,
                 step_ms: 60_000,
                 row_budget: None,
+                settling_from_unix_ms: None,
             },
         )
         .matrix;
@@ -1576,6 +1593,7 @@ mod tests {
                 series: Series::Writes,
                 step_ms: 60_000,
                 row_budget: None,
+                settling_from_unix_ms: None,
             },
         )
         .matrix;
@@ -1677,6 +1695,7 @@ mod tests {
                 series: Series::Writes,
                 step_ms: 600_000,
                 row_budget: None,
+                settling_from_unix_ms: None,
             },
         )
         .matrix;
@@ -1714,6 +1733,42 @@ mod tests {
             .max(b.rows.iter().map(|r| r.values[0]).sum());
         assert_eq!(got.rows[0].values[0], want);
         assert!(got.rows[0].conflict);
+    }
+
+    #[test]
+    fn a_replica_behind_in_a_settling_column_is_lag_not_a_conflict() {
+        // One group, one term, both nodes replicas of it: the second (`b`) applied one
+        // write fewer in the oldest and in the newest column.
+        let b = node_matrix(Series::Writes, 0, 1, 3);
+        let mut a = b.clone();
+        a.rows[0].values[0] += 1;
+        a.rows[0].values[COLS - 1] += 1;
+        let newest = a.column_unix_ms[COLS - 1];
+        let totals: Vec<Vec<RowTotal>> = [&a, &b].iter().map(|m| row_totals(m)).collect();
+        let bounds = Boundaries::plan(totals.iter().map(Vec::as_slice), 16);
+        let mut fold = ClusterFold::new(Series::Writes, 60_000, bounds.clone(), 256);
+        fold.set_settling_from(Some(newest));
+        for m in [&a, &b] {
+            fold.add(&coarsen_onto(m.clone(), &bounds, 256));
+        }
+        let got = fold.finish().matrix;
+        let row = got
+            .rows
+            .iter()
+            .find(|r| r.start == a.rows[0].start)
+            .expect("row of the first route");
+        assert_eq!(
+            row.values[0], a.rows[0].values[0],
+            "max: the caught-up count"
+        );
+        assert_eq!(row.values[COLS - 1], a.rows[0].values[COLS - 1]);
+        let mut want = vec![false; COLS];
+        want[0] = true;
+        assert_eq!(
+            row.conflicts, want,
+            "settled column conflicts, settling one does not"
+        );
+        assert!(row.conflict);
     }
 
     /// Folds every input twice, through `add` and through `add_packed` of its packed form.

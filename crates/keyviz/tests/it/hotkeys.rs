@@ -404,6 +404,7 @@ fn nodes_fed_the_same_traffic_label_rows_alike_and_the_merge_takes_min_and_max()
             series: Series::Writes,
             step_ms: STEP,
             row_budget: None,
+            settling_from_unix_ms: None,
         },
     )
     .matrix;

@@ -370,6 +370,7 @@ fn merged_matrix_of_two_nodes_that_saw_the_split_has_one_row_per_incarnation() {
                 series: Series::Reads,
                 step_ms: STEP,
                 row_budget: None,
+                settling_from_unix_ms: None,
             },
         );
         assert!(
@@ -403,6 +404,7 @@ fn lagging_node_old_range_joins_the_old_incarnation_with_a_divergence_warning() 
             series: Series::Reads,
             step_ms: STEP,
             row_budget: None,
+            settling_from_unix_ms: None,
         },
     );
     assert_eq!(merged.warnings.len(), 1, "{:?}", merged.warnings);
@@ -427,6 +429,7 @@ fn row_budget_over_mixed_incarnations_conserves_totals_and_covers_members() {
                 series: Series::Reads,
                 step_ms: STEP,
                 row_budget: Some(budget),
+                settling_from_unix_ms: None,
             };
             let merged = merge(&[a.clone(), b.clone()], &opts).matrix;
             merged.validate().expect("valid");

@@ -1,7 +1,7 @@
 //! The cluster merge, table-driven from the reference scenarios plus ours.
 
 use keyviz::Series;
-use keyviz::merge::{MergeOptions, WarningCode, merge};
+use keyviz::merge::{MergeOptions, SETTLE_MIN_MS, WarningCode, merge, settling_from_unix_ms};
 
 use crate::util::{RowSpec, matrix};
 
@@ -10,6 +10,7 @@ fn opts(series: Series) -> MergeOptions {
         series,
         step_ms: 0,
         row_budget: None,
+        settling_from_unix_ms: None,
     }
 }
 
@@ -177,6 +178,7 @@ fn alignment_merges_jittered_columns_into_one() {
             series: Series::Reads,
             step_ms: 60_000,
             row_budget: None,
+            settling_from_unix_ms: None,
         },
     )
     .matrix;
@@ -277,6 +279,7 @@ fn row_budget_applies_to_the_merged_result() {
             series: Series::Reads,
             step_ms: 0,
             row_budget: Some(4),
+            settling_from_unix_ms: None,
         },
     )
     .matrix;
@@ -310,6 +313,7 @@ fn absurd_peer_timestamps_are_rejected_and_never_panic() {
             series: Series::Reads,
             step_ms: 1_000,
             row_budget: None,
+            settling_from_unix_ms: None,
         },
     );
     assert_eq!(out.matrix.total(), 1);
@@ -362,6 +366,7 @@ fn a_finer_step_peer_lands_in_the_window_that_contains_it() {
             series: Series::Reads,
             step_ms: 60_000,
             row_budget: None,
+            settling_from_unix_ms: None,
         },
     );
     assert_eq!(merged.matrix.column_unix_ms, vec![60_000]);
@@ -372,4 +377,43 @@ fn a_finer_step_peer_lands_in_the_window_that_contains_it() {
             .iter()
             .any(|w| w.code == WarningCode::StepMismatch)
     );
+}
+
+#[test]
+fn a_lagging_replica_conflicts_only_once_its_column_has_settled() {
+    // Both nodes replicate group 7 in term 42; the second is one write behind in both
+    // columns. Column 200 is still settling, column 100 is not.
+    let caught_up: RowSpec<'_> = ("route:1", &[30, 40], &[7, 7], &[42, 42]);
+    let behind: RowSpec<'_> = ("route:1", &[29, 39], &[7, 7], &[42, 42]);
+    let inputs = [
+        matrix(Series::Writes, &[100, 200], &[caught_up]),
+        matrix(Series::Writes, &[100, 200], &[behind]),
+    ];
+    let options = MergeOptions {
+        settling_from_unix_ms: Some(200),
+        ..opts(Series::Writes)
+    };
+    let row = merge(&inputs, &options).matrix.rows.remove(0);
+    assert_eq!(row.values, vec![30, 40], "the caught-up replica's counts");
+    assert_eq!(row.conflicts, vec![true, false]);
+    assert!(row.conflict);
+    // Without a settling window both columns conflict, as in the reference.
+    let row = merge(&inputs, &opts(Series::Writes)).matrix.rows.remove(0);
+    assert_eq!(row.conflicts, vec![true, true]);
+}
+
+#[test]
+fn settling_covers_two_steps_after_the_window_and_at_least_ten_seconds() {
+    // A one-minute window starting 3 minutes ago ended 2 minutes ago: settled.
+    assert_eq!(
+        settling_from_unix_ms(1_000_000, 60_000),
+        1_000_000 - 180_000
+    );
+    // Short steps still get SETTLE_MIN_MS after the window closes.
+    let step = 1_000;
+    assert_eq!(
+        settling_from_unix_ms(1_000_000, step),
+        1_000_000 - (step as i64 + SETTLE_MIN_MS as i64)
+    );
+    assert_eq!(settling_from_unix_ms(i64::MIN, u64::MAX), i64::MIN);
 }

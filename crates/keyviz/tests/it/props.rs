@@ -69,7 +69,7 @@ proptest! {
         write in any::<bool>(),
     ) {
         let series = if write { Series::Writes } else { Series::Reads };
-        let opts = MergeOptions { series, step_ms: 1_000, row_budget: None };
+        let opts = MergeOptions { series, step_ms: 1_000, row_budget: None, settling_from_unix_ms: None };
         let abc = merge(&[a.clone(), b.clone(), c.clone()], &opts).matrix;
         let cab = merge(&[c, a, b], &opts).matrix;
         prop_assert_eq!(cells(&abc), cells(&cab));
@@ -81,7 +81,7 @@ proptest! {
         b in arb_matrix(Series::Reads),
         budget in proptest::option::of(1usize..4),
     ) {
-        let opts = MergeOptions { series: Series::Reads, step_ms: 1_000, row_budget: budget };
+        let opts = MergeOptions { series: Series::Reads, step_ms: 1_000, row_budget: budget, settling_from_unix_ms: None };
         let merged = merge(&[a.clone(), b.clone()], &opts).matrix;
         prop_assert_eq!(merged.total(), a.total() + b.total());
         prop_assert!(merged.validate().is_ok());

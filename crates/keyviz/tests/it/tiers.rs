@@ -195,6 +195,7 @@ fn coarse_cells_of_three_replicas_across_leader_changes_merge_exactly() {
         series: Series::Writes,
         step_ms: HOUR,
         row_budget: None,
+        settling_from_unix_ms: None,
     };
     let merged = merge(&[a.clone(), b.clone(), c.clone()], &options).matrix;
     assert_eq!(merged.total(), 180, "each term counted once");
