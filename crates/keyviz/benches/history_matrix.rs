@@ -457,6 +457,16 @@ fn tiers(c: &mut Criterion) {
             b.iter(|| black_box(s.matrix(black_box(&q), T0)))
         });
     }
+    // Hot keys of 24 h (the one-minute tier: 1 440 columns, 128 listed keys
+    // per series each) and 7 days (ten-minute tier), summaries decoded from
+    // the packed columns as the query reads them.
+    for (label, days) in [("24h", 1), ("7d", 7)] {
+        let q = hot_window(Series::Writes, days);
+        g.bench_function(format!("hot_keys_{label}_writes_1024_active_k20"), |b| {
+            let s: &Sampler = cell.get_or_init(build);
+            b.iter(|| black_box(s.hot_keys(black_box(&q), T0)))
+        });
+    }
     g.finish();
 }
 
