@@ -6,11 +6,11 @@
 
 use std::hint::black_box;
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use keyviz::hotkeys::{HotItem, HotSummary};
+use keyviz::hotkeys::{HotItem, HotKeyQuery, HotSummary};
 use keyviz::{
     CellRecord, ColumnRecord, HistoryTier, HotRecord, MatrixQuery, ReadRole, Sampler,
     SamplerConfig, Series, WriteRecord,
@@ -51,16 +51,61 @@ fn fill(s: &Sampler, active: u64, stride: u64, columns: u64) {
     }
 }
 
-fn rss_mib() -> f64 {
+/// A `/proc/self/status` field in kB (`VmRSS`, `VmHWM`), as MiB.
+fn status_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn rss_mib() -> f64 {
+    status_mib("VmRSS")
+}
+
+/// What glibc's allocator says about the heap, in bytes: (in use by the
+/// program, held free by the allocator). RSS counts both; the difference
+/// between RSS growth and the history's own accounting is mostly the second
+/// (freed temporaries the allocator keeps) when the first matches the
+/// accounting.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn heap_bytes() -> (usize, usize) {
+    /// glibc's `struct mallinfo2` (glibc >= 2.33), every field a `size_t`.
+    #[repr(C)]
+    struct MallInfo2 {
+        arena: usize,
+        ordblks: usize,
+        smblks: usize,
+        hblks: usize,
+        hblkhd: usize,
+        usmblks: usize,
+        fsmblks: usize,
+        uordblks: usize,
+        fordblks: usize,
+        keepcost: usize,
+    }
+    // The one unsafe item of this bench: reading the allocator's statistics
+    // (a plain C call without arguments that returns a struct by value).
+    #[allow(unsafe_code)]
+    unsafe extern "C" {
+        fn mallinfo2() -> MallInfo2;
+    }
+    #[allow(unsafe_code)]
+    let m = unsafe { mallinfo2() };
+    let _ = (
+        m.arena, m.ordblks, m.smblks, m.hblks, m.usmblks, m.fsmblks, m.keepcost,
+    );
+    (m.uordblks + m.hblkhd, m.fordblks)
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn heap_bytes() -> (usize, usize) {
+    (0, 0)
 }
 
 // Every group builds its input lazily, inside the first call of its bench
@@ -188,7 +233,8 @@ fn tiered_sampler(routes: u64) -> Sampler {
 
 /// The Go reference's FillSampler shape, minute `c` of route index `r`:
 /// 1-3 writes and 1 read (8-byte key, 100-byte value); every group's leader
-/// term changes every 6 h, so coarse cells spanning a change carry two shares.
+/// term changes every 6 h, on a ten-minute and one-hour window boundary, so
+/// no coarse cell carries a second write share (docs/PERFORMANCE.md).
 fn writes_at(r: u64, c: u64) -> u64 {
     1 + (r + c) % 3
 }
@@ -310,16 +356,68 @@ fn tier_spans() -> [(u64, u64, u64); 3] {
     ]
 }
 
-/// Loads 30 days of tiered history for `active` routes, 16 columns at a time.
+/// Loads 30 days of tiered history for `active` routes, one column at a
+/// time (the restore path, in the order a store returns them). The records
+/// are built on a second thread while the history takes the previous one;
+/// at most two are alive at once, so the fill's temporaries do not inflate
+/// the RSS figure (16 at a time, as before, held ≈ 16 × 25 MiB of input).
 fn fill_30_days(s: &Sampler, active: u64, stride: u64, hot_routes: u64) {
-    for (step, first, columns) in tier_spans() {
-        let per = step / STEP;
-        for chunk in (0..columns).collect::<Vec<_>>().chunks(16) {
-            let records = chunk
-                .iter()
-                .map(|&j| column_record(step, first + j * per, active, stride, hot_routes))
-                .collect();
-            s.load_records_for_benches(records);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<ColumnRecord>(1);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for (step, first, columns) in tier_spans() {
+                let per = step / STEP;
+                for j in 0..columns {
+                    let record = column_record(step, first + j * per, active, stride, hot_routes);
+                    if tx.send(record).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        for record in rx {
+            s.load_records_for_benches(vec![record]);
+        }
+    });
+}
+
+/// Hot keys of every series over the last `days` (1: the one-minute tier, 7:
+/// ten-minute, 30: one-hour), `k = 20`.
+fn hot_window(series: Series, days: u64) -> HotKeyQuery {
+    HotKeyQuery {
+        series,
+        from_unix_ms: Some(START + (MINUTES * STEP) as i64 - (days * DAY) as i64),
+        k: 20,
+        ..HotKeyQuery::default()
+    }
+}
+
+/// Runs the hot-key query of every series and window once and prints its
+/// size, wall time and a digest of the whole answer (FNV-1a of its JSON):
+/// two builds that keep summaries differently must print the same digests.
+fn print_hot_key_digests(s: &Sampler) {
+    for days in [1, 7, 30] {
+        for series in [
+            Series::Reads,
+            Series::ReadBytes,
+            Series::Writes,
+            Series::WriteBytes,
+        ] {
+            let t = Instant::now();
+            let answer = s
+                .hot_keys(&hot_window(series, days), T0)
+                .expect("bench query is valid");
+            let took = t.elapsed();
+            let json = serde_json::to_vec(&answer).expect("answers serialise");
+            let digest = json.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+            let items: usize = answer.parts.iter().map(|p| p.summary.items.len()).sum();
+            eprintln!(
+                "tiers hot keys: {days} d {series}: {} parts, {items} items, digest {digest:016x}, {:.1} ms",
+                answer.parts.len(),
+                took.as_secs_f64() * 1e3,
+            );
         }
     }
 }
@@ -357,6 +455,16 @@ fn tiers(c: &mut Criterion) {
         g.bench_function(format!("{days}d_window_1024_active_of_10k_routes"), |b| {
             let s: &Sampler = cell.get_or_init(build);
             b.iter(|| black_box(s.matrix(black_box(&q), T0)))
+        });
+    }
+    // Hot keys of 24 h (the one-minute tier: 1 440 columns, 128 listed keys
+    // per series each) and 7 days (ten-minute tier), summaries decoded from
+    // the packed columns as the query reads them.
+    for (label, days) in [("24h", 1), ("7d", 7)] {
+        let q = hot_window(Series::Writes, days);
+        g.bench_function(format!("hot_keys_{label}_writes_1024_active_k20"), |b| {
+            let s: &Sampler = cell.get_or_init(build);
+            b.iter(|| black_box(s.hot_keys(black_box(&q), T0)))
         });
     }
     g.finish();
@@ -462,10 +570,24 @@ fn tiers_memory(c: &mut Criterion) {
     let cell = OnceLock::new();
     let build = || {
         let before = rss_mib();
+        let (heap_before, _) = heap_bytes();
+        let t = Instant::now();
         let s = tiered_sampler(10_000);
         fill_30_days(&s, 10_000, 1, 10_000);
+        let filled = t.elapsed();
         let stats = s.stats();
         let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
+        let (heap, heap_free) = heap_bytes();
+        eprintln!(
+            "tiers memory: filled in {:.0} s; after the fill: RSS {:.1} MiB (growth {:.1} MiB), VmHWM {:.1} MiB; heap in use {:.1} MiB (growth {:.1} MiB), free in the allocator {:.1} MiB",
+            filled.as_secs_f64(),
+            rss_mib(),
+            rss_mib() - before,
+            status_mib("VmHWM"),
+            mib(heap),
+            mib(heap.saturating_sub(heap_before)),
+            mib(heap_free),
+        );
         let json: usize = tier_spans()
             .iter()
             .map(|&(step, first, columns)| {
@@ -482,6 +604,15 @@ fn tiers_memory(c: &mut Criterion) {
             rss_mib() - before,
             mib(json),
         );
+        print_hot_key_digests(&s);
+        let (heap, heap_free) = heap_bytes();
+        eprintln!(
+            "tiers memory: after the hot-key queries: RSS {:.1} MiB, VmHWM {:.1} MiB; heap in use {:.1} MiB, free in the allocator {:.1} MiB",
+            rss_mib(),
+            status_mib("VmHWM"),
+            mib(heap),
+            mib(heap_free),
+        );
         s
     };
     for days in [7, 30] {
@@ -491,6 +622,18 @@ fn tiers_memory(c: &mut Criterion) {
             |b| {
                 let s: &Sampler = cell.get_or_init(build);
                 b.iter(|| black_box(s.matrix(black_box(&q), T0)))
+            },
+        );
+    }
+    // Hot keys of 24 h (1 440 one-minute columns, every summary decoded from
+    // its packed column as the query reads it) and of 30 days.
+    for (label, days) in [("24h", 1), ("30d", 30)] {
+        let q = hot_window(Series::Writes, days);
+        g.bench_function(
+            format!("hot_keys_{label}_writes_10k_active_routes_k20"),
+            |b| {
+                let s: &Sampler = cell.get_or_init(build);
+                b.iter(|| black_box(s.hot_keys(black_box(&q), T0)))
             },
         );
     }

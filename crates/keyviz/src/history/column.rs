@@ -4,8 +4,8 @@
 //! integer width that holds its largest value in this column, so a typical
 //! cell (row id, five counters, identity) costs 10–20 bytes instead of 56.
 //! Hot-key summaries are kept beside the cells, for the few cells that have
-//! them, with a per-column cap on listed keys: as structs in the finest tier,
-//! encoded in one byte array per column in the coarser tiers ([`HotLayout`]).
+//! them, with a per-column cap on listed keys, encoded in one byte array per
+//! column ([`HotLayout`]) that queries decode cell by cell ([`HotCursor`]).
 //! Write lanes beyond a cell's first are packed arrays too ([`ExtraLanes`]).
 
 use crate::hotkeys::{HotItem, HotSummary};
@@ -401,44 +401,27 @@ pub(crate) struct Column {
 /// How a column keeps its cells' hot-key summaries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum HotLayout {
-    /// As structs: the finest tier, which hot-key queries of recent windows
-    /// read without decoding.
+    /// As structs: only for tests that compare query results against the
+    /// packed form.
+    #[cfg(test)]
     Plain,
-    /// Encoded in one byte array per column ([`encode_hot`]): the coarser
-    /// tiers, where 30 days of columns hold most of the summaries, and a
-    /// summary costs ≈ 25 B a key instead of ≈ 150 B (docs/PERFORMANCE.md).
+    /// Encoded in one byte array per column ([`encode_hot`]), in every tier:
+    /// ≈ 25 B a listed key instead of ≈ 150 B as structs
+    /// (docs/PERFORMANCE.md). Queries decode the summaries of the cells they
+    /// read, one column at a time ([`HotCursor`]); nothing decoded outlives
+    /// the query.
     Packed,
 }
 
 /// A column's hot-key summaries, by cell index, in one of the [`HotLayout`]s.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum HotStore {
+    #[cfg(test)]
     Plain(Box<[(u32, CellHot)]>),
-    /// The encoded summaries, and their decoded form once a hot-key query
-    /// has read them (dropped by [`Column::drop_hot_cache`] at the next
-    /// history change, so decoding costs memory only while queries read).
-    Packed(Box<[u8]>, DecodedHot),
+    Packed(Box<[u8]>),
 }
 
-/// The decoded summaries of a packed column; a clone starts empty and every
-/// cache compares equal (it is derived from the bytes).
-#[derive(Debug, Default)]
-pub(crate) struct DecodedHot(std::sync::OnceLock<Box<[(u32, CellHot)]>>);
-
-impl Clone for DecodedHot {
-    fn clone(&self) -> Self {
-        DecodedHot::default()
-    }
-}
-
-impl PartialEq for DecodedHot {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl Eq for DecodedHot {}
-
+#[cfg(test)]
 fn plain_hot_bytes(hot: &[(u32, CellHot)]) -> usize {
     hot.iter()
         .map(|(_, h)| {
@@ -465,12 +448,20 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 
 /// A cursor over bytes written by [`encode_hot`]; `None` on any malformed
 /// input (never panics).
+#[derive(Debug, Clone)]
 struct Reader<'a> {
     bytes: &'a [u8],
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    #[inline]
     fn varint(&mut self) -> Option<u64> {
+        // Nearly every value of a summary fits one byte.
+        let (&b, rest) = self.bytes.split_first()?;
+        if b < 0x80 {
+            self.bytes = rest;
+            return Some(u64::from(b));
+        }
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let (&b, rest) = self.bytes.split_first()?;
@@ -483,7 +474,8 @@ impl Reader<'_> {
         None
     }
 
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
+    #[inline]
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         if n > self.bytes.len() {
             return None;
         }
@@ -491,9 +483,19 @@ impl Reader<'_> {
         self.bytes = rest;
         Some(head)
     }
+
+    #[inline]
+    fn byte(&mut self) -> Option<u8> {
+        let (&b, rest) = self.bytes.split_first()?;
+        self.bytes = rest;
+        Some(b)
+    }
 }
 
-fn series_of_rank(rank: u64) -> Option<Series> {
+/// Series ranks a packed column has a section for (every [`Series`]).
+const HOT_SECTIONS: usize = 6;
+
+fn series_of_rank(rank: usize) -> Option<Series> {
     Some(match rank {
         0 => Series::Reads,
         1 => Series::ReadBytes,
@@ -505,14 +507,22 @@ fn series_of_rank(rank: u64) -> Option<Series> {
     })
 }
 
-/// Encodes `(cell, summary)` entries as varints: per entry the cell, series,
-/// group, term, total, floor, flags, `unit_variance` and item count, then per
-/// item the key (length and bytes), `upper`, `upper - estimate`,
-/// `estimate - lower`, its flag and `seen`. The destructuring is exhaustive on purpose: a field added to
-/// [`HotSummary`] or [`HotItem`] fails to compile here until it is encoded.
+/// Encodes `(cell, summary)` entries (sorted by cell, then series rank, group
+/// and term, as [`Column::build_capped`] leaves them) as varints, one section
+/// per series so a query decodes only its own: the byte length of each of
+/// the [`HOT_SECTIONS`] sections, then the sections. Per entry of a section:
+/// the cell's distance from the section's previous entry's cell, group,
+/// term, total, floor, `sampled`, `unit_variance` and item count; per item
+/// `key length · 2 + truncated`, the key, `upper`, `upper - estimate`,
+/// `estimate - lower` and `seen`. No entries: no bytes. The destructuring
+/// is exhaustive on purpose: a field added to [`HotSummary`] or [`HotItem`]
+/// fails to compile here until it is encoded.
 fn encode_hot(entries: &[(u32, CellHot)]) -> Box<[u8]> {
-    let mut out = Vec::new();
-    put_varint(&mut out, entries.len() as u64);
+    if entries.is_empty() {
+        return Box::default();
+    }
+    let mut sections: [Vec<u8>; HOT_SECTIONS] = Default::default();
+    let mut prev = [0u32; HOT_SECTIONS];
     for (cell, h) in entries {
         let CellHot {
             series,
@@ -527,15 +537,17 @@ fn encode_hot(entries: &[(u32, CellHot)]) -> Box<[u8]> {
             unit_variance,
             items,
         } = summary;
-        put_varint(&mut out, u64::from(*cell));
-        out.push(series_rank(*series));
-        put_varint(&mut out, *group);
-        put_varint(&mut out, *term);
-        put_varint(&mut out, *total);
-        put_varint(&mut out, *floor);
+        let rank = usize::from(series_rank(*series));
+        let out = &mut sections[rank];
+        put_varint(out, u64::from(cell.saturating_sub(prev[rank])));
+        prev[rank] = *cell;
+        put_varint(out, *group);
+        put_varint(out, *term);
+        put_varint(out, *total);
+        put_varint(out, *floor);
         out.push(u8::from(*sampled));
-        put_varint(&mut out, *unit_variance);
-        put_varint(&mut out, items.len() as u64);
+        put_varint(out, *unit_variance);
+        put_varint(out, items.len() as u64);
         for item in items {
             let HotItem {
                 key,
@@ -545,74 +557,232 @@ fn encode_hot(entries: &[(u32, CellHot)]) -> Box<[u8]> {
                 truncated,
                 seen,
             } = item;
-            put_varint(&mut out, key.len() as u64);
+            put_varint(out, ((key.len() as u64) << 1) | u64::from(*truncated));
             out.extend_from_slice(key);
-            put_varint(&mut out, *upper);
-            put_varint(&mut out, upper.saturating_sub(*estimate));
-            put_varint(&mut out, estimate.saturating_sub(*lower));
-            out.push(u8::from(*truncated));
-            put_varint(&mut out, *seen);
+            put_varint(out, *upper);
+            put_varint(out, upper.saturating_sub(*estimate));
+            put_varint(out, estimate.saturating_sub(*lower));
+            put_varint(out, *seen);
         }
+    }
+    let mut out = Vec::with_capacity(sections.iter().map(|s| s.len() + 3).sum::<usize>());
+    for s in &sections {
+        put_varint(&mut out, s.len() as u64);
+    }
+    for s in &sections {
+        out.extend_from_slice(s);
     }
     out.into_boxed_slice()
 }
 
-/// Decodes [`encode_hot`]'s bytes; stops at the first malformed entry (which
-/// only a bug could produce: the bytes never leave the process).
-fn decode_hot(bytes: &[u8]) -> Vec<(u32, CellHot)> {
+/// The bytes of section `rank` of [`encode_hot`]'s output (empty when
+/// there are none or the header is malformed).
+fn hot_section(bytes: &[u8], rank: usize) -> &[u8] {
     let mut r = Reader { bytes };
-    let n = r.varint().unwrap_or(0);
-    let mut out = Vec::with_capacity(usize::try_from(n).unwrap_or(0).min(bytes.len()));
-    let entry = |r: &mut Reader<'_>| -> Option<(u32, CellHot)> {
-        let cell = u32::try_from(r.varint()?).ok()?;
-        let series = series_of_rank(u64::from(*r.take(1)?.first()?))?;
-        let group = r.varint()?;
-        let term = r.varint()?;
-        let total = r.varint()?;
-        let floor = r.varint()?;
-        let sampled = *r.take(1)?.first()? != 0;
-        let unit_variance = r.varint()?;
-        let count = usize::try_from(r.varint()?).ok()?;
-        let mut items = Vec::with_capacity(count.min(r.bytes.len()));
-        for _ in 0..count {
-            let len = usize::try_from(r.varint()?).ok()?;
-            let key = r.take(len)?.to_vec();
-            let upper = r.varint()?;
-            let estimate = upper.checked_sub(r.varint()?)?;
-            let lower = estimate.checked_sub(r.varint()?)?;
-            let truncated = *r.take(1)?.first()? != 0;
-            let seen = r.varint()?;
-            items.push(HotItem {
-                key,
-                estimate,
-                lower,
-                upper,
-                truncated,
-                seen,
-            });
-        }
-        Some((
-            cell,
-            CellHot {
-                series,
-                group,
-                term,
-                summary: HotSummary {
-                    total,
-                    floor,
-                    sampled,
-                    unit_variance,
-                    items,
-                },
-            },
-        ))
-    };
-    for _ in 0..n {
-        match entry(&mut r) {
-            Some(e) => out.push(e),
-            None => break,
+    let mut lens = [0usize; HOT_SECTIONS];
+    for len in &mut lens {
+        match r.varint().and_then(|n| usize::try_from(n).ok()) {
+            Some(n) => *len = n,
+            None => return &[],
         }
     }
+    let Some(&len) = lens.get(rank) else {
+        return &[];
+    };
+    let skip = lens[..rank]
+        .iter()
+        .fold(0usize, |a, &n| a.saturating_add(n));
+    r.bytes
+        .get(skip..)
+        .and_then(|b| b.get(..len))
+        .unwrap_or(&[])
+}
+
+/// The summaries of one series of one column, in cell order, decoded one
+/// entry at a time: a query skips the entries of cells it does not select
+/// without allocating, and owns what it decodes (nothing is cached in the
+/// column). Malformed bytes (only a bug could produce them: they never
+/// leave the process) end the walk early; never panics.
+pub(crate) struct HotCursor<'a>(CursorInner<'a>);
+
+enum CursorInner<'a> {
+    Packed {
+        r: Reader<'a>,
+        /// Cell of the entry at the head, once its distance is read.
+        head: Option<u32>,
+        prev: u32,
+    },
+    #[cfg(test)]
+    Plain {
+        entries: &'a [(u32, CellHot)],
+        series: Series,
+    },
+}
+
+impl<'a> HotCursor<'a> {
+    fn packed(section: &'a [u8]) -> HotCursor<'a> {
+        HotCursor(CursorInner::Packed {
+            r: Reader { bytes: section },
+            head: None,
+            prev: 0,
+        })
+    }
+
+    /// The cell of the next entry, if any. O(1).
+    #[inline]
+    pub(crate) fn next_cell(&mut self) -> Option<u32> {
+        match &mut self.0 {
+            CursorInner::Packed { r, head, prev } => {
+                if head.is_none() && !r.bytes.is_empty() {
+                    let cell = r
+                        .varint()
+                        .and_then(|d| u32::try_from(d).ok())
+                        .and_then(|d| prev.checked_add(d));
+                    match cell {
+                        Some(c) => *head = Some(c),
+                        None => r.bytes = &[],
+                    }
+                }
+                *head
+            }
+            #[cfg(test)]
+            CursorInner::Plain { entries, series } => {
+                while let Some(((_, h), rest)) = entries.split_first()
+                    && h.series != *series
+                {
+                    *entries = rest;
+                }
+                entries.first().map(|(c, _)| *c)
+            }
+        }
+    }
+
+    /// Passes over the next entry without decoding its keys.
+    pub(crate) fn skip(&mut self) {
+        if self.next_cell().is_none() {
+            return;
+        }
+        match &mut self.0 {
+            CursorInner::Packed { r, head, prev } => {
+                let mut pass = || -> Option<()> {
+                    for _ in 0..4 {
+                        r.varint()?; // group, term, total, floor
+                    }
+                    r.byte()?;
+                    r.varint()?;
+                    let count = r.varint()?;
+                    for _ in 0..count {
+                        let len = usize::try_from(r.varint()? >> 1).ok()?;
+                        r.take(len)?;
+                        for _ in 0..4 {
+                            r.varint()?;
+                        }
+                    }
+                    Some(())
+                };
+                if pass().is_none() {
+                    r.bytes = &[];
+                }
+                if let Some(c) = head.take() {
+                    *prev = c;
+                }
+            }
+            #[cfg(test)]
+            CursorInner::Plain { entries, .. } => *entries = &entries[1..],
+        }
+    }
+
+    /// Decodes the next entry: `(group, term, summary)`.
+    pub(crate) fn take(&mut self) -> Option<(u64, u64, HotSummary)> {
+        self.next_cell()?;
+        match &mut self.0 {
+            CursorInner::Packed { r, head, prev } => {
+                if let Some(c) = head.take() {
+                    *prev = c;
+                }
+                let got = decode_entry(r);
+                if got.is_none() {
+                    r.bytes = &[];
+                }
+                got
+            }
+            #[cfg(test)]
+            CursorInner::Plain { entries, .. } => {
+                let (_, h) = entries.first()?;
+                *entries = &entries[1..];
+                Some((h.group, h.term, h.summary.clone()))
+            }
+        }
+    }
+}
+
+/// One entry of a section, after its cell distance.
+fn decode_entry(r: &mut Reader<'_>) -> Option<(u64, u64, HotSummary)> {
+    let group = r.varint()?;
+    let term = r.varint()?;
+    let total = r.varint()?;
+    let floor = r.varint()?;
+    let sampled = r.byte()? != 0;
+    let unit_variance = r.varint()?;
+    let count = usize::try_from(r.varint()?).ok()?;
+    let mut items = Vec::with_capacity(count.min(r.bytes.len()));
+    for _ in 0..count {
+        let head = r.varint()?;
+        let len = usize::try_from(head >> 1).ok()?;
+        let key = r.take(len)?.to_vec();
+        let upper = r.varint()?;
+        let estimate = upper.checked_sub(r.varint()?)?;
+        let lower = estimate.checked_sub(r.varint()?)?;
+        let seen = r.varint()?;
+        items.push(HotItem {
+            key,
+            estimate,
+            lower,
+            upper,
+            truncated: head & 1 != 0,
+            seen,
+        });
+    }
+    Some((
+        group,
+        term,
+        HotSummary {
+            total,
+            floor,
+            sampled,
+            unit_variance,
+            items,
+        },
+    ))
+}
+
+/// Decodes every section of [`encode_hot`]'s bytes back into entries sorted
+/// as they were encoded (by cell, then series rank); a malformed section
+/// stops at its first bad entry.
+fn decode_hot(bytes: &[u8]) -> Vec<(u32, CellHot)> {
+    let mut out = Vec::new();
+    for rank in 0..HOT_SECTIONS {
+        let Some(series) = series_of_rank(rank) else {
+            continue;
+        };
+        let mut cursor = HotCursor::packed(hot_section(bytes, rank));
+        while let Some(cell) = cursor.next_cell() {
+            let Some((group, term, summary)) = cursor.take() else {
+                break;
+            };
+            out.push((
+                cell,
+                CellHot {
+                    series,
+                    group,
+                    term,
+                    summary,
+                },
+            ));
+        }
+    }
+    // Stable: within a cell, entries stay in series-rank order.
+    out.sort_by_key(|(cell, _)| *cell);
     out
 }
 
@@ -632,7 +802,7 @@ impl Column {
     /// lists at most [`MAX_COLUMN_HOT_ITEMS`] hot keys per series.
     #[cfg(test)]
     pub(crate) fn build(unix_ms: i64, cells: Vec<CellInput>) -> Column {
-        Column::build_capped(unix_ms, cells, MAX_COLUMN_HOT_ITEMS, HotLayout::Plain)
+        Column::build_capped(unix_ms, cells, MAX_COLUMN_HOT_ITEMS, HotLayout::Packed)
     }
 
     /// [`Column::build`] listing at most `hot_cap` hot keys per series (the
@@ -695,8 +865,9 @@ impl Column {
             identities: identities.into(),
             extra: ExtraLanes::pack(&extra),
             hot: match layout {
+                #[cfg(test)]
                 HotLayout::Plain => HotStore::Plain(hot.into()),
-                HotLayout::Packed => HotStore::Packed(encode_hot(&hot), DecodedHot::default()),
+                HotLayout::Packed => HotStore::Packed(encode_hot(&hot)),
             },
         }
     }
@@ -709,25 +880,27 @@ impl Column {
         }
     }
 
-    /// Every cell's hot-key summaries, ordered by cell index: a caller visiting
-    /// cells in order walks this with a cursor instead of searching per cell.
-    /// A [`HotLayout::Packed`] column decodes on the first call and keeps
-    /// the result until [`Column::drop_hot_cache`] (callers hold `&self` for
-    /// a whole query and borrow the summaries across columns). Lock-free
-    /// after the first call; the first call of racing readers decodes once.
-    pub(crate) fn hot_entries(&self) -> &[(u32, CellHot)] {
+    /// The hot-key summaries of `series`, in cell order, decoded one entry
+    /// at a time as the caller walks it alongside the cells (a merge join:
+    /// both are in cell order). Decodes nothing up front and keeps nothing:
+    /// what [`HotCursor::take`] returns is the caller's. O(1) to open.
+    pub(crate) fn hot_cursor(&self, series: Series) -> HotCursor<'_> {
         match &self.hot {
-            HotStore::Plain(h) => h,
-            HotStore::Packed(b, cache) => cache.0.get_or_init(|| decode_hot(b).into()),
+            HotStore::Packed(b) => {
+                HotCursor::packed(hot_section(b, usize::from(series_rank(series))))
+            }
+            #[cfg(test)]
+            HotStore::Plain(h) => HotCursor(CursorInner::Plain { entries: h, series }),
         }
     }
 
-    /// Forgets the decoded summaries of a packed column (the history calls
-    /// this on every change, under its write lock). O(1).
-    pub(crate) fn drop_hot_cache(&mut self) -> bool {
-        match &mut self.hot {
-            HotStore::Packed(_, cache) => cache.0.take().is_some(),
-            HotStore::Plain(_) => false,
+    /// Every cell's hot-key summaries, decoded, ordered by cell index and
+    /// series rank.
+    fn hot_entries(&self) -> Vec<(u32, CellHot)> {
+        match &self.hot {
+            HotStore::Packed(b) => decode_hot(b),
+            #[cfg(test)]
+            HotStore::Plain(h) => h.to_vec(),
         }
     }
 
@@ -790,18 +963,7 @@ impl Column {
 
     /// The cells back, as built (lanes sorted).
     pub(crate) fn cells(&self) -> Vec<CellInput> {
-        let decoded;
-        let hot: &[(u32, CellHot)] = match &self.hot {
-            HotStore::Plain(h) => h,
-            HotStore::Packed(b, cache) => match cache.0.get() {
-                Some(h) => h,
-                None => {
-                    decoded = decode_hot(b);
-                    &decoded
-                }
-            },
-        };
-        let mut hot_cursor = 0usize;
+        let mut hot = self.hot_entries().into_iter().peekable();
         let mut cells: Vec<CellInput> = (0..self.rows.len())
             .map(|i| {
                 let (group, term) = self.identity_of(i);
@@ -812,16 +974,9 @@ impl Column {
                     reads_leader: self.reads_leader.get(i),
                     reads_follower: self.reads_follower.get(i),
                     read_bytes: self.read_bytes.get(i),
-                    hot: {
-                        let first = hot_cursor;
-                        while hot.get(hot_cursor).is_some_and(|(c, _)| *c as usize == i) {
-                            hot_cursor += 1;
-                        }
-                        hot[first..hot_cursor]
-                            .iter()
-                            .map(|(_, h)| h.clone())
-                            .collect()
-                    },
+                    hot: std::iter::from_fn(|| hot.next_if(|(c, _)| *c as usize == i))
+                        .map(|(_, h)| h)
+                        .collect(),
                     labels: None,
                     lanes: if writes == 0 && write_bytes == 0 && group == 0 && term == 0 {
                         Lanes::default()
@@ -944,11 +1099,11 @@ impl Column {
             + self.hot_heap_bytes()
     }
 
-    /// Approximate heap bytes of the hot-key summaries (a packed column's
-    /// bytes plus its decoded form while a query keeps it).
+    /// Heap bytes of the hot-key summaries (a packed column's byte array).
     pub(crate) fn hot_heap_bytes(&self) -> usize {
         match &self.hot {
-            HotStore::Packed(b, cache) => b.len() + cache.0.get().map_or(0, |h| plain_hot_bytes(h)),
+            HotStore::Packed(b) => b.len(),
+            #[cfg(test)]
             HotStore::Plain(hot) => plain_hot_bytes(hot),
         }
     }
@@ -1078,33 +1233,77 @@ mod tests {
         }
     }
 
-    #[test]
-    fn packed_hot_summaries_read_back_as_built_and_cost_less() {
-        let cells: Vec<CellInput> = (0..40u32)
+    /// `(cell, group, term, summary)` of every entry of `series` a cursor
+    /// yields, skipping the cells for which `skip` says so.
+    fn walk(
+        col: &Column,
+        series: Series,
+        skip: impl Fn(u32) -> bool,
+    ) -> Vec<(u32, u64, u64, HotSummary)> {
+        let mut cursor = col.hot_cursor(series);
+        let mut out = Vec::new();
+        while let Some(cell) = cursor.next_cell() {
+            if skip(cell) {
+                cursor.skip();
+                continue;
+            }
+            let (g, t, h) = cursor.take().expect("well-formed entry");
+            out.push((cell, g, t, h));
+        }
+        out
+    }
+
+    fn hot_cells() -> Vec<CellInput> {
+        (0..40u32)
             .map(|r| CellInput {
-                row: r,
+                row: r * 3,
                 reads_leader: 100,
                 lanes: [lane(7, 41, 50), lane(7, 42, 30)].into_iter().collect(),
-                hot: vec![
-                    hot(Series::Reads, 0, &[(b"k", 60), (b"long-key", 20)]),
-                    hot(Series::Writes, 41, &[(&r.to_be_bytes(), 40)]),
-                    hot(Series::Writes, 42, &[(b"", u64::MAX - 9)]),
-                ],
+                hot: match r % 4 {
+                    // Some cells have no summary at all, some one series only.
+                    0 => Vec::new(),
+                    1 => vec![hot(Series::WriteBytes, 42, &[(b"wb", 7)])],
+                    _ => vec![
+                        hot(Series::Reads, 0, &[(b"k", 60), (b"long-key", 20)]),
+                        hot(Series::Writes, 41, &[(&r.to_be_bytes(), 40)]),
+                        hot(Series::Writes, 42, &[(b"", u64::MAX - 9)]),
+                        hot(Series::ReadBytes, 0, &[(&[0xff; 40][..], 1 << 40)]),
+                    ],
+                },
                 ..CellInput::default()
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn packed_hot_summaries_read_back_as_built_and_cost_less() {
+        let cells = hot_cells();
         let plain = Column::build_capped(0, cells.clone(), 1_000, HotLayout::Plain);
-        let mut packed = Column::build_capped(0, cells, 1_000, HotLayout::Packed);
+        let packed = Column::build_capped(0, cells, 1_000, HotLayout::Packed);
         assert!(packed.hot_heap_bytes() * 3 < plain.hot_heap_bytes());
         assert_eq!(packed.cells(), plain.cells(), "records are layout-free");
         assert_eq!(packed.hot_entries(), plain.hot_entries());
-        assert!(
-            packed.hot_heap_bytes() > plain.hot_heap_bytes(),
-            "cache counted"
+        for series in Series::ALL {
+            let all = walk(&plain, series, |_| false);
+            assert_eq!(walk(&packed, series, |_| false), all, "{series}");
+            // Skipping entries (cells a query does not select) leaves the
+            // cursor on the next entry, as decoding them would.
+            let odd = |c: u32| c % 2 == 1;
+            let some: Vec<_> = all.iter().filter(|e| !odd(e.0)).cloned().collect();
+            assert_eq!(walk(&packed, series, odd), some, "{series}, skipping");
+        }
+        assert_eq!(walk(&packed, Series::Reads, |_| false).len(), 20);
+        assert_eq!(walk(&packed, Series::Writes, |_| false).len(), 40);
+        assert!(walk(&packed, Series::LeaderReads, |_| false).is_empty());
+        let empty = Column::build(
+            0,
+            vec![CellInput {
+                row: 1,
+                ..CellInput::default()
+            }],
         );
-        assert!(packed.drop_hot_cache());
-        assert!(!packed.drop_hot_cache());
-        assert!(packed.hot_heap_bytes() * 3 < plain.hot_heap_bytes());
+        assert_eq!(empty.hot_heap_bytes(), 0, "no summaries, no bytes");
+        assert!(walk(&empty, Series::Reads, |_| false).is_empty());
     }
 
     #[test]
@@ -1112,15 +1311,32 @@ mod tests {
         let entries = vec![
             (1, hot(Series::Reads, 0, &[(b"a", 9)])),
             (2, hot(Series::WriteBytes, 5, &[(b"bcde", 4)])),
+            (2, hot(Series::Writes, 5, &[(b"bcde", 4), (b"f", 2)])),
+            (9, hot(Series::Reads, 0, &[(b"gh", 300)])),
         ];
-        let bytes = encode_hot(&entries);
-        assert_eq!(decode_hot(&bytes), entries);
+        let mut sorted = entries.clone();
+        sorted.sort_by_key(|(c, h)| (*c, series_rank(h.series)));
+        let bytes = encode_hot(&sorted);
+        assert_eq!(decode_hot(&bytes), sorted);
         for cut in 0..bytes.len() {
             let got = decode_hot(&bytes[..cut]);
-            assert!(got.len() < entries.len() && entries.starts_with(&got));
+            assert!(got.len() < sorted.len(), "cut at {cut}");
+            assert!(got.iter().all(|e| sorted.contains(e)), "cut at {cut}");
         }
-        let mut bad = bytes.to_vec();
-        bad[2] = 0x7f; // series rank of the first entry
-        assert!(decode_hot(&bad).is_empty());
+        for at in 0..bytes.len() {
+            for flip in [0x01u8, 0x80, 0xff] {
+                let mut bad = bytes.to_vec();
+                bad[at] ^= flip;
+                let _ = decode_hot(&bad);
+                let section = hot_section(&bad, 0);
+                let mut cursor = HotCursor::packed(section);
+                let mut steps = 0;
+                while cursor.next_cell().is_some() {
+                    cursor.skip();
+                    steps += 1;
+                }
+                assert!(steps <= section.len(), "every step consumes bytes");
+            }
+        }
     }
 }

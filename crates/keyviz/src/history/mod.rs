@@ -28,10 +28,11 @@ use crate::hotkeys::MAX_HOT_KEY_BYTES;
 use crate::matrix::Series;
 use crate::time::align_down;
 
+pub(crate) use column::HotLayout;
+use column::MAX_COARSE_COLUMN_HOT_ITEMS;
 pub(crate) use column::{
     CELL_HOT_K, CellHot, CellInput, Column, Counter, Lanes, MAX_COLUMN_HOT_ITEMS, WriteLane,
 };
-use column::{HotLayout, MAX_COARSE_COLUMN_HOT_ITEMS};
 pub use persist::{CellRecord, ColumnRecord, HistoryStore, HotRecord, PersistError, WriteRecord};
 pub(crate) use rows::{RowCatalog, RowMeta};
 
@@ -56,6 +57,9 @@ pub(crate) struct History {
     /// (tier, window start) of every column changed since the last
     /// [`History::take_touched`], in change order, deduplicated.
     touched: Vec<(usize, i64)>,
+    /// How columns keep their hot-key summaries (packed, except in tests
+    /// that compare against structs).
+    hot_layout: HotLayout,
 }
 
 impl History {
@@ -83,7 +87,16 @@ impl History {
             catalog: RowCatalog::default(),
             max_columns: max_columns.max(1),
             touched: Vec::new(),
+            hot_layout: HotLayout::Packed,
         }
+    }
+
+    /// The same history keeping hot-key summaries in `layout` (tests compare
+    /// query results of the layouts).
+    #[cfg(test)]
+    pub(crate) fn with_hot_layout(mut self, layout: HotLayout) -> History {
+        self.hot_layout = layout;
+        self
     }
 
     /// Adds a window's cells. Each cell's row must carry one reference taken
@@ -102,7 +115,6 @@ impl History {
 
     /// [`push`](History::push) into the tiers listed in `tiers` only.
     fn push_to(&mut self, tiers: &[usize], unix_ms: i64, mut cells: Vec<CellInput>) {
-        self.drop_hot_caches();
         for cell in &mut cells {
             if let Some(labels) = cell.labels.take() {
                 self.catalog.note_labels(cell.row, Some(labels));
@@ -138,11 +150,12 @@ impl History {
             .get(pos)
             .filter(|c| c.unix_ms == unix_ms)
             .map(Column::cells);
-        let (hot_cap, layout) = if k == 0 {
-            (MAX_COLUMN_HOT_ITEMS, HotLayout::Plain)
+        let hot_cap = if k == 0 {
+            MAX_COLUMN_HOT_ITEMS
         } else {
-            (MAX_COARSE_COLUMN_HOT_ITEMS, HotLayout::Packed)
+            MAX_COARSE_COLUMN_HOT_ITEMS
         };
+        let layout = self.hot_layout;
         let pos = match existing {
             Some(mut merged) => {
                 merged.extend(cells);
@@ -171,17 +184,6 @@ impl History {
             self.touched.push((k, unix_ms));
         }
         self.prune(k);
-    }
-
-    /// Forgets the hot-key summaries that queries decoded from packed
-    /// (coarser-tier) columns, so they cost memory only between one query
-    /// and the next history change (at most one step). O(coarse columns).
-    fn drop_hot_caches(&mut self) {
-        for tier in self.tiers.iter_mut().skip(1) {
-            for col in tier.columns.iter_mut() {
-                col.drop_hot_cache();
-            }
-        }
     }
 
     /// Window start of the oldest retained column of the finest tier.
