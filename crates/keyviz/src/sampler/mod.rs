@@ -888,36 +888,11 @@ impl Sampler {
         let new_open = align_down(now_unix_ms, self.config.step_ms);
         let column_unix_ms = self.windows.advance(new_open);
         let table = self.table.load_full();
-        let mut cells = Vec::new();
-        let evict = self.windows.capture.evict_below();
-        for slot in &table.slots {
-            drain_slot(slot, &mut cells, evict);
-        }
-        state
-            .retired
-            .extend(self.retire.take().into_iter().map(Retired::new));
-        let mut released = Vec::new();
-        sweep(
-            &mut state.retired,
-            |slot| drain_slot(slot, &mut cells, evict),
-            |slot| released.push(slot),
-        );
+        let (cells, released) =
+            drain_slots(&self.windows, &table.slots, &self.retire, &mut state.retired);
         drop(state);
         drop(table);
-        let mut total = cells.len();
-        let mut columns = vec![SealedColumn {
-            unix_ms: column_unix_ms,
-            cells,
-        }];
-        for (unix_ms, side) in self.windows.take_buffered(new_open) {
-            total += side.len();
-            let cells = side.into_iter().map(side_cell).collect();
-            match columns.iter_mut().find(|c| c.unix_ms == unix_ms) {
-                Some(c) => c.cells.extend(cells),
-                None => columns.push(SealedColumn { unix_ms, cells }),
-            }
-        }
-        columns.sort_by_key(|c| c.unix_ms);
+        let (columns, total) = sealed_columns(&self.windows, column_unix_ms, cells, new_open);
         Sealed {
             column_unix_ms,
             columns,
@@ -1168,6 +1143,59 @@ impl Sampler {
     }
 }
 
+/// The drain part of a seal, after [`Windows::advance`] and the load of the
+/// live table: drains every live slot and every retired one (taking the
+/// retire queue first), and returns the cells and the retired slots now
+/// released. Caller holds the seal lock (the owner of `retired`). Takes each
+/// slot capture mutex and the retire queue mutex, one at a time.
+fn drain_slots(
+    windows: &Windows,
+    live: &[SlotArc<Slot>],
+    queue: &RetireQueue,
+    retired: &mut Vec<Retired>,
+) -> (Vec<SealedCell>, Vec<SlotArc<Slot>>) {
+    let mut cells = Vec::new();
+    let evict = windows.capture.evict_below();
+    for slot in live {
+        drain_slot(slot, &mut cells, evict);
+    }
+    retired.extend(queue.take().into_iter().map(Retired::new));
+    let mut released = Vec::new();
+    sweep(
+        retired,
+        |slot| drain_slot(slot, &mut cells, evict),
+        |slot| released.push(slot),
+    );
+    (cells, released)
+}
+
+/// The columns of a seal, oldest first: the drained `cells` filed in
+/// `column_unix_ms` (the window that was open), then every buffered window
+/// the side buffer gives up at `new_open`; and their cell count. Takes the
+/// side-buffer mutex.
+fn sealed_columns(
+    windows: &Windows,
+    column_unix_ms: i64,
+    cells: Vec<SealedCell>,
+    new_open: i64,
+) -> (Vec<SealedColumn>, usize) {
+    let mut total = cells.len();
+    let mut columns = vec![SealedColumn {
+        unix_ms: column_unix_ms,
+        cells,
+    }];
+    for (unix_ms, side) in windows.take_buffered(new_open) {
+        total += side.len();
+        let cells = side.into_iter().map(side_cell).collect();
+        match columns.iter_mut().find(|c| c.unix_ms == unix_ms) {
+            Some(c) => c.cells.extend(cells),
+            None => columns.push(SealedColumn { unix_ms, cells }),
+        }
+    }
+    columns.sort_by_key(|c| c.unix_ms);
+    (columns, total)
+}
+
 /// Drains one slot's counters into sealed cells (caller holds the seal lock,
 /// which owns the lanes' ageing and the activity heuristic).
 fn drain_slot(slot: &SlotArc<Slot>, cells: &mut Vec<SealedCell>, evict_below: u64) {
@@ -1283,4 +1311,102 @@ fn row_is_current(table: &RouteTable, row: u32, meta: &RowMeta) -> bool {
         (slot.meta.start.clone(), slot.meta.end.clone())
     };
     start == meta.start && end == meta.end
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::hotkeys::KeyRedactor;
+
+    const STEP: u64 = 1_000;
+    const W0: i64 = 1_700_000_000_000;
+    const W1: i64 = W0 + STEP as i64;
+
+    /// Reads counted per window by one seal's columns.
+    fn reads_by_window(columns: &[SealedColumn], out: &mut Vec<(i64, u64)>) {
+        for c in columns {
+            let n: u64 = c.cells.iter().map(|x| x.cell.reads_leader).sum();
+            if n > 0 {
+                out.push((c.unix_ms, n));
+            }
+        }
+    }
+
+    /// The observe path kvnode takes (`count_read` on the thread's cached
+    /// table, through the thread's own shard: relaxed load + store, capture
+    /// on) racing a seal that rolls the open window over, and a catalog
+    /// change that swaps the slot out of the published table into the retire
+    /// queue. Every operation is counted exactly once: the one stamped in the
+    /// open window in that window or (racing the drain) the next, the one
+    /// stamped in the next window in that window (side buffer or counters);
+    /// the slot is released only after its last count was taken.
+    #[test]
+    fn loom_observe_seal_rollover_and_table_swap_count_every_op_once() {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(2);
+        builder.check(|| {
+            let windows = Arc::new(Windows::new(
+                W0,
+                STEP,
+                10 * STEP,
+                capture::Capture::new(KeyRedactor::raw(), 64),
+            ));
+            let slot = SlotArc::new(Slot::for_test(1));
+            slot.counters.promote(0, true);
+            let table = Arc::new(RouteTable::new(vec![slot]));
+            let published = Arc::new(loom::sync::Mutex::new(Some(Arc::clone(&table))));
+            let queue = Arc::new(RetireQueue::default());
+
+            // The observer's thread-local cache holds the table it loaded.
+            let w = Arc::clone(&windows);
+            let observer = loom::thread::spawn(move || {
+                for at in [W0 + 10, W1 + 10] {
+                    assert!(count_read(&w, &table, 0, 1, b"k", 1, ReadRole::Leader, at));
+                }
+                drop(table);
+            });
+            let (p2, q2) = (Arc::clone(&published), Arc::clone(&queue));
+            let changer = loom::thread::spawn(move || {
+                // `Sampler::change`: publish a table without the slot, then
+                // queue the slot for retirement.
+                let old = p2.lock().expect("table lock").take().expect("published");
+                q2.push(old.slots.clone());
+                drop(old);
+            });
+
+            let mut retired = Vec::new();
+            let mut counted = Vec::new();
+            let mut released = 0;
+            let mut seal = |new_open: i64| {
+                // `Sampler::seal`, step by step.
+                let column = windows.advance(new_open);
+                let table = published.lock().expect("table lock").clone();
+                let live: &[SlotArc<Slot>] = table.as_ref().map_or(&[], |t| &t.slots);
+                let (cells, freed) = drain_slots(&windows, live, &queue, &mut retired);
+                drop(table);
+                let (columns, _) = sealed_columns(&windows, column, cells, new_open);
+                reads_by_window(&columns, &mut counted);
+                if !freed.is_empty() {
+                    released += freed.len();
+                    let total: u64 = counted.iter().map(|(_, n)| n).sum();
+                    assert_eq!(total, 2, "released before every count was taken");
+                }
+            };
+            seal(W1);
+            observer.join().expect("observer");
+            changer.join().expect("changer");
+            for k in 2..6 {
+                seal(W0 + k * STEP as i64);
+            }
+            let total: u64 = counted.iter().map(|(_, n)| n).sum();
+            assert_eq!(total, 2, "every operation exactly once: {counted:?}");
+            let in_w0: u64 = counted.iter().filter(|(w, _)| *w == W0).map(|(_, n)| n).sum();
+            assert!(in_w0 <= 1, "the next window's operation filed early: {counted:?}");
+            assert!(
+                counted.iter().all(|(w, _)| *w == W0 || *w == W1),
+                "filed in its own window or the next: {counted:?}"
+            );
+            assert_eq!(released, 1, "the retired slot is released once nobody holds it");
+        });
+    }
 }

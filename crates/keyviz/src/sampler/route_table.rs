@@ -155,7 +155,7 @@ pub(crate) struct RouteTable {
 }
 
 impl RouteTable {
-    fn new(slots: Vec<Arc<Slot>>) -> RouteTable {
+    pub(crate) fn new(slots: Vec<Arc<Slot>>) -> RouteTable {
         let mut by_route = FxHashMap::default();
         for (i, slot) in slots.iter().enumerate() {
             for &m in &slot.meta.members {
