@@ -44,6 +44,25 @@ const READ_LEADER: usize = 0;
 const READ_FOLLOWER: usize = 1;
 const FIRST_WRITE: usize = 2;
 
+/// [`SlotCounters::add_sharded`]: counted.
+pub(crate) const COUNTED: u8 = 0;
+/// [`SlotCounters::add_sharded`]: counted, and a hot-key capture is due.
+pub(crate) const DUE: u8 = 1;
+/// [`SlotCounters::add_sharded`]: nothing counted, the lease has no block.
+pub(crate) const NO_BLOCK: u8 = 2;
+
+/// The counter of a leader (`true`) or follower read.
+#[inline(always)]
+pub(crate) fn read_counter(leader: bool) -> usize {
+    if leader { READ_LEADER } else { READ_FOLLOWER }
+}
+
+/// The counter of write lane `lane` ([`UNKNOWN_LANE`] included).
+#[inline(always)]
+pub(crate) fn write_counter(lane: usize) -> usize {
+    FIRST_WRITE + lane.min(UNKNOWN_LANE)
+}
+
 /// Lane key value meaning "free".
 const FREE: u64 = 0;
 /// Lane key value meaning "being claimed" (group not yet published).
@@ -430,6 +449,50 @@ impl SlotCounters {
         self.add_shared(shard, sub, counter, bytes, capture)
     }
 
+    /// The fast path's count: one operation of `bytes` (at most
+    /// [`MAX_OP_BYTES`]) on counter `counter`
+    /// of sub-range `sub`, on lease `shard`'s own block, as [`add`](Self::add)
+    /// does there. Returns [`COUNTED`], [`DUE`] (counted; a hot-key capture
+    /// is due: [`due_stride`](Self::due_stride) tells its stride) or
+    /// [`NO_BLOCK`] (nothing counted: the lease has no block in this slot).
+    /// No call, no locked instruction.
+    #[inline(always)]
+    pub(crate) fn add_sharded(&self, shard: usize, sub: usize, counter: usize, bytes: u64) -> u8 {
+        let Some(s) = self.shard(shard).and_then(|b| b.subs.get(sub)) else {
+            return NO_BLOCK;
+        };
+        let Some(cell) = s.cells.get(counter) else {
+            return NO_BLOCK;
+        };
+        // `bytes` is at most MAX_OP_BYTES (`op_bytes`).
+        // Ordering: Relaxed — as in `add`.
+        let ops = cell.ops.load(Ordering::Relaxed);
+        cell.ops.store(ops.wrapping_add(1), Ordering::Relaxed);
+        let b = cell.bytes.load(Ordering::Relaxed);
+        cell.bytes.store(b.wrapping_add(bytes), Ordering::Relaxed);
+        if ops < cell.next.load(Ordering::Relaxed) {
+            COUNTED
+        } else {
+            DUE
+        }
+    }
+
+    /// After [`add_sharded`](Self::add_sharded) returned [`DUE`] on this
+    /// thread (the lease holder, with no other count of that cell since):
+    /// the stride of that operation's capture (0 = not captured), and the
+    /// cell's next due count.
+    pub(crate) fn due_stride(&self, shard: usize, sub: usize, counter: usize) -> u64 {
+        let Some(block) = self.shard(shard) else {
+            return 0;
+        };
+        let Some(cell) = block.subs.get(sub).and_then(|s| s.cells.get(counter)) else {
+            return 0;
+        };
+        // Ordering: Relaxed — our own last store: the count before it.
+        let ops = cell.ops.load(Ordering::Relaxed).wrapping_sub(1);
+        block.capture_due(sub, counter, ops)
+    }
+
     /// The shared counters' path: slots not busy yet, threads without a
     /// shard lease, the slow path. Out of line, so the shard path inlined
     /// into every observe stays small.
@@ -692,18 +755,28 @@ impl WriteLanes {
     /// [`UNKNOWN_LANE`]. Lock-free: at most `WRITE_LANES` CAS attempts.
     #[inline(always)]
     pub(crate) fn lane_for(&self, group: u64, term: u64) -> usize {
+        match self.find(group, term) {
+            Some(lane) => lane,
+            None => self.claim(group, term),
+        }
+    }
+
+    /// [`lane_for`](WriteLanes::lane_for) without claiming: `None` when
+    /// (group, term) has no lane yet.
+    #[inline(always)]
+    pub(crate) fn find(&self, group: u64, term: u64) -> Option<usize> {
         if group == 0 || term == 0 || term == CLAIMING {
-            return UNKNOWN_LANE;
+            return Some(UNKNOWN_LANE);
         }
         for i in 0..WRITE_LANES {
             // Ordering: Acquire pairs with the Release publish in the claim
             // below, so the group read after it belongs to this term.
             let t = self.terms[i].load(Ordering::Acquire);
             if t == term && self.groups[i].load(Ordering::Relaxed) == group {
-                return i;
+                return Some(i);
             }
         }
-        self.claim(group, term)
+        None
     }
 
     /// A free lane claimed for (group, term) (the first write of a new

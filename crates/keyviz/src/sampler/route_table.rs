@@ -196,6 +196,18 @@ impl RouteTable {
         }
     }
 
+    /// [`slot`](RouteTable::slot) without the hash probe: `Err` when
+    /// `route` lies past the dense array and some registered id does too
+    /// (ask [`slot`](RouteTable::slot)).
+    #[inline(always)]
+    pub(crate) fn dense_slot(&self, route: RouteId) -> Result<Option<&Arc<Slot>>, ()> {
+        match usize::try_from(route).ok().and_then(|r| self.dense.get(r)) {
+            Some(slot) => Ok(slot.as_ref()),
+            None if !self.sparse => Ok(None),
+            None => Err(()),
+        }
+    }
+
     /// [`slot`](RouteTable::slot) of an id past the dense array: a hash
     /// probe, out of line so the dense lookup inlined into observe stays small.
     #[inline(never)]
