@@ -1014,7 +1014,9 @@ mod tests {
 
     /// Brute force: the smallest count after `c` that `capture_stride` captures.
     fn next_by_scan(c: u64, hot: bool) -> u64 {
-        (c + 1..).find(|n| capture_stride(*n, hot) != 0).expect("a capture")
+        (c + 1..)
+            .find(|n| capture_stride(*n, hot) != 0)
+            .expect("a capture")
     }
 
     #[test]
