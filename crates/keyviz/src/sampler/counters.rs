@@ -21,6 +21,9 @@
 //!   written by the seal side only). Per-location coherence makes every
 //!   increment appear in exactly one difference, and the `u64`s cannot
 //!   overflow in practice (an operation adds at most [`MAX_OP_BYTES`] bytes).
+//!   The hot-key capture decision is cached in the same line: the count at
+//!   which the next capture is due ([`capture_next`]), so a shard observe
+//!   compares one number and computes a stride only when one is due.
 //!
 //! Increments are `Relaxed`: each counter is an independent tally and nothing
 //! is published through it.
@@ -40,6 +43,25 @@ const COUNTERS: usize = 2 + WRITE_LANES + 1;
 const READ_LEADER: usize = 0;
 const READ_FOLLOWER: usize = 1;
 const FIRST_WRITE: usize = 2;
+
+/// [`SlotCounters::add_sharded`]: counted.
+pub(crate) const COUNTED: u8 = 0;
+/// [`SlotCounters::add_sharded`]: counted, and a hot-key capture is due.
+pub(crate) const DUE: u8 = 1;
+/// [`SlotCounters::add_sharded`]: nothing counted, the lease has no block.
+pub(crate) const NO_BLOCK: u8 = 2;
+
+/// The counter of a leader (`true`) or follower read.
+#[inline(always)]
+pub(crate) fn read_counter(leader: bool) -> usize {
+    if leader { READ_LEADER } else { READ_FOLLOWER }
+}
+
+/// The counter of write lane `lane` ([`UNKNOWN_LANE`] included).
+#[inline(always)]
+pub(crate) fn write_counter(lane: usize) -> usize {
+    FIRST_WRITE + lane.min(UNKNOWN_LANE)
+}
 
 /// Lane key value meaning "free".
 const FREE: u64 = 0;
@@ -117,25 +139,70 @@ pub(crate) const QUIET_STRIDE_SHIFT: u32 = 6;
 /// paid for, so the path reads no extra memory but the row's hot flag.
 #[inline(always)]
 pub(crate) fn capture_stride(count: u64, hot: bool) -> u64 {
-    let q = count >> EXACT_CAPTURE_SHIFT;
-    let mut j = if q < 2 { 0 } else { 63 - q.leading_zeros() };
-    if !hot {
-        if count < QUIET_EXACT {
-            return 1;
-        }
-        j = if count < 2 * QUIET_EXACT {
-            QUIET_EXACT.trailing_zeros()
-        } else {
-            j.max(QUIET_STRIDE_SHIFT)
-        };
-    }
+    let j = stride_shift(count, hot);
     if j == 0 {
         return 1;
     }
     let s = 1u64 << j;
-    // Fibonacci hashing of the block number; its high bits pick the phase.
-    let phase = ((count >> j).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) & (s - 1);
-    if count & (s - 1) == phase { s } else { 0 }
+    if count & (s - 1) == block_phase(count, j) {
+        s
+    } else {
+        0
+    }
+}
+
+/// `log2` of the capture stride in force at `count` (0: every operation is
+/// captured). Constant over each aligned block of `2^shift` counts: the
+/// ranges it changes at are powers of two no smaller than the block.
+#[inline(always)]
+fn stride_shift(count: u64, hot: bool) -> u32 {
+    let q = count >> EXACT_CAPTURE_SHIFT;
+    let j = if q < 2 { 0 } else { 63 - q.leading_zeros() };
+    if hot {
+        j
+    } else if count < QUIET_EXACT {
+        0
+    } else if count < 2 * QUIET_EXACT {
+        QUIET_EXACT.trailing_zeros()
+    } else {
+        j.max(QUIET_STRIDE_SHIFT)
+    }
+}
+
+/// The offset of the captured operation in the block of `2^j` counts holding
+/// `count` (`j > 0`): Fibonacci hashing of the block number, whose high bits
+/// pick the phase.
+#[inline(always)]
+fn block_phase(count: u64, j: u32) -> u64 {
+    ((count >> j).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) & ((1u64 << j) - 1)
+}
+
+/// The smallest count after `count` whose operation [`capture_stride`]
+/// captures (`u64::MAX` if none fits): where a thread shard's next capture is
+/// due, so its observe path compares one number instead of computing the
+/// stride per operation. Exact: the same captures as calling
+/// `capture_stride` on every count.
+pub(crate) fn capture_next(count: u64, hot: bool) -> u64 {
+    let mut c = count.saturating_add(1);
+    // The block after `c`'s starts at a power-of-two boundary if the stride
+    // changes there, aligned to the new block: two rounds always suffice.
+    for _ in 0..3 {
+        let j = stride_shift(c, hot);
+        if j == 0 {
+            return c;
+        }
+        let s = 1u64 << j;
+        let start = c & !(s - 1);
+        let pos = start | block_phase(c, j);
+        if pos >= c {
+            return pos;
+        }
+        let Some(after) = start.checked_add(s) else {
+            return u64::MAX;
+        };
+        c = after;
+    }
+    c
 }
 
 /// Packed counters of one sub-range, on their own 64-byte line.
@@ -165,26 +232,52 @@ struct Wide {
 }
 
 /// One counter of one sub-range in a thread shard: cumulative operations and
-/// bytes, written (load + store) by the shard's lease holder only, next to
-/// what the seal side last took from them (`seen_*`, written under the seal
-/// lock only), so an observe with capture on touches one line.
+/// bytes, written (load + store) by the shard's lease holder only, and the
+/// cumulative operation count at which the next hot-key capture is due
+/// (`next`; `u64::MAX` with capture off). The observe path reads and writes
+/// this one line and nothing else of the shard: what the seal side last took
+/// (`seen`) and the row's hot flag live in [`ShardSeen`], read only when a
+/// capture is due.
+///
+/// `next` has two writers, which is safe because it decides only *which*
+/// operations are offered to the capture, never a count: the lease holder
+/// (after a due operation, [`ShardBlock::capture_due`]) and the seal side
+/// (when it takes the cell's growth it sets `next` to the new `seen`, so the
+/// new window's first operation is due). A lost update between the two only
+/// moves capture positions of the window's first stride; the summary counts
+/// every uncaptured operation in its bounds (`CaptureSketch::summary` takes
+/// the exact total), so no bound lies.
 #[derive(Debug, Default)]
 #[repr(align(32))]
 struct ShardCell {
     ops: AtomicU64,
     bytes: AtomicU64,
-    seen_ops: AtomicU64,
-    seen_bytes: AtomicU64,
+    next: AtomicU64,
 }
 
-/// A thread shard's counters for one sub-range, with its copy of the row's
-/// hot flag (see [`SubCounters`]; the shard path then never reads the shared
-/// line). 256 bytes.
+/// A thread shard's counters for one sub-range: one 32-byte cell per counter
+/// (the lease holder's lines), then the seal side's state on lines of its
+/// own. 384 bytes.
 #[derive(Debug, Default)]
 #[repr(C, align(64))]
 struct ShardSub {
-    hot: AtomicU64,
     cells: [ShardCell; COUNTERS],
+    seen: ShardSeen,
+}
+
+/// The seal side's state of one sub-range of a thread shard: the cumulative
+/// values the last drain took (written under the seal lock only) and the
+/// shard's copy of the row's hot flag (see [`SubCounters`]). Read by the
+/// lease holder only when a capture is due.
+#[derive(Debug, Default)]
+#[repr(C, align(64))]
+struct ShardSeen {
+    hot: AtomicU64,
+    ops: [AtomicU64; COUNTERS],
+    bytes: [AtomicU64; COUNTERS],
+    /// Hot-key capture on (the sampler's setting when the block was made):
+    /// whether the seal side resets the cells' `next`.
+    capture: bool,
 }
 
 /// One lease holder's counters in one slot.
@@ -196,6 +289,58 @@ pub(crate) struct ShardBlock {
 impl ShardBlock {
     fn bytes(subs: usize) -> usize {
         std::mem::size_of::<ShardBlock>() + subs * std::mem::size_of::<ShardSub>()
+    }
+
+    fn new(subs: usize, capture: bool) -> ShardBlock {
+        let first = if capture { 0 } else { u64::MAX };
+        ShardBlock {
+            subs: (0..subs)
+                .map(|_| {
+                    let mut s = ShardSub::default();
+                    s.seen.capture = capture;
+                    for cell in &s.cells {
+                        // Ordering: Relaxed — published with the block (OnceLock).
+                        cell.next.store(first, Ordering::Relaxed);
+                    }
+                    s
+                })
+                .collect(),
+        }
+    }
+
+    /// Lease holder, after counting an operation whose cumulative count
+    /// before it was `ops` and found it at or past the cell's `next`: the
+    /// operation's capture stride ([`capture_stride`] of its count in the
+    /// window; 0 = not captured), and the cell's next due count.
+    /// Out of line: due once per capture.
+    #[cold]
+    #[inline(never)]
+    fn capture_due(&self, sub: usize, counter: usize, ops: u64) -> u64 {
+        let Some(s) = self.subs.get(sub) else {
+            return 0;
+        };
+        let (cell, seen) = (&s.cells[counter], &s.seen);
+        if !seen.capture {
+            // Ordering: Relaxed — see `ShardCell`.
+            cell.next.store(u64::MAX, Ordering::Relaxed);
+            return 0;
+        }
+        // Ordering: Relaxed — a capture heuristic (see `ShardCell`).
+        let base = seen.ops[counter].load(Ordering::Relaxed);
+        if base > ops {
+            // A drain already took this operation (it loaded our store of
+            // `ops + 1`): it belongs to the window just sealed. The new
+            // window's first operation is due.
+            cell.next.store(base, Ordering::Relaxed);
+            return 0;
+        }
+        let hot = seen.hot.load(Ordering::Relaxed) != 0;
+        let count = ops - base;
+        cell.next.store(
+            base.saturating_add(capture_next(count, hot)),
+            Ordering::Relaxed,
+        );
+        capture_stride(count, hot)
     }
 }
 
@@ -278,6 +423,9 @@ impl SlotCounters {
     /// always when `capture` is false). A `sub` out of range counts nothing
     /// and returns 0 (the layout never yields one). A plain `u64`, not an
     /// `Option`: the observe path tests one register.
+    ///
+    /// On the lease holder's own shard: two relaxed loads and stores and one
+    /// compare against the cell's next due capture; no locked instruction.
     #[inline(always)]
     fn add(&self, shard: usize, sub: usize, counter: usize, bytes: u64, capture: bool) -> u64 {
         if let Some(block) = self.shard(shard) {
@@ -292,17 +440,57 @@ impl SlotCounters {
             cell.ops.store(ops.wrapping_add(1), Ordering::Relaxed);
             let b = cell.bytes.load(Ordering::Relaxed);
             cell.bytes.store(b.wrapping_add(bytes), Ordering::Relaxed);
-            if !capture {
+            // Ordering: Relaxed — a capture heuristic (see `ShardCell`).
+            if ops < cell.next.load(Ordering::Relaxed) {
                 return 0;
             }
-            // Operations before this one since the last drain took them: the
-            // seal side's `seen` never passes the value we last stored.
-            // Ordering: Relaxed — a capture heuristic, as on the shared path.
-            let seen = cell.seen_ops.load(Ordering::Relaxed);
-            let hot = s.hot.load(Ordering::Relaxed) != 0;
-            return capture_stride(ops.wrapping_sub(seen), hot);
+            return block.capture_due(sub, counter, ops);
         }
         self.add_shared(shard, sub, counter, bytes, capture)
+    }
+
+    /// The fast path's count: one operation of `bytes` (at most
+    /// [`MAX_OP_BYTES`]) on counter `counter`
+    /// of sub-range `sub`, on lease `shard`'s own block, as [`add`](Self::add)
+    /// does there. Returns [`COUNTED`], [`DUE`] (counted; a hot-key capture
+    /// is due: [`due_stride`](Self::due_stride) tells its stride) or
+    /// [`NO_BLOCK`] (nothing counted: the lease has no block in this slot).
+    /// No call, no locked instruction.
+    #[inline(always)]
+    pub(crate) fn add_sharded(&self, shard: usize, sub: usize, counter: usize, bytes: u64) -> u8 {
+        let Some(s) = self.shard(shard).and_then(|b| b.subs.get(sub)) else {
+            return NO_BLOCK;
+        };
+        let Some(cell) = s.cells.get(counter) else {
+            return NO_BLOCK;
+        };
+        // `bytes` is at most MAX_OP_BYTES (`op_bytes`).
+        // Ordering: Relaxed — as in `add`.
+        let ops = cell.ops.load(Ordering::Relaxed);
+        cell.ops.store(ops.wrapping_add(1), Ordering::Relaxed);
+        let b = cell.bytes.load(Ordering::Relaxed);
+        cell.bytes.store(b.wrapping_add(bytes), Ordering::Relaxed);
+        if ops < cell.next.load(Ordering::Relaxed) {
+            COUNTED
+        } else {
+            DUE
+        }
+    }
+
+    /// After [`add_sharded`](Self::add_sharded) returned [`DUE`] on this
+    /// thread (the lease holder, with no other count of that cell since):
+    /// the stride of that operation's capture (0 = not captured), and the
+    /// cell's next due count.
+    pub(crate) fn due_stride(&self, shard: usize, sub: usize, counter: usize) -> u64 {
+        let Some(block) = self.shard(shard) else {
+            return 0;
+        };
+        let Some(cell) = block.subs.get(sub).and_then(|s| s.cells.get(counter)) else {
+            return 0;
+        };
+        // Ordering: Relaxed — our own last store: the count before it.
+        let ops = cell.ops.load(Ordering::Relaxed).wrapping_sub(1);
+        block.capture_due(sub, counter, ops)
     }
 
     /// The shared counters' path: slots not busy yet, threads without a
@@ -331,7 +519,7 @@ impl SlotCounters {
             self.spill(sub, counter);
         }
         if count >= PROMOTE_AT && count.is_multiple_of(PROMOTE_EVERY) && shard < MAX_SHARDS {
-            self.promote(shard);
+            self.promote(shard, capture);
         }
         if !capture {
             return 0;
@@ -340,10 +528,11 @@ impl SlotCounters {
     }
 
     /// Gives lease `shard` its own block in this slot (the caller holds the
-    /// lease, so it is the only thread that can store this pointer).
+    /// lease, so it is the only thread that can store this pointer), with
+    /// hot-key capture on or off as the sampler has it.
     #[cold]
     #[inline(never)]
-    fn promote(&self, shard: usize) {
+    pub(crate) fn promote(&self, shard: usize, capture: bool) {
         let Some(cell) = self.shards.get(shard) else {
             return;
         };
@@ -368,11 +557,7 @@ impl SlotCounters {
                 Err(now) => cur = now,
             }
         }
-        let block = ShardBlock {
-            subs: (0..self.blocks.len())
-                .map(|_| ShardSub::default())
-                .collect(),
-        };
+        let block = ShardBlock::new(self.blocks.len(), capture);
         if cell.set(block).is_err() {
             // Only the lease holder sets this cell, so it cannot be set yet;
             // give the budget back all the same.
@@ -475,9 +660,13 @@ impl SlotCounters {
             }
         }
         for i in 0..MAX_SHARDS {
-            let Some(s) = self.shard(i).and_then(|b| b.subs.get(sub)) else {
+            let Some(shard) = self.shard(i) else {
                 continue;
             };
+            let Some(s) = shard.subs.get(sub) else {
+                continue;
+            };
+            let seen = &s.seen;
             for c in 0..COUNTERS {
                 let cell = &s.cells[c];
                 // Ordering: Relaxed — per-location coherence: this load sees
@@ -486,14 +675,18 @@ impl SlotCounters {
                 let ops = cell.ops.load(Ordering::Relaxed);
                 let b = cell.bytes.load(Ordering::Relaxed);
                 let (seen_ops, seen_b) = (
-                    cell.seen_ops.load(Ordering::Relaxed),
-                    cell.seen_bytes.load(Ordering::Relaxed),
+                    seen.ops[c].load(Ordering::Relaxed),
+                    seen.bytes[c].load(Ordering::Relaxed),
                 );
                 if ops == seen_ops && b == seen_b {
                     continue;
                 }
-                cell.seen_ops.store(ops, Ordering::Relaxed);
-                cell.seen_bytes.store(b, Ordering::Relaxed);
+                seen.ops[c].store(ops, Ordering::Relaxed);
+                seen.bytes[c].store(b, Ordering::Relaxed);
+                if seen.capture {
+                    // The new window's first operation is due (see `ShardCell`).
+                    cell.next.store(ops, Ordering::Relaxed);
+                }
                 counts[c] = counts[c].saturating_add(ops.wrapping_sub(seen_ops));
                 bytes[c] = bytes[c].saturating_add(b.wrapping_sub(seen_b));
             }
@@ -501,10 +694,27 @@ impl SlotCounters {
         let ops = counts.iter().fold(0u64, |a, c| a.saturating_add(*c));
         let hot = u64::from(ops >= HOT_ROW_OPS);
         // Ordering: Relaxed — see `is_hot`; written under the seal lock only.
-        let shard_hot = (0..MAX_SHARDS).filter_map(|i| self.shard(i)?.subs.get(sub));
-        for flag in std::iter::once(&block.hot).chain(shard_hot.map(|s| &s.hot)) {
-            if flag.load(Ordering::Relaxed) != hot {
-                flag.store(hot, Ordering::Relaxed);
+        if block.hot.load(Ordering::Relaxed) != hot {
+            block.hot.store(hot, Ordering::Relaxed);
+        }
+        for i in 0..MAX_SHARDS {
+            let Some(shard) = self.shard(i) else {
+                continue;
+            };
+            let Some(s) = shard.subs.get(sub) else {
+                continue;
+            };
+            let seen = &s.seen;
+            if seen.hot.load(Ordering::Relaxed) == hot {
+                continue;
+            }
+            seen.hot.store(hot, Ordering::Relaxed);
+            if seen.capture {
+                // Strides follow the new flag from the next operation on.
+                for (cell, taken) in s.cells.iter().zip(&seen.ops) {
+                    cell.next
+                        .store(taken.load(Ordering::Relaxed), Ordering::Relaxed);
+                }
             }
         }
         if self.wide.get().is_none()
@@ -545,18 +755,28 @@ impl WriteLanes {
     /// [`UNKNOWN_LANE`]. Lock-free: at most `WRITE_LANES` CAS attempts.
     #[inline(always)]
     pub(crate) fn lane_for(&self, group: u64, term: u64) -> usize {
+        match self.find(group, term) {
+            Some(lane) => lane,
+            None => self.claim(group, term),
+        }
+    }
+
+    /// [`lane_for`](WriteLanes::lane_for) without claiming: `None` when
+    /// (group, term) has no lane yet.
+    #[inline(always)]
+    pub(crate) fn find(&self, group: u64, term: u64) -> Option<usize> {
         if group == 0 || term == 0 || term == CLAIMING {
-            return UNKNOWN_LANE;
+            return Some(UNKNOWN_LANE);
         }
         for i in 0..WRITE_LANES {
             // Ordering: Acquire pairs with the Release publish in the claim
             // below, so the group read after it belongs to this term.
             let t = self.terms[i].load(Ordering::Acquire);
             if t == term && self.groups[i].load(Ordering::Relaxed) == group {
-                return i;
+                return Some(i);
             }
         }
-        self.claim(group, term)
+        None
     }
 
     /// A free lane claimed for (group, term) (the first write of a new
@@ -660,7 +880,7 @@ mod loom_tests {
         builder.preemption_bound = Some(3);
         builder.check(|| {
             let c = loom::sync::Arc::new(SlotCounters::new(1));
-            c.promote(0);
+            c.promote(0, true);
             assert!(c.shard(0).is_some(), "promoted");
             let (c2, c3) = (loom::sync::Arc::clone(&c), loom::sync::Arc::clone(&c));
             let sharded = loom::thread::spawn(move || {
@@ -693,7 +913,7 @@ mod loom_tests {
         builder.preemption_bound = Some(3);
         builder.check(|| {
             let c = loom::sync::Arc::new(SlotCounters::new(1));
-            c.promote(0);
+            c.promote(0, true);
             let lease = loom::sync::Arc::new(loom::sync::atomic::AtomicBool::new(true));
             let (c2, l2) = (loom::sync::Arc::clone(&c), loom::sync::Arc::clone(&lease));
             let first_holder = loom::thread::spawn(move || {
@@ -785,9 +1005,65 @@ mod tests {
     #[test]
     fn counters_fit_in_one_cache_line() {
         assert_eq!(std::mem::size_of::<SubCounters>(), 64);
-        // A shard's hot flag shares its line with the first counter.
-        assert_eq!(std::mem::size_of::<ShardSub>(), 256);
-        assert_eq!(std::mem::offset_of!(ShardSub, cells), 32);
+        // A shard counter's observe touches one 32-byte cell: two per line.
+        assert_eq!(std::mem::size_of::<ShardCell>(), 32);
+        assert_eq!(std::mem::size_of::<ShardSeen>(), 128);
+        assert_eq!(std::mem::size_of::<ShardSub>(), 384);
+        assert_eq!(std::mem::offset_of!(ShardSub, seen), 256);
+    }
+
+    /// Brute force: the smallest count after `c` that `capture_stride` captures.
+    fn next_by_scan(c: u64, hot: bool) -> u64 {
+        (c + 1..)
+            .find(|n| capture_stride(*n, hot) != 0)
+            .expect("a capture")
+    }
+
+    #[test]
+    fn capture_next_names_exactly_the_counts_capture_stride_captures() {
+        for hot in [true, false] {
+            // Every count up to 2^20 (strides up to 1 024), walked as a shard does.
+            let mut due = 0u64;
+            for c in 0..1u64 << 20 {
+                let captured = capture_stride(c, hot) != 0;
+                assert_eq!(c == due, captured, "count {c} hot {hot}");
+                if c == due {
+                    due = capture_next(c, hot);
+                    assert!(due > c);
+                }
+            }
+            // Larger counts (strides up to 2^14, so the scan stays short),
+            // around the stride changes and elsewhere.
+            let mut x = 0x1234_5678_9abc_def0u64;
+            for _ in 0..200 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let c = x >> 40;
+                assert_eq!(capture_next(c, hot), next_by_scan(c, hot), "count {c}");
+            }
+            for shift in 10..24 {
+                let edge = 1u64 << shift;
+                for c in [edge - 2, edge - 1, edge, edge + 1] {
+                    assert_eq!(capture_next(c, hot), next_by_scan(c, hot), "count {c}");
+                }
+            }
+        }
+        assert_eq!(capture_next(u64::MAX, true), u64::MAX);
+    }
+
+    #[test]
+    fn a_shard_with_capture_off_counts_exactly_and_captures_nothing() {
+        let c = SlotCounters::new(1);
+        c.promote(0, false);
+        for _ in 0..5_000 {
+            assert_eq!(c.add_write(0, 0, 1, 3, false), 0);
+        }
+        let d = c.drain(0);
+        assert_eq!((d.writes[1], d.write_bytes[1]), (5_000, 15_000));
+        // A hot row after that window: still nothing captured.
+        assert_eq!(c.add_write(0, 0, 1, 3, false), 0);
+        assert_eq!(c.drain(0).writes[1], 1);
     }
 
     #[test]
@@ -835,7 +1111,7 @@ mod tests {
     #[test]
     fn shard_capture_strides_restart_after_each_drain_and_escalate_in_hot_rows() {
         let c = SlotCounters::new(1);
-        c.promote(0);
+        c.promote(0, true);
         let exact = 2u64 << EXACT_CAPTURE_SHIFT;
         let strides = |c: &SlotCounters| -> Vec<u64> {
             (0..exact + 1)

@@ -244,6 +244,34 @@ impl Local {
     fn put_back(&self, table: Arc<RouteTable>) {
         drop(self.table.replace(Some(table)));
     }
+
+    /// [`put_back`](Local::put_back) for the fast path, which calls nothing
+    /// between taking the table and this: no observe can have refilled the
+    /// cell, so the value replaced is `None` and is forgotten rather than
+    /// dropped (a drop is a call the fast path would keep registers alive
+    /// across). Were it ever a table (an observe from a signal handler),
+    /// forgetting it leaks that one table; it never frees a table in use.
+    #[inline(always)]
+    fn put_back_unchecked(&self, table: Arc<RouteTable>) {
+        std::mem::forget(self.table.replace(Some(table)));
+    }
+}
+
+/// [`Sampler::fast`]: counted (or counted as an unregistered route).
+const FAST_DONE: u8 = counters::COUNTED;
+/// [`Sampler::fast`]: counted, and a hot-key capture is due.
+const FAST_DUE: u8 = counters::DUE;
+/// [`Sampler::fast`]: nothing counted; the general path counts it.
+const FAST_SLOW: u8 = counters::NO_BLOCK;
+
+/// The bytes one observation counts: key plus value, at most
+/// [`MAX_OP_BYTES`](counters::MAX_OP_BYTES). (A key is a slice in memory, so
+/// its length is below `2^63`, and the sum of it and a clamped value length
+/// cannot overflow.)
+#[inline(always)]
+fn op_bytes(key: &[u8], value_len: usize) -> u64 {
+    let cap = counters::MAX_OP_BYTES;
+    (key.len() as u64 + (value_len as u64).min(cap)).min(cap)
 }
 
 thread_local! {
@@ -293,7 +321,7 @@ fn count_write(
         windows.note_unknown(shard);
         return false;
     };
-    let bytes = (key.len() as u64).saturating_add(value_len as u64);
+    let bytes = op_bytes(key, value_len);
     let sub = slot.layout.index(key);
     if windows.is_open(at_unix_ms) {
         let lane = slot.lanes.lane_for(group, term);
@@ -334,7 +362,7 @@ fn count_read(
         windows.note_unknown(shard);
         return false;
     };
-    let bytes = (key.len() as u64).saturating_add(value_len as u64);
+    let bytes = op_bytes(key, value_len);
     let sub = slot.layout.index(key);
     let leader = role == ReadRole::Leader;
     if windows.is_open(at_unix_ms) {
@@ -687,6 +715,98 @@ impl Sampler {
         Some((local.table.take()?, shard))
     }
 
+    /// The thread-local fast path of one observation: counts it on this
+    /// thread's own shard of the slot, stamped in the open
+    /// window, through the thread's cached table (current by its stamp).
+    /// `counter_of` names the slot's counter (`None`: a write lane must be
+    /// claimed first). Returns [`FAST_DONE`] (counted, or counted as an
+    /// unregistered route), [`FAST_DUE`] (counted, and a hot-key capture is
+    /// due) or [`FAST_SLOW`] (nothing counted: the thread's first observe of
+    /// this table, a route id past the dense array, a timestamp outside the
+    /// open window, a slot not busy enough for a
+    /// shard, a lane to claim, a re-entered observe).
+    ///
+    /// Once the table is out of its cell it calls nothing (every step, the
+    /// sub-range search included, inlines to loads, stores and compares), so
+    /// nothing can refill the cell before it is put back.
+    #[inline(always)]
+    fn fast(
+        &self,
+        route: RouteId,
+        key: &[u8],
+        value_len: usize,
+        at_unix_ms: i64,
+        counter_of: impl Fn(&Slot) -> Option<usize>,
+    ) -> u8 {
+        LOCAL
+            .try_with(|local| {
+                let Some((table, shard)) = self.fast_table(local) else {
+                    return FAST_SLOW;
+                };
+                let done = match table.dense_slot(route) {
+                    Ok(Some(slot)) => {
+                        if !self.windows.is_open(at_unix_ms) {
+                            FAST_SLOW
+                        } else if let Some(counter) = counter_of(slot) {
+                            let sub = slot.layout.index(key);
+                            slot.counters
+                                .add_sharded(shard, sub, counter, op_bytes(key, value_len))
+                        } else {
+                            FAST_SLOW
+                        }
+                    }
+                    Ok(None) => {
+                        self.windows.note_unknown(shard);
+                        FAST_DONE
+                    }
+                    Err(()) => FAST_SLOW,
+                };
+                local.put_back_unchecked(table);
+                done
+            })
+            .unwrap_or(FAST_SLOW)
+    }
+
+    /// The capture of an observation the fast path counted and found due:
+    /// `family_of` names the slot's (counter, capture family). The thread's
+    /// table is the one the fast path used unless the stamp moved since (a
+    /// catalog change in between): then the capture is skipped and counted
+    /// as uncaptured, so no other slot's sketch gets an operation its
+    /// counters do not have.
+    #[inline(always)]
+    fn capture_due(
+        &self,
+        route: RouteId,
+        key: &[u8],
+        value_len: usize,
+        family_of: impl Fn(&Slot) -> Option<(usize, usize)>,
+    ) {
+        let w = &self.windows;
+        let done = LOCAL.try_with(|local| {
+            let Some((table, shard)) = self.fast_table(local) else {
+                return false;
+            };
+            if let Ok(Some(slot)) = table.dense_slot(route)
+                && let Some((counter, family)) = family_of(slot)
+            {
+                let sub = slot.layout.index(key);
+                let stride = slot.counters.due_stride(shard, sub, counter);
+                if stride != 0 {
+                    let bytes = op_bytes(key, value_len);
+                    capture::capture(&w.capture, slot, sub, family, key, bytes, stride);
+                }
+            }
+            local.put_back(table);
+            true
+        });
+        if done != Ok(true) {
+            // A std atomic even under loom: a statistic outside the modelled protocol.
+            w.capture
+                .uncaptured
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// This sampler's current table, loaded after `stamp`, for this thread's
     /// cache (its first observe, another sampler observed last, or the table
     /// changed since); drops the table it replaces.
@@ -731,27 +851,56 @@ impl Sampler {
         term: u64,
         at_unix_ms: i64,
     ) {
-        let counted = LOCAL.try_with(|local| {
-            let Some((table, shard)) = self.fast_table(local) else {
-                return false;
-            };
-            count_write(
-                &self.windows,
-                &table,
-                shard,
-                route,
-                key,
-                value_len,
-                group,
-                term,
-                at_unix_ms,
-            );
-            local.put_back(table);
-            true
+        self.observe_write_in::<true>(route, key, value_len, group, term, at_unix_ms);
+    }
+
+    /// The body of [`observe_write`](Sampler::observe_write), out of line so the thread-local
+    /// access and the whole fast path inline into it (a caller that inlined
+    /// the body kept the thread-local closure out of line: a call per
+    /// observe). Generic only so that it is instantiated, and optimised, in
+    /// the calling crate, as an `#[inline]` function is.
+    #[inline(never)]
+    fn observe_write_in<const LOCAL_COPY: bool>(
+        &self,
+        route: RouteId,
+        key: &[u8],
+        value_len: usize,
+        group: u64,
+        term: u64,
+        at_unix_ms: i64,
+    ) {
+        let fast = self.fast(route, key, value_len, at_unix_ms, |slot| {
+            slot.lanes.find(group, term).map(counters::write_counter)
         });
-        if counted != Ok(true) {
-            self.observe_write_slow(route, key, value_len, group, term, at_unix_ms);
+        // Both calls in tail position, with the caller's arguments: the fast
+        // path keeps nothing live across a call.
+        match fast {
+            FAST_DONE => {}
+            FAST_DUE => self.observe_write_due(route, key, value_len, group, term, at_unix_ms),
+            _ => self.observe_write_slow(route, key, value_len, group, term, at_unix_ms),
         }
+    }
+
+    /// [`observe_write`](Sampler::observe_write) after the fast path counted
+    /// it and found a hot-key capture due: the stride, and the capture. Out
+    /// of line (one operation in 64 at most once a counter is past its first
+    /// 1 024 in a window).
+    #[cold]
+    #[inline(never)]
+    fn observe_write_due(
+        &self,
+        route: RouteId,
+        key: &[u8],
+        value_len: usize,
+        group: u64,
+        term: u64,
+        at_unix_ms: i64,
+    ) {
+        let _ = at_unix_ms;
+        self.capture_due(route, key, value_len, |slot| {
+            let lane = slot.lanes.find(group, term)?;
+            Some((counters::write_counter(lane), capture::writes_family(lane)))
+        });
     }
 
     /// [`observe_write`](Sampler::observe_write) when the thread-local fast
@@ -796,26 +945,48 @@ impl Sampler {
         role: ReadRole,
         at_unix_ms: i64,
     ) {
-        let counted = LOCAL.try_with(|local| {
-            let Some((table, shard)) = self.fast_table(local) else {
-                return false;
-            };
-            count_read(
-                &self.windows,
-                &table,
-                shard,
-                route,
-                key,
-                value_len,
-                role,
-                at_unix_ms,
-            );
-            local.put_back(table);
-            true
-        });
-        if counted != Ok(true) {
-            self.observe_read_slow(route, key, value_len, role, at_unix_ms);
+        self.observe_read_in::<true>(route, key, value_len, role, at_unix_ms);
+    }
+
+    /// The body of [`observe_read`](Sampler::observe_read), out of line so the thread-local
+    /// access and the whole fast path inline into it (a caller that inlined
+    /// the body kept the thread-local closure out of line: a call per
+    /// observe). Generic only so that it is instantiated, and optimised, in
+    /// the calling crate, as an `#[inline]` function is.
+    #[inline(never)]
+    fn observe_read_in<const LOCAL_COPY: bool>(
+        &self,
+        route: RouteId,
+        key: &[u8],
+        value_len: usize,
+        role: ReadRole,
+        at_unix_ms: i64,
+    ) {
+        let counter = counters::read_counter(role == ReadRole::Leader);
+        // See `observe_write`.
+        match self.fast(route, key, value_len, at_unix_ms, |_| Some(counter)) {
+            FAST_DONE => {}
+            FAST_DUE => self.observe_read_due(route, key, value_len, role, at_unix_ms),
+            _ => self.observe_read_slow(route, key, value_len, role, at_unix_ms),
         }
+    }
+
+    /// [`observe_read`](Sampler::observe_read) after the fast path counted
+    /// it and found a hot-key capture due; see
+    /// [`observe_write_due`](Sampler::observe_write_due).
+    #[cold]
+    #[inline(never)]
+    fn observe_read_due(
+        &self,
+        route: RouteId,
+        key: &[u8],
+        value_len: usize,
+        role: ReadRole,
+        at_unix_ms: i64,
+    ) {
+        let _ = at_unix_ms;
+        let counter = counters::read_counter(role == ReadRole::Leader);
+        self.capture_due(route, key, value_len, |_| Some((counter, capture::READS)));
     }
 
     /// [`observe_read`](Sampler::observe_read) off the fast path; see
@@ -888,36 +1059,15 @@ impl Sampler {
         let new_open = align_down(now_unix_ms, self.config.step_ms);
         let column_unix_ms = self.windows.advance(new_open);
         let table = self.table.load_full();
-        let mut cells = Vec::new();
-        let evict = self.windows.capture.evict_below();
-        for slot in &table.slots {
-            drain_slot(slot, &mut cells, evict);
-        }
-        state
-            .retired
-            .extend(self.retire.take().into_iter().map(Retired::new));
-        let mut released = Vec::new();
-        sweep(
+        let (cells, released) = drain_slots(
+            &self.windows,
+            &table.slots,
+            &self.retire,
             &mut state.retired,
-            |slot| drain_slot(slot, &mut cells, evict),
-            |slot| released.push(slot),
         );
         drop(state);
         drop(table);
-        let mut total = cells.len();
-        let mut columns = vec![SealedColumn {
-            unix_ms: column_unix_ms,
-            cells,
-        }];
-        for (unix_ms, side) in self.windows.take_buffered(new_open) {
-            total += side.len();
-            let cells = side.into_iter().map(side_cell).collect();
-            match columns.iter_mut().find(|c| c.unix_ms == unix_ms) {
-                Some(c) => c.cells.extend(cells),
-                None => columns.push(SealedColumn { unix_ms, cells }),
-            }
-        }
-        columns.sort_by_key(|c| c.unix_ms);
+        let (columns, total) = sealed_columns(&self.windows, column_unix_ms, cells, new_open);
         Sealed {
             column_unix_ms,
             columns,
@@ -1168,6 +1318,59 @@ impl Sampler {
     }
 }
 
+/// The drain part of a seal, after [`Windows::advance`] and the load of the
+/// live table: drains every live slot and every retired one (taking the
+/// retire queue first), and returns the cells and the retired slots now
+/// released. Caller holds the seal lock (the owner of `retired`). Takes each
+/// slot capture mutex and the retire queue mutex, one at a time.
+fn drain_slots(
+    windows: &Windows,
+    live: &[SlotArc<Slot>],
+    queue: &RetireQueue,
+    retired: &mut Vec<Retired>,
+) -> (Vec<SealedCell>, Vec<SlotArc<Slot>>) {
+    let mut cells = Vec::new();
+    let evict = windows.capture.evict_below();
+    for slot in live {
+        drain_slot(slot, &mut cells, evict);
+    }
+    retired.extend(queue.take().into_iter().map(Retired::new));
+    let mut released = Vec::new();
+    sweep(
+        retired,
+        |slot| drain_slot(slot, &mut cells, evict),
+        |slot| released.push(slot),
+    );
+    (cells, released)
+}
+
+/// The columns of a seal, oldest first: the drained `cells` filed in
+/// `column_unix_ms` (the window that was open), then every buffered window
+/// the side buffer gives up at `new_open`; and their cell count. Takes the
+/// side-buffer mutex.
+fn sealed_columns(
+    windows: &Windows,
+    column_unix_ms: i64,
+    cells: Vec<SealedCell>,
+    new_open: i64,
+) -> (Vec<SealedColumn>, usize) {
+    let mut total = cells.len();
+    let mut columns = vec![SealedColumn {
+        unix_ms: column_unix_ms,
+        cells,
+    }];
+    for (unix_ms, side) in windows.take_buffered(new_open) {
+        total += side.len();
+        let cells = side.into_iter().map(side_cell).collect();
+        match columns.iter_mut().find(|c| c.unix_ms == unix_ms) {
+            Some(c) => c.cells.extend(cells),
+            None => columns.push(SealedColumn { unix_ms, cells }),
+        }
+    }
+    columns.sort_by_key(|c| c.unix_ms);
+    (columns, total)
+}
+
 /// Drains one slot's counters into sealed cells (caller holds the seal lock,
 /// which owns the lanes' ageing and the activity heuristic).
 fn drain_slot(slot: &SlotArc<Slot>, cells: &mut Vec<SealedCell>, evict_below: u64) {
@@ -1283,4 +1486,107 @@ fn row_is_current(table: &RouteTable, row: u32, meta: &RowMeta) -> bool {
         (slot.meta.start.clone(), slot.meta.end.clone())
     };
     start == meta.start && end == meta.end
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::hotkeys::KeyRedactor;
+
+    const STEP: u64 = 1_000;
+    const W0: i64 = 1_700_000_000_000;
+    const W1: i64 = W0 + STEP as i64;
+
+    /// Reads counted per window by one seal's columns.
+    fn reads_by_window(columns: &[SealedColumn], out: &mut Vec<(i64, u64)>) {
+        for c in columns {
+            let n: u64 = c.cells.iter().map(|x| x.cell.reads_leader).sum();
+            if n > 0 {
+                out.push((c.unix_ms, n));
+            }
+        }
+    }
+
+    /// The observe path kvnode takes (`count_read` on the thread's cached
+    /// table, through the thread's own shard: relaxed load + store, capture
+    /// on) racing a seal that rolls the open window over, and a catalog
+    /// change that swaps the slot out of the published table into the retire
+    /// queue. Every operation is counted exactly once, in the window being
+    /// sealed or the next (as `Sampler::seal` documents: the one stamped in
+    /// the next window lands in the sealed column when it is counted between
+    /// the seal's advance and its drain), and the slot is released only
+    /// after its last count was taken.
+    #[test]
+    fn loom_observe_seal_rollover_and_table_swap_count_every_op_once() {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(2);
+        builder.check(|| {
+            let windows = Arc::new(Windows::new(
+                W0,
+                STEP,
+                10 * STEP,
+                capture::Capture::new(KeyRedactor::raw(), 64),
+            ));
+            let slot = SlotArc::new(Slot::for_test(1));
+            slot.counters.promote(0, true);
+            let table = Arc::new(RouteTable::new(vec![slot]));
+            let published = Arc::new(loom::sync::Mutex::new(Some(Arc::clone(&table))));
+            let queue = Arc::new(RetireQueue::default());
+
+            // The observer's thread-local cache holds the table it loaded.
+            let w = Arc::clone(&windows);
+            let observer = loom::thread::spawn(move || {
+                for at in [W0 + 10, W1 + 10] {
+                    assert!(count_read(&w, &table, 0, 1, b"k", 1, ReadRole::Leader, at));
+                }
+                drop(table);
+            });
+            let (p2, q2) = (Arc::clone(&published), Arc::clone(&queue));
+            let changer = loom::thread::spawn(move || {
+                // `Sampler::change`: publish a table without the slot, then
+                // queue the slot for retirement.
+                let old = p2.lock().expect("table lock").take().expect("published");
+                q2.push(old.slots.clone());
+                drop(old);
+            });
+
+            let mut retired = Vec::new();
+            let mut counted = Vec::new();
+            let mut released = 0;
+            let mut seal = |new_open: i64| {
+                // `Sampler::seal`, step by step.
+                let column = windows.advance(new_open);
+                let table = published.lock().expect("table lock").clone();
+                let live: &[SlotArc<Slot>] = table.as_ref().map_or(&[], |t| &t.slots);
+                let (cells, freed) = drain_slots(&windows, live, &queue, &mut retired);
+                drop(table);
+                let (columns, _) = sealed_columns(&windows, column, cells, new_open);
+                reads_by_window(&columns, &mut counted);
+                if !freed.is_empty() {
+                    released += freed.len();
+                    let total: u64 = counted.iter().map(|(_, n)| n).sum();
+                    assert_eq!(total, 2, "released before every count was taken");
+                }
+            };
+            seal(W1);
+            observer.join().expect("observer");
+            changer.join().expect("changer");
+            for k in 2..6 {
+                seal(W0 + k * STEP as i64);
+            }
+            let total: u64 = counted.iter().map(|(_, n)| n).sum();
+            assert_eq!(total, 2, "every operation exactly once: {counted:?}");
+            // The window being sealed or the next one (`Sampler::seal`): an
+            // operation of the new window counted between the seal's advance
+            // and its drain lands in the sealed column.
+            assert!(
+                counted.iter().all(|(w, _)| *w == W0 || *w == W1),
+                "filed in the window being sealed or the next: {counted:?}"
+            );
+            assert_eq!(
+                released, 1,
+                "the retired slot is released once nobody holds it"
+            );
+        });
+    }
 }

@@ -155,7 +155,7 @@ pub(crate) struct RouteTable {
 }
 
 impl RouteTable {
-    fn new(slots: Vec<Arc<Slot>>) -> RouteTable {
+    pub(crate) fn new(slots: Vec<Arc<Slot>>) -> RouteTable {
         let mut by_route = FxHashMap::default();
         for (i, slot) in slots.iter().enumerate() {
             for &m in &slot.meta.members {
@@ -193,6 +193,18 @@ impl RouteTable {
             Some(slot) => slot.as_ref(),
             None if !self.sparse => None,
             None => self.sparse_slot(route),
+        }
+    }
+
+    /// [`slot`](RouteTable::slot) without the hash probe: `Err` when
+    /// `route` lies past the dense array and some registered id does too
+    /// (ask [`slot`](RouteTable::slot)).
+    #[inline(always)]
+    pub(crate) fn dense_slot(&self, route: RouteId) -> Result<Option<&Arc<Slot>>, ()> {
+        match usize::try_from(route).ok().and_then(|r| self.dense.get(r)) {
+            Some(slot) => Ok(slot.as_ref()),
+            None if !self.sparse => Ok(None),
+            None => Err(()),
         }
     }
 

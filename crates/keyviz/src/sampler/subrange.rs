@@ -10,17 +10,19 @@
 const WINDOW: usize = 8;
 
 /// Reads 8 bytes of `b` at `off`, big-endian; bytes past the end count as 0.
-#[inline]
+/// No call: the short tail is shifted in byte by byte (a copy into a buffer
+/// compiled to a `memcpy` call on the observe path).
+#[inline(always)]
 fn window(b: &[u8], off: usize) -> u64 {
     if let Some(chunk) = off.checked_add(WINDOW).and_then(|end| b.get(off..end)) {
         return <[u8; WINDOW]>::try_from(chunk).map_or(0, u64::from_be_bytes);
     }
-    let mut buf = [0u8; WINDOW];
-    if off < b.len() {
-        let n = (b.len() - off).min(WINDOW);
-        buf[..n].copy_from_slice(&b[off..off + n]);
+    let tail = b.get(off..).unwrap_or_default();
+    let mut w = 0u64;
+    for i in 0..WINDOW {
+        w = (w << 8) | u64::from(tail.get(i).copied().unwrap_or(0));
     }
-    u64::from_be_bytes(buf)
+    w
 }
 
 /// The immutable sub-range layout of a slot.
@@ -88,18 +90,20 @@ impl SubLayout {
         self.index_of_many(key)
     }
 
-    /// [`index`](SubLayout::index) with more than one bucket: out of line,
-    /// so the one-bucket case inlined into observe stays a compare (the
-    /// call costs a few instructions next to the search).
-    #[inline(never)]
+    /// [`index`](SubLayout::index) with more than one bucket. Inlined and
+    /// call-free (the prefix is compared byte by byte, not by a `memcmp`
+    /// call), so the observe fast path that runs it calls nothing.
+    #[inline(always)]
     fn index_of_many(&self, key: &[u8]) -> usize {
         let p = self.prefix_len;
         if p > 0 {
-            match key.get(..p).unwrap_or(key).cmp(&self.prefix) {
-                std::cmp::Ordering::Less => return 0,
-                std::cmp::Ordering::Greater => return self.bounds.len(),
-                std::cmp::Ordering::Equal if key.len() < p => return 0,
-                std::cmp::Ordering::Equal => {}
+            for (k, b) in key.iter().zip(self.prefix.iter()) {
+                if k != b {
+                    return if k < b { 0 } else { self.bounds.len() };
+                }
+            }
+            if key.len() < self.prefix.len() {
+                return 0; // a proper prefix of the common prefix sorts before it
             }
         }
         let w = window(key, p);

@@ -230,7 +230,7 @@ pub(crate) struct Windows {
     /// one line of this struct, not the capture settings' too.
     pub(crate) capture_on: bool,
     retention_ms: i64,
-    side: parking_lot::Mutex<SideBuffer>,
+    side: crate::sync::Mutex<SideBuffer>,
     /// Observations of unregistered routes without a shard lease.
     unknown_route: AtomicU64,
     /// ... and per lease index (load + store by the lease holder, no atomic
@@ -259,7 +259,7 @@ impl Windows {
             step_ms,
             capture_on: capture.on,
             retention_ms: i64::try_from(retention_ms).unwrap_or(i64::MAX),
-            side: parking_lot::Mutex::new(SideBuffer::default()),
+            side: crate::sync::Mutex::default(),
             unknown_route: AtomicU64::new(0),
             unknown_sharded: std::array::from_fn(|_| PaddedU64::default()),
             out_of_window: AtomicU64::new(0),
