@@ -182,12 +182,25 @@ pub(crate) fn encode_with(
     leaders: &[TermLeader],
 ) -> Result<Bytes, ApiError> {
     let coverage = gaps_of(matrix, answers, status);
-    let mut body = serde_json::to_vec(&Response {
-        matrix,
-        fanout: status,
-        coverage: &coverage,
-        leaders,
-    })
+    // Three arrays of short integers per cell, reserved once: growing a body of ~10 MB
+    // by doubling copies it about as many bytes again. Pages never written are never
+    // touched, so a generous guess costs address space, not memory.
+    let cells: usize = matrix.rows.iter().map(|r| r.values.len()).sum();
+    let mut body = Vec::with_capacity(
+        cells
+            .saturating_mul(3 * 7)
+            .saturating_add(matrix.rows.len().saturating_mul(512))
+            .saturating_add(64 * 1024),
+    );
+    serde_json::to_writer(
+        &mut body,
+        &Response {
+            matrix,
+            fanout: status,
+            coverage: &coverage,
+            leaders,
+        },
+    )
     .map_err(|e| ApiError::internal(format!("encode matrix: {e}")))?;
     body.push(b'\n');
     Ok(Bytes::from(body))

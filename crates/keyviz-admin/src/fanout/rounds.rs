@@ -17,7 +17,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use keyviz::boundaries::{
-    Boundaries, BoundaryMatrix, ClusterFold, PackedBoundaryMatrix, RowTotal, coarsen_onto,
+    Boundaries, BoundaryMatrix, ClusterFold, FoldInput, PackedBoundaryMatrix, RowTotal,
+    coarsen_onto,
 };
 use keyviz::merge::MAX_LISTED_ROUTE_IDS;
 use keyviz::{Matrix, MatrixQuery};
@@ -25,8 +26,8 @@ use keyviz::{Matrix, MatrixQuery};
 use super::assemble::Assembly;
 use super::client::PeerError;
 use super::compact::{
-    self, BOUNDARY_CONTENT_TYPE, NodeTotals, TOTALS_CONTENT_TYPE, decode_boundaries,
-    decode_boundary_packed, encode_boundaries,
+    self, BOUNDARY_CONTENT_TYPE, BOUNDARY_V2_CONTENT_TYPE, NodeTotals, TOTALS_CONTENT_TYPE,
+    decode_boundaries, decode_boundary_packed, encode_boundaries,
 };
 use super::membership::{PeerTarget, matrix_url};
 use super::status::NodeWarning;
@@ -45,8 +46,10 @@ const BOUNDARIES_PARAM: &str = "boundaries";
 /// `Accept` of round 1: totals, or (older peers) the plain local view.
 const TOTALS_ACCEPT: &str = "application/vnd.keyviz.row-totals, \
      application/vnd.keyviz.matrix-compact;q=0.8, application/json;q=0.5";
-/// `Accept` of round 2: the matrix on boundaries, or the plain view.
-const BOUNDARY_ACCEPT: &str = "application/vnd.keyviz.matrix-boundary, \
+/// `Accept` of round 2: the matrix on boundaries (`KVMB2`, else `KVMB1` from older peers),
+/// or the plain view.
+const BOUNDARY_ACCEPT: &str = "application/vnd.keyviz.matrix-boundary-v2, \
+     application/vnd.keyviz.matrix-boundary;q=0.9, \
      application/vnd.keyviz.matrix-compact;q=0.8, application/json;q=0.5";
 /// Longest round-2 URL sent; beyond it the peer is asked for its plain view instead and
 /// coarsened here (keys near the 4 KiB limit could make the boundary list that long).
@@ -56,8 +59,12 @@ const MAX_ROUND2_URL: usize = 60 * 1024;
 const ROUND1_SHARE: f64 = 0.75;
 /// Peer answers decoded, waiting for the fold or being folded at once per fan-out: each
 /// holds a packed answer of at most `boundaries × columns × 8` bytes plus its identity runs
-/// (a decode buffer, reused for the next answer once folded).
-const DECODES_AT_ONCE: usize = 2;
+/// (a decode buffer, reused for the next answer once folded). A full batch plus two being
+/// decoded, so decoding goes on while a batch is folded.
+const DECODES_AT_ONCE: usize = FOLD_BATCH + 2;
+/// Answers folded together (`ClusterFold::add_batch`): each accumulator row is read and
+/// written once per batch while it is in cache, instead of once per answer.
+const FOLD_BATCH: usize = 4;
 
 /// One answer ready for the fold.
 enum Ready {
@@ -114,6 +121,19 @@ fn accepts(headers: &HeaderMap, media: &str) -> bool {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.split(',').any(|t| t.trim().starts_with(media)))
+}
+
+/// Whether `Accept` names `media` exactly (parameters such as `q` aside), unlike
+/// [`accepts`], whose prefix match takes `…-v2` for its base type.
+fn accepts_exactly(headers: &HeaderMap, media: &str) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.split(';').next().is_some_and(|m| m.trim() == media))
+        })
 }
 
 fn query_value<'q>(query: &'q str, name: &str) -> Option<&'q str> {
@@ -174,6 +194,8 @@ pub(crate) async fn answer_peer_round(
         Ok(b) => b,
         Err(e) => return Some(Err(ApiError::invalid_query(e))),
     };
+    // An aggregator of this version asks for `KVMB2`; an older one knows only `KVMB1`.
+    let v2 = accepts_exactly(headers, BOUNDARY_V2_CONTENT_TYPE);
     let work = move || {
         let now = clock::now_unix_ms();
         let mut m = inner2
@@ -181,13 +203,19 @@ pub(crate) async fn answer_peer_round(
             .matrix_on_boundaries(&query, &b, now)
             .map_err(source_error)?;
         m.matrix.node_id = Some(node_id);
-        compact::encode_boundary(&m).map_err(ApiError::internal)
+        if v2 {
+            compact::encode_boundary_v2(&m)
+        } else {
+            compact::encode_boundary(&m)
+        }
+        .map_err(ApiError::internal)
     };
-    Some(
-        run_blocking(work)
-            .await
-            .map(|b| binary_ok(b, BOUNDARY_CONTENT_TYPE)),
-    )
+    let media = if v2 {
+        BOUNDARY_V2_CONTENT_TYPE
+    } else {
+        BOUNDARY_CONTENT_TYPE
+    };
+    Some(run_blocking(work).await.map(|b| binary_ok(b, media)))
 }
 
 async fn run_blocking<T: Send + 'static>(
@@ -552,21 +580,48 @@ pub(crate) async fn run_rounds(
         let mut fold = ClusterFold::new(series, local.matrix.step_ms, b_fold, MAX_LISTED_ROUTE_IDS);
         // Each answer's columns, for the per-node outage runs (`coverage`); input indices
         // until the fold is done, node indices after.
-        let mut columns = vec![super::coverage::NodeColumns::of(0, &local.matrix)];
-        fold.add(&local);
-        drop(local);
-        let mut order = vec![0usize];
-        while let Some((i, ready, permit)) = rx.blocking_recv() {
-            columns.push(super::coverage::NodeColumns::of(i, ready.header()));
-            match ready {
-                Ready::Packed(p) => {
-                    fold.add_packed(&p);
-                    decoders.give(p);
+        let mut columns = Vec::new();
+        let mut order = Vec::new();
+        // The local answer leads the first batch (input 0 names the result).
+        let mut batch: Vec<(usize, Ready, Option<tokio::sync::OwnedSemaphorePermit>)> =
+            vec![(0, Ready::Coarse(local), None)];
+        loop {
+            // A batch waits for `FOLD_BATCH` answers (or the last ones): the fold costs
+            // one pass over the accumulator per batch, not per answer.
+            let mut closed = false;
+            while batch.len() < FOLD_BATCH {
+                match rx.blocking_recv() {
+                    Some((i, ready, permit)) => batch.push((i, ready, Some(permit))),
+                    None => {
+                        closed = true;
+                        break;
+                    }
                 }
-                Ready::Coarse(bm) => fold.add(&bm),
             }
-            drop(permit);
-            order.push(i);
+            if !batch.is_empty() {
+                let inputs: Vec<FoldInput<'_>> = batch
+                    .iter()
+                    .map(|(i, ready, _)| {
+                        columns.push(super::coverage::NodeColumns::of(*i, ready.header()));
+                        order.push(*i);
+                        match ready {
+                            Ready::Packed(p) => FoldInput::Packed(p),
+                            Ready::Coarse(b) => FoldInput::Plain(b),
+                        }
+                    })
+                    .collect();
+                fold.add_batch(&inputs);
+                drop(inputs);
+                for (_, ready, permit) in batch.drain(..) {
+                    if let Ready::Packed(p) = ready {
+                        decoders.give(p);
+                    }
+                    drop(permit);
+                }
+            }
+            if closed {
+                break;
+            }
         }
         (fold.finish(), order, columns)
     });
