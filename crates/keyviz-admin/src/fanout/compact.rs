@@ -8,6 +8,11 @@
 //! length plus LEB128 elements. Small counts (the common case) take one byte, so the body is
 //! smaller than JSON and decodes several times faster. The decoded matrix is validated like
 //! a JSON one.
+//!
+//! The fan-out's own encodings: `KVRT1` row totals (round 1), and matrices on shared
+//! boundaries (round 2) as `KVMB1` (rows' metadata in the JSON header) or `KVMB2` (rows'
+//! metadata in binary before each row's cells, no JSON per row); docs/ADMIN.md has the
+//! layouts.
 
 use keyviz::boundaries::{
     Boundaries, BoundaryMatrix, CellPart, IdentityRun, PackedBoundaryMatrix, RowTotal,
@@ -303,7 +308,7 @@ fn put_row_meta(out: &mut Vec<u8>, r: &MatrixRow) {
 /// Encodes a matrix on shared boundaries in the second version ([`BOUNDARY_V2_CONTENT_TYPE`],
 /// magic `KVMB2\n`): the `KVMB1` layout, except that the JSON header carries no rows and
 /// every row's metadata is binary, right before its cells (`put_row_meta`), so a decoder
-/// parses no JSON per row and can reuse its row buffers from one answer to the next.
+/// parses no JSON per row.
 ///
 /// # Errors
 /// Only if the header cannot be serialised (not for well-formed matrices).
@@ -390,10 +395,9 @@ pub fn decode_boundary(body: &[u8]) -> Result<BoundaryMatrix, PeerError> {
 }
 
 /// Decodes a [`BOUNDARY_CONTENT_TYPE`] (`KVMB1`) or [`BOUNDARY_V2_CONTENT_TYPE`]
-/// (`KVMB2`, told apart by the magic) body into `out` (cleared first, its buffers reused,
-/// for `KVMB2` its rows' strings and key buffers too): the header's rows, every value in
-/// one row-major buffer, identities as runs and the parts, without one vector per row and
-/// array. Checks what [`decode_boundary`] and
+/// (`KVMB2`, told apart by the magic) body into `out` (cleared first, its buffers reused):
+/// the header's rows, every value in one row-major buffer, identities as runs and the
+/// parts, without one vector per row and array. Checks what [`decode_boundary`] and
 /// the caller's validation check ([`PackedBoundaryMatrix::validate`], and every column
 /// summing to at most `max_column_total`, clamped to 2^63 − 1: pass
 /// [`super::bounds::MAX_COLUMN_TOTAL`]); conflict flags are read and dropped (the fold
@@ -413,8 +417,6 @@ pub fn decode_boundary_packed(
 ) -> Result<(), PeerError> {
     // At most 2^63 - 1, so a total plus a clamped value cannot wrap.
     let max_column_total = max_column_total.min(u64::MAX >> 1);
-    // The previous answer's rows: a `KVMB2` header is read into them, reusing their buffers.
-    let spare = std::mem::take(&mut out.header.rows);
     out.clear();
     let (v2, rest) = match body.strip_prefix(BOUNDARY_V2_MAGIC) {
         Some(rest) => (true, rest),
@@ -482,12 +484,12 @@ pub fn decode_boundary_packed(
     out.row_runs.reserve(rows);
     let mut totals = vec![0u64; ncols];
     if v2 {
-        // At most `max_rows` and at most the bytes left (checked above), so the room
-        // reserved for the rows is bounded by both.
+        // At most `max_rows` and at most the bytes left (both checked above). Fresh rows:
+        // reusing the previous answer's row buffers saved little CPU and, kept across the
+        // fan-out, raised the allocator's peak (docs/perf-admin.md).
         header.rows.reserve(rows);
-        let mut spare = spare.into_iter();
         for _ in 0..rows {
-            let mut row = spare.next().unwrap_or_default();
+            let mut row = MatrixRow::default();
             c.row_meta(&mut row)?;
             c.row_cells(out, &mut totals, max_column_total, &row.bucket_id)?;
             header.rows.push(row);
@@ -898,8 +900,8 @@ impl Cursor<'_> {
         self.str_into(slot.get_or_insert_with(String::new))
     }
 
-    /// A row's metadata written by `put_row_meta`, into `row` (every field overwritten, its
-    /// buffers reused; the cell arrays left empty).
+    /// A row's metadata written by `put_row_meta`, into `row` (every field overwritten; the
+    /// cell arrays left empty).
     fn row_meta(&mut self, row: &mut MatrixRow) -> Result<(), PeerError> {
         let flags = self.varint()?;
         if flags & !ROW_FLAGS != 0 {
@@ -1293,7 +1295,7 @@ mod tests {
     }
 
     #[test]
-    fn kvmb2_decodes_to_the_packed_form_reuses_its_rows_and_refuses_every_truncation() {
+    fn kvmb2_decodes_to_the_packed_form_in_a_reused_buffer_and_refuses_every_truncation() {
         let mut b = valid_boundary_sample();
         // Every optional field set on one row, none on the other.
         b.matrix.rows[0].preview = Some("p\u{e9}".into());
@@ -1306,7 +1308,7 @@ mod tests {
             Ok(())
         );
         assert_eq!(packed, want);
-        // Into a buffer that held another answer (its rows' buffers reused): the same.
+        // Into a buffer that held another answer: the same.
         let v1 = encode_boundary(&b).unwrap_or_default();
         assert!(decode_boundary_packed(&v1, &mut packed, usize::MAX, MAX).is_ok());
         assert_eq!(packed, want, "KVMB1 of the same answer");

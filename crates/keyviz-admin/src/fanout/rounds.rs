@@ -5,8 +5,9 @@
 //! `rows × columns` cells, however many nodes answer.
 //!
 //! Round 1 asks `GET <matrix>?...&round=totals` with `Accept: row-totals`; round 2 asks
-//! `GET <matrix>?...&boundaries=<base64url>` with `Accept: matrix-boundary`. A peer of an
-//! older version ignores both parameters and answers its plain local view (compact or
+//! `GET <matrix>?...&boundaries=<base64url>` with `Accept: matrix-boundary-v2` (`KVMB2`;
+//! `matrix-boundary`, `KVMB1`, from older peers); answers are folded three at a time. A
+//! peer of an older version ignores both parameters and answers its plain local view (compact or
 //! JSON) in round 1: that answer is kept, coarsened here onto the boundaries and folded like
 //! the others, so mixed-version clusters stay exact (they only cost what they cost before).
 
@@ -59,12 +60,12 @@ const MAX_ROUND2_URL: usize = 60 * 1024;
 const ROUND1_SHARE: f64 = 0.75;
 /// Peer answers decoded, waiting for the fold or being folded at once per fan-out: each
 /// holds a packed answer of at most `boundaries × columns × 8` bytes plus its identity runs
-/// (a decode buffer, reused for the next answer once folded). A full batch plus two being
+/// (a decode buffer, reused for the next answer once folded). A full batch plus one being
 /// decoded, so decoding goes on while a batch is folded.
-const DECODES_AT_ONCE: usize = FOLD_BATCH + 2;
+const DECODES_AT_ONCE: usize = FOLD_BATCH + 1;
 /// Answers folded together (`ClusterFold::add_batch`): each accumulator row is read and
 /// written once per batch while it is in cache, instead of once per answer.
-const FOLD_BATCH: usize = 4;
+const FOLD_BATCH: usize = 3;
 
 /// One answer ready for the fold.
 enum Ready {
@@ -83,25 +84,34 @@ impl Ready {
     }
 }
 
+/// Most cells a decode buffer may hold to be kept for later fan-outs (8 MiB of values): a
+/// buffer grown by a rare huge answer is freed instead of being kept for good.
+const KEPT_BUFFER_CELLS: usize = 1 << 20;
+
+/// Decode buffers kept between fan-outs, at most `DECODES_AT_ONCE` of at most
+/// `KEPT_BUFFER_CELLS` cells each (≤ 32 MiB of values for the node, ≈ 20 MB for 1 024 ×
+/// 600): a fan-out then neither allocates nor faults in its value buffers again. The lock
+/// is held for a push or a pop only.
+static KEPT_BUFFERS: std::sync::Mutex<Vec<PackedBoundaryMatrix>> =
+    std::sync::Mutex::new(Vec::new());
+
 /// The decode side of one fan-out's round 2: `DECODES_AT_ONCE` permits (an answer holds
 /// one from its decode until the fold has taken it) and the decode buffers, handed back by
-/// the fold so the next answer reuses their memory (at most one per permit). The pool's
-/// lock is held for a push or a pop only.
+/// the fold so the next answer (of this fan-out or a later one) reuses their memory
+/// (`KEPT_BUFFERS`; its lock is held for a push or a pop only).
 struct Decoders {
     permits: Arc<tokio::sync::Semaphore>,
-    pool: std::sync::Mutex<Vec<PackedBoundaryMatrix>>,
 }
 
 impl Decoders {
     fn new() -> Self {
         Decoders {
             permits: Arc::new(tokio::sync::Semaphore::new(DECODES_AT_ONCE)),
-            pool: std::sync::Mutex::new(Vec::new()),
         }
     }
 
     fn take(&self) -> PackedBoundaryMatrix {
-        self.pool
+        KEPT_BUFFERS
             .lock()
             .ok()
             .and_then(|mut v| v.pop())
@@ -109,7 +119,12 @@ impl Decoders {
     }
 
     fn give(&self, b: PackedBoundaryMatrix) {
-        if let Ok(mut v) = self.pool.lock() {
+        if b.values.capacity() > KEPT_BUFFER_CELLS {
+            return;
+        }
+        if let Ok(mut v) = KEPT_BUFFERS.lock()
+            && v.len() < DECODES_AT_ONCE
+        {
             v.push(b);
         }
     }
@@ -380,6 +395,7 @@ async fn call_boundary(
     let b = boundaries.clone();
     let bufs = decoders.clone();
     let ready = tokio::task::spawn_blocking(move || {
+        // A prefix match: `KVMB1` and `KVMB2` (told apart by their magic).
         if is_media(ct.as_deref(), BOUNDARY_CONTENT_TYPE) {
             // Straight into a reused flat buffer: no matrix of the answer is built.
             let mut p = bufs.take();
@@ -498,10 +514,9 @@ pub(crate) async fn run_rounds(
     let boundaries = Arc::new(boundaries);
     let encoded = Arc::new(encode_boundaries(&boundaries));
 
-    // Round 2: matrices on the boundaries, folded one at a time as they arrive.
-    // A message carries its decode permit: it is returned once the fold has taken the
-    // answer, so at most `DECODES_AT_ONCE` answers are decoded or queued besides the one
-    // being folded.
+    // Round 2: matrices on the boundaries, folded in batches as they arrive.
+    // A message carries its decode permit: it is returned once the fold has folded the
+    // answer, so at most `DECODES_AT_ONCE` answers are decoded, queued or being folded.
     type Msg = (usize, Ready, tokio::sync::OwnedSemaphorePermit);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(DECODES_AT_ONCE);
     let decoders = Arc::new(Decoders::new());
