@@ -1901,7 +1901,7 @@ mod tests {
             .map(PackedBoundaryMatrix::from_boundary)
             .collect();
         let input = |i: usize| {
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 FoldInput::Packed(&packed[i])
             } else {
                 FoldInput::Plain(&coarse[i])
