@@ -182,16 +182,9 @@ pub(crate) fn encode_with(
     leaders: &[TermLeader],
 ) -> Result<Bytes, ApiError> {
     let coverage = gaps_of(matrix, answers, status);
-    // Three arrays of short integers per cell, reserved once: growing a body of ~10 MB
-    // by doubling copies it about as many bytes again. Pages never written are never
-    // touched, so a generous guess costs address space, not memory.
-    let cells: usize = matrix.rows.iter().map(|r| r.values.len()).sum();
-    let mut body = Vec::with_capacity(
-        cells
-            .saturating_mul(3 * 7)
-            .saturating_add(matrix.rows.len().saturating_mul(512))
-            .saturating_add(64 * 1024),
-    );
+    // Grown by doubling, not reserved in one piece: a ~13 MB reservation made glibc keep
+    // ~50 MB more of freed memory over a run of 32-peer queries (docs/perf-admin.md).
+    let mut body = Vec::new();
     serde_json::to_writer(
         &mut body,
         &Response {
