@@ -435,7 +435,8 @@ struct Recorded {
     keys: keyviz_admin::peer::PeerKeys,
     replay: keyviz_admin::peer::signing::ReplayCache,
     totals: Bytes,
-    /// The round-2 answer for the boundaries last asked (the plan is the same every query).
+    /// The round-2 answer for the encoding and boundaries last asked (the plan is the same
+    /// every query).
     boundary: std::sync::Mutex<Option<(String, Bytes)>>,
 }
 
@@ -512,12 +513,22 @@ impl Recorded {
                 keyviz_admin::fanout::compact::TOTALS_CONTENT_TYPE,
             )
         } else if let Some(b) = query.split('&').find_map(|p| p.strip_prefix("boundaries=")) {
+            let v2 = headers
+                .get_all(http::header::ACCEPT)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|t| {
+                    t.split(';').next().map(str::trim)
+                        == Some(keyviz_admin::fanout::compact::BOUNDARY_V2_CONTENT_TYPE)
+                });
+            let key = format!("{v2}:{b}");
             let Ok(mut slot) = self.boundary.lock() else {
                 return http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
             };
             let cached = slot
                 .as_ref()
-                .filter(|(k, _)| k == b)
+                .filter(|(k, _)| *k == key)
                 .map(|(_, v)| v.clone());
             let body = match cached {
                 Some(v) => v,
@@ -537,14 +548,22 @@ impl Recorded {
                         }
                     };
                     bm.matrix.node_id = Some(self.node_id.clone());
-                    let v = Bytes::from(
-                        keyviz_admin::fanout::compact::encode_boundary(&bm).unwrap_or_default(),
-                    );
-                    *slot = Some((b.to_string(), v.clone()));
+                    // As a real peer: `KVMB2` when the aggregator asks for it.
+                    let v = Bytes::from(if v2 {
+                        keyviz_admin::fanout::compact::encode_boundary_v2(&bm).unwrap_or_default()
+                    } else {
+                        keyviz_admin::fanout::compact::encode_boundary(&bm).unwrap_or_default()
+                    });
+                    *slot = Some((key, v.clone()));
                     v
                 }
             };
-            (body, keyviz_admin::fanout::compact::BOUNDARY_CONTENT_TYPE)
+            let media = if v2 {
+                keyviz_admin::fanout::compact::BOUNDARY_V2_CONTENT_TYPE
+            } else {
+                keyviz_admin::fanout::compact::BOUNDARY_CONTENT_TYPE
+            };
+            (body, media)
         } else {
             return (
                 http::StatusCode::NOT_FOUND,

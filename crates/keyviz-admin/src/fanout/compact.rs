@@ -8,6 +8,11 @@
 //! length plus LEB128 elements. Small counts (the common case) take one byte, so the body is
 //! smaller than JSON and decodes several times faster. The decoded matrix is validated like
 //! a JSON one.
+//!
+//! The fan-out's own encodings: `KVRT1` row totals (round 1), and matrices on shared
+//! boundaries (round 2) as `KVMB1` (rows' metadata in the JSON header) or `KVMB2` (rows'
+//! metadata in binary before each row's cells, no JSON per row); docs/ADMIN.md has the
+//! layouts.
 
 use keyviz::boundaries::{
     Boundaries, BoundaryMatrix, CellPart, IdentityRun, PackedBoundaryMatrix, RowTotal,
@@ -51,6 +56,13 @@ pub const BOUNDARY_CONTENT_TYPE: &str = "application/vnd.keyviz.matrix-boundary"
 /// Media type of per-row totals (the first round of a fan-out).
 pub const TOTALS_CONTENT_TYPE: &str = "application/vnd.keyviz.row-totals";
 const BOUNDARY_MAGIC: &[u8] = b"KVMB1\n";
+/// Media type of the second version of a matrix on shared boundaries
+/// ([`encode_boundary_v2`]: row metadata in binary). A peer answers it only to a request
+/// that names it in `Accept`; older peers, which know only [`BOUNDARY_CONTENT_TYPE`], take
+/// this name for theirs (their match is by prefix) and answer `KVMB1`, which the
+/// aggregator still decodes.
+pub const BOUNDARY_V2_CONTENT_TYPE: &str = "application/vnd.keyviz.matrix-boundary-v2";
+const BOUNDARY_V2_MAGIC: &[u8] = b"KVMB2\n";
 const TOTALS_MAGIC: &[u8] = b"KVRT1\n";
 /// Longest key in a totals answer or a boundary list (the API's `MAX_KEY_BYTES`).
 const MAX_WIRE_KEY: usize = crate::api::MAX_KEY_BYTES;
@@ -226,17 +238,128 @@ pub fn encode_boundary(b: &BoundaryMatrix) -> Result<Vec<u8>, serde_json::Error>
     let head = header_json(&b.matrix)?;
     let mut out = Vec::new();
     encode_into(&b.matrix, &head, BOUNDARY_MAGIC, true, &mut out);
-    put_varint(&mut out, b.parts.len() as u64);
-    let mut prev_row = 0u32;
-    for p in &b.parts {
-        put_varint(&mut out, u64::from(p.row.wrapping_sub(prev_row)));
-        prev_row = p.row;
-        put_varint(&mut out, u64::from(p.column));
-        put_varint(&mut out, p.group);
-        put_varint(&mut out, p.term);
-        put_varint(&mut out, p.value);
-    }
+    put_parts(&mut out, &b.parts);
     Ok(out)
+}
+
+/// Row flags of a `KVMB2` row header: which optional fields follow, and the booleans.
+const ROW_LABEL: u64 = 1;
+const ROW_START: u64 = 2;
+const ROW_END: u64 = 4;
+const ROW_AGGREGATE: u64 = 8;
+const ROW_IDS_TRUNCATED: u64 = 16;
+const ROW_CONFLICT: u64 = 32;
+const ROW_PREVIEW: u64 = 64;
+const ROW_FIRST_KEY: u64 = 128;
+const ROW_LAST_KEY: u64 = 256;
+/// Every flag a `KVMB2` row may carry; any other bit is refused (a later version).
+const ROW_FLAGS: u64 = 511;
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_varint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+/// A row's metadata in binary (what the `KVMB1` JSON header carries of it): flags, bucket
+/// id, the optional label and keys, route count and ids (zigzag deltas), preview, first and
+/// last key.
+fn put_row_meta(out: &mut Vec<u8>, r: &MatrixRow) {
+    let flag = |on: bool, bit: u64| if on { bit } else { 0 };
+    let flags = flag(r.label.is_some(), ROW_LABEL)
+        | flag(r.start.is_some(), ROW_START)
+        | flag(r.end.is_some(), ROW_END)
+        | flag(r.aggregate, ROW_AGGREGATE)
+        | flag(r.route_ids_truncated, ROW_IDS_TRUNCATED)
+        | flag(r.conflict, ROW_CONFLICT)
+        | flag(r.preview.is_some(), ROW_PREVIEW)
+        | flag(r.first_key.is_some(), ROW_FIRST_KEY)
+        | flag(r.last_key.is_some(), ROW_LAST_KEY);
+    put_varint(out, flags);
+    put_bytes(out, r.bucket_id.as_bytes());
+    for field in [
+        r.label.as_deref().map(str::as_bytes),
+        r.start.as_deref(),
+        r.end.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        put_bytes(out, field);
+    }
+    put_varint(out, r.route_count);
+    put_varint(out, r.route_ids.len() as u64);
+    let mut prev = 0u64;
+    for &id in &r.route_ids {
+        put_varint(out, zigzag(id.wrapping_sub(prev) as i64));
+        prev = id;
+    }
+    for field in [
+        r.preview.as_deref().map(str::as_bytes),
+        r.first_key.as_deref(),
+        r.last_key.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        put_bytes(out, field);
+    }
+}
+
+/// Encodes a matrix on shared boundaries in the second version ([`BOUNDARY_V2_CONTENT_TYPE`],
+/// magic `KVMB2\n`): the `KVMB1` layout, except that the JSON header carries no rows and
+/// every row's metadata is binary, right before its cells (`put_row_meta`), so a decoder
+/// parses no JSON per row.
+///
+/// # Errors
+/// Only if the header cannot be serialised (not for well-formed matrices).
+pub fn encode_boundary_v2(b: &BoundaryMatrix) -> Result<Vec<u8>, serde_json::Error> {
+    let m = &b.matrix;
+    let head = serde_json::to_vec(&Matrix {
+        column_unix_ms: Vec::new(),
+        rows: Vec::new(),
+        series: m.series,
+        generated_at: m.generated_at.clone(),
+        step_ms: m.step_ms,
+        node_id: m.node_id.clone(),
+    })?;
+    let values: usize = m.rows.iter().map(|r| r.values.len()).sum();
+    let mut out = Vec::with_capacity(
+        BOUNDARY_V2_MAGIC.len() + 4 + head.len() + values * 3 + m.rows.len() * 96 + 64,
+    );
+    out.extend_from_slice(BOUNDARY_V2_MAGIC);
+    out.extend_from_slice(&u32::try_from(head.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(&head);
+    put_varint(&mut out, m.column_unix_ms.len() as u64);
+    let mut prev = 0i64;
+    for &c in &m.column_unix_ms {
+        put_varint(&mut out, zigzag(c.wrapping_sub(prev)));
+        prev = c;
+    }
+    put_varint(&mut out, m.rows.len() as u64);
+    for r in &m.rows {
+        put_row_meta(&mut out, r);
+        put_varint(&mut out, r.values.len() as u64);
+        put_varints(&mut out, &r.values);
+        put_runs(&mut out, &r.raft_group_ids);
+        put_runs(&mut out, &r.leader_terms);
+        put_varint(&mut out, r.conflicts.len() as u64);
+        out.extend(r.conflicts.iter().map(|&c| u8::from(c)));
+    }
+    put_parts(&mut out, &b.parts);
+    Ok(out)
+}
+
+fn put_parts(out: &mut Vec<u8>, parts: &[CellPart]) {
+    put_varint(out, parts.len() as u64);
+    let mut prev_row = 0u32;
+    for p in parts {
+        put_varint(out, u64::from(p.row.wrapping_sub(prev_row)));
+        prev_row = p.row;
+        put_varint(out, u64::from(p.column));
+        put_varint(out, p.group);
+        put_varint(out, p.term);
+        put_varint(out, p.value);
+    }
 }
 
 /// Decodes a [`BOUNDARY_CONTENT_TYPE`] body (validation is the caller's: the matrix's
@@ -271,9 +394,10 @@ pub fn decode_boundary(body: &[u8]) -> Result<BoundaryMatrix, PeerError> {
     Ok(BoundaryMatrix { matrix, parts })
 }
 
-/// Decodes a [`BOUNDARY_CONTENT_TYPE`] body into `out` (cleared first, its buffers
-/// reused): the header's rows, every value in one row-major buffer, identities as runs and
-/// the parts, without one vector per row and array. Checks what [`decode_boundary`] and
+/// Decodes a [`BOUNDARY_CONTENT_TYPE`] (`KVMB1`) or [`BOUNDARY_V2_CONTENT_TYPE`]
+/// (`KVMB2`, told apart by the magic) body into `out` (cleared first, its buffers reused):
+/// the header's rows, every value in one row-major buffer, identities as runs and the
+/// parts, without one vector per row and array. Checks what [`decode_boundary`] and
 /// the caller's validation check ([`PackedBoundaryMatrix::validate`], and every column
 /// summing to at most `max_column_total`, clamped to 2^63 − 1: pass
 /// [`super::bounds::MAX_COLUMN_TOTAL`]); conflict flags are read and dropped (the fold
@@ -294,9 +418,14 @@ pub fn decode_boundary_packed(
     // At most 2^63 - 1, so a total plus a clamped value cannot wrap.
     let max_column_total = max_column_total.min(u64::MAX >> 1);
     out.clear();
-    let rest = body
-        .strip_prefix(BOUNDARY_MAGIC)
-        .ok_or_else(|| PeerError::Decode("boundary matrix: bad magic".into()))?;
+    let (v2, rest) = match body.strip_prefix(BOUNDARY_V2_MAGIC) {
+        Some(rest) => (true, rest),
+        None => (
+            false,
+            body.strip_prefix(BOUNDARY_MAGIC)
+                .ok_or_else(|| PeerError::Decode("boundary matrix: bad magic".into()))?,
+        ),
+    };
     let (head, mut c) = split_head(rest)?;
     let mut header = super::decode::decode_json(head)?;
     // The header's own column list must be empty: columns follow it in binary.
@@ -314,22 +443,32 @@ pub fn decode_boundary_packed(
         columns.push(prev);
     }
     header.column_unix_ms = columns;
-    // Cell arrays never ride in the header; lanes may (older peers sent them), but the
-    // identities of mixed cells are the parts, so they are dropped.
-    for row in &mut header.rows {
-        if !(row.values.is_empty()
-            && row.raft_group_ids.is_empty()
-            && row.leader_terms.is_empty()
-            && row.conflicts.is_empty())
-        {
-            return Err(PeerError::Invalid(format!(
-                "boundary matrix: bucket {:?} carries cells in its JSON header",
-                row.bucket_id
-            )));
+    let rows = if v2 {
+        // Rows follow in binary, each with its cells.
+        if !header.rows.is_empty() {
+            return Err(PeerError::Invalid(
+                "boundary matrix: rows in the JSON header of a KVMB2 answer".into(),
+            ));
         }
-        row.write_lanes = Vec::new();
-    }
-    let rows = header.rows.len();
+        c.len()?
+    } else {
+        // Cell arrays never ride in the header; lanes may (older peers sent them), but the
+        // identities of mixed cells are the parts, so they are dropped.
+        for row in &mut header.rows {
+            if !(row.values.is_empty()
+                && row.raft_group_ids.is_empty()
+                && row.leader_terms.is_empty()
+                && row.conflicts.is_empty())
+            {
+                return Err(PeerError::Invalid(format!(
+                    "boundary matrix: bucket {:?} carries cells in its JSON header",
+                    row.bucket_id
+                )));
+            }
+            row.write_lanes = Vec::new();
+        }
+        header.rows.len()
+    };
     if rows > max_rows {
         return Err(PeerError::Invalid(format!(
             "boundary matrix: {rows} rows for {max_rows} boundary rows"
@@ -344,54 +483,21 @@ pub fn decode_boundary_packed(
     out.values.reserve(cells);
     out.row_runs.reserve(rows);
     let mut totals = vec![0u64; ncols];
-    for row in &header.rows {
-        let n = c.len()?;
-        if n != ncols {
-            return Err(PeerError::Invalid(format!(
-                "bucket {:?}: {n} values for {ncols} columns",
-                row.bucket_id
-            )));
+    if v2 {
+        // At most `max_rows` and at most the bytes left (both checked above). Fresh rows:
+        // reusing the previous answer's row buffers saved little CPU and, kept across the
+        // fan-out, raised the allocator's peak (docs/perf-admin.md).
+        header.rows.reserve(rows);
+        for _ in 0..rows {
+            let mut row = MatrixRow::default();
+            c.row_meta(&mut row)?;
+            c.row_cells(out, &mut totals, max_column_total, &row.bucket_id)?;
+            header.rows.push(row);
         }
-        let from = out.values.len();
-        c.varints(&mut out.values, n)?;
-        // The column bound (`bounds::MAX_COLUMN_TOTAL`) while the row is in cache: every
-        // total is at most the bound before an addition and every addend is clamped to it,
-        // so with a bound below 2^63 the plain sums cannot wrap.
-        let mut over = false;
-        for (t, &v) in totals.iter_mut().zip(&out.values[from..]) {
-            over |= v > max_column_total;
-            *t += v.min(max_column_total);
-            over |= *t > max_column_total;
+    } else {
+        for row in &header.rows {
+            c.row_cells(out, &mut totals, max_column_total, &row.bucket_id)?;
         }
-        if over {
-            let i = totals
-                .iter()
-                .zip(&out.values[from..])
-                .position(|(&t, &v)| t > max_column_total || v > max_column_total)
-                .unwrap_or(0);
-            return Err(PeerError::Invalid(format!(
-                "column {i} counts more than {max_column_total} operations (row {:?})",
-                row.bucket_id
-            )));
-        }
-        c.packed_runs(&mut out.group_runs, ncols)?;
-        c.packed_runs(&mut out.term_runs, ncols)?;
-        out.row_runs.push((
-            u32::try_from(out.group_runs.len()).map_err(|_| truncated())?,
-            u32::try_from(out.term_runs.len()).map_err(|_| truncated())?,
-        ));
-        let n = c.len()?;
-        if n != 0 && n != ncols {
-            return Err(PeerError::Invalid(format!(
-                "bucket {:?}: {n} conflict flags for {ncols} columns",
-                row.bucket_id
-            )));
-        }
-        let flags = c.b.get(c.i..c.i + n).ok_or_else(truncated)?;
-        if flags.iter().any(|&f| f > 1) {
-            return Err(truncated());
-        }
-        c.i += n;
     }
     let n = c.len()?;
     // Each part takes at least five bytes.
@@ -636,26 +742,39 @@ impl Cursor<'_> {
         Ok(())
     }
 
-    /// Appends `n` LEB128 values to `out`, decoding one- and two-byte values (most counts)
-    /// from a fixed ten-byte window without a bounds check per byte; longer values and the
-    /// body's last bytes take [`Cursor::varint`], so the same inputs are refused.
+    /// Appends `n` LEB128 values to `out`, decoding one- to three-byte values (most counts)
+    /// from a fixed eight-byte window without a bounds check per byte; longer values and
+    /// the body's last bytes take [`Cursor::varint`], so the same inputs are refused.
+    /// Pushes into reserved room: no zero-filling of slots that are written right after.
     fn varints(&mut self, out: &mut Vec<u64>, n: usize) -> Result<(), PeerError> {
-        // `n` is at most the bytes left (`Cursor::len`): the slots cost no more than the body.
-        let from = out.len();
-        out.resize(from + n, 0);
-        for slot in &mut out[from..] {
-            *slot = match self.b.get(self.i..self.i + 10) {
+        // `n` is at most the bytes left (`Cursor::len`): the room costs no more than the body.
+        out.reserve(n);
+        let b = self.b;
+        let mut i = self.i;
+        for _ in 0..n {
+            let v = match b.get(i..i + 8) {
                 Some(w) if w[0] < 0x80 => {
-                    self.i += 1;
+                    i += 1;
                     u64::from(w[0])
                 }
                 Some(w) if w[1] < 0x80 => {
-                    self.i += 2;
+                    i += 2;
                     u64::from(w[0] & 0x7f) | (u64::from(w[1]) << 7)
                 }
-                _ => self.varint()?,
+                Some(w) if w[2] < 0x80 => {
+                    i += 3;
+                    u64::from(w[0] & 0x7f) | (u64::from(w[1] & 0x7f) << 7) | (u64::from(w[2]) << 14)
+                }
+                _ => {
+                    self.i = i;
+                    let v = self.varint()?;
+                    i = self.i;
+                    v
+                }
             };
+            out.push(v);
         }
+        self.i = i;
         Ok(())
     }
 
@@ -681,6 +800,140 @@ impl Cursor<'_> {
                 value,
             });
         }
+        Ok(())
+    }
+
+    /// One row's cells of a boundary body into `out` (values, identity runs; conflict flags
+    /// read and dropped), with the column bound `max_column_total` (below 2^63) held on
+    /// `totals` while the row is in cache.
+    fn row_cells(
+        &mut self,
+        out: &mut PackedBoundaryMatrix,
+        totals: &mut [u64],
+        max_column_total: u64,
+        bucket_id: &str,
+    ) -> Result<(), PeerError> {
+        let ncols = totals.len();
+        let n = self.len()?;
+        if n != ncols {
+            return Err(PeerError::Invalid(format!(
+                "bucket {bucket_id:?}: {n} values for {ncols} columns"
+            )));
+        }
+        let from = out.values.len();
+        self.varints(&mut out.values, n)?;
+        // Every total is at most the bound before an addition and every addend is clamped
+        // to it, so with a bound below 2^63 the plain sums cannot wrap.
+        let mut over = false;
+        for (t, &v) in totals.iter_mut().zip(&out.values[from..]) {
+            over |= v > max_column_total;
+            *t += v.min(max_column_total);
+            over |= *t > max_column_total;
+        }
+        if over {
+            let i = totals
+                .iter()
+                .zip(&out.values[from..])
+                .position(|(&t, &v)| t > max_column_total || v > max_column_total)
+                .unwrap_or(0);
+            return Err(PeerError::Invalid(format!(
+                "column {i} counts more than {max_column_total} operations (row {bucket_id:?})"
+            )));
+        }
+        self.packed_runs(&mut out.group_runs, ncols)?;
+        self.packed_runs(&mut out.term_runs, ncols)?;
+        out.row_runs.push((
+            u32::try_from(out.group_runs.len()).map_err(|_| truncated())?,
+            u32::try_from(out.term_runs.len()).map_err(|_| truncated())?,
+        ));
+        let n = self.len()?;
+        if n != 0 && n != ncols {
+            return Err(PeerError::Invalid(format!(
+                "bucket {bucket_id:?}: {n} conflict flags for {ncols} columns"
+            )));
+        }
+        let flags = self.b.get(self.i..self.i + n).ok_or_else(truncated)?;
+        if flags.iter().any(|&f| f > 1) {
+            return Err(truncated());
+        }
+        self.i += n;
+        Ok(())
+    }
+
+    /// A byte string of at most the bytes left, into `out` (cleared first).
+    fn bytes_into(&mut self, out: &mut Vec<u8>) -> Result<(), PeerError> {
+        let n = self.len()?;
+        let s = self.b.get(self.i..self.i + n).ok_or_else(truncated)?;
+        self.i += n;
+        out.clear();
+        out.extend_from_slice(s);
+        Ok(())
+    }
+
+    /// A UTF-8 string of at most the bytes left, into `out` (cleared first).
+    fn str_into(&mut self, out: &mut String) -> Result<(), PeerError> {
+        let n = self.len()?;
+        let s = self.b.get(self.i..self.i + n).ok_or_else(truncated)?;
+        let s = std::str::from_utf8(s)
+            .map_err(|_| PeerError::Decode("boundary matrix: a string is not UTF-8".into()))?;
+        self.i += n;
+        out.clear();
+        out.push_str(s);
+        Ok(())
+    }
+
+    /// An optional byte string: present when `present`, into the slot's buffer if it has one.
+    fn opt_bytes(&mut self, slot: &mut Option<Vec<u8>>, present: bool) -> Result<(), PeerError> {
+        if !present {
+            *slot = None;
+            return Ok(());
+        }
+        self.bytes_into(slot.get_or_insert_with(Vec::new))
+    }
+
+    /// An optional string, as [`Cursor::opt_bytes`].
+    fn opt_str(&mut self, slot: &mut Option<String>, present: bool) -> Result<(), PeerError> {
+        if !present {
+            *slot = None;
+            return Ok(());
+        }
+        self.str_into(slot.get_or_insert_with(String::new))
+    }
+
+    /// A row's metadata written by `put_row_meta`, into `row` (every field overwritten; the
+    /// cell arrays left empty).
+    fn row_meta(&mut self, row: &mut MatrixRow) -> Result<(), PeerError> {
+        let flags = self.varint()?;
+        if flags & !ROW_FLAGS != 0 {
+            return Err(PeerError::Decode(format!(
+                "boundary matrix: unknown row flags {flags:#x}"
+            )));
+        }
+        let has = |bit: u64| flags & bit != 0;
+        self.str_into(&mut row.bucket_id)?;
+        self.opt_str(&mut row.label, has(ROW_LABEL))?;
+        self.opt_bytes(&mut row.start, has(ROW_START))?;
+        self.opt_bytes(&mut row.end, has(ROW_END))?;
+        row.aggregate = has(ROW_AGGREGATE);
+        row.route_ids_truncated = has(ROW_IDS_TRUNCATED);
+        row.conflict = has(ROW_CONFLICT);
+        row.route_count = self.varint()?;
+        let n = self.len()?;
+        row.route_ids.clear();
+        row.route_ids.reserve(n);
+        let mut prev = 0u64;
+        for _ in 0..n {
+            prev = prev.wrapping_add(unzigzag(self.varint()?) as u64);
+            row.route_ids.push(prev);
+        }
+        self.opt_str(&mut row.preview, has(ROW_PREVIEW))?;
+        self.opt_bytes(&mut row.first_key, has(ROW_FIRST_KEY))?;
+        self.opt_bytes(&mut row.last_key, has(ROW_LAST_KEY))?;
+        row.values.clear();
+        row.raft_group_ids.clear();
+        row.leader_terms.clear();
+        row.conflicts.clear();
+        row.write_lanes.clear();
         Ok(())
     }
 
@@ -1039,6 +1292,131 @@ mod tests {
             packed.values.capacity() < 1 << 20,
             "no reservation for the claimed cells"
         );
+    }
+
+    #[test]
+    fn kvmb2_decodes_to_the_packed_form_in_a_reused_buffer_and_refuses_every_truncation() {
+        let mut b = valid_boundary_sample();
+        // Every optional field set on one row, none on the other.
+        b.matrix.rows[0].preview = Some("p\u{e9}".into());
+        b.matrix.rows[0].route_ids = vec![9, 2, u64::MAX];
+        let bytes = encode_boundary_v2(&b).unwrap_or_default();
+        let want = PackedBoundaryMatrix::from_boundary(&b);
+        let mut packed = PackedBoundaryMatrix::default();
+        assert_eq!(
+            decode_boundary_packed(&bytes, &mut packed, usize::MAX, MAX).map_err(|e| e.to_string()),
+            Ok(())
+        );
+        assert_eq!(packed, want);
+        // Into a buffer that held another answer: the same.
+        let v1 = encode_boundary(&b).unwrap_or_default();
+        assert!(decode_boundary_packed(&v1, &mut packed, usize::MAX, MAX).is_ok());
+        assert_eq!(packed, want, "KVMB1 of the same answer");
+        let mut other = valid_boundary_sample();
+        other.matrix.rows.truncate(1);
+        other.parts.retain(|p| p.row == 0);
+        other.matrix.rows[0].label = None;
+        other.matrix.rows[0].start = None;
+        let small = encode_boundary_v2(&other).unwrap_or_default();
+        assert!(decode_boundary_packed(&small, &mut packed, usize::MAX, MAX).is_ok());
+        assert_eq!(packed, PackedBoundaryMatrix::from_boundary(&other));
+        assert!(decode_boundary_packed(&bytes, &mut packed, usize::MAX, MAX).is_ok());
+        assert_eq!(packed, want, "after a smaller answer");
+        for cut in 0..bytes.len() {
+            assert!(
+                decode_boundary_packed(&bytes[..cut], &mut packed, usize::MAX, MAX).is_err(),
+                "cut {cut} accepted"
+            );
+        }
+        let mut extra = bytes.clone();
+        extra.push(0);
+        assert!(decode_boundary_packed(&extra, &mut packed, usize::MAX, MAX).is_err());
+        assert!(matches!(
+            decode_boundary_packed(&bytes, &mut packed, 1, MAX),
+            Err(PeerError::Invalid(_))
+        ));
+        assert!(packed.values.is_empty(), "refused before any cell is read");
+    }
+
+    /// The bytes of a `KVMB2` body up to its first row: magic, header, columns.
+    fn kvmb2_prefix(ncols: usize) -> Vec<u8> {
+        let mut out = Vec::from(BOUNDARY_V2_MAGIC);
+        let head = br#"{"series":"reads","generated_at":"","step_ms":60000}"#;
+        out.extend_from_slice(&(head.len() as u32).to_le_bytes());
+        out.extend_from_slice(head);
+        put_varint(&mut out, ncols as u64);
+        for _ in 0..ncols {
+            put_varint(&mut out, zigzag(60_000));
+        }
+        out
+    }
+
+    #[test]
+    fn hostile_kvmb2_rows_are_refused_without_reserving_for_them() {
+        let mut packed = PackedBoundaryMatrix::default();
+        // A row count far beyond the bytes left.
+        let mut huge = kvmb2_prefix(4);
+        put_varint(&mut huge, 1 << 40);
+        assert!(decode_boundary_packed(&huge, &mut packed, usize::MAX, MAX).is_err());
+        assert!(packed.header.rows.capacity() < 1 << 20);
+        // A route id count beyond the bytes left, a string longer than the body, flags of a
+        // later version, and a bucket id that is not UTF-8.
+        let row = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut b = kvmb2_prefix(1);
+            put_varint(&mut b, 1);
+            f(&mut b);
+            b
+        };
+        let ids = row(&|b| {
+            put_varint(b, 0);
+            put_bytes(b, b"r");
+            put_varint(b, 1);
+            put_varint(b, 1 << 50);
+        });
+        let long = row(&|b| {
+            put_varint(b, 0);
+            put_varint(b, 1 << 30);
+        });
+        let flags = row(&|b| {
+            put_varint(b, ROW_FLAGS + 1);
+            put_bytes(b, b"r");
+        });
+        let utf8 = row(&|b| {
+            put_varint(b, 0);
+            put_bytes(b, &[0xff, 0xfe]);
+        });
+        for (name, body) in [
+            ("ids", ids),
+            ("long", long),
+            ("flags", flags),
+            ("utf8", utf8),
+        ] {
+            assert!(
+                matches!(
+                    decode_boundary_packed(&body, &mut packed, usize::MAX, MAX),
+                    Err(PeerError::Decode(_))
+                ),
+                "{name}"
+            );
+            assert!(
+                packed
+                    .header
+                    .rows
+                    .iter()
+                    .all(|r| r.route_ids.capacity() < 1 << 20)
+            );
+        }
+        // Rows in the JSON header of a KVMB2 body are refused.
+        let mut b = valid_boundary_sample();
+        b.matrix.rows.truncate(1);
+        b.parts.retain(|p| p.row == 0);
+        let v1 = encode_boundary(&b).unwrap_or_default();
+        let mut mixed = Vec::from(BOUNDARY_V2_MAGIC);
+        mixed.extend_from_slice(&v1[BOUNDARY_MAGIC.len()..]);
+        assert!(matches!(
+            decode_boundary_packed(&mixed, &mut packed, usize::MAX, MAX),
+            Err(PeerError::Invalid(_))
+        ));
     }
 
     #[test]

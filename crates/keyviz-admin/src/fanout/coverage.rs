@@ -182,12 +182,18 @@ pub(crate) fn encode_with(
     leaders: &[TermLeader],
 ) -> Result<Bytes, ApiError> {
     let coverage = gaps_of(matrix, answers, status);
-    let mut body = serde_json::to_vec(&Response {
-        matrix,
-        fanout: status,
-        coverage: &coverage,
-        leaders,
-    })
+    // Grown by doubling, not reserved in one piece: a ~13 MB reservation made glibc keep
+    // ~50 MB more of freed memory over a run of 32-peer queries (docs/perf-admin.md).
+    let mut body = Vec::new();
+    serde_json::to_writer(
+        &mut body,
+        &Response {
+            matrix,
+            fanout: status,
+            coverage: &coverage,
+            leaders,
+        },
+    )
     .map_err(|e| ApiError::internal(format!("encode matrix: {e}")))?;
     body.push(b'\n');
     Ok(Bytes::from(body))

@@ -5,8 +5,9 @@
 //! `rows × columns` cells, however many nodes answer.
 //!
 //! Round 1 asks `GET <matrix>?...&round=totals` with `Accept: row-totals`; round 2 asks
-//! `GET <matrix>?...&boundaries=<base64url>` with `Accept: matrix-boundary`. A peer of an
-//! older version ignores both parameters and answers its plain local view (compact or
+//! `GET <matrix>?...&boundaries=<base64url>` with `Accept: matrix-boundary-v2` (`KVMB2`;
+//! `matrix-boundary`, `KVMB1`, from older peers); answers are folded three at a time. A
+//! peer of an older version ignores both parameters and answers its plain local view (compact or
 //! JSON) in round 1: that answer is kept, coarsened here onto the boundaries and folded like
 //! the others, so mixed-version clusters stay exact (they only cost what they cost before).
 
@@ -17,7 +18,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use keyviz::boundaries::{
-    Boundaries, BoundaryMatrix, ClusterFold, PackedBoundaryMatrix, RowTotal, coarsen_onto,
+    Boundaries, BoundaryMatrix, ClusterFold, FoldInput, PackedBoundaryMatrix, RowTotal,
+    coarsen_onto,
 };
 use keyviz::merge::MAX_LISTED_ROUTE_IDS;
 use keyviz::{Matrix, MatrixQuery};
@@ -25,8 +27,8 @@ use keyviz::{Matrix, MatrixQuery};
 use super::assemble::Assembly;
 use super::client::PeerError;
 use super::compact::{
-    self, BOUNDARY_CONTENT_TYPE, NodeTotals, TOTALS_CONTENT_TYPE, decode_boundaries,
-    decode_boundary_packed, encode_boundaries,
+    self, BOUNDARY_CONTENT_TYPE, BOUNDARY_V2_CONTENT_TYPE, NodeTotals, TOTALS_CONTENT_TYPE,
+    decode_boundaries, decode_boundary_packed, encode_boundaries,
 };
 use super::membership::{PeerTarget, matrix_url};
 use super::status::NodeWarning;
@@ -45,8 +47,10 @@ const BOUNDARIES_PARAM: &str = "boundaries";
 /// `Accept` of round 1: totals, or (older peers) the plain local view.
 const TOTALS_ACCEPT: &str = "application/vnd.keyviz.row-totals, \
      application/vnd.keyviz.matrix-compact;q=0.8, application/json;q=0.5";
-/// `Accept` of round 2: the matrix on boundaries, or the plain view.
-const BOUNDARY_ACCEPT: &str = "application/vnd.keyviz.matrix-boundary, \
+/// `Accept` of round 2: the matrix on boundaries (`KVMB2`, else `KVMB1` from older peers),
+/// or the plain view.
+const BOUNDARY_ACCEPT: &str = "application/vnd.keyviz.matrix-boundary-v2, \
+     application/vnd.keyviz.matrix-boundary;q=0.9, \
      application/vnd.keyviz.matrix-compact;q=0.8, application/json;q=0.5";
 /// Longest round-2 URL sent; beyond it the peer is asked for its plain view instead and
 /// coarsened here (keys near the 4 KiB limit could make the boundary list that long).
@@ -56,8 +60,12 @@ const MAX_ROUND2_URL: usize = 60 * 1024;
 const ROUND1_SHARE: f64 = 0.75;
 /// Peer answers decoded, waiting for the fold or being folded at once per fan-out: each
 /// holds a packed answer of at most `boundaries × columns × 8` bytes plus its identity runs
-/// (a decode buffer, reused for the next answer once folded).
-const DECODES_AT_ONCE: usize = 2;
+/// (a decode buffer, reused for the next answer once folded). A full batch plus one being
+/// decoded, so decoding goes on while a batch is folded.
+const DECODES_AT_ONCE: usize = FOLD_BATCH + 1;
+/// Answers folded together (`ClusterFold::add_batch`): each accumulator row is read and
+/// written once per batch while it is in cache, instead of once per answer.
+const FOLD_BATCH: usize = 3;
 
 /// One answer ready for the fold.
 enum Ready {
@@ -76,25 +84,34 @@ impl Ready {
     }
 }
 
+/// Most cells a decode buffer may hold to be kept for later fan-outs (8 MiB of values): a
+/// buffer grown by a rare huge answer is freed instead of being kept for good.
+const KEPT_BUFFER_CELLS: usize = 1 << 20;
+
+/// Decode buffers kept between fan-outs, at most `DECODES_AT_ONCE` of at most
+/// `KEPT_BUFFER_CELLS` cells each (≤ 32 MiB of values for the node, ≈ 20 MB for 1 024 ×
+/// 600): a fan-out then neither allocates nor faults in its value buffers again. The lock
+/// is held for a push or a pop only.
+static KEPT_BUFFERS: std::sync::Mutex<Vec<PackedBoundaryMatrix>> =
+    std::sync::Mutex::new(Vec::new());
+
 /// The decode side of one fan-out's round 2: `DECODES_AT_ONCE` permits (an answer holds
 /// one from its decode until the fold has taken it) and the decode buffers, handed back by
-/// the fold so the next answer reuses their memory (at most one per permit). The pool's
-/// lock is held for a push or a pop only.
+/// the fold so the next answer (of this fan-out or a later one) reuses their memory
+/// (`KEPT_BUFFERS`; its lock is held for a push or a pop only).
 struct Decoders {
     permits: Arc<tokio::sync::Semaphore>,
-    pool: std::sync::Mutex<Vec<PackedBoundaryMatrix>>,
 }
 
 impl Decoders {
     fn new() -> Self {
         Decoders {
             permits: Arc::new(tokio::sync::Semaphore::new(DECODES_AT_ONCE)),
-            pool: std::sync::Mutex::new(Vec::new()),
         }
     }
 
     fn take(&self) -> PackedBoundaryMatrix {
-        self.pool
+        KEPT_BUFFERS
             .lock()
             .ok()
             .and_then(|mut v| v.pop())
@@ -102,7 +119,12 @@ impl Decoders {
     }
 
     fn give(&self, b: PackedBoundaryMatrix) {
-        if let Ok(mut v) = self.pool.lock() {
+        if b.values.capacity() > KEPT_BUFFER_CELLS {
+            return;
+        }
+        if let Ok(mut v) = KEPT_BUFFERS.lock()
+            && v.len() < DECODES_AT_ONCE
+        {
             v.push(b);
         }
     }
@@ -114,6 +136,19 @@ fn accepts(headers: &HeaderMap, media: &str) -> bool {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.split(',').any(|t| t.trim().starts_with(media)))
+}
+
+/// Whether `Accept` names `media` exactly (parameters such as `q` aside), unlike
+/// [`accepts`], whose prefix match takes `…-v2` for its base type.
+fn accepts_exactly(headers: &HeaderMap, media: &str) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.split(';').next().is_some_and(|m| m.trim() == media))
+        })
 }
 
 fn query_value<'q>(query: &'q str, name: &str) -> Option<&'q str> {
@@ -174,6 +209,8 @@ pub(crate) async fn answer_peer_round(
         Ok(b) => b,
         Err(e) => return Some(Err(ApiError::invalid_query(e))),
     };
+    // An aggregator of this version asks for `KVMB2`; an older one knows only `KVMB1`.
+    let v2 = accepts_exactly(headers, BOUNDARY_V2_CONTENT_TYPE);
     let work = move || {
         let now = clock::now_unix_ms();
         let mut m = inner2
@@ -181,13 +218,19 @@ pub(crate) async fn answer_peer_round(
             .matrix_on_boundaries(&query, &b, now)
             .map_err(source_error)?;
         m.matrix.node_id = Some(node_id);
-        compact::encode_boundary(&m).map_err(ApiError::internal)
+        if v2 {
+            compact::encode_boundary_v2(&m)
+        } else {
+            compact::encode_boundary(&m)
+        }
+        .map_err(ApiError::internal)
     };
-    Some(
-        run_blocking(work)
-            .await
-            .map(|b| binary_ok(b, BOUNDARY_CONTENT_TYPE)),
-    )
+    let media = if v2 {
+        BOUNDARY_V2_CONTENT_TYPE
+    } else {
+        BOUNDARY_CONTENT_TYPE
+    };
+    Some(run_blocking(work).await.map(|b| binary_ok(b, media)))
 }
 
 async fn run_blocking<T: Send + 'static>(
@@ -352,6 +395,7 @@ async fn call_boundary(
     let b = boundaries.clone();
     let bufs = decoders.clone();
     let ready = tokio::task::spawn_blocking(move || {
+        // A prefix match: `KVMB1` and `KVMB2` (told apart by their magic).
         if is_media(ct.as_deref(), BOUNDARY_CONTENT_TYPE) {
             // Straight into a reused flat buffer: no matrix of the answer is built.
             let mut p = bufs.take();
@@ -470,10 +514,9 @@ pub(crate) async fn run_rounds(
     let boundaries = Arc::new(boundaries);
     let encoded = Arc::new(encode_boundaries(&boundaries));
 
-    // Round 2: matrices on the boundaries, folded one at a time as they arrive.
-    // A message carries its decode permit: it is returned once the fold has taken the
-    // answer, so at most `DECODES_AT_ONCE` answers are decoded or queued besides the one
-    // being folded.
+    // Round 2: matrices on the boundaries, folded in batches as they arrive.
+    // A message carries its decode permit: it is returned once the fold has folded the
+    // answer, so at most `DECODES_AT_ONCE` answers are decoded, queued or being folded.
     type Msg = (usize, Ready, tokio::sync::OwnedSemaphorePermit);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(DECODES_AT_ONCE);
     let decoders = Arc::new(Decoders::new());
@@ -557,21 +600,48 @@ pub(crate) async fn run_rounds(
         )));
         // Each answer's columns, for the per-node outage runs (`coverage`); input indices
         // until the fold is done, node indices after.
-        let mut columns = vec![super::coverage::NodeColumns::of(0, &local.matrix)];
-        fold.add(&local);
-        drop(local);
-        let mut order = vec![0usize];
-        while let Some((i, ready, permit)) = rx.blocking_recv() {
-            columns.push(super::coverage::NodeColumns::of(i, ready.header()));
-            match ready {
-                Ready::Packed(p) => {
-                    fold.add_packed(&p);
-                    decoders.give(p);
+        let mut columns = Vec::new();
+        let mut order = Vec::new();
+        // The local answer leads the first batch (input 0 names the result).
+        let mut batch: Vec<(usize, Ready, Option<tokio::sync::OwnedSemaphorePermit>)> =
+            vec![(0, Ready::Coarse(local), None)];
+        loop {
+            // A batch waits for `FOLD_BATCH` answers (or the last ones): the fold costs
+            // one pass over the accumulator per batch, not per answer.
+            let mut closed = false;
+            while batch.len() < FOLD_BATCH {
+                match rx.blocking_recv() {
+                    Some((i, ready, permit)) => batch.push((i, ready, Some(permit))),
+                    None => {
+                        closed = true;
+                        break;
+                    }
                 }
-                Ready::Coarse(bm) => fold.add(&bm),
             }
-            drop(permit);
-            order.push(i);
+            if !batch.is_empty() {
+                let inputs: Vec<FoldInput<'_>> = batch
+                    .iter()
+                    .map(|(i, ready, _)| {
+                        columns.push(super::coverage::NodeColumns::of(*i, ready.header()));
+                        order.push(*i);
+                        match ready {
+                            Ready::Packed(p) => FoldInput::Packed(p),
+                            Ready::Coarse(b) => FoldInput::Plain(b),
+                        }
+                    })
+                    .collect();
+                fold.add_batch(&inputs);
+                drop(inputs);
+                for (_, ready, permit) in batch.drain(..) {
+                    if let Ready::Packed(p) = ready {
+                        decoders.give(p);
+                    }
+                    drop(permit);
+                }
+            }
+            if closed {
+                break;
+            }
         }
         (fold.finish(), order, columns)
     });

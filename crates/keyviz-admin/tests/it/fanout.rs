@@ -1082,3 +1082,60 @@ async fn shared_boundaries_conserve_write_totals_across_real_and_older_peers() {
             .all(|q| q.row_budget == Some(16_384))
     );
 }
+
+#[tokio::test]
+async fn round_two_answers_kvmb2_to_who_asks_for_it_and_kvmb1_to_older_aggregators() {
+    use keyviz_admin::fanout::compact::{
+        BOUNDARY_CONTENT_TYPE, BOUNDARY_V2_CONTENT_TYPE, decode_boundary_packed, encode_boundaries,
+    };
+    let m = mx(
+        Writes,
+        &[1000, 2000],
+        &[
+            ("route:1", &[30, 0], &[7, 7], &[42, 42]),
+            ("route:2", &[4, 5], &[8, 8], &[3, 3]),
+        ],
+    );
+    let s = start_node(
+        "n2",
+        bind().await,
+        FixedSource::new(vec![m]),
+        AdminConfig::default(),
+    )
+    .await;
+    let b = keyviz::boundaries::Boundaries::from_keys(vec![Vec::new()]).expect("one row");
+    let path = format!(
+        "{MATRIX}?series=writes&boundaries={}",
+        encode_boundaries(&b)
+    );
+    let ask = |accept: &str| {
+        let mut h = signed_get(&peer_keys(), &path, "n1", "n2", now_ms());
+        h.push(("accept", accept.to_string()));
+        h
+    };
+    // What an aggregator of this version sends, and what an older one sent.
+    let v2 = get_with(
+        &s.url(&path),
+        &ask(&format!(
+            "{BOUNDARY_V2_CONTENT_TYPE}, {BOUNDARY_CONTENT_TYPE};q=0.9"
+        )),
+    )
+    .await;
+    let v1 = get_with(&s.url(&path), &ask(BOUNDARY_CONTENT_TYPE)).await;
+    assert_eq!(v2.headers["content-type"], BOUNDARY_V2_CONTENT_TYPE);
+    assert_eq!(v1.headers["content-type"], BOUNDARY_CONTENT_TYPE);
+    assert!(v2.body.starts_with(b"KVMB2\n"));
+    assert!(v1.body.starts_with(b"KVMB1\n"));
+    let decode = |body: &[u8]| {
+        let mut p = keyviz::boundaries::PackedBoundaryMatrix::default();
+        decode_boundary_packed(body, &mut p, 1, 1 << 48).expect("decodes");
+        p
+    };
+    let (a, b) = (decode(&v2.body), decode(&v1.body));
+    assert_eq!(a, b, "both versions carry the same answer");
+    assert_eq!(
+        a.values,
+        vec![34, 5],
+        "two routes joined in one boundary row"
+    );
+}

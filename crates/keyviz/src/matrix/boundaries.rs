@@ -198,6 +198,25 @@ impl Boundaries {
             .partition_point(|k| k.as_slice() <= start)
             .saturating_sub(1)
     }
+
+    /// [`Boundaries::index_of`], trying row `hint` and the one after it first: the rows of
+    /// an answer come in key order, one per boundary row, so the next row's start is
+    /// nearly always in the row after the previous one (two key comparisons instead of
+    /// a binary search).
+    fn index_near(&self, start: &[u8], hint: usize) -> usize {
+        let holds = |i: usize| {
+            self.keys.get(i).is_some_and(|k| k.as_slice() <= start)
+                && self.keys.get(i + 1).is_none_or(|k| start < k.as_slice())
+        };
+        let next = hint.wrapping_add(1);
+        if holds(next) {
+            next
+        } else if holds(hint) {
+            hint
+        } else {
+            self.index_of(start)
+        }
+    }
 }
 
 /// One identity's share of a coarse cell whose members carried several (raft group, term)
@@ -458,14 +477,53 @@ impl<'a> RunCursor<'a> {
 
 /// How one input's columns land on the accumulator's.
 struct InputCtx {
-    /// Position of the input in the calls to `add`.
-    index: usize,
+    /// Position of the input in its batch.
+    pos: usize,
     /// Accumulator column of every input column.
     col_map: Vec<usize>,
     /// No two input columns share an accumulator column.
     injective: bool,
     /// When input column `j` is accumulator column `offset + j` for every `j`.
     offset: Option<usize>,
+}
+
+/// One row of one input of a batch, placed on its accumulator row.
+struct RowJob {
+    /// Accumulator (boundary) row.
+    idx: usize,
+    /// Index of the input among the batch's inputs that were not left out.
+    input: u32,
+    /// Row of the input.
+    row: usize,
+    /// The row's identity parts: a range of the input's parts.
+    parts: (usize, usize),
+    /// Packed inputs: the row's group and term runs, ranges of the input's runs.
+    runs: ((usize, usize), (usize, usize)),
+}
+
+/// One answer of a batch ([`ClusterFold::add_batch`]).
+#[derive(Debug, Clone, Copy)]
+pub enum FoldInput<'a> {
+    /// An answer as [`ClusterFold::add`] takes it.
+    Plain(&'a BoundaryMatrix),
+    /// An answer as [`ClusterFold::add_packed`] takes it.
+    Packed(&'a PackedBoundaryMatrix),
+}
+
+impl<'a> FoldInput<'a> {
+    fn header(&self) -> &'a Matrix {
+        match self {
+            FoldInput::Plain(b) => &b.matrix,
+            FoldInput::Packed(p) => &p.header,
+        }
+    }
+
+    fn parts(&self) -> &'a [CellPart] {
+        match self {
+            FoldInput::Plain(b) => &b.parts,
+            FoldInput::Packed(p) => &p.parts,
+        }
+    }
 }
 
 /// One row's cells as the fold reads them.
@@ -791,35 +849,10 @@ impl ClusterFold {
     /// Folds in the next input (the first is the local node: its `generated_at` and
     /// `node_id` are the result's). The input should be validated first; short arrays count
     /// as zeros and rows are placed by their start key, so a malformed input cannot make
-    /// this panic. Warnings name the input by its position in the calls to `add` and
-    /// [`ClusterFold::add_packed`].
+    /// this panic. Warnings name the input by its position among all the inputs folded
+    /// ([`ClusterFold::add`], [`ClusterFold::add_packed`], [`ClusterFold::add_batch`]).
     pub fn add(&mut self, input: &BoundaryMatrix) {
-        let m = &input.matrix;
-        let Some(ctx) = self.begin_input(m) else {
-            return;
-        };
-        let mut groups = Vec::new();
-        let mut terms = Vec::new();
-        let parts = &input.parts;
-        let mut p = 0;
-        for (r, row) in m.rows.iter().enumerate() {
-            runs_of(&row.raft_group_ids, &mut groups);
-            runs_of(&row.leader_terms, &mut terms);
-            while parts.get(p).is_some_and(|x| (x.row as usize) < r) {
-                p += 1;
-            }
-            let from = p;
-            while parts.get(p).is_some_and(|x| x.row as usize == r) {
-                p += 1;
-            }
-            let cells = RowCells {
-                values: &row.values,
-                groups: &groups,
-                terms: &terms,
-                parts: &parts[from..p],
-            };
-            self.fold_row(&ctx, row, &cells);
-        }
+        self.add_batch(&[FoldInput::Plain(input)]);
     }
 
     /// Folds in the next input in its packed form (what a peer's boundary answer decodes
@@ -827,42 +860,115 @@ impl ClusterFold {
     /// the same answer. The input should pass [`PackedBoundaryMatrix::validate`] first; a
     /// malformed one cannot make this panic (missing cells count as zeros).
     pub fn add_packed(&mut self, input: &PackedBoundaryMatrix) {
-        let m = &input.header;
-        let Some(ctx) = self.begin_input(m) else {
-            return;
-        };
-        let width = m.column_unix_ms.len();
-        let parts = &input.parts;
-        let (mut g0, mut t0, mut p) = (0usize, 0usize, 0usize);
-        for (r, row) in m.rows.iter().enumerate() {
-            let (g1, t1) = input
-                .row_runs
-                .get(r)
-                .map_or((g0, t0), |&(g, t)| (g as usize, t as usize));
-            while parts.get(p).is_some_and(|x| (x.row as usize) < r) {
-                p += 1;
-            }
-            let from = p;
-            while parts.get(p).is_some_and(|x| x.row as usize == r) {
-                p += 1;
-            }
-            let cells = RowCells {
-                values: input
-                    .values
-                    .get(r * width..(r + 1) * width)
-                    .unwrap_or_default(),
-                groups: input.group_runs.get(g0..g1).unwrap_or_default(),
-                terms: input.term_runs.get(t0..t1).unwrap_or_default(),
-                parts: &parts[from..p],
+        self.add_batch(&[FoldInput::Packed(input)]);
+    }
+
+    /// Folds in several inputs at once, with exactly the result (matrix, warnings and their
+    /// order) of adding them one by one in slice order, but row by row across the inputs:
+    /// every accumulator row is read and written once per batch instead of once per input,
+    /// while it sits in cache, which is what the fold costs (it is bound by memory, not
+    /// arithmetic). Per accumulator cell the contributions still arrive in input order,
+    /// then row order, as one by one, so even saturated sums are the same. The same rules
+    /// for malformed inputs as [`ClusterFold::add`]. Pure; O(cells + rows × log rows).
+    pub fn add_batch(&mut self, inputs: &[FoldInput<'_>]) {
+        // Metadata first, input by input as one by one would (warnings keep their order);
+        // every row becomes a job placed on its accumulator row.
+        let mut begun: Vec<(usize, Vec<i64>)> = Vec::with_capacity(inputs.len());
+        let mut jobs: Vec<RowJob> = Vec::new();
+        for (pos, input) in inputs.iter().enumerate() {
+            let m = input.header();
+            let Some((index, aligned)) = self.begin_input(m) else {
+                continue;
             };
-            self.fold_row(&ctx, row, &cells);
-            (g0, t0) = (g1.max(g0), t1.max(t0));
+            let slot = u32::try_from(begun.len()).unwrap_or(u32::MAX);
+            begun.push((pos, aligned));
+            let parts = input.parts();
+            let row_runs = match input {
+                FoldInput::Packed(p) => p.row_runs.as_slice(),
+                FoldInput::Plain(_) => &[],
+            };
+            let (mut g0, mut t0, mut p) = (0usize, 0usize, 0usize);
+            // Before the first row: `index_near` tries row 0 first.
+            let mut hint = usize::MAX;
+            for (r, row) in m.rows.iter().enumerate() {
+                let idx = self
+                    .boundaries
+                    .index_near(row.start.as_deref().unwrap_or_default(), hint);
+                hint = idx;
+                self.fold_meta(idx, row, index);
+                // The same walks over parts and runs as a fold of this input alone, so a
+                // malformed input lands the same shares on the same rows.
+                while parts.get(p).is_some_and(|x| (x.row as usize) < r) {
+                    p += 1;
+                }
+                let from = p;
+                while parts.get(p).is_some_and(|x| x.row as usize == r) {
+                    p += 1;
+                }
+                let (g1, t1) = row_runs
+                    .get(r)
+                    .map_or((g0, t0), |&(g, t)| (g as usize, t as usize));
+                jobs.push(RowJob {
+                    idx,
+                    input: slot,
+                    row: r,
+                    parts: (from, p),
+                    runs: ((g0, g1), (t0, t1)),
+                });
+                (g0, t0) = (g1.max(g0), t1.max(t0));
+            }
+        }
+        if jobs.is_empty() {
+            return;
+        }
+        // Column maps against the accumulator's final columns: a later input of the batch
+        // may have widened them, which moved the earlier inputs' cells along.
+        let ctxs: Vec<InputCtx> = begun
+            .iter()
+            .map(|(pos, aligned)| self.input_ctx(*pos, aligned))
+            .collect();
+        // Unique keys: (accumulator row, input, row), so unstable is deterministic.
+        jobs.sort_unstable_by_key(|j| (j.idx, j.input, j.row));
+        let (mut groups, mut terms) = (Vec::new(), Vec::new());
+        for job in &jobs {
+            let ctx = &ctxs[job.input as usize];
+            let input = inputs[ctx.pos];
+            let r = job.row;
+            let parts = input
+                .parts()
+                .get(job.parts.0..job.parts.1)
+                .unwrap_or_default();
+            let cells = match input {
+                FoldInput::Packed(p) => {
+                    let width = p.header.column_unix_ms.len();
+                    let ((g0, g1), (t0, t1)) = job.runs;
+                    RowCells {
+                        values: p.values.get(r * width..(r + 1) * width).unwrap_or_default(),
+                        groups: p.group_runs.get(g0..g1).unwrap_or_default(),
+                        terms: p.term_runs.get(t0..t1).unwrap_or_default(),
+                        parts,
+                    }
+                }
+                FoldInput::Plain(b) => {
+                    let row = &b.matrix.rows[r];
+                    runs_of(&row.raft_group_ids, &mut groups);
+                    runs_of(&row.leader_terms, &mut terms);
+                    RowCells {
+                        values: &row.values,
+                        groups: &groups,
+                        terms: &terms,
+                        parts,
+                    }
+                }
+            };
+            self.fold_row(ctx, job.idx, &cells);
         }
     }
 
     /// Counts the input, records what the first one names, checks series and step, and
-    /// widens the accumulator to the input's columns; `None` when the input is left out.
-    fn begin_input(&mut self, m: &Matrix) -> Option<InputCtx> {
+    /// widens the accumulator to the input's columns; returns the input's position among
+    /// all inputs and its columns aligned to the step, or `None` when it is left out.
+    fn begin_input(&mut self, m: &Matrix) -> Option<(usize, Vec<i64>)> {
         let index = self.inputs;
         self.inputs += 1;
         if index == 0 {
@@ -904,6 +1010,12 @@ impl ClusterFold {
             })
             .collect();
         self.ensure_columns(&aligned);
+        Some((index, aligned))
+    }
+
+    /// How the input at `pos` of a batch, with columns `aligned`, lands on the
+    /// accumulator's current columns.
+    fn input_ctx(&self, pos: usize, aligned: &[i64]) -> InputCtx {
         let col_map: Vec<usize> = aligned
             .iter()
             .map(|t| self.columns.binary_search(t).unwrap_or(0))
@@ -916,21 +1028,17 @@ impl ClusterFold {
             .windows(2)
             .all(|w| w[1] == w[0] + 1)
             .then(|| col_map.first().copied().unwrap_or(0));
-        Some(InputCtx {
-            index,
+        InputCtx {
+            pos,
             col_map,
             injective,
             offset,
-        })
+        }
     }
 
-    /// Folds one row of the input `ctx` describes.
-    fn fold_row(&mut self, ctx: &InputCtx, row: &MatrixRow, cells: &RowCells<'_>) {
+    /// Folds one row of the input `ctx` describes into accumulator row `idx`.
+    fn fold_row(&mut self, ctx: &InputCtx, idx: usize, cells: &RowCells<'_>) {
         let width = self.columns.len();
-        let idx = self
-            .boundaries
-            .index_of(row.start.as_deref().unwrap_or_default());
-        self.fold_meta(idx, row, ctx.index);
         let col_map = &ctx.col_map;
         if ctx.injective && !self.series.is_write() {
             // The common read case: one contribution per cell, summed; parts only name
@@ -1189,20 +1297,21 @@ impl ClusterFold {
                     .unwrap_or_else(|| r.route_ids.clone())
             }
         };
-        match self.first_range.get(&row.bucket_id) {
-            Some((s, e)) if !row.aggregate && (s != &row.start || e != &row.end) => {
-                self.warnings.push(MergeWarning {
-                    code: WarningCode::CatalogDivergence,
-                    input,
-                    bucket_id: Some(row.bucket_id.clone()),
-                    detail: "bucket has a different key range than on an earlier node; \
-                             both ranges are counted in the row holding their start"
-                        .to_owned(),
-                });
-            }
-            Some(_) => {}
-            None => {
-                if !row.aggregate {
+        // Aggregates are named after their range: only a route's range can diverge.
+        if !row.aggregate {
+            match self.first_range.get(&row.bucket_id) {
+                Some((s, e)) if s != &row.start || e != &row.end => {
+                    self.warnings.push(MergeWarning {
+                        code: WarningCode::CatalogDivergence,
+                        input,
+                        bucket_id: Some(row.bucket_id.clone()),
+                        detail: "bucket has a different key range than on an earlier node; \
+                                 both ranges are counted in the row holding their start"
+                            .to_owned(),
+                    });
+                }
+                Some(_) => {}
+                None => {
                     self.first_range
                         .insert(row.bucket_id.clone(), (row.start.clone(), row.end.clone()));
                 }
@@ -1236,20 +1345,30 @@ impl ClusterFold {
             return;
         }
         // Different rows of one boundary row (another node's catalog, or a coarse row):
-        // the cluster row is their aggregate.
-        h.start = [h.start.take(), row.start.clone()]
-            .into_iter()
-            .min_by(|a, b| {
-                a.as_deref()
-                    .unwrap_or_default()
-                    .cmp(b.as_deref().unwrap_or_default())
-            })
-            .flatten();
-        h.end = max_end(h.end.as_deref(), row.end.as_deref()).map(<[u8]>::to_vec);
+        // the cluster row is their aggregate. The smallest start (the earlier one on a tie)
+        // and the largest end; copied only when they change (nodes sharing a catalog send
+        // the same aggregate rows).
+        if row.start.as_deref().unwrap_or_default() < h.start.as_deref().unwrap_or_default() {
+            h.start.clone_from(&row.start);
+        }
+        let end = max_end(h.end.as_deref(), row.end.as_deref());
+        if end != h.end.as_deref() {
+            h.end = end.map(<[u8]>::to_vec);
+        }
         let count_before = h.route_count.max(1);
-        meta.ids.extend(ids_of(row));
-        meta.ids.sort_unstable();
-        meta.ids.dedup();
+        let same_ids = if row.aggregate {
+            row.route_ids == meta.ids
+        } else {
+            parse_route_bucket_id(&row.bucket_id).map_or(row.route_ids == meta.ids, |(id, _)| {
+                meta.ids.as_slice() == [id]
+            })
+        };
+        // Sorted and deduplicated already and nothing new: what the sort would leave.
+        if !(same_ids && meta.ids.windows(2).all(|w| w[0] < w[1])) {
+            meta.ids.extend(ids_of(row));
+            meta.ids.sort_unstable();
+            meta.ids.dedup();
+        }
         h.route_ids_truncated |= row.route_ids_truncated;
         h.route_count = if h.route_ids_truncated {
             count_before.max(row.route_count).max(meta.ids.len() as u64)
@@ -1819,6 +1938,139 @@ mod tests {
             let (plain, packed) = both_folds(&inputs, budget);
             assert_eq!(plain.matrix, packed.matrix, "budget {budget}");
             assert_eq!(plain.warnings, packed.warnings, "budget {budget}");
+        }
+    }
+
+    /// Folds `inputs` one by one (packed and plain alternating) and in batches of `size`
+    /// (the same alternation), and returns both results.
+    fn one_by_one_and_batched(inputs: &[Matrix], budget: usize, size: usize) -> (Merged, Merged) {
+        let totals: Vec<Vec<RowTotal>> = inputs.iter().map(row_totals).collect();
+        let b = Boundaries::plan(totals.iter().map(Vec::as_slice), budget);
+        let (series, step) = (inputs[0].series, inputs[0].step_ms);
+        let coarse: Vec<BoundaryMatrix> = inputs
+            .iter()
+            .map(|m| coarsen_onto(m.clone(), &b, MAX_LISTED_ROUTE_IDS))
+            .collect();
+        let packed: Vec<PackedBoundaryMatrix> = coarse
+            .iter()
+            .map(PackedBoundaryMatrix::from_boundary)
+            .collect();
+        let input = |i: usize| {
+            if i.is_multiple_of(2) {
+                FoldInput::Packed(&packed[i])
+            } else {
+                FoldInput::Plain(&coarse[i])
+            }
+        };
+        let mut one = ClusterFold::new(series, step, b.clone(), MAX_LISTED_ROUTE_IDS);
+        for i in 0..inputs.len() {
+            match input(i) {
+                FoldInput::Packed(p) => one.add_packed(p),
+                FoldInput::Plain(c) => one.add(c),
+            }
+        }
+        let mut batched = ClusterFold::new(series, step, b, MAX_LISTED_ROUTE_IDS);
+        let all: Vec<FoldInput<'_>> = (0..inputs.len()).map(input).collect();
+        for chunk in all.chunks(size) {
+            batched.add_batch(chunk);
+        }
+        (one.finish(), batched.finish())
+    }
+
+    #[test]
+    fn batched_folds_equal_one_by_one_folds_with_conflicting_and_missing_identities() {
+        for series in Series::ALL {
+            let nodes = 5;
+            let inputs: Vec<Matrix> = (0..nodes)
+                .map(|n| node_matrix(series, n, nodes, 60))
+                .collect();
+            for budget in [1, 3, 16, 60] {
+                for size in [2, 3, 5] {
+                    let (one, batched) = one_by_one_and_batched(&inputs, budget, size);
+                    assert_eq!(one.matrix, batched.matrix, "{series} {budget} {size}");
+                    assert_eq!(one.warnings, batched.warnings, "{series} {budget} {size}");
+                }
+            }
+        }
+        // Writes whose duplicates of one (group, term) disagree (a conflict), rows without
+        // identities (max with a conflict), a finer step (two columns in one window), a
+        // node ahead by a column (the accumulator widens in the middle of a batch), rows out
+        // of key order, another series (left out with a warning) and a diverging catalog.
+        let base = node_matrix(Series::Writes, 0, 3, 20);
+        let mut conflicting = base.clone();
+        conflicting.node_id = Some("dup".into());
+        for r in &mut conflicting.rows {
+            for v in r.values.iter_mut().filter(|v| **v > 0) {
+                *v += 3;
+            }
+        }
+        let mut bare = node_matrix(Series::Writes, 2, 3, 20);
+        for r in &mut bare.rows {
+            r.raft_group_ids.clear();
+            r.leader_terms.clear();
+        }
+        let mut finer = node_matrix(Series::Writes, 1, 3, 20);
+        finer.step_ms = 30_000;
+        finer.column_unix_ms = (0..COLS as i64).map(|c| 60_000 + 30_000 * c).collect();
+        let mut ahead = node_matrix(Series::Writes, 1, 3, 20);
+        for c in &mut ahead.column_unix_ms {
+            *c += 60_000;
+        }
+        let mut reversed = node_matrix(Series::Writes, 2, 3, 20);
+        reversed.rows.reverse();
+        let mut other_series = node_matrix(Series::Reads, 1, 3, 20);
+        other_series.series = Series::Reads;
+        let mut diverging = node_matrix(Series::Writes, 1, 3, 20);
+        diverging.rows[3].end = Some(key(9));
+        let inputs = [
+            base,
+            conflicting,
+            bare,
+            finer,
+            ahead,
+            reversed,
+            other_series,
+            diverging,
+        ];
+        for budget in [1, 4, 20] {
+            for size in [2, 3, 4, 8] {
+                let (one, batched) = one_by_one_and_batched(&inputs, budget, size);
+                assert_eq!(one.matrix, batched.matrix, "budget {budget} size {size}");
+                assert_eq!(
+                    one.warnings, batched.warnings,
+                    "budget {budget} size {size}"
+                );
+                assert!(
+                    one.matrix.rows.iter().any(|r| r.conflict),
+                    "the conflicting duplicate is flagged"
+                );
+                assert!(
+                    one.warnings
+                        .iter()
+                        .any(|w| w.code == WarningCode::SeriesMismatch && w.input == 6),
+                    "the read input is left out"
+                );
+            }
+        }
+        // One big batch equals the one-round merge on the plain reads (the golden oracle).
+        let reads: Vec<Matrix> = (0..4)
+            .map(|n| node_matrix(Series::Reads, n, 4, 40))
+            .collect();
+        let oracle = merge(
+            &reads,
+            &MergeOptions {
+                series: Series::Reads,
+                step_ms: 60_000,
+                row_budget: None,
+            },
+        )
+        .matrix;
+        let (_, batched) = one_by_one_and_batched(&reads, 40, 4);
+        assert_eq!(batched.matrix.rows.len(), oracle.rows.len());
+        for (g, o) in batched.matrix.rows.iter().zip(&oracle.rows) {
+            assert_eq!(g.values, o.values, "{}", g.bucket_id);
+            assert_eq!(g.leader_terms, o.leader_terms, "{}", g.bucket_id);
+            assert_eq!(g.raft_group_ids, o.raft_group_ids, "{}", g.bucket_id);
         }
     }
 
