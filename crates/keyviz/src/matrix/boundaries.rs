@@ -2062,6 +2062,7 @@ mod tests {
                 series: Series::Reads,
                 step_ms: 60_000,
                 row_budget: None,
+                settling_from_unix_ms: None,
             },
         )
         .matrix;
