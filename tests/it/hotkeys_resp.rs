@@ -271,11 +271,14 @@ fn redis_rs_names_the_hot_key_on_a_node_that_served_none_of_it(c: &mut Cluster) 
         "every operation counted once in the cluster total ({retries} retried): {}",
         got.all_commands_all_slots_us
     );
+    // A quiet row captures every op of a counter's first 32 in a window, then one per block
+    // of 64 (escalation, docs/ARCHITECTURE.md "Hot keys"): a cold key that a sampled capture
+    // happens to hit is estimated at that capture's weight (64) although it had one or two
+    // operations, and the hot key's estimate drops by as much. So "stands out" is by a
+    // sampled capture's margin, not by the exact 200x of the traffic: with 400 hot reads in
+    // ≈ 6 sampled blocks, it takes four of them on cold keys to break 3x.
     assert!(
-        by_ops
-            .iter()
-            .skip(1)
-            .all(|e| e.value * 10 < by_ops[0].value),
+        by_ops.iter().skip(1).all(|e| e.value * 3 < by_ops[0].value),
         "the hot key stands out: {by_ops:?}"
     );
     let by_bytes = got.by_net_bytes.as_ref().expect("NET list");
