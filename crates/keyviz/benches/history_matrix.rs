@@ -8,8 +8,7 @@ use std::hint::black_box;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use criterion::measurement::{Measurement, ValueFormatter};
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use keyviz::hotkeys::{HotItem, HotKeyQuery, HotSummary};
 use keyviz::{
     CellRecord, ColumnRecord, HistoryTier, HotRecord, MatrixQuery, ReadRole, Sampler,
@@ -18,7 +17,7 @@ use keyviz::{
 
 mod support;
 
-use support::{T0, sampler_with_routes};
+use support::{T0, ThreadCpu, sampler_with_routes};
 
 const STEP: u64 = 60_000;
 
@@ -470,62 +469,6 @@ fn tiers(c: &mut Criterion) {
     g.finish();
 }
 
-/// This thread's CPU time.
-fn thread_cpu() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
-}
-
-/// Criterion measurement: the benchmarking thread's CPU time, so a query's
-/// figure on the shared machine does not count the time other engineers'
-/// processes held the core (cache and memory-bandwidth contention remain).
-struct ThreadCpu;
-
-struct NsFormatter;
-
-impl ValueFormatter for NsFormatter {
-    fn scale_values(&self, _typical: f64, values: &mut [f64]) -> &'static str {
-        for v in values {
-            *v /= 1e6;
-        }
-        "ms (CPU)"
-    }
-    fn scale_throughputs(
-        &self,
-        _typical: f64,
-        _t: &Throughput,
-        _values: &mut [f64],
-    ) -> &'static str {
-        "ns"
-    }
-    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
-        "ns"
-    }
-}
-
-impl Measurement for ThreadCpu {
-    type Intermediate = Duration;
-    type Value = Duration;
-    fn start(&self) -> Duration {
-        thread_cpu()
-    }
-    fn end(&self, start: Duration) -> Duration {
-        thread_cpu().saturating_sub(start)
-    }
-    fn add(&self, a: &Duration, b: &Duration) -> Duration {
-        *a + *b
-    }
-    fn zero(&self) -> Duration {
-        Duration::ZERO
-    }
-    fn to_f64(&self, v: &Duration) -> f64 {
-        v.as_nanos() as f64
-    }
-    fn formatter(&self) -> &dyn ValueFormatter {
-        &NsFormatter
-    }
-}
-
 /// The `tiers` queries and the `matrix/1024_active...` baseline again, timed in
 /// thread CPU time (group `tiers_cpu`): the figures to compare across runs on
 /// the loaded machine.
@@ -643,7 +586,7 @@ fn tiers_memory(c: &mut Criterion) {
 criterion_group!(benches, flush, matrix, memory, tiers, tiers_memory);
 criterion_group! {
     name = cpu;
-    config = Criterion::default().with_measurement(ThreadCpu);
+    config = Criterion::default().with_measurement(ThreadCpu::MS);
     targets = tiers_cpu
 }
 criterion_main!(benches, cpu);

@@ -15,63 +15,11 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use criterion::measurement::{Measurement, ValueFormatter};
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group, criterion_main};
 use keyviz::hotkeys::KeyRedactor;
 use keyviz::{ReadRole, Sampler, SamplerConfig};
 
 mod support;
-
-/// This thread's CPU time.
-fn thread_cpu() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
-}
-
-/// Criterion measurement: the benchmarking thread's CPU time.
-struct ThreadCpu;
-
-struct NsFormatter;
-
-impl ValueFormatter for NsFormatter {
-    fn scale_values(&self, _typical: f64, _values: &mut [f64]) -> &'static str {
-        "ns"
-    }
-    fn scale_throughputs(
-        &self,
-        _typical: f64,
-        _t: &Throughput,
-        _values: &mut [f64],
-    ) -> &'static str {
-        "ns"
-    }
-    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
-        "ns"
-    }
-}
-
-impl Measurement for ThreadCpu {
-    type Intermediate = Duration;
-    type Value = Duration;
-    fn start(&self) -> Duration {
-        thread_cpu()
-    }
-    fn end(&self, start: Duration) -> Duration {
-        thread_cpu().saturating_sub(start)
-    }
-    fn add(&self, a: &Duration, b: &Duration) -> Duration {
-        *a + *b
-    }
-    fn zero(&self) -> Duration {
-        Duration::ZERO
-    }
-    fn to_f64(&self, v: &Duration) -> f64 {
-        v.as_nanos() as f64
-    }
-    fn formatter(&self) -> &dyn ValueFormatter {
-        &NsFormatter
-    }
-}
 
 type Crit = Criterion<ThreadCpu>;
 
@@ -95,7 +43,7 @@ where
     total / 2
 }
 
-use support::sampler_with_routes;
+use support::{ThreadCpu, sampler_with_routes, thread_cpu};
 
 fn sampler(routes: u64, k: u32) -> Sampler {
     sampler_with_routes(
@@ -464,7 +412,7 @@ fn hot_keys(c: &mut Crit) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default().with_measurement(ThreadCpu);
+    config = Criterion::default().with_measurement(ThreadCpu::NS);
     targets = observe, go_shapes, register, hot_keys
 }
 criterion_main!(benches);
