@@ -51,6 +51,7 @@ mod tests {
             audience: aud.into(),
             nonce: "x".into(),
             ts_ms: 5,
+            answer_digest: Default::default(),
         };
         assert!(PeerClaims::from_verified(&v("n2"), "n2").is_some_and(|c| c.iss == "n1"));
         assert_eq!(PeerClaims::from_verified(&v(AUD_IDENTITY), "n2"), None);

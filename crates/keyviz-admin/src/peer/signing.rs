@@ -1,8 +1,14 @@
 //! The one request-signing scheme of every node-to-node call (admin fan-out and kvnode's
 //! internal transport): HMAC-SHA256 with the cluster secret over the method, the path and
 //! query, the SHA-256 of the body, a timestamp, a fresh nonce, the issuer and the audience;
-//! and the matching answer MAC over the request's nonce, both node ids, the status and the
-//! SHA-256 of the answer body.
+//! and the matching answer MAC over the request's nonce, both node ids, the status and a
+//! digest of the answer body: BLAKE3 when the request offered it ([`HDR_ANSWER_DIGESTS`]),
+//! else SHA-256 (what nodes before the offer existed send and expect).
+//!
+//! Why two answer digests: answers are the big bodies (a fan-out answer is megabytes, and
+//! both ends hash it), and BLAKE3 hashes ≈ 4× faster than SHA-256 here (docs/perf-admin.md,
+//! "Answer digest"). Requests keep SHA-256: a caller cannot know what an older peer accepts
+//! before it asks, and request bodies are small.
 //!
 //! What it guarantees (see docs/SECURITY.md, "Peers"): a request verified by
 //! [`verify_request`] was made by a holder of the cluster secret for this node (or, with
@@ -39,6 +45,14 @@ pub const HDR_SIGNATURE: HeaderName = HeaderName::from_static("x-keyviz-peer-sig
 pub const HDR_RESPONDER: HeaderName = HeaderName::from_static("x-keyviz-peer-node");
 /// On an answer: the answer MAC, base64url.
 pub const HDR_RESPONSE_SIGNATURE: HeaderName = HeaderName::from_static("x-keyviz-peer-answer-sig");
+/// On a request: the answer digests the caller verifies besides SHA-256, comma-separated
+/// (today only `blake3`). Outside the request MAC on purpose: it only chooses how the answer
+/// is bound to its body, and every choice is MACed under its own domain, so a party that
+/// strips or adds it can make an answer fail to verify (which it could do by dropping it)
+/// but never make a forged one pass.
+pub const HDR_ANSWER_DIGESTS: HeaderName = HeaderName::from_static("x-keyviz-peer-answer-digests");
+/// On an answer: the digest its MAC covers the body with, when it is not SHA-256.
+pub const HDR_ANSWER_DIGEST: HeaderName = HeaderName::from_static("x-keyviz-peer-answer-digest");
 
 /// The audience of an identity challenge, sent before the caller knows (has proven) who the
 /// peer is. A request with this audience is accepted only on the identity endpoint, so it
@@ -47,6 +61,62 @@ pub const AUD_IDENTITY: &str = "*identity";
 
 const REQUEST_DOMAIN: &[u8] = b"keyviz-peer-request-v1";
 const RESPONSE_DOMAIN: &[u8] = b"keyviz-peer-answer-v1";
+/// Answers whose MAC covers the BLAKE3 of the body.
+const RESPONSE_DOMAIN_BLAKE3: &[u8] = b"keyviz-peer-answer-v2-blake3";
+/// The [`HDR_ANSWER_DIGESTS`] / [`HDR_ANSWER_DIGEST`] name of BLAKE3.
+const BLAKE3_NAME: &str = "blake3";
+/// How long an [`HDR_ANSWER_DIGESTS`] list may be before it is ignored (bounds the parse).
+const MAX_DIGEST_LIST_LEN: usize = 64;
+
+/// The digest an answer's MAC binds its body with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AnswerDigest {
+    /// SHA-256 under the `v1` answer domain: understood by every node.
+    #[default]
+    Sha256,
+    /// BLAKE3 under its own answer domain: used when the request offered it.
+    Blake3,
+}
+
+impl AnswerDigest {
+    fn domain(self) -> &'static [u8] {
+        match self {
+            AnswerDigest::Sha256 => RESPONSE_DOMAIN,
+            AnswerDigest::Blake3 => RESPONSE_DOMAIN_BLAKE3,
+        }
+    }
+
+    fn of(self, body: &[u8]) -> [u8; 32] {
+        match self {
+            AnswerDigest::Sha256 => body_digest(body),
+            AnswerDigest::Blake3 => *blake3::hash(body).as_bytes(),
+        }
+    }
+
+    /// The digest a request asks its answer for: BLAKE3 when its [`HDR_ANSWER_DIGESTS`]
+    /// lists it, else SHA-256. An absent, overlong or unreadable list means SHA-256.
+    fn offered(headers: &HeaderMap) -> AnswerDigest {
+        let listed = headers
+            .get(&HDR_ANSWER_DIGESTS)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= MAX_DIGEST_LIST_LEN)
+            .is_some_and(|v| v.split(',').any(|d| d.trim() == BLAKE3_NAME));
+        if listed {
+            AnswerDigest::Blake3
+        } else {
+            AnswerDigest::Sha256
+        }
+    }
+
+    /// The digest an answer says it used ([`HDR_ANSWER_DIGEST`]; absent = SHA-256).
+    fn claimed(headers: &HeaderMap) -> Result<AnswerDigest, SignatureError> {
+        match headers.get(&HDR_ANSWER_DIGEST) {
+            None => Ok(AnswerDigest::Sha256),
+            Some(v) if v.as_bytes() == BLAKE3_NAME.as_bytes() => Ok(AnswerDigest::Blake3),
+            Some(_) => Err(SignatureError::Malformed("answer digest")),
+        }
+    }
+}
 const NONCE_LEN: usize = 16;
 /// Longest node id or audience accepted in a header (bounds work on hostile input).
 const MAX_ID_LEN: usize = 256;
@@ -185,13 +255,14 @@ fn request_mac(
 
 fn response_mac(
     key: &[u8],
+    kind: AnswerDigest,
     nonce: &str,
     requester: &str,
     responder: &str,
     status: u16,
     digest: &[u8; 32],
 ) -> HmacSha256 {
-    let mut mac = mac_init(key, RESPONSE_DOMAIN);
+    let mut mac = mac_init(key, kind.domain());
     for f in [
         nonce.as_bytes(),
         requester.as_bytes(),
@@ -276,6 +347,7 @@ pub fn sign_request(
             (HDR_TIMESTAMP, header_value(&ts)?),
             (HDR_NONCE, header_value(&nonce)?),
             (HDR_SIGNATURE, header_value(&sig)?),
+            (HDR_ANSWER_DIGESTS, HeaderValue::from_static(BLAKE3_NAME)),
         ],
         nonce,
     })
@@ -299,6 +371,8 @@ pub struct VerifiedRequest {
     pub nonce: String,
     /// When it was signed (unix ms).
     pub ts_ms: i64,
+    /// The digest its answer's MAC binds the body with (what the request offered).
+    pub answer_digest: AnswerDigest,
 }
 
 /// What [`verify_request`] accepts.
@@ -386,6 +460,7 @@ pub fn verify_request(
         audience: audience.to_string(),
         nonce: nonce.to_string(),
         ts_ms,
+        answer_digest: AnswerDigest::offered(headers),
     })
 }
 
@@ -397,7 +472,9 @@ fn decode_nonce(nonce: &str) -> Result<[u8; NONCE_LEN], SignatureError> {
         .map_err(|_| SignatureError::Malformed("nonce"))
 }
 
-/// The headers that authenticate an answer to `req`, from `responder` (this node's id).
+/// The headers that authenticate an answer to `req`, from `responder` (this node's id),
+/// binding `body` with the digest the request offered ([`VerifiedRequest::answer_digest`]).
+/// Hashes the whole body once; takes no lock.
 ///
 /// # Errors
 /// [`SignatureError::Unsignable`] for an id that cannot be a header.
@@ -407,32 +484,41 @@ pub fn sign_response(
     responder: &str,
     status: u16,
     body: &[u8],
-) -> Result<[(HeaderName, HeaderValue); 2], SignatureError> {
+) -> Result<Vec<(HeaderName, HeaderValue)>, SignatureError> {
+    let kind = req.answer_digest;
     let mac = response_mac(
         &keys.current,
+        kind,
         &req.nonce,
         &req.issuer,
         responder,
         status,
-        &body_digest(body),
+        &kind.of(body),
     );
-    Ok([
+    let mut headers = vec![
         (HDR_RESPONDER, header_value(responder)?),
         (
             HDR_RESPONSE_SIGNATURE,
             header_value(&URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))?,
         ),
-    ])
+    ];
+    if kind == AnswerDigest::Blake3 {
+        headers.push((HDR_ANSWER_DIGEST, HeaderValue::from_static(BLAKE3_NAME)));
+    }
+    Ok(headers)
 }
 
 /// Verifies an answer to the request signed with `nonce` by `requester` (this node): the
 /// MAC over the nonce, both ids, `status` and `body` (constant time), and, when `expected`
 /// is given, that the responder is that node. Returns the responder's node id, which is then
-/// proven to hold the cluster secret.
+/// proven to hold the cluster secret. The body is hashed once, with the digest the answer
+/// names ([`HDR_ANSWER_DIGEST`]; SHA-256 when absent, as older nodes answer); each digest
+/// has its own MAC domain, so renaming it only makes the answer fail. Takes no lock.
 ///
 /// # Errors
 /// [`SignatureError::Missing`] for an unsigned answer, [`SignatureError::BadSignature`] for a
-/// tampered one, [`SignatureError::Responder`] for one from another node.
+/// tampered one, [`SignatureError::Malformed`] for an unknown answer digest,
+/// [`SignatureError::Responder`] for one from another node.
 pub fn verify_response(
     keys: &PeerKeys,
     nonce: &str,
@@ -447,9 +533,10 @@ pub fn verify_response(
     let sig = URL_SAFE_NO_PAD
         .decode(sig)
         .map_err(|_| SignatureError::Malformed("answer signature"))?;
-    let digest = body_digest(body);
+    let kind = AnswerDigest::claimed(headers)?;
+    let digest = kind.of(body);
     let ok = keys.verify_keys().any(|key| {
-        response_mac(key, nonce, requester, responder, status, &digest)
+        response_mac(key, kind, nonce, requester, responder, status, &digest)
             .verify_slice(&sig)
             .is_ok()
     });
@@ -696,6 +783,7 @@ mod tests {
             audience: "n2".into(),
             nonce: "AAAAAAAAAAAAAAAAAAAAAA".into(),
             ts_ms: NOW,
+            answer_digest: AnswerDigest::Sha256,
         };
         let h: HeaderMap = sign_response(&k, &req, "n2", 200, b"rows")
             .unwrap_or_else(|e| panic!("{e}"))
@@ -733,6 +821,127 @@ mod tests {
             verify_response(&k, &req.nonce, "n1", None, 200, &HeaderMap::new(), b"rows"),
             Err(SignatureError::Missing("answer node"))
         );
+    }
+
+    /// A request signed here, verified by a peer, as the server middleware does it.
+    fn verified(offer: bool) -> VerifiedRequest {
+        let s = sign_request(&keys(), &Method::GET, "/m", b"", "n1", "n2", NOW)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut h = headers(&s);
+        if !offer {
+            // What a caller from before the offer sends.
+            h.remove(&HDR_ANSWER_DIGESTS);
+        }
+        verify_request(
+            &keys(),
+            &Method::GET,
+            "/m",
+            &h,
+            b"",
+            &accept("n2"),
+            NOW,
+            &ReplayCache::new(4),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn answer(req: &VerifiedRequest, body: &[u8]) -> HeaderMap {
+        sign_response(&keys(), req, "n2", 200, body)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_iter()
+            .collect()
+    }
+
+    #[test]
+    fn requests_offer_blake3_and_answers_to_them_are_bound_with_it() {
+        let req = verified(true);
+        assert_eq!(req.answer_digest, AnswerDigest::Blake3);
+        let h = answer(&req, b"rows");
+        assert_eq!(
+            h.get(&HDR_ANSWER_DIGEST).map(HeaderValue::as_bytes),
+            Some(&b"blake3"[..])
+        );
+        let check = |h: &HeaderMap, body: &[u8]| {
+            verify_response(&keys(), &req.nonce, "n1", Some("n2"), 200, h, body)
+        };
+        assert_eq!(check(&h, b"rows").as_deref(), Ok("n2"));
+        assert_eq!(check(&h, b"rowz"), Err(SignatureError::BadSignature));
+    }
+
+    #[test]
+    fn an_older_caller_without_the_offer_gets_a_sha256_answer_it_can_verify() {
+        let req = verified(false);
+        assert_eq!(req.answer_digest, AnswerDigest::Sha256);
+        let h = answer(&req, b"rows");
+        assert!(!h.contains_key(&HDR_ANSWER_DIGEST), "{h:?}");
+        // The v1 answer: HMAC-SHA256 over the nonce, ids, status and SHA-256 of the body,
+        // computed here the way a node before the offer verifies it.
+        let mut v1 = mac_init(&[7; 32], b"keyviz-peer-answer-v1");
+        for f in [
+            req.nonce.as_bytes(),
+            b"n1",
+            b"n2",
+            b"200",
+            &Sha256::digest(b"rows")[..],
+        ] {
+            field(&mut v1, f);
+        }
+        let sig = URL_SAFE_NO_PAD.encode(v1.finalize().into_bytes());
+        assert_eq!(
+            h.get(&HDR_RESPONSE_SIGNATURE).map(HeaderValue::as_bytes),
+            Some(sig.as_bytes())
+        );
+        // And a caller of this version accepts what an older peer sends (no digest header).
+        assert_eq!(
+            verify_response(&keys(), &req.nonce, "n1", Some("n2"), 200, &h, b"rows").as_deref(),
+            Ok("n2")
+        );
+    }
+
+    #[test]
+    fn renaming_or_stripping_the_answer_digest_makes_the_answer_fail() {
+        let req = verified(true);
+        let check =
+            |h: &HeaderMap| verify_response(&keys(), &req.nonce, "n1", Some("n2"), 200, h, b"rows");
+        let mut stripped = answer(&req, b"rows");
+        stripped.remove(&HDR_ANSWER_DIGEST);
+        assert_eq!(check(&stripped), Err(SignatureError::BadSignature));
+        let mut renamed = answer(&req, b"rows");
+        renamed.insert(&HDR_ANSWER_DIGEST, HeaderValue::from_static("md5"));
+        assert_eq!(
+            check(&renamed),
+            Err(SignatureError::Malformed("answer digest"))
+        );
+        // A v1 answer relabelled as BLAKE3 fails too.
+        let mut relabelled = answer(&verified(false), b"rows");
+        relabelled.insert(&HDR_ANSWER_DIGEST, HeaderValue::from_static("blake3"));
+        assert_eq!(
+            verify_response(
+                &keys(),
+                &verified(false).nonce,
+                "n1",
+                Some("n2"),
+                200,
+                &relabelled,
+                b"rows"
+            ),
+            Err(SignatureError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn an_overlong_or_unknown_offer_falls_back_to_sha256() {
+        let mut h = HeaderMap::new();
+        h.insert(&HDR_ANSWER_DIGESTS, HeaderValue::from_static("md5, sha1"));
+        assert_eq!(AnswerDigest::offered(&h), AnswerDigest::Sha256);
+        h.insert(&HDR_ANSWER_DIGESTS, HeaderValue::from_static("md5, blake3"));
+        assert_eq!(AnswerDigest::offered(&h), AnswerDigest::Blake3);
+        let long = format!("{}blake3", "x,".repeat(40));
+        h.insert(
+            &HDR_ANSWER_DIGESTS,
+            HeaderValue::from_str(&long).unwrap_or_else(|e| panic!("{e}")),
+        );
+        assert_eq!(AnswerDigest::offered(&h), AnswerDigest::Sha256);
     }
 
     #[test]
