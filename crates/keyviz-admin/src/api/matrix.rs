@@ -13,18 +13,6 @@ use crate::fanout::single_flight::Joined;
 use crate::fanout::{self, FlightKey, compact, encode_response, local_matrix};
 use crate::state::AdminState;
 
-/// Whether a peer asked for the compact encoding (only peers may get it).
-fn accepts_compact(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| {
-            v.split(',')
-                .any(|t| t.trim().starts_with(compact::CONTENT_TYPE))
-        })
-}
-
 pub(crate) async fn matrix(
     State(state): State<AdminState>,
     principal: Principal,
@@ -49,7 +37,7 @@ pub(crate) async fn matrix(
                 return answer;
             }
             let m = local_matrix(inner, &params, params.rows).await?;
-            if accepts_compact(&headers) {
+            if super::accept::accepts(&headers, compact::CONTENT_TYPE) {
                 let body = tokio::task::spawn_blocking(move || compact::encode(&m))
                     .await
                     .map_err(ApiError::internal)?

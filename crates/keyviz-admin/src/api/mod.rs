@@ -1,6 +1,7 @@
 //! The JSON API under `/admin/api/v1/`: error envelope, query parsing and one file per
 //! endpoint.
 
+pub(crate) mod accept;
 pub(crate) mod compare;
 mod error;
 pub(crate) mod hotkeys;

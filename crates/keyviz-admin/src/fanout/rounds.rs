@@ -36,6 +36,7 @@ use super::{
     FanoutStatus, PeerAnswer, PeerReply, call_peers, check_answer_id, core_query, decode,
     elapsed_ms, keep_requested_keys, peer_get, source_error, warning_code,
 };
+use crate::api::accept::accepts;
 use crate::api::{ApiError, MatrixParams};
 use crate::clock;
 use crate::state::Inner;
@@ -130,27 +131,6 @@ impl Decoders {
     }
 }
 
-fn accepts(headers: &HeaderMap, media: &str) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|t| t.trim().starts_with(media)))
-}
-
-/// Whether `Accept` names `media` exactly (parameters such as `q` aside), unlike
-/// [`accepts`], whose prefix match takes `…-v2` for its base type.
-fn accepts_exactly(headers: &HeaderMap, media: &str) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| {
-            v.split(',')
-                .any(|t| t.split(';').next().is_some_and(|m| m.trim() == media))
-        })
-}
-
 fn query_value<'q>(query: &'q str, name: &str) -> Option<&'q str> {
     query
         .split('&')
@@ -177,8 +157,10 @@ pub(crate) async fn answer_peer_round(
 ) -> Option<Result<Response, ApiError>> {
     let q = query.unwrap_or("");
     let totals = q.split('&').any(|p| p == ROUND_TOTALS) && accepts(headers, TOTALS_CONTENT_TYPE);
+    // An aggregator of this version asks for `KVMB2`; an older one knows only `KVMB1`.
+    let v2 = accepts(headers, BOUNDARY_V2_CONTENT_TYPE);
     let bounds =
-        query_value(q, BOUNDARIES_PARAM).filter(|_| accepts(headers, BOUNDARY_CONTENT_TYPE));
+        query_value(q, BOUNDARIES_PARAM).filter(|_| v2 || accepts(headers, BOUNDARY_CONTENT_TYPE));
     if !totals && bounds.is_none() {
         return None;
     }
@@ -209,8 +191,6 @@ pub(crate) async fn answer_peer_round(
         Ok(b) => b,
         Err(e) => return Some(Err(ApiError::invalid_query(e))),
     };
-    // An aggregator of this version asks for `KVMB2`; an older one knows only `KVMB1`.
-    let v2 = accepts_exactly(headers, BOUNDARY_V2_CONTENT_TYPE);
     let work = move || {
         let now = clock::now_unix_ms();
         let mut m = inner2
