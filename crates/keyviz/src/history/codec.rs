@@ -834,3 +834,479 @@ fn decode_hot(d: &mut Decoder<'_>, cell: usize) -> Result<HotRecord, DecodeError
         summary,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::bucket::{incarnation_bucket_id, virtual_bucket_name};
+    use crate::matrix::Series;
+
+    fn item(key: &[u8], estimate: u64) -> HotItem {
+        HotItem {
+            key: key.to_vec(),
+            estimate,
+            lower: estimate / 2,
+            upper: estimate + 3,
+            truncated: false,
+            seen: estimate / 4,
+        }
+    }
+
+    fn cell(id: u64, start: &[u8], end: Option<&[u8]>) -> CellRecord {
+        CellRecord {
+            bucket_id: format!("route:{id}"),
+            start: start.to_vec(),
+            end: end.map(<[u8]>::to_vec),
+            aggregate: false,
+            route_ids: vec![id],
+            route_count: 1,
+            reads_leader: 3,
+            reads_follower: 0,
+            read_bytes: 300,
+            writes: vec![WriteRecord {
+                group: 2,
+                term: 9,
+                writes: 5,
+                write_bytes: 540,
+            }],
+            hot: vec![HotRecord {
+                series: Series::Writes,
+                group: 2,
+                term: 9,
+                summary: HotSummary {
+                    total: 5,
+                    floor: 1,
+                    sampled: false,
+                    unit_variance: 0,
+                    items: vec![item(b"user:1", 2)],
+                },
+            }],
+            first_key: Some(start.to_vec()),
+            last_key: None,
+        }
+    }
+
+    fn encoded(r: &ColumnRecord) -> Vec<u8> {
+        let mut out = Vec::new();
+        r.encode(&mut out);
+        out
+    }
+
+    fn sample() -> ColumnRecord {
+        ColumnRecord {
+            unix_ms: 1_700_000_000_000,
+            step_ms: 60_000,
+            cells: vec![
+                cell(1, b"", Some(b"user:1000")),
+                cell(2, b"user:1000", Some(b"user:2000")),
+                cell(3, b"user:2000", None),
+            ],
+        }
+    }
+
+    #[test]
+    fn canonical_bucket_ids_cost_no_string_and_a_shared_start_costs_no_key() {
+        let r = sample();
+        let bytes = encoded(&r);
+        assert!(ColumnRecord::is_binary(&bytes));
+        assert!(!ColumnRecord::is_binary(b"{\"unix_ms\":1}"));
+        assert_eq!(ColumnRecord::decode(&bytes), Ok(r.clone()));
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("route:"), "route ids are derived");
+        let json = serde_json::to_vec(&r).expect("json");
+        assert!(bytes.len() * 8 < json.len(), "{} vs {}", bytes.len(), json.len());
+    }
+
+    #[test]
+    fn derived_and_non_canonical_bucket_ids_round_trip_exactly() {
+        let (s, e) = (b"a".as_slice(), Some(b"m".as_slice()));
+        let ids = [
+            "route:7".to_string(),
+            "route:7#3".to_string(),
+            virtual_bucket_name(s, e),
+            incarnation_bucket_id("route:7#3", s, e),
+            incarnation_bucket_id(&virtual_bucket_name(s, e), s, e),
+            // Not what the core renders: stored verbatim.
+            "route:007".to_string(),
+            "route:7#03".to_string(),
+            "route:".to_string(),
+            "route:18446744073709551616".to_string(),
+            "virtual:1".to_string(),
+            "route:7@0000000000000000".to_string(),
+            incarnation_bucket_id("route:7", b"other", None),
+            "@".to_string(),
+            "ä⚡".to_string(),
+            String::new(),
+        ];
+        for id in ids {
+            let mut c = cell(7, s, e);
+            c.bucket_id = id.clone();
+            let r = ColumnRecord {
+                unix_ms: -5,
+                step_ms: 1,
+                cells: vec![c],
+            };
+            assert_eq!(ColumnRecord::decode(&encoded(&r)), Ok(r), "{id}");
+        }
+    }
+
+    #[test]
+    fn cut_inputs_are_refused_and_never_panic() {
+        let bytes = encoded(&sample());
+        for n in 0..bytes.len() {
+            assert!(ColumnRecord::decode(&bytes[..n]).is_err(), "prefix of {n} bytes");
+        }
+        let mut long = bytes.clone();
+        long.push(0);
+        assert_eq!(
+            ColumnRecord::decode(&long),
+            Err(DecodeError::TrailingBytes(1))
+        );
+    }
+
+    #[test]
+    fn bad_magic_version_flags_and_counts_have_their_own_errors() {
+        let bytes = encoded(&sample());
+        assert_eq!(
+            ColumnRecord::decode(b"{\"unix_ms\":0}"),
+            Err(DecodeError::BadMagic)
+        );
+        let mut v2 = bytes.clone();
+        v2[4] = 2;
+        assert_eq!(
+            ColumnRecord::decode(&v2),
+            Err(DecodeError::UnsupportedVersion(2))
+        );
+        // Header, then a cell count no input this short can hold.
+        let mut huge = MAGIC.to_vec();
+        huge.push(VERSION);
+        put_varint(&mut huge, 0);
+        put_varint(&mut huge, 1_000);
+        put_varint(&mut huge, u64::MAX);
+        assert!(matches!(
+            ColumnRecord::decode(&huge),
+            Err(DecodeError::TooLong { what: "cells", .. })
+        ));
+        // A first cell whose start is "the previous cell's end".
+        let mut orphan = MAGIC.to_vec();
+        orphan.push(VERSION);
+        put_varint(&mut orphan, 0);
+        put_varint(&mut orphan, 1_000);
+        put_varint(&mut orphan, 1);
+        orphan.extend_from_slice(&[START_IS_PREV_END | COUNT_IS_IDS, END_UNBOUNDED, 0, 0, 0]);
+        assert!(matches!(
+            ColumnRecord::decode(&orphan),
+            Err(DecodeError::BadFlags { what: "cell", .. })
+        ));
+        // Undefined bucket bits.
+        let mut bits = orphan.clone();
+        let at = bits.len() - 5;
+        bits[at] = COUNT_IS_IDS;
+        bits[at + 1] = 0xC0;
+        assert!(matches!(
+            ColumnRecord::decode(&bits),
+            Err(DecodeError::BadFlags { what: "bucket", .. })
+        ));
+    }
+
+    #[test]
+    fn a_prefix_longer_than_its_base_is_refused() {
+        let mut b = MAGIC.to_vec();
+        b.push(VERSION);
+        put_varint(&mut b, 0);
+        put_varint(&mut b, 1_000);
+        put_varint(&mut b, 1);
+        // First cell: start shares 5 bytes with an empty base.
+        b.extend_from_slice(&[COUNT_IS_IDS, END_UNBOUNDED, 5, 0, 0, 0, 0]);
+        assert!(matches!(
+            ColumnRecord::decode(&b),
+            Err(DecodeError::BadPrefix { len: 5, .. })
+        ));
+    }
+
+    #[test]
+    fn a_summary_that_breaks_its_invariants_is_refused() {
+        let mut r = sample();
+        r.cells[1].hot[0].summary.items[0].upper = 1_000; // above the total
+        assert!(matches!(
+            ColumnRecord::decode(&encoded(&r)),
+            Err(DecodeError::Summary {
+                cell: 1,
+                source: SummaryError::Bounds(0)
+            })
+        ));
+        let mut r = sample();
+        r.cells[0].hot[0].summary.items[0].key = vec![b'x'; MAX_HOT_KEY_BYTES + 1];
+        assert!(matches!(
+            ColumnRecord::decode(&encoded(&r)),
+            Err(DecodeError::Summary {
+                cell: 0,
+                source: SummaryError::KeyTooLong(0, 257)
+            })
+        ));
+    }
+
+    #[test]
+    fn shared_keys_cannot_expand_past_the_budget() {
+        // Hand-made: one 60 000-byte start, then cells that each repeat it
+        // as their start (the previous end) and end, a few bytes each.
+        let cells = 1_000u64;
+        let mut b = MAGIC.to_vec();
+        b.push(VERSION);
+        put_varint(&mut b, 0);
+        put_varint(&mut b, 1_000);
+        put_varint(&mut b, cells);
+        b.extend_from_slice(&[COUNT_IS_IDS, KIND_RAW]);
+        put_varint(&mut b, 0);
+        put_varint(&mut b, 60_000);
+        b.extend(std::iter::repeat_n(b'k', 60_000));
+        put_varint(&mut b, 60_000);
+        put_varint(&mut b, 0);
+        b.extend_from_slice(&[0, 0]); // empty id, no route ids
+        for _ in 1..cells {
+            b.extend_from_slice(&[START_IS_PREV_END | COUNT_IS_IDS, KIND_RAW]);
+            put_varint(&mut b, 60_000);
+            put_varint(&mut b, 0);
+            b.extend_from_slice(&[0, 0]);
+        }
+        assert!(matches!(
+            ColumnRecord::decode(&b),
+            Err(DecodeError::TooLarge { .. })
+        ));
+        // The same record, encoded: written with whole keys, so it decodes.
+        let key = vec![b'k'; 60_000];
+        let r = ColumnRecord {
+            unix_ms: 0,
+            step_ms: 1_000,
+            cells: (0..cells)
+                .map(|_| CellRecord {
+                    bucket_id: String::new(),
+                    start: key.clone(),
+                    end: Some(key.clone()),
+                    aggregate: false,
+                    route_ids: Vec::new(),
+                    route_count: 0,
+                    reads_leader: 0,
+                    reads_follower: 0,
+                    read_bytes: 0,
+                    writes: Vec::new(),
+                    hot: Vec::new(),
+                    first_key: None,
+                    last_key: None,
+                })
+                .collect(),
+        };
+        let bytes = encoded(&r);
+        assert!(bytes.len() > 2 * 60_000 * cells as usize);
+        assert_eq!(ColumnRecord::decode(&bytes), Ok(r));
+    }
+
+    // ---- property tests ----
+
+    fn arb_key() -> impl Strategy<Value = Vec<u8>> {
+        // A small alphabet, so neighbouring keys share prefixes.
+        prop_oneof![
+            prop::collection::vec(prop::sample::select(b"ab:0".to_vec()), 0..6),
+            prop::collection::vec(any::<u8>(), 0..40),
+        ]
+    }
+
+    fn arb_u64() -> impl Strategy<Value = u64> {
+        prop_oneof![0..4u64, any::<u64>(), Just(u64::MAX)]
+    }
+
+    fn arb_series() -> impl Strategy<Value = Series> {
+        prop::sample::select(vec![
+            Series::Reads,
+            Series::ReadBytes,
+            Series::Writes,
+            Series::WriteBytes,
+            Series::LeaderReads,
+            Series::FollowerReads,
+        ])
+    }
+
+    /// A summary that passes `validate`: distinct keys, bounds nested under
+    /// the total, sorted hottest first as the invariant says.
+    fn arb_summary() -> impl Strategy<Value = HotSummary> {
+        (
+            prop::collection::btree_map(
+                prop::collection::vec(any::<u8>(), 0..MAX_HOT_KEY_BYTES + 1),
+                (0..1_000u64, 0..50u64, 0..50u64, any::<bool>()),
+                0..6,
+            ),
+            0..100u64,
+            any::<bool>(),
+            prop_oneof![Just(0u64), any::<u64>()],
+        )
+            .prop_map(|(keys, extra, sampled, unit_variance)| {
+                let mut items: Vec<HotItem> = keys
+                    .into_iter()
+                    .map(|(key, (estimate, below, above, truncated))| HotItem {
+                        key,
+                        estimate,
+                        lower: estimate.saturating_sub(below),
+                        upper: estimate + above,
+                        truncated,
+                        seen: estimate.saturating_sub(below) / 2,
+                    })
+                    .collect();
+                items.sort_by(|a, b| {
+                    b.estimate
+                        .cmp(&a.estimate)
+                        .then_with(|| b.upper.cmp(&a.upper))
+                        .then_with(|| a.key.cmp(&b.key))
+                });
+                let total = items.iter().map(|i| i.upper).max().unwrap_or(0) + extra;
+                HotSummary {
+                    total,
+                    floor: extra.min(total),
+                    sampled,
+                    unit_variance,
+                    items,
+                }
+            })
+    }
+
+    fn arb_bucket_id() -> impl Strategy<Value = (u8, u64, u32, String)> {
+        (0..6u8, arb_u64(), any::<u32>(), "[a-z:@#0-9]{0,12}")
+    }
+
+    fn arb_cell() -> impl Strategy<Value = (CellRecord, bool, (u8, u64, u32, String))> {
+        let counts = (arb_u64(), arb_u64(), arb_u64());
+        let writes = prop::collection::vec(
+            (arb_u64(), arb_u64(), arb_u64(), arb_u64()).prop_map(|(g, t, w, b)| WriteRecord {
+                group: g,
+                term: t,
+                writes: w,
+                write_bytes: b,
+            }),
+            0..3,
+        );
+        let hot = prop::collection::vec(
+            (arb_series(), arb_u64(), arb_u64(), arb_summary()).prop_map(
+                |(series, group, term, summary)| HotRecord {
+                    series,
+                    group,
+                    term,
+                    summary,
+                },
+            ),
+            0..3,
+        );
+        (
+            (arb_key(), prop::option::of(arb_key()), any::<bool>()),
+            (prop::collection::vec(arb_u64(), 0..4), prop::option::of(arb_u64())),
+            counts,
+            writes,
+            hot,
+            (prop::option::of(arb_key()), prop::option::of(arb_key())),
+            arb_bucket_id(),
+        )
+            .prop_map(
+                |((start, end, chain), (ids, count), (rl, rf, rb), writes, hot, (fk, lk), b)| {
+                    let c = CellRecord {
+                        bucket_id: String::new(),
+                        start,
+                        end,
+                        aggregate: b.0 == 5,
+                        route_count: count.unwrap_or(ids.len() as u64),
+                        route_ids: ids,
+                        reads_leader: rl,
+                        reads_follower: rf,
+                        read_bytes: rb,
+                        writes,
+                        hot,
+                        first_key: fk,
+                        last_key: lk,
+                    };
+                    (c, chain, b)
+                },
+            )
+    }
+
+    fn arb_record() -> impl Strategy<Value = ColumnRecord> {
+        (
+            any::<i64>(),
+            arb_u64(),
+            prop::collection::vec(arb_cell(), 0..12),
+        )
+            .prop_map(|(unix_ms, step_ms, cells)| {
+                let mut out: Vec<CellRecord> = Vec::with_capacity(cells.len());
+                for (mut c, chain, (kind, n, sub, raw)) in cells {
+                    // Chain most rows onto the previous end, as a route table does.
+                    if chain && let Some(end) = out.last().and_then(|p| p.end.clone()) {
+                        c.start = end;
+                    }
+                    let (s, e) = (c.start.as_slice(), c.end.as_deref());
+                    c.bucket_id = match kind {
+                        0 => format!("route:{n}"),
+                        1 => format!("route:{n}#{sub}"),
+                        2 => virtual_bucket_name(s, e),
+                        3 => incarnation_bucket_id(&format!("route:{n}"), s, e),
+                        4 => incarnation_bucket_id(&virtual_bucket_name(s, e), s, e),
+                        _ => raw,
+                    };
+                    if kind == 0 && sub % 2 == 0 {
+                        c.route_ids = vec![n];
+                        c.route_count = 1;
+                    }
+                    out.push(c);
+                }
+                ColumnRecord {
+                    unix_ms,
+                    step_ms,
+                    cells: out,
+                }
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn every_record_round_trips_exactly(r in arb_record()) {
+            let bytes = encoded(&r);
+            prop_assert_eq!(ColumnRecord::decode(&bytes), Ok(r));
+        }
+
+        #[test]
+        fn damaged_records_decode_or_fail_without_panicking(
+            r in arb_record(),
+            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut bytes = encoded(&r);
+            let full = bytes.len();
+            for (at, v) in flips {
+                let i = at.index(full);
+                // Keep the header, so the body is what gets parsed.
+                if i >= MAGIC.len() + 1 {
+                    bytes[i] = v;
+                }
+            }
+            if let Ok(back) = ColumnRecord::decode(&bytes) {
+                // Whatever decodes holds only valid summaries.
+                for c in &back.cells {
+                    for h in &c.hot {
+                        prop_assert!(h.summary.validate().is_ok());
+                    }
+                }
+            }
+            let n = cut.index(full);
+            prop_assert!(ColumnRecord::decode(&encoded(&r)[..n]).is_err());
+        }
+
+        #[test]
+        fn arbitrary_bytes_after_the_header_never_panic(
+            body in prop::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let mut bytes = MAGIC.to_vec();
+            bytes.push(VERSION);
+            bytes.extend_from_slice(&body);
+            let _ = ColumnRecord::decode(&bytes);
+        }
+    }
+}
