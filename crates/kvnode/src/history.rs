@@ -533,4 +533,289 @@ mod tests {
             "JSON and binary columns load side by side"
         );
     }
+
+    // ---- restart memory (a measurement, run by hand; docs/PERFORMANCE.md) ----
+
+    /// The default tiers of `keyviz node` at a 60 s step (60s:24h,10m:7d,1h:30d).
+    fn tiered_config() -> keyviz::SamplerConfig {
+        keyviz::SamplerConfig {
+            step_ms: 60_000,
+            retention_ms: 86_400_000,
+            max_columns: 100_000,
+            coarser_tiers: vec![
+                keyviz::HistoryTier {
+                    step_ms: 600_000,
+                    keep_ms: 7 * 86_400_000,
+                },
+                keyviz::HistoryTier {
+                    step_ms: 3_600_000,
+                    keep_ms: 30 * 86_400_000,
+                },
+            ],
+            ..keyviz::SamplerConfig::default()
+        }
+    }
+
+    /// 2023-11-14T00:00:00Z plus 30 days: the restart's clock.
+    const RSS_END: i64 = 1_699_920_000_000 + 30 * 86_400_000;
+
+    /// A stored column shaped as a column of `routes` active routes comes out of the
+    /// history (`user:<8 digits>` route keys, one write share, reads, row labels, and
+    /// single-key hot summaries in all four series for the first `hot_cells` cells: what
+    /// the column caps of 128 / 32 listed keys per series leave).
+    fn stored_column(step_ms: u64, unix_ms: i64, routes: u64, hot_cells: u64) -> ColumnRecord {
+        let one = |total: u64, key: &[u8]| keyviz::hotkeys::HotSummary {
+            total,
+            floor: 0,
+            sampled: false,
+            unit_variance: 0,
+            items: vec![keyviz::hotkeys::HotItem {
+                key: key.to_vec(),
+                estimate: total,
+                lower: total,
+                upper: total,
+                truncated: false,
+                seen: total,
+            }],
+        };
+        let minutes = step_ms / 60_000;
+        let cells = (0..routes)
+            .map(|i| {
+                let id = i + 1;
+                let group = 1 + i % 3;
+                let term = 5 + (unix_ms / 21_600_000) as u64 % 1_000;
+                let writes = minutes * (1 + i % 3);
+                let key = format!("user:{:08}", i * 1_000 + 17).into_bytes();
+                let series = [
+                    (keyviz::Series::Reads, 0, 0, minutes),
+                    (keyviz::Series::ReadBytes, 0, 0, minutes * 108),
+                    (keyviz::Series::Writes, group, term, writes),
+                    (keyviz::Series::WriteBytes, group, term, writes * 108),
+                ];
+                keyviz::CellRecord {
+                    bucket_id: format!("route:{id}"),
+                    start: if i == 0 {
+                        Vec::new()
+                    } else {
+                        format!("user:{:08}", i * 1_000).into_bytes()
+                    },
+                    end: (id < routes).then(|| format!("user:{:08}", id * 1_000).into_bytes()),
+                    aggregate: false,
+                    route_ids: vec![id],
+                    route_count: 1,
+                    reads_leader: minutes,
+                    reads_follower: 0,
+                    read_bytes: minutes * 108,
+                    writes: vec![keyviz::WriteRecord {
+                        group,
+                        term,
+                        writes,
+                        write_bytes: writes * 108,
+                    }],
+                    hot: if i < hot_cells {
+                        series
+                            .iter()
+                            .map(|&(series, group, term, n)| keyviz::HotRecord {
+                                series,
+                                group,
+                                term,
+                                summary: one(n, &key),
+                            })
+                            .collect()
+                    } else {
+                        Vec::new()
+                    },
+                    first_key: Some(key.clone()),
+                    last_key: Some(format!("user:{:08}", i * 1_000 + 998).into_bytes()),
+                }
+            })
+            .collect();
+        ColumnRecord {
+            unix_ms,
+            step_ms,
+            cells,
+        }
+    }
+
+    fn status_kib(field: &str) -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    fn dir_bytes(dir: &std::path::Path) -> u64 {
+        std::fs::read_dir(dir).map_or(0, |entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+    }
+
+    /// Holds every record before restoring any, as `HistoryStore::load` returned a `Vec`
+    /// before the streaming load: the restart of the previous release, emulated.
+    struct Collecting(FjallHistory);
+
+    impl HistoryStore for Collecting {
+        fn append(&self, record: &ColumnRecord) -> Result<(), PersistError> {
+            self.0.append(record)
+        }
+        fn load(
+            &self,
+            since: i64,
+            visit: &mut dyn FnMut(ColumnRecord) -> Result<(), PersistError>,
+        ) -> Result<(), PersistError> {
+            let mut all = Vec::new();
+            self.0.load(since, &mut |r| {
+                all.push(r);
+                Ok(())
+            })?;
+            eprintln!(
+                "restart rss: all {} records held, VmRSS {} KiB",
+                all.len(),
+                status_kib("VmRSS")
+            );
+            all.into_iter().try_for_each(visit)
+        }
+        fn prune(&self, before: i64) -> Result<(), PersistError> {
+            HistoryStore::prune(&self.0, before)
+        }
+        fn prune_tier(&self, step: u64, before: i64) -> Result<(), PersistError> {
+            HistoryStore::prune_tier(&self.0, step, before)
+        }
+    }
+
+    /// The restart half of [`restart_peak_rss`], in a process of its own so its peak is
+    /// its own: reopens `KVNODE_RSS_DIR` and rebuilds the history
+    /// (`KVNODE_RSS_MODE=stream`, or `collect` for the previous release's whole-`Vec` load).
+    #[test]
+    #[ignore = "child process of restart_peak_rss"]
+    fn restart_rss_child() {
+        let Ok(dir) = std::env::var("KVNODE_RSS_DIR") else {
+            return;
+        };
+        let mode = std::env::var("KVNODE_RSS_MODE").unwrap_or_default();
+        let store = Store::open(std::path::Path::new(&dir), false).expect("open");
+        let history = FjallHistory::new(store, 60_000);
+        let before = (status_kib("VmRSS"), status_kib("VmHWM"));
+        let t = std::time::Instant::now();
+        let history: Arc<dyn HistoryStore> = if mode == "collect" {
+            Arc::new(Collecting(history))
+        } else {
+            Arc::new(history)
+        };
+        let s = keyviz::Sampler::with_store(tiered_config(), RSS_END, history).expect("restart");
+        let stats = s.stats();
+        println!(
+            "restart rss [{mode}]: {} columns restored in {:.1} s; before: VmRSS {} KiB, VmHWM {} KiB; after: VmRSS {} KiB, VmHWM {} KiB; history {:.1} MiB accounted",
+            stats.columns,
+            t.elapsed().as_secs_f64(),
+            before.0,
+            before.1,
+            status_kib("VmRSS"),
+            status_kib("VmHWM"),
+            stats.history_bytes as f64 / 1_048_576.0,
+        );
+    }
+
+    /// Writes 10 000 active routes of tiered history through [`FjallHistory`] (the full
+    /// 30 days divided by `KVNODE_RSS_SCALE`, default 10, columns of each tier; values in
+    /// `KVNODE_RSS_FORMAT` `binary` or `json`), prints the bytes stored, then restarts a
+    /// sampler on it in a child process per mode in `KVNODE_RSS_MODES` (default
+    /// `stream`) and prints its memory. Run:
+    /// `cargo test -p kvnode --release --lib restart_peak_rss -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement: minutes and gigabytes"]
+    fn restart_peak_rss() {
+        let scale: u64 = std::env::var("KVNODE_RSS_SCALE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10)
+            .max(1);
+        let json = std::env::var("KVNODE_RSS_FORMAT").is_ok_and(|f| f == "json");
+        let modes = std::env::var("KVNODE_RSS_MODES").unwrap_or_else(|_| "stream".into());
+        let routes = 10_000;
+        let dir =
+            tempfile::tempdir_in(std::env::var("KVNODE_RSS_TMP").unwrap_or_else(|_| ".".into()))
+                .expect("tempdir");
+        let store = Store::open(dir.path(), false).expect("open");
+        let h = FjallHistory::new(store.clone(), 60_000);
+        let (mut columns, mut cells, mut value_bytes) = (0u64, 0u64, 0u64);
+        let t = std::time::Instant::now();
+        for (step, count, hot_cells) in [
+            (3_600_000u64, 720 / scale, 32),
+            (600_000, 1_008 / scale, 32),
+            (60_000, 1_440 / scale, 128),
+        ] {
+            for j in 0..count {
+                let at = RSS_END - ((count - j) * step) as i64;
+                let record = stored_column(step, at, routes, hot_cells);
+                let raw = if json {
+                    crate::store::to_json("rss column", &record).expect("json")
+                } else {
+                    encode_column(&record)
+                };
+                columns += 1;
+                cells += record.cells.len() as u64;
+                value_bytes += raw.len() as u64;
+                let mut batch = store.batch();
+                if step == 60_000 {
+                    batch.insert(&store.history, key(at), raw);
+                } else {
+                    batch.insert(&store.history_tiers, tier_key(step, at), raw);
+                }
+                batch.commit().expect("commit");
+            }
+        }
+        // Memtables to tables, compacted once: what the keyspaces hold on disk, after
+        // fjall's block compression.
+        for ks in [&store.history, &store.history_tiers] {
+            ks.rotate_memtable_and_wait().expect("flush");
+            ks.major_compact().expect("compact");
+        }
+        let tables = store.history.disk_space() + store.history_tiers.disk_space();
+        drop(h);
+        drop(store);
+        println!(
+            "restart rss: wrote {columns} columns, {cells} cells as {} in {:.1} s: values {:.1} MiB ({:.1} B a cell, {:.1} KiB a 10 000-cell column); history keyspaces on disk {:.1} MiB after compaction ({:.1} B a cell); data dir {:.1} MiB",
+            if json { "JSON" } else { "binary" },
+            t.elapsed().as_secs_f64(),
+            value_bytes as f64 / 1_048_576.0,
+            value_bytes as f64 / cells as f64,
+            value_bytes as f64 / columns as f64 / 1_024.0,
+            tables as f64 / 1_048_576.0,
+            tables as f64 / cells as f64,
+            dir_bytes(dir.path()) as f64 / 1_048_576.0,
+        );
+        let exe = std::env::current_exe().expect("test binary");
+        for mode in modes.split(',') {
+            let out = std::process::Command::new(&exe)
+                .args([
+                    "--exact",
+                    "history::tests::restart_rss_child",
+                    "--ignored",
+                    "--nocapture",
+                ])
+                .env("KVNODE_RSS_DIR", dir.path())
+                .env("KVNODE_RSS_MODE", mode)
+                .output()
+                .expect("child");
+            let text = String::from_utf8_lossy(&out.stdout);
+            for line in text.lines().filter(|l| l.starts_with("restart rss")) {
+                println!("{line}");
+            }
+            eprint!("{}", String::from_utf8_lossy(&out.stderr));
+            assert!(out.status.success(), "child {mode} failed");
+        }
+    }
 }

@@ -916,7 +916,12 @@ mod tests {
         let text = String::from_utf8_lossy(&bytes);
         assert!(!text.contains("route:"), "route ids are derived");
         let json = serde_json::to_vec(&r).expect("json");
-        assert!(bytes.len() * 8 < json.len(), "{} vs {}", bytes.len(), json.len());
+        assert!(
+            bytes.len() * 8 < json.len(),
+            "{} vs {}",
+            bytes.len(),
+            json.len()
+        );
     }
 
     #[test]
@@ -956,7 +961,10 @@ mod tests {
     fn cut_inputs_are_refused_and_never_panic() {
         let bytes = encoded(&sample());
         for n in 0..bytes.len() {
-            assert!(ColumnRecord::decode(&bytes[..n]).is_err(), "prefix of {n} bytes");
+            assert!(
+                ColumnRecord::decode(&bytes[..n]).is_err(),
+                "prefix of {n} bytes"
+            );
         }
         let mut long = bytes.clone();
         long.push(0);
@@ -1198,7 +1206,10 @@ mod tests {
         );
         (
             (arb_key(), prop::option::of(arb_key()), any::<bool>()),
-            (prop::collection::vec(arb_u64(), 0..4), prop::option::of(arb_u64())),
+            (
+                prop::collection::vec(arb_u64(), 0..4),
+                prop::option::of(arb_u64()),
+            ),
             counts,
             writes,
             hot,
