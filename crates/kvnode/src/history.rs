@@ -705,7 +705,19 @@ mod tests {
             return;
         };
         let mode = std::env::var("KVNODE_RSS_MODE").unwrap_or_default();
-        let store = Store::open(std::path::Path::new(&dir), false).expect("open");
+        // The parent's database may still be closing (its background threads hold the lock).
+        let mut tries = 0;
+        let store = loop {
+            match Store::open(std::path::Path::new(&dir), false) {
+                Ok(store) => break store,
+                Err(e) if tries < 300 => {
+                    tries += 1;
+                    eprintln!("restart rss: waiting for the data dir ({e})");
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(e) => panic!("open: {e}"),
+            }
+        };
         let history = FjallHistory::new(store, 60_000);
         let before = (status_kib("VmRSS"), status_kib("VmHWM"));
         let t = std::time::Instant::now();

@@ -115,7 +115,7 @@ pub trait HistoryStore: Send + Sync {
     /// all were handed over or at the first error (the store's or `visit`'s,
     /// which it returns as it is). An implementation should decode one record
     /// per call of `visit` and keep none: the restart's peak memory is then
-    /// the history plus one record (a 10 000-cell column is ≈ 3 MiB as
+    /// the history plus one record (a 10 000-cell column is ≈ 5 MiB as
     /// structs), not the whole store.
     ///
     /// **Order.** None is required: [`Sampler::with_store`](crate::Sampler::with_store)
