@@ -313,7 +313,9 @@ fn bucket_form<'a>(id: &'a str, start: &[u8], end: Option<&[u8]>) -> (BucketForm
         Some((base, hex)) if !base.is_empty() && hex == range_hash_hex(start, end) => (base, true),
         _ => (id, false),
     };
-    if base == format!("virtual:{}", virtual_bucket_id(start, end)) {
+    if let Some(hash) = base.strip_prefix("virtual:")
+        && hash == virtual_bucket_id(start, end).to_string()
+    {
         return (BucketForm::Virtual, incarnation);
     }
     if let Some(rest) = base.strip_prefix("route:") {
