@@ -1296,7 +1296,7 @@ mod tests {
             for (at, v) in flips {
                 let i = at.index(full);
                 // Keep the header, so the body is what gets parsed.
-                if i >= MAGIC.len() + 1 {
+                if i > MAGIC.len() {
                     bytes[i] = v;
                 }
             }
