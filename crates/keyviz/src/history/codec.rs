@@ -189,7 +189,7 @@ impl ColumnRecord {
     }
 
     /// Appends the binary form of `self` to `out` (layout in the module
-    /// docs). Pure, never fails; exact for every record, valid or not
+    /// docs). Pure (no lock, no I/O), never fails; exact for every record, valid or not
     /// ([`decode`](ColumnRecord::decode) of it returns `self`, unless a hot
     /// summary of `self` breaks [`HotSummary::validate`]).
     pub fn encode(&self, out: &mut Vec<u8>) {
@@ -233,8 +233,8 @@ impl ColumnRecord {
         }
     }
 
-    /// Decodes a record [`encode`](ColumnRecord::encode) wrote. Pure, never
-    /// panics; allocates only for lengths the input can hold.
+    /// Decodes a record [`encode`](ColumnRecord::encode) wrote. Pure (no
+    /// lock, no I/O), never panics; allocates only for lengths the input can hold.
     ///
     /// # Errors
     /// A [`DecodeError`] naming the first problem: not a binary record, an

@@ -447,8 +447,8 @@ pub(super) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-/// A cursor over bytes written by [`encode_hot`]; `None` on any malformed
-/// input (never panics).
+/// A cursor over bytes written by [`encode_hot`] (and by the stored-record
+/// codec); `None` on any malformed input (never panics).
 #[derive(Debug, Clone)]
 pub(super) struct Reader<'a> {
     bytes: &'a [u8],

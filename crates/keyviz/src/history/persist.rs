@@ -116,7 +116,11 @@ pub trait HistoryStore: Send + Sync {
     /// which it returns as it is). An implementation should decode one record
     /// per call of `visit` and keep none: the restart's peak memory is then
     /// the history plus one record (a 10 000-cell column is ≈ 5 MiB as
-    /// structs), not the whole store.
+    /// structs), not the whole store. Called by
+    /// [`Sampler::with_store`](crate::Sampler::with_store) on the caller's
+    /// thread, blocking on the store's I/O; `visit` holds the new sampler's
+    /// history lock (no other thread can see that sampler yet) and never
+    /// calls back into the store.
     ///
     /// **Order.** None is required: [`Sampler::with_store`](crate::Sampler::with_store)
     /// restores the same history from any order. Preferred, and what kvnode's

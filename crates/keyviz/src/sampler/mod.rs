@@ -537,7 +537,8 @@ impl Sampler {
     /// loaded from `store` (blocking on its I/O, under the history write lock
     /// of the sampler being built, so nothing else waits), one record at a
     /// time ([`HistoryStore::load`]: peak memory is the rebuilt history plus
-    /// the record in hand), and every [`flush`](Sampler::flush) appends to it. A host that calls [`seal`](Sampler::seal) and
+    /// the record in hand), and every [`flush`](Sampler::flush) appends to
+    /// it. A host that calls [`seal`](Sampler::seal) and
     /// [`publish`](Sampler::publish) itself persists [`Published::records`] instead.
     ///
     /// # Errors
