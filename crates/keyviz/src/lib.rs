@@ -55,7 +55,8 @@ pub use config::{
 };
 pub use error::{ConfigError, MatrixError, RouteError};
 pub use history::{
-    CellRecord, ColumnRecord, HistoryStore, HotRecord, MAX_QUERY_COLUMNS, PersistError, WriteRecord,
+    CellRecord, ColumnRecord, DecodeError, HistoryStore, HotRecord, MAX_QUERY_COLUMNS,
+    PersistError, WriteRecord,
 };
 /// Comparing a matrix with a baseline window ([`compare::compare`]).
 pub use matrix::compare;

@@ -5,15 +5,19 @@
 //! by the window start as an order-preserving big-endian i64 (sign bit flipped), as before tiers
 //! existed, so an older data dir loads unchanged. Columns of the coarser tiers live in
 //! `keyviz_history_tiers`, keyed by the tier's step (big-endian u64) then the window start, so
-//! each tier prunes with one range delete. Values are the JSON `ColumnRecord`s. Appending a
-//! column that exists replaces it, as the trait requires. Writes are not fsync'd on their own: they ride on the next log fsync, and losing
+//! each tier prunes with one range delete. Values are `ColumnRecord`s in the core's compact
+//! binary form (`ColumnRecord::encode`, ≈ 20–30 B a cell); values written by kvnode before
+//! it (JSON, ≈ 350 B a cell, recognised by their first byte) still load, and are rewritten in
+//! the binary form the next time their window changes. Appending a column that exists
+//! replaces it, as the trait requires. Loading decodes and hands over one record at a time,
+//! coarsest tier first, each tier in window order (see [`HistoryStore::load`]). Writes are not fsync'd on their own: they ride on the next log fsync, and losing
 //! the last column on a power cut is acceptable for a heatmap.
 
 use keyviz::{ColumnRecord, HistoryStore, PersistError};
 
 use crate::counting::{Watermarks, stage_watermarks};
 use crate::sampling::ColumnSink;
-use crate::store::{Store, from_json, to_json};
+use crate::store::{Store, StoreError, from_json};
 
 /// [`HistoryStore`] (start-up load) and [`ColumnSink`] (the persistence thread) over the
 /// node's database.
@@ -50,8 +54,36 @@ fn tier_key_unix_ms(k: &[u8]) -> Option<i64> {
     Some((u64::from_be_bytes(t) ^ (1 << 63)) as i64)
 }
 
+/// The step of a `tier_key`, if the key has that shape.
+fn tier_key_step(k: &[u8]) -> Option<u64> {
+    let s: [u8; 8] = k.get(..8)?.try_into().ok()?;
+    Some(u64::from_be_bytes(s))
+}
+
 fn err(e: impl std::error::Error + Send + Sync + 'static) -> PersistError {
     PersistError(Box::new(e))
+}
+
+/// A stored column value: the binary form, or JSON as kvnode wrote before it.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] naming `what` when the value is neither.
+pub(crate) fn decode_column(what: &'static str, raw: &[u8]) -> Result<ColumnRecord, StoreError> {
+    if ColumnRecord::is_binary(raw) {
+        ColumnRecord::decode(raw).map_err(|e| StoreError::Corrupt {
+            what,
+            detail: e.to_string(),
+        })
+    } else {
+        from_json(what, raw)
+    }
+}
+
+/// The value kvnode stores for `record` (its binary form).
+pub(crate) fn encode_column(record: &ColumnRecord) -> Vec<u8> {
+    let mut out = Vec::new();
+    record.encode(&mut out);
+    out
 }
 
 impl HistoryStore for FjallHistory {
@@ -59,21 +91,40 @@ impl HistoryStore for FjallHistory {
         self.write(std::slice::from_ref(record), None)
     }
 
-    fn load(&self, since_unix_ms: i64) -> Result<Vec<ColumnRecord>, PersistError> {
-        let mut out = Vec::new();
+    /// Coarsest tier first (each tier found with one backward seek from the previous one's
+    /// first key), then the finest; each tier in window order, from `since_unix_ms` on.
+    /// One value is read and decoded per `visit`.
+    fn load(
+        &self,
+        since_unix_ms: i64,
+        visit: &mut dyn FnMut(ColumnRecord) -> Result<(), PersistError>,
+    ) -> Result<(), PersistError> {
+        let mut below: Option<[u8; 16]> = None;
+        loop {
+            let last = match below {
+                None => self.store.history_tiers.iter().next_back(),
+                Some(b) => self.store.history_tiers.range(..b).next_back(),
+            };
+            let Some(last) = last else { break };
+            let k = last.key().map_err(err)?;
+            let Some(step) = tier_key_step(&k) else { break };
+            let range = tier_key(step, since_unix_ms)..=tier_key(step, i64::MAX);
+            for item in self.store.history_tiers.range(range) {
+                let (k, v) = item.into_inner().map_err(err)?;
+                if tier_key_unix_ms(&k).is_some() {
+                    visit(decode_column("keyviz tier column", &v).map_err(err)?)?;
+                }
+            }
+            if step == 0 {
+                break;
+            }
+            below = Some(tier_key(step, i64::MIN));
+        }
         for item in self.store.history.range(key(since_unix_ms)..) {
             let v = item.value().map_err(err)?;
-            out.push(from_json("keyviz column", &v).map_err(err)?);
+            visit(decode_column("keyviz column", &v).map_err(err)?)?;
         }
-        // The coarser tiers hold a few thousand columns at most: one scan, old ones skipped
-        // by key before their value is read.
-        for item in self.store.history_tiers.iter() {
-            let (k, v) = item.into_inner().map_err(err)?;
-            if tier_key_unix_ms(&k).is_some_and(|t| t >= since_unix_ms) {
-                out.push(from_json("keyviz tier column", &v).map_err(err)?);
-            }
-        }
-        Ok(out)
+        Ok(())
     }
 
     fn prune(&self, before_unix_ms: i64) -> Result<(), PersistError> {
@@ -103,7 +154,7 @@ impl ColumnSink for FjallHistory {
     ) -> Result<(), PersistError> {
         let mut batch = self.store.batch();
         for record in records {
-            let raw = to_json("keyviz column", record).map_err(err)?;
+            let raw = encode_column(record);
             if record.step_ms == self.finest_step_ms {
                 batch.insert(&self.store.history, key(record.unix_ms), raw);
             } else {
@@ -300,15 +351,483 @@ mod tests {
             h.append(&column(t)).expect("append");
         }
         h.append(&column(2_000)).expect("replace");
-        let got: Vec<i64> = h.load(0).expect("load").iter().map(|c| c.unix_ms).collect();
+        let got: Vec<i64> = loaded(&h, 0).iter().map(|c| c.unix_ms).collect();
         assert_eq!(got, vec![1_000, 2_000, 3_000]);
         HistoryStore::prune(&h, 2_000).expect("prune");
-        let got: Vec<i64> = h
-            .load(i64::MIN)
-            .expect("load")
-            .iter()
-            .map(|c| c.unix_ms)
-            .collect();
+        let got: Vec<i64> = loaded(&h, i64::MIN).iter().map(|c| c.unix_ms).collect();
         assert_eq!(got, vec![2_000, 3_000]);
+    }
+
+    /// Every record `load` hands over, in its order.
+    fn loaded(h: &FjallHistory, since: i64) -> Vec<ColumnRecord> {
+        let mut out = Vec::new();
+        h.load(since, &mut |r| {
+            out.push(r);
+            Ok(())
+        })
+        .expect("load");
+        out
+    }
+
+    fn tier_column(step_ms: u64, unix_ms: i64) -> ColumnRecord {
+        ColumnRecord {
+            unix_ms,
+            step_ms,
+            cells: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn load_yields_the_coarsest_tier_first_and_each_tier_in_window_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let h = FjallHistory::new(Store::open(dir.path(), false).expect("open"), 1_000);
+        for (step, t) in [
+            (10_000, 20_000),
+            (1_000, 2_000),
+            (60_000, 0),
+            (10_000, 0),
+            (1_000, 1_000),
+            (60_000, -60_000),
+            (10_000, 10_000),
+        ] {
+            h.append(&tier_column(step, t)).expect("append");
+        }
+        let got: Vec<(u64, i64)> = loaded(&h, 0)
+            .iter()
+            .map(|c| (c.step_ms, c.unix_ms))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (60_000, 0),
+                (10_000, 0),
+                (10_000, 10_000),
+                (10_000, 20_000),
+                (1_000, 1_000),
+                (1_000, 2_000),
+            ],
+            "coarsest first, each tier from `since` on in window order"
+        );
+        let mut seen = 0;
+        let stopped = h.load(i64::MIN, &mut |_| {
+            seen += 1;
+            Err(PersistError("stop".into()))
+        });
+        assert!(stopped.is_err(), "the visitor's error ends the load");
+        assert_eq!(seen, 1, "nothing is read after the visitor's error");
+    }
+
+    #[test]
+    fn columns_are_stored_in_the_binary_form_and_read_back_exactly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), false).expect("open");
+        let h = FjallHistory::new(store.clone(), 1_000);
+        let record = ColumnRecord {
+            unix_ms: 1_700_000_000_000,
+            step_ms: 1_000,
+            cells: (1..=100u64)
+                .map(|id| keyviz::CellRecord {
+                    bucket_id: format!("route:{id}"),
+                    start: format!("user:{:05}", id * 100).into_bytes(),
+                    end: Some(format!("user:{:05}", (id + 1) * 100).into_bytes()),
+                    aggregate: false,
+                    route_ids: vec![id],
+                    route_count: 1,
+                    reads_leader: id,
+                    reads_follower: 0,
+                    read_bytes: id * 108,
+                    writes: vec![keyviz::WriteRecord {
+                        group: 1 + id % 3,
+                        term: 7,
+                        writes: 2,
+                        write_bytes: 216,
+                    }],
+                    hot: Vec::new(),
+                    first_key: Some(format!("user:{:05}", id * 100 + 3).into_bytes()),
+                    last_key: Some(format!("user:{:05}", id * 100 + 97).into_bytes()),
+                })
+                .collect(),
+        };
+        h.append(&record).expect("append");
+        let raw = store
+            .history
+            .get(key(record.unix_ms))
+            .expect("read")
+            .expect("stored");
+        assert!(
+            ColumnRecord::is_binary(&raw),
+            "kvnode writes the binary form"
+        );
+        let json = serde_json::to_vec(&record).expect("json");
+        assert!(
+            raw.len() * 10 < json.len(),
+            "binary {} B against JSON {} B",
+            raw.len(),
+            json.len()
+        );
+        assert_eq!(loaded(&h, 0), vec![record]);
+    }
+
+    #[test]
+    fn a_data_dir_written_with_json_columns_still_loads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t0 = 1_700_000_000_000 - 1_700_000_000_000 % 3_600_000;
+        let config = || keyviz::SamplerConfig {
+            step_ms: 1_000,
+            retention_ms: 60_000,
+            coarser_tiers: vec![keyviz::HistoryTier {
+                step_ms: 10_000,
+                keep_ms: 600_000,
+            }],
+            ..keyviz::SamplerConfig::default()
+        };
+        let route = || keyviz::RouteSpec {
+            id: 1,
+            start: Vec::new(),
+            end: None,
+            group: 1,
+        };
+        let store = Store::open(dir.path(), false).expect("open");
+        let s = keyviz::Sampler::new(config(), t0).expect("sampler");
+        s.register_route(route()).expect("route");
+        // Every column written as the previous release did: JSON values.
+        for i in 0..30 {
+            let at = t0 + i * 1_000;
+            s.observe_write(1, format!("k{}", i % 4).as_bytes(), 8, 1, 4, at);
+            let published = s.publish(s.seal(at + 1_000));
+            let mut batch = store.batch();
+            for r in &published.records {
+                let raw = crate::store::to_json("test column", r).expect("json");
+                if r.step_ms == 1_000 {
+                    batch.insert(&store.history, key(r.unix_ms), raw);
+                } else {
+                    batch.insert(&store.history_tiers, tier_key(r.step_ms, r.unix_ms), raw);
+                }
+            }
+            batch.commit().expect("commit");
+        }
+        let end = t0 + 30_000;
+        let before = s.matrix(&keyviz::MatrixQuery::default(), end);
+        let before_hot = hot_writes(&s);
+        assert_eq!(before.total(), 30);
+        let h = Arc::new(FjallHistory::new(store.clone(), 1_000));
+        let restarted = keyviz::Sampler::with_store(config(), end, h.clone()).expect("restart");
+        restarted.register_route(route()).expect("route");
+        assert_eq!(
+            restarted.matrix(&keyviz::MatrixQuery::default(), end),
+            before
+        );
+        assert_eq!(hot_writes(&restarted), before_hot);
+        // The next write of a window stores it in the binary form.
+        restarted.observe_write(1, b"k9", 8, 1, 4, end);
+        let published = restarted.publish(restarted.seal(end + 1_000));
+        published.persist_to(h.as_ref()).expect("persist");
+        let raw = store.history.get(key(end)).expect("read").expect("stored");
+        assert!(ColumnRecord::is_binary(&raw));
+        let mixed = keyviz::Sampler::with_store(config(), end + 1_000, h).expect("mixed dir");
+        assert_eq!(
+            mixed
+                .matrix(&keyviz::MatrixQuery::default(), end + 1_000)
+                .total(),
+            31,
+            "JSON and binary columns load side by side"
+        );
+    }
+
+    // ---- restart memory (a measurement, run by hand; docs/PERFORMANCE.md) ----
+
+    /// The default tiers of `keyviz node` at a 60 s step (60s:24h,10m:7d,1h:30d).
+    fn tiered_config() -> keyviz::SamplerConfig {
+        keyviz::SamplerConfig {
+            step_ms: 60_000,
+            retention_ms: 86_400_000,
+            max_columns: 100_000,
+            coarser_tiers: vec![
+                keyviz::HistoryTier {
+                    step_ms: 600_000,
+                    keep_ms: 7 * 86_400_000,
+                },
+                keyviz::HistoryTier {
+                    step_ms: 3_600_000,
+                    keep_ms: 30 * 86_400_000,
+                },
+            ],
+            ..keyviz::SamplerConfig::default()
+        }
+    }
+
+    /// 2023-11-14T00:00:00Z plus 30 days: the restart's clock.
+    const RSS_END: i64 = 1_699_920_000_000 + 30 * 86_400_000;
+
+    /// A stored column shaped as a column of `routes` active routes comes out of the
+    /// history (`user:<8 digits>` route keys, one write share, reads, row labels, and
+    /// single-key hot summaries in all four series for the first `hot_cells` cells: what
+    /// the column caps of 128 / 32 listed keys per series leave).
+    fn stored_column(step_ms: u64, unix_ms: i64, routes: u64, hot_cells: u64) -> ColumnRecord {
+        let one = |total: u64, key: &[u8]| keyviz::hotkeys::HotSummary {
+            total,
+            floor: 0,
+            sampled: false,
+            unit_variance: 0,
+            items: vec![keyviz::hotkeys::HotItem {
+                key: key.to_vec(),
+                estimate: total,
+                lower: total,
+                upper: total,
+                truncated: false,
+                seen: total,
+            }],
+        };
+        let minutes = step_ms / 60_000;
+        let cells = (0..routes)
+            .map(|i| {
+                let id = i + 1;
+                let group = 1 + i % 3;
+                let term = 5 + (unix_ms / 21_600_000) as u64 % 1_000;
+                let writes = minutes * (1 + i % 3);
+                let key = format!("user:{:08}", i * 1_000 + 17).into_bytes();
+                let series = [
+                    (keyviz::Series::Reads, 0, 0, minutes),
+                    (keyviz::Series::ReadBytes, 0, 0, minutes * 108),
+                    (keyviz::Series::Writes, group, term, writes),
+                    (keyviz::Series::WriteBytes, group, term, writes * 108),
+                ];
+                keyviz::CellRecord {
+                    bucket_id: format!("route:{id}"),
+                    start: if i == 0 {
+                        Vec::new()
+                    } else {
+                        format!("user:{:08}", i * 1_000).into_bytes()
+                    },
+                    end: (id < routes).then(|| format!("user:{:08}", id * 1_000).into_bytes()),
+                    aggregate: false,
+                    route_ids: vec![id],
+                    route_count: 1,
+                    reads_leader: minutes,
+                    reads_follower: 0,
+                    read_bytes: minutes * 108,
+                    writes: vec![keyviz::WriteRecord {
+                        group,
+                        term,
+                        writes,
+                        write_bytes: writes * 108,
+                    }],
+                    hot: if i < hot_cells {
+                        series
+                            .iter()
+                            .map(|&(series, group, term, n)| keyviz::HotRecord {
+                                series,
+                                group,
+                                term,
+                                summary: one(n, &key),
+                            })
+                            .collect()
+                    } else {
+                        Vec::new()
+                    },
+                    first_key: Some(key.clone()),
+                    last_key: Some(format!("user:{:08}", i * 1_000 + 998).into_bytes()),
+                }
+            })
+            .collect();
+        ColumnRecord {
+            unix_ms,
+            step_ms,
+            cells,
+        }
+    }
+
+    fn status_kib(field: &str) -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    fn dir_bytes(dir: &std::path::Path) -> u64 {
+        std::fs::read_dir(dir).map_or(0, |entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+    }
+
+    /// Holds every record before restoring any, as `HistoryStore::load` returned a `Vec`
+    /// before the streaming load: the restart of the previous release, emulated.
+    struct Collecting(FjallHistory);
+
+    impl HistoryStore for Collecting {
+        fn append(&self, record: &ColumnRecord) -> Result<(), PersistError> {
+            self.0.append(record)
+        }
+        fn load(
+            &self,
+            since: i64,
+            visit: &mut dyn FnMut(ColumnRecord) -> Result<(), PersistError>,
+        ) -> Result<(), PersistError> {
+            let mut all = Vec::new();
+            self.0.load(since, &mut |r| {
+                all.push(r);
+                Ok(())
+            })?;
+            eprintln!(
+                "restart rss: all {} records held, VmRSS {} KiB",
+                all.len(),
+                status_kib("VmRSS")
+            );
+            all.into_iter().try_for_each(visit)
+        }
+        fn prune(&self, before: i64) -> Result<(), PersistError> {
+            HistoryStore::prune(&self.0, before)
+        }
+        fn prune_tier(&self, step: u64, before: i64) -> Result<(), PersistError> {
+            HistoryStore::prune_tier(&self.0, step, before)
+        }
+    }
+
+    /// The restart half of [`restart_peak_rss`], in a process of its own so its peak is
+    /// its own: reopens `KVNODE_RSS_DIR` and rebuilds the history
+    /// (`KVNODE_RSS_MODE=stream`, or `collect` for the previous release's whole-`Vec` load).
+    #[test]
+    #[ignore = "child process of restart_peak_rss"]
+    fn restart_rss_child() {
+        let Ok(dir) = std::env::var("KVNODE_RSS_DIR") else {
+            return;
+        };
+        let mode = std::env::var("KVNODE_RSS_MODE").unwrap_or_default();
+        // The parent's database may still be closing (its background threads hold the lock).
+        let mut tries = 0;
+        let store = loop {
+            match Store::open(std::path::Path::new(&dir), false) {
+                Ok(store) => break store,
+                Err(e) if tries < 300 => {
+                    tries += 1;
+                    eprintln!("restart rss: waiting for the data dir ({e})");
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(e) => panic!("open: {e}"),
+            }
+        };
+        let history = FjallHistory::new(store, 60_000);
+        let before = (status_kib("VmRSS"), status_kib("VmHWM"));
+        let t = std::time::Instant::now();
+        let history: Arc<dyn HistoryStore> = if mode == "collect" {
+            Arc::new(Collecting(history))
+        } else {
+            Arc::new(history)
+        };
+        let s = keyviz::Sampler::with_store(tiered_config(), RSS_END, history).expect("restart");
+        let stats = s.stats();
+        println!(
+            "restart rss [{mode}]: {} columns restored in {:.1} s; before: VmRSS {} KiB, VmHWM {} KiB; after: VmRSS {} KiB, VmHWM {} KiB; history {:.1} MiB accounted",
+            stats.columns,
+            t.elapsed().as_secs_f64(),
+            before.0,
+            before.1,
+            status_kib("VmRSS"),
+            status_kib("VmHWM"),
+            stats.history_bytes as f64 / 1_048_576.0,
+        );
+    }
+
+    /// Writes 10 000 active routes of tiered history through [`FjallHistory`] (the full
+    /// 30 days divided by `KVNODE_RSS_SCALE`, default 10, columns of each tier; values in
+    /// `KVNODE_RSS_FORMAT` `binary` or `json`), prints the bytes stored, then restarts a
+    /// sampler on it in a child process per mode in `KVNODE_RSS_MODES` (default
+    /// `stream`) and prints its memory. Run:
+    /// `cargo test -p kvnode --release --lib restart_peak_rss -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement: minutes and gigabytes"]
+    fn restart_peak_rss() {
+        let scale: u64 = std::env::var("KVNODE_RSS_SCALE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10)
+            .max(1);
+        let json = std::env::var("KVNODE_RSS_FORMAT").is_ok_and(|f| f == "json");
+        let modes = std::env::var("KVNODE_RSS_MODES").unwrap_or_else(|_| "stream".into());
+        let routes = 10_000;
+        let dir =
+            tempfile::tempdir_in(std::env::var("KVNODE_RSS_TMP").unwrap_or_else(|_| ".".into()))
+                .expect("tempdir");
+        let store = Store::open(dir.path(), false).expect("open");
+        let h = FjallHistory::new(store.clone(), 60_000);
+        let (mut columns, mut cells, mut value_bytes) = (0u64, 0u64, 0u64);
+        let t = std::time::Instant::now();
+        for (step, count, hot_cells) in [
+            (3_600_000u64, 720 / scale, 32),
+            (600_000, 1_008 / scale, 32),
+            (60_000, 1_440 / scale, 128),
+        ] {
+            for j in 0..count {
+                let at = RSS_END - ((count - j) * step) as i64;
+                let record = stored_column(step, at, routes, hot_cells);
+                let raw = if json {
+                    crate::store::to_json("rss column", &record).expect("json")
+                } else {
+                    encode_column(&record)
+                };
+                columns += 1;
+                cells += record.cells.len() as u64;
+                value_bytes += raw.len() as u64;
+                let mut batch = store.batch();
+                if step == 60_000 {
+                    batch.insert(&store.history, key(at), raw);
+                } else {
+                    batch.insert(&store.history_tiers, tier_key(step, at), raw);
+                }
+                batch.commit().expect("commit");
+            }
+        }
+        // Memtables to tables, compacted once: what the keyspaces hold on disk, after
+        // fjall's block compression.
+        for ks in [&store.history, &store.history_tiers] {
+            ks.rotate_memtable_and_wait().expect("flush");
+            ks.major_compact().expect("compact");
+        }
+        let tables = store.history.disk_space() + store.history_tiers.disk_space();
+        drop(h);
+        drop(store);
+        println!(
+            "restart rss: wrote {columns} columns, {cells} cells as {} in {:.1} s: values {:.1} MiB ({:.1} B a cell, {:.1} KiB a 10 000-cell column); history keyspaces on disk {:.1} MiB after compaction ({:.1} B a cell); data dir {:.1} MiB",
+            if json { "JSON" } else { "binary" },
+            t.elapsed().as_secs_f64(),
+            value_bytes as f64 / 1_048_576.0,
+            value_bytes as f64 / cells as f64,
+            value_bytes as f64 / columns as f64 / 1_024.0,
+            tables as f64 / 1_048_576.0,
+            tables as f64 / cells as f64,
+            dir_bytes(dir.path()) as f64 / 1_048_576.0,
+        );
+        let exe = std::env::current_exe().expect("test binary");
+        for mode in modes.split(',') {
+            let out = std::process::Command::new(&exe)
+                .args([
+                    "--exact",
+                    "history::tests::restart_rss_child",
+                    "--ignored",
+                    "--nocapture",
+                ])
+                .env("KVNODE_RSS_DIR", dir.path())
+                .env("KVNODE_RSS_MODE", mode)
+                .output()
+                .expect("child");
+            let text = String::from_utf8_lossy(&out.stdout);
+            for line in text.lines().filter(|l| l.starts_with("restart rss")) {
+                println!("{line}");
+            }
+            eprint!("{}", String::from_utf8_lossy(&out.stderr));
+            assert!(out.status.success(), "child {mode} failed");
+        }
     }
 }

@@ -224,7 +224,7 @@ fn fold_hot(hot: &mut Vec<CellHot>, lanes: &Lanes) {
     *hot = out;
 }
 
-fn series_rank(s: Series) -> u8 {
+pub(super) fn series_rank(s: Series) -> u8 {
     match s {
         Series::Reads => 0,
         Series::ReadBytes => 1,
@@ -438,7 +438,8 @@ fn plain_hot_bytes(hot: &[(u32, CellHot)]) -> usize {
         .sum()
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+/// Appends `v` as a LEB128 varint (7 bits a byte, low first).
+pub(super) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -446,16 +447,26 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-/// A cursor over bytes written by [`encode_hot`]; `None` on any malformed
-/// input (never panics).
+/// A cursor over bytes written by [`encode_hot`] (and by the stored-record
+/// codec); `None` on any malformed input (never panics).
 #[derive(Debug, Clone)]
-struct Reader<'a> {
+pub(super) struct Reader<'a> {
     bytes: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
+    /// A cursor at the start of `bytes`.
+    pub(super) fn new(bytes: &'a [u8]) -> Reader<'a> {
+        Reader { bytes }
+    }
+
+    /// Bytes not read yet.
+    pub(super) fn remaining(&self) -> usize {
+        self.bytes.len()
+    }
+
     #[inline]
-    fn varint(&mut self) -> Option<u64> {
+    pub(super) fn varint(&mut self) -> Option<u64> {
         // Nearly every value of a summary fits one byte.
         let (&b, rest) = self.bytes.split_first()?;
         if b < 0x80 {
@@ -475,7 +486,7 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub(super) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         if n > self.bytes.len() {
             return None;
         }
@@ -485,7 +496,7 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn byte(&mut self) -> Option<u8> {
+    pub(super) fn byte(&mut self) -> Option<u8> {
         let (&b, rest) = self.bytes.split_first()?;
         self.bytes = rest;
         Some(b)
@@ -495,7 +506,7 @@ impl<'a> Reader<'a> {
 /// Series ranks a packed column has a section for (every [`Series`]).
 const HOT_SECTIONS: usize = 6;
 
-fn series_of_rank(rank: usize) -> Option<Series> {
+pub(super) fn series_of_rank(rank: usize) -> Option<Series> {
     Some(match rank {
         0 => Series::Reads,
         1 => Series::ReadBytes,

@@ -17,6 +17,7 @@
 //! ([`History::choose_tier`]). The cost is that recent windows are held once
 //! per tier (see docs/PERFORMANCE.md for the figures).
 
+mod codec;
 mod column;
 mod persist;
 mod rows;
@@ -28,6 +29,7 @@ use crate::hotkeys::MAX_HOT_KEY_BYTES;
 use crate::matrix::Series;
 use crate::time::align_down;
 
+pub use codec::DecodeError;
 pub(crate) use column::HotLayout;
 use column::MAX_COARSE_COLUMN_HOT_ITEMS;
 pub(crate) use column::{
@@ -39,6 +41,15 @@ pub(crate) use rows::{RowCatalog, RowMeta};
 /// Columns a query reads from one tier at most, when a coarser tier covers the
 /// window: a 24 h window at 1 min (1 440), a 1 h window at 1 s (3 600).
 pub const MAX_QUERY_COLUMNS: usize = 4_096;
+
+/// Where a streaming restore stands ([`History::restore_begin`]).
+#[derive(Debug)]
+pub(crate) struct Restore {
+    /// Tiers that have received a stored record.
+    stored: Vec<bool>,
+    /// Tiers holding columns rebuilt from finer records.
+    rebuilt: Vec<bool>,
+}
 
 /// One tier's columns.
 #[derive(Debug)]
@@ -406,57 +417,88 @@ impl History {
         }
     }
 
-    /// Restores stored records (start-up), any tiers, any order.
-    ///
-    /// A record goes into the tier of its `step_ms` (a step no tier has, such
-    /// as one from before a `--step` change, goes into the finest tier whose
-    /// step is at least as wide, else the coarsest). A coarser tier of which
-    /// `records` holds nothing (a data dir written before tiers existed, or a
-    /// tier added since) is rebuilt from the finer records, exactly as if they
-    /// had been pushed; its rebuilt columns are left in the touched list, so
-    /// the caller persists them ([`History::take_touched`]).
-    pub(crate) fn restore_all(&mut self, mut records: Vec<ColumnRecord>) {
-        records.sort_by_key(|r| (r.step_ms, r.unix_ms));
-        let tier_of = |step: u64, tiers: &[Tier]| {
-            tiers
-                .iter()
-                .position(|t| t.step_ms >= step)
-                .unwrap_or(tiers.len() - 1)
-        };
-        let mut stored = vec![false; self.tiers.len()];
-        for r in &records {
-            stored[tier_of(r.step_ms, &self.tiers)] = true;
+    /// Starts a streaming restore (start-up): feed every stored record to
+    /// [`restore_one`](History::restore_one), in any order, then persist
+    /// [`take_touched`](History::take_touched).
+    pub(crate) fn restore_begin(&self) -> Restore {
+        Restore {
+            stored: vec![false; self.tiers.len()],
+            rebuilt: vec![false; self.tiers.len()],
         }
-        for record in records {
-            let k = tier_of(record.step_ms, &self.tiers);
-            // Rebuild the empty tiers coarser than this one from it.
-            let mut targets = vec![k];
-            targets.extend((k + 1..self.tiers.len()).filter(|&j| !stored[j]));
-            let unix_ms = record.unix_ms;
-            let cells = self.restore_cells(record);
-            let before = self.touched.len();
-            self.push_to(&targets, unix_ms, cells);
-            // Columns that came from the store as they are need no rewrite.
-            let mut i = before;
-            while i < self.touched.len() {
-                if self.touched[i].0 == k {
-                    self.touched.remove(i);
-                } else {
-                    i += 1;
-                }
+    }
+
+    /// The tier a stored record of `step_ms` goes into: the tier of its step
+    /// (a step no tier has, such as one from before a `--step` change, goes
+    /// into the finest tier whose step is at least as wide, else the coarsest).
+    fn tier_of(&self, step_ms: u64) -> usize {
+        self.tiers
+            .iter()
+            .position(|t| t.step_ms >= step_ms)
+            .unwrap_or(self.tiers.len() - 1)
+    }
+
+    /// Restores one stored record (start-up), of any tier, in any order; the
+    /// caller holds only this record, so a restart holds one stored column at
+    /// a time on top of the history.
+    ///
+    /// A coarser tier of which the store holds nothing (a data dir written
+    /// before tiers existed, or a tier added since) is rebuilt from the finer
+    /// records, exactly as if they had been pushed; its rebuilt columns stay
+    /// in the touched list, so the caller persists them. A tier's first
+    /// stored record drops whatever was rebuilt into it from finer records
+    /// that came earlier (the stored tier is authoritative, as when records
+    /// came coarsest first): the result is the same for every order, and a
+    /// store that yields coarser tiers first never rebuilds anything twice.
+    pub(crate) fn restore_one(&mut self, state: &mut Restore, record: ColumnRecord) {
+        let k = self.tier_of(record.step_ms);
+        if let Some(stored) = state.stored.get_mut(k)
+            && !*stored
+        {
+            *stored = true;
+            if std::mem::take(&mut state.rebuilt[k]) {
+                self.clear_tier(k);
             }
         }
+        // Rebuild the empty tiers coarser than this one from it.
+        let mut targets = vec![k];
+        targets.extend((k + 1..self.tiers.len()).filter(|&j| !state.stored[j]));
+        for &j in &targets[1..] {
+            state.rebuilt[j] = true;
+        }
+        let unix_ms = record.unix_ms;
+        let cells = self.restore_cells(record);
+        let before = self.touched.len();
+        self.push_to(&targets, unix_ms, cells);
+        // Columns that came from the store as they are need no rewrite.
+        let mut i = before;
+        while i < self.touched.len() {
+            if self.touched[i].0 == k {
+                self.touched.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Drops every column of tier `k` (their row references released) and
+    /// forgets that they changed.
+    fn clear_tier(&mut self, k: usize) {
+        let Some(tier) = self.tiers.get_mut(k) else {
+            return;
+        };
+        for column in std::mem::take(&mut tier.columns) {
+            for &row in column.rows.iter() {
+                self.catalog.release(row);
+            }
+        }
+        self.touched.retain(|&(j, _)| j != k);
     }
 
     /// Files each record into the tier of its `step_ms` only (no coarser tier
     /// is rebuilt from it), as stored columns; nothing is left to persist.
     pub(crate) fn restore_exact(&mut self, records: Vec<ColumnRecord>) {
         for record in records {
-            let k = self
-                .tiers
-                .iter()
-                .position(|t| t.step_ms >= record.step_ms)
-                .unwrap_or(self.tiers.len() - 1);
+            let k = self.tier_of(record.step_ms);
             let unix_ms = record.unix_ms;
             let cells = self.restore_cells(record);
             self.push_to(&[k], unix_ms, cells);

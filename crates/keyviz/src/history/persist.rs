@@ -110,12 +110,33 @@ pub trait HistoryStore: Send + Sync {
     /// Any storage failure; the in-memory history is unaffected.
     fn append(&self, record: &ColumnRecord) -> Result<(), PersistError>;
 
-    /// Every stored column, of every tier, with `unix_ms >= since_unix_ms`
-    /// (any order).
+    /// Hands every stored column, of every tier, with
+    /// `unix_ms >= since_unix_ms` to `visit`, one at a time, and returns when
+    /// all were handed over or at the first error (the store's or `visit`'s,
+    /// which it returns as it is). An implementation should decode one record
+    /// per call of `visit` and keep none: the restart's peak memory is then
+    /// the history plus one record (a 10 000-cell column is ≈ 5 MiB as
+    /// structs), not the whole store. Called by
+    /// [`Sampler::with_store`](crate::Sampler::with_store) on the caller's
+    /// thread, blocking on the store's I/O; `visit` holds the new sampler's
+    /// history lock (no other thread can see that sampler yet) and never
+    /// calls back into the store.
+    ///
+    /// **Order.** None is required: [`Sampler::with_store`](crate::Sampler::with_store)
+    /// restores the same history from any order. Preferred, and what kvnode's
+    /// store yields: coarser tiers (wider `step_ms`) before finer ones, each in
+    /// ascending `unix_ms`. A finer record seen before any record of a coarser
+    /// tier is also summed into that tier (a data dir from before tiers has no
+    /// coarser records); that work is dropped when the tier's first stored
+    /// record arrives.
     ///
     /// # Errors
-    /// Any storage or decoding failure.
-    fn load(&self, since_unix_ms: i64) -> Result<Vec<ColumnRecord>, PersistError>;
+    /// Any storage or decoding failure, or `visit`'s error.
+    fn load(
+        &self,
+        since_unix_ms: i64,
+        visit: &mut dyn FnMut(ColumnRecord) -> Result<(), PersistError>,
+    ) -> Result<(), PersistError>;
 
     /// Deletes columns of the finest tier (the sampler's `step_ms`) with
     /// `unix_ms < before_unix_ms`.

@@ -534,8 +534,11 @@ impl Sampler {
     }
 
     /// Like [`Sampler::new`], with durable history: the retained columns are
-    /// loaded from `store` (blocking on its I/O), and every [`flush`](Sampler::flush)
-    /// appends to it. A host that calls [`seal`](Sampler::seal) and
+    /// loaded from `store` (blocking on its I/O, under the history write lock
+    /// of the sampler being built, so nothing else waits), one record at a
+    /// time ([`HistoryStore::load`]: peak memory is the rebuilt history plus
+    /// the record in hand), and every [`flush`](Sampler::flush) appends to
+    /// it. A host that calls [`seal`](Sampler::seal) and
     /// [`publish`](Sampler::publish) itself persists [`Published::records`] instead.
     ///
     /// # Errors
@@ -548,10 +551,15 @@ impl Sampler {
         let mut sampler = Sampler::new(config, now_unix_ms)?;
         let since = now_unix_ms
             .saturating_sub(i64::try_from(sampler.config.longest_keep_ms()).unwrap_or(i64::MAX));
-        let records = store.load(since)?;
+        // One stored record at a time: a restart holds the history being
+        // rebuilt plus the record in hand, never the whole store.
         let rebuilt = {
             let mut history = sampler.history.write();
-            history.restore_all(records);
+            let mut restore = history.restore_begin();
+            store.load(since, &mut |record| {
+                history.restore_one(&mut restore, record);
+                Ok(())
+            })?;
             history.take_touched()
         };
         // Coarser tiers rebuilt from finer records (a data dir from before

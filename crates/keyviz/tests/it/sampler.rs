@@ -567,14 +567,15 @@ impl HistoryStore for MemStore {
         cols.sort_by_key(|c| c.unix_ms);
         Ok(())
     }
-    fn load(&self, since: i64) -> Result<Vec<ColumnRecord>, PersistError> {
-        Ok(self
-            .columns
-            .lock()
-            .iter()
+    fn load(
+        &self,
+        since: i64,
+        visit: &mut dyn FnMut(ColumnRecord) -> Result<(), PersistError>,
+    ) -> Result<(), PersistError> {
+        let cols = self.columns.lock().clone();
+        cols.into_iter()
             .filter(|c| c.unix_ms >= since)
-            .cloned()
-            .collect())
+            .try_for_each(visit)
     }
     fn prune(&self, before: i64) -> Result<(), PersistError> {
         self.columns

@@ -245,6 +245,8 @@ fn write_lanes_that_do_not_sum_to_their_cell_are_rejected() {
 #[derive(Default)]
 struct TierStore {
     columns: Mutex<BTreeMap<(u64, i64), ColumnRecord>>,
+    /// `load` yields coarser tiers first (as kvnode's store does).
+    coarse_first: std::sync::atomic::AtomicBool,
 }
 
 impl HistoryStore for TierStore {
@@ -254,14 +256,20 @@ impl HistoryStore for TierStore {
             .insert((record.step_ms, record.unix_ms), record.clone());
         Ok(())
     }
-    fn load(&self, since: i64) -> Result<Vec<ColumnRecord>, PersistError> {
-        Ok(self
-            .columns
-            .lock()
-            .values()
+    /// Finest tier first (the order that makes restore rebuild the coarser
+    /// tiers and drop them again), or coarsest first when `coarse_first`.
+    fn load(
+        &self,
+        since: i64,
+        visit: &mut dyn FnMut(ColumnRecord) -> Result<(), PersistError>,
+    ) -> Result<(), PersistError> {
+        let mut cols: Vec<ColumnRecord> = self.columns.lock().values().cloned().collect();
+        if self.coarse_first.load(std::sync::atomic::Ordering::Relaxed) {
+            cols.sort_by_key(|c| (std::cmp::Reverse(c.step_ms), c.unix_ms));
+        }
+        cols.into_iter()
             .filter(|c| c.unix_ms >= since)
-            .cloned()
-            .collect())
+            .try_for_each(visit)
     }
     fn prune(&self, before: i64) -> Result<(), PersistError> {
         self.prune_tier(MIN, before)
@@ -347,6 +355,29 @@ fn a_restart_keeps_every_tier_and_an_old_single_tier_store_rebuilds_the_coarser_
         before_hot,
         "every tier's hot keys survive the restart"
     );
+    drop(s);
+    // The restore is streamed and takes records in any order: finest tier
+    // first above (each coarser tier rebuilt, then replaced by its stored
+    // records), coarsest first here (nothing rebuilt).
+    store
+        .coarse_first
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let s = Sampler::with_store(config(), end, store.clone()).expect("restart, coarse first");
+    routes(&s);
+    assert_eq!(every_tier(&s, end), before, "same history in either order");
+    assert_eq!(every_tier_hot(&s, end), before_hot);
+    let held_again: Vec<usize> = [MIN, TEN, HOUR]
+        .iter()
+        .map(|&st| {
+            store
+                .columns
+                .lock()
+                .keys()
+                .filter(|(s, _)| *s == st)
+                .count()
+        })
+        .collect();
+    assert_eq!(held_again, held, "a restart stores no rebuilt column");
 
     // A store written before tiers: the 1 min records only (kept 48 h then).
     let old = Arc::new(TierStore::default());
