@@ -79,6 +79,27 @@ pub(crate) fn decode_column(what: &'static str, raw: &[u8]) -> Result<ColumnReco
     }
 }
 
+/// A stored column, or `None` (logged at `warn`) when its bytes do not decode: one damaged
+/// window of the heatmap must not keep the node from starting. Storage errors are not this:
+/// they still fail the load.
+fn readable(what: &'static str, key: &[u8], raw: &[u8]) -> Option<ColumnRecord> {
+    match decode_column(what, raw) {
+        Ok(record) => Some(record),
+        Err(e) => {
+            tracing::warn!(
+                key = %hex(key),
+                bytes = raw.len(),
+                "skipping an unreadable stored history column (that window is left out of the heatmap): {e}"
+            );
+            None
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The value kvnode stores for `record` (its binary form).
 pub(crate) fn encode_column(record: &ColumnRecord) -> Vec<u8> {
     let mut out = Vec::new();
@@ -111,8 +132,10 @@ impl HistoryStore for FjallHistory {
             let range = tier_key(step, since_unix_ms)..=tier_key(step, i64::MAX);
             for item in self.store.history_tiers.range(range) {
                 let (k, v) = item.into_inner().map_err(err)?;
-                if tier_key_unix_ms(&k).is_some() {
-                    visit(decode_column("keyviz tier column", &v).map_err(err)?)?;
+                if tier_key_unix_ms(&k).is_some()
+                    && let Some(record) = readable("keyviz tier column", &k, &v)
+                {
+                    visit(record)?;
                 }
             }
             if step == 0 {
@@ -121,8 +144,10 @@ impl HistoryStore for FjallHistory {
             below = Some(tier_key(step, i64::MIN));
         }
         for item in self.store.history.range(key(since_unix_ms)..) {
-            let v = item.value().map_err(err)?;
-            visit(decode_column("keyviz column", &v).map_err(err)?)?;
+            let (k, v) = item.into_inner().map_err(err)?;
+            if let Some(record) = readable("keyviz column", &k, &v) {
+                visit(record)?;
+            }
         }
         Ok(())
     }
@@ -356,6 +381,34 @@ mod tests {
         HistoryStore::prune(&h, 2_000).expect("prune");
         let got: Vec<i64> = loaded(&h, i64::MIN).iter().map(|c| c.unix_ms).collect();
         assert_eq!(got, vec![2_000, 3_000]);
+    }
+
+    #[test]
+    fn an_unreadable_column_is_skipped_and_the_rest_still_loads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), false).expect("open");
+        let h = FjallHistory::new(store.clone(), 1_000);
+        for t in [1_000, 2_000, 3_000] {
+            h.append(&column(t)).expect("append");
+        }
+        h.append(&tier_column(10_000, 0)).expect("append");
+        let mut good = Vec::new();
+        column(2_000).encode(&mut good);
+        let mut batch = store.batch();
+        // A binary column cut short, JSON garbage, and a damaged tier column.
+        batch.insert(&store.history, key(2_000), good[..good.len() / 2].to_vec());
+        batch.insert(&store.history, key(4_000), b"{not json".to_vec());
+        batch.insert(
+            &store.history_tiers,
+            tier_key(10_000, 10_000),
+            b"KVcr\x01\xff".to_vec(),
+        );
+        batch.commit().expect("commit");
+        let got: Vec<(u64, i64)> = loaded(&h, 0)
+            .iter()
+            .map(|c| (c.step_ms, c.unix_ms))
+            .collect();
+        assert_eq!(got, vec![(10_000, 0), (1_000, 1_000), (1_000, 3_000)]);
     }
 
     /// Every record `load` hands over, in its order.
