@@ -218,11 +218,18 @@ struct SealState {
 
 type TableCache = Cache<Arc<ArcSwap<RouteTable>>, Arc<RouteTable>>;
 
-/// What a thread keeps for its observations: its shard lease and the last
+/// What a thread keeps for its observations: its shard index and the last
 /// route table it observed into, with that table's stamp (one load and
 /// compare per observe against [`Sampler::stamp`] instead of an
-/// `ArcSwap::load`). One thread-local, so the lease is handed back only with
-/// everything that caches its index.
+/// `ArcSwap::load`).
+///
+/// No destructor (the table sits in a `ManuallyDrop`), so the thread-local
+/// is a plain `%fs`-relative static: no "initialised yet?" check and no
+/// destructor-registration call on the observe path, which is then a leaf
+/// that needs no callee-saved registers. What a destructor would do is
+/// [`LocalOwner`]'s job: the slow path creates it with the lease, and at
+/// thread exit it empties this (drops the cached table, forgets the shard
+/// index) before it gives the lease back.
 ///
 /// `Cell`s, not a `RefCell`: the fast path reads the stamp and moves the
 /// `Arc` out and back (a load and two stores), where a `RefCell` borrow
@@ -231,10 +238,15 @@ type TableCache = Cache<Arc<ArcSwap<RouteTable>>, Arc<RouteTable>>;
 /// the cell is empty, so a re-entered observe takes the slow path and
 /// installs its own.
 struct Local {
-    lease: shard::Lease,
-    /// The stamp `table` was loaded under (0: none).
+    /// The stamp `table` was loaded under (0: none, and again once the
+    /// thread's [`LocalOwner`] is gone).
     stamp: Cell<u64>,
-    table: Cell<Option<Arc<RouteTable>>>,
+    /// This thread's lease index ([`shard::UNSET`] until the slow path asks
+    /// [`LocalOwner`] for it; [`shard::NO_SHARD`] when none was free or the
+    /// owner is gone). Valid whenever `stamp` is non-zero.
+    shard: Cell<usize>,
+    /// Dropped by [`LocalOwner`]'s destructor, never by this one.
+    table: std::mem::ManuallyDrop<Cell<Option<Arc<RouteTable>>>>,
 }
 
 impl Local {
@@ -254,6 +266,27 @@ impl Local {
     #[inline(always)]
     fn put_back_unchecked(&self, table: Arc<RouteTable>) {
         std::mem::forget(self.table.replace(Some(table)));
+    }
+}
+
+/// The destructor-carrying half of a thread's observe state: its shard
+/// lease. Created by the slow path on the thread's first observe (which
+/// registers its destructor); at thread exit it clears [`LOCAL`] first (no
+/// cached table, stamp 0, no shard index), then the lease's own drop gives
+/// the index back, so nothing on this thread can write a shard after the
+/// index is released.
+struct LocalOwner {
+    lease: shard::Lease,
+}
+
+impl Drop for LocalOwner {
+    fn drop(&mut self) {
+        // `LOCAL` has no destructor: it is reachable for the thread's whole life.
+        LOCAL.with(|l| {
+            l.stamp.set(0);
+            l.shard.set(shard::NO_SHARD);
+            drop(l.table.take());
+        });
     }
 }
 
@@ -277,20 +310,40 @@ fn op_bytes(key: &[u8], value_len: usize) -> u64 {
 thread_local! {
     static LOCAL: Local = const {
         Local {
-            lease: shard::Lease::new(),
             stamp: Cell::new(0),
-            table: Cell::new(None),
+            shard: Cell::new(shard::UNSET),
+            table: std::mem::ManuallyDrop::new(Cell::new(None)),
+        }
+    };
+    static OWNER: LocalOwner = const {
+        LocalOwner {
+            lease: shard::Lease::new(),
         }
     };
 }
 
 /// This thread's shard index ([`shard::NO_SHARD`] while exiting or when all
-/// leases are taken).
+/// leases are taken). One thread-local load once known.
 #[inline]
 fn thread_shard() -> usize {
-    LOCAL
-        .try_with(|l| l.lease.index())
-        .unwrap_or(shard::NO_SHARD)
+    let i = LOCAL.try_with(|l| l.shard.get()).unwrap_or(shard::UNSET);
+    if i != shard::UNSET {
+        return i;
+    }
+    claim_thread_shard()
+}
+
+/// [`thread_shard`] on the thread's first observe: claims the lease through
+/// [`OWNER`] (registering its destructor) and records the index in [`LOCAL`];
+/// [`shard::NO_SHARD`] when the owner is already gone (thread exit).
+#[cold]
+#[inline(never)]
+fn claim_thread_shard() -> usize {
+    let i = OWNER
+        .try_with(|o| o.lease.index())
+        .unwrap_or(shard::NO_SHARD);
+    LOCAL.with(|l| l.shard.set(i));
+    i
 }
 
 /// Route table stamps, unique in the process (0 is never used): a stamp
@@ -672,26 +725,22 @@ impl Sampler {
     /// store-forwarding stall per observe).
     #[inline(always)]
     fn with_table<R>(&self, f: impl Fn(&RouteTable, usize) -> R) -> R {
-        match LOCAL.try_with(|local| self.with_local(local, &f)) {
-            Ok(Some(r)) => r,
-            // Thread-local storage gone (thread teardown) or re-entered: the
-            // closure has not run. No lease: the shared counters.
-            _ => f(&self.table.load(), shard::NO_SHARD),
-        }
-    }
-
-    #[inline(always)]
-    fn with_local<R>(&self, local: &Local, f: &impl Fn(&RouteTable, usize) -> R) -> Option<R> {
-        let shard = local.lease.index();
-        // Ordering: Acquire — see `change`.
-        let stamp = self.stamp.load(std::sync::atomic::Ordering::Acquire);
-        let table = match local.table.take() {
-            Some(table) if local.stamp.get() == stamp => table,
-            old => self.install_table(local, old, stamp),
-        };
-        let r = f(&table, shard);
-        local.put_back(table);
-        Some(r)
+        LOCAL.with(|local| {
+            // Ordering: Acquire — see `change`.
+            let stamp = self.stamp.load(std::sync::atomic::Ordering::Acquire);
+            let table = match local.table.take() {
+                Some(table) if local.stamp.get() == stamp => table,
+                old => match self.install_table(local, old, stamp) {
+                    Some(table) => table,
+                    // Thread exit (the owner is gone): no lease, nothing
+                    // cached; the shared counters.
+                    None => return f(&self.table.load(), shard::NO_SHARD),
+                },
+            };
+            let r = f(&table, local.shard.get());
+            local.put_back(table);
+            r
+        })
     }
 
     /// The fast path's thread-local state: this thread's cached table of
@@ -708,11 +757,8 @@ impl Sampler {
         if local.stamp.get() != self.stamp.load(std::sync::atomic::Ordering::Relaxed) {
             return None;
         }
-        // A stamp is set only after the slow path asked for the lease, so the
-        // lease is claimed (or known to be unavailable: `NO_SHARD`); were it
-        // not, its "unset" value is past every shard index and counts as none.
-        let shard = local.lease.raw();
-        Some((local.table.take()?, shard))
+        // A stamp is set only together with the shard index (`install_table`).
+        Some((local.table.take()?, local.shard.get()))
     }
 
     /// The thread-local fast path of one observation: counts it on this
@@ -738,6 +784,8 @@ impl Sampler {
         at_unix_ms: i64,
         counter_of: impl Fn(&Slot) -> Option<usize>,
     ) -> u8 {
+        // `try_with`, not `with` (which is not inlined); `LOCAL` has no
+        // destructor, so it never fails.
         LOCAL
             .try_with(|local| {
                 let Some((table, shard)) = self.fast_table(local) else {
@@ -809,7 +857,10 @@ impl Sampler {
 
     /// This sampler's current table, loaded after `stamp`, for this thread's
     /// cache (its first observe, another sampler observed last, or the table
-    /// changed since); drops the table it replaces.
+    /// changed since); drops the table it replaces. Claims the thread's lease
+    /// on its first observe (creating [`OWNER`], which registers its
+    /// destructor). `None` once the owner is gone (thread exit): then nothing
+    /// is cached, so nothing outlives the thread.
     #[cold]
     #[inline(never)]
     fn install_table(
@@ -817,10 +868,12 @@ impl Sampler {
         local: &Local,
         old: Option<Arc<RouteTable>>,
         stamp: u64,
-    ) -> Arc<RouteTable> {
+    ) -> Option<Arc<RouteTable>> {
         drop(old);
+        let shard = OWNER.try_with(|o| o.lease.index()).ok()?;
+        local.shard.set(shard);
         local.stamp.set(stamp);
-        self.table.load_full()
+        Some(self.table.load_full())
     }
 
     /// Counts one write of `key` (plus `value_len` value bytes) on `route`,
