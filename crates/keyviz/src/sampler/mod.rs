@@ -536,6 +536,9 @@ pub struct Sampler {
     /// A `std` atomic even under loom, as `table` is an `ArcSwap`: the thread
     /// caches it guards are outside the modelled protocol.
     stamp: std::sync::atomic::AtomicU64,
+    /// `key_buckets_per_route` is 1: every slot has one sub-range, so the
+    /// observe path takes the fast-path instance without the sub-range search.
+    one_sub: bool,
     config: SamplerConfig,
     table: Arc<ArcSwap<RouteTable>>,
     control: Mutex<Catalog>,
@@ -567,6 +570,7 @@ impl Sampler {
         config.validate()?;
         Ok(Sampler {
             stamp: std::sync::atomic::AtomicU64::new(next_stamp()),
+            one_sub: config.key_buckets_per_route == 1,
             history: RwLock::new(History::with_tiers(&config.tiers(), config.max_columns)),
             windows: Arc::new(Windows::new(
                 now_unix_ms,
@@ -761,27 +765,31 @@ impl Sampler {
         Some((local.table.take()?, local.shard.get()))
     }
 
-    /// The thread-local fast path of one observation: counts it on this
-    /// thread's own shard of the slot, stamped in the open
-    /// window, through the thread's cached table (current by its stamp).
-    /// `counter_of` names the slot's counter (`None`: a write lane must be
-    /// claimed first). Returns [`FAST_DONE`] (counted, or counted as an
-    /// unregistered route), [`FAST_DUE`] (counted, and a hot-key capture is
-    /// due) or [`FAST_SLOW`] (nothing counted: the thread's first observe of
-    /// this table, a route id past the dense array, a timestamp outside the
-    /// open window, a slot not busy enough for a
-    /// shard, a lane to claim, a re-entered observe).
+    /// The thread-local fast path of one observation stamped in the open
+    /// window (the caller checked): counts it on this thread's own shard of
+    /// the slot, through the thread's cached table (current by its stamp).
+    /// `bytes` is [`op_bytes`]; `counter_of` names the slot's counter
+    /// (`None`: a write lane must be claimed first). Returns [`FAST_DONE`]
+    /// (counted, or counted as an unregistered route), [`FAST_DUE`] (counted,
+    /// and a hot-key capture is due) or [`FAST_SLOW`] (nothing counted: the
+    /// thread's first observe of this table, a route id past the dense
+    /// array, a slot not busy enough for a shard, a lane to claim, a
+    /// re-entered observe).
     ///
-    /// Once the table is out of its cell it calls nothing (every step, the
-    /// sub-range search included, inlines to loads, stores and compares), so
-    /// nothing can refill the cell before it is put back.
+    /// `MANY`: the sampler's slots may have several sub-ranges (the key's
+    /// is searched); without it, a slot of several sub-ranges is left to the
+    /// general path (never met: every slot of such a sampler has one), and
+    /// the sub-range search, with the registers it needs, stays out of the
+    /// function.
+    ///
+    /// Calls nothing, so nothing can refill the cell before the table is put
+    /// back, and the observe function this inlines into is a leaf.
     #[inline(always)]
-    fn fast(
+    fn fast<const MANY: bool>(
         &self,
         route: RouteId,
         key: &[u8],
-        value_len: usize,
-        at_unix_ms: i64,
+        bytes: u64,
         counter_of: impl Fn(&Slot) -> Option<usize>,
     ) -> u8 {
         // `try_with`, not `with` (which is not inlined); `LOCAL` has no
@@ -792,17 +800,16 @@ impl Sampler {
                     return FAST_SLOW;
                 };
                 let done = match table.dense_slot(route) {
-                    Ok(Some(slot)) => {
-                        if !self.windows.is_open(at_unix_ms) {
-                            FAST_SLOW
-                        } else if let Some(counter) = counter_of(slot) {
+                    Ok(Some(slot)) => match counter_of(slot) {
+                        Some(counter) if MANY => {
                             let sub = slot.layout.index(key);
-                            slot.counters
-                                .add_sharded(shard, sub, counter, op_bytes(key, value_len))
-                        } else {
-                            FAST_SLOW
+                            slot.counters.add_sharded(shard, sub, counter, bytes)
                         }
-                    }
+                        Some(counter) if slot.layout.is_single() => {
+                            slot.counters.add_sharded(shard, 0, counter, bytes)
+                        }
+                        _ => FAST_SLOW,
+                    },
                     Ok(None) => {
                         self.windows.note_unknown(shard);
                         FAST_DONE
@@ -904,66 +911,55 @@ impl Sampler {
         term: u64,
         at_unix_ms: i64,
     ) {
-        self.observe_write_in::<true>(route, key, value_len, group, term, at_unix_ms);
-    }
-
-    /// The body of [`observe_write`](Sampler::observe_write), out of line so the thread-local
-    /// access and the whole fast path inline into it (a caller that inlined
-    /// the body kept the thread-local closure out of line: a call per
-    /// observe). Generic only so that it is instantiated, and optimised, in
-    /// the calling crate, as an `#[inline]` function is.
-    #[inline(never)]
-    fn observe_write_in<const LOCAL_COPY: bool>(
-        &self,
-        route: RouteId,
-        key: &[u8],
-        value_len: usize,
-        group: u64,
-        term: u64,
-        at_unix_ms: i64,
-    ) {
-        let fast = self.fast(route, key, value_len, at_unix_ms, |slot| {
-            slot.lanes.find(group, term).map(counters::write_counter)
-        });
-        // Both calls in tail position, with the caller's arguments: the fast
-        // path keeps nothing live across a call.
-        match fast {
-            FAST_DONE => {}
-            FAST_DUE => self.observe_write_due(route, key, value_len, group, term, at_unix_ms),
-            _ => self.observe_write_slow(route, key, value_len, group, term, at_unix_ms),
+        // Inlined into the caller: the window check, the byte count and one
+        // call to a leaf that counts; the caller keeps its own arguments for
+        // the cold rest.
+        let fast = if !self.windows.is_open(at_unix_ms) {
+            FAST_SLOW
+        } else if self.one_sub {
+            self.observe_write_fast::<false>(route, key, op_bytes(key, value_len), group, term)
+        } else {
+            self.observe_write_fast::<true>(route, key, op_bytes(key, value_len), group, term)
+        };
+        if fast != FAST_DONE {
+            self.observe_write_rest(fast, route, key, value_len, group, term, at_unix_ms);
         }
     }
 
-    /// [`observe_write`](Sampler::observe_write) after the fast path counted
-    /// it and found a hot-key capture due: the stride, and the capture. Out
-    /// of line (one operation in 64 at most once a counter is past its first
-    /// 1 024 in a window).
-    #[cold]
+    /// The fast path of [`observe_write`](Sampler::observe_write) for an
+    /// operation in the open window, out of line and a leaf: it calls
+    /// nothing (the thread-local has no destructor to register; a slot of
+    /// several sub-ranges is a jump to [`fast_many`]), so it needs no stack
+    /// frame and no callee-saved register, and may clobber its arguments.
+    /// Returns as [`fast`](Sampler::fast) does; `MANY` as there (one
+    /// instance per sub-range setting, so the one-sub-range instance keeps
+    /// to scratch registers). Generic, also, so that it is instantiated and
+    /// optimised in the calling crate, as an `#[inline]` function is.
     #[inline(never)]
-    fn observe_write_due(
+    fn observe_write_fast<const MANY: bool>(
         &self,
         route: RouteId,
         key: &[u8],
-        value_len: usize,
+        bytes: u64,
         group: u64,
         term: u64,
-        at_unix_ms: i64,
-    ) {
-        let _ = at_unix_ms;
-        self.capture_due(route, key, value_len, |slot| {
-            let lane = slot.lanes.find(group, term)?;
-            Some((counters::write_counter(lane), capture::writes_family(lane)))
-        });
+    ) -> u8 {
+        self.fast::<MANY>(route, key, bytes, |slot| {
+            slot.lanes.find(group, term).map(counters::write_counter)
+        })
     }
 
-    /// [`observe_write`](Sampler::observe_write) when the thread-local fast
-    /// path cannot run: the thread's or this sampler's first observe on this
-    /// thread, a re-entered or torn-down thread-local. Out of line, so the
-    /// fast path inlined into every caller stays small.
+    /// [`observe_write`](Sampler::observe_write) when the fast path did not
+    /// finish it: `fast` is [`FAST_DUE`] (counted; a hot-key capture is
+    /// due: the stride and the capture) or [`FAST_SLOW`] (nothing counted:
+    /// the general path, through [`with_table`](Sampler::with_table), which
+    /// sets up the thread's cache on its first observe). Out of line and cold.
     #[cold]
     #[inline(never)]
-    fn observe_write_slow(
+    #[allow(clippy::too_many_arguments)] // the observe signature, plus the fast path's outcome
+    fn observe_write_rest(
         &self,
+        fast: u8,
         route: RouteId,
         key: &[u8],
         value_len: usize,
@@ -971,6 +967,13 @@ impl Sampler {
         term: u64,
         at_unix_ms: i64,
     ) {
+        if fast == FAST_DUE {
+            self.capture_due(route, key, value_len, |slot| {
+                let lane = slot.lanes.find(group, term)?;
+                Some((counters::write_counter(lane), capture::writes_family(lane)))
+            });
+            return;
+        }
         self.with_table(|table, shard| {
             count_write(
                 &self.windows,
@@ -998,62 +1001,55 @@ impl Sampler {
         role: ReadRole,
         at_unix_ms: i64,
     ) {
-        self.observe_read_in::<true>(route, key, value_len, role, at_unix_ms);
-    }
-
-    /// The body of [`observe_read`](Sampler::observe_read), out of line so the thread-local
-    /// access and the whole fast path inline into it (a caller that inlined
-    /// the body kept the thread-local closure out of line: a call per
-    /// observe). Generic only so that it is instantiated, and optimised, in
-    /// the calling crate, as an `#[inline]` function is.
-    #[inline(never)]
-    fn observe_read_in<const LOCAL_COPY: bool>(
-        &self,
-        route: RouteId,
-        key: &[u8],
-        value_len: usize,
-        role: ReadRole,
-        at_unix_ms: i64,
-    ) {
-        let counter = counters::read_counter(role == ReadRole::Leader);
         // See `observe_write`.
-        match self.fast(route, key, value_len, at_unix_ms, |_| Some(counter)) {
-            FAST_DONE => {}
-            FAST_DUE => self.observe_read_due(route, key, value_len, role, at_unix_ms),
-            _ => self.observe_read_slow(route, key, value_len, role, at_unix_ms),
+        let fast = if !self.windows.is_open(at_unix_ms) {
+            FAST_SLOW
+        } else {
+            let (bytes, leader) = (op_bytes(key, value_len), role == ReadRole::Leader);
+            if self.one_sub {
+                self.observe_read_fast::<false>(route, key, bytes, leader)
+            } else {
+                self.observe_read_fast::<true>(route, key, bytes, leader)
+            }
+        };
+        if fast != FAST_DONE {
+            self.observe_read_rest(fast, route, key, value_len, role, at_unix_ms);
         }
     }
 
-    /// [`observe_read`](Sampler::observe_read) after the fast path counted
-    /// it and found a hot-key capture due; see
-    /// [`observe_write_due`](Sampler::observe_write_due).
-    #[cold]
+    /// The fast path of [`observe_read`](Sampler::observe_read): `bytes` is
+    /// [`op_bytes`], `leader` the role (six arguments, all in registers). See
+    /// [`observe_write_fast`](Sampler::observe_write_fast).
     #[inline(never)]
-    fn observe_read_due(
+    fn observe_read_fast<const MANY: bool>(
         &self,
         route: RouteId,
         key: &[u8],
-        value_len: usize,
-        role: ReadRole,
-        at_unix_ms: i64,
-    ) {
-        let _ = at_unix_ms;
-        let counter = counters::read_counter(role == ReadRole::Leader);
-        self.capture_due(route, key, value_len, |_| Some((counter, capture::READS)));
+        bytes: u64,
+        leader: bool,
+    ) -> u8 {
+        let counter = counters::read_counter(leader);
+        self.fast::<MANY>(route, key, bytes, |_| Some(counter))
     }
 
-    /// [`observe_read`](Sampler::observe_read) off the fast path; see
-    /// [`observe_write_slow`](Sampler::observe_write_slow).
+    /// [`observe_read`](Sampler::observe_read) when the fast path did not
+    /// finish it; see [`observe_write_rest`](Sampler::observe_write_rest).
     #[cold]
     #[inline(never)]
-    fn observe_read_slow(
+    fn observe_read_rest(
         &self,
+        fast: u8,
         route: RouteId,
         key: &[u8],
         value_len: usize,
         role: ReadRole,
         at_unix_ms: i64,
     ) {
+        if fast == FAST_DUE {
+            let counter = counters::read_counter(role == ReadRole::Leader);
+            self.capture_due(route, key, value_len, |_| Some((counter, capture::READS)));
+            return;
+        }
         self.with_table(|table, shard| {
             count_read(
                 &self.windows,
