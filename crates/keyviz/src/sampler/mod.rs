@@ -307,6 +307,23 @@ fn op_bytes(key: &[u8], value_len: usize) -> u64 {
     (key.len() as u64 + (value_len as u64).min(cap)).min(cap)
 }
 
+/// Key and value lengths below this each take the fast path.
+const SMALL_OP: usize = 1 << 47;
+
+/// [`op_bytes`] for the fast path: the sum when both lengths are below
+/// [`SMALL_OP`] (so the sum is below [`MAX_OP_BYTES`](counters::MAX_OP_BYTES)
+/// and needs no cap: an or, a compare and an add), else `None` (the general
+/// path counts the operation, capped).
+#[inline(always)]
+fn small_op_bytes(key: &[u8], value_len: usize) -> Option<u64> {
+    const { assert!(2 * (SMALL_OP as u64) <= counters::MAX_OP_BYTES) };
+    if (key.len() | value_len) < SMALL_OP {
+        Some(key.len() as u64 + value_len as u64)
+    } else {
+        None
+    }
+}
+
 thread_local! {
     static LOCAL: Local = const {
         Local {
@@ -805,7 +822,12 @@ impl Sampler {
                             let sub = slot.layout.index(key);
                             slot.counters.add_sharded(shard, sub, counter, bytes)
                         }
-                        Some(counter) if slot.layout.is_single() => {
+                        // Without `MANY` every slot has one sub-range
+                        // (`Sampler::one_sub`: the catalog lays out every
+                        // route slot with `key_buckets_per_route` = 1, and a
+                        // virtual slot always has one).
+                        Some(counter) => {
+                            debug_assert!(slot.layout.is_single());
                             slot.counters.add_sharded(shard, 0, counter, bytes)
                         }
                         _ => FAST_SLOW,
@@ -914,12 +936,15 @@ impl Sampler {
         // Inlined into the caller: the window check, the byte count and one
         // call to a leaf that counts; the caller keeps its own arguments for
         // the cold rest.
-        let fast = if !self.windows.is_open(at_unix_ms) {
-            FAST_SLOW
-        } else if self.one_sub {
-            self.observe_write_fast::<false>(route, key, op_bytes(key, value_len), group, term)
-        } else {
-            self.observe_write_fast::<true>(route, key, op_bytes(key, value_len), group, term)
+        let fast = match small_op_bytes(key, value_len) {
+            Some(bytes) if self.windows.is_open(at_unix_ms) => {
+                if self.one_sub {
+                    self.observe_write_fast::<false>(route, key, bytes, group, term)
+                } else {
+                    self.observe_write_fast::<true>(route, key, bytes, group, term)
+                }
+            }
+            _ => FAST_SLOW,
         };
         if fast != FAST_DONE {
             self.observe_write_rest(fast, route, key, value_len, group, term, at_unix_ms);
@@ -1002,15 +1027,16 @@ impl Sampler {
         at_unix_ms: i64,
     ) {
         // See `observe_write`.
-        let fast = if !self.windows.is_open(at_unix_ms) {
-            FAST_SLOW
-        } else {
-            let (bytes, leader) = (op_bytes(key, value_len), role == ReadRole::Leader);
-            if self.one_sub {
-                self.observe_read_fast::<false>(route, key, bytes, leader)
-            } else {
-                self.observe_read_fast::<true>(route, key, bytes, leader)
+        let fast = match small_op_bytes(key, value_len) {
+            Some(bytes) if self.windows.is_open(at_unix_ms) => {
+                let leader = role == ReadRole::Leader;
+                if self.one_sub {
+                    self.observe_read_fast::<false>(route, key, bytes, leader)
+                } else {
+                    self.observe_read_fast::<true>(route, key, bytes, leader)
+                }
             }
+            _ => FAST_SLOW,
         };
         if fast != FAST_DONE {
             self.observe_read_rest(fast, route, key, value_len, role, at_unix_ms);
