@@ -1563,6 +1563,51 @@ fn row_is_current(table: &RouteTable, row: u32, meta: &RowMeta) -> bool {
     start == meta.start && end == meta.end
 }
 
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// `LOCAL` has no destructor: `LocalOwner`'s must empty it at thread
+    /// exit, or every exited thread would keep its last route table (and
+    /// so every slot of it) alive for the life of the process.
+    #[test]
+    fn an_exiting_thread_drops_its_cached_route_table() {
+        let s =
+            Arc::new(Sampler::new(SamplerConfig::default(), 1_700_000_000_000).expect("sampler"));
+        s.register_route(RouteSpec {
+            id: 1,
+            start: Vec::new(),
+            end: None,
+            group: 1,
+        })
+        .expect("register");
+        let t = s.open_window_unix_ms();
+        let observer = Arc::clone(&s);
+        let (cached, shard) = std::thread::spawn(move || {
+            for _ in 0..1_000 {
+                observer.observe_read(1, b"k", 1, ReadRole::Leader, t);
+            }
+            LOCAL.with(|l| {
+                let table = l.table.take();
+                let cached = table.is_some();
+                l.table.set(table);
+                (cached, l.shard.get())
+            })
+        })
+        .join()
+        .expect("observer");
+        assert!(cached, "the observing thread cached the table");
+        assert_ne!(
+            shard,
+            shard::UNSET,
+            "the observing thread asked for a lease"
+        );
+        // The sampler's reference and this one: the exited thread's is gone.
+        let table = s.table.load_full();
+        assert_eq!(Arc::strong_count(&table), 2);
+    }
+}
+
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
