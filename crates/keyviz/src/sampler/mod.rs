@@ -218,11 +218,18 @@ struct SealState {
 
 type TableCache = Cache<Arc<ArcSwap<RouteTable>>, Arc<RouteTable>>;
 
-/// What a thread keeps for its observations: its shard lease and the last
+/// What a thread keeps for its observations: its shard index and the last
 /// route table it observed into, with that table's stamp (one load and
 /// compare per observe against [`Sampler::stamp`] instead of an
-/// `ArcSwap::load`). One thread-local, so the lease is handed back only with
-/// everything that caches its index.
+/// `ArcSwap::load`).
+///
+/// No destructor (the table sits in a `ManuallyDrop`), so the thread-local
+/// is a plain `%fs`-relative static: no "initialised yet?" check and no
+/// destructor-registration call on the observe path, which is then a leaf
+/// that needs no callee-saved registers. What a destructor would do is
+/// [`LocalOwner`]'s job: the slow path creates it with the lease, and at
+/// thread exit it empties this (drops the cached table, forgets the shard
+/// index) before it gives the lease back.
 ///
 /// `Cell`s, not a `RefCell`: the fast path reads the stamp and moves the
 /// `Arc` out and back (a load and two stores), where a `RefCell` borrow
@@ -231,10 +238,15 @@ type TableCache = Cache<Arc<ArcSwap<RouteTable>>, Arc<RouteTable>>;
 /// the cell is empty, so a re-entered observe takes the slow path and
 /// installs its own.
 struct Local {
-    lease: shard::Lease,
-    /// The stamp `table` was loaded under (0: none).
+    /// The stamp `table` was loaded under (0: none, and again once the
+    /// thread's [`LocalOwner`] is gone).
     stamp: Cell<u64>,
-    table: Cell<Option<Arc<RouteTable>>>,
+    /// This thread's lease index ([`shard::UNSET`] until the slow path asks
+    /// [`LocalOwner`] for it; [`shard::NO_SHARD`] when none was free or the
+    /// owner is gone). Valid whenever `stamp` is non-zero.
+    shard: Cell<usize>,
+    /// Dropped by [`LocalOwner`]'s destructor, never by this one.
+    table: std::mem::ManuallyDrop<Cell<Option<Arc<RouteTable>>>>,
 }
 
 impl Local {
@@ -257,6 +269,27 @@ impl Local {
     }
 }
 
+/// The destructor-carrying half of a thread's observe state: its shard
+/// lease. Created by the slow path on the thread's first observe (which
+/// registers its destructor); at thread exit it clears [`LOCAL`] first (no
+/// cached table, stamp 0, no shard index), then the lease's own drop gives
+/// the index back, so nothing on this thread can write a shard after the
+/// index is released.
+struct LocalOwner {
+    lease: shard::Lease,
+}
+
+impl Drop for LocalOwner {
+    fn drop(&mut self) {
+        // `LOCAL` has no destructor: it is reachable for the thread's whole life.
+        LOCAL.with(|l| {
+            l.stamp.set(0);
+            l.shard.set(shard::NO_SHARD);
+            drop(l.table.take());
+        });
+    }
+}
+
 /// [`Sampler::fast`]: counted (or counted as an unregistered route).
 const FAST_DONE: u8 = counters::COUNTED;
 /// [`Sampler::fast`]: counted, and a hot-key capture is due.
@@ -274,23 +307,60 @@ fn op_bytes(key: &[u8], value_len: usize) -> u64 {
     (key.len() as u64 + (value_len as u64).min(cap)).min(cap)
 }
 
+/// Key and value lengths below this each take the fast path.
+const SMALL_OP: usize = 1 << 47;
+
+/// [`op_bytes`] for the fast path: the sum when both lengths are below
+/// [`SMALL_OP`] (so the sum is below [`MAX_OP_BYTES`](counters::MAX_OP_BYTES)
+/// and needs no cap: an or, a compare and an add), else `None` (the general
+/// path counts the operation, capped).
+#[inline(always)]
+fn small_op_bytes(key: &[u8], value_len: usize) -> Option<u64> {
+    const { assert!(2 * (SMALL_OP as u64) <= counters::MAX_OP_BYTES) };
+    if (key.len() | value_len) < SMALL_OP {
+        Some(key.len() as u64 + value_len as u64)
+    } else {
+        None
+    }
+}
+
 thread_local! {
     static LOCAL: Local = const {
         Local {
-            lease: shard::Lease::new(),
             stamp: Cell::new(0),
-            table: Cell::new(None),
+            shard: Cell::new(shard::UNSET),
+            table: std::mem::ManuallyDrop::new(Cell::new(None)),
+        }
+    };
+    static OWNER: LocalOwner = const {
+        LocalOwner {
+            lease: shard::Lease::new(),
         }
     };
 }
 
 /// This thread's shard index ([`shard::NO_SHARD`] while exiting or when all
-/// leases are taken).
+/// leases are taken). One thread-local load once known.
 #[inline]
 fn thread_shard() -> usize {
-    LOCAL
-        .try_with(|l| l.lease.index())
-        .unwrap_or(shard::NO_SHARD)
+    let i = LOCAL.try_with(|l| l.shard.get()).unwrap_or(shard::UNSET);
+    if i != shard::UNSET {
+        return i;
+    }
+    claim_thread_shard()
+}
+
+/// [`thread_shard`] on the thread's first observe: claims the lease through
+/// [`OWNER`] (registering its destructor) and records the index in [`LOCAL`];
+/// [`shard::NO_SHARD`] when the owner is already gone (thread exit).
+#[cold]
+#[inline(never)]
+fn claim_thread_shard() -> usize {
+    let i = OWNER
+        .try_with(|o| o.lease.index())
+        .unwrap_or(shard::NO_SHARD);
+    LOCAL.with(|l| l.shard.set(i));
+    i
 }
 
 /// Route table stamps, unique in the process (0 is never used): a stamp
@@ -483,6 +553,9 @@ pub struct Sampler {
     /// A `std` atomic even under loom, as `table` is an `ArcSwap`: the thread
     /// caches it guards are outside the modelled protocol.
     stamp: std::sync::atomic::AtomicU64,
+    /// `key_buckets_per_route` is 1: every slot has one sub-range, so the
+    /// observe path takes the fast-path instance without the sub-range search.
+    one_sub: bool,
     config: SamplerConfig,
     table: Arc<ArcSwap<RouteTable>>,
     control: Mutex<Catalog>,
@@ -514,6 +587,7 @@ impl Sampler {
         config.validate()?;
         Ok(Sampler {
             stamp: std::sync::atomic::AtomicU64::new(next_stamp()),
+            one_sub: config.key_buckets_per_route == 1,
             history: RwLock::new(History::with_tiers(&config.tiers(), config.max_columns)),
             windows: Arc::new(Windows::new(
                 now_unix_ms,
@@ -680,26 +754,22 @@ impl Sampler {
     /// store-forwarding stall per observe).
     #[inline(always)]
     fn with_table<R>(&self, f: impl Fn(&RouteTable, usize) -> R) -> R {
-        match LOCAL.try_with(|local| self.with_local(local, &f)) {
-            Ok(Some(r)) => r,
-            // Thread-local storage gone (thread teardown) or re-entered: the
-            // closure has not run. No lease: the shared counters.
-            _ => f(&self.table.load(), shard::NO_SHARD),
-        }
-    }
-
-    #[inline(always)]
-    fn with_local<R>(&self, local: &Local, f: &impl Fn(&RouteTable, usize) -> R) -> Option<R> {
-        let shard = local.lease.index();
-        // Ordering: Acquire — see `change`.
-        let stamp = self.stamp.load(std::sync::atomic::Ordering::Acquire);
-        let table = match local.table.take() {
-            Some(table) if local.stamp.get() == stamp => table,
-            old => self.install_table(local, old, stamp),
-        };
-        let r = f(&table, shard);
-        local.put_back(table);
-        Some(r)
+        LOCAL.with(|local| {
+            // Ordering: Acquire — see `change`.
+            let stamp = self.stamp.load(std::sync::atomic::Ordering::Acquire);
+            let table = match local.table.take() {
+                Some(table) if local.stamp.get() == stamp => table,
+                old => match self.install_table(local, old, stamp) {
+                    Some(table) => table,
+                    // Thread exit (the owner is gone): no lease, nothing
+                    // cached; the shared counters.
+                    None => return f(&self.table.load(), shard::NO_SHARD),
+                },
+            };
+            let r = f(&table, local.shard.get());
+            local.put_back(table);
+            r
+        })
     }
 
     /// The fast path's thread-local state: this thread's cached table of
@@ -716,53 +786,60 @@ impl Sampler {
         if local.stamp.get() != self.stamp.load(std::sync::atomic::Ordering::Relaxed) {
             return None;
         }
-        // A stamp is set only after the slow path asked for the lease, so the
-        // lease is claimed (or known to be unavailable: `NO_SHARD`); were it
-        // not, its "unset" value is past every shard index and counts as none.
-        let shard = local.lease.raw();
-        Some((local.table.take()?, shard))
+        // A stamp is set only together with the shard index (`install_table`).
+        Some((local.table.take()?, local.shard.get()))
     }
 
-    /// The thread-local fast path of one observation: counts it on this
-    /// thread's own shard of the slot, stamped in the open
-    /// window, through the thread's cached table (current by its stamp).
-    /// `counter_of` names the slot's counter (`None`: a write lane must be
-    /// claimed first). Returns [`FAST_DONE`] (counted, or counted as an
-    /// unregistered route), [`FAST_DUE`] (counted, and a hot-key capture is
-    /// due) or [`FAST_SLOW`] (nothing counted: the thread's first observe of
-    /// this table, a route id past the dense array, a timestamp outside the
-    /// open window, a slot not busy enough for a
-    /// shard, a lane to claim, a re-entered observe).
+    /// The thread-local fast path of one observation stamped in the open
+    /// window (the caller checked): counts it on this thread's own shard of
+    /// the slot, through the thread's cached table (current by its stamp).
+    /// `bytes` is [`op_bytes`]; `counter_of` names the slot's counter
+    /// (`None`: a write lane must be claimed first). Returns [`FAST_DONE`]
+    /// (counted, or counted as an unregistered route), [`FAST_DUE`] (counted,
+    /// and a hot-key capture is due) or [`FAST_SLOW`] (nothing counted: the
+    /// thread's first observe of this table, a route id past the dense
+    /// array, a slot not busy enough for a shard, a lane to claim, a
+    /// re-entered observe).
     ///
-    /// Once the table is out of its cell it calls nothing (every step, the
-    /// sub-range search included, inlines to loads, stores and compares), so
-    /// nothing can refill the cell before it is put back.
+    /// `MANY`: the sampler's slots may have several sub-ranges (the key's
+    /// is searched); without it, a slot of several sub-ranges is left to the
+    /// general path (never met: every slot of such a sampler has one), and
+    /// the sub-range search, with the registers it needs, stays out of the
+    /// function.
+    ///
+    /// Calls nothing, so nothing can refill the cell before the table is put
+    /// back, and the observe function this inlines into is a leaf.
     #[inline(always)]
-    fn fast(
+    fn fast<const MANY: bool>(
         &self,
         route: RouteId,
         key: &[u8],
-        value_len: usize,
-        at_unix_ms: i64,
+        bytes: u64,
         counter_of: impl Fn(&Slot) -> Option<usize>,
     ) -> u8 {
+        // `try_with`, not `with` (which is not inlined); `LOCAL` has no
+        // destructor, so it never fails.
         LOCAL
             .try_with(|local| {
                 let Some((table, shard)) = self.fast_table(local) else {
                     return FAST_SLOW;
                 };
                 let done = match table.dense_slot(route) {
-                    Ok(Some(slot)) => {
-                        if !self.windows.is_open(at_unix_ms) {
-                            FAST_SLOW
-                        } else if let Some(counter) = counter_of(slot) {
+                    Ok(Some(slot)) => match counter_of(slot) {
+                        Some(counter) if MANY => {
                             let sub = slot.layout.index(key);
-                            slot.counters
-                                .add_sharded(shard, sub, counter, op_bytes(key, value_len))
-                        } else {
-                            FAST_SLOW
+                            slot.counters.add_sharded(shard, sub, counter, bytes)
                         }
-                    }
+                        // Without `MANY` every slot has one sub-range
+                        // (`Sampler::one_sub`: the catalog lays out every
+                        // route slot with `key_buckets_per_route` = 1, and a
+                        // virtual slot always has one).
+                        Some(counter) => {
+                            debug_assert!(slot.layout.is_single());
+                            slot.counters.add_sharded(shard, 0, counter, bytes)
+                        }
+                        _ => FAST_SLOW,
+                    },
                     Ok(None) => {
                         self.windows.note_unknown(shard);
                         FAST_DONE
@@ -817,7 +894,10 @@ impl Sampler {
 
     /// This sampler's current table, loaded after `stamp`, for this thread's
     /// cache (its first observe, another sampler observed last, or the table
-    /// changed since); drops the table it replaces.
+    /// changed since); drops the table it replaces. Claims the thread's lease
+    /// on its first observe (creating [`OWNER`], which registers its
+    /// destructor). `None` once the owner is gone (thread exit): then nothing
+    /// is cached, so nothing outlives the thread.
     #[cold]
     #[inline(never)]
     fn install_table(
@@ -825,10 +905,12 @@ impl Sampler {
         local: &Local,
         old: Option<Arc<RouteTable>>,
         stamp: u64,
-    ) -> Arc<RouteTable> {
+    ) -> Option<Arc<RouteTable>> {
         drop(old);
+        let shard = OWNER.try_with(|o| o.lease.index()).ok()?;
+        local.shard.set(shard);
         local.stamp.set(stamp);
-        self.table.load_full()
+        Some(self.table.load_full())
     }
 
     /// Counts one write of `key` (plus `value_len` value bytes) on `route`,
@@ -859,66 +941,58 @@ impl Sampler {
         term: u64,
         at_unix_ms: i64,
     ) {
-        self.observe_write_in::<true>(route, key, value_len, group, term, at_unix_ms);
-    }
-
-    /// The body of [`observe_write`](Sampler::observe_write), out of line so the thread-local
-    /// access and the whole fast path inline into it (a caller that inlined
-    /// the body kept the thread-local closure out of line: a call per
-    /// observe). Generic only so that it is instantiated, and optimised, in
-    /// the calling crate, as an `#[inline]` function is.
-    #[inline(never)]
-    fn observe_write_in<const LOCAL_COPY: bool>(
-        &self,
-        route: RouteId,
-        key: &[u8],
-        value_len: usize,
-        group: u64,
-        term: u64,
-        at_unix_ms: i64,
-    ) {
-        let fast = self.fast(route, key, value_len, at_unix_ms, |slot| {
-            slot.lanes.find(group, term).map(counters::write_counter)
-        });
-        // Both calls in tail position, with the caller's arguments: the fast
-        // path keeps nothing live across a call.
-        match fast {
-            FAST_DONE => {}
-            FAST_DUE => self.observe_write_due(route, key, value_len, group, term, at_unix_ms),
-            _ => self.observe_write_slow(route, key, value_len, group, term, at_unix_ms),
+        // Inlined into the caller: the window check, the byte count and one
+        // call to a leaf that counts; the caller keeps its own arguments for
+        // the cold rest.
+        let fast = match small_op_bytes(key, value_len) {
+            Some(bytes) if self.windows.is_open(at_unix_ms) => {
+                if self.one_sub {
+                    self.observe_write_fast::<false>(route, key, bytes, group, term)
+                } else {
+                    self.observe_write_fast::<true>(route, key, bytes, group, term)
+                }
+            }
+            _ => FAST_SLOW,
+        };
+        if fast != FAST_DONE {
+            self.observe_write_rest(fast, route, key, value_len, group, term, at_unix_ms);
         }
     }
 
-    /// [`observe_write`](Sampler::observe_write) after the fast path counted
-    /// it and found a hot-key capture due: the stride, and the capture. Out
-    /// of line (one operation in 64 at most once a counter is past its first
-    /// 1 024 in a window).
-    #[cold]
+    /// The fast path of [`observe_write`](Sampler::observe_write) for an
+    /// operation in the open window, out of line and a leaf: it calls
+    /// nothing (the thread-local has no destructor to register; a slot of
+    /// several sub-ranges is a jump to [`fast_many`]), so it needs no stack
+    /// frame and no callee-saved register, and may clobber its arguments.
+    /// Returns as [`fast`](Sampler::fast) does; `MANY` as there (one
+    /// instance per sub-range setting, so the one-sub-range instance keeps
+    /// to scratch registers). Generic, also, so that it is instantiated and
+    /// optimised in the calling crate, as an `#[inline]` function is.
     #[inline(never)]
-    fn observe_write_due(
+    fn observe_write_fast<const MANY: bool>(
         &self,
         route: RouteId,
         key: &[u8],
-        value_len: usize,
+        bytes: u64,
         group: u64,
         term: u64,
-        at_unix_ms: i64,
-    ) {
-        let _ = at_unix_ms;
-        self.capture_due(route, key, value_len, |slot| {
-            let lane = slot.lanes.find(group, term)?;
-            Some((counters::write_counter(lane), capture::writes_family(lane)))
-        });
+    ) -> u8 {
+        self.fast::<MANY>(route, key, bytes, |slot| {
+            slot.lanes.find(group, term).map(counters::write_counter)
+        })
     }
 
-    /// [`observe_write`](Sampler::observe_write) when the thread-local fast
-    /// path cannot run: the thread's or this sampler's first observe on this
-    /// thread, a re-entered or torn-down thread-local. Out of line, so the
-    /// fast path inlined into every caller stays small.
+    /// [`observe_write`](Sampler::observe_write) when the fast path did not
+    /// finish it: `fast` is [`FAST_DUE`] (counted; a hot-key capture is
+    /// due: the stride and the capture) or [`FAST_SLOW`] (nothing counted:
+    /// the general path, through [`with_table`](Sampler::with_table), which
+    /// sets up the thread's cache on its first observe). Out of line and cold.
     #[cold]
     #[inline(never)]
-    fn observe_write_slow(
+    #[allow(clippy::too_many_arguments)] // the observe signature, plus the fast path's outcome
+    fn observe_write_rest(
         &self,
+        fast: u8,
         route: RouteId,
         key: &[u8],
         value_len: usize,
@@ -926,6 +1000,13 @@ impl Sampler {
         term: u64,
         at_unix_ms: i64,
     ) {
+        if fast == FAST_DUE {
+            self.capture_due(route, key, value_len, |slot| {
+                let lane = slot.lanes.find(group, term)?;
+                Some((counters::write_counter(lane), capture::writes_family(lane)))
+            });
+            return;
+        }
         self.with_table(|table, shard| {
             count_write(
                 &self.windows,
@@ -953,62 +1034,56 @@ impl Sampler {
         role: ReadRole,
         at_unix_ms: i64,
     ) {
-        self.observe_read_in::<true>(route, key, value_len, role, at_unix_ms);
-    }
-
-    /// The body of [`observe_read`](Sampler::observe_read), out of line so the thread-local
-    /// access and the whole fast path inline into it (a caller that inlined
-    /// the body kept the thread-local closure out of line: a call per
-    /// observe). Generic only so that it is instantiated, and optimised, in
-    /// the calling crate, as an `#[inline]` function is.
-    #[inline(never)]
-    fn observe_read_in<const LOCAL_COPY: bool>(
-        &self,
-        route: RouteId,
-        key: &[u8],
-        value_len: usize,
-        role: ReadRole,
-        at_unix_ms: i64,
-    ) {
-        let counter = counters::read_counter(role == ReadRole::Leader);
         // See `observe_write`.
-        match self.fast(route, key, value_len, at_unix_ms, |_| Some(counter)) {
-            FAST_DONE => {}
-            FAST_DUE => self.observe_read_due(route, key, value_len, role, at_unix_ms),
-            _ => self.observe_read_slow(route, key, value_len, role, at_unix_ms),
+        let fast = match small_op_bytes(key, value_len) {
+            Some(bytes) if self.windows.is_open(at_unix_ms) => {
+                let leader = role == ReadRole::Leader;
+                if self.one_sub {
+                    self.observe_read_fast::<false>(route, key, bytes, leader)
+                } else {
+                    self.observe_read_fast::<true>(route, key, bytes, leader)
+                }
+            }
+            _ => FAST_SLOW,
+        };
+        if fast != FAST_DONE {
+            self.observe_read_rest(fast, route, key, value_len, role, at_unix_ms);
         }
     }
 
-    /// [`observe_read`](Sampler::observe_read) after the fast path counted
-    /// it and found a hot-key capture due; see
-    /// [`observe_write_due`](Sampler::observe_write_due).
-    #[cold]
+    /// The fast path of [`observe_read`](Sampler::observe_read): `bytes` is
+    /// [`op_bytes`], `leader` the role (six arguments, all in registers). See
+    /// [`observe_write_fast`](Sampler::observe_write_fast).
     #[inline(never)]
-    fn observe_read_due(
+    fn observe_read_fast<const MANY: bool>(
         &self,
         route: RouteId,
         key: &[u8],
-        value_len: usize,
-        role: ReadRole,
-        at_unix_ms: i64,
-    ) {
-        let _ = at_unix_ms;
-        let counter = counters::read_counter(role == ReadRole::Leader);
-        self.capture_due(route, key, value_len, |_| Some((counter, capture::READS)));
+        bytes: u64,
+        leader: bool,
+    ) -> u8 {
+        let counter = counters::read_counter(leader);
+        self.fast::<MANY>(route, key, bytes, |_| Some(counter))
     }
 
-    /// [`observe_read`](Sampler::observe_read) off the fast path; see
-    /// [`observe_write_slow`](Sampler::observe_write_slow).
+    /// [`observe_read`](Sampler::observe_read) when the fast path did not
+    /// finish it; see [`observe_write_rest`](Sampler::observe_write_rest).
     #[cold]
     #[inline(never)]
-    fn observe_read_slow(
+    fn observe_read_rest(
         &self,
+        fast: u8,
         route: RouteId,
         key: &[u8],
         value_len: usize,
         role: ReadRole,
         at_unix_ms: i64,
     ) {
+        if fast == FAST_DUE {
+            let counter = counters::read_counter(role == ReadRole::Leader);
+            self.capture_due(route, key, value_len, |_| Some((counter, capture::READS)));
+            return;
+        }
         self.with_table(|table, shard| {
             count_read(
                 &self.windows,
@@ -1494,6 +1569,51 @@ fn row_is_current(table: &RouteTable, row: u32, meta: &RowMeta) -> bool {
         (slot.meta.start.clone(), slot.meta.end.clone())
     };
     start == meta.start && end == meta.end
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// `LOCAL` has no destructor: `LocalOwner`'s must empty it at thread
+    /// exit, or every exited thread would keep its last route table (and
+    /// so every slot of it) alive for the life of the process.
+    #[test]
+    fn an_exiting_thread_drops_its_cached_route_table() {
+        let s =
+            Arc::new(Sampler::new(SamplerConfig::default(), 1_700_000_000_000).expect("sampler"));
+        s.register_route(RouteSpec {
+            id: 1,
+            start: Vec::new(),
+            end: None,
+            group: 1,
+        })
+        .expect("register");
+        let t = s.open_window_unix_ms();
+        let observer = Arc::clone(&s);
+        let (cached, shard) = std::thread::spawn(move || {
+            for _ in 0..1_000 {
+                observer.observe_read(1, b"k", 1, ReadRole::Leader, t);
+            }
+            LOCAL.with(|l| {
+                let table = l.table.take();
+                let cached = table.is_some();
+                l.table.set(table);
+                (cached, l.shard.get())
+            })
+        })
+        .join()
+        .expect("observer");
+        assert!(cached, "the observing thread cached the table");
+        assert_ne!(
+            shard,
+            shard::UNSET,
+            "the observing thread asked for a lease"
+        );
+        // The sampler's reference and this one: the exited thread's is gone.
+        let table = s.table.load_full();
+        assert_eq!(Arc::strong_count(&table), 2);
+    }
 }
 
 #[cfg(all(test, loom))]

@@ -21,7 +21,7 @@ use super::counters::MAX_SHARDS;
 /// "No shard": observe through the shared atomic counters.
 pub(crate) const NO_SHARD: usize = usize::MAX;
 /// Not asked for yet on this thread.
-const UNSET: usize = usize::MAX - 1;
+pub(crate) const UNSET: usize = usize::MAX - 1;
 
 /// Lease bitmap: bit `i` set while a thread holds index `i`.
 static LEASES: AtomicU64 = AtomicU64::new(0);
@@ -37,15 +37,6 @@ impl Lease {
     /// A lease not claimed yet.
     pub(crate) const fn new() -> Lease {
         Lease(Cell::new(UNSET))
-    }
-
-    /// The index this lease holds without claiming one: before
-    /// [`index`](Lease::index) ran, a value past every shard index (which
-    /// every shard lookup treats as [`NO_SHARD`]).
-    #[inline(always)]
-    pub(crate) fn raw(&self) -> usize {
-        const { assert!(UNSET >= MAX_SHARDS) };
-        self.0.get()
     }
 
     /// The index this lease holds, claiming one on first use; [`NO_SHARD`]

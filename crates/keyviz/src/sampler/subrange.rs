@@ -72,6 +72,12 @@ impl SubLayout {
         }
     }
 
+    /// Whether this is one bucket (every key maps to 0).
+    #[inline(always)]
+    pub(crate) fn is_single(&self) -> bool {
+        self.bounds.is_empty()
+    }
+
     /// Number of buckets (at least 1).
     pub(crate) fn count(&self) -> usize {
         self.bounds.len() + 1

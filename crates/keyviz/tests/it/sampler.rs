@@ -34,6 +34,32 @@ fn counts_ops_and_key_plus_value_bytes() {
 }
 
 #[test]
+fn huge_lengths_on_a_busy_route_are_counted_with_capped_bytes() {
+    // Past 256 operations the route is counted on this thread's own shard
+    // (the fast path); a key or value length of 2^47 or more leaves the fast
+    // path, and the general path caps the operation's bytes at 2^48.
+    const CAP: u64 = 1 << 48;
+    let s = sampler();
+    s.register_route(route(1, b"a", Some(b"c"), 7))
+        .expect("register");
+    for _ in 0..1_000 {
+        s.observe_write(1, b"apple", 2, 7, 42, T0);
+        s.observe_read(1, b"apple", 2, ReadRole::Leader, T0);
+    }
+    s.observe_write(1, b"apple", usize::MAX, 7, 42, T0);
+    s.observe_read(1, b"apple", 1 << 47, ReadRole::Leader, T0);
+    s.observe_read(1, b"apple", (1 << 47) - 1, ReadRole::Leader, T0);
+    let _ = s.flush(T0 + 1_000);
+    assert_eq!(total(&s, Series::Writes), 1_001);
+    assert_eq!(total(&s, Series::WriteBytes), 1_000 * 7 + CAP);
+    assert_eq!(total(&s, Series::Reads), 1_002);
+    assert_eq!(
+        total(&s, Series::ReadBytes),
+        1_000 * 7 + (5 + (1 << 47)) + (5 + (1 << 47) - 1)
+    );
+}
+
+#[test]
 fn columns_are_window_starts_aligned_to_the_step() {
     let s = sampler_with(|c| c.step_ms = 60_000);
     s.register_route(route(1, b"", None, 1)).expect("register");
