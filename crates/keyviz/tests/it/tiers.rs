@@ -301,6 +301,15 @@ fn every_tier_hot(s: &Sampler, end: i64) -> Vec<keyviz::hotkeys::NodeHotKeys> {
         .collect()
 }
 
+/// How many columns the store holds in each tier (1 min, 10 min, 1 h).
+fn held_per_tier(store: &TierStore) -> Vec<usize> {
+    let columns = store.columns.lock();
+    [MIN, TEN, HOUR]
+        .iter()
+        .map(|&st| columns.keys().filter(|(s, _)| *s == st).count())
+        .collect()
+}
+
 fn every_tier(s: &Sampler, end: i64) -> Vec<Matrix> {
     [30 * MIN, 3 * HOUR, 30 * HOUR]
         .iter()
@@ -331,17 +340,7 @@ fn a_restart_keeps_every_tier_and_an_old_single_tier_store_rebuilds_the_coarser_
     }
     let steps: Vec<u64> = before.iter().map(|m| m.step_ms).collect();
     assert_eq!(steps, vec![MIN, TEN, HOUR]);
-    let held: Vec<usize> = [MIN, TEN, HOUR]
-        .iter()
-        .map(|&st| {
-            store
-                .columns
-                .lock()
-                .keys()
-                .filter(|(s, _)| *s == st)
-                .count()
-        })
-        .collect();
+    let held = held_per_tier(&store);
     assert_eq!(
         held,
         vec![60, 24, 4],
@@ -366,17 +365,7 @@ fn a_restart_keeps_every_tier_and_an_old_single_tier_store_rebuilds_the_coarser_
     routes(&s);
     assert_eq!(every_tier(&s, end), before, "same history in either order");
     assert_eq!(every_tier_hot(&s, end), before_hot);
-    let held_again: Vec<usize> = [MIN, TEN, HOUR]
-        .iter()
-        .map(|&st| {
-            store
-                .columns
-                .lock()
-                .keys()
-                .filter(|(s, _)| *s == st)
-                .count()
-        })
-        .collect();
+    let held_again = held_per_tier(&store);
     assert_eq!(held_again, held, "a restart stores no rebuilt column");
 
     // A store written before tiers: the 1 min records only (kept 48 h then).
