@@ -301,26 +301,45 @@ impl Config {
     }
 }
 
-/// Waits for Ctrl-C or SIGTERM.
-pub(crate) async fn termination() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Listens for SIGTERM and SIGINT (Ctrl-C) from the moment it is called, and returns a future
+/// that resolves at the first of them.
+///
+/// Registering here, not when the future is first polled, is the point: a signal delivered
+/// between this call and the first `.await` is kept, so a SIGTERM that lands while the node
+/// is still starting, or just as it turns ready, stops it cleanly instead of being lost (an
+/// `async fn` registered only once polled, and the node used to build a second listener after
+/// the first was dropped, so a SIGTERM in that gap left it running). Needs a tokio runtime.
+pub(crate) fn termination() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
+                (Ok(mut term), Err(_)) => {
+                    let _ = term.recv().await;
+                }
+                (Err(_), Ok(mut int)) => {
+                    let _ = int.recv().await;
+                }
+                (Err(_), Err(_)) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -351,6 +370,9 @@ async fn reload_on_sighup(node: std::sync::Arc<kvnode::node::Node>) {
 pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(&args)?;
     let id = cfg.node_id;
+    // Listening before the node starts: a SIGTERM during start-up stops it once started.
+    let stop = termination();
+    tokio::pin!(stop);
     let node = kvnode::node::start(cfg)
         .await
         .with_context(|| format!("starting node {id}"))?;
@@ -372,9 +394,9 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
             } else {
                 eprintln!("keyviz node {id}: some raft groups have no leader yet (are the peers up?)");
             }
-            termination().await;
+            (&mut stop).await;
         }
-        _ = termination() => {}
+        _ = &mut stop => {}
     }
     reloader.abort();
     let _ = reloader.await;
@@ -401,6 +423,22 @@ mod tests {
     fn load(argv: &[&str]) -> anyhow::Result<NodeConfig> {
         let w = Wrapper::try_parse_from(std::iter::once("node").chain(argv.iter().copied()))?;
         Config::load(&w.args)
+    }
+
+    #[tokio::test]
+    async fn a_sigterm_sent_before_the_wait_begins_is_not_lost() {
+        let stop = termination();
+        // Delivered before the future is first polled, as when the node turns ready (or is
+        // still starting) at the moment the signal arrives.
+        let pid = std::process::id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid}: {sent:?}");
+        tokio::time::timeout(Duration::from_secs(10), stop)
+            .await
+            .expect("the SIGTERM sent before the wait began stops it");
     }
 
     #[test]
