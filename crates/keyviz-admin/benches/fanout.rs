@@ -127,6 +127,63 @@ fn decode(c: &mut Criterion) {
     g.finish();
 }
 
+/// One peer's round-2 answer as `fanout_32` sends it (a synthetic node's 10 000 routes ×
+/// 600 columns on the 1 024 boundaries planned from its totals), `KVMB2`: encoded by the
+/// peer, decoded into the packed buffer by the aggregator, the two codec steps each of the
+/// 32 answers of a query takes.
+fn round2_codec(c: &mut Criterion) {
+    if !wants("round2_codec") {
+        return;
+    }
+    let node = Synthetic::new(1);
+    let q = MatrixQuery::default();
+    let totals = node.row_totals(&q, 0).unwrap_or_default();
+    let plan = Boundaries::plan([totals.as_slice()], 1024);
+    let Ok(answer) = node.matrix_on_boundaries(&q, &plan, 0) else {
+        return;
+    };
+    let body = keyviz_admin::fanout::compact::encode_boundary_v2(&answer).unwrap_or_default();
+    let mut packed = keyviz::boundaries::PackedBoundaryMatrix::default();
+    let decode = |body: &[u8], packed: &mut keyviz::boundaries::PackedBoundaryMatrix| {
+        keyviz_admin::fanout::compact::decode_boundary_packed(
+            body,
+            packed,
+            keyviz::boundaries::MAX_BOUNDARIES,
+            keyviz_admin::fanout::bounds::MAX_COLUMN_TOTAL,
+        )
+        .map_or(0, |()| packed.header.rows.len())
+    };
+    assert_eq!(
+        decode(&body, &mut packed),
+        answer.matrix.rows.len(),
+        "KVMB2 decodes"
+    );
+    let values: Vec<u64> = answer
+        .matrix
+        .rows
+        .iter()
+        .flat_map(|r| r.values.clone())
+        .collect();
+    assert_eq!(packed.values, values, "KVMB2 decodes to the values sent");
+    let mut g = c.benchmark_group("round2_codec");
+    g.throughput(Throughput::Elements(values.len() as u64));
+    g.bench_function("encode_v2_1024x600", |b| {
+        b.iter(|| {
+            keyviz_admin::fanout::compact::encode_boundary_v2(black_box(&answer))
+                .map_or(0, |v| v.len())
+        })
+    });
+    g.bench_function("decode_packed_v2_1024x600", |b| {
+        b.iter(|| decode(black_box(&body), &mut packed))
+    });
+    g.finish();
+    println!(
+        "round2_codec: KVMB2 body {} bytes for {} rows",
+        body.len(),
+        answer.matrix.rows.len()
+    );
+}
+
 struct Fixed(Matrix);
 
 impl MatrixSource for Fixed {
@@ -817,7 +874,7 @@ fn fanout_32_case(c: &mut Criterion, case: &str, recorded: bool) {
     let _ = child.wait();
 }
 
-criterion_group!(benches, decode, fanout, fanout_32);
+criterion_group!(benches, decode, round2_codec, fanout, fanout_32);
 
 fn main() {
     if let Some(n) = std::env::var("KEYVIZ_BENCH_PEERS")

@@ -483,6 +483,7 @@ pub fn decode_boundary_packed(
     out.values.reserve(cells);
     out.row_runs.reserve(rows);
     let mut totals = vec![0u64; ncols];
+    let mut bound = 0u64;
     if v2 {
         // At most `max_rows` and at most the bytes left (both checked above). Fresh rows:
         // reusing the previous answer's row buffers saved little CPU and, kept across the
@@ -491,12 +492,24 @@ pub fn decode_boundary_packed(
         for _ in 0..rows {
             let mut row = MatrixRow::default();
             c.row_meta(&mut row)?;
-            c.row_cells(out, &mut totals, max_column_total, &row.bucket_id)?;
+            c.row_cells(
+                out,
+                &mut totals,
+                &mut bound,
+                max_column_total,
+                &row.bucket_id,
+            )?;
             header.rows.push(row);
         }
     } else {
         for row in &header.rows {
-            c.row_cells(out, &mut totals, max_column_total, &row.bucket_id)?;
+            c.row_cells(
+                out,
+                &mut totals,
+                &mut bound,
+                max_column_total,
+                &row.bucket_id,
+            )?;
         }
     }
     let n = c.len()?;
@@ -778,6 +791,34 @@ impl Cursor<'_> {
         Ok(())
     }
 
+    /// Adds one row's values to the column `totals`, refusing a value or a total above
+    /// `max_column_total` (below 2^63): every total is at most the limit before an addition
+    /// and every addend is clamped to it, so the plain sums cannot wrap.
+    fn checked_totals(
+        row: &[u64],
+        totals: &mut [u64],
+        max_column_total: u64,
+        bucket_id: &str,
+    ) -> Result<(), PeerError> {
+        let mut over = false;
+        for (t, &v) in totals.iter_mut().zip(row) {
+            over |= v > max_column_total;
+            *t += v.min(max_column_total);
+            over |= *t > max_column_total;
+        }
+        if over {
+            let i = totals
+                .iter()
+                .zip(row)
+                .position(|(&t, &v)| t > max_column_total || v > max_column_total)
+                .unwrap_or(0);
+            return Err(PeerError::Invalid(format!(
+                "column {i} counts more than {max_column_total} operations (row {bucket_id:?})"
+            )));
+        }
+        Ok(())
+    }
+
     /// Like [`Cursor::runs`], appending the runs themselves to `out`: their lengths must
     /// add up to 0 or exactly `width` cells.
     fn packed_runs(&mut self, out: &mut Vec<IdentityRun>, width: usize) -> Result<(), PeerError> {
@@ -805,11 +846,14 @@ impl Cursor<'_> {
 
     /// One row's cells of a boundary body into `out` (values, identity runs; conflict flags
     /// read and dropped), with the column bound `max_column_total` (below 2^63) held on
-    /// `totals` while the row is in cache.
+    /// `totals` while the row is in cache; `bound` (0 before an answer's first row) carries
+    /// an upper bound of every total from row to row.
+    #[allow(clippy::too_many_arguments)] // one row's context, passed through
     fn row_cells(
         &mut self,
         out: &mut PackedBoundaryMatrix,
         totals: &mut [u64],
+        bound: &mut u64,
         max_column_total: u64,
         bucket_id: &str,
     ) -> Result<(), PeerError> {
@@ -822,23 +866,18 @@ impl Cursor<'_> {
         }
         let from = out.values.len();
         self.varints(&mut out.values, n)?;
-        // Every total is at most the bound before an addition and every addend is clamped
-        // to it, so with a bound below 2^63 the plain sums cannot wrap.
-        let mut over = false;
-        for (t, &v) in totals.iter_mut().zip(&out.values[from..]) {
-            over |= v > max_column_total;
-            *t += v.min(max_column_total);
-            over |= *t > max_column_total;
-        }
-        if over {
-            let i = totals
-                .iter()
-                .zip(&out.values[from..])
-                .position(|(&t, &v)| t > max_column_total || v > max_column_total)
-                .unwrap_or(0);
-            return Err(PeerError::Invalid(format!(
-                "column {i} counts more than {max_column_total} operations (row {bucket_id:?})"
-            )));
+        // `bound` is at least every column's total so far (a sum of each row's OR of its
+        // values, which is at least the row's largest): while it stays within the limit,
+        // no value and no total can pass it, and the plain sums need no check (they
+        // vectorise). Past it, each column is checked.
+        let row = &out.values[from..];
+        *bound = bound.saturating_add(row.iter().fold(0u64, |acc, &v| acc | v));
+        if *bound <= max_column_total {
+            for (t, &v) in totals.iter_mut().zip(row) {
+                *t += v;
+            }
+        } else {
+            Self::checked_totals(row, totals, max_column_total, bucket_id)?;
         }
         self.packed_runs(&mut out.group_runs, ncols)?;
         self.packed_runs(&mut out.term_runs, ncols)?;
@@ -1188,6 +1227,54 @@ mod tests {
             Err(PeerError::Invalid(_))
         ));
         assert!(packed.values.is_empty(), "refused before any cell is read");
+    }
+
+    /// `rows` single-route rows of five columns, every value 1 but the last column's 2.
+    fn many_row_boundary(rows: u64) -> BoundaryMatrix {
+        let key = |i: u64| (i * 10).to_be_bytes().to_vec();
+        BoundaryMatrix {
+            matrix: Matrix {
+                column_unix_ms: (1..=5).map(|c| c * 60_000).collect(),
+                rows: (0..rows)
+                    .map(|i| MatrixRow {
+                        bucket_id: format!("route:{i}"),
+                        start: Some(key(i)),
+                        end: Some(key(i + 1)),
+                        route_count: 1,
+                        values: vec![1, 1, 1, 1, 2],
+                        raft_group_ids: vec![1; 5],
+                        leader_terms: vec![2; 5],
+                        ..MatrixRow::default()
+                    })
+                    .collect(),
+                series: Series::Writes,
+                generated_at: "2026-12-02T00:00:00Z".into(),
+                step_ms: 60_000,
+                node_id: Some("n1".into()),
+            },
+            parts: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn column_bound_is_exact_after_the_rows_outgrow_the_quick_estimate() {
+        // 300 rows: the last column sums to 600, while the decoder's quick upper bound (each
+        // row's OR, 3) passes 600 at row 201, where it switches to checking every column.
+        let bytes = encode_boundary_v2(&many_row_boundary(300)).unwrap_or_default();
+        let mut packed = PackedBoundaryMatrix::default();
+        assert_eq!(
+            decode_boundary_packed(&bytes, &mut packed, usize::MAX, 600).map_err(|e| e.to_string()),
+            Ok(()),
+            "every column within 600"
+        );
+        assert_eq!(packed.values.len(), 300 * 5);
+        let refused = decode_boundary_packed(&bytes, &mut packed, usize::MAX, 599);
+        assert!(
+            matches!(&refused, Err(PeerError::Invalid(e)) if e.contains("column 4")),
+            "{refused:?}"
+        );
+        // Within the quick bound from the start (900 >= 3 x 300): no column check needed.
+        assert!(decode_boundary_packed(&bytes, &mut packed, usize::MAX, 900).is_ok());
     }
 
     #[test]
