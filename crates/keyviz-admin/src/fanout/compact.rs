@@ -415,8 +415,6 @@ pub fn decode_boundary_packed(
     max_rows: usize,
     max_column_total: u64,
 ) -> Result<(), PeerError> {
-    // At most 2^63 - 1, so a total plus a clamped value cannot wrap.
-    let max_column_total = max_column_total.min(u64::MAX >> 1);
     out.clear();
     let (v2, rest) = match body.strip_prefix(BOUNDARY_V2_MAGIC) {
         Some(rest) => (true, rest),
@@ -482,8 +480,7 @@ pub fn decode_boundary_packed(
     }
     out.values.reserve(cells);
     out.row_runs.reserve(rows);
-    let mut totals = vec![0u64; ncols];
-    let mut bound = 0u64;
+    let mut totals = ColumnTotals::new(ncols, max_column_total);
     if v2 {
         // At most `max_rows` and at most the bytes left (both checked above). Fresh rows:
         // reusing the previous answer's row buffers saved little CPU and, kept across the
@@ -492,24 +489,12 @@ pub fn decode_boundary_packed(
         for _ in 0..rows {
             let mut row = MatrixRow::default();
             c.row_meta(&mut row)?;
-            c.row_cells(
-                out,
-                &mut totals,
-                &mut bound,
-                max_column_total,
-                &row.bucket_id,
-            )?;
+            c.row_cells(out, &mut totals, &row.bucket_id)?;
             header.rows.push(row);
         }
     } else {
         for row in &header.rows {
-            c.row_cells(
-                out,
-                &mut totals,
-                &mut bound,
-                max_column_total,
-                &row.bucket_id,
-            )?;
+            c.row_cells(out, &mut totals, &row.bucket_id)?;
         }
     }
     let n = c.len()?;
@@ -679,6 +664,61 @@ pub fn decode_boundaries(value: &str) -> Result<Boundaries, String> {
     Boundaries::from_keys(keys).map_err(|e| e.to_string())
 }
 
+/// The column totals of one boundary answer, held to a limit: no value and no column total
+/// may pass `max` (below 2^63, so no sum wraps).
+struct ColumnTotals {
+    sums: Vec<u64>,
+    /// At least every column's total so far: the sum over the rows added of each row's OR
+    /// of its values (which is at least the row's largest value).
+    bound: u64,
+    max: u64,
+}
+
+impl ColumnTotals {
+    fn new(columns: usize, max: u64) -> Self {
+        ColumnTotals {
+            sums: vec![0; columns],
+            bound: 0,
+            max: max.min(u64::MAX >> 1),
+        }
+    }
+
+    /// Adds one row's values, refusing a value or a total above the limit. While the
+    /// running bound is within the limit nothing can pass it, and the row is added with
+    /// plain sums (they vectorise); past it, every column is checked: each total is at most
+    /// the limit before an addition and each addend is clamped to it, so nothing wraps.
+    fn add_row(&mut self, row: &[u64], bucket_id: &str) -> Result<(), PeerError> {
+        self.bound = self
+            .bound
+            .saturating_add(row.iter().fold(0u64, |acc, &v| acc | v));
+        if self.bound <= self.max {
+            for (t, &v) in self.sums.iter_mut().zip(row) {
+                *t += v;
+            }
+            return Ok(());
+        }
+        let max = self.max;
+        let mut over = false;
+        for (t, &v) in self.sums.iter_mut().zip(row) {
+            over |= v > max;
+            *t += v.min(max);
+            over |= *t > max;
+        }
+        if over {
+            let i = self
+                .sums
+                .iter()
+                .zip(row)
+                .position(|(&t, &v)| t > max || v > max)
+                .unwrap_or(0);
+            return Err(PeerError::Invalid(format!(
+                "column {i} counts more than {max} operations (row {bucket_id:?})"
+            )));
+        }
+        Ok(())
+    }
+}
+
 struct Cursor<'a> {
     b: &'a [u8],
     i: usize,
@@ -791,34 +831,6 @@ impl Cursor<'_> {
         Ok(())
     }
 
-    /// Adds one row's values to the column `totals`, refusing a value or a total above
-    /// `max_column_total` (below 2^63): every total is at most the limit before an addition
-    /// and every addend is clamped to it, so the plain sums cannot wrap.
-    fn checked_totals(
-        row: &[u64],
-        totals: &mut [u64],
-        max_column_total: u64,
-        bucket_id: &str,
-    ) -> Result<(), PeerError> {
-        let mut over = false;
-        for (t, &v) in totals.iter_mut().zip(row) {
-            over |= v > max_column_total;
-            *t += v.min(max_column_total);
-            over |= *t > max_column_total;
-        }
-        if over {
-            let i = totals
-                .iter()
-                .zip(row)
-                .position(|(&t, &v)| t > max_column_total || v > max_column_total)
-                .unwrap_or(0);
-            return Err(PeerError::Invalid(format!(
-                "column {i} counts more than {max_column_total} operations (row {bucket_id:?})"
-            )));
-        }
-        Ok(())
-    }
-
     /// Like [`Cursor::runs`], appending the runs themselves to `out`: their lengths must
     /// add up to 0 or exactly `width` cells.
     fn packed_runs(&mut self, out: &mut Vec<IdentityRun>, width: usize) -> Result<(), PeerError> {
@@ -845,19 +857,15 @@ impl Cursor<'_> {
     }
 
     /// One row's cells of a boundary body into `out` (values, identity runs; conflict flags
-    /// read and dropped), with the column bound `max_column_total` (below 2^63) held on
-    /// `totals` while the row is in cache; `bound` (0 before an answer's first row) carries
-    /// an upper bound of every total from row to row.
-    #[allow(clippy::too_many_arguments)] // one row's context, passed through
+    /// read and dropped), its values added to the answer's column `totals` while the row
+    /// is in cache.
     fn row_cells(
         &mut self,
         out: &mut PackedBoundaryMatrix,
-        totals: &mut [u64],
-        bound: &mut u64,
-        max_column_total: u64,
+        totals: &mut ColumnTotals,
         bucket_id: &str,
     ) -> Result<(), PeerError> {
-        let ncols = totals.len();
+        let ncols = totals.sums.len();
         let n = self.len()?;
         if n != ncols {
             return Err(PeerError::Invalid(format!(
@@ -866,19 +874,7 @@ impl Cursor<'_> {
         }
         let from = out.values.len();
         self.varints(&mut out.values, n)?;
-        // `bound` is at least every column's total so far (a sum of each row's OR of its
-        // values, which is at least the row's largest): while it stays within the limit,
-        // no value and no total can pass it, and the plain sums need no check (they
-        // vectorise). Past it, each column is checked.
-        let row = &out.values[from..];
-        *bound = bound.saturating_add(row.iter().fold(0u64, |acc, &v| acc | v));
-        if *bound <= max_column_total {
-            for (t, &v) in totals.iter_mut().zip(row) {
-                *t += v;
-            }
-        } else {
-            Self::checked_totals(row, totals, max_column_total, bucket_id)?;
-        }
+        totals.add_row(&out.values[from..], bucket_id)?;
         self.packed_runs(&mut out.group_runs, ncols)?;
         self.packed_runs(&mut out.term_runs, ncols)?;
         out.row_runs.push((
