@@ -47,7 +47,7 @@ impl FjallHistory {
     fn scan(
         &self,
         since_unix_ms: i64,
-        each: &mut dyn FnMut(&'static str, &[u8], &[u8]) -> bool,
+        mut each: impl FnMut(&'static str, &[u8], &[u8]) -> bool,
     ) -> Result<(), PersistError> {
         let mut below: Option<[u8; 16]> = None;
         loop {
@@ -134,6 +134,8 @@ fn decode_column_into(
             detail: e.to_string(),
         })
     } else {
+        // Freed first, so the old record and the new one are never held together.
+        record.cells = Vec::new();
         *record = from_json(what, raw)?;
         Ok(())
     }
@@ -175,64 +177,26 @@ impl HistoryStore for FjallHistory {
 
     /// Coarsest tier first (each tier found with one backward seek from the previous one's
     /// first key), then the finest; each tier in window order, from `since_unix_ms` on.
-    ///
-    /// The values are read and decoded on a scoped thread of its own (`kvnode-history-load`),
-    /// one record ahead of `visit`, which runs on the caller's thread; two records circulate
-    /// between them and are decoded into again and again ([`ColumnRecord::decode_into`]), so
-    /// the load holds two records (≈ 5 MiB each as structs for 10 000 cells) whatever the
-    /// store holds. The thread is about memory more than speed: its allocations (fjall's
-    /// blocks as they pass through the block cache, the decoded records) come from the
-    /// allocator's arena of that thread, so they leave no holes between the long-lived
-    /// arrays the history builds on the caller's thread (docs/PERFORMANCE.md, round rss).
-    /// Blocks the caller until every record was visited, `visit` failed (the thread then
-    /// stops at its next record) or the store failed. Takes no lock of its own; fjall takes
-    /// its internal ones.
+    /// One value is read and decoded per `visit`, every one into the same record, whose
+    /// memory is reused ([`ColumnRecord::decode_into`]): the load holds one record (≈ 5 MiB
+    /// as structs for 10 000 cells) whatever the store holds, and allocates nearly nothing
+    /// per record. Blocks the caller on the store's I/O until every record was visited,
+    /// `visit` failed (its error is returned as it is) or the store failed. Takes no lock of
+    /// its own; fjall takes its internal ones.
     fn load(
         &self,
         since_unix_ms: i64,
         visit: &mut dyn FnMut(&ColumnRecord) -> Result<(), PersistError>,
     ) -> Result<(), PersistError> {
-        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<ColumnRecord>(1);
-        let (empty_tx, empty_rx) = std::sync::mpsc::channel::<ColumnRecord>();
-        std::thread::scope(|scope| {
-            let reader = std::thread::Builder::new()
-                .name("kvnode-history-load".into())
-                .spawn_scoped(scope, move || {
-                    let mut spare = vec![empty_record(), empty_record()];
-                    self.scan(since_unix_ms, &mut |what, k, v| {
-                        // A record back from the visitor, else a spare; none when the
-                        // visitor has stopped.
-                        let Some(mut record) = spare.pop().or_else(|| empty_rx.recv().ok()) else {
-                            return false;
-                        };
-                        if readable(what, k, v, &mut record) {
-                            full_tx.send(record).is_ok()
-                        } else {
-                            spare.push(record);
-                            true
-                        }
-                    })
-                })
-                .map_err(err)?;
-            let mut visited = Ok(());
-            for record in &full_rx {
+        let mut record = empty_record();
+        let mut visited = Ok(());
+        self.scan(since_unix_ms, |what, k, v| {
+            if readable(what, k, v, &mut record) {
                 visited = visit(&record);
-                if visited.is_err() {
-                    break;
-                }
-                // The reader may have finished and gone: the record is then dropped.
-                let _ = empty_tx.send(record);
             }
-            // Unblocks a reader waiting to hand over or for a record back.
-            drop(full_rx);
-            drop(empty_tx);
-            let read = reader.join().unwrap_or_else(|_| {
-                Err(PersistError(
-                    "the history load thread panicked".to_string().into(),
-                ))
-            });
-            visited.and(read)
-        })
+            visited.is_ok()
+        })?;
+        visited
     }
 
     fn prune(&self, before_unix_ms: i64) -> Result<(), PersistError> {

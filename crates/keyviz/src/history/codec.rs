@@ -1350,6 +1350,25 @@ mod tests {
         }
 
         #[test]
+        fn decoding_into_a_used_record_gives_exactly_what_decode_gives(
+            first in arb_record(),
+            second in arb_record(),
+            damage in any::<prop::sample::Index>(),
+        ) {
+            // Whatever the record held before (a bigger or smaller record,
+            // or the leftovers of a failed decode), it ends up equal to the
+            // fresh decode of the new bytes.
+            let mut reused = ColumnRecord::decode(&encoded(&first)).expect("valid");
+            prop_assert_eq!(reused.decode_into(&encoded(&second)), Ok(()));
+            prop_assert_eq!(&reused, &second);
+            let mut cut = encoded(&first);
+            cut.truncate(damage.index(cut.len()));
+            prop_assert!(reused.decode_into(&cut).is_err());
+            prop_assert_eq!(reused.decode_into(&encoded(&second)), Ok(()));
+            prop_assert_eq!(&reused, &second);
+        }
+
+        #[test]
         fn damaged_records_decode_or_fail_without_panicking(
             r in arb_record(),
             flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),

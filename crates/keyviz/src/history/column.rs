@@ -1230,6 +1230,35 @@ mod tests {
     }
 
     #[test]
+    fn a_column_shares_its_neighbours_row_array_only_when_the_rows_are_equal() {
+        let cells = |rows: &[u32]| -> Vec<CellInput> {
+            rows.iter()
+                .map(|&row| CellInput {
+                    row,
+                    reads_leader: 1,
+                    ..CellInput::default()
+                })
+                .collect()
+        };
+        let neighbour = Column::build(0, cells(&[1, 2, 3]));
+        let like = Some(&neighbour.rows);
+        let mut same = cells(&[3, 1, 2]);
+        let shared = Column::build_capped(60_000, &mut same, 8, HotLayout::Packed, like);
+        assert!(std::sync::Arc::ptr_eq(&shared.rows, &neighbour.rows));
+        assert!(
+            same.is_empty() && same.capacity() >= 3,
+            "cells come back empty, capacity kept"
+        );
+        let mut other = cells(&[1, 2, 4]);
+        let own = Column::build_capped(60_000, &mut other, 8, HotLayout::Packed, like);
+        assert!(!std::sync::Arc::ptr_eq(&own.rows, &neighbour.rows));
+        assert_eq!(&own.rows[..], &[1, 2, 4]);
+        let mut fewer = cells(&[1, 2]);
+        let own = Column::build_capped(60_000, &mut fewer, 8, HotLayout::Packed, like);
+        assert_eq!(&own.rows[..], &[1, 2]);
+    }
+
+    #[test]
     fn cursor_walk_over_extra_lanes_sees_every_lane_of_every_cell() {
         let cells: Vec<CellInput> = (0..5u32)
             .map(|r| CellInput {

@@ -294,4 +294,49 @@ mod tests {
         let again = c.acquire(meta("route:2", b"z"));
         assert_eq!(again, a, "freed ids are reused");
     }
+
+    #[test]
+    fn a_borrowed_lookup_finds_an_interned_row_and_takes_a_reference() {
+        let mut c = RowCatalog::default();
+        let a = c.acquire(meta("route:1", b"a"));
+        let id = |start: &'static [u8]| RowRef {
+            bucket_id: "route:1",
+            start,
+            end: None,
+            generation: 0,
+        };
+        assert_eq!(c.find(id(b"a")), Some(a));
+        assert_eq!(c.find(id(b"b")), None, "another range is another row");
+        assert_eq!(
+            c.find(RowRef {
+                generation: 1,
+                ..id(b"a")
+            }),
+            None,
+            "another generation is another row"
+        );
+        // acquire + find: two references; the row stays until both go.
+        c.release(a);
+        assert!(c.get(a).is_some());
+        c.release(a);
+        assert!(c.get(a).is_none());
+        assert_eq!(c.find(id(b"a")), None, "a freed row is out of the index");
+    }
+
+    #[test]
+    fn borrowed_labels_only_widen_a_rows_labels() {
+        let mut c = RowCatalog::default();
+        let a = c.acquire(meta("route:1", b"a"));
+        c.note_label_refs(a, b"k5", b"k7");
+        c.note_label_refs(a, b"k6", b"k6");
+        assert_eq!(
+            c.get(a).and_then(|m| m.labels.clone()),
+            Some((b"k5".to_vec(), b"k7".to_vec()))
+        );
+        c.note_label_refs(a, b"k1", b"k9");
+        assert_eq!(
+            c.get(a).and_then(|m| m.labels.clone()),
+            Some((b"k1".to_vec(), b"k9".to_vec()))
+        );
+    }
 }
