@@ -798,6 +798,8 @@ mod tests {
     /// The restart half of [`restart_peak_rss`], in a process of its own so its peak is
     /// its own: reopens `KVNODE_RSS_DIR` and rebuilds the history
     /// (`KVNODE_RSS_MODE=stream`, or `collect` for the previous release's whole-`Vec` load).
+    /// `KVNODE_RSS_PAUSE=<seconds>` keeps it alive that long after printing, for a look from
+    /// outside (gdb's `call (void)malloc_stats()`, `/proc/<pid>/smaps`).
     #[test]
     #[ignore = "child process of restart_peak_rss"]
     fn restart_rss_child() {
