@@ -37,6 +37,58 @@ impl FjallHistory {
     }
 }
 
+impl FjallHistory {
+    /// Calls `each(what, key, value)` for every stored column from `since_unix_ms` on, in
+    /// [`HistoryStore::load`]'s order, until `each` returns `false`. Blocks on the store's
+    /// I/O; takes no lock of its own.
+    ///
+    /// # Errors
+    /// The store's.
+    fn scan(
+        &self,
+        since_unix_ms: i64,
+        mut each: impl FnMut(&'static str, &[u8], &[u8]) -> bool,
+    ) -> Result<(), PersistError> {
+        let mut below: Option<[u8; 16]> = None;
+        loop {
+            let last = match below {
+                None => self.store.history_tiers.iter().next_back(),
+                Some(b) => self.store.history_tiers.range(..b).next_back(),
+            };
+            let Some(last) = last else { break };
+            let k = last.key().map_err(err)?;
+            let Some(step) = tier_key_step(&k) else { break };
+            let range = tier_key(step, since_unix_ms)..=tier_key(step, i64::MAX);
+            for item in self.store.history_tiers.range(range) {
+                let (k, v) = item.into_inner().map_err(err)?;
+                if tier_key_unix_ms(&k).is_some() && !each("keyviz tier column", &k, &v) {
+                    return Ok(());
+                }
+            }
+            if step == 0 {
+                break;
+            }
+            below = Some(tier_key(step, i64::MIN));
+        }
+        for item in self.store.history.range(key(since_unix_ms)..) {
+            let (k, v) = item.into_inner().map_err(err)?;
+            if !each("keyviz column", &k, &v) {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A record with nothing in it, to decode into.
+fn empty_record() -> ColumnRecord {
+    ColumnRecord {
+        unix_ms: 0,
+        step_ms: 0,
+        cells: Vec::new(),
+    }
+}
+
 fn key(unix_ms: i64) -> [u8; 8] {
     ((unix_ms as u64) ^ (1 << 63)).to_be_bytes()
 }
@@ -64,34 +116,45 @@ fn err(e: impl std::error::Error + Send + Sync + 'static) -> PersistError {
     PersistError(Box::new(e))
 }
 
-/// A stored column value: the binary form, or JSON as kvnode wrote before it.
+/// Decodes a stored column value, the binary form or JSON as kvnode wrote before it, into
+/// `record`, reusing its memory for a binary value ([`ColumnRecord::decode_into`]); a JSON
+/// value replaces it.
 ///
 /// # Errors
-/// [`StoreError::Corrupt`] naming `what` when the value is neither.
-pub(crate) fn decode_column(what: &'static str, raw: &[u8]) -> Result<ColumnRecord, StoreError> {
+/// [`StoreError::Corrupt`] naming `what` when the value is neither; `record` then holds
+/// unspecified contents.
+fn decode_column_into(
+    what: &'static str,
+    raw: &[u8],
+    record: &mut ColumnRecord,
+) -> Result<(), StoreError> {
     if ColumnRecord::is_binary(raw) {
-        ColumnRecord::decode(raw).map_err(|e| StoreError::Corrupt {
+        record.decode_into(raw).map_err(|e| StoreError::Corrupt {
             what,
             detail: e.to_string(),
         })
     } else {
-        from_json(what, raw)
+        // Freed first, so the old record and the new one are never held together.
+        record.cells = Vec::new();
+        *record = from_json(what, raw)?;
+        Ok(())
     }
 }
 
-/// A stored column, or `None` (logged at `warn`) when its bytes do not decode: one damaged
-/// window of the heatmap must not keep the node from starting. Storage errors are not this:
+/// Decodes a stored column into `record` and says whether it could: when its
+/// bytes do not decode, `false` (logged at `warn`): one damaged window of the
+/// heatmap must not keep the node from starting. Storage errors are not this:
 /// they still fail the load.
-fn readable(what: &'static str, key: &[u8], raw: &[u8]) -> Option<ColumnRecord> {
-    match decode_column(what, raw) {
-        Ok(record) => Some(record),
+fn readable(what: &'static str, key: &[u8], raw: &[u8], record: &mut ColumnRecord) -> bool {
+    match decode_column_into(what, raw, record) {
+        Ok(()) => true,
         Err(e) => {
             tracing::warn!(
                 key = %hex(key),
                 bytes = raw.len(),
                 "skipping an unreadable stored history column (that window is left out of the heatmap): {e}"
             );
-            None
+            false
         }
     }
 }
@@ -114,42 +177,26 @@ impl HistoryStore for FjallHistory {
 
     /// Coarsest tier first (each tier found with one backward seek from the previous one's
     /// first key), then the finest; each tier in window order, from `since_unix_ms` on.
-    /// One value is read and decoded per `visit`.
+    /// One value is read and decoded per `visit`, every one into the same record, whose
+    /// memory is reused ([`ColumnRecord::decode_into`]): the load holds one record (≈ 5 MiB
+    /// as structs for 10 000 cells) whatever the store holds, and allocates nearly nothing
+    /// per record. Blocks the caller on the store's I/O until every record was visited,
+    /// `visit` failed (its error is returned as it is) or the store failed. Takes no lock of
+    /// its own; fjall takes its internal ones.
     fn load(
         &self,
         since_unix_ms: i64,
-        visit: &mut dyn FnMut(ColumnRecord) -> Result<(), PersistError>,
+        visit: &mut dyn FnMut(&ColumnRecord) -> Result<(), PersistError>,
     ) -> Result<(), PersistError> {
-        let mut below: Option<[u8; 16]> = None;
-        loop {
-            let last = match below {
-                None => self.store.history_tiers.iter().next_back(),
-                Some(b) => self.store.history_tiers.range(..b).next_back(),
-            };
-            let Some(last) = last else { break };
-            let k = last.key().map_err(err)?;
-            let Some(step) = tier_key_step(&k) else { break };
-            let range = tier_key(step, since_unix_ms)..=tier_key(step, i64::MAX);
-            for item in self.store.history_tiers.range(range) {
-                let (k, v) = item.into_inner().map_err(err)?;
-                if tier_key_unix_ms(&k).is_some()
-                    && let Some(record) = readable("keyviz tier column", &k, &v)
-                {
-                    visit(record)?;
-                }
+        let mut record = empty_record();
+        let mut visited = Ok(());
+        self.scan(since_unix_ms, |what, k, v| {
+            if readable(what, k, v, &mut record) {
+                visited = visit(&record);
             }
-            if step == 0 {
-                break;
-            }
-            below = Some(tier_key(step, i64::MIN));
-        }
-        for item in self.store.history.range(key(since_unix_ms)..) {
-            let (k, v) = item.into_inner().map_err(err)?;
-            if let Some(record) = readable("keyviz column", &k, &v) {
-                visit(record)?;
-            }
-        }
-        Ok(())
+            visited.is_ok()
+        })?;
+        visited
     }
 
     fn prune(&self, before_unix_ms: i64) -> Result<(), PersistError> {
@@ -415,7 +462,7 @@ mod tests {
     fn loaded(h: &FjallHistory, since: i64) -> Vec<ColumnRecord> {
         let mut out = Vec::new();
         h.load(since, &mut |r| {
-            out.push(r);
+            out.push(r.clone());
             Ok(())
         })
         .expect("load");
@@ -726,11 +773,11 @@ mod tests {
         fn load(
             &self,
             since: i64,
-            visit: &mut dyn FnMut(ColumnRecord) -> Result<(), PersistError>,
+            visit: &mut dyn FnMut(&ColumnRecord) -> Result<(), PersistError>,
         ) -> Result<(), PersistError> {
             let mut all = Vec::new();
             self.0.load(since, &mut |r| {
-                all.push(r);
+                all.push(r.clone());
                 Ok(())
             })?;
             eprintln!(
@@ -738,7 +785,7 @@ mod tests {
                 all.len(),
                 status_kib("VmRSS")
             );
-            all.into_iter().try_for_each(visit)
+            all.iter().try_for_each(visit)
         }
         fn prune(&self, before: i64) -> Result<(), PersistError> {
             HistoryStore::prune(&self.0, before)
@@ -751,6 +798,8 @@ mod tests {
     /// The restart half of [`restart_peak_rss`], in a process of its own so its peak is
     /// its own: reopens `KVNODE_RSS_DIR` and rebuilds the history
     /// (`KVNODE_RSS_MODE=stream`, or `collect` for the previous release's whole-`Vec` load).
+    /// `KVNODE_RSS_PAUSE=<seconds>` keeps it alive that long after printing, for a look from
+    /// outside (gdb's `call (void)malloc_stats()`, `/proc/<pid>/smaps`).
     #[test]
     #[ignore = "child process of restart_peak_rss"]
     fn restart_rss_child() {
@@ -771,7 +820,7 @@ mod tests {
                 Err(e) => panic!("open: {e}"),
             }
         };
-        let history = FjallHistory::new(store, 60_000);
+        let history = FjallHistory::new(store.clone(), 60_000);
         let before = (status_kib("VmRSS"), status_kib("VmHWM"));
         let t = std::time::Instant::now();
         let history: Arc<dyn HistoryStore> = if mode == "collect" {
@@ -782,7 +831,7 @@ mod tests {
         let s = keyviz::Sampler::with_store(tiered_config(), RSS_END, history).expect("restart");
         let stats = s.stats();
         println!(
-            "restart rss [{mode}]: {} columns restored in {:.1} s; before: VmRSS {} KiB, VmHWM {} KiB; after: VmRSS {} KiB, VmHWM {} KiB; history {:.1} MiB accounted",
+            "restart rss [{mode}]: {} columns restored in {:.1} s; before: VmRSS {} KiB, VmHWM {} KiB; after: VmRSS {} KiB, VmHWM {} KiB; history {:.1} MiB accounted; block cache {:.1} MiB",
             stats.columns,
             t.elapsed().as_secs_f64(),
             before.0,
@@ -790,7 +839,14 @@ mod tests {
             status_kib("VmRSS"),
             status_kib("VmHWM"),
             stats.history_bytes as f64 / 1_048_576.0,
+            store.cache_bytes() as f64 / 1_048_576.0,
         );
+        if let Ok(secs) = std::env::var("KVNODE_RSS_PAUSE") {
+            // Time for an outside look at the process (gdb, /proc/<pid>/smaps).
+            eprintln!("restart rss: pid {} paused", std::process::id());
+            std::thread::sleep(std::time::Duration::from_secs(secs.parse().unwrap_or(60)));
+        }
+        drop(s);
     }
 
     /// Writes 10 000 active routes of tiered history through [`FjallHistory`] (the full

@@ -152,6 +152,14 @@ impl Store {
         })
     }
 
+    /// Bytes held by the database's block cache (shared by every keyspace; fjall's default
+    /// capacity, 32 MiB), for the restart measurement. Takes the cache's shard locks
+    /// briefly; never blocks on I/O.
+    #[cfg(test)]
+    pub(crate) fn cache_bytes(&self) -> u64 {
+        self.db.cache_size()
+    }
+
     /// Starts an atomic write batch across the keyspaces.
     pub(crate) fn batch(&self) -> fjall::OwnedWriteBatch {
         self.db.batch()

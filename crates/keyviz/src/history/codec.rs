@@ -242,6 +242,27 @@ impl ColumnRecord {
     /// undefined flags, a hot-key summary that breaks its invariants, or
     /// trailing bytes.
     pub fn decode(bytes: &[u8]) -> Result<ColumnRecord, DecodeError> {
+        let mut record = ColumnRecord {
+            unix_ms: 0,
+            step_ms: 0,
+            cells: Vec::new(),
+        };
+        record.decode_into(bytes)?;
+        Ok(record)
+    }
+
+    /// [`decode`](ColumnRecord::decode) into `self`, reusing the memory it
+    /// holds: its cell vector and every cell's buffers (bucket id, keys,
+    /// route ids, write and hot-key records) are overwritten in place, so a
+    /// host that decodes many records into one `ColumnRecord` allocates only
+    /// when a record needs more than the previous ones did. On success `self`
+    /// equals what `decode` returns (its spare capacity aside). Pure (no lock,
+    /// no I/O), never panics; the same checks and limits as `decode`.
+    ///
+    /// # Errors
+    /// As [`decode`](ColumnRecord::decode); `self` then holds a valid record
+    /// with unspecified contents (decode the next record into it, or drop it).
+    pub fn decode_into(&mut self, bytes: &[u8]) -> Result<(), DecodeError> {
         let Some(rest) = bytes.strip_prefix(&MAGIC) else {
             return Err(DecodeError::BadMagic);
         };
@@ -254,23 +275,51 @@ impl ColumnRecord {
         if version != VERSION {
             return Err(DecodeError::UnsupportedVersion(version));
         }
-        let unix_ms = unzigzag(d.varint("unix_ms")?);
-        let step_ms = d.varint("step_ms")?;
+        self.unix_ms = unzigzag(d.varint("unix_ms")?);
+        self.step_ms = d.varint("step_ms")?;
         let n = d.count("cells", MIN_CELL_BYTES)?;
-        let mut cells: Vec<CellRecord> = Vec::with_capacity(n);
+        // Cells past the new count keep their buffers for later records.
+        self.cells.truncate(n);
+        self.cells.reserve_exact(n - self.cells.len());
         for i in 0..n {
-            let cell = decode_cell(&mut d, cells.last(), i)?;
-            cells.push(cell);
+            if i == self.cells.len() {
+                self.cells.push(empty_cell());
+            }
+            let (before, at) = self.cells.split_at_mut(i);
+            decode_cell(&mut d, before.last(), &mut at[0], i)?;
         }
         if d.r.remaining() > 0 {
             return Err(DecodeError::TrailingBytes(d.r.remaining()));
         }
-        Ok(ColumnRecord {
-            unix_ms,
-            step_ms,
-            cells,
-        })
+        Ok(())
     }
+}
+
+/// A cell with nothing in it, to decode into.
+fn empty_cell() -> CellRecord {
+    CellRecord {
+        bucket_id: String::new(),
+        start: Vec::new(),
+        end: None,
+        aggregate: false,
+        route_ids: Vec::new(),
+        route_count: 0,
+        reads_leader: 0,
+        reads_follower: 0,
+        read_bytes: 0,
+        writes: Vec::new(),
+        hot: Vec::new(),
+        first_key: None,
+        last_key: None,
+    }
+}
+
+/// `slot`'s buffer, emptied, for an `Option<Vec<u8>>` field about to be
+/// decoded into (a fresh one when the slot is `None`).
+fn reuse(slot: &mut Option<Vec<u8>>) -> Vec<u8> {
+    let mut v = slot.take().unwrap_or_default();
+    v.clear();
+    v
 }
 
 fn zigzag(v: i64) -> u64 {
@@ -579,8 +628,14 @@ impl<'a> Decoder<'a> {
         Ok(())
     }
 
-    /// A key written by [`put_key`] against `base`.
-    fn key(&mut self, base: &[u8], what: &'static str) -> Result<Vec<u8>, DecodeError> {
+    /// A key written by [`put_key`] against `base`, into `out` (cleared
+    /// first; its capacity is reused).
+    fn key_into(
+        &mut self,
+        base: &[u8],
+        out: &mut Vec<u8>,
+        what: &'static str,
+    ) -> Result<(), DecodeError> {
         let offset = self.offset();
         let shared = self.varint(what)?;
         let Some(prefix) = usize::try_from(shared).ok().and_then(|s| base.get(..s)) else {
@@ -592,18 +647,21 @@ impl<'a> Decoder<'a> {
         let n = self.varint(what)?;
         let suffix = self.bytes(n, what)?;
         self.spend(prefix.len() + suffix.len(), offset)?;
-        let mut key = Vec::with_capacity(prefix.len() + suffix.len());
-        key.extend_from_slice(prefix);
-        key.extend_from_slice(suffix);
-        Ok(key)
+        out.clear();
+        out.reserve_exact(prefix.len() + suffix.len());
+        out.extend_from_slice(prefix);
+        out.extend_from_slice(suffix);
+        Ok(())
     }
 }
 
 fn decode_cell(
     d: &mut Decoder<'_>,
     prev: Option<&CellRecord>,
+    cell: &mut CellRecord,
     index: usize,
-) -> Result<CellRecord, DecodeError> {
+) -> Result<(), DecodeError> {
+    use std::fmt::Write as _;
     let flags_at = d.offset();
     let flags = d.byte("cell flags")?;
     let bucket_at = d.offset();
@@ -622,22 +680,26 @@ fn decode_cell(
         what: "cell",
         flags,
     };
-    let start = if flags & START_IS_PREV_END != 0 {
+    if flags & START_IS_PREV_END != 0 {
         let end = prev
             .and_then(|p| p.end.as_deref())
             .ok_or_else(|| bad_flags.clone())?;
         d.spend(end.len(), flags_at)?;
-        end.to_vec()
+        cell.start.clear();
+        cell.start.extend_from_slice(end);
     } else {
-        d.key(prev.map_or(&[][..], |p| p.start.as_slice()), "start key")?
-    };
-    let end = if bucket & END_UNBOUNDED != 0 {
-        None
-    } else {
-        Some(d.key(&start, "end key")?)
-    };
-    let hash_hex = || range_hash_hex(&start, end.as_deref());
-    let (mut bucket_id, route) = match kind {
+        let base = prev.map_or(&[][..], |p| p.start.as_slice());
+        d.key_into(base, &mut cell.start, "start key")?;
+    }
+    let mut end = reuse(&mut cell.end);
+    if bucket & END_UNBOUNDED == 0 {
+        d.key_into(&cell.start, &mut end, "end key")?;
+        cell.end = Some(end);
+    }
+    let id = &mut cell.bucket_id;
+    id.clear();
+    // Writing into a `String` cannot fail.
+    let route = match kind {
         KIND_RAW => {
             if bucket & INCARNATION != 0 {
                 return Err(bad_bucket);
@@ -645,13 +707,15 @@ fn decode_cell(
             let n = d.varint("bucket id")?;
             let at = d.offset();
             let raw = d.bytes(n, "bucket id")?;
-            let id =
+            let text =
                 std::str::from_utf8(raw).map_err(|_| DecodeError::BadBucketId { offset: at })?;
-            (id.to_owned(), None)
+            id.push_str(text);
+            None
         }
         KIND_ROUTE => {
             let n = d.varint("route id")?;
-            (format!("route:{n}"), Some(n))
+            let _ = write!(id, "route:{n}");
+            Some(n)
         }
         KIND_ROUTE_SUB => {
             let n = d.varint("route id")?;
@@ -662,33 +726,42 @@ fn decode_cell(
                 what: "sub-range",
                 len: s,
             })?;
-            (format!("route:{n}#{s}"), Some(n))
+            let _ = write!(id, "route:{n}#{s}");
+            Some(n)
         }
-        _ => (
-            format!("virtual:{}", virtual_bucket_id(&start, end.as_deref())),
-            None,
-        ),
+        _ => {
+            let _ = write!(
+                id,
+                "virtual:{}",
+                virtual_bucket_id(&cell.start, cell.end.as_deref())
+            );
+            None
+        }
     };
     if bucket & INCARNATION != 0 {
-        bucket_id.push('@');
-        bucket_id.push_str(&hash_hex());
+        let _ = write!(
+            id,
+            "@{:016x}",
+            virtual_bucket_id(&cell.start, cell.end.as_deref())
+        );
     }
-    let route_ids = if flags & IDS_FROM_BUCKET != 0 {
-        vec![route.ok_or_else(|| bad_flags.clone())?]
+    cell.aggregate = bucket & AGGREGATE != 0;
+    cell.route_ids.clear();
+    if flags & IDS_FROM_BUCKET != 0 {
+        cell.route_ids.push(route.ok_or_else(|| bad_flags.clone())?);
     } else {
         let n = d.count("route ids", 1)?;
-        let mut ids = Vec::with_capacity(n);
+        cell.route_ids.reserve_exact(n);
         for _ in 0..n {
-            ids.push(d.varint("route id")?);
+            cell.route_ids.push(d.varint("route id")?);
         }
-        ids
-    };
-    let route_count = if flags & COUNT_IS_IDS != 0 {
-        route_ids.len() as u64
+    }
+    cell.route_count = if flags & COUNT_IS_IDS != 0 {
+        cell.route_ids.len() as u64
     } else {
         d.varint("route count")?
     };
-    let (reads_leader, reads_follower, read_bytes) = if flags & HAS_READS != 0 {
+    (cell.reads_leader, cell.reads_follower, cell.read_bytes) = if flags & HAS_READS != 0 {
         (
             d.varint("reads")?,
             d.varint("reads")?,
@@ -697,70 +770,64 @@ fn decode_cell(
     } else {
         (0, 0, 0)
     };
-    let writes = if flags & HAS_WRITES != 0 {
+    cell.writes.clear();
+    if flags & HAS_WRITES != 0 {
         let n = d.count("writes", MIN_WRITE_BYTES)?;
-        let mut writes = Vec::with_capacity(n);
+        cell.writes.reserve_exact(n);
         for _ in 0..n {
-            writes.push(WriteRecord {
+            cell.writes.push(WriteRecord {
                 group: d.varint("write group")?,
                 term: d.varint("write term")?,
                 writes: d.varint("writes")?,
                 write_bytes: d.varint("write bytes")?,
             });
         }
-        writes
+    }
+    let n = if flags & HAS_HOT != 0 {
+        d.count("hot summaries", MIN_HOT_BYTES)?
     } else {
-        Vec::new()
+        0
     };
-    let hot = if flags & HAS_HOT != 0 {
-        let n = d.count("hot summaries", MIN_HOT_BYTES)?;
-        let mut hot = Vec::with_capacity(n);
-        for _ in 0..n {
-            hot.push(decode_hot(d, index)?);
+    // Summaries past the new count keep their buffers for later cells.
+    cell.hot.truncate(n);
+    cell.hot.reserve_exact(n - cell.hot.len());
+    for j in 0..n {
+        if j == cell.hot.len() {
+            cell.hot.push(HotRecord {
+                series: crate::matrix::Series::Reads,
+                group: 0,
+                term: 0,
+                summary: HotSummary::default(),
+            });
         }
-        hot
-    } else {
-        Vec::new()
-    };
-    let first_key = if flags & HAS_FIRST_KEY != 0 {
-        Some(d.key(&start, "first key")?)
-    } else {
-        None
-    };
-    let last_key = if flags & HAS_LAST_KEY != 0 {
-        let base = first_key.as_deref().unwrap_or(&start);
-        Some(d.key(base, "last key")?)
-    } else {
-        None
-    };
-    Ok(CellRecord {
-        bucket_id,
-        start,
-        end,
-        aggregate: bucket & AGGREGATE != 0,
-        route_ids,
-        route_count,
-        reads_leader,
-        reads_follower,
-        read_bytes,
-        writes,
-        hot,
-        first_key,
-        last_key,
-    })
+        decode_hot(d, &mut cell.hot[j], index)?;
+    }
+    let mut first = reuse(&mut cell.first_key);
+    if flags & HAS_FIRST_KEY != 0 {
+        d.key_into(&cell.start, &mut first, "first key")?;
+        cell.first_key = Some(first);
+    }
+    let mut last = reuse(&mut cell.last_key);
+    if flags & HAS_LAST_KEY != 0 {
+        let base = cell.first_key.as_deref().unwrap_or(&cell.start);
+        d.key_into(base, &mut last, "last key")?;
+        cell.last_key = Some(last);
+    }
+    Ok(())
 }
 
-fn decode_hot(d: &mut Decoder<'_>, cell: usize) -> Result<HotRecord, DecodeError> {
+fn decode_hot(d: &mut Decoder<'_>, h: &mut HotRecord, cell: usize) -> Result<(), DecodeError> {
     let at = d.offset();
     let rank = d.byte("series")?;
-    let series = series_of_rank(usize::from(rank)).ok_or(DecodeError::BadSeries {
+    h.series = series_of_rank(usize::from(rank)).ok_or(DecodeError::BadSeries {
         offset: at,
         series: rank,
     })?;
-    let group = d.varint("hot group")?;
-    let term = d.varint("hot term")?;
-    let total = d.varint("hot total")?;
-    let floor = d.varint("hot floor")?;
+    h.group = d.varint("hot group")?;
+    h.term = d.varint("hot term")?;
+    let summary = &mut h.summary;
+    summary.total = d.varint("hot total")?;
+    summary.floor = d.varint("hot floor")?;
     let flags_at = d.offset();
     let flags = d.byte("hot flags")?;
     if flags & !(SAMPLED | HAS_UNIT_VARIANCE) != 0 {
@@ -770,7 +837,8 @@ fn decode_hot(d: &mut Decoder<'_>, cell: usize) -> Result<HotRecord, DecodeError
             flags,
         });
     }
-    let unit_variance = if flags & HAS_UNIT_VARIANCE != 0 {
+    summary.sampled = flags & SAMPLED != 0;
+    summary.unit_variance = if flags & HAS_UNIT_VARIANCE != 0 {
         d.varint("unit variance")?
     } else {
         0
@@ -782,11 +850,25 @@ fn decode_hot(d: &mut Decoder<'_>, cell: usize) -> Result<HotRecord, DecodeError
             source: SummaryError::TooManyItems(n),
         });
     }
-    let mut items: Vec<HotItem> = Vec::with_capacity(n);
+    let items = &mut summary.items;
+    // Items past the new count keep their key buffers for later summaries.
+    items.truncate(n);
+    items.reserve_exact(n - items.len());
     for i in 0..n {
         let at = d.offset();
         let shared = d.varint("hot key")?;
-        let prev: &[u8] = items.last().map_or(&[], |i| i.key.as_slice());
+        if i == items.len() {
+            items.push(HotItem {
+                key: Vec::new(),
+                estimate: 0,
+                lower: 0,
+                upper: 0,
+                truncated: false,
+                seen: 0,
+            });
+        }
+        let (before, here) = items.split_at_mut(i);
+        let prev: &[u8] = before.last().map_or(&[], |p| p.key.as_slice());
         let Some(prefix) = usize::try_from(shared).ok().and_then(|s| prev.get(..s)) else {
             return Err(DecodeError::BadPrefix {
                 offset: at,
@@ -803,38 +885,20 @@ fn decode_hot(d: &mut Decoder<'_>, cell: usize) -> Result<HotRecord, DecodeError
             });
         }
         d.spend(len, at)?;
-        let mut key = Vec::with_capacity(len);
-        key.extend_from_slice(prefix);
-        key.extend_from_slice(suffix);
-        let upper = d.varint("hot upper")?;
-        let estimate = upper.wrapping_sub(d.varint("hot estimate")?);
-        let lower = estimate.wrapping_sub(d.varint("hot lower")?);
-        let seen = d.varint("hot seen")?;
-        items.push(HotItem {
-            key,
-            estimate,
-            lower,
-            upper,
-            truncated: len_flag & 1 != 0,
-            seen,
-        });
+        let item = &mut here[0];
+        item.key.clear();
+        item.key.reserve_exact(len);
+        item.key.extend_from_slice(prefix);
+        item.key.extend_from_slice(suffix);
+        item.upper = d.varint("hot upper")?;
+        item.estimate = item.upper.wrapping_sub(d.varint("hot estimate")?);
+        item.lower = item.estimate.wrapping_sub(d.varint("hot lower")?);
+        item.seen = d.varint("hot seen")?;
+        item.truncated = len_flag & 1 != 0;
     }
-    let summary = HotSummary {
-        total,
-        floor,
-        sampled: flags & SAMPLED != 0,
-        unit_variance,
-        items,
-    };
     summary
         .validate()
-        .map_err(|source| DecodeError::Summary { cell, source })?;
-    Ok(HotRecord {
-        series,
-        group,
-        term,
-        summary,
-    })
+        .map_err(|source| DecodeError::Summary { cell, source })
 }
 
 #[cfg(test)]
@@ -1283,6 +1347,25 @@ mod tests {
         fn every_record_round_trips_exactly(r in arb_record()) {
             let bytes = encoded(&r);
             prop_assert_eq!(ColumnRecord::decode(&bytes), Ok(r));
+        }
+
+        #[test]
+        fn decoding_into_a_used_record_gives_exactly_what_decode_gives(
+            first in arb_record(),
+            second in arb_record(),
+            damage in any::<prop::sample::Index>(),
+        ) {
+            // Whatever the record held before (a bigger or smaller record,
+            // or the leftovers of a failed decode), it ends up equal to the
+            // fresh decode of the new bytes.
+            let mut reused = ColumnRecord::decode(&encoded(&first)).expect("valid");
+            prop_assert_eq!(reused.decode_into(&encoded(&second)), Ok(()));
+            prop_assert_eq!(&reused, &second);
+            let mut cut = encoded(&first);
+            cut.truncate(damage.index(cut.len()));
+            prop_assert!(reused.decode_into(&cut).is_err());
+            prop_assert_eq!(reused.decode_into(&encoded(&second)), Ok(()));
+            prop_assert_eq!(&reused, &second);
         }
 
         #[test]

@@ -23,19 +23,23 @@ pub(crate) enum Packed {
 }
 
 impl Packed {
-    pub(crate) fn pack(values: &[u64]) -> Packed {
-        let max = values.iter().copied().max().unwrap_or(0);
+    /// The values `values` yields at the narrowest width that holds the
+    /// largest (walked twice: once for the largest value, once to fill), so
+    /// no `u64` copy of the values is allocated first: the array is the only
+    /// allocation, at its exact size.
+    pub(crate) fn pack_iter(values: impl Iterator<Item = u64> + Clone) -> Packed {
+        let max = values.clone().max().unwrap_or(0);
         // The casts below cannot truncate: every value is <= max, which fits.
         if max == 0 {
             Packed::Zero
         } else if max <= u64::from(u8::MAX) {
-            Packed::U8(values.iter().map(|&v| v as u8).collect())
+            Packed::U8(values.map(|v| v as u8).collect())
         } else if max <= u64::from(u16::MAX) {
-            Packed::U16(values.iter().map(|&v| v as u16).collect())
+            Packed::U16(values.map(|v| v as u16).collect())
         } else if max <= u64::from(u32::MAX) {
-            Packed::U32(values.iter().map(|&v| v as u32).collect())
+            Packed::U32(values.map(|v| v as u32).collect())
         } else {
-            Packed::U64(values.into())
+            Packed::U64(values.collect())
         }
     }
 
@@ -327,9 +331,7 @@ pub(crate) struct ExtraLanes {
 impl ExtraLanes {
     /// Packs `(cell, identity index, writes, write bytes)`, sorted by cell.
     fn pack(lanes: &[(u64, u64, u64, u64)]) -> ExtraLanes {
-        let field = |f: fn(&(u64, u64, u64, u64)) -> u64| {
-            Packed::pack(&lanes.iter().map(f).collect::<Vec<_>>())
-        };
+        let field = |f: fn(&(u64, u64, u64, u64)) -> u64| Packed::pack_iter(lanes.iter().map(f));
         ExtraLanes {
             cells: field(|l| l.0),
             identity: field(|l| l.1),
@@ -813,46 +815,73 @@ impl Column {
     /// lists at most [`MAX_COLUMN_HOT_ITEMS`] hot keys per series.
     #[cfg(test)]
     pub(crate) fn build(unix_ms: i64, cells: Vec<CellInput>) -> Column {
-        Column::build_capped(unix_ms, cells, MAX_COLUMN_HOT_ITEMS, HotLayout::Packed)
+        let mut cells = cells;
+        Column::build_capped(
+            unix_ms,
+            &mut cells,
+            MAX_COLUMN_HOT_ITEMS,
+            HotLayout::Packed,
+            None,
+        )
     }
 
     /// [`Column::build`] listing at most `hot_cap` hot keys per series (the
     /// rest join their summaries' floors, so bounds stay honest), keeping the
-    /// summaries in `layout`.
+    /// summaries in `layout`. Leaves `cells` empty with its capacity, for the
+    /// caller to fill again (a restore builds every column in one vector).
+    /// `like` is a neighbouring column's row array: when the cells name the
+    /// same rows, the column shares it instead of allocating its own.
+    ///
+    /// Allocation order is chosen for the heap: the hot-key summaries (many
+    /// small allocations) are encoded and freed before the column's long-lived
+    /// arrays are allocated, and a shared row array is never allocated at
+    /// all, so building a column leaves no short-lived block between the
+    /// arrays that stay (docs/PERFORMANCE.md, round rss).
     pub(crate) fn build_capped(
         unix_ms: i64,
-        mut cells: Vec<CellInput>,
+        cells: &mut Vec<CellInput>,
         hot_cap: usize,
         layout: HotLayout,
+        like: Option<&std::sync::Arc<[u32]>>,
     ) -> Column {
         cells.sort_unstable_by_key(|c| c.row);
         let mut hot: Vec<(u32, CellHot)> = Vec::new();
         for (i, cell) in cells.iter_mut().enumerate() {
             if !cell.hot.is_empty() {
                 fold_hot(&mut cell.hot, &cell.lanes);
-                hot.extend(cell.hot.drain(..).map(|h| (i as u32, h)));
+                hot.extend(
+                    std::mem::take(&mut cell.hot)
+                        .into_iter()
+                        .map(|h| (i as u32, h)),
+                );
             }
         }
         cap_column_hot(&mut hot, hot_cap);
-        let n = cells.len();
+        let hot = match layout {
+            #[cfg(test)]
+            HotLayout::Plain => HotStore::Plain(hot.into()),
+            HotLayout::Packed => HotStore::Packed(encode_hot(&hot)),
+        };
+        let rows = match like {
+            Some(rows) if rows.iter().copied().eq(cells.iter().map(|c| c.row)) => rows.clone(),
+            _ => cells.iter().map(|c| c.row).collect(),
+        };
         let mut identities: Vec<(u64, u64)> = vec![(0, 0)];
         let mut identity_index: rustc_hash::FxHashMap<(u64, u64), usize> =
             rustc_hash::FxHashMap::default();
         identity_index.insert((0, 0), 0);
-        let mut identity = Vec::with_capacity(n);
+        // The lanes beyond each cell's first are the only temporary besides
+        // the packed arrays, which are built straight from `cells` (the
+        // identity of a cell's first lane is looked up again to pack it).
         let mut extra = Vec::new();
-        let mut writes = Vec::with_capacity(n);
-        let mut write_bytes = Vec::with_capacity(n);
+        let first_lane = |c: &CellInput| c.lanes.first().copied().unwrap_or_default();
         for (i, cell) in cells.iter().enumerate() {
-            let first = cell.lanes.first().copied().unwrap_or_default();
-            writes.push(first.writes);
-            write_bytes.push(first.write_bytes);
+            let first = first_lane(cell);
             let key = (first.group, first.term);
-            let idx = *identity_index.entry(key).or_insert_with(|| {
+            identity_index.entry(key).or_insert_with(|| {
                 identities.push(key);
                 identities.len() - 1
             });
-            identity.push(idx as u64);
             for lane in cell.lanes.iter().skip(1) {
                 let key = (lane.group, lane.term);
                 let idx = *identity_index.entry(key).or_insert_with(|| {
@@ -862,25 +891,29 @@ impl Column {
                 extra.push((i as u64, idx as u64, lane.writes, lane.write_bytes));
             }
         }
-        let pack =
-            |f: fn(&CellInput) -> u64| Packed::pack(&cells.iter().map(f).collect::<Vec<_>>());
-        Column {
+        let pack = |f: fn(&CellInput) -> u64| Packed::pack_iter(cells.iter().map(f));
+        let identity = Packed::pack_iter(cells.iter().map(|c| {
+            let first = first_lane(c);
+            // Every first lane's identity was entered above.
+            identity_index
+                .get(&(first.group, first.term))
+                .map_or(0, |&i| i as u64)
+        }));
+        let column = Column {
             unix_ms,
             reads_leader: pack(|c| c.reads_leader),
             reads_follower: pack(|c| c.reads_follower),
             read_bytes: pack(|c| c.read_bytes),
-            rows: cells.iter().map(|c| c.row).collect(),
-            writes: Packed::pack(&writes),
-            write_bytes: Packed::pack(&write_bytes),
-            identity: Packed::pack(&identity),
+            rows,
+            writes: Packed::pack_iter(cells.iter().map(|c| first_lane(c).writes)),
+            write_bytes: Packed::pack_iter(cells.iter().map(|c| first_lane(c).write_bytes)),
+            identity,
             identities: identities.into(),
             extra: ExtraLanes::pack(&extra),
-            hot: match layout {
-                #[cfg(test)]
-                HotLayout::Plain => HotStore::Plain(hot.into()),
-                HotLayout::Packed => HotStore::Packed(encode_hot(&hot)),
-            },
-        }
+            hot,
+        };
+        cells.clear();
+        column
     }
 
     /// Takes `rows` (a neighbour's row array) when it names the same rows as
@@ -1151,11 +1184,20 @@ mod tests {
 
     #[test]
     fn packing_picks_the_narrowest_width_and_round_trips() {
-        assert_eq!(Packed::pack(&[0, 0]), Packed::Zero);
-        assert!(matches!(Packed::pack(&[1, 255]), Packed::U8(_)));
-        assert!(matches!(Packed::pack(&[256]), Packed::U16(_)));
-        assert!(matches!(Packed::pack(&[u64::MAX]), Packed::U64(_)));
-        assert_eq!(Packed::pack(&[3, 70_000]).get(1), 70_000);
+        assert_eq!(Packed::pack_iter([0, 0].into_iter()), Packed::Zero);
+        assert!(matches!(
+            Packed::pack_iter([1, 255].into_iter()),
+            Packed::U8(_)
+        ));
+        assert!(matches!(
+            Packed::pack_iter([256].into_iter()),
+            Packed::U16(_)
+        ));
+        assert!(matches!(
+            Packed::pack_iter([u64::MAX].into_iter()),
+            Packed::U64(_)
+        ));
+        assert_eq!(Packed::pack_iter([3, 70_000].into_iter()).get(1), 70_000);
     }
 
     #[test]
@@ -1185,6 +1227,35 @@ mod tests {
         col.values_into(Counter::Reads, &mut out);
         assert_eq!(out, vec![5, 3]);
         assert_eq!(col.identity_of(1), (7, 43), "identity is the dominant lane");
+    }
+
+    #[test]
+    fn a_column_shares_its_neighbours_row_array_only_when_the_rows_are_equal() {
+        let cells = |rows: &[u32]| -> Vec<CellInput> {
+            rows.iter()
+                .map(|&row| CellInput {
+                    row,
+                    reads_leader: 1,
+                    ..CellInput::default()
+                })
+                .collect()
+        };
+        let neighbour = Column::build(0, cells(&[1, 2, 3]));
+        let like = Some(&neighbour.rows);
+        let mut same = cells(&[3, 1, 2]);
+        let shared = Column::build_capped(60_000, &mut same, 8, HotLayout::Packed, like);
+        assert!(std::sync::Arc::ptr_eq(&shared.rows, &neighbour.rows));
+        assert!(
+            same.is_empty() && same.capacity() >= 3,
+            "cells come back empty, capacity kept"
+        );
+        let mut other = cells(&[1, 2, 4]);
+        let own = Column::build_capped(60_000, &mut other, 8, HotLayout::Packed, like);
+        assert!(!std::sync::Arc::ptr_eq(&own.rows, &neighbour.rows));
+        assert_eq!(&own.rows[..], &[1, 2, 4]);
+        let mut fewer = cells(&[1, 2]);
+        let own = Column::build_capped(60_000, &mut fewer, 8, HotLayout::Packed, like);
+        assert_eq!(&own.rows[..], &[1, 2]);
     }
 
     #[test]
@@ -1289,8 +1360,8 @@ mod tests {
     #[test]
     fn packed_hot_summaries_read_back_as_built_and_cost_less() {
         let cells = hot_cells();
-        let plain = Column::build_capped(0, cells.clone(), 1_000, HotLayout::Plain);
-        let packed = Column::build_capped(0, cells, 1_000, HotLayout::Packed);
+        let plain = Column::build_capped(0, &mut cells.clone(), 1_000, HotLayout::Plain, None);
+        let packed = Column::build_capped(0, &mut cells.clone(), 1_000, HotLayout::Packed, None);
         assert!(packed.hot_heap_bytes() * 3 < plain.hot_heap_bytes());
         assert_eq!(packed.cells(), plain.cells(), "records are layout-free");
         assert_eq!(packed.hot_entries(), plain.hot_entries());

@@ -36,7 +36,7 @@ pub(crate) use column::{
     CELL_HOT_K, CellHot, CellInput, Column, Counter, Lanes, MAX_COLUMN_HOT_ITEMS, WriteLane,
 };
 pub use persist::{CellRecord, ColumnRecord, HistoryStore, HotRecord, PersistError, WriteRecord};
-pub(crate) use rows::{RowCatalog, RowMeta};
+pub(crate) use rows::{RowCatalog, RowMeta, RowRef};
 
 /// Columns a query reads from one tier at most, when a coarser tier covers the
 /// window: a 24 h window at 1 min (1 440), a 1 h window at 1 s (3 600).
@@ -49,6 +49,10 @@ pub(crate) struct Restore {
     stored: Vec<bool>,
     /// Tiers holding columns rebuilt from finer records.
     rebuilt: Vec<bool>,
+    /// The cells of the record being restored: one vector for every record,
+    /// so a restore does not allocate (and free) one per column between the
+    /// history's long-lived arrays.
+    scratch: Vec<CellInput>,
 }
 
 /// One tier's columns.
@@ -124,18 +128,24 @@ impl History {
         self.push_to(&all, unix_ms, cells);
     }
 
-    /// [`push`](History::push) into the tiers listed in `tiers` only.
-    fn push_to(&mut self, tiers: &[usize], unix_ms: i64, mut cells: Vec<CellInput>) {
+    /// [`push`](History::push) into the tiers listed in `tiers` only; returns
+    /// `cells` emptied, with its capacity (a restore fills it again).
+    fn push_to(
+        &mut self,
+        tiers: &[usize],
+        unix_ms: i64,
+        mut cells: Vec<CellInput>,
+    ) -> Vec<CellInput> {
         for cell in &mut cells {
             if let Some(labels) = cell.labels.take() {
                 self.catalog.note_labels(cell.row, Some(labels));
             }
         }
         let Some((&last, rest)) = tiers.split_last() else {
-            for cell in &cells {
+            for cell in cells.drain(..) {
                 self.catalog.release(cell.row);
             }
-            return;
+            return cells;
         };
         for &k in rest {
             let copy = cells.clone();
@@ -144,15 +154,16 @@ impl History {
             }
             self.push_tier(k, unix_ms, copy);
         }
-        self.push_tier(last, unix_ms, cells);
+        self.push_tier(last, unix_ms, cells)
     }
 
-    fn push_tier(&mut self, k: usize, unix_ms: i64, cells: Vec<CellInput>) {
+    /// Adds `cells` into tier `k`; returns `cells` emptied, with its capacity.
+    fn push_tier(&mut self, k: usize, unix_ms: i64, mut cells: Vec<CellInput>) -> Vec<CellInput> {
         let Some(step) = self.tiers.get(k).map(|t| t.step_ms) else {
-            for cell in &cells {
+            for cell in cells.drain(..) {
                 self.catalog.release(cell.row);
             }
-            return;
+            return cells;
         };
         let unix_ms = align_down(unix_ms, step);
         let columns = &self.tiers[k].columns;
@@ -167,16 +178,26 @@ impl History {
             MAX_COARSE_COLUMN_HOT_ITEMS
         };
         let layout = self.hot_layout;
+        // The row array of a neighbour (the column before, else the one
+        // after), which the new column shares when it names the same rows.
+        let after = pos + usize::from(existing.is_some());
+        let like = pos
+            .checked_sub(1)
+            .and_then(|p| columns.get(p))
+            .or_else(|| columns.get(after))
+            .map(|c| c.rows.clone());
         let pos = match existing {
             Some(mut merged) => {
-                merged.extend(cells);
-                let merged = self.fold_rows(merged);
-                self.tiers[k].columns[pos] = Column::build_capped(unix_ms, merged, hot_cap, layout);
+                merged.append(&mut cells);
+                let mut merged = self.fold_rows(merged);
+                self.tiers[k].columns[pos] =
+                    Column::build_capped(unix_ms, &mut merged, hot_cap, layout, like.as_ref());
                 pos
             }
             None => {
-                let cells = self.fold_rows(cells);
-                let column = Column::build_capped(unix_ms, cells, hot_cap, layout);
+                cells = self.fold_rows(cells);
+                let column =
+                    Column::build_capped(unix_ms, &mut cells, hot_cap, layout, like.as_ref());
                 self.tiers[k].columns.insert(pos, column);
                 pos
             }
@@ -195,6 +216,7 @@ impl History {
             self.touched.push((k, unix_ms));
         }
         self.prune(k);
+        cells
     }
 
     /// Window start of the oldest retained column of the finest tier.
@@ -215,18 +237,24 @@ impl History {
     /// Joins cells of equal row (each holds a column reference, so the joined
     /// duplicates give theirs back). O(n log n).
     fn fold_rows(&mut self, mut cells: Vec<CellInput>) -> Vec<CellInput> {
-        cells.sort_by_key(|c| c.row);
-        let mut out: Vec<CellInput> = Vec::with_capacity(cells.len());
-        for cell in cells {
-            match out.last_mut() {
-                Some(last) if last.row == cell.row => {
-                    self.catalog.release(cell.row);
-                    last.absorb(cell);
-                }
-                _ => out.push(cell),
-            }
+        // A restored column's cells usually come in row order already (rows
+        // are interned in the order of the first column's cells): then
+        // nothing is sorted, and the stable sort's buffer is not allocated.
+        if !cells.is_sorted_by_key(|c| c.row) {
+            cells.sort_by_key(|c| c.row);
         }
-        out
+        // In place: a restore's cells name each row once, so this usually
+        // only sorts (no second vector of cells).
+        let catalog = &mut self.catalog;
+        cells.dedup_by(|later, kept| {
+            if later.row != kept.row {
+                return false;
+            }
+            catalog.release(later.row);
+            kept.absorb(std::mem::take(later));
+            true
+        });
+        cells
     }
 
     fn prune(&mut self, k: usize) {
@@ -424,6 +452,7 @@ impl History {
         Restore {
             stored: vec![false; self.tiers.len()],
             rebuilt: vec![false; self.tiers.len()],
+            scratch: Vec::new(),
         }
     }
 
@@ -449,7 +478,7 @@ impl History {
     /// that came earlier (the stored tier is authoritative, as when records
     /// came coarsest first): the result is the same for every order, and a
     /// store that yields coarser tiers first never rebuilds anything twice.
-    pub(crate) fn restore_one(&mut self, state: &mut Restore, record: ColumnRecord) {
+    pub(crate) fn restore_one(&mut self, state: &mut Restore, record: &ColumnRecord) {
         let k = self.tier_of(record.step_ms);
         if let Some(stored) = state.stored.get_mut(k)
             && !*stored
@@ -466,9 +495,9 @@ impl History {
             state.rebuilt[j] = true;
         }
         let unix_ms = record.unix_ms;
-        let cells = self.restore_cells(record);
+        let cells = self.restore_cells(record, std::mem::take(&mut state.scratch));
         let before = self.touched.len();
-        self.push_to(&targets, unix_ms, cells);
+        state.scratch = self.push_to(&targets, unix_ms, cells);
         // Columns that came from the store as they are need no rewrite.
         let mut i = before;
         while i < self.touched.len() {
@@ -499,77 +528,93 @@ impl History {
     pub(crate) fn restore_exact(&mut self, records: Vec<ColumnRecord>) {
         for record in records {
             let k = self.tier_of(record.step_ms);
-            let unix_ms = record.unix_ms;
-            let cells = self.restore_cells(record);
-            self.push_to(&[k], unix_ms, cells);
+            let cells = self.restore_cells(&record, Vec::new());
+            self.push_to(&[k], record.unix_ms, cells);
         }
         self.touched.clear();
     }
 
-    /// A stored record's cells, rows interned (one reference each).
-    fn restore_cells(&mut self, record: ColumnRecord) -> Vec<CellInput> {
-        record
-            .cells
-            .into_iter()
-            .map(|c| {
-                let row = self.catalog.acquire(RowMeta {
-                    bucket_id: c.bucket_id.into(),
-                    start: c.start,
-                    end: c.end,
+    /// A stored record's cells, rows interned (one reference each) and
+    /// labels joined into their rows. Reads `record` without taking it: a row
+    /// already interned (every row but those of the first column, in steady
+    /// traffic) costs no allocation, and a label is copied only when it
+    /// widens its row's, so restoring a record leaves no small temporaries
+    /// behind; what is allocated is the hot-key summaries the column will
+    /// pack (the cells go into `cells`, emptied first, whose capacity a
+    /// restore reuses from record to record).
+    fn restore_cells(
+        &mut self,
+        record: &ColumnRecord,
+        mut cells: Vec<CellInput>,
+    ) -> Vec<CellInput> {
+        cells.clear();
+        cells.reserve_exact(record.cells.len());
+        for c in &record.cells {
+            let id = RowRef {
+                bucket_id: &c.bucket_id,
+                start: &c.start,
+                end: c.end.as_deref(),
+                generation: 0,
+            };
+            let row = match self.catalog.find(id) {
+                Some(row) => row,
+                None => self.catalog.acquire(RowMeta {
+                    bucket_id: c.bucket_id.as_str().into(),
+                    start: c.start.clone(),
+                    end: c.end.clone(),
                     aggregate: c.aggregate,
-                    route_ids: c.route_ids,
+                    route_ids: c.route_ids.clone(),
                     route_count: c.route_count,
                     group: c.writes.first().map_or(0, |w| w.group),
                     generation: 0,
                     labels: None,
-                });
-                let labels = match (c.first_key, c.last_key) {
-                    (Some(f), Some(l))
-                        if f.len() <= MAX_HOT_KEY_BYTES && l.len() <= MAX_HOT_KEY_BYTES =>
-                    {
-                        Some((f, l))
-                    }
-                    _ => None,
-                };
-                let lanes: Lanes = c
-                    .writes
-                    .into_iter()
-                    .map(|w| WriteLane {
-                        group: w.group,
-                        term: w.term,
-                        writes: w.writes,
-                        write_bytes: w.write_bytes,
-                    })
-                    .collect();
-                // A stored summary that breaks an invariant (a damaged or
-                // foreign record) is left out: its cell's keys are then only
-                // bounded by its total, which stays honest.
-                let hot = c
-                    .hot
-                    .into_iter()
-                    .filter(|h| {
-                        matches!(
-                            h.series,
-                            Series::Reads | Series::ReadBytes | Series::Writes | Series::WriteBytes
-                        ) && h.summary.validate().is_ok()
-                    })
-                    .map(|h| CellHot {
-                        series: h.series,
-                        group: h.group,
-                        term: h.term,
-                        summary: h.summary,
-                    })
-                    .collect();
-                CellInput {
-                    row,
-                    reads_leader: c.reads_leader,
-                    reads_follower: c.reads_follower,
-                    read_bytes: c.read_bytes,
-                    lanes,
-                    hot,
-                    labels,
-                }
-            })
-            .collect::<Vec<_>>()
+                }),
+            };
+            if let (Some(f), Some(l)) = (&c.first_key, &c.last_key)
+                && f.len() <= MAX_HOT_KEY_BYTES
+                && l.len() <= MAX_HOT_KEY_BYTES
+            {
+                self.catalog.note_label_refs(row, f, l);
+            }
+            let lanes: Lanes = c
+                .writes
+                .iter()
+                .map(|w| WriteLane {
+                    group: w.group,
+                    term: w.term,
+                    writes: w.writes,
+                    write_bytes: w.write_bytes,
+                })
+                .collect();
+            // A stored summary that breaks an invariant (a damaged or
+            // foreign record) is left out: its cell's keys are then only
+            // bounded by its total, which stays honest.
+            let hot = c
+                .hot
+                .iter()
+                .filter(|h| {
+                    matches!(
+                        h.series,
+                        Series::Reads | Series::ReadBytes | Series::Writes | Series::WriteBytes
+                    ) && h.summary.validate().is_ok()
+                })
+                .map(|h| CellHot {
+                    series: h.series,
+                    group: h.group,
+                    term: h.term,
+                    summary: h.summary.clone(),
+                })
+                .collect();
+            cells.push(CellInput {
+                row,
+                reads_leader: c.reads_leader,
+                reads_follower: c.reads_follower,
+                read_bytes: c.read_bytes,
+                lanes,
+                hot,
+                labels: None,
+            });
+        }
+        cells
     }
 }

@@ -113,10 +113,12 @@ pub trait HistoryStore: Send + Sync {
     /// Hands every stored column, of every tier, with
     /// `unix_ms >= since_unix_ms` to `visit`, one at a time, and returns when
     /// all were handed over or at the first error (the store's or `visit`'s,
-    /// which it returns as it is). An implementation should decode one record
-    /// per call of `visit` and keep none: the restart's peak memory is then
-    /// the history plus one record (a 10 000-cell column is ≈ 5 MiB as
-    /// structs), not the whole store. Called by
+    /// which it returns as it is). `visit` only reads the record: an
+    /// implementation should decode each record into the same `ColumnRecord`
+    /// ([`ColumnRecord::decode_into`] reuses its memory) and keep no other:
+    /// the restart's peak memory is then the history plus one record (a
+    /// 10 000-cell column is ≈ 5 MiB as structs), not the whole store, and
+    /// the decoding allocates nearly nothing per record. Called by
     /// [`Sampler::with_store`](crate::Sampler::with_store) on the caller's
     /// thread, blocking on the store's I/O; `visit` holds the new sampler's
     /// history lock (no other thread can see that sampler yet) and never
@@ -135,7 +137,7 @@ pub trait HistoryStore: Send + Sync {
     fn load(
         &self,
         since_unix_ms: i64,
-        visit: &mut dyn FnMut(ColumnRecord) -> Result<(), PersistError>,
+        visit: &mut dyn FnMut(&ColumnRecord) -> Result<(), PersistError>,
     ) -> Result<(), PersistError>;
 
     /// Deletes columns of the finest tier (the sampler's `step_ms`) with

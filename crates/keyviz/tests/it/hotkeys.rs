@@ -269,10 +269,10 @@ impl HistoryStore for MemStore {
     fn load(
         &self,
         since: i64,
-        visit: &mut dyn FnMut(ColumnRecord) -> Result<(), PersistError>,
+        visit: &mut dyn FnMut(&ColumnRecord) -> Result<(), PersistError>,
     ) -> Result<(), PersistError> {
         let cols = self.columns.lock().clone();
-        cols.into_iter()
+        cols.iter()
             .filter(|c| c.unix_ms >= since)
             .try_for_each(visit)
     }

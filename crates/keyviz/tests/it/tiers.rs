@@ -261,13 +261,13 @@ impl HistoryStore for TierStore {
     fn load(
         &self,
         since: i64,
-        visit: &mut dyn FnMut(ColumnRecord) -> Result<(), PersistError>,
+        visit: &mut dyn FnMut(&ColumnRecord) -> Result<(), PersistError>,
     ) -> Result<(), PersistError> {
         let mut cols: Vec<ColumnRecord> = self.columns.lock().values().cloned().collect();
         if self.coarse_first.load(std::sync::atomic::Ordering::Relaxed) {
             cols.sort_by_key(|c| (std::cmp::Reverse(c.step_ms), c.unix_ms));
         }
-        cols.into_iter()
+        cols.iter()
             .filter(|c| c.unix_ms >= since)
             .try_for_each(visit)
     }
