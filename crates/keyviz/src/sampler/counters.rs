@@ -30,6 +30,7 @@
 
 use std::sync::OnceLock;
 
+use super::shard::ShardIx;
 use crate::sync::{AtomicU64, Ordering};
 
 /// Write lanes with an identity per slot. A leadership flip inside one window
@@ -61,6 +62,63 @@ pub(crate) fn read_counter(leader: bool) -> usize {
 #[inline(always)]
 pub(crate) fn write_counter(lane: usize) -> usize {
     FIRST_WRITE + lane.min(UNKNOWN_LANE)
+}
+
+/// A sub-range's counter as a type that holds only `0..COUNTERS`, so the
+/// fast path indexes a shard's cells with it and no bounds check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Counter {
+    /// Leader reads ([`read_counter`]`(true)`).
+    ReadLeader = 0,
+    /// Follower reads.
+    ReadFollower,
+    /// Write lane 0 ([`write_counter`]`(0)`).
+    Lane0,
+    /// Write lane 1.
+    Lane1,
+    /// Write lane 2.
+    Lane2,
+    /// Write lane 3.
+    Lane3,
+    /// Writes without a lane ([`UNKNOWN_LANE`]).
+    Unknown,
+}
+
+const _: () = assert!(
+    COUNTERS == 7 && READ_LEADER == 0 && READ_FOLLOWER == 1 && FIRST_WRITE == 2,
+    "Counter has one variant per counter, in counter order"
+);
+
+impl Counter {
+    /// [`read_counter`] as a `Counter`.
+    #[inline(always)]
+    pub(crate) fn read(leader: bool) -> Counter {
+        if leader {
+            Counter::ReadLeader
+        } else {
+            Counter::ReadFollower
+        }
+    }
+
+    /// [`write_counter`] as a `Counter` (a lane past the last is
+    /// [`UNKNOWN_LANE`]'s, as there).
+    #[inline(always)]
+    pub(crate) fn write(lane: usize) -> Counter {
+        match lane {
+            0 => Counter::Lane0,
+            1 => Counter::Lane1,
+            2 => Counter::Lane2,
+            3 => Counter::Lane3,
+            _ => Counter::Unknown,
+        }
+    }
+
+    /// The counter index, below the counter count.
+    #[inline(always)]
+    pub(crate) fn get(self) -> usize {
+        self as usize
+    }
 }
 
 /// Lane key value meaning "free".
@@ -280,31 +338,44 @@ struct ShardSeen {
     capture: bool,
 }
 
-/// One lease holder's counters in one slot.
+/// One lease holder's counters in one slot: the first sub-range inline (a
+/// slot of one sub-range, the common case, reaches its cells with no length
+/// check and no second pointer), the others in `rest`. Boxed in the slot's
+/// per-lease `OnceLock`, so an unpromoted lease costs the slot 16 bytes.
 #[derive(Debug)]
 pub(crate) struct ShardBlock {
-    subs: Box<[ShardSub]>,
+    first: ShardSub,
+    rest: Box<[ShardSub]>,
 }
 
 impl ShardBlock {
     fn bytes(subs: usize) -> usize {
-        std::mem::size_of::<ShardBlock>() + subs * std::mem::size_of::<ShardSub>()
+        std::mem::size_of::<ShardBlock>() + subs.saturating_sub(1) * std::mem::size_of::<ShardSub>()
     }
 
     fn new(subs: usize, capture: bool) -> ShardBlock {
-        let first = if capture { 0 } else { u64::MAX };
+        let sub = || {
+            let first = if capture { 0 } else { u64::MAX };
+            let mut s = ShardSub::default();
+            s.seen.capture = capture;
+            for cell in &s.cells {
+                // Ordering: Relaxed — published with the block (OnceLock).
+                cell.next.store(first, Ordering::Relaxed);
+            }
+            s
+        };
         ShardBlock {
-            subs: (0..subs)
-                .map(|_| {
-                    let mut s = ShardSub::default();
-                    s.seen.capture = capture;
-                    for cell in &s.cells {
-                        // Ordering: Relaxed — published with the block (OnceLock).
-                        cell.next.store(first, Ordering::Relaxed);
-                    }
-                    s
-                })
-                .collect(),
+            first: sub(),
+            rest: (1..subs).map(|_| sub()).collect(),
+        }
+    }
+
+    /// Sub-range `sub`'s counters (`None` past the slot's sub-ranges).
+    #[inline(always)]
+    fn sub(&self, sub: usize) -> Option<&ShardSub> {
+        match sub.checked_sub(1) {
+            None => Some(&self.first),
+            Some(i) => self.rest.get(i),
         }
     }
 
@@ -316,7 +387,7 @@ impl ShardBlock {
     #[cold]
     #[inline(never)]
     fn capture_due(&self, sub: usize, counter: usize, ops: u64) -> u64 {
-        let Some(s) = self.subs.get(sub) else {
+        let Some(s) = self.sub(sub) else {
             return 0;
         };
         let (cell, seen) = (&s.cells[counter], &s.seen);
@@ -344,6 +415,26 @@ impl ShardBlock {
     }
 }
 
+/// One operation of `bytes` on counter `counter` of a thread shard's
+/// sub-range `s`, by its lease holder: [`COUNTED`] or [`DUE`] (a capture is
+/// due).
+#[inline(always)]
+fn count_cell(s: &ShardSub, counter: Counter, bytes: u64) -> u8 {
+    let cell = &s.cells[counter.get()];
+    // `bytes` is at most MAX_OP_BYTES (the caller's contract).
+    // Ordering: Relaxed — the lease holder is the only writer (see `add`).
+    let ops = cell.ops.load(Ordering::Relaxed);
+    cell.ops.store(ops.wrapping_add(1), Ordering::Relaxed);
+    let b = cell.bytes.load(Ordering::Relaxed);
+    cell.bytes.store(b.wrapping_add(bytes), Ordering::Relaxed);
+    // Ordering: Relaxed — a capture heuristic (see `ShardCell`).
+    if ops < cell.next.load(Ordering::Relaxed) {
+        COUNTED
+    } else {
+        DUE
+    }
+}
+
 /// The counters of one slot: a block per sub-range, the lazily allocated
 /// overflow blocks, and the thread shards of busy slots.
 #[derive(Debug)]
@@ -353,7 +444,7 @@ pub(crate) struct SlotCounters {
     /// The block of each lease index, empty until promoted; set once by that
     /// index's holder (the `OnceLock` publishes the zeroed block with
     /// release/acquire), freed with the slot.
-    shards: [OnceLock<ShardBlock>; MAX_SHARDS],
+    shards: [OnceLock<Box<ShardBlock>>; MAX_SHARDS],
     wide: OnceLock<Box<[Wide]>>,
 }
 
@@ -415,7 +506,7 @@ impl SlotCounters {
     /// The shard block of lease `shard`, if promoted.
     #[inline(always)]
     fn shard(&self, shard: usize) -> Option<&ShardBlock> {
-        self.shards.get(shard)?.get()
+        self.shards.get(shard)?.get().map(|b| &**b)
     }
 
     /// Counts one operation as lease `shard` (or [`super::shard::NO_SHARD`])
@@ -429,7 +520,7 @@ impl SlotCounters {
     #[inline(always)]
     fn add(&self, shard: usize, sub: usize, counter: usize, bytes: u64, capture: bool) -> u64 {
         if let Some(block) = self.shard(shard) {
-            let Some(s) = block.subs.get(sub) else {
+            let Some(s) = block.sub(sub) else {
                 return 0;
             };
             let cell = &s.cells[counter];
@@ -450,30 +541,33 @@ impl SlotCounters {
     }
 
     /// The fast path's count: one operation of `bytes` (at most
-    /// [`MAX_OP_BYTES`]) on counter `counter`
-    /// of sub-range `sub`, on lease `shard`'s own block, as [`add`](Self::add)
+    /// [`MAX_OP_BYTES`]) on counter `counter` of sub-range `sub`, on lease `shard`'s own block, as [`add`](Self::add)
     /// does there. Returns [`COUNTED`], [`DUE`] (counted; a hot-key capture
     /// is due: [`due_stride`](Self::due_stride) tells its stride) or
     /// [`NO_BLOCK`] (nothing counted: the lease has no block in this slot).
-    /// No call, no locked instruction.
+    /// No call, no locked instruction; the caller must hold lease `shard`.
     #[inline(always)]
-    pub(crate) fn add_sharded(&self, shard: usize, sub: usize, counter: usize, bytes: u64) -> u8 {
-        let Some(s) = self.shard(shard).and_then(|b| b.subs.get(sub)) else {
-            return NO_BLOCK;
-        };
-        let Some(cell) = s.cells.get(counter) else {
-            return NO_BLOCK;
-        };
-        // `bytes` is at most MAX_OP_BYTES (`op_bytes`).
-        // Ordering: Relaxed — as in `add`.
-        let ops = cell.ops.load(Ordering::Relaxed);
-        cell.ops.store(ops.wrapping_add(1), Ordering::Relaxed);
-        let b = cell.bytes.load(Ordering::Relaxed);
-        cell.bytes.store(b.wrapping_add(bytes), Ordering::Relaxed);
-        if ops < cell.next.load(Ordering::Relaxed) {
-            COUNTED
-        } else {
-            DUE
+    pub(crate) fn add_sharded(
+        &self,
+        shard: ShardIx,
+        sub: usize,
+        counter: Counter,
+        bytes: u64,
+    ) -> u8 {
+        match self.shards[shard.get()].get().and_then(|b| b.sub(sub)) {
+            Some(s) => count_cell(s, counter, bytes),
+            None => NO_BLOCK,
+        }
+    }
+
+    /// [`add_sharded`](Self::add_sharded) of sub-range 0 (a slot of one
+    /// sub-range): the lease's block and its inline first sub-range, no
+    /// length check.
+    #[inline(always)]
+    pub(crate) fn add_sharded_first(&self, shard: ShardIx, counter: Counter, bytes: u64) -> u8 {
+        match self.shards[shard.get()].get() {
+            Some(b) => count_cell(&b.first, counter, bytes),
+            None => NO_BLOCK,
         }
     }
 
@@ -481,11 +575,11 @@ impl SlotCounters {
     /// thread (the lease holder, with no other count of that cell since):
     /// the stride of that operation's capture (0 = not captured), and the
     /// cell's next due count.
-    pub(crate) fn due_stride(&self, shard: usize, sub: usize, counter: usize) -> u64 {
-        let Some(block) = self.shard(shard) else {
+    pub(crate) fn due_stride(&self, shard: ShardIx, sub: usize, counter: usize) -> u64 {
+        let Some(block) = self.shard(shard.get()) else {
             return 0;
         };
-        let Some(cell) = block.subs.get(sub).and_then(|s| s.cells.get(counter)) else {
+        let Some(cell) = block.sub(sub).and_then(|s| s.cells.get(counter)) else {
             return 0;
         };
         // Ordering: Relaxed — our own last store: the count before it.
@@ -557,7 +651,7 @@ impl SlotCounters {
                 Err(now) => cur = now,
             }
         }
-        let block = ShardBlock::new(self.blocks.len(), capture);
+        let block = Box::new(ShardBlock::new(self.blocks.len(), capture));
         if cell.set(block).is_err() {
             // Only the lease holder sets this cell, so it cannot be set yet;
             // give the budget back all the same.
@@ -663,7 +757,7 @@ impl SlotCounters {
             let Some(shard) = self.shard(i) else {
                 continue;
             };
-            let Some(s) = shard.subs.get(sub) else {
+            let Some(s) = shard.sub(sub) else {
                 continue;
             };
             let seen = &s.seen;
@@ -701,7 +795,7 @@ impl SlotCounters {
             let Some(shard) = self.shard(i) else {
                 continue;
             };
-            let Some(s) = shard.subs.get(sub) else {
+            let Some(s) = shard.sub(sub) else {
                 continue;
             };
             let seen = &s.seen;
