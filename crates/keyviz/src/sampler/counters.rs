@@ -440,11 +440,13 @@ fn count_cell(s: &ShardSub, counter: Counter, bytes: u64) -> u8 {
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct SlotCounters {
-    blocks: Box<[SubCounters]>,
     /// The block of each lease index, empty until promoted; set once by that
     /// index's holder (the `OnceLock` publishes the zeroed block with
-    /// release/acquire), freed with the slot.
+    /// release/acquire), freed with the slot. First, so that in a slot laid
+    /// out at a line boundary after its 96-byte [`WriteLanes`] no lease's
+    /// entry (16 bytes) straddles two lines.
     shards: [OnceLock<Box<ShardBlock>>; MAX_SHARDS],
+    blocks: Box<[SubCounters]>,
     wide: OnceLock<Box<[Wide]>>,
 }
 
@@ -836,11 +838,22 @@ impl SlotCounters {
 /// it has been idle for two whole windows, so an observer that matched a lane
 /// is long finished before the lane can change owner.
 #[derive(Debug, Default)]
+#[repr(C)]
 pub(crate) struct WriteLanes {
-    terms: [AtomicU64; WRITE_LANES],
-    groups: [AtomicU64; WRITE_LANES],
+    /// Each lane's identity, term next to its group: the 64 bytes a write's
+    /// lane search reads, one line in a slot laid out at a line boundary.
+    ids: [LaneId; WRITE_LANES],
     /// Consecutive flushes with no writes; touched by flush only.
     idle: [AtomicU64; WRITE_LANES],
+}
+
+/// One write lane's identity: its term (also its state: [`FREE`],
+/// [`CLAIMING`] or the term) and its group.
+#[derive(Debug, Default)]
+#[repr(C)]
+struct LaneId {
+    term: AtomicU64,
+    group: AtomicU64,
 }
 
 impl WriteLanes {
@@ -865,8 +878,8 @@ impl WriteLanes {
         for i in 0..WRITE_LANES {
             // Ordering: Acquire pairs with the Release publish in the claim
             // below, so the group read after it belongs to this term.
-            let t = self.terms[i].load(Ordering::Acquire);
-            if t == term && self.groups[i].load(Ordering::Relaxed) == group {
+            let t = self.ids[i].term.load(Ordering::Acquire);
+            if t == term && self.ids[i].group.load(Ordering::Relaxed) == group {
                 return Some(i);
             }
         }
@@ -880,18 +893,19 @@ impl WriteLanes {
     fn claim(&self, group: u64, term: u64) -> usize {
         for i in 0..WRITE_LANES {
             // Ordering: Acquire on success to own the lane before writing it.
-            if self.terms[i]
+            if self.ids[i]
+                .term
                 .compare_exchange(FREE, CLAIMING, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
             {
-                self.groups[i].store(group, Ordering::Relaxed);
+                self.ids[i].group.store(group, Ordering::Relaxed);
                 // Ordering: Release publishes the group store above.
-                self.terms[i].store(term, Ordering::Release);
+                self.ids[i].term.store(term, Ordering::Release);
                 return i;
             }
             // Another observer may have just claimed it for the same identity.
-            if self.terms[i].load(Ordering::Acquire) == term
-                && self.groups[i].load(Ordering::Relaxed) == group
+            if self.ids[i].term.load(Ordering::Acquire) == term
+                && self.ids[i].group.load(Ordering::Relaxed) == group
             {
                 return i;
             }
@@ -905,11 +919,11 @@ impl WriteLanes {
             return (0, 0);
         }
         // Ordering: Acquire pairs with the claim's Release.
-        let term = self.terms[lane].load(Ordering::Acquire);
+        let term = self.ids[lane].term.load(Ordering::Acquire);
         if term == FREE || term == CLAIMING {
             return (0, 0);
         }
-        (self.groups[lane].load(Ordering::Relaxed), term)
+        (self.ids[lane].group.load(Ordering::Relaxed), term)
     }
 
     /// Called by flush after draining: frees lanes idle for two windows.
@@ -922,17 +936,17 @@ impl WriteLanes {
                 self.idle[i].store(0, Ordering::Relaxed);
                 continue;
             }
-            if self.terms[i].load(Ordering::Relaxed) == FREE {
+            if self.ids[i].term.load(Ordering::Relaxed) == FREE {
                 continue;
             }
             let idle = self.idle[i].load(Ordering::Relaxed) + 1;
             self.idle[i].store(idle, Ordering::Relaxed);
             if idle >= 2 {
-                let term = self.terms[i].load(Ordering::Acquire);
+                let term = self.ids[i].term.load(Ordering::Acquire);
                 if term != FREE && term != CLAIMING {
                     // Ordering: Release so a later claimer's Acquire CAS orders
                     // after our last drain of this lane.
-                    let _ = self.terms[i].compare_exchange(
+                    let _ = self.ids[i].term.compare_exchange(
                         term,
                         FREE,
                         Ordering::Release,

@@ -68,15 +68,18 @@ pub(crate) struct SlotMeta {
 
 /// The counters of one route or virtual bucket.
 ///
-/// `repr(C)`, the observe path's fields first (sub-range layout, counters
-/// and the shard pointers, write lanes): a route the thread has not touched
-/// in a while (10 000 routes spread) costs as few cache lines as possible.
+/// `repr(C)` and line-aligned, the observe path's fields first: the write
+/// lanes' identities (one line), then the counters, whose per-lease shard
+/// pointers follow (16 bytes each, none straddling a line), then the
+/// sub-range layout (read only by a sampler of several sub-ranges). A
+/// write to a route the thread has not touched in a while (10 000 routes
+/// spread) reads two lines of its slot, a read one.
 #[derive(Debug)]
-#[repr(C)]
+#[repr(C, align(64))]
 pub(crate) struct Slot {
-    pub(crate) layout: SubLayout,
-    pub(crate) counters: SlotCounters,
     pub(crate) lanes: WriteLanes,
+    pub(crate) counters: SlotCounters,
+    pub(crate) layout: SubLayout,
     pub(crate) meta: SlotMeta,
     /// Creation order, unique per process; names the slot's rows.
     pub(crate) generation: u64,
