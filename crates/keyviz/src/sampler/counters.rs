@@ -500,6 +500,18 @@ impl SlotCounters {
         }
     }
 
+    /// Where the per-lease shard entries start in the struct (layout tests).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn shards_offset() -> usize {
+        std::mem::offset_of!(SlotCounters, shards)
+    }
+
+    /// The size of one lease's shard entry (layout tests).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn shard_entry_size() -> usize {
+        std::mem::size_of::<OnceLock<Box<ShardBlock>>>()
+    }
+
     /// Number of sub-ranges.
     pub(crate) fn len(&self) -> usize {
         self.blocks.len()
@@ -1118,6 +1130,10 @@ mod tests {
         assert_eq!(std::mem::size_of::<ShardSeen>(), 128);
         assert_eq!(std::mem::size_of::<ShardSub>(), 384);
         assert_eq!(std::mem::offset_of!(ShardSub, seen), 256);
+        // A write's lane search reads the four (term, group) pairs: one line
+        // when the lanes start a line (they start the slot).
+        assert_eq!(std::mem::offset_of!(WriteLanes, ids), 0);
+        assert_eq!(std::mem::size_of::<[LaneId; WRITE_LANES]>(), 64);
     }
 
     /// Brute force: the smallest count after `c` that `capture_stride` captures.
@@ -1214,6 +1230,54 @@ mod tests {
         let d = c.drain(1);
         assert_eq!((d.reads_follower, d.read_bytes), (1, 4));
         assert!(c.drain(0).is_zero(), "other sub-ranges untouched");
+    }
+
+    #[test]
+    fn the_fast_path_counts_each_sub_range_of_a_shard_block_apart() {
+        // The first sub-range lives inline in the block, the others in `rest`:
+        // each count lands in its own sub-range and drains exactly once.
+        let c = SlotCounters::new(3);
+        c.promote(5, true);
+        let lease = ShardIx::new(5).expect("a lease index");
+        assert_eq!(c.add_sharded(ShardIx::S4, 0, Counter::Lane0, 1), NO_BLOCK);
+        for sub in 0..3u64 {
+            for _ in 0..=sub {
+                let r = c.add_sharded(lease, sub as usize, Counter::write(1), 10 + sub);
+                assert_ne!(r, NO_BLOCK, "the lease has a block");
+            }
+        }
+        for _ in 0..4 {
+            assert_ne!(
+                c.add_sharded_first(lease, Counter::ReadFollower, 7),
+                NO_BLOCK
+            );
+        }
+        assert_eq!(
+            c.add_sharded(lease, 3, Counter::Lane0, 1),
+            NO_BLOCK,
+            "past the last sub-range nothing is counted"
+        );
+        for sub in 0..3u64 {
+            let d = c.drain(sub as usize);
+            assert_eq!(d.writes[1], sub + 1, "sub-range {sub}");
+            assert_eq!(d.write_bytes[1], (sub + 1) * (10 + sub), "sub-range {sub}");
+            let reads = if sub == 0 { (4, 28) } else { (0, 0) };
+            assert_eq!((d.reads_follower, d.read_bytes), reads, "sub-range {sub}");
+            assert!(c.drain(sub as usize).is_zero(), "taken once");
+        }
+    }
+
+    #[test]
+    fn counter_names_each_counter_in_counter_order() {
+        assert_eq!(Counter::read(true).get(), read_counter(true));
+        assert_eq!(Counter::read(false).get(), read_counter(false));
+        for lane in 0..=UNKNOWN_LANE + 2 {
+            assert_eq!(
+                Counter::write(lane).get(),
+                write_counter(lane),
+                "lane {lane}"
+            );
+        }
     }
 
     #[test]

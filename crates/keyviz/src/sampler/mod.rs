@@ -256,6 +256,22 @@ struct Local {
 }
 
 impl Local {
+    /// Records that the cached table is the one of `stamp` and this thread's
+    /// lease index is `shard`; the fast path's `fast_stamp` becomes `stamp`
+    /// only when `shard` is a lease index (a thread without one, or one
+    /// exiting, takes the general path through the shared counters).
+    fn set_cached(&self, stamp: u64, shard: usize) {
+        self.shard.set(shard);
+        self.stamp.set(stamp);
+        match shard::ShardIx::new(shard) {
+            Some(ix) => {
+                self.fast_shard.set(ix);
+                self.fast_stamp.set(stamp);
+            }
+            None => self.fast_stamp.set(0),
+        }
+    }
+
     /// Puts the table an observe took back (the cell is empty unless a
     /// re-entered observe installed one meanwhile, which is dropped).
     #[inline(always)]
@@ -939,15 +955,7 @@ impl Sampler {
     ) -> Option<Arc<RouteTable>> {
         drop(old);
         let shard = OWNER.try_with(|o| o.lease.index()).ok()?;
-        local.shard.set(shard);
-        local.stamp.set(stamp);
-        match shard::ShardIx::new(shard) {
-            Some(ix) => {
-                local.fast_shard.set(ix);
-                local.fast_stamp.set(stamp);
-            }
-            None => local.fast_stamp.set(0),
-        }
+        local.set_cached(stamp, shard);
         Some(self.table.load_full())
     }
 
@@ -1653,6 +1661,27 @@ mod tests {
         // The sampler's reference and this one: the exited thread's is gone.
         let table = s.table.load_full();
         assert_eq!(Arc::strong_count(&table), 2);
+    }
+
+    #[test]
+    fn the_fast_paths_stamp_is_set_only_with_a_lease_index() {
+        let local = Local {
+            stamp: Cell::new(0),
+            shard: Cell::new(shard::UNSET),
+            fast_stamp: Cell::new(0),
+            fast_shard: Cell::new(shard::ShardIx::S0),
+            table: std::mem::ManuallyDrop::new(Cell::new(None)),
+        };
+        local.set_cached(7, 3);
+        assert_eq!((local.stamp.get(), local.shard.get()), (7, 3));
+        assert_eq!(local.fast_stamp.get(), 7);
+        assert_eq!(local.fast_shard.get(), shard::ShardIx::S3);
+        // No lease (all taken, or the thread exiting): the general path
+        // keeps its cache, the fast path's compare never matches.
+        local.set_cached(8, shard::NO_SHARD);
+        assert_eq!((local.stamp.get(), local.shard.get()), (8, shard::NO_SHARD));
+        assert_eq!(local.fast_stamp.get(), 0, "no sampler stamp is 0");
+        assert_ne!(next_stamp(), 0);
     }
 }
 

@@ -577,3 +577,26 @@ impl Planner<'_> {
         }
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slots_write_lanes_fill_one_line_and_no_lease_pointer_straddles_two() {
+        // Under loom the atomics are bigger; the layout is the std build's.
+        assert_eq!(std::mem::align_of::<Slot>(), 64);
+        assert_eq!(std::mem::offset_of!(Slot, lanes), 0);
+        let shards = std::mem::offset_of!(Slot, counters) + SlotCounters::shards_offset();
+        let entry = SlotCounters::shard_entry_size();
+        assert_eq!(entry, 16);
+        for lease in 0..super::super::counters::MAX_SHARDS {
+            let at = shards + lease * entry;
+            assert_eq!(
+                at / 64,
+                (at + entry - 1) / 64,
+                "lease {lease}'s entry at {at}"
+            );
+        }
+    }
+}
