@@ -67,7 +67,7 @@ pub(crate) fn write_counter(lane: usize) -> usize {
 /// A sub-range's counter as a type that holds only `0..COUNTERS`, so the
 /// fast path indexes a shard's cells with it and no bounds check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(usize)]
+#[repr(u8)]
 pub(crate) enum Counter {
     /// Leader reads ([`read_counter`]`(true)`).
     ReadLeader = 0,
