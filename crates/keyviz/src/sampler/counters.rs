@@ -320,6 +320,10 @@ struct ShardCell {
 #[repr(C, align(64))]
 struct ShardSub {
     cells: [ShardCell; COUNTERS],
+    /// In a block's first sub-range, the block's other sub-ranges (empty
+    /// everywhere else): set at creation, read-only after, in the padding
+    /// before `seen`, so a one-sub-range block is 384 bytes, not 448.
+    more: Box<[ShardSub]>,
     seen: ShardSeen,
 }
 
@@ -340,17 +344,17 @@ struct ShardSeen {
 
 /// One lease holder's counters in one slot: the first sub-range inline (a
 /// slot of one sub-range, the common case, reaches its cells with no length
-/// check and no second pointer), the others in `rest`. Boxed in the slot's
+/// check and no second pointer), the others boxed in its `more`. Boxed in the slot's
 /// per-lease `OnceLock`, so an unpromoted lease costs the slot 16 bytes.
 #[derive(Debug)]
 pub(crate) struct ShardBlock {
+    /// Sub-range 0; its `more` holds sub-ranges 1.. .
     first: ShardSub,
-    rest: Box<[ShardSub]>,
 }
 
 impl ShardBlock {
     fn bytes(subs: usize) -> usize {
-        std::mem::size_of::<ShardBlock>() + subs.saturating_sub(1) * std::mem::size_of::<ShardSub>()
+        subs.max(1) * std::mem::size_of::<ShardSub>()
     }
 
     fn new(subs: usize, capture: bool) -> ShardBlock {
@@ -364,10 +368,9 @@ impl ShardBlock {
             }
             s
         };
-        ShardBlock {
-            first: sub(),
-            rest: (1..subs).map(|_| sub()).collect(),
-        }
+        let mut first = sub();
+        first.more = (1..subs).map(|_| sub()).collect();
+        ShardBlock { first }
     }
 
     /// Sub-range `sub`'s counters (`None` past the slot's sub-ranges).
@@ -375,7 +378,7 @@ impl ShardBlock {
     fn sub(&self, sub: usize) -> Option<&ShardSub> {
         match sub.checked_sub(1) {
             None => Some(&self.first),
-            Some(i) => self.rest.get(i),
+            Some(i) => self.first.more.get(i),
         }
     }
 
@@ -1130,6 +1133,11 @@ mod tests {
         assert_eq!(std::mem::size_of::<ShardSeen>(), 128);
         assert_eq!(std::mem::size_of::<ShardSub>(), 384);
         assert_eq!(std::mem::offset_of!(ShardSub, seen), 256);
+        assert_eq!(
+            std::mem::size_of::<ShardBlock>(),
+            384,
+            "no padding for `more`"
+        );
         // A write's lane search reads the four (term, group) pairs: one line
         // when the lanes start a line (they start the slot).
         assert_eq!(std::mem::offset_of!(WriteLanes, ids), 0);
@@ -1234,7 +1242,7 @@ mod tests {
 
     #[test]
     fn the_fast_path_counts_each_sub_range_of_a_shard_block_apart() {
-        // The first sub-range lives inline in the block, the others in `rest`:
+        // The first sub-range lives inline in the block, the others in its `more`:
         // each count lands in its own sub-range and drains exactly once.
         let c = SlotCounters::new(3);
         c.promote(5, true);
