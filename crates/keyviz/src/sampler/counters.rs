@@ -30,6 +30,7 @@
 
 use std::sync::OnceLock;
 
+use super::shard::ShardIx;
 use crate::sync::{AtomicU64, Ordering};
 
 /// Write lanes with an identity per slot. A leadership flip inside one window
@@ -61,6 +62,63 @@ pub(crate) fn read_counter(leader: bool) -> usize {
 #[inline(always)]
 pub(crate) fn write_counter(lane: usize) -> usize {
     FIRST_WRITE + lane.min(UNKNOWN_LANE)
+}
+
+/// A sub-range's counter as a type that holds only `0..COUNTERS`, so the
+/// fast path indexes a shard's cells with it and no bounds check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Counter {
+    /// Leader reads ([`read_counter`]`(true)`).
+    ReadLeader = 0,
+    /// Follower reads.
+    ReadFollower,
+    /// Write lane 0 ([`write_counter`]`(0)`).
+    Lane0,
+    /// Write lane 1.
+    Lane1,
+    /// Write lane 2.
+    Lane2,
+    /// Write lane 3.
+    Lane3,
+    /// Writes without a lane ([`UNKNOWN_LANE`]).
+    Unknown,
+}
+
+const _: () = assert!(
+    COUNTERS == 7 && READ_LEADER == 0 && READ_FOLLOWER == 1 && FIRST_WRITE == 2,
+    "Counter has one variant per counter, in counter order"
+);
+
+impl Counter {
+    /// [`read_counter`] as a `Counter`.
+    #[inline(always)]
+    pub(crate) fn read(leader: bool) -> Counter {
+        if leader {
+            Counter::ReadLeader
+        } else {
+            Counter::ReadFollower
+        }
+    }
+
+    /// [`write_counter`] as a `Counter` (a lane past the last is
+    /// [`UNKNOWN_LANE`]'s, as there).
+    #[inline(always)]
+    pub(crate) fn write(lane: usize) -> Counter {
+        match lane {
+            0 => Counter::Lane0,
+            1 => Counter::Lane1,
+            2 => Counter::Lane2,
+            3 => Counter::Lane3,
+            _ => Counter::Unknown,
+        }
+    }
+
+    /// The counter index, below the counter count.
+    #[inline(always)]
+    pub(crate) fn get(self) -> usize {
+        self as usize
+    }
 }
 
 /// Lane key value meaning "free".
@@ -262,6 +320,10 @@ struct ShardCell {
 #[repr(C, align(64))]
 struct ShardSub {
     cells: [ShardCell; COUNTERS],
+    /// In a block's first sub-range, the block's other sub-ranges (empty
+    /// everywhere else): set at creation, read-only after, in the padding
+    /// before `seen`, so a one-sub-range block is 384 bytes, not 448.
+    more: Box<[ShardSub]>,
     seen: ShardSeen,
 }
 
@@ -280,31 +342,43 @@ struct ShardSeen {
     capture: bool,
 }
 
-/// One lease holder's counters in one slot.
+/// One lease holder's counters in one slot: the first sub-range inline (a
+/// slot of one sub-range, the common case, reaches its cells with no length
+/// check and no second pointer), the others boxed in its `more`. Boxed in the slot's
+/// per-lease `OnceLock`, so an unpromoted lease costs the slot 16 bytes.
 #[derive(Debug)]
 pub(crate) struct ShardBlock {
-    subs: Box<[ShardSub]>,
+    /// Sub-range 0; its `more` holds sub-ranges 1.. .
+    first: ShardSub,
 }
 
 impl ShardBlock {
     fn bytes(subs: usize) -> usize {
-        std::mem::size_of::<ShardBlock>() + subs * std::mem::size_of::<ShardSub>()
+        subs.max(1) * std::mem::size_of::<ShardSub>()
     }
 
     fn new(subs: usize, capture: bool) -> ShardBlock {
-        let first = if capture { 0 } else { u64::MAX };
-        ShardBlock {
-            subs: (0..subs)
-                .map(|_| {
-                    let mut s = ShardSub::default();
-                    s.seen.capture = capture;
-                    for cell in &s.cells {
-                        // Ordering: Relaxed — published with the block (OnceLock).
-                        cell.next.store(first, Ordering::Relaxed);
-                    }
-                    s
-                })
-                .collect(),
+        let sub = || {
+            let first = if capture { 0 } else { u64::MAX };
+            let mut s = ShardSub::default();
+            s.seen.capture = capture;
+            for cell in &s.cells {
+                // Ordering: Relaxed — published with the block (OnceLock).
+                cell.next.store(first, Ordering::Relaxed);
+            }
+            s
+        };
+        let mut first = sub();
+        first.more = (1..subs).map(|_| sub()).collect();
+        ShardBlock { first }
+    }
+
+    /// Sub-range `sub`'s counters (`None` past the slot's sub-ranges).
+    #[inline(always)]
+    fn sub(&self, sub: usize) -> Option<&ShardSub> {
+        match sub.checked_sub(1) {
+            None => Some(&self.first),
+            Some(i) => self.first.more.get(i),
         }
     }
 
@@ -316,7 +390,7 @@ impl ShardBlock {
     #[cold]
     #[inline(never)]
     fn capture_due(&self, sub: usize, counter: usize, ops: u64) -> u64 {
-        let Some(s) = self.subs.get(sub) else {
+        let Some(s) = self.sub(sub) else {
             return 0;
         };
         let (cell, seen) = (&s.cells[counter], &s.seen);
@@ -344,16 +418,38 @@ impl ShardBlock {
     }
 }
 
+/// One operation of `bytes` on counter `counter` of a thread shard's
+/// sub-range `s`, by its lease holder: [`COUNTED`] or [`DUE`] (a capture is
+/// due).
+#[inline(always)]
+fn count_cell(s: &ShardSub, counter: Counter, bytes: u64) -> u8 {
+    let cell = &s.cells[counter.get()];
+    // `bytes` is at most MAX_OP_BYTES (the caller's contract).
+    // Ordering: Relaxed — the lease holder is the only writer (see `add`).
+    let ops = cell.ops.load(Ordering::Relaxed);
+    cell.ops.store(ops.wrapping_add(1), Ordering::Relaxed);
+    let b = cell.bytes.load(Ordering::Relaxed);
+    cell.bytes.store(b.wrapping_add(bytes), Ordering::Relaxed);
+    // Ordering: Relaxed — a capture heuristic (see `ShardCell`).
+    if ops < cell.next.load(Ordering::Relaxed) {
+        COUNTED
+    } else {
+        DUE
+    }
+}
+
 /// The counters of one slot: a block per sub-range, the lazily allocated
 /// overflow blocks, and the thread shards of busy slots.
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct SlotCounters {
-    blocks: Box<[SubCounters]>,
     /// The block of each lease index, empty until promoted; set once by that
     /// index's holder (the `OnceLock` publishes the zeroed block with
-    /// release/acquire), freed with the slot.
-    shards: [OnceLock<ShardBlock>; MAX_SHARDS],
+    /// release/acquire), freed with the slot. First, so that in a slot laid
+    /// out at a line boundary after its 96-byte [`WriteLanes`] no lease's
+    /// entry (16 bytes) straddles two lines.
+    shards: [OnceLock<Box<ShardBlock>>; MAX_SHARDS],
+    blocks: Box<[SubCounters]>,
     wide: OnceLock<Box<[Wide]>>,
 }
 
@@ -407,6 +503,18 @@ impl SlotCounters {
         }
     }
 
+    /// Where the per-lease shard entries start in the struct (layout tests).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn shards_offset() -> usize {
+        std::mem::offset_of!(SlotCounters, shards)
+    }
+
+    /// The size of one lease's shard entry (layout tests).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn shard_entry_size() -> usize {
+        std::mem::size_of::<OnceLock<Box<ShardBlock>>>()
+    }
+
     /// Number of sub-ranges.
     pub(crate) fn len(&self) -> usize {
         self.blocks.len()
@@ -415,7 +523,7 @@ impl SlotCounters {
     /// The shard block of lease `shard`, if promoted.
     #[inline(always)]
     fn shard(&self, shard: usize) -> Option<&ShardBlock> {
-        self.shards.get(shard)?.get()
+        self.shards.get(shard)?.get().map(|b| &**b)
     }
 
     /// Counts one operation as lease `shard` (or [`super::shard::NO_SHARD`])
@@ -429,7 +537,7 @@ impl SlotCounters {
     #[inline(always)]
     fn add(&self, shard: usize, sub: usize, counter: usize, bytes: u64, capture: bool) -> u64 {
         if let Some(block) = self.shard(shard) {
-            let Some(s) = block.subs.get(sub) else {
+            let Some(s) = block.sub(sub) else {
                 return 0;
             };
             let cell = &s.cells[counter];
@@ -450,30 +558,33 @@ impl SlotCounters {
     }
 
     /// The fast path's count: one operation of `bytes` (at most
-    /// [`MAX_OP_BYTES`]) on counter `counter`
-    /// of sub-range `sub`, on lease `shard`'s own block, as [`add`](Self::add)
+    /// [`MAX_OP_BYTES`]) on counter `counter` of sub-range `sub`, on lease `shard`'s own block, as [`add`](Self::add)
     /// does there. Returns [`COUNTED`], [`DUE`] (counted; a hot-key capture
     /// is due: [`due_stride`](Self::due_stride) tells its stride) or
     /// [`NO_BLOCK`] (nothing counted: the lease has no block in this slot).
-    /// No call, no locked instruction.
+    /// No call, no locked instruction; the caller must hold lease `shard`.
     #[inline(always)]
-    pub(crate) fn add_sharded(&self, shard: usize, sub: usize, counter: usize, bytes: u64) -> u8 {
-        let Some(s) = self.shard(shard).and_then(|b| b.subs.get(sub)) else {
-            return NO_BLOCK;
-        };
-        let Some(cell) = s.cells.get(counter) else {
-            return NO_BLOCK;
-        };
-        // `bytes` is at most MAX_OP_BYTES (`op_bytes`).
-        // Ordering: Relaxed — as in `add`.
-        let ops = cell.ops.load(Ordering::Relaxed);
-        cell.ops.store(ops.wrapping_add(1), Ordering::Relaxed);
-        let b = cell.bytes.load(Ordering::Relaxed);
-        cell.bytes.store(b.wrapping_add(bytes), Ordering::Relaxed);
-        if ops < cell.next.load(Ordering::Relaxed) {
-            COUNTED
-        } else {
-            DUE
+    pub(crate) fn add_sharded(
+        &self,
+        shard: ShardIx,
+        sub: usize,
+        counter: Counter,
+        bytes: u64,
+    ) -> u8 {
+        match self.shards[shard.get()].get().and_then(|b| b.sub(sub)) {
+            Some(s) => count_cell(s, counter, bytes),
+            None => NO_BLOCK,
+        }
+    }
+
+    /// [`add_sharded`](Self::add_sharded) of sub-range 0 (a slot of one
+    /// sub-range): the lease's block and its inline first sub-range, no
+    /// length check.
+    #[inline(always)]
+    pub(crate) fn add_sharded_first(&self, shard: ShardIx, counter: Counter, bytes: u64) -> u8 {
+        match self.shards[shard.get()].get() {
+            Some(b) => count_cell(&b.first, counter, bytes),
+            None => NO_BLOCK,
         }
     }
 
@@ -481,11 +592,11 @@ impl SlotCounters {
     /// thread (the lease holder, with no other count of that cell since):
     /// the stride of that operation's capture (0 = not captured), and the
     /// cell's next due count.
-    pub(crate) fn due_stride(&self, shard: usize, sub: usize, counter: usize) -> u64 {
-        let Some(block) = self.shard(shard) else {
+    pub(crate) fn due_stride(&self, shard: ShardIx, sub: usize, counter: usize) -> u64 {
+        let Some(block) = self.shard(shard.get()) else {
             return 0;
         };
-        let Some(cell) = block.subs.get(sub).and_then(|s| s.cells.get(counter)) else {
+        let Some(cell) = block.sub(sub).and_then(|s| s.cells.get(counter)) else {
             return 0;
         };
         // Ordering: Relaxed — our own last store: the count before it.
@@ -557,7 +668,7 @@ impl SlotCounters {
                 Err(now) => cur = now,
             }
         }
-        let block = ShardBlock::new(self.blocks.len(), capture);
+        let block = Box::new(ShardBlock::new(self.blocks.len(), capture));
         if cell.set(block).is_err() {
             // Only the lease holder sets this cell, so it cannot be set yet;
             // give the budget back all the same.
@@ -663,7 +774,7 @@ impl SlotCounters {
             let Some(shard) = self.shard(i) else {
                 continue;
             };
-            let Some(s) = shard.subs.get(sub) else {
+            let Some(s) = shard.sub(sub) else {
                 continue;
             };
             let seen = &s.seen;
@@ -701,7 +812,7 @@ impl SlotCounters {
             let Some(shard) = self.shard(i) else {
                 continue;
             };
-            let Some(s) = shard.subs.get(sub) else {
+            let Some(s) = shard.sub(sub) else {
                 continue;
             };
             let seen = &s.seen;
@@ -742,11 +853,22 @@ impl SlotCounters {
 /// it has been idle for two whole windows, so an observer that matched a lane
 /// is long finished before the lane can change owner.
 #[derive(Debug, Default)]
+#[repr(C)]
 pub(crate) struct WriteLanes {
-    terms: [AtomicU64; WRITE_LANES],
-    groups: [AtomicU64; WRITE_LANES],
+    /// Each lane's identity, term next to its group: the 64 bytes a write's
+    /// lane search reads, one line in a slot laid out at a line boundary.
+    ids: [LaneId; WRITE_LANES],
     /// Consecutive flushes with no writes; touched by flush only.
     idle: [AtomicU64; WRITE_LANES],
+}
+
+/// One write lane's identity: its term (also its state: [`FREE`],
+/// [`CLAIMING`] or the term) and its group.
+#[derive(Debug, Default)]
+#[repr(C)]
+struct LaneId {
+    term: AtomicU64,
+    group: AtomicU64,
 }
 
 impl WriteLanes {
@@ -771,8 +893,8 @@ impl WriteLanes {
         for i in 0..WRITE_LANES {
             // Ordering: Acquire pairs with the Release publish in the claim
             // below, so the group read after it belongs to this term.
-            let t = self.terms[i].load(Ordering::Acquire);
-            if t == term && self.groups[i].load(Ordering::Relaxed) == group {
+            let t = self.ids[i].term.load(Ordering::Acquire);
+            if t == term && self.ids[i].group.load(Ordering::Relaxed) == group {
                 return Some(i);
             }
         }
@@ -786,18 +908,19 @@ impl WriteLanes {
     fn claim(&self, group: u64, term: u64) -> usize {
         for i in 0..WRITE_LANES {
             // Ordering: Acquire on success to own the lane before writing it.
-            if self.terms[i]
+            if self.ids[i]
+                .term
                 .compare_exchange(FREE, CLAIMING, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
             {
-                self.groups[i].store(group, Ordering::Relaxed);
+                self.ids[i].group.store(group, Ordering::Relaxed);
                 // Ordering: Release publishes the group store above.
-                self.terms[i].store(term, Ordering::Release);
+                self.ids[i].term.store(term, Ordering::Release);
                 return i;
             }
             // Another observer may have just claimed it for the same identity.
-            if self.terms[i].load(Ordering::Acquire) == term
-                && self.groups[i].load(Ordering::Relaxed) == group
+            if self.ids[i].term.load(Ordering::Acquire) == term
+                && self.ids[i].group.load(Ordering::Relaxed) == group
             {
                 return i;
             }
@@ -811,11 +934,11 @@ impl WriteLanes {
             return (0, 0);
         }
         // Ordering: Acquire pairs with the claim's Release.
-        let term = self.terms[lane].load(Ordering::Acquire);
+        let term = self.ids[lane].term.load(Ordering::Acquire);
         if term == FREE || term == CLAIMING {
             return (0, 0);
         }
-        (self.groups[lane].load(Ordering::Relaxed), term)
+        (self.ids[lane].group.load(Ordering::Relaxed), term)
     }
 
     /// Called by flush after draining: frees lanes idle for two windows.
@@ -828,17 +951,17 @@ impl WriteLanes {
                 self.idle[i].store(0, Ordering::Relaxed);
                 continue;
             }
-            if self.terms[i].load(Ordering::Relaxed) == FREE {
+            if self.ids[i].term.load(Ordering::Relaxed) == FREE {
                 continue;
             }
             let idle = self.idle[i].load(Ordering::Relaxed) + 1;
             self.idle[i].store(idle, Ordering::Relaxed);
             if idle >= 2 {
-                let term = self.terms[i].load(Ordering::Acquire);
+                let term = self.ids[i].term.load(Ordering::Acquire);
                 if term != FREE && term != CLAIMING {
                     // Ordering: Release so a later claimer's Acquire CAS orders
                     // after our last drain of this lane.
-                    let _ = self.terms[i].compare_exchange(
+                    let _ = self.ids[i].term.compare_exchange(
                         term,
                         FREE,
                         Ordering::Release,
@@ -1010,6 +1133,15 @@ mod tests {
         assert_eq!(std::mem::size_of::<ShardSeen>(), 128);
         assert_eq!(std::mem::size_of::<ShardSub>(), 384);
         assert_eq!(std::mem::offset_of!(ShardSub, seen), 256);
+        assert_eq!(
+            std::mem::size_of::<ShardBlock>(),
+            384,
+            "no padding for `more`"
+        );
+        // A write's lane search reads the four (term, group) pairs: one line
+        // when the lanes start a line (they start the slot).
+        assert_eq!(std::mem::offset_of!(WriteLanes, ids), 0);
+        assert_eq!(std::mem::size_of::<[LaneId; WRITE_LANES]>(), 64);
     }
 
     /// Brute force: the smallest count after `c` that `capture_stride` captures.
@@ -1106,6 +1238,54 @@ mod tests {
         let d = c.drain(1);
         assert_eq!((d.reads_follower, d.read_bytes), (1, 4));
         assert!(c.drain(0).is_zero(), "other sub-ranges untouched");
+    }
+
+    #[test]
+    fn the_fast_path_counts_each_sub_range_of_a_shard_block_apart() {
+        // The first sub-range lives inline in the block, the others in its `more`:
+        // each count lands in its own sub-range and drains exactly once.
+        let c = SlotCounters::new(3);
+        c.promote(5, true);
+        let lease = ShardIx::new(5).expect("a lease index");
+        assert_eq!(c.add_sharded(ShardIx::S4, 0, Counter::Lane0, 1), NO_BLOCK);
+        for sub in 0..3u64 {
+            for _ in 0..=sub {
+                let r = c.add_sharded(lease, sub as usize, Counter::write(1), 10 + sub);
+                assert_ne!(r, NO_BLOCK, "the lease has a block");
+            }
+        }
+        for _ in 0..4 {
+            assert_ne!(
+                c.add_sharded_first(lease, Counter::ReadFollower, 7),
+                NO_BLOCK
+            );
+        }
+        assert_eq!(
+            c.add_sharded(lease, 3, Counter::Lane0, 1),
+            NO_BLOCK,
+            "past the last sub-range nothing is counted"
+        );
+        for sub in 0..3u64 {
+            let d = c.drain(sub as usize);
+            assert_eq!(d.writes[1], sub + 1, "sub-range {sub}");
+            assert_eq!(d.write_bytes[1], (sub + 1) * (10 + sub), "sub-range {sub}");
+            let reads = if sub == 0 { (4, 28) } else { (0, 0) };
+            assert_eq!((d.reads_follower, d.read_bytes), reads, "sub-range {sub}");
+            assert!(c.drain(sub as usize).is_zero(), "taken once");
+        }
+    }
+
+    #[test]
+    fn counter_names_each_counter_in_counter_order() {
+        assert_eq!(Counter::read(true).get(), read_counter(true));
+        assert_eq!(Counter::read(false).get(), read_counter(false));
+        for lane in 0..=UNKNOWN_LANE + 2 {
+            assert_eq!(
+                Counter::write(lane).get(),
+                write_counter(lane),
+                "lane {lane}"
+            );
+        }
     }
 
     #[test]

@@ -245,11 +245,33 @@ struct Local {
     /// [`LocalOwner`] for it; [`shard::NO_SHARD`] when none was free or the
     /// owner is gone). Valid whenever `stamp` is non-zero.
     shard: Cell<usize>,
+    /// `stamp` when `shard` is a lease index, else 0: the fast path's one
+    /// compare says both "the cached table is current" and "this thread
+    /// holds a lease" (a thread without one takes the general path).
+    fast_stamp: Cell<u64>,
+    /// `shard` as a [`shard::ShardIx`]; valid whenever `fast_stamp` is non-zero.
+    fast_shard: Cell<shard::ShardIx>,
     /// Dropped by [`LocalOwner`]'s destructor, never by this one.
     table: std::mem::ManuallyDrop<Cell<Option<Arc<RouteTable>>>>,
 }
 
 impl Local {
+    /// Records that the cached table is the one of `stamp` and this thread's
+    /// lease index is `shard`; the fast path's `fast_stamp` becomes `stamp`
+    /// only when `shard` is a lease index (a thread without one, or one
+    /// exiting, takes the general path through the shared counters).
+    fn set_cached(&self, stamp: u64, shard: usize) {
+        self.shard.set(shard);
+        self.stamp.set(stamp);
+        match shard::ShardIx::new(shard) {
+            Some(ix) => {
+                self.fast_shard.set(ix);
+                self.fast_stamp.set(stamp);
+            }
+            None => self.fast_stamp.set(0),
+        }
+    }
+
     /// Puts the table an observe took back (the cell is empty unless a
     /// re-entered observe installed one meanwhile, which is dropped).
     #[inline(always)]
@@ -284,9 +306,39 @@ impl Drop for LocalOwner {
         // `LOCAL` has no destructor: it is reachable for the thread's whole life.
         LOCAL.with(|l| {
             l.stamp.set(0);
+            l.fast_stamp.set(0);
             l.shard.set(shard::NO_SHARD);
             drop(l.table.take());
         });
+    }
+}
+
+/// How the fast path finds an operation's sub-range in a slot.
+trait SubKey: Copy {
+    /// The sub-range of the slot that counts this operation, or `None` for
+    /// sub-range 0 of a slot known to have one.
+    fn index(self, slot: &Slot) -> Option<usize>;
+}
+
+/// The key itself: searched in the slot's sub-range layout.
+impl SubKey for &[u8] {
+    #[inline(always)]
+    fn index(self, slot: &Slot) -> Option<usize> {
+        Some(slot.layout.index(self))
+    }
+}
+
+/// A sampler whose slots all have one sub-range ([`Sampler::one_sub`]: the
+/// catalog lays out every route slot with `key_buckets_per_route` = 1, and a
+/// virtual slot always has one): no key to pass, sub-range 0.
+#[derive(Clone, Copy)]
+struct OneSub;
+
+impl SubKey for OneSub {
+    #[inline(always)]
+    fn index(self, slot: &Slot) -> Option<usize> {
+        debug_assert!(slot.layout.is_single());
+        None
     }
 }
 
@@ -329,6 +381,8 @@ thread_local! {
         Local {
             stamp: Cell::new(0),
             shard: Cell::new(shard::UNSET),
+            fast_stamp: Cell::new(0),
+            fast_shard: Cell::new(shard::ShardIx::S0),
             table: std::mem::ManuallyDrop::new(Cell::new(None)),
         }
     };
@@ -776,18 +830,19 @@ impl Sampler {
     /// this sampler, taken out of its cell (give it back with
     /// [`Local::put_back`]) if it is the current one, and the thread's shard
     /// index; `None` when the slow path must set them up (no lease asked for
-    /// yet, a table of another sampler or an older one, a re-entered observe).
+    /// yet, a table of another sampler or an older one, no lease, a
+    /// re-entered observe).
     #[inline(always)]
-    fn fast_table(&self, local: &Local) -> Option<(Arc<RouteTable>, usize)> {
+    fn fast_table(&self, local: &Local) -> Option<(Arc<RouteTable>, shard::ShardIx)> {
         // Ordering: Relaxed — the cached `Arc` was loaded on the slow path
         // (after an `Acquire` of its stamp); equal stamps mean it is still the
         // sampler's table, and a stale read only means the table swapped an
         // instant ago, as an `ArcSwap` load racing the swap would see.
-        if local.stamp.get() != self.stamp.load(std::sync::atomic::Ordering::Relaxed) {
+        if local.fast_stamp.get() != self.stamp.load(std::sync::atomic::Ordering::Relaxed) {
             return None;
         }
-        // A stamp is set only together with the shard index (`install_table`).
-        Some((local.table.take()?, local.shard.get()))
+        // `fast_stamp` is set only together with a lease index (`install_table`).
+        Some((local.table.take()?, local.fast_shard.get()))
     }
 
     /// The thread-local fast path of one observation stamped in the open
@@ -801,21 +856,21 @@ impl Sampler {
     /// array, a slot not busy enough for a shard, a lane to claim, a
     /// re-entered observe).
     ///
-    /// `MANY`: the sampler's slots may have several sub-ranges (the key's
-    /// is searched); without it, a slot of several sub-ranges is left to the
-    /// general path (never met: every slot of such a sampler has one), and
-    /// the sub-range search, with the registers it needs, stays out of the
-    /// function.
+    /// `sub` finds the key's sub-range: the key itself ([`SubKey`] for
+    /// `&[u8]`: the sampler's slots may have several sub-ranges, searched)
+    /// or [`OneSub`] (every slot has one: no key is passed at all, and the
+    /// sub-range search, with the registers it needs, stays out of the
+    /// function).
     ///
     /// Calls nothing, so nothing can refill the cell before the table is put
     /// back, and the observe function this inlines into is a leaf.
     #[inline(always)]
-    fn fast<const MANY: bool>(
+    fn fast(
         &self,
         route: RouteId,
-        key: &[u8],
+        sub: impl SubKey,
         bytes: u64,
-        counter_of: impl Fn(&Slot) -> Option<usize>,
+        counter_of: impl Fn(&Slot) -> Option<counters::Counter>,
     ) -> u8 {
         // `try_with`, not `with` (which is not inlined); `LOCAL` has no
         // destructor, so it never fails.
@@ -826,22 +881,14 @@ impl Sampler {
                 };
                 let done = match table.dense_slot(route) {
                     Ok(Some(slot)) => match counter_of(slot) {
-                        Some(counter) if MANY => {
-                            let sub = slot.layout.index(key);
-                            slot.counters.add_sharded(shard, sub, counter, bytes)
-                        }
-                        // Without `MANY` every slot has one sub-range
-                        // (`Sampler::one_sub`: the catalog lays out every
-                        // route slot with `key_buckets_per_route` = 1, and a
-                        // virtual slot always has one).
-                        Some(counter) => {
-                            debug_assert!(slot.layout.is_single());
-                            slot.counters.add_sharded(shard, 0, counter, bytes)
-                        }
-                        _ => FAST_SLOW,
+                        Some(counter) => match sub.index(slot) {
+                            Some(sub) => slot.counters.add_sharded(shard, sub, counter, bytes),
+                            None => slot.counters.add_sharded_first(shard, counter, bytes),
+                        },
+                        None => FAST_SLOW,
                     },
                     Ok(None) => {
-                        self.windows.note_unknown(shard);
+                        self.windows.note_unknown(shard.get());
                         FAST_DONE
                     }
                     Err(()) => FAST_SLOW,
@@ -908,8 +955,7 @@ impl Sampler {
     ) -> Option<Arc<RouteTable>> {
         drop(old);
         let shard = OWNER.try_with(|o| o.lease.index()).ok()?;
-        local.shard.set(shard);
-        local.stamp.set(stamp);
+        local.set_cached(stamp, shard);
         Some(self.table.load_full())
     }
 
@@ -947,9 +993,9 @@ impl Sampler {
         let fast = match small_op_bytes(key, value_len) {
             Some(bytes) if self.windows.is_open(at_unix_ms) => {
                 if self.one_sub {
-                    self.observe_write_fast::<false>(route, key, bytes, group, term)
+                    self.observe_write_fast(route, OneSub, bytes, group, term)
                 } else {
-                    self.observe_write_fast::<true>(route, key, bytes, group, term)
+                    self.observe_write_fast(route, key, bytes, group, term)
                 }
             }
             _ => FAST_SLOW,
@@ -964,21 +1010,23 @@ impl Sampler {
     /// nothing (the thread-local has no destructor to register; a slot of
     /// several sub-ranges is a jump to [`fast_many`]), so it needs no stack
     /// frame and no callee-saved register, and may clobber its arguments.
-    /// Returns as [`fast`](Sampler::fast) does; `MANY` as there (one
-    /// instance per sub-range setting, so the one-sub-range instance keeps
-    /// to scratch registers). Generic, also, so that it is instantiated and
-    /// optimised in the calling crate, as an `#[inline]` function is.
+    /// Returns as [`fast`](Sampler::fast) does; `sub` as there (one
+    /// instance per sub-range setting, so the one-sub-range instance takes
+    /// five register arguments and keeps to scratch registers). Generic,
+    /// also, so that it is instantiated and optimised in the calling crate,
+    /// as an `#[inline]` function is (the thread-local is then a plain
+    /// `%fs`-relative access there).
     #[inline(never)]
-    fn observe_write_fast<const MANY: bool>(
+    fn observe_write_fast(
         &self,
         route: RouteId,
-        key: &[u8],
+        sub: impl SubKey,
         bytes: u64,
         group: u64,
         term: u64,
     ) -> u8 {
-        self.fast::<MANY>(route, key, bytes, |slot| {
-            slot.lanes.find(group, term).map(counters::write_counter)
+        self.fast(route, sub, bytes, |slot| {
+            slot.lanes.find(group, term).map(counters::Counter::write)
         })
     }
 
@@ -1037,11 +1085,11 @@ impl Sampler {
         // See `observe_write`.
         let fast = match small_op_bytes(key, value_len) {
             Some(bytes) if self.windows.is_open(at_unix_ms) => {
-                let leader = role == ReadRole::Leader;
+                let counter = counters::Counter::read(role == ReadRole::Leader);
                 if self.one_sub {
-                    self.observe_read_fast::<false>(route, key, bytes, leader)
+                    self.observe_read_fast(route, OneSub, bytes, counter)
                 } else {
-                    self.observe_read_fast::<true>(route, key, bytes, leader)
+                    self.observe_read_fast(route, key, bytes, counter)
                 }
             }
             _ => FAST_SLOW,
@@ -1052,18 +1100,18 @@ impl Sampler {
     }
 
     /// The fast path of [`observe_read`](Sampler::observe_read): `bytes` is
-    /// [`op_bytes`], `leader` the role (six arguments, all in registers). See
-    /// [`observe_write_fast`](Sampler::observe_write_fast).
+    /// [`op_bytes`], `counter` the role's read counter (computed by the
+    /// caller, where a constant role folds it; five arguments, all in
+    /// registers). See [`observe_write_fast`](Sampler::observe_write_fast).
     #[inline(never)]
-    fn observe_read_fast<const MANY: bool>(
+    fn observe_read_fast(
         &self,
         route: RouteId,
-        key: &[u8],
+        sub: impl SubKey,
         bytes: u64,
-        leader: bool,
+        counter: counters::Counter,
     ) -> u8 {
-        let counter = counters::read_counter(leader);
-        self.fast::<MANY>(route, key, bytes, |_| Some(counter))
+        self.fast(route, sub, bytes, |_| Some(counter))
     }
 
     /// [`observe_read`](Sampler::observe_read) when the fast path did not
@@ -1613,6 +1661,27 @@ mod tests {
         // The sampler's reference and this one: the exited thread's is gone.
         let table = s.table.load_full();
         assert_eq!(Arc::strong_count(&table), 2);
+    }
+
+    #[test]
+    fn the_fast_paths_stamp_is_set_only_with_a_lease_index() {
+        let local = Local {
+            stamp: Cell::new(0),
+            shard: Cell::new(shard::UNSET),
+            fast_stamp: Cell::new(0),
+            fast_shard: Cell::new(shard::ShardIx::S0),
+            table: std::mem::ManuallyDrop::new(Cell::new(None)),
+        };
+        local.set_cached(7, 3);
+        assert_eq!((local.stamp.get(), local.shard.get()), (7, 3));
+        assert_eq!(local.fast_stamp.get(), 7);
+        assert_eq!(local.fast_shard.get(), shard::ShardIx::S3);
+        // No lease (all taken, or the thread exiting): the general path
+        // keeps its cache, the fast path's compare never matches.
+        local.set_cached(8, shard::NO_SHARD);
+        assert_eq!((local.stamp.get(), local.shard.get()), (8, shard::NO_SHARD));
+        assert_eq!(local.fast_stamp.get(), 0, "no sampler stamp is 0");
+        assert_ne!(next_stamp(), 0);
     }
 }
 

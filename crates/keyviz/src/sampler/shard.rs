@@ -23,6 +23,57 @@ pub(crate) const NO_SHARD: usize = usize::MAX;
 /// Not asked for yet on this thread.
 pub(crate) const UNSET: usize = usize::MAX - 1;
 
+/// A lease index as a type that can only hold `0..MAX_SHARDS`, so indexing
+/// a per-lease array with it needs no bounds check (the compiler knows the
+/// range from the enum). The fast path caches it next to the stamp that says
+/// it is valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum ShardIx {
+    /// Lease 0.
+    S0 = 0,
+    /// Lease 1.
+    S1,
+    /// Lease 2.
+    S2,
+    /// Lease 3.
+    S3,
+    /// Lease 4.
+    S4,
+    /// Lease 5.
+    S5,
+    /// Lease 6.
+    S6,
+    /// Lease 7.
+    S7,
+}
+
+const _: () = assert!(MAX_SHARDS == 8, "ShardIx has one variant per lease index");
+
+impl ShardIx {
+    /// The lease index `i` as a `ShardIx`; `None` for [`NO_SHARD`], [`UNSET`]
+    /// or anything else past [`MAX_SHARDS`].
+    pub(crate) fn new(i: usize) -> Option<ShardIx> {
+        Some(match i {
+            0 => ShardIx::S0,
+            1 => ShardIx::S1,
+            2 => ShardIx::S2,
+            3 => ShardIx::S3,
+            4 => ShardIx::S4,
+            5 => ShardIx::S5,
+            6 => ShardIx::S6,
+            7 => ShardIx::S7,
+            _ => return None,
+        })
+    }
+
+    /// The lease index, below [`MAX_SHARDS`].
+    #[inline(always)]
+    pub(crate) fn get(self) -> usize {
+        self as usize
+    }
+}
+
 /// Lease bitmap: bit `i` set while a thread holds index `i`.
 static LEASES: AtomicU64 = AtomicU64::new(0);
 
@@ -110,6 +161,16 @@ mod tests {
         for n in 0..3 * MAX_SHARDS {
             let got = std::thread::spawn(current).join().expect("thread");
             assert!(got < MAX_SHARDS, "thread {n} found no free lease");
+        }
+    }
+
+    #[test]
+    fn shard_ix_names_exactly_the_lease_indices() {
+        for i in 0..MAX_SHARDS {
+            assert_eq!(ShardIx::new(i).map(ShardIx::get), Some(i));
+        }
+        for i in [MAX_SHARDS, UNSET, NO_SHARD] {
+            assert_eq!(ShardIx::new(i), None, "{i} is no lease index");
         }
     }
 }
