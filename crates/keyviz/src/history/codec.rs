@@ -1156,19 +1156,9 @@ mod tests {
             step_ms: 1_000,
             cells: (0..cells)
                 .map(|_| CellRecord {
-                    bucket_id: String::new(),
                     start: key.clone(),
                     end: Some(key.clone()),
-                    aggregate: false,
-                    route_ids: Vec::new(),
-                    route_count: 0,
-                    reads_leader: 0,
-                    reads_follower: 0,
-                    read_bytes: 0,
-                    writes: Vec::new(),
-                    hot: Vec::new(),
-                    first_key: None,
-                    last_key: None,
+                    ..empty_cell()
                 })
                 .collect(),
         };
