@@ -5,12 +5,9 @@ use std::sync::Arc;
 
 use keyviz::hotkeys::{HotKeyMode, HotKeyQuery, KeyRedactor, NodeHotKeys};
 use keyviz::merge::{MergeOptions, merge};
-use keyviz::{
-    ColumnRecord, HistoryStore, MatrixQuery, PersistError, ReadRole, Sampler, SamplerConfig, Series,
-};
-use parking_lot::Mutex;
+use keyviz::{ColumnRecord, MatrixQuery, ReadRole, Sampler, SamplerConfig, Series};
 
-use crate::util::{STEP, T0, route, sampler_with, total};
+use crate::util::{MemStore, STEP, T0, route, sampler_with, total};
 
 fn query(series: Series) -> HotKeyQuery {
     HotKeyQuery {
@@ -251,43 +248,6 @@ fn the_sketch_budget_caps_memory_and_keeps_bounds_honest() {
     let m = merged(&s.hot_keys(&q, T0).expect("valid"));
     assert_eq!(m.keys[0].key, b"r10:now-hot");
     assert_eq!(m.keys[0].lower, 9);
-}
-
-#[derive(Default)]
-struct MemStore {
-    columns: Mutex<Vec<ColumnRecord>>,
-}
-
-impl HistoryStore for MemStore {
-    fn append(&self, record: &ColumnRecord) -> Result<(), PersistError> {
-        let mut cols = self.columns.lock();
-        cols.retain(|c| (c.step_ms, c.unix_ms) != (record.step_ms, record.unix_ms));
-        cols.push(record.clone());
-        cols.sort_by_key(|c| c.unix_ms);
-        Ok(())
-    }
-    fn load(
-        &self,
-        since: i64,
-        visit: &mut dyn FnMut(&ColumnRecord) -> Result<(), PersistError>,
-    ) -> Result<(), PersistError> {
-        let cols = self.columns.lock().clone();
-        cols.iter()
-            .filter(|c| c.unix_ms >= since)
-            .try_for_each(visit)
-    }
-    fn prune(&self, before: i64) -> Result<(), PersistError> {
-        self.columns
-            .lock()
-            .retain(|c| c.step_ms != STEP || c.unix_ms >= before);
-        Ok(())
-    }
-    fn prune_tier(&self, step: u64, before: i64) -> Result<(), PersistError> {
-        self.columns
-            .lock()
-            .retain(|c| c.step_ms != step || c.unix_ms >= before);
-        Ok(())
-    }
 }
 
 fn config() -> SamplerConfig {

@@ -4,12 +4,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use keyviz::{
-    ColumnRecord, HistoryStore, MAX_SIDE_CELLS, MAX_SIDE_WINDOWS, MatrixQuery, PersistError,
-    ReadRole, RouteError, Sampler, SamplerConfig, Series, virtual_bucket_name,
+    MAX_SIDE_CELLS, MAX_SIDE_WINDOWS, MatrixQuery, ReadRole, RouteError, Sampler, SamplerConfig,
+    Series, virtual_bucket_name,
 };
-use parking_lot::Mutex;
 
-use crate::util::{STEP, T0, all, route, sampler, sampler_with, total};
+use crate::util::{MemStore, STEP, T0, all, route, sampler, sampler_with, total};
 
 #[test]
 fn counts_ops_and_key_plus_value_bytes() {
@@ -578,43 +577,6 @@ fn query_window_is_half_open_on_column_starts() {
         T0,
     );
     assert!(inverted.column_unix_ms.is_empty());
-}
-
-#[derive(Default)]
-struct MemStore {
-    columns: Mutex<Vec<ColumnRecord>>,
-}
-
-impl HistoryStore for MemStore {
-    fn append(&self, record: &ColumnRecord) -> Result<(), PersistError> {
-        let mut cols = self.columns.lock();
-        cols.retain(|c| (c.step_ms, c.unix_ms) != (record.step_ms, record.unix_ms));
-        cols.push(record.clone());
-        cols.sort_by_key(|c| c.unix_ms);
-        Ok(())
-    }
-    fn load(
-        &self,
-        since: i64,
-        visit: &mut dyn FnMut(&ColumnRecord) -> Result<(), PersistError>,
-    ) -> Result<(), PersistError> {
-        let cols = self.columns.lock().clone();
-        cols.iter()
-            .filter(|c| c.unix_ms >= since)
-            .try_for_each(visit)
-    }
-    fn prune(&self, before: i64) -> Result<(), PersistError> {
-        self.columns
-            .lock()
-            .retain(|c| c.step_ms != STEP || c.unix_ms >= before);
-        Ok(())
-    }
-    fn prune_tier(&self, step: u64, before: i64) -> Result<(), PersistError> {
-        self.columns
-            .lock()
-            .retain(|c| c.step_ms != step || c.unix_ms >= before);
-        Ok(())
-    }
 }
 
 #[test]

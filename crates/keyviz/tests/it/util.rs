@@ -1,6 +1,10 @@
 //! Builders shared by the test modules.
 
-use keyviz::{Matrix, MatrixQuery, MatrixRow, RouteSpec, Sampler, SamplerConfig, Series};
+use keyviz::{
+    ColumnRecord, HistoryStore, Matrix, MatrixQuery, MatrixRow, PersistError, RouteSpec, Sampler,
+    SamplerConfig, Series,
+};
+use parking_lot::Mutex;
 
 /// 2023-11-14T22:13:20Z, a whole minute.
 pub(crate) const T0: i64 = 1_700_000_040_000;
@@ -67,5 +71,43 @@ pub(crate) fn matrix(series: Series, columns: &[i64], rows: &[RowSpec<'_>]) -> M
         generated_at: "2023-11-14T22:13:20Z".into(),
         step_ms: 0,
         node_id: None,
+    }
+}
+
+/// An in-memory [`HistoryStore`]: columns kept sorted by time, one per (step, window).
+#[derive(Default)]
+pub(crate) struct MemStore {
+    pub(crate) columns: Mutex<Vec<ColumnRecord>>,
+}
+
+impl HistoryStore for MemStore {
+    fn append(&self, record: &ColumnRecord) -> Result<(), PersistError> {
+        let mut cols = self.columns.lock();
+        cols.retain(|c| (c.step_ms, c.unix_ms) != (record.step_ms, record.unix_ms));
+        cols.push(record.clone());
+        cols.sort_by_key(|c| c.unix_ms);
+        Ok(())
+    }
+    fn load(
+        &self,
+        since: i64,
+        visit: &mut dyn FnMut(&ColumnRecord) -> Result<(), PersistError>,
+    ) -> Result<(), PersistError> {
+        let cols = self.columns.lock().clone();
+        cols.iter()
+            .filter(|c| c.unix_ms >= since)
+            .try_for_each(visit)
+    }
+    fn prune(&self, before: i64) -> Result<(), PersistError> {
+        self.columns
+            .lock()
+            .retain(|c| c.step_ms != STEP || c.unix_ms >= before);
+        Ok(())
+    }
+    fn prune_tier(&self, step: u64, before: i64) -> Result<(), PersistError> {
+        self.columns
+            .lock()
+            .retain(|c| c.step_ms != step || c.unix_ms >= before);
+        Ok(())
     }
 }
