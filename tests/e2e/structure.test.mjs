@@ -308,6 +308,20 @@ test('a_regular_burst_beside_a_hot_row_is_named_as_periodic_and_noise_is_not', a
   assert.equal(diagnose(flat, () => '').some((x) => x.kind === 'periodic'), false);
 });
 
+test('a_hot_row_that_only_bunches_on_the_beat_is_not_named_as_the_scanned_range', async () => {
+  const { diagnose } = await import('../../crates/keyviz-admin/ui/js/diagnose.js');
+  const step = 1000;
+  const cols = Array.from({ length: 120 }, (_, j) => j * step);
+  // The demo's shape: a hot counter whose noise lands a little higher on the scan's beat (+40
+  // on 5000, a larger absolute excess than the scan's +3), then the scanned rows.
+  const rows = [row('hot', 'a', 'b', cols.map((_, j) => 5000 + (j % 8 === 3 ? 40 : 0)))];
+  for (let i = 0; i < 10; i++) rows.push(row(`s${i}`, `s${i}`, `s${i}~`, cols.map((_, j) => 2 + (j % 8 === 3 ? 3 : 0))));
+  const v = buildView(matrix('reads', cols, rows, { step_ms: step }), { from: 0, to: 120 * step }, null);
+  const f = diagnose(v, (k) => v.matrix.rows[v.rowIndex[k]].bucket_id).find((x) => x.kind === 'periodic');
+  assert.ok(f, 'the periodic scan is named');
+  assert.deepEqual(f.rows, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 'the scanned rows only, not the hot counter');
+});
+
 test('brightness_lowers_the_top_colour_and_round_trips_in_the_url', async () => {
   const { colourMaxOf } = await import('../../crates/keyviz-admin/ui/js/render/page.js');
   assert.equal(colourMaxOf(1000, 0), 1000);

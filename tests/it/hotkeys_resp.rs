@@ -98,6 +98,7 @@ fn hotkeys_over_resp_answers_for_the_cluster_with_redis_clients() {
     bad_arguments_get_redis_errors(&c);
     redis_cli_runs_a_session(&c);
     redis_rs_names_the_hot_key_on_a_node_that_served_none_of_it(&mut c);
+    redis_cli_hotkeys_bigkeys_and_memkeys_scan_the_keyspace(&c);
 }
 
 fn hotkeys_needs_the_full_role(c: &Cluster) {
@@ -369,4 +370,74 @@ fn redis_rs_names_the_hot_key_on_a_node_that_served_none_of_it(c: &mut Cluster) 
     assert!(!frozen.tracking_active);
     asked.hotkeys_reset().expect("RESET");
     assert!(asked.hotkeys_get().expect("GET parses").is_none());
+}
+
+/// `redis-cli --hotkeys` (SCAN + `OBJECT FREQ` of every key), `--bigkeys` (SCAN + `TYPE` +
+/// `STRLEN`) and `--memkeys` (SCAN + `TYPE` + `MEMORY USAGE`) run to the end and name the
+/// right keys: the hot key of the previous step's traffic, and a 1 MiB value.
+fn redis_cli_hotkeys_bigkeys_and_memkeys_scan_the_keyspace(c: &Cluster) {
+    let p = c.nodes[2].resp;
+    let mut r = operator(p);
+    let big = "b".repeat(1 << 20);
+    assert_eq!(
+        r.call(&["SET", "big:one", &big]).expect("SET 1 MiB"),
+        Reply::Simple("OK".into())
+    );
+    assert_eq!(
+        r.call(&["TYPE", "big:one"]).expect("TYPE"),
+        Reply::Simple("string".into())
+    );
+    assert_eq!(
+        r.call(&["TYPE", "missing"]).expect("TYPE"),
+        Reply::Simple("none".into())
+    );
+    assert_eq!(
+        r.call(&["OBJECT", "FREQ", "missing"]).expect("OBJECT FREQ"),
+        Reply::Bulk(None)
+    );
+    assert_eq!(
+        r.call(&["MEMORY", "USAGE", "big:one"])
+            .expect("MEMORY USAGE"),
+        Reply::Int((7 + 8 + (1 << 20)) as i64)
+    );
+
+    // The hot key's traffic is in sealed columns of the last minute (HOTKEYS GET saw it).
+    let hot = cli(p, &["--hotkeys"]);
+    let summary = hot
+        .split("-------- summary -------")
+        .nth(1)
+        .unwrap_or_else(|| panic!("--hotkeys printed no summary:\n{hot}"));
+    let first = summary
+        .lines()
+        .find(|l| l.starts_with("hot key found with counter:"))
+        .unwrap_or_else(|| panic!("--hotkeys found no hot key:\n{hot}"));
+    assert!(
+        first.ends_with(&format!("keyname: \"{HOT}\"")),
+        "the hottest key first: {first}\n{hot}"
+    );
+    let counter: u64 = first
+        .trim_start_matches("hot key found with counter:")
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a counter: {first}"));
+    assert!(
+        counter >= 100,
+        "a count of the key's accesses, not a log counter: {first}"
+    );
+
+    let bigkeys = cli(p, &["--bigkeys"]);
+    assert!(
+        bigkeys.contains("Biggest string found '\"big:one\"' has 1048576 bytes"),
+        "--bigkeys names the 1 MiB value:\n{bigkeys}"
+    );
+    let memkeys = cli(p, &["--memkeys"]);
+    assert!(
+        memkeys.contains(&format!(
+            "Biggest string found '\"big:one\"' has {} bytes",
+            7 + 8 + (1 << 20)
+        )),
+        "--memkeys names the 1 MiB value:\n{memkeys}"
+    );
+    assert!(!memkeys.contains("failed"), "{memkeys}");
 }

@@ -164,3 +164,74 @@ fn redis_benchmark_runs_without_errors_against_every_node() {
         assert!(rows.iter().all(|(_, rps)| *rps > 0.0), "{rows:?}");
     }
 }
+
+#[test]
+fn a_scan_that_deletes_each_page_still_returns_every_key_and_stale_cursors_are_refused() {
+    let c = Cluster::start(Opts {
+        nodes: 1,
+        groups: 2,
+        ..Opts::default()
+    });
+    let mut conn = Resp::connect(c.nodes[0].resp).expect("connect");
+    let keys: Vec<String> = (0..90).map(|i| format!("aaa:{i:03}")).collect();
+    let mut mset = vec!["MSET".to_string()];
+    for k in &keys {
+        mset.extend([k.clone(), "v".into()]);
+    }
+    mset.extend(["zzz:other".into(), "v".into()]);
+    let mset: Vec<&str> = mset.iter().map(String::as_str).collect();
+    assert_eq!(conn.call(&mset).expect("mset"), Reply::Simple("OK".into()));
+
+    let (mut cursor, mut seen, mut pages) = ("0".to_string(), Vec::new(), 0);
+    let mut first_cursor = None;
+    loop {
+        let reply = conn
+            .call(&["SCAN", &cursor, "MATCH", "aaa:*", "COUNT", "20"])
+            .expect("scan");
+        let Reply::Array(parts) = reply else {
+            panic!("SCAN answered {reply:?}");
+        };
+        let [Reply::Bulk(Some(next)), Reply::Array(page)] = parts.as_slice() else {
+            panic!("SCAN answered {parts:?}");
+        };
+        let page: Vec<String> = page
+            .iter()
+            .map(|r| match r {
+                Reply::Bulk(Some(k)) => String::from_utf8(k.clone()).expect("utf-8 key"),
+                other => panic!("SCAN key {other:?}"),
+            })
+            .collect();
+        if !page.is_empty() {
+            let mut del = vec!["DEL"];
+            del.extend(page.iter().map(String::as_str));
+            assert_eq!(conn.call(&del).expect("del"), Reply::Int(page.len() as i64));
+        }
+        seen.extend(page);
+        pages += 1;
+        cursor = String::from_utf8(next.clone()).expect("cursor");
+        first_cursor.get_or_insert_with(|| cursor.clone());
+        if cursor == "0" {
+            break;
+        }
+        assert!(pages < 100, "SCAN never finished");
+    }
+    seen.sort();
+    assert_eq!(
+        seen, keys,
+        "deleting returned pages must not make SCAN skip keys"
+    );
+    assert_eq!(
+        conn.call(&["SCAN", "12345", "COUNT", "5"]).expect("scan"),
+        Reply::Error("ERR invalid cursor".into())
+    );
+    assert_eq!(
+        conn.call(&["SCAN", "-1"]).expect("scan"),
+        Reply::Error("ERR invalid cursor".into())
+    );
+    // A cursor already handed out can be resumed again (a retried page).
+    let first = first_cursor.expect("at least one page");
+    assert!(matches!(
+        conn.call(&["SCAN", &first]).expect("scan"),
+        Reply::Array(_)
+    ));
+}

@@ -152,6 +152,7 @@ pub struct Dispatcher {
     forward_timeout: Duration,
     epoch: u64,
     connections: AtomicU64,
+    scan_cursors: crate::resp::scan::ScanCursors,
 }
 
 const MAX_ATTEMPTS: u32 = 40;
@@ -173,6 +174,7 @@ impl Dispatcher {
         client: PeerClient,
         follower_reads: bool,
     ) -> Self {
+        let epoch = boot_epoch();
         Self {
             node_id,
             groups,
@@ -183,8 +185,9 @@ impl Dispatcher {
             client,
             follower_reads,
             forward_timeout: Duration::from_secs(6),
-            epoch: boot_epoch(),
+            epoch,
             connections: AtomicU64::new(0),
+            scan_cursors: crate::resp::scan::ScanCursors::new(epoch ^ node_id.rotate_left(32)),
         }
     }
 
@@ -243,6 +246,11 @@ impl Dispatcher {
     /// Local storage (for whole-keyspace reads: `SCAN`, `DBSIZE`).
     pub(crate) fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The node's `SCAN` cursor table (shared by every connection).
+    pub(crate) fn scan_cursors(&self) -> &crate::resp::scan::ScanCursors {
+        &self.scan_cursors
     }
 
     /// Runs `cmd` on group `g`, forwarding to the leader when needed.

@@ -262,6 +262,7 @@ fn hotkeys(
     cfg: &NodeConfig,
     sampling: &Sampling,
     admin: Option<keyviz_admin::AdminState>,
+    redactor: keyviz::hotkeys::KeyRedactor,
 ) -> Hotkeys {
     let source: Option<Arc<dyn HotKeysSource>> = match (sampling.sampler(), admin) {
         (None, _) => None,
@@ -271,7 +272,7 @@ fn hotkeys(
             crate::admin::node_name(cfg.node_id),
         ))),
     };
-    Hotkeys::new(source, cfg.step_ms)
+    Hotkeys::new(source, redactor, cfg.step_ms)
 }
 
 /// Starts a node. Returns once every listener is bound and the Raft groups run (leaders may
@@ -449,7 +450,9 @@ pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
         )));
     }
 
-    let hotkeys = Arc::new(hotkeys(&cfg, &sampling, admin_state));
+    // `OBJECT FREQ` looks keys up in the form the sampler captures them in.
+    let redactor = hot_key_redactor(&cfg, secret.as_deref())?;
+    let hotkeys = Arc::new(hotkeys(&cfg, &sampling, admin_state, redactor));
     let resp_tls = match resp_tls_listener {
         Some(l) => acceptor(tls.as_ref(), Listener::Resp)?.map(|a| (l, a)),
         None => None,

@@ -216,31 +216,50 @@ impl Store {
         Ok(n)
     }
 
-    /// Returns up to `count` live keys of the whole keyspace, skipping the first `offset` live
-    /// keys (the numeric `SCAN` cursor), and the next cursor (0 when the scan is complete).
+    /// Returns up to `count` live keys of the whole keyspace in key order, starting at `from`
+    /// (inclusive; `None` = the first key), and the key the next page starts at (`None` when
+    /// the scan is complete).
+    ///
+    /// Resuming at a key rather than at a count of keys already returned is what makes `SCAN`
+    /// correct under deletes: a key deleted behind the cursor does not shift the keys ahead
+    /// of it, and each page costs O(count) instead of a walk from the start. Reads the local
+    /// `kv` keyspace only (no locks of ours; fjall's own are short).
     pub(crate) fn scan_live(
         &self,
-        offset: u64,
+        from: Option<&[u8]>,
         count: usize,
         now_unix_ms: u64,
-    ) -> Result<(u64, Vec<Vec<u8>>), StoreError> {
-        let mut seen = 0u64;
+    ) -> Result<ScanPage, StoreError> {
         let mut out = Vec::with_capacity(count.min(1024));
-        for item in self.kv.iter() {
+        use std::ops::Bound;
+        let start = from.map_or(Bound::Unbounded, |k| Bound::Included(k.to_vec()));
+        for item in self.kv.range::<Vec<u8>, _>((start, Bound::Unbounded)) {
             let (k, v) = item.into_inner()?;
             if StoredValue::decode(&v)?.live(now_unix_ms).is_none() {
                 continue;
             }
-            if seen >= offset {
-                if out.len() == count {
-                    return Ok((seen, out));
-                }
-                out.push(k.to_vec());
+            if out.len() == count {
+                return Ok(ScanPage {
+                    next: Some(k.to_vec()),
+                    keys: out,
+                });
             }
-            seen += 1;
+            out.push(k.to_vec());
         }
-        Ok((0, out))
+        Ok(ScanPage {
+            next: None,
+            keys: out,
+        })
     }
+}
+
+/// One page of [`Store::scan_live`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct ScanPage {
+    /// The first live key after this page (where the next page starts); `None` at the end.
+    pub(crate) next: Option<Vec<u8>>,
+    /// This page's live keys, in key order.
+    pub(crate) keys: Vec<Vec<u8>>,
 }
 
 /// Big-endian prefix of a group's records in `raft_log` / `raft_meta`.
@@ -400,30 +419,78 @@ mod tests {
         );
         assert_eq!(store.get_value(b"a", 1_000).expect("get"), None);
         assert_eq!(store.count_live(2_000).expect("count"), 1);
-        let (next, keys) = store.scan_live(0, 10, 2_000).expect("scan");
-        assert_eq!((next, keys), (0, vec![b"b".to_vec()]));
+        let page = store.scan_live(None, 10, 2_000).expect("scan");
+        assert_eq!(
+            page,
+            ScanPage {
+                next: None,
+                keys: vec![b"b".to_vec()]
+            }
+        );
     }
 
     #[test]
-    fn scan_cursor_walks_the_keyspace_in_pages() {
+    fn scan_walks_the_keyspace_in_pages_that_resume_at_a_key() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path(), false).expect("open");
+        let live = StoredValue {
+            expire_at_ms: 0,
+            data: vec![],
+        };
         for i in 0..5 {
-            let v = StoredValue {
-                expire_at_ms: 0,
-                data: vec![],
-            };
             store
                 .kv
-                .insert(format!("k{i}"), v.encode())
+                .insert(format!("k{i}"), live.encode())
                 .expect("insert");
         }
-        let (c1, p1) = store.scan_live(0, 2, 0).expect("scan");
-        let (c2, p2) = store.scan_live(c1, 2, 0).expect("scan");
-        let (c3, p3) = store.scan_live(c2, 2, 0).expect("scan");
-        assert_eq!((c1, c2, c3), (2, 4, 0));
-        assert_eq!(p1.len() + p2.len() + p3.len(), 5);
-        assert_eq!(p3, vec![b"k4".to_vec()]);
+        let p1 = store.scan_live(None, 2, 0).expect("scan");
+        assert_eq!(p1.keys, vec![b"k0".to_vec(), b"k1".to_vec()]);
+        assert_eq!(p1.next.as_deref(), Some(&b"k2"[..]));
+        let p2 = store.scan_live(p1.next.as_deref(), 2, 0).expect("scan");
+        let p3 = store.scan_live(p2.next.as_deref(), 2, 0).expect("scan");
+        assert_eq!(
+            p3,
+            ScanPage {
+                next: None,
+                keys: vec![b"k4".to_vec()]
+            }
+        );
+        assert_eq!(p1.keys.len() + p2.keys.len() + p3.keys.len(), 5);
+    }
+
+    #[test]
+    fn a_scan_resumes_at_its_key_so_deleting_what_it_returned_skips_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), false).expect("open");
+        let live = StoredValue {
+            expire_at_ms: 0,
+            data: vec![],
+        };
+        for i in 0..90 {
+            store
+                .kv
+                .insert(format!("aaa:{i:03}"), live.encode())
+                .expect("insert");
+        }
+        let (mut from, mut seen) = (None::<Vec<u8>>, Vec::new());
+        loop {
+            let page = store.scan_live(from.as_deref(), 20, 0).expect("scan");
+            for k in &page.keys {
+                store.kv.remove(k.clone()).expect("delete");
+            }
+            seen.extend(page.keys);
+            match page.next {
+                Some(n) => from = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(
+            seen.len(),
+            90,
+            "every key present from start to end is returned"
+        );
+        seen.dedup();
+        assert_eq!(seen.len(), 90, "no key is returned twice");
     }
 
     #[test]

@@ -30,6 +30,12 @@ const BURST_MIN_COUNT = 5;
 /** Periods that must fit in the window (fewer cycles are not evidence of a period). */
 const BURST_MIN_CYCLES = 6;
 const BURST_MIN_REGULAR = 0.7;
+/**
+ * A row carries the burst only if its own mean on the beat is at least this many times its
+ * mean off the beat: a busy row whose noise happens to bunch on the beat has a large absolute
+ * excess but no burst of its own, and naming it would stretch the range over every row between.
+ */
+const BURST_ROW_MIN_RATIO = 1.25;
 
 /** @param {number[]} a */
 function median(a) {
@@ -44,7 +50,8 @@ function median(a) {
  * at most 30 % of the other steps do (so noise, or a load that is high every other step, is not
  * a period). Totals are over the rows not masked by `skip`; the newest column is left out (it
  * may still be filling). Returns the period in steps, the burst columns, and the contiguous
- * rows that carry the excess; null when nothing is regular.
+ * rows that carry the excess (each at least 1.25× its own off-beat mean on the beat, so a
+ * busy row with noise bunched on the beat is not named); null when nothing is regular.
  * @param {import('./view.js').View} view
  * @param {Uint8Array} skip rows left out of the totals (a constant hot row hides small bursts)
  * @returns {{ period: number, bursts: number[], rows: number[] }|null}
@@ -93,11 +100,14 @@ export function periodicBursts(view, skip) {
       const phaseCols = cols.filter((_, i) => at[i] % p === phase);
       const otherCols = cols.filter((_, i) => at[i] % p !== phase);
       // Rows carrying the excess: their mean on the phase above their mean elsewhere by at
-      // least a tenth of the largest such excess (and by half a count).
+      // least a tenth of the largest such excess (and by half a count), and by a quarter of
+      // their own off-beat mean (BURST_ROW_MIN_RATIO).
       const excess = view.rowIndex.map((ri) => {
         const values = m.rows[ri].values;
         const mean = (/** @type {number[]} */ js) => js.reduce((a, j) => a + values[j], 0) / Math.max(1, js.length);
-        return mean(phaseCols) - mean(otherCols);
+        const on = mean(phaseCols);
+        const offMean = mean(otherCols);
+        return on >= BURST_ROW_MIN_RATIO * offMean ? on - offMean : 0;
       });
       const top = Math.max(...excess);
       const affected = excess.map((e, k) => (e >= Math.max(0.5, 0.1 * top) ? k : -1)).filter((k) => k >= 0);

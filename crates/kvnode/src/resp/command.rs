@@ -44,7 +44,7 @@ pub enum Command {
     DbSize,
     /// `SCAN cursor [MATCH pattern] [COUNT n]`.
     Scan {
-        /// Cursor (number of live keys already returned).
+        /// Cursor: 0 to start, else a number this node issued (see `resp::scan`).
         cursor: u64,
         /// Glob pattern (`*`, `?`).
         pattern: Option<Bytes>,
@@ -74,6 +74,17 @@ pub enum Command {
     /// `HOTKEYS START | GET | STOP | RESET | HELP`; run by the connection's server (it holds
     /// the node's session), never by the dispatcher.
     Hotkeys(super::hotkeys::HotkeysCmd),
+    /// `TYPE key`: `string` for a live key, `none` otherwise (the store holds strings only).
+    Type(Bytes),
+    /// `MEMORY USAGE key [SAMPLES n]`: the bytes the key takes in the store's encoding (key +
+    /// 8-byte expiry header + value), nil for a missing key; `SAMPLES` is accepted and changes
+    /// nothing (values are strings).
+    MemoryUsage(Bytes),
+    /// `MEMORY HELP`.
+    MemoryHelp,
+    /// `OBJECT FREQ key` / `OBJECT HELP`; run by the connection's server (the answer comes
+    /// from the cluster's hot keys), never by the dispatcher.
+    Object(ObjectCmd),
     /// `AUTH [user] password`; handled by the connection, never by the dispatcher.
     Auth {
         /// The user (`None` = the `default` user).
@@ -83,7 +94,28 @@ pub enum Command {
     },
 }
 
+/// The `OBJECT` subcommands this server answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectCmd {
+    /// `OBJECT FREQ key`: the key's accesses (reads + writes) across the cluster over the
+    /// last minute of history, as `redis-cli --hotkeys` reads it (see `resp::freq`).
+    Freq(Bytes),
+    /// `OBJECT HELP`.
+    Help,
+}
+
 impl Command {
+    /// The key of a single-key read that pipelines batch into one read per group (`GET`,
+    /// `STRLEN`, `TYPE`, `MEMORY USAGE`); `None` for every other command.
+    pub fn single_read_key(&self) -> Option<&Bytes> {
+        match self {
+            Command::Get(k) | Command::Strlen(k) | Command::Type(k) | Command::MemoryUsage(k) => {
+                Some(k)
+            }
+            _ => None,
+        }
+    }
+
     /// Whether this is a `KEYVIZ.*` or `HOTKEYS` command (which need the full role, see
     /// [`crate::config::KeyvizCommands`]; Redis files `HOTKEYS` under `@admin`).
     pub fn is_keyviz(&self) -> bool {
@@ -107,9 +139,13 @@ impl Command {
     /// The keys and values this command carries, for the size limits.
     fn keys_and_values(&self) -> (Vec<&Bytes>, Vec<&Bytes>) {
         match self {
-            Command::Get(k) | Command::IncrBy(k, _) | Command::Strlen(k) | Command::Split(k) => {
-                (vec![k], vec![])
-            }
+            Command::Get(k)
+            | Command::IncrBy(k, _)
+            | Command::Strlen(k)
+            | Command::Split(k)
+            | Command::Type(k)
+            | Command::MemoryUsage(k)
+            | Command::Object(ObjectCmd::Freq(k)) => (vec![k], vec![]),
             Command::Set { key, value, .. } => (vec![key], vec![value]),
             Command::Append(k, v) => (vec![k], vec![v]),
             Command::Del(ks) | Command::Exists(ks) | Command::MGet(ks) => {
@@ -173,6 +209,9 @@ const KNOWN: &[&str] = &[
     "keyviz.campaign",
     "hotkeys",
     "auth",
+    "type",
+    "object",
+    "memory",
 ];
 
 fn lower(b: &[u8]) -> String {
@@ -273,6 +312,42 @@ pub fn parse(args: Vec<Bytes>) -> Result<Command, String> {
         "hotkeys" if n >= 2 => {
             let rest: Vec<Bytes> = (1..n).map(|_| next()).collect();
             Command::Hotkeys(super::hotkeys::parse(&rest)?)
+        }
+        "type" if n == 2 => Command::Type(next()),
+        "memory" if n >= 2 => {
+            let sub = next();
+            match (lower(&sub).as_str(), n) {
+                ("usage", 3) => Command::MemoryUsage(next()),
+                ("usage", 5) => {
+                    let key = next();
+                    if lower(&next()) != "samples" {
+                        return Err("ERR syntax error".into());
+                    }
+                    int(&next())?;
+                    Command::MemoryUsage(key)
+                }
+                ("usage", _) => return Err("ERR syntax error".into()),
+                ("help", 2) => Command::MemoryHelp,
+                _ => {
+                    return Err(format!(
+                        "ERR unknown subcommand or wrong number of arguments for '{}'. Try MEMORY HELP.",
+                        String::from_utf8_lossy(&sub[..sub.len().min(128)])
+                    ));
+                }
+            }
+        }
+        "object" if n >= 2 => {
+            let sub = next();
+            match (lower(&sub).as_str(), n) {
+                ("freq", 3) => Command::Object(ObjectCmd::Freq(next())),
+                ("help", 2) => Command::Object(ObjectCmd::Help),
+                _ => {
+                    return Err(format!(
+                        "ERR unknown subcommand or wrong number of arguments for '{}'. Try OBJECT HELP.",
+                        String::from_utf8_lossy(&sub[..sub.len().min(128)])
+                    ));
+                }
+            }
         }
         "auth" if n == 2 => Command::Auth {
             user: None,
@@ -409,6 +484,58 @@ mod tests {
         assert_eq!(parse(args("KEYVIZ.CAMPAIGN 2 x")), not_int);
         assert_eq!(parse(args("KEYVIZ.CAMPAIGN -1")), not_int);
         assert!(parse(args("KEYVIZ.CAMPAIGN 1 2 3")).is_err());
+    }
+
+    #[test]
+    fn type_object_freq_and_memory_usage_parse_and_other_subcommands_are_refused() {
+        assert_eq!(parse(args("TYPE k")), Ok(Command::Type("k".into())));
+        assert_eq!(
+            parse(args("object freq k")),
+            Ok(Command::Object(ObjectCmd::Freq("k".into())))
+        );
+        assert_eq!(
+            parse(args("OBJECT HELP")),
+            Ok(Command::Object(ObjectCmd::Help))
+        );
+        assert_eq!(
+            parse(args("OBJECT ENCODING k")),
+            Err(
+                "ERR unknown subcommand or wrong number of arguments for 'ENCODING'. Try OBJECT HELP."
+                    .into()
+            )
+        );
+        assert!(parse(args("OBJECT FREQ")).is_err());
+        assert_eq!(
+            parse(args("MEMORY USAGE k")),
+            Ok(Command::MemoryUsage("k".into()))
+        );
+        assert_eq!(
+            parse(args("memory usage k SAMPLES 0")),
+            Ok(Command::MemoryUsage("k".into()))
+        );
+        assert_eq!(
+            parse(args("MEMORY USAGE k SAMPLES x")),
+            Err("ERR value is not an integer or out of range".into())
+        );
+        assert_eq!(
+            parse(args("MEMORY USAGE k FOO 1")),
+            Err("ERR syntax error".into())
+        );
+        assert_eq!(parse(args("MEMORY HELP")), Ok(Command::MemoryHelp));
+        assert!(
+            parse(args("MEMORY DOCTOR"))
+                .is_err_and(|e| e.ends_with("for 'DOCTOR'. Try MEMORY HELP."))
+        );
+        assert_eq!(
+            parse(args("TYPE")),
+            Err("ERR wrong number of arguments for 'type' command".into())
+        );
+        let long = "k".repeat(MAX_KEY_BYTES + 1);
+        assert_eq!(
+            parse(args(&format!("OBJECT FREQ {long}"))),
+            Err(key_too_long())
+        );
+        assert_eq!(parse(args(&format!("TYPE {long}"))), Err(key_too_long()));
     }
 
     #[test]

@@ -28,12 +28,27 @@ fn write_reply(r: KvResponse) -> Reply {
     }
 }
 
+/// The reply of a single-key read ([`Command::single_read_key`]) given the key's value.
+fn read_reply(cmd: &Command, value: Option<Vec<u8>>) -> Reply {
+    match cmd {
+        Command::Strlen(_) => Reply::Int(value.map_or(0, |v| v.len()) as i64),
+        Command::Type(_) => Reply::Simple(if value.is_some() { "string" } else { "none" }),
+        // Key + the 8-byte expiry header + value: what the entry takes in the `kv` keyspace
+        // before the engine's own per-entry overhead.
+        Command::MemoryUsage(k) => match value {
+            Some(v) => Reply::Int((k.len() + 8 + v.len()) as i64),
+            None => Reply::Bulk(None),
+        },
+        _ => Reply::Bulk(value),
+    }
+}
+
 /// How a command takes part in pipeline batching.
 enum Shape {
     /// A single-key write that can join a [`KvOp::Batch`].
     Write,
-    /// A `GET` that can join a multi-key read.
-    Get,
+    /// A single-key read ([`Command::single_read_key`]) that can join a multi-key read.
+    Read,
     /// Anything else: executed on its own.
     Alone,
 }
@@ -41,7 +56,7 @@ enum Shape {
 fn shape(c: &Result<Command, String>) -> Shape {
     match c {
         Ok(Command::Set { .. } | Command::IncrBy(..) | Command::Append(..)) => Shape::Write,
-        Ok(Command::Get(_)) => Shape::Get,
+        Ok(c) if c.single_read_key().is_some() => Shape::Read,
         _ => Shape::Alone,
     }
 }
@@ -124,17 +139,23 @@ impl Dispatcher {
                     }
                     replies.extend(self.run_writes(run).await);
                 }
-                Shape::Get => {
-                    let mut keys = Vec::new();
-                    for c in std::iter::once(first).chain(std::iter::from_fn(|| {
-                        cmds.next_if(|c| matches!(shape(c), Shape::Get))
-                    })) {
-                        if let Ok(Command::Get(k)) = c {
-                            keys.push(k);
-                        }
-                    }
+                Shape::Read => {
+                    // `redis-cli --bigkeys` pipelines a TYPE, then a STRLEN, per scanned key:
+                    // one read per group for the whole run, not one read per command.
+                    let run: Vec<Command> = std::iter::once(first)
+                        .chain(std::iter::from_fn(|| {
+                            cmds.next_if(|c| matches!(shape(c), Shape::Read))
+                        }))
+                        .filter_map(Result::ok)
+                        .collect();
+                    let keys: Vec<Bytes> = run
+                        .iter()
+                        .filter_map(|c| c.single_read_key().cloned())
+                        .collect();
                     match self.read_many(&keys).await {
-                        Ok(vals) => replies.extend(vals.into_iter().map(Reply::Bulk)),
+                        Ok(vals) => {
+                            replies.extend(run.iter().zip(vals).map(|(c, v)| read_reply(c, v)))
+                        }
                         Err(e) => {
                             let text = e.to_string();
                             replies.extend(keys.iter().map(|_| Reply::err(&text)));
@@ -238,10 +259,16 @@ impl Dispatcher {
         match cmd {
             Command::Ping(None) => Reply::Simple("PONG"),
             Command::Ping(Some(m)) | Command::Echo(m) => Reply::bulk(m.to_vec()),
-            Command::Get(k) => match self.read_many(&[k]).await {
-                Ok(mut v) => Reply::Bulk(v.pop().flatten()),
-                Err(e) => failure(e),
-            },
+            c @ (Command::Get(_)
+            | Command::Strlen(_)
+            | Command::Type(_)
+            | Command::MemoryUsage(_)) => {
+                let key = c.single_read_key().cloned().unwrap_or_default();
+                match self.read_many(&[key]).await {
+                    Ok(mut v) => read_reply(&c, v.pop().flatten()),
+                    Err(e) => failure(e),
+                }
+            }
             Command::MGet(keys) => match self.read_many(&keys).await {
                 Ok(v) => Reply::Array(v.into_iter().map(Reply::Bulk).collect()),
                 Err(e) => failure(e),
@@ -250,10 +277,22 @@ impl Dispatcher {
                 Ok(v) => Reply::Int(v.iter().filter(|x| x.is_some()).count() as i64),
                 Err(e) => failure(e),
             },
-            Command::Strlen(k) => match self.read_many(&[k]).await {
-                Ok(v) => Reply::Int(v.first().and_then(|x| x.as_ref()).map_or(0, Vec::len) as i64),
-                Err(e) => failure(e),
-            },
+            Command::MemoryHelp => Reply::Array(
+                [
+                    "MEMORY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                    "USAGE <key> [SAMPLES <count>]",
+                    "    Bytes the key takes in the store's encoding: key + 8-byte expiry header +",
+                    "    value (the storage engine's own overhead is not included). SAMPLES is",
+                    "    accepted and ignored: every value is a string.",
+                    "HELP",
+                    "    Print this help.",
+                ]
+                .into_iter()
+                .map(Reply::Simple)
+                .collect(),
+            ),
+            // The RESP server answers OBJECT itself (from the cluster's hot keys).
+            Command::Object(_) => Reply::err("internal: OBJECT reached the dispatcher"),
             cmd @ (Command::Set { .. } | Command::IncrBy(..) | Command::Append(..)) => {
                 match single_write(cmd) {
                     Some((key, op)) => self.write_one(&key, op).await,
@@ -301,20 +340,30 @@ impl Dispatcher {
                 cursor,
                 pattern,
                 count,
-            } => match self.store().scan_live(cursor, count, now_unix_ms()) {
-                Ok((next, keys)) => {
-                    let keys: Vec<Vec<u8>> = match &pattern {
-                        Some(p) => keys.into_iter().filter(|k| glob_match(p, k)).collect(),
-                        None => keys,
-                    };
-                    self.observe_scan(&keys);
-                    Reply::Array(vec![
-                        Reply::bulk(next.to_string()),
-                        Reply::Array(keys.into_iter().map(Reply::bulk).collect()),
-                    ])
+            } => {
+                let from = match self.scan_cursors().resume(cursor) {
+                    Ok(from) => from,
+                    Err(e) => return Reply::Error(e.to_string()),
+                };
+                match self
+                    .store()
+                    .scan_live(from.as_deref(), count, now_unix_ms())
+                {
+                    Ok(page) => {
+                        let next = page.next.map_or(0, |k| self.scan_cursors().issue(k));
+                        let keys: Vec<Vec<u8>> = match &pattern {
+                            Some(p) => page.keys.into_iter().filter(|k| glob_match(p, k)).collect(),
+                            None => page.keys,
+                        };
+                        self.observe_scan(&keys);
+                        Reply::Array(vec![
+                            Reply::bulk(next.to_string()),
+                            Reply::Array(keys.into_iter().map(Reply::bulk).collect()),
+                        ])
+                    }
+                    Err(e) => Reply::err(e),
                 }
-                Err(e) => Reply::err(e),
-            },
+            }
             Command::Info => Reply::bulk(self.info()),
             Command::Quit | Command::ClientNoop => Reply::Simple("OK"),
             // The connection answers AUTH itself (it changes that connection's session).

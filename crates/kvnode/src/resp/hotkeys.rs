@@ -373,6 +373,7 @@ pub struct Hotkeys {
     source: Option<Arc<dyn HotKeysSource>>,
     step_ms: i64,
     session: Mutex<Option<Session>>,
+    freq: super::freq::Frequencies,
 }
 
 impl std::fmt::Debug for Hotkeys {
@@ -508,14 +509,25 @@ fn bounds_reply(s: &HotSummary) -> Reply {
 }
 
 impl Hotkeys {
-    /// `HOTKEYS` on a node whose hot keys come from `source` (`None`: KeyViz is off, and
-    /// `START`/`GET` say so), over a history of `step_ms` columns.
-    pub fn new(source: Option<Arc<dyn HotKeysSource>>, step_ms: u64) -> Self {
+    /// `HOTKEYS` (and `OBJECT FREQ`) on a node whose hot keys come from `source` (`None`:
+    /// KeyViz is off, and `START`/`GET` say so), captured in `redactor`'s form, over a
+    /// history of `step_ms` columns.
+    pub fn new(
+        source: Option<Arc<dyn HotKeysSource>>,
+        redactor: keyviz::hotkeys::KeyRedactor,
+        step_ms: u64,
+    ) -> Self {
         Self {
+            freq: super::freq::Frequencies::new(source.clone(), redactor, step_ms),
             source,
             step_ms: i64::try_from(step_ms.max(1)).unwrap_or(i64::MAX),
             session: Mutex::new(None),
         }
+    }
+
+    /// The node's `OBJECT FREQ` answers (same source and window step as `HOTKEYS`).
+    pub fn frequencies(&self) -> &super::freq::Frequencies {
+        &self.freq
     }
 
     /// Runs `cmd` at `now_unix_ms`. Takes the session lock briefly (never across the
@@ -773,7 +785,14 @@ mod tests {
             asked: Mutex::new(Vec::new()),
             failed: failed.iter().map(|s| s.to_string()).collect(),
         });
-        (Hotkeys::new(Some(fake.clone()), 1_000), fake)
+        (
+            Hotkeys::new(
+                Some(fake.clone()),
+                keyviz::hotkeys::KeyRedactor::raw(),
+                1_000,
+            ),
+            fake,
+        )
     }
 
     fn start(s: &str) -> HotkeysCmd {
@@ -1028,7 +1047,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_node_without_keyviz_refuses_start() {
-        let h = Hotkeys::new(None, 1_000);
+        let h = Hotkeys::new(None, keyviz::hotkeys::KeyRedactor::raw(), 1_000);
         assert_eq!(
             h.run(start("START METRICS 1 CPU"), 1).await,
             Reply::Error(UNAVAILABLE.into())
@@ -1064,6 +1083,7 @@ mod tests {
         sampler.observe_read(1, b"cold", 4, keyviz::ReadRole::Leader, t0 + 10);
         let h = Hotkeys::new(
             Some(Arc::new(LocalSource::new(sampler.clone(), "node-1".into()))),
+            keyviz::hotkeys::KeyRedactor::raw(),
             step,
         );
         h.run(start("START METRICS 1 CPU"), t0).await;

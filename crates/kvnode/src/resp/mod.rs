@@ -10,7 +10,9 @@ pub mod auth;
 pub mod codec;
 pub mod command;
 mod dispatch;
+pub mod freq;
 pub mod hotkeys;
+pub mod scan;
 mod server;
 
 pub use auth::Auth;

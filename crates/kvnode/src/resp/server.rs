@@ -26,7 +26,7 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use super::auth::{Auth, Session};
 use super::codec::{CodecError, Limits, Reply, RespCodec};
-use super::command::{self, Command};
+use super::command::{self, Command, ObjectCmd};
 use super::hotkeys::Hotkeys;
 use crate::dispatch::{ClientSession, Dispatcher, now_unix_ms};
 
@@ -575,6 +575,11 @@ impl Conn {
                     let reply = shared.hotkeys.run(cmd, now).await;
                     self.encode(reply);
                 }
+                Ok(Command::Object(cmd)) => {
+                    self.run_segment(&shared, &mut segment).await;
+                    let reply = object(&shared, cmd).await;
+                    self.encode(reply);
+                }
                 other => segment.push(other),
             }
         }
@@ -593,6 +598,34 @@ impl Conn {
             .await;
         for reply in replies {
             self.encode(reply);
+        }
+    }
+}
+
+/// `OBJECT FREQ` / `OBJECT HELP`. A key this node's replica does not hold is nil, as in
+/// Redis (that existence check is a local read, not counted as traffic); otherwise the
+/// key's cluster-wide accesses of the last minute ([`super::freq`]).
+async fn object(shared: &Shared, cmd: ObjectCmd) -> Reply {
+    match cmd {
+        ObjectCmd::Help => {
+            Reply::Array(super::freq::HELP.iter().map(|l| Reply::Simple(l)).collect())
+        }
+        ObjectCmd::Freq(key) => {
+            let freq = shared.hotkeys.frequencies();
+            // An untracked node says why whatever the key; a tracked one answers nil for a
+            // key it does not hold, as Redis does.
+            if freq.tracked() {
+                match shared.dispatcher.store().get_value(&key, now_unix_ms()) {
+                    Ok(None) => return Reply::Bulk(None),
+                    Ok(Some(_)) => {}
+                    Err(e) => return Reply::err(e),
+                }
+            }
+            let now = i64::try_from(now_unix_ms()).unwrap_or(i64::MAX);
+            match freq.freq(&key, now).await {
+                Ok(n) => Reply::Int(i64::try_from(n).unwrap_or(i64::MAX)),
+                Err(e) => Reply::Error(e),
+            }
         }
     }
 }
