@@ -29,6 +29,13 @@ fn redis_cli_round_trips_every_supported_command() {
     std::thread::sleep(Duration::from_millis(400));
     assert_eq!(cli(&["GET", "ttl"]), "", "PX expiry must hide the value");
     assert_eq!(cli(&["GET", "ttl2"]), "v");
+    let ttl: i64 = cli(&["TTL", "ttl2"]).parse().expect("TTL is an integer");
+    assert!((99..=100).contains(&ttl), "TTL of EX 100: {ttl}");
+    let pttl: i64 = cli(&["PTTL", "ttl2"]).parse().expect("PTTL is an integer");
+    assert!((90_000..=100_000).contains(&pttl), "PTTL of EX 100: {pttl}");
+    assert_eq!(cli(&["TTL", "alpha"]), "-1", "no expiry");
+    assert_eq!(cli(&["PTTL", "ttl"]), "-2", "expired reads as missing");
+    assert_eq!(cli(&["TTL", "nope"]), "-2");
     assert_eq!(cli(&["INCR", "n"]), "1");
     assert_eq!(cli(&["INCRBY", "n", "41"]), "42");
     assert_eq!(cli(&["DECR", "n"]), "41");

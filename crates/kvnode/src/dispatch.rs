@@ -53,6 +53,8 @@ pub enum GroupCommand {
     },
     /// Read the live values of these keys.
     Read(Vec<Vec<u8>>),
+    /// Read the expiry of these keys (`TTL`, `PTTL`), linearizably as [`GroupCommand::Read`].
+    ReadExpiry(Vec<Vec<u8>>),
 }
 
 /// The answer to a [`GroupCommand`].
@@ -62,6 +64,8 @@ pub enum GroupReply {
     Write(KvResponse),
     /// One value (or none) per requested key, in order.
     Read(Vec<Option<Vec<u8>>>),
+    /// Per requested key, in order: `None` absent, `Some(0)` no expiry, else its unix ms.
+    Expiry(Vec<Option<u64>>),
 }
 
 /// Why an operation failed.
@@ -264,13 +268,21 @@ impl Dispatcher {
     ) -> Result<GroupReply, DispatchError> {
         // Linearizable follower read: catch up to the leader's read index, then read here.
         // `None` means this node became the leader meanwhile: the leader path below serves it.
-        if let GroupCommand::Read(keys) = &cmd
+        if matches!(cmd, GroupCommand::Read(_) | GroupCommand::ReadExpiry(_))
             && self.follower_reads
             && !self.groups.is_leader(g)
             && let Some(index) = self.leader_read_index(g).await?
         {
             self.groups.wait_applied(g, index).await?;
-            return Ok(GroupReply::Read(self.read_local(keys, false)?));
+            match &cmd {
+                GroupCommand::ReadExpiry(keys) => {
+                    return Ok(GroupReply::Expiry(self.read_local_expiry(keys, false)?));
+                }
+                GroupCommand::Read(keys) => {
+                    return Ok(GroupReply::Read(self.read_local(keys, false)?));
+                }
+                _ => {}
+            }
         }
         // Splits are not deduplicated (the session table does not cover them), so they keep
         // the "retry only when nothing was proposed" rule.
@@ -338,6 +350,10 @@ impl Dispatcher {
             GroupCommand::Read(keys) => {
                 self.groups.read_barrier(g).await?;
                 Ok(GroupReply::Read(self.read_local(keys, true)?))
+            }
+            GroupCommand::ReadExpiry(keys) => {
+                self.groups.read_barrier(g).await?;
+                Ok(GroupReply::Expiry(self.read_local_expiry(keys, true)?))
             }
         }
     }
@@ -436,6 +452,24 @@ impl Dispatcher {
             out.push(v);
         }
         Ok(out)
+    }
+
+    /// The expiries of `keys` on this replica ([`Store::get_expiry`]), each observed as a
+    /// read of no value bytes.
+    fn read_local_expiry(
+        &self,
+        keys: &[Vec<u8>],
+        leader: bool,
+    ) -> Result<Vec<Option<u64>>, StoreError> {
+        let now = now_unix_ms();
+        let catalog = self.catalog.load();
+        keys.iter()
+            .map(|k| {
+                self.sampling
+                    .observe_read(catalog.route_for(k).id, k, 0, leader, now as i64);
+                self.store.get_expiry(k, now)
+            })
+            .collect()
     }
 
     /// Observes keys returned by a whole-keyspace read (`SCAN`) served by this node.

@@ -204,6 +204,31 @@ impl Store {
         }
     }
 
+    /// A user key's expiry at `now_unix_ms`: `None` when the key is absent or expired,
+    /// `Some(0)` when it never expires, else `Some(unix ms)`. Reads only the 8-byte header
+    /// of the stored value (fjall still loads the whole entry).
+    pub(crate) fn get_expiry(
+        &self,
+        key: &[u8],
+        now_unix_ms: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        if key.is_empty() || key.len() > crate::limits::MAX_KEY_BYTES {
+            return Ok(None);
+        }
+        let Some(raw) = self.kv.get(key)? else {
+            return Ok(None);
+        };
+        let head: [u8; 8] =
+            raw.get(..8)
+                .and_then(|h| h.try_into().ok())
+                .ok_or(StoreError::Corrupt {
+                    what: "kv value",
+                    detail: format!("{} bytes, need at least 8", raw.len()),
+                })?;
+        let at = u64::from_be_bytes(head);
+        Ok((at == 0 || at > now_unix_ms).then_some(at))
+    }
+
     /// Counts live keys on this node (all groups).
     pub(crate) fn count_live(&self, now_unix_ms: u64) -> Result<u64, StoreError> {
         let mut n = 0u64;
@@ -427,6 +452,27 @@ mod tests {
                 keys: vec![b"b".to_vec()]
             }
         );
+    }
+
+    #[test]
+    fn expiry_reads_the_header_and_hides_expired_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), false).expect("open");
+        for (k, at) in [("forever", 0u64), ("later", 5_000)] {
+            let v = StoredValue {
+                expire_at_ms: at,
+                data: b"v".to_vec(),
+            };
+            store.kv.insert(k, v.encode()).expect("insert");
+        }
+        assert_eq!(store.get_expiry(b"forever", 9_999).expect("read"), Some(0));
+        assert_eq!(
+            store.get_expiry(b"later", 4_999).expect("read"),
+            Some(5_000)
+        );
+        assert_eq!(store.get_expiry(b"later", 5_000).expect("read"), None);
+        assert_eq!(store.get_expiry(b"missing", 0).expect("read"), None);
+        assert_eq!(store.get_expiry(b"", 0).expect("read"), None);
     }
 
     #[test]

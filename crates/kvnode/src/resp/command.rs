@@ -76,6 +76,14 @@ pub enum Command {
     Hotkeys(super::hotkeys::HotkeysCmd),
     /// `TYPE key`: `string` for a live key, `none` otherwise (the store holds strings only).
     Type(Bytes),
+    /// `TTL key` (`millis` false) / `PTTL key` (true): time to live, -1 without expiry, -2
+    /// for a missing key.
+    Ttl {
+        /// Key.
+        key: Bytes,
+        /// Answer in milliseconds (`PTTL`) rather than seconds.
+        millis: bool,
+    },
     /// `MEMORY USAGE key [SAMPLES n]`: the bytes the key takes in the store's encoding (key +
     /// 8-byte expiry header + value), nil for a missing key; `SAMPLES` is accepted and changes
     /// nothing (values are strings).
@@ -145,6 +153,7 @@ impl Command {
             | Command::Split(k)
             | Command::Type(k)
             | Command::MemoryUsage(k)
+            | Command::Ttl { key: k, .. }
             | Command::Object(ObjectCmd::Freq(k)) => (vec![k], vec![]),
             Command::Set { key, value, .. } => (vec![key], vec![value]),
             Command::Append(k, v) => (vec![k], vec![v]),
@@ -212,6 +221,8 @@ const KNOWN: &[&str] = &[
     "type",
     "object",
     "memory",
+    "ttl",
+    "pttl",
 ];
 
 fn lower(b: &[u8]) -> String {
@@ -314,6 +325,10 @@ pub fn parse(args: Vec<Bytes>) -> Result<Command, String> {
             Command::Hotkeys(super::hotkeys::parse(&rest)?)
         }
         "type" if n == 2 => Command::Type(next()),
+        "ttl" | "pttl" if n == 2 => Command::Ttl {
+            key: next(),
+            millis: name == "pttl",
+        },
         "memory" if n >= 2 => {
             let sub = next();
             match (lower(&sub).as_str(), n) {
@@ -522,6 +537,17 @@ mod tests {
             Err("ERR syntax error".into())
         );
         assert_eq!(parse(args("MEMORY HELP")), Ok(Command::MemoryHelp));
+        assert_eq!(
+            parse(args("pttl k")),
+            Ok(Command::Ttl {
+                key: "k".into(),
+                millis: true
+            })
+        );
+        assert_eq!(
+            parse(args("TTL")),
+            Err("ERR wrong number of arguments for 'ttl' command".into())
+        );
         assert!(
             parse(args("MEMORY DOCTOR"))
                 .is_err_and(|e| e.ends_with("for 'DOCTOR'. Try MEMORY HELP."))

@@ -207,7 +207,9 @@ impl Dispatcher {
         let g = self.catalog().route_for(key).group;
         match self.execute(g, GroupCommand::Write(op)).await {
             Ok(GroupReply::Write(r)) => write_reply(r),
-            Ok(GroupReply::Read(_)) => Reply::err("internal: read answer to a write"),
+            Ok(GroupReply::Read(_) | GroupReply::Expiry(_)) => {
+                Reply::err("internal: read answer to a write")
+            }
             Err(e) => failure(e),
         }
     }
@@ -227,10 +229,27 @@ impl Dispatcher {
                         out[*i] = v;
                     }
                 }
-                GroupReply::Write(_) => return Err(DispatchError::WrongReply(*g)),
+                GroupReply::Write(_) | GroupReply::Expiry(_) => {
+                    return Err(DispatchError::WrongReply(*g));
+                }
             }
         }
         Ok(out)
+    }
+
+    /// The expiry of `key` ([`GroupReply::Expiry`]), read linearizably as a `GET` is.
+    async fn expiry_of(&self, key: &Bytes) -> Result<Option<u64>, DispatchError> {
+        let parts = self.partition(std::iter::once(key.as_ref()));
+        let Some(g) = parts.keys().next().copied() else {
+            return Ok(None);
+        };
+        match self
+            .execute(g, GroupCommand::ReadExpiry(vec![key.to_vec()]))
+            .await?
+        {
+            GroupReply::Expiry(mut v) => Ok(v.pop().flatten()),
+            _ => Err(DispatchError::WrongReply(g)),
+        }
     }
 
     /// Runs one write per group (built by `op` from that group's key positions) and returns
@@ -248,7 +267,9 @@ impl Dispatcher {
         for (g, res) in parts.keys().zip(join_all(futs).await) {
             match res? {
                 GroupReply::Write(r) => out.push(r),
-                GroupReply::Read(_) => return Err(DispatchError::WrongReply(*g)),
+                GroupReply::Read(_) | GroupReply::Expiry(_) => {
+                    return Err(DispatchError::WrongReply(*g));
+                }
             }
         }
         Ok(out)
@@ -269,6 +290,17 @@ impl Dispatcher {
                     Err(e) => failure(e),
                 }
             }
+            Command::Ttl { key, millis } => match self.expiry_of(&key).await {
+                Ok(None) => Reply::Int(-2),
+                Ok(Some(0)) => Reply::Int(-1),
+                Ok(Some(at)) => {
+                    let left = at.saturating_sub(now_unix_ms()).max(1);
+                    // Redis rounds TTL to the nearest second.
+                    let shown = if millis { left } else { (left + 500) / 1000 };
+                    Reply::Int(i64::try_from(shown).unwrap_or(i64::MAX))
+                }
+                Err(e) => failure(e),
+            },
             Command::MGet(keys) => match self.read_many(&keys).await {
                 Ok(v) => Reply::Array(v.into_iter().map(Reply::Bulk).collect()),
                 Err(e) => failure(e),
