@@ -36,6 +36,34 @@ fn redis_cli_round_trips_every_supported_command() {
     assert_eq!(cli(&["TTL", "alpha"]), "-1", "no expiry");
     assert_eq!(cli(&["PTTL", "ttl"]), "-2", "expired reads as missing");
     assert_eq!(cli(&["TTL", "nope"]), "-2");
+    assert_eq!(cli(&["EXPIRE", "alpha", "50"]), "1");
+    let ttl: i64 = cli(&["TTL", "alpha"]).parse().expect("TTL is an integer");
+    assert!((49..=50).contains(&ttl), "TTL after EXPIRE 50: {ttl}");
+    assert_eq!(
+        cli(&["EXPIRE", "alpha", "100", "LT"]),
+        "0",
+        "LT refuses a later expiry"
+    );
+    assert_eq!(
+        cli(&["EXPIRE", "alpha", "100", "NX"]),
+        "0",
+        "NX: it has one"
+    );
+    assert_eq!(cli(&["PERSIST", "alpha"]), "1");
+    assert_eq!(cli(&["TTL", "alpha"]), "-1");
+    assert_eq!(cli(&["PERSIST", "alpha"]), "0");
+    assert_eq!(cli(&["EXPIRE", "nope", "10"]), "0", "no key, no expiry");
+    assert_eq!(cli(&["SET", "gone", "x"]), "OK");
+    assert_eq!(
+        cli(&["PEXPIRE", "gone", "-1"]),
+        "1",
+        "a past instant deletes"
+    );
+    assert_eq!(cli(&["EXISTS", "gone"]), "0");
+    assert_eq!(
+        cli(&["EXPIRE", "alpha", "1", "NX", "XX"]),
+        "ERR NX and XX, GT or LT options at the same time are not compatible"
+    );
     assert_eq!(cli(&["INCR", "n"]), "1");
     assert_eq!(cli(&["INCRBY", "n", "41"]), "42");
     assert_eq!(cli(&["DECR", "n"]), "41");

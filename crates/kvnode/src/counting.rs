@@ -41,6 +41,7 @@ pub(crate) fn for_each_write(op: &KvOp, f: &mut impl FnMut(&[u8], usize)) {
         KvOp::IncrBy { key, .. } => f(key, INCR_VALUE_BYTES),
         KvOp::MSet { pairs } => pairs.iter().for_each(|(k, v)| f(k, v.len())),
         KvOp::Del { keys } => keys.iter().for_each(|k| f(k, 0)),
+        KvOp::Expire { key, .. } | KvOp::Persist { key } => f(key, 0),
         KvOp::Batch { ops } => ops.iter().for_each(|op| for_each_write(op, f)),
         KvOp::Split { .. } => {}
     }

@@ -27,7 +27,7 @@ use tokio::sync::watch;
 pub(crate) use leadership::HandOverRequest;
 pub use leadership::{Leadership, TransferError};
 
-pub use types::{KvOp, KvRequest, KvResponse, RequestId, SessionId, SetCond};
+pub use types::{ExpireCond, KvOp, KvRequest, KvResponse, RequestId, SessionId, SetCond};
 
 use crate::counting::CountFence;
 use crate::routing::split::SharedCatalog;

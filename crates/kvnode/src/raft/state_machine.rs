@@ -468,6 +468,35 @@ impl StateMachine {
                 pending.insert(key.clone(), Some(v));
                 KvResponse::Int(len)
             }
+            KvOp::Expire {
+                key,
+                expire_at_unix_ms,
+                cond,
+            } => {
+                let Some(mut v) = self.read(pending, key, now)? else {
+                    return Ok(KvResponse::Int(0));
+                };
+                let at = (*expire_at_unix_ms).max(1);
+                if !cond.allows(v.expire_at_ms, at) {
+                    return Ok(KvResponse::Int(0));
+                }
+                if at <= now {
+                    // An instant already past deletes the key, as in Redis.
+                    pending.insert(key.clone(), None);
+                } else {
+                    v.expire_at_ms = at;
+                    pending.insert(key.clone(), Some(v));
+                }
+                KvResponse::Int(1)
+            }
+            KvOp::Persist { key } => match self.read(pending, key, now)? {
+                Some(mut v) if v.expire_at_ms != 0 => {
+                    v.expire_at_ms = 0;
+                    pending.insert(key.clone(), Some(v));
+                    KvResponse::Int(1)
+                }
+                _ => KvResponse::Int(0),
+            },
             KvOp::Batch { ops } => {
                 let mut out = Vec::with_capacity(ops.len());
                 for op in ops {
@@ -835,7 +864,7 @@ mod tests {
     use openraft::storage::RaftLogStorage;
 
     use super::*;
-    use crate::raft::types::RequestId;
+    use crate::raft::types::{ExpireCond, RequestId};
     use crate::routing::Layout;
     use crate::store::log_key;
 
@@ -910,6 +939,66 @@ mod tests {
         let after = apply_one(&mut sm, entry(7, req(incr("n"), Some((1, 2))))).await;
         assert_eq!(after, KvResponse::Int(2), "cached across a restart");
         assert_eq!(store.get_value(b"n", 0).expect("get"), Some(b"4".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn expire_follows_its_condition_a_past_instant_deletes_and_persist_clears() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), false).expect("store");
+        let mut sm = open(&store, Sampling::disabled());
+        let expire = |at: u64, cond: ExpireCond| KvOp::Expire {
+            key: b"k".to_vec(),
+            expire_at_unix_ms: at,
+            cond,
+        };
+        let persist = || KvOp::Persist { key: b"k".to_vec() };
+        // The entries' time is 1 000 ms (`req`).
+        let steps: [(KvOp, i64, u64); 8] = [
+            (expire(5_000, ExpireCond::Always), 0, 0), // no key yet
+            (incr("k"), 1, 0),
+            (expire(5_000, ExpireCond::IfSome), 0, 0), // XX: none to replace
+            (expire(5_000, ExpireCond::IfNone), 1, 5_000),
+            (expire(4_000, ExpireCond::Later), 0, 5_000), // GT: not later
+            (expire(6_000, ExpireCond::Later), 1, 6_000),
+            (expire(2_000, ExpireCond::Earlier), 1, 2_000),
+            (persist(), 1, 0),
+        ];
+        for (i, (op, want, expiry)) in steps.into_iter().enumerate() {
+            let r = apply_one(&mut sm, entry(i as u64 + 1, req(op.clone(), None))).await;
+            if i == 1 {
+                assert_eq!(r, KvResponse::Int(1), "INCR creates the key");
+            } else {
+                assert_eq!(r, KvResponse::Int(want), "step {i}: {op:?}");
+            }
+            let now = 1_000;
+            let got = store.get_expiry(b"k", now).expect("read");
+            if i >= 1 {
+                assert_eq!(got, Some(expiry), "step {i}: the stored expiry");
+            }
+        }
+        let again = apply_one(&mut sm, entry(9, req(persist(), None))).await;
+        assert_eq!(again, KvResponse::Int(0), "nothing left to persist");
+        let lt_none = apply_one(
+            &mut sm,
+            entry(10, req(expire(9_000, ExpireCond::Earlier), None)),
+        )
+        .await;
+        assert_eq!(
+            lt_none,
+            KvResponse::Int(1),
+            "LT: no expiry counts as infinite"
+        );
+        let past = apply_one(
+            &mut sm,
+            entry(11, req(expire(500, ExpireCond::Always), None)),
+        )
+        .await;
+        assert_eq!(past, KvResponse::Int(1));
+        assert_eq!(
+            store.get_value(b"k", 0).expect("get"),
+            None,
+            "a past instant deletes"
+        );
     }
 
     #[tokio::test]

@@ -29,6 +29,37 @@ pub enum SetCond {
     IfPresent,
 }
 
+/// Condition of an `EXPIRE` family command (Redis 7's options).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExpireCond {
+    /// Always set the expiry.
+    Always,
+    /// Only if the key has no expiry (`NX`).
+    IfNone,
+    /// Only if the key has an expiry (`XX`).
+    IfSome,
+    /// Only if the new expiry is later than the current one; no expiry counts as infinite
+    /// (`GT`).
+    Later,
+    /// Only if the new expiry is earlier than the current one; no expiry counts as infinite
+    /// (`LT`).
+    Earlier,
+}
+
+impl ExpireCond {
+    /// Whether an expiry at `new` (unix ms) may replace `current` (0 = none).
+    pub fn allows(self, current: u64, new: u64) -> bool {
+        let infinite = |at: u64| if at == 0 { u64::MAX } else { at };
+        match self {
+            ExpireCond::Always => true,
+            ExpireCond::IfNone => current == 0,
+            ExpireCond::IfSome => current != 0,
+            ExpireCond::Later => current != 0 && new > current,
+            ExpireCond::Earlier => new < infinite(current),
+        }
+    }
+}
+
 /// One replicated operation on one group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvOp {
@@ -81,6 +112,22 @@ pub enum KvOp {
         route: u64,
         /// First key of the new right route.
         at: Vec<u8>,
+    },
+    /// `EXPIRE`/`PEXPIRE`/`EXPIREAT`/`PEXPIREAT` of one key: answered `Int(1)` when set (or,
+    /// for an instant already past at apply, when the key was deleted), `Int(0)` when the key
+    /// is missing or `cond` refused. (New variants go last: the log's encoding numbers them.)
+    Expire {
+        /// Key.
+        key: Vec<u8>,
+        /// Absolute expiry (unix ms), at least 1.
+        expire_at_unix_ms: u64,
+        /// NX / XX / GT / LT.
+        cond: ExpireCond,
+    },
+    /// `PERSIST key`: drop the key's expiry; `Int(1)` if it had one, else `Int(0)`.
+    Persist {
+        /// Key.
+        key: Vec<u8>,
     },
 }
 

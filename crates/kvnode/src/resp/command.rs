@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use crate::limits::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
-use crate::raft::SetCond;
+use crate::raft::{ExpireCond, SetCond};
 
 /// A parsed client command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +84,17 @@ pub enum Command {
         /// Answer in milliseconds (`PTTL`) rather than seconds.
         millis: bool,
     },
+    /// `EXPIRE` / `PEXPIRE` / `EXPIREAT` / `PEXPIREAT key t [NX|XX|GT|LT]`.
+    Expire {
+        /// Key.
+        key: Bytes,
+        /// When, in ms: relative to the proposing node's clock or absolute (unix ms).
+        at: ExpireAt,
+        /// NX / XX / GT / LT.
+        cond: ExpireCond,
+    },
+    /// `PERSIST key`.
+    Persist(Bytes),
     /// `MEMORY USAGE key [SAMPLES n]`: the bytes the key takes in the store's encoding (key +
     /// 8-byte expiry header + value), nil for a missing key; `SAMPLES` is accepted and changes
     /// nothing (values are strings).
@@ -100,6 +111,27 @@ pub enum Command {
         /// The password.
         password: Bytes,
     },
+}
+
+/// When an `EXPIRE` family command sets the expiry to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpireAt {
+    /// `EXPIRE` / `PEXPIRE`: this many ms from now (may be ≤ 0: the key is deleted).
+    In(i64),
+    /// `EXPIREAT` / `PEXPIREAT`: this unix time in ms (may be in the past: deleted).
+    At(i64),
+}
+
+impl ExpireAt {
+    /// The absolute unix ms at `now_unix_ms`, at least 1 (an instant in the past, which
+    /// deletes the key on apply).
+    pub fn resolve(self, now_unix_ms: u64) -> u64 {
+        let at = match self {
+            ExpireAt::In(ms) => (now_unix_ms as i64).saturating_add(ms),
+            ExpireAt::At(ms) => ms,
+        };
+        u64::try_from(at).unwrap_or(0).max(1)
+    }
 }
 
 /// The `OBJECT` subcommands this server answers.
@@ -154,6 +186,8 @@ impl Command {
             | Command::Type(k)
             | Command::MemoryUsage(k)
             | Command::Ttl { key: k, .. }
+            | Command::Expire { key: k, .. }
+            | Command::Persist(k)
             | Command::Object(ObjectCmd::Freq(k)) => (vec![k], vec![]),
             Command::Set { key, value, .. } => (vec![key], vec![value]),
             Command::Append(k, v) => (vec![k], vec![v]),
@@ -223,6 +257,11 @@ const KNOWN: &[&str] = &[
     "memory",
     "ttl",
     "pttl",
+    "expire",
+    "pexpire",
+    "expireat",
+    "pexpireat",
+    "persist",
 ];
 
 fn lower(b: &[u8]) -> String {
@@ -325,6 +364,13 @@ pub fn parse(args: Vec<Bytes>) -> Result<Command, String> {
             Command::Hotkeys(super::hotkeys::parse(&rest)?)
         }
         "type" if n == 2 => Command::Type(next()),
+        "expire" | "pexpire" | "expireat" | "pexpireat" if n >= 3 => {
+            let key = next();
+            let t = int(&next())?;
+            let opts: Vec<Bytes> = (3..n).map(|_| next()).collect();
+            parse_expire(&name, key, t, &opts)?
+        }
+        "persist" if n == 2 => Command::Persist(next()),
         "ttl" | "pttl" if n == 2 => Command::Ttl {
             key: next(),
             millis: name == "pttl",
@@ -415,6 +461,44 @@ fn parse_set(key: Bytes, value: Bytes, opts: Vec<Bytes>) -> Result<Command, Stri
         ttl_ms,
         cond,
     })
+}
+
+/// The rest of an `EXPIRE` family command: `t` in the command's unit, then at most one of
+/// `NX`, `XX`, `GT`, `LT` (Redis also allows `XX` with `GT` or `LT`; refused here as a
+/// conflict). A time whose conversion to ms overflows is Redis's "invalid expire time".
+fn parse_expire(name: &str, key: Bytes, t: i64, opts: &[Bytes]) -> Result<Command, String> {
+    let invalid = || format!("ERR invalid expire time in '{name}' command");
+    let ms = if name.starts_with('p') {
+        t
+    } else {
+        t.checked_mul(1000).ok_or_else(invalid)?
+    };
+    let at = if name.ends_with("at") {
+        ExpireAt::At(ms)
+    } else {
+        ExpireAt::In(ms)
+    };
+    let cond = match opts {
+        [] => ExpireCond::Always,
+        [o] => match lower(o).as_str() {
+            "nx" => ExpireCond::IfNone,
+            "xx" => ExpireCond::IfSome,
+            "gt" => ExpireCond::Later,
+            "lt" => ExpireCond::Earlier,
+            _ => {
+                return Err(format!(
+                    "ERR Unsupported option {}",
+                    String::from_utf8_lossy(&o[..o.len().min(128)])
+                ));
+            }
+        },
+        _ => {
+            return Err(
+                "ERR NX and XX, GT or LT options at the same time are not compatible".into(),
+            );
+        }
+    };
+    Ok(Command::Expire { key, at, cond })
 }
 
 fn parse_scan(cursor: Bytes, opts: Vec<Bytes>) -> Result<Command, String> {
@@ -537,6 +621,41 @@ mod tests {
             Err("ERR syntax error".into())
         );
         assert_eq!(parse(args("MEMORY HELP")), Ok(Command::MemoryHelp));
+        assert_eq!(
+            parse(args("EXPIRE k 10 GT")),
+            Ok(Command::Expire {
+                key: "k".into(),
+                at: ExpireAt::In(10_000),
+                cond: ExpireCond::Later
+            })
+        );
+        assert_eq!(
+            parse(args("pexpireat k 123")),
+            Ok(Command::Expire {
+                key: "k".into(),
+                at: ExpireAt::At(123),
+                cond: ExpireCond::Always
+            })
+        );
+        assert_eq!(
+            parse(args(&format!("EXPIRE k {}", i64::MAX))),
+            Err("ERR invalid expire time in 'expire' command".into())
+        );
+        assert_eq!(
+            parse(args("EXPIRE k 1 NX XX")),
+            Err("ERR NX and XX, GT or LT options at the same time are not compatible".into())
+        );
+        assert_eq!(
+            parse(args("EXPIRE k 1 FOO")),
+            Err("ERR Unsupported option FOO".into())
+        );
+        assert_eq!(parse(args("PERSIST k")), Ok(Command::Persist("k".into())));
+        assert_eq!(
+            ExpireAt::In(-5).resolve(3),
+            1,
+            "a past instant stays in the past"
+        );
+        assert_eq!(ExpireAt::In(5).resolve(3), 8);
         assert_eq!(
             parse(args("pttl k")),
             Ok(Command::Ttl {

@@ -290,6 +290,18 @@ impl Dispatcher {
                     Err(e) => failure(e),
                 }
             }
+            Command::Expire { key, at, cond } => {
+                let op = KvOp::Expire {
+                    key: key.to_vec(),
+                    expire_at_unix_ms: at.resolve(now_unix_ms()),
+                    cond,
+                };
+                self.write_one(&key, op).await
+            }
+            Command::Persist(key) => {
+                let op = KvOp::Persist { key: key.to_vec() };
+                self.write_one(&key, op).await
+            }
             Command::Ttl { key, millis } => match self.expiry_of(&key).await {
                 Ok(None) => Reply::Int(-2),
                 Ok(Some(0)) => Reply::Int(-1),
