@@ -158,8 +158,8 @@ pub const HELP: &[&str] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resp::hotkeys::tests::hot;
     use crate::resp::hotkeys::{BoxFuture, ClusterAnswer};
-    use keyviz::hotkeys::{HotKeyEntry, HotKeys};
     use parking_lot::Mutex;
 
     /// A source that answers every query with fixed keys per series and records the queries.
@@ -168,29 +168,6 @@ mod tests {
         writes: Vec<(&'static str, u64)>,
         fail: bool,
         asked: Mutex<Vec<HotKeyQuery>>,
-    }
-
-    fn hot(series: Series, keys: &[(&str, u64)]) -> HotKeys {
-        HotKeys {
-            series,
-            mode: HotKeyMode::Raw,
-            keys: keys
-                .iter()
-                .map(|(k, n)| HotKeyEntry {
-                    key: k.as_bytes().to_vec(),
-                    preview: (*k).to_string(),
-                    estimate: n + 5,
-                    lower: *n,
-                    upper: n + 10,
-                    share: 0.0,
-                    truncated: false,
-                })
-                .collect(),
-            total: keys.iter().map(|(_, n)| n).sum(),
-            floor: 0,
-            sampled: false,
-            warnings: Vec::new(),
-        }
     }
 
     impl HotKeysSource for Fake {
@@ -206,7 +183,7 @@ mod tests {
                     return Err("node 2 did not answer".into());
                 }
                 Ok(ClusterAnswer {
-                    hot: hot(q.series, &keys),
+                    hot: hot(q.series, 0, 0, &keys),
                     expected: 3,
                     responded: 3,
                     failed: Vec::new(),

@@ -721,7 +721,7 @@ impl Hotkeys {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use keyviz::hotkeys::HotKeyEntry;
 
     use super::*;
@@ -732,7 +732,8 @@ mod tests {
             .collect()
     }
 
-    fn hot(series: Series, total: u64, floor: u64, keys: &[(&str, u64)]) -> HotKeys {
+    /// A raw-mode answer listing `keys` with exact bounds (shared with `resp::freq`'s tests).
+    pub(crate) fn hot(series: Series, total: u64, floor: u64, keys: &[(&str, u64)]) -> HotKeys {
         HotKeys {
             series,
             mode: HotKeyMode::Raw,
