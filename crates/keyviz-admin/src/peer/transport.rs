@@ -432,17 +432,20 @@ impl PeerTransport {
             .path_and_query()
             .map_or("/", http::uri::PathAndQuery::as_str)
             .to_string();
+        // Hashing a big body (a 16 MiB Raft entry) would starve the worker's other tasks.
         let signed = signing
             .map(|s| {
-                signing::sign_request(
-                    s.keys,
-                    &method,
-                    &path_and_query,
-                    &body,
-                    s.issuer,
-                    s.audience,
-                    s.now_ms,
-                )
+                super::offload::off_worker(body.len(), || {
+                    signing::sign_request(
+                        s.keys,
+                        &method,
+                        &path_and_query,
+                        &body,
+                        s.issuer,
+                        s.audience,
+                        s.now_ms,
+                    )
+                })
                 .map(|r| (s, r))
             })
             .transpose()
@@ -487,15 +490,17 @@ impl PeerTransport {
             let expected = (s.audience != signing::AUD_IDENTITY).then_some(s.audience);
             let has_mac = parts.headers.contains_key(signing::HDR_RESPONSE_SIGNATURE);
             if status.is_success() || has_mac {
-                let id = signing::verify_response(
-                    s.keys,
-                    &r.nonce,
-                    s.issuer,
-                    expected,
-                    status.as_u16(),
-                    &parts.headers,
-                    &body,
-                )
+                let id = super::offload::off_worker(body.len(), || {
+                    signing::verify_response(
+                        s.keys,
+                        &r.nonce,
+                        s.issuer,
+                        expected,
+                        status.as_u16(),
+                        &parts.headers,
+                        &body,
+                    )
+                })
                 .map_err(TransportError::Unauthenticated)?;
                 responder = Some(id);
             }

@@ -16,7 +16,7 @@ use std::ops::{Bound, RangeBounds};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, LogId, RaftLogReader, StorageError, StorageIOError, Vote};
 
-use super::types::TypeConfig;
+use super::types::{TypeConfig, entries_bytes};
 use crate::store::{Store, StoreError, from_bin, group_prefix, log_key, meta_key, to_bin};
 
 type NodeId = u64;
@@ -112,17 +112,24 @@ impl LogStore {
         if lo.as_slice() >= hi.as_slice() {
             return Ok(Vec::new());
         }
-        let mut out = Vec::new();
+        // The stored values first, then the decode, which copies every value and runs off the
+        // worker when they are big (docs/STORE.md, "Big entries and the other groups"). The
+        // read stays inline: a value's size is known only once it is read, and recent entries
+        // (the ones replication reads) are in fjall's memtable or block cache, shared slices.
+        let mut raw = Vec::new();
         let mut bytes = 0usize;
         for item in self.store.log.range(lo.to_vec()..hi) {
             let v = item.value()?;
-            bytes = bytes.saturating_add(v.len());
-            if max_bytes.is_some_and(|m| bytes > m) && !out.is_empty() {
+            let next = bytes.saturating_add(v.len());
+            if max_bytes.is_some_and(|m| next > m) && !raw.is_empty() {
                 break;
             }
-            out.push(from_bin("log entry", &v)?);
+            bytes = next;
+            raw.push(v);
         }
-        Ok(out)
+        keyviz_admin::peer::off_worker(bytes, || {
+            raw.iter().map(|v| from_bin("log entry", v)).collect()
+        })
     }
 
     fn last_entry(&self) -> Result<Option<Entry<TypeConfig>>, StoreError> {
@@ -240,17 +247,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let mut batch = self.store.batch();
-        for entry in entries {
-            let raw = to_bin("log entry", &entry).map_err(write_err)?;
-            batch.insert(
-                &self.store.log,
-                log_key(self.group, entry.log_id.index).to_vec(),
-                raw,
-            );
-        }
-        if let Err(e) = batch.commit() {
-            let e = StoreError::from(e);
+        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+        // Encoding and writing a big entry (journal write, memtable insert) takes long enough
+        // to starve the other groups' timers on this worker.
+        let committed = keyviz_admin::peer::off_worker(entries_bytes(&entries), || {
+            let mut batch = self.store.batch();
+            for entry in &entries {
+                let raw = to_bin("log entry", entry)?;
+                batch.insert(
+                    &self.store.log,
+                    log_key(self.group, entry.log_id.index).to_vec(),
+                    raw,
+                );
+            }
+            batch.commit().map_err(StoreError::from)
+        });
+        if let Err(e) = committed {
             callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
             return Err(write_err(e));
         }
