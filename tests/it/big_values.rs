@@ -1,5 +1,7 @@
 //! Values at the 16 MiB limit replicate: a pipeline of them succeeds, every replica stores
-//! them byte for byte, leadership does not move, and a small client meanwhile only waits.
+//! them byte for byte, leadership does not move, and a small client meanwhile only waits —
+//! also when every node has a single tokio worker, so a big entry's work that ran on it
+//! would starve every other group's heartbeats and election timers.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -10,6 +12,8 @@ use crate::util::{Cluster, Opts, Reply, Resp};
 
 const VALUE_BYTES: usize = 16 * 1024 * 1024;
 const VALUES: usize = 20;
+/// 16 MiB SETs of the single-worker test: enough to touch every group twice over.
+const SINGLE_WORKER_SETS: usize = 7;
 
 /// Pseudo-random bytes (xorshift seeded by `seed`) with a run of 0xC8, the byte whose JSON
 /// form (`200,`) used to quadruple an entry past the transport cap.
@@ -45,6 +49,27 @@ fn applied(c: &Cluster, i: usize) -> Vec<u64> {
         .filter(|l| l.starts_with("group_"))
         .filter_map(|l| l.trim_end().rsplit_once("applied=")?.1.parse().ok())
         .collect()
+}
+
+/// Polls until every node has applied the same index in each of the `groups` groups (the
+/// slower follower is not needed for a write's quorum and may still be applying); panics
+/// after two minutes without convergence.
+fn wait_replicas_converged(c: &Cluster, groups: u64) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let applied: Vec<Vec<u64>> = (0..c.nodes.len()).map(|i| applied(c, i)).collect();
+        if applied
+            .iter()
+            .all(|a| a.len() == groups as usize && *a == applied[0])
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas did not converge: {applied:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn set_command(key: &str, value: &[u8]) -> Vec<u8> {
@@ -125,21 +150,7 @@ fn twenty_pipelined_16_mib_sets_replicate_without_a_leader_change() {
 
     // Every replica has applied as far as the leader before anything is read (the slower
     // follower is not needed for the writes' quorum and may still be applying).
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let applied: Vec<Vec<u64>> = (0..c.nodes.len()).map(|i| applied(&c, i)).collect();
-        if applied
-            .iter()
-            .all(|a| a.len() == groups as usize && *a == applied[0])
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "replicas did not converge: {applied:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_replicas_converged(&c, groups);
 
     // Follower reads: each node answers from its own replica (after catching up to the
     // leader's read index), so equality here means every replica stores the bytes.
@@ -171,5 +182,52 @@ fn twenty_pipelined_16_mib_sets_replicate_without_a_leader_change() {
         after,
         "leaders and terms moved while writing (writes took {write_time:?}); node 1 log:\n{}",
         c.log(0)
+    );
+}
+
+#[test]
+fn big_sets_on_single_worker_runtimes_move_no_leader() {
+    // Three groups per node on one tokio worker each: any big entry's encode, append, sign,
+    // verify, decode or apply that runs on the worker stops the other groups' heartbeats
+    // (200 ms) for longer than their election timeout (800 ms) on a debug build.
+    let groups = 3;
+    let c = Cluster::start(Opts {
+        groups,
+        env: &[("TOKIO_WORKER_THREADS", "1")],
+        ..Opts::default()
+    });
+    let leaders = |c: &Cluster| -> Vec<_> {
+        (0..c.nodes.len())
+            .map(|i| c.leaders_and_terms(i, groups))
+            .collect()
+    };
+    let before = leaders(&c);
+    assert!(
+        before.iter().flatten().all(Option::is_some),
+        "every node knows every group's leader and term: {before:?}"
+    );
+
+    // One SET at a time, each on the next group's routes, each answered before the next.
+    let mut conn = Resp::connect(c.nodes[0].resp).expect("connect");
+    for i in 0..SINGLE_WORKER_SETS {
+        let v = value(100 + i as u64);
+        conn.writer()
+            .write_all(&set_command(&key(i), &v))
+            .expect("send SET");
+        conn.writer().flush().expect("flush");
+        let r = conn.read_slow(Duration::from_secs(120)).expect("SET reply");
+        assert_eq!(r, Reply::Simple("OK".into()), "SET {} ({i})", key(i));
+    }
+    wait_replicas_converged(&c, groups);
+
+    let after = leaders(&c);
+    assert_eq!(
+        before,
+        after,
+        "leaders and terms moved during {SINGLE_WORKER_SETS} 16 MiB SETs on single-worker \
+         nodes; node 1 log:\n{}\nnode 2 log:\n{}\nnode 3 log:\n{}",
+        c.log(0),
+        c.log(1),
+        c.log(2)
     );
 }
