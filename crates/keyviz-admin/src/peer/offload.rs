@@ -31,16 +31,20 @@ pub const OFF_WORKER_BYTES: usize = 256 * 1024;
 /// that called it — until `f` returns; never an executor's other tasks on a multi-thread
 /// runtime. Takes no lock itself (`f` may). `f` must not block on the runtime it was called
 /// from (no `Handle::block_on`). A panic in `f` propagates to the caller.
+#[track_caller]
 pub fn off_worker<R>(bytes: usize, f: impl FnOnce() -> R) -> R {
     if bytes < OFF_WORKER_BYTES || !on_multi_thread_runtime() {
         return f();
     }
+    // The call site, for the trace event below (which site's work took how long).
+    let site = std::panic::Location::caller();
     tokio::task::block_in_place(|| {
         let started = Instant::now();
         let r = f();
         tracing::trace!(
             bytes,
             elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            %site,
             "big body worked on off the tokio workers"
         );
         r
