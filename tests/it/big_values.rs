@@ -209,11 +209,20 @@ fn big_sets_on_one_group_move_no_other_groups_leader_on_single_worker_runtimes()
             .map(|i| c.leaders_and_terms(i, groups))
             .collect()
     };
-    let before = leaders(&c);
-    assert!(
-        before.iter().flatten().all(Option::is_some),
-        "every node knows every group's leader and term: {before:?}"
-    );
+    // Start from leaders every node agrees on (a node may report the one before a balancing
+    // hand-over for a moment).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let before = loop {
+        let l = leaders(&c);
+        if l.iter().flatten().all(Option::is_some) && l.iter().all(|n| *n == l[0]) {
+            break l;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the nodes do not agree on the groups' leaders and terms: {l:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
 
     // On every node at once, a client SETs one big value at a time (each answered before
     // the next): each node appends, replicates and applies several big entries at once.

@@ -123,7 +123,8 @@ impl PeerGuard {
 /// required); a signed request is read (at most `request_cap` bytes, 413 beyond), verified
 /// (401 `peer_unauthenticated` on any failure, 503 when the replay cache is full), run with
 /// its [`VerifiedRequest`] extension, and its whole answer is buffered and signed. Takes the
-/// replay cache's mutex briefly; never across an await.
+/// replay cache's mutex briefly; never across an await. Verifying a big request and signing a
+/// big answer run off the tokio worker ([`super::offload::off_worker`]).
 pub async fn guard(State(g): State<Arc<PeerGuard>>, req: Request, next: Next) -> Response {
     if !signing::is_signed(req.headers()) {
         if g.required {

@@ -375,6 +375,8 @@ impl PeerTransport {
     /// `responder: None`, for the caller to report but never to trust. The answer body is
     /// read through `Limited` and refused once it passes `cap` (a `Content-Length` above
     /// the cap is refused before reading), so memory stays below `cap` plus one frame.
+    /// Signing a big request and verifying a big answer (SHA-256 of the body) run off the
+    /// tokio worker ([`super::offload::off_worker`]), blocking only the calling thread.
     ///
     /// # Errors
     /// [`TransportError`] for bad URLs, signing, connection failures, the deadline, the cap

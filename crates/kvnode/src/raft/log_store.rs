@@ -26,6 +26,12 @@ type NodeId = u64;
 /// or a LAN in well under the 250 ms heartbeat that openraft 0.9 uses as the RPC deadline.
 pub(crate) const MAX_APPEND_BYTES: usize = 8 * 1024 * 1024;
 
+/// The weight given to [`keyviz_admin::peer::off_worker`] for a small Raft metadata write
+/// (vote, committed id): fjall writes every batch into one journal under one mutex, so a
+/// small write waits while a big entry's batch is written (in a debug build on a loaded
+/// machine, up to a second or more) and must not wait on a tokio worker.
+const WAITS_FOR_THE_JOURNAL: usize = keyviz_admin::peer::OFF_WORKER_BYTES;
+
 /// The log of one group; clones share the same storage.
 #[derive(Clone)]
 pub(crate) struct LogStore {
@@ -76,10 +82,13 @@ impl LogStore {
     }
 
     fn put_meta<T: serde::Serialize>(&self, name: &'static str, v: &T) -> Result<(), StoreError> {
-        self.store
-            .meta
-            .insert(meta_key(self.group, name), to_bin(name, v)?)?;
-        self.store.sync()
+        let raw = to_bin(name, v)?;
+        // Small, but it waits for fjall's journal, which a big entry's write holds meanwhile,
+        // and then for the fsync.
+        keyviz_admin::peer::off_worker(WAITS_FOR_THE_JOURNAL, || {
+            self.store.meta.insert(meta_key(self.group, name), raw)?;
+            self.store.sync()
+        })
     }
 
     fn bounds(&self, range: &impl RangeBounds<u64>) -> (u64, Option<u64>) {
@@ -224,10 +233,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     ) -> Result<(), StorageError<NodeId>> {
         // Not fsync'd on its own: losing it only means re-applying from the last applied id.
         let raw = to_bin("committed", &committed).map_err(write_err)?;
-        self.store
-            .meta
-            .insert(meta_key(self.group, "committed"), raw)
-            .map_err(|e| write_err(e.into()))?;
+        // Small, but it waits for fjall's journal, which a big entry's write (of this group's
+        // state machine, or another group) may hold for a long time on a loaded machine.
+        keyviz_admin::peer::off_worker(WAITS_FOR_THE_JOURNAL, || {
+            self.store
+                .meta
+                .insert(meta_key(self.group, "committed"), raw)
+        })
+        .map_err(|e| write_err(e.into()))?;
         Ok(())
     }
 
