@@ -52,6 +52,26 @@ fn applied(c: &Cluster, i: usize) -> Vec<u64> {
         .collect()
 }
 
+/// Every node's `(leader, term)` of each of the `groups` groups, once every node knows them
+/// and all agree (a node may report the leader before a balancing hand-over for a moment);
+/// polls, and panics after 30 s without agreement.
+fn agreed_leaders(c: &Cluster, groups: u64) -> Vec<Vec<Option<(u64, u64)>>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let l: Vec<_> = (0..c.nodes.len())
+            .map(|i| c.leaders_and_terms(i, groups))
+            .collect();
+        if l.iter().flatten().all(Option::is_some) && l.iter().all(|n| *n == l[0]) {
+            return l;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the nodes do not agree on the groups' leaders and terms: {l:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Polls until every node has applied the same index in each of the `groups` groups (the
 /// slower follower is not needed for a write's quorum and may still be applying); panics
 /// after two minutes without convergence.
@@ -92,13 +112,7 @@ fn twenty_pipelined_16_mib_sets_replicate_without_a_leader_change() {
         follower_reads: true,
         ..Opts::default()
     });
-    let before: Vec<_> = (0..c.nodes.len())
-        .map(|i| c.leaders_and_terms(i, groups))
-        .collect();
-    assert!(
-        before.iter().flatten().all(Option::is_some),
-        "every node knows every group's leader and term: {before:?}"
-    );
+    let before = agreed_leaders(&c, groups);
 
     // A small client on another node keeps writing meanwhile; it may only see latency.
     let stop = Arc::new(AtomicBool::new(false));
@@ -209,20 +223,7 @@ fn big_sets_on_one_group_move_no_other_groups_leader_on_single_worker_runtimes()
             .map(|i| c.leaders_and_terms(i, groups))
             .collect()
     };
-    // Start from leaders every node agrees on (a node may report the one before a balancing
-    // hand-over for a moment).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let before = loop {
-        let l = leaders(&c);
-        if l.iter().flatten().all(Option::is_some) && l.iter().all(|n| *n == l[0]) {
-            break l;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the nodes do not agree on the groups' leaders and terms: {l:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let before = agreed_leaders(&c, groups);
 
     // On every node at once, a client SETs one big value at a time (each answered before
     // the next): each node appends, replicates and applies several big entries at once.

@@ -575,7 +575,7 @@ impl StateMachine {
     fn apply_now(
         &mut self,
         entries: Vec<Entry<TypeConfig>>,
-    ) -> Result<Vec<KvResponse>, StorageError<NodeId>> {
+    ) -> Result<Vec<KvResponse>, StoreError> {
         let mut pending = BTreeMap::new();
         let mut dups = Vec::new();
         let mut done = Vec::new();
@@ -591,7 +591,7 @@ impl StateMachine {
             if is_split {
                 // Earlier entries of this batch must be on disk before the split's applied id,
                 // and observed under the routes they were applied with.
-                self.commit(&mut pending, &mut dups).map_err(sm_err)?;
+                self.commit(&mut pending, &mut dups)?;
                 self.observe(&mut done);
             }
             self.applied.last_applied = Some(entry.log_id);
@@ -605,9 +605,7 @@ impl StateMachine {
                 EntryPayload::Normal(req) => {
                     self.sessions.expire(req.now_unix_ms);
                     match &req.op {
-                        KvOp::Split { route, at } => {
-                            self.apply_split(entry.log_id, *route, at).map_err(sm_err)?
-                        }
+                        KvOp::Split { route, at } => self.apply_split(entry.log_id, *route, at)?,
                         _ => match req.request.map(|id| (id, self.sessions.check(&id))) {
                             Some((_, Check::Duplicate(cached))) => {
                                 dups.push(entry.log_id.index);
@@ -620,9 +618,7 @@ impl StateMachine {
                                 )
                             }
                             fresh => {
-                                let resp = self
-                                    .apply_op(&mut pending, req.now_unix_ms, &req.op)
-                                    .map_err(sm_err)?;
+                                let resp = self.apply_op(&mut pending, req.now_unix_ms, &req.op)?;
                                 if let Some((id, _)) = fresh {
                                     self.sessions.record(id, req.now_unix_ms, resp.clone());
                                 }
@@ -639,7 +635,7 @@ impl StateMachine {
             };
             out.push(resp);
         }
-        self.commit(&mut pending, &mut dups).map_err(sm_err)?;
+        self.commit(&mut pending, &mut dups)?;
         self.observe(&mut done);
         Ok(out)
     }
@@ -726,7 +722,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Copying, encoding and writing big values takes long enough to starve the other
         // groups' timers on this worker (docs/STORE.md, "Big entries and the other groups").
         let bytes = entries_bytes(&entries);
-        keyviz_admin::peer::off_worker(bytes, || self.apply_now(entries))
+        keyviz_admin::peer::off_worker(bytes, || self.apply_now(entries)).map_err(sm_err)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
