@@ -51,6 +51,7 @@ pub struct NodeProc {
     pub admin: u16,
     args: Vec<String>,
     nofile: Option<u64>,
+    env: &'static [(&'static str, &'static str)],
     child: Option<Child>,
     log: PathBuf,
     /// True between [`NodeProc::freeze`] and [`NodeProc::thaw`].
@@ -86,6 +87,9 @@ pub struct Opts {
     pub nofile: Option<u64>,
     /// More flags for node `id` alone (certificates, per-node ports).
     pub node_args: Option<Box<dyn Fn(u64) -> Vec<String>>>,
+    /// More environment variables of every node process (`TOKIO_WORKER_THREADS`, ...); also
+    /// on restarts.
+    pub env: &'static [(&'static str, &'static str)],
 }
 
 impl Default for Opts {
@@ -102,6 +106,7 @@ impl Default for Opts {
             extra_args: &[],
             nofile: None,
             node_args: None,
+            env: &[],
         }
     }
 }
@@ -129,6 +134,7 @@ impl NodeProc {
             .env("KEYVIZ_ADMIN_USER", ADMIN_USER)
             .env("KEYVIZ_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("KEYVIZ_LOG", "warn,openraft=off")
+            .envs(self.env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
@@ -244,6 +250,7 @@ impl Cluster {
                 admin,
                 args,
                 nofile: opts.nofile,
+                env: opts.env,
                 child: None,
                 log,
                 frozen: false,

@@ -57,6 +57,32 @@ pub enum GroupCommand {
     ReadExpiry(Vec<Vec<u8>>),
 }
 
+impl GroupCommand {
+    /// Key and value bytes the command carries ([`KvOp::payload_bytes`], or the keys of a
+    /// read): what encoding it costs grows with. Pure.
+    #[must_use]
+    pub fn payload_bytes(&self) -> usize {
+        match self {
+            GroupCommand::Write(op) | GroupCommand::WriteOnce { op, .. } => op.payload_bytes(),
+            GroupCommand::Read(keys) => keys.iter().map(Vec::len).fold(0, usize::saturating_add),
+        }
+    }
+}
+
+impl GroupReply {
+    /// Value bytes the reply carries (a read's values; 0 for a write's answer). Pure.
+    #[must_use]
+    pub fn payload_bytes(&self) -> usize {
+        match self {
+            GroupReply::Write(_) => 0,
+            GroupReply::Read(values) => values
+                .iter()
+                .map(|v| v.as_ref().map_or(0, Vec::len))
+                .fold(0, usize::saturating_add),
+        }
+    }
+}
+
 /// The answer to a [`GroupCommand`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GroupReply {
@@ -427,10 +453,11 @@ impl Dispatcher {
             }));
         };
         self.client
-            .call(
+            .call_weighed(
                 &peer.raft,
                 &format!("/kv/{g}/exec"),
                 cmd,
+                cmd.payload_bytes(),
                 self.forward_timeout,
             )
             .await

@@ -32,7 +32,7 @@ use crate::store::{from_bin, to_bin};
 use crate::transport::{CONTENT_TYPE, MAX_BODY_BYTES, NODE_HEADER, deadline_for};
 use keyviz_admin::peer::{GuardConfig, PeerGuard, PeerKeys};
 
-/// A postcard request body (extractor) or answer (response). A body that does not decode is
+/// A postcard request body (extractor) or small answer (response). A body that does not decode is
 /// refused with 400; one over [`MAX_BODY_BYTES`] with 413.
 pub(crate) struct Bin<T>(pub(crate) T);
 
@@ -43,7 +43,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Bin<T> {
         let bytes = bytes::Bytes::from_request(req, state)
             .await
             .map_err(IntoResponse::into_response)?;
-        from_bin("internal request", &bytes)
+        // A big body (an AppendEntries with a big entry, a forwarded big write) is decoded
+        // off the worker: it would starve the other groups' timers.
+        keyviz_admin::peer::off_worker(bytes.len(), || from_bin("internal request", &bytes))
             .map(Bin)
             .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()).into_response())
     }
@@ -51,10 +53,25 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Bin<T> {
 
 impl<T: Serialize> IntoResponse for Bin<T> {
     fn into_response(self) -> Response {
-        match to_bin("internal answer", &self.0) {
-            Ok(raw) => ([(http::header::CONTENT_TYPE, CONTENT_TYPE)], raw).into_response(),
-            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-        }
+        answer(&self.0, 0)
+    }
+}
+
+/// A postcard answer carrying about `.1` bytes of values: encoded off the worker when big
+/// ([`keyviz_admin::peer::off_worker`]); otherwise as [`Bin`].
+pub(crate) struct WeighedBin<T>(pub(crate) T, pub(crate) usize);
+
+impl<T: Serialize> IntoResponse for WeighedBin<T> {
+    fn into_response(self) -> Response {
+        answer(&self.0, self.1)
+    }
+}
+
+/// Encodes `v` (about `weight` bytes of values) as a postcard answer; 500 if it cannot be.
+fn answer<T: Serialize>(v: &T, weight: usize) -> Response {
+    match keyviz_admin::peer::off_worker(weight, || to_bin("internal answer", v)) {
+        Ok(raw) => ([(http::header::CONTENT_TYPE, CONTENT_TYPE)], raw).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 
@@ -383,12 +400,14 @@ async fn exec(
     State(ctx): State<Ctx>,
     Path(group): Path<u64>,
     Bin(cmd): Bin<GroupCommand>,
-) -> Bin<Result<GroupReply, GroupError>> {
-    Bin(ctx
+) -> WeighedBin<Result<GroupReply, GroupError>> {
+    let answer = ctx
         .dispatcher
         .execute_as_leader(group, &cmd)
         .await
-        .map_err(to_wire))
+        .map_err(to_wire);
+    let weight = answer.as_ref().map_or(0, GroupReply::payload_bytes);
+    WeighedBin(answer, weight)
 }
 
 async fn read_index(

@@ -186,10 +186,13 @@ impl PeerClient {
         }
     }
 
-    /// POSTs `body` (postcard) to `{addr}{path}` and decodes the postcard answer.
+    /// POSTs `body` (postcard) to `{addr}{path}` and decodes the postcard answer; for small
+    /// bodies (encoded on the calling worker). A body that may be big goes through
+    /// [`PeerClient::call_weighed`].
     ///
     /// The deadline is `timeout` extended by the request's size ([`deadline_for`]); it covers
-    /// connecting, sending and reading the whole answer. Blocks on nothing but the network.
+    /// connecting, sending and reading the whole answer. Blocks on nothing but the network
+    /// (and, for a big answer, the thread while it is verified and decoded off the worker).
     pub(crate) async fn call<Q: Serialize, R: DeserializeOwned>(
         &self,
         addr: &str,
@@ -197,7 +200,23 @@ impl PeerClient {
         body: &Q,
         timeout: Duration,
     ) -> Result<R, TransportError> {
-        let payload = to_bin("internal request", body).map_err(|e| TransportError::Body {
+        self.call_weighed(addr, path, body, 0, timeout).await
+    }
+
+    /// As [`PeerClient::call`] for a body carrying about `weight` bytes of keys and values
+    /// (a forwarded write, a snapshot chunk): at [`keyviz_admin::peer::OFF_WORKER_BYTES`] or
+    /// more it is encoded off the tokio worker ([`keyviz_admin::peer::off_worker`]), blocking
+    /// only the calling thread meanwhile.
+    pub(crate) async fn call_weighed<Q: Serialize, R: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: &Q,
+        weight: usize,
+        timeout: Duration,
+    ) -> Result<R, TransportError> {
+        let payload = keyviz_admin::peer::off_worker(weight, || to_bin("internal request", body))
+            .map_err(|e| TransportError::Body {
             addr: addr.to_string(),
             detail: e.to_string(),
         })?;
@@ -207,6 +226,8 @@ impl PeerClient {
     }
 
     /// As [`PeerClient::call`] with a body already encoded and a deadline already computed.
+    /// Signing a big body, and verifying and decoding a big answer, run off the worker
+    /// ([`keyviz_admin::peer::off_worker`]).
     pub(crate) async fn call_raw<R: DeserializeOwned>(
         &self,
         addr: &str,
@@ -282,7 +303,9 @@ impl PeerClient {
                 body: resp.body_prefix(),
             });
         }
-        from_bin("internal answer", &resp.body).map_err(|e| body_err(e.to_string()))
+        // A big answer (a forwarded read of a big value) is decoded off the worker.
+        keyviz_admin::peer::off_worker(resp.body.len(), || from_bin("internal answer", &resp.body))
+            .map_err(|e| body_err(e.to_string()))
     }
 }
 

@@ -123,7 +123,8 @@ impl PeerGuard {
 /// required); a signed request is read (at most `request_cap` bytes, 413 beyond), verified
 /// (401 `peer_unauthenticated` on any failure, 503 when the replay cache is full), run with
 /// its [`VerifiedRequest`] extension, and its whole answer is buffered and signed. Takes the
-/// replay cache's mutex briefly; never across an await.
+/// replay cache's mutex briefly; never across an await. Verifying a big request and signing a
+/// big answer run off the tokio worker ([`super::offload::off_worker`]).
 pub async fn guard(State(g): State<Arc<PeerGuard>>, req: Request, next: Next) -> Response {
     if !signing::is_signed(req.headers()) {
         if g.required {
@@ -168,16 +169,19 @@ pub async fn guard(State(g): State<Arc<PeerGuard>>, req: Request, next: Next) ->
             })),
         max_skew_ms: g.max_skew_ms,
     };
-    let verified = match signing::verify_request(
-        &g.keys,
-        &parts.method,
-        &path_and_query,
-        &parts.headers,
-        &body,
-        &accept,
-        (g.now_ms)(),
-        &g.replay,
-    ) {
+    // Hashing a big body takes long enough to starve the worker's other tasks.
+    let verified = match super::offload::off_worker(body.len(), || {
+        signing::verify_request(
+            &g.keys,
+            &parts.method,
+            &path_and_query,
+            &parts.headers,
+            &body,
+            &accept,
+            (g.now_ms)(),
+            &g.replay,
+        )
+    }) {
         Ok(v) => v,
         Err(signing::SignatureError::ReplayCacheFull) => {
             tracing::warn!("peer replay cache full; refusing signed request");
@@ -251,7 +255,10 @@ async fn sign_answer(g: &PeerGuard, req: &VerifiedRequest, resp: Response) -> Re
                 .into_response();
         }
     };
-    match signing::sign_response(&g.keys, req, &g.self_id, parts.status.as_u16(), &body) {
+    let signed = super::offload::off_worker(body.len(), || {
+        signing::sign_response(&g.keys, req, &g.self_id, parts.status.as_u16(), &body)
+    });
+    match signed {
         Ok(headers) => {
             for (name, value) in headers {
                 parts.headers.insert(name, value);

@@ -375,6 +375,8 @@ impl PeerTransport {
     /// `responder: None`, for the caller to report but never to trust. The answer body is
     /// read through `Limited` and refused once it passes `cap` (a `Content-Length` above
     /// the cap is refused before reading), so memory stays below `cap` plus one frame.
+    /// Signing a big request and verifying a big answer (SHA-256 of the body) run off the
+    /// tokio worker ([`super::offload::off_worker`]), blocking only the calling thread.
     ///
     /// # Errors
     /// [`TransportError`] for bad URLs, signing, connection failures, the deadline, the cap
@@ -432,17 +434,20 @@ impl PeerTransport {
             .path_and_query()
             .map_or("/", http::uri::PathAndQuery::as_str)
             .to_string();
+        // Hashing a big body (a 16 MiB Raft entry) would starve the worker's other tasks.
         let signed = signing
             .map(|s| {
-                signing::sign_request(
-                    s.keys,
-                    &method,
-                    &path_and_query,
-                    &body,
-                    s.issuer,
-                    s.audience,
-                    s.now_ms,
-                )
+                super::offload::off_worker(body.len(), || {
+                    signing::sign_request(
+                        s.keys,
+                        &method,
+                        &path_and_query,
+                        &body,
+                        s.issuer,
+                        s.audience,
+                        s.now_ms,
+                    )
+                })
                 .map(|r| (s, r))
             })
             .transpose()
@@ -487,15 +492,17 @@ impl PeerTransport {
             let expected = (s.audience != signing::AUD_IDENTITY).then_some(s.audience);
             let has_mac = parts.headers.contains_key(signing::HDR_RESPONSE_SIGNATURE);
             if status.is_success() || has_mac {
-                let id = signing::verify_response(
-                    s.keys,
-                    &r.nonce,
-                    s.issuer,
-                    expected,
-                    status.as_u16(),
-                    &parts.headers,
-                    &body,
-                )
+                let id = super::offload::off_worker(body.len(), || {
+                    signing::verify_response(
+                        s.keys,
+                        &r.nonce,
+                        s.issuer,
+                        expected,
+                        status.as_u16(),
+                        &parts.headers,
+                        &body,
+                    )
+                })
                 .map_err(TransportError::Unauthenticated)?;
                 responder = Some(id);
             }

@@ -16,7 +16,7 @@ use std::ops::{Bound, RangeBounds};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, LogId, RaftLogReader, StorageError, StorageIOError, Vote};
 
-use super::types::TypeConfig;
+use super::types::{TypeConfig, entries_bytes};
 use crate::store::{Store, StoreError, from_bin, group_prefix, log_key, meta_key, to_bin};
 
 type NodeId = u64;
@@ -25,6 +25,12 @@ type NodeId = u64;
 /// alone is bigger (an entry is never split: it then travels alone). 8 MiB crosses loopback
 /// or a LAN in well under the 250 ms heartbeat that openraft 0.9 uses as the RPC deadline.
 pub(crate) const MAX_APPEND_BYTES: usize = 8 * 1024 * 1024;
+
+/// The weight given to [`keyviz_admin::peer::off_worker`] for a small Raft metadata write
+/// (vote, committed id): fjall writes every batch into one journal under one mutex, so a
+/// small write waits while a big entry's batch is written (in a debug build on a loaded
+/// machine, up to a second or more) and must not wait on a tokio worker.
+const WAITS_FOR_THE_JOURNAL: usize = keyviz_admin::peer::OFF_WORKER_BYTES;
 
 /// The log of one group; clones share the same storage.
 #[derive(Clone)]
@@ -76,10 +82,13 @@ impl LogStore {
     }
 
     fn put_meta<T: serde::Serialize>(&self, name: &'static str, v: &T) -> Result<(), StoreError> {
-        self.store
-            .meta
-            .insert(meta_key(self.group, name), to_bin(name, v)?)?;
-        self.store.sync()
+        let raw = to_bin(name, v)?;
+        // Small, but it waits for fjall's journal, which a big entry's write holds meanwhile,
+        // and then for the fsync.
+        keyviz_admin::peer::off_worker(WAITS_FOR_THE_JOURNAL, || {
+            self.store.meta.insert(meta_key(self.group, name), raw)?;
+            self.store.sync()
+        })
     }
 
     fn bounds(&self, range: &impl RangeBounds<u64>) -> (u64, Option<u64>) {
@@ -112,17 +121,24 @@ impl LogStore {
         if lo.as_slice() >= hi.as_slice() {
             return Ok(Vec::new());
         }
-        let mut out = Vec::new();
+        // The stored values first, then the decode, which copies every value and runs off the
+        // worker when they are big (docs/STORE.md, "Big entries and the other groups"). The
+        // read stays inline: a value's size is known only once it is read, and recent entries
+        // (the ones replication reads) are in fjall's memtable or block cache, shared slices.
+        let mut raw = Vec::new();
         let mut bytes = 0usize;
         for item in self.store.log.range(lo.to_vec()..hi) {
             let v = item.value()?;
-            bytes = bytes.saturating_add(v.len());
-            if max_bytes.is_some_and(|m| bytes > m) && !out.is_empty() {
+            let next = bytes.saturating_add(v.len());
+            if max_bytes.is_some_and(|m| next > m) && !raw.is_empty() {
                 break;
             }
-            out.push(from_bin("log entry", &v)?);
+            bytes = next;
+            raw.push(v);
         }
-        Ok(out)
+        keyviz_admin::peer::off_worker(bytes, || {
+            raw.iter().map(|v| from_bin("log entry", v)).collect()
+        })
     }
 
     fn last_entry(&self) -> Result<Option<Entry<TypeConfig>>, StoreError> {
@@ -217,10 +233,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     ) -> Result<(), StorageError<NodeId>> {
         // Not fsync'd on its own: losing it only means re-applying from the last applied id.
         let raw = to_bin("committed", &committed).map_err(write_err)?;
-        self.store
-            .meta
-            .insert(meta_key(self.group, "committed"), raw)
-            .map_err(|e| write_err(e.into()))?;
+        // Small, but it waits for fjall's journal, which a big entry's write (of this group's
+        // state machine, or another group) may hold for a long time on a loaded machine.
+        keyviz_admin::peer::off_worker(WAITS_FOR_THE_JOURNAL, || {
+            self.store
+                .meta
+                .insert(meta_key(self.group, "committed"), raw)
+        })
+        .map_err(|e| write_err(e.into()))?;
         Ok(())
     }
 
@@ -240,17 +260,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let mut batch = self.store.batch();
-        for entry in entries {
-            let raw = to_bin("log entry", &entry).map_err(write_err)?;
-            batch.insert(
-                &self.store.log,
-                log_key(self.group, entry.log_id.index).to_vec(),
-                raw,
-            );
-        }
-        if let Err(e) = batch.commit() {
-            let e = StoreError::from(e);
+        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+        // Encoding and writing a big entry (journal write, memtable insert) takes long enough
+        // to starve the other groups' timers on this worker.
+        let committed = keyviz_admin::peer::off_worker(entries_bytes(&entries), || {
+            let mut batch = self.store.batch();
+            for entry in &entries {
+                let raw = to_bin("log entry", entry)?;
+                batch.insert(
+                    &self.store.log,
+                    log_key(self.group, entry.log_id.index).to_vec(),
+                    raw,
+                );
+            }
+            batch.commit().map_err(StoreError::from)
+        });
+        if let Err(e) = committed {
             callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
             return Err(write_err(e));
         }

@@ -34,7 +34,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 
-use super::types::TypeConfig;
+use super::types::{TypeConfig, entries_bytes};
 use crate::store::to_bin;
 use crate::transport::{PeerClient, TransportError, deadline_for};
 
@@ -143,10 +143,13 @@ impl GroupNetwork {
         format!("/raft/{}/{kind}", self.group)
     }
 
+    /// One RPC whose body carries about `weight` bytes of entries or snapshot data (encoded
+    /// off the worker when big, [`PeerClient::call_weighed`]).
     async fn rpc<Q, R, E>(
         &self,
         kind: &str,
         req: &Q,
+        weight: usize,
         ttl: Duration,
     ) -> Result<R, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
     where
@@ -156,7 +159,7 @@ impl GroupNetwork {
     {
         let answer: Result<R, RaftError<NodeId, E>> = self
             .client
-            .call(&self.addr, &self.path(kind), req, ttl)
+            .call_weighed(&self.addr, &self.path(kind), req, weight, ttl)
             .await
             .map_err(|e| {
                 if matches!(e, TransportError::Timeout(_)) {
@@ -185,8 +188,11 @@ impl GroupNetwork {
                 // openraft moved on (new vote or another range): the old answer is moot.
                 old.task.abort();
             }
-            let payload = to_bin("append entries", &rpc)
-                .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            // Encoding a big entry takes long enough to starve the other groups' timers.
+            let payload = keyviz_admin::peer::off_worker(entries_bytes(&rpc.entries), || {
+                to_bin("append entries", &rpc)
+            })
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
             let bytes = payload.len();
             let deadline = deadline_for(APPEND_BASE_DEADLINE.max(ttl), bytes);
             let client = self.client.clone();
@@ -251,7 +257,7 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         if rpc.entries.is_empty() {
             // A heartbeat: small, never waits behind a big transfer in flight.
-            return self.rpc("append", &rpc, option.hard_ttl()).await;
+            return self.rpc("append", &rpc, 0, option.hard_ttl()).await;
         }
         self.append_with_entries(rpc, option.hard_ttl()).await
     }
@@ -265,7 +271,8 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
         // `call` extends the deadline by the chunk's size.
-        self.rpc("snapshot", &rpc, option.hard_ttl()).await
+        self.rpc("snapshot", &rpc, rpc.data.len(), option.hard_ttl())
+            .await
     }
 
     async fn vote(
@@ -273,6 +280,6 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.rpc("vote", &rpc, option.hard_ttl()).await
+        self.rpc("vote", &rpc, 0, option.hard_ttl()).await
     }
 }

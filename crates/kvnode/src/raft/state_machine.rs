@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use super::log_store::LogStore;
 use super::sessions::{Check, SessionRecord, SessionTable, session_id_bytes, session_id_from_key};
-use super::types::{KvOp, KvRequest, KvResponse, SessionId, SetCond, TypeConfig};
+use super::types::{KvOp, KvRequest, KvResponse, SessionId, SetCond, TypeConfig, entries_bytes};
 use crate::counting::{self, CountFence};
 use crate::leaders::MAX_TERMS_PER_GROUP;
 use crate::limits::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
@@ -597,6 +597,78 @@ impl StateMachine {
         })
     }
 
+    /// Applies `entries` in order and commits their effects in fjall batches (one, or one
+    /// more per split); synchronous, called by [`RaftStateMachine::apply`] off the worker for
+    /// big entries. Takes the group's KeyViz fence mutex (`CountFence`) once per commit, and
+    /// the catalog's split serialisation for a split; holds neither across entries.
+    fn apply_now(
+        &mut self,
+        entries: Vec<Entry<TypeConfig>>,
+    ) -> Result<Vec<KvResponse>, StoreError> {
+        let mut pending = BTreeMap::new();
+        let mut dups = Vec::new();
+        let mut done = Vec::new();
+        let mut out = Vec::new();
+        for entry in entries {
+            let is_split = matches!(
+                &entry.payload,
+                EntryPayload::Normal(KvRequest {
+                    op: KvOp::Split { .. },
+                    ..
+                })
+            );
+            if is_split {
+                // Earlier entries of this batch must be on disk before the split's applied id,
+                // and observed under the routes they were applied with.
+                self.commit(&mut pending, &mut dups)?;
+                self.observe(&mut done);
+            }
+            self.applied.last_applied = Some(entry.log_id);
+            self.note_leader(&entry.log_id);
+            let resp = match entry.payload {
+                EntryPayload::Blank => KvResponse::Internal,
+                EntryPayload::Membership(m) => {
+                    self.applied.membership = StoredMembership::new(Some(entry.log_id), m);
+                    KvResponse::Internal
+                }
+                EntryPayload::Normal(req) => {
+                    self.sessions.expire(req.now_unix_ms);
+                    match &req.op {
+                        KvOp::Split { route, at } => self.apply_split(entry.log_id, *route, at)?,
+                        _ => match req.request.map(|id| (id, self.sessions.check(&id))) {
+                            Some((_, Check::Duplicate(cached))) => {
+                                dups.push(entry.log_id.index);
+                                cached
+                            }
+                            Some((_, Check::Stale)) => {
+                                dups.push(entry.log_id.index);
+                                KvResponse::Rejected(
+                                    "stale request id: the session has moved on".into(),
+                                )
+                            }
+                            fresh => {
+                                let resp = self.apply_op(&mut pending, req.now_unix_ms, &req.op)?;
+                                if let Some((id, _)) = fresh {
+                                    self.sessions.record(id, req.now_unix_ms, resp.clone());
+                                }
+                                done.push(Applied {
+                                    term: entry.log_id.leader_id.term,
+                                    at_unix_ms: req.now_unix_ms,
+                                    op: req.op,
+                                });
+                                resp
+                            }
+                        },
+                    }
+                }
+            };
+            out.push(resp);
+        }
+        self.commit(&mut pending, &mut dups)?;
+        self.observe(&mut done);
+        Ok(out)
+    }
+
     fn build(&self) -> Result<(SnapshotMeta<NodeId, openraft::BasicNode>, Vec<u8>), StoreError> {
         let snap = self.store.snapshot();
         let routes: Vec<Route> = self.catalog.load().routes_of(self.group).cloned().collect();
@@ -675,72 +747,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let mut pending = BTreeMap::new();
-        let mut dups = Vec::new();
-        let mut done = Vec::new();
-        let mut out = Vec::new();
-        for entry in entries {
-            let is_split = matches!(
-                &entry.payload,
-                EntryPayload::Normal(KvRequest {
-                    op: KvOp::Split { .. },
-                    ..
-                })
-            );
-            if is_split {
-                // Earlier entries of this batch must be on disk before the split's applied id,
-                // and observed under the routes they were applied with.
-                self.commit(&mut pending, &mut dups).map_err(sm_err)?;
-                self.observe(&mut done);
-            }
-            self.applied.last_applied = Some(entry.log_id);
-            self.note_leader(&entry.log_id);
-            let resp = match entry.payload {
-                EntryPayload::Blank => KvResponse::Internal,
-                EntryPayload::Membership(m) => {
-                    self.applied.membership = StoredMembership::new(Some(entry.log_id), m);
-                    KvResponse::Internal
-                }
-                EntryPayload::Normal(req) => {
-                    self.sessions.expire(req.now_unix_ms);
-                    match &req.op {
-                        KvOp::Split { route, at } => {
-                            self.apply_split(entry.log_id, *route, at).map_err(sm_err)?
-                        }
-                        _ => match req.request.map(|id| (id, self.sessions.check(&id))) {
-                            Some((_, Check::Duplicate(cached))) => {
-                                dups.push(entry.log_id.index);
-                                cached
-                            }
-                            Some((_, Check::Stale)) => {
-                                dups.push(entry.log_id.index);
-                                KvResponse::Rejected(
-                                    "stale request id: the session has moved on".into(),
-                                )
-                            }
-                            fresh => {
-                                let resp = self
-                                    .apply_op(&mut pending, req.now_unix_ms, &req.op)
-                                    .map_err(sm_err)?;
-                                if let Some((id, _)) = fresh {
-                                    self.sessions.record(id, req.now_unix_ms, resp.clone());
-                                }
-                                done.push(Applied {
-                                    term: entry.log_id.leader_id.term,
-                                    at_unix_ms: req.now_unix_ms,
-                                    op: req.op,
-                                });
-                                resp
-                            }
-                        },
-                    }
-                }
-            };
-            out.push(resp);
-        }
-        self.commit(&mut pending, &mut dups).map_err(sm_err)?;
-        self.observe(&mut done);
-        Ok(out)
+        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+        // Copying, encoding and writing big values takes long enough to starve the other
+        // groups' timers on this worker (docs/STORE.md, "Big entries and the other groups").
+        let bytes = entries_bytes(&entries);
+        keyviz_admin::peer::off_worker(bytes, || self.apply_now(entries)).map_err(sm_err)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

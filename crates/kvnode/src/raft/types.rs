@@ -131,6 +131,49 @@ pub enum KvOp {
     },
 }
 
+impl KvOp {
+    /// Key and value bytes the operation carries (nested batches included): what its encode,
+    /// decode, append and apply cost grows with. Pure; no allocation.
+    #[must_use]
+    pub fn payload_bytes(&self) -> usize {
+        match self {
+            KvOp::Set { key, value, .. } | KvOp::Append { key, value } => {
+                key.len().saturating_add(value.len())
+            }
+            KvOp::Del { keys } => keys.iter().map(Vec::len).fold(0, usize::saturating_add),
+            KvOp::IncrBy { key, .. } => key.len(),
+            KvOp::MSet { pairs } => pairs
+                .iter()
+                .map(|(k, v)| k.len().saturating_add(v.len()))
+                .fold(0, usize::saturating_add),
+            KvOp::Batch { ops } => ops
+                .iter()
+                .map(KvOp::payload_bytes)
+                .fold(0, usize::saturating_add),
+            KvOp::Split { at, .. } => at.len(),
+        }
+    }
+}
+
+/// Key and value bytes a log entry carries ([`KvOp::payload_bytes`]; 0 for blank and
+/// membership entries). Pure.
+pub(crate) fn entry_bytes(entry: &openraft::Entry<TypeConfig>) -> usize {
+    match &entry.payload {
+        openraft::EntryPayload::Normal(req) => req.op.payload_bytes(),
+        _ => 0,
+    }
+}
+
+/// Key and value bytes of `entries` together ([`entry_bytes`]). Pure.
+pub(crate) fn entries_bytes<'a>(
+    entries: impl IntoIterator<Item = &'a openraft::Entry<TypeConfig>>,
+) -> usize {
+    entries
+        .into_iter()
+        .map(entry_bytes)
+        .fold(0, usize::saturating_add)
+}
+
 /// A client session: unique per RESP connection across nodes and restarts (the node that
 /// accepted the connection, a random epoch drawn at that node's start, and a per-process
 /// connection counter), so two connections never share a session (Raft dissertation §6.3).
