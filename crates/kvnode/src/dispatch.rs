@@ -64,7 +64,9 @@ impl GroupCommand {
     pub fn payload_bytes(&self) -> usize {
         match self {
             GroupCommand::Write(op) | GroupCommand::WriteOnce { op, .. } => op.payload_bytes(),
-            GroupCommand::Read(keys) => keys.iter().map(Vec::len).fold(0, usize::saturating_add),
+            GroupCommand::Read(keys) | GroupCommand::ReadExpiry(keys) => {
+                keys.iter().map(Vec::len).fold(0, usize::saturating_add)
+            }
         }
     }
 }
@@ -75,6 +77,7 @@ impl GroupReply {
     pub fn payload_bytes(&self) -> usize {
         match self {
             GroupReply::Write(_) => 0,
+            GroupReply::Expiry(at) => at.len().saturating_mul(9),
             GroupReply::Read(values) => values
                 .iter()
                 .map(|v| v.as_ref().map_or(0, Vec::len))

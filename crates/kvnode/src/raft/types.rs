@@ -151,6 +151,7 @@ impl KvOp {
                 .map(KvOp::payload_bytes)
                 .fold(0, usize::saturating_add),
             KvOp::Split { at, .. } => at.len(),
+            KvOp::Expire { key, .. } | KvOp::Persist { key } => key.len(),
         }
     }
 }
