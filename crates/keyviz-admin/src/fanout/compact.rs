@@ -16,6 +16,7 @@
 
 use keyviz::boundaries::{
     Boundaries, BoundaryMatrix, CellPart, IdentityRun, PackedBoundaryMatrix, RowTotal,
+    RunBoundaryMatrix, RunRow,
 };
 use keyviz::{Matrix, MatrixRow};
 
@@ -347,6 +348,93 @@ pub fn encode_boundary_v2(b: &BoundaryMatrix) -> Result<Vec<u8>, serde_json::Err
     }
     put_parts(&mut out, &b.parts);
     Ok(out)
+}
+
+/// Encodes a matrix on shared boundaries in run form as `KVMB1`: byte for byte what
+/// [`encode_boundary`] writes of its per-cell form ([`RunBoundaryMatrix::from_boundary`]),
+/// without a per-cell identity array to scan (the runs are written as they are). Pure;
+/// takes no lock.
+///
+/// # Errors
+/// Only if the header cannot be serialised (not for well-formed matrices).
+pub fn encode_boundary_runs(b: &RunBoundaryMatrix) -> Result<Vec<u8>, serde_json::Error> {
+    let h = b.header();
+    let head = header_json(h)?;
+    let mut out = Vec::with_capacity(
+        BOUNDARY_MAGIC.len() + 4 + head.len() + b.values().len() * 3 + b.len() * 20 + 64,
+    );
+    out.extend_from_slice(BOUNDARY_MAGIC);
+    out.extend_from_slice(&u32::try_from(head.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(&head);
+    put_columns(&mut out, &h.column_unix_ms);
+    for (_, cells) in b.rows() {
+        put_run_cells(&mut out, cells);
+    }
+    put_parts(&mut out, b.parts());
+    Ok(out)
+}
+
+/// Encodes a matrix on shared boundaries in run form as `KVMB2`: byte for byte what
+/// [`encode_boundary_v2`] writes of its per-cell form. Pure; takes no lock.
+///
+/// # Errors
+/// Only if the header cannot be serialised (not for well-formed matrices).
+pub fn encode_boundary_runs_v2(b: &RunBoundaryMatrix) -> Result<Vec<u8>, serde_json::Error> {
+    let m = b.header();
+    let head = serde_json::to_vec(&Matrix {
+        column_unix_ms: Vec::new(),
+        rows: Vec::new(),
+        series: m.series,
+        generated_at: m.generated_at.clone(),
+        step_ms: m.step_ms,
+        node_id: m.node_id.clone(),
+    })?;
+    let mut out = Vec::with_capacity(
+        BOUNDARY_V2_MAGIC.len() + 4 + head.len() + b.values().len() * 3 + b.len() * 96 + 64,
+    );
+    out.extend_from_slice(BOUNDARY_V2_MAGIC);
+    out.extend_from_slice(&u32::try_from(head.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(&head);
+    put_columns(&mut out, &m.column_unix_ms);
+    put_varint(&mut out, b.len() as u64);
+    for (meta, cells) in b.rows() {
+        put_row_meta(&mut out, meta);
+        put_run_cells(&mut out, cells);
+    }
+    put_parts(&mut out, b.parts());
+    Ok(out)
+}
+
+/// The column timestamps: LEB128 count, zigzag-LEB128 deltas.
+fn put_columns(out: &mut Vec<u8>, columns: &[i64]) {
+    put_varint(out, columns.len() as u64);
+    let mut prev = 0i64;
+    for &c in columns {
+        put_varint(out, zigzag(c.wrapping_sub(prev)));
+        prev = c;
+    }
+}
+
+/// One row's cells in the boundary layout from its run form: values, group and term
+/// runs, conflict flags, the same bytes as the per-cell row's.
+fn put_run_cells(out: &mut Vec<u8>, cells: RunRow<'_>) {
+    put_varint(out, cells.values.len() as u64);
+    put_varints(out, cells.values);
+    put_run_list(out, cells.groups);
+    put_run_list(out, cells.terms);
+    put_varint(out, cells.conflicts.len() as u64);
+    out.extend(cells.conflicts.iter().map(|&c| u8::from(c)));
+}
+
+/// Runs in the `put_runs` layout: the cells they cover, then (run, value) pairs. A
+/// [`RunBoundaryMatrix`] keeps its runs maximal, which is what `put_runs` finds in the
+/// array they stand for, so the bytes are the same.
+fn put_run_list(out: &mut Vec<u8>, runs: &[IdentityRun]) {
+    put_varint(out, runs.iter().map(|r| u64::from(r.len)).sum());
+    for r in runs {
+        put_varint(out, u64::from(r.len));
+        put_varint(out, r.value);
+    }
 }
 
 fn put_parts(out: &mut Vec<u8>, parts: &[CellPart]) {
