@@ -2408,8 +2408,8 @@ mod tests {
         }
     }
 
-    /// Folds `inputs` one by one (packed and plain alternating) and in batches of `size`
-    /// (the same alternation), and returns both results.
+    /// Folds `inputs` one by one (packed, plain and run form in turn) and in batches of
+    /// `size` (the same rotation), and returns both results.
     fn one_by_one_and_batched(inputs: &[Matrix], budget: usize, size: usize) -> (Merged, Merged) {
         let totals: Vec<Vec<RowTotal>> = inputs.iter().map(row_totals).collect();
         let b = Boundaries::plan(totals.iter().map(Vec::as_slice), budget);
@@ -2422,18 +2422,21 @@ mod tests {
             .iter()
             .map(PackedBoundaryMatrix::from_boundary)
             .collect();
-        let input = |i: usize| {
-            if i.is_multiple_of(2) {
-                FoldInput::Packed(&packed[i])
-            } else {
-                FoldInput::Plain(&coarse[i])
-            }
+        let runs: Vec<RunBoundaryMatrix> = coarse
+            .iter()
+            .map(RunBoundaryMatrix::from_boundary)
+            .collect();
+        let input = |i: usize| match i % 3 {
+            0 => FoldInput::Packed(&packed[i]),
+            1 => FoldInput::Plain(&coarse[i]),
+            _ => FoldInput::Runs(&runs[i]),
         };
         let mut one = ClusterFold::new(series, step, b.clone(), MAX_LISTED_ROUTE_IDS);
         for i in 0..inputs.len() {
             match input(i) {
                 FoldInput::Packed(p) => one.add_packed(p),
                 FoldInput::Plain(c) => one.add(c),
+                FoldInput::Runs(r) => one.add_runs(r),
             }
         }
         let mut batched = ClusterFold::new(series, step, b, MAX_LISTED_ROUTE_IDS);
@@ -2689,5 +2692,203 @@ mod tests {
             value: 1,
         }];
         assert!(coarse.validate_parts().is_err());
+    }
+
+    /// Inputs that exercise the run-form join: the usual nodes, one with rows lacking
+    /// identities, one with cell conflict flags, one whose groups change mid-row and one
+    /// with write lanes on a lone row.
+    fn run_form_inputs(series: Series) -> Vec<Matrix> {
+        let mut inputs: Vec<Matrix> = (0..3).map(|n| node_matrix(series, n, 3, 40)).collect();
+        let mut bare = node_matrix(series, 1, 3, 40);
+        for r in bare.rows.iter_mut().step_by(3) {
+            r.raft_group_ids.clear();
+            r.leader_terms.clear();
+        }
+        let mut flagged = node_matrix(series, 2, 3, 40);
+        for (i, r) in flagged.rows.iter_mut().enumerate().filter(|(i, _)| i % 5 == 0) {
+            r.conflicts = (0..COLS).map(|c| (c + i) % 4 == 0).collect();
+        }
+        flagged.rows[1].conflict = true;
+        let mut mixed = node_matrix(series, 0, 3, 40);
+        for (i, r) in mixed.rows.iter_mut().enumerate() {
+            for c in COLS / 2..COLS {
+                r.raft_group_ids[c] = (i as u64 + c as u64) % 3 + 1;
+            }
+        }
+        // A lone row's cell split over two terms (lanes add up to the cell).
+        if let Some(r) = mixed.rows.iter_mut().find(|r| r.values[0] >= 2) {
+            r.write_lanes = vec![
+                CellLane {
+                    column: 0,
+                    group: 9,
+                    term: 1,
+                    value: r.values[0] - 1,
+                },
+                CellLane {
+                    column: 0,
+                    group: 9,
+                    term: 2,
+                    value: 1,
+                },
+            ];
+        }
+        inputs.extend([bare, flagged, mixed]);
+        inputs
+    }
+
+    #[test]
+    fn run_form_coarsening_equals_the_per_cell_coarsening_for_every_series_and_budget() {
+        for series in Series::ALL {
+            let inputs = run_form_inputs(series);
+            let totals: Vec<Vec<RowTotal>> = inputs.iter().map(row_totals).collect();
+            for budget in [1, 2, 5, 17, 40, 100] {
+                let b = Boundaries::plan(totals.iter().map(Vec::as_slice), budget);
+                for (n, m) in inputs.iter().enumerate() {
+                    let cells = coarsen_onto(m.clone(), &b, 8);
+                    let runs = coarsen_onto_runs(m.clone(), &b, 8);
+                    let what = format!("{series}, budget {budget}, input {n}");
+                    assert_eq!(runs, RunBoundaryMatrix::from_boundary(&cells), "{what}");
+                    let mut expected = cells.clone();
+                    for r in &mut expected.matrix.rows {
+                        r.write_lanes.clear();
+                    }
+                    assert_eq!(runs.clone().into_boundary(), expected, "{what}");
+                    assert_eq!(runs.column_totals(), column_totals(m), "{what}");
+                    assert_eq!(runs.validate_parts(), Ok(()), "{what}");
+                    assert_eq!(runs.len(), cells.matrix.rows.len(), "{what}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn run_form_answers_fold_exactly_like_per_cell_ones_alone_and_in_batches() {
+        for series in Series::ALL {
+            let inputs = run_form_inputs(series);
+            let totals: Vec<Vec<RowTotal>> = inputs.iter().map(row_totals).collect();
+            for budget in [1, 4, 40] {
+                let b = Boundaries::plan(totals.iter().map(Vec::as_slice), budget);
+                let cells: Vec<BoundaryMatrix> = inputs
+                    .iter()
+                    .map(|m| coarsen_onto(m.clone(), &b, MAX_LISTED_ROUTE_IDS))
+                    .collect();
+                let runs: Vec<RunBoundaryMatrix> = inputs
+                    .iter()
+                    .map(|m| coarsen_onto_runs(m.clone(), &b, MAX_LISTED_ROUTE_IDS))
+                    .collect();
+                let new = || ClusterFold::new(series, 60_000, b.clone(), MAX_LISTED_ROUTE_IDS);
+                let (mut plain, mut alone, mut batched) = (new(), new(), new());
+                for (c, r) in cells.iter().zip(&runs) {
+                    plain.add(c);
+                    alone.add_runs(r);
+                }
+                // Run-form and per-cell answers mixed in one batch, as the local answer
+                // leads the aggregator's first batch.
+                for chunk in cells.iter().zip(&runs).enumerate().collect::<Vec<_>>().chunks(3) {
+                    let batch: Vec<FoldInput<'_>> = chunk
+                        .iter()
+                        .map(|(i, (c, r))| {
+                            if i % 2 == 0 {
+                                FoldInput::Runs(r)
+                            } else {
+                                FoldInput::Plain(c)
+                            }
+                        })
+                        .collect();
+                    batched.add_batch(&batch);
+                }
+                let (plain, alone, batched) = (plain.finish(), alone.finish(), batched.finish());
+                assert_eq!(plain.matrix, alone.matrix, "{series} at budget {budget}");
+                assert_eq!(plain.warnings, alone.warnings, "{series} at budget {budget}");
+                assert_eq!(plain.matrix, batched.matrix, "{series} at budget {budget}");
+                assert_eq!(plain.warnings, batched.warnings, "{series} at budget {budget}");
+            }
+        }
+    }
+
+    #[test]
+    fn pushed_rows_keep_maximal_runs_that_never_cross_a_row() {
+        let mut m = RunBoundaryMatrix::new(node_matrix(Series::Writes, 0, 3, 4));
+        assert!(m.is_empty(), "the header's rows are dropped");
+        let run = |len: u32, value: u64| IdentityRun { len, value };
+        let meta = |id: u64| MatrixRow {
+            bucket_id: format!("route:{id}"),
+            values: vec![1; 3],
+            raft_group_ids: vec![5; 3],
+            write_lanes: vec![CellLane {
+                column: 0,
+                group: 1,
+                term: 1,
+                value: 1,
+            }],
+            ..MatrixRow::default()
+        };
+        // Zero-length runs go, equal neighbours join: what the per-cell array would give.
+        m.push_row(
+            meta(1),
+            [1, 2, 3, 4, 5],
+            &[run(2, 7), run(0, 9), run(3, 7)],
+            &[run(1, 1), run(4, 2)],
+            &[],
+        );
+        // The next row starts with the value the last one ended on: a run of its own.
+        m.push_row(meta(2), [0; 5], &[run(5, 7)], &[], &[true, false, false, false, true]);
+        m.push_cells_row(MatrixRow {
+            values: vec![3, 0, 3, 0, 3],
+            raft_group_ids: vec![7, 7, 8, 8, 8],
+            leader_terms: vec![2; 5],
+            ..meta(3)
+        });
+        assert_eq!(m.len(), 3);
+        let r0 = m.row(0).unwrap_or_default();
+        assert_eq!(r0.values, &[1, 2, 3, 4, 5]);
+        assert_eq!(r0.groups, &[run(5, 7)]);
+        assert_eq!(r0.terms, &[run(1, 1), run(4, 2)]);
+        assert!(r0.conflicts.is_empty());
+        let r1 = m.row(1).unwrap_or_default();
+        assert_eq!(r1.groups, &[run(5, 7)]);
+        assert!(r1.terms.is_empty(), "a row without identities has no runs");
+        assert_eq!(r1.conflicts, &[true, false, false, false, true]);
+        let r2 = m.row(2).unwrap_or_default();
+        assert_eq!(r2.groups, &[run(2, 7), run(3, 8)]);
+        assert_eq!(r2.terms, &[run(5, 2)]);
+        assert_eq!(m.row(3), None);
+        // Metadata only in the header: cell arrays and lanes are dropped.
+        for (meta, _) in m.rows() {
+            assert!(meta.values.is_empty() && meta.raft_group_ids.is_empty());
+            assert!(meta.write_lanes.is_empty());
+        }
+        assert_eq!(m.values().len(), 15);
+        assert_eq!(m.column_totals().len(), COLS);
+        let cells = m.clone().into_boundary();
+        assert_eq!(cells.matrix.rows[0].raft_group_ids, vec![7; 5]);
+        assert_eq!(cells.matrix.rows[1].leader_terms, Vec::<u64>::new());
+        assert_eq!(RunBoundaryMatrix::from_boundary(&cells), m);
+        m.set_node_id(Some("n9".into()));
+        assert_eq!(m.header().node_id.as_deref(), Some("n9"));
+    }
+
+    #[test]
+    fn run_form_parts_that_do_not_add_up_or_are_unsorted_are_rejected() {
+        let input = node_matrix(Series::Writes, 0, 3, 60);
+        let b = Boundaries::plan([row_totals(&input).as_slice()], 3);
+        let good = coarsen_onto_runs(input, &b, 256);
+        assert!(!good.parts().is_empty(), "joined rows disagree on identities");
+        assert_eq!(good.validate_parts(), Ok(()));
+        let mut off = good.clone();
+        let mut parts = off.parts().to_vec();
+        parts[0].value += 1;
+        off.set_parts(parts);
+        assert!(off.validate_parts().is_err());
+        let mut unsorted = good.clone();
+        let mut parts = unsorted.parts().to_vec();
+        parts.reverse();
+        unsorted.set_parts(parts);
+        assert!(unsorted.validate_parts().is_err());
+        let mut outside = good;
+        let mut parts = outside.parts().to_vec();
+        parts[0].row = 99;
+        outside.set_parts(parts);
+        assert!(outside.validate_parts().is_err());
     }
 }
