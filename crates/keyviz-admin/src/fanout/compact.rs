@@ -1681,4 +1681,163 @@ mod tests {
         let s = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&raw);
         assert!(decode_boundaries(&s).is_err());
     }
+
+    /// One local row for the byte-identity property: values (zeros included), identities
+    /// that change mid-row or are absent, conflict flags or none, and sometimes a lone
+    /// cell split over two terms in `write_lanes`.
+    #[derive(Debug, Clone)]
+    struct RowSpec {
+        values: Vec<u64>,
+        groups: Option<Vec<u64>>,
+        terms: Option<Vec<u64>>,
+        conflicts: Option<Vec<bool>>,
+        row_conflict: bool,
+        lanes: bool,
+    }
+
+    fn row_spec() -> impl proptest::strategy::Strategy<Value = RowSpec> {
+        use proptest::prelude::*;
+        (
+            proptest::collection::vec(prop_oneof![Just(0u64), 1u64..4, 100u64..100_000], 6),
+            proptest::option::weighted(0.8, proptest::collection::vec(1u64..4, 6)),
+            proptest::option::weighted(0.8, proptest::collection::vec(5u64..7, 6)),
+            proptest::option::weighted(0.2, proptest::collection::vec(any::<bool>(), 6)),
+            any::<bool>(),
+            proptest::bool::weighted(0.2),
+        )
+            .prop_map(|(values, groups, terms, conflicts, row_conflict, lanes)| RowSpec {
+                values,
+                groups,
+                terms,
+                conflicts,
+                row_conflict,
+                lanes,
+            })
+    }
+
+    /// A node's local view of `specs` over `cols` columns (row `i` starts at `[i]`, the
+    /// first may start at the empty key).
+    fn spec_matrix(writes: bool, cols: usize, specs: &[RowSpec]) -> Matrix {
+        let rows = specs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let values: Vec<u64> = s.values[..cols].to_vec();
+                let lanes = match values.first() {
+                    Some(&v) if s.lanes && v >= 2 => vec![
+                        keyviz::CellLane {
+                            column: 0,
+                            group: 9,
+                            term: 1,
+                            value: v - 1,
+                        },
+                        keyviz::CellLane {
+                            column: 0,
+                            group: 9,
+                            term: 2,
+                            value: 1,
+                        },
+                    ],
+                    _ => Vec::new(),
+                };
+                MatrixRow {
+                    bucket_id: format!("route:{i}"),
+                    start: (i > 0).then(|| vec![i as u8]),
+                    end: Some(vec![i as u8 + 1]),
+                    route_count: 1,
+                    route_ids: if i % 4 == 3 { vec![i as u64] } else { Vec::new() },
+                    values,
+                    raft_group_ids: s.groups.as_ref().map_or_else(Vec::new, |g| g[..cols].to_vec()),
+                    leader_terms: s.terms.as_ref().map_or_else(Vec::new, |t| t[..cols].to_vec()),
+                    conflicts: s.conflicts.as_ref().map_or_else(Vec::new, |c| c[..cols].to_vec()),
+                    conflict: s.row_conflict,
+                    preview: (i % 3 == 0).then(|| format!("p{i}")),
+                    first_key: Some(vec![i as u8, 0]),
+                    last_key: Some(vec![i as u8, 9]),
+                    write_lanes: lanes,
+                    ..MatrixRow::default()
+                }
+            })
+            .collect();
+        Matrix {
+            column_unix_ms: (1..=cols as i64).map(|c| c * 60_000).collect(),
+            rows,
+            series: if writes { Series::Writes } else { Series::Reads },
+            generated_at: "2026-12-02T00:00:00Z".into(),
+            step_ms: 60_000,
+            node_id: Some("n1".into()),
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(256))]
+
+        /// The run-form path (`coarsen_onto_runs`, `encode_boundary_runs{,_v2}`) writes
+        /// exactly the bytes of the per-cell path (`coarsen_onto`, `encode_boundary{,_v2}`):
+        /// old and new nodes read each other's answers.
+        #[test]
+        fn run_form_answers_encode_byte_for_byte_like_per_cell_ones(
+            writes in proptest::bool::ANY,
+            cols in 1usize..=6,
+            specs in proptest::collection::vec(row_spec(), 0..12),
+            cuts in proptest::collection::vec(proptest::bool::ANY, 12),
+            max_ids in 1usize..4,
+        ) {
+            let m = spec_matrix(writes, cols, &specs);
+            // Boundaries at the start of the rows picked by `cuts` (the first always empty).
+            let mut keys = vec![Vec::new()];
+            keys.extend((1..specs.len()).filter(|&i| cuts[i]).map(|i| vec![i as u8]));
+            let Ok(b) = Boundaries::from_keys(keys) else {
+                return Err(proptest::test_runner::TestCaseError::fail("bad boundaries"));
+            };
+            let cells = keyviz::boundaries::coarsen_onto(m.clone(), &b, max_ids);
+            let runs = keyviz::boundaries::coarsen_onto_runs(m.clone(), &b, max_ids);
+            proptest::prop_assert_eq!(runs.validate_parts(), Ok(()));
+            proptest::prop_assert_eq!(cells.validate_parts(), Ok(()));
+            let want_totals: Vec<u64> = (0..cols)
+                .map(|j| m.rows.iter().map(|r| r.values[j]).sum())
+                .collect();
+            proptest::prop_assert_eq!(runs.column_totals(), want_totals);
+            let v1 = encode_boundary(&cells).unwrap_or_default();
+            let v2 = encode_boundary_v2(&cells).unwrap_or_default();
+            proptest::prop_assert!(!v1.is_empty() && !v2.is_empty());
+            proptest::prop_assert_eq!(&encode_boundary_runs(&runs).unwrap_or_default(), &v1);
+            proptest::prop_assert_eq!(&encode_boundary_runs_v2(&runs).unwrap_or_default(), &v2);
+            // The per-cell answer itself, in run form: the same bytes too.
+            let converted = RunBoundaryMatrix::from_boundary(&cells);
+            proptest::prop_assert_eq!(&encode_boundary_runs(&converted).unwrap_or_default(), &v1);
+            proptest::prop_assert_eq!(&encode_boundary_runs_v2(&converted).unwrap_or_default(), &v2);
+        }
+    }
+
+    #[test]
+    fn run_form_encoding_of_the_samples_is_the_per_cell_encoding() {
+        // The hand-made samples: a row with every metadata field, u64::MAX values, conflict
+        // flags, lanes (which stay home), identity changes mid-row and disagreeing parts.
+        for b in [boundary_sample(), valid_boundary_sample(), many_row_boundary(300)] {
+            let runs = RunBoundaryMatrix::from_boundary(&b);
+            assert_eq!(runs.validate_parts(), b.validate_parts());
+            assert_eq!(
+                encode_boundary_runs(&runs).ok(),
+                encode_boundary(&b).ok(),
+                "KVMB1"
+            );
+            assert_eq!(
+                encode_boundary_runs_v2(&runs).ok(),
+                encode_boundary_v2(&b).ok(),
+                "KVMB2"
+            );
+        }
+        // No rows at all.
+        let empty = BoundaryMatrix {
+            matrix: Matrix {
+                rows: Vec::new(),
+                ..sample()
+            },
+            parts: Vec::new(),
+        };
+        let runs = RunBoundaryMatrix::from_boundary(&empty);
+        assert_eq!(encode_boundary_runs(&runs).ok(), encode_boundary(&empty).ok());
+        assert_eq!(encode_boundary_runs_v2(&runs).ok(), encode_boundary_v2(&empty).ok());
+    }
 }
