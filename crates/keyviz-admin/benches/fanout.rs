@@ -456,7 +456,12 @@ impl MatrixSource for Synthetic {
             }
             let w = self.prefix[hi] - self.prefix[lo];
             let values = (0..COLS).map(|c| w * self.profile(c));
-            let run = |value: u64| [IdentityRun { len: COLS as u32, value }];
+            let run = |value: u64| {
+                [IdentityRun {
+                    len: COLS as u32,
+                    value,
+                }]
+            };
             let (groups, terms) = if hi - lo == 1 {
                 (run(lo as u64 % 64 + 1), run(12))
             } else {

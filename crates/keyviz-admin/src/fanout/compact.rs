@@ -1705,14 +1705,16 @@ mod tests {
             any::<bool>(),
             proptest::bool::weighted(0.2),
         )
-            .prop_map(|(values, groups, terms, conflicts, row_conflict, lanes)| RowSpec {
-                values,
-                groups,
-                terms,
-                conflicts,
-                row_conflict,
-                lanes,
-            })
+            .prop_map(
+                |(values, groups, terms, conflicts, row_conflict, lanes)| RowSpec {
+                    values,
+                    groups,
+                    terms,
+                    conflicts,
+                    row_conflict,
+                    lanes,
+                },
+            )
     }
 
     /// A node's local view of `specs` over `cols` columns (row `i` starts at `[i]`, the
@@ -1745,11 +1747,24 @@ mod tests {
                     start: (i > 0).then(|| vec![i as u8]),
                     end: Some(vec![i as u8 + 1]),
                     route_count: 1,
-                    route_ids: if i % 4 == 3 { vec![i as u64] } else { Vec::new() },
+                    route_ids: if i % 4 == 3 {
+                        vec![i as u64]
+                    } else {
+                        Vec::new()
+                    },
                     values,
-                    raft_group_ids: s.groups.as_ref().map_or_else(Vec::new, |g| g[..cols].to_vec()),
-                    leader_terms: s.terms.as_ref().map_or_else(Vec::new, |t| t[..cols].to_vec()),
-                    conflicts: s.conflicts.as_ref().map_or_else(Vec::new, |c| c[..cols].to_vec()),
+                    raft_group_ids: s
+                        .groups
+                        .as_ref()
+                        .map_or_else(Vec::new, |g| g[..cols].to_vec()),
+                    leader_terms: s
+                        .terms
+                        .as_ref()
+                        .map_or_else(Vec::new, |t| t[..cols].to_vec()),
+                    conflicts: s
+                        .conflicts
+                        .as_ref()
+                        .map_or_else(Vec::new, |c| c[..cols].to_vec()),
                     conflict: s.row_conflict,
                     preview: (i % 3 == 0).then(|| format!("p{i}")),
                     first_key: Some(vec![i as u8, 0]),
@@ -1762,7 +1777,11 @@ mod tests {
         Matrix {
             column_unix_ms: (1..=cols as i64).map(|c| c * 60_000).collect(),
             rows,
-            series: if writes { Series::Writes } else { Series::Reads },
+            series: if writes {
+                Series::Writes
+            } else {
+                Series::Reads
+            },
             generated_at: "2026-12-02T00:00:00Z".into(),
             step_ms: 60_000,
             node_id: Some("n1".into()),
@@ -1814,7 +1833,11 @@ mod tests {
     fn run_form_encoding_of_the_samples_is_the_per_cell_encoding() {
         // The hand-made samples: a row with every metadata field, u64::MAX values, conflict
         // flags, lanes (which stay home), identity changes mid-row and disagreeing parts.
-        for b in [boundary_sample(), valid_boundary_sample(), many_row_boundary(300)] {
+        for b in [
+            boundary_sample(),
+            valid_boundary_sample(),
+            many_row_boundary(300),
+        ] {
             let runs = RunBoundaryMatrix::from_boundary(&b);
             assert_eq!(runs.validate_parts(), b.validate_parts());
             assert_eq!(
@@ -1837,7 +1860,13 @@ mod tests {
             parts: Vec::new(),
         };
         let runs = RunBoundaryMatrix::from_boundary(&empty);
-        assert_eq!(encode_boundary_runs(&runs).ok(), encode_boundary(&empty).ok());
-        assert_eq!(encode_boundary_runs_v2(&runs).ok(), encode_boundary_v2(&empty).ok());
+        assert_eq!(
+            encode_boundary_runs(&runs).ok(),
+            encode_boundary(&empty).ok()
+        );
+        assert_eq!(
+            encode_boundary_runs_v2(&runs).ok(),
+            encode_boundary_v2(&empty).ok()
+        );
     }
 }

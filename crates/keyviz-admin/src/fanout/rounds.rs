@@ -392,7 +392,11 @@ async fn call_boundary(
         } else {
             let compact_body = is_media(ct.as_deref(), compact::CONTENT_TYPE);
             let m = decode_plain(&body, compact_body, &params2)?;
-            Ok(Ready::Coarse(coarsen_onto_runs(m, &b, MAX_LISTED_ROUTE_IDS)))
+            Ok(Ready::Coarse(coarsen_onto_runs(
+                m,
+                &b,
+                MAX_LISTED_ROUTE_IDS,
+            )))
         }
     })
     .await

@@ -686,7 +686,10 @@ impl RunBoundaryMatrix {
             push_identity(&mut self.term_runs, t_from, 1, t);
         }
         // Flags only when a member has some within the joined width (the usual row has none).
-        if members.iter().any(|m| m.conflicts.iter().take(width).any(|&c| c)) {
+        if members
+            .iter()
+            .any(|m| m.conflicts.iter().take(width).any(|&c| c))
+        {
             let c_from = self.conflicts.len();
             self.conflicts.resize(c_from + width, false);
             let flags = &mut self.conflicts[c_from..];
@@ -2705,7 +2708,12 @@ mod tests {
             r.leader_terms.clear();
         }
         let mut flagged = node_matrix(series, 2, 3, 40);
-        for (i, r) in flagged.rows.iter_mut().enumerate().filter(|(i, _)| i % 5 == 0) {
+        for (i, r) in flagged
+            .rows
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| i % 5 == 0)
+        {
             r.conflicts = (0..COLS).map(|c| (c + i) % 4 == 0).collect();
         }
         flagged.rows[1].conflict = true;
@@ -2784,7 +2792,13 @@ mod tests {
                 }
                 // Run-form and per-cell answers mixed in one batch, as the local answer
                 // leads the aggregator's first batch.
-                for chunk in cells.iter().zip(&runs).enumerate().collect::<Vec<_>>().chunks(3) {
+                for chunk in cells
+                    .iter()
+                    .zip(&runs)
+                    .enumerate()
+                    .collect::<Vec<_>>()
+                    .chunks(3)
+                {
                     let batch: Vec<FoldInput<'_>> = chunk
                         .iter()
                         .map(|(i, (c, r))| {
@@ -2799,9 +2813,15 @@ mod tests {
                 }
                 let (plain, alone, batched) = (plain.finish(), alone.finish(), batched.finish());
                 assert_eq!(plain.matrix, alone.matrix, "{series} at budget {budget}");
-                assert_eq!(plain.warnings, alone.warnings, "{series} at budget {budget}");
+                assert_eq!(
+                    plain.warnings, alone.warnings,
+                    "{series} at budget {budget}"
+                );
                 assert_eq!(plain.matrix, batched.matrix, "{series} at budget {budget}");
-                assert_eq!(plain.warnings, batched.warnings, "{series} at budget {budget}");
+                assert_eq!(
+                    plain.warnings, batched.warnings,
+                    "{series} at budget {budget}"
+                );
             }
         }
     }
@@ -2832,7 +2852,13 @@ mod tests {
             &[],
         );
         // The next row starts with the value the last one ended on: a run of its own.
-        m.push_row(meta(2), [0; 5], &[run(5, 7)], &[], &[true, false, false, false, true]);
+        m.push_row(
+            meta(2),
+            [0; 5],
+            &[run(5, 7)],
+            &[],
+            &[true, false, false, false, true],
+        );
         m.push_cells_row(MatrixRow {
             values: vec![3, 0, 3, 0, 3],
             raft_group_ids: vec![7, 7, 8, 8, 8],
@@ -2873,7 +2899,10 @@ mod tests {
         let input = node_matrix(Series::Writes, 0, 3, 60);
         let b = Boundaries::plan([row_totals(&input).as_slice()], 3);
         let good = coarsen_onto_runs(input, &b, 256);
-        assert!(!good.parts().is_empty(), "joined rows disagree on identities");
+        assert!(
+            !good.parts().is_empty(),
+            "joined rows disagree on identities"
+        );
         assert_eq!(good.validate_parts(), Ok(()));
         let mut off = good.clone();
         let mut parts = off.parts().to_vec();
