@@ -562,16 +562,14 @@ impl RunBoundaryMatrix {
                 .flat_map(|r| std::iter::repeat_n(r.value, r.len as usize))
                 .collect()
         };
-        let rows: Vec<MatrixRow> = (0..self.len())
-            .map(|i| {
-                let cells = self.row(i).unwrap_or_default();
-                MatrixRow {
-                    values: cells.values.to_vec(),
-                    raft_group_ids: expand(cells.groups),
-                    leader_terms: expand(cells.terms),
-                    conflicts: cells.conflicts.to_vec(),
-                    ..self.header.rows[i].clone()
-                }
+        let rows: Vec<MatrixRow> = self
+            .rows()
+            .map(|(meta, cells)| MatrixRow {
+                values: cells.values.to_vec(),
+                raft_group_ids: expand(cells.groups),
+                leader_terms: expand(cells.terms),
+                conflicts: cells.conflicts.to_vec(),
+                ..meta.clone()
             })
             .collect();
         let mut matrix = self.header;
@@ -828,7 +826,7 @@ impl RunBoundaryMatrix {
 /// [`coarsen_onto`] with the answer in run form: the same rows, values, identities,
 /// conflict flags and parts ([`RunBoundaryMatrix::from_boundary`] of `coarsen_onto`'s
 /// answer, equal to this one), without building a per-cell group or term array for a
-/// joined row. Totals per column are unchanged. O(rows × columns).
+/// joined row. Totals per column are unchanged. Pure: no lock, no I/O. O(rows × columns).
 #[must_use = "returns the coarse view"]
 pub fn coarsen_onto_runs(
     mut m: Matrix,
