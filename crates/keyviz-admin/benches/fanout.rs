@@ -19,7 +19,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use keyviz::boundaries::{Boundaries, BoundaryMatrix, RowTotal, coarsen_onto};
+use keyviz::boundaries::{Boundaries, IdentityRun, RowTotal, RunBoundaryMatrix, coarsen_onto};
 use keyviz::{Matrix, MatrixQuery, MatrixRow, Series};
 use keyviz_admin::{
     AdminConfig, AdminState, ClusterSecret, MatrixSource, NodeIdentity, Role, SourceError,
@@ -142,7 +142,7 @@ fn round2_codec(c: &mut Criterion) {
     let Ok(answer) = node.matrix_on_boundaries(&q, &plan, 0) else {
         return;
     };
-    let body = keyviz_admin::fanout::compact::encode_boundary_v2(&answer).unwrap_or_default();
+    let body = keyviz_admin::fanout::compact::encode_boundary_runs_v2(&answer).unwrap_or_default();
     let mut packed = keyviz::boundaries::PackedBoundaryMatrix::default();
     let decode = |body: &[u8], packed: &mut keyviz::boundaries::PackedBoundaryMatrix| {
         keyviz_admin::fanout::compact::decode_boundary_packed(
@@ -153,23 +153,14 @@ fn round2_codec(c: &mut Criterion) {
         )
         .map_or(0, |()| packed.header.rows.len())
     };
-    assert_eq!(
-        decode(&body, &mut packed),
-        answer.matrix.rows.len(),
-        "KVMB2 decodes"
-    );
-    let values: Vec<u64> = answer
-        .matrix
-        .rows
-        .iter()
-        .flat_map(|r| r.values.clone())
-        .collect();
+    assert_eq!(decode(&body, &mut packed), answer.len(), "KVMB2 decodes");
+    let values = answer.values();
     assert_eq!(packed.values, values, "KVMB2 decodes to the values sent");
     let mut g = c.benchmark_group("round2_codec");
     g.throughput(Throughput::Elements(values.len() as u64));
     g.bench_function("encode_v2_1024x600", |b| {
         b.iter(|| {
-            keyviz_admin::fanout::compact::encode_boundary_v2(black_box(&answer))
+            keyviz_admin::fanout::compact::encode_boundary_runs_v2(black_box(&answer))
                 .map_or(0, |v| v.len())
         })
     });
@@ -180,7 +171,7 @@ fn round2_codec(c: &mut Criterion) {
     println!(
         "round2_codec: KVMB2 body {} bytes for {} rows",
         body.len(),
-        answer.matrix.rows.len()
+        answer.len()
     );
 }
 
@@ -374,7 +365,21 @@ impl Synthetic {
 
     fn row(&self, lo: usize, hi: usize) -> MatrixRow {
         let w = self.prefix[hi] - self.prefix[lo];
-        let values: Vec<u64> = (0..COLS).map(|c| w * self.profile(c)).collect();
+        let (group, term) = if hi - lo == 1 {
+            (lo as u64 % 64 + 1, 12)
+        } else {
+            (0, 0)
+        };
+        MatrixRow {
+            values: (0..COLS).map(|c| w * self.profile(c)).collect(),
+            raft_group_ids: vec![group; COLS],
+            leader_terms: vec![term; COLS],
+            ..self.meta(lo, hi)
+        }
+    }
+
+    /// The metadata of the row of routes `lo..hi` (a route's own row when it is one).
+    fn meta(&self, lo: usize, hi: usize) -> MatrixRow {
         let end = Some(route_key(hi as u64));
         if hi - lo == 1 {
             return MatrixRow {
@@ -382,9 +387,6 @@ impl Synthetic {
                 start: Some(self.keys[lo].clone()),
                 end,
                 route_count: 1,
-                values,
-                raft_group_ids: vec![lo as u64 % 64 + 1; COLS],
-                leader_terms: vec![12; COLS],
                 ..MatrixRow::default()
             };
         }
@@ -396,9 +398,6 @@ impl Synthetic {
             route_ids: (lo as u64..hi as u64).take(256).collect(),
             route_ids_truncated: hi - lo > 256,
             route_count: (hi - lo) as u64,
-            values,
-            raft_group_ids: vec![0; COLS],
-            leader_terms: vec![0; COLS],
             ..MatrixRow::default()
         }
     }
@@ -435,27 +434,42 @@ impl MatrixSource for Synthetic {
             .collect())
     }
 
+    /// Built in run form, as a source that keeps its identities as runs would: one run of
+    /// the route's group and term for a route's row, one of 0 (no identity) for a joined
+    /// row; no per-cell identity array.
     fn matrix_on_boundaries(
         &self,
         q: &MatrixQuery,
         b: &Boundaries,
         _now: i64,
-    ) -> Result<BoundaryMatrix, SourceError> {
+    ) -> Result<RunBoundaryMatrix, SourceError> {
         let keys = b.keys();
-        let mut rows = Vec::with_capacity(keys.len());
+        let mut out = RunBoundaryMatrix::new(self.matrix_of(q.series, Vec::new()));
+        out.reserve(keys.len(), keys.len() * COLS);
         for i in 0..keys.len() {
             let lo = self.keys.partition_point(|k| k < &keys[i]);
             let hi = keys.get(i + 1).map_or(self.keys.len(), |next| {
                 self.keys.partition_point(|k| k < next)
             });
-            if lo < hi {
-                rows.push(self.row(lo, hi));
+            if lo >= hi {
+                continue;
             }
+            let w = self.prefix[hi] - self.prefix[lo];
+            let values = (0..COLS).map(|c| w * self.profile(c));
+            let run = |value: u64| {
+                [IdentityRun {
+                    len: COLS as u32,
+                    value,
+                }]
+            };
+            let (groups, terms) = if hi - lo == 1 {
+                (run(lo as u64 % 64 + 1), run(12))
+            } else {
+                (run(0), run(0))
+            };
+            out.push_row(self.meta(lo, hi), values, &groups, &terms, &[]);
         }
-        Ok(BoundaryMatrix {
-            matrix: self.matrix_of(q.series, rows),
-            parts: Vec::new(),
-        })
+        Ok(out)
     }
 }
 
@@ -604,12 +618,13 @@ impl Recorded {
                                 .into_response();
                         }
                     };
-                    bm.matrix.node_id = Some(self.node_id.clone());
+                    bm.set_node_id(Some(self.node_id.clone()));
                     // As a real peer: `KVMB2` when the aggregator asks for it.
                     let v = Bytes::from(if v2 {
-                        keyviz_admin::fanout::compact::encode_boundary_v2(&bm).unwrap_or_default()
+                        keyviz_admin::fanout::compact::encode_boundary_runs_v2(&bm)
+                            .unwrap_or_default()
                     } else {
-                        keyviz_admin::fanout::compact::encode_boundary(&bm).unwrap_or_default()
+                        keyviz_admin::fanout::compact::encode_boundary_runs(&bm).unwrap_or_default()
                     });
                     *slot = Some((key, v.clone()));
                     v

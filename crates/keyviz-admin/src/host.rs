@@ -1,7 +1,7 @@
 //! The services a host hands to the admin surface: where matrices come from, who this node
 //! is, the cluster secret and the live membership.
 
-use keyviz::boundaries::{Boundaries, BoundaryMatrix, RowTotal};
+use keyviz::boundaries::{Boundaries, RowTotal, RunBoundaryMatrix};
 use keyviz::hotkeys::{HotKeyQuery, NodeHotKeys};
 use keyviz::{Matrix, MatrixQuery};
 
@@ -50,9 +50,12 @@ pub trait MatrixSource: Send + Sync + 'static {
             .map(|m| keyviz::boundaries::row_totals(&m))
     }
 
-    /// The second round: this node's view coarsened onto the cluster's `boundaries`. The
-    /// default computes [`MatrixSource::matrix`] and applies
-    /// [`keyviz::boundaries::coarsen_onto`]; an override must keep the same totals.
+    /// The second round: this node's view coarsened onto the cluster's `boundaries`, with
+    /// identities as runs (the boundary encodings write runs; no per-cell group or term
+    /// array is needed). The default computes [`MatrixSource::matrix`] and applies
+    /// [`keyviz::boundaries::coarsen_onto_runs`]; an override must keep the same totals and
+    /// may build the answer row by row ([`RunBoundaryMatrix::push_row`]). Same blocking
+    /// and locking rules as [`MatrixSource::matrix`].
     ///
     /// # Errors
     /// As [`MatrixSource::matrix`].
@@ -61,9 +64,13 @@ pub trait MatrixSource: Send + Sync + 'static {
         query: &MatrixQuery,
         boundaries: &Boundaries,
         now_unix_ms: i64,
-    ) -> Result<BoundaryMatrix, SourceError> {
+    ) -> Result<RunBoundaryMatrix, SourceError> {
         self.matrix(query, now_unix_ms).map(|m| {
-            keyviz::boundaries::coarsen_onto(m, boundaries, keyviz::merge::MAX_LISTED_ROUTE_IDS)
+            keyviz::boundaries::coarsen_onto_runs(
+                m,
+                boundaries,
+                keyviz::merge::MAX_LISTED_ROUTE_IDS,
+            )
         })
     }
 

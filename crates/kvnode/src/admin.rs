@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
 use http::StatusCode;
-use keyviz::boundaries::{Boundaries, BoundaryMatrix, RowTotal};
+use keyviz::boundaries::{Boundaries, RowTotal, RunBoundaryMatrix};
 use keyviz::hotkeys::{HotKeyQuery, NodeHotKeys};
 use keyviz::{Matrix, MatrixQuery};
 use keyviz_admin::auth::{Principal, Role, StaticCredentials};
@@ -59,7 +59,7 @@ impl MatrixSource for NodeSource {
         query: &MatrixQuery,
         boundaries: &Boundaries,
         now_unix_ms: i64,
-    ) -> Result<BoundaryMatrix, SourceError> {
+    ) -> Result<RunBoundaryMatrix, SourceError> {
         MatrixSource::matrix_on_boundaries(&*self.sampler, query, boundaries, now_unix_ms)
     }
 

@@ -16,6 +16,7 @@
 
 use keyviz::boundaries::{
     Boundaries, BoundaryMatrix, CellPart, IdentityRun, PackedBoundaryMatrix, RowTotal,
+    RunBoundaryMatrix, RunRow,
 };
 use keyviz::{Matrix, MatrixRow};
 
@@ -347,6 +348,93 @@ pub fn encode_boundary_v2(b: &BoundaryMatrix) -> Result<Vec<u8>, serde_json::Err
     }
     put_parts(&mut out, &b.parts);
     Ok(out)
+}
+
+/// Encodes a matrix on shared boundaries in run form as `KVMB1`: byte for byte what
+/// [`encode_boundary`] writes of its per-cell form ([`RunBoundaryMatrix::from_boundary`]),
+/// without a per-cell identity array to scan (the runs are written as they are). Pure;
+/// takes no lock.
+///
+/// # Errors
+/// Only if the header cannot be serialised (not for well-formed matrices).
+pub fn encode_boundary_runs(b: &RunBoundaryMatrix) -> Result<Vec<u8>, serde_json::Error> {
+    let h = b.header();
+    let head = header_json(h)?;
+    let mut out = Vec::with_capacity(
+        BOUNDARY_MAGIC.len() + 4 + head.len() + b.values().len() * 3 + b.len() * 20 + 64,
+    );
+    out.extend_from_slice(BOUNDARY_MAGIC);
+    out.extend_from_slice(&u32::try_from(head.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(&head);
+    put_columns(&mut out, &h.column_unix_ms);
+    for (_, cells) in b.rows() {
+        put_run_cells(&mut out, cells);
+    }
+    put_parts(&mut out, b.parts());
+    Ok(out)
+}
+
+/// Encodes a matrix on shared boundaries in run form as `KVMB2`: byte for byte what
+/// [`encode_boundary_v2`] writes of its per-cell form. Pure; takes no lock.
+///
+/// # Errors
+/// Only if the header cannot be serialised (not for well-formed matrices).
+pub fn encode_boundary_runs_v2(b: &RunBoundaryMatrix) -> Result<Vec<u8>, serde_json::Error> {
+    let m = b.header();
+    let head = serde_json::to_vec(&Matrix {
+        column_unix_ms: Vec::new(),
+        rows: Vec::new(),
+        series: m.series,
+        generated_at: m.generated_at.clone(),
+        step_ms: m.step_ms,
+        node_id: m.node_id.clone(),
+    })?;
+    let mut out = Vec::with_capacity(
+        BOUNDARY_V2_MAGIC.len() + 4 + head.len() + b.values().len() * 3 + b.len() * 96 + 64,
+    );
+    out.extend_from_slice(BOUNDARY_V2_MAGIC);
+    out.extend_from_slice(&u32::try_from(head.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(&head);
+    put_columns(&mut out, &m.column_unix_ms);
+    put_varint(&mut out, b.len() as u64);
+    for (meta, cells) in b.rows() {
+        put_row_meta(&mut out, meta);
+        put_run_cells(&mut out, cells);
+    }
+    put_parts(&mut out, b.parts());
+    Ok(out)
+}
+
+/// The column timestamps: LEB128 count, zigzag-LEB128 deltas.
+fn put_columns(out: &mut Vec<u8>, columns: &[i64]) {
+    put_varint(out, columns.len() as u64);
+    let mut prev = 0i64;
+    for &c in columns {
+        put_varint(out, zigzag(c.wrapping_sub(prev)));
+        prev = c;
+    }
+}
+
+/// One row's cells in the boundary layout from its run form: values, group and term
+/// runs, conflict flags, the same bytes as the per-cell row's.
+fn put_run_cells(out: &mut Vec<u8>, cells: RunRow<'_>) {
+    put_varint(out, cells.values.len() as u64);
+    put_varints(out, cells.values);
+    put_run_list(out, cells.groups);
+    put_run_list(out, cells.terms);
+    put_varint(out, cells.conflicts.len() as u64);
+    out.extend(cells.conflicts.iter().map(|&c| u8::from(c)));
+}
+
+/// Runs in the `put_runs` layout: the cells they cover, then (run, value) pairs. A
+/// [`RunBoundaryMatrix`] keeps its runs maximal, which is what `put_runs` finds in the
+/// array they stand for, so the bytes are the same.
+fn put_run_list(out: &mut Vec<u8>, runs: &[IdentityRun]) {
+    put_varint(out, runs.iter().map(|r| u64::from(r.len)).sum());
+    for r in runs {
+        put_varint(out, u64::from(r.len));
+        put_varint(out, r.value);
+    }
 }
 
 fn put_parts(out: &mut Vec<u8>, parts: &[CellPart]) {
@@ -1592,5 +1680,193 @@ mod tests {
         put_varint(&mut raw, u64::MAX >> 2);
         let s = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&raw);
         assert!(decode_boundaries(&s).is_err());
+    }
+
+    /// One local row for the byte-identity property: values (zeros included), identities
+    /// that change mid-row or are absent, conflict flags or none, and sometimes a lone
+    /// cell split over two terms in `write_lanes`.
+    #[derive(Debug, Clone)]
+    struct RowSpec {
+        values: Vec<u64>,
+        groups: Option<Vec<u64>>,
+        terms: Option<Vec<u64>>,
+        conflicts: Option<Vec<bool>>,
+        row_conflict: bool,
+        lanes: bool,
+    }
+
+    fn row_spec() -> impl proptest::strategy::Strategy<Value = RowSpec> {
+        use proptest::prelude::*;
+        (
+            proptest::collection::vec(prop_oneof![Just(0u64), 1u64..4, 100u64..100_000], 6),
+            proptest::option::weighted(0.8, proptest::collection::vec(1u64..4, 6)),
+            proptest::option::weighted(0.8, proptest::collection::vec(5u64..7, 6)),
+            proptest::option::weighted(0.2, proptest::collection::vec(any::<bool>(), 6)),
+            any::<bool>(),
+            proptest::bool::weighted(0.2),
+        )
+            .prop_map(
+                |(values, groups, terms, conflicts, row_conflict, lanes)| RowSpec {
+                    values,
+                    groups,
+                    terms,
+                    conflicts,
+                    row_conflict,
+                    lanes,
+                },
+            )
+    }
+
+    /// A node's local view of `specs` over `cols` columns (row `i` starts at `[i]`, the
+    /// first may start at the empty key).
+    fn spec_matrix(writes: bool, cols: usize, specs: &[RowSpec]) -> Matrix {
+        let rows = specs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let values: Vec<u64> = s.values[..cols].to_vec();
+                let lanes = match values.first() {
+                    Some(&v) if s.lanes && v >= 2 => vec![
+                        keyviz::CellLane {
+                            column: 0,
+                            group: 9,
+                            term: 1,
+                            value: v - 1,
+                        },
+                        keyviz::CellLane {
+                            column: 0,
+                            group: 9,
+                            term: 2,
+                            value: 1,
+                        },
+                    ],
+                    _ => Vec::new(),
+                };
+                MatrixRow {
+                    bucket_id: format!("route:{i}"),
+                    start: (i > 0).then(|| vec![i as u8]),
+                    end: Some(vec![i as u8 + 1]),
+                    route_count: 1,
+                    route_ids: if i % 4 == 3 {
+                        vec![i as u64]
+                    } else {
+                        Vec::new()
+                    },
+                    values,
+                    raft_group_ids: s
+                        .groups
+                        .as_ref()
+                        .map_or_else(Vec::new, |g| g[..cols].to_vec()),
+                    leader_terms: s
+                        .terms
+                        .as_ref()
+                        .map_or_else(Vec::new, |t| t[..cols].to_vec()),
+                    conflicts: s
+                        .conflicts
+                        .as_ref()
+                        .map_or_else(Vec::new, |c| c[..cols].to_vec()),
+                    conflict: s.row_conflict,
+                    preview: (i % 3 == 0).then(|| format!("p{i}")),
+                    first_key: Some(vec![i as u8, 0]),
+                    last_key: Some(vec![i as u8, 9]),
+                    write_lanes: lanes,
+                    ..MatrixRow::default()
+                }
+            })
+            .collect();
+        Matrix {
+            column_unix_ms: (1..=cols as i64).map(|c| c * 60_000).collect(),
+            rows,
+            series: if writes {
+                Series::Writes
+            } else {
+                Series::Reads
+            },
+            generated_at: "2026-12-02T00:00:00Z".into(),
+            step_ms: 60_000,
+            node_id: Some("n1".into()),
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(256))]
+
+        /// The run-form path (`coarsen_onto_runs`, `encode_boundary_runs{,_v2}`) writes
+        /// exactly the bytes of the per-cell path (`coarsen_onto`, `encode_boundary{,_v2}`):
+        /// old and new nodes read each other's answers.
+        #[test]
+        fn run_form_answers_encode_byte_for_byte_like_per_cell_ones(
+            writes in proptest::bool::ANY,
+            cols in 1usize..=6,
+            specs in proptest::collection::vec(row_spec(), 0..12),
+            cuts in proptest::collection::vec(proptest::bool::ANY, 12),
+            max_ids in 1usize..4,
+        ) {
+            let m = spec_matrix(writes, cols, &specs);
+            // Boundaries at the start of the rows picked by `cuts` (the first always empty).
+            let mut keys = vec![Vec::new()];
+            keys.extend((1..specs.len()).filter(|&i| cuts[i]).map(|i| vec![i as u8]));
+            let Ok(b) = Boundaries::from_keys(keys) else {
+                return Err(proptest::test_runner::TestCaseError::fail("bad boundaries"));
+            };
+            let cells = keyviz::boundaries::coarsen_onto(m.clone(), &b, max_ids);
+            let runs = keyviz::boundaries::coarsen_onto_runs(m.clone(), &b, max_ids);
+            proptest::prop_assert_eq!(runs.validate_parts(), Ok(()));
+            proptest::prop_assert_eq!(cells.validate_parts(), Ok(()));
+            let want_totals: Vec<u64> = (0..cols)
+                .map(|j| m.rows.iter().map(|r| r.values[j]).sum())
+                .collect();
+            proptest::prop_assert_eq!(runs.column_totals(), want_totals);
+            let v1 = encode_boundary(&cells).unwrap_or_default();
+            let v2 = encode_boundary_v2(&cells).unwrap_or_default();
+            proptest::prop_assert!(!v1.is_empty() && !v2.is_empty());
+            proptest::prop_assert_eq!(&encode_boundary_runs(&runs).unwrap_or_default(), &v1);
+            proptest::prop_assert_eq!(&encode_boundary_runs_v2(&runs).unwrap_or_default(), &v2);
+            // The per-cell answer itself, in run form: the same bytes too.
+            let converted = RunBoundaryMatrix::from_boundary(&cells);
+            proptest::prop_assert_eq!(&encode_boundary_runs(&converted).unwrap_or_default(), &v1);
+            proptest::prop_assert_eq!(&encode_boundary_runs_v2(&converted).unwrap_or_default(), &v2);
+        }
+    }
+
+    #[test]
+    fn run_form_encoding_of_the_samples_is_the_per_cell_encoding() {
+        // The hand-made samples: a row with every metadata field, u64::MAX values, conflict
+        // flags, lanes (which stay home), identity changes mid-row and disagreeing parts.
+        for b in [
+            boundary_sample(),
+            valid_boundary_sample(),
+            many_row_boundary(300),
+        ] {
+            let runs = RunBoundaryMatrix::from_boundary(&b);
+            assert_eq!(runs.validate_parts(), b.validate_parts());
+            assert_eq!(
+                encode_boundary_runs(&runs).ok(),
+                encode_boundary(&b).ok(),
+                "KVMB1"
+            );
+            assert_eq!(
+                encode_boundary_runs_v2(&runs).ok(),
+                encode_boundary_v2(&b).ok(),
+                "KVMB2"
+            );
+        }
+        // No rows at all.
+        let empty = BoundaryMatrix {
+            matrix: Matrix {
+                rows: Vec::new(),
+                ..sample()
+            },
+            parts: Vec::new(),
+        };
+        let runs = RunBoundaryMatrix::from_boundary(&empty);
+        assert_eq!(
+            encode_boundary_runs(&runs).ok(),
+            encode_boundary(&empty).ok()
+        );
+        assert_eq!(
+            encode_boundary_runs_v2(&runs).ok(),
+            encode_boundary_v2(&empty).ok()
+        );
     }
 }

@@ -18,8 +18,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use keyviz::boundaries::{
-    Boundaries, BoundaryMatrix, ClusterFold, FoldInput, PackedBoundaryMatrix, RowTotal,
-    coarsen_onto,
+    Boundaries, ClusterFold, FoldInput, PackedBoundaryMatrix, RowTotal, RunBoundaryMatrix,
+    coarsen_onto_runs,
 };
 use keyviz::merge::MAX_LISTED_ROUTE_IDS;
 use keyviz::{Matrix, MatrixQuery};
@@ -72,15 +72,15 @@ const FOLD_BATCH: usize = 3;
 enum Ready {
     /// A boundary answer, packed (the common case).
     Packed(PackedBoundaryMatrix),
-    /// An older peer's plain view, coarsened here.
-    Coarse(BoundaryMatrix),
+    /// The local answer, or an older peer's plain view coarsened here: identities as runs.
+    Coarse(RunBoundaryMatrix),
 }
 
 impl Ready {
     fn header(&self) -> &Matrix {
         match self {
             Ready::Packed(p) => &p.header,
-            Ready::Coarse(b) => &b.matrix,
+            Ready::Coarse(b) => b.header(),
         }
     }
 }
@@ -197,11 +197,11 @@ pub(crate) async fn answer_peer_round(
             .source
             .matrix_on_boundaries(&query, &b, now)
             .map_err(source_error)?;
-        m.matrix.node_id = Some(node_id);
+        m.set_node_id(Some(node_id));
         if v2 {
-            compact::encode_boundary_v2(&m)
+            compact::encode_boundary_runs_v2(&m)
         } else {
-            compact::encode_boundary(&m)
+            compact::encode_boundary_runs(&m)
         }
         .map_err(ApiError::internal)
     };
@@ -392,7 +392,11 @@ async fn call_boundary(
         } else {
             let compact_body = is_media(ct.as_deref(), compact::CONTENT_TYPE);
             let m = decode_plain(&body, compact_body, &params2)?;
-            Ok(Ready::Coarse(coarsen_onto(m, &b, MAX_LISTED_ROUTE_IDS)))
+            Ok(Ready::Coarse(coarsen_onto_runs(
+                m,
+                &b,
+                MAX_LISTED_ROUTE_IDS,
+            )))
         }
     })
     .await
@@ -519,7 +523,7 @@ pub(crate) async fn run_rounds(
                         let b = boundaries.clone();
                         match decoders.permits.clone().acquire_owned().await {
                             Ok(permit) => tokio::task::spawn_blocking(move || {
-                                Ready::Coarse(coarsen_onto(m, &b, MAX_LISTED_ROUTE_IDS))
+                                Ready::Coarse(coarsen_onto_runs(m, &b, MAX_LISTED_ROUTE_IDS))
                             })
                             .await
                             .map(|bm| (bm, permit))
@@ -567,16 +571,17 @@ pub(crate) async fn run_rounds(
     .map_err(source_error)?;
     if let Some(n) = nodes.first_mut() {
         n.elapsed_ms += elapsed_ms(local_started);
-        n.generated_at = Some(local.matrix.generated_at.clone());
+        n.generated_at = Some(local.header().generated_at.clone());
     }
     let series = params.series;
     let b_fold = (*boundaries).clone();
     let fold = tokio::task::spawn_blocking(move || {
-        let mut fold = ClusterFold::new(series, local.matrix.step_ms, b_fold, MAX_LISTED_ROUTE_IDS);
+        let step_ms = local.header().step_ms;
+        let mut fold = ClusterFold::new(series, step_ms, b_fold, MAX_LISTED_ROUTE_IDS);
         // Replicas count writes on apply: the newest windows may still differ by lag.
         fold.set_settling_from(Some(keyviz::merge::settling_from_unix_ms(
             clock::now_unix_ms(),
-            local.matrix.step_ms,
+            step_ms,
         )));
         // Each answer's columns, for the per-node outage runs (`coverage`); input indices
         // until the fold is done, node indices after.
@@ -606,7 +611,7 @@ pub(crate) async fn run_rounds(
                         order.push(*i);
                         match ready {
                             Ready::Packed(p) => FoldInput::Packed(p),
-                            Ready::Coarse(b) => FoldInput::Plain(b),
+                            Ready::Coarse(b) => FoldInput::Runs(b),
                         }
                     })
                     .collect();

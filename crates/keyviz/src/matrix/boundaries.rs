@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 
-use super::budget::{join_rows, plan_groups, unique_bucket_ids};
+use super::budget::{join_meta, join_rows, plan_groups, unique_bucket_ids};
 use super::wire::{MAX_MATRIX_CELLS, MAX_MATRIX_COLUMNS, Matrix, MatrixRow, Series};
 use crate::bucket::{bucket_base, max_end, parse_route_bucket_id, virtual_bucket_name};
 use crate::merge::{MergeWarning, Merged, WarningCode};
@@ -433,6 +433,453 @@ fn runs_of(arr: &[u64], out: &mut Vec<IdentityRun>) {
     }
 }
 
+/// Appends one cell's identity `value` to `runs`, extending the last run when it holds the
+/// same value and belongs to the current row (starts at or after `row_from`): what
+/// [`runs_of`] makes of the row's array, one cell at a time.
+fn push_identity(runs: &mut Vec<IdentityRun>, row_from: usize, len: u32, value: u64) {
+    if len == 0 {
+        return;
+    }
+    if runs.len() > row_from
+        && let Some(last) = runs.last_mut()
+        && last.value == value
+        && let Some(n) = last.len.checked_add(len)
+    {
+        last.len = n;
+        return;
+    }
+    runs.push(IdentityRun { len, value });
+}
+
+/// A row's metadata, its cell arrays and lanes dropped (freed, not copied): what a
+/// boundary answer's header carries of it, as [`header_of`] gives it.
+fn strip_cells(mut row: MatrixRow) -> MatrixRow {
+    row.values = Vec::new();
+    row.conflicts = Vec::new();
+    row.raft_group_ids = Vec::new();
+    row.leader_terms = Vec::new();
+    row.write_lanes = Vec::new();
+    row
+}
+
+/// Where one row of a [`RunBoundaryMatrix`] ends in each of its shared buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct RowEnds {
+    values: usize,
+    groups: usize,
+    terms: usize,
+    conflicts: usize,
+}
+
+/// One row's cells in run form: what [`RunBoundaryMatrix::row`] gives (and, as slices,
+/// what [`RunBoundaryMatrix::push_row`] takes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RunRow<'a> {
+    /// One value per column.
+    pub values: &'a [u64],
+    /// `raft_group_ids` as maximal runs (none when the row carries no identities, else
+    /// covering every cell).
+    pub groups: &'a [IdentityRun],
+    /// `leader_terms` as maximal runs, as `groups`.
+    pub terms: &'a [IdentityRun],
+    /// Per-cell conflict flags (empty when no cell is flagged), as the row's `conflicts`.
+    pub conflicts: &'a [bool],
+}
+
+/// A node's view on shared boundaries with identities as runs from the source on: what
+/// [`BoundaryMatrix`] says, without per-cell group and term arrays (two thirds of a coarse
+/// answer's cells, which the boundary encodings write as runs anyway). A source builds it
+/// row by row ([`RunBoundaryMatrix::push_row`]) or coarsens its view into it
+/// ([`coarsen_onto_runs`]); the boundary encoders write it to the same bytes as the
+/// per-cell form it stands for ([`RunBoundaryMatrix::from_boundary`]), and
+/// [`ClusterFold`] folds it like that form ([`FoldInput::Runs`]).
+///
+/// Guarantees: every row has exactly one range in each buffer, in row order; runs are
+/// maximal (no zero-length run, no two adjacent runs of one row with the same value), so
+/// they are what [`runs_of`] gives of the arrays they stand for. Plain data: no lock, no
+/// I/O.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunBoundaryMatrix {
+    /// Series, step, columns, node, generation time and every row's metadata (its cell
+    /// arrays and `write_lanes` empty).
+    header: Matrix,
+    /// Every row's values, concatenated in row order.
+    values: Vec<u64>,
+    group_runs: Vec<IdentityRun>,
+    term_runs: Vec<IdentityRun>,
+    conflicts: Vec<bool>,
+    /// Per row, the end of its ranges.
+    ends: Vec<RowEnds>,
+    /// Identity parts of mixed cells, sorted by (row, column), as in [`BoundaryMatrix`].
+    parts: Vec<CellPart>,
+}
+
+impl RunBoundaryMatrix {
+    /// An answer without rows for `header`'s series, step, columns, node and generation
+    /// time (its rows, if any, are dropped).
+    #[must_use]
+    pub fn new(mut header: Matrix) -> Self {
+        header.rows = Vec::new();
+        RunBoundaryMatrix {
+            header,
+            values: Vec::new(),
+            group_runs: Vec::new(),
+            term_runs: Vec::new(),
+            conflicts: Vec::new(),
+            ends: Vec::new(),
+            parts: Vec::new(),
+        }
+    }
+
+    /// The per-cell answer `b` in run form (lanes dropped: they travel as parts). Encodes
+    /// to the same bytes as `b` and folds like it. O(cells).
+    #[must_use]
+    pub fn from_boundary(b: &BoundaryMatrix) -> Self {
+        let m = &b.matrix;
+        let mut out = RunBoundaryMatrix::new(Matrix {
+            column_unix_ms: m.column_unix_ms.clone(),
+            rows: Vec::new(),
+            series: m.series,
+            generated_at: m.generated_at.clone(),
+            step_ms: m.step_ms,
+            node_id: m.node_id.clone(),
+        });
+        out.reserve(m.rows.len(), m.rows.iter().map(|r| r.values.len()).sum());
+        for row in &m.rows {
+            out.push_cell_arrays(row);
+            out.end_row(header_of(row));
+        }
+        out.parts.clone_from(&b.parts);
+        out
+    }
+
+    /// The per-cell form (identity runs expanded; no lanes): the inverse of
+    /// [`RunBoundaryMatrix::from_boundary`] but for the lanes. O(cells).
+    #[must_use]
+    pub fn into_boundary(self) -> BoundaryMatrix {
+        let expand = |runs: &[IdentityRun]| -> Vec<u64> {
+            runs.iter()
+                .flat_map(|r| std::iter::repeat_n(r.value, r.len as usize))
+                .collect()
+        };
+        let rows: Vec<MatrixRow> = self
+            .rows()
+            .map(|(meta, cells)| MatrixRow {
+                values: cells.values.to_vec(),
+                raft_group_ids: expand(cells.groups),
+                leader_terms: expand(cells.terms),
+                conflicts: cells.conflicts.to_vec(),
+                ..meta.clone()
+            })
+            .collect();
+        let mut matrix = self.header;
+        matrix.rows = rows;
+        BoundaryMatrix {
+            matrix,
+            parts: self.parts,
+        }
+    }
+
+    /// Reserves room for `rows` more rows of `cells` values in all.
+    pub fn reserve(&mut self, rows: usize, cells: usize) {
+        self.header.rows.reserve(rows);
+        self.ends.reserve(rows);
+        self.values.reserve(cells);
+    }
+
+    /// Appends a row: `meta`'s metadata (its cell arrays and lanes are dropped), its
+    /// `values`, its identities as runs and its conflict flags (empty, or one per cell).
+    /// Runs are made maximal (zero-length runs dropped, equal neighbours joined), so the
+    /// row encodes like the per-cell row they stand for; runs should cover all the row's
+    /// values or none, as [`Matrix::validate`] asks of identity arrays. O(values + runs).
+    pub fn push_row(
+        &mut self,
+        meta: MatrixRow,
+        values: impl IntoIterator<Item = u64>,
+        groups: &[IdentityRun],
+        terms: &[IdentityRun],
+        conflicts: &[bool],
+    ) {
+        self.values.extend(values);
+        let from = self.group_runs.len();
+        for r in groups {
+            push_identity(&mut self.group_runs, from, r.len, r.value);
+        }
+        let from = self.term_runs.len();
+        for r in terms {
+            push_identity(&mut self.term_runs, from, r.len, r.value);
+        }
+        self.conflicts.extend_from_slice(conflicts);
+        self.end_row(strip_cells(meta));
+    }
+
+    /// Appends a per-cell row (its arrays turned into runs; lanes dropped).
+    /// O(cells of the row).
+    pub fn push_cells_row(&mut self, row: MatrixRow) {
+        self.push_cell_arrays(&row);
+        self.end_row(strip_cells(row));
+    }
+
+    /// Pushes `row`'s cells (identity arrays as runs); the caller closes the row.
+    fn push_cell_arrays(&mut self, row: &MatrixRow) {
+        self.values.extend_from_slice(&row.values);
+        for (arr, runs) in [
+            (&row.raft_group_ids, &mut self.group_runs),
+            (&row.leader_terms, &mut self.term_runs),
+        ] {
+            let from = runs.len();
+            for &v in arr {
+                push_identity(runs, from, 1, v);
+            }
+        }
+        self.conflicts.extend_from_slice(&row.conflicts);
+    }
+
+    /// Closes the row whose cells were just pushed.
+    fn end_row(&mut self, meta: MatrixRow) {
+        self.header.rows.push(meta);
+        self.ends.push(RowEnds {
+            values: self.values.len(),
+            groups: self.group_runs.len(),
+            terms: self.term_runs.len(),
+            conflicts: self.conflicts.len(),
+        });
+    }
+
+    /// Appends the join of `members` (adjacent rows in key order, at least two): exactly
+    /// the row [`join_rows`] makes of them, its identities built as runs column by column
+    /// (a column keeps its identity while every non-zero member agrees, else 0) instead of
+    /// as per-cell arrays. O(members × width).
+    fn push_joined(&mut self, members: &[MatrixRow], max_route_ids: usize) {
+        let mut meta = join_meta(members, max_route_ids);
+        let width = members.iter().map(|r| r.values.len()).max().unwrap_or(0);
+        let from = self.values.len();
+        self.values.resize(from + width, 0);
+        let sums = &mut self.values[from..];
+        for m in members {
+            for (s, &v) in sums.iter_mut().zip(&m.values) {
+                *s = s.saturating_add(v);
+            }
+        }
+        let (g_from, t_from) = (self.group_runs.len(), self.term_runs.len());
+        for j in 0..width {
+            let mut id: Option<(u64, u64)> = None;
+            for m in members {
+                if m.values.get(j).copied().unwrap_or(0) == 0 {
+                    continue;
+                }
+                let g = m.raft_group_ids.get(j).copied().unwrap_or(0);
+                let t = m.leader_terms.get(j).copied().unwrap_or(0);
+                match id {
+                    None => id = Some((g, t)),
+                    Some(known) if known != (g, t) => {
+                        id = Some((0, 0));
+                        break;
+                    }
+                    Some(_) => {}
+                }
+            }
+            let (g, t) = id.unwrap_or((0, 0));
+            push_identity(&mut self.group_runs, g_from, 1, g);
+            push_identity(&mut self.term_runs, t_from, 1, t);
+        }
+        // Flags only when a member has some within the joined width (the usual row has none).
+        if members
+            .iter()
+            .any(|m| m.conflicts.iter().take(width).any(|&c| c))
+        {
+            let c_from = self.conflicts.len();
+            self.conflicts.resize(c_from + width, false);
+            let flags = &mut self.conflicts[c_from..];
+            for m in members {
+                for (f, &c) in flags.iter_mut().zip(&m.conflicts) {
+                    *f |= c;
+                }
+            }
+            meta.conflict = true;
+        }
+        self.end_row(meta);
+    }
+
+    /// The matrix without cells: series, step, columns, node, generation time and every
+    /// row's metadata.
+    #[must_use]
+    pub fn header(&self) -> &Matrix {
+        &self.header
+    }
+
+    /// Names the answering node (a peer names itself before it encodes its answer).
+    pub fn set_node_id(&mut self, node_id: Option<String>) {
+        self.header.node_id = node_id;
+    }
+
+    /// Number of rows.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether there is no row.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Row `i`'s cells, or `None` past the last row. O(1).
+    #[must_use]
+    pub fn row(&self, i: usize) -> Option<RunRow<'_>> {
+        let end = *self.ends.get(i)?;
+        let start = i
+            .checked_sub(1)
+            .and_then(|p| self.ends.get(p).copied())
+            .unwrap_or_default();
+        Some(RunRow {
+            values: self.values.get(start.values..end.values)?,
+            groups: self.group_runs.get(start.groups..end.groups)?,
+            terms: self.term_runs.get(start.terms..end.terms)?,
+            conflicts: self.conflicts.get(start.conflicts..end.conflicts)?,
+        })
+    }
+
+    /// Every row's metadata with its cells, in row order.
+    pub fn rows(&self) -> impl Iterator<Item = (&MatrixRow, RunRow<'_>)> {
+        self.header
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(i, meta)| (meta, self.row(i).unwrap_or_default()))
+    }
+
+    /// Every row's values, concatenated in row order.
+    #[must_use]
+    pub fn values(&self) -> &[u64] {
+        &self.values
+    }
+
+    /// The identity parts of mixed cells, sorted by (row, column).
+    #[must_use]
+    pub fn parts(&self) -> &[CellPart] {
+        &self.parts
+    }
+
+    /// Replaces the identity parts (they must be sorted by (row, column) and add up to
+    /// their cells: [`RunBoundaryMatrix::validate_parts`]).
+    pub fn set_parts(&mut self, parts: Vec<CellPart>) {
+        self.parts = parts;
+    }
+
+    /// Per column, the sum of the rows' values (saturating), for checking conservation.
+    #[must_use]
+    pub fn column_totals(&self) -> Vec<u64> {
+        let mut totals = vec![0u64; self.header.column_unix_ms.len()];
+        for (_, cells) in self.rows() {
+            for (t, &v) in totals.iter_mut().zip(cells.values) {
+                *t = t.saturating_add(v);
+            }
+        }
+        totals
+    }
+
+    /// [`BoundaryMatrix::validate_parts`] of the per-cell form: indices in range, sorted by
+    /// (row, column), every listed cell's parts adding up to its value. O(parts).
+    ///
+    /// # Errors
+    /// A description of the first violation.
+    pub fn validate_parts(&self) -> Result<(), String> {
+        let mut i = 0;
+        while i < self.parts.len() {
+            let p = self.parts[i];
+            let row = self
+                .row(p.row as usize)
+                .ok_or_else(|| format!("part row {} out of range", p.row))?;
+            let value = row
+                .values
+                .get(p.column as usize)
+                .copied()
+                .ok_or_else(|| format!("part column {} out of range", p.column))?;
+            let mut sum = 0u64;
+            let mut j = i;
+            while j < self.parts.len()
+                && self.parts[j].row == p.row
+                && self.parts[j].column == p.column
+            {
+                sum = sum.saturating_add(self.parts[j].value);
+                j += 1;
+            }
+            if sum != value {
+                return Err(format!(
+                    "parts of row {} column {} add up to {sum}, the cell says {value}",
+                    p.row, p.column
+                ));
+            }
+            if let Some(next) = self.parts.get(j)
+                && (next.row, next.column) < (p.row, p.column)
+            {
+                return Err("parts are not sorted by row and column".into());
+            }
+            i = j;
+        }
+        Ok(())
+    }
+}
+
+/// [`coarsen_onto`] with the answer in run form: the same rows, values, identities,
+/// conflict flags and parts ([`RunBoundaryMatrix::from_boundary`] of `coarsen_onto`'s
+/// answer, equal to this one), without building a per-cell group or term array for a
+/// joined row. Totals per column are unchanged. Pure: no lock, no I/O. O(rows × columns).
+#[must_use = "returns the coarse view"]
+pub fn coarsen_onto_runs(
+    mut m: Matrix,
+    boundaries: &Boundaries,
+    max_route_ids: usize,
+) -> RunBoundaryMatrix {
+    let rows = std::mem::take(&mut m.rows);
+    let is_write = m.series.is_write();
+    let mut keyed: Vec<(usize, MatrixRow)> = rows
+        .into_iter()
+        .map(|r| {
+            (
+                boundaries.index_of(r.start.as_deref().unwrap_or_default()),
+                r,
+            )
+        })
+        .collect();
+    // Stable: rows keep their key order inside one boundary row.
+    keyed.sort_by_key(|(i, _)| *i);
+    let width = m.column_unix_ms.len();
+    let mut out = RunBoundaryMatrix::new(m);
+    let groups = keyed.len().min(boundaries.len());
+    out.reserve(groups, groups.saturating_mul(width));
+    let mut parts = Vec::new();
+    let mut members: Vec<MatrixRow> = Vec::new();
+    let mut it = keyed.into_iter().peekable();
+    while let Some((idx, first)) = it.next() {
+        members.clear();
+        members.push(first);
+        while let Some((_, r)) = it.next_if(|(i, _)| *i == idx) {
+            members.push(r);
+        }
+        let row_index = u32::try_from(out.len()).unwrap_or(u32::MAX);
+        if let [only] = members.as_mut_slice() {
+            // A coarse-tier cell counted under several identities lists them in
+            // `write_lanes`: they become parts, so the fold deduplicates each share.
+            if is_write && !only.write_lanes.is_empty() {
+                collect_parts(std::slice::from_ref(only), row_index, &mut parts);
+            }
+            out.push_cells_row(std::mem::take(only));
+            continue;
+        }
+        // Reads add up whoever counted them: only writes need their identities.
+        if is_write {
+            collect_parts(&members, row_index, &mut parts);
+        }
+        out.push_joined(&members, max_route_ids);
+    }
+    unique_bucket_ids(&mut out.header.rows);
+    out.parts = parts;
+    out
+}
+
 /// Walks runs cell by cell; past the last run every cell is 0 (no identity).
 struct RunCursor<'a> {
     runs: &'a [IdentityRun],
@@ -508,6 +955,8 @@ pub enum FoldInput<'a> {
     Plain(&'a BoundaryMatrix),
     /// An answer as [`ClusterFold::add_packed`] takes it.
     Packed(&'a PackedBoundaryMatrix),
+    /// An answer in run form, as [`ClusterFold::add_runs`] takes it.
+    Runs(&'a RunBoundaryMatrix),
 }
 
 impl<'a> FoldInput<'a> {
@@ -515,6 +964,7 @@ impl<'a> FoldInput<'a> {
         match self {
             FoldInput::Plain(b) => &b.matrix,
             FoldInput::Packed(p) => &p.header,
+            FoldInput::Runs(r) => &r.header,
         }
     }
 
@@ -522,6 +972,7 @@ impl<'a> FoldInput<'a> {
         match self {
             FoldInput::Plain(b) => &b.parts,
             FoldInput::Packed(p) => &p.parts,
+            FoldInput::Runs(r) => &r.parts,
         }
     }
 }
@@ -863,6 +1314,13 @@ impl ClusterFold {
         self.add_batch(&[FoldInput::Packed(input)]);
     }
 
+    /// Folds in the next input in run form (a source's own answer, [`coarsen_onto_runs`]):
+    /// the same result as [`ClusterFold::add`] of its per-cell form. The same rules for
+    /// malformed inputs as [`ClusterFold::add`]. Pure; takes no lock.
+    pub fn add_runs(&mut self, input: &RunBoundaryMatrix) {
+        self.add_batch(&[FoldInput::Runs(input)]);
+    }
+
     /// Folds in several inputs at once, with exactly the result (matrix, warnings and their
     /// order) of adding them one by one in slice order, but row by row across the inputs:
     /// every accumulator row is read and written once per batch instead of once per input,
@@ -885,7 +1343,8 @@ impl ClusterFold {
             let parts = input.parts();
             let row_runs = match input {
                 FoldInput::Packed(p) => p.row_runs.as_slice(),
-                FoldInput::Plain(_) => &[],
+                // Plain rows carry their arrays, run-form rows their own ranges.
+                FoldInput::Plain(_) | FoldInput::Runs(_) => &[],
             };
             let (mut g0, mut t0, mut p) = (0usize, 0usize, 0usize);
             // Before the first row: `index_near` tries row 0 first.
@@ -946,6 +1405,15 @@ impl ClusterFold {
                         values: p.values.get(r * width..(r + 1) * width).unwrap_or_default(),
                         groups: p.group_runs.get(g0..g1).unwrap_or_default(),
                         terms: p.term_runs.get(t0..t1).unwrap_or_default(),
+                        parts,
+                    }
+                }
+                FoldInput::Runs(rb) => {
+                    let row = rb.row(r).unwrap_or_default();
+                    RowCells {
+                        values: row.values,
+                        groups: row.groups,
+                        terms: row.terms,
                         parts,
                     }
                 }
@@ -1941,8 +2409,8 @@ mod tests {
         }
     }
 
-    /// Folds `inputs` one by one (packed and plain alternating) and in batches of `size`
-    /// (the same alternation), and returns both results.
+    /// Folds `inputs` one by one (packed, plain and run form in turn) and in batches of
+    /// `size` (the same rotation), and returns both results.
     fn one_by_one_and_batched(inputs: &[Matrix], budget: usize, size: usize) -> (Merged, Merged) {
         let totals: Vec<Vec<RowTotal>> = inputs.iter().map(row_totals).collect();
         let b = Boundaries::plan(totals.iter().map(Vec::as_slice), budget);
@@ -1955,18 +2423,21 @@ mod tests {
             .iter()
             .map(PackedBoundaryMatrix::from_boundary)
             .collect();
-        let input = |i: usize| {
-            if i.is_multiple_of(2) {
-                FoldInput::Packed(&packed[i])
-            } else {
-                FoldInput::Plain(&coarse[i])
-            }
+        let runs: Vec<RunBoundaryMatrix> = coarse
+            .iter()
+            .map(RunBoundaryMatrix::from_boundary)
+            .collect();
+        let input = |i: usize| match i % 3 {
+            0 => FoldInput::Packed(&packed[i]),
+            1 => FoldInput::Plain(&coarse[i]),
+            _ => FoldInput::Runs(&runs[i]),
         };
         let mut one = ClusterFold::new(series, step, b.clone(), MAX_LISTED_ROUTE_IDS);
         for i in 0..inputs.len() {
             match input(i) {
                 FoldInput::Packed(p) => one.add_packed(p),
                 FoldInput::Plain(c) => one.add(c),
+                FoldInput::Runs(r) => one.add_runs(r),
             }
         }
         let mut batched = ClusterFold::new(series, step, b, MAX_LISTED_ROUTE_IDS);
@@ -2222,5 +2693,229 @@ mod tests {
             value: 1,
         }];
         assert!(coarse.validate_parts().is_err());
+    }
+
+    /// Inputs that exercise the run-form join: the usual nodes, one with rows lacking
+    /// identities, one with cell conflict flags, one whose groups change mid-row and one
+    /// with write lanes on a lone row.
+    fn run_form_inputs(series: Series) -> Vec<Matrix> {
+        let mut inputs: Vec<Matrix> = (0..3).map(|n| node_matrix(series, n, 3, 40)).collect();
+        let mut bare = node_matrix(series, 1, 3, 40);
+        for r in bare.rows.iter_mut().step_by(3) {
+            r.raft_group_ids.clear();
+            r.leader_terms.clear();
+        }
+        let mut flagged = node_matrix(series, 2, 3, 40);
+        for (i, r) in flagged
+            .rows
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| i % 5 == 0)
+        {
+            r.conflicts = (0..COLS).map(|c| (c + i) % 4 == 0).collect();
+        }
+        flagged.rows[1].conflict = true;
+        let mut mixed = node_matrix(series, 0, 3, 40);
+        for (i, r) in mixed.rows.iter_mut().enumerate() {
+            for c in COLS / 2..COLS {
+                r.raft_group_ids[c] = (i as u64 + c as u64) % 3 + 1;
+            }
+        }
+        // A lone row's cell split over two terms (lanes add up to the cell).
+        if let Some(r) = mixed.rows.iter_mut().find(|r| r.values[0] >= 2) {
+            r.write_lanes = vec![
+                CellLane {
+                    column: 0,
+                    group: 9,
+                    term: 1,
+                    value: r.values[0] - 1,
+                },
+                CellLane {
+                    column: 0,
+                    group: 9,
+                    term: 2,
+                    value: 1,
+                },
+            ];
+        }
+        inputs.extend([bare, flagged, mixed]);
+        inputs
+    }
+
+    #[test]
+    fn run_form_coarsening_equals_the_per_cell_coarsening_for_every_series_and_budget() {
+        for series in Series::ALL {
+            let inputs = run_form_inputs(series);
+            let totals: Vec<Vec<RowTotal>> = inputs.iter().map(row_totals).collect();
+            for budget in [1, 2, 5, 17, 40, 100] {
+                let b = Boundaries::plan(totals.iter().map(Vec::as_slice), budget);
+                for (n, m) in inputs.iter().enumerate() {
+                    let cells = coarsen_onto(m.clone(), &b, 8);
+                    let runs = coarsen_onto_runs(m.clone(), &b, 8);
+                    let what = format!("{series}, budget {budget}, input {n}");
+                    assert_eq!(runs, RunBoundaryMatrix::from_boundary(&cells), "{what}");
+                    let mut expected = cells.clone();
+                    for r in &mut expected.matrix.rows {
+                        r.write_lanes.clear();
+                    }
+                    assert_eq!(runs.clone().into_boundary(), expected, "{what}");
+                    assert_eq!(runs.column_totals(), column_totals(m), "{what}");
+                    assert_eq!(runs.validate_parts(), Ok(()), "{what}");
+                    assert_eq!(runs.len(), cells.matrix.rows.len(), "{what}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn run_form_answers_fold_exactly_like_per_cell_ones_alone_and_in_batches() {
+        for series in Series::ALL {
+            let inputs = run_form_inputs(series);
+            let totals: Vec<Vec<RowTotal>> = inputs.iter().map(row_totals).collect();
+            for budget in [1, 4, 40] {
+                let b = Boundaries::plan(totals.iter().map(Vec::as_slice), budget);
+                let cells: Vec<BoundaryMatrix> = inputs
+                    .iter()
+                    .map(|m| coarsen_onto(m.clone(), &b, MAX_LISTED_ROUTE_IDS))
+                    .collect();
+                let runs: Vec<RunBoundaryMatrix> = inputs
+                    .iter()
+                    .map(|m| coarsen_onto_runs(m.clone(), &b, MAX_LISTED_ROUTE_IDS))
+                    .collect();
+                let new = || ClusterFold::new(series, 60_000, b.clone(), MAX_LISTED_ROUTE_IDS);
+                let (mut plain, mut alone, mut batched) = (new(), new(), new());
+                for (c, r) in cells.iter().zip(&runs) {
+                    plain.add(c);
+                    alone.add_runs(r);
+                }
+                // Run-form and per-cell answers mixed in one batch, as the local answer
+                // leads the aggregator's first batch.
+                for chunk in cells
+                    .iter()
+                    .zip(&runs)
+                    .enumerate()
+                    .collect::<Vec<_>>()
+                    .chunks(3)
+                {
+                    let batch: Vec<FoldInput<'_>> = chunk
+                        .iter()
+                        .map(|(i, (c, r))| {
+                            if i % 2 == 0 {
+                                FoldInput::Runs(r)
+                            } else {
+                                FoldInput::Plain(c)
+                            }
+                        })
+                        .collect();
+                    batched.add_batch(&batch);
+                }
+                let (plain, alone, batched) = (plain.finish(), alone.finish(), batched.finish());
+                assert_eq!(plain.matrix, alone.matrix, "{series} at budget {budget}");
+                assert_eq!(
+                    plain.warnings, alone.warnings,
+                    "{series} at budget {budget}"
+                );
+                assert_eq!(plain.matrix, batched.matrix, "{series} at budget {budget}");
+                assert_eq!(
+                    plain.warnings, batched.warnings,
+                    "{series} at budget {budget}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn pushed_rows_keep_maximal_runs_that_never_cross_a_row() {
+        let mut m = RunBoundaryMatrix::new(node_matrix(Series::Writes, 0, 3, 4));
+        assert!(m.is_empty(), "the header's rows are dropped");
+        let run = |len: u32, value: u64| IdentityRun { len, value };
+        let meta = |id: u64| MatrixRow {
+            bucket_id: format!("route:{id}"),
+            values: vec![1; 3],
+            raft_group_ids: vec![5; 3],
+            write_lanes: vec![CellLane {
+                column: 0,
+                group: 1,
+                term: 1,
+                value: 1,
+            }],
+            ..MatrixRow::default()
+        };
+        // Zero-length runs go, equal neighbours join: what the per-cell array would give.
+        m.push_row(
+            meta(1),
+            [1, 2, 3, 4, 5],
+            &[run(2, 7), run(0, 9), run(3, 7)],
+            &[run(1, 1), run(4, 2)],
+            &[],
+        );
+        // The next row starts with the value the last one ended on: a run of its own.
+        m.push_row(
+            meta(2),
+            [0; 5],
+            &[run(5, 7)],
+            &[],
+            &[true, false, false, false, true],
+        );
+        m.push_cells_row(MatrixRow {
+            values: vec![3, 0, 3, 0, 3],
+            raft_group_ids: vec![7, 7, 8, 8, 8],
+            leader_terms: vec![2; 5],
+            ..meta(3)
+        });
+        assert_eq!(m.len(), 3);
+        let r0 = m.row(0).unwrap_or_default();
+        assert_eq!(r0.values, &[1, 2, 3, 4, 5]);
+        assert_eq!(r0.groups, &[run(5, 7)]);
+        assert_eq!(r0.terms, &[run(1, 1), run(4, 2)]);
+        assert!(r0.conflicts.is_empty());
+        let r1 = m.row(1).unwrap_or_default();
+        assert_eq!(r1.groups, &[run(5, 7)]);
+        assert!(r1.terms.is_empty(), "a row without identities has no runs");
+        assert_eq!(r1.conflicts, &[true, false, false, false, true]);
+        let r2 = m.row(2).unwrap_or_default();
+        assert_eq!(r2.groups, &[run(2, 7), run(3, 8)]);
+        assert_eq!(r2.terms, &[run(5, 2)]);
+        assert_eq!(m.row(3), None);
+        // Metadata only in the header: cell arrays and lanes are dropped.
+        for (meta, _) in m.rows() {
+            assert!(meta.values.is_empty() && meta.raft_group_ids.is_empty());
+            assert!(meta.write_lanes.is_empty());
+        }
+        assert_eq!(m.values().len(), 15);
+        assert_eq!(m.column_totals().len(), COLS);
+        let cells = m.clone().into_boundary();
+        assert_eq!(cells.matrix.rows[0].raft_group_ids, vec![7; 5]);
+        assert_eq!(cells.matrix.rows[1].leader_terms, Vec::<u64>::new());
+        assert_eq!(RunBoundaryMatrix::from_boundary(&cells), m);
+        m.set_node_id(Some("n9".into()));
+        assert_eq!(m.header().node_id.as_deref(), Some("n9"));
+    }
+
+    #[test]
+    fn run_form_parts_that_do_not_add_up_or_are_unsorted_are_rejected() {
+        let input = node_matrix(Series::Writes, 0, 3, 60);
+        let b = Boundaries::plan([row_totals(&input).as_slice()], 3);
+        let good = coarsen_onto_runs(input, &b, 256);
+        assert!(
+            !good.parts().is_empty(),
+            "joined rows disagree on identities"
+        );
+        assert_eq!(good.validate_parts(), Ok(()));
+        let mut off = good.clone();
+        let mut parts = off.parts().to_vec();
+        parts[0].value += 1;
+        off.set_parts(parts);
+        assert!(off.validate_parts().is_err());
+        let mut unsorted = good.clone();
+        let mut parts = unsorted.parts().to_vec();
+        parts.reverse();
+        unsorted.set_parts(parts);
+        assert!(unsorted.validate_parts().is_err());
+        let mut outside = good;
+        let mut parts = outside.parts().to_vec();
+        parts[0].row = 99;
+        outside.set_parts(parts);
+        assert!(outside.validate_parts().is_err());
     }
 }

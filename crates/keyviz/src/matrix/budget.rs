@@ -122,16 +122,8 @@ pub(crate) fn unique_bucket_ids(rows: &mut [MatrixRow]) {
 
 /// Joins adjacent rows (in key order) into one aggregate row.
 pub(crate) fn join_rows(members: Vec<MatrixRow>, max_route_ids: usize) -> MatrixRow {
+    let mut row = join_meta(&members, max_route_ids);
     let width = members.iter().map(|r| r.values.len()).max().unwrap_or(0);
-    // Members are in key order (start, then end), so the first starts first;
-    // with overlapping incarnations the last need not end last.
-    let start = members.first().and_then(|r| r.start.clone());
-    let end = members
-        .iter()
-        .map(|r| r.end.as_deref())
-        .reduce(max_end)
-        .flatten()
-        .map(<[u8]>::to_vec);
     let mut values = vec![0u64; width];
     let mut groups = vec![0u64; width];
     let mut terms = vec![0u64; width];
@@ -139,27 +131,7 @@ pub(crate) fn join_rows(members: Vec<MatrixRow>, max_route_ids: usize) -> Matrix
     let mut identity_known = vec![true; width];
     let mut seen_nonzero = vec![false; width];
     let mut conflicts = vec![false; width];
-    let mut any_conflict = false;
-    let mut route_ids: Vec<u64> = Vec::new();
-    // Sub-range rows of one route (`route:1#0`, `route:1#1`) are one route:
-    // plain rows count by distinct id, aggregates by their exact member count.
-    let mut plain_ids: Vec<u64> = Vec::new();
-    let mut other_count = 0u64;
-    let mut truncated = false;
     for m in &members {
-        truncated |= m.route_ids_truncated;
-        let plain_id = (!m.aggregate)
-            .then(|| parse_route_bucket_id(&m.bucket_id))
-            .flatten()
-            .map(|(route, _)| route);
-        match plain_id {
-            Some(id) => plain_ids.push(id),
-            None => {
-                other_count = other_count.saturating_add(m.route_count.max(1));
-                route_ids.extend_from_slice(&m.route_ids);
-            }
-        }
-        any_conflict |= m.conflict;
         for j in 0..width {
             let v = m.values.get(j).copied().unwrap_or(0);
             values[j] = values[j].saturating_add(v);
@@ -186,6 +158,54 @@ pub(crate) fn join_rows(members: Vec<MatrixRow>, max_route_ids: usize) -> Matrix
             terms[j] = 0;
         }
     }
+    let any_cell_conflict = conflicts.iter().any(|c| *c);
+    row.conflict |= any_cell_conflict;
+    row.values = values;
+    if any_cell_conflict {
+        row.conflicts = conflicts;
+    }
+    row.raft_group_ids = groups;
+    row.leader_terms = terms;
+    row
+}
+
+/// The metadata half of [`join_rows`]: the aggregate row of `members` (in key order) with
+/// every cell array empty, `conflict` set when a member's row flag is (a cell flag within
+/// the joined width also sets it: the caller's, as it reads the cells). Shared by the
+/// per-cell join and the run-form join of `boundaries`, so both name and count a joined
+/// row the same way.
+pub(crate) fn join_meta(members: &[MatrixRow], max_route_ids: usize) -> MatrixRow {
+    // Members are in key order (start, then end), so the first starts first;
+    // with overlapping incarnations the last need not end last.
+    let start = members.first().and_then(|r| r.start.clone());
+    let end = members
+        .iter()
+        .map(|r| r.end.as_deref())
+        .reduce(max_end)
+        .flatten()
+        .map(<[u8]>::to_vec);
+    let mut any_conflict = false;
+    let mut route_ids: Vec<u64> = Vec::new();
+    // Sub-range rows of one route (`route:1#0`, `route:1#1`) are one route:
+    // plain rows count by distinct id, aggregates by their exact member count.
+    let mut plain_ids: Vec<u64> = Vec::new();
+    let mut other_count = 0u64;
+    let mut truncated = false;
+    for m in members {
+        truncated |= m.route_ids_truncated;
+        let plain_id = (!m.aggregate)
+            .then(|| parse_route_bucket_id(&m.bucket_id))
+            .flatten()
+            .map(|(route, _)| route);
+        match plain_id {
+            Some(id) => plain_ids.push(id),
+            None => {
+                other_count = other_count.saturating_add(m.route_count.max(1));
+                route_ids.extend_from_slice(&m.route_ids);
+            }
+        }
+        any_conflict |= m.conflict;
+    }
     plain_ids.sort_unstable();
     plain_ids.dedup();
     let route_count = other_count.saturating_add(plain_ids.len() as u64);
@@ -198,7 +218,6 @@ pub(crate) fn join_rows(members: Vec<MatrixRow>, max_route_ids: usize) -> Matrix
     }
     let route_count = route_count.max(route_ids.len() as u64);
     truncated |= route_count > route_ids.len() as u64;
-    let any_cell_conflict = conflicts.iter().any(|c| *c);
     MatrixRow {
         bucket_id: virtual_bucket_name(start.as_deref().unwrap_or(&[]), end.as_deref()),
         label: None,
@@ -211,17 +230,9 @@ pub(crate) fn join_rows(members: Vec<MatrixRow>, max_route_ids: usize) -> Matrix
         route_ids,
         route_ids_truncated: truncated,
         route_count,
-        values,
-        conflict: any_conflict || any_cell_conflict,
-        conflicts: if any_cell_conflict {
-            conflicts
-        } else {
-            Vec::new()
-        },
-        raft_group_ids: groups,
-        leader_terms: terms,
+        conflict: any_conflict,
         // Joined rows mix identities; the budget runs after any merge.
-        write_lanes: Vec::new(),
+        ..MatrixRow::default()
     }
 }
 
