@@ -306,6 +306,19 @@ fn put_row_meta(out: &mut Vec<u8>, r: &MatrixRow) {
     }
 }
 
+/// The JSON header of a `KVMB2` answer: `m`'s series, times and node, without rows or
+/// columns (both are binary in `KVMB2`).
+fn v2_header(m: &Matrix) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&Matrix {
+        column_unix_ms: Vec::new(),
+        rows: Vec::new(),
+        series: m.series,
+        generated_at: m.generated_at.clone(),
+        step_ms: m.step_ms,
+        node_id: m.node_id.clone(),
+    })
+}
+
 /// Encodes a matrix on shared boundaries in the second version ([`BOUNDARY_V2_CONTENT_TYPE`],
 /// magic `KVMB2\n`): the `KVMB1` layout, except that the JSON header carries no rows and
 /// every row's metadata is binary, right before its cells (`put_row_meta`), so a decoder
@@ -315,14 +328,7 @@ fn put_row_meta(out: &mut Vec<u8>, r: &MatrixRow) {
 /// Only if the header cannot be serialised (not for well-formed matrices).
 pub fn encode_boundary_v2(b: &BoundaryMatrix) -> Result<Vec<u8>, serde_json::Error> {
     let m = &b.matrix;
-    let head = serde_json::to_vec(&Matrix {
-        column_unix_ms: Vec::new(),
-        rows: Vec::new(),
-        series: m.series,
-        generated_at: m.generated_at.clone(),
-        step_ms: m.step_ms,
-        node_id: m.node_id.clone(),
-    })?;
+    let head = v2_header(m)?;
     let values: usize = m.rows.iter().map(|r| r.values.len()).sum();
     let mut out = Vec::with_capacity(
         BOUNDARY_V2_MAGIC.len() + 4 + head.len() + values * 3 + m.rows.len() * 96 + 64,
@@ -381,14 +387,7 @@ pub fn encode_boundary_runs(b: &RunBoundaryMatrix) -> Result<Vec<u8>, serde_json
 /// Only if the header cannot be serialised (not for well-formed matrices).
 pub fn encode_boundary_runs_v2(b: &RunBoundaryMatrix) -> Result<Vec<u8>, serde_json::Error> {
     let m = b.header();
-    let head = serde_json::to_vec(&Matrix {
-        column_unix_ms: Vec::new(),
-        rows: Vec::new(),
-        series: m.series,
-        generated_at: m.generated_at.clone(),
-        step_ms: m.step_ms,
-        node_id: m.node_id.clone(),
-    })?;
+    let head = v2_header(m)?;
     let mut out = Vec::with_capacity(
         BOUNDARY_V2_MAGIC.len() + 4 + head.len() + b.values().len() * 3 + b.len() * 96 + 64,
     );

@@ -255,41 +255,49 @@ impl BoundaryMatrix {
     /// A description of the first violation.
     pub fn validate_parts(&self) -> Result<(), String> {
         let rows = &self.matrix.rows;
-        let mut i = 0;
-        while i < self.parts.len() {
-            let p = self.parts[i];
+        check_parts(&self.parts, |r, c| {
             let row = rows
-                .get(p.row as usize)
-                .ok_or_else(|| format!("part row {} out of range", p.row))?;
-            let value = row
-                .values
-                .get(p.column as usize)
+                .get(r)
+                .ok_or_else(|| format!("part row {r} out of range"))?;
+            row.values
+                .get(c)
                 .copied()
-                .ok_or_else(|| format!("part column {} out of range", p.column))?;
-            let mut sum = 0u64;
-            let mut j = i;
-            while j < self.parts.len()
-                && self.parts[j].row == p.row
-                && self.parts[j].column == p.column
-            {
-                sum = sum.saturating_add(self.parts[j].value);
-                j += 1;
-            }
-            if sum != value {
-                return Err(format!(
-                    "parts of row {} column {} add up to {sum}, the cell says {value}",
-                    p.row, p.column
-                ));
-            }
-            if let Some(next) = self.parts.get(j)
-                && (next.row, next.column) < (p.row, p.column)
-            {
-                return Err("parts are not sorted by row and column".into());
-            }
-            i = j;
-        }
-        Ok(())
+                .ok_or_else(|| format!("part column {c} out of range"))
+        })
     }
+}
+
+/// Checks `parts` against the cells `value_at(row, column)` reads (an `Err` when the cell
+/// does not exist): sorted by (row, column), every listed cell's parts adding up to its
+/// value. Shared by both forms' `validate_parts`. O(parts).
+fn check_parts(
+    parts: &[CellPart],
+    value_at: impl Fn(usize, usize) -> Result<u64, String>,
+) -> Result<(), String> {
+    let mut i = 0;
+    while i < parts.len() {
+        let p = parts[i];
+        let value = value_at(p.row as usize, p.column as usize)?;
+        let mut sum = 0u64;
+        let mut j = i;
+        while j < parts.len() && parts[j].row == p.row && parts[j].column == p.column {
+            sum = sum.saturating_add(parts[j].value);
+            j += 1;
+        }
+        if sum != value {
+            return Err(format!(
+                "parts of row {} column {} add up to {sum}, the cell says {value}",
+                p.row, p.column
+            ));
+        }
+        if let Some(next) = parts.get(j)
+            && (next.row, next.column) < (p.row, p.column)
+        {
+            return Err("parts are not sorted by row and column".into());
+        }
+        i = j;
+    }
+    Ok(())
 }
 
 /// Coarsens a node's view onto `boundaries`: every row goes, whole, to the boundary row
@@ -786,40 +794,15 @@ impl RunBoundaryMatrix {
     /// # Errors
     /// A description of the first violation.
     pub fn validate_parts(&self) -> Result<(), String> {
-        let mut i = 0;
-        while i < self.parts.len() {
-            let p = self.parts[i];
+        check_parts(&self.parts, |r, c| {
             let row = self
-                .row(p.row as usize)
-                .ok_or_else(|| format!("part row {} out of range", p.row))?;
-            let value = row
-                .values
-                .get(p.column as usize)
+                .row(r)
+                .ok_or_else(|| format!("part row {r} out of range"))?;
+            row.values
+                .get(c)
                 .copied()
-                .ok_or_else(|| format!("part column {} out of range", p.column))?;
-            let mut sum = 0u64;
-            let mut j = i;
-            while j < self.parts.len()
-                && self.parts[j].row == p.row
-                && self.parts[j].column == p.column
-            {
-                sum = sum.saturating_add(self.parts[j].value);
-                j += 1;
-            }
-            if sum != value {
-                return Err(format!(
-                    "parts of row {} column {} add up to {sum}, the cell says {value}",
-                    p.row, p.column
-                ));
-            }
-            if let Some(next) = self.parts.get(j)
-                && (next.row, next.column) < (p.row, p.column)
-            {
-                return Err("parts are not sorted by row and column".into());
-            }
-            i = j;
-        }
-        Ok(())
+                .ok_or_else(|| format!("part column {c} out of range"))
+        })
     }
 }
 
