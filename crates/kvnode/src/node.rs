@@ -297,6 +297,14 @@ pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
     // Apply-side write counting vs the flush's drain (see `counting`).
     let fence = Arc::new(CountFence::new(1..=cfg.groups));
 
+    // One redactor for the sampler and `OBJECT FREQ` (clones share its seal-form cache), so
+    // the asked key is looked up in exactly the form the capture keeps.
+    // With KeyViz off nothing is captured (and a hashed mode needs no secret).
+    let redactor = if cfg.keyviz_enabled {
+        hot_key_redactor(&cfg, secret.as_deref())?
+    } else {
+        keyviz::hotkeys::KeyRedactor::off()
+    };
     let sampling = if cfg.keyviz_enabled {
         let tiers = cfg.history_tiers()?;
         let sc = keyviz::SamplerConfig {
@@ -304,7 +312,7 @@ pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
             retention_ms: tiers.first().map_or(cfg.retention_ms, |t| t.keep_ms),
             coarser_tiers: tiers.get(1..).unwrap_or_default().to_vec(),
             key_buckets_per_route: cfg.key_buckets_per_route,
-            hot_keys: hot_key_redactor(&cfg, secret.as_deref())?,
+            hot_keys: redactor.clone(),
             ..keyviz::SamplerConfig::default()
         };
         // History survives restarts: it is reloaded from, and appended to, the database.
@@ -450,8 +458,6 @@ pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
         )));
     }
 
-    // `OBJECT FREQ` looks keys up in the form the sampler captures them in.
-    let redactor = hot_key_redactor(&cfg, secret.as_deref())?;
     let hotkeys = Arc::new(hotkeys(&cfg, &sampling, admin_state, redactor));
     let resp_tls = match resp_tls_listener {
         Some(l) => acceptor(tls.as_ref(), Listener::Resp)?.map(|a| (l, a)),
