@@ -1868,4 +1868,26 @@ mod tests {
             encode_boundary_v2(&empty).ok()
         );
     }
+
+    proptest::proptest! {
+        /// A run of varints of mixed lengths, ending near the body's end (where fewer than 8
+        /// bytes are left), decodes to the values written.
+        #[test]
+        fn mixed_length_varints_decode_to_what_was_written_up_to_the_last_byte(
+            values in proptest::collection::vec(
+                proptest::prop_oneof![0u64..128, 0u64..50_000, proptest::num::u64::ANY],
+                0..64,
+            ),
+        ) {
+            let mut b = Vec::new();
+            for &v in &values {
+                put_varint(&mut b, v);
+            }
+            let mut c = Cursor { b: &b, i: 0 };
+            let mut out = vec![9];
+            proptest::prop_assert!(c.varints(&mut out, values.len()).is_ok());
+            proptest::prop_assert_eq!(&out[1..], &values[..]);
+            proptest::prop_assert_eq!(c.i, b.len());
+        }
+    }
 }
