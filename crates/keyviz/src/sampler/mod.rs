@@ -701,18 +701,21 @@ impl Sampler {
     /// [`ConfigError`] when a field is out of its documented range.
     pub fn new(config: SamplerConfig, now_unix_ms: i64) -> Result<Sampler, ConfigError> {
         config.validate()?;
+        let windows = Arc::new(Windows::new(
+            now_unix_ms,
+            config.step_ms,
+            config.retention_ms,
+            capture::Capture::new(config.hot_keys.clone(), config.hot_key_sketches),
+        ));
+        // Every table the sampler publishes shares its unknown-route counts.
+        let table = RouteTable::new(Vec::new(), windows.unknown_counts());
         Ok(Sampler {
             stamp: std::sync::atomic::AtomicU64::new(next_stamp()),
             one_sub: config.key_buckets_per_route == 1,
             history: RwLock::new(History::with_tiers(&config.tiers(), config.max_columns)),
-            windows: Arc::new(Windows::new(
-                now_unix_ms,
-                config.step_ms,
-                config.retention_ms,
-                capture::Capture::new(config.hot_keys.clone(), config.hot_key_sketches),
-            )),
+            windows,
             config,
-            table: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
+            table: Arc::new(ArcSwap::from_pointee(table)),
             control: Mutex::new(Catalog::default()),
             retire: RetireQueue::default(),
             seal: Mutex::new(SealState {
@@ -944,7 +947,7 @@ impl Sampler {
                 };
                 let mut done = sub.count(&table, shard, route, counter_of, bytes);
                 if done == FAST_UNKNOWN {
-                    self.windows.note_unknown(shard.get());
+                    table.note_unknown(shard);
                     done = FAST_DONE;
                 }
                 local.put_back_unchecked(table);
@@ -1841,7 +1844,7 @@ mod loom_tests {
             ));
             let slot = SlotArc::new(Slot::for_test(1));
             slot.counters.promote(0, true);
-            let table = Arc::new(RouteTable::new(vec![slot]));
+            let table = Arc::new(RouteTable::new(vec![slot], Default::default()));
             let published = Arc::new(loom::sync::Mutex::new(Some(Arc::clone(&table))));
             let queue = Arc::new(RetireQueue::default());
 

@@ -17,6 +17,7 @@ use super::capture::SlotCapture;
 use super::counters::{MAX_SHARDS, ShardBlock, SlotCounters, WriteLanes};
 use super::shard::ShardIx;
 use super::subrange::SubLayout;
+use super::window::UnknownCounts;
 use crate::error::RouteError;
 use crate::sync::{Arc, AtomicU32, AtomicU64, Mutex, Ordering};
 
@@ -172,10 +173,17 @@ pub(crate) struct RouteTable {
     /// route and that lease, so a block counted through here is the one the
     /// slot's drain reads.
     leases: [Box<[OnceLock<std::sync::Arc<ShardBlock>>]>; MAX_SHARDS],
+    /// The sampler's per-lease unknown-route counts (shared with its
+    /// `Windows` and every table it publishes): the fast path counts a miss
+    /// through the table, so the sampler itself is dead after the stamp
+    /// compare and the leaf needs no callee-saved register.
+    unknown: UnknownCounts,
 }
 
 impl RouteTable {
-    pub(crate) fn new(slots: Vec<Arc<Slot>>) -> RouteTable {
+    /// The table of `slots`, counting unknown routes into `unknown` (the
+    /// sampler's, from [`Windows::unknown_counts`](super::window::Windows::unknown_counts)).
+    pub(crate) fn new(slots: Vec<Arc<Slot>>, unknown: UnknownCounts) -> RouteTable {
         let mut by_route = FxHashMap::default();
         for (i, slot) in slots.iter().enumerate() {
             for &m in &slot.meta.members {
@@ -204,6 +212,7 @@ impl RouteTable {
             by_route,
             sparse,
             leases: std::array::from_fn(|_| (0..dense_len).map(|_| OnceLock::new()).collect()),
+            unknown,
         };
         // Blocks promoted before this table: linked now, so a busy route
         // stays on the fast path across a catalog change. A block promoted
@@ -268,6 +277,15 @@ impl RouteTable {
             None if self.sparse => Leased::Slow,
             None => Leased::Unknown,
         }
+    }
+
+    /// Counts one observation of an unregistered route by the holder of
+    /// lease `lease`: a load and a store (only the holder writes its count).
+    #[inline(always)]
+    pub(crate) fn note_unknown(&self, lease: ShardIx) {
+        let c = &self.unknown[lease.get()].0;
+        // Ordering: Relaxed — a statistic, written by the lease holder only.
+        c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
     }
 
     /// [`lease_block`](RouteTable::lease_block) of a route with no linked
@@ -674,7 +692,7 @@ impl Planner<'_> {
             retired.retain(|s| published.contains(&Arc::as_ptr(s)));
         }
         Change {
-            table: RouteTable::new(slots),
+            table: RouteTable::new(slots, std::sync::Arc::clone(&self.current.unknown)),
             retired,
         }
     }
