@@ -111,6 +111,71 @@ fn case_write_10k_routes_spread(n: u64, s: &Sampler, t: i64) {
     }
 }
 
+/// The Go reference's `Observe10k/uniform` shape (as `sampler_observe`'s
+/// `observe_go_shapes/10k_uniform_write_1_thread`): routes `1..=10 000` in 8
+/// groups at term 3, a 16-byte key per route, uniform route ids from a
+/// precomputed xorshift64* sequence of 1 Mi entries.
+#[inline(never)]
+fn case_go_10k_uniform_write(n: u64, s: &Sampler, seq: &[u32], keys: &[[u8; 16]], t: i64) {
+    let mask = seq.len() - 1;
+    for j in 0..n as usize {
+        let r = seq[j & mask];
+        let key = &keys[r as usize];
+        s.observe_write(u64::from(r), black_box(key), 64, u64::from(r % 8 + 1), 3, t);
+    }
+}
+
+/// As `case_go_10k_uniform_write`, reads (`Observe10kRead/uniform`).
+#[inline(never)]
+fn case_go_10k_uniform_read(n: u64, s: &Sampler, seq: &[u32], keys: &[[u8; 16]], t: i64) {
+    let mask = seq.len() - 1;
+    for j in 0..n as usize {
+        let r = seq[j & mask];
+        let key = &keys[r as usize];
+        s.observe_read(u64::from(r), black_box(key), 64, ReadRole::Leader, t);
+    }
+}
+
+/// `sampler_observe`'s Go-shape sampler, key table and uniform sequence.
+fn go_shape() -> (Sampler, Vec<u32>, Vec<[u8; 16]>) {
+    let s = Sampler::new(
+        SamplerConfig {
+            max_tracked_routes: 10_000,
+            key_buckets_per_route: 1,
+            ..SamplerConfig::default()
+        },
+        support::T0,
+    )
+    .expect("bench config is valid");
+    s.register_routes((1..=10_000u32).map(|r| keyviz::RouteSpec {
+        id: u64::from(r),
+        start: (r * 1_000).to_be_bytes().to_vec(),
+        end: Some(((r + 1) * 1_000).to_be_bytes().to_vec()),
+        group: u64::from(r % 8 + 1),
+    }))
+    .expect("routes tile the key space");
+    let keys = (0..=10_000u32)
+        .map(|r| {
+            let mut k = [0u8; 16];
+            k[..4].copy_from_slice(&(r * 1_000 + 7).to_be_bytes());
+            for (i, b) in k.iter_mut().enumerate().skip(4) {
+                *b = i as u8;
+            }
+            k
+        })
+        .collect();
+    let mut x = 42u64 ^ 0x9e37_79b9_7f4a_7c15;
+    let seq = (0..1usize << 20)
+        .map(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            (x.wrapping_mul(0x2545_f491_4f6c_dd1d) % 10_000) as u32 + 1
+        })
+        .collect();
+    (s, seq, keys)
+}
+
 fn sampler(routes: u64, k: u32) -> Sampler {
     support::sampler_with_routes(
         routes,
@@ -157,6 +222,7 @@ fn main() {
     let k8 = sampler(1, 8);
     let big = sampler(10_000, 1);
     let off = sampler_capture_off(1);
+    let (go, seq, keys) = go_shape();
     let t = one.open_window_unix_ms();
     // Warm up (in `main`, so the counts of the case functions are the
     // measured loops only): the busy slots move to this thread's shard, the
@@ -180,6 +246,14 @@ fn main() {
         r = (r + 7_919) % 10_000;
         big.observe_write(r + 1, &KEY, 64, 1, 42, t);
     }
+    // Eight passes over the sequence (about 840 of each op per route): every
+    // route is past its promotion to this thread's shard.
+    for j in 0..8usize << 20 {
+        let r = seq[j & (seq.len() - 1)];
+        let key = &keys[r as usize];
+        go.observe_write(u64::from(r), key, 64, u64::from(r % 8 + 1), 3, t);
+        go.observe_read(u64::from(r), key, 64, ReadRole::Leader, t);
+    }
     time("baseline_relaxed_fetch_add", n, || {
         case_baseline_relaxed_fetch_add(n, &a)
     });
@@ -200,6 +274,12 @@ fn main() {
     });
     time("write_10k_routes_spread", n, || {
         case_write_10k_routes_spread(n, &big, t)
+    });
+    time("go_10k_uniform_write_1_thread", n, || {
+        case_go_10k_uniform_write(n, &go, &seq, &keys, t)
+    });
+    time("go_10k_uniform_read_1_thread", n, || {
+        case_go_10k_uniform_read(n, &go, &seq, &keys, t)
     });
     black_box((a.load(Ordering::Relaxed), v));
 }

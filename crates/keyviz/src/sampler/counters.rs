@@ -28,10 +28,10 @@
 //! Increments are `Relaxed`: each counter is an independent tally and nothing
 //! is published through it.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use super::shard::ShardIx;
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering, fence};
 
 /// Write lanes with an identity per slot. A leadership flip inside one window
 /// uses a second lane; four cover any realistic churn, and a fifth pseudo-lane
@@ -45,11 +45,12 @@ const READ_LEADER: usize = 0;
 const READ_FOLLOWER: usize = 1;
 const FIRST_WRITE: usize = 2;
 
-/// [`SlotCounters::add_sharded`]: counted.
+/// [`ShardBlock::count`]: counted.
 pub(crate) const COUNTED: u8 = 0;
-/// [`SlotCounters::add_sharded`]: counted, and a hot-key capture is due.
+/// [`ShardBlock::count`]: counted, and a hot-key capture is due.
 pub(crate) const DUE: u8 = 1;
-/// [`SlotCounters::add_sharded`]: nothing counted, the lease has no block.
+/// [`ShardBlock::count`]: nothing counted (no such sub-range; for the fast
+/// path: the lease has no block in the slot).
 pub(crate) const NO_BLOCK: u8 = 2;
 
 /// The counter of a leader (`true`) or follower read.
@@ -344,17 +345,132 @@ struct ShardSeen {
 
 /// One lease holder's counters in one slot: the first sub-range inline (a
 /// slot of one sub-range, the common case, reaches its cells with no length
-/// check and no second pointer), the others boxed in its `more`. Boxed in the slot's
-/// per-lease `OnceLock`, so an unpromoted lease costs the slot 16 bytes.
+/// check and no second pointer), the others boxed in its `more`. In an `Arc`
+/// in the slot's per-lease `OnceLock` (an unpromoted lease costs the slot 16
+/// bytes), shared with the route tables' per-lease arrays
+/// ([`RouteTable::lease_block`](super::route_table::RouteTable::lease_block)),
+/// through which the fast path reaches it without reading the slot.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct ShardBlock {
+    /// The lease holder's copy of the slot's write lane identities, so a
+    /// write finds its lane without reading the slot (see [`LaneDir`]).
+    lanes: LaneDir,
     /// Sub-range 0; its `more` holds sub-ranges 1.. .
     first: ShardSub,
 }
 
+/// A lease holder's copy of some of its slot's write lanes: entry `i` is
+/// empty (term [`FREE`]) or names lane `i`'s identity (term, group) as the
+/// slot's [`WriteLanes`] had it when the holder last counted a write there.
+/// One line, read by the fast path of every write next to the cell it bumps
+/// (both lines hang off the same block pointer, so they load in parallel).
+///
+/// Writers: the lease holder stores an identity
+/// ([`ShardBlock::remember_lane`], on the general path, right after the
+/// slot's lanes gave it that lane), and re-reads the slot's lane after a
+/// `SeqCst` fence, emptying the entry if the lane changed meanwhile; the seal
+/// side empties the entry of every lane idle in a drain
+/// ([`SlotCounters::forget_idle_lanes`], after the lane ageing that may free
+/// it, and after a `SeqCst` fence). A lane is freed only when idle, so when a
+/// seal has freed lane `i`, every entry `i` is empty or re-checked against
+/// the freed lane: the two fences order the holder's store before the seal's
+/// empty store, or its re-read after the free. What remains is the race the
+/// slot's own lanes have (an observer that matched a lane the seal frees
+/// before its count lands, see [`WriteLanes`]): a fast-path write that reads
+/// the entry before it sees the seal's empty store.
+#[derive(Debug, Default)]
+#[repr(C, align(64))]
+struct LaneDir {
+    ids: [LaneId; WRITE_LANES],
+}
+
 impl ShardBlock {
+    /// Heap bytes of a block of `subs` sub-ranges, as the budget counts them:
+    /// the block (lane copy and sub-range 0), the other sub-ranges, and the
+    /// `Arc`'s two counts, padded to the block's alignment.
     fn bytes(subs: usize) -> usize {
-        subs.max(1) * std::mem::size_of::<ShardSub>()
+        std::mem::size_of::<ShardBlock>()
+            + (subs.max(1) - 1) * std::mem::size_of::<ShardSub>()
+            + std::mem::align_of::<ShardBlock>()
+    }
+
+    /// The write counter of (group, term) by the lease holder's copy of the
+    /// slot's lanes ([`LaneDir`]): the unknown lane's for a write without
+    /// identity (as [`WriteLanes::find`]), `None` when the copy has no lane
+    /// of that identity (the general path finds or claims one in the slot
+    /// and remembers it here). Reads one line of the block.
+    #[inline(always)]
+    pub(crate) fn lane(&self, group: u64, term: u64) -> Option<Counter> {
+        if group == 0 || term == 0 || term == CLAIMING {
+            return Some(Counter::Unknown);
+        }
+        for (i, id) in self.lanes.ids.iter().enumerate() {
+            // Ordering: Relaxed — only this thread (the lease holder) stores a
+            // non-empty entry, so term and group read here are its own stores;
+            // the seal only empties the term (see `LaneDir`).
+            if id.term.load(Ordering::Relaxed) == term && id.group.load(Ordering::Relaxed) == group
+            {
+                return Some(Counter::write(i));
+            }
+        }
+        None
+    }
+
+    /// Lease holder, on the general path, right after `lanes` (the slot's)
+    /// gave it `lane` for (group, term): remembers that in its copy, so its
+    /// next write of that identity takes the fast path. Nothing for the
+    /// unknown lane, or when the copy already says so. Never blocks.
+    #[inline(always)]
+    pub(crate) fn remember_lane(&self, lane: usize, group: u64, term: u64, lanes: &WriteLanes) {
+        let Some(id) = self.lanes.ids.get(lane) else {
+            return;
+        };
+        // Ordering: Relaxed — our own stores (see `LaneDir`).
+        if id.term.load(Ordering::Relaxed) == term && id.group.load(Ordering::Relaxed) == group {
+            return;
+        }
+        self.store_lane(id, lane, group, term, lanes);
+    }
+
+    /// [`remember_lane`](Self::remember_lane)'s store and re-check; out of
+    /// line, once per block and identity.
+    #[cold]
+    #[inline(never)]
+    fn store_lane(&self, id: &LaneId, lane: usize, group: u64, term: u64, lanes: &WriteLanes) {
+        if term == FREE || term == CLAIMING {
+            return;
+        }
+        // Ordering: Relaxed stores, group first: the only reader of a
+        // non-empty entry is this thread (see `LaneDir`).
+        id.group.store(group, Ordering::Relaxed);
+        id.term.store(term, Ordering::Relaxed);
+        // Ordering: SeqCst fence, paired with the one in `forget_idle_lanes`:
+        // either the seal's empty store comes after ours, or our re-read
+        // below sees the seal's free of the lane (see `LaneDir`).
+        fence(Ordering::SeqCst);
+        if lanes.identity(lane) != (group, term) {
+            id.term.store(FREE, Ordering::Relaxed);
+        }
+    }
+
+    /// One operation of `bytes` (at most [`MAX_OP_BYTES`]) on `counter` of
+    /// sub-range 0, by the lease holder: [`COUNTED`] or [`DUE`] (a capture
+    /// is due: [`SlotCounters::due_stride`] tells its stride). No call, no
+    /// locked instruction.
+    #[inline(always)]
+    pub(crate) fn count_first(&self, counter: Counter, bytes: u64) -> u8 {
+        count_cell(&self.first, counter, bytes)
+    }
+
+    /// [`count_first`](Self::count_first) on sub-range `sub`; [`NO_BLOCK`]
+    /// (nothing counted) past the block's sub-ranges.
+    #[inline(always)]
+    pub(crate) fn count(&self, sub: usize, counter: Counter, bytes: u64) -> u8 {
+        match self.sub(sub) {
+            Some(s) => count_cell(s, counter, bytes),
+            None => NO_BLOCK,
+        }
     }
 
     fn new(subs: usize, capture: bool) -> ShardBlock {
@@ -370,7 +486,10 @@ impl ShardBlock {
         };
         let mut first = sub();
         first.more = (1..subs).map(|_| sub()).collect();
-        ShardBlock { first }
+        ShardBlock {
+            lanes: LaneDir::default(),
+            first,
+        }
     }
 
     /// Sub-range `sub`'s counters (`None` past the slot's sub-ranges).
@@ -445,10 +564,12 @@ fn count_cell(s: &ShardSub, counter: Counter, bytes: u64) -> u8 {
 pub(crate) struct SlotCounters {
     /// The block of each lease index, empty until promoted; set once by that
     /// index's holder (the `OnceLock` publishes the zeroed block with
-    /// release/acquire), freed with the slot. First, so that in a slot laid
-    /// out at a line boundary after its 96-byte [`WriteLanes`] no lease's
-    /// entry (16 bytes) straddles two lines.
-    shards: [OnceLock<Box<ShardBlock>>; MAX_SHARDS],
+    /// release/acquire), freed with the slot and the last route table that
+    /// links it (a table holds the slot too, so a block never outlives the
+    /// drains of its slot). First, so that in a slot laid out at a line
+    /// boundary after its 96-byte [`WriteLanes`] no lease's entry (16 bytes)
+    /// straddles two lines.
+    shards: [OnceLock<Arc<ShardBlock>>; MAX_SHARDS],
     blocks: Box<[SubCounters]>,
     wide: OnceLock<Box<[Wide]>>,
 }
@@ -512,7 +633,7 @@ impl SlotCounters {
     /// The size of one lease's shard entry (layout tests).
     #[cfg(all(test, not(loom)))]
     pub(crate) fn shard_entry_size() -> usize {
-        std::mem::size_of::<OnceLock<Box<ShardBlock>>>()
+        std::mem::size_of::<OnceLock<Arc<ShardBlock>>>()
     }
 
     /// Number of sub-ranges.
@@ -524,6 +645,21 @@ impl SlotCounters {
     #[inline(always)]
     fn shard(&self, shard: usize) -> Option<&ShardBlock> {
         self.shards.get(shard)?.get().map(|b| &**b)
+    }
+
+    /// The shard block of lease `lease`, if promoted: the fast path's way to
+    /// it when it reads the slot anyway (a slot of several sub-ranges).
+    #[inline(always)]
+    pub(crate) fn lease_block(&self, lease: ShardIx) -> Option<&ShardBlock> {
+        self.shards[lease.get()].get().map(|b| &**b)
+    }
+
+    /// The shard block of lease `shard` as the `Arc` a route table links
+    /// ([`RouteTable::link`](super::route_table::RouteTable::link)); `None`
+    /// until promoted, and for [`super::shard::NO_SHARD`].
+    #[inline(always)]
+    pub(crate) fn shard_block(&self, shard: usize) -> Option<&Arc<ShardBlock>> {
+        self.shards.get(shard)?.get()
     }
 
     /// Counts one operation as lease `shard` (or [`super::shard::NO_SHARD`])
@@ -557,38 +693,7 @@ impl SlotCounters {
         self.add_shared(shard, sub, counter, bytes, capture)
     }
 
-    /// The fast path's count: one operation of `bytes` (at most
-    /// [`MAX_OP_BYTES`]) on counter `counter` of sub-range `sub`, on lease `shard`'s own block, as [`add`](Self::add)
-    /// does there. Returns [`COUNTED`], [`DUE`] (counted; a hot-key capture
-    /// is due: [`due_stride`](Self::due_stride) tells its stride) or
-    /// [`NO_BLOCK`] (nothing counted: the lease has no block in this slot).
-    /// No call, no locked instruction; the caller must hold lease `shard`.
-    #[inline(always)]
-    pub(crate) fn add_sharded(
-        &self,
-        shard: ShardIx,
-        sub: usize,
-        counter: Counter,
-        bytes: u64,
-    ) -> u8 {
-        match self.shards[shard.get()].get().and_then(|b| b.sub(sub)) {
-            Some(s) => count_cell(s, counter, bytes),
-            None => NO_BLOCK,
-        }
-    }
-
-    /// [`add_sharded`](Self::add_sharded) of sub-range 0 (a slot of one
-    /// sub-range): the lease's block and its inline first sub-range, no
-    /// length check.
-    #[inline(always)]
-    pub(crate) fn add_sharded_first(&self, shard: ShardIx, counter: Counter, bytes: u64) -> u8 {
-        match self.shards[shard.get()].get() {
-            Some(b) => count_cell(&b.first, counter, bytes),
-            None => NO_BLOCK,
-        }
-    }
-
-    /// After [`add_sharded`](Self::add_sharded) returned [`DUE`] on this
+    /// After [`ShardBlock::count`] returned [`DUE`] on this
     /// thread (the lease holder, with no other count of that cell since):
     /// the stride of that operation's capture (0 = not captured), and the
     /// cell's next due count.
@@ -668,7 +773,7 @@ impl SlotCounters {
                 Err(now) => cur = now,
             }
         }
-        let block = Box::new(ShardBlock::new(self.blocks.len(), capture));
+        let block = Arc::new(ShardBlock::new(self.blocks.len(), capture));
         if cell.set(block).is_err() {
             // Only the lease holder sets this cell, so it cannot be set yet;
             // give the budget back all the same.
@@ -735,6 +840,33 @@ impl SlotCounters {
             bytes,
             capture,
         )
+    }
+
+    /// Seal side, after [`WriteLanes::age`] of this drain: empties every
+    /// lease holder's copy of each lane that had no writes in the drain
+    /// (`active[l]` false), so no copy outlives a lane the ageing frees (see
+    /// [`LaneDir`]). Caller holds the seal lock. Stores only into entries that
+    /// are not empty yet.
+    pub(crate) fn forget_idle_lanes(&self, active: &[bool; WRITE_LANES]) {
+        if active.iter().all(|a| *a) {
+            return;
+        }
+        // Ordering: SeqCst fence, after the ageing's free (a Release CAS)
+        // and before the empty stores: pairs with the one in
+        // `ShardBlock::store_lane` (see `LaneDir`).
+        fence(Ordering::SeqCst);
+        for lease in 0..MAX_SHARDS {
+            let Some(block) = self.shard(lease) else {
+                continue;
+            };
+            for (id, _) in block.lanes.ids.iter().zip(active).filter(|(_, a)| !**a) {
+                // Ordering: Relaxed — see `LaneDir`; a load first, so a quiet
+                // copy's line is not dirtied every seal.
+                if id.term.load(Ordering::Relaxed) != FREE {
+                    id.term.store(FREE, Ordering::Relaxed);
+                }
+            }
+        }
     }
 
     /// Swaps every shared counter of sub-range `sub` to zero, takes every
@@ -1080,6 +1212,33 @@ mod loom_tests {
             assert_eq!(l.identity(theirs), (7, 42));
         });
     }
+
+    /// A lease holder remembering a lane in its block's copy while a seal
+    /// frees that lane (its second idle window) and empties the copies:
+    /// however the two interleave, once both are done the copy does not name
+    /// the freed lane (the two `SeqCst` fences of `LaneDir`).
+    #[test]
+    fn a_lane_copy_never_outlives_the_lane_a_seal_frees() {
+        loom::model(|| {
+            let c = loom::sync::Arc::new(SlotCounters::new(1));
+            c.promote(0, false);
+            let lanes = loom::sync::Arc::new(WriteLanes::default());
+            let lane = lanes.lane_for(7, 42);
+            // One idle window already: the next idle drain frees the lane.
+            lanes.age(&[false; WRITE_LANES]);
+            let (c2, l2) = (loom::sync::Arc::clone(&c), loom::sync::Arc::clone(&lanes));
+            let holder = loom::thread::spawn(move || {
+                let block = c2.shard_block(0).expect("promoted");
+                block.remember_lane(lane, 7, 42, &l2);
+            });
+            lanes.age(&[false; WRITE_LANES]);
+            c.forget_idle_lanes(&[false; WRITE_LANES]);
+            holder.join().expect("holder");
+            assert_eq!(lanes.identity(lane), (0, 0), "freed");
+            let block = c.shard_block(0).expect("promoted");
+            assert_eq!(block.lane(7, 42), None, "no copy of the freed lane");
+        });
+    }
 }
 
 #[cfg(all(test, not(loom)))]
@@ -1133,11 +1292,16 @@ mod tests {
         assert_eq!(std::mem::size_of::<ShardSeen>(), 128);
         assert_eq!(std::mem::size_of::<ShardSub>(), 384);
         assert_eq!(std::mem::offset_of!(ShardSub, seen), 256);
+        // The lane copy's line, then sub-range 0 (`more` in its padding).
+        assert_eq!(std::mem::size_of::<LaneDir>(), 64);
+        assert_eq!(std::mem::offset_of!(ShardBlock, lanes), 0);
+        assert_eq!(std::mem::offset_of!(ShardBlock, first), 64);
         assert_eq!(
             std::mem::size_of::<ShardBlock>(),
-            384,
+            448,
             "no padding for `more`"
         );
+        assert_eq!(ShardBlock::bytes(1), 512, "with the Arc's counts");
         // A write's lane search reads the four (term, group) pairs: one line
         // when the lanes start a line (they start the slot).
         assert_eq!(std::mem::offset_of!(WriteLanes, ids), 0);
@@ -1246,22 +1410,19 @@ mod tests {
         // each count lands in its own sub-range and drains exactly once.
         let c = SlotCounters::new(3);
         c.promote(5, true);
-        let lease = ShardIx::new(5).expect("a lease index");
-        assert_eq!(c.add_sharded(ShardIx::S4, 0, Counter::Lane0, 1), NO_BLOCK);
+        assert!(c.shard_block(4).is_none(), "only the promoted lease");
+        let block = c.shard_block(5).expect("promoted");
         for sub in 0..3u64 {
             for _ in 0..=sub {
-                let r = c.add_sharded(lease, sub as usize, Counter::write(1), 10 + sub);
+                let r = block.count(sub as usize, Counter::write(1), 10 + sub);
                 assert_ne!(r, NO_BLOCK, "the lease has a block");
             }
         }
         for _ in 0..4 {
-            assert_ne!(
-                c.add_sharded_first(lease, Counter::ReadFollower, 7),
-                NO_BLOCK
-            );
+            assert_ne!(block.count_first(Counter::ReadFollower, 7), NO_BLOCK);
         }
         assert_eq!(
-            c.add_sharded(lease, 3, Counter::Lane0, 1),
+            block.count(3, Counter::Lane0, 1),
             NO_BLOCK,
             "past the last sub-range nothing is counted"
         );
@@ -1314,6 +1475,41 @@ mod tests {
         let hot = strides(&c);
         assert!(hot[..exact as usize].iter().all(|s| *s == 1));
         assert_eq!(hot[exact as usize], capture_stride(exact, true));
+    }
+
+    #[test]
+    fn a_blocks_lane_copy_names_only_lanes_the_slot_still_has() {
+        let c = SlotCounters::new(1);
+        let lanes = WriteLanes::default();
+        c.promote(0, false);
+        let block = c.shard_block(0).expect("promoted");
+        assert_eq!(block.lane(0, 5), Some(Counter::Unknown), "no identity");
+        assert_eq!(block.lane(7, 42), None, "nothing remembered yet");
+        let lane = lanes.lane_for(7, 42);
+        block.remember_lane(lane, 7, 42, &lanes);
+        assert_eq!(block.lane(7, 42), Some(Counter::write(lane)));
+        assert_eq!(block.lane(8, 42), None, "the group is part of the identity");
+        // A lane the slot does not hold for that identity is not remembered
+        // (the re-check after the store).
+        block.remember_lane(lane + 1, 7, 43, &lanes);
+        assert_eq!(block.lane(7, 43), None);
+        // A lane busy in the drain keeps its copy; an idle one loses it,
+        // before the ageing can free the slot's lane.
+        let mut active = [false; WRITE_LANES];
+        active[lane] = true;
+        lanes.age(&active);
+        c.forget_idle_lanes(&active);
+        assert_eq!(block.lane(7, 42), Some(Counter::write(lane)));
+        lanes.age(&[false; WRITE_LANES]);
+        c.forget_idle_lanes(&[false; WRITE_LANES]);
+        assert_eq!(block.lane(7, 42), None, "idle: emptied");
+        lanes.age(&[false; WRITE_LANES]);
+        assert_eq!(lanes.identity(lane), (0, 0), "freed after two idle windows");
+        // The lane's next owner is remembered under its own identity.
+        let next = lanes.lane_for(7, 44);
+        block.remember_lane(next, 7, 44, &lanes);
+        assert_eq!(block.lane(7, 44), Some(Counter::write(next)));
+        assert_eq!(block.lane(7, 42), None);
     }
 
     #[test]

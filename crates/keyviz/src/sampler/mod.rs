@@ -40,7 +40,9 @@ use crate::time::{align_down, format_rfc3339_ms};
 
 use counters::{UNKNOWN_LANE, WRITE_LANES};
 use retire::{RetireQueue, Retired, sweep};
-use route_table::{Catalog, CatalogLimits, Change, NO_ROW, Planner, RouteTable, Slot, SlotKind};
+use route_table::{
+    Catalog, CatalogLimits, Change, Leased, NO_ROW, Planner, RouteTable, Slot, SlotKind,
+};
 pub use route_table::{RouteId, RouteSpec};
 pub use window::{MAX_FUTURE_STEPS, MAX_SIDE_CELLS, MAX_SIDE_WINDOWS};
 use window::{Op, SideCell, Windows};
@@ -313,34 +315,86 @@ impl Drop for LocalOwner {
     }
 }
 
-/// How the fast path finds an operation's sub-range in a slot.
+/// How the fast path finds the thread's shard block and the operation's
+/// sub-range in it.
 trait SubKey: Copy {
-    /// The sub-range of the slot that counts this operation, or `None` for
-    /// sub-range 0 of a slot known to have one.
-    fn index(self, slot: &Slot) -> Option<usize>;
+    /// Counts one operation of `bytes` on the counter `counter_of` names in
+    /// lease `lease`'s shard block of the slot of `route` in `table`, in the
+    /// sub-range this key falls in: [`FAST_DONE`] or [`FAST_DUE`] as
+    /// [`ShardBlock::count`](counters::ShardBlock::count), [`FAST_UNKNOWN`]
+    /// (no such route; nothing counted) or [`FAST_SLOW`] (nothing counted).
+    fn count(
+        self,
+        table: &RouteTable,
+        lease: shard::ShardIx,
+        route: RouteId,
+        counter_of: impl Fn(&counters::ShardBlock) -> Option<counters::Counter>,
+        bytes: u64,
+    ) -> u8;
 }
 
-/// The key itself: searched in the slot's sub-range layout.
+/// The key itself: searched in the slot's sub-range layout. The slot is read
+/// for its layout anyway, so its own lease pointer leads to the block (the
+/// table's lease arrays would only add loads).
 impl SubKey for &[u8] {
     #[inline(always)]
-    fn index(self, slot: &Slot) -> Option<usize> {
-        Some(slot.layout.index(self))
+    fn count(
+        self,
+        table: &RouteTable,
+        lease: shard::ShardIx,
+        route: RouteId,
+        counter_of: impl Fn(&counters::ShardBlock) -> Option<counters::Counter>,
+        bytes: u64,
+    ) -> u8 {
+        match table.dense_slot(route) {
+            Ok(Some(slot)) => match slot.counters.lease_block(lease) {
+                Some(block) => match counter_of(block) {
+                    Some(counter) => block.count(slot.layout.index(self), counter, bytes),
+                    None => FAST_SLOW,
+                },
+                None => FAST_SLOW,
+            },
+            Ok(None) => FAST_UNKNOWN,
+            Err(()) => FAST_SLOW,
+        }
     }
 }
 
 /// A sampler whose slots all have one sub-range ([`Sampler::one_sub`]: the
 /// catalog lays out every route slot with `key_buckets_per_route` = 1, and a
-/// virtual slot always has one): no key to pass, sub-range 0.
+/// virtual slot always has one): no key to pass, sub-range 0, and the block
+/// comes from the table's lease array, so the slot is not read at all.
 #[derive(Clone, Copy)]
 struct OneSub;
 
 impl SubKey for OneSub {
     #[inline(always)]
-    fn index(self, slot: &Slot) -> Option<usize> {
-        debug_assert!(slot.layout.is_single());
-        None
+    fn count(
+        self,
+        table: &RouteTable,
+        lease: shard::ShardIx,
+        route: RouteId,
+        counter_of: impl Fn(&counters::ShardBlock) -> Option<counters::Counter>,
+        bytes: u64,
+    ) -> u8 {
+        match table.lease_block(lease, route) {
+            Leased::Block(block) => {
+                debug_assert!(
+                    matches!(table.dense_slot(route), Ok(Some(s)) if s.layout.is_single())
+                );
+                match counter_of(block) {
+                    Some(counter) => block.count_first(counter, bytes),
+                    None => FAST_SLOW,
+                }
+            }
+            Leased::Unknown => FAST_UNKNOWN,
+            Leased::Slow => FAST_SLOW,
+        }
     }
 }
+
+/// [`SubKey::count`]: no such route (the fast path counts it as unknown).
+const FAST_UNKNOWN: u8 = 3;
 
 /// [`Sampler::fast`]: counted (or counted as an unregistered route).
 const FAST_DONE: u8 = counters::COUNTED;
@@ -451,6 +505,12 @@ fn count_write(
         let lane = slot.lanes.lane_for(group, term);
         let on = windows.capture_on;
         let stride = slot.counters.add_write(shard, sub, lane, bytes, on);
+        // A block promoted since the table was built: the fast path's from now
+        // on, and the lane the slot gave this identity with it.
+        table.link(route, shard, slot);
+        if let Some(block) = slot.counters.shard_block(shard) {
+            block.remember_lane(lane, group, term, &slot.lanes);
+        }
         // A stride is 0 when capture is off.
         if stride != 0 {
             capture::capture(
@@ -492,6 +552,8 @@ fn count_read(
     if windows.is_open(at_unix_ms) {
         let on = windows.capture_on;
         let stride = slot.counters.add_read(shard, sub, leader, bytes, on);
+        // A block promoted since the table was built: the fast path's from now on.
+        table.link(route, shard, slot);
         // A stride is 0 when capture is off.
         if stride != 0 {
             capture::capture(
@@ -639,18 +701,21 @@ impl Sampler {
     /// [`ConfigError`] when a field is out of its documented range.
     pub fn new(config: SamplerConfig, now_unix_ms: i64) -> Result<Sampler, ConfigError> {
         config.validate()?;
+        let windows = Arc::new(Windows::new(
+            now_unix_ms,
+            config.step_ms,
+            config.retention_ms,
+            capture::Capture::new(config.hot_keys.clone(), config.hot_key_sketches),
+        ));
+        // Every table the sampler publishes shares its unknown-route counts.
+        let table = RouteTable::new(Vec::new(), windows.unknown_counts());
         Ok(Sampler {
             stamp: std::sync::atomic::AtomicU64::new(next_stamp()),
             one_sub: config.key_buckets_per_route == 1,
             history: RwLock::new(History::with_tiers(&config.tiers(), config.max_columns)),
-            windows: Arc::new(Windows::new(
-                now_unix_ms,
-                config.step_ms,
-                config.retention_ms,
-                capture::Capture::new(config.hot_keys.clone(), config.hot_key_sketches),
-            )),
+            windows,
             config,
-            table: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
+            table: Arc::new(ArcSwap::from_pointee(table)),
             control: Mutex::new(Catalog::default()),
             retire: RetireQueue::default(),
             seal: Mutex::new(SealState {
@@ -848,8 +913,9 @@ impl Sampler {
     /// The thread-local fast path of one observation stamped in the open
     /// window (the caller checked): counts it on this thread's own shard of
     /// the slot, through the thread's cached table (current by its stamp).
-    /// `bytes` is [`op_bytes`]; `counter_of` names the slot's counter
-    /// (`None`: a write lane must be claimed first). Returns [`FAST_DONE`]
+    /// `bytes` is [`op_bytes`]; `counter_of` names the counter from the
+    /// thread's shard block (a write: by the block's copy of the slot's
+    /// lanes; `None`: the general path must find or claim the lane first). Returns [`FAST_DONE`]
     /// (counted, or counted as an unregistered route), [`FAST_DUE`] (counted,
     /// and a hot-key capture is due) or [`FAST_SLOW`] (nothing counted: the
     /// thread's first observe of this table, a route id past the dense
@@ -870,7 +936,7 @@ impl Sampler {
         route: RouteId,
         sub: impl SubKey,
         bytes: u64,
-        counter_of: impl Fn(&Slot) -> Option<counters::Counter>,
+        counter_of: impl Fn(&counters::ShardBlock) -> Option<counters::Counter>,
     ) -> u8 {
         // `try_with`, not `with` (which is not inlined); `LOCAL` has no
         // destructor, so it never fails.
@@ -879,20 +945,11 @@ impl Sampler {
                 let Some((table, shard)) = self.fast_table(local) else {
                     return FAST_SLOW;
                 };
-                let done = match table.dense_slot(route) {
-                    Ok(Some(slot)) => match counter_of(slot) {
-                        Some(counter) => match sub.index(slot) {
-                            Some(sub) => slot.counters.add_sharded(shard, sub, counter, bytes),
-                            None => slot.counters.add_sharded_first(shard, counter, bytes),
-                        },
-                        None => FAST_SLOW,
-                    },
-                    Ok(None) => {
-                        self.windows.note_unknown(shard.get());
-                        FAST_DONE
-                    }
-                    Err(()) => FAST_SLOW,
-                };
+                let mut done = sub.count(&table, shard, route, counter_of, bytes);
+                if done == FAST_UNKNOWN {
+                    table.note_unknown(shard);
+                    done = FAST_DONE;
+                }
                 local.put_back_unchecked(table);
                 done
             })
@@ -1025,9 +1082,7 @@ impl Sampler {
         group: u64,
         term: u64,
     ) -> u8 {
-        self.fast(route, sub, bytes, |slot| {
-            slot.lanes.find(group, term).map(counters::Counter::write)
-        })
+        self.fast(route, sub, bytes, |block| block.lane(group, term))
     }
 
     /// [`observe_write`](Sampler::observe_write) when the fast path did not
@@ -1558,6 +1613,7 @@ fn drain_slot(slot: &SlotArc<Slot>, cells: &mut Vec<SealedCell>, evict_below: u6
     }
     drop(capture);
     slot.lanes.age(&active);
+    slot.counters.forget_idle_lanes(&active);
     // Ordering: Relaxed — heuristic, read only by the control plane.
     let old = slot.activity.load(Ordering::Relaxed);
     slot.activity.store(old / 2 + operations, Ordering::Relaxed);
@@ -1622,6 +1678,68 @@ fn row_is_current(table: &RouteTable, row: u32, meta: &RowMeta) -> bool {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    /// The fast path counts through the table's lease arrays: every count
+    /// lands in the slot's own block (the one seal drains), before and after
+    /// a catalog change rebuilds the table, and a write of a new term (a
+    /// lane the block's copy does not name yet) is counted in its own lane.
+    #[test]
+    fn counts_through_the_tables_lease_arrays_reach_the_slots_blocks() {
+        let s = Sampler::new(SamplerConfig::default(), 1_700_000_040_000).expect("config");
+        s.register_route(RouteSpec {
+            id: 1,
+            start: Vec::new(),
+            end: Some(b"m".to_vec()),
+            group: 1,
+        })
+        .expect("register");
+        let t = s.open_window_unix_ms();
+        let n = 2 * counters::PROMOTE_AT;
+        let writes = |term: u64| {
+            for _ in 0..n {
+                s.observe_write(1, b"a", 1, 1, term, t);
+                s.observe_read(1, b"a", 1, ReadRole::Leader, t);
+            }
+        };
+        writes(5);
+        // Without a lease (other test threads hold all eight) the counts
+        // below still hold; only the links are not there to check.
+        let linked = |s: &Sampler| {
+            let table = s.table.load_full();
+            let slot = table.dense_slot(1).ok().flatten().expect("slot");
+            let Some(ix) = shard::ShardIx::new(thread_shard()) else {
+                return true;
+            };
+            let via_slot = slot.counters.lease_block(ix).expect("promoted");
+            matches!(table.lease_block(ix, 1), Leased::Block(b) if std::ptr::eq(b, via_slot))
+        };
+        assert!(linked(&s), "the busy route's block is linked");
+        // A catalog change: the new table links the block at build.
+        s.register_route(RouteSpec {
+            id: 2,
+            start: b"m".to_vec(),
+            end: None,
+            group: 1,
+        })
+        .expect("register");
+        assert!(linked(&s), "linked in the rebuilt table");
+        writes(5);
+        writes(6);
+        let sealed = s.seal(t + s.step_ms() as i64);
+        let mut reads = 0;
+        let mut by_term = std::collections::BTreeMap::new();
+        for col in &sealed.columns {
+            for cell in &col.cells {
+                reads += cell.cell.reads_leader;
+                for lane in cell.cell.lanes.iter() {
+                    *by_term.entry(lane.term).or_insert(0) += lane.writes;
+                }
+            }
+        }
+        assert_eq!(reads, 3 * n);
+        assert_eq!(by_term.get(&5), Some(&(2 * n)));
+        assert_eq!(by_term.get(&6), Some(&n));
+    }
 
     /// `LOCAL` has no destructor: `LocalOwner`'s must empty it at thread
     /// exit, or every exited thread would keep its last route table (and
@@ -1726,7 +1844,7 @@ mod loom_tests {
             ));
             let slot = SlotArc::new(Slot::for_test(1));
             slot.counters.promote(0, true);
-            let table = Arc::new(RouteTable::new(vec![slot]));
+            let table = Arc::new(RouteTable::new(vec![slot], Default::default()));
             let published = Arc::new(loom::sync::Mutex::new(Some(Arc::clone(&table))));
             let queue = Arc::new(RetireQueue::default());
 

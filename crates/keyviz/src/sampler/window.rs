@@ -153,7 +153,7 @@ type CellKey = (u64, u32);
 /// A statistic on its own cache line (no false sharing between lease holders).
 #[derive(Debug, Default)]
 #[repr(align(64))]
-struct PaddedU64(AtomicU64);
+pub(crate) struct PaddedU64(pub(crate) AtomicU64);
 
 #[derive(Debug, Default)]
 struct SideBuffer {
@@ -235,7 +235,9 @@ pub(crate) struct Windows {
     unknown_route: AtomicU64,
     /// ... and per lease index (load + store by the lease holder, no atomic
     /// read-modify-write: the miss path costs what Go's does, or less).
-    unknown_sharded: [PaddedU64; MAX_SHARDS],
+    /// Shared with every route table of the sampler, so the fast path
+    /// counts an unknown route through the table it already holds.
+    unknown_sharded: UnknownCounts,
     pub(crate) out_of_window: AtomicU64,
     pub(crate) folded: AtomicU64,
     pub(crate) aged: AtomicU64,
@@ -243,6 +245,10 @@ pub(crate) struct Windows {
     /// Hot-key capture settings and budget, shared with every recorder.
     pub(crate) capture: std::sync::Arc<super::capture::Capture>,
 }
+
+/// The per-lease counts of observations of unregistered routes, shared by
+/// [`Windows`] and the route tables ([`RouteTable::note_unknown`](super::route_table::RouteTable::note_unknown)).
+pub(crate) type UnknownCounts = std::sync::Arc<[PaddedU64; MAX_SHARDS]>;
 
 /// Windows closed by a seal, oldest first, with their buffered cells.
 pub(crate) type Closed = Vec<(i64, Vec<SideCell>)>;
@@ -261,7 +267,7 @@ impl Windows {
             retention_ms: i64::try_from(retention_ms).unwrap_or(i64::MAX),
             side: crate::sync::Mutex::default(),
             unknown_route: AtomicU64::new(0),
-            unknown_sharded: std::array::from_fn(|_| PaddedU64::default()),
+            unknown_sharded: std::sync::Arc::new(std::array::from_fn(|_| PaddedU64::default())),
             out_of_window: AtomicU64::new(0),
             folded: AtomicU64::new(0),
             aged: AtomicU64::new(0),
@@ -283,6 +289,11 @@ impl Windows {
                 self.unknown_route.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// The per-lease unknown-route counts, for a route table to share.
+    pub(crate) fn unknown_counts(&self) -> UnknownCounts {
+        std::sync::Arc::clone(&self.unknown_sharded)
     }
 
     /// Observations of unregistered routes so far.
