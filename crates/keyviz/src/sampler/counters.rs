@@ -147,7 +147,10 @@ const PROMOTE_EVERY: u64 = 64;
 pub(crate) const MAX_SHARDS: usize = 8;
 /// Heap bytes all shard blocks of the process may take together; past it a
 /// busy slot stays on its shared counters (still exact, one atomic add).
-pub(crate) const SHARD_BUDGET_BYTES: usize = 32 << 20;
+/// 40 MiB: a one-sub-range block is 512 bytes (its lane copy's line, the
+/// first sub-range and the `Arc` counts), so 10 000 busy routes on all 8
+/// lease indices (80 000 blocks) fit.
+pub(crate) const SHARD_BUDGET_BYTES: usize = 40 << 20;
 /// Shard block bytes allocated now, process-wide.
 static SHARD_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
